@@ -1,0 +1,129 @@
+// Broker configuration (DESIGN §5): loaded from one YAML (or JSON) file,
+// validated completely at load. Errors name the file, line and key path, e.g.
+//   "conf/dev.yaml:12: policy.tiers.secret.max_ttl_seconds: must be an integer in [1, 86400]".
+// Unknown keys and duplicate keys are errors. Secrets are only accepted as
+// references ("file:PATH" or "env:NAME") and are resolved at load.
+//
+// Thread-safety: a loaded Config is an immutable value; the policy inside is
+// shared as std::shared_ptr<const Policy>.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <yaml-cpp/yaml.h>
+
+#include "jitbroker/policy.h"
+#include "jitbroker/result.h"
+#include "jitbroker/secret.h"
+
+namespace jitbroker::config {
+
+// A YAML mapping being read strictly. Every accessor marks its key as known;
+// CheckNoUnknownKeys() then reports the first key never asked for. Errors
+// are kInvalidArgument with reason "invalid_config" and a message
+// "FILE:LINE: PATH.KEY: what is wrong".
+class Section {
+ public:
+  Section(YAML::Node node, std::shared_ptr<const std::string> file, std::string path);
+
+  const std::string& path() const { return path_; }   // "policy.tiers.read"
+  int line() const;                                    // 1-based
+  const YAML::Node& node() const { return node_; }
+  bool Has(std::string_view key) const;
+
+  [[nodiscard]] Result<std::string> String(std::string_view key);
+  [[nodiscard]] Result<std::optional<std::string>> OptString(std::string_view key);
+  [[nodiscard]] Result<std::optional<int64_t>> OptInt(std::string_view key, int64_t min,
+                                                      int64_t max);
+  [[nodiscard]] Result<std::optional<bool>> OptBool(std::string_view key);
+  // A sequence of strings (absent = empty).
+  [[nodiscard]] Result<std::vector<std::string>> StringList(std::string_view key);
+  [[nodiscard]] Result<std::optional<Section>> OptSection(std::string_view key);
+  // Each element of a sequence of mappings.
+  [[nodiscard]] Result<std::vector<Section>> SectionList(std::string_view key);
+  // A "file:PATH" or "env:NAME" reference, resolved; inline values are an error.
+  // Relative file paths resolve against the config file's directory.
+  [[nodiscard]] Result<std::optional<SecretValue>> OptSecretRef(std::string_view key);
+  // Marks `key` as known without reading it (for keys read elsewhere).
+  void MarkKnown(std::string_view key);
+
+  [[nodiscard]] Status CheckNoUnknownKeys() const;
+  Error Err(std::string_view key, std::string_view what) const;  // key may be empty
+  const std::string& file() const { return *file_; }
+
+ private:
+  YAML::Node node_;
+  std::shared_ptr<const std::string> file_;
+  std::string path_;
+  std::shared_ptr<std::vector<std::string>> known_;
+};
+
+struct ServerConfig {
+  std::string host = "127.0.0.1";
+  int port = 8443;                       // 0 = pick a free port (tests)
+  int threads = 8;                       // HTTP worker threads
+  int max_queued_requests = 256;         // beyond this: 503 overloaded
+  size_t max_body_bytes = 64 * 1024;
+  bool metrics_public = true;            // false: /metrics needs an admin key
+  std::string tls_cert;                  // resolved PEM paths; empty = plain HTTP
+  std::string tls_key;
+};
+
+struct StoreConfig {
+  std::string sqlite_path;               // default: <data_dir>/state.db
+  int group_commit_max_batch = 256;      // batches per transaction at most
+};
+
+struct AuditConfig {
+  std::string file;                      // default: <data_dir>/audit.jsonl
+};
+
+struct SessionsConfig {
+  int64_t max_ttl_seconds = 28800;
+  int64_t default_ttl_seconds = 3600;
+  int64_t heartbeat_seconds = 60;
+  int64_t stall_after_missed = 3;
+};
+
+struct LogConfig {
+  std::string level = "info";            // trace|debug|info|warn|error
+  std::string access_log = "stderr";     // stderr | off | FILE
+};
+
+struct IssuerConfig {
+  std::string name;
+  std::string type;
+  Section section;                       // the issuer's own mapping ("type" marked known)
+};
+
+struct Config {
+  std::string file;                      // absolute path of the loaded file
+  std::string data_dir;                  // absolute
+  ServerConfig server;
+  StoreConfig store;
+  AuditConfig audit;
+  std::optional<SecretValue> seal_key;   // 32 bytes decoded; absent = generated (dev)
+  std::shared_ptr<const Policy> policy;
+  SessionsConfig sessions;
+  LogConfig log;
+  std::vector<IssuerConfig> issuers;
+  // Accepted now and validated by later features: anomaly rules, trust policies.
+  std::optional<Section> anomaly;
+  std::optional<Section> trust;
+};
+
+// Loads and validates the whole file. Relative paths (data_dir, store, audit,
+// file: refs) resolve against the config file's directory.
+[[nodiscard]] Result<Config> LoadConfigFile(const std::string& path);
+// Same, from text (file name used in messages and for relative paths).
+[[nodiscard]] Result<Config> LoadConfigText(std::string_view text, const std::string& file_name);
+
+// The policy part alone (used by reload): section is the `policy:` mapping.
+[[nodiscard]] Result<std::shared_ptr<const Policy>> LoadPolicy(Section& section);
+
+}  // namespace jitbroker::config

@@ -1,0 +1,26 @@
+// SqliteStore: the embedded Store (DESIGN §11) on SQLite 3 in WAL mode with
+// synchronous=FULL (each Apply() is one fsync'd transaction; the Journal
+// groups many requests per Apply), versioned schema migrations
+// (PRAGMA user_version), one writer connection and a small pool of reader
+// connections so reads never wait for the writer.
+//
+// Thread-safety: as Store.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "jitbroker/store.h"
+
+namespace jitbroker::store {
+
+struct SqliteOptions {
+  std::string path;            // file path; parent directory must exist
+  int reader_connections = 4;
+  int busy_timeout_ms = 5000;
+};
+
+class SqliteStore;
+[[nodiscard]] Result<std::unique_ptr<Store>> OpenSqliteStore(const SqliteOptions& options);
+
+}  // namespace jitbroker::store

@@ -1,0 +1,58 @@
+// Audit records and the hash chain (DESIGN §9).
+//
+// Every decision and credential event is one record. Records are chained:
+// record.prev_hash = previous record's hash ("" for the first), and
+// record.hash = lower-case hex SHA-256 of the canonical JSON of the record's
+// body with "prev_hash" and "seq" set and "hash" absent. Canonical JSON is
+// nlohmann::json::dump() with no indentation: object keys sorted, no
+// insignificant whitespace, UTF-8 emitted as is. Bodies never contain floats.
+//
+// The chain is written in two places: the store (source of truth) and an
+// append-only JSONL file (one record per line, with "hash"). Both are written
+// by the Journal before the request that caused the event is answered.
+//
+// Thread-safety: value types and pure functions only.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "jitbroker/result.h"
+
+namespace jitbroker {
+
+struct ChainHead {
+  int64_t seq = 0;
+  std::string hash;
+};
+
+struct AuditRecord {
+  int64_t seq = 0;
+  std::string prev_hash;
+  std::string hash;
+  nlohmann::json body;  // full record including seq, prev_hash and hash
+};
+
+// Chains `event` after `head` (nullopt = first record): fills seq, prev_hash,
+// hash in both the struct and body.
+AuditRecord ChainRecord(const std::optional<ChainHead>& head, nlohmann::json event);
+
+// Recomputes the hash of a full record body (ignoring its "hash" field).
+std::string ComputeRecordHash(const nlohmann::json& body);
+
+struct ChainVerification {
+  bool ok = true;
+  int64_t records = 0;
+  int64_t first_bad_seq = 0;      // 0 when ok
+  int64_t first_bad_line = 0;     // 1-based line for files, 0 otherwise
+  std::string problem;            // "hash mismatch", "prev_hash mismatch", "seq gap", "unparsable line"
+};
+
+// Verifies JSONL text (one record per line).
+ChainVerification VerifyChainText(std::string_view jsonl);
+
+}  // namespace jitbroker

@@ -1,0 +1,190 @@
+// Policy: the compiled, immutable policy snapshot and the pure evaluation of a
+// grant request against it (DESIGN §1 principle 2, §5).
+//
+// Effective rights are the intersection of the delegating principal's role
+// ceilings, the session's task scope, the tier control of the action and the
+// time window. Evaluate() is a pure function of (request, session, policy,
+// time): no I/O, no clock reads, no globals.
+//
+// Thread-safety: a compiled Policy is immutable after CompilePolicy() and is
+// shared read-only across request threads through std::shared_ptr<const Policy>.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <regex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "jitbroker/clock.h"
+#include "jitbroker/result.h"
+
+namespace jitbroker {
+
+// Ordered: a higher tier is riskier.
+enum class Tier { kRead = 0, kWrite, kPr, kMergeDeploy, kSecret, kDestructive };
+inline constexpr int kTierCount = 6;
+inline constexpr Tier kAllTiers[] = {Tier::kRead,        Tier::kWrite,  Tier::kPr,
+                                     Tier::kMergeDeploy, Tier::kSecret, Tier::kDestructive};
+std::string_view TierName(Tier tier);                       // "read", "merge_deploy", …
+std::optional<Tier> ParseTier(std::string_view name);
+
+enum class Control { kAutoAllow, kInScope, kApproval, kDeny };
+std::string_view ControlName(Control control);              // "auto_allow", …
+std::optional<Control> ParseControl(std::string_view name);
+
+// A string matcher: exact value, glob (`*` matches any run of characters except
+// '/' and ':'), or anchored regular expression written "re:<ecmascript>".
+// A pattern containing '*' is a glob; "re:" prefix is a regex; else exact.
+class Matcher {
+ public:
+  enum class Kind { kExact, kGlob, kRegex };
+  // Errors: kInvalidArgument (reason "invalid_pattern") for a bad regex.
+  [[nodiscard]] static Result<Matcher> Compile(std::string_view pattern);
+  bool Matches(std::string_view value) const;
+  Kind kind() const { return kind_; }
+  const std::string& pattern() const { return pattern_; }
+
+ private:
+  Kind kind_ = Kind::kExact;
+  std::string pattern_;
+  std::shared_ptr<const std::regex> regex_;
+};
+
+// Resource coverage (DESIGN §5): `pattern` covers `resource` when the pattern
+// (glob-matched, `*` not spanning '/' or ':') equals the resource or one of its
+// '/'-delimited prefixes, so "github://acme/svc" covers "github://acme/svc/pull/1"
+// and "github://acme/*" covers both. The lone pattern "*" covers everything.
+bool ResourceCovers(std::string_view pattern, std::string_view resource);
+
+struct TierPolicy {
+  Control control = Control::kDeny;
+  std::vector<std::string> approvers;           // e.g. "role:maintainer"
+  bool four_eyes = false;
+  std::optional<int64_t> max_ttl_seconds;       // credential TTL cap for this tier
+  int64_t approval_ttl_seconds = 300;           // how long a pending approval lives
+};
+
+struct ToolRule {
+  std::string name;                             // "tools[3]" or the rule's `name:`
+  std::optional<Matcher> tool;
+  std::optional<Matcher> operation;
+  std::optional<Matcher> resource;
+  std::map<std::string, Matcher> parameters;    // top-level string parameters
+  Tier tier = Tier::kWrite;
+};
+
+struct Role {
+  std::string name;
+  std::vector<std::string> resources;           // patterns; see ResourceCovers
+  Tier max_tier = Tier::kRead;
+  std::vector<std::string> issuers;             // empty = any issuer
+};
+
+struct Principal {
+  std::string id;
+  std::string email;
+  std::vector<std::string> roles;
+  std::string github_login;
+  std::vector<std::string> api_keys_sha256;     // lower-case hex
+};
+
+struct Policy {
+  std::string version;
+  std::array<TierPolicy, kTierCount> tiers;     // indexed by Tier
+  std::vector<ToolRule> tools;
+  std::vector<Principal> principals;
+  std::map<std::string, Role> roles;
+  Tier default_tier = Tier::kWrite;
+
+  const TierPolicy& ForTier(Tier t) const { return tiers[static_cast<int>(t)]; }
+  const Principal* FindPrincipal(std::string_view id) const;
+  // Constant-time comparison against every key digest.
+  const Principal* FindPrincipalByKeySha256(std::string_view key_sha256_hex) const;
+  bool HasRole(const Principal& p, std::string_view role) const;
+};
+
+// What a task may touch (DESIGN §2). Empty lists mean "nothing" for resources
+// and "any" for branches, environments and issuers.
+struct TaskScope {
+  std::vector<std::string> resources;
+  std::vector<std::string> branches;
+  std::vector<std::string> environments;
+  Tier max_tier = Tier::kRead;
+  std::vector<std::string> issuers;
+
+  nlohmann::json ToJson() const;
+  // Strict: unknown fields, wrong types and unknown tiers are kInvalidArgument.
+  [[nodiscard]] static Result<TaskScope> FromJson(const nlohmann::json& j);
+};
+
+// The facts about a session that evaluation needs.
+struct SessionFacts {
+  std::string session_id;
+  std::string principal_id;
+  std::string agent_id;
+  std::string task_id;
+  TaskScope scope;
+  TimePoint expires_at;
+};
+
+struct GrantRequest {
+  std::string tool;
+  std::string operation;
+  std::string resource;
+  std::string issuer;
+  nlohmann::json parameters = nlohmann::json::object();
+  nlohmann::json scope = nlohmann::json::object();  // issuer-specific
+  std::optional<int64_t> ttl_seconds;
+  std::string justification;
+};
+
+// What the issuer contributes to evaluation (from Issuer::Describe and
+// Issuer::ImpliedTier).
+struct IssuerFacts {
+  std::string name;
+  Tier implied_tier = Tier::kRead;   // tier implied by the issuer-specific scope
+  int64_t default_ttl_seconds = 900;
+  int64_t max_ttl_seconds = 3600;
+};
+
+enum class DecisionResult { kAllow, kDeny, kPending };
+std::string_view DecisionResultName(DecisionResult r);  // "allow", "deny", "pending"
+
+struct Decision {
+  DecisionResult result = DecisionResult::kDeny;
+  Tier tier = Tier::kRead;
+  std::string code;            // stable: "allowed", "approval_required", "tier_denied",
+                               // "out_of_scope", "exceeds_principal", "issuer_not_allowed",
+                               // "branch_not_in_scope", "environment_not_in_scope",
+                               // "unknown_principal", "session_expired"
+  std::string reason;          // human-readable
+  std::string matched_rule;    // e.g. "tools[0]", "tiers.destructive", "task.scope.resources"
+  std::string policy_version;
+  int64_t ttl_seconds = 0;     // clamped TTL when allowed or pending
+
+  nlohmann::json ToJson() const;  // {result, tier, reason, code, matched_rule, policy_version}
+};
+
+// Tier classification alone (the highest matching tool rule, else by operation).
+// Sets *matched_rule to the rule that decided ("tools[i]" or "operation:<op>" or
+// "policy.default_tier").
+Tier ClassifyTier(const GrantRequest& req, const Policy& policy, std::string* matched_rule);
+
+// The pure evaluation. Never fails: every outcome is a Decision.
+Decision Evaluate(const GrantRequest& req, const SessionFacts& session, const IssuerFacts& issuer,
+                  const Policy& policy, TimePoint now);
+
+// Is `scope` inside what principal `p` may delegate (role resources, max tier,
+// issuers)? Returns a denial Decision-like error as kPermissionDenied with
+// reason "scope_exceeds_principal" naming the offending item.
+[[nodiscard]] Status CheckScopeWithinPrincipal(const TaskScope& scope, const Principal& p,
+                                               const Policy& policy);
+
+}  // namespace jitbroker

@@ -1,0 +1,127 @@
+// Store: durable state of sessions, grants and the audit chain.
+//
+// Writes go through Apply(), which applies a group of WriteBatches in ONE
+// transaction and returns only once it is durable (fsync'd). Group commit is
+// done above the store by the Journal (broker/audit/journal.h), which collects
+// concurrent batches, chains their audit records and hands them to Apply().
+// Records are upserted whole (last write wins); callers serialise
+// read-modify-write of one session with a per-session lock.
+//
+// Secrets: sessions hold only the SHA-256 of their token; grants hold only the
+// credential fingerprint and, where an issuer needs it, an AEAD-sealed handle.
+//
+// Thread-safety: all methods are safe to call concurrently. Apply() is called
+// by one thread at a time (the Journal's committer).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "jitbroker/audit.h"
+#include "jitbroker/clock.h"
+#include "jitbroker/result.h"
+
+namespace jitbroker {
+
+struct SessionRecord {
+  std::string id;                  // ses_…
+  std::string token_sha256;        // hex
+  std::string principal_id;
+  std::string agent_id;
+  std::string task_id;
+  std::string task_description;
+  nlohmann::json scope = nlohmann::json::object();  // TaskScope::ToJson()
+  std::string state;               // active | completed | revoked | expired | stalled
+  TimePoint created_at;
+  TimePoint expires_at;
+  int64_t heartbeat_seconds = 60;
+  TimePoint heartbeat_deadline;
+  std::optional<TimePoint> ended_at;
+  std::string end_reason;
+  std::string last_progress;
+  nlohmann::json extra = nlohmann::json::object();  // forward-compatible fields
+};
+
+struct GrantRecord {
+  std::string id;                  // grt_…
+  std::string session_id;
+  std::string principal_id;
+  std::string agent_id;
+  std::string task_id;
+  std::string tool;
+  std::string operation;
+  std::string resource;
+  std::string issuer;
+  nlohmann::json parameters = nlohmann::json::object();  // already redacted
+  nlohmann::json scope = nlohmann::json::object();
+  std::optional<int64_t> requested_ttl_seconds;
+  int64_t ttl_seconds = 0;
+  std::string tier;
+  nlohmann::json decision = nlohmann::json::object();    // Decision::ToJson()
+  std::string state;               // pending | active | denied | revoked | expired | minting | failed
+  std::string revocability;
+  std::string credential_type;
+  std::string credential_sha256;   // hex fingerprint, empty until minted
+  std::string request_digest;      // hex SHA-256 of the canonical request
+  std::string approval_id;
+  std::string sealed_handle;       // base64url of nonce||ciphertext||tag, or empty
+  TimePoint created_at;
+  std::optional<TimePoint> expires_at;
+  std::optional<TimePoint> revoked_at;
+  std::string revoke_outcome;      // revoked | deny_installed | expiry_only
+  nlohmann::json extra = nlohmann::json::object();
+};
+
+// One unit of change: everything in it commits atomically together with its
+// audit events. Audit events are appended to the chain in vector order.
+struct WriteBatch {
+  std::vector<SessionRecord> sessions;
+  std::vector<GrantRecord> grants;
+  std::vector<nlohmann::json> audit_events;   // unchained event bodies
+};
+
+struct SessionFilter {
+  std::string principal_id;        // empty = any
+  std::string agent_id;            // empty = any
+  std::string state;               // empty = any
+  size_t limit = 100;
+};
+
+struct AuditFilter {
+  std::string session_id;          // empty = any
+  std::string principal_id;        // empty = any
+  std::optional<TimePoint> since;
+  std::optional<TimePoint> until;
+  int64_t after_seq = 0;
+  size_t limit = 1000;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Applies the batches and the already-chained audit records in one durable
+  // transaction. `audit` holds exactly the records of all batches, in order.
+  [[nodiscard]] virtual Status Apply(std::span<const WriteBatch> batches,
+                                     std::span<const AuditRecord> audit) = 0;
+
+  // The last audit record's seq and hash, or nullopt for an empty chain.
+  [[nodiscard]] virtual Result<std::optional<ChainHead>> AuditHead() = 0;
+
+  [[nodiscard]] virtual Result<std::optional<SessionRecord>> GetSession(std::string_view id) = 0;
+  [[nodiscard]] virtual Result<std::vector<SessionRecord>> ListSessions(const SessionFilter& f) = 0;
+  [[nodiscard]] virtual Result<std::optional<GrantRecord>> GetGrant(std::string_view id) = 0;
+  [[nodiscard]] virtual Result<std::vector<GrantRecord>> ListGrants(std::string_view session_id) = 0;
+  // Audit records in seq order.
+  [[nodiscard]] virtual Result<std::vector<AuditRecord>> ListAudit(const AuditFilter& f) = 0;
+  // Health probe: a cheap read that proves the store answers.
+  [[nodiscard]] virtual Status Ping() = 0;
+};
+
+}  // namespace jitbroker
