@@ -93,6 +93,7 @@ struct Principal {
   std::vector<std::string> roles;
   std::string github_login;
   std::vector<std::string> api_keys_sha256;     // lower-case hex
+  std::string api_key_file;                     // absolute; key generated at first start if absent
 };
 
 struct Policy {

@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# jitbroker benchmark: in one run, measures
+#   (a) the ceiling: a trivial cpp-httplib endpoint (bench/ceiling_server), and
+#   (b) allowed grant requests end to end (auth + policy + ES256 mint + durable
+#       group-committed store/audit write) against the real daemon,
+# then the grant path again, open loop at half its measured peak, and prints
+# grants/s, p50/p99 latency, the ratio b/a and the half-rate p99. The table is
+# also written to bench/results/latest.txt. See bench/README.md.
+#
+# Environment:
+#   BUILD_DIR        build directory (default build-bench)
+#   BENCH_CONNS      connections (default 32)
+#   BENCH_DURATION   measured seconds per phase (default 10)
+#   BENCH_WARMUP     warm-up seconds before each closed-loop phase (default 2)
+#   BENCH_THREADS    server worker threads, ceiling and broker (default 64)
+#   BENCH_STRICT=1   exit 1 when a target is missed
+#   BENCH_REBUILD=1  always run scripts/build.sh first
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+BUILD_DIR=${BUILD_DIR:-build-bench}
+BIN="$ROOT/$BUILD_DIR"
+CONNS=${BENCH_CONNS:-32}
+DURATION=${BENCH_DURATION:-10}
+WARMUP=${BENCH_WARMUP:-2}
+THREADS=${BENCH_THREADS:-64}
+RESULTS_DIR="$ROOT/bench/results"
+
+die() { echo "bench: $*" >&2; exit 1; }
+
+# --- build (only when a binary is missing or older than the sources) --------
+needs_build() {
+  [[ "${BENCH_REBUILD:-0}" == 1 ]] && return 0
+  local b
+  for b in jitbroker ceiling_server loadgen; do
+    [[ -x "$BIN/$b" ]] || return 0
+  done
+  [[ -n "$(find broker issuers include bench CMakeLists.txt -newer "$BIN/jitbroker" \
+            \( -name '*.cc' -o -name '*.h' -o -name CMakeLists.txt \) -print -quit)" ]]
+}
+if needs_build; then
+  echo "bench: building into $BUILD_DIR" >&2
+  if ! BUILD_DIR="$BUILD_DIR" bash scripts/build.sh >&2; then
+    # The full build includes the test suites; the benchmark needs only these.
+    echo "bench: full build failed; building the benchmark targets only" >&2
+    cmake --build "$BUILD_DIR" -j"$(nproc)" --target jitbroker ceiling_server loadgen >&2 ||
+      die "build failed"
+  fi
+fi
+for b in jitbroker ceiling_server loadgen; do
+  [[ -x "$BIN/$b" ]] || die "$BIN/$b is missing"
+done
+
+# --- scratch space and cleanup ------------------------------------------------
+umask 077
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/jitbroker-bench.XXXXXX")
+CEILING_PID=""
+BROKER_PID=""
+
+stop_pid() {
+  local pid=$1 i
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 50); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+  [[ -n "$CEILING_PID" ]] && stop_pid "$CEILING_PID"
+  [[ -n "$BROKER_PID" ]] && stop_pid "$BROKER_PID"
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Waits (up to 20 s) for "... listening on port N" in $1; prints N.
+wait_port() {
+  local file=$1 pid=$2 i port
+  for i in $(seq 1 200); do
+    port=$(sed -n 's/.*listening on port \([0-9][0-9]*\).*/\1/p' "$file" | head -n 1)
+    if [[ -n "$port" ]]; then
+      echo "$port"
+      return 0
+    fi
+    kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+# field NAME < RESULT line
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
+
+# Mean group-commit batch size between two scrapes: (sum2-sum1)/(count2-count1).
+commit_stats() {
+  { curl -sS --max-time 5 "http://127.0.0.1:$1/metrics" || true; } |
+    awk '/^jitbroker_audit_commit_batches_sum[ {]/ {s=$NF} /^jitbroker_audit_commit_batches_count[ {]/ {c=$NF}
+         END {printf "%s %s\n", (s==""?0:s), (c==""?0:c)}'
+}
+mean_batch() {  # before-line after-line
+  awk -v a="$1" -v b="$2" 'BEGIN {split(a, x, " "); split(b, y, " "); n = y[2] - x[2];
+       if (n > 0) printf "%.1f", (y[1] - x[1]) / n; else printf "n/a"}'
+}
+
+json_field() {  # NAME < JSON (top-level string field)
+  if command -v jq >/dev/null 2>&1; then
+    jq -r --arg k "$1" '.[$k] // empty'
+  else
+    sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p"
+  fi
+}
+
+LOADGEN=("$BIN/loadgen" -c "$CONNS" -t 1)
+
+# --- (a) ceiling ----------------------------------------------------------------
+echo "bench: (a) ceiling: $CONNS connections, ${WARMUP}s warm-up + ${DURATION}s" >&2
+"$BIN/ceiling_server" 0 "$THREADS" >"$TMP/ceiling.out" 2>"$TMP/ceiling.err" &
+CEILING_PID=$!
+CEILING_PORT=$(wait_port "$TMP/ceiling.out" "$CEILING_PID") ||
+  die "ceiling_server did not start: $(cat "$TMP/ceiling.err")"
+"${LOADGEN[@]}" -l ceiling -w "$WARMUP" -d "$DURATION" -m POST -b '{}' \
+  --url "http://127.0.0.1:$CEILING_PORT/ping" >"$TMP/ceiling.txt" ||
+  die "loadgen against the ceiling failed: $(cat "$TMP/ceiling.txt")"
+cat "$TMP/ceiling.txt" >&2
+stop_pid "$CEILING_PID"  # free the CPU for the broker run
+CEILING_PID=""
+CEIL=$(grep '^RESULT ' "$TMP/ceiling.txt")
+
+# --- broker -------------------------------------------------------------------
+cp bench/bench.yaml "$TMP/bench.yaml"
+sed -i "s/^  threads: 64$/  threads: $THREADS/" "$TMP/bench.yaml"
+API_KEY="jbk_$(od -An -N20 -tx1 /dev/urandom | tr -d ' \n')"  # 40 hex characters
+printf '%s\n' "$API_KEY" >"$TMP/engineer.key"
+printf 'Authorization: Bearer %s\n' "$API_KEY" >"$TMP/principal.headers"
+unset API_KEY
+
+"$BIN/jitbroker" --config "$TMP/bench.yaml" >"$TMP/broker.out" 2>"$TMP/broker.err" &
+BROKER_PID=$!
+BROKER_PORT=$(wait_port "$TMP/broker.out" "$BROKER_PID") ||
+  die "jitbroker did not start: $(tail -n 20 "$TMP/broker.err")"
+BASE="http://127.0.0.1:$BROKER_PORT"
+
+SESSION_BODY='{"agent":{"id":"bench_agent"},"task":{"id":"bench_task","description":"jitbroker benchmark","scope":{"resources":["jwt://mcp.internal"],"max_tier":"read","issuers":["internal"]}},"ttl_seconds":900,"heartbeat_seconds":600}'
+HTTP=$(curl -sS --max-time 10 -o "$TMP/session.json" -w '%{http_code}' -X POST \
+  -H @"$TMP/principal.headers" -H 'Content-Type: application/json' \
+  --data "$SESSION_BODY" "$BASE/v1/sessions") || die "POST /v1/sessions failed"
+[[ "$HTTP" == 201 ]] || die "POST /v1/sessions answered $HTTP: $(cat "$TMP/session.json")"
+SESSION_ID=$(json_field session_id <"$TMP/session.json")
+SESSION_TOKEN=$(json_field session_token <"$TMP/session.json")
+rm -f "$TMP/session.json"
+[[ "$SESSION_ID" =~ ^ses_[A-Za-z0-9_-]+$ && -n "$SESSION_TOKEN" ]] ||
+  die "unexpected session response"
+printf 'Authorization: Bearer %s\n' "$SESSION_TOKEN" >"$TMP/session.headers"
+unset SESSION_TOKEN
+
+GRANT_PATH="/v1/sessions/$SESSION_ID/grants"
+GRANT_BODY='{"tool":"mcp.search","operation":"read","resource":"jwt://mcp.internal","issuer":"internal","ttl_seconds":300}'
+printf '%s' "$GRANT_BODY" >"$TMP/grant.json"
+# One grant by hand first: the load must be allowed grants, not errors.
+HTTP=$(curl -sS --max-time 10 -o "$TMP/grant.out" -w '%{http_code}' -X POST \
+  -H @"$TMP/session.headers" -H 'Content-Type: application/json' \
+  --data-binary @"$TMP/grant.json" "$BASE$GRANT_PATH") || die "grant request failed"
+if [[ "$HTTP" != 201 ]]; then
+  die "a grant answered $HTTP, expected 201: $(sed 's/"token":"[^"]*"/"token":"[redacted]"/' "$TMP/grant.out")"
+fi
+rm -f "$TMP/grant.out"
+
+# --- (b) grants at peak -------------------------------------------------------------
+echo "bench: (b) grants: $CONNS connections, ${WARMUP}s warm-up + ${DURATION}s" >&2
+M0=$(commit_stats "$BROKER_PORT")
+"${LOADGEN[@]}" -l grants -w "$WARMUP" -d "$DURATION" -m POST --header-file "$TMP/session.headers" \
+  --body-file "$TMP/grant.json" --url "$BASE$GRANT_PATH" >"$TMP/grants.txt" ||
+  die "loadgen against the broker failed: $(cat "$TMP/grants.txt"; tail -n 5 "$TMP/broker.err")"
+cat "$TMP/grants.txt" >&2
+M1=$(commit_stats "$BROKER_PORT")
+GRANT=$(grep '^RESULT ' "$TMP/grants.txt")
+
+# --- grants open loop at half the peak ---------------------------------------------
+PEAK=$(field rps <<<"$GRANT")
+HALF=$(awk -v p="$PEAK" 'BEGIN {printf "%.1f", p / 2}')
+echo "bench: grants open loop at $HALF/s for ${DURATION}s (+1s warm-up)" >&2
+"${LOADGEN[@]}" -l grants-half -w 1 -d "$DURATION" -r "$HALF" --drain 5 -m POST \
+  --header-file "$TMP/session.headers" --body-file "$TMP/grant.json" \
+  --url "$BASE$GRANT_PATH" >"$TMP/half.txt" ||
+  die "loadgen (open loop) failed: $(cat "$TMP/half.txt")"
+cat "$TMP/half.txt" >&2
+M2=$(commit_stats "$BROKER_PORT")
+HALFR=$(grep '^RESULT ' "$TMP/half.txt")
+
+# --- report -------------------------------------------------------------------------
+C_RPS=$(field rps <<<"$CEIL");   C_P50=$(field p50_ms <<<"$CEIL");  C_P99=$(field p99_ms <<<"$CEIL")
+G_RPS=$(field rps <<<"$GRANT");  G_P50=$(field p50_ms <<<"$GRANT"); G_P99=$(field p99_ms <<<"$GRANT")
+H_RPS=$(field rps <<<"$HALFR");  H_P50=$(field p50_ms <<<"$HALFR"); H_P99=$(field p99_ms <<<"$HALFR")
+errs() { echo "$(field non2xx <<<"$1") non-2xx, $(field errors <<<"$1") transport, $(field incomplete <<<"$1") incomplete"; }
+RATIO=$(awk -v g="$G_RPS" -v c="$C_RPS" 'BEGIN {if (c > 0) printf "%.3f", g / c; else print "n/a"}')
+RATIO_OK=$(awk -v r="$RATIO" 'BEGIN {print (r + 0 >= 0.5) ? "PASS" : "FAIL"}')
+HALF_OK=$(awk -v p="$H_P99" -v i="$(field incomplete <<<"$HALFR")" -v e="$(field errors <<<"$HALFR")" \
+  -v n="$(field non2xx <<<"$HALFR")" 'BEGIN {print (p + 0 <= 10 && i == 0 && e == 0 && n == 0) ? "PASS" : "FAIL"}')
+BATCH_PEAK=$(mean_batch "$M0" "$M1")
+BATCH_HALF=$(mean_batch "$M1" "$M2")
+CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
+mkdir -p "$RESULTS_DIR"
+{
+  echo "jitbroker benchmark  $(date -u +%Y-%m-%dT%H:%M:%SZ)  rev $REV"
+  echo "host: $(nproc) CPUs ($CPU); loadgen shares them with the server"
+  echo "load: $CONNS keep-alive connections, 1 loadgen thread, ${WARMUP}s warm-up + ${DURATION}s per phase; server threads $THREADS"
+  echo
+  printf '%-34s %12s %10s %10s\n' "" "req/s" "p50 ms" "p99 ms"
+  printf '%-34s %12s %10s %10s\n' "(a) ceiling POST /ping" "$C_RPS" "$C_P50" "$C_P99"
+  printf '%-34s %12s %10s %10s\n' "(b) grants (closed loop)" "$G_RPS" "$G_P50" "$G_P99"
+  printf '%-34s %12s %10s %10s\n' "    grants open loop @ $HALF/s" "$H_RPS" "$H_P50" "$H_P99"
+  echo
+  printf 'ratio b/a                          %s   (target >= 0.5: %s)\n' "$RATIO" "$RATIO_OK"
+  printf 'half-rate p99                      %s ms   (target <= 10 ms: %s)\n' "$H_P99" "$HALF_OK"
+  printf 'mean requests per group commit     %s at peak, %s at half rate\n' "$BATCH_PEAK" "$BATCH_HALF"
+  printf '  (jitbroker_audit_commit_batches sum/count over each phase)\n'
+  echo
+  echo "errors: ceiling $(errs "$CEIL"); grants $(errs "$GRANT"); half $(errs "$HALFR")"
+} >"$TMP/table.txt"
+cp "$TMP/table.txt" "$RESULTS_DIR/latest.txt"
+chmod 644 "$RESULTS_DIR/latest.txt"
+cat "$TMP/table.txt"
+
+if [[ "${BENCH_STRICT:-0}" == 1 && ( "$RATIO_OK" != PASS || "$HALF_OK" != PASS ) ]]; then
+  exit 1
+fi

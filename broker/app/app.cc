@@ -1,0 +1,216 @@
+#include "broker/app/app.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <ostream>
+#include <set>
+
+#include "broker/audit/journal.h"
+#include "broker/common/log.h"
+#include "broker/common/metrics.h"
+#include "broker/config/config.h"
+#include "broker/crypto/crypto.h"
+#include "broker/http/server.h"
+#include "broker/service/broker_service.h"
+#include "broker/store/sqlite_store.h"
+#include "issuers/registry.h"
+
+namespace jitbroker::app {
+
+namespace {
+
+// Writes `content` to `path` with mode 0600, atomically (temp + rename).
+Status WritePrivateFile(const std::string& path, std::string_view content) {
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return std::unexpected(Internal("cannot create " + path));
+  }
+  const bool ok = ::write(fd, content.data(), content.size()) ==
+                      static_cast<ssize_t>(content.size()) &&
+                  ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    return std::unexpected(Internal("cannot write " + path));
+  }
+  return OkStatus();
+}
+
+// First start in development: principals whose api_key_file does not exist
+// get a generated key, saved 0600 and printed once. Returns true if any was made.
+Result<bool> GenerateMissingApiKeys(const config::Config& cfg, std::ostream* out) {
+  bool any = false;
+  for (const auto& p : cfg.policy->principals) {
+    if (p.api_key_file.empty() || std::filesystem::exists(p.api_key_file)) {
+      continue;
+    }
+    SecretValue key("jbk_" + crypto::NewId("", 32));
+    JITBROKER_RETURN_IF_ERROR(WritePrivateFile(p.api_key_file, std::string(key.Reveal()) + "\n"));
+    if (out != nullptr) {
+      *out << "generated API key for principal " << p.id << " (saved to " << p.api_key_file
+           << "; shown once):\n  " << key.Reveal() << "\n";
+      out->flush();
+    }
+    any = true;
+  }
+  return any;
+}
+
+Result<SecretValue> LoadOrGenerateSealKey(const config::Config& cfg) {
+  if (cfg.seal_key) {
+    return cfg.seal_key->Clone();
+  }
+  const std::string path = cfg.data_dir + "/seal.key";
+  if (std::filesystem::exists(path)) {
+    std::ifstream in(path, std::ios::binary);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) {
+      text.pop_back();
+    }
+    auto raw = crypto::Base64Decode(text);
+    SecureWipe(text.data(), text.size());
+    if (!raw || raw->size() != 32) {
+      return std::unexpected(InvalidArgument("invalid_config", path + " does not hold a 32-byte base64 seal key"));
+    }
+    return SecretValue(std::move(*raw));
+  }
+  log::Get("app")->warn(
+      "event=seal_key_generated path={} note=\"no seal_key configured; generated one for "
+      "development. Configure seal_key: env:/file: in production.\"",
+      path);
+  std::string raw = crypto::RandomBytes(32);
+  std::string b64 = crypto::Base64Encode(raw);
+  JITBROKER_RETURN_IF_ERROR(WritePrivateFile(path, b64 + "\n"));
+  SecureWipe(b64.data(), b64.size());
+  return SecretValue(std::move(raw));
+}
+
+}  // namespace
+
+struct App::Impl {
+  std::string config_path;
+  config::Config cfg;
+  SystemClock clock;
+  Metrics metrics;
+  SecretValue seal_key;
+  std::unique_ptr<Store> store;
+  std::unique_ptr<audit::Journal> journal;
+  std::unique_ptr<service::BrokerService> service;
+  std::unique_ptr<http::HttpServer> server;
+  std::thread serve_thread;
+  std::mutex reload_mu;
+  bool stopped = false;
+};
+
+App::~App() { Stop(); }
+
+Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOptions options) {
+  std::unique_ptr<App> app(new App());
+  app->impl_ = std::make_unique<Impl>();
+  Impl& impl = *app->impl_;
+  impl.config_path = config_path;
+
+  JITBROKER_ASSIGN_OR_RETURN(impl.cfg, config::LoadConfigFile(config_path));
+  log::InitLogging(impl.cfg.log.level);
+  std::error_code ec;
+  std::filesystem::create_directories(impl.cfg.data_dir, ec);
+  if (ec) {
+    return std::unexpected(Internal("cannot create data_dir " + impl.cfg.data_dir, ec.message()));
+  }
+  ::chmod(impl.cfg.data_dir.c_str(), 0700);
+  JITBROKER_ASSIGN_OR_RETURN(bool generated, GenerateMissingApiKeys(impl.cfg, options.out));
+  if (generated) {
+    JITBROKER_ASSIGN_OR_RETURN(impl.cfg, config::LoadConfigFile(config_path));
+  }
+  JITBROKER_ASSIGN_OR_RETURN(impl.seal_key, LoadOrGenerateSealKey(impl.cfg));
+
+  store::SqliteOptions so;
+  so.path = impl.cfg.store.sqlite_path;
+  std::filesystem::create_directories(std::filesystem::path(so.path).parent_path(), ec);
+  JITBROKER_ASSIGN_OR_RETURN(impl.store, store::OpenSqliteStore(so));
+  std::filesystem::create_directories(std::filesystem::path(impl.cfg.audit.file).parent_path(), ec);
+  JITBROKER_ASSIGN_OR_RETURN(
+      impl.journal, audit::Journal::Create(impl.store.get(), impl.cfg.audit.file,
+                                           static_cast<size_t>(impl.cfg.store.group_commit_max_batch)));
+  Metrics* metrics = &impl.metrics;
+  impl.journal->SetObserver([metrics](size_t batches, int64_t micros) {
+    metrics->ObserveAuditCommit(batches, static_cast<double>(micros) / 1e6);
+  });
+
+  issuers::IssuerRegistry registry;
+  issuers::RegisterBuiltinIssuers(registry);
+  std::map<std::string, std::unique_ptr<Issuer>> built;
+  for (auto& ic : impl.cfg.issuers) {
+    JITBROKER_ASSIGN_OR_RETURN(auto issuer, registry.Build(ic, impl.cfg.data_dir, &impl.clock));
+    built.emplace(ic.name, std::move(issuer));
+  }
+  impl.service = std::make_unique<service::BrokerService>(
+      impl.store.get(), impl.journal.get(), &impl.clock, &impl.metrics, std::move(built),
+      impl.cfg.policy, impl.cfg.sessions);
+  App* self = app.get();
+  JITBROKER_ASSIGN_OR_RETURN(
+      impl.server, http::HttpServer::Create(impl.cfg.server, impl.service.get(), &impl.metrics,
+                                            [self] { return self->ReloadPolicy(); }));
+  return app;
+}
+
+Result<int> App::Start() {
+  Impl& impl = *impl_;
+  JITBROKER_ASSIGN_OR_RETURN(int port, impl.server->Bind());
+  impl.serve_thread = std::thread([&impl] { impl.server->Serve(); });
+  log::Get("app")->info("event=started listen={}:{} policy_version={} data_dir={}",
+                        impl.cfg.server.host, port, impl.cfg.policy->version, impl.cfg.data_dir);
+  return port;
+}
+
+Result<std::string> App::ReloadPolicy() {
+  Impl& impl = *impl_;
+  std::lock_guard lock(impl.reload_mu);
+  auto cfg = config::LoadConfigFile(impl.config_path);
+  if (!cfg) {
+    log::Get("app")->error("event=reload_failed error=\"{}\"", cfg.error().ToString());
+    return std::unexpected(cfg.error());
+  }
+  std::set<std::string> before, after;
+  for (const auto& ic : impl.cfg.issuers) {
+    before.insert(ic.name);
+  }
+  for (const auto& ic : cfg->issuers) {
+    after.insert(ic.name);
+  }
+  if (before != after) {
+    Error e = FailedPrecondition("restart_required",
+                                 "the set of issuers changed; issuer changes need a restart");
+    log::Get("app")->error("event=reload_failed error=\"{}\"", e.ToString());
+    return std::unexpected(e);
+  }
+  impl.service->SwapPolicy(cfg->policy);
+  log::Get("app")->info("event=policy_reloaded policy_version={}", cfg->policy->version);
+  return cfg->policy->version;
+}
+
+void App::Stop() {
+  if (!impl_ || impl_->stopped) {
+    return;
+  }
+  impl_->stopped = true;
+  if (impl_->server) {
+    impl_->server->Stop();
+  }
+  if (impl_->serve_thread.joinable()) {
+    impl_->serve_thread.join();
+  }
+  if (impl_->journal) {
+    impl_->journal->Stop();
+  }
+  log::Get("app")->info("event=stopped");
+}
+
+}  // namespace jitbroker::app

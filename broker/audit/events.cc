@@ -1,0 +1,144 @@
+#include "broker/audit/events.h"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <vector>
+
+#include "broker/common/time_util.h"
+#include "broker/crypto/crypto.h"
+
+namespace jitbroker::audit {
+
+namespace {
+
+// Matched as substrings of the key with separators removed and lower-cased.
+constexpr std::array<std::string_view, 11> kSecretWords = {
+    "password", "passwd", "secret", "token", "apikey", "privatekey", "credential",
+    "authorization", "cookie", "passphrase", "signature"};
+
+nlohmann::json Base(std::string_view event, TimePoint now, std::string_view principal,
+                    std::string_view agent_id, std::string_view session_id,
+                    std::string_view task_id, std::string_view request_id) {
+  nlohmann::json j;
+  j["event_id"] = crypto::NewId("evt_", 12);
+  j["timestamp"] = FormatRfc3339(now);
+  j["event"] = event;
+  j["human_principal"] = principal;
+  j["agent"] = {{"id", agent_id}, {"session_id", session_id}, {"task_id", task_id}};
+  if (!request_id.empty()) {
+    j["request_id"] = request_id;
+  }
+  return j;
+}
+
+}  // namespace
+
+bool IsSecretLikeKey(std::string_view key) {
+  // Split into words at '_', '-', '.', ' ' and camelCase boundaries.
+  std::vector<std::string> words(1);
+  for (size_t i = 0; i < key.size(); ++i) {
+    const auto c = static_cast<unsigned char>(key[i]);
+    if (c == '_' || c == '-' || c == '.' || c == ' ') {
+      words.emplace_back();
+      continue;
+    }
+    if (std::isupper(c) && i > 0 && std::islower(static_cast<unsigned char>(key[i - 1]))) {
+      words.emplace_back();
+    }
+    words.back() += static_cast<char>(std::tolower(c));
+  }
+  std::string joined;
+  for (const auto& w : words) {
+    if (w == "key" || w == "pat" || w == "pwd") {
+      return true;
+    }
+    joined += w;
+  }
+  for (std::string_view w : kSecretWords) {
+    if (joined.find(w) != std::string::npos) {
+      return true;
+    }
+  }
+  return false;
+}
+
+nlohmann::json RedactParameters(const nlohmann::json& params) {
+  if (params.is_object()) {
+    nlohmann::json out = nlohmann::json::object();
+    for (auto it = params.begin(); it != params.end(); ++it) {
+      out[it.key()] = IsSecretLikeKey(it.key()) ? nlohmann::json("[redacted]")
+                                                : RedactParameters(it.value());
+    }
+    return out;
+  }
+  if (params.is_array()) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& v : params) {
+      out.push_back(RedactParameters(v));
+    }
+    return out;
+  }
+  if (params.is_number_float()) {
+    // The chain's canonical form holds no floats: keep their text.
+    return params.dump();
+  }
+  return params;
+}
+
+nlohmann::json SessionEvent(std::string_view event, const SessionRecord& s, TimePoint now,
+                            std::string_view outcome, std::string_view request_id) {
+  nlohmann::json j = Base(event, now, s.principal_id, s.agent_id, s.id, s.task_id, request_id);
+  j["session"] = {{"state", s.state},
+                  {"scope", s.scope},
+                  {"expires_at", FormatRfc3339(s.expires_at)},
+                  {"heartbeat_seconds", s.heartbeat_seconds}};
+  if (!s.end_reason.empty()) {
+    j["session"]["end_reason"] = s.end_reason;
+  }
+  j["outcome"] = outcome;
+  return j;
+}
+
+nlohmann::json GrantEvent(std::string_view event, const GrantRecord& g, TimePoint now,
+                          std::string_view outcome, std::string_view request_id) {
+  nlohmann::json j = Base(event, now, g.principal_id, g.agent_id, g.session_id, g.task_id, request_id);
+  j["request"] = {{"tool", g.tool},
+                  {"operation", g.operation},
+                  {"resource", g.resource},
+                  {"tier", g.tier},
+                  {"parameters", g.parameters},
+                  {"scope", g.scope}};
+  nlohmann::json d = g.decision;
+  nlohmann::json pd = {{"result", d.value("result", "")},
+                       {"code", d.value("code", "")},
+                       {"reason", d.value("reason", "")},
+                       {"matched_rule", d.value("matched_rule", "")},
+                       {"policy_version", d.value("policy_version", "")}};
+  j["policy_decision"] = pd;
+  nlohmann::json jg = {{"grant_id", g.id},
+                       {"status", g.state},
+                       {"ttl_seconds", g.ttl_seconds},
+                       {"credential_sha256", g.credential_sha256},
+                       {"issuer", g.issuer}};
+  if (g.expires_at) {
+    jg["expires_at"] = FormatRfc3339(*g.expires_at);
+  }
+  if (!g.request_digest.empty()) {
+    jg["request_digest"] = g.request_digest;
+  }
+  if (!g.approval_id.empty()) {
+    jg["approval_id"] = g.approval_id;
+  }
+  if (!g.revoke_outcome.empty()) {
+    jg["revoke_outcome"] = g.revoke_outcome;
+  }
+  if (g.extra.contains("credential_audit")) {
+    jg["credential"] = g.extra["credential_audit"];
+  }
+  j["jit_grant"] = jg;
+  j["outcome"] = outcome;
+  return j;
+}
+
+}  // namespace jitbroker::audit

@@ -1,0 +1,38 @@
+// Builders for audit event bodies (DESIGN §9). Every event has event_id,
+// timestamp, event, human_principal, agent {id, session_id, task_id} and,
+// where they apply, request {tool, operation, resource, tier, parameters},
+// policy_decision {result, code, reason, matched_rule, policy_version},
+// jit_grant {grant_id, status, ttl_seconds, credential_sha256, issuer,
+// expires_at}, outcome and request_id. Secret values never appear;
+// parameters with secret-like keys are redacted.
+//
+// Thread-safety: pure functions.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "jitbroker/clock.h"
+#include "jitbroker/store.h"
+
+namespace jitbroker::audit {
+
+// Deep copy of `params` with values under secret-like keys ("password",
+// "secret", "token", "key", "credential", "authorization", "cookie", …)
+// replaced by "[redacted]".
+nlohmann::json RedactParameters(const nlohmann::json& params);
+bool IsSecretLikeKey(std::string_view key);
+
+// Event for a session (session.opened, session.completed, session.revoked,
+// session.stalled, session.expired).
+nlohmann::json SessionEvent(std::string_view event, const SessionRecord& s, TimePoint now,
+                            std::string_view outcome, std::string_view request_id);
+
+// Event for a grant (grant.decided, credential.minted, credential.mint_failed,
+// credential.revoked). `grant.parameters` must already be redacted.
+nlohmann::json GrantEvent(std::string_view event, const GrantRecord& g, TimePoint now,
+                          std::string_view outcome, std::string_view request_id);
+
+}  // namespace jitbroker::audit

@@ -1,0 +1,497 @@
+// Journal (broker/audit/journal.h): group commit of WriteBatches into the
+// Store and the JSONL audit file.
+//
+// One committer thread owns the chain head and the file. Request threads
+// enqueue {batch, promise} and block on the future. The committer takes what
+// is queued (at most max_group), chains the audit events from the current
+// head, calls Store::Apply once, appends every record line with one write()
+// and one fdatasync(), and only then fulfils the promises.
+//
+// Failure handling (fail closed):
+//   - Apply fails: the whole group fails; the head is re-read from the store
+//     and the file re-reconciled before the next group, in case the store
+//     committed despite reporting an error.
+//   - the file write fails after Apply succeeded: the group fails with
+//     kUnavailable and the file is marked dirty; the next group first
+//     reconciles it (cut the torn tail, append what the store has) and is
+//     refused if that is impossible.
+// Reconcile never rewrites history: if the file's last record is not the
+// store's record of that seq, it reports audit_file_diverged.
+#include "broker/audit/journal.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <future>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "broker/common/log.h"
+#include "jitbroker/error.h"
+#include "jitbroker/result.h"
+
+namespace jitbroker::audit {
+
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr size_t kReconcilePage = 1000;
+constexpr size_t kScanChunk = 64 * 1024;
+
+struct Pending {
+  WriteBatch batch;
+  std::promise<Status> done;
+};
+
+std::string CurrentExceptionText() {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "unknown exception";
+  }
+}
+
+std::string Errno(int err) { return std::strerror(err); }
+
+Error FileError(std::string_view path, std::string_view what, int err) {
+  return Unavailable("audit_unavailable", "the audit log is unavailable",
+                     std::string(what) + " " + std::string(path) + ": " + Errno(err));
+}
+
+Error Diverged(std::string detail) {
+  Error e = FailedPrecondition("audit_file_diverged",
+                               "the audit file does not match the store's audit chain");
+  e.detail = std::move(detail);
+  return e;
+}
+
+// Commit() promises kUnavailable for every failure to make a batch durable;
+// keep the reason and detail for operators.
+Error AsUnavailable(Error e) {
+  if (e.code != ErrorCode::kUnavailable) {
+    if (e.reason.empty()) {
+      e.reason = "audit_unavailable";
+    }
+    e.code = ErrorCode::kUnavailable;
+    e.retryable = true;
+  }
+  return e;
+}
+
+// Canonical record line (without the newline); never throws on bad UTF-8.
+std::string Dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
+
+Status WriteAll(int fd, std::string_view data, std::string_view path) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return std::unexpected(FileError(path, "write", errno));
+    }
+    if (n == 0) {
+      return std::unexpected(FileError(path, "write", EIO));
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return OkStatus();
+}
+
+Status ReadAt(int fd, char* buf, size_t n, off_t offset, std::string_view path) {
+  while (n > 0) {
+    const ssize_t r = ::pread(fd, buf, n, offset);
+    if (r < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return std::unexpected(FileError(path, "read", errno));
+    }
+    if (r == 0) {
+      return std::unexpected(FileError(path, "read (short)", EIO));
+    }
+    buf += r;
+    n -= static_cast<size_t>(r);
+    offset += r;
+  }
+  return OkStatus();
+}
+
+// Offset of the last '\n' in [0, end), or -1 if there is none.
+Result<off_t> FindLastNewline(int fd, off_t end, std::string_view path) {
+  std::vector<char> buf(kScanChunk);
+  off_t pos = end;
+  while (pos > 0) {
+    const size_t n = static_cast<size_t>(std::min<off_t>(pos, static_cast<off_t>(kScanChunk)));
+    pos -= static_cast<off_t>(n);
+    JITBROKER_RETURN_IF_ERROR(ReadAt(fd, buf.data(), n, pos, path));
+    for (size_t i = n; i > 0; --i) {
+      if (buf[i - 1] == '\n') {
+        return pos + static_cast<off_t>(i - 1);
+      }
+    }
+  }
+  return static_cast<off_t>(-1);
+}
+
+void FsyncParentDir(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    (void)::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+}  // namespace
+
+struct Journal::Impl {
+  Store* store = nullptr;
+  std::string path;
+  size_t max_group = 256;
+  int fd = -1;
+
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::unique_ptr<Pending>> queue;  // guarded by mu
+  bool stopping = false;                       // guarded by mu
+  std::optional<ChainHead> head;               // guarded by mu; written by the committer
+  JournalStats stats;                          // guarded by mu
+  CommitObserver observer;                     // guarded by mu
+
+  // Committer-only state.
+  bool file_dirty = false;  // the file may lag or have a torn tail
+  bool head_stale = false;  // re-read the head from the store before chaining
+
+  std::jthread committer;  // declared last: joined before the rest is destroyed
+
+  ~Impl() {
+    if (committer.joinable()) {
+      committer.join();
+    }
+    if (fd >= 0) {
+      ::close(fd);
+    }
+  }
+
+  // Brings the file in line with the store: cut a torn last line, check the
+  // last complete line against the store's record of that seq, append every
+  // later record, fdatasync.
+  Status Reconcile() {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      return std::unexpected(FileError(path, "stat", errno));
+    }
+    const off_t size = st.st_size;
+    JITBROKER_ASSIGN_OR_RETURN(const off_t last_nl, FindLastNewline(fd, size, path));
+    const off_t good = last_nl + 1;
+    bool changed = false;
+    if (good < size) {
+      log::Get("audit")->warn("audit file torn tail cut path={} bytes={}", path,
+                              static_cast<int64_t>(size - good));
+      if (::ftruncate(fd, good) != 0) {
+        return std::unexpected(FileError(path, "truncate", errno));
+      }
+      changed = true;
+    }
+
+    int64_t file_seq = 0;
+    std::string last_line;
+    if (good > 0) {
+      JITBROKER_ASSIGN_OR_RETURN(const off_t prev_nl, FindLastNewline(fd, last_nl, path));
+      const off_t start = prev_nl + 1;
+      last_line.resize(static_cast<size_t>(last_nl - start));
+      JITBROKER_RETURN_IF_ERROR(ReadAt(fd, last_line.data(), last_line.size(), start, path));
+      const Json body = Json::parse(last_line, nullptr, /*allow_exceptions=*/false);
+      if (!body.is_object() || !body.contains("seq") || !body["seq"].is_number_integer() ||
+          body["seq"].get<int64_t>() < 1) {
+        return std::unexpected(Diverged("last complete line of " + path + " is not a record"));
+      }
+      file_seq = body["seq"].get<int64_t>();
+    }
+
+    JITBROKER_ASSIGN_OR_RETURN(const std::optional<ChainHead> store_head, store->AuditHead());
+    const int64_t store_seq = store_head ? store_head->seq : 0;
+    if (file_seq > store_seq) {
+      return std::unexpected(Diverged(path + " ends at seq " + std::to_string(file_seq) +
+                                      " but the store ends at seq " + std::to_string(store_seq)));
+    }
+    if (file_seq > 0) {
+      AuditFilter f;
+      f.after_seq = file_seq - 1;
+      f.limit = 1;
+      JITBROKER_ASSIGN_OR_RETURN(const std::vector<AuditRecord> recs, store->ListAudit(f));
+      if (recs.empty() || recs.front().seq != file_seq || Dump(recs.front().body) != last_line) {
+        return std::unexpected(Diverged("record seq " + std::to_string(file_seq) + " of " + path +
+                                        " differs from the store's"));
+      }
+    }
+
+    int64_t after = file_seq;
+    while (after < store_seq) {
+      AuditFilter f;
+      f.after_seq = after;
+      f.limit = kReconcilePage;
+      JITBROKER_ASSIGN_OR_RETURN(const std::vector<AuditRecord> page, store->ListAudit(f));
+      if (page.empty()) {
+        return std::unexpected(Internal("the store's audit chain is incomplete",
+                                        "no records after seq " + std::to_string(after)));
+      }
+      std::string text;
+      for (const AuditRecord& rec : page) {
+        if (rec.seq != after + 1) {
+          return std::unexpected(Internal("the store's audit chain is incomplete",
+                                          "missing seq " + std::to_string(after + 1)));
+        }
+        text += Dump(rec.body);
+        text += '\n';
+        after = rec.seq;
+      }
+      JITBROKER_RETURN_IF_ERROR(WriteAll(fd, text, path));
+      changed = true;
+    }
+    if (changed) {
+      if (after > file_seq) {
+        log::Get("audit")->info("audit file reconciled path={} appended_from_seq={} to_seq={}",
+                                path, file_seq + 1, after);
+      }
+      if (::fdatasync(fd) != 0) {
+        return std::unexpected(FileError(path, "fdatasync", errno));
+      }
+    }
+    file_dirty = false;
+    return OkStatus();
+  }
+
+  void Run() {
+    while (true) {
+      std::vector<std::unique_ptr<Pending>> group;
+      {
+        std::unique_lock lock(mu);
+        cv.wait(lock, [&] { return !queue.empty() || stopping; });
+        if (queue.empty()) {
+          return;  // stopping and drained
+        }
+        const size_t n = std::min(queue.size(), max_group);
+        group.reserve(n);
+        for (size_t i = 0; i < n; ++i) {
+          group.push_back(std::move(queue.front()));
+          queue.pop_front();
+        }
+      }
+      const auto start = std::chrono::steady_clock::now();
+      Status result;
+      try {
+        result = CommitGroup(group);
+      } catch (...) {
+        // Unknown progress: trust nothing cached before the next group.
+        file_dirty = true;
+        head_stale = true;
+        result = std::unexpected(Unavailable("audit_unavailable", "the audit log is unavailable",
+                                             "committer: " + CurrentExceptionText()));
+      }
+      const int64_t micros = std::chrono::duration_cast<std::chrono::microseconds>(
+                                 std::chrono::steady_clock::now() - start)
+                                 .count();
+      // The observer runs before the waiters wake, so a caller that saw its
+      // Commit return also sees the group in the metrics.
+      CommitObserver obs;
+      {
+        std::lock_guard lock(mu);
+        obs = observer;
+      }
+      if (obs) {
+        try {
+          obs(group.size(), micros);
+        } catch (...) {
+          log::Get("audit")->warn("commit observer threw");
+        }
+      }
+      for (auto& p : group) {
+        p->done.set_value(result);
+      }
+    }
+  }
+
+  Status CommitGroup(std::vector<std::unique_ptr<Pending>>& group) {
+    if (head_stale) {
+      Result<std::optional<ChainHead>> h = store->AuditHead();
+      if (!h) {
+        return std::unexpected(AsUnavailable(std::move(h).error()));
+      }
+      std::lock_guard lock(mu);
+      head = std::move(*h);
+      head_stale = false;
+    }
+    if (file_dirty) {
+      Status st = Reconcile();
+      if (!st) {
+        log::Get("audit")->error("audit file reconcile failed path={} error={}", path,
+                                 st.error().ToString());
+        return std::unexpected(AsUnavailable(std::move(st).error()));
+      }
+    }
+
+    std::vector<WriteBatch> batches;
+    batches.reserve(group.size());
+    for (auto& p : group) {
+      batches.push_back(std::move(p->batch));
+    }
+    std::optional<ChainHead> h;
+    {
+      std::lock_guard lock(mu);
+      h = head;
+    }
+    std::vector<AuditRecord> records;
+    for (WriteBatch& b : batches) {
+      for (const Json& event : b.audit_events) {
+        AuditRecord rec = ChainRecord(h, event);
+        h = ChainHead{rec.seq, rec.hash};
+        records.push_back(std::move(rec));
+      }
+    }
+
+    Status applied = store->Apply(batches, records);
+    if (!applied) {
+      // The store may have committed despite the error; trust only what it
+      // reports next time.
+      head_stale = true;
+      file_dirty = true;
+      log::Get("audit")->warn("store apply failed batches={} error={}", batches.size(),
+                              applied.error().ToString());
+      return std::unexpected(AsUnavailable(std::move(applied).error()));
+    }
+    {
+      std::lock_guard lock(mu);
+      head = h;
+      stats.commits += 1;
+      stats.batches += batches.size();
+      stats.records += records.size();
+    }
+    if (records.empty()) {
+      return OkStatus();
+    }
+
+    std::string text;
+    for (const AuditRecord& rec : records) {
+      text += Dump(rec.body);
+      text += '\n';
+    }
+    Status written = WriteAll(fd, text, path);
+    if (written && ::fdatasync(fd) != 0) {
+      written = std::unexpected(FileError(path, "fdatasync", errno));
+    }
+    if (!written) {
+      file_dirty = true;
+      log::Get("audit")->error("audit file write failed path={} error={}", path,
+                               written.error().ToString());
+      return std::unexpected(AsUnavailable(std::move(written).error()));
+    }
+    return OkStatus();
+  }
+};
+
+Journal::~Journal() { Stop(); }
+
+Result<std::unique_ptr<Journal>> Journal::Create(Store* store, std::string jsonl_path,
+                                                 size_t max_group) {
+  if (store == nullptr || jsonl_path.empty()) {
+    return std::unexpected(InvalidArgument("invalid_config", "journal needs a store and a path"));
+  }
+  std::unique_ptr<Journal> journal(new Journal());
+  journal->impl_ = std::make_unique<Impl>();
+  Impl& impl = *journal->impl_;
+  impl.store = store;
+  impl.path = std::move(jsonl_path);
+  impl.max_group = std::max<size_t>(max_group, 1);
+
+  impl.fd = ::open(impl.path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  if (impl.fd < 0) {
+    return std::unexpected(FileError(impl.path, "open", errno));
+  }
+  // Two writers appending to one chain file would interleave their chains.
+  if (::flock(impl.fd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      Error e = FailedPrecondition("audit_file_locked",
+                                   "the audit file is in use by another journal");
+      e.detail = impl.path;
+      return std::unexpected(std::move(e));
+    }
+    return std::unexpected(FileError(impl.path, "lock", errno));
+  }
+  FsyncParentDir(impl.path);
+
+  JITBROKER_ASSIGN_OR_RETURN(impl.head, store->AuditHead());
+  JITBROKER_RETURN_IF_ERROR(impl.Reconcile());
+
+  Impl* raw = journal->impl_.get();
+  impl.committer = std::jthread([raw] { raw->Run(); });
+  return journal;
+}
+
+Status Journal::Commit(WriteBatch batch) {
+  std::future<Status> done;
+  {
+    auto pending = std::make_unique<Pending>();
+    pending->batch = std::move(batch);
+    done = pending->done.get_future();
+    std::lock_guard lock(impl_->mu);
+    if (impl_->stopping) {
+      return std::unexpected(Unavailable("journal_stopped", "the audit journal is stopped"));
+    }
+    impl_->queue.push_back(std::move(pending));
+  }
+  impl_->cv.notify_one();
+  try {
+    return done.get();
+  } catch (const std::exception& e) {
+    return std::unexpected(Unavailable("audit_unavailable", "the audit log is unavailable",
+                                       std::string("commit: ") + e.what()));
+  }
+}
+
+void Journal::SetObserver(CommitObserver observer) {
+  std::lock_guard lock(impl_->mu);
+  impl_->observer = std::move(observer);
+}
+
+JournalStats Journal::Stats() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->stats;
+}
+
+std::optional<ChainHead> Journal::Head() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->head;
+}
+
+void Journal::Stop() {
+  if (!impl_) {
+    return;
+  }
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->stopping = true;
+  }
+  impl_->cv.notify_all();
+  if (impl_->committer.joinable()) {
+    impl_->committer.join();
+  }
+}
+
+}  // namespace jitbroker::audit

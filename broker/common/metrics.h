@@ -1,0 +1,64 @@
+// Metrics: the broker's Prometheus metrics (text exposition format 0.0.4).
+//   jitbroker_http_requests_total{route,method,status}
+//   jitbroker_http_request_duration_seconds{route}      (histogram)
+//   jitbroker_grants_total{tier,result}
+//   jitbroker_audit_commit_duration_seconds             (histogram, per group commit)
+//   jitbroker_audit_commit_batches                      (histogram, batches per group commit)
+//   jitbroker_sessions_opened_total, jitbroker_credentials_revoked_total{outcome}
+//   jitbroker_http_requests_shed_total
+//
+// Thread-safety: all methods are thread-safe.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace jitbroker {
+
+class Histogram {
+ public:
+  explicit Histogram(std::vector<double> bounds);
+  void Observe(double value);
+  // Appends the _bucket/_sum/_count lines for `name{labels}`.
+  void Render(std::string& out, const std::string& name, const std::string& labels) const;
+
+ private:
+  std::vector<double> bounds_;
+  mutable std::mutex mu_;
+  std::vector<uint64_t> counts_;   // one per bound, plus +Inf
+  double sum_ = 0;
+  uint64_t count_ = 0;
+};
+
+class Metrics {
+ public:
+  Metrics();
+  void ObserveRequest(const std::string& route, const std::string& method, int status,
+                      double seconds);
+  void CountGrant(const std::string& tier, const std::string& result);
+  void ObserveAuditCommit(size_t batches, double seconds);
+  void CountSessionOpened();
+  void CountRevocation(const std::string& outcome);
+  void CountShed();
+  std::string Render() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::tuple<std::string, std::string, int>, uint64_t> requests_;
+  std::map<std::string, std::unique_ptr<Histogram>> latency_;
+  std::map<std::pair<std::string, std::string>, uint64_t> grants_;
+  std::map<std::string, uint64_t> revocations_;
+  Histogram audit_latency_;
+  Histogram audit_batches_;
+  std::atomic<uint64_t> sessions_opened_{0};
+  std::atomic<uint64_t> shed_{0};
+};
+
+}  // namespace jitbroker

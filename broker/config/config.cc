@@ -1,0 +1,893 @@
+// Config loading and validation (DESIGN §5). Everything is checked at load:
+// a Config or Policy that comes out of here is complete and consistent.
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <charconv>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <initializer_list>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include <yaml-cpp/yaml.h>
+
+#include "broker/config/config.h"
+#include "broker/crypto/crypto.h"
+
+namespace jitbroker::config {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::string_view kTierList = "read, write, pr, merge_deploy, secret, destructive";
+constexpr std::string_view kControlList = "auto_allow, in_scope, approval, deny";
+constexpr int kMaxNesting = 64;
+
+Error ConfigError(const std::string& file, int line, std::string_view path, std::string_view what) {
+  std::string msg = file + ":" + std::to_string(line > 0 ? line : 1) + ": ";
+  if (!path.empty()) {
+    msg += std::string(path) + ": ";
+  }
+  msg += std::string(what);
+  return InvalidArgument("invalid_config", std::move(msg));
+}
+
+int MarkLine(const YAML::Node& node) {
+  try {
+    int line = node.Mark().line;
+    return line >= 0 ? line + 1 : 0;
+  } catch (...) {
+    return 0;
+  }
+}
+
+std::string Join(std::string_view path, std::string_view key) {
+  if (path.empty()) {
+    return std::string(key);
+  }
+  return std::string(path) + "." + std::string(key);
+}
+
+std::string Q(std::string_view s) { return "\"" + std::string(s) + "\""; }
+
+// yaml-cpp silently keeps the first of duplicate keys: reject them anywhere
+// in the document (issuer, anomaly and trust sections included).
+Status CheckDuplicates(const YAML::Node& node, const std::string& file, const std::string& path,
+                       int depth) {
+  if (depth > kMaxNesting) {
+    return std::unexpected(ConfigError(file, MarkLine(node), path, "nesting is too deep"));
+  }
+  try {
+    if (node.IsMap()) {
+      std::set<std::string> seen;
+      for (auto it = node.begin(); it != node.end(); ++it) {
+        if (!it->first.IsScalar()) {
+          return std::unexpected(
+              ConfigError(file, MarkLine(it->first), path, "keys must be plain strings"));
+        }
+        const std::string& key = it->first.Scalar();
+        std::string child = Join(path, key);
+        if (!seen.insert(key).second) {
+          return std::unexpected(ConfigError(file, MarkLine(it->first), child, "duplicate key"));
+        }
+        JITBROKER_RETURN_IF_ERROR(CheckDuplicates(it->second, file, child, depth + 1));
+      }
+    } else if (node.IsSequence()) {
+      size_t i = 0;
+      for (auto it = node.begin(); it != node.end(); ++it, ++i) {
+        JITBROKER_RETURN_IF_ERROR(
+            CheckDuplicates(*it, file, path + "[" + std::to_string(i) + "]", depth + 1));
+      }
+    }
+  } catch (...) {
+    return std::unexpected(ConfigError(file, MarkLine(node), path, "malformed YAML node"));
+  }
+  return OkStatus();
+}
+
+// Marks the allowed keys and reports the first unknown or duplicate one, so a
+// typo is reported as such before any "is required".
+Status Expect(Section& s, std::initializer_list<std::string_view> keys) {
+  for (std::string_view k : keys) {
+    s.MarkKnown(k);
+  }
+  return s.CheckNoUnknownKeys();
+}
+
+fs::path BaseDir(const std::string& file) {
+  std::error_code ec;
+  fs::path abs = fs::absolute(fs::path(file), ec);
+  if (ec) {
+    abs = fs::path(file);
+  }
+  return abs.lexically_normal().parent_path();
+}
+
+std::string Resolve(const fs::path& base, std::string_view p) {
+  fs::path path{std::string(p)};
+  if (path.is_relative()) {
+    path = base / path;
+  }
+  return path.lexically_normal().string();
+}
+
+// [a-z0-9][a-z0-9_-]{0,63}
+bool IsName(std::string_view s) {
+  if (s.empty() || s.size() > 64) {
+    return false;
+  }
+  auto lower_alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (!lower_alnum(s[0])) {
+    return false;
+  }
+  return std::all_of(s.begin(), s.end(),
+                     [&](char c) { return lower_alnum(c) || c == '_' || c == '-'; });
+}
+
+// Principal ids: [A-Za-z0-9][A-Za-z0-9_.@-]{0,127}
+bool IsPrincipalId(std::string_view s) {
+  if (s.empty() || s.size() > 128) {
+    return false;
+  }
+  auto alnum = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+  };
+  if (!alnum(s[0])) {
+    return false;
+  }
+  return std::all_of(s.begin(), s.end(), [&](char c) {
+    return alnum(c) || c == '_' || c == '.' || c == '@' || c == '-';
+  });
+}
+
+bool IsPrintable(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    auto u = static_cast<unsigned char>(c);
+    return u >= 0x20 && u != 0x7f;
+  });
+}
+
+bool IsLowerHex64(std::string_view s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+std::string TrimWhitespace(std::string_view s) {
+  size_t b = 0;
+  size_t e = s.size();
+  while (b < e && std::isspace(static_cast<unsigned char>(s[b]))) {
+    ++b;
+  }
+  while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1]))) {
+    --e;
+  }
+  return std::string(s.substr(b, e - b));
+}
+
+Result<Tier> TierValue(Section& s, std::string_view key, std::string_view text) {
+  std::optional<Tier> t = ParseTier(text);
+  if (!t) {
+    return std::unexpected(s.Err(
+        key, "unknown tier " + Q(text) + " (expected one of " + std::string(kTierList) + ")"));
+  }
+  return *t;
+}
+
+// A child mapping of `map_section`'s node (for iterating user-named keys).
+Section Child(const Section& parent, const YAML::Node& value, std::string_view key) {
+  return Section(value, std::make_shared<const std::string>(parent.file()),
+                 Join(parent.path(), key));
+}
+
+int KeyLine(const Section& s, std::string_view key) {
+  try {
+    for (auto it = s.node().begin(); it != s.node().end(); ++it) {
+      if (it->first.IsScalar() && it->first.Scalar() == key) {
+        return MarkLine(it->first);
+      }
+    }
+  } catch (...) {
+  }
+  return s.line();
+}
+
+// ---------------------------------------------------------------------------
+// policy
+
+std::array<TierPolicy, kTierCount> DefaultTiers() {
+  std::array<TierPolicy, kTierCount> t;
+  auto& read = t[static_cast<int>(Tier::kRead)];
+  read.control = Control::kAutoAllow;
+  t[static_cast<int>(Tier::kWrite)].control = Control::kInScope;
+  t[static_cast<int>(Tier::kPr)].control = Control::kInScope;
+  auto& merge = t[static_cast<int>(Tier::kMergeDeploy)];
+  merge.control = Control::kApproval;
+  merge.approvers = {"role:maintainer"};
+  merge.four_eyes = true;
+  auto& secret = t[static_cast<int>(Tier::kSecret)];
+  secret.control = Control::kApproval;
+  secret.max_ttl_seconds = 300;
+  t[static_cast<int>(Tier::kDestructive)].control = Control::kDeny;
+  return t;
+}
+
+Status LoadRoles(Section& policy_section, Policy& policy) {
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> roles, policy_section.OptSection("roles"));
+  if (!roles || !roles->node().IsMap()) {
+    return OkStatus();
+  }
+  std::set<std::string> seen;
+  for (auto it = roles->node().begin(); it != roles->node().end(); ++it) {
+    const std::string name = it->first.Scalar();
+    if (!seen.insert(name).second) {
+      return std::unexpected(roles->Err(name, "duplicate key"));
+    }
+    if (!IsName(name)) {
+      return std::unexpected(
+          roles->Err(name, "role names must match [a-z0-9][a-z0-9_-]* (at most 64 characters)"));
+    }
+    if (!it->second.IsNull() && !it->second.IsMap()) {
+      return std::unexpected(roles->Err(name, "must be a mapping"));
+    }
+    Section rs = Child(*roles, it->second, name);
+    JITBROKER_RETURN_IF_ERROR(Expect(rs, {"resources", "max_tier", "issuers"}));
+    Role role;
+    role.name = name;
+    JITBROKER_ASSIGN_OR_RETURN(role.resources, rs.StringList("resources"));
+    for (const std::string& r : role.resources) {
+      if (r.empty() || !IsPrintable(r) || r.find(' ') != std::string::npos) {
+        return std::unexpected(rs.Err("resources",
+                                      "resource patterns must be non-empty and "
+                                      "contain no spaces or control characters"));
+      }
+      if (r.starts_with("re:")) {
+        return std::unexpected(rs.Err(
+            "resources", "resource patterns are globs or prefixes; \"re:\" is not supported here"));
+      }
+    }
+    JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> max_tier, rs.OptString("max_tier"));
+    if (max_tier) {
+      JITBROKER_ASSIGN_OR_RETURN(role.max_tier, TierValue(rs, "max_tier", *max_tier));
+    }
+    JITBROKER_ASSIGN_OR_RETURN(role.issuers, rs.StringList("issuers"));
+    for (const std::string& i : role.issuers) {
+      if (!IsName(i)) {
+        return std::unexpected(rs.Err("issuers", "invalid issuer name " + Q(i)));
+      }
+    }
+    policy.roles.emplace(name, std::move(role));
+  }
+  return OkStatus();
+}
+
+Status LoadTiers(Section& policy_section, Policy& policy) {
+  policy.tiers = DefaultTiers();
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> tiers, policy_section.OptSection("tiers"));
+  if (!tiers || !tiers->node().IsMap()) {
+    return OkStatus();
+  }
+  for (auto it = tiers->node().begin(); it != tiers->node().end(); ++it) {
+    const std::string name = it->first.Scalar();
+    JITBROKER_ASSIGN_OR_RETURN(Tier tier, TierValue(*tiers, name, name));
+    tiers->MarkKnown(name);
+    if (!it->second.IsNull() && !it->second.IsMap()) {
+      return std::unexpected(tiers->Err(name, "must be a mapping"));
+    }
+    Section ts = Child(*tiers, it->second, name);
+    JITBROKER_RETURN_IF_ERROR(Expect(
+        ts, {"control", "approvers", "four_eyes", "max_ttl_seconds", "approval_ttl_seconds"}));
+    // Fields not given keep the tier's built-in default.
+    TierPolicy& tp = policy.tiers[static_cast<int>(tier)];
+    JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> control, ts.OptString("control"));
+    if (control) {
+      std::optional<Control> c = ParseControl(*control);
+      if (!c) {
+        return std::unexpected(ts.Err("control", "unknown control " + Q(*control) +
+                                                     " (expected one of " +
+                                                     std::string(kControlList) + ")"));
+      }
+      tp.control = *c;
+    }
+    if (ts.Has("approvers")) {
+      JITBROKER_ASSIGN_OR_RETURN(tp.approvers, ts.StringList("approvers"));
+      for (const std::string& a : tp.approvers) {
+        if (!a.starts_with("role:")) {
+          return std::unexpected(
+              ts.Err("approvers", "approvers must be written \"role:NAME\", got " + Q(a)));
+        }
+        if (policy.roles.find(a.substr(5)) == policy.roles.end()) {
+          return std::unexpected(ts.Err("approvers", "unknown role " + Q(a.substr(5))));
+        }
+      }
+    }
+    JITBROKER_ASSIGN_OR_RETURN(std::optional<bool> four_eyes, ts.OptBool("four_eyes"));
+    if (four_eyes) {
+      tp.four_eyes = *four_eyes;
+    }
+    JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> max_ttl,
+                               ts.OptInt("max_ttl_seconds", 1, 86400));
+    if (max_ttl) {
+      tp.max_ttl_seconds = *max_ttl;
+    }
+    JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> approval_ttl,
+                               ts.OptInt("approval_ttl_seconds", 10, 86400));
+    if (approval_ttl) {
+      tp.approval_ttl_seconds = *approval_ttl;
+    }
+  }
+  return tiers->CheckNoUnknownKeys();
+}
+
+Result<Matcher> CompileMatcher(Section& s, std::string_view key, const std::string& pattern) {
+  if (pattern.empty()) {
+    return std::unexpected(s.Err(key, "pattern must not be empty"));
+  }
+  Result<Matcher> m = Matcher::Compile(pattern);
+  if (!m) {
+    return std::unexpected(s.Err(key, m.error().message));
+  }
+  return std::move(*m);
+}
+
+Status LoadTools(Section& policy_section, Policy& policy) {
+  JITBROKER_ASSIGN_OR_RETURN(std::vector<Section> tools, policy_section.SectionList("tools"));
+  std::set<std::string> names;
+  for (size_t i = 0; i < tools.size(); ++i) {
+    Section& ts = tools[i];
+    JITBROKER_RETURN_IF_ERROR(Expect(ts, {"name", "match", "tier"}));
+    ToolRule rule;
+    JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> name, ts.OptString("name"));
+    if (name) {
+      if (name->empty() || name->size() > 128 || !IsPrintable(*name)) {
+        return std::unexpected(ts.Err("name", "must be 1 to 128 printable characters"));
+      }
+      rule.name = *name;
+    } else {
+      rule.name = "tools[" + std::to_string(i) + "]";
+    }
+    if (!names.insert(rule.name).second) {
+      return std::unexpected(ts.Err("name", "duplicate tool rule name " + Q(rule.name)));
+    }
+    JITBROKER_ASSIGN_OR_RETURN(std::string tier, ts.String("tier"));
+    JITBROKER_ASSIGN_OR_RETURN(rule.tier, TierValue(ts, "tier", tier));
+    JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> match, ts.OptSection("match"));
+    if (!match) {
+      return std::unexpected(ts.Err("match", "is required"));
+    }
+    JITBROKER_RETURN_IF_ERROR(Expect(*match, {"tool", "operation", "resource", "parameters"}));
+    struct Field {
+      std::string_view key;
+      std::optional<Matcher>* out;
+    };
+    for (Field f : {Field{"tool", &rule.tool}, Field{"operation", &rule.operation},
+                    Field{"resource", &rule.resource}}) {
+      JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> pattern, match->OptString(f.key));
+      if (pattern) {
+        JITBROKER_ASSIGN_OR_RETURN(Matcher m, CompileMatcher(*match, f.key, *pattern));
+        *f.out = std::move(m);
+      }
+    }
+    JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> params, match->OptSection("parameters"));
+    if (params && params->node().IsMap()) {
+      for (auto it = params->node().begin(); it != params->node().end(); ++it) {
+        const std::string key = it->first.Scalar();
+        params->MarkKnown(key);
+        if (key.empty()) {
+          return std::unexpected(params->Err("", "parameter names must not be empty"));
+        }
+        JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> pattern, params->OptString(key));
+        if (!pattern) {
+          return std::unexpected(params->Err(key, "must be a pattern string"));
+        }
+        JITBROKER_ASSIGN_OR_RETURN(Matcher m, CompileMatcher(*params, key, *pattern));
+        if (!rule.parameters.emplace(key, std::move(m)).second) {
+          return std::unexpected(params->Err(key, "duplicate key"));
+        }
+      }
+    }
+    if (!rule.tool && !rule.operation && !rule.resource && rule.parameters.empty()) {
+      return std::unexpected(
+          ts.Err("match", "must name at least one of tool, operation, resource, parameters"));
+    }
+    policy.tools.push_back(std::move(rule));
+  }
+  return OkStatus();
+}
+
+Status LoadPrincipals(Section& policy_section, Policy& policy) {
+  JITBROKER_ASSIGN_OR_RETURN(std::vector<Section> list, policy_section.SectionList("principals"));
+  const fs::path base = BaseDir(policy_section.file());
+  std::map<std::string, std::string> digest_owner;  // digest -> principal id
+  for (Section& ps : list) {
+    JITBROKER_RETURN_IF_ERROR(
+        Expect(ps, {"id", "email", "roles", "github_login", "api_keys_sha256", "api_key_file"}));
+    Principal p;
+    JITBROKER_ASSIGN_OR_RETURN(p.id, ps.String("id"));
+    if (!IsPrincipalId(p.id)) {
+      return std::unexpected(ps.Err(
+          "id", "principal ids must match [A-Za-z0-9][A-Za-z0-9_.@-]* (at most 128 characters)"));
+    }
+    if (policy.FindPrincipal(p.id) != nullptr) {
+      return std::unexpected(ps.Err("id", "duplicate principal id " + Q(p.id)));
+    }
+    JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> email, ps.OptString("email"));
+    p.email = email.value_or("");
+    JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> login, ps.OptString("github_login"));
+    p.github_login = login.value_or("");
+    JITBROKER_ASSIGN_OR_RETURN(p.roles, ps.StringList("roles"));
+    if (p.roles.empty()) {
+      return std::unexpected(ps.Err("roles", "must list at least one role"));
+    }
+    for (const std::string& r : p.roles) {
+      if (policy.roles.find(r) == policy.roles.end()) {
+        return std::unexpected(ps.Err("roles", "unknown role " + Q(r)));
+      }
+    }
+    JITBROKER_ASSIGN_OR_RETURN(std::vector<std::string> digests, ps.StringList("api_keys_sha256"));
+    for (size_t i = 0; i < digests.size(); ++i) {
+      if (!IsLowerHex64(digests[i])) {
+        return std::unexpected(ps.Err(
+            "api_keys_sha256", "entry " + std::to_string(i) +
+                                   " must be a SHA-256 digest: 64 lower-case hex characters"));
+      }
+    }
+    JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> key_file, ps.OptString("api_key_file"));
+    if (key_file) {
+      if (key_file->empty()) {
+        return std::unexpected(ps.Err("api_key_file", "must not be empty"));
+      }
+      p.api_key_file = Resolve(base, *key_file);
+      std::error_code ec;
+      bool exists = fs::exists(p.api_key_file, ec);
+      if (exists) {
+        std::ifstream in(p.api_key_file, std::ios::binary);
+        if (!in) {
+          return std::unexpected(ps.Err("api_key_file", "cannot read " + p.api_key_file));
+        }
+        SecretValue raw(
+            std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()));
+        SecretValue key(TrimWhitespace(raw.Reveal()));
+        if (key.empty()) {
+          return std::unexpected(ps.Err("api_key_file", p.api_key_file + " is empty"));
+        }
+        digests.push_back(crypto::Sha256Hex(key.Reveal()));
+      }
+      // Absent: the daemon generates the key at first start and reloads.
+    }
+    for (const std::string& d : digests) {
+      auto [it, inserted] = digest_owner.emplace(d, p.id);
+      if (!inserted) {
+        return std::unexpected(ps.Err(
+            "api_keys_sha256", it->second == p.id
+                                   ? "duplicate API key digest"
+                                   : "API key digest already used by principal " + Q(it->second)));
+      }
+    }
+    p.api_keys_sha256 = std::move(digests);
+    policy.principals.push_back(std::move(p));
+  }
+  return OkStatus();
+}
+
+// ---------------------------------------------------------------------------
+// the rest of the file
+
+Status ParseListen(Section& s, ServerConfig& server) {
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> listen, s.OptString("listen"));
+  if (!listen) {
+    return OkStatus();
+  }
+  const std::string bad = "must be HOST:PORT with a port in [0, 65535], e.g. 127.0.0.1:8443";
+  const std::string& l = *listen;
+  size_t colon = l.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 >= l.size()) {
+    return std::unexpected(s.Err("listen", bad));
+  }
+  std::string host = l.substr(0, colon);
+  std::string port_text = l.substr(colon + 1);
+  if (host.front() == '[') {
+    if (host.size() < 3 || host.back() != ']') {
+      return std::unexpected(s.Err("listen", bad));
+    }
+    host = host.substr(1, host.size() - 2);
+    if (!std::all_of(host.begin(), host.end(), [](char c) {
+          return std::isxdigit(static_cast<unsigned char>(c)) || c == ':' || c == '.';
+        })) {
+      return std::unexpected(s.Err("listen", bad));
+    }
+  } else if (!std::all_of(host.begin(), host.end(), [](char c) {
+               return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-';
+             })) {
+    return std::unexpected(s.Err("listen", bad));
+  }
+  int port = -1;
+  auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (ec != std::errc() || ptr != port_text.data() + port_text.size() || port < 0 || port > 65535 ||
+      port_text.size() > 5) {
+    return std::unexpected(s.Err("listen", bad));
+  }
+  server.host = host;
+  server.port = port;
+  return OkStatus();
+}
+
+Result<std::string> TlsPath(Section& tls, std::string_view key, const fs::path& base) {
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> v, tls.OptString(key));
+  if (!v) {
+    return std::string();
+  }
+  std::string_view p = *v;
+  if (p.starts_with("file:")) {
+    p.remove_prefix(5);
+  } else if (p.starts_with("env:")) {
+    return std::unexpected(tls.Err(key, "must be a PEM file path (PATH or file:PATH)"));
+  }
+  if (p.empty()) {
+    return std::unexpected(tls.Err(key, "must not be empty"));
+  }
+  std::string resolved = Resolve(base, p);
+  std::error_code ec;
+  if (!fs::is_regular_file(resolved, ec)) {
+    return std::unexpected(tls.Err(key, "file " + resolved + " does not exist"));
+  }
+  return resolved;
+}
+
+Status LoadServer(Section& top, const fs::path& base, ServerConfig& server) {
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> s, top.OptSection("server"));
+  if (!s) {
+    return OkStatus();
+  }
+  JITBROKER_RETURN_IF_ERROR(Expect(
+      *s, {"listen", "threads", "max_queued_requests", "max_body_bytes", "metrics_public", "tls"}));
+  JITBROKER_RETURN_IF_ERROR(ParseListen(*s, server));
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> threads, s->OptInt("threads", 1, 256));
+  if (threads) {
+    server.threads = static_cast<int>(*threads);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> queued,
+                             s->OptInt("max_queued_requests", 1, 1000000));
+  if (queued) {
+    server.max_queued_requests = static_cast<int>(*queued);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> body,
+                             s->OptInt("max_body_bytes", 1024, 16 * 1024 * 1024));
+  if (body) {
+    server.max_body_bytes = static_cast<size_t>(*body);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<bool> metrics_public, s->OptBool("metrics_public"));
+  if (metrics_public) {
+    server.metrics_public = *metrics_public;
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> tls, s->OptSection("tls"));
+  if (tls) {
+    JITBROKER_RETURN_IF_ERROR(Expect(*tls, {"cert", "key"}));
+    JITBROKER_ASSIGN_OR_RETURN(server.tls_cert, TlsPath(*tls, "cert", base));
+    JITBROKER_ASSIGN_OR_RETURN(server.tls_key, TlsPath(*tls, "key", base));
+    if (server.tls_cert.empty() != server.tls_key.empty()) {
+      return std::unexpected(tls->Err("", "cert and key must be given together"));
+    }
+  }
+  return OkStatus();
+}
+
+Status LoadStore(Section& top, const fs::path& base, const std::string& data_dir,
+                 StoreConfig& store) {
+  store.sqlite_path = (fs::path(data_dir) / "state.db").string();
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> s, top.OptSection("store"));
+  if (!s) {
+    return OkStatus();
+  }
+  JITBROKER_RETURN_IF_ERROR(Expect(*s, {"sqlite", "postgres", "group_commit_max_batch"}));
+  if (s->Has("postgres")) {
+    return std::unexpected(s->Err("postgres", "postgres store is not available in this build"));
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> sqlite, s->OptSection("sqlite"));
+  if (sqlite) {
+    JITBROKER_RETURN_IF_ERROR(Expect(*sqlite, {"path"}));
+    JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> path, sqlite->OptString("path"));
+    if (path) {
+      if (path->empty()) {
+        return std::unexpected(sqlite->Err("path", "must not be empty"));
+      }
+      store.sqlite_path = Resolve(base, *path);
+    }
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> batch,
+                             s->OptInt("group_commit_max_batch", 1, 100000));
+  if (batch) {
+    store.group_commit_max_batch = static_cast<int>(*batch);
+  }
+  return OkStatus();
+}
+
+Status LoadAudit(Section& top, const fs::path& base, const std::string& data_dir,
+                 AuditConfig& audit) {
+  audit.file = (fs::path(data_dir) / "audit.jsonl").string();
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> s, top.OptSection("audit"));
+  if (!s) {
+    return OkStatus();
+  }
+  JITBROKER_RETURN_IF_ERROR(Expect(*s, {"file"}));
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> file, s->OptString("file"));
+  if (file) {
+    if (file->empty()) {
+      return std::unexpected(s->Err("file", "must not be empty"));
+    }
+    audit.file = Resolve(base, *file);
+  }
+  return OkStatus();
+}
+
+Status LoadSessions(Section& top, SessionsConfig& sessions) {
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> s, top.OptSection("sessions"));
+  if (!s) {
+    return OkStatus();
+  }
+  JITBROKER_RETURN_IF_ERROR(Expect(
+      *s, {"max_ttl_seconds", "default_ttl_seconds", "heartbeat_seconds", "stall_after_missed"}));
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> max_ttl,
+                             s->OptInt("max_ttl_seconds", 60, 7 * 86400));
+  if (max_ttl) {
+    sessions.max_ttl_seconds = *max_ttl;
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> default_ttl,
+                             s->OptInt("default_ttl_seconds", 60, 7 * 86400));
+  if (default_ttl) {
+    if (*default_ttl > sessions.max_ttl_seconds) {
+      return std::unexpected(s->Err(
+          "default_ttl_seconds",
+          "must not exceed max_ttl_seconds (" + std::to_string(sessions.max_ttl_seconds) + ")"));
+    }
+    sessions.default_ttl_seconds = *default_ttl;
+  } else {
+    sessions.default_ttl_seconds = std::min(sessions.default_ttl_seconds, sessions.max_ttl_seconds);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> heartbeat,
+                             s->OptInt("heartbeat_seconds", 5, 3600));
+  if (heartbeat) {
+    sessions.heartbeat_seconds = *heartbeat;
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> stall, s->OptInt("stall_after_missed", 1, 100));
+  if (stall) {
+    sessions.stall_after_missed = *stall;
+  }
+  return OkStatus();
+}
+
+Status LoadLog(Section& top, const fs::path& base, LogConfig& log) {
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> s, top.OptSection("log"));
+  if (!s) {
+    return OkStatus();
+  }
+  JITBROKER_RETURN_IF_ERROR(Expect(*s, {"level", "access_log"}));
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> level, s->OptString("level"));
+  if (level) {
+    static constexpr std::string_view kLevels[] = {"trace", "debug", "info",
+                                                   "warn",  "error", "off"};
+    if (std::find(std::begin(kLevels), std::end(kLevels), *level) == std::end(kLevels)) {
+      return std::unexpected(
+          s->Err("level", "must be one of trace, debug, info, warn, error, off"));
+    }
+    log.level = *level;
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> access, s->OptString("access_log"));
+  if (access) {
+    if (access->empty()) {
+      return std::unexpected(s->Err("access_log", "must be stderr, off or a file path"));
+    }
+    log.access_log = (*access == "stderr" || *access == "off") ? *access : Resolve(base, *access);
+  }
+  return OkStatus();
+}
+
+Status LoadIssuers(Section& top, std::vector<IssuerConfig>& issuers) {
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> s, top.OptSection("issuers"));
+  if (!s || !s->node().IsMap()) {
+    return OkStatus();
+  }
+  static constexpr std::string_view kTypes[] = {"jwt", "github_app", "aws_sts", "gcp"};
+  for (auto it = s->node().begin(); it != s->node().end(); ++it) {
+    const std::string name = it->first.Scalar();
+    s->MarkKnown(name);
+    if (!IsName(name)) {
+      return std::unexpected(
+          s->Err(name, "issuer names must match [a-z0-9][a-z0-9_-]* (at most 64 characters)"));
+    }
+    if (!it->second.IsMap()) {
+      return std::unexpected(s->Err(name, "must be a mapping"));
+    }
+    Section is = Child(*s, it->second, name);
+    JITBROKER_ASSIGN_OR_RETURN(std::string type, is.String("type"));
+    if (std::find(std::begin(kTypes), std::end(kTypes), type) == std::end(kTypes)) {
+      return std::unexpected(is.Err(
+          "type",
+          "unknown issuer type " + Q(type) + " (expected one of jwt, github_app, aws_sts, gcp)"));
+    }
+    issuers.push_back(IssuerConfig{name, type, std::move(is)});
+  }
+  return s->CheckNoUnknownKeys();
+}
+
+Result<std::optional<Section>> SequenceSection(Section& top, std::string_view key) {
+  top.MarkKnown(key);
+  if (!top.Has(key)) {
+    return std::optional<Section>();
+  }
+  try {
+    for (auto it = top.node().begin(); it != top.node().end(); ++it) {
+      if (it->first.Scalar() != key) {
+        continue;
+      }
+      if (it->second.IsNull()) {
+        return std::optional<Section>();
+      }
+      if (!it->second.IsSequence()) {
+        return std::unexpected(top.Err(key, "must be a list"));
+      }
+      return std::optional<Section>(Child(top, it->second, key));
+    }
+  } catch (...) {
+  }
+  return std::optional<Section>();
+}
+
+// Roles may only name issuers that are configured.
+Status CheckRoleIssuers(Section& policy_section, const Policy& policy,
+                        const std::vector<IssuerConfig>& issuers) {
+  for (const auto& [name, role] : policy.roles) {
+    for (const std::string& issuer : role.issuers) {
+      bool found = std::any_of(issuers.begin(), issuers.end(),
+                               [&](const IssuerConfig& c) { return c.name == issuer; });
+      if (found) {
+        continue;
+      }
+      // Rebuild the role's section only to point at the right line.
+      Result<std::optional<Section>> roles = policy_section.OptSection("roles");
+      if (roles && *roles) {
+        for (auto it = (*roles)->node().begin(); it != (*roles)->node().end(); ++it) {
+          if (it->first.Scalar() == name) {
+            Section rs = Child(**roles, it->second, name);
+            return std::unexpected(
+                rs.Err("issuers", "unknown issuer " + Q(issuer) + " (not configured in issuers)"));
+          }
+        }
+      }
+      return std::unexpected(ConfigError(policy_section.file(), KeyLine(policy_section, "roles"),
+                                         "policy.roles." + name + ".issuers",
+                                         "unknown issuer " + Q(issuer)));
+    }
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+Result<std::shared_ptr<const Policy>> LoadPolicy(Section& section) {
+  JITBROKER_RETURN_IF_ERROR(CheckDuplicates(section.node(), section.file(), section.path(), 0));
+  if (!section.node().IsMap()) {
+    return std::unexpected(section.Err("", "must be a mapping"));
+  }
+  JITBROKER_RETURN_IF_ERROR(
+      Expect(section, {"version", "default_tier", "tiers", "tools", "principals", "roles"}));
+  auto policy = std::make_shared<Policy>();
+  JITBROKER_ASSIGN_OR_RETURN(policy->version, section.String("version"));
+  if (policy->version.size() > 128 || !IsPrintable(policy->version)) {
+    return std::unexpected(section.Err("version", "must be 1 to 128 printable characters"));
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> default_tier,
+                             section.OptString("default_tier"));
+  if (default_tier) {
+    JITBROKER_ASSIGN_OR_RETURN(policy->default_tier,
+                               TierValue(section, "default_tier", *default_tier));
+  }
+  // Roles first: tiers (approvers) and principals refer to them.
+  JITBROKER_RETURN_IF_ERROR(LoadRoles(section, *policy));
+  JITBROKER_RETURN_IF_ERROR(LoadTiers(section, *policy));
+  JITBROKER_RETURN_IF_ERROR(LoadTools(section, *policy));
+  JITBROKER_RETURN_IF_ERROR(LoadPrincipals(section, *policy));
+  return std::shared_ptr<const Policy>(std::move(policy));
+}
+
+Result<Config> LoadConfigText(std::string_view text, const std::string& file_name) {
+  auto file = std::make_shared<const std::string>(file_name);
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(text));
+  } catch (const YAML::Exception& e) {
+    int line = e.mark.line >= 0 ? e.mark.line + 1 : 1;
+    return std::unexpected(ConfigError(file_name, line, "", "invalid YAML: " + e.msg));
+  } catch (...) {
+    return std::unexpected(ConfigError(file_name, 1, "", "invalid YAML"));
+  }
+  if (!root.IsMap()) {
+    return std::unexpected(
+        ConfigError(file_name, MarkLine(root), "", "the configuration must be a mapping of keys"));
+  }
+  JITBROKER_RETURN_IF_ERROR(CheckDuplicates(root, file_name, "", 0));
+
+  Section top(root, file, "");
+  JITBROKER_RETURN_IF_ERROR(
+      Expect(top, {"data_dir", "server", "store", "audit", "seal_key", "policy", "sessions", "log",
+                   "issuers", "anomaly", "trust"}));
+  Config config;
+  const fs::path base = BaseDir(file_name);
+  {
+    std::error_code ec;
+    fs::path abs = fs::absolute(fs::path(file_name), ec);
+    config.file = (ec ? fs::path(file_name) : abs).lexically_normal().string();
+  }
+
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> data_dir, top.OptString("data_dir"));
+  if (data_dir && data_dir->empty()) {
+    return std::unexpected(top.Err("data_dir", "must not be empty"));
+  }
+  config.data_dir = Resolve(base, data_dir.value_or("./data"));
+  if (config.data_dir.size() > 1 && config.data_dir.back() == '/') {
+    config.data_dir.pop_back();
+  }
+
+  JITBROKER_RETURN_IF_ERROR(LoadServer(top, base, config.server));
+  JITBROKER_RETURN_IF_ERROR(LoadStore(top, base, config.data_dir, config.store));
+  JITBROKER_RETURN_IF_ERROR(LoadAudit(top, base, config.data_dir, config.audit));
+
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<SecretValue> seal_ref, top.OptSecretRef("seal_key"));
+  if (seal_ref) {
+    Result<std::string> decoded = crypto::Base64Decode(seal_ref->Reveal());
+    if (!decoded || decoded->size() != 32) {
+      if (decoded) {
+        SecureWipe(decoded->data(), decoded->size());
+      }
+      return std::unexpected(
+          top.Err("seal_key", "must be standard base64 of exactly 32 random bytes"));
+    }
+    config.seal_key = SecretValue(std::move(*decoded));
+  }
+
+  JITBROKER_RETURN_IF_ERROR(LoadSessions(top, config.sessions));
+  JITBROKER_RETURN_IF_ERROR(LoadLog(top, base, config.log));
+  JITBROKER_RETURN_IF_ERROR(LoadIssuers(top, config.issuers));
+
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> policy_section, top.OptSection("policy"));
+  if (!policy_section) {
+    return std::unexpected(top.Err("policy", "is required"));
+  }
+  if (!policy_section->node().IsMap()) {
+    return std::unexpected(top.Err("policy", "must be a mapping"));
+  }
+  JITBROKER_ASSIGN_OR_RETURN(config.policy, LoadPolicy(*policy_section));
+  JITBROKER_RETURN_IF_ERROR(CheckRoleIssuers(*policy_section, *config.policy, config.issuers));
+
+  JITBROKER_ASSIGN_OR_RETURN(config.anomaly, SequenceSection(top, "anomaly"));
+  JITBROKER_ASSIGN_OR_RETURN(config.trust, SequenceSection(top, "trust"));
+  JITBROKER_RETURN_IF_ERROR(top.CheckNoUnknownKeys());
+  return config;
+}
+
+Result<Config> LoadConfigFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return std::unexpected(
+        InvalidArgument("invalid_config", path + ": cannot read the configuration file"));
+  }
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) {
+    return std::unexpected(
+        InvalidArgument("invalid_config", path + ": cannot read the configuration file"));
+  }
+  return LoadConfigText(text, path);
+}
+
+}  // namespace jitbroker::config

@@ -1,0 +1,765 @@
+// The pure policy engine (DESIGN §1 principle 2, §5): tier classification,
+// matchers, resource coverage and the evaluation of a grant request against a
+// session's task scope and the delegating principal's role ceilings. No I/O,
+// no clock reads, no globals.
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <regex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "broker/crypto/crypto.h"
+#include "jitbroker/policy.h"
+
+namespace jitbroker {
+
+namespace {
+
+// Inputs longer than this are never fed to std::regex (see Matcher::Matches).
+constexpr size_t kMaxRegexInput = 4096;
+
+bool GlobMatch(std::string_view pattern, std::string_view text) {
+  // Set-of-positions simulation: O(|pattern| * |text|), no backtracking
+  // blow-up, and correct with restricted stars (a later star cannot absorb a
+  // separator, so the classic "remember the last star" shortcut is unsound).
+  const size_t n = text.size();
+  std::vector<char> cur(n + 1, 0);
+  std::vector<char> next(n + 1, 0);
+  cur[0] = 1;
+  for (char pc : pattern) {
+    std::fill(next.begin(), next.end(), 0);
+    bool any = false;
+    if (pc == '*') {
+      for (size_t j = 0; j <= n; ++j) {
+        if (!cur[j]) {
+          continue;
+        }
+        next[j] = 1;
+        any = true;
+        for (size_t k = j; k < n && text[k] != '/' && text[k] != ':'; ++k) {
+          if (next[k + 1]) {
+            break;  // already extended from an earlier start
+          }
+          next[k + 1] = 1;
+        }
+      }
+    } else {
+      for (size_t j = 0; j < n; ++j) {
+        if (cur[j] && text[j] == pc) {
+          next[j + 1] = 1;
+          any = true;
+        }
+      }
+    }
+    if (!any) {
+      return false;
+    }
+    cur.swap(next);
+  }
+  return cur[n] != 0;
+}
+
+}  // namespace
+
+Result<Matcher> Matcher::Compile(std::string_view pattern) {
+  Matcher m;
+  m.pattern_ = std::string(pattern);
+  if (pattern.starts_with("re:")) {
+    std::string expr(pattern.substr(3));
+    if (expr.empty()) {
+      return std::unexpected(
+          InvalidArgument("invalid_pattern", "empty regular expression after \"re:\""));
+    }
+    try {
+      m.regex_ = std::make_shared<const std::regex>(expr, std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      return std::unexpected(InvalidArgument(
+          "invalid_pattern", std::string("invalid regular expression: ") + e.what()));
+    } catch (...) {
+      return std::unexpected(InvalidArgument("invalid_pattern", "invalid regular expression"));
+    }
+    m.kind_ = Kind::kRegex;
+  } else if (pattern.find('*') != std::string_view::npos) {
+    m.kind_ = Kind::kGlob;
+  } else {
+    m.kind_ = Kind::kExact;
+  }
+  return m;
+}
+
+bool Matcher::Matches(std::string_view value) const {
+  switch (kind_) {
+    case Kind::kExact:
+      return value == pattern_;
+    case Kind::kGlob:
+      return GlobMatch(pattern_, value);
+    case Kind::kRegex:
+      if (regex_ == nullptr || value.size() > kMaxRegexInput) {
+        // libstdc++'s regex engine recurses per character; bound the input
+        // rather than risk the stack. Callers that must fail closed (tier
+        // classification) treat an over-long input as matching themselves.
+        return false;
+      }
+      try {
+        return std::regex_match(value.begin(), value.end(), *regex_);
+      } catch (...) {
+        return false;  // error_complexity / error_stack: no match
+      }
+  }
+  return false;
+}
+
+bool ResourceCovers(std::string_view pattern, std::string_view resource) {
+  if (pattern == "*") {
+    return true;
+  }
+  if (pattern.empty() || resource.empty()) {
+    return false;
+  }
+  // The path part starts after "scheme://authority"; prefixes inside the
+  // scheme ("github:", "github:/") never count.
+  size_t path_start = 0;
+  if (size_t scheme = resource.find("://"); scheme != std::string_view::npos) {
+    path_start = scheme + 3;
+  }
+  // Dot segments would let a prefix pattern cover a sibling
+  // ("github://acme/svc/../svc2"); such resources are never covered.
+  {
+    size_t pos = path_start;
+    while (pos <= resource.size()) {
+      size_t slash = resource.find('/', pos);
+      size_t end = slash == std::string_view::npos ? resource.size() : slash;
+      std::string_view seg = resource.substr(pos, end - pos);
+      if (seg == "." || seg == "..") {
+        return false;
+      }
+      if (slash == std::string_view::npos) {
+        break;
+      }
+      pos = slash + 1;
+    }
+  }
+  if (GlobMatch(pattern, resource)) {
+    return true;
+  }
+  for (size_t pos = resource.find('/', path_start); pos != std::string_view::npos;
+       pos = resource.find('/', pos + 1)) {
+    if (pos <= path_start) {
+      continue;
+    }
+    if (GlobMatch(pattern, resource.substr(0, pos))) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------------------
+// Names
+
+namespace {
+
+constexpr std::string_view kTierNames[kTierCount] = {"read",         "write",  "pr",
+                                                     "merge_deploy", "secret", "destructive"};
+
+struct ControlRow {
+  Control control;
+  std::string_view name;
+};
+constexpr ControlRow kControls[] = {{Control::kAutoAllow, "auto_allow"},
+                                    {Control::kInScope, "in_scope"},
+                                    {Control::kApproval, "approval"},
+                                    {Control::kDeny, "deny"}};
+
+int TierIndex(Tier t) { return static_cast<int>(t); }
+Tier MaxTier(Tier a, Tier b) { return TierIndex(a) >= TierIndex(b) ? a : b; }
+
+}  // namespace
+
+std::string_view TierName(Tier tier) {
+  int i = TierIndex(tier);
+  if (i < 0 || i >= kTierCount) {
+    return "unknown";
+  }
+  return kTierNames[i];
+}
+
+std::optional<Tier> ParseTier(std::string_view name) {
+  for (Tier t : kAllTiers) {
+    if (TierName(t) == name) {
+      return t;
+    }
+  }
+  return std::nullopt;
+}
+
+std::string_view ControlName(Control control) {
+  for (const ControlRow& row : kControls) {
+    if (row.control == control) {
+      return row.name;
+    }
+  }
+  return "unknown";
+}
+
+std::optional<Control> ParseControl(std::string_view name) {
+  for (const ControlRow& row : kControls) {
+    if (row.name == name) {
+      return row.control;
+    }
+  }
+  return std::nullopt;
+}
+
+std::string_view DecisionResultName(DecisionResult r) {
+  switch (r) {
+    case DecisionResult::kAllow:
+      return "allow";
+    case DecisionResult::kDeny:
+      return "deny";
+    case DecisionResult::kPending:
+      return "pending";
+  }
+  return "deny";
+}
+
+nlohmann::json Decision::ToJson() const {
+  nlohmann::json j = nlohmann::json::object();
+  j["result"] = std::string(DecisionResultName(result));
+  j["tier"] = std::string(TierName(tier));
+  j["code"] = code;
+  j["reason"] = reason;
+  j["matched_rule"] = matched_rule;
+  j["policy_version"] = policy_version;
+  if (ttl_seconds > 0) {
+    j["ttl_seconds"] = ttl_seconds;
+  }
+  return j;
+}
+
+// ---------------------------------------------------------------------------
+// Policy lookups
+
+const Principal* Policy::FindPrincipal(std::string_view id) const {
+  for (const Principal& p : principals) {
+    if (p.id == id) {
+      return &p;
+    }
+  }
+  return nullptr;
+}
+
+const Principal* Policy::FindPrincipalByKeySha256(std::string_view key_sha256_hex) const {
+  // Every digest is compared, match or not, so timing does not reveal which
+  // principal (or how many) were tried before the hit.
+  const Principal* found = nullptr;
+  for (const Principal& p : principals) {
+    for (const std::string& digest : p.api_keys_sha256) {
+      bool eq = crypto::ConstantTimeEquals(digest, key_sha256_hex);
+      if (eq && found == nullptr) {
+        found = &p;
+      }
+    }
+  }
+  return found;
+}
+
+bool Policy::HasRole(const Principal& p, std::string_view role) const {
+  for (const std::string& r : p.roles) {
+    if (r == role) {
+      return roles.find(r) != roles.end();
+    }
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------------------
+// TaskScope
+
+namespace {
+
+constexpr size_t kMaxScopeEntries = 256;
+constexpr size_t kMaxScopeEntryLength = 1024;
+
+Result<std::vector<std::string>> ScopeList(const nlohmann::json& j, const char* field,
+                                           bool required_non_empty) {
+  std::vector<std::string> out;
+  auto it = j.find(field);
+  if (it == j.end()) {
+    if (required_non_empty) {
+      return std::unexpected(InvalidArgument(
+          "invalid_scope", std::string("scope.") + field + " must list at least one entry"));
+    }
+    return out;
+  }
+  if (!it->is_array()) {
+    return std::unexpected(InvalidArgument(
+        "invalid_type", std::string("scope.") + field + " must be an array of strings"));
+  }
+  if (it->size() > kMaxScopeEntries) {
+    return std::unexpected(InvalidArgument(
+        "invalid_scope", std::string("scope.") + field + " has more than 256 entries"));
+  }
+  for (const nlohmann::json& e : *it) {
+    if (!e.is_string()) {
+      return std::unexpected(InvalidArgument(
+          "invalid_type", std::string("scope.") + field + " must be an array of strings"));
+    }
+    const std::string& s = e.get_ref<const std::string&>();
+    if (s.empty() || s.size() > kMaxScopeEntryLength) {
+      return std::unexpected(InvalidArgument(
+          "invalid_scope",
+          std::string("scope.") + field + " entries must be 1 to 1024 characters long"));
+    }
+    out.push_back(s);
+  }
+  if (required_non_empty && out.empty()) {
+    return std::unexpected(InvalidArgument(
+        "invalid_scope", std::string("scope.") + field + " must list at least one entry"));
+  }
+  return out;
+}
+
+}  // namespace
+
+nlohmann::json TaskScope::ToJson() const {
+  nlohmann::json j = nlohmann::json::object();
+  j["resources"] = resources;
+  j["branches"] = branches;
+  j["environments"] = environments;
+  j["max_tier"] = std::string(TierName(max_tier));
+  j["issuers"] = issuers;
+  return j;
+}
+
+Result<TaskScope> TaskScope::FromJson(const nlohmann::json& j) {
+  if (!j.is_object()) {
+    return std::unexpected(InvalidArgument("invalid_type", "scope must be an object"));
+  }
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& k = it.key();
+    if (k != "resources" && k != "branches" && k != "environments" && k != "max_tier" &&
+        k != "issuers") {
+      std::string shown = k.size() > 64 ? k.substr(0, 64) + "…" : k;
+      return std::unexpected(
+          InvalidArgument("unknown_field", "unknown field \"scope." + shown + "\""));
+    }
+  }
+  TaskScope s;
+  JITBROKER_ASSIGN_OR_RETURN(s.resources, ScopeList(j, "resources", true));
+  JITBROKER_ASSIGN_OR_RETURN(s.branches, ScopeList(j, "branches", false));
+  JITBROKER_ASSIGN_OR_RETURN(s.environments, ScopeList(j, "environments", false));
+  JITBROKER_ASSIGN_OR_RETURN(s.issuers, ScopeList(j, "issuers", false));
+  if (auto it = j.find("max_tier"); it != j.end()) {
+    if (!it->is_string()) {
+      return std::unexpected(InvalidArgument("invalid_type", "scope.max_tier must be a string"));
+    }
+    std::optional<Tier> t = ParseTier(it->get_ref<const std::string&>());
+    if (!t) {
+      return std::unexpected(InvalidArgument(
+          "invalid_scope",
+          "scope.max_tier must be one of read, write, pr, merge_deploy, secret, destructive"));
+    }
+    s.max_tier = *t;
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------------------
+// Classification
+
+namespace {
+
+// A request parameter as the string a matcher sees: strings as they are,
+// numbers and booleans as their JSON text; anything else never matches.
+std::optional<std::string> ParameterText(const nlohmann::json& params, const std::string& key) {
+  if (!params.is_object()) {
+    return std::nullopt;
+  }
+  auto it = params.find(key);
+  if (it == params.end()) {
+    return std::nullopt;
+  }
+  if (it->is_string()) {
+    return it->get<std::string>();
+  }
+  if (it->is_number() || it->is_boolean()) {
+    return it->dump();
+  }
+  return std::nullopt;
+}
+
+// Tool-rule matching fails closed: a rule raises the tier, so an input a
+// regex cannot safely be run on counts as a match, and a non-regex resource
+// matcher covers sub-resources (a rule on "github://acme/infra" also
+// classifies ".../infra/pull/1").
+bool RuleValueMatches(const Matcher& m, std::string_view value) {
+  if (m.kind() == Matcher::Kind::kRegex && value.size() > kMaxRegexInput) {
+    return true;
+  }
+  return m.Matches(value);
+}
+
+bool RuleMatches(const ToolRule& rule, const GrantRequest& req) {
+  if (rule.tool && !RuleValueMatches(*rule.tool, req.tool)) {
+    return false;
+  }
+  if (rule.operation && !RuleValueMatches(*rule.operation, req.operation)) {
+    return false;
+  }
+  if (rule.resource) {
+    bool ok = rule.resource->kind() == Matcher::Kind::kRegex
+                  ? RuleValueMatches(*rule.resource, req.resource)
+                  : ResourceCovers(rule.resource->pattern(), req.resource);
+    if (!ok) {
+      return false;
+    }
+  }
+  for (const auto& [key, matcher] : rule.parameters) {
+    std::optional<std::string> text = ParameterText(req.parameters, key);
+    if (!text || !RuleValueMatches(matcher, *text)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+Tier ClassifyTier(const GrantRequest& req, const Policy& policy, std::string* matched_rule) {
+  std::optional<Tier> best;
+  std::string best_rule;
+  for (size_t i = 0; i < policy.tools.size(); ++i) {
+    const ToolRule& rule = policy.tools[i];
+    if (!RuleMatches(rule, req)) {
+      continue;
+    }
+    if (!best || TierIndex(rule.tier) > TierIndex(*best)) {
+      best = rule.tier;
+      best_rule = rule.name.empty() ? "tools[" + std::to_string(i) + "]" : rule.name;
+    }
+  }
+  Tier tier;
+  if (best) {
+    tier = *best;
+  } else {
+    const std::string& op = req.operation;
+    if (op == "read" || op == "list" || op == "get" || op == "describe") {
+      tier = Tier::kRead;
+      best_rule = "operation:" + op;
+    } else if (op == "merge" || op == "deploy") {
+      tier = Tier::kMergeDeploy;
+      best_rule = "operation:" + op;
+    } else {
+      tier = policy.default_tier;
+      best_rule = "policy.default_tier";
+    }
+  }
+  if (matched_rule != nullptr) {
+    *matched_rule = std::move(best_rule);
+  }
+  return tier;
+}
+
+// ---------------------------------------------------------------------------
+// Evaluation
+
+namespace {
+
+// Request-supplied text echoed in reasons is bounded (never secrets: reasons
+// only ever name resources, tiers, issuers, branches and rule names).
+std::string Shown(std::string_view s) {
+  constexpr size_t kMax = 200;
+  if (s.size() <= kMax) {
+    return std::string(s);
+  }
+  return std::string(s.substr(0, kMax)) + "…";
+}
+
+std::string Quoted(std::string_view s) { return "\"" + Shown(s) + "\""; }
+
+std::string TierQ(Tier t) { return "\"" + std::string(TierName(t)) + "\""; }
+
+bool AnyCovers(const std::vector<std::string>& patterns, std::string_view resource) {
+  for (const std::string& p : patterns) {
+    if (ResourceCovers(p, resource)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool AnyGlobMatches(const std::vector<std::string>& patterns, std::string_view value) {
+  for (const std::string& p : patterns) {
+    if (GlobMatch(p, value)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool Contains(const std::vector<std::string>& list, std::string_view value) {
+  return std::find(list.begin(), list.end(), value) != list.end();
+}
+
+// The principal's roles that exist in the policy.
+std::vector<const Role*> RolesOf(const Principal& p, const Policy& policy) {
+  std::vector<const Role*> out;
+  for (const std::string& name : p.roles) {
+    auto it = policy.roles.find(name);
+    if (it != policy.roles.end()) {
+      out.push_back(&it->second);
+    }
+  }
+  return out;
+}
+
+bool RolesAllowIssuer(const std::vector<const Role*>& roles, std::string_view issuer) {
+  for (const Role* r : roles) {
+    if (r->issuers.empty() || Contains(r->issuers, issuer)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+std::optional<Tier> RolesMaxTier(const std::vector<const Role*>& roles) {
+  std::optional<Tier> out;
+  for (const Role* r : roles) {
+    out = out ? MaxTier(*out, r->max_tier) : r->max_tier;
+  }
+  return out;
+}
+
+bool RolesCoverResource(const std::vector<const Role*>& roles, std::string_view resource) {
+  for (const Role* r : roles) {
+    if (AnyCovers(r->resources, resource)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Checks a named parameter ("branch", "environment") against a scope list.
+// Returns an empty string when fine, else the denial reason.
+std::string CheckNamedParameter(const GrantRequest& req, const std::vector<std::string>& allowed,
+                                const char* param, const char* scope_field, bool must_name) {
+  if (allowed.empty()) {
+    return {};
+  }
+  const nlohmann::json* value = nullptr;
+  if (req.parameters.is_object()) {
+    auto it = req.parameters.find(param);
+    if (it != req.parameters.end()) {
+      value = &*it;
+    }
+  }
+  if (value == nullptr) {
+    if (must_name) {
+      return std::string("the task scope restricts ") + scope_field + ", so a " + param +
+             " must be named in parameters." + param + " for this request";
+    }
+    return {};
+  }
+  if (!value->is_string()) {
+    return std::string("parameters.") + param + " must be a string when the task scope restricts " +
+           scope_field;
+  }
+  const std::string& v = value->get_ref<const std::string&>();
+  if (!AnyGlobMatches(allowed, v)) {
+    return std::string(param) + " " + Quoted(v) + " is not in the task scope's " + scope_field;
+  }
+  return {};
+}
+
+Decision Deny(Decision d, std::string code, std::string rule, std::string reason) {
+  d.result = DecisionResult::kDeny;
+  d.code = std::move(code);
+  d.matched_rule = std::move(rule);
+  d.reason = std::move(reason);
+  d.ttl_seconds = 0;
+  return d;
+}
+
+}  // namespace
+
+// Decision order (the first failing check decides; every check runs for every
+// tier, auto_allow included, so a grant always lies inside the intersection
+// of DESIGN §1 principle 2):
+//   1. session expired (now >= expires_at)            → deny session_expired
+//   2. principal not in the policy                     → deny unknown_principal
+//   3. tier = max(ClassifyTier, issuer.implied_tier)
+//   4. tier control is deny                            → deny tier_denied (tiers.<tier>)
+//   5. issuer not in task scope issuers (if any)       → deny issuer_not_allowed
+//   (task.scope.issuers)
+//   6. issuer allowed by none of the principal's roles → deny issuer_not_allowed (principal.roles)
+//   7. tier above the task scope's max_tier            → deny out_of_scope (task.scope.max_tier)
+//   8. tier above every role's max_tier                → deny exceeds_principal (principal.roles)
+//   9. resource covered by no task scope resource      → deny out_of_scope (task.scope.resources)
+//  10. resource covered by no role resource            → deny exceeds_principal (principal.roles)
+//  11. parameters.branch vs scope.branches             → deny branch_not_in_scope
+//  12. parameters.environment vs scope.environments    → deny environment_not_in_scope
+//      For 11 and 12: a named value must match one of the scope's globs; and
+//      when the tier's control is in_scope, the scope list is non-empty, the
+//      resource is "github://…" and the tier is write or above, the request
+//      MUST name the value (otherwise an agent could write to any branch just
+//      by not saying which). approval tiers are judged by a human instead.
+//  13. TTL = min(request ttl or issuer default, tier max_ttl, issuer max_ttl,
+//      whole seconds until the session ends); below 1   → deny session_expired
+//  14. tier control is approval                       → pending approval_required (tiers.<tier>)
+//  15. otherwise                                      → allow allowed (the classification rule)
+Decision Evaluate(const GrantRequest& req, const SessionFacts& session, const IssuerFacts& issuer,
+                  const Policy& policy, TimePoint now) {
+  Decision d;
+  d.policy_version = policy.version;
+  d.result = DecisionResult::kDeny;
+
+  // 1.
+  if (now >= session.expires_at) {
+    return Deny(std::move(d), "session_expired", "session.expires_at",
+                "session " + Shown(session.session_id) + " has expired");
+  }
+  // 2.
+  const Principal* principal = policy.FindPrincipal(session.principal_id);
+  if (principal == nullptr) {
+    return Deny(std::move(d), "unknown_principal", "policy.principals",
+                "principal " + Quoted(session.principal_id) +
+                    " of this session is not in policy version " + Quoted(policy.version));
+  }
+  // 3.
+  std::string classified_by;
+  Tier tier = ClassifyTier(req, policy, &classified_by);
+  if (TierIndex(issuer.implied_tier) > TierIndex(tier)) {
+    tier = issuer.implied_tier;
+    classified_by = "issuer:" + issuer.name;
+  }
+  d.tier = tier;
+  const TierPolicy& tp = policy.ForTier(tier);
+  const std::string tier_rule = "tiers." + std::string(TierName(tier));
+
+  // 4.
+  if (tp.control == Control::kDeny) {
+    return Deny(
+        std::move(d), "tier_denied", tier_rule,
+        "tier " + TierQ(tier) + " (classified by " + classified_by + ") is denied by policy");
+  }
+  // 5.
+  const TaskScope& scope = session.scope;
+  if (!scope.issuers.empty() && !Contains(scope.issuers, issuer.name)) {
+    return Deny(std::move(d), "issuer_not_allowed", "task.scope.issuers",
+                "issuer " + Quoted(issuer.name) + " is not in the task scope's issuers");
+  }
+  // 6.
+  std::vector<const Role*> roles = RolesOf(*principal, policy);
+  if (!RolesAllowIssuer(roles, issuer.name)) {
+    return Deny(std::move(d), "issuer_not_allowed", "principal.roles",
+                "principal " + Quoted(principal->id) + " has no role that allows issuer " +
+                    Quoted(issuer.name));
+  }
+  // 7.
+  if (TierIndex(tier) > TierIndex(scope.max_tier)) {
+    return Deny(std::move(d), "out_of_scope", "task.scope.max_tier",
+                "tier " + TierQ(tier) + " (classified by " + classified_by +
+                    ") exceeds the task scope's max_tier " + TierQ(scope.max_tier));
+  }
+  // 8.
+  std::optional<Tier> role_max = RolesMaxTier(roles);
+  if (!role_max || TierIndex(tier) > TierIndex(*role_max)) {
+    return Deny(std::move(d), "exceeds_principal", "principal.roles",
+                "tier " + TierQ(tier) + " exceeds what principal " + Quoted(principal->id) +
+                    "'s roles allow" +
+                    (role_max ? " (max_tier " + TierQ(*role_max) + ")" : std::string()));
+  }
+  // 9.
+  if (!AnyCovers(scope.resources, req.resource)) {
+    return Deny(std::move(d), "out_of_scope", "task.scope.resources",
+                "resource " + Quoted(req.resource) + " is not covered by the task scope");
+  }
+  // 10.
+  if (!RolesCoverResource(roles, req.resource)) {
+    return Deny(std::move(d), "exceeds_principal", "principal.roles",
+                "resource " + Quoted(req.resource) + " is not covered by any role of principal " +
+                    Quoted(principal->id));
+  }
+  // 11, 12.
+  const bool must_name = tp.control == Control::kInScope && req.resource.starts_with("github://") &&
+                         TierIndex(tier) >= TierIndex(Tier::kWrite);
+  if (std::string why = CheckNamedParameter(req, scope.branches, "branch", "branches", must_name);
+      !why.empty()) {
+    return Deny(std::move(d), "branch_not_in_scope", "task.scope.branches", std::move(why));
+  }
+  if (std::string why =
+          CheckNamedParameter(req, scope.environments, "environment", "environments", must_name);
+      !why.empty()) {
+    return Deny(std::move(d), "environment_not_in_scope", "task.scope.environments",
+                std::move(why));
+  }
+  // 13.
+  int64_t ttl = req.ttl_seconds.value_or(issuer.default_ttl_seconds);
+  if (tp.max_ttl_seconds) {
+    ttl = std::min(ttl, *tp.max_ttl_seconds);
+  }
+  ttl = std::min(ttl, issuer.max_ttl_seconds);
+  const int64_t remaining =
+      std::chrono::duration_cast<std::chrono::seconds>(session.expires_at - now).count();
+  ttl = std::min(ttl, remaining);
+  if (ttl < 1) {
+    return Deny(std::move(d), "session_expired", "session.expires_at",
+                remaining < 1
+                    ? "session " + Shown(session.session_id) + " ends in less than one second"
+                    : std::string("the effective credential TTL is below one second"));
+  }
+  d.ttl_seconds = ttl;
+  // 14.
+  if (tp.control == Control::kApproval) {
+    d.result = DecisionResult::kPending;
+    d.code = "approval_required";
+    d.matched_rule = tier_rule;
+    d.reason =
+        "tier " + TierQ(tier) + " (classified by " + classified_by + ") requires human approval";
+    return d;
+  }
+  // 15.
+  d.result = DecisionResult::kAllow;
+  d.code = "allowed";
+  d.matched_rule = classified_by;
+  d.reason = "tier " + TierQ(tier) + " (" + std::string(ControlName(tp.control)) + ") on " +
+             Quoted(req.resource) + " is inside the task scope and principal " +
+             Quoted(principal->id) + "'s roles";
+  return d;
+}
+
+Status CheckScopeWithinPrincipal(const TaskScope& scope, const Principal& p, const Policy& policy) {
+  std::vector<const Role*> roles = RolesOf(p, policy);
+  for (const std::string& resource : scope.resources) {
+    if (!RolesCoverResource(roles, resource)) {
+      return std::unexpected(PermissionDenied("scope_exceeds_principal",
+                                              "scope resource " + Quoted(resource) +
+                                                  " is not covered by any role of principal " +
+                                                  Quoted(p.id)));
+    }
+  }
+  std::optional<Tier> role_max = RolesMaxTier(roles);
+  if (!role_max || TierIndex(scope.max_tier) > TierIndex(*role_max)) {
+    return std::unexpected(PermissionDenied(
+        "scope_exceeds_principal",
+        "scope max_tier " + TierQ(scope.max_tier) + " exceeds what principal " + Quoted(p.id) +
+            "'s roles allow" + (role_max ? " (max_tier " + TierQ(*role_max) + ")" : "")));
+  }
+  for (const std::string& issuer : scope.issuers) {
+    if (!RolesAllowIssuer(roles, issuer)) {
+      return std::unexpected(PermissionDenied("scope_exceeds_principal",
+                                              "scope issuer " + Quoted(issuer) +
+                                                  " is not allowed by any role of principal " +
+                                                  Quoted(p.id)));
+    }
+  }
+  return OkStatus();
+}
+
+}  // namespace jitbroker

@@ -1,0 +1,787 @@
+#include "broker/service/broker_service.h"
+
+#include <algorithm>
+#include <functional>
+#include <set>
+
+#include "broker/audit/events.h"
+#include "broker/common/json_util.h"
+#include "broker/common/log.h"
+#include "broker/common/time_util.h"
+#include "broker/crypto/crypto.h"
+#include "broker/service/request_digest.h"
+
+namespace jitbroker::service {
+
+namespace {
+
+constexpr int64_t kMaxTtlSeconds = 30 * 24 * 3600;
+
+bool IsLiveGrantState(std::string_view state) {
+  return state == "active" || state == "pending" || state == "minting";
+}
+
+Error SessionEnded(const SessionRecord& s) {
+  return FailedPrecondition("session_" + s.state,
+                            "session " + s.id + " is " + s.state + "; it accepts no further calls");
+}
+
+Result<std::vector<std::string>> ReadStringList(const nlohmann::json& v, const std::string& path) {
+  std::vector<std::string> out;
+  if (!v.is_array()) {
+    return std::unexpected(InvalidArgument("invalid_type", path + " must be an array of strings"));
+  }
+  for (const auto& e : v) {
+    if (!e.is_string() || e.get_ref<const std::string&>().empty()) {
+      return std::unexpected(
+          InvalidArgument("invalid_type", path + " must be an array of non-empty strings"));
+    }
+    out.push_back(e.get<std::string>());
+  }
+  return out;
+}
+
+// Identifiers chosen by clients (agent id, task id, tool, …): printable, bounded.
+Status CheckIdentifier(const std::string& value, const std::string& path, size_t max_len = 256) {
+  if (value.size() > max_len) {
+    return std::unexpected(InvalidArgument("invalid_value", path + " is too long"));
+  }
+  for (unsigned char c : value) {
+    if (c < 0x21 || c == 0x7f) {
+      return std::unexpected(InvalidArgument(
+          "invalid_value", path + " must not contain spaces or control characters"));
+    }
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+BrokerService::BrokerService(Store* store, audit::Journal* journal, const Clock* clock,
+                             Metrics* metrics,
+                             std::map<std::string, std::unique_ptr<Issuer>> issuers,
+                             std::shared_ptr<const Policy> policy, config::SessionsConfig sessions)
+    : store_(store),
+      journal_(journal),
+      clock_(clock),
+      metrics_(metrics),
+      policy_(std::move(policy)),
+      sessions_(sessions) {
+  for (auto& [name, issuer] : issuers) {
+    issuers_.emplace(name, std::move(issuer));
+  }
+}
+
+std::shared_ptr<const Policy> BrokerService::policy() const {
+  std::lock_guard lock(policy_mu_);
+  return policy_;
+}
+
+void BrokerService::SwapPolicy(std::shared_ptr<const Policy> policy) {
+  std::lock_guard lock(policy_mu_);
+  policy_ = std::move(policy);
+}
+
+BrokerService::SessionLock& BrokerService::LockFor(std::string_view session_id) {
+  return session_locks_[std::hash<std::string_view>{}(session_id) % session_locks_.size()];
+}
+
+Issuer* BrokerService::FindIssuer(std::string_view name) const {
+  auto it = issuers_.find(name);
+  return it == issuers_.end() ? nullptr : it->second.get();
+}
+
+Result<authn::Caller> BrokerService::Authenticate(std::string_view authorization) const {
+  JITBROKER_ASSIGN_OR_RETURN(SecretValue bearer, authn::ParseBearer(authorization));
+  return authn::Identify(std::move(bearer), policy());
+}
+
+// ---------------------------------------------------------------------------
+// Access control
+
+Status BrokerService::CheckSessionCaller(const CallContext& ctx, const SessionRecord& s) {
+  const authn::Caller& c = ctx.caller;
+  if (c.session_id == s.id) {
+    if (!authn::VerifySessionToken(c.session_token, s.token_sha256)) {
+      return std::unexpected(Unauthenticated("invalid_credentials", "invalid session token"));
+    }
+    return OkStatus();
+  }
+  // A token for another session: say so only if it is genuine.
+  JITBROKER_ASSIGN_OR_RETURN(auto own, store_->GetSession(c.session_id));
+  if (own && authn::VerifySessionToken(c.session_token, own->token_sha256)) {
+    return std::unexpected(PermissionDenied(
+        "session_mismatch", "this session token belongs to another session"));
+  }
+  return std::unexpected(Unauthenticated("invalid_credentials", "invalid session token"));
+}
+
+Result<SessionRecord> BrokerService::LoadAuthorized(const CallContext& ctx, const std::string& id,
+                                                    Access allowed) {
+  const authn::Caller& c = ctx.caller;
+  JITBROKER_ASSIGN_OR_RETURN(auto found, store_->GetSession(id));
+  if (c.IsSession()) {
+    if (!allowed.session_token) {
+      // Verify the token anyway so that a bad token is a 401, not a 403.
+      if (found && c.session_id == found->id) {
+        JITBROKER_RETURN_IF_ERROR(CheckSessionCaller(ctx, *found));
+      }
+      return std::unexpected(PermissionDenied(
+          "principal_required", "this call needs a principal's API key, not a session token"));
+    }
+    if (!found) {
+      if (c.session_id == id) {
+        return std::unexpected(Unauthenticated("invalid_credentials", "invalid session token"));
+      }
+      SessionRecord ghost;
+      ghost.id = id;
+      JITBROKER_RETURN_IF_ERROR(CheckSessionCaller(ctx, ghost));
+      return std::unexpected(NotFound("session_not_found", "no session " + id));
+    }
+    JITBROKER_RETURN_IF_ERROR(CheckSessionCaller(ctx, *found));
+    return std::move(*found);
+  }
+  const bool owner = found && found->principal_id == c.principal_id;
+  if (!found || !((allowed.owner && owner) || (allowed.admin && c.is_admin))) {
+    if (found && owner) {
+      return std::unexpected(
+          PermissionDenied("forbidden", "this call needs an admin or the session's agent"));
+    }
+    // Do not reveal other principals' sessions.
+    return std::unexpected(NotFound("session_not_found", "no session " + id));
+  }
+  return std::move(*found);
+}
+
+// ---------------------------------------------------------------------------
+// JSON views
+
+nlohmann::json BrokerService::SessionJson(const SessionRecord& s) const {
+  nlohmann::json j = {
+      {"session_id", s.id},
+      {"state", s.state},
+      {"principal", s.principal_id},
+      {"agent", {{"id", s.agent_id}}},
+      {"task", {{"id", s.task_id}, {"description", s.task_description}, {"scope", s.scope}}},
+      {"created_at", FormatRfc3339(s.created_at)},
+      {"expires_at", FormatRfc3339(s.expires_at)},
+      {"heartbeat_seconds", s.heartbeat_seconds},
+      {"heartbeat_deadline", FormatRfc3339(s.heartbeat_deadline)},
+  };
+  if (s.ended_at) {
+    j["ended_at"] = FormatRfc3339(*s.ended_at);
+  }
+  if (!s.end_reason.empty()) {
+    j["end_reason"] = s.end_reason;
+  }
+  if (!s.last_progress.empty()) {
+    j["last_progress"] = s.last_progress;
+  }
+  return j;
+}
+
+nlohmann::json BrokerService::GrantJson(const GrantRecord& g, TimePoint now) const {
+  std::string state = g.state;
+  if (state == "active" && g.expires_at && *g.expires_at <= now) {
+    state = "expired";
+  }
+  nlohmann::json j = {
+      {"grant_id", g.id},           {"session_id", g.session_id}, {"state", state},
+      {"tool", g.tool},             {"operation", g.operation},   {"resource", g.resource},
+      {"issuer", g.issuer},         {"tier", g.tier},             {"decision", g.decision},
+      {"created_at", FormatRfc3339(g.created_at)},
+      {"ttl_seconds", g.ttl_seconds},
+  };
+  if (!g.revocability.empty()) {
+    j["revocability"] = g.revocability;
+  }
+  if (g.expires_at) {
+    j["expires_at"] = FormatRfc3339(*g.expires_at);
+  }
+  if (!g.credential_sha256.empty()) {
+    j["credential_sha256"] = g.credential_sha256;
+    j["credential_type"] = g.credential_type;
+  }
+  if (g.revoked_at) {
+    j["revoked_at"] = FormatRfc3339(*g.revoked_at);
+    j["revoke_outcome"] = g.revoke_outcome;
+  }
+  if (!g.approval_id.empty()) {
+    j["approval"] = {{"id", g.approval_id}, {"request_digest", g.request_digest}};
+    if (g.extra.contains("approval_expires_at")) {
+      j["approval"]["expires_at"] = g.extra["approval_expires_at"];
+    }
+  }
+  return j;
+}
+
+// ---------------------------------------------------------------------------
+// Sessions
+
+Result<nlohmann::json> BrokerService::OpenSession(const CallContext& ctx,
+                                                  const nlohmann::json& body) {
+  const authn::Caller& c = ctx.caller;
+  if (c.IsSession()) {
+    return std::unexpected(PermissionDenied(
+        "principal_required", "opening a session needs a principal's API key"));
+  }
+  JITBROKER_ASSIGN_OR_RETURN(auto r, json::JsonReader::Open(body, ""));
+  JITBROKER_ASSIGN_OR_RETURN(nlohmann::json agent, r.Object("agent"));
+  JITBROKER_ASSIGN_OR_RETURN(nlohmann::json task, r.Object("task"));
+  JITBROKER_ASSIGN_OR_RETURN(auto ttl, r.OptInt("ttl_seconds", 1, kMaxTtlSeconds));
+  JITBROKER_ASSIGN_OR_RETURN(auto hb, r.OptInt("heartbeat_seconds", 1, 86400));
+  JITBROKER_RETURN_IF_ERROR(r.Finish());
+
+  JITBROKER_ASSIGN_OR_RETURN(auto ar, json::JsonReader::Open(agent, "agent"));
+  JITBROKER_ASSIGN_OR_RETURN(std::string agent_id, ar.String("id", 256));
+  JITBROKER_RETURN_IF_ERROR(ar.Finish());
+  JITBROKER_RETURN_IF_ERROR(CheckIdentifier(agent_id, "agent.id"));
+
+  JITBROKER_ASSIGN_OR_RETURN(auto tr, json::JsonReader::Open(task, "task"));
+  JITBROKER_ASSIGN_OR_RETURN(std::string task_id, tr.String("id", 256));
+  JITBROKER_ASSIGN_OR_RETURN(auto description, tr.OptString("description", 4096));
+  JITBROKER_ASSIGN_OR_RETURN(nlohmann::json scope_json, tr.Object("scope"));
+  JITBROKER_RETURN_IF_ERROR(tr.Finish());
+  JITBROKER_RETURN_IF_ERROR(CheckIdentifier(task_id, "task.id"));
+
+  auto scope = TaskScope::FromJson(scope_json);
+  if (!scope) {
+    Error e = scope.error();
+    e.message = "task.scope: " + e.message;
+    return std::unexpected(e);
+  }
+  for (const auto& issuer : scope->issuers) {
+    if (FindIssuer(issuer) == nullptr) {
+      return std::unexpected(InvalidArgument(
+          "unknown_issuer", "task.scope.issuers names \"" + issuer + "\", which is not configured"));
+    }
+  }
+  std::shared_ptr<const Policy> policy = c.policy;
+  JITBROKER_RETURN_IF_ERROR(CheckScopeWithinPrincipal(*scope, *c.principal, *policy));
+
+  const TimePoint now = clock_->Now();
+  const int64_t ttl_s = std::min(ttl.value_or(sessions_.default_ttl_seconds), sessions_.max_ttl_seconds);
+  const int64_t hb_s = hb.value_or(sessions_.heartbeat_seconds);
+
+  authn::NewSessionToken tok = authn::MintSessionToken();
+  SessionRecord s;
+  s.id = tok.session_id;
+  s.token_sha256 = tok.token_sha256;
+  s.principal_id = c.principal_id;
+  s.agent_id = agent_id;
+  s.task_id = task_id;
+  s.task_description = description.value_or("");
+  s.scope = scope->ToJson();
+  s.state = "active";
+  s.created_at = now;
+  s.expires_at = now + Seconds(ttl_s);
+  s.heartbeat_seconds = hb_s;
+  s.heartbeat_deadline = now + Seconds(hb_s * sessions_.stall_after_missed);
+
+  WriteBatch batch;
+  batch.audit_events.push_back(audit::SessionEvent("session.opened", s, now, "opened", ctx.request_id));
+  batch.sessions.push_back(s);
+  JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+  metrics_->CountSessionOpened();
+
+  nlohmann::json out = SessionJson(s);
+  out["session_token"] = std::string(tok.token.Reveal());
+  return out;
+}
+
+Result<nlohmann::json> BrokerService::ListSessions(const CallContext& ctx, SessionFilter filter) {
+  const authn::Caller& c = ctx.caller;
+  if (c.IsSession()) {
+    return std::unexpected(PermissionDenied(
+        "principal_required", "listing sessions needs a principal's API key"));
+  }
+  if (!c.is_admin) {
+    if (!filter.principal_id.empty() && filter.principal_id != c.principal_id) {
+      return std::unexpected(PermissionDenied(
+          "forbidden", "only admins may list other principals' sessions"));
+    }
+    filter.principal_id = c.principal_id;
+  }
+  JITBROKER_ASSIGN_OR_RETURN(auto sessions, store_->ListSessions(filter));
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& s : sessions) {
+    list.push_back(SessionJson(s));
+  }
+  return nlohmann::json{{"sessions", list}};
+}
+
+Result<nlohmann::json> BrokerService::GetSession(const CallContext& ctx, const std::string& id) {
+  JITBROKER_ASSIGN_OR_RETURN(SessionRecord s,
+                             LoadAuthorized(ctx, id, Access{.session_token = true, .owner = true, .admin = true}));
+  JITBROKER_ASSIGN_OR_RETURN(auto grants, store_->ListGrants(id));
+  const TimePoint now = clock_->Now();
+  nlohmann::json out = SessionJson(s);
+  nlohmann::json glist = nlohmann::json::array();
+  std::set<std::string> used_resources, used_tiers, used_issuers;
+  for (const auto& g : grants) {
+    glist.push_back(GrantJson(g, now));
+    if (!g.credential_sha256.empty()) {
+      used_resources.insert(g.resource);
+      used_tiers.insert(g.tier);
+      used_issuers.insert(g.issuer);
+    }
+  }
+  out["grants"] = glist;
+  out["scope_usage"] = {{"granted", s.scope},
+                        {"used", {{"resources", used_resources},
+                                  {"tiers", used_tiers},
+                                  {"issuers", used_issuers}}}};
+  return out;
+}
+
+Result<nlohmann::json> BrokerService::Heartbeat(const CallContext& ctx, const std::string& id,
+                                                const nlohmann::json& body) {
+  JITBROKER_ASSIGN_OR_RETURN(auto r, json::JsonReader::Open(body, ""));
+  JITBROKER_ASSIGN_OR_RETURN(auto progress, r.OptString("progress", 1024));
+  JITBROKER_RETURN_IF_ERROR(r.Finish());
+  std::unique_lock lock(LockFor(id));
+  JITBROKER_ASSIGN_OR_RETURN(SessionRecord s, LoadAuthorized(ctx, id, Access{.session_token = true}));
+  JITBROKER_RETURN_IF_ERROR(EnsureLive(ctx, s));
+  const TimePoint now = clock_->Now();
+  s.heartbeat_deadline = now + Seconds(s.heartbeat_seconds * sessions_.stall_after_missed);
+  if (progress) {
+    s.last_progress = *progress;
+  }
+  WriteBatch batch;
+  batch.sessions.push_back(s);
+  JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+  return SessionJson(s);
+}
+
+Status BrokerService::EnsureLive(const CallContext& ctx, SessionRecord& s) {
+  if (s.state != "active") {
+    return std::unexpected(SessionEnded(s));
+  }
+  const TimePoint now = clock_->Now();
+  std::string state, event, reason;
+  if (now >= s.expires_at) {
+    state = "expired";
+    event = "session.expired";
+    reason = "session TTL elapsed";
+  } else if (now > s.heartbeat_deadline) {
+    state = "stalled";
+    event = "session.stalled";
+    reason = "missed " + std::to_string(sessions_.stall_after_missed) + " heartbeats";
+  } else {
+    return OkStatus();
+  }
+  JITBROKER_ASSIGN_OR_RETURN(auto ended, EndLocked(ctx, s, state, reason, event));
+  (void)ended;
+  s.state = state;
+  return std::unexpected(SessionEnded(s));
+}
+
+void BrokerService::RevokeGrantRecord(GrantRecord& g, TimePoint now, nlohmann::json& outcome) {
+  outcome = {{"grant_id", g.id}};
+  if (g.state == "pending" || g.state == "minting") {
+    g.state = "revoked";
+    g.revoked_at = now;
+    g.revoke_outcome = "revoked";
+    outcome["outcome"] = "revoked";
+    outcome["residual_seconds"] = 0;
+    return;
+  }
+  if (g.expires_at && *g.expires_at <= now) {
+    g.state = "expired";
+    outcome["outcome"] = "expired";
+    outcome["residual_seconds"] = 0;
+    return;
+  }
+  Issuer* issuer = FindIssuer(g.issuer);
+  RevokeOutcome ro{RevokeOutcomeKind::kExpiryOnly,
+                   g.expires_at ? ToUnixSeconds(*g.expires_at) - ToUnixSeconds(now) : 0};
+  if (issuer != nullptr) {
+    RevokeRequest rr{g.id, SecretValue(g.id), g.expires_at.value_or(now), now};
+    auto r = issuer->Revoke(rr);
+    if (r) {
+      ro = *r;
+    } else {
+      log::Get("lifecycle")->warn("event=revoke_failed grant_id={} issuer={} error=\"{}\"", g.id,
+                                  g.issuer, r.error().ToString());
+      // Until the durable retry queue lands (issue #3) the honest outcome
+      // is the credential's residual lifetime.
+    }
+  }
+  g.state = "revoked";
+  g.revoked_at = now;
+  g.revoke_outcome = std::string(RevokeOutcomeName(ro.kind));
+  outcome["outcome"] = g.revoke_outcome;
+  outcome["residual_seconds"] = ro.kind == RevokeOutcomeKind::kRevoked ? 0 : ro.residual_seconds;
+  metrics_->CountRevocation(g.revoke_outcome);
+}
+
+Result<nlohmann::json> BrokerService::EndLocked(const CallContext& ctx, SessionRecord s,
+                                                std::string state, std::string reason,
+                                                std::string event) {
+  const TimePoint now = clock_->Now();
+  JITBROKER_ASSIGN_OR_RETURN(auto grants, store_->ListGrants(s.id));
+  WriteBatch batch;
+  nlohmann::json revocations = nlohmann::json::array();
+  for (auto& g : grants) {
+    if (!IsLiveGrantState(g.state)) {
+      continue;
+    }
+    nlohmann::json outcome;
+    RevokeGrantRecord(g, now, outcome);
+    revocations.push_back(outcome);
+    batch.audit_events.push_back(audit::GrantEvent(
+        g.state == "expired" ? "credential.expired" : "credential.revoked", g, now,
+        outcome["outcome"].get<std::string>(), ctx.request_id));
+    batch.grants.push_back(g);
+  }
+  s.state = state;
+  s.ended_at = now;
+  s.end_reason = reason;
+  batch.audit_events.push_back(audit::SessionEvent(event, s, now, state, ctx.request_id));
+  batch.sessions.push_back(s);
+  JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+  log::Get("lifecycle")->info("event={} session_id={} request_id={} revoked={}", event, s.id,
+                              ctx.request_id, revocations.size());
+  return nlohmann::json{{"session_id", s.id}, {"state", state}, {"revocations", revocations}};
+}
+
+Result<nlohmann::json> BrokerService::EndSession(const CallContext& ctx, const std::string& id,
+                                                 const nlohmann::json& body, bool revoke) {
+  JITBROKER_ASSIGN_OR_RETURN(auto r, json::JsonReader::Open(body, ""));
+  JITBROKER_ASSIGN_OR_RETURN(auto reason, r.OptString("reason", 1024));
+  JITBROKER_RETURN_IF_ERROR(r.Finish());
+  if (revoke && (!reason || reason->empty())) {
+    return std::unexpected(InvalidArgument("missing_field", "reason is required to revoke a session"));
+  }
+  std::unique_lock lock(LockFor(id));
+  Access access = revoke ? Access{.owner = true, .admin = true}
+                         : Access{.session_token = true, .owner = true};
+  JITBROKER_ASSIGN_OR_RETURN(SessionRecord s, LoadAuthorized(ctx, id, access));
+  if (s.state != "active") {
+    return std::unexpected(SessionEnded(s));
+  }
+  if (revoke) {
+    return EndLocked(ctx, s, "revoked",
+                     "revoked by " + ctx.caller.principal_id + ": " + *reason, "session.revoked");
+  }
+  return EndLocked(ctx, s, "completed", reason.value_or("completed"), "session.completed");
+}
+
+// ---------------------------------------------------------------------------
+// Grants
+
+Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
+                                                  const std::string& session_id,
+                                                  const nlohmann::json& body) {
+  if (!ctx.caller.IsSession()) {
+    return std::unexpected(PermissionDenied(
+        "session_token_required", "grants are requested with the session's own token"));
+  }
+  // Parse the whole request before touching state.
+  GrantRequest req;
+  {
+    JITBROKER_ASSIGN_OR_RETURN(auto r, json::JsonReader::Open(body, ""));
+    JITBROKER_ASSIGN_OR_RETURN(req.tool, r.String("tool", 256));
+    JITBROKER_ASSIGN_OR_RETURN(req.operation, r.String("operation", 128));
+    JITBROKER_ASSIGN_OR_RETURN(req.resource, r.String("resource", 1024));
+    JITBROKER_ASSIGN_OR_RETURN(req.issuer, r.String("issuer", 128));
+    JITBROKER_ASSIGN_OR_RETURN(auto params, r.OptObject("parameters"));
+    JITBROKER_ASSIGN_OR_RETURN(auto scope, r.OptObject("scope"));
+    JITBROKER_ASSIGN_OR_RETURN(req.ttl_seconds, r.OptInt("ttl_seconds", 1, kMaxTtlSeconds));
+    JITBROKER_ASSIGN_OR_RETURN(auto justification, r.OptString("justification", 4096));
+    JITBROKER_RETURN_IF_ERROR(r.Finish());
+    req.parameters = params.value_or(nlohmann::json::object());
+    req.scope = scope.value_or(nlohmann::json::object());
+    req.justification = justification.value_or("");
+    JITBROKER_RETURN_IF_ERROR(CheckIdentifier(req.tool, "tool"));
+    JITBROKER_RETURN_IF_ERROR(CheckIdentifier(req.operation, "operation"));
+    JITBROKER_RETURN_IF_ERROR(CheckIdentifier(req.resource, "resource", 1024));
+  }
+  Issuer* issuer = FindIssuer(req.issuer);
+  if (issuer == nullptr) {
+    return std::unexpected(
+        InvalidArgument("unknown_issuer", "issuer \"" + req.issuer + "\" is not configured"));
+  }
+
+  std::shared_lock lock(LockFor(session_id));
+  JITBROKER_ASSIGN_OR_RETURN(SessionRecord s,
+                             LoadAuthorized(ctx, session_id, Access{.session_token = true}));
+  if (s.state != "active") {
+    return std::unexpected(SessionEnded(s));
+  }
+  if (const TimePoint t = clock_->Now(); t >= s.expires_at || t > s.heartbeat_deadline) {
+    // Ending the session needs the exclusive lock; EnsureLive re-checks.
+    lock.unlock();
+    std::unique_lock exclusive(LockFor(session_id));
+    JITBROKER_ASSIGN_OR_RETURN(auto fresh, store_->GetSession(session_id));
+    if (fresh) {
+      s = std::move(*fresh);
+    }
+    JITBROKER_RETURN_IF_ERROR(EnsureLive(ctx, s));
+    // A heartbeat arrived meanwhile: carry on under the shared lock.
+    exclusive.unlock();
+    lock.lock();
+    JITBROKER_ASSIGN_OR_RETURN(auto again, store_->GetSession(session_id));
+    if (!again || again->state != "active") {
+      return std::unexpected(SessionEnded(again ? *again : s));
+    }
+    s = std::move(*again);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(Tier implied, issuer->ImpliedTier(req));
+
+  std::shared_ptr<const Policy> policy = ctx.caller.policy;
+  const IssuerDescription& desc = issuer->Describe();
+  auto scope = TaskScope::FromJson(s.scope);
+  if (!scope) {
+    return std::unexpected(Internal("stored session scope is unreadable", scope.error().ToString()));
+  }
+  SessionFacts facts{s.id, s.principal_id, s.agent_id, s.task_id, *scope, s.expires_at};
+  IssuerFacts ifacts{desc.name, implied, desc.default_ttl_seconds, desc.max_ttl_seconds};
+  const TimePoint now = clock_->Now();
+  Decision d = Evaluate(req, facts, ifacts, *policy, now);
+
+  GrantRecord g;
+  g.id = crypto::NewId("grt_", 16);
+  g.session_id = s.id;
+  g.principal_id = s.principal_id;
+  g.agent_id = s.agent_id;
+  g.task_id = s.task_id;
+  g.tool = req.tool;
+  g.operation = req.operation;
+  g.resource = req.resource;
+  g.issuer = req.issuer;
+  g.parameters = audit::RedactParameters(req.parameters);
+  g.scope = audit::RedactParameters(req.scope);
+  g.requested_ttl_seconds = req.ttl_seconds;
+  g.ttl_seconds = d.ttl_seconds;
+  g.tier = std::string(TierName(d.tier));
+  g.decision = d.ToJson();
+  g.revocability = std::string(RevocabilityName(desc.revocability));
+  g.created_at = now;
+  if (!req.justification.empty()) {
+    g.extra["justification"] = req.justification;
+  }
+  metrics_->CountGrant(g.tier, std::string(DecisionResultName(d.result)));
+
+  GrantResponse resp;
+  if (d.result == DecisionResult::kDeny) {
+    g.state = "denied";
+    WriteBatch batch;
+    batch.audit_events.push_back(audit::GrantEvent("grant.decided", g, now, "denied", ctx.request_id));
+    batch.grants.push_back(g);
+    JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+    resp.status = 403;
+    resp.body = GrantJson(g, now);
+    return resp;
+  }
+  if (d.result == DecisionResult::kPending) {
+    g.state = "pending";
+    g.request_digest = RequestDigest(s.id, req);
+    g.approval_id = crypto::NewId("apr_", 16);
+    g.extra["approval_expires_at"] =
+        FormatRfc3339(now + Seconds(policy->ForTier(d.tier).approval_ttl_seconds));
+    WriteBatch batch;
+    batch.audit_events.push_back(
+        audit::GrantEvent("grant.decided", g, now, "pending_approval", ctx.request_id));
+    batch.grants.push_back(g);
+    JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+    resp.status = 202;
+    resp.body = GrantJson(g, now);
+    return resp;
+  }
+
+  // Allowed: mint, then make decision and mint durable together before the
+  // credential leaves the process. A crash in between leaves a credential
+  // nobody received (the write-ahead intent for upstream issuers is #3).
+  MintRequest mr{g.id, s.id, s.task_id, s.principal_id, s.agent_id, req, d.tier, d.ttl_seconds, now};
+  auto minted = issuer->Mint(mr);
+  if (!minted) {
+    g.state = "failed";
+    g.extra["mint_error"] = std::string(minted.error().Reason());
+    WriteBatch batch;
+    batch.audit_events.push_back(audit::GrantEvent("grant.decided", g, now, "allowed", ctx.request_id));
+    batch.audit_events.push_back(
+        audit::GrantEvent("credential.mint_failed", g, now, "failed", ctx.request_id));
+    batch.grants.push_back(g);
+    JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+    log::Get("issuer." + desc.type)
+        ->warn("event=mint_failed request_id={} grant_id={} issuer={} error=\"{}\"", ctx.request_id,
+               g.id, g.issuer, minted.error().ToString());
+    return std::unexpected(minted.error());
+  }
+  g.state = "active";
+  g.expires_at = minted->expires_at;
+  g.credential_type = minted->type;
+  g.credential_sha256 = minted->fingerprint_sha256;
+  if (!minted->audit_fields.empty()) {
+    g.extra["credential_audit"] = minted->audit_fields;
+  }
+  WriteBatch batch;
+  GrantRecord decided = g;
+  decided.state = "allowed";
+  batch.audit_events.push_back(audit::GrantEvent("grant.decided", decided, now, "allowed", ctx.request_id));
+  batch.audit_events.push_back(audit::GrantEvent("credential.minted", g, now, "minted", ctx.request_id));
+  batch.grants.push_back(g);
+  JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+
+  resp.status = 201;
+  resp.body = GrantJson(g, now);
+  nlohmann::json cred = minted->fields;
+  cred["type"] = minted->type;
+  cred["expires_at"] = FormatRfc3339(minted->expires_at);
+  for (auto& [name, value] : minted->secrets) {
+    cred[name] = std::string(value.Reveal());
+  }
+  resp.body["credential"] = std::move(cred);
+  return resp;
+}
+
+Result<nlohmann::json> BrokerService::GetGrant(const CallContext& ctx, const std::string& id) {
+  JITBROKER_ASSIGN_OR_RETURN(auto g, store_->GetGrant(id));
+  if (!g) {
+    return std::unexpected(NotFound("grant_not_found", "no grant " + id));
+  }
+  auto s = LoadAuthorized(ctx, g->session_id, Access{.session_token = true, .owner = true, .admin = true});
+  if (!s) {
+    if (s.error().code == ErrorCode::kNotFound) {
+      return std::unexpected(NotFound("grant_not_found", "no grant " + id));
+    }
+    return std::unexpected(s.error());
+  }
+  return GrantJson(*g, clock_->Now());
+}
+
+Result<nlohmann::json> BrokerService::RevokeGrant(const CallContext& ctx, const std::string& id) {
+  JITBROKER_ASSIGN_OR_RETURN(auto found, store_->GetGrant(id));
+  if (!found) {
+    return std::unexpected(NotFound("grant_not_found", "no grant " + id));
+  }
+  std::unique_lock lock(LockFor(found->session_id));
+  auto s = LoadAuthorized(ctx, found->session_id, Access{.session_token = true, .owner = true, .admin = true});
+  if (!s) {
+    if (s.error().code == ErrorCode::kNotFound) {
+      return std::unexpected(NotFound("grant_not_found", "no grant " + id));
+    }
+    return std::unexpected(s.error());
+  }
+  JITBROKER_ASSIGN_OR_RETURN(auto g, store_->GetGrant(id));
+  if (!g || !IsLiveGrantState(g->state)) {
+    return std::unexpected(FailedPrecondition(
+        "grant_not_live", "grant " + id + " is " + (g ? g->state : std::string("gone")) +
+                              "; there is nothing to revoke"));
+  }
+  const TimePoint now = clock_->Now();
+  nlohmann::json outcome;
+  RevokeGrantRecord(*g, now, outcome);
+  WriteBatch batch;
+  batch.audit_events.push_back(audit::GrantEvent(
+      g->state == "expired" ? "credential.expired" : "credential.revoked", *g, now,
+      outcome["outcome"].get<std::string>(), ctx.request_id));
+  batch.grants.push_back(*g);
+  JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+  outcome["state"] = g->state;
+  return outcome;
+}
+
+// ---------------------------------------------------------------------------
+// Introspection, audit, keys
+
+Result<nlohmann::json> BrokerService::Introspect(const CallContext& ctx, std::string_view token) {
+  const authn::Caller& c = ctx.caller;
+  if (c.IsSession() || !(c.is_admin || c.is_resource_server)) {
+    return std::unexpected(PermissionDenied(
+        "forbidden", "introspection needs an admin or a principal with the resource_server role"));
+  }
+  const nlohmann::json inactive = {{"active", false}};
+  if (token.empty() || token.size() > 16384) {
+    return inactive;
+  }
+  for (const auto& [name, issuer] : issuers_) {
+    auto claims = issuer->VerifyOwnToken(token);
+    if (!claims) {
+      continue;
+    }
+    const std::string jti = claims->value("jti", "");
+    JITBROKER_ASSIGN_OR_RETURN(auto g, store_->GetGrant(jti));
+    const TimePoint now = clock_->Now();
+    const int64_t exp = claims->contains("exp") && (*claims)["exp"].is_number_integer()
+                            ? (*claims)["exp"].get<int64_t>()
+                            : 0;
+    if (!g || g->state != "active" || g->issuer != name || exp <= ToUnixSeconds(now)) {
+      return inactive;
+    }
+    JITBROKER_ASSIGN_OR_RETURN(auto s, store_->GetSession(g->session_id));
+    if (!s || s->state != "active" || s->expires_at <= now) {
+      return inactive;
+    }
+    nlohmann::json out = *claims;
+    out["active"] = true;
+    out["client_id"] = g->agent_id;
+    out["token_type"] = "Bearer";
+    out["username"] = g->principal_id;
+    return out;
+  }
+  return inactive;
+}
+
+Result<nlohmann::json> BrokerService::ListAudit(const CallContext& ctx, AuditFilter filter) {
+  if (ctx.caller.IsSession() || !ctx.caller.is_admin) {
+    return std::unexpected(PermissionDenied("forbidden", "reading the audit trail needs an admin"));
+  }
+  JITBROKER_ASSIGN_OR_RETURN(auto records, store_->ListAudit(filter));
+  nlohmann::json list = nlohmann::json::array();
+  for (auto& r : records) {
+    list.push_back(std::move(r.body));
+  }
+  return nlohmann::json{{"records", list}};
+}
+
+Result<nlohmann::json> BrokerService::VerifyAudit(const CallContext& ctx) {
+  if (ctx.caller.IsSession() || !ctx.caller.is_admin) {
+    return std::unexpected(PermissionDenied("forbidden", "verifying the audit trail needs an admin"));
+  }
+  AuditFilter f;
+  f.limit = 5000;
+  int64_t count = 0;
+  std::string prev_hash;
+  int64_t prev_seq = 0;
+  for (;;) {
+    JITBROKER_ASSIGN_OR_RETURN(auto page, store_->ListAudit(f));
+    for (const auto& r : page) {
+      std::string problem;
+      if (r.seq != prev_seq + 1) {
+        problem = "seq gap";
+      } else if (r.prev_hash != prev_hash) {
+        problem = "prev_hash mismatch";
+      } else if (ComputeRecordHash(r.body) != r.hash || r.body.value("hash", "") != r.hash) {
+        problem = "hash mismatch";
+      }
+      if (!problem.empty()) {
+        return nlohmann::json{{"ok", false}, {"records", count}, {"first_bad_seq", r.seq},
+                              {"problem", problem}};
+      }
+      prev_hash = r.hash;
+      prev_seq = r.seq;
+      ++count;
+    }
+    if (page.size() < f.limit) {
+      break;
+    }
+    f.after_seq = prev_seq;
+  }
+  return nlohmann::json{{"ok", true}, {"records", count}, {"head", prev_hash}};
+}
+
+nlohmann::json BrokerService::Jwks() const {
+  nlohmann::json keys = nlohmann::json::array();
+  for (const auto& [name, issuer] : issuers_) {
+    for (auto& k : issuer->PublicJwks()) {
+      keys.push_back(std::move(k));
+    }
+  }
+  return nlohmann::json{{"keys", keys}};
+}
+
+Status BrokerService::Ready() { return store_->Ping(); }
+
+}  // namespace jitbroker::service

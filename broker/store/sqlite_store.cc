@@ -1,0 +1,1036 @@
+// SqliteStore (broker/store/sqlite_store.h): persistence only, no business
+// rules. Layout:
+//   - one writer connection guarded by writer_mu_, with its statements
+//     prepared once; Apply() is BEGIN IMMEDIATE … COMMIT;
+//   - a pool of read-only connections, each used by one thread at a time,
+//     with a per-connection statement cache keyed by SQL text;
+//   - migrations keyed by PRAGMA user_version, applied in order, each in its
+//     own transaction.
+// Timestamps are stored as integer unix seconds (indexed, usable from the
+// sqlite3 shell) plus a `_ns` column with the sub-second remainder, so a
+// round trip of a TimePoint is exact.
+#include "broker/store/sqlite_store.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <initializer_list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <sqlite3.h>
+
+#include <nlohmann/json.hpp>
+
+#include "jitbroker/audit.h"
+#include "jitbroker/clock.h"
+#include "jitbroker/error.h"
+#include "jitbroker/result.h"
+#include "jitbroker/store.h"
+
+namespace jitbroker::store {
+
+namespace {
+
+using Json = nlohmann::json;
+
+// ---------------------------------------------------------------------------
+// Schema. Append new migrations to the end; never edit a released one.
+
+struct Migration {
+  int version;
+  const char* sql;
+};
+
+constexpr Migration kMigrations[] = {
+    {1, R"sql(
+CREATE TABLE sessions (
+  id                    TEXT PRIMARY KEY NOT NULL,
+  token_sha256          TEXT NOT NULL,
+  principal_id          TEXT NOT NULL,
+  agent_id              TEXT NOT NULL,
+  task_id               TEXT NOT NULL,
+  task_description      TEXT NOT NULL,
+  state                 TEXT NOT NULL,
+  created_at            INTEGER NOT NULL,
+  created_at_ns         INTEGER NOT NULL,
+  expires_at            INTEGER NOT NULL,
+  expires_at_ns         INTEGER NOT NULL,
+  heartbeat_seconds     INTEGER NOT NULL,
+  heartbeat_deadline    INTEGER NOT NULL,
+  heartbeat_deadline_ns INTEGER NOT NULL,
+  ended_at              INTEGER,
+  ended_at_ns           INTEGER,
+  end_reason            TEXT NOT NULL,
+  last_progress         TEXT NOT NULL,
+  data                  TEXT NOT NULL  -- JSON: {"scope":…, "extra":…}
+);
+CREATE INDEX sessions_principal ON sessions(principal_id);
+CREATE INDEX sessions_state_expires ON sessions(state, expires_at);
+CREATE INDEX sessions_heartbeat ON sessions(heartbeat_deadline);
+
+CREATE TABLE grants (
+  id                    TEXT PRIMARY KEY NOT NULL,
+  session_id            TEXT NOT NULL,
+  principal_id          TEXT NOT NULL,
+  agent_id              TEXT NOT NULL,
+  task_id               TEXT NOT NULL,
+  tool                  TEXT NOT NULL,
+  operation             TEXT NOT NULL,
+  resource              TEXT NOT NULL,
+  issuer                TEXT NOT NULL,
+  requested_ttl_seconds INTEGER,
+  ttl_seconds           INTEGER NOT NULL,
+  tier                  TEXT NOT NULL,
+  state                 TEXT NOT NULL,
+  revocability          TEXT NOT NULL,
+  credential_type       TEXT NOT NULL,
+  credential_sha256     TEXT NOT NULL,
+  request_digest        TEXT NOT NULL,
+  approval_id           TEXT NOT NULL,
+  sealed_handle         TEXT NOT NULL,
+  created_at            INTEGER NOT NULL,
+  created_at_ns         INTEGER NOT NULL,
+  expires_at            INTEGER,
+  expires_at_ns         INTEGER,
+  revoked_at            INTEGER,
+  revoked_at_ns         INTEGER,
+  revoke_outcome        TEXT NOT NULL,
+  data                  TEXT NOT NULL  -- JSON: {"parameters","scope","decision","extra"}
+);
+CREATE INDEX grants_session ON grants(session_id, created_at, created_at_ns);
+CREATE INDEX grants_state_expires ON grants(state, expires_at);
+
+CREATE TABLE audit (
+  seq          INTEGER PRIMARY KEY NOT NULL,
+  hash         TEXT NOT NULL,
+  prev_hash    TEXT NOT NULL,
+  session_id   TEXT,
+  principal_id TEXT,
+  ts           INTEGER,  -- unix seconds of body["timestamp"], NULL if absent
+  body         TEXT NOT NULL
+);
+CREATE INDEX audit_session ON audit(session_id, seq);
+CREATE INDEX audit_principal ON audit(principal_id, seq);
+CREATE INDEX audit_ts ON audit(ts);
+)sql"},
+};
+
+constexpr int kLatestVersion = kMigrations[std::size(kMigrations) - 1].version;
+
+// ---------------------------------------------------------------------------
+// Small helpers.
+
+Error StoreError(std::string_view what, sqlite3* db) {
+  std::string detail(what);
+  if (db != nullptr) {
+    detail += ": ";
+    detail += sqlite3_errmsg(db);
+  }
+  return Unavailable("store_unavailable", "the store is unavailable", std::move(detail));
+}
+
+Error CorruptRow(std::string_view table, std::string_view what) {
+  return Internal("a stored record could not be read",
+                  std::string(table) + " row: " + std::string(what));
+}
+
+// Canonical JSON text; never throws on invalid UTF-8.
+std::string DumpJson(const Json& j) {
+  return j.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+struct SplitTime {
+  int64_t seconds;
+  int64_t nanos;  // 0 <= nanos < 1e9
+};
+
+SplitTime Split(TimePoint t) {
+  const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  int64_t s = ns / 1'000'000'000;
+  int64_t rem = ns % 1'000'000'000;
+  if (rem < 0) {
+    rem += 1'000'000'000;
+    --s;
+  }
+  return {s, rem};
+}
+
+TimePoint Join(int64_t seconds, int64_t nanos) {
+  return TimePoint(std::chrono::duration_cast<TimePoint::duration>(
+      std::chrono::seconds(seconds) + std::chrono::nanoseconds(nanos)));
+}
+
+bool IsDigits(std::string_view s) {
+  if (s.empty()) {
+    return false;
+  }
+  for (char c : s) {
+    if (c < '0' || c > '9') {
+      return false;
+    }
+  }
+  return true;
+}
+
+int64_t Digits(std::string_view s) {
+  int64_t v = 0;
+  for (char c : s) {
+    v = v * 10 + (c - '0');
+  }
+  return v;
+}
+
+// Unix seconds of an RFC 3339 timestamp ("2026-01-02T03:04:05[.fff](Z|±hh:mm)")
+// or of an integer; nullopt otherwise. Only used to index audit rows by time.
+std::optional<int64_t> TimestampSeconds(const Json& v) {
+  if (v.is_number_integer()) {
+    return v.get<int64_t>();
+  }
+  if (!v.is_string()) {
+    return std::nullopt;
+  }
+  const std::string& s = v.get_ref<const std::string&>();
+  if (s.size() < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') ||
+      s[13] != ':' || s[16] != ':') {
+    return std::nullopt;
+  }
+  const std::string_view sv(s);
+  for (auto [pos, len] : {std::pair{0, 4}, {5, 2}, {8, 2}, {11, 2}, {14, 2}, {17, 2}}) {
+    if (!IsDigits(sv.substr(pos, len))) {
+      return std::nullopt;
+    }
+  }
+  size_t i = 19;
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    const size_t start = i;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
+      ++i;
+    }
+    if (i == start) {
+      return std::nullopt;
+    }
+  }
+  int64_t offset = 0;
+  const std::string_view zone = sv.substr(i);
+  if (zone == "Z" || zone == "z") {
+    offset = 0;
+  } else if (zone.size() == 6 && (zone[0] == '+' || zone[0] == '-') && zone[3] == ':' &&
+             IsDigits(zone.substr(1, 2)) && IsDigits(zone.substr(4, 2))) {
+    offset = Digits(zone.substr(1, 2)) * 3600 + Digits(zone.substr(4, 2)) * 60;
+    if (zone[0] == '-') {
+      offset = -offset;
+    }
+  } else {
+    return std::nullopt;
+  }
+  const std::chrono::year_month_day ymd{
+      std::chrono::year(static_cast<int>(Digits(sv.substr(0, 4)))),
+      std::chrono::month(static_cast<unsigned>(Digits(sv.substr(5, 2)))),
+      std::chrono::day(static_cast<unsigned>(Digits(sv.substr(8, 2))))};
+  const int64_t hh = Digits(sv.substr(11, 2));
+  const int64_t mm = Digits(sv.substr(14, 2));
+  const int64_t ss = Digits(sv.substr(17, 2));
+  if (!ymd.ok() || hh > 23 || mm > 59 || ss > 60) {
+    return std::nullopt;
+  }
+  const int64_t days = std::chrono::sys_days(ymd).time_since_epoch().count();
+  return days * 86400 + hh * 3600 + mm * 60 + ss - offset;
+}
+
+std::optional<std::string> StringAt(const Json& body, std::initializer_list<const char*> path) {
+  const Json* cur = &body;
+  for (const char* key : path) {
+    if (!cur->is_object()) {
+      return std::nullopt;
+    }
+    auto it = cur->find(key);
+    if (it == cur->end()) {
+      return std::nullopt;
+    }
+    cur = &*it;
+  }
+  if (!cur->is_string()) {
+    return std::nullopt;
+  }
+  return cur->get<std::string>();
+}
+
+// ---------------------------------------------------------------------------
+// RAII wrappers.
+
+struct DbCloser {
+  void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+};
+using DbPtr = std::unique_ptr<sqlite3, DbCloser>;
+
+struct StmtFinalizer {
+  void operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
+};
+using StmtPtr = std::unique_ptr<sqlite3_stmt, StmtFinalizer>;
+
+// Resets a cached statement when a use of it ends, however it ends.
+class StmtUse {
+ public:
+  explicit StmtUse(sqlite3_stmt* s) : s_(s) {}
+  ~StmtUse() {
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+  }
+  StmtUse(const StmtUse&) = delete;
+  StmtUse& operator=(const StmtUse&) = delete;
+  sqlite3_stmt* get() const { return s_; }
+
+ private:
+  sqlite3_stmt* s_;
+};
+
+// Binds by 1-based index, remembering the first failure.
+class Binder {
+ public:
+  explicit Binder(sqlite3_stmt* s) : s_(s) {}
+  Binder& Text(std::string_view v) {
+    Check(sqlite3_bind_text64(s_, ++i_, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
+    return *this;
+  }
+  Binder& Int(int64_t v) {
+    Check(sqlite3_bind_int64(s_, ++i_, v));
+    return *this;
+  }
+  Binder& Null() {
+    Check(sqlite3_bind_null(s_, ++i_));
+    return *this;
+  }
+  Binder& OptText(const std::optional<std::string>& v) { return v ? Text(*v) : Null(); }
+  Binder& OptInt(const std::optional<int64_t>& v) { return v ? Int(*v) : Null(); }
+  Binder& Time(TimePoint t) {
+    const SplitTime st = Split(t);
+    return Int(st.seconds).Int(st.nanos);
+  }
+  Binder& OptTime(const std::optional<TimePoint>& t) {
+    if (!t) {
+      return Null().Null();
+    }
+    return Time(*t);
+  }
+  bool ok() const { return rc_ == SQLITE_OK; }
+
+ private:
+  void Check(int rc) {
+    if (rc_ == SQLITE_OK) {
+      rc_ = rc;
+    }
+  }
+  sqlite3_stmt* s_;
+  int i_ = 0;
+  int rc_ = SQLITE_OK;
+};
+
+// Reads columns in order.
+class Row {
+ public:
+  explicit Row(sqlite3_stmt* s) : s_(s) {}
+  std::string Text() {
+    const int i = i_++;
+    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s_, i));
+    const int n = sqlite3_column_bytes(s_, i);
+    return p == nullptr ? std::string() : std::string(p, static_cast<size_t>(n));
+  }
+  std::optional<std::string> OptText() {
+    if (sqlite3_column_type(s_, i_) == SQLITE_NULL) {
+      ++i_;
+      return std::nullopt;
+    }
+    return Text();
+  }
+  int64_t Int() { return sqlite3_column_int64(s_, i_++); }
+  std::optional<int64_t> OptInt() {
+    if (sqlite3_column_type(s_, i_) == SQLITE_NULL) {
+      ++i_;
+      return std::nullopt;
+    }
+    return Int();
+  }
+  TimePoint Time() {
+    const int64_t s = Int();
+    const int64_t ns = Int();
+    return Join(s, ns);
+  }
+  std::optional<TimePoint> OptTime() {
+    const std::optional<int64_t> s = OptInt();
+    const std::optional<int64_t> ns = OptInt();
+    if (!s) {
+      return std::nullopt;
+    }
+    return Join(*s, ns.value_or(0));
+  }
+
+ private:
+  sqlite3_stmt* s_;
+  int i_ = 0;
+};
+
+// ---------------------------------------------------------------------------
+// SQL shared by readers and the writer.
+
+constexpr const char* kSessionColumns =
+    "id, token_sha256, principal_id, agent_id, task_id, task_description, state, "
+    "created_at, created_at_ns, expires_at, expires_at_ns, heartbeat_seconds, "
+    "heartbeat_deadline, heartbeat_deadline_ns, ended_at, ended_at_ns, end_reason, "
+    "last_progress, data";
+
+constexpr const char* kGrantColumns =
+    "id, session_id, principal_id, agent_id, task_id, tool, operation, resource, issuer, "
+    "requested_ttl_seconds, ttl_seconds, tier, state, revocability, credential_type, "
+    "credential_sha256, request_digest, approval_id, sealed_handle, created_at, "
+    "created_at_ns, expires_at, expires_at_ns, revoked_at, revoked_at_ns, revoke_outcome, data";
+
+constexpr const char* kAuditColumns = "seq, prev_hash, hash, body";
+
+std::string UpsertSql(std::string_view table, std::string_view columns) {
+  std::vector<std::string> names;
+  size_t pos = 0;
+  while (pos < columns.size()) {
+    size_t comma = columns.find(',', pos);
+    if (comma == std::string_view::npos) {
+      comma = columns.size();
+    }
+    std::string_view name = columns.substr(pos, comma - pos);
+    while (!name.empty() && name.front() == ' ') {
+      name.remove_prefix(1);
+    }
+    names.emplace_back(name);
+    pos = comma + 1;
+  }
+  std::string sql = "INSERT INTO " + std::string(table) + " (" + std::string(columns) +
+                    ") VALUES (";
+  for (size_t i = 0; i < names.size(); ++i) {
+    sql += i == 0 ? "?" : ", ?";
+  }
+  sql += ") ON CONFLICT(id) DO UPDATE SET ";
+  bool first = true;
+  for (const std::string& n : names) {
+    if (n == "id") {
+      continue;
+    }
+    sql += first ? "" : ", ";
+    sql += n + " = excluded." + n;
+    first = false;
+  }
+  return sql;
+}
+
+Result<SessionRecord> ReadSession(sqlite3_stmt* s) {
+  Row r(s);
+  SessionRecord rec;
+  rec.id = r.Text();
+  rec.token_sha256 = r.Text();
+  rec.principal_id = r.Text();
+  rec.agent_id = r.Text();
+  rec.task_id = r.Text();
+  rec.task_description = r.Text();
+  rec.state = r.Text();
+  rec.created_at = r.Time();
+  rec.expires_at = r.Time();
+  rec.heartbeat_seconds = r.Int();
+  rec.heartbeat_deadline = r.Time();
+  rec.ended_at = r.OptTime();
+  rec.end_reason = r.Text();
+  rec.last_progress = r.Text();
+  Json data = Json::parse(r.Text(), nullptr, /*allow_exceptions=*/false);
+  if (!data.is_object()) {
+    return std::unexpected(CorruptRow("sessions", "data is not a JSON object"));
+  }
+  rec.scope = data.contains("scope") ? data["scope"] : Json::object();
+  rec.extra = data.contains("extra") ? data["extra"] : Json::object();
+  return rec;
+}
+
+Result<GrantRecord> ReadGrant(sqlite3_stmt* s) {
+  Row r(s);
+  GrantRecord rec;
+  rec.id = r.Text();
+  rec.session_id = r.Text();
+  rec.principal_id = r.Text();
+  rec.agent_id = r.Text();
+  rec.task_id = r.Text();
+  rec.tool = r.Text();
+  rec.operation = r.Text();
+  rec.resource = r.Text();
+  rec.issuer = r.Text();
+  rec.requested_ttl_seconds = r.OptInt();
+  rec.ttl_seconds = r.Int();
+  rec.tier = r.Text();
+  rec.state = r.Text();
+  rec.revocability = r.Text();
+  rec.credential_type = r.Text();
+  rec.credential_sha256 = r.Text();
+  rec.request_digest = r.Text();
+  rec.approval_id = r.Text();
+  rec.sealed_handle = r.Text();
+  rec.created_at = r.Time();
+  rec.expires_at = r.OptTime();
+  rec.revoked_at = r.OptTime();
+  rec.revoke_outcome = r.Text();
+  Json data = Json::parse(r.Text(), nullptr, /*allow_exceptions=*/false);
+  if (!data.is_object()) {
+    return std::unexpected(CorruptRow("grants", "data is not a JSON object"));
+  }
+  rec.parameters = data.contains("parameters") ? data["parameters"] : Json::object();
+  rec.scope = data.contains("scope") ? data["scope"] : Json::object();
+  rec.decision = data.contains("decision") ? data["decision"] : Json::object();
+  rec.extra = data.contains("extra") ? data["extra"] : Json::object();
+  return rec;
+}
+
+Result<AuditRecord> ReadAudit(sqlite3_stmt* s) {
+  Row r(s);
+  AuditRecord rec;
+  rec.seq = r.Int();
+  rec.prev_hash = r.Text();
+  rec.hash = r.Text();
+  rec.body = Json::parse(r.Text(), nullptr, /*allow_exceptions=*/false);
+  if (!rec.body.is_object()) {
+    return std::unexpected(CorruptRow("audit", "body is not a JSON object"));
+  }
+  return rec;
+}
+
+void BindSession(Binder& b, const SessionRecord& rec, const std::string& data) {
+  b.Text(rec.id)
+      .Text(rec.token_sha256)
+      .Text(rec.principal_id)
+      .Text(rec.agent_id)
+      .Text(rec.task_id)
+      .Text(rec.task_description)
+      .Text(rec.state)
+      .Time(rec.created_at)
+      .Time(rec.expires_at)
+      .Int(rec.heartbeat_seconds)
+      .Time(rec.heartbeat_deadline)
+      .OptTime(rec.ended_at)
+      .Text(rec.end_reason)
+      .Text(rec.last_progress)
+      .Text(data);
+}
+
+void BindGrant(Binder& b, const GrantRecord& rec, const std::string& data) {
+  b.Text(rec.id)
+      .Text(rec.session_id)
+      .Text(rec.principal_id)
+      .Text(rec.agent_id)
+      .Text(rec.task_id)
+      .Text(rec.tool)
+      .Text(rec.operation)
+      .Text(rec.resource)
+      .Text(rec.issuer)
+      .OptInt(rec.requested_ttl_seconds)
+      .Int(rec.ttl_seconds)
+      .Text(rec.tier)
+      .Text(rec.state)
+      .Text(rec.revocability)
+      .Text(rec.credential_type)
+      .Text(rec.credential_sha256)
+      .Text(rec.request_digest)
+      .Text(rec.approval_id)
+      .Text(rec.sealed_handle)
+      .Time(rec.created_at)
+      .OptTime(rec.expires_at)
+      .OptTime(rec.revoked_at)
+      .Text(rec.revoke_outcome)
+      .Text(data);
+}
+
+// ---------------------------------------------------------------------------
+// Connections.
+
+Result<DbPtr> OpenConnection(const SqliteOptions& options, bool read_only) {
+  sqlite3* raw = nullptr;
+  const int flags = (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
+                    SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_PRIVATECACHE;
+  const int rc = sqlite3_open_v2(options.path.c_str(), &raw, flags, nullptr);
+  DbPtr db(raw);
+  if (rc != SQLITE_OK) {
+    return std::unexpected(StoreError("open " + options.path, db.get()));
+  }
+  sqlite3_extended_result_codes(db.get(), 1);
+  sqlite3_busy_timeout(db.get(), options.busy_timeout_ms);
+  return db;
+}
+
+Status Exec(sqlite3* db, const char* sql) {
+  char* err = nullptr;
+  const int rc = sqlite3_exec(db, sql, nullptr, nullptr, &err);
+  if (rc != SQLITE_OK) {
+    std::string detail = err != nullptr ? err : sqlite3_errstr(rc);
+    sqlite3_free(err);
+    return std::unexpected(
+        Unavailable("store_unavailable", "the store is unavailable", std::move(detail)));
+  }
+  return OkStatus();
+}
+
+Result<StmtPtr> Prepare(sqlite3* db, std::string_view sql) {
+  sqlite3_stmt* raw = nullptr;
+  const int rc = sqlite3_prepare_v3(db, sql.data(), static_cast<int>(sql.size()),
+                                    SQLITE_PREPARE_PERSISTENT, &raw, nullptr);
+  StmtPtr stmt(raw);
+  if (rc != SQLITE_OK) {
+    return std::unexpected(StoreError("prepare", db));
+  }
+  return stmt;
+}
+
+Result<int64_t> QueryInt(sqlite3* db, const char* sql) {
+  JITBROKER_ASSIGN_OR_RETURN(StmtPtr stmt, Prepare(db, sql));
+  if (sqlite3_step(stmt.get()) != SQLITE_ROW) {
+    return std::unexpected(StoreError(sql, db));
+  }
+  return sqlite3_column_int64(stmt.get(), 0);
+}
+
+Status EnableWal(sqlite3* db) {
+  JITBROKER_ASSIGN_OR_RETURN(StmtPtr s, Prepare(db, "PRAGMA journal_mode=WAL"));
+  if (sqlite3_step(s.get()) != SQLITE_ROW) {
+    return std::unexpected(StoreError("journal_mode", db));
+  }
+  const auto* mode = reinterpret_cast<const char*>(sqlite3_column_text(s.get(), 0));
+  if (mode == nullptr || std::string_view(mode) != "wal") {
+    return std::unexpected(Unavailable("store_unavailable", "the store is unavailable",
+                                       "could not enable WAL mode"));
+  }
+  return OkStatus();
+}
+
+Status CheckVersion(int64_t current) {
+  if (current > kLatestVersion) {
+    return std::unexpected(FailedPrecondition(
+        "store_schema_too_new", "the database was written by a newer jitbroker (schema " +
+                                    std::to_string(current) + ", this build knows " +
+                                    std::to_string(kLatestVersion) + ")"));
+  }
+  return OkStatus();
+}
+
+// Each migration runs in its own IMMEDIATE transaction and re-reads the
+// version under the write lock, so two processes opening one file at once
+// cannot both apply it.
+Status Migrate(sqlite3* db) {
+  JITBROKER_ASSIGN_OR_RETURN(const int64_t initial, QueryInt(db, "PRAGMA user_version"));
+  JITBROKER_RETURN_IF_ERROR(CheckVersion(initial));
+  for (const Migration& m : kMigrations) {
+    if (m.version <= initial) {
+      continue;
+    }
+    JITBROKER_RETURN_IF_ERROR(Exec(db, "BEGIN IMMEDIATE"));
+    Result<int64_t> current = QueryInt(db, "PRAGMA user_version");
+    Status st = current ? CheckVersion(*current) : Status(std::unexpected(current.error()));
+    if (st && *current >= m.version) {
+      JITBROKER_RETURN_IF_ERROR(Exec(db, "COMMIT"));
+      continue;
+    }
+    if (st) {
+      st = Exec(db, m.sql);
+    }
+    if (st) {
+      const std::string bump = "PRAGMA user_version = " + std::to_string(m.version);
+      st = Exec(db, bump.c_str());
+    }
+    if (st) {
+      st = Exec(db, "COMMIT");
+    }
+    if (!st) {
+      if (sqlite3_get_autocommit(db) == 0) {
+        (void)Exec(db, "ROLLBACK");
+      }
+      Error e = std::move(st).error();
+      e.detail = "migration " + std::to_string(m.version) + ": " + e.detail;
+      return std::unexpected(std::move(e));
+    }
+  }
+  return OkStatus();
+}
+
+// A read-only connection and its statement cache. Used by one thread at a time.
+struct Reader {
+  DbPtr db;  // declared first: statements are finalized before it closes
+  std::map<std::string, StmtPtr, std::less<>> cache;
+
+  Result<sqlite3_stmt*> Stmt(const std::string& sql) {
+    auto it = cache.find(sql);
+    if (it != cache.end()) {
+      return it->second.get();
+    }
+    JITBROKER_ASSIGN_OR_RETURN(StmtPtr stmt, Prepare(db.get(), sql));
+    sqlite3_stmt* raw = stmt.get();
+    cache.emplace(sql, std::move(stmt));
+    return raw;
+  }
+};
+
+// Steps a bound statement to completion, converting each row.
+template <class T, class ReadFn>
+Result<std::vector<T>> Collect(sqlite3* db, sqlite3_stmt* s, ReadFn read) {
+  std::vector<T> out;
+  while (true) {
+    const int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) {
+      return out;
+    }
+    if (rc != SQLITE_ROW) {
+      return std::unexpected(StoreError("query", db));
+    }
+    JITBROKER_ASSIGN_OR_RETURN(T item, read(s));
+    out.push_back(std::move(item));
+  }
+}
+
+int64_t SqlLimit(size_t limit) {
+  // 0 and out-of-range values mean "no limit" to SQLite (LIMIT -1).
+  return limit == 0 || limit > static_cast<size_t>(INT64_MAX) ? -1 : static_cast<int64_t>(limit);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+
+class SqliteStore final : public Store {
+ public:
+  static Result<std::unique_ptr<Store>> Open(const SqliteOptions& options) {
+    if (options.path.empty()) {
+      return std::unexpected(InvalidArgument("invalid_config", "store path is empty"));
+    }
+    // Create the file owner-only before SQLite does: it holds token hashes and
+    // sealed handles. SQLite gives the -wal and -shm files the same mode.
+    const int fd = ::open(options.path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      return std::unexpected(Unavailable("store_unavailable", "the store is unavailable",
+                                         "open " + options.path + ": " + std::strerror(errno)));
+    }
+    ::close(fd);
+
+    std::unique_ptr<SqliteStore> store(new SqliteStore());
+    JITBROKER_ASSIGN_OR_RETURN(store->writer_, OpenConnection(options, /*read_only=*/false));
+    sqlite3* w = store->writer_.get();
+    JITBROKER_RETURN_IF_ERROR(EnableWal(w));
+    JITBROKER_RETURN_IF_ERROR(Exec(w, "PRAGMA synchronous=FULL"));
+    JITBROKER_RETURN_IF_ERROR(Exec(w, "PRAGMA foreign_keys=ON"));
+    JITBROKER_RETURN_IF_ERROR(Migrate(w));
+    JITBROKER_RETURN_IF_ERROR(store->PrepareWriter());
+
+    const int readers = options.reader_connections > 0 ? options.reader_connections : 1;
+    for (int i = 0; i < readers; ++i) {
+      auto reader = std::make_unique<Reader>();
+      JITBROKER_ASSIGN_OR_RETURN(reader->db, OpenConnection(options, /*read_only=*/true));
+      JITBROKER_RETURN_IF_ERROR(Exec(reader->db.get(), "PRAGMA query_only=ON"));
+      store->free_readers_.push_back(reader.get());
+      store->readers_.push_back(std::move(reader));
+    }
+    return std::unique_ptr<Store>(std::move(store));
+  }
+
+  ~SqliteStore() override {
+    readers_.clear();
+    begin_.reset();
+    commit_.reset();
+    rollback_.reset();
+    upsert_session_.reset();
+    upsert_grant_.reset();
+    insert_audit_.reset();
+    writer_.reset();
+  }
+
+  Status Apply(std::span<const WriteBatch> batches,
+               std::span<const AuditRecord> audit) override {
+    std::lock_guard lock(writer_mu_);
+    sqlite3* w = writer_.get();
+    JITBROKER_RETURN_IF_ERROR(StepDone(begin_.get(), "begin"));
+    Status st = ApplyInTransaction(batches, audit);
+    if (st) {
+      st = StepDone(commit_.get(), "commit");
+    }
+    if (!st && sqlite3_get_autocommit(w) == 0) {
+      (void)StepDone(rollback_.get(), "rollback");
+    }
+    return st;
+  }
+
+  Result<std::optional<ChainHead>> AuditHead() override {
+    ReaderLease r(*this);
+    JITBROKER_ASSIGN_OR_RETURN(sqlite3_stmt * s,
+                               r->Stmt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"));
+    StmtUse use(s);
+    const int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) {
+      return std::optional<ChainHead>();
+    }
+    if (rc != SQLITE_ROW) {
+      return std::unexpected(StoreError("audit head", r->db.get()));
+    }
+    Row row(s);
+    ChainHead head;
+    head.seq = row.Int();
+    head.hash = row.Text();
+    return std::optional<ChainHead>(std::move(head));
+  }
+
+  Result<std::optional<SessionRecord>> GetSession(std::string_view id) override {
+    ReaderLease r(*this);
+    JITBROKER_ASSIGN_OR_RETURN(
+        sqlite3_stmt * s,
+        r->Stmt(std::string("SELECT ") + kSessionColumns + " FROM sessions WHERE id = ?"));
+    StmtUse use(s);
+    Binder(s).Text(id);
+    JITBROKER_ASSIGN_OR_RETURN(std::vector<SessionRecord> rows,
+                               Collect<SessionRecord>(r->db.get(), s, ReadSession));
+    if (rows.empty()) {
+      return std::optional<SessionRecord>();
+    }
+    return std::optional<SessionRecord>(std::move(rows.front()));
+  }
+
+  Result<std::vector<SessionRecord>> ListSessions(const SessionFilter& f) override {
+    std::string sql = std::string("SELECT ") + kSessionColumns + " FROM sessions WHERE 1";
+    if (!f.principal_id.empty()) {
+      sql += " AND principal_id = ?";
+    }
+    if (!f.agent_id.empty()) {
+      sql += " AND agent_id = ?";
+    }
+    if (!f.state.empty()) {
+      sql += " AND state = ?";
+    }
+    sql += " ORDER BY created_at, created_at_ns, id LIMIT ?";
+    ReaderLease r(*this);
+    JITBROKER_ASSIGN_OR_RETURN(sqlite3_stmt * s, r->Stmt(sql));
+    StmtUse use(s);
+    Binder b(s);
+    if (!f.principal_id.empty()) {
+      b.Text(f.principal_id);
+    }
+    if (!f.agent_id.empty()) {
+      b.Text(f.agent_id);
+    }
+    if (!f.state.empty()) {
+      b.Text(f.state);
+    }
+    b.Int(SqlLimit(f.limit));
+    return Collect<SessionRecord>(r->db.get(), s, ReadSession);
+  }
+
+  Result<std::optional<GrantRecord>> GetGrant(std::string_view id) override {
+    ReaderLease r(*this);
+    JITBROKER_ASSIGN_OR_RETURN(
+        sqlite3_stmt * s,
+        r->Stmt(std::string("SELECT ") + kGrantColumns + " FROM grants WHERE id = ?"));
+    StmtUse use(s);
+    Binder(s).Text(id);
+    JITBROKER_ASSIGN_OR_RETURN(std::vector<GrantRecord> rows,
+                               Collect<GrantRecord>(r->db.get(), s, ReadGrant));
+    if (rows.empty()) {
+      return std::optional<GrantRecord>();
+    }
+    return std::optional<GrantRecord>(std::move(rows.front()));
+  }
+
+  Result<std::vector<GrantRecord>> ListGrants(std::string_view session_id) override {
+    ReaderLease r(*this);
+    JITBROKER_ASSIGN_OR_RETURN(
+        sqlite3_stmt * s,
+        r->Stmt(std::string("SELECT ") + kGrantColumns +
+                " FROM grants WHERE session_id = ? ORDER BY created_at, created_at_ns, id"));
+    StmtUse use(s);
+    Binder(s).Text(session_id);
+    return Collect<GrantRecord>(r->db.get(), s, ReadGrant);
+  }
+
+  Result<std::vector<AuditRecord>> ListAudit(const AuditFilter& f) override {
+    std::string sql = std::string("SELECT ") + kAuditColumns + " FROM audit WHERE seq > ?";
+    if (!f.session_id.empty()) {
+      sql += " AND session_id = ?";
+    }
+    if (!f.principal_id.empty()) {
+      sql += " AND principal_id = ?";
+    }
+    if (f.since) {
+      sql += " AND ts >= ?";
+    }
+    if (f.until) {
+      sql += " AND ts <= ?";
+    }
+    sql += " ORDER BY seq LIMIT ?";
+    ReaderLease r(*this);
+    JITBROKER_ASSIGN_OR_RETURN(sqlite3_stmt * s, r->Stmt(sql));
+    StmtUse use(s);
+    Binder b(s);
+    b.Int(f.after_seq);
+    if (!f.session_id.empty()) {
+      b.Text(f.session_id);
+    }
+    if (!f.principal_id.empty()) {
+      b.Text(f.principal_id);
+    }
+    if (f.since) {
+      b.Int(Split(*f.since).seconds);
+    }
+    if (f.until) {
+      b.Int(Split(*f.until).seconds);
+    }
+    b.Int(SqlLimit(f.limit));
+    return Collect<AuditRecord>(r->db.get(), s, ReadAudit);
+  }
+
+  Status Ping() override {
+    ReaderLease r(*this);
+    JITBROKER_ASSIGN_OR_RETURN(sqlite3_stmt * s, r->Stmt("SELECT 1"));
+    StmtUse use(s);
+    if (sqlite3_step(s) != SQLITE_ROW) {
+      return std::unexpected(StoreError("ping", r->db.get()));
+    }
+    return OkStatus();
+  }
+
+ private:
+  SqliteStore() = default;
+
+  // Borrows a reader connection for the scope; waits while all are in use.
+  class ReaderLease {
+   public:
+    explicit ReaderLease(SqliteStore& store) : store_(store) {
+      std::unique_lock lock(store_.readers_mu_);
+      store_.readers_cv_.wait(lock, [&] { return !store_.free_readers_.empty(); });
+      reader_ = store_.free_readers_.back();
+      store_.free_readers_.pop_back();
+    }
+    ~ReaderLease() {
+      {
+        std::lock_guard lock(store_.readers_mu_);
+        store_.free_readers_.push_back(reader_);
+      }
+      store_.readers_cv_.notify_one();
+    }
+    ReaderLease(const ReaderLease&) = delete;
+    ReaderLease& operator=(const ReaderLease&) = delete;
+    Reader* operator->() const { return reader_; }
+
+   private:
+    SqliteStore& store_;
+    Reader* reader_ = nullptr;
+  };
+
+  Status PrepareWriter() {
+    sqlite3* w = writer_.get();
+    JITBROKER_ASSIGN_OR_RETURN(begin_, Prepare(w, "BEGIN IMMEDIATE"));
+    JITBROKER_ASSIGN_OR_RETURN(commit_, Prepare(w, "COMMIT"));
+    JITBROKER_ASSIGN_OR_RETURN(rollback_, Prepare(w, "ROLLBACK"));
+    JITBROKER_ASSIGN_OR_RETURN(upsert_session_, Prepare(w, UpsertSql("sessions", kSessionColumns)));
+    JITBROKER_ASSIGN_OR_RETURN(upsert_grant_, Prepare(w, UpsertSql("grants", kGrantColumns)));
+    JITBROKER_ASSIGN_OR_RETURN(
+        insert_audit_,
+        Prepare(w,
+                "INSERT INTO audit (seq, hash, prev_hash, session_id, principal_id, ts, body) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)"));
+    return OkStatus();
+  }
+
+  // Runs a writer statement that returns no rows.
+  Status StepDone(sqlite3_stmt* s, std::string_view what) {
+    StmtUse use(s);
+    if (sqlite3_step(s) != SQLITE_DONE) {
+      return std::unexpected(StoreError(what, writer_.get()));
+    }
+    return OkStatus();
+  }
+
+  Status ApplyInTransaction(std::span<const WriteBatch> batches,
+                            std::span<const AuditRecord> audit) {
+    sqlite3* w = writer_.get();
+    try {
+      for (const WriteBatch& batch : batches) {
+        for (const SessionRecord& rec : batch.sessions) {
+          Json data = Json::object();
+          data["scope"] = rec.scope;
+          data["extra"] = rec.extra;
+          const std::string text = DumpJson(data);
+          StmtUse use(upsert_session_.get());
+          Binder b(use.get());
+          BindSession(b, rec, text);
+          if (!b.ok() || sqlite3_step(use.get()) != SQLITE_DONE) {
+            return std::unexpected(StoreError("upsert session", w));
+          }
+        }
+        for (const GrantRecord& rec : batch.grants) {
+          Json data = Json::object();
+          data["parameters"] = rec.parameters;
+          data["scope"] = rec.scope;
+          data["decision"] = rec.decision;
+          data["extra"] = rec.extra;
+          const std::string text = DumpJson(data);
+          StmtUse use(upsert_grant_.get());
+          Binder b(use.get());
+          BindGrant(b, rec, text);
+          if (!b.ok() || sqlite3_step(use.get()) != SQLITE_DONE) {
+            return std::unexpected(StoreError("upsert grant", w));
+          }
+        }
+      }
+      for (const AuditRecord& rec : audit) {
+        const std::string body = DumpJson(rec.body);
+        StmtUse use(insert_audit_.get());
+        Binder b(use.get());
+        b.Int(rec.seq)
+            .Text(rec.hash)
+            .Text(rec.prev_hash)
+            .OptText(StringAt(rec.body, {"agent", "session_id"}))
+            .OptText(StringAt(rec.body, {"human_principal"}))
+            .OptInt(rec.body.is_object() && rec.body.contains("timestamp")
+                        ? TimestampSeconds(rec.body["timestamp"])
+                        : std::nullopt)
+            .Text(body);
+        if (!b.ok() || sqlite3_step(use.get()) != SQLITE_DONE) {
+          return std::unexpected(StoreError("insert audit", w));
+        }
+      }
+    } catch (const std::exception& e) {
+      return std::unexpected(Unavailable("store_unavailable", "the store is unavailable",
+                                         std::string("encoding: ") + e.what()));
+    }
+    return OkStatus();
+  }
+
+  std::mutex writer_mu_;
+  DbPtr writer_;
+  StmtPtr begin_;
+  StmtPtr commit_;
+  StmtPtr rollback_;
+  StmtPtr upsert_session_;
+  StmtPtr upsert_grant_;
+  StmtPtr insert_audit_;
+
+  std::mutex readers_mu_;
+  std::condition_variable readers_cv_;
+  std::vector<std::unique_ptr<Reader>> readers_;
+  std::vector<Reader*> free_readers_;
+};
+
+Result<std::unique_ptr<Store>> OpenSqliteStore(const SqliteOptions& options) {
+  return SqliteStore::Open(options);
+}
+
+}  // namespace jitbroker::store

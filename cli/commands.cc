@@ -1,0 +1,974 @@
+#include "cli/commands.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <fcntl.h>
+#include <iterator>
+#include <string>
+#include <string_view>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/format.h"
+#include "jitbroker/result.h"
+#include "jitbroker/secret.h"
+
+namespace jitbroker::cli {
+
+namespace {
+
+using nlohmann::json;
+
+constexpr std::string_view kUsageReason = "usage";
+constexpr size_t kMaxTokenBytes = 64 * 1024;
+constexpr std::chrono::milliseconds kDefaultTimeout{30000};
+// Minting may call a slow upstream (GitHub, STS) under the broker's own deadlines.
+constexpr std::chrono::milliseconds kGrantTimeout{60000};
+
+Error UsageErr(std::string hint) {
+  return InvalidArgument(std::string(kUsageReason), std::move(hint));
+}
+
+int Report(const Context& ctx, const Invocation& inv, const Error& e) {
+  if (e.reason == kUsageReason) {
+    *ctx.err << "jitctl: " << e.message << "\n";
+    if (inv.command != nullptr) {
+      *ctx.err << UsageLine(*inv.command) << "\n";
+    }
+    return ToInt(ExitCode::kUsage);
+  }
+  *ctx.err << "error: " << SanitizeForTerminal(e.message);
+  if (!e.detail.empty()) {
+    *ctx.err << ": " << SanitizeForTerminal(e.detail);
+  }
+  *ctx.err << "\n";
+  return ToInt(ExitCode::kError);
+}
+
+void TrimTrailingSpace(std::string* s) {
+  while (!s->empty() &&
+         (s->back() == '\n' || s->back() == '\r' || s->back() == ' ' || s->back() == '\t')) {
+    s->back() = '\0';
+    s->pop_back();
+  }
+}
+
+// Moves `s` into a SecretValue and wipes what is left behind.
+SecretValue ToSecret(std::string* s) {
+  SecretValue secret(std::string(s->data(), s->size()));
+  SecureWipe(s->data(), s->size());
+  s->clear();
+  return secret;
+}
+
+Result<SecretValue> ApiKey(const Context& ctx, std::string_view command) {
+  std::optional<std::string> key = ctx.getenv("JITBROKER_API_KEY");
+  if (key) {
+    TrimTrailingSpace(&*key);
+  }
+  if (!key || key->empty()) {
+    return std::unexpected(UsageErr("JITBROKER_API_KEY is not set ('" + std::string(command) +
+                                    "' needs a principal or admin API key)"));
+  }
+  return ToSecret(&*key);
+}
+
+Result<SecretValue> ReadTokenFile(const Context& ctx, const std::string& path) {
+  const std::string shown = SanitizeForTerminal(path);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return std::unexpected(
+        Internal("cannot open session token file " + shown, std::strerror(errno)));
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077) != 0) {
+    *ctx.err << "warning: session token file " << shown
+             << " is accessible by group or others; chmod 600 it\n";
+  }
+  std::string buffer(kMaxTokenBytes + 1, '\0');
+  size_t used = 0;
+  while (used < buffer.size()) {
+    const ssize_t n = ::read(fd, buffer.data() + used, buffer.size() - used);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0) {
+      const int saved = errno;
+      ::close(fd);
+      SecureWipe(buffer.data(), buffer.size());
+      return std::unexpected(
+          Internal("cannot read session token file " + shown, std::strerror(saved)));
+    }
+    if (n == 0) {
+      break;
+    }
+    used += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  if (used > kMaxTokenBytes) {
+    SecureWipe(buffer.data(), buffer.size());
+    return std::unexpected(Internal("session token file " + shown + " is too large"));
+  }
+  // Keep only the used bytes; wipe the slack before shrinking.
+  SecureWipe(buffer.data() + used, buffer.size() - used);
+  buffer.resize(used);
+  TrimTrailingSpace(&buffer);
+  if (buffer.empty()) {
+    return std::unexpected(Internal("session token file " + shown + " is empty"));
+  }
+  return ToSecret(&buffer);
+}
+
+// The session token from --session-token-file or JITBROKER_SESSION_TOKEN;
+// nullopt when neither is given.
+Result<std::optional<SecretValue>> SessionTokenIfAny(const Context& ctx) {
+  if (ctx.session_token_file) {
+    JITBROKER_ASSIGN_OR_RETURN(SecretValue token, ReadTokenFile(ctx, *ctx.session_token_file));
+    return std::optional<SecretValue>(std::move(token));
+  }
+  std::optional<std::string> env = ctx.getenv("JITBROKER_SESSION_TOKEN");
+  if (env) {
+    TrimTrailingSpace(&*env);
+  }
+  if (!env || env->empty()) {
+    return std::optional<SecretValue>();
+  }
+  return std::optional<SecretValue>(ToSecret(&*env));
+}
+
+Result<SecretValue> SessionToken(const Context& ctx) {
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<SecretValue> token, SessionTokenIfAny(ctx));
+  if (!token) {
+    return std::unexpected(
+        UsageErr("JITBROKER_SESSION_TOKEN is not set (or pass --session-token-file FILE)"));
+  }
+  return std::move(*token);
+}
+
+Result<std::string> SessionId(const Context& ctx) {
+  std::optional<std::string> id = ctx.getenv("JITBROKER_SESSION_ID");
+  if (id) {
+    TrimTrailingSpace(&*id);
+  }
+  if (!id || id->empty()) {
+    return std::unexpected(
+        UsageErr("JITBROKER_SESSION_ID is not set (see 'jitctl sessions open --export')"));
+  }
+  return std::move(*id);
+}
+
+// Session token when one is configured, else the API key.
+Result<SecretValue> TokenOrApiKey(const Context& ctx, std::string_view command) {
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<SecretValue> token, SessionTokenIfAny(ctx));
+  if (token) {
+    return std::move(*token);
+  }
+  std::optional<std::string> key = ctx.getenv("JITBROKER_API_KEY");
+  if (key) {
+    TrimTrailingSpace(&*key);
+  }
+  if (!key || key->empty()) {
+    return std::unexpected(UsageErr("'" + std::string(command) +
+                                    "' needs JITBROKER_SESSION_TOKEN or JITBROKER_API_KEY"));
+  }
+  return ToSecret(&*key);
+}
+
+// API key when one is configured, else the session token.
+Result<SecretValue> ApiKeyOrToken(const Context& ctx, std::string_view command) {
+  std::optional<std::string> key = ctx.getenv("JITBROKER_API_KEY");
+  if (key) {
+    TrimTrailingSpace(&*key);
+  }
+  if (key && !key->empty()) {
+    return ToSecret(&*key);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<SecretValue> token, SessionTokenIfAny(ctx));
+  if (!token) {
+    return std::unexpected(UsageErr("'" + std::string(command) +
+                                    "' needs JITBROKER_API_KEY or JITBROKER_SESSION_TOKEN"));
+  }
+  return std::move(*token);
+}
+
+struct Call {
+  std::string method = "GET";
+  std::string path;  // "/v1/..." including any query
+  SecretValue bearer{};
+  std::optional<std::string> body{};  // sent as is
+  std::string content_type = "application/json";
+  std::chrono::milliseconds timeout = kDefaultTimeout;
+};
+
+Result<net::HttpResponse> Send(const Context& ctx, Call call) {
+  net::HttpRequest req;
+  req.method = std::move(call.method);
+  req.url = ctx.base_url + call.path;
+  req.bearer = std::move(call.bearer);
+  req.timeout = call.timeout;
+  req.headers.emplace_back("Accept", "application/json");
+  req.headers.emplace_back("User-Agent", "jitctl/" + std::string(kJitctlVersion));
+  if (call.body) {
+    req.headers.emplace_back("Content-Type", call.content_type);
+    req.body = std::move(*call.body);
+  }
+  Result<net::HttpResponse> resp = ctx.http->Send(req);
+  if (!req.body.empty()) {
+    // Bodies may carry secrets (introspect); do not leave them in freed memory.
+    SecureWipe(req.body.data(), req.body.size());
+  }
+  return resp;
+}
+
+Result<std::string> JsonBody(const json& body) {
+  std::optional<std::string> text = SafeDump(body);
+  if (!text) {
+    return std::unexpected(UsageErr("arguments must be valid UTF-8"));
+  }
+  return std::move(*text);
+}
+
+bool IsSuccess(int status) { return status >= 200 && status < 300; }
+
+void PrintRaw(const Context& ctx, const std::string& body) {
+  *ctx.out << body;
+  if (body.empty() || body.back() != '\n') {
+    *ctx.out << "\n";
+  }
+}
+
+// Prints a non-2xx response as "error: <title> (<code>): <detail>"; with
+// --json the raw body also goes to stdout.
+int PrintFailure(const Context& ctx, const net::HttpResponse& resp) {
+  if (ctx.json && !resp.body.empty()) {
+    PrintRaw(ctx, resp.body);
+  }
+  Problem p = ParseProblem(resp.status, resp.body);
+  if (p.detail.empty() && resp.status >= 300 && resp.status < 400) {
+    p.detail = "redirect to " +
+               SanitizeForTerminal(resp.headers.Get("Location").value_or("(no location)")) +
+               " not followed; check the broker URL";
+  } else if (p.code == "unexpected_response") {
+    p.detail = "the response is not a JSON problem document (content type " +
+               SanitizeForTerminal(resp.headers.Get("Content-Type").value_or("none")) +
+               "); check the broker URL";
+  }
+  *ctx.err << FormatProblemLine(p) << "\n";
+  if (!p.request_id.empty()) {
+    *ctx.err << "request id: " << p.request_id << "\n";
+  } else if (auto rid = resp.headers.Get("X-Request-Id")) {
+    *ctx.err << "request id: " << SanitizeForTerminal(*rid) << "\n";
+  }
+  return ToInt(ExitCode::kError);
+}
+
+Result<json> ParseResponse(const net::HttpResponse& resp) {
+  auto j = ParseJsonStrict(resp.body);
+  if (!j || !j->is_object()) {
+    return std::unexpected(
+        Internal("the broker sent an unexpected response",
+                 "HTTP " + std::to_string(resp.status) + " without a JSON object"));
+  }
+  return std::move(*j);
+}
+
+void KeyValue(const Context& ctx, std::string_view key, const std::string& value,
+              std::string_view indent = "") {
+  if (!value.empty()) {
+    *ctx.out << indent << key << ": " << value << "\n";
+  }
+}
+
+std::string JoinList(const json& v) {
+  if (!v.is_array()) {
+    return JsonText(v);
+  }
+  std::string out;
+  for (const json& item : v) {
+    if (!out.empty()) {
+      out += ", ";
+    }
+    out += JsonText(item);
+  }
+  return out;
+}
+
+// Every member of an object as "key: value" lines (containers compact).
+void PrintObject(const Context& ctx, const json& obj, std::string_view indent) {
+  if (!obj.is_object()) {
+    return;
+  }
+  for (auto it = obj.begin(); it != obj.end(); ++it) {
+    *ctx.out << indent << SanitizeForTerminal(it.key()) << ": " << JsonText(it.value()) << "\n";
+  }
+}
+
+void PrintTable(const Context& ctx, const std::vector<std::string>& header,
+                const std::vector<std::vector<std::string>>& rows, std::string_view indent = "") {
+  std::vector<size_t> width(header.size(), 0);
+  for (size_t c = 0; c < header.size(); ++c) {
+    width[c] = header[c].size();
+    for (const auto& row : rows) {
+      width[c] = std::max(width[c], row[c].size());
+    }
+  }
+  auto line = [&](const std::vector<std::string>& cells) {
+    std::string out;
+    for (size_t c = 0; c < cells.size(); ++c) {
+      std::string cell = cells[c].empty() ? "-" : cells[c];
+      if (c + 1 < cells.size()) {
+        cell.resize(std::max(width[c], cell.size()) + 2, ' ');
+      }
+      out += cell;
+    }
+    *ctx.out << indent << out << "\n";
+  };
+  line(header);
+  for (const auto& row : rows) {
+    line(row);
+  }
+}
+
+void PrintSession(const Context& ctx, const json& s) {
+  KeyValue(ctx, "session_id", Field(s, "session_id"));
+  KeyValue(ctx, "state", Field(s, "state"));
+  KeyValue(ctx, "principal", Field(s, "principal"));
+  KeyValue(ctx, "agent", Field(Member(s, "agent"), "id"));
+  const json& task = Member(s, "task");
+  KeyValue(ctx, "task", Field(task, "id"));
+  KeyValue(ctx, "description", Field(task, "description"));
+  const json& scope = Member(task, "scope");
+  if (scope.is_object()) {
+    *ctx.out << "scope:\n";
+    for (auto it = scope.begin(); it != scope.end(); ++it) {
+      *ctx.out << "  " << SanitizeForTerminal(it.key()) << ": " << JoinList(it.value()) << "\n";
+    }
+  }
+  for (std::string_view key : {"created_at", "expires_at", "heartbeat_seconds",
+                               "heartbeat_deadline", "ended_at", "end_reason"}) {
+    KeyValue(ctx, key, Field(s, key));
+  }
+}
+
+void PrintEnding(const Context& ctx, const json& e) {
+  KeyValue(ctx, "session_id", Field(e, "session_id"));
+  KeyValue(ctx, "state", Field(e, "state"));
+  const json& revocations = Member(e, "revocations");
+  if (!revocations.is_array() || revocations.empty()) {
+    *ctx.out << "revocations: none\n";
+    return;
+  }
+  *ctx.out << "revocations:\n";
+  std::vector<std::vector<std::string>> rows;
+  for (const json& r : revocations) {
+    rows.push_back({Field(r, "grant_id"), Field(r, "outcome"), Field(r, "residual_seconds")});
+  }
+  PrintTable(ctx, {"GRANT_ID", "OUTCOME", "RESIDUAL_SECONDS"}, rows, "  ");
+}
+
+void PrintCredential(const Context& ctx, const json& credential) {
+  if (!credential.is_object()) {
+    return;
+  }
+  *ctx.out << "credential:\n";
+  PrintObject(ctx, credential, "  ");
+}
+
+// Grant fields (without the credential).
+void PrintGrant(const Context& ctx, const json& g) {
+  KeyValue(ctx, "grant_id", Field(g, "grant_id"));
+  KeyValue(ctx, "session_id", Field(g, "session_id"));
+  KeyValue(ctx, "state", Field(g, "state"));
+  std::string tier = Field(g, "tier");
+  if (tier.empty()) {
+    tier = Field(Member(g, "decision"), "tier");
+  }
+  KeyValue(ctx, "tier", tier);
+  for (std::string_view key : {"tool", "operation", "resource", "issuer", "revocability",
+                               "created_at", "expires_at", "credential_sha256"}) {
+    KeyValue(ctx, key, Field(g, key));
+  }
+  const json& decision = Member(g, "decision");
+  if (decision.is_object()) {
+    *ctx.out << "decision:\n" << FormatDecision(decision);
+  }
+  const json& approval = Member(g, "approval");
+  if (approval.is_object()) {
+    *ctx.out << "approval:\n";
+    PrintObject(ctx, approval, "  ");
+  }
+}
+
+// Prints the credential token alone; when the credential has no single token
+// the whole credential goes to stdout (it is shown only once) and this fails.
+int PrintTokenOnly(const Context& ctx, const json& credential) {
+  if (std::optional<std::string> token = RawString(credential, "token")) {
+    *ctx.out << *token << "\n";
+    SecureWipe(token->data(), token->size());
+    return ToInt(ExitCode::kOk);
+  }
+  if (std::optional<std::string> text = SafeDump(credential)) {
+    *ctx.out << *text << "\n";
+  }
+  *ctx.err << "error: the credential (type " << Field(credential, "type")
+           << ") has no single token; it was printed as JSON above\n";
+  return ToInt(ExitCode::kError);
+}
+
+void PrintPending(const Context& ctx, std::ostream& os, const json& g) {
+  const json& approval = Member(g, "approval");
+  const std::string grant_id = Field(g, "grant_id");
+  os << "pending approval\n";
+  os << "  grant_id: " << grant_id << "\n";
+  os << "  approval_id: " << Field(approval, "id") << "\n";
+  os << "  request_digest: " << Field(approval, "request_digest") << "\n";
+  if (std::string exp = Field(approval, "expires_at"); !exp.empty()) {
+    os << "  approval_expires_at: " << exp << "\n";
+  }
+  if (!grant_id.empty()) {
+    os << "wait with: jitctl grant show " << grant_id << " --wait 60\n";
+  }
+}
+
+void PrintDenied(std::ostream& os, const json& decision) {
+  os << "denied";
+  if (std::string reason = Field(decision, "reason"); !reason.empty()) {
+    os << ": " << reason;
+  }
+  os << "\n" << FormatDecision(decision);
+}
+
+// ---------------------------------------------------------------------------
+// Commands
+
+Result<int> SessionsOpen(const Context& ctx, const Invocation& inv) {
+  const ParsedArgs& a = inv.args;
+  if (a.Switch("export") && ctx.json) {
+    return std::unexpected(UsageErr("--export and --json cannot be combined"));
+  }
+  auto body = BuildSessionOpenBody(a);
+  if (!body) {
+    return std::unexpected(UsageErr(body.error()));
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::string text, JsonBody(*body));
+  JITBROKER_ASSIGN_OR_RETURN(SecretValue key, ApiKey(ctx, inv.command->name));
+  Call call{.method = "POST", .path = "/v1/sessions", .bearer = std::move(key), .body = text};
+  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse resp, Send(ctx, std::move(call)));
+  if (!IsSuccess(resp.status)) {
+    return PrintFailure(ctx, resp);
+  }
+  if (ctx.json) {
+    PrintRaw(ctx, resp.body);
+    SecureWipe(resp.body.data(), resp.body.size());
+    return ToInt(ExitCode::kOk);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(json s, ParseResponse(resp));
+  SecureWipe(resp.body.data(), resp.body.size());
+  std::optional<std::string> id = RawString(s, "session_id");
+  std::optional<std::string> token = RawString(s, "session_token");
+  if (!id || !token) {
+    return std::unexpected(Internal("the broker's response lacks session_id or session_token"));
+  }
+  if (a.Switch("export")) {
+    *ctx.out << FormatExportLines(*id, *token);
+    *ctx.err << "jitctl: opened session " << SanitizeForTerminal(*id) << " (expires at "
+             << Field(s, "expires_at") << ")\n";
+  } else {
+    KeyValue(ctx, "session_id", Field(s, "session_id"));
+    KeyValue(ctx, "state", Field(s, "state"));
+    KeyValue(ctx, "expires_at", Field(s, "expires_at"));
+    KeyValue(ctx, "heartbeat_deadline", Field(s, "heartbeat_deadline"));
+    *ctx.out << "session_token: " << *token << "\n";
+    *ctx.err << "warning: the session token is shown only once; store it safely and never log "
+                "it (use --export to hand it to the agent's environment)\n";
+  }
+  SecureWipe(token->data(), token->size());
+  return ToInt(ExitCode::kOk);
+}
+
+Result<int> SessionsList(const Context& ctx, const Invocation& inv) {
+  const ParsedArgs& a = inv.args;
+  if (auto limit = a.Get("limit"); limit && !ParseInt64(*limit, 1, 100000)) {
+    return std::unexpected(UsageErr("flag --limit needs a positive integer"));
+  }
+  JITBROKER_ASSIGN_OR_RETURN(SecretValue key, ApiKey(ctx, inv.command->name));
+  const std::string query = QueryString({{"state", a.Get("state").value_or("")},
+                                         {"agent", a.Get("agent").value_or("")},
+                                         {"principal", a.Get("principal").value_or("")},
+                                         {"limit", a.Get("limit").value_or("")}});
+  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse resp, Send(ctx, Call{.path = "/v1/sessions" + query,
+                                                                    .bearer = std::move(key)}));
+  if (!IsSuccess(resp.status)) {
+    return PrintFailure(ctx, resp);
+  }
+  if (ctx.json) {
+    PrintRaw(ctx, resp.body);
+    return ToInt(ExitCode::kOk);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(json j, ParseResponse(resp));
+  const json& sessions = Member(j, "sessions");
+  if (!sessions.is_array() || sessions.empty()) {
+    *ctx.out << "no sessions\n";
+    return ToInt(ExitCode::kOk);
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const json& s : sessions) {
+    rows.push_back({Field(s, "session_id"), Field(s, "state"), Field(s, "principal"),
+                    Field(Member(s, "agent"), "id"), Field(Member(s, "task"), "id"),
+                    Field(s, "expires_at")});
+  }
+  PrintTable(ctx, {"SESSION_ID", "STATE", "PRINCIPAL", "AGENT", "TASK", "EXPIRES_AT"}, rows);
+  return ToInt(ExitCode::kOk);
+}
+
+Result<int> SessionsShow(const Context& ctx, const Invocation& inv) {
+  JITBROKER_ASSIGN_OR_RETURN(SecretValue bearer, ApiKeyOrToken(ctx, inv.command->name));
+  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse resp,
+                             Send(ctx, Call{.path = "/v1/sessions/" + PathSegment(inv.args.args[0]),
+                                            .bearer = std::move(bearer)}));
+  if (!IsSuccess(resp.status)) {
+    return PrintFailure(ctx, resp);
+  }
+  if (ctx.json) {
+    PrintRaw(ctx, resp.body);
+    return ToInt(ExitCode::kOk);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(json s, ParseResponse(resp));
+  PrintSession(ctx, s);
+  const json& grants = Member(s, "grants");
+  if (grants.is_array() && !grants.empty()) {
+    *ctx.out << "grants:\n";
+    std::vector<std::vector<std::string>> rows;
+    for (const json& g : grants) {
+      std::string tier = Field(g, "tier");
+      if (tier.empty()) {
+        tier = Field(Member(g, "decision"), "tier");
+      }
+      rows.push_back({Field(g, "grant_id"), Field(g, "state"), tier, Field(g, "tool"),
+                      Field(g, "operation"), Field(g, "resource"), Field(g, "issuer"),
+                      Field(g, "expires_at")});
+    }
+    PrintTable(
+        ctx, {"GRANT_ID", "STATE", "TIER", "TOOL", "OPERATION", "RESOURCE", "ISSUER", "EXPIRES_AT"},
+        rows, "  ");
+  } else if (grants.is_array()) {
+    *ctx.out << "grants: none\n";
+  }
+  const json& usage = Member(s, "scope_usage");
+  if (usage.is_object()) {
+    *ctx.out << "scope_usage:\n";
+    PrintObject(ctx, usage, "  ");
+  }
+  return ToInt(ExitCode::kOk);
+}
+
+// POST an ending (complete/revoke) and print it.
+Result<int> PostEnding(const Context& ctx, const std::string& path, SecretValue bearer,
+                       const json& body) {
+  JITBROKER_ASSIGN_OR_RETURN(std::string text, JsonBody(body));
+  JITBROKER_ASSIGN_OR_RETURN(
+      net::HttpResponse resp,
+      Send(ctx, Call{.method = "POST", .path = path, .bearer = std::move(bearer), .body = text}));
+  if (!IsSuccess(resp.status)) {
+    return PrintFailure(ctx, resp);
+  }
+  if (ctx.json) {
+    PrintRaw(ctx, resp.body);
+    return ToInt(ExitCode::kOk);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(json e, ParseResponse(resp));
+  PrintEnding(ctx, e);
+  return ToInt(ExitCode::kOk);
+}
+
+Result<int> SessionsRevoke(const Context& ctx, const Invocation& inv) {
+  JITBROKER_ASSIGN_OR_RETURN(SecretValue key, ApiKey(ctx, inv.command->name));
+  return PostEnding(ctx, "/v1/sessions/" + PathSegment(inv.args.args[0]) + "/revoke",
+                    std::move(key), json{{"reason", inv.args.Get("reason").value_or("")}});
+}
+
+Result<int> SessionsComplete(const Context& ctx, const Invocation& inv) {
+  JITBROKER_ASSIGN_OR_RETURN(SecretValue key, ApiKey(ctx, inv.command->name));
+  return PostEnding(ctx, "/v1/sessions/" + PathSegment(inv.args.args[0]) + "/complete",
+                    std::move(key), json::object());
+}
+
+Result<int> Complete(const Context& ctx, const Invocation& /*inv*/) {
+  JITBROKER_ASSIGN_OR_RETURN(std::string sid, SessionId(ctx));
+  JITBROKER_ASSIGN_OR_RETURN(SecretValue token, SessionToken(ctx));
+  return PostEnding(ctx, "/v1/sessions/" + PathSegment(sid) + "/complete", std::move(token),
+                    json::object());
+}
+
+Result<int> Heartbeat(const Context& ctx, const Invocation& inv) {
+  JITBROKER_ASSIGN_OR_RETURN(std::string sid, SessionId(ctx));
+  json body = json::object();
+  if (auto progress = inv.args.Get("progress")) {
+    body["progress"] = *progress;
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::string text, JsonBody(body));
+  JITBROKER_ASSIGN_OR_RETURN(SecretValue token, SessionToken(ctx));
+  JITBROKER_ASSIGN_OR_RETURN(
+      net::HttpResponse resp,
+      Send(ctx, Call{.method = "POST",
+                     .path = "/v1/sessions/" + PathSegment(sid) + "/heartbeat",
+                     .bearer = std::move(token),
+                     .body = text}));
+  if (!IsSuccess(resp.status)) {
+    return PrintFailure(ctx, resp);
+  }
+  if (ctx.json) {
+    PrintRaw(ctx, resp.body);
+    return ToInt(ExitCode::kOk);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(json s, ParseResponse(resp));
+  KeyValue(ctx, "session_id", Field(s, "session_id"));
+  KeyValue(ctx, "state", Field(s, "state"));
+  KeyValue(ctx, "heartbeat_deadline", Field(s, "heartbeat_deadline"));
+  KeyValue(ctx, "expires_at", Field(s, "expires_at"));
+  return ToInt(ExitCode::kOk);
+}
+
+// Output and exit code for a grant object (from `grant request` or `grant show`):
+// a credential is printed (0), pending is 3, denied is 4.
+int RenderGrant(const Context& ctx, const json& g, bool token_only) {
+  const std::string state = Field(g, "state");
+  const json& credential = Member(g, "credential");
+  const json& decision = Member(g, "decision");
+  const std::string result = Field(decision, "result");
+  std::ostream& info = token_only ? *ctx.err : *ctx.out;
+  if (credential.is_object()) {
+    if (token_only) {
+      return PrintTokenOnly(ctx, credential);
+    }
+    PrintGrant(ctx, g);
+    PrintCredential(ctx, credential);
+    return ToInt(ExitCode::kOk);
+  }
+  if (state == "pending" || result == "pending") {
+    PrintPending(ctx, info, g);
+    return ToInt(ExitCode::kPending);
+  }
+  if (state == "denied" || result == "deny") {
+    PrintDenied(info, decision);
+    return ToInt(ExitCode::kDenied);
+  }
+  if (token_only) {
+    *ctx.err << "error: no credential in this response (grant state: "
+             << (state.empty() ? "-" : state)
+             << "); a credential is returned only once, when it is minted\n";
+    return ToInt(ExitCode::kError);
+  }
+  PrintGrant(ctx, g);
+  return ToInt(ExitCode::kOk);
+}
+
+Result<int> GrantRequest(const Context& ctx, const Invocation& inv) {
+  const bool token_only = inv.args.Switch("token-only");
+  if (token_only && ctx.json) {
+    return std::unexpected(UsageErr("--token-only and --json cannot be combined"));
+  }
+  auto body = BuildGrantRequestBody(inv.args);
+  if (!body) {
+    return std::unexpected(UsageErr(body.error()));
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::string text, JsonBody(*body));
+  JITBROKER_ASSIGN_OR_RETURN(std::string sid, SessionId(ctx));
+  JITBROKER_ASSIGN_OR_RETURN(SecretValue token, SessionToken(ctx));
+  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse resp,
+                             Send(ctx, Call{.method = "POST",
+                                            .path = "/v1/sessions/" + PathSegment(sid) + "/grants",
+                                            .bearer = std::move(token),
+                                            .body = text,
+                                            .timeout = kGrantTimeout}));
+  struct WipeBody {
+    std::string* body;
+    ~WipeBody() { SecureWipe(body->data(), body->size()); }
+  } wipe{&resp.body};
+
+  if (resp.status == 403) {
+    static const json kNone;
+    auto problem = ParseJsonStrict(resp.body);
+    const json& decision = problem ? Member(*problem, "decision") : kNone;
+    if (decision.is_object()) {
+      if (ctx.json) {
+        PrintRaw(ctx, resp.body);
+      } else {
+        PrintDenied(token_only ? *ctx.err : *ctx.out, decision);
+      }
+      return ToInt(ExitCode::kDenied);
+    }
+    return PrintFailure(ctx, resp);
+  }
+  if (resp.status != 201 && resp.status != 202 && resp.status != 200) {
+    return PrintFailure(ctx, resp);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(json g, ParseResponse(resp));
+  if (ctx.json) {
+    PrintRaw(ctx, resp.body);
+    return ToInt(resp.status == 202 ? ExitCode::kPending : ExitCode::kOk);
+  }
+  if (resp.status == 202) {
+    PrintPending(ctx, token_only ? *ctx.err : *ctx.out, g);
+    return ToInt(ExitCode::kPending);
+  }
+  return RenderGrant(ctx, g, token_only);
+}
+
+Result<int> GrantShow(const Context& ctx, const Invocation& inv) {
+  const bool token_only = inv.args.Switch("token-only");
+  if (token_only && ctx.json) {
+    return std::unexpected(UsageErr("--token-only and --json cannot be combined"));
+  }
+  std::string path = "/v1/grants/" + PathSegment(inv.args.args[0]);
+  std::chrono::milliseconds timeout = kDefaultTimeout;
+  if (auto wait = inv.args.Get("wait")) {
+    const std::optional<int64_t> seconds = ParseInt64(*wait, 0, 3600);
+    if (!seconds) {
+      return std::unexpected(UsageErr("flag --wait needs a number of seconds in [0, 3600]"));
+    }
+    path += QueryString({{"wait", *wait}});
+    timeout += std::chrono::seconds(*seconds);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(SecretValue bearer, TokenOrApiKey(ctx, inv.command->name));
+  JITBROKER_ASSIGN_OR_RETURN(
+      net::HttpResponse resp,
+      Send(ctx, Call{.path = path, .bearer = std::move(bearer), .timeout = timeout}));
+  struct WipeBody {
+    std::string* body;
+    ~WipeBody() { SecureWipe(body->data(), body->size()); }
+  } wipe{&resp.body};
+  if (!IsSuccess(resp.status)) {
+    return PrintFailure(ctx, resp);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(json g, ParseResponse(resp));
+  if (ctx.json) {
+    PrintRaw(ctx, resp.body);
+    const std::string state = Field(g, "state");
+    if (state == "pending") {
+      return ToInt(ExitCode::kPending);
+    }
+    return ToInt(state == "denied" ? ExitCode::kDenied : ExitCode::kOk);
+  }
+  return RenderGrant(ctx, g, token_only);
+}
+
+Result<int> GrantRevoke(const Context& ctx, const Invocation& inv) {
+  JITBROKER_ASSIGN_OR_RETURN(SecretValue bearer, TokenOrApiKey(ctx, inv.command->name));
+  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse resp,
+                             Send(ctx, Call{.method = "DELETE",
+                                            .path = "/v1/grants/" + PathSegment(inv.args.args[0]),
+                                            .bearer = std::move(bearer)}));
+  if (!IsSuccess(resp.status)) {
+    return PrintFailure(ctx, resp);
+  }
+  if (ctx.json) {
+    PrintRaw(ctx, resp.body);
+    return ToInt(ExitCode::kOk);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(json r, ParseResponse(resp));
+  for (std::string_view key : {"grant_id", "state", "outcome", "residual_seconds"}) {
+    KeyValue(ctx, key, Field(r, key));
+  }
+  return ToInt(ExitCode::kOk);
+}
+
+Result<int> AuditTail(const Context& ctx, const Invocation& inv) {
+  const ParsedArgs& a = inv.args;
+  if (auto v = a.Get("after-seq"); v && !ParseInt64(*v, 0, INT64_MAX)) {
+    return std::unexpected(UsageErr("flag --after-seq needs a non-negative integer"));
+  }
+  if (auto v = a.Get("limit"); v && !ParseInt64(*v, 1, 100000)) {
+    return std::unexpected(UsageErr("flag --limit needs a positive integer"));
+  }
+  JITBROKER_ASSIGN_OR_RETURN(SecretValue key, ApiKey(ctx, inv.command->name));
+  const std::string query = QueryString({{"session_id", a.Get("session").value_or("")},
+                                         {"after_seq", a.Get("after-seq").value_or("")},
+                                         {"limit", a.Get("limit").value_or("")}});
+  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse resp, Send(ctx, Call{.path = "/v1/audit" + query,
+                                                                    .bearer = std::move(key)}));
+  if (!IsSuccess(resp.status)) {
+    return PrintFailure(ctx, resp);
+  }
+  if (ctx.json) {
+    PrintRaw(ctx, resp.body);
+    return ToInt(ExitCode::kOk);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(json j, ParseResponse(resp));
+  const json& records = Member(j, "records");
+  if (!records.is_array() || records.empty()) {
+    *ctx.out << "no records\n";
+    return ToInt(ExitCode::kOk);
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const json& r : records) {
+    const json& request = Member(r, "request");
+    rows.push_back({Field(r, "seq"), Field(r, "timestamp"), Field(r, "event"),
+                    Field(r, "human_principal"), Field(Member(r, "agent"), "session_id"),
+                    Field(request, "tool"), Field(request, "resource"),
+                    Field(Member(r, "policy_decision"), "result"), Field(r, "outcome")});
+  }
+  PrintTable(ctx,
+             {"SEQ", "TIMESTAMP", "EVENT", "PRINCIPAL", "SESSION", "TOOL", "RESOURCE", "RESULT",
+              "OUTCOME"},
+             rows);
+  return ToInt(ExitCode::kOk);
+}
+
+Result<int> AuditVerifyRemote(const Context& ctx, const Invocation& inv) {
+  JITBROKER_ASSIGN_OR_RETURN(SecretValue key, ApiKey(ctx, inv.command->name));
+  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse resp,
+                             Send(ctx, Call{.path = "/v1/audit/verify",
+                                            .bearer = std::move(key),
+                                            .timeout = std::chrono::minutes(10)}));
+  if (!IsSuccess(resp.status)) {
+    return PrintFailure(ctx, resp);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(json j, ParseResponse(resp));
+  const json& ok = Member(j, "ok");
+  if (!ok.is_boolean()) {
+    return std::unexpected(Internal("the broker's verify response lacks \"ok\""));
+  }
+  if (ctx.json) {
+    PrintRaw(ctx, resp.body);
+  } else if (ok.get<bool>()) {
+    *ctx.out << "ok: " << Field(j, "records") << " records\n";
+  } else {
+    *ctx.out << "BROKEN at seq " << Field(j, "first_bad_seq") << ": " << Field(j, "problem")
+             << "\n";
+  }
+  return ToInt(ok.get<bool>() ? ExitCode::kOk : ExitCode::kError);
+}
+
+Result<int> Introspect(const Context& ctx, const Invocation& inv) {
+  std::string token = inv.args.args[0];
+  if (token == "-") {
+    if (ctx.in == nullptr) {
+      return std::unexpected(Internal("no standard input"));
+    }
+    token.assign(std::istreambuf_iterator<char>(*ctx.in), std::istreambuf_iterator<char>());
+    TrimTrailingSpace(&token);
+  }
+  if (token.empty()) {
+    return std::unexpected(UsageErr("the token to introspect is empty"));
+  }
+  JITBROKER_ASSIGN_OR_RETURN(SecretValue key, ApiKey(ctx, inv.command->name));
+  std::string body = "token=" + PercentEncode(token, /*form=*/true);
+  SecureWipe(token.data(), token.size());
+  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse resp,
+                             Send(ctx, Call{.method = "POST",
+                                            .path = "/v1/introspect",
+                                            .bearer = std::move(key),
+                                            .body = std::move(body),
+                                            .content_type = "application/x-www-form-urlencoded"}));
+  if (!IsSuccess(resp.status)) {
+    return PrintFailure(ctx, resp);
+  }
+  if (ctx.json) {
+    PrintRaw(ctx, resp.body);
+    return ToInt(ExitCode::kOk);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(json j, ParseResponse(resp));
+  KeyValue(ctx, "active", Field(j, "active"));
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it.key() != "active") {
+      *ctx.out << SanitizeForTerminal(it.key()) << ": " << JsonText(it.value()) << "\n";
+    }
+  }
+  return ToInt(ExitCode::kOk);
+}
+
+Result<int> AdminReload(const Context& ctx, const Invocation& inv) {
+  JITBROKER_ASSIGN_OR_RETURN(SecretValue key, ApiKey(ctx, inv.command->name));
+  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse resp, Send(ctx, Call{.method = "POST",
+                                                                    .path = "/v1/admin/reload",
+                                                                    .bearer = std::move(key),
+                                                                    .body = std::string("{}")}));
+  if (!IsSuccess(resp.status)) {
+    return PrintFailure(ctx, resp);
+  }
+  if (ctx.json) {
+    PrintRaw(ctx, resp.body);
+    return ToInt(ExitCode::kOk);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(json j, ParseResponse(resp));
+  *ctx.out << "reloaded: policy version " << Field(j, "policy_version") << "\n";
+  return ToInt(ExitCode::kOk);
+}
+
+Result<int> Jwks(const Context& ctx, const Invocation& /*inv*/) {
+  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse resp,
+                             Send(ctx, Call{.path = "/.well-known/jwks.json"}));
+  if (!IsSuccess(resp.status)) {
+    return PrintFailure(ctx, resp);
+  }
+  if (ctx.json) {
+    PrintRaw(ctx, resp.body);
+    return ToInt(ExitCode::kOk);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(json j, ParseResponse(resp));
+  const json& keys = Member(j, "keys");
+  if (!keys.is_array() || keys.empty()) {
+    *ctx.out << "no keys\n";
+    return ToInt(ExitCode::kOk);
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const json& k : keys) {
+    rows.push_back(
+        {Field(k, "kid"), Field(k, "kty"), Field(k, "crv"), Field(k, "alg"), Field(k, "use")});
+  }
+  PrintTable(ctx, {"KID", "KTY", "CRV", "ALG", "USE"}, rows);
+  return ToInt(ExitCode::kOk);
+}
+
+using Handler = Result<int> (*)(const Context&, const Invocation&);
+
+Result<int> Dispatch(const Context& ctx, const Invocation& inv) {
+  static constexpr std::pair<std::string_view, Handler> kHandlers[] = {
+      {"sessions open", &SessionsOpen},
+      {"sessions list", &SessionsList},
+      {"sessions show", &SessionsShow},
+      {"sessions revoke", &SessionsRevoke},
+      {"sessions complete", &SessionsComplete},
+      {"heartbeat", &Heartbeat},
+      {"complete", &Complete},
+      {"grant request", &GrantRequest},
+      {"grant show", &GrantShow},
+      {"grant revoke", &GrantRevoke},
+      {"audit tail", &AuditTail},
+      {"audit verify", &AuditVerifyRemote},
+      {"introspect", &Introspect},
+      {"admin reload", &AdminReload},
+      {"jwks", &Jwks},
+  };
+  for (const auto& [name, handler] : kHandlers) {
+    if (name == inv.command->name) {
+      return handler(ctx, inv);
+    }
+  }
+  return std::unexpected(
+      Internal("command '" + std::string(inv.command->name) + "' is not an online command"));
+}
+
+}  // namespace
+
+int RunOnlineCommand(const Invocation& invocation, Context& ctx) {
+  if (invocation.command == nullptr || ctx.http == nullptr || ctx.out == nullptr ||
+      ctx.err == nullptr || !ctx.getenv) {
+    return ToInt(ExitCode::kError);
+  }
+  Result<int> rc = Dispatch(ctx, invocation);
+  if (!rc) {
+    return Report(ctx, invocation, rc.error());
+  }
+  return *rc;
+}
+
+}  // namespace jitbroker::cli

@@ -1,0 +1,450 @@
+// jitctl's pure helpers: URL and form encoding, strict JSON parsing, request
+// bodies, problem+json and decision formatting, terminal and shell quoting
+// (header-only, so the unit tests can exercise them without the binary).
+//
+// Nothing here throws: nlohmann::json is parsed with exceptions disabled and
+// serialised through SafeDump().
+//
+// Thread-safety: pure functions over values.
+#pragma once
+
+#include <cstdint>
+#include <expected>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/args.h"
+
+namespace jitbroker::cli {
+
+inline constexpr std::string_view kDefaultUrl = "http://127.0.0.1:8443";
+
+inline constexpr std::string_view kTiers[] = {"read",         "write",  "pr",
+                                              "merge_deploy", "secret", "destructive"};
+
+inline bool IsKnownTier(std::string_view tier) {
+  for (std::string_view t : kTiers) {
+    if (t == tier) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------------------
+// Encoding
+
+// Percent-encodes everything but RFC 3986 unreserved characters. In form mode
+// (application/x-www-form-urlencoded) a space becomes '+'.
+inline std::string PercentEncode(std::string_view s, bool form = false) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+        c == '.' || c == '_' || c == '~') {
+      out.push_back(c);
+    } else if (form && c == ' ') {
+      out.push_back('+');
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[u >> 4]);
+      out.push_back(kHex[u & 0x0f]);
+    }
+  }
+  return out;
+}
+
+// One path segment (IDs from the command line cannot add segments or a query).
+inline std::string PathSegment(std::string_view s) { return PercentEncode(s); }
+
+// "?k=v&k2=v2" for the pairs with non-empty values; "" when there are none.
+inline std::string QueryString(const std::vector<std::pair<std::string, std::string>>& params) {
+  std::string out;
+  for (const auto& [key, value] : params) {
+    if (value.empty()) {
+      continue;
+    }
+    out += out.empty() ? "?" : "&";
+    out += PercentEncode(key);
+    out += "=";
+    out += PercentEncode(value);
+  }
+  return out;
+}
+
+// Validates and normalises the broker base URL: http(s) scheme, a host, no
+// query, fragment or userinfo; trailing slashes removed (a path prefix is kept).
+inline std::expected<std::string, std::string> NormalizeBaseUrl(std::string_view url) {
+  std::string_view rest;
+  if (url.starts_with("http://")) {
+    rest = url.substr(7);
+  } else if (url.starts_with("https://")) {
+    rest = url.substr(8);
+  } else {
+    return std::unexpected("broker URL must start with http:// or https://");
+  }
+  const std::string_view authority = rest.substr(0, rest.find('/'));
+  if (authority.empty()) {
+    return std::unexpected("broker URL has no host");
+  }
+  if (authority.find('@') != std::string_view::npos) {
+    return std::unexpected("broker URL must not contain credentials");
+  }
+  if (url.find_first_of("?#") != std::string_view::npos) {
+    return std::unexpected("broker URL must not contain a query or fragment");
+  }
+  for (char c : url) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u >= 0x7f) {
+      return std::unexpected("broker URL contains spaces or control characters");
+    }
+  }
+  std::string out(url);
+  const size_t min_size = (url.size() - rest.size()) + authority.size();
+  while (out.size() > min_size && out.back() == '/') {
+    out.pop_back();
+  }
+  return out;
+}
+
+// Single-quotes for POSIX shells: abc'd -> 'abc'\''d'.
+inline std::string ShellQuote(std::string_view s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out.push_back(c);
+    }
+  }
+  out += "'";
+  return out;
+}
+
+// Replaces C0/C1 control characters and DEL with '?' so server-provided text
+// cannot drive the terminal (escape sequences, carriage returns).
+inline std::string SanitizeForTerminal(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    const auto u = static_cast<unsigned char>(s[i]);
+    if (u < 0x20 || u == 0x7f) {
+      out.push_back('?');
+    } else if (u == 0xc2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) >= 0x80 &&
+               static_cast<unsigned char>(s[i + 1]) <= 0x9f) {
+      out.push_back('?');  // UTF-8 encoded C1 control (U+0080..U+009F)
+      ++i;
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// JSON
+
+// dump() that cannot throw: invalid UTF-8 is an error, reported as nullopt.
+inline std::optional<std::string> SafeDump(const nlohmann::json& j, int indent = -1) {
+  try {
+    return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::strict);
+  } catch (...) {
+    return std::nullopt;
+  }
+}
+
+// Parses JSON without exceptions, rejecting duplicate object keys (nlohmann
+// would silently keep the last one).
+inline std::expected<nlohmann::json, std::string> ParseJsonStrict(std::string_view text) {
+  std::vector<std::vector<std::string>> keys_stack;
+  bool duplicate = false;
+  std::string duplicate_key;
+  auto callback = [&](int /*depth*/, nlohmann::json::parse_event_t event,
+                      nlohmann::json& parsed) -> bool {
+    switch (event) {
+      case nlohmann::json::parse_event_t::object_start:
+        keys_stack.emplace_back();
+        break;
+      case nlohmann::json::parse_event_t::object_end:
+        if (!keys_stack.empty()) {
+          keys_stack.pop_back();
+        }
+        break;
+      case nlohmann::json::parse_event_t::key:
+        if (!keys_stack.empty() && parsed.is_string()) {
+          const std::string& key = parsed.get_ref<const std::string&>();
+          std::vector<std::string>& seen = keys_stack.back();
+          for (const std::string& k : seen) {
+            if (k == key) {
+              duplicate = true;
+              duplicate_key = key;
+            }
+          }
+          seen.push_back(key);
+        }
+        break;
+      default:
+        break;
+    }
+    return true;
+  };
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/false);
+  } catch (...) {
+    return std::unexpected("invalid JSON");
+  }
+  if (j.is_discarded()) {
+    return std::unexpected("invalid JSON");
+  }
+  if (duplicate) {
+    return std::unexpected("duplicate key \"" + SanitizeForTerminal(duplicate_key) + "\"");
+  }
+  return j;
+}
+
+// Human text of a JSON value: strings as they are, other scalars dumped,
+// containers as compact JSON; always terminal-safe. Absent/null = "".
+inline std::string JsonText(const nlohmann::json& v) {
+  if (v.is_null() || v.is_discarded()) {
+    return "";
+  }
+  if (v.is_string()) {
+    return SanitizeForTerminal(v.get_ref<const std::string&>());
+  }
+  try {
+    return SanitizeForTerminal(v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  } catch (...) {
+    return "?";
+  }
+}
+
+// JsonText of obj[key], "" when obj is not an object or has no such key.
+inline std::string Field(const nlohmann::json& obj, std::string_view key) {
+  if (!obj.is_object()) {
+    return "";
+  }
+  auto it = obj.find(key);
+  return it == obj.end() ? std::string() : JsonText(*it);
+}
+
+// obj[key] when it is an object or array, else a null json.
+inline const nlohmann::json& Member(const nlohmann::json& obj, std::string_view key) {
+  static const nlohmann::json kNull;
+  if (!obj.is_object()) {
+    return kNull;
+  }
+  auto it = obj.find(key);
+  return it == obj.end() ? kNull : *it;
+}
+
+// The raw (unsanitised) string obj[key], when it is a string.
+inline std::optional<std::string> RawString(const nlohmann::json& obj, std::string_view key) {
+  const nlohmann::json& v = Member(obj, key);
+  if (!v.is_string()) {
+    return std::nullopt;
+  }
+  return v.get<std::string>();
+}
+
+// ---------------------------------------------------------------------------
+// Request bodies (usage problems are returned as the hint text)
+
+inline std::expected<int64_t, std::string> PositiveSecondsFlag(const ParsedArgs& args,
+                                                               std::string_view flag) {
+  const std::optional<std::string> text = args.Get(flag);
+  const std::optional<int64_t> v = text ? ParseInt64(*text, 1, 365LL * 24 * 3600) : std::nullopt;
+  if (!v) {
+    return std::unexpected("flag --" + std::string(flag) + " needs a positive number of seconds");
+  }
+  return *v;
+}
+
+inline std::expected<nlohmann::json, std::string> JsonObjectFlag(const ParsedArgs& args,
+                                                                 std::string_view flag) {
+  auto parsed = ParseJsonStrict(*args.Get(flag));
+  if (!parsed) {
+    return std::unexpected("flag --" + std::string(flag) + ": " + parsed.error());
+  }
+  if (!parsed->is_object()) {
+    return std::unexpected("flag --" + std::string(flag) + " must be a JSON object");
+  }
+  return std::move(*parsed);
+}
+
+// POST /v1/sessions body from `sessions open` flags.
+inline std::expected<nlohmann::json, std::string> BuildSessionOpenBody(const ParsedArgs& args) {
+  nlohmann::json body = nlohmann::json::object();
+  body["agent"] = {{"id", args.Get("agent").value_or("")}};
+  nlohmann::json task = nlohmann::json::object();
+  task["id"] = args.Get("task").value_or("");
+  if (auto d = args.Get("description")) {
+    task["description"] = *d;
+  }
+  const bool piecewise = args.Has("resource") || args.Has("branch") || args.Has("environment") ||
+                         args.Has("max-tier") || args.Has("issuer");
+  if (args.Has("scope-json")) {
+    if (piecewise) {
+      return std::unexpected(
+          "--scope-json cannot be combined with --resource/--branch/--environment/--max-tier/"
+          "--issuer");
+    }
+    auto scope = JsonObjectFlag(args, "scope-json");
+    if (!scope) {
+      return std::unexpected(scope.error());
+    }
+    task["scope"] = std::move(*scope);
+  } else {
+    if (!args.Has("resource")) {
+      return std::unexpected("a task scope needs --scope-json or at least one --resource");
+    }
+    nlohmann::json scope = nlohmann::json::object();
+    scope["resources"] = args.All("resource");
+    if (args.Has("branch")) {
+      scope["branches"] = args.All("branch");
+    }
+    if (args.Has("environment")) {
+      scope["environments"] = args.All("environment");
+    }
+    if (auto tier = args.Get("max-tier")) {
+      if (!IsKnownTier(*tier)) {
+        return std::unexpected(
+            "flag --max-tier must be one of read, write, pr, merge_deploy, secret, destructive");
+      }
+      scope["max_tier"] = *tier;
+    }
+    if (args.Has("issuer")) {
+      scope["issuers"] = args.All("issuer");
+    }
+    task["scope"] = std::move(scope);
+  }
+  body["task"] = std::move(task);
+  if (args.Has("ttl")) {
+    auto ttl = PositiveSecondsFlag(args, "ttl");
+    if (!ttl) {
+      return std::unexpected(ttl.error());
+    }
+    body["ttl_seconds"] = *ttl;
+  }
+  if (args.Has("heartbeat")) {
+    auto hb = PositiveSecondsFlag(args, "heartbeat");
+    if (!hb) {
+      return std::unexpected(hb.error());
+    }
+    body["heartbeat_seconds"] = *hb;
+  }
+  return body;
+}
+
+// POST /v1/sessions/{id}/grants body from `grant request` flags.
+inline std::expected<nlohmann::json, std::string> BuildGrantRequestBody(const ParsedArgs& args) {
+  nlohmann::json body = nlohmann::json::object();
+  for (std::string_view key : {"tool", "operation", "resource", "issuer"}) {
+    body[std::string(key)] = args.Get(key).value_or("");
+  }
+  nlohmann::json params = nlohmann::json::object();
+  for (const std::string& kv : args.All("param")) {
+    const size_t eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return std::unexpected("flag --param needs KEY=VALUE, got '" + SanitizeForTerminal(kv) + "'");
+    }
+    std::string key = kv.substr(0, eq);
+    if (params.contains(key)) {
+      return std::unexpected("flag --param: duplicate key '" + SanitizeForTerminal(key) + "'");
+    }
+    params[key] = kv.substr(eq + 1);
+  }
+  body["parameters"] = std::move(params);
+  if (args.Has("scope-json")) {
+    auto scope = JsonObjectFlag(args, "scope-json");
+    if (!scope) {
+      return std::unexpected(scope.error());
+    }
+    body["scope"] = std::move(*scope);
+  }
+  if (args.Has("ttl")) {
+    auto ttl = PositiveSecondsFlag(args, "ttl");
+    if (!ttl) {
+      return std::unexpected(ttl.error());
+    }
+    body["ttl_seconds"] = *ttl;
+  }
+  if (auto j = args.Get("justification")) {
+    body["justification"] = *j;
+  }
+  return body;
+}
+
+// ---------------------------------------------------------------------------
+// Responses
+
+struct Problem {
+  int status = 0;
+  std::string title;
+  std::string code;
+  std::string detail;
+  std::string request_id;
+};
+
+// Reads an RFC 9457 problem (or any error body) into terminal-safe fields.
+// Bodies that are not JSON objects get a generic title and code.
+inline Problem ParseProblem(int status, std::string_view body) {
+  Problem p;
+  p.status = status;
+  auto j = ParseJsonStrict(body);
+  if (j && j->is_object()) {
+    p.title = Field(*j, "title");
+    p.code = Field(*j, "code");
+    p.detail = Field(*j, "detail");
+    p.request_id = Field(*j, "request_id");
+  }
+  if (p.title.empty()) {
+    p.title = "HTTP " + std::to_string(status);
+  }
+  if (p.code.empty()) {
+    p.code = j && j->is_object() ? "http_" + std::to_string(status) : "unexpected_response";
+  }
+  return p;
+}
+
+// "error: <title> (<code>): <detail>"
+inline std::string FormatProblemLine(const Problem& p) {
+  std::string out = "error: " + p.title + " (" + p.code + ")";
+  if (!p.detail.empty()) {
+    out += ": " + p.detail;
+  }
+  return out;
+}
+
+// The decision of a denied or pending grant, one "key: value" per line.
+inline std::string FormatDecision(const nlohmann::json& decision) {
+  std::string out;
+  for (std::string_view key :
+       {"result", "tier", "code", "reason", "matched_rule", "policy_version"}) {
+    std::string value = Field(decision, key);
+    if (value.empty()) {
+      value = "-";
+    }
+    out += "  ";
+    out += key;
+    out += ": ";
+    out += value;
+    out += "\n";
+  }
+  return out;
+}
+
+// "export JITBROKER_SESSION_ID='…'\nexport JITBROKER_SESSION_TOKEN='…'\n"
+inline std::string FormatExportLines(std::string_view session_id, std::string_view token) {
+  return "export JITBROKER_SESSION_ID=" + ShellQuote(session_id) +
+         "\nexport JITBROKER_SESSION_TOKEN=" + ShellQuote(token) + "\n";
+}
+
+}  // namespace jitbroker::cli

@@ -1,0 +1,26 @@
+// The `jwt` issuer: the broker's own signed JWTs (ES256 by default, Ed25519
+// selectable) for internal services and MCP servers (DESIGN §6).
+//
+// Claims: iss, sub (agent), aud (one configured audience), iat, nbf, exp,
+// jti (= grant id), act {sub: delegating principal} (RFC 8693 §4.1),
+// session_id, task_id, scope (space-delimited), tier, tool, resource.
+// Verifiable with /.well-known/jwks.json; revocation is broker-side state,
+// visible through POST /v1/introspect (RFC 7662).
+//
+// Config (issuers.NAME): type: jwt; algorithm: ES256|Ed25519 (default ES256);
+// audiences: [..] (required); issuer: iss claim (default "jitbroker");
+// default_ttl_seconds (300); max_ttl_seconds (900, ≤ 86400);
+// signing_key: file:/env: PEM (absent: generated into DATA_DIR/keys/NAME.pem, 0600).
+//
+// Thread-safety: immutable after creation; Mint/Revoke are thread-safe.
+#pragma once
+
+#include <memory>
+
+#include "issuers/registry.h"
+
+namespace jitbroker::issuers::jwt {
+
+[[nodiscard]] Result<std::unique_ptr<Issuer>> CreateJwtIssuer(IssuerContext& ctx);
+
+}  // namespace jitbroker::issuers::jwt

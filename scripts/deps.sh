@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages jitbroker needs to build, run and test, if any
+# are missing. Sourced by run-dev.sh and test.sh.
+set -euo pipefail
+JITBROKER_PACKAGES=(g++ cmake make pkg-config libcpp-httplib-dev nlohmann-json3-dev libspdlog-dev
+  libfmt-dev doctest-dev libyaml-cpp-dev libcurl4-openssl-dev libsqlite3-dev libssl-dev openssl
+  curl git)
+missing=()
+for p in "${JITBROKER_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi

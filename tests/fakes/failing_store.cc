@@ -1,0 +1,115 @@
+#include "tests/fakes/failing_store.h"
+
+#include <string>
+
+#include "jitbroker/error.h"
+
+namespace jitbroker::testing {
+
+namespace {
+
+Error Injected(std::string_view what) {
+  return Unavailable("store_unavailable", "the store is unavailable",
+                     "injected failure: " + std::string(what));
+}
+
+}  // namespace
+
+void FailingStore::FailApplyNumber(uint64_t n) {
+  std::lock_guard lock(mu_);
+  fail_numbers_.insert(n);
+}
+
+void FailingStore::FailNextApply() {
+  std::lock_guard lock(mu_);
+  fail_numbers_.insert(apply_calls_ + 1);
+}
+
+void FailingStore::SetFailAllApplies(bool fail) {
+  std::lock_guard lock(mu_);
+  fail_all_applies_ = fail;
+}
+
+void FailingStore::SetFailReads(bool fail) {
+  std::lock_guard lock(mu_);
+  fail_reads_ = fail;
+}
+
+uint64_t FailingStore::ApplyCalls() const {
+  std::lock_guard lock(mu_);
+  return apply_calls_;
+}
+
+uint64_t FailingStore::FailedApplies() const {
+  std::lock_guard lock(mu_);
+  return failed_applies_;
+}
+
+bool FailingStore::ReadsFail() const {
+  std::lock_guard lock(mu_);
+  return fail_reads_;
+}
+
+Status FailingStore::Apply(std::span<const WriteBatch> batches,
+                           std::span<const AuditRecord> audit) {
+  {
+    std::lock_guard lock(mu_);
+    const uint64_t n = ++apply_calls_;
+    if (fail_all_applies_ || fail_numbers_.erase(n) > 0) {
+      ++failed_applies_;
+      return std::unexpected(Injected("apply #" + std::to_string(n)));
+    }
+  }
+  return inner_->Apply(batches, audit);
+}
+
+Result<std::optional<ChainHead>> FailingStore::AuditHead() {
+  if (ReadsFail()) {
+    return std::unexpected(Injected("AuditHead"));
+  }
+  return inner_->AuditHead();
+}
+
+Result<std::optional<SessionRecord>> FailingStore::GetSession(std::string_view id) {
+  if (ReadsFail()) {
+    return std::unexpected(Injected("GetSession"));
+  }
+  return inner_->GetSession(id);
+}
+
+Result<std::vector<SessionRecord>> FailingStore::ListSessions(const SessionFilter& f) {
+  if (ReadsFail()) {
+    return std::unexpected(Injected("ListSessions"));
+  }
+  return inner_->ListSessions(f);
+}
+
+Result<std::optional<GrantRecord>> FailingStore::GetGrant(std::string_view id) {
+  if (ReadsFail()) {
+    return std::unexpected(Injected("GetGrant"));
+  }
+  return inner_->GetGrant(id);
+}
+
+Result<std::vector<GrantRecord>> FailingStore::ListGrants(std::string_view session_id) {
+  if (ReadsFail()) {
+    return std::unexpected(Injected("ListGrants"));
+  }
+  return inner_->ListGrants(session_id);
+}
+
+Result<std::vector<AuditRecord>> FailingStore::ListAudit(const AuditFilter& f) {
+  if (ReadsFail()) {
+    return std::unexpected(Injected("ListAudit"));
+  }
+  return inner_->ListAudit(f);
+}
+
+Status FailingStore::Ping() {
+  if (ReadsFail()) {
+    return std::unexpected(Injected("Ping"));
+  }
+  return inner_->Ping();
+}
+
+}  // namespace jitbroker::testing

@@ -1,0 +1,64 @@
+// FailingStore: a Store decorator for fault-injection tests. It forwards every
+// call to an inner Store, except that chosen Apply() calls fail (without
+// reaching the inner store) with kUnavailable / "store_unavailable", and
+// reads or Ping() can be made to fail the same way.
+//
+//   auto real = store::OpenSqliteStore({.path = db_path});   // or any Store
+//   testing::FailingStore failing(real->get());
+//   failing.FailApplyNumber(3);          // the 3rd Apply() from now fails
+//   failing.SetFailAllApplies(true);     // every Apply() fails until reset
+//   failing.SetFailReads(true);          // AuditHead/Get*/List*/Ping fail
+//
+// Apply() calls are counted from construction, 1-based (ApplyCalls()).
+// Thread-safety: all methods are thread-safe. The inner store must outlive
+// the decorator.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "jitbroker/store.h"
+
+namespace jitbroker::testing {
+
+class FailingStore final : public Store {
+ public:
+  explicit FailingStore(Store* inner) : inner_(inner) {}
+
+  // Makes the Apply() call with this 1-based number (counted from
+  // construction) fail. May be called several times for several numbers.
+  void FailApplyNumber(uint64_t n);
+  // Makes the next Apply() call fail.
+  void FailNextApply();
+  void SetFailAllApplies(bool fail);
+  void SetFailReads(bool fail);
+  uint64_t ApplyCalls() const;
+  uint64_t FailedApplies() const;
+
+  Status Apply(std::span<const WriteBatch> batches, std::span<const AuditRecord> audit) override;
+  Result<std::optional<ChainHead>> AuditHead() override;
+  Result<std::optional<SessionRecord>> GetSession(std::string_view id) override;
+  Result<std::vector<SessionRecord>> ListSessions(const SessionFilter& f) override;
+  Result<std::optional<GrantRecord>> GetGrant(std::string_view id) override;
+  Result<std::vector<GrantRecord>> ListGrants(std::string_view session_id) override;
+  Result<std::vector<AuditRecord>> ListAudit(const AuditFilter& f) override;
+  Status Ping() override;
+
+ private:
+  bool ReadsFail() const;
+
+  Store* inner_;
+  mutable std::mutex mu_;
+  uint64_t apply_calls_ = 0;
+  uint64_t failed_applies_ = 0;
+  std::set<uint64_t> fail_numbers_;
+  bool fail_all_applies_ = false;
+  bool fail_reads_ = false;
+};
+
+}  // namespace jitbroker::testing
