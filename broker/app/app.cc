@@ -106,6 +106,7 @@ struct App::Impl {
   std::unique_ptr<http::HttpServer> server;
   std::thread serve_thread;
   std::mutex reload_mu;
+  bool started = false;
   bool stopped = false;
 };
 
@@ -119,6 +120,9 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
 
   JITBROKER_ASSIGN_OR_RETURN(impl.cfg, config::LoadConfigFile(config_path));
   log::InitLogging(impl.cfg.log.level);
+  if (std::string err = log::ConfigureAccessLog(impl.cfg.log.access_log); !err.empty()) {
+    return std::unexpected(InvalidArgument("invalid_config", err));
+  }
   std::error_code ec;
   std::filesystem::create_directories(impl.cfg.data_dir, ec);
   if (ec) {
@@ -165,6 +169,7 @@ Result<int> App::Start() {
   Impl& impl = *impl_;
   JITBROKER_ASSIGN_OR_RETURN(int port, impl.server->Bind());
   impl.serve_thread = std::thread([&impl] { impl.server->Serve(); });
+  impl.started = true;
   log::Get("app")->info("event=started listen={}:{} policy_version={} data_dir={}",
                         impl.cfg.server.host, port, impl.cfg.policy->version, impl.cfg.data_dir);
   return port;
@@ -210,7 +215,9 @@ void App::Stop() {
   if (impl_->journal) {
     impl_->journal->Stop();
   }
-  log::Get("app")->info("event=stopped");
+  if (impl_->started) {
+    log::Get("app")->info("event=stopped");
+  }
 }
 
 }  // namespace jitbroker::app

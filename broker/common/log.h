@@ -19,4 +19,10 @@ void InitLogging(std::string_view level);
 // The component's logger (created on first use).
 std::shared_ptr<spdlog::logger> Get(const std::string& component);
 
+// Where the HTTP access log goes: "stderr" (the "http" logger), "off", or a
+// file path (appended, JSON lines). Returns an error message or "".
+std::string ConfigureAccessLog(const std::string& target);
+// The access logger, or nullptr when off.
+std::shared_ptr<spdlog::logger> Access();
+
 }  // namespace jitbroker::log

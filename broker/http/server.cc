@@ -113,7 +113,8 @@ struct HttpServer::Impl {
   ReloadFn reload;
   std::unique_ptr<httplib::Server> server;
   std::atomic<int> queued{0};
-  std::shared_ptr<spdlog::logger> access_log = log::Get("http");
+  std::shared_ptr<spdlog::logger> error_log = log::Get("http");
+  std::shared_ptr<spdlog::logger> access_log = log::Access();  // nullptr: off
 
   enum class Auth { kNone, kRequired };
   using Body = std::optional<nlohmann::json>;
@@ -152,7 +153,7 @@ struct HttpServer::Impl {
       auto reply = handler(req, ctx, body);
       if (!reply) {
         if (reply.error().code == ErrorCode::kInternal) {
-          access_log->error("event=internal_error request_id={} route={} error=\"{}\"",
+          error_log->error("event=internal_error request_id={} route={} error=\"{}\"",
                             ctx.request_id, label, reply.error().ToString());
         }
         return fail(reply.error());
@@ -280,7 +281,7 @@ void HttpServer::Impl::Install() {
       what = e.what();
     } catch (...) {
     }
-    access_log->error("event=unhandled_exception request_id={} route={} what=\"{}\"",
+    error_log->error("event=unhandled_exception request_id={} route={} what=\"{}\"",
                       t_request.request_id, t_request.route, what);
     WriteProblem(res, Internal("internal error"));
   });
@@ -289,7 +290,7 @@ void HttpServer::Impl::Install() {
     const double secs =
         std::chrono::duration<double>(Clock::now() - t_request.start).count();
     metrics->ObserveRequest(t_request.route, req.method, res.status, secs);
-    if (access_log->should_log(spdlog::level::info)) {
+    if (access_log && access_log->should_log(spdlog::level::info)) {
       access_log->info(
           "event=access request_id={} method={} route={} path={} status={} duration_ms={:.3f} "
           "remote={} bytes_in={} bytes_out={}",

@@ -648,9 +648,12 @@ TEST_CASE("Journal: kill -9 mid-commit leaves a store and file that reconcile an
   int64_t last_records = 0;
   for (int round = 0; round < 3; ++round) {
     CAPTURE(round);
+    int ready[2];
+    REQUIRE(::pipe(ready) == 0);
     const pid_t pid = ::fork();
     REQUIRE(pid >= 0);
     if (pid == 0) {
+      ::close(ready[0]);
       store::SqliteOptions options;
       options.path = db;
       auto store = store::OpenSqliteStore(options);
@@ -660,6 +663,10 @@ TEST_CASE("Journal: kill -9 mid-commit leaves a store and file that reconcile an
       auto journal = Journal::Create(store->get(), path);
       if (!journal) {
         ::_exit(3);
+      }
+      if (!(*journal)->Commit(Batch("ses_" + std::to_string(round) + "_first")) ||
+          ::write(ready[1], "r", 1) != 1) {
+        ::_exit(5);
       }
       std::vector<std::jthread> threads;
       for (int t = 0; t < 4; ++t) {
@@ -677,8 +684,14 @@ TEST_CASE("Journal: kill -9 mid-commit leaves a store and file that reconcile an
         ::pause();
       }
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    REQUIRE(::kill(pid, SIGKILL) == 0);
+    ::close(ready[1]);
+    char byte = 0;
+    const bool started = ::read(ready[0], &byte, 1) == 1;  // the child has committed once
+    ::close(ready[0]);
+    if (started) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    ::kill(pid, SIGKILL);
     int status = 0;
     REQUIRE(::waitpid(pid, &status, 0) == pid);
     REQUIRE_MESSAGE(WIFSIGNALED(status), "child exited early with " << WEXITSTATUS(status));
