@@ -575,13 +575,8 @@ Result<DbPtr> OpenConnection(const SqliteOptions& options, bool read_only) {
 }
 
 Status Exec(sqlite3* db, const char* sql) {
-  char* err = nullptr;
-  const int rc = sqlite3_exec(db, sql, nullptr, nullptr, &err);
-  if (rc != SQLITE_OK) {
-    std::string detail = err != nullptr ? err : sqlite3_errstr(rc);
-    sqlite3_free(err);
-    return std::unexpected(
-        Unavailable("store_unavailable", "the store is unavailable", std::move(detail)));
+  if (sqlite3_exec(db, sql, nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return std::unexpected(StoreError("exec", db));
   }
   return OkStatus();
 }
@@ -612,8 +607,7 @@ Status EnableWal(sqlite3* db) {
   }
   const auto* mode = reinterpret_cast<const char*>(sqlite3_column_text(s.get(), 0));
   if (mode == nullptr || std::string_view(mode) != "wal") {
-    return std::unexpected(Unavailable("store_unavailable", "the store is unavailable",
-                                       "could not enable WAL mode"));
+    return std::unexpected(StoreError("could not enable WAL mode", nullptr));
   }
   return OkStatus();
 }
