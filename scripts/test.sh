@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Runs the whole test suite (unit + integration): installs what is missing,
-# builds, and runs CTest. `.ci/run` calls exactly this.
+# builds, and runs CTest; then does the same in a sanitizer build
+# (AddressSanitizer + UndefinedBehaviorSanitizer, build-asan/) unless
+# JITBROKER_SKIP_SANITIZE=1. `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 bash scripts/build.sh
-cd "${BUILD_DIR:-build}"
-ctest --output-on-failure -j2 "$@"
+(cd "${BUILD_DIR:-build}" && ctest --output-on-failure -j2 "$@")
+if [ "${JITBROKER_SKIP_SANITIZE:-0}" != "1" ]; then
+  echo "== sanitizer build (address, undefined) =="
+  BUILD_DIR=build-asan BUILD_TYPE=Debug CMAKE_ARGS="-DJITBROKER_SANITIZE=ON" bash scripts/build.sh
+  (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j2 "$@")
+fi
