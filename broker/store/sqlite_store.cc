@@ -129,6 +129,23 @@ CREATE INDEX audit_session ON audit(session_id, seq);
 CREATE INDEX audit_principal ON audit(principal_id, seq);
 CREATE INDEX audit_ts ON audit(ts);
 )sql"},
+    // Lifecycle (issue #3): deadline-indexed sweeps and the durable queue of
+    // upstream revocations to retry.
+    {2, R"sql(
+CREATE INDEX sessions_state_heartbeat ON sessions(state, heartbeat_deadline);
+CREATE TABLE revocation_queue (
+  grant_id           TEXT PRIMARY KEY NOT NULL,
+  issuer             TEXT NOT NULL,
+  sealed_handle      TEXT NOT NULL,
+  expires_at         INTEGER NOT NULL,
+  expires_at_ns      INTEGER NOT NULL,
+  attempts           INTEGER NOT NULL,
+  next_attempt_at    INTEGER NOT NULL,
+  next_attempt_at_ns INTEGER NOT NULL,
+  last_error         TEXT NOT NULL
+);
+CREATE INDEX revocation_queue_next ON revocation_queue(next_attempt_at, next_attempt_at_ns);
+)sql"},
 };
 
 constexpr int kLatestVersion = kMigrations[std::size(kMigrations) - 1].version;
@@ -747,6 +764,8 @@ class SqliteStore final : public Store {
     upsert_session_.reset();
     upsert_grant_.reset();
     insert_audit_.reset();
+    upsert_revocation_.reset();
+    delete_revocation_.reset();
     writer_.reset();
   }
 
@@ -854,6 +873,72 @@ class SqliteStore final : public Store {
     return Collect<GrantRecord>(r->db.get(), s, ReadGrant);
   }
 
+  Result<std::vector<SessionRecord>> ListSessionsDue(TimePoint now, size_t limit) override {
+    // Two index range scans (state+expires_at, state+heartbeat_deadline).
+    const int64_t t = Split(now).seconds;
+    ReaderLease r(*this);
+    JITBROKER_ASSIGN_OR_RETURN(
+        sqlite3_stmt * s,
+        r->Stmt(std::string("SELECT ") + kSessionColumns +
+                " FROM sessions WHERE state = 'active' AND expires_at <= ?1 UNION SELECT " +
+                kSessionColumns +
+                " FROM sessions WHERE state = 'active' AND heartbeat_deadline < ?1 "
+                "ORDER BY expires_at LIMIT ?2"));
+    StmtUse use(s);
+    Binder(s).Int(t).Int(SqlLimit(limit));
+    return Collect<SessionRecord>(r->db.get(), s, ReadSession);
+  }
+
+  Result<std::vector<GrantRecord>> ListGrantsByState(std::string_view state,
+                                                     std::optional<TimePoint> expires_before,
+                                                     std::string_view issuer,
+                                                     size_t limit) override {
+    std::string sql = std::string("SELECT ") + kGrantColumns + " FROM grants WHERE state = ?";
+    if (expires_before) {
+      sql += " AND expires_at <= ?";
+    }
+    if (!issuer.empty()) {
+      sql += " AND issuer = ?";
+    }
+    sql += " ORDER BY expires_at, created_at, created_at_ns, id LIMIT ?";
+    ReaderLease r(*this);
+    JITBROKER_ASSIGN_OR_RETURN(sqlite3_stmt * s, r->Stmt(sql));
+    StmtUse use(s);
+    Binder b(s);
+    b.Text(state);
+    if (expires_before) {
+      b.Int(Split(*expires_before).seconds);
+    }
+    if (!issuer.empty()) {
+      b.Text(issuer);
+    }
+    b.Int(SqlLimit(limit));
+    return Collect<GrantRecord>(r->db.get(), s, ReadGrant);
+  }
+
+  Result<std::vector<RevocationTask>> ListRevocationsDue(TimePoint now, size_t limit) override {
+    ReaderLease r(*this);
+    JITBROKER_ASSIGN_OR_RETURN(
+        sqlite3_stmt * s,
+        r->Stmt("SELECT grant_id, issuer, sealed_handle, expires_at, expires_at_ns, attempts, "
+                "next_attempt_at, next_attempt_at_ns, last_error FROM revocation_queue "
+                "WHERE next_attempt_at <= ? ORDER BY next_attempt_at, next_attempt_at_ns LIMIT ?"));
+    StmtUse use(s);
+    Binder(s).Int(Split(now).seconds).Int(SqlLimit(limit));
+    return Collect<RevocationTask>(r->db.get(), s, [](sqlite3_stmt* st) -> Result<RevocationTask> {
+      Row row(st);
+      RevocationTask t;
+      t.grant_id = row.Text();
+      t.issuer = row.Text();
+      t.sealed_handle = row.Text();
+      t.expires_at = row.Time();
+      t.attempts = row.Int();
+      t.next_attempt_at = row.Time();
+      t.last_error = row.Text();
+      return t;
+    });
+  }
+
   Result<std::vector<AuditRecord>> ListAudit(const AuditFilter& f) override {
     std::string sql = std::string("SELECT ") + kAuditColumns + " FROM audit WHERE seq > ?";
     if (!f.session_id.empty()) {
@@ -936,6 +1021,18 @@ class SqliteStore final : public Store {
     JITBROKER_ASSIGN_OR_RETURN(upsert_session_, Prepare(w, UpsertSql("sessions", kSessionColumns)));
     JITBROKER_ASSIGN_OR_RETURN(upsert_grant_, Prepare(w, UpsertSql("grants", kGrantColumns)));
     JITBROKER_ASSIGN_OR_RETURN(
+        upsert_revocation_,
+        Prepare(w,
+                "INSERT INTO revocation_queue (grant_id, issuer, sealed_handle, expires_at, "
+                "expires_at_ns, attempts, next_attempt_at, next_attempt_at_ns, last_error) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(grant_id) DO UPDATE SET "
+                "issuer = excluded.issuer, sealed_handle = excluded.sealed_handle, "
+                "expires_at = excluded.expires_at, expires_at_ns = excluded.expires_at_ns, "
+                "attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at, "
+                "next_attempt_at_ns = excluded.next_attempt_at_ns, last_error = excluded.last_error"));
+    JITBROKER_ASSIGN_OR_RETURN(delete_revocation_,
+                               Prepare(w, "DELETE FROM revocation_queue WHERE grant_id = ?"));
+    JITBROKER_ASSIGN_OR_RETURN(
         insert_audit_,
         Prepare(w,
                 "INSERT INTO audit (seq, hash, prev_hash, session_id, principal_id, ts, body) "
@@ -983,6 +1080,28 @@ class SqliteStore final : public Store {
             return std::unexpected(StoreError("upsert grant", w));
           }
         }
+        for (const RevocationTask& t : batch.revocations) {
+          StmtUse use(upsert_revocation_.get());
+          Binder b(use.get());
+          b.Text(t.grant_id)
+              .Text(t.issuer)
+              .Text(t.sealed_handle)
+              .Time(t.expires_at)
+              .Int(t.attempts)
+              .Time(t.next_attempt_at)
+              .Text(t.last_error);
+          if (!b.ok() || sqlite3_step(use.get()) != SQLITE_DONE) {
+            return std::unexpected(StoreError("upsert revocation", w));
+          }
+        }
+        for (const std::string& id : batch.revocations_done) {
+          StmtUse use(delete_revocation_.get());
+          Binder b(use.get());
+          b.Text(id);
+          if (!b.ok() || sqlite3_step(use.get()) != SQLITE_DONE) {
+            return std::unexpected(StoreError("delete revocation", w));
+          }
+        }
       }
       for (const AuditRecord& rec : audit) {
         const std::string body = DumpJson(rec.body);
@@ -1016,6 +1135,8 @@ class SqliteStore final : public Store {
   StmtPtr upsert_session_;
   StmtPtr upsert_grant_;
   StmtPtr insert_audit_;
+  StmtPtr upsert_revocation_;
+  StmtPtr delete_revocation_;
 
   std::mutex readers_mu_;
   std::condition_variable readers_cv_;

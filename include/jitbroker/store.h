@@ -78,12 +78,26 @@ struct GrantRecord {
   nlohmann::json extra = nlohmann::json::object();
 };
 
+// A revocation that failed upstream and waits for a retry. Kept until it
+// succeeds or the credential has expired anyway; survives restarts.
+struct RevocationTask {
+  std::string grant_id;
+  std::string issuer;
+  std::string sealed_handle;       // as GrantRecord::sealed_handle (may be empty)
+  TimePoint expires_at;            // the credential's expiry: give up after it
+  int64_t attempts = 0;
+  TimePoint next_attempt_at;
+  std::string last_error;          // client-safe reason of the last failure
+};
+
 // One unit of change: everything in it commits atomically together with its
 // audit events. Audit events are appended to the chain in vector order.
 struct WriteBatch {
   std::vector<SessionRecord> sessions;
   std::vector<GrantRecord> grants;
   std::vector<nlohmann::json> audit_events;   // unchained event bodies
+  std::vector<RevocationTask> revocations;    // upserted into the retry queue
+  std::vector<std::string> revocations_done;  // grant ids removed from the queue
 };
 
 struct SessionFilter {
@@ -118,6 +132,19 @@ class Store {
   [[nodiscard]] virtual Result<std::vector<SessionRecord>> ListSessions(const SessionFilter& f) = 0;
   [[nodiscard]] virtual Result<std::optional<GrantRecord>> GetGrant(std::string_view id) = 0;
   [[nodiscard]] virtual Result<std::vector<GrantRecord>> ListGrants(std::string_view session_id) = 0;
+  // Active sessions whose TTL or stall deadline has passed
+  // (expires_at <= now OR heartbeat_deadline < now), oldest deadline first.
+  // Indexed: cost follows the number of due sessions, not all sessions.
+  [[nodiscard]] virtual Result<std::vector<SessionRecord>> ListSessionsDue(TimePoint now,
+                                                                          size_t limit) = 0;
+  // Grants in `state`, optionally only those with expires_at <= expires_before
+  // and only of `issuer` (empty = any), by expires_at then created_at.
+  [[nodiscard]] virtual Result<std::vector<GrantRecord>> ListGrantsByState(
+      std::string_view state, std::optional<TimePoint> expires_before, std::string_view issuer,
+      size_t limit) = 0;
+  // Queued revocations with next_attempt_at <= now, soonest first.
+  [[nodiscard]] virtual Result<std::vector<RevocationTask>> ListRevocationsDue(TimePoint now,
+                                                                               size_t limit) = 0;
   // Audit records in seq order.
   [[nodiscard]] virtual Result<std::vector<AuditRecord>> ListAudit(const AuditFilter& f) = 0;
   // Health probe: a cheap read that proves the store answers.

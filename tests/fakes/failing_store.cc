@@ -98,6 +98,29 @@ Result<std::vector<GrantRecord>> FailingStore::ListGrants(std::string_view sessi
   return inner_->ListGrants(session_id);
 }
 
+Result<std::vector<SessionRecord>> FailingStore::ListSessionsDue(TimePoint now, size_t limit) {
+  if (ReadsFail()) {
+    return std::unexpected(Injected("ListSessionsDue"));
+  }
+  return inner_->ListSessionsDue(now, limit);
+}
+
+Result<std::vector<GrantRecord>> FailingStore::ListGrantsByState(
+    std::string_view state, std::optional<TimePoint> expires_before, std::string_view issuer,
+    size_t limit) {
+  if (ReadsFail()) {
+    return std::unexpected(Injected("ListGrantsByState"));
+  }
+  return inner_->ListGrantsByState(state, expires_before, issuer, limit);
+}
+
+Result<std::vector<RevocationTask>> FailingStore::ListRevocationsDue(TimePoint now, size_t limit) {
+  if (ReadsFail()) {
+    return std::unexpected(Injected("ListRevocationsDue"));
+  }
+  return inner_->ListRevocationsDue(now, limit);
+}
+
 Result<std::vector<AuditRecord>> FailingStore::ListAudit(const AuditFilter& f) {
   if (ReadsFail()) {
     return std::unexpected(Injected("ListAudit"));

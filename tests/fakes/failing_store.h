@@ -46,6 +46,12 @@ class FailingStore final : public Store {
   Result<std::vector<SessionRecord>> ListSessions(const SessionFilter& f) override;
   Result<std::optional<GrantRecord>> GetGrant(std::string_view id) override;
   Result<std::vector<GrantRecord>> ListGrants(std::string_view session_id) override;
+  Result<std::vector<SessionRecord>> ListSessionsDue(TimePoint now, size_t limit) override;
+  Result<std::vector<GrantRecord>> ListGrantsByState(std::string_view state,
+                                                     std::optional<TimePoint> expires_before,
+                                                     std::string_view issuer,
+                                                     size_t limit) override;
+  Result<std::vector<RevocationTask>> ListRevocationsDue(TimePoint now, size_t limit) override;
   Result<std::vector<AuditRecord>> ListAudit(const AuditFilter& f) override;
   Status Ping() override;
 

@@ -174,6 +174,16 @@ class MemoryAuditStore final : public Store {
   Result<std::vector<GrantRecord>> ListGrants(std::string_view) override {
     return std::vector<GrantRecord>();
   }
+  Result<std::vector<SessionRecord>> ListSessionsDue(TimePoint, size_t) override {
+    return std::vector<SessionRecord>();
+  }
+  Result<std::vector<GrantRecord>> ListGrantsByState(std::string_view, std::optional<TimePoint>,
+                                                     std::string_view, size_t) override {
+    return std::vector<GrantRecord>();
+  }
+  Result<std::vector<RevocationTask>> ListRevocationsDue(TimePoint, size_t) override {
+    return std::vector<RevocationTask>();
+  }
   Result<std::vector<AuditRecord>> ListAudit(const AuditFilter& f) override {
     std::lock_guard lock(mu_);
     std::vector<AuditRecord> out;

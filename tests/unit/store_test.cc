@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -566,6 +567,87 @@ TEST_CASE("FailingStore: fails the chosen Apply calls and forwards the rest") {
   store.FailNextApply();
   CHECK_FALSE(ApplyWithAudit(store, b).has_value());
   CHECK(ApplyWithAudit(store, b).has_value());
+}
+
+}  // namespace
+}  // namespace jitbroker::store
+
+namespace jitbroker::store {
+namespace {
+
+TEST_CASE("SqliteStore: lifecycle queries find only what is due") {
+  TempDir dir;
+  auto store = Open(dir.File("lc.db"));
+  const TimePoint now = At(2'000'000'000);
+  auto session = [&](const std::string& id, std::string state, TimePoint expires, TimePoint hb) {
+    SessionRecord s = FullSession(id);
+    s.state = std::move(state);
+    s.expires_at = expires;
+    s.heartbeat_deadline = hb;
+    return s;
+  };
+  WriteBatch b;
+  b.sessions.push_back(session("ses_live", "active", now + std::chrono::hours(1), now + std::chrono::minutes(1)));
+  b.sessions.push_back(session("ses_ttl", "active", now - std::chrono::seconds(1), now + std::chrono::minutes(1)));
+  b.sessions.push_back(session("ses_stall", "active", now + std::chrono::hours(1), now - std::chrono::seconds(5)));
+  b.sessions.push_back(session("ses_both", "active", now - std::chrono::seconds(9), now - std::chrono::seconds(9)));
+  b.sessions.push_back(session("ses_done", "completed", now - std::chrono::hours(1), now - std::chrono::hours(1)));
+  auto grant = [&](const std::string& id, std::string state, std::optional<TimePoint> expires, std::string issuer) {
+    GrantRecord g = FullGrant(id, "ses_live", now - std::chrono::minutes(5));
+    g.state = std::move(state);
+    g.expires_at = expires;
+    g.issuer = std::move(issuer);
+    return g;
+  };
+  b.grants.push_back(grant("grt_expired", "active", now - std::chrono::seconds(1), "internal"));
+  b.grants.push_back(grant("grt_live", "active", now + std::chrono::minutes(5), "internal"));
+  b.grants.push_back(grant("grt_gh", "active", now + std::chrono::minutes(5), "github"));
+  b.grants.push_back(grant("grt_pending", "pending", now + std::chrono::minutes(1), "internal"));
+  RevocationTask t1{"grt_a", "github", "sealed", now + std::chrono::hours(1), 1, now - std::chrono::seconds(1), "upstream_unavailable"};
+  RevocationTask t2{"grt_b", "github", "", now + std::chrono::hours(1), 0, now + std::chrono::seconds(30), ""};
+  b.revocations = {t1, t2};
+  REQUIRE(ApplyWithAudit(*store, b).has_value());
+
+  auto due = store->ListSessionsDue(now, 100);
+  REQUIRE(due.has_value());
+  std::set<std::string> ids;
+  for (const auto& s : *due) ids.insert(s.id);
+  CHECK(ids == std::set<std::string>{"ses_ttl", "ses_stall", "ses_both"});
+  CHECK(store->ListSessionsDue(now, 1)->size() == 1);
+
+  auto expired = store->ListGrantsByState("active", now, "", 100);
+  REQUIRE(expired.has_value());
+  REQUIRE(expired->size() == 1);
+  CHECK(expired->front().id == "grt_expired");
+  CHECK(store->ListGrantsByState("active", std::nullopt, "", 100)->size() == 3);
+  auto gh = store->ListGrantsByState("active", std::nullopt, "github", 100);
+  REQUIRE(gh->size() == 1);
+  CHECK(gh->front().id == "grt_gh");
+  CHECK(store->ListGrantsByState("pending", std::nullopt, "", 100)->front().id == "grt_pending");
+
+  auto rq = store->ListRevocationsDue(now, 100);
+  REQUIRE(rq.has_value());
+  REQUIRE(rq->size() == 1);
+  CHECK(rq->front().grant_id == "grt_a");
+  CHECK(rq->front().sealed_handle == "sealed");
+  CHECK(rq->front().attempts == 1);
+  CHECK(rq->front().expires_at == now + std::chrono::hours(1));
+  CHECK(rq->front().last_error == "upstream_unavailable");
+  CHECK(store->ListRevocationsDue(now + std::chrono::minutes(1), 100)->size() == 2);
+
+  // Upsert moves a task; done removes it; both survive reopening.
+  WriteBatch b2;
+  t1.attempts = 2;
+  t1.next_attempt_at = now + std::chrono::minutes(10);
+  b2.revocations = {t1};
+  b2.revocations_done = {"grt_b"};
+  REQUIRE(ApplyWithAudit(*store, b2).has_value());
+  store.reset();
+  store = Open(dir.File("lc.db"));
+  CHECK(store->ListRevocationsDue(now + std::chrono::minutes(1), 100)->empty());
+  auto later = store->ListRevocationsDue(now + std::chrono::minutes(11), 100);
+  REQUIRE(later->size() == 1);
+  CHECK(later->front().attempts == 2);
 }
 
 }  // namespace
