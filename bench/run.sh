@@ -52,6 +52,12 @@ for b in jitbroker ceiling_server loadgen; do
   [[ -x "$BIN/$b" ]] || die "$BIN/$b is missing"
 done
 
+# Other work on the box skews everything; record it with the results.
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+if awk -v l="${LOAD_START%% *}" -v n="$(nproc)" 'BEGIN {exit !(l > 0.25 * n)}'; then
+  echo "bench: warning: load average is $LOAD_START before the run; results will be noisy" >&2
+fi
+
 # --- scratch space and cleanup ------------------------------------------------
 umask 077
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/jitbroker-bench.XXXXXX")
@@ -211,6 +217,7 @@ mkdir -p "$RESULTS_DIR"
 {
   echo "jitbroker benchmark  $(date -u +%Y-%m-%dT%H:%M:%SZ)  rev $REV"
   echo "host: $(nproc) CPUs ($CPU); loadgen shares them with the server"
+  echo "load average: $LOAD_START at start, $(cut -d' ' -f1-3 /proc/loadavg) at end (other work on the host skews the figures)"
   echo "load: $CONNS keep-alive connections, 1 loadgen thread, ${WARMUP}s warm-up + ${DURATION}s per phase; server threads $THREADS"
   echo
   printf '%-34s %12s %10s %10s\n' "" "req/s" "p50 ms" "p99 ms"

@@ -16,6 +16,10 @@
 #include "broker/config/config.h"
 #include "broker/crypto/crypto.h"
 #include "broker/http/server.h"
+#include "broker/lifecycle/anomaly.h"
+#include "broker/lifecycle/notifier.h"
+#include "broker/lifecycle/sweeper.h"
+#include "broker/net/http_client.h"
 #include "broker/service/broker_service.h"
 #include "broker/store/sqlite_store.h"
 #include "issuers/registry.h"
@@ -102,7 +106,9 @@ struct App::Impl {
   SecretValue seal_key;
   std::unique_ptr<Store> store;
   std::unique_ptr<audit::Journal> journal;
+  std::unique_ptr<lifecycle::ApprovalNotifier> notifier;
   std::unique_ptr<service::BrokerService> service;
+  std::unique_ptr<lifecycle::Sweeper> sweeper;
   std::unique_ptr<http::HttpServer> server;
   std::thread serve_thread;
   std::mutex reload_mu;
@@ -155,9 +161,38 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
     JITBROKER_ASSIGN_OR_RETURN(auto issuer, registry.Build(ic, impl.cfg.data_dir, &impl.clock));
     built.emplace(ic.name, std::move(issuer));
   }
+  service::ServiceOptions so_opts;
+  so_opts.sessions = impl.cfg.sessions;
+  so_opts.seal_key = impl.seal_key.Clone();
+  JITBROKER_ASSIGN_OR_RETURN(
+      so_opts.anomaly_rules,
+      lifecycle::ParseAnomalyRules(impl.cfg.anomaly ? &*impl.cfg.anomaly : nullptr));
+  so_opts.default_approval_ttl_seconds = impl.cfg.approvals.default_ttl_seconds;
+  if (const auto& hook = impl.cfg.approvals.webhook) {
+    lifecycle::WebhookOptions wo;
+    wo.url = hook->url;
+    wo.timeout = Seconds(hook->timeout_seconds);
+    wo.max_attempts = static_cast<int>(hook->max_attempts);
+    if (hook->authorization) {
+      wo.authorization = hook->authorization->Clone();
+    }
+    wo.max_queue = static_cast<size_t>(hook->max_queue);
+    impl.notifier = std::make_unique<lifecycle::ApprovalNotifier>(std::move(wo),
+                                                                  net::MakeCurlHttpClient({}));
+    so_opts.notifier = impl.notifier.get();
+  }
   impl.service = std::make_unique<service::BrokerService>(
       impl.store.get(), impl.journal.get(), &impl.clock, &impl.metrics, std::move(built),
-      impl.cfg.policy, impl.cfg.sessions);
+      impl.cfg.policy, std::move(so_opts));
+  JITBROKER_RETURN_IF_ERROR(impl.service->Reconcile());
+  service::BrokerService* svc = impl.service.get();
+  impl.sweeper = std::make_unique<lifecycle::Sweeper>(
+      std::chrono::milliseconds(impl.cfg.sessions.sweep_interval_ms), [svc] {
+        auto stats = svc->Sweep();
+        if (!stats) {
+          log::Get("lifecycle")->error("event=sweep_failed error=\"{}\"", stats.error().ToString());
+        }
+      });
   App* self = app.get();
   JITBROKER_ASSIGN_OR_RETURN(
       impl.server, http::HttpServer::Create(impl.cfg.server, impl.service.get(), &impl.metrics,
@@ -169,6 +204,7 @@ Result<int> App::Start() {
   Impl& impl = *impl_;
   JITBROKER_ASSIGN_OR_RETURN(int port, impl.server->Bind());
   impl.serve_thread = std::thread([&impl] { impl.server->Serve(); });
+  impl.sweeper->Start();
   impl.started = true;
   log::Get("app")->info("event=started listen={}:{} policy_version={} data_dir={}",
                         impl.cfg.server.host, port, impl.cfg.policy->version, impl.cfg.data_dir);
@@ -211,6 +247,12 @@ void App::Stop() {
   }
   if (impl_->serve_thread.joinable()) {
     impl_->serve_thread.join();
+  }
+  if (impl_->sweeper) {
+    impl_->sweeper->Stop();
+  }
+  if (impl_->notifier) {
+    impl_->notifier->Stop();
   }
   if (impl_->journal) {
     impl_->journal->Stop();

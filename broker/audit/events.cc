@@ -133,10 +133,24 @@ nlohmann::json GrantEvent(std::string_view event, const GrantRecord& g, TimePoin
   if (!g.revoke_outcome.empty()) {
     jg["revoke_outcome"] = g.revoke_outcome;
   }
+  if (g.extra.contains("approval")) {
+    jg["approval"] = g.extra["approval"];
+  }
   if (g.extra.contains("credential_audit")) {
     jg["credential"] = g.extra["credential_audit"];
   }
   j["jit_grant"] = jg;
+  j["outcome"] = outcome;
+  return j;
+}
+
+nlohmann::json AdminEvent(std::string_view event, std::string_view principal, TimePoint now,
+                          const nlohmann::json& details, std::string_view outcome,
+                          std::string_view request_id) {
+  nlohmann::json j = Base(event, now, principal, "", "", "", request_id);
+  for (const auto& [k, v] : details.items()) {
+    j[k] = v;
+  }
   j["outcome"] = outcome;
   return j;
 }

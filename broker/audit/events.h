@@ -35,4 +35,9 @@ nlohmann::json SessionEvent(std::string_view event, const SessionRecord& s, Time
 nlohmann::json GrantEvent(std::string_view event, const GrantRecord& g, TimePoint now,
                           std::string_view outcome, std::string_view request_id);
 
+// Event not tied to one session (admin.bulk_revoke, …): `details` is merged in.
+nlohmann::json AdminEvent(std::string_view event, std::string_view principal, TimePoint now,
+                          const nlohmann::json& details, std::string_view outcome,
+                          std::string_view request_id);
+
 }  // namespace jitbroker::audit

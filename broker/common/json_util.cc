@@ -173,6 +173,18 @@ Result<std::optional<int64_t>> JsonReader::OptInt(std::string_view key, int64_t 
   return std::optional<int64_t>(v);
 }
 
+Result<std::optional<bool>> JsonReader::OptBool(std::string_view key) {
+  known_.emplace(key);
+  auto it = object_->find(key);
+  if (it == object_->end() || it->is_null()) {
+    return std::optional<bool>();
+  }
+  if (!it->is_boolean()) {
+    return std::unexpected(InvalidArgument("invalid_type", PathOf(key) + " must be a boolean"));
+  }
+  return std::optional<bool>(it->get<bool>());
+}
+
 Result<std::optional<nlohmann::json>> JsonReader::OptObject(std::string_view key) {
   known_.emplace(key);
   auto it = object_->find(key);

@@ -38,6 +38,7 @@ class JsonReader {
                                                              size_t max_len = 1024);
   [[nodiscard]] Result<std::optional<int64_t>> OptInt(std::string_view key, int64_t min,
                                                       int64_t max);
+  [[nodiscard]] Result<std::optional<bool>> OptBool(std::string_view key);
   // Object value (absent = nullopt).
   [[nodiscard]] Result<std::optional<nlohmann::json>> OptObject(std::string_view key);
   [[nodiscard]] Result<nlohmann::json> Object(std::string_view key);

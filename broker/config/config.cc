@@ -637,7 +637,8 @@ Status LoadSessions(Section& top, SessionsConfig& sessions) {
     return OkStatus();
   }
   JITBROKER_RETURN_IF_ERROR(Expect(
-      *s, {"max_ttl_seconds", "default_ttl_seconds", "heartbeat_seconds", "stall_after_missed"}));
+      *s, {"max_ttl_seconds", "default_ttl_seconds", "heartbeat_seconds", "stall_after_missed",
+           "sweep_interval_ms"}));
   JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> max_ttl,
                              s->OptInt("max_ttl_seconds", 60, 7 * 86400));
   if (max_ttl) {
@@ -659,6 +660,10 @@ Status LoadSessions(Section& top, SessionsConfig& sessions) {
                              s->OptInt("heartbeat_seconds", 5, 3600));
   if (heartbeat) {
     sessions.heartbeat_seconds = *heartbeat;
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> sweep, s->OptInt("sweep_interval_ms", 50, 60000));
+  if (sweep) {
+    sessions.sweep_interval_ms = *sweep;
   }
   JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> stall, s->OptInt("stall_after_missed", 1, 100));
   if (stall) {
@@ -719,6 +724,173 @@ Status LoadIssuers(Section& top, std::vector<IssuerConfig>& issuers) {
     issuers.push_back(IssuerConfig{name, type, std::move(is)});
   }
   return s->CheckNoUnknownKeys();
+}
+
+// ---------------------------------------------------------------------------
+// approvals
+
+bool AsciiEqualsIgnoreCase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+bool IsLoopbackHost(std::string_view host) {
+  if (host == "::1" || AsciiEqualsIgnoreCase(host, "localhost")) {
+    return true;
+  }
+  // Dotted-decimal IPv4 in 127.0.0.0/8.
+  int parts = 0;
+  int first = -1;
+  size_t pos = 0;
+  while (pos <= host.size()) {
+    size_t dot = host.find('.', pos);
+    std::string_view part =
+        host.substr(pos, dot == std::string_view::npos ? host.size() - pos : dot - pos);
+    int v = -1;
+    auto [ptr, ec] = std::from_chars(part.data(), part.data() + part.size(), v);
+    if (part.empty() || part.size() > 3 || ec != std::errc() || ptr != part.data() + part.size() ||
+        v < 0 || v > 255) {
+      return false;
+    }
+    if (parts == 0) {
+      first = v;
+    }
+    ++parts;
+    if (dot == std::string_view::npos) {
+      break;
+    }
+    pos = dot + 1;
+  }
+  return parts == 4 && first == 127;
+}
+
+// The webhook URL: https (http only for loopback), a host, an optional port,
+// no userinfo and no fragment. Messages never echo the URL: its path may hold
+// a token.
+Status CheckWebhookUrl(Section& s, std::string_view url) {
+  const std::string bad =
+      "must be an https:// URL (http:// only for a loopback host: 127.0.0.0/8, [::1], "
+      "localhost) with a host, no user:password@ and no #fragment";
+  if (url.size() > 2048 || !IsPrintable(url) || url.find(' ') != std::string_view::npos ||
+      url.find('#') != std::string_view::npos) {
+    return std::unexpected(s.Err("url", bad));
+  }
+  bool https = url.starts_with("https://");
+  if (!https && !url.starts_with("http://")) {
+    return std::unexpected(s.Err("url", bad));
+  }
+  std::string_view rest = url.substr(https ? 8 : 7);
+  std::string_view authority = rest.substr(0, rest.find_first_of("/?"));
+  if (authority.empty() || authority.find('@') != std::string_view::npos) {
+    return std::unexpected(s.Err("url", bad));
+  }
+  std::string_view host;
+  std::string_view port;
+  if (authority.front() == '[') {
+    size_t close = authority.find(']');
+    if (close == std::string_view::npos || close < 2) {
+      return std::unexpected(s.Err("url", bad));
+    }
+    host = authority.substr(1, close - 1);
+    std::string_view after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') {
+        return std::unexpected(s.Err("url", bad));
+      }
+      port = after.substr(1);
+      if (port.empty()) {
+        return std::unexpected(s.Err("url", bad));
+      }
+    }
+    if (!std::all_of(host.begin(), host.end(), [](char c) {
+          return std::isxdigit(static_cast<unsigned char>(c)) || c == ':' || c == '.';
+        })) {
+      return std::unexpected(s.Err("url", bad));
+    }
+  } else {
+    size_t colon = authority.find(':');
+    host = authority.substr(0, colon);
+    if (colon != std::string_view::npos) {
+      port = authority.substr(colon + 1);
+      if (port.empty()) {
+        return std::unexpected(s.Err("url", bad));
+      }
+    }
+    if (host.empty() || !std::all_of(host.begin(), host.end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-';
+        })) {
+      return std::unexpected(s.Err("url", bad));
+    }
+  }
+  if (!port.empty()) {
+    int p = 0;
+    auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
+    if (port.size() > 5 || ec != std::errc() || ptr != port.data() + port.size() || p < 1 ||
+        p > 65535) {
+      return std::unexpected(s.Err("url", bad));
+    }
+  }
+  if (!https && !IsLoopbackHost(host)) {
+    return std::unexpected(s.Err("url", bad));
+  }
+  return OkStatus();
+}
+
+// "Bearer TOKEN" with a token of visible ASCII: what the HTTP client can send
+// as the Authorization header. The value itself never appears in a message.
+bool IsBearerHeaderValue(std::string_view v) {
+  constexpr std::string_view kScheme = "bearer ";
+  if (v.size() <= kScheme.size() || !AsciiEqualsIgnoreCase(v.substr(0, kScheme.size()), kScheme)) {
+    return false;
+  }
+  std::string_view token = v.substr(kScheme.size());
+  return std::all_of(token.begin(), token.end(), [](char c) {
+    auto u = static_cast<unsigned char>(c);
+    return u > 0x20 && u < 0x7f;
+  });
+}
+
+Status LoadApprovals(Section& top, ApprovalsConfig& approvals) {
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> s, top.OptSection("approvals"));
+  if (!s) {
+    return OkStatus();
+  }
+  JITBROKER_RETURN_IF_ERROR(Expect(*s, {"default_ttl_seconds", "webhook"}));
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> ttl,
+                             s->OptInt("default_ttl_seconds", 10, 86400));
+  if (ttl) {
+    approvals.default_ttl_seconds = *ttl;
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> w, s->OptSection("webhook"));
+  if (!w) {
+    return OkStatus();
+  }
+  JITBROKER_RETURN_IF_ERROR(
+      Expect(*w, {"url", "timeout_seconds", "max_attempts", "authorization", "max_queue"}));
+  ApprovalWebhookConfig webhook;
+  JITBROKER_ASSIGN_OR_RETURN(webhook.url, w->String("url"));
+  JITBROKER_RETURN_IF_ERROR(CheckWebhookUrl(*w, webhook.url));
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> timeout, w->OptInt("timeout_seconds", 1, 60));
+  if (timeout) {
+    webhook.timeout_seconds = *timeout;
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> attempts, w->OptInt("max_attempts", 1, 100));
+  if (attempts) {
+    webhook.max_attempts = *attempts;
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> queue, w->OptInt("max_queue", 1, 100000));
+  if (queue) {
+    webhook.max_queue = *queue;
+  }
+  JITBROKER_ASSIGN_OR_RETURN(webhook.authorization, w->OptSecretRef("authorization"));
+  if (webhook.authorization && !IsBearerHeaderValue(webhook.authorization->Reveal())) {
+    return std::unexpected(w->Err(
+        "authorization", "the referenced value must read \"Bearer TOKEN\" (visible ASCII token)"));
+  }
+  approvals.webhook = std::move(webhook);
+  return OkStatus();
 }
 
 Result<std::optional<Section>> SequenceSection(Section& top, std::string_view key) {
@@ -821,7 +993,7 @@ Result<Config> LoadConfigText(std::string_view text, const std::string& file_nam
   Section top(root, file, "");
   JITBROKER_RETURN_IF_ERROR(
       Expect(top, {"data_dir", "server", "store", "audit", "seal_key", "policy", "sessions", "log",
-                   "issuers", "anomaly", "trust"}));
+                   "issuers", "anomaly", "trust", "approvals"}));
   Config config;
   const fs::path base = BaseDir(file_name);
   {
@@ -859,6 +1031,7 @@ Result<Config> LoadConfigText(std::string_view text, const std::string& file_nam
   JITBROKER_RETURN_IF_ERROR(LoadSessions(top, config.sessions));
   JITBROKER_RETURN_IF_ERROR(LoadLog(top, base, config.log));
   JITBROKER_RETURN_IF_ERROR(LoadIssuers(top, config.issuers));
+  JITBROKER_RETURN_IF_ERROR(LoadApprovals(top, config.approvals));
 
   JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> policy_section, top.OptSection("policy"));
   if (!policy_section) {

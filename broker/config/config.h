@@ -88,11 +88,32 @@ struct SessionsConfig {
   int64_t default_ttl_seconds = 3600;
   int64_t heartbeat_seconds = 60;
   int64_t stall_after_missed = 3;
+  int64_t sweep_interval_ms = 1000;      // how often the sweeper looks for due deadlines
 };
 
 struct LogConfig {
   std::string level = "info";            // trace|debug|info|warn|error
   std::string access_log = "stderr";     // stderr | off | FILE
+};
+
+// `approvals:` (DESIGN §4, §8). Nothing here reloads: a change needs a restart.
+struct ApprovalWebhookConfig {
+  // Where each pending approval is POSTed: https://, or http:// only for a
+  // loopback host (127.0.0.0/8, [::1], localhost). Required.
+  std::string url;
+  int64_t timeout_seconds = 5;           // per attempt, whole exchange; 1..60
+  int64_t max_attempts = 8;              // including the first; 1..100
+  // Sent as the Authorization header value as is. The HTTP client carries
+  // only bearer credentials, so the value must read "Bearer TOKEN".
+  std::optional<SecretValue> authorization;
+  int64_t max_queue = 1000;              // undelivered messages kept; 1..100000
+};
+
+struct ApprovalsConfig {
+  // How long a pending approval lives unless its tier sets
+  // approval_ttl_seconds; 10..86400.
+  int64_t default_ttl_seconds = 300;
+  std::optional<ApprovalWebhookConfig> webhook;  // absent = no notification
 };
 
 struct IssuerConfig {
@@ -112,6 +133,7 @@ struct Config {
   SessionsConfig sessions;
   LogConfig log;
   std::vector<IssuerConfig> issuers;
+  ApprovalsConfig approvals;             // defaults when `approvals:` is absent
   // Accepted now and validated by later features: anomaly rules, trust policies.
   std::optional<Section> anomaly;
   std::optional<Section> trust;

@@ -393,7 +393,34 @@ void HttpServer::Impl::Install() {
 
   Route("GET", "/v1/grants/" + kId, "/v1/grants/{id}", Auth::kRequired, false,
         [this](const httplib::Request& req, auto& ctx, auto&) -> Result<Reply> {
-          JITBROKER_ASSIGN_OR_RETURN(auto out, service->GetGrant(ctx, req.matches[1]));
+          // ?wait=N long-polls a pending grant (bounded; it holds a worker).
+          JITBROKER_ASSIGN_OR_RETURN(auto wait, IntParam(req, "wait", 0, 0, 60));
+          JITBROKER_ASSIGN_OR_RETURN(auto out,
+                                     service->GetGrant(ctx, req.matches[1], static_cast<int>(wait)));
+          return Reply{200, std::move(out)};
+        });
+
+  Route("GET", "/v1/approvals", "/v1/approvals", Auth::kRequired, false,
+        [this](const httplib::Request& req, auto& ctx, auto&) -> Result<Reply> {
+          JITBROKER_ASSIGN_OR_RETURN(auto out, service->ListApprovals(ctx, ParamOr(req, "state")));
+          return Reply{200, std::move(out)};
+        });
+
+  Route("GET", "/v1/approvals/" + kId, "/v1/approvals/{id}", Auth::kRequired, false,
+        [this](const httplib::Request& req, auto& ctx, auto&) -> Result<Reply> {
+          JITBROKER_ASSIGN_OR_RETURN(auto out, service->GetApproval(ctx, req.matches[1]));
+          return Reply{200, std::move(out)};
+        });
+
+  Route("POST", "/v1/approvals/" + kId, "/v1/approvals/{id}", Auth::kRequired, true,
+        [this](const httplib::Request& req, auto& ctx, const Body& body) -> Result<Reply> {
+          JITBROKER_ASSIGN_OR_RETURN(auto out, service->DecideApproval(ctx, req.matches[1], *body));
+          return Reply{200, std::move(out)};
+        });
+
+  Route("POST", "/v1/admin/revoke", "/v1/admin/revoke", Auth::kRequired, true,
+        [this](auto&, auto& ctx, const Body& body) -> Result<Reply> {
+          JITBROKER_ASSIGN_OR_RETURN(auto out, service->BulkRevoke(ctx, *body));
           return Reply{200, std::move(out)};
         });
 

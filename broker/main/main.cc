@@ -10,6 +10,7 @@
 
 #include "broker/app/app.h"
 #include "broker/config/config.h"
+#include "broker/net/http_client.h"
 
 namespace {
 
@@ -66,6 +67,11 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  // Before any thread: upstream calls and webhooks use libcurl.
+  if (auto st = jitbroker::net::CurlGlobalInit(); !st) {
+    std::cerr << "jitbroker: " << st.error().message << "\n";
+    return 1;
+  }
   auto app = jitbroker::app::App::Create(config_path, {.out = &std::cout});
   if (!app) {
     std::cerr << "jitbroker: " << app.error().message;

@@ -1,6 +1,8 @@
 #include "broker/service/broker_service.h"
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <functional>
 #include <set>
 
@@ -17,8 +19,9 @@ namespace {
 
 constexpr int64_t kMaxTtlSeconds = 30 * 24 * 3600;
 
+// States in which a grant holds, or may still yield, a credential.
 bool IsLiveGrantState(std::string_view state) {
-  return state == "active" || state == "pending" || state == "minting";
+  return state == "active" || state == "pending" || state == "approved" || state == "minting";
 }
 
 Error SessionEnded(const SessionRecord& s) {
@@ -60,16 +63,17 @@ Status CheckIdentifier(const std::string& value, const std::string& path, size_t
 BrokerService::BrokerService(Store* store, audit::Journal* journal, const Clock* clock,
                              Metrics* metrics,
                              std::map<std::string, std::unique_ptr<Issuer>> issuers,
-                             std::shared_ptr<const Policy> policy, config::SessionsConfig sessions)
+                             std::shared_ptr<const Policy> policy, ServiceOptions options)
     : store_(store),
       journal_(journal),
       clock_(clock),
       metrics_(metrics),
       policy_(std::move(policy)),
-      sessions_(sessions) {
+      options_(std::move(options)) {
   for (auto& [name, issuer] : issuers) {
     issuers_.emplace(name, std::move(issuer));
   }
+  anomaly_ = std::make_unique<lifecycle::AnomalyDetector>(options_.anomaly_rules);
 }
 
 std::shared_ptr<const Policy> BrokerService::policy() const {
@@ -210,6 +214,12 @@ nlohmann::json BrokerService::GrantJson(const GrantRecord& g, TimePoint now) con
     j["approval"] = {{"id", g.approval_id}, {"request_digest", g.request_digest}};
     if (g.extra.contains("approval_expires_at")) {
       j["approval"]["expires_at"] = g.extra["approval_expires_at"];
+    }
+    // The human decision travels back to the agent, comment included.
+    if (g.extra.contains("approval")) {
+      for (const auto& [k, v] : g.extra["approval"].items()) {
+        j["approval"][k] = v;
+      }
     }
   }
   return j;
@@ -376,70 +386,163 @@ Status BrokerService::EnsureLive(const CallContext& ctx, SessionRecord& s) {
   return std::unexpected(SessionEnded(s));
 }
 
-void BrokerService::RevokeGrantRecord(GrantRecord& g, TimePoint now, nlohmann::json& outcome) {
-  outcome = {{"grant_id", g.id}};
-  if (g.state == "pending" || g.state == "minting") {
-    g.state = "revoked";
-    g.revoked_at = now;
-    g.revoke_outcome = "revoked";
-    outcome["outcome"] = "revoked";
-    outcome["residual_seconds"] = 0;
-    return;
+Result<std::string> BrokerService::SealHandle(const std::string& grant_id,
+                                              const SecretValue& handle) const {
+  if (handle.empty()) {
+    return std::string();
   }
-  if (g.expires_at && *g.expires_at <= now) {
-    g.state = "expired";
-    outcome["outcome"] = "expired";
-    outcome["residual_seconds"] = 0;
-    return;
+  JITBROKER_ASSIGN_OR_RETURN(std::string sealed, crypto::Seal(options_.seal_key, handle.Reveal(), grant_id));
+  return crypto::Base64UrlEncode(sealed);
+}
+
+Result<SecretValue> BrokerService::OpenHandle(const GrantRecord& g) const {
+  if (g.sealed_handle.empty()) {
+    return SecretValue();
   }
-  Issuer* issuer = FindIssuer(g.issuer);
-  RevokeOutcome ro{RevokeOutcomeKind::kExpiryOnly,
-                   g.expires_at ? ToUnixSeconds(*g.expires_at) - ToUnixSeconds(now) : 0};
-  if (issuer != nullptr) {
-    RevokeRequest rr{g.id, SecretValue(g.id), g.expires_at.value_or(now), now};
-    auto r = issuer->Revoke(rr);
-    if (r) {
-      ro = *r;
-    } else {
-      log::Get("lifecycle")->warn("event=revoke_failed grant_id={} issuer={} error=\"{}\"", g.id,
-                                  g.issuer, r.error().ToString());
-      // Until the durable retry queue lands (issue #3) the honest outcome
-      // is the credential's residual lifetime.
+  JITBROKER_ASSIGN_OR_RETURN(std::string sealed, crypto::Base64UrlDecode(g.sealed_handle));
+  return crypto::Open(options_.seal_key, sealed, g.id);
+}
+
+nlohmann::json BrokerService::RevokeGrants(std::vector<GrantRecord>& grants, TimePoint now,
+                                           const std::string& request_id, WriteBatch& batch) {
+  struct Job {
+    GrantRecord* grant;
+    Issuer* issuer;
+    SecretValue handle;
+    std::optional<Result<RevokeOutcome>> result;
+  };
+  std::vector<Job> jobs;
+  std::vector<nlohmann::json> outcomes(grants.size());
+  std::vector<std::optional<size_t>> job_of(grants.size());
+  for (size_t i = 0; i < grants.size(); ++i) {
+    GrantRecord& g = grants[i];
+    outcomes[i] = {{"grant_id", g.id}};
+    if (g.state != "active") {
+      // Nothing was released: pending, approved or caught mid-mint.
+      g.state = "revoked";
+      g.revoked_at = now;
+      g.revoke_outcome = "revoked";
+      continue;
+    }
+    if (g.expires_at && *g.expires_at <= now) {
+      g.state = "expired";
+      g.sealed_handle.clear();
+      continue;
+    }
+    Issuer* issuer = FindIssuer(g.issuer);
+    auto handle = OpenHandle(g);
+    if (issuer == nullptr || !handle) {
+      // Cannot reach the issuer (removed from config) or the handle does not
+      // open (seal key changed): the credential lives until it expires.
+      log::Get("lifecycle")->error(
+          "event=revoke_impossible grant_id={} issuer={} why=\"{}\"", g.id, g.issuer,
+          issuer == nullptr ? "issuer not configured" : handle.error().ToString());
+      g.state = "revoked";
+      g.revoked_at = now;
+      g.revoke_outcome = "expiry_only";
+      continue;
+    }
+    job_of[i] = jobs.size();
+    jobs.push_back(Job{&g, issuer, std::move(*handle), std::nullopt});
+  }
+
+  // Fan out: upstream revocations are slow (tens of ms each), so run them
+  // concurrently on a bounded set of threads.
+  const size_t workers = std::min<size_t>(jobs.size(), std::max(1, options_.revoke_concurrency));
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t k = next++; k < jobs.size(); k = next++) {
+      Job& j = jobs[k];
+      RevokeRequest rr{j.grant->id, std::move(j.handle), j.grant->expires_at.value_or(now), now};
+      j.result = j.issuer->Revoke(rr);
+    }
+  };
+  if (workers <= 1) {
+    work();
+  } else {
+    std::vector<std::thread> threads;
+    threads.reserve(workers - 1);
+    for (size_t w = 1; w < workers; ++w) {
+      threads.emplace_back(work);
+    }
+    work();
+    for (auto& t : threads) {
+      t.join();
     }
   }
-  g.state = "revoked";
-  g.revoked_at = now;
-  g.revoke_outcome = std::string(RevokeOutcomeName(ro.kind));
-  outcome["outcome"] = g.revoke_outcome;
-  outcome["residual_seconds"] = ro.kind == RevokeOutcomeKind::kRevoked ? 0 : ro.residual_seconds;
-  metrics_->CountRevocation(g.revoke_outcome);
+
+  for (size_t i = 0; i < grants.size(); ++i) {
+    GrantRecord& g = grants[i];
+    nlohmann::json& out = outcomes[i];
+    const int64_t residual =
+        g.expires_at ? std::max<int64_t>(0, ToUnixSeconds(*g.expires_at) - ToUnixSeconds(now)) : 0;
+    std::string event = "credential.revoked";
+    if (job_of[i]) {
+      const Result<RevokeOutcome>& r = *jobs[*job_of[i]].result;
+      if (r) {
+        g.state = "revoked";
+        g.revoked_at = now;
+        g.revoke_outcome = std::string(RevokeOutcomeName(r->kind));
+        g.sealed_handle.clear();
+        out["outcome"] = g.revoke_outcome;
+        out["residual_seconds"] = r->kind == RevokeOutcomeKind::kRevoked ? 0 : residual;
+      } else {
+        // Upstream failed: queue a durable retry until success or expiry.
+        log::Get("lifecycle")->warn("event=revoke_failed grant_id={} issuer={} error=\"{}\"",
+                                    g.id, g.issuer, r.error().ToString());
+        g.state = "revoking";
+        g.revoke_outcome = "queued";
+        RevocationTask t;
+        t.grant_id = g.id;
+        t.issuer = g.issuer;
+        t.sealed_handle = g.sealed_handle;
+        t.expires_at = g.expires_at.value_or(now);
+        t.attempts = 1;
+        t.next_attempt_at = now + std::chrono::seconds(1);
+        t.last_error = std::string(r.error().Reason());
+        batch.revocations.push_back(std::move(t));
+        out["outcome"] = "queued";
+        out["residual_seconds"] = residual;
+        event = "credential.revoke_failed";
+      }
+    } else if (g.state == "expired") {
+      out["outcome"] = "expired";
+      out["residual_seconds"] = 0;
+      event = "credential.expired";
+    } else {
+      out["outcome"] = g.revoke_outcome;
+      out["residual_seconds"] = g.revoke_outcome == "expiry_only" ? residual : 0;
+    }
+    metrics_->CountRevocation(out["outcome"].get<std::string>());
+    batch.audit_events.push_back(
+        audit::GrantEvent(event, g, now, out["outcome"].get<std::string>(), request_id));
+    batch.grants.push_back(g);
+  }
+  NotifyGrantChanged();
+  return nlohmann::json(outcomes);
 }
 
 Result<nlohmann::json> BrokerService::EndLocked(const CallContext& ctx, SessionRecord s,
                                                 std::string state, std::string reason,
                                                 std::string event) {
   const TimePoint now = clock_->Now();
-  JITBROKER_ASSIGN_OR_RETURN(auto grants, store_->ListGrants(s.id));
-  WriteBatch batch;
-  nlohmann::json revocations = nlohmann::json::array();
-  for (auto& g : grants) {
-    if (!IsLiveGrantState(g.state)) {
-      continue;
+  JITBROKER_ASSIGN_OR_RETURN(auto all, store_->ListGrants(s.id));
+  std::vector<GrantRecord> live;
+  for (auto& g : all) {
+    if (IsLiveGrantState(g.state)) {
+      live.push_back(std::move(g));
     }
-    nlohmann::json outcome;
-    RevokeGrantRecord(g, now, outcome);
-    revocations.push_back(outcome);
-    batch.audit_events.push_back(audit::GrantEvent(
-        g.state == "expired" ? "credential.expired" : "credential.revoked", g, now,
-        outcome["outcome"].get<std::string>(), ctx.request_id));
-    batch.grants.push_back(g);
   }
+  WriteBatch batch;
+  nlohmann::json revocations = RevokeGrants(live, now, ctx.request_id, batch);
   s.state = state;
   s.ended_at = now;
   s.end_reason = reason;
   batch.audit_events.push_back(audit::SessionEvent(event, s, now, state, ctx.request_id));
   batch.sessions.push_back(s);
   JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+  anomaly_->Forget(s.id);
+  NotifyGrantChanged();
   log::Get("lifecycle")->info("event={} session_id={} request_id={} revoked={}", event, s.id,
                               ctx.request_id, revocations.size());
   return nlohmann::json{{"session_id", s.id}, {"state", state}, {"revocations", revocations}};
@@ -551,7 +654,7 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
   g.resource = req.resource;
   g.issuer = req.issuer;
   g.parameters = audit::RedactParameters(req.parameters);
-  g.scope = audit::RedactParameters(req.scope);
+  g.scope = req.scope;  // issuer-specific scope (permissions, audiences): never secret, needed to mint
   g.requested_ttl_seconds = req.ttl_seconds;
   g.ttl_seconds = d.ttl_seconds;
   g.tier = std::string(TierName(d.tier));
@@ -560,6 +663,17 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
   g.created_at = now;
   if (!req.justification.empty()) {
     g.extra["justification"] = req.justification;
+  }
+
+  // Anomaly rules see every decision; a trigger overrides it with a denial
+  // (no credential is minted) and revokes the session.
+  std::optional<lifecycle::AnomalyTrigger> trigger = ObserveDecision(g, d, now);
+  if (trigger) {
+    d.result = DecisionResult::kDeny;
+    d.code = "anomaly_detected";
+    d.reason = "anomaly rule " + trigger->rule + " triggered; the session is revoked";
+    d.matched_rule = trigger->rule;
+    g.decision = d.ToJson();
   }
   metrics_->CountGrant(g.tier, std::string(DecisionResultName(d.result)));
 
@@ -570,43 +684,77 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
     batch.audit_events.push_back(audit::GrantEvent("grant.decided", g, now, "denied", ctx.request_id));
     batch.grants.push_back(g);
     JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+    if (trigger) {
+      lock.unlock();
+      JITBROKER_RETURN_IF_ERROR(RevokeForAnomaly(ctx, s.id, *trigger));
+    }
     resp.status = 403;
     resp.body = GrantJson(g, now);
     return resp;
   }
   if (d.result == DecisionResult::kPending) {
+    const TierPolicy& tp = policy->ForTier(d.tier);
+    const int64_t approval_ttl =
+        tp.approval_ttl_seconds > 0 ? tp.approval_ttl_seconds : options_.default_approval_ttl_seconds;
     g.state = "pending";
     g.request_digest = RequestDigest(s.id, req);
-    g.approval_id = crypto::NewId("apr_", 16);
-    g.extra["approval_expires_at"] =
-        FormatRfc3339(now + Seconds(policy->ForTier(d.tier).approval_ttl_seconds));
+    g.approval_id = "apr_" + g.id.substr(4);
+    g.expires_at = now + Seconds(approval_ttl);
+    g.extra["approval_expires_at"] = FormatRfc3339(*g.expires_at);
+    g.extra["four_eyes"] = tp.four_eyes;
+    g.extra["approvers"] = tp.approvers;
     WriteBatch batch;
     batch.audit_events.push_back(
         audit::GrantEvent("grant.decided", g, now, "pending_approval", ctx.request_id));
     batch.grants.push_back(g);
     JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+    if (options_.notifier != nullptr) {
+      options_.notifier->Enqueue(lifecycle::PendingApprovalMessage(g, s));
+    }
     resp.status = 202;
     resp.body = GrantJson(g, now);
     return resp;
   }
 
-  // Allowed: mint, then make decision and mint durable together before the
-  // credential leaves the process. A crash in between leaves a credential
-  // nobody received (the write-ahead intent for upstream issuers is #3).
-  MintRequest mr{g.id, s.id, s.task_id, s.principal_id, s.agent_id, req, d.tier, d.ttl_seconds, now};
+  GrantRecord decided = g;
+  decided.state = "allowed";
+  std::vector<nlohmann::json> pre;
+  pre.push_back(audit::GrantEvent("grant.decided", decided, now, "allowed", ctx.request_id));
+  JITBROKER_ASSIGN_OR_RETURN(resp.body, MintAndCommit(ctx, g, req, issuer, std::move(pre)));
+  resp.status = 201;
+  return resp;
+}
+
+Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, GrantRecord& g,
+                                                    const GrantRequest& req, Issuer* issuer,
+                                                    std::vector<nlohmann::json> pre_events) {
+  const IssuerDescription& desc = issuer->Describe();
+  const TimePoint now = clock_->Now();
+  if (desc.mints_upstream) {
+    // Write-ahead: the intent is durable before the upstream can create a
+    // credential, so a crash in between is reconciled at restart.
+    g.state = "minting";
+    WriteBatch intent;
+    intent.audit_events = std::move(pre_events);
+    pre_events.clear();
+    intent.grants.push_back(g);
+    JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(intent)));
+  }
+  MintRequest mr{g.id, g.session_id, g.task_id, g.principal_id, g.agent_id, req,
+                 ParseTier(g.tier).value_or(Tier::kRead), g.ttl_seconds, now};
   auto minted = issuer->Mint(mr);
   if (!minted) {
     g.state = "failed";
     g.extra["mint_error"] = std::string(minted.error().Reason());
     WriteBatch batch;
-    batch.audit_events.push_back(audit::GrantEvent("grant.decided", g, now, "allowed", ctx.request_id));
+    batch.audit_events = std::move(pre_events);
     batch.audit_events.push_back(
         audit::GrantEvent("credential.mint_failed", g, now, "failed", ctx.request_id));
     batch.grants.push_back(g);
     JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
     log::Get("issuer." + desc.type)
-        ->warn("event=mint_failed request_id={} grant_id={} issuer={} error=\"{}\"", ctx.request_id,
-               g.id, g.issuer, minted.error().ToString());
+        ->warn("event=mint_failed request_id={} grant_id={} issuer={} error=\"{}\"",
+               ctx.request_id, g.id, g.issuer, minted.error().ToString());
     return std::unexpected(minted.error());
   }
   g.state = "active";
@@ -616,27 +764,72 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
   if (!minted->audit_fields.empty()) {
     g.extra["credential_audit"] = minted->audit_fields;
   }
+  auto sealed = SealHandle(g.id, minted->revocation_handle);
+  if (!sealed) {
+    return std::unexpected(Internal("cannot seal the revocation handle", sealed.error().ToString()));
+  }
+  g.sealed_handle = *sealed;
   WriteBatch batch;
-  GrantRecord decided = g;
-  decided.state = "allowed";
-  batch.audit_events.push_back(audit::GrantEvent("grant.decided", decided, now, "allowed", ctx.request_id));
+  batch.audit_events = std::move(pre_events);
   batch.audit_events.push_back(audit::GrantEvent("credential.minted", g, now, "minted", ctx.request_id));
   batch.grants.push_back(g);
+  // Fail closed: the credential leaves only once these records are durable.
   JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
 
-  resp.status = 201;
-  resp.body = GrantJson(g, now);
+  nlohmann::json body = GrantJson(g, now);
   nlohmann::json cred = minted->fields;
   cred["type"] = minted->type;
   cred["expires_at"] = FormatRfc3339(minted->expires_at);
   for (auto& [name, value] : minted->secrets) {
     cred[name] = std::string(value.Reveal());
   }
-  resp.body["credential"] = std::move(cred);
-  return resp;
+  body["credential"] = std::move(cred);
+  return body;
 }
 
-Result<nlohmann::json> BrokerService::GetGrant(const CallContext& ctx, const std::string& id) {
+std::optional<lifecycle::AnomalyTrigger> BrokerService::ObserveDecision(const GrantRecord& g,
+                                                                        const Decision& d,
+                                                                        TimePoint now) {
+  if (anomaly_->rules().empty()) {
+    return std::nullopt;
+  }
+  lifecycle::DecisionObservation obs{now, d.tier, d.result, d.code, g.id};
+  return anomaly_->Observe(g.session_id, obs);
+}
+
+Status BrokerService::RevokeForAnomaly(const CallContext& ctx, const std::string& session_id,
+                                       const lifecycle::AnomalyTrigger& trigger) {
+  std::unique_lock exclusive(LockFor(session_id));
+  JITBROKER_ASSIGN_OR_RETURN(auto s, store_->GetSession(session_id));
+  if (!s || s->state != "active") {
+    return OkStatus();
+  }
+  // The trigger and its evidence are one audit record, then the session ends.
+  nlohmann::json ev = audit::SessionEvent("anomaly.detected", *s, clock_->Now(), "revoke_session",
+                                          ctx.request_id);
+  ev["anomaly"] = {{"rule", trigger.rule}, {"kind", trigger.kind}, {"evidence", trigger.evidence}};
+  WriteBatch batch;
+  batch.audit_events.push_back(std::move(ev));
+  JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+  log::Get("lifecycle")->warn("event=anomaly_detected session_id={} rule={} request_id={}",
+                              session_id, trigger.rule, ctx.request_id);
+  auto ended = EndLocked(ctx, *s, "revoked", "anomaly: " + trigger.rule, "session.revoked");
+  if (!ended) {
+    return std::unexpected(ended.error());
+  }
+  return OkStatus();
+}
+
+void BrokerService::NotifyGrantChanged() {
+  {
+    std::lock_guard lock(wait_mu_);
+    ++wait_generation_;
+  }
+  wait_cv_.notify_all();
+}
+
+Result<nlohmann::json> BrokerService::GetGrant(const CallContext& ctx, const std::string& id,
+                                               int wait_seconds) {
   JITBROKER_ASSIGN_OR_RETURN(auto g, store_->GetGrant(id));
   if (!g) {
     return std::unexpected(NotFound("grant_not_found", "no grant " + id));
@@ -647,6 +840,70 @@ Result<nlohmann::json> BrokerService::GetGrant(const CallContext& ctx, const std
       return std::unexpected(NotFound("grant_not_found", "no grant " + id));
     }
     return std::unexpected(s.error());
+  }
+  // Long-poll while the grant waits for a human; woken by any grant change.
+  if (wait_seconds > 0 && g->state == "pending") {
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::chrono::seconds(std::min(wait_seconds, options_.max_long_poll_seconds));
+    std::unique_lock lk(wait_mu_);
+    uint64_t seen = wait_generation_;
+    while (g->state == "pending" && (!g->expires_at || *g->expires_at > clock_->Now())) {
+      if (!wait_cv_.wait_until(lk, deadline, [&] { return wait_generation_ != seen; })) {
+        break;
+      }
+      seen = wait_generation_;
+      lk.unlock();
+      JITBROKER_ASSIGN_OR_RETURN(auto fresh, store_->GetGrant(id));
+      lk.lock();
+      if (fresh) {
+        g = std::move(fresh);
+      }
+    }
+  }
+  if (g->state == "pending" && g->expires_at && *g->expires_at <= clock_->Now()) {
+    // Expiry means deny; do not wait for the sweeper to say so.
+    JITBROKER_RETURN_IF_ERROR(ExpireApproval(g->id, ctx.request_id));
+    JITBROKER_ASSIGN_OR_RETURN(auto fresh, store_->GetGrant(id));
+    if (fresh) {
+      g = std::move(fresh);
+    }
+  }
+  // An approved grant is minted when its agent collects it: the TTL starts
+  // now, and the credential is returned exactly once.
+  if (g->state == "approved" && ctx.caller.IsSession()) {
+    std::unique_lock exclusive(LockFor(g->session_id));
+    JITBROKER_ASSIGN_OR_RETURN(auto fresh, store_->GetGrant(id));
+    JITBROKER_ASSIGN_OR_RETURN(auto session, store_->GetSession(g->session_id));
+    if (fresh && session && fresh->state == "approved") {
+      SessionRecord sr = *session;
+      JITBROKER_RETURN_IF_ERROR(EnsureLive(ctx, sr));
+      Issuer* issuer = FindIssuer(fresh->issuer);
+      if (issuer == nullptr) {
+        return std::unexpected(FailedPrecondition(
+            "unknown_issuer", "issuer \"" + fresh->issuer + "\" is no longer configured"));
+      }
+      GrantRecord rec = *fresh;
+      GrantRequest req;
+      req.tool = rec.tool;
+      req.operation = rec.operation;
+      req.resource = rec.resource;
+      req.issuer = rec.issuer;
+      req.parameters = rec.parameters;
+      req.scope = rec.scope;
+      req.ttl_seconds = rec.requested_ttl_seconds;
+      const TimePoint now = clock_->Now();
+      const int64_t left = ToUnixSeconds(sr.expires_at) - ToUnixSeconds(now);
+      rec.ttl_seconds = std::min({rec.ttl_seconds, left, issuer->Describe().max_ttl_seconds});
+      if (rec.ttl_seconds < 1) {
+        return std::unexpected(FailedPrecondition("session_expiring",
+                                                  "the session ends before a credential could live"));
+      }
+      rec.expires_at.reset();
+      return MintAndCommit(ctx, rec, req, issuer, {});
+    }
+    if (fresh) {
+      g = std::move(fresh);
+    }
   }
   return GrantJson(*g, clock_->Now());
 }
@@ -671,15 +928,12 @@ Result<nlohmann::json> BrokerService::RevokeGrant(const CallContext& ctx, const 
                               "; there is nothing to revoke"));
   }
   const TimePoint now = clock_->Now();
-  nlohmann::json outcome;
-  RevokeGrantRecord(*g, now, outcome);
   WriteBatch batch;
-  batch.audit_events.push_back(audit::GrantEvent(
-      g->state == "expired" ? "credential.expired" : "credential.revoked", *g, now,
-      outcome["outcome"].get<std::string>(), ctx.request_id));
-  batch.grants.push_back(*g);
+  std::vector<GrantRecord> one{*g};
+  nlohmann::json outcomes = RevokeGrants(one, now, ctx.request_id, batch);
   JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
-  outcome["state"] = g->state;
+  nlohmann::json outcome = outcomes[0];
+  outcome["state"] = one[0].state;
   return outcome;
 }
 

@@ -13,6 +13,8 @@
 #pragma once
 
 #include <array>
+#include <atomic>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -27,6 +29,8 @@
 #include "broker/authn/authn.h"
 #include "broker/common/metrics.h"
 #include "broker/config/config.h"
+#include "broker/lifecycle/anomaly.h"
+#include "broker/lifecycle/notifier.h"
 #include "jitbroker/clock.h"
 #include "jitbroker/issuer.h"
 #include "jitbroker/store.h"
@@ -43,11 +47,30 @@ struct GrantResponse {
   nlohmann::json body;
 };
 
+// What one lifecycle pass did (for logs, metrics and tests).
+struct SweepStats {
+  size_t sessions_ended = 0;
+  size_t grants_expired = 0;
+  size_t approvals_expired = 0;
+  size_t revocations_retried = 0;
+  size_t revocations_done = 0;
+};
+
+struct ServiceOptions {
+  config::SessionsConfig sessions;
+  SecretValue seal_key;                       // 32 bytes: seals revocation handles
+  int64_t default_approval_ttl_seconds = 300;
+  int max_long_poll_seconds = 60;
+  int revoke_concurrency = 32;                // parallel upstream revocations per fan-out
+  std::vector<lifecycle::AnomalyRule> anomaly_rules;
+  lifecycle::ApprovalNotifier* notifier = nullptr;  // optional; not owned
+};
+
 class BrokerService {
  public:
   BrokerService(Store* store, audit::Journal* journal, const Clock* clock, Metrics* metrics,
                 std::map<std::string, std::unique_ptr<Issuer>> issuers,
-                std::shared_ptr<const Policy> policy, config::SessionsConfig sessions);
+                std::shared_ptr<const Policy> policy, ServiceOptions options);
 
   std::shared_ptr<const Policy> policy() const;
   void SwapPolicy(std::shared_ptr<const Policy> policy);
@@ -66,8 +89,23 @@ class BrokerService {
   [[nodiscard]] Result<GrantResponse> RequestGrant(const CallContext& ctx,
                                                    const std::string& session_id,
                                                    const nlohmann::json& body);
-  [[nodiscard]] Result<nlohmann::json> GetGrant(const CallContext& ctx, const std::string& id);
+  // `wait_seconds` > 0 long-polls a pending grant; an approved grant is
+  // minted when its agent fetches it and the credential returned once.
+  [[nodiscard]] Result<nlohmann::json> GetGrant(const CallContext& ctx, const std::string& id,
+                                                int wait_seconds = 0);
   [[nodiscard]] Result<nlohmann::json> RevokeGrant(const CallContext& ctx, const std::string& id);
+  // Approvals (issue #3).
+  [[nodiscard]] Result<nlohmann::json> ListApprovals(const CallContext& ctx, const std::string& state);
+  [[nodiscard]] Result<nlohmann::json> GetApproval(const CallContext& ctx, const std::string& id);
+  [[nodiscard]] Result<nlohmann::json> DecideApproval(const CallContext& ctx, const std::string& id,
+                                                      const nlohmann::json& body);
+  // POST /v1/admin/revoke: by principal, agent, issuer or all (break glass).
+  [[nodiscard]] Result<nlohmann::json> BulkRevoke(const CallContext& ctx, const nlohmann::json& body);
+  // One lifecycle pass: ends expired and stalled sessions, expires grants and
+  // approvals, retries queued revocations. Called by the sweeper thread.
+  [[nodiscard]] Result<SweepStats> Sweep();
+  // At start: grants caught mid-mint by a crash are resolved, never forgotten.
+  [[nodiscard]] Status Reconcile();
   [[nodiscard]] Result<nlohmann::json> Introspect(const CallContext& ctx, std::string_view token);
   [[nodiscard]] Result<nlohmann::json> ListAudit(const CallContext& ctx, AuditFilter filter);
   [[nodiscard]] Result<nlohmann::json> VerifyAudit(const CallContext& ctx);
@@ -94,8 +132,30 @@ class BrokerService {
   [[nodiscard]] Result<nlohmann::json> EndLocked(const CallContext& ctx, SessionRecord s,
                                                  std::string state, std::string reason,
                                                  std::string event);
-  // Revokes one grant's credential (issuer call) and updates the record.
-  void RevokeGrantRecord(GrantRecord& g, TimePoint now, nlohmann::json& outcome);
+  // Revokes the credentials of `grants` concurrently (upstream calls fan out),
+  // updates each record, appends its audit event and, for failed upstream
+  // revocations, a retry task to `batch`. Returns one outcome per grant.
+  nlohmann::json RevokeGrants(std::vector<GrantRecord>& grants, TimePoint now,
+                              const std::string& request_id, WriteBatch& batch);
+  // Seals an issuer's revocation handle for storage (AAD: grant id).
+  [[nodiscard]] Result<std::string> SealHandle(const std::string& grant_id, const SecretValue& h) const;
+  [[nodiscard]] Result<SecretValue> OpenHandle(const GrantRecord& g) const;
+  // Mints an allowed or approved grant and commits it (decision/mint records).
+  [[nodiscard]] Result<nlohmann::json> MintAndCommit(const CallContext& ctx, GrantRecord& g,
+                                                     const GrantRequest& req, Issuer* issuer,
+                                                     std::vector<nlohmann::json> pre_events);
+  // Feeds the anomaly detector; on trigger ends the session (exclusive lock
+  // must NOT be held) and returns the trigger.
+  std::optional<lifecycle::AnomalyTrigger> ObserveDecision(const GrantRecord& g, const Decision& d,
+                                                           TimePoint now);
+  [[nodiscard]] Status RevokeForAnomaly(const CallContext& ctx, const std::string& session_id,
+                                        const lifecycle::AnomalyTrigger& trigger);
+  void NotifyGrantChanged();
+  // Expires one pending/approved grant whose approval window has passed
+  // (takes the session lock; a no-op if it is no longer due).
+  [[nodiscard]] Status ExpireApproval(const std::string& grant_id, const std::string& request_id);
+  // Retries one queued revocation; returns whether it is finished.
+  [[nodiscard]] Result<bool> RetryRevocation(const RevocationTask& task, TimePoint now);
 
   nlohmann::json SessionJson(const SessionRecord& s) const;
   nlohmann::json GrantJson(const GrantRecord& g, TimePoint now) const;
@@ -108,8 +168,15 @@ class BrokerService {
   std::map<std::string, std::unique_ptr<Issuer>, std::less<>> issuers_;
   mutable std::mutex policy_mu_;
   std::shared_ptr<const Policy> policy_;
-  config::SessionsConfig sessions_;
+  ServiceOptions options_;
+  const config::SessionsConfig& sessions_ = options_.sessions;
+  std::unique_ptr<lifecycle::AnomalyDetector> anomaly_;
   std::array<SessionLock, 64> session_locks_;
+  // Long-poll waiters on grant state changes.
+  std::mutex wait_mu_;
+  std::condition_variable wait_cv_;
+  uint64_t wait_generation_ = 0;
+  std::mutex sweep_mu_;  // one Sweep at a time
 };
 
 }  // namespace jitbroker::service

@@ -33,6 +33,10 @@ struct IssuerDescription {
   int64_t min_ttl_seconds = 1;
   int64_t default_ttl_seconds = 900;
   int64_t max_ttl_seconds = 3600;
+  // True when minting creates a credential outside the broker (GitHub, STS):
+  // the grant is then recorded as "minting" before the upstream call, so a
+  // crash in between is reconciled at restart instead of forgotten.
+  bool mints_upstream = true;
 };
 
 struct MintRequest {

@@ -221,6 +221,7 @@ Result<std::unique_ptr<Issuer>> CreateJwtIssuer(IssuerContext& ctx) {
   desc.name = ctx.name;
   desc.type = "jwt";
   desc.revocability = Revocability::kRevocable;
+  desc.mints_upstream = false;  // signed locally; nothing exists until released
   desc.max_ttl_seconds = max_ttl.value_or(900);
   desc.default_ttl_seconds = std::min(default_ttl.value_or(300), desc.max_ttl_seconds);
 

@@ -1,0 +1,305 @@
+// The revocation lifecycle (issue #3, DESIGN §8): the sweeper's pass over
+// deadlines, retries of queued upstream revocations, reconciliation after a
+// crash and admin bulk revocation.
+#include <algorithm>
+#include <random>
+#include <set>
+
+#include "broker/audit/events.h"
+#include "broker/common/json_util.h"
+#include "broker/common/log.h"
+#include "broker/common/time_util.h"
+#include "broker/crypto/crypto.h"
+#include "broker/service/broker_service.h"
+
+namespace jitbroker::service {
+
+namespace {
+
+constexpr size_t kSweepPage = 200;
+
+// Exponential backoff with jitter for queued revocations: 1 s, 2 s, 4 s, …
+// capped at 5 minutes.
+Seconds RetryDelay(int64_t attempts) {
+  const int64_t base = std::min<int64_t>(300, int64_t{1} << std::min<int64_t>(attempts, 9));
+  static thread_local std::mt19937 rng(std::random_device{}());
+  std::uniform_int_distribution<int64_t> jitter(0, base / 2);
+  return Seconds(std::min<int64_t>(300, base / 2 + jitter(rng) + 1));
+}
+
+}  // namespace
+
+Status BrokerService::ExpireApproval(const std::string& grant_id, const std::string& request_id) {
+  JITBROKER_ASSIGN_OR_RETURN(auto found, store_->GetGrant(grant_id));
+  if (!found) {
+    return OkStatus();
+  }
+  std::unique_lock lock(LockFor(found->session_id));
+  JITBROKER_ASSIGN_OR_RETURN(auto g, store_->GetGrant(grant_id));
+  const TimePoint now = clock_->Now();
+  if (!g || (g->state != "pending" && g->state != "approved") || !g->expires_at ||
+      *g->expires_at > now) {
+    return OkStatus();
+  }
+  const bool was_approved = g->state == "approved";
+  g->state = "expired";
+  g->extra["approval_expired"] = true;
+  g->decision["result"] = "deny";
+  g->decision["code"] = "approval_expired";
+  g->decision["reason"] = was_approved ? "approved, but not collected before the approval expired"
+                                       : "no approver decided before the approval expired";
+  WriteBatch batch;
+  batch.audit_events.push_back(audit::GrantEvent("approval.expired", *g, now, "denied", request_id));
+  batch.grants.push_back(*g);
+  JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+  NotifyGrantChanged();
+  return OkStatus();
+}
+
+Result<bool> BrokerService::RetryRevocation(const RevocationTask& task, TimePoint now) {
+  JITBROKER_ASSIGN_OR_RETURN(auto g, store_->GetGrant(task.grant_id));
+  WriteBatch batch;
+  if (!g || g->state != "revoking") {
+    batch.revocations_done.push_back(task.grant_id);  // resolved elsewhere
+    JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+    return true;
+  }
+  if (now >= task.expires_at) {
+    // The credential has expired upstream: nothing is left to revoke.
+    g->state = "expired";
+    g->revoke_outcome = "expired";
+    g->sealed_handle.clear();
+    batch.revocations_done.push_back(task.grant_id);
+    batch.audit_events.push_back(
+        audit::GrantEvent("credential.expired", *g, now, "expired_before_revocation", "sweeper"));
+    batch.grants.push_back(*g);
+    JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+    return true;
+  }
+  Issuer* issuer = FindIssuer(task.issuer);
+  GrantRecord sealed = *g;
+  sealed.sealed_handle = task.sealed_handle;
+  auto handle = OpenHandle(sealed);
+  Result<RevokeOutcome> result =
+      issuer == nullptr ? Result<RevokeOutcome>(std::unexpected(
+                              Unavailable("issuer_not_configured", "issuer is not configured")))
+      : !handle ? Result<RevokeOutcome>(std::unexpected(handle.error()))
+                : issuer->Revoke(RevokeRequest{g->id, std::move(*handle), task.expires_at, now});
+  if (result) {
+    g->state = "revoked";
+    g->revoked_at = now;
+    g->revoke_outcome = std::string(RevokeOutcomeName(result->kind));
+    g->sealed_handle.clear();
+    batch.revocations_done.push_back(task.grant_id);
+    batch.audit_events.push_back(
+        audit::GrantEvent("credential.revoked", *g, now, g->revoke_outcome, "sweeper"));
+    batch.grants.push_back(*g);
+    JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+    metrics_->CountRevocation(g->revoke_outcome);
+    NotifyGrantChanged();
+    return true;
+  }
+  RevocationTask next = task;
+  next.attempts += 1;
+  next.next_attempt_at = now + RetryDelay(next.attempts);
+  next.last_error = std::string(result.error().Reason());
+  batch.revocations.push_back(next);
+  JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+  log::Get("lifecycle")->warn(
+      "event=revoke_retry_failed grant_id={} issuer={} attempts={} next_in_s={} error=\"{}\"",
+      task.grant_id, task.issuer, next.attempts,
+      ToUnixSeconds(next.next_attempt_at) - ToUnixSeconds(now), result.error().ToString());
+  return false;
+}
+
+Result<SweepStats> BrokerService::Sweep() {
+  std::lock_guard sweep_lock(sweep_mu_);
+  SweepStats stats;
+  CallContext ctx;
+  ctx.request_id = "sweeper";
+  TimePoint now = clock_->Now();
+
+  // Sessions past their TTL or stall deadline (index range scans).
+  JITBROKER_ASSIGN_OR_RETURN(auto due, store_->ListSessionsDue(now, kSweepPage));
+  for (const auto& candidate : due) {
+    std::unique_lock lock(LockFor(candidate.id));
+    JITBROKER_ASSIGN_OR_RETURN(auto s, store_->GetSession(candidate.id));
+    if (!s || s->state != "active") {
+      continue;
+    }
+    SessionRecord rec = *s;
+    auto st = EnsureLive(ctx, rec);  // ends it (expired/stalled) when due
+    if (!st && st.error().code == ErrorCode::kFailedPrecondition) {
+      ++stats.sessions_ended;
+    } else if (!st) {
+      return std::unexpected(st.error());
+    }
+  }
+
+  // Credentials past their expiry: the sealed handle goes with them.
+  now = clock_->Now();
+  JITBROKER_ASSIGN_OR_RETURN(auto expired, store_->ListGrantsByState("active", now, "", kSweepPage));
+  if (!expired.empty()) {
+    WriteBatch batch;
+    for (auto& g : expired) {
+      if (!g.expires_at || *g.expires_at > now) {
+        continue;  // the index is by whole seconds
+      }
+      g.state = "expired";
+      g.sealed_handle.clear();
+      batch.audit_events.push_back(audit::GrantEvent("credential.expired", g, now, "expired", "sweeper"));
+      batch.grants.push_back(g);
+      ++stats.grants_expired;
+    }
+    if (!batch.grants.empty()) {
+      JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+    }
+  }
+
+  // Approvals nobody decided (or nobody collected) in time: expiry is a denial.
+  for (const char* state : {"pending", "approved"}) {
+    JITBROKER_ASSIGN_OR_RETURN(auto lapsed, store_->ListGrantsByState(state, now, "", kSweepPage));
+    for (const auto& g : lapsed) {
+      if (g.expires_at && *g.expires_at <= now) {
+        JITBROKER_RETURN_IF_ERROR(ExpireApproval(g.id, "sweeper"));
+        ++stats.approvals_expired;
+      }
+    }
+  }
+
+  // Upstream revocations that failed earlier.
+  JITBROKER_ASSIGN_OR_RETURN(auto retries, store_->ListRevocationsDue(now, kSweepPage));
+  for (const auto& task : retries) {
+    ++stats.revocations_retried;
+    JITBROKER_ASSIGN_OR_RETURN(bool done, RetryRevocation(task, now));
+    stats.revocations_done += done ? 1 : 0;
+  }
+  return stats;
+}
+
+Status BrokerService::Reconcile() {
+  // A grant left in "minting" was interrupted between its write-ahead record
+  // and the commit of its credential: the upstream may have issued one that
+  // nobody received and that we hold no handle for. It lives at most its TTL.
+  JITBROKER_ASSIGN_OR_RETURN(auto stuck, store_->ListGrantsByState("minting", std::nullopt, "", 0));
+  if (stuck.empty()) {
+    return OkStatus();
+  }
+  const TimePoint now = clock_->Now();
+  WriteBatch batch;
+  for (auto& g : stuck) {
+    const TimePoint worst = g.created_at + Seconds(g.ttl_seconds);
+    g.state = "revoked";
+    g.revoked_at = now;
+    g.revoke_outcome = "expiry_only";
+    g.extra["reconciled"] = {{"reason", "interrupted mid-mint by a restart"},
+                             {"residual_seconds",
+                              std::max<int64_t>(0, ToUnixSeconds(worst) - ToUnixSeconds(now))}};
+    batch.audit_events.push_back(
+        audit::GrantEvent("credential.reconciled", g, now, "expiry_only", "startup"));
+    batch.grants.push_back(g);
+    log::Get("lifecycle")->error(
+        "event=mint_reconciled grant_id={} issuer={} note=\"interrupted mid-mint; any credential "
+        "issued upstream lives until its expiry\"",
+        g.id, g.issuer);
+  }
+  return journal_->Commit(std::move(batch));
+}
+
+Result<nlohmann::json> BrokerService::BulkRevoke(const CallContext& ctx, const nlohmann::json& body) {
+  const authn::Caller& c = ctx.caller;
+  if (c.IsSession() || !c.is_admin) {
+    return std::unexpected(PermissionDenied("forbidden", "bulk revocation needs an admin"));
+  }
+  JITBROKER_ASSIGN_OR_RETURN(auto r, json::JsonReader::Open(body, ""));
+  JITBROKER_ASSIGN_OR_RETURN(auto principal, r.OptString("principal", 256));
+  JITBROKER_ASSIGN_OR_RETURN(auto agent, r.OptString("agent", 256));
+  JITBROKER_ASSIGN_OR_RETURN(auto issuer, r.OptString("issuer", 128));
+  JITBROKER_ASSIGN_OR_RETURN(std::string reason, r.String("reason", 1024));
+  JITBROKER_ASSIGN_OR_RETURN(auto all_flag, r.OptBool("all"));
+  const bool all = all_flag.value_or(false);
+  JITBROKER_RETURN_IF_ERROR(r.Finish());
+  const int selectors = (principal ? 1 : 0) + (agent ? 1 : 0) + (issuer ? 1 : 0) + (all ? 1 : 0);
+  if (selectors != 1) {
+    return std::unexpected(InvalidArgument(
+        "invalid_selector", "give exactly one of principal, agent, issuer or all: true"));
+  }
+  if (issuer && FindIssuer(*issuer) == nullptr) {
+    return std::unexpected(
+        InvalidArgument("unknown_issuer", "issuer \"" + *issuer + "\" is not configured"));
+  }
+  nlohmann::json selector = principal ? nlohmann::json{{"principal", *principal}}
+                            : agent   ? nlohmann::json{{"agent", *agent}}
+                            : issuer  ? nlohmann::json{{"issuer", *issuer}}
+                                      : nlohmann::json{{"all", true}};
+  const TimePoint now = clock_->Now();
+  {
+    WriteBatch batch;
+    batch.audit_events.push_back(audit::AdminEvent(
+        "admin.bulk_revoke", c.principal_id, now,
+        {{"selector", selector}, {"reason", reason}}, "started", ctx.request_id));
+    JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+  }
+  log::Get("lifecycle")->warn("event=bulk_revoke admin={} selector={} request_id={}",
+                              c.principal_id, selector.dump(), ctx.request_id);
+
+  nlohmann::json revocations = nlohmann::json::array();
+  size_t sessions_ended = 0;
+  const std::string why = "bulk revoke by " + c.principal_id + ": " + reason;
+  if (issuer) {
+    // Only this issuer's credentials; the sessions go on.
+    std::map<std::string, std::vector<GrantRecord>> by_session;
+    for (const char* state : {"active", "pending", "approved", "minting"}) {
+      JITBROKER_ASSIGN_OR_RETURN(auto gs, store_->ListGrantsByState(state, std::nullopt, *issuer, 0));
+      for (auto& g : gs) {
+        by_session[g.session_id].push_back(std::move(g));
+      }
+    }
+    for (auto& [sid, grants] : by_session) {
+      std::unique_lock lock(LockFor(sid));
+      std::vector<GrantRecord> live;
+      for (const auto& g : grants) {
+        JITBROKER_ASSIGN_OR_RETURN(auto fresh, store_->GetGrant(g.id));
+        if (fresh && (fresh->state == "active" || fresh->state == "pending" ||
+                      fresh->state == "approved" || fresh->state == "minting")) {
+          live.push_back(std::move(*fresh));
+        }
+      }
+      WriteBatch batch;
+      nlohmann::json out = RevokeGrants(live, clock_->Now(), ctx.request_id, batch);
+      JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+      for (auto& o : out) {
+        revocations.push_back(std::move(o));
+      }
+    }
+  } else {
+    SessionFilter f;
+    f.state = "active";
+    f.limit = 0;
+    if (principal) {
+      f.principal_id = *principal;
+    }
+    if (agent) {
+      f.agent_id = *agent;
+    }
+    JITBROKER_ASSIGN_OR_RETURN(auto sessions, store_->ListSessions(f));
+    for (const auto& candidate : sessions) {
+      std::unique_lock lock(LockFor(candidate.id));
+      JITBROKER_ASSIGN_OR_RETURN(auto s, store_->GetSession(candidate.id));
+      if (!s || s->state != "active") {
+        continue;
+      }
+      JITBROKER_ASSIGN_OR_RETURN(auto ended, EndLocked(ctx, *s, "revoked", why, "session.revoked"));
+      ++sessions_ended;
+      for (auto& o : ended["revocations"]) {
+        revocations.push_back(std::move(o));
+      }
+    }
+  }
+  return nlohmann::json{{"selector", selector},
+                        {"reason", reason},
+                        {"sessions_revoked", sessions_ended},
+                        {"revocations", revocations}};
+}
+
+}  // namespace jitbroker::service
