@@ -69,6 +69,7 @@ struct Flags {
   double budget_s = 50;
   int revoke_concurrency = 0;  // 0: the service's default (ServiceOptions)
   bool strict = false;
+  bool help = false;
   std::string log_level = "error";
 };
 
@@ -111,8 +112,8 @@ std::optional<Flags> ParseFlags(int argc, char** argv) {
     auto double_flag = [&](double& out, double min) {
       auto v = value();
       if (!v || !ParseNumber(*v, out) || !std::isfinite(out) || out < min) {
-        std::fprintf(stderr, "revoke_bench: %s must be a number >= %g\n",
-                     std::string(arg).c_str(), min);
+        std::fprintf(stderr, "revoke_bench: %s must be a number >= %g\n", std::string(arg).c_str(),
+                     min);
         return false;
       }
       return true;
@@ -139,8 +140,8 @@ std::optional<Flags> ParseFlags(int argc, char** argv) {
         f.log_level = std::string(*v);
       }
     } else if (arg == "-h" || arg == "--help") {
-      Usage();
-      std::exit(0);
+      f.help = true;
+      return f;
     } else {
       std::fprintf(stderr, "revoke_bench: unknown argument %s\n", argv[i]);
       ok = false;
@@ -167,9 +168,10 @@ double Percentile(const std::vector<double>& sorted, double p) {
 class TempDir {
  public:
   static Result<TempDir> Create() {
-    const char* base = std::getenv("TMPDIR");
-    std::string templ = std::string(base != nullptr && *base != '\0' ? base : "/tmp") +
-                        "/revoke_bench.XXXXXX";
+    // Read once, before any thread starts.
+    const char* base = std::getenv("TMPDIR");  // NOLINT(concurrency-mt-unsafe)
+    std::string templ =
+        std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/revoke_bench.XXXXXX";
     if (::mkdtemp(templ.data()) == nullptr) {
       return std::unexpected(Internal("cannot create a temp dir under " + templ));
     }
@@ -196,8 +198,8 @@ class TempDir {
 // config holds only their digests.
 std::string ConfigYaml(const std::string& data_dir, const std::string& owner_key_sha256,
                        const std::string& admin_key_sha256) {
-  return "data_dir: " + nlohmann::json(data_dir).dump() + "\n" +
-         R"(policy:
+  std::string yaml = "data_dir: " + nlohmann::json(data_dir).dump() + "\n" +
+                     R"(policy:
   version: "revoke-bench.1"
   default_tier: write
   tiers:
@@ -205,10 +207,10 @@ std::string ConfigYaml(const std::string& data_dir, const std::string& owner_key
   principals:
     - id: bench_owner
       roles: [bencher]
-      api_keys_sha256: [")" + owner_key_sha256 + R"("]
+      api_keys_sha256: ["@OWNER_KEY_SHA256@"]
     - id: bench_admin
       roles: [admin]
-      api_keys_sha256: [")" + admin_key_sha256 + R"("]
+      api_keys_sha256: ["@ADMIN_KEY_SHA256@"]
   roles:
     bencher:
       resources: ["fake://bench/*"]
@@ -225,13 +227,19 @@ log:
   level: error
   access_log: "off"
 )";
+  auto substitute = [&yaml](std::string_view placeholder, const std::string& value) {
+    yaml.replace(yaml.find(placeholder), placeholder.size(), value);
+  };
+  substitute("@OWNER_KEY_SHA256@", owner_key_sha256);
+  substitute("@ADMIN_KEY_SHA256@", admin_key_sha256);
+  return yaml;
 }
 
 struct RoundResult {
-  double end_ms = 0;          // EndSession wall time
-  double setup_ms = 0;        // open session + mint all grants
-  int revoked = 0;            // outcome "revoked" and revoked upstream
-  int max_concurrent = 0;     // FakeIssuer high-water mark during EndSession
+  double end_ms = 0;       // EndSession wall time
+  double setup_ms = 0;     // open session + mint all grants
+  int revoked = 0;         // outcome "revoked" and revoked upstream
+  int max_concurrent = 0;  // FakeIssuer high-water mark during EndSession
   std::map<std::string, int> outcomes;
   std::vector<std::string> problems;  // first few, for the report
 };
@@ -310,9 +318,9 @@ class Bench {
 
   void Check(const nlohmann::json& ended, const std::string& session_id,
              const std::set<std::string>& grant_ids, RoundResult& rr) const {
-    auto problem = [&rr](std::string text) {
+    auto problem = [&rr](const std::string& text) {
       if (rr.problems.size() < 5) {
-        rr.problems.push_back(std::move(text));
+        rr.problems.push_back(text);
       }
     };
     if (ended.value("session_id", "") != session_id || ended.value("state", "") != "revoked") {
@@ -369,9 +377,9 @@ int Run(const Flags& flags) {
 
   const SecretValue owner_key("jbk_" + crypto::NewId("", 32));
   const SecretValue admin_key("jbk_" + crypto::NewId("", 32));
-  auto cfg = config::LoadConfigText(ConfigYaml(dir, crypto::Sha256Hex(owner_key.Reveal()),
-                                               crypto::Sha256Hex(admin_key.Reveal())),
-                                    dir + "/bench.yaml");
+  auto cfg = config::LoadConfigText(
+      ConfigYaml(dir, crypto::Sha256Hex(owner_key.Reveal()), crypto::Sha256Hex(admin_key.Reveal())),
+      dir + "/bench.yaml");
   if (!cfg) {
     return fail("config", cfg.error());
   }
@@ -402,18 +410,19 @@ int Run(const Flags& flags) {
     options.revoke_concurrency = flags.revoke_concurrency;
   }
   const int revoke_concurrency = options.revoke_concurrency;
-  auto service = std::make_unique<service::BrokerService>(store->get(), journal->get(), &clock,
-                                                          &metrics, std::move(issuers),
-                                                          cfg->policy, std::move(options));
+  auto service =
+      std::make_unique<service::BrokerService>(store->get(), journal->get(), &clock, &metrics,
+                                               std::move(issuers), cfg->policy, std::move(options));
 
   Bench bench(service.get(), issuer, flags);
   if (auto st = bench.Authenticate(owner_key, admin_key); !st) {
     return fail("authenticate", st.error());
   }
 
-  std::printf("revoke_bench: %d grants per session, upstream revoke latency %d ms, "
-              "service revoke_concurrency %d, up to %d rounds (budget %.0f s)\n",
-              flags.grants, flags.latency_ms, revoke_concurrency, flags.rounds, flags.budget_s);
+  std::printf(
+      "revoke_bench: %d grants per session, upstream revoke latency %d ms, "
+      "service revoke_concurrency %d, up to %d rounds (budget %.0f s)\n",
+      flags.grants, flags.latency_ms, revoke_concurrency, flags.rounds, flags.budget_s);
   std::printf("  lower bounds: concurrent fan-out >= %d ms, sequential >= %lld ms\n\n",
               flags.latency_ms,
               static_cast<long long>(flags.latency_ms) * static_cast<long long>(flags.grants));
@@ -473,13 +482,13 @@ int Run(const Flags& flags) {
   }
   std::printf("\nend_session (all %d revocations done, session end durable), %d rounds:\n",
               flags.grants, rounds_run);
-  std::printf("  p50 %.1f ms   p99 %.1f ms   max %.1f ms   (target p99 <= %.0f ms: %s)\n", p50,
-              p99, max, flags.target_ms, target_met ? "met" : "MISSED");
-  std::printf("  upstream: max concurrent revokes %d, revoke calls %llu, unknown handles %llu, "
-              "credentials still live %zu\n",
-              max_concurrent, static_cast<unsigned long long>(issuer->RevokeCalls()),
-              static_cast<unsigned long long>(issuer->UnknownHandleRevokes()),
-              issuer->LiveCredentials());
+  std::printf("  p50 %.1f ms   p99 %.1f ms   max %.1f ms   (target p99 <= %.0f ms: %s)\n", p50, p99,
+              max, flags.target_ms, target_met ? "met" : "MISSED");
+  std::printf(
+      "  upstream: max concurrent revokes %d, revoke calls %llu, unknown handles %llu, "
+      "credentials still live %zu\n",
+      max_concurrent, static_cast<unsigned long long>(issuer->RevokeCalls()),
+      static_cast<unsigned long long>(issuer->UnknownHandleRevokes()), issuer->LiveCredentials());
   std::printf("  outcomes: %s; not revoked: %lld\n", outcome_text.c_str(),
               static_cast<long long>(not_revoked));
   for (const auto& p : problems) {
@@ -487,7 +496,8 @@ int Run(const Flags& flags) {
   }
   std::printf(
       "RESULT bench=revoke rounds=%d grants=%d latency_ms=%d revoke_concurrency=%d p50_ms=%.1f "
-      "p99_ms=%.1f max_ms=%.1f max_concurrent=%d not_revoked=%lld target_p99_ms=%.0f target_met=%d\n",
+      "p99_ms=%.1f max_ms=%.1f max_concurrent=%d not_revoked=%lld target_p99_ms=%.0f "
+      "target_met=%d\n",
       rounds_run, flags.grants, flags.latency_ms, revoke_concurrency, p50, p99, max, max_concurrent,
       static_cast<long long>(not_revoked), flags.target_ms, target_met ? 1 : 0);
 
@@ -517,6 +527,10 @@ int main(int argc, char** argv) {
   auto flags = jitbroker::bench::ParseFlags(argc, argv);
   if (!flags) {
     return 2;
+  }
+  if (flags->help) {
+    jitbroker::bench::Usage();
+    return 0;
   }
   try {
     return jitbroker::bench::Run(*flags);

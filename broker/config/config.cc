@@ -322,7 +322,7 @@ Status LoadTiers(Section& policy_section, Policy& policy) {
       tp.max_ttl_seconds = *max_ttl;
     }
     JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> approval_ttl,
-                               ts.OptInt("approval_ttl_seconds", 10, 86400));
+                               ts.OptInt("approval_ttl_seconds", 1, 86400));
     if (approval_ttl) {
       tp.approval_ttl_seconds = *approval_ttl;
     }

@@ -66,17 +66,6 @@ struct AnomalyRule {
   int64_t max_per_minute = 0;
   std::string action = "revoke_session";  // only value supported
 };
-Kind kind = Kind::kDeniedBurst;
-std::string name;   // "anomaly[2]:denied_burst" (index + kind) unless the entry sets `name:`
-int64_t count = 0;  // denied_burst, out_of_scope: trigger when count is reached
-std::optional<Seconds> window;  // denied_burst (required), tier_chain (required), out_of_scope
-                                // (optional: absent = whole session)
-std::vector<Tier>
-    sequence;  // tier_chain: tiers requested in this order (not necessarily adjacent) within window
-int64_t max_per_minute =
-    0;  // rate: more than this many grant requests (any result) in any sliding 60 s → trigger
-std::string action = "revoke_session";  // only value supported
-};
 
 // "denied_burst", "out_of_scope", "tier_chain", "rate".
 std::string_view AnomalyKindName(AnomalyRule::Kind kind);

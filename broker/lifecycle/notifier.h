@@ -73,7 +73,7 @@ struct NotifierStats {
   uint64_t delivered = 0;  // messages answered with 2xx
   uint64_t retried = 0;    // attempts after the first (all messages)
   uint64_t failed = 0;     // permanent failures and messages out of attempts
-  uint64_t dropped = 0;    // overflowed the queue, or still queued at Stop()
+  uint64_t dropped = 0;    // overflowed the queue, or undelivered at Stop() / after it
 };
 
 class ApprovalNotifier {

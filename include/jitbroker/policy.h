@@ -68,7 +68,7 @@ struct TierPolicy {
   std::vector<std::string> approvers;           // e.g. "role:maintainer"
   bool four_eyes = false;
   std::optional<int64_t> max_ttl_seconds;       // credential TTL cap for this tier
-  int64_t approval_ttl_seconds = 300;           // how long a pending approval lives
+  int64_t approval_ttl_seconds = 0;             // pending approval lifetime; 0 = approvals.default_ttl_seconds
 };
 
 struct ToolRule {

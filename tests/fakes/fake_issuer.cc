@@ -63,9 +63,9 @@ class InFlight {
 
 FakeIssuer::FakeIssuer(FakeIssuerOptions options)
     : description_(DescriptionFrom(options)),
-      implied_tier_(options.implied_tier ? std::move(options.implied_tier)
-                                         : std::function<Result<Tier>(const GrantRequest&)>(
-                                               DefaultImpliedTier)),
+      implied_tier_(options.implied_tier
+                        ? std::move(options.implied_tier)
+                        : std::function<Result<Tier>(const GrantRequest&)>(DefaultImpliedTier)),
       mint_latency_ms_(options.mint_latency.count()),
       revoke_latency_ms_(options.revoke_latency.count()) {}
 

@@ -79,10 +79,10 @@ class FakeIssuer final : public Issuer {
 
   // Counters.
   uint64_t MintCalls() const { return mint_calls_.load(); }
-  uint64_t Mints() const { return mints_.load(); }              // successful
-  uint64_t FailedMints() const { return failed_mints_.load(); } // injected failures
+  uint64_t Mints() const { return mints_.load(); }               // successful
+  uint64_t FailedMints() const { return failed_mints_.load(); }  // injected failures
   uint64_t RevokeCalls() const { return revoke_calls_.load(); }
-  uint64_t Revokes() const { return revokes_.load(); }          // successful, repeats included
+  uint64_t Revokes() const { return revokes_.load(); }               // successful, repeats included
   uint64_t FailedRevokes() const { return failed_revokes_.load(); }  // injected failures
   uint64_t UnknownHandleRevokes() const { return unknown_handle_revokes_.load(); }
   // Grant ids (as given at mint) of the credentials revoked, each once, in

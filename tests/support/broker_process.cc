@@ -75,11 +75,13 @@ void BrokerProcess::WriteConfig(const BrokerOptions& o) {
       "log: {level: warn}\n"
       "policy:\n"
       "  version: \"" + o.policy_version + "\"\n"
+      + (o.tiers.empty() ? std::string() : "  tiers: " + o.tiers + "\n") +
       "  tools:" + tools +
       "  principals:\n"
       "    - {id: eng_1, email: eng@example.com, roles: [engineer], api_key_file: keys/eng.key}\n"
       "    - {id: eng_2, roles: [engineer], api_key_file: keys/eng2.key}\n"
       "    - {id: maint_1, roles: [maintainer, approver], api_key_file: keys/maint.key}\n"
+      "    - {id: maint_2, roles: [maintainer, approver], api_key_file: keys/maint2.key}\n"
       "    - {id: admin_1, roles: [admin, resource_server], api_key_file: keys/admin.key}\n"
       "  roles:\n"
       "    engineer: {resources: [\"github://acme/*\", \"jwt://mcp.internal\", \"jwt://api.internal\"], max_tier: pr, issuers: [internal]}\n"
@@ -87,7 +89,9 @@ void BrokerProcess::WriteConfig(const BrokerOptions& o) {
       "    approver: {resources: [], max_tier: read}\n"
       "    resource_server: {resources: [], max_tier: read}\n"
       "    admin: {resources: [\"*\"], max_tier: destructive}\n"
-      "sessions: " + o.sessions + "\n"
+      "sessions: " + o.sessions + "\n" +
+      (o.anomaly.empty() ? std::string() : "anomaly: " + o.anomaly + "\n") +
+      (o.approvals.empty() ? std::string() : "approvals: " + o.approvals + "\n") +
       "issuers:\n"
       "  internal: {type: jwt, algorithm: " + o.jwt_algorithm +
       ", audiences: [\"mcp.internal\", \"api.internal\"], max_ttl_seconds: 900}\n";
@@ -104,6 +108,8 @@ std::unique_ptr<BrokerProcess> BrokerProcess::Start(BrokerOptions options) {
   p->other_engineer_key = RandomKey("jbk_");
   p->maintainer_key = RandomKey("jbk_");
   p->admin_key = RandomKey("jbk_");
+  p->maintainer2_key = RandomKey("jbk_");
+  WriteFile(p->dir_ + "/keys/maint2.key", p->maintainer2_key + "\n");
   WriteFile(p->dir_ + "/keys/eng.key", p->engineer_key + "\n");
   WriteFile(p->dir_ + "/keys/eng2.key", p->other_engineer_key + "\n");
   WriteFile(p->dir_ + "/keys/maint.key", p->maintainer_key + "\n");
@@ -199,9 +205,14 @@ HttpResult BrokerProcess::Request(const std::string& method, const std::string& 
     headers.emplace("Authorization", "Bearer " + bearer);
   }
   HttpResult out;
-  auto r = method == "GET"    ? client_->Get(path, headers)
-           : method == "POST" ? client_->Post(path, headers, body, content_type)
-                              : client_->Delete(path, headers);
+  // A client per call: httplib::Client serialises requests, and tests make
+  // concurrent ones (long-polls beside approvals).
+  httplib::Client client("127.0.0.1", port_);
+  client.set_connection_timeout(5);
+  client.set_read_timeout(30);
+  auto r = method == "GET"    ? client.Get(path, headers)
+           : method == "POST" ? client.Post(path, headers, body, content_type)
+                              : client.Delete(path, headers);
   if (!r) {
     return out;
   }

@@ -20,6 +20,9 @@ struct BrokerOptions {
   std::string extra_tools;          // YAML list items appended under policy.tools
   std::string sessions = "{max_ttl_seconds: 28800, default_ttl_seconds: 3600, heartbeat_seconds: 60, stall_after_missed: 3}";
   std::string jwt_algorithm = "ES256";
+  std::string tiers;                // YAML mapping for policy.tiers (empty = defaults)
+  std::string anomaly;              // YAML sequence for `anomaly:` (empty = none)
+  std::string approvals;            // YAML mapping for `approvals:` (empty = none)
   int max_body_bytes = 65536;
   int threads = 16;
 };
@@ -67,7 +70,7 @@ class BrokerProcess {
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   const std::string& stdout_text() const { return stdout_; }
 
-  std::string engineer_key, maintainer_key, admin_key, other_engineer_key;
+  std::string engineer_key, maintainer_key, admin_key, other_engineer_key, maintainer2_key;
   void WriteConfig(const BrokerOptions& options);
 
  private:

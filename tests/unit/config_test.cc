@@ -148,7 +148,7 @@ TEST_CASE("Config: defaults of a minimal file") {
   CHECK(p.ForTier(Tier::kSecret).control == Control::kApproval);
   CHECK(p.ForTier(Tier::kSecret).max_ttl_seconds == 300);
   CHECK(p.ForTier(Tier::kDestructive).control == Control::kDeny);
-  CHECK(p.ForTier(Tier::kRead).approval_ttl_seconds == 300);
+  CHECK(p.ForTier(Tier::kRead).approval_ttl_seconds == 0);
 }
 
 TEST_CASE("Config: a full file with every key, in JSON") {

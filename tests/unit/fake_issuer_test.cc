@@ -16,9 +16,9 @@ using std::chrono_literals::operator""ms;
 
 const TimePoint kNow = FromUnixSeconds(1795000000);
 
-MintRequest MintFor(std::string grant_id, int64_t ttl_seconds = 300) {
+MintRequest MintFor(const std::string& grant_id, int64_t ttl_seconds = 300) {
   MintRequest r;
-  r.grant_id = std::move(grant_id);
+  r.grant_id = grant_id;
   r.session_id = "ses_test";
   r.request.tool = "fake.read";
   r.request.operation = "read";
@@ -43,8 +43,10 @@ std::string SecretField(const MintResult& m, const std::string& name) {
 }
 
 TEST_CASE("FakeIssuer: describes itself from its options") {
-  FakeIssuer issuer({.name = "up", .revocability = Revocability::kDenyByCondition,
-                     .default_ttl_seconds = 60, .max_ttl_seconds = 120});
+  FakeIssuer issuer({.name = "up",
+                     .revocability = Revocability::kDenyByCondition,
+                     .default_ttl_seconds = 60,
+                     .max_ttl_seconds = 120});
   const IssuerDescription& d = issuer.Describe();
   CHECK(d.name == "up");
   CHECK(d.type == "fake");
@@ -136,8 +138,8 @@ TEST_CASE("FakeIssuer: rejects handles it never minted") {
   FakeIssuer issuer;
   auto m = issuer.Mint(MintFor("grt_1"));
   REQUIRE(m.has_value());
-  for (std::string handle : {std::string("grt_1"), std::string(), std::string("fake_bogus"),
-                             m->fingerprint_sha256}) {
+  for (std::string handle :
+       {std::string("grt_1"), std::string(), std::string("fake_bogus"), m->fingerprint_sha256}) {
     CAPTURE(handle.size());
     auto r = issuer.Revoke(RevokeRequest{"grt_1", SecretValue(handle), m->expires_at, kNow});
     REQUIRE_FALSE(r.has_value());

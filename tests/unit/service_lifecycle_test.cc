@@ -1,0 +1,296 @@
+// The service's revocation lifecycle in process, with a fake upstream issuer
+// whose state outlives broker "restarts" (the upstream is external): queued
+// revocations survive a restart and are retried; a grant caught mid-mint is
+// reconciled; the fan-out is concurrent; revocation handles are sealed.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "broker/audit/journal.h"
+#include "broker/config/config.h"
+#include "broker/crypto/crypto.h"
+#include "broker/service/broker_service.h"
+#include "broker/store/sqlite_store.h"
+#include "tests/fakes/fake_clock.h"
+#include "tests/fakes/fake_issuer.h"
+
+namespace jitbroker::testing {
+namespace {
+
+// Forwards to a FakeIssuer owned by the test, so the "upstream" survives the
+// broker being torn down and rebuilt.
+class SharedIssuer final : public Issuer {
+ public:
+  explicit SharedIssuer(FakeIssuer* inner) : inner_(inner) {}
+  const IssuerDescription& Describe() const override { return inner_->Describe(); }
+  Result<Tier> ImpliedTier(const GrantRequest& r) const override { return inner_->ImpliedTier(r); }
+  Result<MintResult> Mint(const MintRequest& r) override { return inner_->Mint(r); }
+  Result<RevokeOutcome> Revoke(const RevokeRequest& r) override { return inner_->Revoke(r); }
+
+ private:
+  FakeIssuer* inner_;
+};
+
+const char* kConfig = R"(
+data_dir: data
+policy:
+  version: "svc.1"
+  principals:
+    - {id: alice, roles: [engineer], api_key_file: alice.key}
+    - {id: root, roles: [admin], api_key_file: root.key}
+  roles:
+    engineer: {resources: ["fake://svc/*"], max_tier: pr}
+    admin: {resources: ["*"], max_tier: destructive}
+)";
+
+struct Broker {
+  std::unique_ptr<Store> store;
+  std::unique_ptr<audit::Journal> journal;
+  Metrics metrics;
+  std::unique_ptr<service::BrokerService> service;
+};
+
+class Fixture {
+ public:
+  Fixture() {
+    char tmpl[] = "/tmp/jitbroker-svc-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    dir_ = tmpl;
+    std::ofstream(dir_ + "/alice.key") << "jbk_alice_key_for_tests_0123456789\n";
+    std::ofstream(dir_ + "/root.key") << "jbk_root_key_for_tests_0123456789\n";
+    std::ofstream(dir_ + "/broker.yaml") << kConfig;
+    auto cfg = config::LoadConfigFile(dir_ + "/broker.yaml");
+    REQUIRE_MESSAGE(cfg.has_value(), (cfg ? "" : cfg.error().ToString()));
+    policy_ = cfg->policy;
+    sessions_ = cfg->sessions;
+    seal_key_ = crypto::RandomBytes(32);
+    FakeIssuerOptions fo;
+    fo.name = "fake";
+    upstream_ = std::make_unique<FakeIssuer>(fo);
+  }
+  ~Fixture() {
+    broker_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  void Start() {
+    broker_ = std::make_unique<Broker>();
+    store::SqliteOptions so;
+    so.path = dir_ + "/state.db";
+    auto st = store::OpenSqliteStore(so);
+    REQUIRE(st.has_value());
+    broker_->store = std::move(*st);
+    auto j = audit::Journal::Create(broker_->store.get(), dir_ + "/audit.jsonl");
+    REQUIRE(j.has_value());
+    broker_->journal = std::move(*j);
+    std::map<std::string, std::unique_ptr<Issuer>> issuers;
+    issuers.emplace("fake", std::make_unique<SharedIssuer>(upstream_.get()));
+    service::ServiceOptions opts;
+    opts.sessions = sessions_;
+    opts.seal_key = SecretValue(seal_key_);
+    broker_->service = std::make_unique<service::BrokerService>(
+        broker_->store.get(), broker_->journal.get(), &clock_, &broker_->metrics,
+        std::move(issuers), policy_, std::move(opts));
+    REQUIRE(broker_->service->Reconcile().has_value());
+  }
+  void Stop() {
+    broker_->journal->Stop();
+    broker_.reset();
+  }
+
+  service::CallContext As(const std::string& bearer) {
+    auto c = svc().Authenticate("Bearer " + bearer);
+    REQUIRE_MESSAGE(c.has_value(), (c ? "" : c.error().ToString()));
+    service::CallContext ctx;
+    ctx.request_id = "req_test";
+    ctx.caller = std::move(*c);
+    return ctx;
+  }
+  service::CallContext Alice() { return As("jbk_alice_key_for_tests_0123456789"); }
+  service::CallContext Root() { return As("jbk_root_key_for_tests_0123456789"); }
+
+  // Opens a session and takes `n` grants; returns {session id, token}.
+  std::pair<std::string, std::string> SessionWithGrants(int n) {
+    const nlohmann::json body = nlohmann::json::parse(R"({"agent": {"id": "agent_1"},
+        "task": {"id": "t1", "scope": {"resources": ["fake://svc/*"], "max_tier": "pr"}}})");
+    auto opened = svc().OpenSession(Alice(), body);
+    REQUIRE(opened.has_value());
+    const std::string sid = (*opened)["session_id"];
+    const std::string token = (*opened)["session_token"];
+    for (int i = 0; i < n; ++i) {
+      auto g = svc().RequestGrant(As(token), sid,
+                                  {{"tool", "svc.read"}, {"operation", "read"},
+                                   {"resource", "fake://svc/r" + std::to_string(i)}, {"issuer", "fake"}});
+      REQUIRE_MESSAGE(g.has_value(), (g ? "" : g.error().ToString()));
+      REQUIRE(g->status == 201);
+    }
+    return {sid, token};
+  }
+
+  service::BrokerService& svc() { return *broker_->service; }
+  Store& store() { return *broker_->store; }
+  FakeIssuer& upstream() { return *upstream_; }
+  FakeClock& clock() { return clock_; }
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string dir_;
+  std::shared_ptr<const Policy> policy_;
+  config::SessionsConfig sessions_;
+  std::string seal_key_;
+  FakeClock clock_;
+  std::unique_ptr<FakeIssuer> upstream_;
+  std::unique_ptr<Broker> broker_;
+};
+
+TEST_CASE("Service: revocation fans out concurrently and handles are sealed at rest") {
+  Fixture f;
+  f.Start();
+  f.upstream().SetRevokeLatency(std::chrono::milliseconds(50));
+  auto [sid, token] = f.SessionWithGrants(20);
+  // The store holds no handle in the clear.
+  auto grants = f.store().ListGrants(sid);
+  REQUIRE(grants->size() == 20);
+  for (const auto& g : *grants) {
+    CHECK_FALSE(g.sealed_handle.empty());
+    CHECK(g.sealed_handle.find("fake") == std::string::npos);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  auto ended = f.svc().EndSession(f.Root(), sid, {{"reason", "test"}}, true);
+  const auto took = std::chrono::steady_clock::now() - start;
+  REQUIRE(ended.has_value());
+  for (const auto& o : (*ended)["revocations"]) {
+    CHECK(o["outcome"] == "revoked");
+  }
+  CHECK(f.upstream().RevokedGrantIds().size() == 20);
+  CHECK(f.upstream().MaxConcurrentRevokes() > 1);
+  CHECK(took < std::chrono::milliseconds(20 * 50));  // sequential would take 1 s
+  auto after = f.store().ListGrants(sid);
+  REQUIRE(after.has_value());
+  for (const auto& g : *after) {
+    CHECK(g.state == "revoked");
+    CHECK(g.sealed_handle.empty());  // destroyed after revoke
+  }
+}
+
+TEST_CASE("Service: a failed upstream revocation is queued, survives a restart and is retried") {
+  Fixture f;
+  f.Start();
+  auto [sid, token] = f.SessionWithGrants(2);
+  f.upstream().SetFailRevokesAlways(true);
+  auto ended = f.svc().EndSession(f.Alice(), sid, nlohmann::json::object(), false);
+  REQUIRE(ended.has_value());
+  for (const auto& o : (*ended)["revocations"]) {
+    CHECK(o["outcome"] == "queued");
+    CHECK(o["residual_seconds"].get<int64_t>() > 0);
+  }
+  CHECK(f.upstream().LiveCredentials() == 2);
+  auto queued = f.store().ListRevocationsDue(f.clock().Now() + std::chrono::hours(1), 100);
+  REQUIRE(queued->size() == 2);
+
+  // Still failing: the retry backs off.
+  f.clock().Advance(std::chrono::seconds(2));
+  auto s1 = f.svc().Sweep();
+  REQUIRE(s1.has_value());
+  CHECK(s1->revocations_retried == 2);
+  CHECK(s1->revocations_done == 0);
+  CHECK(f.store().ListRevocationsDue(f.clock().Now(), 100)->empty());
+
+  // Restart; the upstream recovers; the queue drains.
+  f.Stop();
+  f.upstream().SetFailRevokesAlways(false);
+  f.Start();
+  f.clock().Advance(std::chrono::minutes(6));
+  auto s2 = f.svc().Sweep();
+  REQUIRE(s2.has_value());
+  CHECK(s2->revocations_done == 2);
+  CHECK(f.upstream().LiveCredentials() == 0);
+  auto drained = f.store().ListGrants(sid);
+  REQUIRE(drained.has_value());
+  for (const auto& g : *drained) {
+    CHECK(g.state == "revoked");
+    CHECK(g.revoke_outcome == "revoked");
+  }
+  CHECK(f.store().ListRevocationsDue(f.clock().Now() + std::chrono::hours(2), 100)->empty());
+  auto v = f.svc().VerifyAudit(f.Root());
+  REQUIRE(v.has_value());
+  CHECK((*v)["ok"] == true);
+}
+
+TEST_CASE("Service: queued revocations give up once the credential has expired") {
+  Fixture f;
+  f.Start();
+  auto [sid, token] = f.SessionWithGrants(1);
+  f.upstream().SetFailRevokesAlways(true);
+  REQUIRE(f.svc().EndSession(f.Alice(), sid, nlohmann::json::object(), false).has_value());
+  f.clock().Advance(std::chrono::hours(2));  // past the 900 s credential
+  auto s = f.svc().Sweep();
+  REQUIRE(s.has_value());
+  CHECK(s->revocations_done == 1);
+  auto g = f.store().ListGrants(sid)->front();
+  CHECK(g.state == "expired");
+  CHECK(g.sealed_handle.empty());
+}
+
+TEST_CASE("Service: a grant caught mid-mint is reconciled at restart, never forgotten") {
+  Fixture f;
+  f.Start();
+  auto [sid, token] = f.SessionWithGrants(1);
+  // Simulate a crash after the write-ahead record: a grant left "minting".
+  GrantRecord g = f.store().ListGrants(sid)->front();
+  g.id = "grt_interrupted";
+  g.state = "minting";
+  g.credential_sha256.clear();
+  g.sealed_handle.clear();
+  g.expires_at.reset();
+  f.Stop();
+  {
+    store::SqliteOptions so;
+    so.path = f.dir() + "/state.db";
+    auto st = store::OpenSqliteStore(so);
+    REQUIRE(st.has_value());
+    auto j = audit::Journal::Create(st->get(), f.dir() + "/audit.jsonl");
+    REQUIRE(j.has_value());
+    WriteBatch b;
+    b.grants.push_back(g);
+    REQUIRE((*j)->Commit(std::move(b)).has_value());
+    (*j)->Stop();
+  }
+  f.Start();  // Reconcile runs here
+  auto r = f.store().GetGrant("grt_interrupted");
+  REQUIRE(r->has_value());
+  CHECK((*r)->state == "revoked");
+  CHECK((*r)->revoke_outcome == "expiry_only");
+  CHECK((*r)->extra["reconciled"]["residual_seconds"].get<int64_t>() > 0);
+  AuditFilter af;
+  af.session_id = sid;
+  bool audited = false;
+  auto records = f.store().ListAudit(af);
+  REQUIRE(records.has_value());
+  for (const auto& rec : *records) {
+    audited |= rec.body.value("event", "") == "credential.reconciled";
+  }
+  CHECK(audited);
+}
+
+TEST_CASE("Service: the sweeper ends expired sessions and expires credentials by deadline") {
+  Fixture f;
+  f.Start();
+  auto [sid, token] = f.SessionWithGrants(1);
+  f.clock().Advance(std::chrono::seconds(901));  // credential TTL 900 s
+  auto s = f.svc().Sweep();
+  REQUIRE(s.has_value());
+  // heartbeat 60 s × 3 missed: the session stalled long before.
+  CHECK(s->sessions_ended == 1);
+  auto session = f.store().GetSession(sid);
+  CHECK((*session)->state == "stalled");
+  CHECK(f.store().ListGrants(sid)->front().state != "active");
+  // Nothing left to do.
+  auto again = f.svc().Sweep();
+  CHECK(again->sessions_ended == 0);
+  CHECK(again->grants_expired == 0);
+}
+
+}  // namespace
+}  // namespace jitbroker::testing
