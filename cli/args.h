@@ -137,7 +137,37 @@ inline const std::vector<CommandSpec>& Commands() {
        1,
        {{"wait", "SECONDS", false, false, "wait up to SECONDS for a pending grant"},
         {"token-only", "", false, false, "print only the credential token"}}},
+      {"grant wait",
+       "ID [--timeout SECONDS] [--token-only]",
+       "wait for a pending grant's decision and collect its credential (session token)",
+       1,
+       1,
+       {{"timeout", "SECONDS", false, false, "give up after SECONDS (default 300)"},
+        {"token-only", "", false, false, "print only the credential token"}}},
       {"grant revoke", "ID", "revoke one grant (session token or API key)", 1, 1, {}},
+      {"approvals list", "", "list the pending approvals you may decide (API key)", 0, 0, {}},
+      {"approvals show",
+       "ID",
+       "show an approval with the full context of its request (API key)",
+       1,
+       1,
+       {}},
+      {"approvals approve",
+       "ID [--comment TEXT] [--digest HEX]",
+       "approve the exact pending request (API key)",
+       1,
+       1,
+       {{"comment", "TEXT", false, false, "note for the agent and the audit trail"},
+        {"digest", "HEX", false, false,
+         "request_digest you reviewed (default: fetch and show the approval, bind to it)"}}},
+      {"approvals deny",
+       "ID [--comment TEXT] [--digest HEX]",
+       "deny the pending request (API key)",
+       1,
+       1,
+       {{"comment", "TEXT", false, false, "note for the agent and the audit trail"},
+        {"digest", "HEX", false, false,
+         "request_digest you reviewed (default: fetch and show the approval, bind to it)"}}},
       {"audit tail",
        "[--session ID] [--after-seq N] [--limit N]",
        "print audit records (API key)",
@@ -434,6 +464,47 @@ inline std::optional<int64_t> ParseInt64(std::string_view text, int64_t min, int
     return std::nullopt;
   }
   return value;
+}
+
+inline constexpr int64_t kGrantWaitDefaultSeconds = 300;
+inline constexpr int64_t kGrantWaitMaxSeconds = 24 * 3600;
+// The broker bounds one long poll (GET /v1/grants/{id}?wait=N) to 60 seconds.
+inline constexpr int64_t kGrantWaitPollSeconds = 60;
+
+// `grant wait --timeout`: seconds in [0, 86400], 300 when absent.
+inline std::optional<int64_t> GrantWaitTimeout(const ParsedArgs& args) {
+  const std::optional<std::string> text = args.Get("timeout");
+  if (!text) {
+    return kGrantWaitDefaultSeconds;
+  }
+  return ParseInt64(*text, 0, kGrantWaitMaxSeconds);
+}
+
+// The ?wait= of the next long poll: min(remaining, 60), never negative.
+inline int64_t NextPollSeconds(int64_t remaining_seconds) {
+  return std::clamp<int64_t>(remaining_seconds, 0, kGrantWaitPollSeconds);
+}
+
+// `approvals approve|deny --digest`: 1 to 128 hex digits, lowercased (the
+// broker's request_digest is lowercase hex); nullopt when malformed.
+inline std::optional<std::string> NormalizeDigest(std::string_view text) {
+  if (text.empty() || text.size() > 128) {
+    return std::nullopt;
+  }
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    if (c >= '0' && c <= '9') {
+      out.push_back(c);
+    } else if (c >= 'a' && c <= 'f') {
+      out.push_back(c);
+    } else if (c >= 'A' && c <= 'F') {
+      out.push_back(static_cast<char>(c - 'A' + 'a'));
+    } else {
+      return std::nullopt;
+    }
+  }
+  return out;
 }
 
 // Help for one command: synopsis, summary and flags.

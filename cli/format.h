@@ -441,6 +441,180 @@ inline std::string FormatDecision(const nlohmann::json& decision) {
   return out;
 }
 
+// ---------------------------------------------------------------------------
+// Approvals (what a human approves must be shown exactly)
+
+// Text of a value an approver decides on: printable-ASCII strings as they are;
+// any other string, and containers, as JSON with every non-ASCII character
+// escaped, so whitespace, control characters and look-alike letters are
+// visible. Absent/null = "".
+inline std::string DisplayText(const nlohmann::json& v) {
+  if (v.is_null() || v.is_discarded()) {
+    return "";
+  }
+  if (v.is_string()) {
+    const std::string& s = v.get_ref<const std::string&>();
+    bool plain = !s.empty() && s.front() != ' ' && s.back() != ' ' && s.front() != '"';
+    for (char c : s) {
+      const auto u = static_cast<unsigned char>(c);
+      plain = plain && u >= 0x20 && u < 0x7f;
+    }
+    if (plain) {
+      return s;
+    }
+  }
+  try {
+    return v.dump(-1, ' ', /*ensure_ascii=*/true, nlohmann::json::error_handler_t::replace);
+  } catch (...) {
+    return "?";
+  }
+}
+
+// DisplayText of obj[key], "" when absent.
+inline std::string DisplayField(const nlohmann::json& obj, std::string_view key) {
+  if (!obj.is_object()) {
+    return "";
+  }
+  auto it = obj.find(key);
+  return it == obj.end() ? std::string() : DisplayText(*it);
+}
+
+// POST /v1/approvals/{id} body; `decision` is "approve" or "deny".
+inline nlohmann::json BuildApprovalDecisionBody(std::string_view decision,
+                                                std::string_view request_digest,
+                                                const std::optional<std::string>& comment) {
+  nlohmann::json body = {{"decision", std::string(decision)},
+                         {"request_digest", std::string(request_digest)}};
+  if (comment) {
+    body["comment"] = *comment;
+  }
+  return body;
+}
+
+// One row of `approvals list`: APPROVAL_ID, TIER, PRINCIPAL, AGENT, TOOL,
+// RESOURCE, EXPIRES_AT.
+inline std::vector<std::string> ApprovalListRow(const nlohmann::json& a) {
+  const nlohmann::json& request = Member(a, "request");
+  return {Field(a, "approval_id"),     Field(a, "tier"),
+          Field(a, "human_principal"), Field(Member(a, "agent"), "id"),
+          DisplayField(request, "tool"), DisplayField(request, "resource"),
+          Field(a, "expires_at")};
+}
+
+namespace internal {
+
+inline void AppendLine(std::string* out, std::string_view indent, std::string_view key,
+                       const std::string& value) {
+  *out += indent;
+  *out += key;
+  *out += ": ";
+  *out += value.empty() ? "-" : value;
+  *out += "\n";
+}
+
+// "  key: value" for every member of an object, in the object's order.
+inline void AppendMembers(std::string* out, std::string_view indent, const nlohmann::json& obj) {
+  if (!obj.is_object()) {
+    return;
+  }
+  for (auto it = obj.begin(); it != obj.end(); ++it) {
+    AppendLine(out, indent, SanitizeForTerminal(it.key()), DisplayText(it.value()));
+  }
+}
+
+// The request part of an approval, every field.
+inline void AppendApprovalRequest(std::string* out, std::string_view indent,
+                                  const nlohmann::json& request) {
+  for (std::string_view key : {"tool", "operation", "resource", "issuer"}) {
+    AppendLine(out, indent, key, DisplayField(request, key));
+  }
+  const nlohmann::json& params = Member(request, "parameters");
+  if (params.is_object() && !params.empty()) {
+    *out += std::string(indent) + "parameters:\n";
+    AppendMembers(out, std::string(indent) + "  ", params);
+  } else {
+    AppendLine(out, indent, "parameters", "{}");
+  }
+  const nlohmann::json& scope = Member(request, "scope");
+  AppendLine(out, indent, "scope",
+             scope.is_object() && !scope.empty() ? DisplayText(scope) : std::string("{}"));
+  AppendLine(out, indent, "ttl_seconds", Field(request, "ttl_seconds"));
+  AppendLine(out, indent, "justification", DisplayField(request, "justification"));
+}
+
+}  // namespace internal
+
+// `approvals show`: every field of the approval and the context it was
+// requested in; absent values as "-".
+inline std::string FormatApproval(const nlohmann::json& a) {
+  using internal::AppendLine;
+  std::string out;
+  for (std::string_view key : {"approval_id", "grant_id", "state", "tier", "human_principal"}) {
+    AppendLine(&out, "", key, Field(a, key));
+  }
+  const nlohmann::json& agent = Member(a, "agent");
+  out += "agent:\n";
+  for (std::string_view key : {"id", "session_id", "task_id"}) {
+    AppendLine(&out, "  ", key, Field(agent, key));
+  }
+  AppendLine(&out, "", "session_state", Field(a, "session_state"));
+  const nlohmann::json& task = Member(a, "task");
+  out += "task:\n";
+  AppendLine(&out, "  ", "id", Field(task, "id"));
+  AppendLine(&out, "  ", "description", DisplayField(task, "description"));
+  AppendLine(&out, "  ", "scope", DisplayField(task, "scope"));
+  out += "request:\n";
+  internal::AppendApprovalRequest(&out, "  ", Member(a, "request"));
+  const nlohmann::json& decision = Member(a, "decision");
+  out += "decision:\n";
+  for (std::string_view key : {"result", "tier", "code", "reason", "matched_rule",
+                               "policy_version"}) {
+    AppendLine(&out, "  ", key, Field(decision, key));
+  }
+  AppendLine(&out, "", "four_eyes", Field(a, "four_eyes"));
+  AppendLine(&out, "", "approvers", Field(a, "approvers"));
+  AppendLine(&out, "", "created_at", Field(a, "created_at"));
+  AppendLine(&out, "", "expires_at", Field(a, "expires_at"));
+  AppendLine(&out, "", "request_digest", Field(a, "request_digest"));
+  const nlohmann::json& decided = Member(a, "decided");
+  if (decided.is_object()) {
+    out += "decided:\n";
+    for (std::string_view key : {"decision", "approver", "comment", "decided_at"}) {
+      AppendLine(&out, "  ", key, DisplayField(decided, key));
+    }
+  }
+  return out;
+}
+
+// What `approvals approve|deny` shows before it decides: the request the
+// decision is bound to, and its digest.
+inline std::string FormatApprovalPreview(std::string_view decision, const nlohmann::json& a) {
+  using internal::AppendLine;
+  std::string out = std::string(decision == "approve" ? "approving" : "denying") + " " +
+                    Field(a, "approval_id") + "\n";
+  AppendLine(&out, "  ", "state", Field(a, "state"));
+  AppendLine(&out, "  ", "tier", Field(a, "tier"));
+  AppendLine(&out, "  ", "human_principal", Field(a, "human_principal"));
+  AppendLine(&out, "  ", "agent", Field(Member(a, "agent"), "id"));
+  internal::AppendApprovalRequest(&out, "  ", Member(a, "request"));
+  AppendLine(&out, "  ", "request_digest", Field(a, "request_digest"));
+  return out;
+}
+
+// The human decision a grant carries back (grant.approval): decision,
+// approver, comment, decided_at; "" when nobody decided.
+inline std::string FormatApprovalOutcome(const nlohmann::json& grant) {
+  const nlohmann::json& approval = Member(grant, "approval");
+  if (!approval.is_object() || !approval.contains("decision")) {
+    return "";
+  }
+  std::string out = "approval:\n";
+  for (std::string_view key : {"decision", "approver", "comment", "decided_at"}) {
+    internal::AppendLine(&out, "  ", key, DisplayField(approval, key));
+  }
+  return out;
+}
+
 // "export JITBROKER_SESSION_ID='…'\nexport JITBROKER_SESSION_TOKEN='…'\n"
 inline std::string FormatExportLines(std::string_view session_id, std::string_view token) {
   return "export JITBROKER_SESSION_ID=" + ShellQuote(session_id) +

@@ -35,8 +35,8 @@ std::string ApprovalState(const GrantRecord& g) {
   return g.state;  // e.g. revoked with its session before anyone decided
 }
 
-// Who may decide: the roles the tier names ("role:NAME"); if it names none,
-// principals with the approver or admin role.
+// Who may decide: admins, and the roles the tier names ("role:NAME"); if it
+// names none, principals with the approver role.
 bool CanApprove(const authn::Caller& c, const Policy& policy, const GrantRecord& g) {
   if (c.IsSession() || c.principal == nullptr) {
     return false;
@@ -46,8 +46,11 @@ bool CanApprove(const authn::Caller& c, const Policy& policy, const GrantRecord&
     return false;
   }
   const TierPolicy& tp = policy.ForTier(*tier);
+  if (c.is_admin) {
+    return true;
+  }
   if (tp.approvers.empty()) {
-    return c.is_approver || c.is_admin;
+    return c.is_approver;
   }
   for (const auto& a : tp.approvers) {
     if (a.starts_with("role:") && policy.HasRole(*c.principal, a.substr(5))) {

@@ -35,6 +35,11 @@ struct AuditRecord {
   std::string prev_hash;
   std::string hash;
   nlohmann::json body;  // full record including seq, prev_hash and hash
+  // Canonical JSON of `body` (no newline), filled by ChainRecord so the store
+  // and the JSONL file write the exact bytes that were hashed without
+  // re-serialising. Empty when not known (e.g. records read back from the
+  // store): writers then fall back to the canonical dump of `body`.
+  std::string text;
 };
 
 // Chains `event` after `head` (nullopt = first record): fills seq, prev_hash,

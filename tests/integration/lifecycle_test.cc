@@ -2,6 +2,7 @@
 // stall and expiry sweeping, anomaly rules and bulk revocation, against the
 // real daemon.
 #include <future>
+#include <mutex>
 #include <thread>
 
 #include <doctest/doctest.h>
@@ -329,6 +330,55 @@ TEST_CASE("Lifecycle: admin bulk revoke by principal, agent, issuer and all") {
   }
   CHECK(bulk == 3);
   CHECK(b->Get("/v1/audit/verify", b->admin_key).json["ok"] == true);
+}
+
+}  // namespace
+}  // namespace jitbroker::testing
+
+namespace jitbroker::testing {
+namespace {
+
+TEST_CASE("Approvals: a configured webhook is told of each pending approval, without secrets") {
+  httplib::Server hook;
+  std::mutex mu;
+  std::vector<nlohmann::json> received;
+  std::vector<std::string> events;
+  hook.Post("/hook", [&](const httplib::Request& req, httplib::Response& res) {
+    std::lock_guard lock(mu);
+    received.push_back(nlohmann::json::parse(req.body, nullptr, false));
+    events.push_back(req.get_header_value("X-Jitbroker-Event"));
+    res.status = received.size() == 1 ? 503 : 200;  // the first delivery is retried
+  });
+  const int port = hook.bind_to_any_port("127.0.0.1");
+  REQUIRE(port > 0);
+  std::thread server([&] { hook.listen_after_bind(); });
+
+  BrokerOptions o;
+  o.approvals = "{webhook: {url: \"http://127.0.0.1:" + std::to_string(port) + "/hook\", max_attempts: 3}}";
+  auto b = BrokerProcess::Start(o);
+  Pending p = RequestMerge(*b);
+  for (int i = 0; i < 100; ++i) {
+    {
+      std::lock_guard lock(mu);
+      if (received.size() >= 2) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  hook.stop();
+  server.join();
+  std::lock_guard lock(mu);
+  REQUIRE(received.size() == 2);  // one 503, one retry that succeeded
+  CHECK(received[0] == received[1]);
+  const auto& m = received[1];
+  CHECK(events[1] == "approval.pending");
+  CHECK(m["event"] == "approval.pending");
+  CHECK(m["approval_id"] == p.approval_id);
+  CHECK(m["request_digest"] == p.digest);
+  CHECK(m["principal"] == "maint_1");
+  CHECK(m["request"]["tool"] == "github.merge_pull_request");
+  const std::string text = m.dump();
+  CHECK(text.find(p.token) == std::string::npos);
+  CHECK(text.find("jbs_") == std::string::npos);
 }
 
 }  // namespace
