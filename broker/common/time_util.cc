@@ -9,7 +9,7 @@ std::string FormatRfc3339(TimePoint t) {
   const std::time_t secs = static_cast<std::time_t>(ToUnixSeconds(t));
   std::tm tm{};
   gmtime_r(&secs, &tm);
-  char buf[32];
+  char buf[64];
   std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900,
                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
   return buf;

@@ -29,21 +29,6 @@ Error SessionEnded(const SessionRecord& s) {
                             "session " + s.id + " is " + s.state + "; it accepts no further calls");
 }
 
-Result<std::vector<std::string>> ReadStringList(const nlohmann::json& v, const std::string& path) {
-  std::vector<std::string> out;
-  if (!v.is_array()) {
-    return std::unexpected(InvalidArgument("invalid_type", path + " must be an array of strings"));
-  }
-  for (const auto& e : v) {
-    if (!e.is_string() || e.get_ref<const std::string&>().empty()) {
-      return std::unexpected(
-          InvalidArgument("invalid_type", path + " must be an array of non-empty strings"));
-    }
-    out.push_back(e.get<std::string>());
-  }
-  return out;
-}
-
 // Identifiers chosen by clients (agent id, task id, tool, …): printable, bounded.
 Status CheckIdentifier(const std::string& value, const std::string& path, size_t max_len = 256) {
   if (value.size() > max_len) {
