@@ -10,8 +10,10 @@
 #include <string>
 #include <string_view>
 #include <sys/stat.h>
+#include <thread>
 #include <unistd.h>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -433,7 +435,7 @@ void PrintPending(const Context& ctx, std::ostream& os, const json& g) {
     os << "  approval_expires_at: " << exp << "\n";
   }
   if (!grant_id.empty()) {
-    os << "wait with: jitctl grant show " << grant_id << " --wait 60\n";
+    os << "wait with: jitctl grant wait " << grant_id << "\n";
   }
 }
 
@@ -760,6 +762,219 @@ Result<int> GrantShow(const Context& ctx, const Invocation& inv) {
   return RenderGrant(ctx, g, token_only);
 }
 
+// Output and exit code of `grant wait` once the grant is no longer pending:
+// a credential is printed (0); denied or expired prints the decision and the
+// approver's comment (4); any other state has no credential to give (1).
+int RenderWaitedGrant(const Context& ctx, const json& g, bool token_only) {
+  const std::string state = Field(g, "state");
+  const json& credential = Member(g, "credential");
+  std::ostream& info = token_only ? *ctx.err : *ctx.out;
+  if (credential.is_object()) {
+    return RenderGrant(ctx, g, token_only);
+  }
+  if (state == "denied" || state == "expired" || Field(Member(g, "decision"), "result") == "deny") {
+    info << "grant " << Field(g, "grant_id") << " " << (state.empty() ? "denied" : state) << "\n";
+    PrintDenied(info, Member(g, "decision"));
+    info << FormatApprovalOutcome(g);
+    return ToInt(ExitCode::kDenied);
+  }
+  if (!token_only) {
+    PrintGrant(ctx, g);
+  }
+  *ctx.err << "error: grant " << Field(g, "grant_id") << " is " << (state.empty() ? "-" : state)
+           << " and this response carries no credential";
+  if (state == "active") {
+    *ctx.err << " (a credential is returned only once; it was already collected)";
+  }
+  *ctx.err << "\n";
+  return ToInt(ExitCode::kError);
+}
+
+Result<int> GrantWait(const Context& ctx, const Invocation& inv) {
+  const bool token_only = inv.args.Switch("token-only");
+  if (token_only && ctx.json) {
+    return std::unexpected(UsageErr("--token-only and --json cannot be combined"));
+  }
+  const std::optional<int64_t> timeout = GrantWaitTimeout(inv.args);
+  if (!timeout) {
+    return std::unexpected(UsageErr("flag --timeout needs a number of seconds in [0, " +
+                                    std::to_string(kGrantWaitMaxSeconds) + "]"));
+  }
+  const std::string path = "/v1/grants/" + PathSegment(inv.args.args[0]);
+  // Read once; each poll sends a copy (Send consumes its bearer).
+  JITBROKER_ASSIGN_OR_RETURN(SecretValue token, SessionToken(ctx));
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point deadline = Clock::now() + std::chrono::seconds(*timeout);
+  while (true) {
+    const auto left = std::chrono::ceil<std::chrono::seconds>(deadline - Clock::now());
+    const int64_t wait = NextPollSeconds(left.count());
+    const Clock::time_point started = Clock::now();
+    JITBROKER_ASSIGN_OR_RETURN(
+        net::HttpResponse resp,
+        Send(ctx, Call{.path = path + QueryString({{"wait", std::to_string(wait)}}),
+                       .bearer = token.Clone(),
+                       .timeout = kGrantTimeout + std::chrono::seconds(wait)}));
+    struct WipeBody {
+      std::string* body;
+      ~WipeBody() { SecureWipe(body->data(), body->size()); }
+    } wipe{&resp.body};
+    if (!IsSuccess(resp.status)) {
+      return PrintFailure(ctx, resp);
+    }
+    JITBROKER_ASSIGN_OR_RETURN(json g, ParseResponse(resp));
+    const std::string state = Field(g, "state");
+    if (state != "pending") {
+      if (ctx.json) {
+        PrintRaw(ctx, resp.body);
+        if (Member(g, "credential").is_object()) {
+          return ToInt(ExitCode::kOk);
+        }
+        const bool denied = state == "denied" || state == "expired" ||
+                            Field(Member(g, "decision"), "result") == "deny";
+        return ToInt(denied ? ExitCode::kDenied : ExitCode::kError);
+      }
+      return RenderWaitedGrant(ctx, g, token_only);
+    }
+    if (Clock::now() >= deadline) {
+      if (ctx.json) {
+        PrintRaw(ctx, resp.body);
+      } else {
+        std::ostream& info = token_only ? *ctx.err : *ctx.out;
+        info << "still pending after " << *timeout << " seconds\n";
+        PrintPending(ctx, info, g);
+      }
+      return ToInt(ExitCode::kPending);
+    }
+    // A poll that came back early (a broker with a shorter long-poll bound, or
+    // another grant's change) must not turn into a busy loop.
+    const auto min_gap = std::chrono::seconds(1);
+    if (Clock::now() - started < min_gap) {
+      std::this_thread::sleep_until(std::min(started + min_gap, deadline));
+    }
+  }
+}
+
+Result<int> ApprovalsList(const Context& ctx, const Invocation& inv) {
+  JITBROKER_ASSIGN_OR_RETURN(SecretValue key, ApiKey(ctx, inv.command->name));
+  JITBROKER_ASSIGN_OR_RETURN(
+      net::HttpResponse resp,
+      Send(ctx, Call{.path = "/v1/approvals" + QueryString({{"state", "pending"}}),
+                     .bearer = std::move(key)}));
+  if (!IsSuccess(resp.status)) {
+    return PrintFailure(ctx, resp);
+  }
+  if (ctx.json) {
+    PrintRaw(ctx, resp.body);
+    return ToInt(ExitCode::kOk);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(json j, ParseResponse(resp));
+  const json& approvals = Member(j, "approvals");
+  if (!approvals.is_array() || approvals.empty()) {
+    *ctx.out << "no pending approvals\n";
+    return ToInt(ExitCode::kOk);
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const json& a : approvals) {
+    rows.push_back(ApprovalListRow(a));
+  }
+  PrintTable(ctx, {"APPROVAL_ID", "TIER", "PRINCIPAL", "AGENT", "TOOL", "RESOURCE", "EXPIRES_AT"},
+             rows);
+  return ToInt(ExitCode::kOk);
+}
+
+// GET /v1/approvals/{id}: the parsed approval, or the exit code of a printed failure.
+Result<std::variant<json, int>> FetchApproval(const Context& ctx, const std::string& id,
+                                              SecretValue key, std::string* raw_body) {
+  JITBROKER_ASSIGN_OR_RETURN(
+      net::HttpResponse resp,
+      Send(ctx, Call{.path = "/v1/approvals/" + PathSegment(id), .bearer = std::move(key)}));
+  if (!IsSuccess(resp.status)) {
+    return std::variant<json, int>(std::in_place_index<1>, PrintFailure(ctx, resp));
+  }
+  JITBROKER_ASSIGN_OR_RETURN(json a, ParseResponse(resp));
+  if (raw_body != nullptr) {
+    *raw_body = std::move(resp.body);
+  }
+  return std::variant<json, int>(std::in_place_index<0>, std::move(a));
+}
+
+Result<int> ApprovalsShow(const Context& ctx, const Invocation& inv) {
+  JITBROKER_ASSIGN_OR_RETURN(SecretValue key, ApiKey(ctx, inv.command->name));
+  std::string raw;
+  JITBROKER_ASSIGN_OR_RETURN(auto fetched,
+                             FetchApproval(ctx, inv.args.args[0], std::move(key), &raw));
+  if (const int* rc = std::get_if<int>(&fetched)) {
+    return *rc;
+  }
+  if (ctx.json) {
+    PrintRaw(ctx, raw);
+  } else {
+    *ctx.out << FormatApproval(std::get<json>(fetched));
+  }
+  return ToInt(ExitCode::kOk);
+}
+
+// `approvals approve` / `approvals deny`: bound to --digest, or to the digest
+// of the approval as fetched and shown here.
+Result<int> DecideApproval(const Context& ctx, const Invocation& inv, std::string_view decision) {
+  const std::string& id = inv.args.args[0];
+  std::optional<std::string> digest;
+  if (auto given = inv.args.Get("digest")) {
+    digest = NormalizeDigest(*given);
+    if (!digest) {
+      return std::unexpected(UsageErr("flag --digest needs the approval's request_digest (hex)"));
+    }
+  }
+  const std::optional<std::string> comment = inv.args.Get("comment");
+  if (!digest) {
+    JITBROKER_ASSIGN_OR_RETURN(SecretValue key, ApiKey(ctx, inv.command->name));
+    JITBROKER_ASSIGN_OR_RETURN(auto fetched, FetchApproval(ctx, id, std::move(key), nullptr));
+    if (const int* rc = std::get_if<int>(&fetched)) {
+      return *rc;
+    }
+    const json& a = std::get<json>(fetched);
+    std::optional<std::string> shown = RawString(a, "request_digest");
+    if (!shown || !(digest = NormalizeDigest(*shown))) {
+      return std::unexpected(Internal("the broker's approval lacks a valid request_digest"));
+    }
+    // With --json stdout holds only the decision's response.
+    (ctx.json ? *ctx.err : *ctx.out) << FormatApprovalPreview(decision, a);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::string text,
+                             JsonBody(BuildApprovalDecisionBody(decision, *digest, comment)));
+  JITBROKER_ASSIGN_OR_RETURN(SecretValue key, ApiKey(ctx, inv.command->name));
+  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse resp,
+                             Send(ctx, Call{.method = "POST",
+                                            .path = "/v1/approvals/" + PathSegment(id),
+                                            .bearer = std::move(key),
+                                            .body = text}));
+  if (!IsSuccess(resp.status)) {
+    return PrintFailure(ctx, resp);
+  }
+  if (ctx.json) {
+    PrintRaw(ctx, resp.body);
+    return ToInt(ExitCode::kOk);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(json a, ParseResponse(resp));
+  const json& decided = Member(a, "decided");
+  *ctx.out << Field(decided, "decision") << ": " << Field(a, "approval_id") << " (grant "
+           << Field(a, "grant_id") << ")\n";
+  KeyValue(ctx, "state", Field(a, "state"), "  ");
+  KeyValue(ctx, "approver", Field(decided, "approver"), "  ");
+  KeyValue(ctx, "comment", DisplayField(decided, "comment"), "  ");
+  KeyValue(ctx, "decided_at", Field(decided, "decided_at"), "  ");
+  KeyValue(ctx, "request_digest", Field(a, "request_digest"), "  ");
+  return ToInt(ExitCode::kOk);
+}
+
+Result<int> ApprovalsApprove(const Context& ctx, const Invocation& inv) {
+  return DecideApproval(ctx, inv, "approve");
+}
+
+Result<int> ApprovalsDeny(const Context& ctx, const Invocation& inv) {
+  return DecideApproval(ctx, inv, "deny");
+}
+
 Result<int> GrantRevoke(const Context& ctx, const Invocation& inv) {
   JITBROKER_ASSIGN_OR_RETURN(SecretValue bearer, TokenOrApiKey(ctx, inv.command->name));
   JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse resp,
@@ -941,7 +1156,12 @@ Result<int> Dispatch(const Context& ctx, const Invocation& inv) {
       {"complete", &Complete},
       {"grant request", &GrantRequest},
       {"grant show", &GrantShow},
+      {"grant wait", &GrantWait},
       {"grant revoke", &GrantRevoke},
+      {"approvals list", &ApprovalsList},
+      {"approvals show", &ApprovalsShow},
+      {"approvals approve", &ApprovalsApprove},
+      {"approvals deny", &ApprovalsDeny},
       {"audit tail", &AuditTail},
       {"audit verify", &AuditVerifyRemote},
       {"introspect", &Introspect},

@@ -123,6 +123,11 @@ Result<nlohmann::json> BrokerService::ListApprovals(const CallContext& ctx,
     if ((g.expires_at && *g.expires_at <= now) || !CanApprove(c, *c.policy, g)) {
       continue;
     }
+    // Under four-eyes the delegating principal cannot decide: do not offer it.
+    if (auto tier = ParseTier(g.tier);
+        tier && c.policy->ForTier(*tier).four_eyes && g.principal_id == c.principal_id) {
+      continue;
+    }
     JITBROKER_ASSIGN_OR_RETURN(auto s, store_->GetSession(g.session_id));
     list.push_back(ApprovalJson(g, s ? &*s : nullptr, *c.policy));
   }
@@ -220,6 +225,10 @@ Result<nlohmann::json> BrokerService::DecideApproval(const CallContext& ctx, con
   g.extra["approval"] = decided;
   if (decision == "approve") {
     g.state = "approved";
+    g.decision["result"] = "allow";
+    g.decision["code"] = "approved";
+    g.decision["reason"] = "approved by " + c.principal_id +
+                           (comment && !comment->empty() ? ": " + *comment : std::string());
   } else {
     g.state = "denied";
     g.decision["result"] = "deny";

@@ -409,6 +409,199 @@ TEST_CASE("jitctl format: problems and decisions") {
   }
 }
 
+TEST_CASE("jitctl args: approvals and grant wait command lines") {
+  SUBCASE("approvals list/show/approve/deny") {
+    CHECK(ParseOk({"approvals", "list"}).command->name == "approvals list");
+    Invocation show = ParseOk({"approvals", "show", "apr_1"});
+    CHECK(show.command->name == "approvals show");
+    CHECK(show.args.args == std::vector<std::string>{"apr_1"});
+    Invocation approve =
+        ParseOk({"approvals", "approve", "apr_1", "--comment", "ok, ship it", "--digest=ab12"});
+    CHECK(approve.command->name == "approvals approve");
+    CHECK(approve.args.Get("comment") == "ok, ship it");
+    CHECK(approve.args.Get("digest") == "ab12");
+    Invocation deny = ParseOk({"--json", "approvals", "deny", "apr_1"});
+    CHECK(deny.command->name == "approvals deny");
+    CHECK(deny.args.Switch("json"));
+    CHECK_FALSE(deny.args.Has("digest"));
+  }
+  SUBCASE("grant wait") {
+    Invocation w = ParseOk({"grant", "wait", "grt_1", "--timeout", "30", "--token-only"});
+    CHECK(w.command->name == "grant wait");
+    CHECK(w.args.Switch("token-only"));
+    CHECK(GrantWaitTimeout(w.args) == 30);
+    CHECK(GrantWaitTimeout(ParseOk({"grant", "wait", "grt_1"}).args) == 300);
+    CHECK(GrantWaitTimeout(ParseOk({"grant", "wait", "grt_1", "--timeout=0"}).args) == 0);
+    for (const char* bad : {"-1", "1.5", "10s", "86401", "+5"}) {
+      CAPTURE(bad);
+      CHECK_FALSE(GrantWaitTimeout(ParseOk({"grant", "wait", "grt_1", "--timeout", bad}).args));
+    }
+  }
+  SUBCASE("usage errors") {
+    const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+        {{"approvals", "show"}, "missing argument ID"},
+        {{"approvals", "approve"}, "missing argument ID"},
+        {{"approvals", "list", "extra"}, "unexpected argument 'extra'"},
+        {{"approvals", "deny", "apr_1", "apr_2"}, "unexpected argument 'apr_2'"},
+        {{"approvals", "approve", "apr_1", "--digest"}, "flag --digest needs a value (HEX)"},
+        {{"approvals", "approve", "apr_1", "--comment", "a", "--comment", "b"},
+         "flag --comment given more than once"},
+        {{"approvals", "list", "--comment", "x"}, "unknown flag '--comment'"},
+        {{"approvals", "grant"}, "unknown subcommand 'approvals grant'"},
+        {{"grant", "wait"}, "missing argument ID"},
+        {{"grant", "wait", "grt_1", "--wait", "5"}, "unknown flag '--wait'"},
+    };
+    for (const auto& [argv, message] : cases) {
+      CAPTURE(argv.size());
+      ParseResult r = Parse(argv);
+      REQUIRE_FALSE(r);
+      CHECK(r.error().message == message);
+    }
+  }
+  SUBCASE("help lists the approvals group") {
+    CHECK(GeneralHelp().find("approvals approve") != std::string::npos);
+    CHECK(GroupHelp("approvals").find("usage: jitctl approvals deny ID") != std::string::npos);
+    CHECK(GroupHelp("grant").find("usage: jitctl grant wait ID") != std::string::npos);
+  }
+}
+
+TEST_CASE("jitctl args: grant wait polls in steps of at most 60 seconds") {
+  const std::vector<std::pair<int64_t, int64_t>> cases = {
+      {300, 60}, {61, 60}, {60, 60}, {59, 59}, {1, 1}, {0, 0}, {-5, 0}};
+  for (const auto& [remaining, wait] : cases) {
+    CAPTURE(remaining);
+    CHECK(NextPollSeconds(remaining) == wait);
+  }
+}
+
+TEST_CASE("jitctl args: NormalizeDigest") {
+  CHECK(NormalizeDigest("ABCdef0129") == "abcdef0129");
+  CHECK(NormalizeDigest(std::string(64, 'a')) == std::string(64, 'a'));
+  CHECK(NormalizeDigest(std::string(128, 'F')) == std::string(128, 'f'));
+  for (std::string_view bad : {"", "xyz", "ab cd", "0x12", "ab\n", "abc=", "\xc3\xa9"}) {
+    CAPTURE(bad);
+    CHECK_FALSE(NormalizeDigest(bad));
+  }
+  CHECK_FALSE(NormalizeDigest(std::string(129, 'a')));
+}
+
+json SampleApproval() {
+  return json::parse(R"({
+    "approval_id": "apr_1", "grant_id": "grt_1", "state": "pending",
+    "request_digest": "d1g35t", "tier": "merge_deploy", "human_principal": "dev_maintainer",
+    "agent": {"id": "agent_7", "session_id": "ses_1", "task_id": "task_42"},
+    "request": {"tool": "github.merge_pull_request", "operation": "merge",
+                "resource": "jwt://api.internal", "issuer": "internal",
+                "parameters": {"pr": "17", "branch": "main "}, "scope": {},
+                "ttl_seconds": null, "justification": "release 1.2"},
+    "decision": {"result": "pending", "tier": "merge_deploy", "code": "approval_required",
+                 "reason": "tier merge_deploy needs approval",
+                 "matched_rule": "tools.merge-pull-request", "policy_version": "dev.1"},
+    "created_at": "2025-01-01T00:00:00Z", "expires_at": "2025-01-01T00:15:00Z",
+    "four_eyes": true, "approvers": ["role:maintainer"],
+    "task": {"id": "task_42", "description": "ship release", "scope": {"max_tier": "merge_deploy"}},
+    "session_state": "active"
+  })");
+}
+
+TEST_CASE("jitctl format: approvals") {
+  SUBCASE("decision body") {
+    CHECK(BuildApprovalDecisionBody("approve", "abc", std::nullopt) ==
+          json{{"decision", "approve"}, {"request_digest", "abc"}});
+    CHECK(BuildApprovalDecisionBody("deny", "abc", std::string("no")) ==
+          json{{"decision", "deny"}, {"request_digest", "abc"}, {"comment", "no"}});
+  }
+  SUBCASE("DisplayText shows what plain text would hide") {
+    CHECK(DisplayText(json("jwt://api.internal")) == "jwt://api.internal");
+    CHECK(DisplayText(json("main ")) == "\"main \"");
+    CHECK(DisplayText(json("a\nb")) == "\"a\\nb\"");
+    CHECK(DisplayText(json("\x1b[2J")) == "\"\\u001b[2J\"");
+    CHECK(DisplayText(json("p\xd0\xb0ypal")) == "\"p\\u0430ypal\"");  // Cyrillic a
+    CHECK(DisplayText(json("\"quoted\"")) == "\"\\\"quoted\\\"\"");
+    CHECK(DisplayText(json("")) == "\"\"");
+    CHECK(DisplayText(json(nullptr)) == "");
+    CHECK(DisplayText(json{{"k", "v\xc2\x9b"}}) == "{\"k\":\"v\\u009b\"}");
+    CHECK(DisplayText(json(3)) == "3");
+  }
+  SUBCASE("list row") {
+    CHECK(ApprovalListRow(SampleApproval()) ==
+          std::vector<std::string>{"apr_1", "merge_deploy", "dev_maintainer", "agent_7",
+                                   "github.merge_pull_request", "jwt://api.internal",
+                                   "2025-01-01T00:15:00Z"});
+  }
+  SUBCASE("show prints every context field") {
+    const std::string out = FormatApproval(SampleApproval());
+    CHECK(out ==
+          "approval_id: apr_1\n"
+          "grant_id: grt_1\n"
+          "state: pending\n"
+          "tier: merge_deploy\n"
+          "human_principal: dev_maintainer\n"
+          "agent:\n"
+          "  id: agent_7\n"
+          "  session_id: ses_1\n"
+          "  task_id: task_42\n"
+          "session_state: active\n"
+          "task:\n"
+          "  id: task_42\n"
+          "  description: ship release\n"
+          "  scope: {\"max_tier\":\"merge_deploy\"}\n"
+          "request:\n"
+          "  tool: github.merge_pull_request\n"
+          "  operation: merge\n"
+          "  resource: jwt://api.internal\n"
+          "  issuer: internal\n"
+          "  parameters:\n"
+          "    branch: \"main \"\n"
+          "    pr: 17\n"
+          "  scope: {}\n"
+          "  ttl_seconds: -\n"
+          "  justification: release 1.2\n"
+          "decision:\n"
+          "  result: pending\n"
+          "  tier: merge_deploy\n"
+          "  code: approval_required\n"
+          "  reason: tier merge_deploy needs approval\n"
+          "  matched_rule: tools.merge-pull-request\n"
+          "  policy_version: dev.1\n"
+          "four_eyes: true\n"
+          "approvers: [\"role:maintainer\"]\n"
+          "created_at: 2025-01-01T00:00:00Z\n"
+          "expires_at: 2025-01-01T00:15:00Z\n"
+          "request_digest: d1g35t\n");
+    json decided = SampleApproval();
+    decided["decided"] = {{"decision", "denied"},
+                          {"approver", "dev_admin"},
+                          {"comment", "not today"},
+                          {"decided_at", "2025-01-01T00:01:00Z"}};
+    CHECK(FormatApproval(decided).ends_with(
+        "request_digest: d1g35t\ndecided:\n  decision: denied\n  approver: dev_admin\n"
+        "  comment: not today\n  decided_at: 2025-01-01T00:01:00Z\n"));
+  }
+  SUBCASE("preview shows the request the decision is bound to") {
+    const std::string out = FormatApprovalPreview("approve", SampleApproval());
+    CHECK(out.starts_with("approving apr_1\n  state: pending\n  tier: merge_deploy\n"));
+    CHECK(out.find("  tool: github.merge_pull_request\n") != std::string::npos);
+    CHECK(out.find("  resource: jwt://api.internal\n") != std::string::npos);
+    CHECK(out.find("    branch: \"main \"\n") != std::string::npos);
+    CHECK(out.ends_with("  request_digest: d1g35t\n"));
+    CHECK(FormatApprovalPreview("deny", SampleApproval()).starts_with("denying apr_1\n"));
+  }
+  SUBCASE("the decision a grant carries back") {
+    json g = {{"grant_id", "grt_1"},
+              {"approval",
+               {{"id", "apr_1"},
+                {"decision", "denied"},
+                {"approver", "dev_admin"},
+                {"comment", "use a PR"}}}};
+    CHECK(FormatApprovalOutcome(g) ==
+          "approval:\n  decision: denied\n  approver: dev_admin\n  comment: use a PR\n"
+          "  decided_at: -\n");
+    CHECK(FormatApprovalOutcome(json{{"approval", {{"id", "apr_1"}}}}).empty());
+    CHECK(FormatApprovalOutcome(json::object()).empty());
+  }
+}
+
 }  // namespace
 }  // namespace jitbroker::cli
 
