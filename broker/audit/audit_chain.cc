@@ -5,6 +5,12 @@
 // bodies are canonicalised once, in ChainRecord, by dumping with U+FFFD
 // replacement and re-parsing, so every later dump() of a chained body is
 // exception-free and byte-identical to the text that was hashed.
+//
+// ChainRecord serialises a record once: it writes the top-level members
+// itself (in the object's key order, each value by dump()), which yields
+// exactly dump()'s bytes, and remembers where a top-level "hash" member
+// belongs; the full record text (AuditRecord::text) is the hashed text with
+// "hash":"<hex>" spliced in there.
 #include "jitbroker/audit.h"
 
 #include <cstdint>
@@ -39,6 +45,75 @@ ChainVerification Bad(int64_t records, int64_t seq, int64_t line, std::string pr
   return v;
 }
 
+// Appends the JSON string literal of an object key, as dump() writes it.
+void AppendKey(std::string& out, const std::string& key) {
+  bool plain = true;
+  for (const char c : key) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u > 0x7e || c == '"' || c == '\\') {
+      plain = false;
+      break;
+    }
+  }
+  if (plain) {
+    out += '"';
+    out += key;
+    out += '"';
+  } else {
+    out += Json(key).dump();  // throws on invalid UTF-8, like dump() of the object
+  }
+}
+
+// Canonical text of `obj` (an object without a top-level "hash" member),
+// byte-identical to obj.dump(); throws where obj.dump() throws. Sets
+// `hash_at` to the offset at which a top-level "hash" member's text goes.
+std::string DumpWithHashSlot(const Json& obj, size_t& hash_at) {
+  const Json::object_t& members = obj.get_ref<const Json::object_t&>();
+  const auto after_hash = members.upper_bound("hash");
+  std::string out;
+  out.reserve(1024);
+  out += '{';
+  hash_at = std::string::npos;
+  bool first = true;
+  for (auto it = members.begin(); it != members.end(); ++it) {
+    if (!first) {
+      out += ',';
+    }
+    first = false;
+    if (it == after_hash) {
+      hash_at = out.size();
+    }
+    AppendKey(out, it->first);
+    out += ':';
+    out += it->second.dump();
+  }
+  if (hash_at == std::string::npos) {
+    hash_at = out.size();  // "hash" sorts last: before the closing brace
+  }
+  out += '}';
+  return out;
+}
+
+// `canonical` with the member "hash":"<hash>" inserted at `hash_at`.
+std::string SpliceHash(const std::string& canonical, size_t hash_at, const std::string& hash) {
+  const bool last = canonical[hash_at] == '}';
+  const bool only = last && hash_at == 1;
+  std::string out;
+  out.reserve(canonical.size() + hash.size() + 12);
+  out.append(canonical, 0, hash_at);
+  if (last && !only) {
+    out += ',';
+  }
+  out += "\"hash\":\"";
+  out += hash;  // lower-case hex: nothing to escape
+  out += '"';
+  if (!last) {
+    out += ',';
+  }
+  out.append(canonical, hash_at, std::string::npos);
+  return out;
+}
+
 }  // namespace
 
 std::string ComputeRecordHash(const Json& body) {
@@ -65,14 +140,17 @@ AuditRecord ChainRecord(const std::optional<ChainHead>& head, Json event) {
   event["prev_hash"] = rec.prev_hash;
 
   std::string canonical;
+  size_t hash_at = 0;
   try {
-    canonical = event.dump();
+    canonical = DumpWithHashSlot(event, hash_at);
   } catch (const Json::exception&) {
-    // Invalid UTF-8 somewhere in the body: canonicalise it once.
-    canonical = SafeDump(event);
-    event = Json::parse(canonical, nullptr, /*allow_exceptions=*/false);
+    // Invalid UTF-8 somewhere in the body: canonicalise it once. The
+    // re-parsed body dumps without throwing, to the same text.
+    event = Json::parse(SafeDump(event), nullptr, /*allow_exceptions=*/false);
+    canonical = DumpWithHashSlot(event, hash_at);
   }
   rec.hash = crypto::Sha256Hex(canonical);
+  rec.text = SpliceHash(canonical, hash_at, rec.hash);
   event["hash"] = rec.hash;
   rec.body = std::move(event);
   return rec;

@@ -95,6 +95,17 @@ Error AsUnavailable(Error e) {
 // Canonical record line (without the newline); never throws on bad UTF-8.
 std::string Dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
 
+// Appends a record's canonical line: the text ChainRecord produced when it
+// has one (the bytes that were hashed), else a dump of the body.
+void AppendLine(std::string& out, const AuditRecord& rec) {
+  if (!rec.text.empty()) {
+    out += rec.text;
+  } else {
+    out += Dump(rec.body);
+  }
+  out += '\n';
+}
+
 Status WriteAll(int fd, std::string_view data, std::string_view path) {
   while (!data.empty()) {
     const ssize_t n = ::write(fd, data.data(), data.size());
@@ -258,8 +269,7 @@ struct Journal::Impl {
           return std::unexpected(Internal("the store's audit chain is incomplete",
                                           "missing seq " + std::to_string(after + 1)));
         }
-        text += Dump(rec.body);
-        text += '\n';
+        AppendLine(text, rec);
         after = rec.seq;
       }
       JITBROKER_RETURN_IF_ERROR(WriteAll(fd, text, path));
@@ -357,13 +367,22 @@ struct Journal::Impl {
       std::lock_guard lock(mu);
       h = head;
     }
+    size_t n_events = 0;
+    for (const WriteBatch& b : batches) {
+      n_events += b.audit_events.size();
+    }
     std::vector<AuditRecord> records;
+    records.reserve(n_events);
     for (WriteBatch& b : batches) {
-      for (const Json& event : b.audit_events) {
-        AuditRecord rec = ChainRecord(h, event);
+      // The events are consumed here: from now on they exist only as the
+      // chained `records` the store receives (Store::Apply reads those, not
+      // audit_events, which are left empty rather than moved-from).
+      for (Json& event : b.audit_events) {
+        AuditRecord rec = ChainRecord(h, std::move(event));
         h = ChainHead{rec.seq, rec.hash};
         records.push_back(std::move(rec));
       }
+      b.audit_events.clear();
     }
 
     Status applied = store->Apply(batches, records);
@@ -387,10 +406,14 @@ struct Journal::Impl {
       return OkStatus();
     }
 
-    std::string text;
+    size_t text_size = 0;
     for (const AuditRecord& rec : records) {
-      text += Dump(rec.body);
-      text += '\n';
+      text_size += rec.text.size() + 1;
+    }
+    std::string text;
+    text.reserve(text_size);
+    for (const AuditRecord& rec : records) {
+      AppendLine(text, rec);
     }
     Status written = WriteAll(fd, text, path);
     if (written && ::fdatasync(fd) != 0) {

@@ -271,22 +271,23 @@ std::optional<int64_t> TimestampSeconds(const Json& v) {
   return days * 86400 + hh * 3600 + mm * 60 + ss - offset;
 }
 
-std::optional<std::string> StringAt(const Json& body, std::initializer_list<const char*> path) {
+// The string at `path` inside `body`, or null; points into `body`.
+const std::string* StringAt(const Json& body, std::initializer_list<const char*> path) {
   const Json* cur = &body;
   for (const char* key : path) {
     if (!cur->is_object()) {
-      return std::nullopt;
+      return nullptr;
     }
     auto it = cur->find(key);
     if (it == cur->end()) {
-      return std::nullopt;
+      return nullptr;
     }
     cur = &*it;
   }
   if (!cur->is_string()) {
-    return std::nullopt;
+    return nullptr;
   }
-  return cur->get<std::string>();
+  return &cur->get_ref<const std::string&>();
 }
 
 // ---------------------------------------------------------------------------
@@ -334,7 +335,14 @@ class Binder {
     Check(sqlite3_bind_null(s_, ++i_));
     return *this;
   }
+  // Binds without copying: `v` must stay valid until the statement is reset
+  // (StmtUse's destructor), so only for storage that outlives the StmtUse.
+  Binder& StaticText(std::string_view v) {
+    Check(sqlite3_bind_text64(s_, ++i_, v.data(), v.size(), SQLITE_STATIC, SQLITE_UTF8));
+    return *this;
+  }
   Binder& OptText(const std::optional<std::string>& v) { return v ? Text(*v) : Null(); }
+  Binder& OptStaticText(const std::string* v) { return v != nullptr ? StaticText(*v) : Null(); }
   Binder& OptInt(const std::optional<int64_t>& v) { return v ? Int(*v) : Null(); }
   Binder& Time(TimePoint t) {
     const SplitTime st = Split(t);
@@ -1055,10 +1063,12 @@ class SqliteStore final : public Store {
     try {
       for (const WriteBatch& batch : batches) {
         for (const SessionRecord& rec : batch.sessions) {
-          Json data = Json::object();
-          data["scope"] = rec.scope;
-          data["extra"] = rec.extra;
-          const std::string text = DumpJson(data);
+          // DumpJson({"scope":…,"extra":…}) without copying the members.
+          std::string text = "{\"extra\":";
+          text += DumpJson(rec.extra);
+          text += ",\"scope\":";
+          text += DumpJson(rec.scope);
+          text += '}';
           StmtUse use(upsert_session_.get());
           Binder b(use.get());
           BindSession(b, rec, text);
@@ -1067,12 +1077,17 @@ class SqliteStore final : public Store {
           }
         }
         for (const GrantRecord& rec : batch.grants) {
-          Json data = Json::object();
-          data["parameters"] = rec.parameters;
-          data["scope"] = rec.scope;
-          data["decision"] = rec.decision;
-          data["extra"] = rec.extra;
-          const std::string text = DumpJson(data);
+          // DumpJson({"parameters","scope","decision","extra"}) without
+          // copying the members; keys in dump()'s (sorted) order.
+          std::string text = "{\"decision\":";
+          text += DumpJson(rec.decision);
+          text += ",\"extra\":";
+          text += DumpJson(rec.extra);
+          text += ",\"parameters\":";
+          text += DumpJson(rec.parameters);
+          text += ",\"scope\":";
+          text += DumpJson(rec.scope);
+          text += '}';
           StmtUse use(upsert_grant_.get());
           Binder b(use.get());
           BindGrant(b, rec, text);
@@ -1103,19 +1118,30 @@ class SqliteStore final : public Store {
           }
         }
       }
+      std::string dumped;
       for (const AuditRecord& rec : audit) {
-        const std::string body = DumpJson(rec.body);
+        // ChainRecord's text is the canonical body; dump only without it.
+        if (rec.text.empty()) {
+          dumped = DumpJson(rec.body);
+        }
+        const std::string& body = rec.text.empty() ? dumped : rec.text;
+        std::optional<int64_t> ts;
+        if (rec.body.is_object()) {
+          const auto it = rec.body.find("timestamp");
+          if (it != rec.body.end()) {
+            ts = TimestampSeconds(*it);
+          }
+        }
+        // Everything bound below outlives `use`: bind without copies.
         StmtUse use(insert_audit_.get());
         Binder b(use.get());
         b.Int(rec.seq)
-            .Text(rec.hash)
-            .Text(rec.prev_hash)
-            .OptText(StringAt(rec.body, {"agent", "session_id"}))
-            .OptText(StringAt(rec.body, {"human_principal"}))
-            .OptInt(rec.body.is_object() && rec.body.contains("timestamp")
-                        ? TimestampSeconds(rec.body["timestamp"])
-                        : std::nullopt)
-            .Text(body);
+            .StaticText(rec.hash)
+            .StaticText(rec.prev_hash)
+            .OptStaticText(StringAt(rec.body, {"agent", "session_id"}))
+            .OptStaticText(StringAt(rec.body, {"human_principal"}))
+            .OptInt(ts)
+            .StaticText(body);
         if (!b.ok() || sqlite3_step(use.get()) != SQLITE_DONE) {
           return std::unexpected(StoreError("insert audit", w));
         }

@@ -98,6 +98,49 @@ TEST_CASE("AuditChain: invalid UTF-8 in a body is canonicalised, not thrown") {
   CHECK(v.ok);
 }
 
+TEST_CASE("AuditChain: ChainRecord's text is the canonical dump of the full record") {
+  struct Case {
+    const char* name;
+    Json event;
+  };
+  Json with_bad_utf8 = Event(1);
+  with_bad_utf8["request"] = {{"resource", std::string("repo\xff\xfe")}};
+  Json bad_key = Event(1);
+  bad_key[std::string("k\xc3")] = 1;
+  const std::vector<Case> cases = {
+      {"typical event", Event(7)},
+      {"keys only after hash", Json{{"z", 1}, {"seq", 5}}},
+      {"keys only before hash", Json{{"a", 1}, {"B", "x"}, {"_", nullptr}}},
+      {"keys around hash", Json{{"has", 1}, {"hash0", 2}, {"hasi", 3}, {"hasg", 4}}},
+      {"empty object", Json::object()},
+      {"not an object", Json::array({1, "two"})},
+      {"escaped and unicode keys",
+       Json{{"q\"uote", 1}, {"back\\slash", 2}, {"nl\n", 3}, {"\x7f", 4},
+            {"caf\xc3\xa9", "\xe2\x82\xac"}, {"\x01", {{"x", true}}}}},
+      {"nested hash key stays", Json{{"inner", {{"hash", "h"}, {"seq", 1}}}}},
+      {"stale hash replaced", Json{{"hash", "forged"}, {"a", 1}}},
+      {"invalid UTF-8 value", with_bad_utf8},
+      {"invalid UTF-8 key", bad_key},
+      {"large integers", Json{{"big", INT64_MAX}, {"neg", INT64_MIN}, {"u", UINT64_MAX}}},
+  };
+  for (const std::optional<ChainHead>& head :
+       {std::optional<ChainHead>(), std::optional<ChainHead>(ChainHead{41, std::string(64, 'a')})}) {
+    for (const Case& c : cases) {
+      CAPTURE(c.name);
+      const AuditRecord rec = ChainRecord(head, c.event);
+      std::string full;
+      REQUIRE_NOTHROW(full = rec.body.dump());
+      CHECK(rec.text == full);
+      Json unhashed = rec.body;
+      unhashed.erase("hash");
+      CHECK(rec.hash == crypto::Sha256Hex(unhashed.dump()));
+      CHECK(ComputeRecordHash(rec.body) == rec.hash);
+      CHECK(Json::parse(rec.text) == rec.body);
+      CHECK(VerifyChainText(rec.text + "\n").ok == !head.has_value());
+    }
+  }
+}
+
 TEST_CASE("AuditChain: VerifyChainText accepts a valid chain") {
   const std::vector<std::string> lines = Lines(Chain(5));
   SUBCASE("with trailing newline") {
