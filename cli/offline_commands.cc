@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "broker/app/app.h"
 #include "broker/config/config.h"
 #include "cli/args.h"
 #include "cli/format.h"
@@ -78,6 +79,11 @@ int RunAuditVerifyFile(const std::string& path, bool json, std::ostream& out, st
 int RunConfigCheck(const std::string& path, bool json, std::ostream& out, std::ostream& err) {
   try {
     Result<config::Config> cfg = config::LoadConfigFile(path);
+    if (cfg) {
+      if (auto st = app::ValidateConfig(*cfg); !st) {
+        cfg = std::unexpected(st.error());
+      }
+    }
     if (!cfg) {
       const Error& e = cfg.error();
       if (json) {

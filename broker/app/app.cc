@@ -116,6 +116,14 @@ struct App::Impl {
   bool stopped = false;
 };
 
+Status ValidateConfig(config::Config& cfg) {
+  auto rules = lifecycle::ParseAnomalyRules(cfg.anomaly ? &*cfg.anomaly : nullptr);
+  if (!rules) {
+    return std::unexpected(rules.error());
+  }
+  return OkStatus();
+}
+
 App::~App() { Stop(); }
 
 Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOptions options) {

@@ -16,7 +16,16 @@
 
 #include "jitbroker/result.h"
 
+namespace jitbroker::config {
+struct Config;
+}
+
 namespace jitbroker::app {
+
+// Checks what LoadConfigFile leaves to the components that use it (today the
+// anomaly rules), without side effects: `jitctl config check` and
+// `jitbroker --check-config` call it so that a file they accept also starts.
+[[nodiscard]] Status ValidateConfig(config::Config& cfg);
 
 struct AppOptions {
   std::ostream* out = nullptr;     // where first-start notices (generated keys) go

@@ -48,6 +48,10 @@ int main(int argc, char** argv) {
       std::cerr << "jitbroker: " << cfg.error().message << "\n";
       return 1;
     }
+    if (auto st = jitbroker::app::ValidateConfig(*cfg); !st) {
+      std::cerr << "jitbroker: " << st.error().message << "\n";
+      return 1;
+    }
     std::cout << "ok: policy version " << cfg->policy->version << "\n";
     return 0;
   }

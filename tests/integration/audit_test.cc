@@ -189,6 +189,19 @@ TEST_CASE("Config: a bad config stops the daemon with file, line and key") {
   CHECK(rc == 1);
   CHECK(out.find("bad.yaml:5") != std::string::npos);
   CHECK(out.find("control") != std::string::npos);
+
+  // What the daemon would refuse at start, the checkers refuse too.
+  auto b = BrokerProcess::Start();
+  { std::ofstream(b->config_path(), std::ios::app) << "anomaly:\n  - {rule: denied_burst, count: 3}\n"; }
+  for (const std::string cmd : {std::string(JITCTL_BINARY) + " config check " + b->config_path(),
+                                std::string(JITBROKER_BINARY) + " --check-config --config " + b->config_path()}) {
+    CAPTURE(cmd);
+    auto [rc2, out2] = RunCommand(cmd);
+    INFO(out2);
+    CHECK(rc2 == 1);
+    CHECK(out2.find("anomaly[0]") != std::string::npos);
+    CHECK(out2.find("window_seconds") != std::string::npos);
+  }
   std::filesystem::remove_all(tmpl);
 }
 
