@@ -46,45 +46,22 @@ constexpr int kMaxJsonDepth = 32;
 
 // --- OpenSSL ownership ------------------------------------------------------
 
-struct PkeyDeleter {
-  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
+// One deleter for every OpenSSL handle: calls its free function.
+template <auto Free>
+struct FreeWith {
+  template <class T>
+  void operator()(T* p) const {
+    Free(p);
+  }
 };
-using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyDeleter>;
-
-struct PkeyCtxDeleter {
-  void operator()(EVP_PKEY_CTX* p) const { EVP_PKEY_CTX_free(p); }
-};
-using PkeyCtxPtr = std::unique_ptr<EVP_PKEY_CTX, PkeyCtxDeleter>;
-
-struct MdCtxDeleter {
-  void operator()(EVP_MD_CTX* p) const { EVP_MD_CTX_free(p); }
-};
-using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, MdCtxDeleter>;
-
-struct BioDeleter {
-  void operator()(BIO* p) const { BIO_free(p); }
-};
-using BioPtr = std::unique_ptr<BIO, BioDeleter>;
-
-struct BnDeleter {
-  void operator()(BIGNUM* p) const { BN_free(p); }
-};
-using BnPtr = std::unique_ptr<BIGNUM, BnDeleter>;
-
-struct EcdsaSigDeleter {
-  void operator()(ECDSA_SIG* p) const { ECDSA_SIG_free(p); }
-};
-using EcdsaSigPtr = std::unique_ptr<ECDSA_SIG, EcdsaSigDeleter>;
-
-struct ParamBldDeleter {
-  void operator()(OSSL_PARAM_BLD* p) const { OSSL_PARAM_BLD_free(p); }
-};
-using ParamBldPtr = std::unique_ptr<OSSL_PARAM_BLD, ParamBldDeleter>;
-
-struct ParamDeleter {
-  void operator()(OSSL_PARAM* p) const { OSSL_PARAM_free(p); }
-};
-using ParamPtr = std::unique_ptr<OSSL_PARAM, ParamDeleter>;
+using PkeyPtr = std::unique_ptr<EVP_PKEY, FreeWith<EVP_PKEY_free>>;
+using PkeyCtxPtr = std::unique_ptr<EVP_PKEY_CTX, FreeWith<EVP_PKEY_CTX_free>>;
+using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, FreeWith<EVP_MD_CTX_free>>;
+using BioPtr = std::unique_ptr<BIO, FreeWith<BIO_free>>;
+using BnPtr = std::unique_ptr<BIGNUM, FreeWith<BN_free>>;
+using EcdsaSigPtr = std::unique_ptr<ECDSA_SIG, FreeWith<ECDSA_SIG_free>>;
+using ParamBldPtr = std::unique_ptr<OSSL_PARAM_BLD, FreeWith<OSSL_PARAM_BLD_free>>;
+using ParamPtr = std::unique_ptr<OSSL_PARAM, FreeWith<OSSL_PARAM_free>>;
 
 const unsigned char* Bytes(std::string_view s) {
   static constexpr unsigned char kEmpty[1] = {0};

@@ -813,19 +813,27 @@ void BrokerService::NotifyGrantChanged() {
   wait_cv_.notify_all();
 }
 
-Result<nlohmann::json> BrokerService::GetGrant(const CallContext& ctx, const std::string& id,
-                                               int wait_seconds) {
+Result<GrantRecord> BrokerService::LoadAuthorizedGrant(const CallContext& ctx,
+                                                       const std::string& id) {
   JITBROKER_ASSIGN_OR_RETURN(auto g, store_->GetGrant(id));
   if (!g) {
     return std::unexpected(NotFound("grant_not_found", "no grant " + id));
   }
-  auto s = LoadAuthorized(ctx, g->session_id, Access{.session_token = true, .owner = true, .admin = true});
+  auto s = LoadAuthorized(ctx, g->session_id,
+                          Access{.session_token = true, .owner = true, .admin = true});
   if (!s) {
     if (s.error().code == ErrorCode::kNotFound) {
       return std::unexpected(NotFound("grant_not_found", "no grant " + id));
     }
     return std::unexpected(s.error());
   }
+  return std::move(*g);
+}
+
+Result<nlohmann::json> BrokerService::GetGrant(const CallContext& ctx, const std::string& id,
+                                               int wait_seconds) {
+  JITBROKER_ASSIGN_OR_RETURN(GrantRecord loaded, LoadAuthorizedGrant(ctx, id));
+  std::optional<GrantRecord> g(std::move(loaded));
   // Long-poll while the grant waits for a human; woken by any grant change.
   if (wait_seconds > 0 && g->state == "pending") {
     const auto deadline = std::chrono::steady_clock::now() +
@@ -894,18 +902,8 @@ Result<nlohmann::json> BrokerService::GetGrant(const CallContext& ctx, const std
 }
 
 Result<nlohmann::json> BrokerService::RevokeGrant(const CallContext& ctx, const std::string& id) {
-  JITBROKER_ASSIGN_OR_RETURN(auto found, store_->GetGrant(id));
-  if (!found) {
-    return std::unexpected(NotFound("grant_not_found", "no grant " + id));
-  }
-  std::unique_lock lock(LockFor(found->session_id));
-  auto s = LoadAuthorized(ctx, found->session_id, Access{.session_token = true, .owner = true, .admin = true});
-  if (!s) {
-    if (s.error().code == ErrorCode::kNotFound) {
-      return std::unexpected(NotFound("grant_not_found", "no grant " + id));
-    }
-    return std::unexpected(s.error());
-  }
+  JITBROKER_ASSIGN_OR_RETURN(GrantRecord found, LoadAuthorizedGrant(ctx, id));
+  std::unique_lock lock(LockFor(found.session_id));
   JITBROKER_ASSIGN_OR_RETURN(auto g, store_->GetGrant(id));
   if (!g || !IsLiveGrantState(g->state)) {
     return std::unexpected(FailedPrecondition(

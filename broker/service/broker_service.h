@@ -124,6 +124,9 @@ class BrokerService {
   };
   [[nodiscard]] Result<SessionRecord> LoadAuthorized(const CallContext& ctx, const std::string& id,
                                                      Access allowed);
+  // Loads grant `id` if the caller may see it (its agent, owner or an admin);
+  // grants of sessions the caller may not see are "not found".
+  [[nodiscard]] Result<GrantRecord> LoadAuthorizedGrant(const CallContext& ctx, const std::string& id);
   [[nodiscard]] Status CheckSessionCaller(const CallContext& ctx, const SessionRecord& s);
   // If the session is active but past its TTL or stall deadline, ends it
   // (expired/stalled) and returns the error to answer with.
