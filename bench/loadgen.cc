@@ -81,6 +81,9 @@ struct Options {
   std::vector<std::string> headers;  // "Name: value"
   std::string body;
   bool has_body = false;
+  // --body-lines: one body per line, used in turn (a pool of pre-signed
+  // token-exchange requests, each usable once); empty = `body` for all.
+  std::vector<std::string> bodies;
   int connections = 32;
   int threads = 1;
   double duration_s = 10;
@@ -100,6 +103,8 @@ void Usage() {
       "                          (keeps secrets such as Authorization off the command line)\n"
       "  -b, --body S            request body (Content-Type defaults to application/json)\n"
       "      --body-file F       request body from a file\n"
+      "      --body-lines F      one body per line, each request takes the next\n"
+      "                          (wraps around when exhausted; counted as body_wraps)\n"
       "  -c, --connections C     keep-alive connections (default 32)\n"
       "  -t, --threads T         client threads (default 1)\n"
       "  -d, --duration D        measured seconds (default 10)\n"
@@ -226,6 +231,24 @@ bool ParseArgs(int argc, char** argv, Options& o) {
       if (!(v = need(i, "--body-file"))) return false;
       if (!ReadFile(v, o.body)) {
         std::cerr << "loadgen: cannot read body file " << v << "\n";
+        return false;
+      }
+      o.has_body = true;
+    } else if (a == "--body-lines") {
+      if (!(v = need(i, "--body-lines"))) return false;
+      std::string text;
+      if (!ReadFile(v, text)) {
+        std::cerr << "loadgen: cannot read body file " << v << "\n";
+        return false;
+      }
+      std::istringstream lines(text);
+      std::string line;
+      while (std::getline(lines, line)) {
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        if (!line.empty()) o.bodies.push_back(std::move(line));
+      }
+      if (o.bodies.empty()) {
+        std::cerr << "loadgen: body file " << v << " has no lines\n";
         return false;
       }
       o.has_body = true;
@@ -382,6 +405,14 @@ std::string BuildRequest(const Options& o, const Target& t) {
   return r;
 }
 
+// The requests a run sends: one, or one per --body-lines line, in turn.
+struct RequestPool {
+  std::vector<std::string> requests;
+  mutable std::atomic<uint64_t> next{0};
+  const std::string& Next() const { return requests[next++ % requests.size()]; }
+  uint64_t Wraps() const { return next.load() / requests.size(); }
+};
+
 // ---------------------------------------------------------------------------
 // Response parsing (HTTP/1.1: Content-Length, chunked, or until close)
 
@@ -533,6 +564,7 @@ struct Conn {
   Nanos deadline = 0;       // closed loop: per-request timeout
   bool measured = false;
   bool has_request = false;
+  const std::string* req = nullptr;  // the request in flight
   Nanos retry_at = 0;       // reconnect not before this (after a failure)
   uint64_t generation = 0;  // bumped per socket; tags epoll events
 };
@@ -551,10 +583,10 @@ struct Plan {
 
 class Worker {
  public:
-  Worker(const Target& target, const std::string& request, bool head_request, int conns,
+  Worker(const Target& target, const RequestPool& pool, bool head_request, int conns,
          int index, int workers, const Plan& plan)
       : target_(target),
-        request_(request),
+        pool_(pool),
         head_request_(head_request),
         conns_(static_cast<size_t>(conns)),
         index_(index),
@@ -718,13 +750,15 @@ class Worker {
     c.sent = 0;
     c.in.clear();
     c.state = ConnState::kBusy;
+    c.req = &pool_.Next();
     Send(i);
   }
 
   void Send(size_t i) {
     Conn& c = conns_[i];
-    while (c.sent < request_.size()) {
-      ssize_t n = send(c.fd, request_.data() + c.sent, request_.size() - c.sent, MSG_NOSIGNAL);
+    const std::string& request = *c.req;
+    while (c.sent < request.size()) {
+      ssize_t n = send(c.fd, request.data() + c.sent, request.size() - c.sent, MSG_NOSIGNAL);
       if (n > 0) {
         c.sent += static_cast<size_t>(n);
         continue;
@@ -826,7 +860,8 @@ class Worker {
       OnIdle(i, now);
       return;
     }
-    if ((ev & EPOLLOUT) && c.state == ConnState::kBusy && c.sent < request_.size()) {
+    if ((ev & EPOLLOUT) && c.state == ConnState::kBusy && c.req != nullptr &&
+        c.sent < c.req->size()) {
       Send(i);
       if (c.fd < 0) return;
     }
@@ -932,7 +967,7 @@ class Worker {
   }
 
   const Target& target_;
-  const std::string& request_;
+  const RequestPool& pool_;
   const bool head_request_;
   std::vector<Conn> conns_;
   const int index_;
@@ -980,7 +1015,18 @@ int Main(int argc, char** argv) {
               << std::strerror(errno) << "\n";
     return 1;
   }
-  const std::string request = BuildRequest(o, target);
+  RequestPool pool;
+  if (o.bodies.empty()) {
+    pool.requests.push_back(BuildRequest(o, target));
+  } else {
+    Options one = o;
+    one.bodies.clear();
+    for (std::string& b : o.bodies) {
+      one.body = std::move(b);
+      pool.requests.push_back(BuildRequest(one, target));
+    }
+    o.bodies.clear();
+  }
   const bool head = o.method == "HEAD";
 
   Plan plan;
@@ -995,7 +1041,7 @@ int Main(int argc, char** argv) {
   for (int w = 0; w < o.threads; ++w) {
     int share = o.connections / o.threads + (w < o.connections % o.threads ? 1 : 0);
     workers.push_back(
-        std::make_unique<Worker>(target, request, head, share, w, o.threads, plan));
+        std::make_unique<Worker>(target, pool, head, share, w, o.threads, plan));
   }
   std::atomic<bool> ok{true};
   std::vector<std::thread> threads;
@@ -1044,13 +1090,14 @@ int Main(int argc, char** argv) {
   std::printf(
       "RESULT label=%s mode=%s conns=%d threads=%d duration_s=%.3f warmup_s=%.3f target_rps=%.1f "
       "ok=%llu rps=%.1f p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f max_ms=%.3f non2xx=%llu errors=%llu "
-      "incomplete=%llu reconnects=%llu\n",
+      "incomplete=%llu reconnects=%llu bodies=%zu body_wraps=%llu\n",
       o.label.empty() ? "-" : o.label.c_str(), mode, o.connections, o.threads, o.duration_s,
       o.warmup_s, o.rate, static_cast<unsigned long long>(oks), rps, p50, p90, p99, max,
       static_cast<unsigned long long>(total.non2xx),
       static_cast<unsigned long long>(total.transport_errors),
       static_cast<unsigned long long>(total.incomplete),
-      static_cast<unsigned long long>(total.reconnects));
+      static_cast<unsigned long long>(total.reconnects), pool.requests.size(),
+      static_cast<unsigned long long>(pool.Wraps()));
   std::fflush(stdout);
   return oks > 0 ? 0 : 1;
 }

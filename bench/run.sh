@@ -3,9 +3,12 @@
 #   (a) the ceiling: a trivial cpp-httplib endpoint (bench/ceiling_server), and
 #   (b) allowed grant requests end to end (auth + policy + ES256 mint + durable
 #       group-committed store/audit write) against the real daemon,
-# then the grant path again, open loop at half its measured peak, and prints
-# grants/s, p50/p99 latency, the ratio b/a and the half-rate p99. The table is
-# also written to bench/results/latest.txt. See bench/README.md.
+# then the grant path again, open loop at half its measured peak, and
+#   (c) GitHub installation-token mints by the github_app issuer against the
+#       fake GitHub with injected latency (bench/github_mint_bench.cc),
+# and prints grants/s, p50/p99 latency, the ratio b/a, the half-rate p99 and
+# mints/s against its target. The table is also written to
+# bench/results/latest.txt. See bench/README.md.
 #
 # Environment:
 #   BUILD_DIR        build directory (default build-bench)
@@ -13,6 +16,10 @@
 #   BENCH_DURATION   measured seconds per phase (default 10)
 #   BENCH_WARMUP     warm-up seconds before each closed-loop phase (default 2)
 #   BENCH_THREADS    server worker threads, ceiling and broker (default 64)
+#   BENCH_GH_CONCURRENCY  (c) concurrent minting threads (default 200)
+#   BENCH_GH_LATENCY_MS   (c) injected GitHub latency per request (default 50)
+#   BENCH_EXCHANGE=0      skip (d), CI OIDC token exchanges (bench/exchange.sh;
+#                         BENCH_EXCHANGE_TOKENS, BENCH_EXCHANGE_RUNS there)
 #   BENCH_STRICT=1   exit 1 when a target is missed
 #   BENCH_REBUILD=1  always run scripts/build.sh first
 set -euo pipefail
@@ -33,7 +40,7 @@ die() { echo "bench: $*" >&2; exit 1; }
 needs_build() {
   [[ "${BENCH_REBUILD:-0}" == 1 ]] && return 0
   local b
-  for b in jitbroker ceiling_server loadgen; do
+  for b in jitbroker ceiling_server loadgen github_mint_bench; do
     [[ -x "$BIN/$b" ]] || return 0
   done
   [[ -n "$(find broker issuers include bench CMakeLists.txt -newer "$BIN/jitbroker" \
@@ -44,11 +51,12 @@ if needs_build; then
   if ! BUILD_DIR="$BUILD_DIR" bash scripts/build.sh >&2; then
     # The full build includes the test suites; the benchmark needs only these.
     echo "bench: full build failed; building the benchmark targets only" >&2
-    cmake --build "$BUILD_DIR" -j"$(nproc)" --target jitbroker ceiling_server loadgen >&2 ||
+    cmake --build "$BUILD_DIR" -j"$(nproc)" --target jitbroker ceiling_server loadgen \
+      github_mint_bench >&2 ||
       die "build failed"
   fi
 fi
-for b in jitbroker ceiling_server loadgen; do
+for b in jitbroker ceiling_server loadgen github_mint_bench; do
   [[ -x "$BIN/$b" ]] || die "$BIN/$b is missing"
 done
 
@@ -198,6 +206,29 @@ echo "bench: grants open loop at $HALF/s for ${DURATION}s (+1s warm-up)" >&2
 cat "$TMP/half.txt" >&2
 M2=$(commit_stats "$BROKER_PORT")
 HALFR=$(grep '^RESULT ' "$TMP/half.txt")
+stop_pid "$BROKER_PID"  # free the CPU for the in-process GitHub benchmark
+BROKER_PID=""
+
+# --- (c) github_app mints against the fake GitHub ----------------------------------
+GH_CONC=${BENCH_GH_CONCURRENCY:-200}
+GH_LAT=${BENCH_GH_LATENCY_MS:-50}
+echo "bench: (c) github_app mints: $GH_CONC threads, ${GH_LAT} ms GitHub latency, ${WARMUP}s warm-up + ${DURATION}s" >&2
+"$BIN/github_mint_bench" --concurrency "$GH_CONC" --latency-ms "$GH_LAT" \
+  --warmup-s "$WARMUP" --duration-s "$DURATION" >"$TMP/github.txt" 2>&1 ||
+  die "github_mint_bench failed: $(cat "$TMP/github.txt")"
+cat "$TMP/github.txt" >&2
+GH=$(grep '^RESULT ' "$TMP/github.txt")
+
+# --- (d) CI OIDC token exchanges (bench/exchange.sh, same ceiling) ------------------
+EX=""
+if [[ "${BENCH_EXCHANGE:-1}" == 1 ]]; then
+  echo "bench: (d) token exchanges (bench/exchange.sh)" >&2
+  EXCHANGE_CEILING="$CEIL" BUILD_DIR="$BUILD_DIR" BENCH_STRICT=0 bash bench/exchange.sh \
+    >"$TMP/exchange.txt" 2>"$TMP/exchange.err" ||
+    die "bench/exchange.sh failed: $(tail -n 20 "$TMP/exchange.err")"
+  cat "$TMP/exchange.err" >&2
+  EX=$(grep '^RESULT bench=exchange' "$TMP/exchange.txt")
+fi
 
 # --- report -------------------------------------------------------------------------
 C_RPS=$(field rps <<<"$CEIL");   C_P50=$(field p50_ms <<<"$CEIL");  C_P99=$(field p99_ms <<<"$CEIL")
@@ -208,6 +239,8 @@ RATIO=$(awk -v g="$G_RPS" -v c="$C_RPS" 'BEGIN {if (c > 0) printf "%.3f", g / c;
 RATIO_OK=$(awk -v r="$RATIO" 'BEGIN {print (r + 0 >= 0.5) ? "PASS" : "FAIL"}')
 HALF_OK=$(awk -v p="$H_P99" -v i="$(field incomplete <<<"$HALFR")" -v e="$(field errors <<<"$HALFR")" \
   -v n="$(field non2xx <<<"$HALFR")" 'BEGIN {print (p + 0 <= 10 && i == 0 && e == 0 && n == 0) ? "PASS" : "FAIL"}')
+GH_RATE=$(field mints_per_s <<<"$GH"); GH_TARGET=$(field target <<<"$GH")
+GH_OK=$([[ "$(field met <<<"$GH")" == 1 ]] && echo PASS || echo FAIL)
 BATCH_PEAK=$(mean_batch "$M0" "$M1")
 BATCH_HALF=$(mean_batch "$M1" "$M2")
 CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
@@ -229,13 +262,27 @@ mkdir -p "$RESULTS_DIR"
   printf 'half-rate p99                      %s ms   (target <= 10 ms: %s)\n' "$H_P99" "$HALF_OK"
   printf 'mean requests per group commit     %s at peak, %s at half rate\n' "$BATCH_PEAK" "$BATCH_HALF"
   printf '  (jitbroker_audit_commit_batches sum/count over each phase)\n'
+  printf '(c) github_app mints/s             %s   (%s threads, %s ms latency; target >= %s: %s)\n' \
+    "$GH_RATE" "$GH_CONC" "$GH_LAT" "$GH_TARGET" "$GH_OK"
+  printf '    mint p50 / p99                 %s / %s ms; RSA signatures per 1,000 mints %s\n' \
+    "$(field p50_ms <<<"$GH")" "$(field p99_ms <<<"$GH")" "$(field signatures_per_1000_mints <<<"$GH")"
+  printf '    RSS                            %s KiB start, %s KiB end, %s KiB peak (in-process fake included)\n' \
+    "$(field rss_start_kb <<<"$GH")" "$(field rss_end_kb <<<"$GH")" "$(field rss_peak_kb <<<"$GH")"
   echo
+  if [[ -n "$EX" ]]; then
+    printf '(d) token exchanges/s              %s   p50 %s ms, p99 %s ms; ratio d/a %s (target >= %s: %s)\n' \
+      "$(field rps <<<"$EX")" "$(field p50_ms <<<"$EX")" "$(field p99_ms <<<"$EX")" \
+      "$(field ratio <<<"$EX")" "$(field target <<<"$EX")" \
+      "$([[ "$(field met <<<"$EX")" == 1 ]] && echo PASS || echo FAIL)"
+    printf '    (RS256 subject tokens, jwt issuer; %s requests per group commit; %s non-2xx)\n' \
+      "$(field requests_per_commit <<<"$EX")" "$(field non2xx <<<"$EX")"
+  fi
   echo "errors: ceiling $(errs "$CEIL"); grants $(errs "$GRANT"); half $(errs "$HALFR")"
 } >"$TMP/table.txt"
 cp "$TMP/table.txt" "$RESULTS_DIR/latest.txt"
 chmod 644 "$RESULTS_DIR/latest.txt"
 cat "$TMP/table.txt"
 
-if [[ "${BENCH_STRICT:-0}" == 1 && ( "$RATIO_OK" != PASS || "$HALF_OK" != PASS ) ]]; then
+if [[ "${BENCH_STRICT:-0}" == 1 && ( "$RATIO_OK" != PASS || "$HALF_OK" != PASS || "$GH_OK" != PASS ) ]]; then
   exit 1
 fi

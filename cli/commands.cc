@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/ci_commands.h"
 #include "cli/format.h"
 #include "jitbroker/result.h"
 #include "jitbroker/secret.h"
@@ -1167,6 +1168,7 @@ Result<int> Dispatch(const Context& ctx, const Invocation& inv) {
       {"introspect", &Introspect},
       {"admin reload", &AdminReload},
       {"jwks", &Jwks},
+      {"ci exchange", &CiExchange},
   };
   for (const auto& [name, handler] : kHandlers) {
     if (name == inv.command->name) {

@@ -1,3 +1,4 @@
+#include "issuers/github_app/github_app_issuer.h"
 #include "issuers/jwt/jwt_issuer.h"
 #include "issuers/registry.h"
 
@@ -5,6 +6,7 @@ namespace jitbroker::issuers {
 
 void RegisterBuiltinIssuers(IssuerRegistry& registry) {
   registry.Register("jwt", &jwt::CreateJwtIssuer);
+  registry.Register("github_app", &github_app::CreateGitHubAppIssuer);
 }
 
 }  // namespace jitbroker::issuers

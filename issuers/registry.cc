@@ -8,13 +8,14 @@ void IssuerRegistry::Register(std::string type, IssuerFactory factory) {
 
 Result<std::unique_ptr<Issuer>> IssuerRegistry::Build(config::IssuerConfig& cfg,
                                                       const std::string& data_dir,
-                                                      const Clock* clock) const {
+                                                      const Clock* clock,
+                                                      net::HttpClient* http) const {
   auto it = factories_.find(cfg.type);
   if (it == factories_.end()) {
     return std::unexpected(cfg.section.Err(
         "type", "issuer type \"" + cfg.type + "\" is not available in this build"));
   }
-  IssuerContext ctx{cfg.name, &cfg.section, data_dir, clock};
+  IssuerContext ctx{cfg.name, &cfg.section, data_dir, clock, http};
   return it->second(ctx);
 }
 

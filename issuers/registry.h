@@ -11,6 +11,7 @@
 #include <string>
 
 #include "broker/config/config.h"
+#include "broker/net/http_client.h"
 #include "jitbroker/clock.h"
 #include "jitbroker/issuer.h"
 
@@ -21,6 +22,10 @@ struct IssuerContext {
   config::Section* section = nullptr;   // the issuer's mapping; factory must CheckNoUnknownKeys
   std::string data_dir;                 // for generated keys
   const Clock* clock = nullptr;
+  // Shared client for upstream calls (owned by the app, outlives the issuer;
+  // thread-safe). Null where no upstream is reachable: issuers that need one
+  // then fail to build.
+  net::HttpClient* http = nullptr;
 };
 
 using IssuerFactory = std::function<Result<std::unique_ptr<Issuer>>(IssuerContext&)>;
@@ -30,13 +35,14 @@ class IssuerRegistry {
   void Register(std::string type, IssuerFactory factory);
   [[nodiscard]] Result<std::unique_ptr<Issuer>> Build(config::IssuerConfig& cfg,
                                                       const std::string& data_dir,
-                                                      const Clock* clock) const;
+                                                      const Clock* clock,
+                                                      net::HttpClient* http = nullptr) const;
 
  private:
   std::map<std::string, IssuerFactory> factories_;
 };
 
-// Registers jwt (and, as they land, github_app, aws_sts, gcp).
+// Registers jwt and github_app (and, as they land, aws_sts, gcp).
 void RegisterBuiltinIssuers(IssuerRegistry& registry);
 
 }  // namespace jitbroker::issuers

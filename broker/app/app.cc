@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -20,6 +21,8 @@
 #include "broker/lifecycle/notifier.h"
 #include "broker/lifecycle/sweeper.h"
 #include "broker/net/http_client.h"
+#include "broker/oidc/jwks_cache.h"
+#include "broker/oidc/trust_policy.h"
 #include "broker/service/broker_service.h"
 #include "broker/store/sqlite_store.h"
 #include "issuers/registry.h"
@@ -105,7 +108,14 @@ struct App::Impl {
   Metrics metrics;
   SecretValue seal_key;
   std::unique_ptr<Store> store;
+  // Upstream calls of the issuers (GitHub, …): one client, pooled connections.
+  // Declared before the service so that it outlives the issuers.
+  std::unique_ptr<net::HttpClient> upstream_http;
   std::unique_ptr<audit::Journal> journal;
+  // CI OIDC exchange: the trust issuers' discovery/JWKS client and key cache
+  // (declared before the service, which uses them).
+  std::unique_ptr<net::HttpClient> oidc_http;
+  std::unique_ptr<oidc::JwksCache> jwks;
   std::unique_ptr<lifecycle::ApprovalNotifier> notifier;
   std::unique_ptr<service::BrokerService> service;
   std::unique_ptr<lifecycle::Sweeper> sweeper;
@@ -116,10 +126,28 @@ struct App::Impl {
   bool stopped = false;
 };
 
+namespace {
+
+// The `trust:` section, parsed and compiled (DESIGN §5, §7).
+Result<std::shared_ptr<const oidc::TrustSet>> LoadTrust(config::Config& cfg) {
+  oidc::TrustContext tc;
+  for (const auto& ic : cfg.issuers) {
+    tc.issuer_names.push_back(ic.name);
+  }
+  tc.max_session_ttl_seconds = cfg.sessions.max_ttl_seconds;
+  return oidc::ParseTrustPolicies(cfg.trust ? &*cfg.trust : nullptr, tc);
+}
+
+}  // namespace
+
 Status ValidateConfig(config::Config& cfg) {
   auto rules = lifecycle::ParseAnomalyRules(cfg.anomaly ? &*cfg.anomaly : nullptr);
   if (!rules) {
     return std::unexpected(rules.error());
+  }
+  auto trust = LoadTrust(cfg);
+  if (!trust) {
+    return std::unexpected(trust.error());
   }
   return OkStatus();
 }
@@ -165,8 +193,16 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
   issuers::IssuerRegistry registry;
   issuers::RegisterBuiltinIssuers(registry);
   std::map<std::string, std::unique_ptr<Issuer>> built;
+  {
+    net::CurlHttpClientOptions ho;
+    ho.user_agent = "jitbroker/0.1";
+    // Grant handlers and the revocation fan-out call upstream concurrently.
+    ho.max_idle_handles = static_cast<size_t>(std::max(64, impl.cfg.server.threads + 32));
+    impl.upstream_http = net::MakeCurlHttpClient(std::move(ho));
+  }
   for (auto& ic : impl.cfg.issuers) {
-    JITBROKER_ASSIGN_OR_RETURN(auto issuer, registry.Build(ic, impl.cfg.data_dir, &impl.clock));
+    JITBROKER_ASSIGN_OR_RETURN(auto issuer, registry.Build(ic, impl.cfg.data_dir, &impl.clock,
+                                                           impl.upstream_http.get()));
     built.emplace(ic.name, std::move(issuer));
   }
   service::ServiceOptions so_opts;
@@ -176,6 +212,16 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
       so_opts.anomaly_rules,
       lifecycle::ParseAnomalyRules(impl.cfg.anomaly ? &*impl.cfg.anomaly : nullptr));
   so_opts.default_approval_ttl_seconds = impl.cfg.approvals.default_ttl_seconds;
+  JITBROKER_ASSIGN_OR_RETURN(std::shared_ptr<const oidc::TrustSet> trust, LoadTrust(impl.cfg));
+  {
+    // Discovery and JWKS documents are small; the cap keeps a hostile or
+    // broken issuer from making the broker download much.
+    net::CurlHttpClientOptions ho;
+    ho.max_response_bytes = oidc::JwksCache::Options().max_document_bytes;
+    impl.oidc_http = net::MakeCurlHttpClient(std::move(ho));
+    impl.jwks = std::make_unique<oidc::JwksCache>(impl.oidc_http.get(), &impl.clock);
+    so_opts.oidc_keys = impl.jwks.get();
+  }
   if (const auto& hook = impl.cfg.approvals.webhook) {
     lifecycle::WebhookOptions wo;
     wo.url = hook->url;
@@ -192,6 +238,7 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
   impl.service = std::make_unique<service::BrokerService>(
       impl.store.get(), impl.journal.get(), &impl.clock, &impl.metrics, std::move(built),
       impl.cfg.policy, std::move(so_opts));
+  JITBROKER_RETURN_IF_ERROR(impl.service->SetTrust(std::move(trust)));
   JITBROKER_RETURN_IF_ERROR(impl.service->Reconcile());
   service::BrokerService* svc = impl.service.get();
   impl.sweeper = std::make_unique<lifecycle::Sweeper>(
@@ -240,7 +287,21 @@ Result<std::string> App::ReloadPolicy() {
     log::Get("app")->error("event=reload_failed error=\"{}\"", e.ToString());
     return std::unexpected(e);
   }
+  auto trust = LoadTrust(*cfg);
+  if (trust) {
+    if (Status st = impl.service->CheckTrust(**trust, *cfg->policy); !st) {
+      trust = std::unexpected(st.error());
+    }
+  }
+  if (!trust) {
+    log::Get("app")->error("event=reload_failed error=\"{}\"", trust.error().ToString());
+    return std::unexpected(trust.error());
+  }
   impl.service->SwapPolicy(cfg->policy);
+  if (Status st = impl.service->SetTrust(std::move(*trust)); !st) {
+    log::Get("app")->error("event=reload_failed error=\"{}\"", st.error().ToString());
+    return std::unexpected(st.error());
+  }
   log::Get("app")->info("event=policy_reloaded policy_version={}", cfg->policy->version);
   return cfg->policy->version;
 }

@@ -139,6 +139,9 @@ nlohmann::json GrantEvent(std::string_view event, const GrantRecord& g, TimePoin
   if (g.extra.contains("credential_audit")) {
     jg["credential"] = g.extra["credential_audit"];
   }
+  if (g.extra.contains("delegation")) {
+    jg["delegation"] = g.extra["delegation"];
+  }
   j["jit_grant"] = jg;
   j["outcome"] = outcome;
   return j;

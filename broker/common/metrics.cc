@@ -71,6 +71,10 @@ void Metrics::ObserveAuditCommit(size_t batches, double seconds) {
 
 void Metrics::CountSessionOpened() { ++sessions_opened_; }
 void Metrics::CountShed() { ++shed_; }
+void Metrics::CountTokenExchange(const std::string& result) {
+  std::lock_guard lock(mu_);
+  ++token_exchanges_[result];
+}
 void Metrics::CountRevocation(const std::string& outcome) {
   std::lock_guard lock(mu_);
   ++revocations_[outcome];
@@ -113,6 +117,11 @@ std::string Metrics::Render() const {
   out += "# HELP jitbroker_http_requests_shed_total Requests answered 503 because the server was saturated.\n";
   out += "# TYPE jitbroker_http_requests_shed_total counter\n";
   out += fmt::format("jitbroker_http_requests_shed_total {}\n", shed_.load());
+  out += "# HELP jitbroker_token_exchanges_total CI OIDC token exchanges by outcome (ok or RFC 6749 error).\n";
+  out += "# TYPE jitbroker_token_exchanges_total counter\n";
+  for (const auto& [result, n] : token_exchanges_) {
+    out += fmt::format("jitbroker_token_exchanges_total{{result=\"{}\"}} {}\n", result, n);
+  }
   return out;
 }
 

@@ -6,6 +6,7 @@
 //   jitbroker_audit_commit_batches                      (histogram, batches per group commit)
 //   jitbroker_sessions_opened_total, jitbroker_credentials_revoked_total{outcome}
 //   jitbroker_http_requests_shed_total
+//   jitbroker_token_exchanges_total{result}             ("ok" or the RFC 6749 error)
 //
 // Thread-safety: all methods are thread-safe.
 #pragma once
@@ -47,6 +48,8 @@ class Metrics {
   void CountSessionOpened();
   void CountRevocation(const std::string& outcome);
   void CountShed();
+  // POST /v1/token outcomes: "ok" or the RFC 6749 error code.
+  void CountTokenExchange(const std::string& result);
   std::string Render() const;
 
  private:
@@ -55,6 +58,7 @@ class Metrics {
   std::map<std::string, std::unique_ptr<Histogram>> latency_;
   std::map<std::pair<std::string, std::string>, uint64_t> grants_;
   std::map<std::string, uint64_t> revocations_;
+  std::map<std::string, uint64_t> token_exchanges_;
   Histogram audit_latency_;
   Histogram audit_batches_;
   std::atomic<uint64_t> sessions_opened_{0};

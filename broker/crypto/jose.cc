@@ -842,17 +842,16 @@ Result<DecodedJws> DecodeJws(std::string_view compact, size_t max_bytes) {
   }
 }
 
-Result<nlohmann::json> VerifyJws(std::string_view compact, const VerifyKey& key) {
+Status VerifyDecodedJws(const DecodedJws& jws, const VerifyKey& key) {
   try {
-    auto decoded = DecodeJws(compact);
-    if (!decoded) {
-      Error e = std::move(decoded).error();
-      return std::unexpected(JwsError(std::string(e.Reason()), std::move(e.message)));
+    const json& header = jws.header;
+    const json* alg_member = StringMember(header, "alg");
+    if (alg_member == nullptr) {
+      return std::unexpected(JwsError("malformed_jws", "JWS header has no alg"));
     }
-    const json& header = decoded->header;
     // Allow-list: the header may only name the key's own algorithm, which rules
     // out "none", HMAC (a public key used as a MAC secret) and RS/ES/EdDSA swaps.
-    const std::optional<JwsAlg> alg = ParseJwsAlg(header.at("alg").get_ref<const std::string&>());
+    const std::optional<JwsAlg> alg = ParseJwsAlg(alg_member->get_ref<const std::string&>());
     if (!alg || *alg != key.alg()) {
       return std::unexpected(
           JwsError("jws_alg_mismatch", "JWS alg is not allowed for the verification key"));
@@ -872,9 +871,24 @@ Result<nlohmann::json> VerifyJws(std::string_view compact, const VerifyKey& key)
     if (header.contains("b64")) {
       return std::unexpected(JwsError("jws_unsupported_header", "JWS b64 header is not supported"));
     }
-    if (!key.Verify(decoded->signing_input, decoded->signature)) {
+    if (!key.Verify(jws.signing_input, jws.signature)) {
       return std::unexpected(JwsError("invalid_signature", "JWS signature is invalid"));
     }
+    return OkStatus();
+  } catch (const std::exception&) {
+    ERR_clear_error();
+    return std::unexpected(JwsError("malformed_jws", "JWS could not be verified"));
+  }
+}
+
+Result<nlohmann::json> VerifyJws(std::string_view compact, const VerifyKey& key) {
+  try {
+    auto decoded = DecodeJws(compact);
+    if (!decoded) {
+      Error e = std::move(decoded).error();
+      return std::unexpected(JwsError(std::string(e.Reason()), std::move(e.message)));
+    }
+    JITBROKER_RETURN_IF_ERROR(VerifyDecodedJws(*decoded, key));
     return std::move(decoded->payload);
   } catch (const std::exception&) {
     ERR_clear_error();

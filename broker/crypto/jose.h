@@ -101,4 +101,10 @@ struct DecodedJws {
 // HMAC and alg confusion fail), no "crit", no jku/x5u/jwk/x5c. Returns the payload.
 [[nodiscard]] Result<nlohmann::json> VerifyJws(std::string_view compact, const VerifyKey& key);
 
+// The checks of VerifyJws on a JWS already split by DecodeJws, for callers that
+// must read the unverified header and payload first (OIDC: `iss` picks the
+// issuer, `kid` the key) and should not decode twice. Errors are
+// kUnauthenticated with the same reasons as VerifyJws.
+[[nodiscard]] Status VerifyDecodedJws(const DecodedJws& jws, const VerifyKey& key);
+
 }  // namespace jitbroker::crypto

@@ -1,5 +1,6 @@
 #include "broker/http/server.h"
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <optional>
@@ -9,6 +10,7 @@
 #include "broker/common/json_util.h"
 #include "broker/common/log.h"
 #include "broker/crypto/crypto.h"
+#include "broker/oidc/token_request.h"
 
 namespace jitbroker::http {
 
@@ -324,7 +326,9 @@ void HttpServer::Impl::Install() {
         return WriteProblem(res, PermissionDenied("forbidden", "metrics need an admin"));
       }
     }
-    res.set_content(metrics->Render(), "text/plain; version=0.0.4");
+    std::string text = metrics->Render();
+    service->AppendIssuerMetrics(text);
+    res.set_content(text, "text/plain; version=0.0.4");
   });
 
   Route("GET", "/.well-known/jwks.json", "/.well-known/jwks.json", Auth::kNone, false,
@@ -447,6 +451,66 @@ void HttpServer::Impl::Install() {
           JITBROKER_ASSIGN_OR_RETURN(auto out, service->Introspect(ctx, req.get_param_value("token")));
           return Reply{200, std::move(out)};
         });
+
+  // RFC 8693 token exchange for CI (DESIGN §7): form-encoded, no broker
+  // credential (the subject token is the credential), and RFC 6749 §5.2 JSON
+  // errors instead of problem documents.
+  // The body is read here rather than by httplib, which would cap form
+  // bodies at 8 KiB and keep a parsed copy of the subject token in params.
+  server->Post("/v1/token", [this](const httplib::Request& req, httplib::Response& res,
+                                   const httplib::ContentReader& read_body) {
+    t_request.route = "/v1/token";
+    res.set_header("Cache-Control", "no-store");
+    res.set_header("Pragma", "no-cache");
+    service::CallContext ctx;
+    ctx.request_id = t_request.request_id;
+    std::string body;
+    auto answer = [&]() -> Result<nlohmann::json> {
+      const std::string ct = req.get_header_value("Content-Type");
+      if (ct.rfind("application/x-www-form-urlencoded", 0) != 0) {
+        return std::unexpected(InvalidArgument(
+            "invalid_request", "the token endpoint takes application/x-www-form-urlencoded"));
+      }
+      if (req.target.find('?') != std::string::npos) {
+        return std::unexpected(InvalidArgument(
+            "invalid_request", "token request parameters belong in the body, not the URL"));
+      }
+      const size_t limit = std::min<size_t>(cfg.max_body_bytes, 64 * 1024);
+      bool too_large = false;
+      const bool read = read_body([&](const char* data, size_t n) {
+        if (body.size() + n > limit) {
+          too_large = true;
+          return false;
+        }
+        body.append(data, n);
+        return true;
+      });
+      if (too_large) {
+        return std::unexpected(InvalidArgument("invalid_request", "the token request is too large"));
+      }
+      if (!read) {
+        return std::unexpected(InvalidArgument("invalid_request", "the token request could not be read"));
+      }
+      JITBROKER_ASSIGN_OR_RETURN(oidc::TokenExchangeRequest tx, oidc::ParseTokenExchangeForm(body));
+      return service->ExchangeToken(ctx, tx);
+    }();
+    SecureWipe(body.data(), body.size());
+    if (answer) {
+      metrics->CountTokenExchange("ok");
+      WriteJson(res, 200, *answer);
+      return;
+    }
+    if (answer.error().code == ErrorCode::kInternal) {
+      error_log->error("event=internal_error request_id={} route=/v1/token error=\"{}\"",
+                       ctx.request_id, answer.error().ToString());
+    }
+    const oidc::OAuthError oe = oidc::ToOAuthError(answer.error());
+    metrics->CountTokenExchange(oe.error);
+    WriteJson(res, oe.status, oidc::OAuthErrorBody(oe));
+    if (answer.error().retryable && answer.error().retry_after.count() > 0) {
+      res.set_header("Retry-After", std::to_string(answer.error().retry_after.count()));
+    }
+  });
 
   Route("GET", "/v1/audit", "/v1/audit", Auth::kRequired, false,
         [this](const httplib::Request& req, auto& ctx, auto&) -> Result<Reply> {

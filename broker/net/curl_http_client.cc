@@ -1,11 +1,18 @@
-// The libcurl implementation of HttpClient: one easy handle per call, so Send()
-// is safe to call from many threads without locking.
+// The libcurl implementation of HttpClient. Each Send() takes an easy handle
+// from a pool (or makes one) and returns it after the call, reset but with its
+// live connections kept, so consecutive requests reuse TCP and TLS
+// connections. An easy handle is used by one thread at a time; the pool, and
+// the share handle (DNS and TLS session caches) behind every handle, are
+// locked.
 
+#include <array>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include <curl/curl.h>
 
@@ -124,10 +131,6 @@ class HeaderList {
   curl_slist* list_ = nullptr;
 };
 
-struct EasyDeleter {
-  void operator()(CURL* handle) const { curl_easy_cleanup(handle); }
-};
-
 struct TransferState {
   HttpResponse response;
   size_t max_body = 0;
@@ -168,9 +171,60 @@ size_t OnHeader(char* data, size_t size, size_t count, void* user) {
   return n;
 }
 
+// A share handle for the DNS and TLS-session caches, with the locking
+// libcurl requires when handles on several threads use it.
+class SharedCaches {
+ public:
+  SharedCaches() : share_(curl_share_init()) {
+    if (share_ == nullptr) {
+      return;
+    }
+    bool ok = curl_share_setopt(share_, CURLSHOPT_LOCKFUNC, &Lock) == CURLSHE_OK &&
+              curl_share_setopt(share_, CURLSHOPT_UNLOCKFUNC, &Unlock) == CURLSHE_OK &&
+              curl_share_setopt(share_, CURLSHOPT_USERDATA, this) == CURLSHE_OK &&
+              curl_share_setopt(share_, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) == CURLSHE_OK &&
+              curl_share_setopt(share_, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) == CURLSHE_OK;
+    if (!ok) {
+      curl_share_cleanup(share_);
+      share_ = nullptr;  // work without shared caches
+    }
+  }
+  SharedCaches(const SharedCaches&) = delete;
+  SharedCaches& operator=(const SharedCaches&) = delete;
+  ~SharedCaches() {
+    if (share_ != nullptr) {
+      curl_share_cleanup(share_);
+    }
+  }
+  CURLSH* get() const { return share_; }
+
+ private:
+  static std::mutex& MutexFor(void* user, curl_lock_data data) {
+    auto* self = static_cast<SharedCaches*>(user);
+    const auto index = static_cast<size_t>(data);
+    return self->mutexes_[index < self->mutexes_.size() ? index : 0];
+  }
+  static void Lock(CURL*, curl_lock_data data, curl_lock_access, void* user) {
+    MutexFor(user, data).lock();
+  }
+  static void Unlock(CURL*, curl_lock_data data, void* user) { MutexFor(user, data).unlock(); }
+
+  CURLSH* share_ = nullptr;
+  std::array<std::mutex, CURL_LOCK_DATA_LAST> mutexes_;
+};
+
 class CurlHttpClient final : public HttpClient {
  public:
   explicit CurlHttpClient(CurlHttpClientOptions options) : options_(std::move(options)) {}
+
+  ~CurlHttpClient() override {
+    // Handles before the share they use.
+    std::lock_guard lock(pool_mu_);
+    for (CURL* h : idle_) {
+      curl_easy_cleanup(h);
+    }
+    idle_.clear();
+  }
 
   Result<HttpResponse> Send(const HttpRequest& request) override {
     const std::string host = internal::HostForMessage(request.url);
@@ -197,7 +251,7 @@ class CurlHttpClient final : public HttpClient {
           InvalidArgument("invalid_credential", "bearer credential contains invalid characters"));
     }
 
-    std::unique_ptr<CURL, EasyDeleter> easy(curl_easy_init());
+    PooledHandle easy(this);
     if (!easy) {
       return std::unexpected(Internal("HTTP client unavailable", "curl_easy_init failed"));
     }
@@ -250,6 +304,9 @@ class CurlHttpClient final : public HttpClient {
     set(curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L));
     set(curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L));
     set(curl_easy_setopt(h, CURLOPT_NOPROGRESS, 1L));
+    if (caches_.get() != nullptr) {
+      set(curl_easy_setopt(h, CURLOPT_SHARE, caches_.get()));
+    }
     if (request.timeout.count() > 0) {
       set(curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(request.timeout.count())));
     }
@@ -318,7 +375,55 @@ class CurlHttpClient final : public HttpClient {
   }
 
  private:
+  // An easy handle borrowed from the pool for one Send(); returned reset (its
+  // options, which point at this call's buffers, are cleared; its
+  // connections stay open) or cleaned up when the pool is full.
+  class PooledHandle {
+   public:
+    explicit PooledHandle(CurlHttpClient* owner) : owner_(owner), handle_(owner->Acquire()) {}
+    PooledHandle(const PooledHandle&) = delete;
+    PooledHandle& operator=(const PooledHandle&) = delete;
+    ~PooledHandle() {
+      if (handle_ != nullptr) {
+        owner_->Release(handle_);
+      }
+    }
+    explicit operator bool() const { return handle_ != nullptr; }
+    CURL* get() const { return handle_; }
+
+   private:
+    CurlHttpClient* owner_;
+    CURL* handle_;
+  };
+
+  CURL* Acquire() {
+    {
+      std::lock_guard lock(pool_mu_);
+      if (!idle_.empty()) {
+        CURL* h = idle_.back();
+        idle_.pop_back();
+        return h;
+      }
+    }
+    return curl_easy_init();
+  }
+
+  void Release(CURL* h) {
+    curl_easy_reset(h);
+    {
+      std::lock_guard lock(pool_mu_);
+      if (idle_.size() < options_.max_idle_handles) {
+        idle_.push_back(h);
+        return;
+      }
+    }
+    curl_easy_cleanup(h);
+  }
+
   const CurlHttpClientOptions options_;
+  SharedCaches caches_;        // declared before the pool: destroyed after it
+  std::mutex pool_mu_;
+  std::vector<CURL*> idle_;    // most recently used last (its connection is warmest)
 };
 
 }  // namespace

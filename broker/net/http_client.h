@@ -105,9 +105,14 @@ struct CurlHttpClientOptions {
   std::string ca_file;                           // PEM bundle; empty = system default
   size_t max_response_bytes = 16 * 1024 * 1024;  // larger bodies fail with kUnavailable
   std::string user_agent = "jitbroker/0.1";      // overridden by a User-Agent request header
+  // Idle easy handles kept for reuse; each keeps its open connections, so a
+  // pooled handle reuses the TCP/TLS connection of its previous request.
+  // Size it to the expected number of concurrent requests. 0 = no reuse.
+  size_t max_idle_handles = 64;
 };
 
-// The libcurl implementation (one easy handle per call; thread-safe).
+// The libcurl implementation: a pool of easy handles (connection reuse) that
+// share one DNS and TLS-session cache; thread-safe.
 std::unique_ptr<HttpClient> MakeCurlHttpClient(CurlHttpClientOptions options = {});
 
 // curl_global_init / curl_global_cleanup, for main() only (exactly once each).

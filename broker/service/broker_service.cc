@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <thread>
 #include <functional>
 #include <set>
@@ -44,6 +45,15 @@ Status CheckIdentifier(const std::string& value, const std::string& path, size_t
 }
 
 }  // namespace
+
+TimePoint CredentialEnd(const GrantRecord& g, TimePoint fallback) {
+  TimePoint end = g.expires_at.value_or(fallback);
+  if (auto it = g.extra.find("upstream_expires_at");
+      it != g.extra.end() && it->is_number_integer()) {
+    end = std::max(end, FromUnixSeconds(it->get<int64_t>()));
+  }
+  return end;
+}
 
 BrokerService::BrokerService(Store* store, audit::Journal* journal, const Clock* clock,
                              Metrics* metrics,
@@ -166,6 +176,9 @@ nlohmann::json BrokerService::SessionJson(const SessionRecord& s) const {
   if (!s.last_progress.empty()) {
     j["last_progress"] = s.last_progress;
   }
+  if (s.extra.contains("ci")) {
+    j["ci"] = s.extra["ci"];  // the CI run of an implicit session (token_exchange.cc)
+  }
   return j;
 }
 
@@ -194,6 +207,9 @@ nlohmann::json BrokerService::GrantJson(const GrantRecord& g, TimePoint now) con
   if (g.revoked_at) {
     j["revoked_at"] = FormatRfc3339(*g.revoked_at);
     j["revoke_outcome"] = g.revoke_outcome;
+  }
+  if (auto it = g.extra.find("delegation"); it != g.extra.end()) {
+    j["delegation"] = *it;  // the upstream rights check (non-secret)
   }
   if (!g.approval_id.empty()) {
     j["approval"] = {{"id", g.approval_id}, {"request_digest", g.request_digest}};
@@ -409,7 +425,7 @@ nlohmann::json BrokerService::RevokeGrants(std::vector<GrantRecord>& grants, Tim
       g.revoke_outcome = "revoked";
       continue;
     }
-    if (g.expires_at && *g.expires_at <= now) {
+    if (g.expires_at && CredentialEnd(g, now) <= now) {
       g.state = "expired";
       g.sealed_handle.clear();
       continue;
@@ -438,7 +454,7 @@ nlohmann::json BrokerService::RevokeGrants(std::vector<GrantRecord>& grants, Tim
   auto work = [&] {
     for (size_t k = next++; k < jobs.size(); k = next++) {
       Job& j = jobs[k];
-      RevokeRequest rr{j.grant->id, std::move(j.handle), j.grant->expires_at.value_or(now), now};
+      RevokeRequest rr{j.grant->id, std::move(j.handle), CredentialEnd(*j.grant, now), now};
       j.result = j.issuer->Revoke(rr);
     }
   };
@@ -460,7 +476,9 @@ nlohmann::json BrokerService::RevokeGrants(std::vector<GrantRecord>& grants, Tim
     GrantRecord& g = grants[i];
     nlohmann::json& out = outcomes[i];
     const int64_t residual =
-        g.expires_at ? std::max<int64_t>(0, ToUnixSeconds(*g.expires_at) - ToUnixSeconds(now)) : 0;
+        g.expires_at
+            ? std::max<int64_t>(0, ToUnixSeconds(CredentialEnd(g, now)) - ToUnixSeconds(now))
+            : 0;
     std::string event = "credential.revoked";
     if (job_of[i]) {
       const Result<RevokeOutcome>& r = *jobs[*job_of[i]].result;
@@ -481,7 +499,7 @@ nlohmann::json BrokerService::RevokeGrants(std::vector<GrantRecord>& grants, Tim
         t.grant_id = g.id;
         t.issuer = g.issuer;
         t.sealed_handle = g.sealed_handle;
-        t.expires_at = g.expires_at.value_or(now);
+        t.expires_at = CredentialEnd(g, now);
         t.attempts = 1;
         t.next_attempt_at = now + std::chrono::seconds(1);
         t.last_error = std::string(r.error().Reason());
@@ -628,6 +646,24 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
   const TimePoint now = clock_->Now();
   Decision d = Evaluate(req, facts, ifacts, *policy, now);
 
+  // The delegating human's own rights upstream (e.g. GitHub collaborator
+  // permission): a grant that exceeds them is denied like any policy denial.
+  // A check that cannot be made is an error, never a silent allow.
+  std::optional<DelegationCheck> delegation;
+  if (d.result != DecisionResult::kDeny) {
+    if (const Principal* p = policy->FindPrincipal(s.principal_id); p != nullptr) {
+      JITBROKER_ASSIGN_OR_RETURN(DelegationCheck check, issuer->CheckDelegatedRights(req, *p));
+      if (!check.allowed) {
+        d.result = DecisionResult::kDeny;
+        d.code = "delegated_rights_exceeded";
+        d.reason = check.reason;
+        d.matched_rule = check.matched_rule.empty() ? "issuers." + desc.name + ".delegated_rights"
+                                                    : check.matched_rule;
+      }
+      delegation = std::move(check);
+    }
+  }
+
   GrantRecord g;
   g.id = crypto::NewId("grt_", 16);
   g.session_id = s.id;
@@ -648,6 +684,9 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
   g.created_at = now;
   if (!req.justification.empty()) {
     g.extra["justification"] = req.justification;
+  }
+  if (delegation && !delegation->audit.empty()) {
+    g.extra["delegation"] = delegation->audit;
   }
 
   // Anomaly rules see every decision; a trigger overrides it with a denial
@@ -725,8 +764,16 @@ Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, Gran
     intent.grants.push_back(g);
     JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(intent)));
   }
+  std::string github_login;
+  {
+    std::shared_ptr<const Policy> pol = policy();
+    if (const Principal* p = pol->FindPrincipal(g.principal_id); p != nullptr) {
+      github_login = p->github_login;
+    }
+  }
   MintRequest mr{g.id, g.session_id, g.task_id, g.principal_id, g.agent_id, req,
-                 ParseTier(g.tier).value_or(Tier::kRead), g.ttl_seconds, now};
+                 ParseTier(g.tier).value_or(Tier::kRead), g.ttl_seconds, now,
+                 std::move(github_login)};
   auto minted = issuer->Mint(mr);
   if (!minted) {
     g.state = "failed";
@@ -748,6 +795,10 @@ Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, Gran
   g.credential_sha256 = minted->fingerprint_sha256;
   if (!minted->audit_fields.empty()) {
     g.extra["credential_audit"] = minted->audit_fields;
+  }
+  if (minted->upstream_expires_at && *minted->upstream_expires_at > minted->expires_at) {
+    // Revoked upstream at the grant's expiry (Sweep); see CredentialEnd.
+    g.extra["upstream_expires_at"] = ToUnixSeconds(*minted->upstream_expires_at);
   }
   auto sealed = SealHandle(g.id, minted->revocation_handle);
   if (!sealed) {
@@ -1017,6 +1068,39 @@ nlohmann::json BrokerService::Jwks() const {
     }
   }
   return nlohmann::json{{"keys", keys}};
+}
+
+void BrokerService::AppendIssuerMetrics(std::string& out) const {
+  std::vector<IssuerMetricFamily> families;
+  for (const auto& [name, issuer] : issuers_) {
+    issuer->CollectMetrics(families);
+  }
+  // Several issuers may export the same family: one HELP/TYPE block each.
+  std::vector<size_t> order;
+  std::map<std::string, std::vector<size_t>, std::less<>> by_name;
+  for (size_t i = 0; i < families.size(); ++i) {
+    auto [it, inserted] = by_name.try_emplace(families[i].name);
+    if (inserted) {
+      order.push_back(i);
+    }
+    it->second.push_back(i);
+  }
+  for (size_t first : order) {
+    const IssuerMetricFamily& f = families[first];
+    out += "# HELP " + f.name + " " + f.help + "\n";
+    out += "# TYPE " + f.name + " " + f.type + "\n";
+    for (size_t i : by_name[f.name]) {
+      for (const auto& [labels, value] : families[i].samples) {
+        out += f.name;
+        if (!labels.empty()) {
+          out += "{" + labels + "}";
+        }
+        char buf[64];
+        std::snprintf(buf, sizeof(buf), " %.17g\n", value);
+        out += buf;
+      }
+    }
+  }
 }
 
 Status BrokerService::Ready() { return store_->Ping(); }

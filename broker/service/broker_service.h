@@ -31,6 +31,9 @@
 #include "broker/config/config.h"
 #include "broker/lifecycle/anomaly.h"
 #include "broker/lifecycle/notifier.h"
+#include "broker/oidc/token_request.h"
+#include "broker/oidc/token_verifier.h"
+#include "broker/oidc/trust_policy.h"
 #include "jitbroker/clock.h"
 #include "jitbroker/issuer.h"
 #include "jitbroker/store.h"
@@ -64,7 +67,16 @@ struct ServiceOptions {
   int revoke_concurrency = 32;                // parallel upstream revocations per fan-out
   std::vector<lifecycle::AnomalyRule> anomaly_rules;
   lifecycle::ApprovalNotifier* notifier = nullptr;  // optional; not owned
+  // CI OIDC token exchange (token_exchange.cc): where the trust policies'
+  // issuer keys come from (a JwksCache in the app; not owned). The policies
+  // themselves are installed with SetTrust().
+  oidc::KeySource* oidc_keys = nullptr;
 };
+
+// When the credential of `g` stops working upstream: the issuer's upstream
+// expiry when it outlives the grant (MintResult::upstream_expires_at, kept in
+// g.extra), else the grant's expiry, else `fallback`.
+TimePoint CredentialEnd(const GrantRecord& g, TimePoint fallback);
 
 class BrokerService {
  public:
@@ -110,6 +122,26 @@ class BrokerService {
   [[nodiscard]] Result<nlohmann::json> ListAudit(const CallContext& ctx, AuditFilter filter);
   [[nodiscard]] Result<nlohmann::json> VerifyAudit(const CallContext& ctx);
   nlohmann::json Jwks() const;
+
+  // CI OIDC token exchange (POST /v1/token, DESIGN §7; token_exchange.cc).
+  // SetTrust checks `trust` against the configured issuers and the current
+  // policy (each grant's scope valid for its issuer, its tier within the
+  // grant's max_tier and not an approval or deny tier) and installs it
+  // atomically. Errors: kInvalidArgument "invalid_config" naming the entry.
+  [[nodiscard]] Status SetTrust(std::shared_ptr<const oidc::TrustSet> trust);
+  // SetTrust's checks alone, against `policy` (reload checks the new trust
+  // policies against the new policy before swapping either).
+  [[nodiscard]] Status CheckTrust(const oidc::TrustSet& trust, const Policy& policy) const;
+  // Verifies the subject token, picks the trust policy by `audience`, matches
+  // its claims, narrows the grant to `scope`, opens or reuses the CI run's
+  // implicit session and mints through the normal grant path (policy, mint,
+  // durable audit). Errors carry reasons oidc::ToOAuthError maps to RFC 6749
+  // §5.2; no error leaves a session or grant behind.
+  [[nodiscard]] Result<nlohmann::json> ExchangeToken(const CallContext& ctx,
+                                                     const oidc::TokenExchangeRequest& req);
+  // The issuers' own metric families (IssuerMetricFamily), rendered in the
+  // Prometheus text format and appended to `out`.
+  void AppendIssuerMetrics(std::string& out) const;
   [[nodiscard]] Status Ready();
 
  private:
@@ -180,6 +212,20 @@ class BrokerService {
   std::condition_variable wait_cv_;
   uint64_t wait_generation_ = 0;
   std::mutex sweep_mu_;  // one Sweep at a time
+
+  // CI OIDC token exchange (token_exchange.cc): the trust snapshot, the
+  // policy it augments with the trust principals, and the jti replay cache.
+  struct ExchangeState;
+  struct CiExchange;
+  static std::shared_ptr<ExchangeState> NewExchangeState();
+  // The trust policies and the current policy augmented with one principal
+  // and role "trust:<name>" per policy, rebuilt when either changes.
+  std::pair<std::shared_ptr<const oidc::TrustSet>, std::shared_ptr<const Policy>> TrustSnapshot();
+  // Finds or opens the CI run's session and mints in it (token_exchange.cc).
+  [[nodiscard]] Result<nlohmann::json> MintForCi(const CallContext& ctx, CiExchange& x);
+  [[nodiscard]] Result<nlohmann::json> EvaluateAndMintForCi(const CallContext& ctx, CiExchange& x,
+                                                            SessionRecord s, bool new_session);
+  std::shared_ptr<ExchangeState> exchange_ = NewExchangeState();
 };
 
 }  // namespace jitbroker::service

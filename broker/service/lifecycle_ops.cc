@@ -2,6 +2,7 @@
 // deadlines, retries of queued upstream revocations, reconciliation after a
 // crash and admin bulk revocation.
 #include <algorithm>
+#include <map>
 #include <random>
 #include <set>
 
@@ -136,14 +137,21 @@ Result<SweepStats> BrokerService::Sweep() {
     }
   }
 
-  // Credentials past their expiry: the sealed handle goes with them.
+  // Credentials past their expiry: the sealed handle goes with them. One
+  // that outlives its grant upstream (a GitHub token lives an hour whatever
+  // the grant's TTL) is revoked upstream instead.
   now = clock_->Now();
   JITBROKER_ASSIGN_OR_RETURN(auto expired, store_->ListGrantsByState("active", now, "", kSweepPage));
+  std::map<std::string, std::vector<std::string>> revoke_at_expiry;  // session -> grant ids
   if (!expired.empty()) {
     WriteBatch batch;
     for (auto& g : expired) {
       if (!g.expires_at || *g.expires_at > now) {
         continue;  // the index is by whole seconds
+      }
+      if (CredentialEnd(g, now) > now && !g.sealed_handle.empty()) {
+        revoke_at_expiry[g.session_id].push_back(g.id);
+        continue;
       }
       g.state = "expired";
       g.sealed_handle.clear();
@@ -154,6 +162,24 @@ Result<SweepStats> BrokerService::Sweep() {
     if (!batch.grants.empty()) {
       JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
     }
+  }
+  for (const auto& [session_id, ids] : revoke_at_expiry) {
+    std::unique_lock lock(LockFor(session_id));
+    std::vector<GrantRecord> live;
+    for (const auto& id : ids) {
+      JITBROKER_ASSIGN_OR_RETURN(auto fresh, store_->GetGrant(id));
+      if (fresh && fresh->state == "active") {
+        fresh->extra["revoke_reason"] = "grant_expired";
+        live.push_back(std::move(*fresh));
+      }
+    }
+    if (live.empty()) {
+      continue;
+    }
+    WriteBatch batch;
+    (void)RevokeGrants(live, clock_->Now(), "sweeper", batch);
+    JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+    stats.grants_expired += live.size();
   }
 
   // Approvals nobody decided (or nobody collected) in time: expiry is a denial.

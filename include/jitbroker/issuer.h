@@ -3,9 +3,9 @@
 // know nothing about HTTP, policy or storage; they are built from config by
 // the registry in issuers/ and owned by the policy/issuer snapshot.
 //
-// Thread-safety: Mint, Revoke, ImpliedTier, PublicJwks and Introspect are
-// called concurrently from request and lifecycle threads; implementations
-// must be thread-safe.
+// Thread-safety: Mint, Revoke, ImpliedTier, PublicJwks, VerifyOwnToken,
+// CheckDelegatedRights and CollectMetrics are called concurrently from request
+// and lifecycle threads; implementations must be thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -49,6 +49,9 @@ struct MintRequest {
   Tier tier = Tier::kRead;
   int64_t ttl_seconds = 0;          // already clamped by policy
   TimePoint now;
+  // The delegating principal's GitHub login (policy principals[].github_login),
+  // empty when none is configured. Issuers may record it; never a credential.
+  std::string principal_github_login;
 };
 
 struct MintResult {
@@ -62,6 +65,29 @@ struct MintResult {
   // What Revoke needs later. Sealed before it touches storage when `secret`.
   SecretValue revocation_handle;
   nlohmann::json audit_fields = nlohmann::json::object();  // non-secret, e.g. installation_id
+  // Set when the upstream credential outlives `expires_at` (a GitHub
+  // installation token always lives an hour, whatever the grant's TTL): the
+  // service then revokes it upstream when the grant expires and keeps the
+  // sealed handle until this time at the latest.
+  std::optional<TimePoint> upstream_expires_at;
+};
+
+// The outcome of an issuer's check of the delegating human's own rights on
+// the upstream (DESIGN §1 principle 2), e.g. GitHub's collaborator permission.
+struct DelegationCheck {
+  bool allowed = true;
+  std::string reason;               // human-readable, for the decision when denied
+  std::string matched_rule;         // e.g. "issuers.github.delegated_rights"
+  nlohmann::json audit = nlohmann::json::object();  // non-secret; goes into the grant's audit
+};
+
+// One Prometheus metric family an issuer exports (gauges and counters only).
+struct IssuerMetricFamily {
+  std::string name;                 // e.g. "jitbroker_github_ratelimit_remaining"
+  std::string type;                 // "gauge" | "counter"
+  std::string help;
+  // Label text without braces ("issuer=\"github\",resource=\"core\"") and value.
+  std::vector<std::pair<std::string, double>> samples;
 };
 
 struct RevokeRequest {
@@ -103,6 +129,20 @@ class Issuer {
   virtual std::optional<nlohmann::json> VerifyOwnToken(std::string_view /*token*/) const {
     return std::nullopt;
   }
+
+  // Checks that the delegating principal may themselves do what `request`
+  // asks upstream. Called after policy allowed (or made pending) a grant and
+  // before anything is minted. Default: allowed, nothing to audit. An Error
+  // means the check could not be made (e.g. upstream unavailable): the grant
+  // is then refused with that error, never silently allowed.
+  [[nodiscard]] virtual Result<DelegationCheck> CheckDelegatedRights(
+      const GrantRequest& /*request*/, const Principal& /*principal*/) {
+    return DelegationCheck{};
+  }
+
+  // Appends this issuer's metric families (rate limits, upstream calls, …)
+  // for GET /metrics. Must be cheap and thread-safe.
+  virtual void CollectMetrics(std::vector<IssuerMetricFamily>& /*out*/) const {}
 };
 
 }  // namespace jitbroker

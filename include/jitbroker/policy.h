@@ -164,7 +164,8 @@ struct Decision {
   std::string code;            // stable: "allowed", "approval_required", "tier_denied",
                                // "out_of_scope", "exceeds_principal", "issuer_not_allowed",
                                // "branch_not_in_scope", "environment_not_in_scope",
-                               // "unknown_principal", "session_expired"
+                               // "unknown_principal", "session_expired"; set by the
+                               // service: "anomaly_detected", "delegated_rights_exceeded"
   std::string reason;          // human-readable
   std::string matched_rule;    // e.g. "tools[0]", "tiers.destructive", "task.scope.resources"
   std::string policy_version;

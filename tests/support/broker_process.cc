@@ -69,7 +69,7 @@ void BrokerProcess::WriteConfig(const BrokerOptions& o) {
     - {match: {tool: "shell.exec", parameters: {command: "re:^rm -rf.*"}}, tier: destructive}
     - {match: {tool: "secrets.*"}, tier: secret}
 )" + o.extra_tools;
-  const std::string yaml = "data_dir: data\n"
+  std::string yaml = "data_dir: data\n"
       "server: {listen: \"127.0.0.1:0\", threads: " + std::to_string(o.threads) +
       ", max_body_bytes: " + std::to_string(o.max_body_bytes) + "}\n"
       "log: {level: warn}\n"
@@ -92,9 +92,17 @@ void BrokerProcess::WriteConfig(const BrokerOptions& o) {
       "sessions: " + o.sessions + "\n" +
       (o.anomaly.empty() ? std::string() : "anomaly: " + o.anomaly + "\n") +
       (o.approvals.empty() ? std::string() : "approvals: " + o.approvals + "\n") +
+      (o.trust.empty() ? std::string() : "trust: " + o.trust + "\n") +
       "issuers:\n"
       "  internal: {type: jwt, algorithm: " + o.jwt_algorithm +
-      ", audiences: [\"mcp.internal\", \"api.internal\"], max_ttl_seconds: 900}\n";
+      ", audiences: [\"mcp.internal\", \"api.internal\"], max_ttl_seconds: 900}\n" +
+      o.extra_issuers;
+  for (const auto& [id, login] : o.github_logins) {
+    const std::string anchor = "{id: " + id + ",";
+    if (auto pos = yaml.find(anchor); pos != std::string::npos) {
+      yaml.insert(pos + 1, "github_login: " + login + ", ");
+    }
+  }
   WriteFile(config_path(), yaml);
 }
 

@@ -23,6 +23,9 @@ struct BrokerOptions {
   std::string tiers;                // YAML mapping for policy.tiers (empty = defaults)
   std::string anomaly;              // YAML sequence for `anomaly:` (empty = none)
   std::string approvals;            // YAML mapping for `approvals:` (empty = none)
+  std::string trust;                // YAML sequence for `trust:` (empty = none)
+  std::string extra_issuers;        // YAML lines appended under `issuers:` (indent 2)
+  std::map<std::string, std::string> github_logins;  // principal id -> github_login
   int max_body_bytes = 65536;
   int threads = 16;
 };

@@ -997,5 +997,30 @@ TEST_CASE("Jose: interop with the openssl CLI") {
   }
 }
 
+TEST_CASE("Jose: VerifyDecodedJws applies VerifyJws's checks to a decoded JWS") {
+  // The OIDC verifier reads iss and kid first, then verifies the same
+  // decoded parts; the checks must be the same as VerifyJws's.
+  auto rsa = MustGenerate(JwsAlg::kRS256);
+  auto ec = MustGenerate(JwsAlg::kES256);
+  auto token = rsa->SignJwt(json{{"kid", "k"}}, json{{"sub", "x"}});
+  REQUIRE(token.has_value());
+  auto decoded = DecodeJws(*token);
+  REQUIRE(decoded.has_value());
+  CHECK(VerifyDecodedJws(*decoded, *rsa->Public()).has_value());
+  auto wrong_key = VerifyDecodedJws(*decoded, *ec->Public());
+  REQUIRE_FALSE(wrong_key.has_value());
+  CHECK(wrong_key.error().Reason() == "jws_alg_mismatch");
+  CHECK(wrong_key.error().code == ErrorCode::kUnauthenticated);
+  DecodedJws tampered = *decoded;
+  tampered.signing_input += "x";
+  CHECK(VerifyDecodedJws(tampered, *rsa->Public()).error().Reason() == "invalid_signature");
+  DecodedJws embedded = *decoded;
+  embedded.header["jwk"] = ec->PublicJwk();
+  CHECK(VerifyDecodedJws(embedded, *rsa->Public()).error().Reason() == "jws_embedded_key");
+  DecodedJws no_alg = *decoded;
+  no_alg.header.erase("alg");
+  CHECK(VerifyDecodedJws(no_alg, *rsa->Public()).error().Reason() == "malformed_jws");
+}
+
 }  // namespace
 }  // namespace jitbroker::crypto

@@ -1,0 +1,50 @@
+// ReplayCache: remembers which subject tokens (by policy, issuer and `jti`)
+// were exchanged, until they expire, so each is used once
+// (reference/protocols.md §4.4 item 8).
+//
+// In memory: a restart forgets, which is acceptable because CI tokens live
+// minutes and the cache's job is to stop a token copied from a CI log being
+// replayed while it is still valid; replicas do not share it. Bounded: when
+// `max_entries` unexpired entries are held, new tokens are refused
+// (fail closed) rather than old ones forgotten.
+//
+// Thread-safety: all methods are thread-safe.
+#pragma once
+
+#include <cstddef>
+#include <map>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "jitbroker/clock.h"
+#include "jitbroker/result.h"
+
+namespace jitbroker::oidc {
+
+class ReplayCache {
+ public:
+  explicit ReplayCache(size_t max_entries = 200000) : max_entries_(max_entries) {}
+
+  // Records `key` until `expires_at`. Errors: kUnauthenticated "token_replayed"
+  // when it is already recorded and not expired; kUnavailable
+  // "replay_cache_full" when the cache is full of unexpired entries.
+  [[nodiscard]] Status Reserve(const std::string& key, TimePoint expires_at, TimePoint now);
+  // Forgets a reservation whose exchange failed, so the token may be retried.
+  void Release(const std::string& key);
+  size_t size() const;
+
+ private:
+  void PurgeLocked(TimePoint now);
+
+  const size_t max_entries_;
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, TimePoint> entries_;  // guarded by mu_
+  std::multimap<TimePoint, std::string> by_expiry_;     // guarded by mu_
+};
+
+// The cache key of a token: policy, issuer and jti, unambiguously joined.
+std::string ReplayKey(std::string_view policy, std::string_view issuer, std::string_view jti);
+
+}  // namespace jitbroker::oidc

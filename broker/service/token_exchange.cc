@@ -1,0 +1,601 @@
+// CI OIDC token exchange (DESIGN §7, reference/protocols.md §4, §5): the
+// orchestration behind POST /v1/token.
+//
+//   verify the subject token (static issuer allow-list before any network,
+//   per-policy alg allow-list, JWKS key by kid, signature, time, aud)
+//   -> pick the trust policy by `audience` -> match its claims
+//   -> narrow its grant to the requested `scope`
+//   -> evaluate the grant with the normal policy engine, the trust policy
+//      standing in as principal ("trust:<name>") and its grant as task scope
+//   -> reserve the token's jti (replay protection)
+//   -> open or reuse the CI run's implicit session (its id is derived from
+//      the policy and the run key, so concurrent jobs of one run share it and
+//      a revoked run stays revoked)
+//   -> mint and commit through MintAndCommit (decision, mint and the
+//      token.exchanged record durable before the credential leaves).
+//
+// Failures before the policy evaluation leave no durable trace (a log line
+// and nothing else: anyone can send tokens, and every GitHub repository in
+// the world can mint one for a trusted issuer). A verified identity that
+// matched a trust policy and is then denied by policy is audited
+// (token.exchange_denied) without opening a session.
+#include <algorithm>
+#include <chrono>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "broker/audit/events.h"
+#include "broker/common/log.h"
+#include "broker/common/time_util.h"
+#include "broker/crypto/crypto.h"
+#include "broker/oidc/replay_cache.h"
+#include "broker/oidc/token_verifier.h"
+#include "broker/oidc/trust_policy.h"
+#include "broker/service/broker_service.h"
+
+namespace jitbroker::service {
+
+namespace {
+
+// How many sessions one CI run may go through (a new one only when the
+// previous one expired).
+constexpr int kMaxCiSessionGenerations = 16;
+
+std::string Q(std::string_view s) { return "\"" + std::string(s) + "\""; }
+
+// Deterministic: the same policy and run always name the same session, so
+// concurrent exchanges of one run meet in one session and a revoked run's
+// session is found again (and refuses).
+std::string CiSessionId(const std::string& principal, const std::string& run_key, int generation) {
+  const std::string digest = crypto::Sha256Hex("jitbroker/ci-session/v1\n" + principal + "\n" +
+                                               run_key + "\n" + std::to_string(generation));
+  return "ses_ci_" + digest.substr(0, 32);
+}
+
+std::string TaskIdFor(const oidc::TrustPolicy& p, const nlohmann::json& claims) {
+  for (const char* name : {"job_workflow_ref", "workflow_ref", "ci_config_ref_uri"}) {
+    if (std::optional<std::string> v = oidc::ClaimText(claims, name); v && !v->empty()) {
+      std::string out;
+      for (unsigned char c : *v) {
+        out += (c < 0x21 || c >= 0x7f) ? '_' : static_cast<char>(c);
+      }
+      return out.substr(0, 256);
+    }
+  }
+  return p.PrincipalId();
+}
+
+std::string DescriptionFor(const oidc::TrustPolicy& p, const nlohmann::json& facts) {
+  auto f = [&](const char* k) { return facts.value(k, std::string()); };
+  std::string where = f("repository").empty() ? f("project_path") : f("repository");
+  std::string run = f("run_id").empty() ? f("pipeline_id") : f("run_id");
+  std::string d = "CI run";
+  if (!where.empty()) {
+    d += " of " + where;
+  }
+  if (!run.empty()) {
+    d += " #" + run;
+    if (!f("run_attempt").empty()) {
+      d += " attempt " + f("run_attempt");
+    }
+  }
+  if (!f("ref").empty()) {
+    d += ", ref " + f("ref");
+  }
+  if (!f("event_name").empty()) {
+    d += ", event " + f("event_name");
+  }
+  d += " (trust policy " + p.name + ")";
+  return d.substr(0, 1024);
+}
+
+// The RFC 8693 view of a minted credential.
+struct IssuedToken {
+  std::string access_token;
+  std::string issued_token_type;
+  std::string token_type;
+};
+
+IssuedToken IssuedFrom(const nlohmann::json& credential) {
+  IssuedToken t;
+  const std::string type = credential.value("type", std::string());
+  if (auto it = credential.find("token"); it != credential.end() && it->is_string()) {
+    t.access_token = it->get<std::string>();
+    t.token_type = "Bearer";
+    t.issued_token_type =
+        type == "jwt" ? std::string(oidc::kTokenTypeJwt) : std::string(oidc::kTokenTypeAccessToken);
+    return t;
+  }
+  // Not a bearer token (e.g. cloud credentials): the typed `credential`
+  // object carries it; access_token is required, so it holds the session
+  // token where there is one (RFC 8693 §2.2.1: token_type N_A).
+  t.token_type = "N_A";
+  t.issued_token_type = "urn:jitbroker:params:oauth:token-type:" + type;
+  if (auto it = credential.find("session_token"); it != credential.end() && it->is_string()) {
+    t.access_token = it->get<std::string>();
+  }
+  return t;
+}
+
+Policy AugmentPolicy(const Policy& base, const oidc::TrustSet& trust) {
+  Policy out = base;
+  for (const oidc::TrustPolicy& p : trust.policies) {
+    const std::string id = p.PrincipalId();
+    Role role;
+    role.name = id;
+    role.resources = {p.grant.resource};
+    role.max_tier = p.grant.max_tier;
+    role.issuers = {p.grant.issuer};
+    out.roles[id] = std::move(role);
+    Principal principal;
+    principal.id = id;
+    principal.roles = {id};
+    out.principals.push_back(std::move(principal));
+  }
+  return out;
+}
+
+TaskScope ScopeFor(const oidc::TrustPolicy& p) {
+  TaskScope scope;
+  scope.resources = {p.grant.resource};
+  scope.max_tier = p.grant.max_tier;
+  scope.issuers = {p.grant.issuer};
+  return scope;
+}
+
+}  // namespace
+
+struct BrokerService::ExchangeState {
+  // Looked up once: log::Get takes spdlog's registry lock.
+  std::shared_ptr<spdlog::logger> logger = log::Get("oidc");
+  std::mutex mu;
+  std::shared_ptr<const oidc::TrustSet> trust;  // guarded by mu
+  std::shared_ptr<const Policy> base;           // guarded by mu: what `augmented` derives from
+  std::shared_ptr<const Policy> augmented;      // guarded by mu
+  oidc::ReplayCache replay;
+};
+
+// One exchange in flight.
+struct BrokerService::CiExchange {
+  const oidc::TrustPolicy* policy = nullptr;
+  std::shared_ptr<const oidc::TrustSet> trust;  // keeps `policy` alive
+  std::shared_ptr<const Policy> effective;      // the augmented policy
+  nlohmann::json claims;                        // verified
+  nlohmann::json facts;                         // CiFacts
+  std::string run_key;
+  std::string subject_token_sha256;
+  std::string subject_token_type;
+  std::optional<std::string> requested_scope;
+  oidc::NarrowedGrant narrowed;
+  GrantRequest request;
+  Issuer* issuer = nullptr;
+  Tier implied_tier = Tier::kRead;
+  std::string issued_token_type;
+};
+
+std::shared_ptr<BrokerService::ExchangeState> BrokerService::NewExchangeState() {
+  return std::make_shared<ExchangeState>();
+}
+
+std::pair<std::shared_ptr<const oidc::TrustSet>, std::shared_ptr<const Policy>>
+BrokerService::TrustSnapshot() {
+  std::shared_ptr<const Policy> current = policy();
+  std::lock_guard lock(exchange_->mu);
+  if (!exchange_->trust) {
+    return {nullptr, current};
+  }
+  if (exchange_->base != current || !exchange_->augmented) {
+    exchange_->augmented =
+        std::make_shared<const Policy>(AugmentPolicy(*current, *exchange_->trust));
+    exchange_->base = current;
+  }
+  return {exchange_->trust, exchange_->augmented};
+}
+
+Status BrokerService::CheckTrust(const oidc::TrustSet& trust, const Policy& policy) const {
+  if (!trust.empty() && options_.oidc_keys == nullptr) {
+    return std::unexpected(Internal("trust policies need an OIDC key source"));
+  }
+  for (const oidc::TrustPolicy& p : trust.policies) {
+    auto fail = [&](const std::string& what) {
+      return std::unexpected(InvalidArgument("invalid_config", p.location + ".grant: " + what));
+    };
+    Issuer* issuer = FindIssuer(p.grant.issuer);
+    if (issuer == nullptr) {
+      return fail("issuer " + Q(p.grant.issuer) + " is not configured");
+    }
+    GrantRequest req;
+    req.tool = p.grant.tool;
+    req.operation = p.grant.operation;
+    req.resource = p.grant.resource;
+    req.issuer = p.grant.issuer;
+    req.scope = p.grant.scope;
+    req.ttl_seconds = p.grant.ttl_seconds;
+    auto implied = issuer->ImpliedTier(req);
+    if (!implied) {
+      return fail("not a valid grant for issuer " + Q(p.grant.issuer) + ": " +
+                  implied.error().message);
+    }
+    std::string rule;
+    Tier tier = ClassifyTier(req, policy, &rule);
+    if (static_cast<int>(*implied) > static_cast<int>(tier)) {
+      tier = *implied;
+      rule = "issuer:" + p.grant.issuer;
+    }
+    if (static_cast<int>(tier) > static_cast<int>(p.grant.max_tier)) {
+      return fail("its tier " + Q(TierName(tier)) + " (classified by " + rule +
+                  ") exceeds max_tier " + Q(TierName(p.grant.max_tier)) +
+                  "; raise grant.max_tier or grant less");
+    }
+    const Control control = policy.ForTier(tier).control;
+    if (control == Control::kApproval || control == Control::kDeny) {
+      return fail("its tier " + Q(TierName(tier)) + " is " + std::string(ControlName(control)) +
+                  " in policy.tiers; a CI exchange cannot wait for a human");
+    }
+  }
+  return OkStatus();
+}
+
+Status BrokerService::SetTrust(std::shared_ptr<const oidc::TrustSet> trust) {
+  if (trust) {
+    JITBROKER_RETURN_IF_ERROR(CheckTrust(*trust, *policy()));
+    for (const std::string& w : trust->warnings) {
+      exchange_->logger->warn("event=weak_trust_policy note=\"{}\"", w);
+    }
+  }
+  std::lock_guard lock(exchange_->mu);
+  exchange_->trust = std::move(trust);
+  exchange_->augmented.reset();
+  exchange_->base.reset();
+  return OkStatus();
+}
+
+Result<nlohmann::json> BrokerService::ExchangeToken(const CallContext& ctx,
+                                                    const oidc::TokenExchangeRequest& req) {
+  auto [trust, effective] = TrustSnapshot();
+  if (!trust || trust->empty()) {
+    return std::unexpected(
+        NotFound("no_trust_policies", "this broker has no CI trust policies configured"));
+  }
+  // 1–2: structure and header, no network.
+  JITBROKER_ASSIGN_OR_RETURN(oidc::UnverifiedToken token,
+                             oidc::DecodeSubjectToken(req.subject_token.Reveal()));
+  // 3: the static issuer allow-list, before any key is fetched (no SSRF).
+  if (!trust->TrustsIssuer(token.issuer)) {
+    exchange_->logger->debug("event=token_exchange_rejected request_id={} reason=untrusted_issuer",
+                             ctx.request_id);
+    return std::unexpected(
+        Unauthenticated("untrusted_issuer", "the subject_token's issuer is not trusted"));
+  }
+  // The trust policy: by name, else every policy granting that target.
+  std::vector<const oidc::TrustPolicy*> candidates;
+  if (const oidc::TrustPolicy* p = trust->Find(req.audience)) {
+    candidates.push_back(p);
+  } else {
+    for (const oidc::TrustPolicy& p : trust->policies) {
+      if (p.grant.resource == req.audience) {
+        candidates.push_back(&p);
+      }
+    }
+  }
+  if (candidates.empty()) {
+    return std::unexpected(
+        NotFound("unknown_audience", "audience names no trust policy and no target of one"));
+  }
+  if (req.resource) {
+    std::erase_if(candidates,
+                  [&](const oidc::TrustPolicy* p) { return p->grant.resource != *req.resource; });
+    if (candidates.empty()) {
+      return std::unexpected(NotFound(
+          "resource_mismatch", "resource is not the target of the trust policy named by audience"));
+    }
+  }
+
+  // 4–6 and claims, per candidate in config order; the first that accepts wins.
+  const TimePoint now = clock_->Now();
+  std::optional<Error> first_error;
+  CiExchange x;
+  x.trust = trust;
+  x.effective = effective;
+  for (const oidc::TrustPolicy* p : candidates) {
+    if (p->issuer != token.issuer) {
+      continue;
+    }
+    if (options_.oidc_keys == nullptr) {
+      return std::unexpected(Internal("no OIDC key source is configured"));
+    }
+    auto claims = oidc::VerifySubjectToken(token, *p, *options_.oidc_keys, now);
+    if (!claims) {
+      if (!first_error) {
+        first_error = claims.error();
+      }
+      continue;
+    }
+    if (Status st = oidc::CheckClaims(*p, *claims); !st) {
+      exchange_->logger->debug(
+          "event=token_exchange_rejected request_id={} reason=claims_mismatch trust_policy={} "
+          "sub=\"{}\"",
+          ctx.request_id, p->name, oidc::ClaimText(*claims, "sub").value_or(""));
+      if (!first_error) {
+        first_error = st.error();
+      }
+      continue;
+    }
+    x.policy = p;
+    x.claims = std::move(*claims);
+    break;
+  }
+  if (x.policy == nullptr) {
+    if (!first_error) {
+      return std::unexpected(Unauthenticated(
+          "untrusted_issuer", "the subject_token's issuer is not trusted for this audience"));
+    }
+    if (first_error->code != ErrorCode::kPermissionDenied) {
+      exchange_->logger->debug("event=token_exchange_rejected request_id={} reason={}",
+                               ctx.request_id, first_error->Reason());
+    }
+    return std::unexpected(*first_error);
+  }
+  const oidc::TrustPolicy& p = *x.policy;
+
+  // The grant: the policy's, narrowed to the requested scope.
+  x.issuer = FindIssuer(p.grant.issuer);
+  if (x.issuer == nullptr) {
+    return std::unexpected(Internal("trust policy " + p.name + " names an unconfigured issuer"));
+  }
+  const IssuerDescription& desc = x.issuer->Describe();
+  x.issued_token_type = desc.type == "jwt" ? std::string(oidc::kTokenTypeJwt)
+                                           : std::string(oidc::kTokenTypeAccessToken);
+  if (req.requested_token_type && *req.requested_token_type != x.issued_token_type) {
+    return std::unexpected(InvalidArgument(
+        "invalid_request", "trust policy " + p.name + " issues " + x.issued_token_type +
+                               ", not the requested_token_type"));
+  }
+  JITBROKER_ASSIGN_OR_RETURN(x.narrowed, oidc::NarrowScope(p.grant, req.scope));
+  x.request.tool = p.grant.tool;
+  x.request.operation = p.grant.operation;
+  x.request.resource = p.grant.resource;
+  x.request.issuer = p.grant.issuer;
+  x.request.scope = x.narrowed.scope;
+  x.request.ttl_seconds = p.grant.ttl_seconds;
+  x.request.justification = "CI OIDC token exchange (trust policy " + p.name + ")";
+  auto implied = x.issuer->ImpliedTier(x.request);
+  if (!implied) {
+    return std::unexpected(InvalidArgument(
+        "invalid_scope",
+        "the requested scope is not valid for this grant: " + implied.error().message));
+  }
+  x.implied_tier = *implied;
+  x.run_key = oidc::CiRunKey(p, x.claims);
+  x.facts = oidc::CiFacts(p, x.claims);
+  x.subject_token_sha256 = crypto::Sha256Hex(req.subject_token.Reveal());
+  x.subject_token_type = req.subject_token_type;
+  x.requested_scope = req.scope;
+  return MintForCi(ctx, x);
+}
+
+Result<nlohmann::json> BrokerService::MintForCi(const CallContext& ctx, CiExchange& x) {
+  const std::string principal = x.policy->PrincipalId();
+  for (int generation = 0; generation < kMaxCiSessionGenerations; ++generation) {
+    const std::string sid = CiSessionId(principal, x.run_key, generation);
+    bool next_generation = false;
+    for (int attempt = 0; attempt < 3 && !next_generation; ++attempt) {
+      {
+        // An existing session: minted into under the shared lock, as RequestGrant does.
+        std::shared_lock lock(LockFor(sid));
+        JITBROKER_ASSIGN_OR_RETURN(auto found, store_->GetSession(sid));
+        if (found) {
+          if (found->principal_id != principal || found->agent_id != x.run_key) {
+            return std::unexpected(Internal("CI session id collision", "session " + sid));
+          }
+          if (found->state == "expired") {
+            next_generation = true;  // the run outlived it
+            continue;
+          }
+          if (found->state != "active") {
+            return std::unexpected(FailedPrecondition(
+                "ci_session_ended", "the session of this CI run is " + found->state +
+                                        "; it mints no more credentials"));
+          }
+          if (clock_->Now() >= found->expires_at) {
+            lock.unlock();
+            std::unique_lock exclusive(LockFor(sid));
+            JITBROKER_ASSIGN_OR_RETURN(auto fresh, store_->GetSession(sid));
+            if (fresh && fresh->state == "active") {
+              // Ends it as expired (revoking its grants); the error is expected.
+              (void)EnsureLive(ctx, *fresh);
+            }
+            next_generation = true;
+            continue;
+          }
+          return EvaluateAndMintForCi(ctx, x, std::move(*found), /*new_session=*/false);
+        }
+      }
+      // None yet: open it under the exclusive lock (re-checked: another job of
+      // the run may have just done so).
+      std::unique_lock exclusive(LockFor(sid));
+      JITBROKER_ASSIGN_OR_RETURN(auto again, store_->GetSession(sid));
+      if (again) {
+        continue;
+      }
+      const TimePoint now = clock_->Now();
+      SessionRecord s;
+      s.id = sid;
+      // Nobody holds a token for a CI session: the job authenticates with its
+      // OIDC token on every exchange. A random digest no token matches.
+      s.token_sha256 = crypto::Sha256Hex(crypto::RandomBytes(32));
+      s.principal_id = principal;
+      s.agent_id = x.run_key;
+      s.task_id = TaskIdFor(*x.policy, x.claims);
+      s.task_description = DescriptionFor(*x.policy, x.facts);
+      s.scope = ScopeFor(*x.policy).ToJson();
+      s.state = "active";
+      s.created_at = now;
+      s.expires_at = now + Seconds(x.policy->session_ttl_seconds);
+      // No heartbeats: the session lives until its TTL, an end or a revocation.
+      s.heartbeat_seconds = x.policy->session_ttl_seconds;
+      s.heartbeat_deadline = s.expires_at;
+      s.extra["ci"] = x.facts;
+      return EvaluateAndMintForCi(ctx, x, std::move(s), /*new_session=*/true);
+    }
+    if (!next_generation) {
+      return std::unexpected(
+          Unavailable("busy", "the CI run's session is changing; retry shortly"));
+    }
+  }
+  return std::unexpected(FailedPrecondition(
+      "ci_session_ended",
+      "this CI run has outlived " + std::to_string(kMaxCiSessionGenerations) + " sessions"));
+}
+
+Result<nlohmann::json> BrokerService::EvaluateAndMintForCi(const CallContext& ctx, CiExchange& x,
+                                                           SessionRecord s, bool new_session) {
+  const oidc::TrustPolicy& p = *x.policy;
+  auto scope = TaskScope::FromJson(s.scope);
+  if (!scope) {
+    return std::unexpected(
+        Internal("stored session scope is unreadable", scope.error().ToString()));
+  }
+  const IssuerDescription& desc = x.issuer->Describe();
+  const TimePoint now = clock_->Now();
+  SessionFacts facts{s.id, s.principal_id, s.agent_id, s.task_id, *scope, s.expires_at};
+  IssuerFacts ifacts{desc.name, x.implied_tier, desc.default_ttl_seconds, desc.max_ttl_seconds};
+  Decision d = Evaluate(x.request, facts, ifacts, *x.effective, now);
+
+  nlohmann::json exchange = {{"trust_policy", p.name},
+                             {"ci", x.facts},
+                             {"subject_token_sha256", x.subject_token_sha256},
+                             {"subject_token_type", x.subject_token_type},
+                             {"granted_scope", x.narrowed.scope_text}};
+  if (x.requested_scope) {
+    exchange["requested_scope"] = *x.requested_scope;
+  }
+
+  if (d.result != DecisionResult::kAllow) {
+    // Denied (or an approval tier, which a CI job cannot wait for): audited,
+    // no session opened, no grant recorded.
+    nlohmann::json details = {
+        {"agent",
+         {{"id", s.agent_id}, {"session_id", new_session ? "" : s.id}, {"task_id", s.task_id}}},
+        {"token_exchange", exchange},
+        {"policy_decision", d.ToJson()}};
+    WriteBatch batch;
+    batch.audit_events.push_back(audit::AdminEvent("token.exchange_denied", s.principal_id, now,
+                                                   details, "denied", ctx.request_id));
+    JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+    metrics_->CountGrant(std::string(TierName(d.tier)), "deny");
+    exchange_->logger->info(
+        "event=token_exchange_denied request_id={} trust_policy={} code={} rule={}", ctx.request_id,
+        p.name, d.code, d.matched_rule);
+    if (d.result == DecisionResult::kPending) {
+      return std::unexpected(PermissionDenied(
+          "approval_required", "the trust policy's grant needs human approval (" + d.reason +
+                                   "), which a CI exchange cannot wait for"));
+    }
+    return std::unexpected(PermissionDenied("exchange_denied", d.reason));
+  }
+
+  // Replay protection: the jti is reserved before anything is minted and
+  // released again if the exchange fails.
+  std::optional<std::string> replay_key;
+  if (p.replay_protection) {
+    const std::string jti = oidc::ClaimText(x.claims, "jti").value_or("");
+    int64_t exp = ToUnixSeconds(now);
+    if (auto it = x.claims.find("exp"); it != x.claims.end() && it->is_number()) {
+      exp = it->is_number_integer() ? it->get<int64_t>() : static_cast<int64_t>(it->get<double>());
+    }
+    const std::string key = oidc::ReplayKey(p.name, p.issuer, jti);
+    JITBROKER_RETURN_IF_ERROR(
+        exchange_->replay.Reserve(key, FromUnixSeconds(exp + p.leeway_seconds), now));
+    replay_key = key;
+  }
+  auto release = [&] {
+    if (replay_key) {
+      exchange_->replay.Release(*replay_key);
+    }
+  };
+
+  if (new_session) {
+    WriteBatch batch;
+    batch.audit_events.push_back(
+        audit::SessionEvent("session.opened", s, now, "opened", ctx.request_id));
+    batch.audit_events.back()["ci"] = x.facts;
+    batch.sessions.push_back(s);
+    if (Status st = journal_->Commit(std::move(batch)); !st) {
+      release();
+      return std::unexpected(st.error());
+    }
+    metrics_->CountSessionOpened();
+  }
+
+  GrantRecord g;
+  g.id = crypto::NewId("grt_", 16);
+  g.session_id = s.id;
+  g.principal_id = s.principal_id;
+  g.agent_id = s.agent_id;
+  g.task_id = s.task_id;
+  g.tool = x.request.tool;
+  g.operation = x.request.operation;
+  g.resource = x.request.resource;
+  g.issuer = x.request.issuer;
+  g.parameters = nlohmann::json::object();
+  g.scope = x.request.scope;
+  g.requested_ttl_seconds = x.request.ttl_seconds;
+  g.ttl_seconds = d.ttl_seconds;
+  g.tier = std::string(TierName(d.tier));
+  g.decision = d.ToJson();
+  g.revocability = std::string(RevocabilityName(desc.revocability));
+  g.created_at = now;
+  g.extra["justification"] = x.request.justification;
+  g.extra["trust_policy"] =
+      p.name;  // the CI facts are on the session and the token.exchanged record
+  metrics_->CountGrant(g.tier, "allow");
+
+  exchange["grant_id"] = g.id;
+  std::vector<nlohmann::json> pre;
+  nlohmann::json exchanged =
+      audit::SessionEvent("token.exchanged", s, now, "allowed", ctx.request_id);
+  exchanged["token_exchange"] = exchange;
+  pre.push_back(std::move(exchanged));
+  GrantRecord decided = g;
+  decided.state = "allowed";
+  pre.push_back(audit::GrantEvent("grant.decided", decided, now, "allowed", ctx.request_id));
+  auto minted = MintAndCommit(ctx, g, x.request, x.issuer, std::move(pre));
+  if (!minted) {
+    release();
+    return std::unexpected(minted.error());
+  }
+  nlohmann::json credential = (*minted)["credential"];
+  IssuedToken issued = IssuedFrom(credential);
+  int64_t expires_in = 0;
+  if (g.expires_at) {
+    expires_in = std::max<int64_t>(0, ToUnixSeconds(*g.expires_at) - ToUnixSeconds(clock_->Now()));
+  }
+  nlohmann::json out = {
+      {"access_token", issued.access_token},
+      {"issued_token_type", issued.issued_token_type},
+      {"token_type", issued.token_type},
+      {"expires_in", expires_in},
+      {"credential", std::move(credential)},
+      {"grant_id", g.id},
+      {"session_id", s.id},
+      {"trust_policy", p.name},
+      {"decision", g.decision},
+      {"revocability", g.revocability},
+  };
+  if (!x.narrowed.scope_text.empty()) {
+    out["scope"] = x.narrowed.scope_text;
+  }
+  if (g.expires_at) {
+    out["expires_at"] = FormatRfc3339(*g.expires_at);
+  }
+  exchange_->logger->debug(
+      "event=token_exchanged request_id={} trust_policy={} session_id={} grant_id={}",
+      ctx.request_id, p.name, s.id, g.id);
+  return out;
+}
+
+}  // namespace jitbroker::service

@@ -1,0 +1,540 @@
+#include "issuers/github_app/github_api.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstdlib>
+#include <random>
+#include <thread>
+
+#include "broker/common/log.h"
+#include "broker/common/time_util.h"
+
+namespace jitbroker::issuers::github_app {
+
+namespace {
+
+constexpr size_t kMaxTokenBytes = 16384;
+
+std::optional<int64_t> ParseInt(std::string_view s) {
+  int64_t v = 0;
+  auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || ptr != s.data() + s.size()) {
+    return std::nullopt;
+  }
+  return v;
+}
+
+std::optional<double> HeaderNumber(const net::HttpHeaders& h, std::string_view name) {
+  auto v = h.Get(name);
+  if (!v) {
+    return std::nullopt;
+  }
+  auto i = ParseInt(*v);
+  if (!i) {
+    return std::nullopt;
+  }
+  return static_cast<double>(*i);
+}
+
+// Label values we emit come from config names and fixed strings; a resource
+// name from a response header is reduced to [a-z0-9_].
+std::string SafeLabel(std::string_view s) {
+  std::string out;
+  for (char c : s.substr(0, 64)) {
+    out.push_back((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ? c : '_');
+  }
+  return out;
+}
+
+bool IsBearerSafe(std::string_view s) {
+  if (s.empty() || s.size() > kMaxTokenBytes) {
+    return false;
+  }
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u >= 0x7f) {
+      return false;
+    }
+  }
+  return true;
+}
+
+nlohmann::json ParseBody(const std::string& body) {
+  nlohmann::json j = nlohmann::json::parse(body, nullptr, false);
+  return j.is_discarded() ? nlohmann::json() : j;
+}
+
+}  // namespace
+
+std::optional<TimePoint> ParseHttpDate(std::string_view text) {
+  // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT" (RFC 9110 §5.6.7).
+  std::string s(text);
+  struct tm tm {};
+  const char* end = ::strptime(s.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  if (end == nullptr || *end != '\0') {
+    return std::nullopt;
+  }
+  const time_t t = ::timegm(&tm);
+  if (t == static_cast<time_t>(-1)) {
+    return std::nullopt;
+  }
+  return FromUnixSeconds(static_cast<int64_t>(t));
+}
+
+std::string SanitizedMessage(std::string_view body) {
+  std::string msg;
+  try {
+    nlohmann::json j = nlohmann::json::parse(body, nullptr, false);
+    if (j.is_object() && j.contains("message") && j["message"].is_string()) {
+      msg = j["message"].get<std::string>();
+    }
+  } catch (...) {
+    msg.clear();
+  }
+  std::string out;
+  for (char c : msg) {
+    if (out.size() >= 300) {
+      out += "...";
+      break;
+    }
+    const auto u = static_cast<unsigned char>(c);
+    out.push_back(u >= 0x20 && u < 0x7f ? c : ' ');
+  }
+  return out;
+}
+
+GitHubApi::Call GitHubApi::MakeCall(std::string endpoint, std::string method, std::string path) {
+  Call call;
+  call.endpoint = std::move(endpoint);
+  call.method = std::move(method);
+  call.path = std::move(path);
+  return call;
+}
+
+GitHubApi::GitHubApi(ApiOptions options, net::HttpClient* http, AppJwt* jwt, const Clock* clock,
+                     std::string issuer_name)
+    : options_(std::move(options)),
+      http_(http),
+      jwt_(jwt),
+      clock_(clock),
+      issuer_name_(std::move(issuer_name)) {}
+
+bool GitHubApi::IsValidOwner(std::string_view s) {
+  // Logins and organisation names: alphanumerics and hyphens; enterprise
+  // managed users add "_shortcode".
+  if (s.empty() || s.size() > 100 || s.front() == '-') {
+    return false;
+  }
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_';
+  });
+}
+
+bool GitHubApi::IsValidRepo(std::string_view s) {
+  if (s.empty() || s.size() > 100 || s == "." || s == "..") {
+    return false;
+  }
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.';
+  });
+}
+
+void GitHubApi::Sleep(std::chrono::milliseconds d) const {
+  if (d.count() <= 0) {
+    return;
+  }
+  if (options_.sleep) {
+    options_.sleep(d);
+  } else {
+    std::this_thread::sleep_for(d);
+  }
+}
+
+std::chrono::milliseconds GitHubApi::Backoff(int attempt) const {
+  const int64_t base = options_.backoff_base.count();
+  const int64_t cap = 5000;
+  const int64_t d = std::min<int64_t>(cap, base << std::min(attempt - 1, 10));
+  static thread_local std::mt19937_64 rng(std::random_device{}());
+  std::uniform_int_distribution<int64_t> jitter(d / 2, std::max<int64_t>(d / 2, d));
+  return std::chrono::milliseconds(jitter(rng));
+}
+
+void GitHubApi::RecordRateLimit(const net::HttpHeaders& h) {
+  auto limit = HeaderNumber(h, "x-ratelimit-limit");
+  auto remaining = HeaderNumber(h, "x-ratelimit-remaining");
+  if (!limit || !remaining) {
+    return;
+  }
+  std::string resource = SafeLabel(h.Get("x-ratelimit-resource").value_or("core"));
+  std::lock_guard lock(metrics_mu_);
+  RateLimit& rl = rate_limits_[resource];
+  rl.limit = *limit;
+  rl.remaining = *remaining;
+  rl.used = HeaderNumber(h, "x-ratelimit-used").value_or(*limit - *remaining);
+  rl.reset = HeaderNumber(h, "x-ratelimit-reset").value_or(0);
+}
+
+void GitHubApi::CountRequest(const std::string& endpoint, const std::string& status) {
+  std::lock_guard lock(metrics_mu_);
+  ++requests_[{endpoint, status}];
+}
+
+void GitHubApi::CountRetry(const std::string& reason) {
+  std::lock_guard lock(metrics_mu_);
+  ++retries_[reason];
+}
+
+Error GitHubApi::Unexpected(const Call& call, const net::HttpResponse& r) const {
+  const std::string msg = SanitizedMessage(r.body);
+  return Unavailable("github_bad_response",
+                     "GitHub answered " + std::to_string(r.status) + " to " + call.endpoint +
+                         (msg.empty() ? std::string() : ": " + msg),
+                     "issuer=" + issuer_name_);
+}
+
+Result<net::HttpResponse> GitHubApi::Send(const Call& call) {
+  bool skew_retried = false;
+  for (int attempt = 1;; ++attempt) {
+    net::HttpRequest req;
+    req.method = call.method;
+    req.url = options_.base_url + call.path;
+    req.timeout = options_.timeout;
+    req.connect_timeout = options_.connect_timeout;
+    req.headers = {{"Accept", "application/vnd.github+json"},
+                   {"X-GitHub-Api-Version", options_.api_version},
+                   {"User-Agent", options_.user_agent}};
+    if (call.method == "POST") {
+      req.headers.emplace_back("Content-Type", "application/json");
+      req.body = call.body;
+    }
+    if (call.endpoint == "create_installation_token" && !options_.token_format.empty()) {
+      req.headers.emplace_back("X-GitHub-Stateless-S2S-Token",
+                               options_.token_format == "stateless" ? "enabled" : "disabled");
+    }
+    if (call.auth == Auth::kAppJwt) {
+      JITBROKER_ASSIGN_OR_RETURN(req.bearer, jwt_->Get());
+    } else {
+      if (call.token == nullptr || !IsBearerSafe(call.token->Reveal())) {
+        return std::unexpected(
+            InvalidArgument("invalid_credential", "installation token is empty or malformed"));
+      }
+      req.bearer = call.token->Clone();
+    }
+
+    auto sent = http_->Send(req);
+    const bool last = attempt >= options_.max_attempts;
+    if (!sent) {
+      CountRequest(call.endpoint, "error");
+      const Error& e = sent.error();
+      if (e.code == ErrorCode::kUnavailable && call.idempotent && !last) {
+        CountRetry("transport");
+        Sleep(Backoff(attempt));
+        continue;
+      }
+      Error out =
+          Unavailable("github_unavailable", "cannot reach GitHub (" + e.message + ")", e.detail);
+      out.retryable = true;
+      return std::unexpected(std::move(out));
+    }
+    net::HttpResponse& r = *sent;
+    CountRequest(call.endpoint, std::to_string(r.status));
+    RecordRateLimit(r.headers);
+
+    if (r.status >= 500 && r.status <= 599) {
+      if (!last) {
+        CountRetry("server_error");
+        Sleep(Backoff(attempt));
+        continue;
+      }
+      Error out = Unavailable("github_unavailable",
+                              "GitHub answered " + std::to_string(r.status) + " to " +
+                                  call.endpoint + " " + std::to_string(attempt) + " times",
+                              "issuer=" + issuer_name_);
+      out.retryable = true;
+      return std::unexpected(std::move(out));
+    }
+
+    const auto retry_after = r.headers.Get("retry-after");
+    const auto remaining = r.headers.Get("x-ratelimit-remaining");
+    const bool rate_limited =
+        r.status == 429 ||
+        (r.status == 403 && (retry_after || (remaining && *remaining == "0") ||
+                             SanitizedMessage(r.body).find("rate limit") != std::string::npos));
+    if (rate_limited) {
+      // protocols.md §1.8: Retry-After; else the reset time when the primary
+      // limit is exhausted; else at least a minute.
+      int64_t wait_s = 60;
+      if (retry_after) {
+        wait_s = std::max<int64_t>(0, ParseInt(*retry_after).value_or(60));
+      } else if (remaining && *remaining == "0") {
+        if (auto reset = HeaderNumber(r.headers, "x-ratelimit-reset")) {
+          wait_s = std::max<int64_t>(1, static_cast<int64_t>(*reset) -
+                                            ToUnixSeconds(clock_->Now()) - jwt_->clock_offset());
+        }
+      }
+      if (!last && std::chrono::seconds(wait_s) <= options_.max_retry_after) {
+        CountRetry("rate_limited");
+        Sleep(std::max<std::chrono::milliseconds>(std::chrono::seconds(wait_s), Backoff(attempt)));
+        continue;
+      }
+      Error out = ResourceExhausted("github_rate_limited", "GitHub rate limit reached for " +
+                                                               call.endpoint + "; retry after " +
+                                                               std::to_string(wait_s) + " s");
+      out.retryable = true;
+      out.retry_after = std::chrono::seconds(wait_s);
+      return std::unexpected(std::move(out));
+    }
+
+    if (r.status == 401 && call.auth == Auth::kAppJwt && !skew_retried) {
+      // Clock skew: learn GitHub's time from its Date header, re-sign, retry once.
+      if (auto date = r.headers.Get("date")) {
+        if (auto server_now = ParseHttpDate(*date)) {
+          const int64_t skew = ToUnixSeconds(*server_now) - ToUnixSeconds(clock_->Now());
+          if (std::abs(skew - jwt_->clock_offset()) >= 5) {
+            skew_retried = true;
+            jwt_->SetClockOffset(skew);
+            jwt_->Invalidate();
+            CountRetry("clock_skew");
+            log::Get("issuer.github_app")
+                ->warn("event=github_clock_skew issuer={} offset_s={}", issuer_name_, skew);
+            continue;
+          }
+        }
+      }
+    }
+    return std::move(r);
+  }
+}
+
+Result<int64_t> GitHubApi::GetRepoInstallation(std::string_view owner, std::string_view repo) {
+  if (!IsValidOwner(owner) || !IsValidRepo(repo)) {
+    return std::unexpected(InvalidArgument("invalid_resource", "invalid GitHub repository name"));
+  }
+  Call call = MakeCall("get_repo_installation", "GET",
+                       "/repos/" + std::string(owner) + "/" + std::string(repo) + "/installation");
+  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse r, Send(call));
+  const std::string full = std::string(owner) + "/" + std::string(repo);
+  if (r.status == 200) {
+    nlohmann::json j = ParseBody(r.body);
+    if (j.is_object() && j.contains("id") && j["id"].is_number_integer() &&
+        j["id"].get<int64_t>() > 0) {
+      return j["id"].get<int64_t>();
+    }
+    return std::unexpected(Unexpected(call, r));
+  }
+  if (r.status == 404) {
+    return std::unexpected(FailedPrecondition("github_app_not_installed",
+                                              "the GitHub App is not installed on " + full));
+  }
+  if (r.status == 401) {
+    return std::unexpected(Unavailable("github_auth_failed",
+                                       "GitHub rejected the App's credentials (check the App id "
+                                       "or client id, the private key and the clock)",
+                                       SanitizedMessage(r.body)));
+  }
+  return std::unexpected(Unexpected(call, r));
+}
+
+Result<CreatedToken> GitHubApi::CreateInstallationToken(int64_t installation_id,
+                                                        const TokenRequest& request) {
+  nlohmann::json body = nlohmann::json::object();
+  if (!request.repositories.empty()) {
+    body["repositories"] = request.repositories;
+  }
+  if (!request.repository_ids.empty()) {
+    body["repository_ids"] = request.repository_ids;
+  }
+  body["permissions"] = request.permissions;
+  Call call = MakeCall("create_installation_token", "POST",
+                       "/app/installations/" + std::to_string(installation_id) + "/access_tokens");
+  call.body = body.dump();
+  call.idempotent = false;
+  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse r, Send(call));
+  if (r.status == 201) {
+    try {
+      nlohmann::json j = ParseBody(r.body);
+      if (!j.is_object() || !j.contains("token") || !j["token"].is_string() ||
+          !j.contains("expires_at") || !j["expires_at"].is_string()) {
+        return std::unexpected(Unexpected(call, r));
+      }
+      CreatedToken out;
+      {
+        // The body held the token: wipe our copies of it.
+        std::string& text = j["token"].get_ref<std::string&>();
+        out.token = SecretValue(text);
+        SecureWipe(text.data(), text.size());
+        SecureWipe(r.body.data(), r.body.size());
+      }
+      if (!IsBearerSafe(out.token.Reveal())) {
+        return std::unexpected(
+            Unavailable("github_bad_response", "GitHub returned a malformed installation token"));
+      }
+      auto exp = ParseRfc3339(j["expires_at"].get<std::string>());
+      if (!exp) {
+        return std::unexpected(
+            Unavailable("github_bad_response", "GitHub returned an unreadable expires_at"));
+      }
+      out.expires_at = *exp;
+      if (j.contains("permissions") && j["permissions"].is_object()) {
+        out.permissions = j["permissions"];
+      }
+      if (j.contains("repository_selection") && j["repository_selection"].is_string()) {
+        out.repository_selection = j["repository_selection"].get<std::string>();
+      }
+      if (j.contains("repositories") && j["repositories"].is_array()) {
+        for (const auto& repo : j["repositories"]) {
+          if (repo.is_object() && repo.contains("name") && repo["name"].is_string()) {
+            out.repositories.push_back(repo["name"].get<std::string>());
+          }
+        }
+      }
+      return out;
+    } catch (const std::exception&) {
+      SecureWipe(r.body.data(), r.body.size());
+      return std::unexpected(
+          Unavailable("github_bad_response", "GitHub's token response could not be read"));
+    }
+  }
+  const std::string msg = SanitizedMessage(r.body);
+  switch (r.status) {
+    case 401:
+      return std::unexpected(Unavailable("github_auth_failed",
+                                         "GitHub rejected the App's credentials (check the App "
+                                         "id or client id, the private key and the clock)",
+                                         msg));
+    case 403:
+      return std::unexpected(
+          PermissionDenied("github_forbidden",
+                           "GitHub refused to mint the token" + (msg.empty() ? "" : ": " + msg)));
+    case 404:
+      return std::unexpected(FailedPrecondition(
+          "github_installation_not_found",
+          "GitHub App installation " + std::to_string(installation_id) + " was not found"));
+    case 422:
+      // The request asked for more than the installation has (or a
+      // repository it cannot reach): a policy problem, not retryable.
+      return std::unexpected(
+          PermissionDenied("github_validation_failed",
+                           "GitHub refused the token request" + (msg.empty() ? "" : ": " + msg)));
+    default:
+      return std::unexpected(Unexpected(call, r));
+  }
+}
+
+Status GitHubApi::RevokeInstallationToken(const SecretValue& token) {
+  Call call = MakeCall("revoke_installation_token", "DELETE", "/installation/token");
+  call.auth = Auth::kToken;
+  call.token = &token;
+  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse r, Send(call));
+  if (r.status == 204 || r.status == 200) {
+    return OkStatus();
+  }
+  if (r.status == 401 || r.status == 404) {
+    // Already revoked or expired: revocation is idempotent.
+    return OkStatus();
+  }
+  return std::unexpected(Unexpected(call, r));
+}
+
+Result<std::optional<CollaboratorPermission>> GitHubApi::GetCollaboratorPermission(
+    const SecretValue& token, std::string_view owner, std::string_view repo,
+    std::string_view username) {
+  if (!IsValidOwner(owner) || !IsValidRepo(repo) || !IsValidOwner(username)) {
+    return std::unexpected(
+        InvalidArgument("invalid_value", "invalid GitHub repository or user name"));
+  }
+  Call call = MakeCall("get_collaborator_permission", "GET",
+                       "/repos/" + std::string(owner) + "/" + std::string(repo) +
+                           "/collaborators/" + std::string(username) + "/permission");
+  call.auth = Auth::kToken;
+  call.token = &token;
+  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse r, Send(call));
+  if (r.status == 200) {
+    nlohmann::json j = ParseBody(r.body);
+    if (!j.is_object() || !j.contains("permission") || !j["permission"].is_string()) {
+      return std::unexpected(Unexpected(call, r));
+    }
+    CollaboratorPermission out;
+    out.permission = j["permission"].get<std::string>();
+    if (j.contains("role_name") && j["role_name"].is_string()) {
+      out.role_name = j["role_name"].get<std::string>();
+    }
+    return std::optional<CollaboratorPermission>(std::move(out));
+  }
+  if (r.status == 404) {
+    return std::optional<CollaboratorPermission>();
+  }
+  if (r.status == 401) {
+    return std::unexpected(Unavailable("github_auth_failed",
+                                       "GitHub rejected the installation token used for the "
+                                       "permission check",
+                                       SanitizedMessage(r.body)));
+  }
+  if (r.status == 403) {
+    return std::unexpected(Unavailable(
+        "github_forbidden",
+        "GitHub refused the collaborator permission check (the App needs metadata: read)",
+        SanitizedMessage(r.body)));
+  }
+  return std::unexpected(Unexpected(call, r));
+}
+
+void GitHubApi::CollectMetrics(std::vector<IssuerMetricFamily>& out) const {
+  const std::string issuer = "issuer=\"" + issuer_name_ + "\"";
+  IssuerMetricFamily limit{"jitbroker_github_ratelimit_limit",
+                           "gauge",
+                           "GitHub x-ratelimit-limit of the last response, per resource",
+                           {}};
+  IssuerMetricFamily remaining{"jitbroker_github_ratelimit_remaining",
+                               "gauge",
+                               "GitHub x-ratelimit-remaining of the last response, per resource",
+                               {}};
+  IssuerMetricFamily used{"jitbroker_github_ratelimit_used",
+                          "gauge",
+                          "GitHub x-ratelimit-used of the last response, per resource",
+                          {}};
+  IssuerMetricFamily reset{"jitbroker_github_ratelimit_reset_timestamp_seconds",
+                           "gauge",
+                           "GitHub x-ratelimit-reset (Unix time) of the last response",
+                           {}};
+  IssuerMetricFamily requests{"jitbroker_github_requests_total",
+                              "counter",
+                              "GitHub API requests by endpoint and HTTP status (error = transport)",
+                              {}};
+  IssuerMetricFamily retries{
+      "jitbroker_github_retries_total", "counter", "GitHub API retries by reason", {}};
+  IssuerMetricFamily sigs{"jitbroker_github_app_jwt_signatures_total",
+                          "counter",
+                          "RSA signatures made for GitHub App JWTs",
+                          {}};
+  {
+    std::lock_guard lock(metrics_mu_);
+    for (const auto& [resource, rl] : rate_limits_) {
+      const std::string labels = issuer + ",resource=\"" + resource + "\"";
+      limit.samples.emplace_back(labels, rl.limit);
+      remaining.samples.emplace_back(labels, rl.remaining);
+      used.samples.emplace_back(labels, rl.used);
+      reset.samples.emplace_back(labels, rl.reset);
+    }
+    for (const auto& [key, n] : requests_) {
+      requests.samples.emplace_back(
+          issuer + ",endpoint=\"" + key.first + "\",status=\"" + key.second + "\"",
+          static_cast<double>(n));
+    }
+    for (const auto& [reason, n] : retries_) {
+      retries.samples.emplace_back(issuer + ",reason=\"" + reason + "\"", static_cast<double>(n));
+    }
+  }
+  sigs.samples.emplace_back(issuer, static_cast<double>(jwt_->signatures()));
+  for (auto* f : {&limit, &remaining, &used, &reset, &requests, &retries, &sigs}) {
+    if (!f->samples.empty()) {
+      out.push_back(std::move(*f));
+    }
+  }
+}
+
+}  // namespace jitbroker::issuers::github_app

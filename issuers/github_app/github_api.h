@@ -1,0 +1,152 @@
+// GitHubApi: the typed GitHub REST calls the github_app issuer makes
+// (reference/protocols.md §1), over the net::HttpClient seam.
+//
+// Every request carries Accept: application/vnd.github+json, the pinned
+// X-GitHub-Api-Version and the configured User-Agent. JWT calls authenticate
+// as the App (AppJwt); token calls with an installation token. Transient
+// failures are retried with exponential backoff and jitter: 5xx answers,
+// primary and secondary rate limits (403/429 with Retry-After, or
+// x-ratelimit-remaining: 0 until x-ratelimit-reset) when the wait is at most
+// `max_retry_after`, and, for idempotent calls, transport failures. A 401 on
+// a JWT call whose Date header shows clock skew re-signs with the learnt
+// offset and retries once. Rate-limit headers are kept per resource for
+// metrics.
+//
+// Errors (client-safe messages; GitHub's own message text is included,
+// sanitised, because it says what to change):
+//   kUnavailable "github_unavailable" (transport, 5xx after retries),
+//   kUnavailable "github_auth_failed" (401 on a JWT call: key, App id or clock),
+//   kResourceExhausted "github_rate_limited" (with retry_after),
+//   kPermissionDenied "github_validation_failed" (422),
+//   kPermissionDenied "github_forbidden" (403 other than a rate limit),
+//   kFailedPrecondition "github_app_not_installed" / "github_installation_not_found" (404),
+//   kUnavailable "github_bad_response" (unexpected status or body).
+// Tokens never appear in errors or logs.
+//
+// Thread-safety: all methods are thread-safe.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "broker/net/http_client.h"
+#include "issuers/github_app/app_jwt.h"
+#include "jitbroker/clock.h"
+#include "jitbroker/issuer.h"
+#include "jitbroker/result.h"
+#include "jitbroker/secret.h"
+
+namespace jitbroker::issuers::github_app {
+
+struct ApiOptions {
+  std::string base_url = "https://api.github.com";  // no trailing slash
+  std::string api_version = "2022-11-28";
+  std::string user_agent = "jitbroker-github-app/0.1";
+  std::chrono::milliseconds timeout{10000};  // per attempt
+  std::chrono::milliseconds connect_timeout{5000};
+  int max_attempts = 3;                         // including the first
+  std::chrono::milliseconds backoff_base{250};  // doubled per retry, with jitter
+  std::chrono::seconds max_retry_after{10};     // longer waits fail fast
+  std::string token_format;                     // "", "stateless" or "legacy"
+  // Waits between attempts (tests replace it).
+  std::function<void(std::chrono::milliseconds)> sleep;
+};
+
+struct CreatedToken {
+  SecretValue token;
+  TimePoint expires_at;
+  nlohmann::json permissions = nlohmann::json::object();
+  std::string repository_selection;       // "all" | "selected" | "" (absent)
+  std::vector<std::string> repositories;  // names as returned
+};
+
+struct TokenRequest {
+  std::vector<std::string> repositories;  // names, no owner
+  std::vector<int64_t> repository_ids;
+  nlohmann::json permissions = nlohmann::json::object();
+};
+
+struct CollaboratorPermission {
+  std::string permission;  // admin|write|read|none
+  std::string role_name;   // admin|maintain|write|triage|read|custom
+};
+
+class GitHubApi {
+ public:
+  GitHubApi(ApiOptions options, net::HttpClient* http, AppJwt* jwt, const Clock* clock,
+            std::string issuer_name);
+
+  // GET /repos/{owner}/{repo}/installation (JWT).
+  [[nodiscard]] Result<int64_t> GetRepoInstallation(std::string_view owner, std::string_view repo);
+  // POST /app/installations/{id}/access_tokens (JWT).
+  [[nodiscard]] Result<CreatedToken> CreateInstallationToken(int64_t installation_id,
+                                                             const TokenRequest& request);
+  // DELETE /installation/token (the token itself). 204, and 401/404 (already
+  // revoked or expired), are success.
+  [[nodiscard]] Status RevokeInstallationToken(const SecretValue& token);
+  // GET /repos/{owner}/{repo}/collaborators/{username}/permission (an
+  // installation token with metadata: read). nullopt on 404 (not a user or
+  // not visible).
+  [[nodiscard]] Result<std::optional<CollaboratorPermission>> GetCollaboratorPermission(
+      const SecretValue& token, std::string_view owner, std::string_view repo,
+      std::string_view username);
+
+  void CollectMetrics(std::vector<IssuerMetricFamily>& out) const;
+
+  // Validation of path segments (owner, repository, username) so that
+  // request paths can never be altered by what a grant names.
+  static bool IsValidOwner(std::string_view s);
+  static bool IsValidRepo(std::string_view s);
+
+ private:
+  enum class Auth { kAppJwt, kToken };
+  struct Call {
+    std::string endpoint;  // metric label, e.g. "create_installation_token"
+    std::string method;
+    std::string path;
+    std::string body;
+    Auth auth = Auth::kAppJwt;
+    const SecretValue* token = nullptr;
+    bool idempotent = true;  // transport failures may be retried
+  };
+  static Call MakeCall(std::string endpoint, std::string method, std::string path);
+  [[nodiscard]] Result<net::HttpResponse> Send(const Call& call);
+  void RecordRateLimit(const net::HttpHeaders& headers);
+  void CountRequest(const std::string& endpoint, const std::string& status);
+  void CountRetry(const std::string& reason);
+  void Sleep(std::chrono::milliseconds d) const;
+  std::chrono::milliseconds Backoff(int attempt) const;
+  // An Error for an unexpected answer, with GitHub's message sanitised.
+  Error Unexpected(const Call& call, const net::HttpResponse& r) const;
+
+  const ApiOptions options_;
+  net::HttpClient* http_;
+  AppJwt* jwt_;
+  const Clock* clock_;
+  const std::string issuer_name_;
+
+  struct RateLimit {
+    double limit = 0, remaining = 0, used = 0, reset = 0;
+  };
+  mutable std::mutex metrics_mu_;
+  std::map<std::string, RateLimit> rate_limits_;                      // by resource
+  std::map<std::pair<std::string, std::string>, uint64_t> requests_;  // (endpoint, status)
+  std::map<std::string, uint64_t> retries_;                           // by reason
+};
+
+// Parses an IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT").
+std::optional<TimePoint> ParseHttpDate(std::string_view text);
+// GitHub's "message" from an error body, printable ASCII only, at most 300 chars.
+std::string SanitizedMessage(std::string_view body);
+
+}  // namespace jitbroker::issuers::github_app

@@ -1,0 +1,586 @@
+// Trust policies: parse → compile → check (broker/oidc/trust_policy.h).
+#include <string>
+#include <vector>
+
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+
+#include "broker/oidc/trust_policy.h"
+
+namespace jitbroker::oidc {
+namespace {
+
+using nlohmann::json;
+
+TrustContext Ctx() {
+  TrustContext c;
+  c.issuer_names = {"internal", "github"};
+  c.max_session_ttl_seconds = 28800;
+  return c;
+}
+
+Result<std::shared_ptr<const TrustSet>> Parse(const std::string& yaml) {
+  return ParseTrustPoliciesText(yaml, "trust.yaml", Ctx());
+}
+
+// A secure GitHub Actions policy: owner id + repository id + ref + event.
+const char* kGitHubPolicy = R"(
+- name: payments-deploy
+  issuer: https://token.actions.githubusercontent.com
+  audience: jitbroker.acme.example
+  claims:
+    repository_owner_id: "123"
+    repository_id: "456"
+    ref: refs/heads/main
+    event_name: [push, workflow_dispatch]
+  grant:
+    issuer: internal
+    resource: jwt://mcp.internal
+    scopes: [deploy, read]
+    ttl_seconds: 300
+)";
+
+std::string ErrorOf(const std::string& yaml) {
+  auto r = Parse(yaml);
+  if (r) {
+    return "";
+  }
+  CHECK(r.error().code == ErrorCode::kInvalidArgument);
+  CHECK(r.error().Reason() == "invalid_config");
+  return r.error().message;
+}
+
+const TrustPolicy& Only(const std::shared_ptr<const TrustSet>& set) {
+  REQUIRE(set->policies.size() == 1);
+  return set->policies[0];
+}
+
+json GitHubClaims() {
+  return {{"iss", "https://token.actions.githubusercontent.com"},
+          {"sub", "repo:acme/payment-service:ref:refs/heads/main"},
+          {"repository", "acme/payment-service"},
+          {"repository_owner", "acme"},
+          {"repository_owner_id", "123"},
+          {"repository_id", "456"},
+          {"ref", "refs/heads/main"},
+          {"event_name", "push"},
+          {"run_id", "9876543"},
+          {"run_attempt", "2"},
+          {"jti", "abc"}};
+}
+
+TEST_CASE("TrustPolicy: a secure GitHub policy parses with its defaults") {
+  auto set = Parse(kGitHubPolicy);
+  REQUIRE_MESSAGE(set, (set ? "" : set.error().message));
+  const TrustPolicy& p = Only(*set);
+  CHECK(p.name == "payments-deploy");
+  CHECK(p.PrincipalId() == "trust:payments-deploy");
+  CHECK(p.provider == Provider::kGitHubActions);
+  CHECK(p.algorithms == std::vector<std::string>{"RS256"});
+  CHECK_FALSE(p.allow_http);
+  CHECK(p.replay_protection);
+  CHECK(p.leeway_seconds == 30);
+  CHECK(p.max_token_age_seconds == 900);
+  CHECK(p.session_ttl_seconds == 3600);
+  CHECK(p.claims.size() == 4);
+  CHECK(p.grant.issuer == "internal");
+  CHECK(p.grant.resource == "jwt://mcp.internal");
+  CHECK(p.grant.tool == "ci.token_exchange");
+  CHECK(p.grant.operation == "read");
+  CHECK(p.grant.max_tier == Tier::kRead);
+  CHECK(p.grant.ttl_seconds == 300);
+  CHECK(p.grant.scope == json{{"scopes", {"deploy", "read"}}});
+  CHECK((*set)->TrustsIssuer("https://token.actions.githubusercontent.com"));
+  // Exact comparison: a trailing slash is another issuer.
+  CHECK_FALSE((*set)->TrustsIssuer("https://token.actions.githubusercontent.com/"));
+  CHECK((*set)->warnings.empty());
+  CHECK(p.location.find("trust.yaml:2: trust[0]") == 0);
+}
+
+TEST_CASE("TrustPolicy: the DESIGN §5 shape with permissions and repositories") {
+  auto set = Parse(R"(
+- name: payments-ci
+  issuer: https://token.actions.githubusercontent.com
+  audience: jitbroker.acme.example
+  claims: {repository_owner_id: "123", repository: "acme/payment-service", ref: "refs/heads/main"}
+  grant: {issuer: github, resource: "github://acme/payment-service", permissions: {contents: read}, repositories: [payment-service], ttl_seconds: 900, max_tier: write}
+  algorithms: [RS256, ES256]
+  max_token_age_seconds: 600
+  leeway_seconds: 10
+  replay_protection: false
+  session_ttl_seconds: 7200
+)");
+  REQUIRE_MESSAGE(set, (set ? "" : set.error().message));
+  const TrustPolicy& p = Only(*set);
+  CHECK(p.grant.scope ==
+        json{{"permissions", {{"contents", "read"}}}, {"repositories", {"payment-service"}}});
+  CHECK(p.grant.max_tier == Tier::kWrite);
+  CHECK(p.AllowsAlgorithm("ES256"));
+  CHECK_FALSE(p.AllowsAlgorithm("Ed25519"));
+  CHECK_FALSE(p.replay_protection);
+  CHECK(p.session_ttl_seconds == 7200);
+}
+
+TEST_CASE("TrustPolicy: configuration errors name file, line and key") {
+  struct Case {
+    const char* name;
+    std::string yaml;
+    const char* expect;
+  };
+  const std::string head = "- name: p\n  issuer: https://issuer.example\n  audience: aud\n";
+  const std::string claims = "  claims: {sub: \"repo:x\"}\n";
+  const std::string grant = "  grant: {issuer: internal, resource: \"jwt://mcp.internal\"}\n";
+  const std::vector<Case> cases = {
+      {"not a list", "{a: 1}", "trust: must be a list"},
+      {"unknown key", head + claims + grant + "  color: red\n",
+       "trust.yaml:6: trust[0].color: unknown key"},
+      {"missing name", "- issuer: https://i.example\n", "trust[0].name: is required"},
+      {"bad name", "- name: \"a b\"\n", "trust[0].name: must match"},
+      {"missing claims", head + grant, "trust[0].claims: is required"},
+      {"empty claims", head + "  claims: {}\n" + grant, "must pin at least one claim"},
+      {"missing grant", head + claims, "trust[0].grant: is required"},
+      {"unknown grant issuer", head + claims + "  grant: {issuer: nope, resource: \"jwt://x\"}\n",
+       "unknown issuer \"nope\""},
+      {"grant without resource", head + claims + "  grant: {issuer: internal}\n",
+       "trust[0].grant.resource: is required"},
+      {"wildcard resource", head + claims + "  grant: {issuer: internal, resource: \"jwt://*\"}\n",
+       "no wildcards"},
+      {"unknown grant key",
+       head + claims + "  grant: {issuer: internal, resource: \"jwt://x\", owner: me}\n",
+       "trust[0].grant.owner: unknown key"},
+      {"bad max_tier",
+       head + claims + "  grant: {issuer: internal, resource: \"jwt://x\", max_tier: god}\n",
+       "unknown tier \"god\""},
+      {"bad permission level",
+       head + claims +
+           "  grant: {issuer: internal, resource: \"jwt://x\", permissions: {contents: all}}\n",
+       "must be read, write or admin"},
+      {"scope twice",
+       head + claims +
+           "  grant: {issuer: internal, resource: \"jwt://x\", scopes: [a], scope: {scopes: "
+           "[b]}}\n",
+       "given both here and in grant.scope"},
+      {"http issuer",
+       "- name: p\n  issuer: http://issuer.example\n  audience: a\n" + claims + grant,
+       "must use https"},
+      {"allow_http off loopback",
+       "- name: p\n  issuer: http://10.0.0.1:8080\n  audience: a\n  allow_http: true\n" + claims +
+           grant,
+       "only for a loopback host"},
+      {"allow_http on https", head + "  allow_http: true\n" + claims + grant,
+       "allow_http: is only for an http:// issuer"},
+      {"query", "- name: p\n  issuer: https://i.example/?x=1\n  audience: a\n" + claims + grant,
+       "query or fragment"},
+      {"fragment", "- name: p\n  issuer: https://i.example/#f\n  audience: a\n" + claims + grant,
+       "query or fragment"},
+      {"userinfo", "- name: p\n  issuer: https://u@i.example\n  audience: a\n" + claims + grant,
+       "userinfo"},
+      {"dot segments",
+       "- name: p\n  issuer: https://i.example/a/../b\n  audience: a\n" + claims + grant,
+       "'..' path segments"},
+      {"ftp", "- name: p\n  issuer: ftp://i.example\n  audience: a\n" + claims + grant,
+       "must use https"},
+      {"alg none", head + claims + grant + "  algorithms: [none]\n", "\"none\" is never accepted"},
+      {"alg HS256", head + claims + grant + "  algorithms: [HS256]\n",
+       "\"HS256\" is never accepted"},
+      {"alg PS256", head + claims + grant + "  algorithms: [PS256]\n",
+       "unsupported algorithm \"PS256\""},
+      {"alg twice", head + claims + grant + "  algorithms: [RS256, RS256]\n", "twice"},
+      {"alg empty", head + claims + grant + "  algorithms: []\n", "at least one algorithm"},
+      {"leeway too big", head + claims + grant + "  leeway_seconds: 300\n",
+       "leeway_seconds: must be an integer in [0, 60]"},
+      {"age zero", head + claims + grant + "  max_token_age_seconds: 0\n", "max_token_age_seconds"},
+      {"session ttl above sessions.max", head + claims + grant + "  session_ttl_seconds: 99999\n",
+       "session_ttl_seconds: must be an integer in [60, 28800]"},
+      {"reserved claim", head + "  claims: {aud: x}\n" + grant, "checked by the verifier"},
+      {"bad regex", head + "  claims: {sub: \"re:(\"}\n" + grant, "invalid regular expression"},
+      {"empty pattern", head + "  claims: {sub: \"\"}\n" + grant, "pattern must not be empty"},
+      {"empty pattern list", head + "  claims: {sub: []}\n" + grant, "at least one pattern"},
+      {"map pattern", head + "  claims: {sub: {a: b}}\n" + grant,
+       "a pattern or a list of patterns"},
+      {"generic without exact pin", head + "  claims: {sub: \"re:repo:.*\"}\n" + grant,
+       "pin at least one claim (e.g. sub) to an exact value"},
+      {"github default audience",
+       "- name: p\n  issuer: https://token.actions.githubusercontent.com\n  audience: "
+       "https://github.com/acme\n" +
+           claims + grant,
+       "GitHub's default owner-URL audience"},
+      {"unknown provider", head + claims + grant + "  provider: jenkins\n", "unknown provider"},
+      {"generic for github",
+       "- name: p\n  issuer: https://token.actions.githubusercontent.com\n  audience: a\n  "
+       "provider: generic\n" +
+           claims + grant,
+       "cannot be generic"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.name);
+    const std::string msg = ErrorOf(c.yaml);
+    CAPTURE(msg);
+    CHECK(msg.find(c.expect) != std::string::npos);
+    CHECK(msg.starts_with("trust.yaml:"));
+  }
+}
+
+TEST_CASE("TrustPolicy: duplicate names and disagreeing allow_http are refused") {
+  const std::string one = R"(
+- name: same
+  issuer: http://127.0.0.1:9999
+  allow_http: true
+  audience: a
+  claims: {sub: x}
+  grant: {issuer: internal, resource: "jwt://mcp.internal"}
+)";
+  CHECK(ErrorOf(one + one.substr(1)).find("duplicate trust policy name \"same\"") !=
+        std::string::npos);
+  auto ok = Parse(one);
+  REQUIRE(ok);
+  CHECK(Only(*ok).allow_http);
+  CHECK(Only(*ok).provider == Provider::kGeneric);
+}
+
+TEST_CASE("TrustPolicy: a GitHub policy must pin the tenant exactly (protocols.md §4.5)") {
+  auto yaml = [](const std::string& claims) {
+    return "- name: p\n  issuer: https://token.actions.githubusercontent.com\n  audience: a\n"
+           "  claims: " +
+           claims + "\n  grant: {issuer: internal, resource: \"jwt://mcp.internal\"}\n";
+  };
+  // Trusts every repository in the world.
+  CHECK(ErrorOf(yaml("{ref: refs/heads/main}")).find("must pin one of repository_owner_id") !=
+        std::string::npos);
+  CHECK(ErrorOf(yaml("{sub: \"repo:acme/payment-service:ref:refs/heads/main\"}"))
+            .find("trusts all of them") != std::string::npos);
+  // A glob or regex on the owner is no pin.
+  CHECK(!ErrorOf(yaml("{repository_owner: \"acme*\", ref: x}")).empty());
+  CHECK(!ErrorOf(yaml("{repository: \"re:acme/.*\", ref: x}")).empty());
+  // Exact owner id: accepted; with no ref/environment pin a warning remains.
+  auto weak = Parse(yaml("{repository_owner_id: \"123\"}"));
+  REQUIRE(weak);
+  REQUIRE((*weak)->warnings.size() == 1);
+  CHECK((*weak)->warnings[0].find("any branch") != std::string::npos);
+  auto strong = Parse(yaml("{repository_owner_id: \"123\", ref: refs/heads/main}"));
+  REQUIRE(strong);
+  CHECK((*strong)->warnings.empty());
+  // A loopback test issuer can opt into the GitHub lint.
+  auto local = ParseTrustPoliciesText(
+      "- name: p\n  issuer: http://127.0.0.1:8080\n  allow_http: true\n  provider: github_actions\n"
+      "  audience: a\n  claims: {ref: x}\n  grant: {issuer: internal, resource: \"jwt://x\"}\n",
+      "t.yaml", Ctx());
+  REQUIRE_FALSE(local);
+  CHECK(local.error().message.find("repository_owner_id") != std::string::npos);
+}
+
+TEST_CASE("TrustPolicy: GitLab policies pin the namespace or project") {
+  auto yaml = [](const std::string& claims) {
+    return "- name: p\n  issuer: https://gitlab.com\n  audience: a\n  claims: " + claims +
+           "\n  grant: {issuer: internal, resource: \"jwt://mcp.internal\"}\n";
+  };
+  CHECK(ErrorOf(yaml("{ref: main}")).find("namespace_id") != std::string::npos);
+  auto ok =
+      Parse(yaml("{namespace_id: \"77\", project_id: \"4242\", ref_protected: true, ref: main}"));
+  REQUIRE_MESSAGE(ok, (ok ? "" : ok.error().message));
+  CHECK(Only(*ok).provider == Provider::kGitLab);
+}
+
+TEST_CASE("TrustPolicy: provider detection") {
+  CHECK(DetectProvider("https://token.actions.githubusercontent.com") == Provider::kGitHubActions);
+  CHECK(DetectProvider("https://token.actions.githubusercontent.com/acme-enterprise") ==
+        Provider::kGitHubActions);
+  CHECK(DetectProvider("https://token.actions.acme.ghe.com") == Provider::kGitHubActions);
+  CHECK(DetectProvider("https://ghes.acme.example/_services/token") == Provider::kGitHubActions);
+  CHECK(DetectProvider("https://gitlab.com") == Provider::kGitLab);
+  CHECK(DetectProvider("https://token.actions.githubusercontent.com.evil.example") ==
+        Provider::kGeneric);
+  CHECK(DetectProvider("https://accounts.google.com") == Provider::kGeneric);
+}
+
+TEST_CASE("TrustPolicy: claims match exactly, by glob or by anchored regex") {
+  // Every policy pins ref exactly too (the lint wants one exact claim).
+  auto policy_with = [](const std::string& claims) {
+    auto set = ParseTrustPoliciesText(
+        "- name: p\n  issuer: https://i.example\n  audience: a\n  claims: {ref: refs/heads/main, " +
+            claims.substr(1) + "\n  grant: {issuer: internal, resource: \"jwt://x\"}\n",
+        "t.yaml", Ctx());
+    REQUIRE_MESSAGE(set, (set ? "" : set.error().message));
+    return (*set)->policies[0];
+  };
+  json claims = GitHubClaims();
+  SUBCASE("exact") {
+    CHECK(CheckClaims(policy_with("{sub: \"repo:acme/payment-service:ref:refs/heads/main\"}"),
+                      claims));
+    auto st =
+        CheckClaims(policy_with("{sub: \"repo:acme/payment-service:ref:refs/heads/dev\"}"), claims);
+    REQUIRE_FALSE(st);
+    CHECK(st.error().code == ErrorCode::kPermissionDenied);
+    CHECK(st.error().Reason() == "claims_mismatch");
+    CHECK(st.error().message.find("\"sub\"") != std::string::npos);
+    // The expected value (configuration) is never echoed.
+    CHECK(st.error().message.find("refs/heads/dev") == std::string::npos);
+  }
+  SUBCASE("glob stars never span '/' or ':'") {
+    // repo:org/* does not match a repository plus its context.
+    CHECK_FALSE(CheckClaims(policy_with("{sub: \"repo:acme/*\"}"), claims));
+    // repo:acme/payment-service:* covers one segment, not ref:refs/heads/main.
+    CHECK_FALSE(CheckClaims(policy_with("{sub: \"repo:acme/payment-service:*\"}"), claims));
+    CHECK(
+        CheckClaims(policy_with("{sub: \"repo:acme/payment-service:ref:refs/heads/*\"}"), claims));
+    CHECK(CheckClaims(policy_with("{repository: \"acme/*\"}"), claims));
+    json evil = claims;
+    evil["repository"] = "acme/x/y";
+    CHECK_FALSE(CheckClaims(policy_with("{repository: \"acme/*\"}"), evil));
+  }
+  SUBCASE("regular expressions are anchored") {
+    CHECK(CheckClaims(policy_with("{repository: \"re:acme/payment-(service|api)\"}"), claims));
+    json evil = claims;
+    evil["repository"] = "acme/payment-service-evil";
+    CHECK_FALSE(CheckClaims(policy_with("{repository: \"re:acme/payment-service\"}"), evil));
+    evil["repository"] = "evil/acme/payment-service";
+    CHECK_FALSE(CheckClaims(policy_with("{repository: \"re:acme/payment-service\"}"), evil));
+  }
+  SUBCASE("a list is any of") {
+    const TrustPolicy p = policy_with("{event_name: [push, workflow_dispatch]}");
+    CHECK(CheckClaims(p, claims));
+    json pr = claims;
+    pr["event_name"] = "pull_request_target";
+    CHECK_FALSE(CheckClaims(p, pr));
+  }
+  SUBCASE("every rule must match") {
+    CHECK_FALSE(
+        CheckClaims(policy_with("{repository_owner_id: \"123\", repository_id: \"999\"}"), claims));
+  }
+  SUBCASE("a missing claim never matches") {
+    auto st = CheckClaims(policy_with("{environment: production}"), claims);
+    REQUIRE_FALSE(st);
+    CHECK(st.error().message.find("no usable claim \"environment\"") != std::string::npos);
+    // Not even a pattern that would match the empty string.
+    CHECK_FALSE(CheckClaims(policy_with("{environment: \"re:.*\"}"), claims));
+  }
+}
+
+TEST_CASE("TrustPolicy: booleans and numbers are normalised") {
+  auto p = ParseTrustPoliciesText(
+      "- name: p\n  issuer: https://i.example\n  audience: a\n"
+      "  claims: {ref_protected: true, runner_id: 12, project_id: \"4242\"}\n"
+      "  grant: {issuer: internal, resource: \"jwt://x\"}\n",
+      "t.yaml", Ctx());
+  REQUIRE(p);
+  const TrustPolicy& policy = (*p)->policies[0];
+  // GitLab sends ref_protected as the string "true", some issuers a boolean;
+  // runner_id is a number; ids are strings.
+  CHECK(CheckClaims(policy,
+                    json{{"ref_protected", "true"}, {"runner_id", 12}, {"project_id", "4242"}}));
+  CHECK(CheckClaims(policy,
+                    json{{"ref_protected", true}, {"runner_id", "12"}, {"project_id", 4242}}));
+  CHECK_FALSE(CheckClaims(
+      policy, json{{"ref_protected", false}, {"runner_id", 12}, {"project_id", "4242"}}));
+  CHECK_FALSE(CheckClaims(
+      policy, json{{"ref_protected", "true"}, {"runner_id", 12.0}, {"project_id", "4242"}}));
+  CHECK_FALSE(CheckClaims(
+      policy,
+      json{{"ref_protected", json::array({"true"})}, {"runner_id", 12}, {"project_id", "4242"}}));
+  CHECK(ClaimText(json{{"a", true}}, "a") == "true");
+  CHECK(ClaimText(json{{"a", -7}}, "a") == "-7");
+  CHECK(ClaimText(json{{"a", 18446744073709551615ULL}}, "a") == "18446744073709551615");
+  CHECK_FALSE(ClaimText(json{{"a", nullptr}}, "a"));
+  CHECK_FALSE(ClaimText(json{{"a", json::object()}}, "a"));
+  CHECK_FALSE(ClaimText(json::array(), "a"));
+}
+
+TEST_CASE("TrustPolicy: both GitHub sub formats are matched through the signed claims") {
+  json names = GitHubClaims();
+  json ids = GitHubClaims();
+  ids["sub"] = "repo:acme@123/payment-service@456:ref:refs/heads/main";
+  const std::vector<std::string> expected = {
+      "repo:acme/payment-service:ref:refs/heads/main",
+      "repo:acme@123/payment-service@456:ref:refs/heads/main"};
+  auto has_both = [&](const std::vector<std::string>& forms) {
+    for (const auto& e : expected) {
+      if (std::find(forms.begin(), forms.end(), e) == forms.end()) {
+        return false;
+      }
+    }
+    return true;
+  };
+  CHECK(has_both(SubjectForms(names)));
+  CHECK(has_both(SubjectForms(ids)));
+  CHECK(SubjectForms(ids)[0] == ids["sub"]);
+
+  auto policy_with = [](const std::string& sub) {
+    auto set = ParseTrustPoliciesText(
+        "- name: p\n  issuer: https://i.example\n  audience: a\n  claims: {repository_id: \"456\", "
+        "sub: \"" +
+            sub + "\"}\n  grant: {issuer: internal, resource: \"jwt://x\"}\n",
+        "t.yaml", Ctx());
+    REQUIRE(set);
+    return (*set)->policies[0];
+  };
+  const TrustPolicy by_name = policy_with(expected[0]);
+  const TrustPolicy by_id = policy_with(expected[1]);
+  CHECK(CheckClaims(by_name, names));
+  CHECK(CheckClaims(by_name, ids));
+  CHECK(CheckClaims(by_id, names));
+  CHECK(CheckClaims(by_id, ids));
+
+  SUBCASE("a sub that disagrees with the repository claims gets no other form") {
+    json forged = ids;
+    forged["sub"] = "repo:acme@999/payment-service@456:ref:refs/heads/main";
+    CHECK(SubjectForms(forged) == std::vector<std::string>{forged["sub"].get<std::string>()});
+    CHECK_FALSE(CheckClaims(by_name, forged));
+    CHECK_FALSE(CheckClaims(by_id, forged));
+    json renamed = names;
+    renamed["repository"] = "acme/other";
+    CHECK_FALSE(CheckClaims(by_id, renamed));
+  }
+  SUBCASE("a ':' inside a value is %3A and cannot fake a segment (sub injection)") {
+    // A branch named "main:environment:production" yields
+    // repo:acme/payment-service:ref:refs/heads/main%3Aenvironment%3Aproduction.
+    json injected = names;
+    injected["sub"] = "repo:acme/payment-service:ref:refs/heads/main%3Aenvironment%3Aproduction";
+    injected["ref"] = "refs/heads/main:environment:production";
+    CHECK_FALSE(
+        CheckClaims(policy_with("repo:acme/payment-service:environment:production"), injected));
+    CHECK_FALSE(
+        CheckClaims(policy_with("repo:acme/payment-service:ref:refs/heads/main"), injected));
+    // A star covers one segment's characters but never the escaped colon's
+    // neighbours beyond '/' or ':'.
+    CHECK(CheckClaims(policy_with("repo:acme/payment-service:ref:refs/heads/*"), injected));
+    CHECK_FALSE(CheckClaims(policy_with("repo:acme/*:environment:production"), injected));
+  }
+  SUBCASE("tokens without the repository claims match their sub as it is") {
+    json gitlab = {{"sub", "project_path:acme/payments:ref_type:branch:ref:main"}};
+    CHECK(SubjectForms(gitlab) == std::vector<std::string>{gitlab["sub"].get<std::string>()});
+    CHECK(SubjectForms(json::object()).empty());
+  }
+}
+
+TEST_CASE("TrustPolicy: the grant is intersected with the requested scope") {
+  TrustGrant g;
+  g.scope = {{"scopes", {"deploy", "read"}},
+             {"permissions", {{"contents", "write"}, {"issues", "read"}}},
+             {"repositories", {"payment-service", "payment-api"}}};
+  SUBCASE("no scope: the whole grant") {
+    auto n = NarrowScope(g, std::nullopt);
+    REQUIRE(n);
+    CHECK(n->scope == g.scope);
+    CHECK(n->scope_text ==
+          "deploy read contents:write issues:read repo:payment-service repo:payment-api");
+  }
+  SUBCASE("each named category narrows; the others stay") {
+    auto n = NarrowScope(g, "read contents:read");
+    REQUIRE(n);
+    CHECK(n->scope["scopes"] == json{"read"});
+    CHECK(n->scope["permissions"] == json{{"contents", "read"}});
+    CHECK(n->scope["repositories"] == g.scope["repositories"]);
+    CHECK(n->scope_text == "read contents:read repo:payment-service repo:payment-api");
+    auto r = NarrowScope(g, "repo:payment-api repo:payment-api");
+    REQUIRE(r);
+    CHECK(r->scope["repositories"] == json{"payment-api"});
+  }
+  SUBCASE("nothing beyond the grant") {
+    for (const char* s :
+         {"admin", "contents:admin", "pull_requests:read", "repo:other", "issues:write"}) {
+      CAPTURE(s);
+      auto n = NarrowScope(g, s);
+      REQUIRE_FALSE(n);
+      CHECK(n.error().Reason() == "scope_not_granted");
+    }
+  }
+  SUBCASE("malformed scopes") {
+    for (const char* s : {"", " read", "read ", "read  deploy", "re\"ad", "r\xc3\xa9"}) {
+      CAPTURE(s);
+      auto n = NarrowScope(g, s);
+      REQUIRE_FALSE(n);
+      CHECK(n.error().Reason() == "invalid_scope");
+    }
+  }
+  SUBCASE("a grant without scopes cannot be asked for any") {
+    TrustGrant empty;
+    CHECK(NarrowScope(empty, std::nullopt)->scope_text.empty());
+    CHECK_FALSE(NarrowScope(empty, "read"));
+  }
+}
+
+TEST_CASE("TrustPolicy: the CI run key") {
+  TrustPolicy gh;
+  gh.issuer = "https://token.actions.githubusercontent.com";
+  gh.provider = Provider::kGitHubActions;
+  CHECK(CiRunKey(gh, GitHubClaims()) ==
+        "ci:https://token.actions.githubusercontent.com:acme/payment-service:9876543:2");
+  json no_attempt = GitHubClaims();
+  no_attempt.erase("run_attempt");
+  CHECK(CiRunKey(gh, no_attempt).ends_with(":9876543:1"));
+  json odd = GitHubClaims();
+  odd["run_id"] = "1:2 3%";
+  CHECK(CiRunKey(gh, odd).ends_with(":1%3A2%203%25:2"));
+
+  TrustPolicy gl;
+  gl.issuer = "https://gitlab.com";
+  gl.provider = Provider::kGitLab;
+  CHECK(CiRunKey(gl, json{{"project_path", "acme/payments"},
+                          {"pipeline_id", "555"},
+                          {"job_id", "777"}}) == "ci:https://gitlab.com:acme/payments:555");
+
+  TrustPolicy other;
+  other.issuer = "https://i.example";
+  CHECK(CiRunKey(other, json{{"sub", "svc:a"}, {"jti", "j1"}}) ==
+        "ci:https://i.example:svc%3Aa:jti:j1");
+  CHECK(CiRunKey(other, json{{"sub", "s"}, {"iat", 5}}) == "ci:https://i.example:s:jti:iat-5");
+
+  json facts = CiFacts(gh, GitHubClaims());
+  CHECK(facts["trust_policy"] == "");
+  CHECK(facts["issuer"] == gh.issuer);
+  CHECK(facts["repository"] == "acme/payment-service");
+  CHECK(facts["run_attempt"] == "2");
+  CHECK_FALSE(facts.contains("iss"));
+}
+
+TEST_CASE("TrustPolicy: URL rules for issuers and jwks_uri") {
+  struct Case {
+    const char* url;
+    bool allow_http;
+    bool ok;
+  };
+  const std::vector<Case> cases = {
+      {"https://token.actions.githubusercontent.com", false, true},
+      {"https://gitlab.com", false, true},
+      {"https://ghes.example/_services/token", false, true},
+      {"https://i.example:8443/path/", false, true},
+      {"https://[2001:db8::1]/x", false, true},
+      {"http://127.0.0.1:8080", true, true},
+      {"http://127.9.8.7", true, true},
+      {"http://localhost:1", true, true},
+      {"http://[::1]:80", true, true},
+      {"http://127.0.0.1:8080", false, false},
+      {"http://10.0.0.1", true, false},
+      {"http://127.0.0.1.evil.example", true, false},
+      {"http://169.254.169.254/latest", true, false},
+      {"HTTPS://i.example", false, false},
+      {"https://", false, false},
+      {"https://u:p@i.example", false, false},
+      {"https://i.example/a?b", false, false},
+      {"https://i.example/#x", false, false},
+      {"https://i.example/./a", false, false},
+      {"https://i.example//a", false, false},
+      {"https://i.example\\@evil", false, false},
+      {"https://i.exa mple", false, false},
+      {"https://i.example:99999", false, false},
+      {"https://i_x.example", false, false},
+      {"file:///etc/passwd", false, false},
+      {"gopher://i.example", false, false},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.url);
+    CHECK(CheckFetchUrl(c.url, c.allow_http).empty() == c.ok);
+  }
+  CHECK(IsLoopbackHost("127.0.0.1"));
+  CHECK(IsLoopbackHost("LOCALHOST"));
+  CHECK(IsLoopbackHost("::1"));
+  CHECK_FALSE(IsLoopbackHost("127.0.0"));
+  CHECK_FALSE(IsLoopbackHost("127.0.0.256"));
+  CHECK_FALSE(IsLoopbackHost("128.0.0.1"));
+  CHECK_FALSE(IsLoopbackHost("localhost.evil"));
+  CHECK(UrlHost("https://i.example:8443/x") == "i.example");
+  CHECK(UrlHost("https://[::1]:8/x") == "::1");
+}
+
+}  // namespace
+}  // namespace jitbroker::oidc
