@@ -4,6 +4,8 @@
 #include <cctype>
 #include <string>
 
+#include "broker/net/url.h"
+
 namespace jitbroker::cli {
 
 namespace {
@@ -61,36 +63,6 @@ Result<std::map<std::string, std::string>> ParseGitCredentialInput(std::istream&
   return attrs;
 }
 
-bool IsLoopbackHost(std::string_view host) {
-  std::string_view name = host;
-  if (name.starts_with('[')) {
-    const size_t close = name.find(']');
-    if (close == std::string_view::npos) {
-      return false;
-    }
-    return name.substr(1, close - 1) == "::1";
-  }
-  if (const size_t colon = name.rfind(':'); colon != std::string_view::npos) {
-    name = name.substr(0, colon);
-  }
-  if (EqualsIgnoreCase(name, "localhost")) {
-    return true;
-  }
-  // 127.0.0.0/8 in dotted decimal.
-  if (!name.starts_with("127.")) {
-    return false;
-  }
-  int dots = 0;
-  for (const char c : name) {
-    if (c == '.') {
-      ++dots;
-    } else if (std::isdigit(static_cast<unsigned char>(c)) == 0) {
-      return false;
-    }
-  }
-  return dots == 3;
-}
-
 Result<std::optional<GitRepoTarget>> ResolveGitTarget(
     const std::map<std::string, std::string>& attrs, const std::vector<std::string>& hosts) {
   auto get = [&](const char* key) -> std::string {
@@ -105,7 +77,7 @@ Result<std::optional<GitRepoTarget>> ResolveGitTarget(
   if (!served || (t.protocol != "https" && t.protocol != "http")) {
     return std::optional<GitRepoTarget>();
   }
-  if (t.protocol == "http" && !IsLoopbackHost(t.host)) {
+  if (t.protocol == "http" && !net::IsLoopbackHost(net::AuthorityHost(t.host))) {
     return std::unexpected(InvalidArgument(
         "insecure_transport", "refusing to send a credential over plain http to " + t.host +
                                   "; use https (plain http is allowed only to loopback hosts)"));

@@ -45,9 +45,6 @@ struct GitRepoTarget {
 [[nodiscard]] Result<std::optional<GitRepoTarget>> ResolveGitTarget(
     const std::map<std::string, std::string>& attrs, const std::vector<std::string>& hosts);
 
-// True for localhost, 127.0.0.0/8 and [::1], with or without a port.
-bool IsLoopbackHost(std::string_view host);
-
 // The answer to `get`: username=x-access-token, password, and
 // password_expiry_utc (unix seconds) when known.
 std::string FormatGitCredential(std::string_view token, std::optional<int64_t> expiry_unix);

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include "cli/args.h"
+#include "broker/net/url.h"
 #include "cli/git_credential.h"
 
 namespace jitbroker::cli {
@@ -92,14 +93,22 @@ TEST_CASE("git-credential: unanswerable requests for a served host are errors") 
 }
 
 TEST_CASE("git-credential: plain http only to loopback hosts") {
-  CHECK(IsLoopbackHost("127.0.0.1:8080"));
-  CHECK(IsLoopbackHost("127.1.2.3"));
-  CHECK(IsLoopbackHost("localhost:3000"));
-  CHECK(IsLoopbackHost("[::1]:443"));
-  CHECK_FALSE(IsLoopbackHost("127.0.0.1.evil.example"));
-  CHECK_FALSE(IsLoopbackHost("localhost.evil.example"));
-  CHECK_FALSE(IsLoopbackHost("10.0.0.1"));
-  CHECK_FALSE(IsLoopbackHost("[::2]"));
+  using net::AuthorityHost;
+  using net::IsLoopbackHost;
+  CHECK(IsLoopbackHost(AuthorityHost("127.0.0.1:8080")));
+  CHECK(IsLoopbackHost(AuthorityHost("127.1.2.3")));
+  CHECK(IsLoopbackHost(AuthorityHost("localhost:3000")));
+  CHECK(IsLoopbackHost(AuthorityHost("[::1]:443")));
+  CHECK_FALSE(IsLoopbackHost(AuthorityHost("127.0.0.1.evil.example")));
+  CHECK_FALSE(IsLoopbackHost(AuthorityHost("localhost.evil.example")));
+  CHECK_FALSE(IsLoopbackHost(AuthorityHost("10.0.0.1")));
+  CHECK_FALSE(IsLoopbackHost(AuthorityHost("[::2]")));
+  CHECK_FALSE(IsLoopbackHost(AuthorityHost("127.0.0.1999")));
+  CHECK(net::IsLoopbackUrl("http://127.0.0.1:8443/prefix"));
+  CHECK(net::IsLoopbackUrl("https://[::1]/"));
+  CHECK_FALSE(net::IsLoopbackUrl("http://127.0.0.1@evil.example/"));
+  CHECK_FALSE(net::IsLoopbackUrl("http://localhost.evil.example/"));
+  CHECK_FALSE(net::IsLoopbackUrl("ftp://127.0.0.1/"));
   auto t = Resolve("protocol=http\nhost=127.0.0.1:9999\npath=acme/app.git\n", {"127.0.0.1:9999"});
   REQUIRE(t.has_value());
   CHECK(t->has_value());
