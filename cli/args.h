@@ -207,6 +207,17 @@ inline const std::vector<CommandSpec>& Commands() {
        {}},
       {"admin reload", "", "reload the broker policy (API key)", 0, 0, {}},
       {"jwks", "", "print the broker's public JWT keys", 0, 0, {}},
+      {"git-credential",
+       "get|store|erase [--host H...] [--issuer I] [--access read|write] [--ttl SECONDS]",
+       "git credential helper: answers 'get' with a short-lived GitHub token (session token)",
+       1,
+       1,
+       {{"host", "H", true, false, "git host to serve (repeatable; default github.com)"},
+        {"issuer", "I", false, false,
+         "broker issuer that mints the token (default $JITBROKER_GIT_ISSUER or github)"},
+        {"access", "A", false, false,
+         "contents permission to ask for: write (default; push and fetch) or read"},
+        {"ttl", "SECONDS", false, false, "credential lifetime"}}},
       {"version", "", "print the jitctl version", 0, 0, {}},
   };
   return kCommands;

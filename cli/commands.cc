@@ -20,6 +20,9 @@
 
 #include "cli/ci_commands.h"
 #include "cli/format.h"
+#include "cli/git_credential.h"
+#include "broker/common/time_util.h"
+#include "jitbroker/clock.h"
 #include "jitbroker/result.h"
 #include "jitbroker/secret.h"
 
@@ -1144,6 +1147,107 @@ Result<int> Jwks(const Context& ctx, const Invocation& /*inv*/) {
   return ToInt(ExitCode::kOk);
 }
 
+// git's credential helper (cli/git_credential.h). `get` asks for a
+// contents:read|write grant on the repository git names and prints it in
+// git's format; `store` and `erase` have nothing to do (the helper keeps no
+// state: every `get` is its own short-lived, audited grant). Problems go to
+// stderr, where git shows them; for hosts and protocols the helper does not
+// serve it prints nothing, so git asks its next helper.
+Result<int> GitCredential(const Context& ctx, const Invocation& inv) {
+  const std::string& action = inv.args.args[0];
+  if (action != "get" && action != "store" && action != "erase") {
+    return std::unexpected(UsageErr("git-credential takes get, store or erase (from git)"));
+  }
+  if (ctx.in == nullptr) {
+    return std::unexpected(Internal("no standard input"));
+  }
+  JITBROKER_ASSIGN_OR_RETURN(auto attrs, ParseGitCredentialInput(*ctx.in));
+  if (action != "get") {
+    return ToInt(ExitCode::kOk);
+  }
+  std::vector<std::string> hosts = inv.args.All("host");
+  if (hosts.empty()) {
+    hosts.emplace_back("github.com");
+  }
+  const std::string access = inv.args.Get("access").value_or("write");
+  if (access != "read" && access != "write") {
+    return std::unexpected(UsageErr("flag --access must be read or write"));
+  }
+  std::string issuer = inv.args.Get("issuer").value_or(
+      ctx.getenv("JITBROKER_GIT_ISSUER").value_or(std::string("github")));
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<GitRepoTarget> target, ResolveGitTarget(attrs, hosts));
+  if (!target) {
+    return ToInt(ExitCode::kOk);
+  }
+  json body = {{"tool", access == "write" ? "git.push" : "git.fetch"},
+               {"operation", access},
+               {"resource", "github://" + target->owner + "/" + target->repo},
+               {"issuer", issuer},
+               {"scope", {{"permissions", {{"contents", access}}}}},
+               {"justification", "git credential helper for " + target->protocol + "://" +
+                                     target->host + "/" + target->owner + "/" + target->repo}};
+  if (auto ttl = inv.args.Get("ttl")) {
+    const std::optional<int64_t> seconds = ParseInt64(*ttl, 1, 86400);
+    if (!seconds) {
+      return std::unexpected(UsageErr("flag --ttl needs a number of seconds in [1, 86400]"));
+    }
+    body["ttl_seconds"] = *seconds;
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::string text, JsonBody(body));
+  JITBROKER_ASSIGN_OR_RETURN(std::string sid, SessionId(ctx));
+  JITBROKER_ASSIGN_OR_RETURN(SecretValue token, SessionToken(ctx));
+  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse resp,
+                             Send(ctx, Call{.method = "POST",
+                                            .path = "/v1/sessions/" + PathSegment(sid) + "/grants",
+                                            .bearer = std::move(token),
+                                            .body = text,
+                                            .timeout = kGrantTimeout}));
+  struct WipeBody {
+    std::string* body;
+    ~WipeBody() { SecureWipe(body->data(), body->size()); }
+  } wipe{&resp.body};
+  if (resp.status == 403) {
+    auto problem = ParseJsonStrict(resp.body);
+    if (problem && Member(*problem, "decision").is_object()) {
+      *ctx.err << "jitctl git-credential: " << access << " access to " << target->owner << "/"
+               << target->repo << " was denied\n";
+      PrintDenied(*ctx.err, Member(*problem, "decision"));
+      return ToInt(ExitCode::kDenied);
+    }
+  }
+  if (resp.status == 202) {
+    JITBROKER_ASSIGN_OR_RETURN(json g, ParseResponse(resp));
+    *ctx.err << "jitctl git-credential: " << access << " access to " << target->owner << "/"
+             << target->repo << " needs a human approval\n";
+    PrintPending(ctx, *ctx.err, g);
+    return ToInt(ExitCode::kPending);
+  }
+  if (resp.status != 201) {
+    *ctx.err << "jitctl git-credential: the broker did not grant " << access << " access to "
+             << target->owner << "/" << target->repo << "\n";
+    return PrintFailure(ctx, resp);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(json g, ParseResponse(resp));
+  const json& credential = Member(g, "credential");
+  const json& secret = Member(credential, "token");
+  if (!secret.is_string() || secret.get_ref<const std::string&>().empty()) {
+    return std::unexpected(Internal("the broker's grant carries no token",
+                                    "credential type " + Field(credential, "type")));
+  }
+  const std::string& tok = secret.get_ref<const std::string&>();
+  if (tok.find_first_of("\r\n") != std::string::npos || tok.find('\0') != std::string::npos) {
+    return std::unexpected(Internal("the broker's token cannot be passed to git"));
+  }
+  std::optional<int64_t> expiry;
+  if (auto t = ParseRfc3339(Field(credential, "expires_at"))) {
+    expiry = ToUnixSeconds(*t);
+  }
+  std::string answer = FormatGitCredential(tok, expiry);
+  *ctx.out << answer << std::flush;
+  SecureWipe(answer.data(), answer.size());
+  return ToInt(ExitCode::kOk);
+}
+
 using Handler = Result<int> (*)(const Context&, const Invocation&);
 
 Result<int> Dispatch(const Context& ctx, const Invocation& inv) {
@@ -1169,6 +1273,7 @@ Result<int> Dispatch(const Context& ctx, const Invocation& inv) {
       {"admin reload", &AdminReload},
       {"jwks", &Jwks},
       {"ci exchange", &CiExchange},
+      {"git-credential", &GitCredential},
   };
   for (const auto& [name, handler] : kHandlers) {
     if (name == inv.command->name) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "broker/net/http_client.h"
+#include "broker/net/url.h"
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/format.h"
@@ -27,28 +28,6 @@ std::optional<std::string> GetEnv(const char* name) {
   return std::string(v);
 }
 
-// True for http(s)://localhost, 127.x.y.z and [::1] (with any port and path).
-bool IsLoopbackUrl(std::string_view url) {
-  const size_t scheme_end = url.find("://");
-  if (scheme_end == std::string_view::npos) {
-    return false;
-  }
-  std::string_view authority = url.substr(scheme_end + 3);
-  authority = authority.substr(0, authority.find('/'));
-  std::string_view host;
-  if (authority.starts_with("[")) {
-    host = authority.substr(0, authority.find(']') + 1);
-  } else {
-    host = authority.substr(0, authority.find(':'));
-  }
-  if (host == "localhost" || host == "[::1]") {
-    return true;
-  }
-  if (!host.starts_with("127.")) {
-    return false;
-  }
-  return host.find_first_not_of("0123456789.") == std::string_view::npos;
-}
 
 int PrintUsageError(const UsageError& e) {
   std::cerr << "jitctl: " << e.message << "\n";
@@ -105,7 +84,7 @@ int Run(int argc, char** argv) {
   if (!base_url) {
     return PrintUsageError(UsageError{base_url.error(), inv.command, {}});
   }
-  if (base_url->starts_with("http://") && !IsLoopbackUrl(*base_url)) {
+  if (base_url->starts_with("http://") && !net::IsLoopbackUrl(*base_url)) {
     std::cerr << "warning: the broker URL uses plain http to a non-loopback host; "
                  "tokens travel unencrypted\n";
   }

@@ -2,15 +2,16 @@
 //
 // Canonical text is nlohmann::json::dump() with no indentation. Bodies come
 // from request data and may hold invalid UTF-8, on which dump() throws; such
-// bodies are canonicalised once, in ChainRecord, by dumping with U+FFFD
+// bodies are canonicalised once, in PrepareAuditEvent, by dumping with U+FFFD
 // replacement and re-parsing, so every later dump() of a chained body is
 // exception-free and byte-identical to the text that was hashed.
 //
-// ChainRecord serialises a record once: it writes the top-level members
-// itself (in the object's key order, each value by dump()), which yields
-// exactly dump()'s bytes, and remembers where a top-level "hash" member
-// belongs; the full record text (AuditRecord::text) is the hashed text with
-// "hash":"<hex>" spliced in there.
+// A record is serialised once, in two steps. PrepareAuditEvent (any thread)
+// writes the top-level members itself (in the object's key order, each value
+// by dump()), which yields exactly dump()'s bytes, leaving out seq, prev_hash
+// and hash but remembering where they belong. ChainPrepared (the journal's
+// committer) splices in prev_hash and seq, hashes that text, and splices in
+// "hash":"<hex>" for the full record text (AuditRecord::text).
 #include "jitbroker/audit.h"
 
 #include <cstdint>
@@ -64,53 +65,49 @@ void AppendKey(std::string& out, const std::string& key) {
   }
 }
 
-// Canonical text of `obj` (an object without a top-level "hash" member),
-// byte-identical to obj.dump(); throws where obj.dump() throws. Sets
-// `hash_at` to the offset at which a top-level "hash" member's text goes.
-std::string DumpWithHashSlot(const Json& obj, size_t& hash_at) {
+// The comma-led member list of `obj` without seq, prev_hash and hash (see
+// PreparedAuditEvent), byte-identical to the members obj.dump() writes;
+// throws where obj.dump() throws.
+std::string DumpMembers(const Json& obj, size_t& hash_at, size_t& prev_hash_at, size_t& seq_at) {
   const Json::object_t& members = obj.get_ref<const Json::object_t&>();
-  const auto after_hash = members.upper_bound("hash");
   std::string out;
   out.reserve(1024);
-  out += '{';
-  hash_at = std::string::npos;
-  bool first = true;
-  for (auto it = members.begin(); it != members.end(); ++it) {
-    if (!first) {
-      out += ',';
-    }
-    first = false;
-    if (it == after_hash) {
+  hash_at = prev_hash_at = seq_at = std::string::npos;
+  for (const auto& [key, value] : members) {
+    if (hash_at == std::string::npos && key > "hash") {
       hash_at = out.size();
     }
-    AppendKey(out, it->first);
+    if (prev_hash_at == std::string::npos && key > "prev_hash") {
+      prev_hash_at = out.size();
+    }
+    if (seq_at == std::string::npos && key > "seq") {
+      seq_at = out.size();
+    }
+    if (key == "hash" || key == "prev_hash" || key == "seq") {
+      continue;
+    }
+    out += ',';
+    AppendKey(out, key);
     out += ':';
-    out += it->second.dump();
+    out += value.dump();
   }
-  if (hash_at == std::string::npos) {
-    hash_at = out.size();  // "hash" sorts last: before the closing brace
+  for (size_t* at : {&hash_at, &prev_hash_at, &seq_at}) {
+    if (*at == std::string::npos) {
+      *at = out.size();
+    }
   }
-  out += '}';
   return out;
 }
 
-// `canonical` with the member "hash":"<hash>" inserted at `hash_at`.
-std::string SpliceHash(const std::string& canonical, size_t hash_at, const std::string& hash) {
-  const bool last = canonical[hash_at] == '}';
-  const bool only = last && hash_at == 1;
+// "{" + the comma-led member list `list` without its leading comma + "}".
+std::string Braced(std::string_view list) {
   std::string out;
-  out.reserve(canonical.size() + hash.size() + 12);
-  out.append(canonical, 0, hash_at);
-  if (last && !only) {
-    out += ',';
+  out.reserve(list.size() + 2);
+  out += '{';
+  if (!list.empty()) {
+    out.append(list.substr(1));
   }
-  out += "\"hash\":\"";
-  out += hash;  // lower-case hex: nothing to escape
-  out += '"';
-  if (!last) {
-    out += ',';
-  }
-  out.append(canonical, hash_at, std::string::npos);
+  out += '}';
   return out;
 }
 
@@ -125,35 +122,59 @@ std::string ComputeRecordHash(const Json& body) {
   return crypto::Sha256Hex(SafeDump(copy));
 }
 
-AuditRecord ChainRecord(const std::optional<ChainHead>& head, Json event) {
+PreparedAuditEvent PrepareAuditEvent(Json event) {
   if (!event.is_object()) {
     // Bodies are objects by contract; keep a stray value rather than drop it.
     Json wrapped = Json::object();
     wrapped["body"] = std::move(event);
     event = std::move(wrapped);
   }
-  AuditRecord rec;
-  rec.seq = head ? head->seq + 1 : 1;
-  rec.prev_hash = head ? head->hash : std::string();
   event.erase("hash");
-  event["seq"] = rec.seq;
-  event["prev_hash"] = rec.prev_hash;
-
-  std::string canonical;
-  size_t hash_at = 0;
+  event.erase("prev_hash");
+  event.erase("seq");
+  PreparedAuditEvent p;
   try {
-    canonical = DumpWithHashSlot(event, hash_at);
+    p.members = DumpMembers(event, p.hash_at, p.prev_hash_at, p.seq_at);
   } catch (const Json::exception&) {
     // Invalid UTF-8 somewhere in the body: canonicalise it once. The
     // re-parsed body dumps without throwing, to the same text.
     event = Json::parse(SafeDump(event), nullptr, /*allow_exceptions=*/false);
-    canonical = DumpWithHashSlot(event, hash_at);
+    p.members = DumpMembers(event, p.hash_at, p.prev_hash_at, p.seq_at);
   }
-  rec.hash = crypto::Sha256Hex(canonical);
-  rec.text = SpliceHash(canonical, hash_at, rec.hash);
-  event["hash"] = rec.hash;
-  rec.body = std::move(event);
+  p.body = std::move(event);
+  return p;
+}
+
+AuditRecord ChainPrepared(const std::optional<ChainHead>& head, PreparedAuditEvent event) {
+  AuditRecord rec;
+  rec.seq = head ? head->seq + 1 : 1;
+  rec.prev_hash = head ? head->hash : std::string();
+  const std::string_view members = event.members;
+  std::string list;  // comma-led, with prev_hash and seq in place
+  list.reserve(members.size() + rec.prev_hash.size() + 64);
+  list.append(members.substr(0, event.prev_hash_at));
+  list += ",\"prev_hash\":\"";
+  list += rec.prev_hash;  // lower-case hex or empty: nothing to escape
+  list += '"';
+  list.append(members.substr(event.prev_hash_at, event.seq_at - event.prev_hash_at));
+  list += ",\"seq\":";
+  list += std::to_string(rec.seq);
+  list.append(members.substr(event.seq_at));
+  rec.hash = crypto::Sha256Hex(Braced(list));
+  // "hash" sorts before "prev_hash", so its offset is unchanged in `list`.
+  const std::string hash_member = ",\"hash\":\"" + rec.hash + "\"";
+  list.insert(event.hash_at, hash_member);
+  rec.text = Braced(list);
+  Json& body = event.body;
+  body["seq"] = rec.seq;
+  body["prev_hash"] = rec.prev_hash;
+  body["hash"] = rec.hash;
+  rec.body = std::move(body);
   return rec;
+}
+
+AuditRecord ChainRecord(const std::optional<ChainHead>& head, Json event) {
+  return ChainPrepared(head, PrepareAuditEvent(std::move(event)));
 }
 
 ChainVerification VerifyChainText(std::string_view jsonl) {

@@ -109,13 +109,11 @@ nlohmann::json GrantEvent(std::string_view event, const GrantRecord& g, TimePoin
                   {"tier", g.tier},
                   {"parameters", g.parameters},
                   {"scope", g.scope}};
-  nlohmann::json d = g.decision;
-  nlohmann::json pd = {{"result", d.value("result", "")},
-                       {"code", d.value("code", "")},
-                       {"reason", d.value("reason", "")},
-                       {"matched_rule", d.value("matched_rule", "")},
-                       {"policy_version", d.value("policy_version", "")}};
-  j["policy_decision"] = pd;
+  const nlohmann::json& d = g.decision;
+  nlohmann::json& pd = j["policy_decision"];
+  for (const char* key : {"result", "code", "reason", "matched_rule", "policy_version"}) {
+    pd[key] = d.is_object() ? d.value(key, "") : "";
+  }
   nlohmann::json jg = {{"grant_id", g.id},
                        {"status", g.state},
                        {"ttl_seconds", g.ttl_seconds},
@@ -142,7 +140,7 @@ nlohmann::json GrantEvent(std::string_view event, const GrantRecord& g, TimePoin
   if (g.extra.contains("delegation")) {
     jg["delegation"] = g.extra["delegation"];
   }
-  j["jit_grant"] = jg;
+  j["jit_grant"] = std::move(jg);
   j["outcome"] = outcome;
   return j;
 }

@@ -51,7 +51,8 @@ constexpr size_t kReconcilePage = 1000;
 constexpr size_t kScanChunk = 64 * 1024;
 
 struct Pending {
-  WriteBatch batch;
+  WriteBatch batch;                          // audit_events already moved into `events`
+  std::vector<PreparedAuditEvent> events;    // serialised on the caller's thread
   std::promise<Status> done;
 };
 
@@ -359,30 +360,27 @@ struct Journal::Impl {
 
     std::vector<WriteBatch> batches;
     batches.reserve(group.size());
+    size_t n_events = 0;
     for (auto& p : group) {
       batches.push_back(std::move(p->batch));
+      n_events += p->events.size();
     }
     std::optional<ChainHead> h;
     {
       std::lock_guard lock(mu);
       h = head;
     }
-    size_t n_events = 0;
-    for (const WriteBatch& b : batches) {
-      n_events += b.audit_events.size();
-    }
+    // The events exist only as the chained `records` the store receives
+    // (Store::Apply reads those; each batch's audit_events is empty).
     std::vector<AuditRecord> records;
     records.reserve(n_events);
-    for (WriteBatch& b : batches) {
-      // The events are consumed here: from now on they exist only as the
-      // chained `records` the store receives (Store::Apply reads those, not
-      // audit_events, which are left empty rather than moved-from).
-      for (Json& event : b.audit_events) {
-        AuditRecord rec = ChainRecord(h, std::move(event));
+    for (auto& p : group) {
+      for (PreparedAuditEvent& event : p->events) {
+        AuditRecord rec = ChainPrepared(h, std::move(event));
         h = ChainHead{rec.seq, rec.hash};
         records.push_back(std::move(rec));
       }
-      b.audit_events.clear();
+      p->events.clear();
     }
 
     Status applied = store->Apply(batches, records);
@@ -471,6 +469,13 @@ Status Journal::Commit(WriteBatch batch) {
   std::future<Status> done;
   {
     auto pending = std::make_unique<Pending>();
+    // Serialising the events is the costly part of chaining: do it here, in
+    // parallel across callers, not on the single committer thread.
+    pending->events.reserve(batch.audit_events.size());
+    for (Json& event : batch.audit_events) {
+      pending->events.push_back(PrepareAuditEvent(std::move(event)));
+    }
+    batch.audit_events.clear();
     pending->batch = std::move(batch);
     done = pending->done.get_future();
     std::lock_guard lock(impl_->mu);

@@ -23,6 +23,7 @@
 
 #include "broker/config/config.h"
 #include "broker/crypto/crypto.h"
+#include "broker/net/url.h"
 
 namespace jitbroker::config {
 
@@ -736,36 +737,6 @@ bool AsciiEqualsIgnoreCase(std::string_view a, std::string_view b) {
          });
 }
 
-bool IsLoopbackHost(std::string_view host) {
-  if (host == "::1" || AsciiEqualsIgnoreCase(host, "localhost")) {
-    return true;
-  }
-  // Dotted-decimal IPv4 in 127.0.0.0/8.
-  int parts = 0;
-  int first = -1;
-  size_t pos = 0;
-  while (pos <= host.size()) {
-    size_t dot = host.find('.', pos);
-    std::string_view part =
-        host.substr(pos, dot == std::string_view::npos ? host.size() - pos : dot - pos);
-    int v = -1;
-    auto [ptr, ec] = std::from_chars(part.data(), part.data() + part.size(), v);
-    if (part.empty() || part.size() > 3 || ec != std::errc() || ptr != part.data() + part.size() ||
-        v < 0 || v > 255) {
-      return false;
-    }
-    if (parts == 0) {
-      first = v;
-    }
-    ++parts;
-    if (dot == std::string_view::npos) {
-      break;
-    }
-    pos = dot + 1;
-  }
-  return parts == 4 && first == 127;
-}
-
 // The webhook URL: https (http only for loopback), a host, an optional port,
 // no userinfo and no fragment. Messages never echo the URL: its path may hold
 // a token.
@@ -832,7 +803,7 @@ Status CheckWebhookUrl(Section& s, std::string_view url) {
       return std::unexpected(s.Err("url", bad));
     }
   }
-  if (!https && !IsLoopbackHost(host)) {
+  if (!https && !net::IsLoopbackHost(host)) {
     return std::unexpected(s.Err("url", bad));
   }
   return OkStatus();

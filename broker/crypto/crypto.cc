@@ -212,11 +212,40 @@ std::string NewId(std::string_view prefix, size_t random_bytes) {
   return out;
 }
 
+namespace {
+
+// OpenSSL 3 looks an algorithm up in the provider store (with locks) on
+// every use of an implicit EVP_sha256() or EVP_aes_256_gcm(); fetch each
+// once instead. Fetched objects are immutable and shared across threads.
+const EVP_MD* FetchedSha256() {
+  static EVP_MD* const md = [] {
+    EVP_MD* m = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    if (m == nullptr) {
+      FatalCrypto("EVP_MD_fetch(SHA256)");
+    }
+    return m;
+  }();
+  return md;
+}
+
+const EVP_CIPHER* FetchedAes256Gcm() {
+  static EVP_CIPHER* const cipher = [] {
+    EVP_CIPHER* c = EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr);
+    if (c == nullptr) {
+      FatalCrypto("EVP_CIPHER_fetch(AES-256-GCM)");
+    }
+    return c;
+  }();
+  return cipher;
+}
+
+}  // namespace
+
 std::string Sha256(std::string_view data) {
   std::string out(32, '\0');
   unsigned int len = 0;
   if (EVP_Digest(Bytes(data), data.size(), reinterpret_cast<unsigned char*>(out.data()), &len,
-                 EVP_sha256(), nullptr) != 1 ||
+                 FetchedSha256(), nullptr) != 1 ||
       len != 32) {
     FatalCrypto("EVP_Digest(sha256)");
   }
@@ -320,7 +349,7 @@ Result<std::string> Seal(const SecretValue& key, std::string_view plaintext, std
   out.resize(kGcmNonceBytes + plaintext.size() + kGcmTagBytes);
   std::copy(nonce.begin(), nonce.end(), out.begin());
 
-  if (EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr, nullptr) != 1 ||
+  if (EVP_EncryptInit_ex(ctx.get(), FetchedAes256Gcm(), nullptr, nullptr, nullptr) != 1 ||
       EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, static_cast<int>(kGcmNonceBytes),
                           nullptr) != 1 ||
       EVP_EncryptInit_ex(ctx.get(), nullptr, nullptr, Bytes(key.Reveal()), Bytes(nonce)) != 1) {
@@ -373,7 +402,7 @@ Result<SecretValue> Open(const SecretValue& key, std::string_view sealed, std::s
   if (!ctx) {
     return std::unexpected(Internal("unsealing failed", "EVP_CIPHER_CTX_new"));
   }
-  if (EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr, nullptr) != 1 ||
+  if (EVP_DecryptInit_ex(ctx.get(), FetchedAes256Gcm(), nullptr, nullptr, nullptr) != 1 ||
       EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, static_cast<int>(kGcmNonceBytes),
                           nullptr) != 1 ||
       EVP_DecryptInit_ex(ctx.get(), nullptr, nullptr, Bytes(key.Reveal()), Bytes(nonce)) != 1) {

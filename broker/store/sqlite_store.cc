@@ -17,6 +17,7 @@
 #include <cerrno>
 #include <climits>
 #include <chrono>
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
@@ -30,6 +31,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -752,6 +754,7 @@ class SqliteStore final : public Store {
     JITBROKER_RETURN_IF_ERROR(Exec(w, "PRAGMA foreign_keys=ON"));
     JITBROKER_RETURN_IF_ERROR(Migrate(w));
     JITBROKER_RETURN_IF_ERROR(store->PrepareWriter());
+    JITBROKER_RETURN_IF_ERROR(store->StartCheckpointer(options));
 
     const int readers = options.reader_connections > 0 ? options.reader_connections : 1;
     for (int i = 0; i < readers; ++i) {
@@ -765,6 +768,7 @@ class SqliteStore final : public Store {
   }
 
   ~SqliteStore() override {
+    StopCheckpointer();
     readers_.clear();
     begin_.reset();
     commit_.reset();
@@ -1021,6 +1025,69 @@ class SqliteStore final : public Store {
     Reader* reader_ = nullptr;
   };
 
+  // Checkpoints run on their own connection and thread, so the WAL is copied
+  // into the database file (and that file fsync'd) without holding up the
+  // group commit that triggered them: the writer's automatic checkpoint is
+  // off, and a commit that leaves the WAL over kCheckpointPages wakes the
+  // checkpointer (which also runs every kCheckpointInterval). PASSIVE never
+  // blocks the writer or readers; the WAL is rewound by the next write after
+  // a complete checkpoint. Durability is unchanged: commits are fsync'd in
+  // the WAL.
+  static constexpr int kCheckpointPages = 1000;
+  static constexpr auto kCheckpointInterval = std::chrono::seconds(1);
+
+  Status StartCheckpointer(const SqliteOptions& options) {
+    sqlite3* w = writer_.get();
+    JITBROKER_RETURN_IF_ERROR(Exec(w, "PRAGMA wal_autocheckpoint=0"));
+    JITBROKER_ASSIGN_OR_RETURN(checkpoint_db_, OpenConnection(options, /*read_only=*/false));
+    JITBROKER_RETURN_IF_ERROR(Exec(checkpoint_db_.get(), "PRAGMA synchronous=FULL"));
+    sqlite3_wal_hook(
+        w,
+        [](void* self, sqlite3*, const char*, int pages) -> int {
+          if (pages >= kCheckpointPages) {
+            static_cast<SqliteStore*>(self)->checkpoint_cv_.notify_one();
+          }
+          return SQLITE_OK;
+        },
+        this);
+    checkpointer_ = std::thread([this] { RunCheckpointer(); });
+    return OkStatus();
+  }
+
+  void RunCheckpointer() {
+    std::unique_lock lock(checkpoint_mu_);
+    while (!checkpoint_stop_) {
+      checkpoint_cv_.wait_for(lock, kCheckpointInterval);
+      if (checkpoint_stop_) {
+        break;
+      }
+      lock.unlock();
+      int wal_pages = 0;
+      int copied = 0;
+      const int rc = sqlite3_wal_checkpoint_v2(checkpoint_db_.get(), nullptr,
+                                               SQLITE_CHECKPOINT_PASSIVE, &wal_pages, &copied);
+      if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+        // Not fatal: commits stay durable in the WAL; the next round retries.
+        checkpoint_failures_.fetch_add(1, std::memory_order_relaxed);
+      }
+      lock.lock();
+    }
+  }
+
+  void StopCheckpointer() {
+    if (!checkpointer_.joinable()) {
+      return;
+    }
+    {
+      std::lock_guard lock(checkpoint_mu_);
+      checkpoint_stop_ = true;
+    }
+    checkpoint_cv_.notify_one();
+    checkpointer_.join();
+    sqlite3_wal_hook(writer_.get(), nullptr, nullptr);
+    checkpoint_db_.reset();
+  }
+
   Status PrepareWriter() {
     sqlite3* w = writer_.get();
     JITBROKER_ASSIGN_OR_RETURN(begin_, Prepare(w, "BEGIN IMMEDIATE"));
@@ -1168,6 +1235,13 @@ class SqliteStore final : public Store {
   std::condition_variable readers_cv_;
   std::vector<std::unique_ptr<Reader>> readers_;
   std::vector<Reader*> free_readers_;
+
+  DbPtr checkpoint_db_;
+  std::thread checkpointer_;
+  std::mutex checkpoint_mu_;
+  std::condition_variable checkpoint_cv_;
+  bool checkpoint_stop_ = false;
+  std::atomic<uint64_t> checkpoint_failures_{0};
 };
 
 Result<std::unique_ptr<Store>> OpenSqliteStore(const SqliteOptions& options) {

@@ -42,8 +42,30 @@ struct AuditRecord {
   std::string text;
 };
 
-// Chains `event` after `head` (nullopt = first record): fills seq, prev_hash,
-// hash in both the struct and body.
+// An audit event serialised ahead of chaining: the expensive part of
+// ChainRecord (canonical JSON of the body), done on the caller's thread so
+// the single committer only splices in seq/prev_hash, hashes and splices in
+// the hash. `members` is the canonical text of every top-level member except
+// seq, prev_hash and hash, each preceded by a comma (",\"a\":1,\"b\":2");
+// the *_at offsets are where those three members belong (member boundaries,
+// non-decreasing as "hash" < "prev_hash" < "seq").
+struct PreparedAuditEvent {
+  nlohmann::json body;  // without seq, prev_hash and hash
+  std::string members;
+  size_t hash_at = 0;
+  size_t prev_hash_at = 0;
+  size_t seq_at = 0;
+};
+
+// Canonicalises `event` (invalid UTF-8 becomes U+FFFD; a non-object is
+// wrapped as {"body": …}). Pure; safe on any thread.
+PreparedAuditEvent PrepareAuditEvent(nlohmann::json event);
+
+// Chains a prepared event after `head` (nullopt = first record): fills seq,
+// prev_hash, hash in both the struct and body, and the record's text.
+AuditRecord ChainPrepared(const std::optional<ChainHead>& head, PreparedAuditEvent event);
+
+// ChainPrepared(head, PrepareAuditEvent(event)).
 AuditRecord ChainRecord(const std::optional<ChainHead>& head, nlohmann::json event);
 
 // Recomputes the hash of a full record body (ignoring its "hash" field).

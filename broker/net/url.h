@@ -1,0 +1,24 @@
+// Small URL helpers shared by everything that must decide whether plain http
+// is acceptable: only to a loopback host (DESIGN §7 allow_http, webhook URLs,
+// GitHub base URLs in tests, jitctl's broker URL and git hosts).
+//
+// Thread-safety: pure functions.
+#pragma once
+
+#include <string_view>
+
+namespace jitbroker::net {
+
+// True for "localhost" (any case), "::1" or "[::1]", and dotted-quad IPv4 in
+// 127.0.0.0/8. `host` carries no port. Names that merely start with
+// "127." or "localhost." are not loopback.
+bool IsLoopbackHost(std::string_view host);
+
+// The host of an authority "host[:port]" or "[v6][:port]" (brackets kept for
+// IPv6, as in "[::1]").
+std::string_view AuthorityHost(std::string_view authority);
+
+// True when `url` is http:// or https:// with a loopback host.
+bool IsLoopbackUrl(std::string_view url);
+
+}  // namespace jitbroker::net

@@ -1,0 +1,125 @@
+#include "cli/git_credential.h"
+
+#include <algorithm>
+#include <cctype>
+#include <string>
+
+#include "broker/net/url.h"
+
+namespace jitbroker::cli {
+
+namespace {
+
+constexpr size_t kMaxInputBytes = 64 * 1024;
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() &&
+         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+// GitHub's owner and repository name alphabets (letters, digits, '-', '_',
+// '.'); "." and ".." are not names.
+bool IsNameSegment(std::string_view s) {
+  if (s.empty() || s.size() > 100 || s == "." || s == "..") {
+    return false;
+  }
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_' || c == '.';
+  });
+}
+
+}  // namespace
+
+Result<std::map<std::string, std::string>> ParseGitCredentialInput(std::istream& in) {
+  std::map<std::string, std::string> attrs;
+  std::string line;
+  size_t total = 0;
+  while (std::getline(in, line)) {
+    total += line.size() + 1;
+    if (total > kMaxInputBytes) {
+      return std::unexpected(InvalidArgument("git_credential_input", "git sent more than 64 KiB"));
+    }
+    if (!line.empty() && line.back() == '\r') {
+      line.pop_back();
+    }
+    if (line.empty()) {
+      break;
+    }
+    if (line.find('\0') != std::string::npos) {
+      return std::unexpected(
+          InvalidArgument("git_credential_input", "git sent a line with a NUL byte"));
+    }
+    const size_t eq = line.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return std::unexpected(InvalidArgument(
+          "git_credential_input", "git sent a line that is not key=value (" +
+                                      std::to_string(line.size()) + " bytes)"));
+    }
+    attrs[line.substr(0, eq)] = line.substr(eq + 1);
+  }
+  return attrs;
+}
+
+Result<std::optional<GitRepoTarget>> ResolveGitTarget(
+    const std::map<std::string, std::string>& attrs, const std::vector<std::string>& hosts) {
+  auto get = [&](const char* key) -> std::string {
+    auto it = attrs.find(key);
+    return it == attrs.end() ? std::string() : it->second;
+  };
+  GitRepoTarget t;
+  t.protocol = get("protocol");
+  t.host = get("host");
+  const bool served = std::any_of(hosts.begin(), hosts.end(),
+                                  [&](const std::string& h) { return EqualsIgnoreCase(h, t.host); });
+  if (!served || (t.protocol != "https" && t.protocol != "http")) {
+    return std::optional<GitRepoTarget>();
+  }
+  if (t.protocol == "http" && !net::IsLoopbackHost(net::AuthorityHost(t.host))) {
+    return std::unexpected(InvalidArgument(
+        "insecure_transport", "refusing to send a credential over plain http to " + t.host +
+                                  "; use https (plain http is allowed only to loopback hosts)"));
+  }
+  std::string_view path = attrs.contains("path") ? std::string_view(attrs.at("path")) : "";
+  if (path.empty()) {
+    return std::unexpected(InvalidArgument(
+        "missing_path",
+        "git did not send the repository path; run: git config --global "
+        "credential.https://" + t.host + ".useHttpPath true"));
+  }
+  while (path.starts_with('/')) {
+    path.remove_prefix(1);
+  }
+  while (path.ends_with('/')) {
+    path.remove_suffix(1);
+  }
+  if (path.ends_with(".git")) {
+    path.remove_suffix(4);
+  }
+  const size_t slash = path.find('/');
+  if (slash == std::string_view::npos) {
+    return std::unexpected(InvalidArgument("invalid_path", "the repository path must be OWNER/REPO"));
+  }
+  const std::string_view owner = path.substr(0, slash);
+  const std::string_view repo = path.substr(slash + 1);
+  if (!IsNameSegment(owner) || !IsNameSegment(repo)) {
+    return std::unexpected(InvalidArgument("invalid_path", "the repository path must be OWNER/REPO"));
+  }
+  t.owner = std::string(owner);
+  t.repo = std::string(repo);
+  return std::optional<GitRepoTarget>(std::move(t));
+}
+
+std::string FormatGitCredential(std::string_view token, std::optional<int64_t> expiry_unix) {
+  std::string out = "username=x-access-token\npassword=";
+  out += token;
+  out += '\n';
+  if (expiry_unix) {
+    out += "password_expiry_utc=" + std::to_string(*expiry_unix) + "\n";
+  }
+  return out;
+}
+
+}  // namespace jitbroker::cli

@@ -1,0 +1,132 @@
+// git credential helper protocol: parsing, target resolution, answer format.
+#include <sstream>
+
+#include <doctest/doctest.h>
+
+#include "cli/args.h"
+#include "broker/net/url.h"
+#include "cli/git_credential.h"
+
+namespace jitbroker::cli {
+namespace {
+
+std::map<std::string, std::string> Parse(const std::string& text) {
+  std::istringstream in(text);
+  auto r = ParseGitCredentialInput(in);
+  REQUIRE(r.has_value());
+  return *r;
+}
+
+Result<std::optional<GitRepoTarget>> Resolve(const std::string& text,
+                                             std::vector<std::string> hosts = {"github.com"}) {
+  return ResolveGitTarget(Parse(text), hosts);
+}
+
+TEST_CASE("git-credential: input is key=value lines up to a blank line") {
+  auto a = Parse("protocol=https\nhost=github.com\npath=acme/app.git\n\nignored=1\n");
+  CHECK(a.size() == 3);
+  CHECK(a["protocol"] == "https");
+  CHECK(a["path"] == "acme/app.git");
+  // Values may contain '='; CRLF line ends are tolerated; unknown keys kept.
+  a = Parse("wwwauth[]=Basic realm=\"GitHub\"\r\ncapability[]=authtype\n");
+  CHECK(a["wwwauth[]"] == "Basic realm=\"GitHub\"");
+  CHECK(a["capability[]"] == "authtype");
+  CHECK(Parse("").empty());
+}
+
+TEST_CASE("git-credential: malformed input is an error") {
+  for (const std::string bad : {std::string("no equals sign\n"), std::string("=value\n"),
+                                std::string("key=a\0b\n", 8), std::string(70000, 'a') + "=b\n"}) {
+    std::istringstream in(bad);
+    auto r = ParseGitCredentialInput(in);
+    CHECK_FALSE(r.has_value());
+  }
+}
+
+TEST_CASE("git-credential: a served https host with OWNER/REPO resolves") {
+  auto t = Resolve("protocol=https\nhost=github.com\npath=acme/payment-service.git\n");
+  REQUIRE(t.has_value());
+  REQUIRE(t->has_value());
+  CHECK((*t)->owner == "acme");
+  CHECK((*t)->repo == "payment-service");
+  // Without .git, with slashes around, host case-insensitive.
+  t = Resolve("protocol=https\nhost=GitHub.com\npath=/acme/app/\n");
+  REQUIRE(t.has_value());
+  REQUIRE(t->has_value());
+  CHECK((*t)->repo == "app");
+  // A GitHub Enterprise host given with --host.
+  t = Resolve("protocol=https\nhost=ghe.corp.example\npath=team/svc.git\n", {"ghe.corp.example"});
+  REQUIRE(t.has_value());
+  CHECK(t->has_value());
+}
+
+TEST_CASE("git-credential: other hosts and protocols are not answered") {
+  for (const char* text : {"protocol=https\nhost=gitlab.com\npath=a/b.git\n",
+                           "protocol=ssh\nhost=github.com\npath=a/b.git\n",
+                           "protocol=https\npath=a/b.git\n"}) {
+    auto t = Resolve(text);
+    REQUIRE(t.has_value());
+    CHECK_FALSE(t->has_value());
+  }
+}
+
+TEST_CASE("git-credential: unanswerable requests for a served host are errors") {
+  struct Case {
+    const char* text;
+    const char* reason;
+  };
+  const Case cases[] = {
+      {"protocol=https\nhost=github.com\n", "missing_path"},
+      {"protocol=https\nhost=github.com\npath=justone.git\n", "invalid_path"},
+      {"protocol=https\nhost=github.com\npath=a/b/c.git\n", "invalid_path"},
+      {"protocol=https\nhost=github.com\npath=../b.git\n", "invalid_path"},
+      {"protocol=https\nhost=github.com\npath=a/b%2Fc.git\n", "invalid_path"},
+      {"protocol=https\nhost=github.com\npath=a/b c.git\n", "invalid_path"},
+      {"protocol=http\nhost=github.com\npath=a/b.git\n", "insecure_transport"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.text);
+    auto t = Resolve(c.text);
+    REQUIRE_FALSE(t.has_value());
+    CHECK(t.error().Reason() == c.reason);
+  }
+}
+
+TEST_CASE("git-credential: plain http only to loopback hosts") {
+  using net::AuthorityHost;
+  using net::IsLoopbackHost;
+  CHECK(IsLoopbackHost(AuthorityHost("127.0.0.1:8080")));
+  CHECK(IsLoopbackHost(AuthorityHost("127.1.2.3")));
+  CHECK(IsLoopbackHost(AuthorityHost("localhost:3000")));
+  CHECK(IsLoopbackHost(AuthorityHost("[::1]:443")));
+  CHECK_FALSE(IsLoopbackHost(AuthorityHost("127.0.0.1.evil.example")));
+  CHECK_FALSE(IsLoopbackHost(AuthorityHost("localhost.evil.example")));
+  CHECK_FALSE(IsLoopbackHost(AuthorityHost("10.0.0.1")));
+  CHECK_FALSE(IsLoopbackHost(AuthorityHost("[::2]")));
+  CHECK_FALSE(IsLoopbackHost(AuthorityHost("127.0.0.1999")));
+  CHECK(net::IsLoopbackUrl("http://127.0.0.1:8443/prefix"));
+  CHECK(net::IsLoopbackUrl("https://[::1]/"));
+  CHECK_FALSE(net::IsLoopbackUrl("http://127.0.0.1@evil.example/"));
+  CHECK_FALSE(net::IsLoopbackUrl("http://localhost.evil.example/"));
+  CHECK_FALSE(net::IsLoopbackUrl("ftp://127.0.0.1/"));
+  auto t = Resolve("protocol=http\nhost=127.0.0.1:9999\npath=acme/app.git\n", {"127.0.0.1:9999"});
+  REQUIRE(t.has_value());
+  CHECK(t->has_value());
+}
+
+TEST_CASE("git-credential: the answer is git's format") {
+  CHECK(FormatGitCredential("ghs_abc.def", 1700000000) ==
+        "username=x-access-token\npassword=ghs_abc.def\npassword_expiry_utc=1700000000\n");
+  CHECK(FormatGitCredential("t", std::nullopt) == "username=x-access-token\npassword=t\n");
+}
+
+TEST_CASE("git-credential: git's invocation parses (action after the flags)") {
+  auto inv = ParseCommandLine({"git-credential", "--host", "127.0.0.1:1", "--access", "read", "get"});
+  REQUIRE(inv.has_value());
+  CHECK(inv->command->name == "git-credential");
+  CHECK(inv->args.args == std::vector<std::string>{"get"});
+  CHECK(inv->args.All("host") == std::vector<std::string>{"127.0.0.1:1"});
+}
+
+}  // namespace
+}  // namespace jitbroker::cli
