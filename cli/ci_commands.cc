@@ -16,6 +16,7 @@
 
 #include "cli/format.h"
 #include "jitbroker/secret.h"
+#include "broker/net/url.h"
 
 namespace jitbroker::cli {
 
@@ -35,21 +36,6 @@ void Trim(std::string* s) {
          (s->back() == '\n' || s->back() == '\r' || s->back() == ' ' || s->back() == '\t')) {
     s->pop_back();
   }
-}
-
-bool IsLoopbackHttp(std::string_view url) {
-  if (!url.starts_with("http://")) {
-    return false;
-  }
-  std::string_view authority = url.substr(7);
-  authority = authority.substr(0, authority.find_first_of("/?#"));
-  std::string_view host = authority.starts_with("[") ? authority.substr(0, authority.find(']') + 1)
-                                                     : authority.substr(0, authority.find(':'));
-  if (host == "localhost" || host == "[::1]") {
-    return true;
-  }
-  return host.starts_with("127.") &&
-         host.find_first_not_of("0123456789.") == std::string_view::npos;
 }
 
 // GitHub Actions: GET $ACTIONS_ID_TOKEN_REQUEST_URL&audience=AUD with the
@@ -166,7 +152,8 @@ Result<SecretValue> SubjectToken(const Context& ctx, const ParsedArgs& args) {
 namespace internal {
 
 std::string ActionsTokenUrl(std::string_view request_url, std::string_view audience) {
-  if (!request_url.starts_with("https://") && !IsLoopbackHttp(request_url)) {
+  if (!request_url.starts_with("https://") &&
+      !(request_url.starts_with("http://") && net::IsLoopbackUrl(request_url))) {
     return "";
   }
   for (char c : request_url) {

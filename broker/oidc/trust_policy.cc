@@ -15,6 +15,7 @@
 
 #include "broker/config/config.h"
 #include "jitbroker/policy.h"
+#include "broker/net/url.h"
 
 namespace jitbroker::oidc {
 
@@ -1032,35 +1033,6 @@ json CiFacts(const TrustPolicy& policy, const json& claims) {
   return facts;
 }
 
-bool IsLoopbackHost(std::string_view host) {
-  const std::string h = Lower(host);
-  if (h == "localhost" || h == "::1" || h == "[::1]") {
-    return true;
-  }
-  // 127.0.0.0/8 in dotted-quad form only.
-  if (!h.starts_with("127.")) {
-    return false;
-  }
-  int parts = 0;
-  size_t start = 0;
-  while (start <= h.size()) {
-    const size_t dot = h.find('.', start);
-    const std::string_view part = std::string_view(h).substr(
-        start, dot == std::string::npos ? std::string::npos : dot - start);
-    if (part.empty() || part.size() > 3 ||
-        part.find_first_not_of("0123456789") != std::string_view::npos ||
-        std::stoi(std::string(part)) > 255) {
-      return false;
-    }
-    ++parts;
-    if (dot == std::string::npos) {
-      break;
-    }
-    start = dot + 1;
-  }
-  return parts == 4;
-}
-
 std::optional<std::string> UrlHost(std::string_view url) {
   std::optional<UrlParts> u = SplitUrl(url);
   if (!u || u->host.empty()) {
@@ -1093,7 +1065,7 @@ std::string CheckFetchUrl(std::string_view url, bool allow_http) {
       return "must use https (plain http is allowed only with allow_http: true for a loopback "
              "test issuer)";
     }
-    if (!IsLoopbackHost(u->host)) {
+    if (!net::IsLoopbackHost(u->host)) {
       return "plain http is allowed only for a loopback host (127.0.0.0/8, ::1, localhost)";
     }
   } else if (u->scheme != "https") {

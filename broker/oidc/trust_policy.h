@@ -170,8 +170,6 @@ nlohmann::json CiFacts(const TrustPolicy& policy, const nlohmann::json& claims);
 // fragment, "." or ".." segments, backslashes, spaces or controls. Returns
 // what is wrong, or "" when the URL is acceptable.
 std::string CheckFetchUrl(std::string_view url, bool allow_http);
-// 127.0.0.0/8, ::1 and "localhost".
-bool IsLoopbackHost(std::string_view host);
 // The host of an absolute http(s) URL (IPv6 without brackets), if any.
 std::optional<std::string> UrlHost(std::string_view url);
 

@@ -18,6 +18,7 @@
 #include "issuers/github_app/github_api.h"
 #include "issuers/github_app/permissions.h"
 #include "issuers/github_app/ttl_cache.h"
+#include "broker/net/url.h"
 
 namespace jitbroker::issuers::github_app {
 
@@ -458,7 +459,7 @@ Status CheckBaseUrl(config::Section& s, const std::string& url, bool allow_http)
   if (host.empty()) {
     return std::unexpected(s.Err("base_url", bad));
   }
-  if (!https && !(allow_http && IsLoopbackHost(host))) {
+  if (!https && !(allow_http && net::IsLoopbackHost(host))) {
     return std::unexpected(s.Err("base_url", bad));
   }
   return OkStatus();
@@ -733,33 +734,6 @@ Result<Options> ParseOptions(IssuerContext& ctx) {
 }
 
 }  // namespace
-
-bool IsLoopbackHost(std::string_view host) {
-  if (host == "::1" || Lower(host) == "localhost") {
-    return true;
-  }
-  int parts = 0;
-  int first = -1;
-  size_t pos = 0;
-  while (true) {
-    const size_t dot = host.find('.', pos);
-    std::string_view part =
-        host.substr(pos, dot == std::string_view::npos ? std::string_view::npos : dot - pos);
-    int v = -1;
-    auto [ptr, ec] = std::from_chars(part.data(), part.data() + part.size(), v);
-    if (part.empty() || part.size() > 3 || ec != std::errc() || ptr != part.data() + part.size() ||
-        v < 0 || v > 255) {
-      return false;
-    }
-    first = parts == 0 ? v : first;
-    ++parts;
-    if (dot == std::string_view::npos) {
-      break;
-    }
-    pos = dot + 1;
-  }
-  return parts == 4 && first == 127;
-}
 
 Result<std::unique_ptr<Issuer>> CreateGitHubAppIssuerForTesting(IssuerContext& ctx,
                                                                 GitHubAppHooks hooks) {

@@ -53,7 +53,4 @@ struct GitHubAppHooks {
 [[nodiscard]] Result<std::unique_ptr<Issuer>> CreateGitHubAppIssuerForTesting(IssuerContext& ctx,
                                                                               GitHubAppHooks hooks);
 
-// Is `host` a loopback name or address (localhost, 127.0.0.0/8, [::1])?
-bool IsLoopbackHost(std::string_view host);
-
 }  // namespace jitbroker::issuers::github_app

@@ -193,7 +193,7 @@ TEST_CASE("Config: a bad config stops the daemon with file, line and key") {
   // What the daemon would refuse at start, the checkers refuse too.
   auto b = BrokerProcess::Start();
   { std::ofstream(b->config_path(), std::ios::app) << "anomaly:\n  - {rule: denied_burst, count: 3}\n"; }
-  for (const std::string cmd : {std::string(JITCTL_BINARY) + " config check " + b->config_path(),
+  for (const std::string& cmd : {std::string(JITCTL_BINARY) + " config check " + b->config_path(),
                                 std::string(JITBROKER_BINARY) + " --check-config --config " + b->config_path()}) {
     CAPTURE(cmd);
     auto [rc2, out2] = RunCommand(cmd);

@@ -2,6 +2,7 @@
 // on loopback (http://127.0.0.1, allowed for loopback only).
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +15,7 @@
 #include "broker/crypto/jose.h"
 #include "tests/fakes/fake_github.h"
 #include "tests/support/broker_process.h"
+#include "tests/support/git_http_server.h"
 
 namespace jitbroker::testing {
 namespace {
@@ -293,6 +295,91 @@ TEST_CASE("GitHub: a grant TTL shorter than GitHub's hour is enforced by revocat
     }
   }
   CHECK(state == "revoked");
+}
+
+// git itself, through `jitctl git-credential`, pushing to a git server that
+// accepts exactly what GitHub would accept for the token it is given.
+TEST_CASE("GitHub: git push through jitctl git-credential with a just-in-time token") {
+  GitHubWorld w;
+  auto [sid, token] = w.Session("write");
+  const std::string dir = w.key_dir;
+  FakeGitHub* fake = w.fake.get();
+  auto server = GitHttpServer::Start(dir + "/srv", [fake](const GitAuthRequest& a) {
+    if (a.username != "x-access-token" || !fake->TokenActive(a.password)) {
+      return false;
+    }
+    auto info = fake->Token(a.password);
+    const std::string repo = a.owner_repo.substr(a.owner_repo.find('/') + 1);
+    const bool reaches = a.owner_repo.starts_with("acme/") &&
+                         std::find(info->repositories.begin(), info->repositories.end(), repo) !=
+                             info->repositories.end();
+    const std::string contents = info->permissions.value("contents", "");
+    return reaches && (a.push ? contents == "write" : !contents.empty());
+  });
+  server->CreateRepo("acme/payment-service");
+  server->CreateRepo("acme/docs");
+
+  const std::string env = "JITBROKER_URL='" + w.broker->url() + "' JITBROKER_SESSION_ID='" + sid +
+                          "' JITBROKER_SESSION_TOKEN='" + token + "' HOME='" + dir +
+                          "' GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0 GIT_ASKPASS=/bin/false ";
+  auto git = [&](const std::string& helper_flags, const std::string& args) {
+    return RunCommand(env + "git -c user.name=agent -c user.email=agent@example.invalid "
+                      "-c init.defaultBranch=main -c credential.helper= "
+                      "-c 'credential.helper=!" + std::string(JITCTL_BINARY) +
+                      " git-credential --host " + server->host() + " " + helper_flags + "' " +
+                      "-c credential.useHttpPath=true " + args);
+  };
+  const std::string work = dir + "/work";
+  auto [rc0, out0] = RunCommand(env + "git init -q -b main '" + work + "' && echo hi > '" + work +
+                                "/README' && git -C '" + work + "' add README && git -C '" + work +
+                                "' -c user.name=a -c user.email=a@b commit -q -m first");
+  REQUIRE_MESSAGE(rc0 == 0, out0);
+
+  // Read access cannot push (GitHub answers 403/401 for contents:read).
+  auto [rc1, out1] = git("--access read", "-C '" + work + "' push -q '" +
+                                             server->url("acme/payment-service") + "' main");
+  CHECK_MESSAGE(rc1 != 0, out1);
+
+  // Write access pushes; the token was minted for this push only.
+  auto [rc2, out2] = git("", "-C '" + work + "' push -q '" + server->url("acme/payment-service") +
+                                 "' main");
+  CHECK_MESSAGE(rc2 == 0, out2);
+  auto [rc3, out3] = RunCommand("git --git-dir '" + dir +
+                                "/srv/acme/payment-service.git' log --oneline main");
+  CHECK_MESSAGE(out3.find("first") != std::string::npos, out3);
+
+  // The session shows the helper's grants, each narrowed to the repository.
+  auto s = w.broker->Get("/v1/sessions/" + sid, token);
+  REQUIRE(s.status == 200);
+  int pushes = 0;
+  for (const auto& g : s.json["grants"]) {
+    if (g["tool"] == "git.push" && g["state"] == "active") {
+      ++pushes;
+      CHECK(g["resource"] == "github://acme/payment-service");
+    }
+  }
+  CHECK(pushes >= 1);
+  CHECK(fake->Violations().empty());
+
+  // The delegating human holds only read on acme/docs: a write token is
+  // denied (delegated rights), git gets no credential and fails.
+  auto [rc4, out4] = git("", "ls-remote '" + server->url("acme/docs") + "'");
+  CHECK_MESSAGE(rc4 != 0, out4);
+  CHECK_MESSAGE(out4.find("delegated_rights_exceeded") != std::string::npos, out4);
+  // Read is within the human's rights.
+  auto [rc4b, out4b] = git("--access read", "ls-remote '" + server->url("acme/docs") + "'");
+  CHECK_MESSAGE(rc4b == 0, out4b);
+  auto [rc5, out5] = git("", "ls-remote '" + server->url("acme/payment-service") + "'");
+  CHECK_MESSAGE(rc5 == 0, out5);
+
+  // Completing the session revokes every token the helper obtained, and the
+  // helper gets nothing more.
+  auto done = w.broker->Post("/v1/sessions/" + sid + "/complete", token, nlohmann::json::object());
+  REQUIRE(done.status == 200);
+  auto [rc6, out6] = git("", "ls-remote '" + server->url("acme/payment-service") + "'");
+  CHECK_MESSAGE(rc6 != 0, out6);
+  CHECK(fake->TokensRevoked() >= 1);
+  server->Stop();
 }
 
 }  // namespace

@@ -35,7 +35,7 @@ TEST_CASE("git-credential: input is key=value lines up to a blank line") {
 }
 
 TEST_CASE("git-credential: malformed input is an error") {
-  for (const std::string bad : {std::string("no equals sign\n"), std::string("=value\n"),
+  for (const std::string& bad : {std::string("no equals sign\n"), std::string("=value\n"),
                                 std::string("key=a\0b\n", 8), std::string(70000, 'a') + "=b\n"}) {
     std::istringstream in(bad);
     auto r = ParseGitCredentialInput(in);

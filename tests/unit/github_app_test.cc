@@ -25,6 +25,7 @@
 #include "issuers/github_app/ttl_cache.h"
 #include "tests/fakes/fake_clock.h"
 #include "tests/fakes/fake_github.h"
+#include "broker/net/url.h"
 
 namespace jitbroker {
 namespace {
@@ -312,7 +313,7 @@ TEST_CASE("GitHubApp TtlCache: single flight, TTL and LRU bound") {
 }
 
 TEST_CASE("GitHubApp: loopback hosts and HTTP dates") {
-  using issuers::github_app::IsLoopbackHost;
+  using net::IsLoopbackHost;
   CHECK(IsLoopbackHost("127.0.0.1"));
   CHECK(IsLoopbackHost("127.1.2.3"));
   CHECK(IsLoopbackHost("localhost"));

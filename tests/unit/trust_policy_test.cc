@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "broker/oidc/trust_policy.h"
+#include "broker/net/url.h"
 
 namespace jitbroker::oidc {
 namespace {
@@ -571,6 +572,7 @@ TEST_CASE("TrustPolicy: URL rules for issuers and jwks_uri") {
     CAPTURE(c.url);
     CHECK(CheckFetchUrl(c.url, c.allow_http).empty() == c.ok);
   }
+  using net::IsLoopbackHost;
   CHECK(IsLoopbackHost("127.0.0.1"));
   CHECK(IsLoopbackHost("LOCALHOST"));
   CHECK(IsLoopbackHost("::1"));
