@@ -241,6 +241,31 @@ Result<std::string> JsonBody(const json& body) {
   return std::move(*text);
 }
 
+// Zeroes a response body that may hold a credential when it goes out of scope.
+class BodyWiper {
+ public:
+  explicit BodyWiper(std::string& body) : body_(body) {}
+  ~BodyWiper() { SecureWipe(body_.data(), body_.size()); }
+  BodyWiper(const BodyWiper&) = delete;
+  BodyWiper& operator=(const BodyWiper&) = delete;
+
+ private:
+  std::string& body_;
+};
+
+// POSTs a grant request in the current session (JITBROKER_SESSION_ID and its
+// token). The caller wipes the response body: it may carry a credential.
+Result<net::HttpResponse> PostGrant(const Context& ctx, const json& body) {
+  JITBROKER_ASSIGN_OR_RETURN(std::string text, JsonBody(body));
+  JITBROKER_ASSIGN_OR_RETURN(std::string sid, SessionId(ctx));
+  JITBROKER_ASSIGN_OR_RETURN(SecretValue token, SessionToken(ctx));
+  return Send(ctx, Call{.method = "POST",
+                        .path = "/v1/sessions/" + PathSegment(sid) + "/grants",
+                        .bearer = std::move(token),
+                        .body = text,
+                        .timeout = kGrantTimeout});
+}
+
 bool IsSuccess(int status) { return status >= 200 && status < 300; }
 
 void PrintRaw(const Context& ctx, const std::string& body) {
@@ -685,19 +710,8 @@ Result<int> GrantRequest(const Context& ctx, const Invocation& inv) {
   if (!body) {
     return std::unexpected(UsageErr(body.error()));
   }
-  JITBROKER_ASSIGN_OR_RETURN(std::string text, JsonBody(*body));
-  JITBROKER_ASSIGN_OR_RETURN(std::string sid, SessionId(ctx));
-  JITBROKER_ASSIGN_OR_RETURN(SecretValue token, SessionToken(ctx));
-  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse resp,
-                             Send(ctx, Call{.method = "POST",
-                                            .path = "/v1/sessions/" + PathSegment(sid) + "/grants",
-                                            .bearer = std::move(token),
-                                            .body = text,
-                                            .timeout = kGrantTimeout}));
-  struct WipeBody {
-    std::string* body;
-    ~WipeBody() { SecureWipe(body->data(), body->size()); }
-  } wipe{&resp.body};
+  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse resp, PostGrant(ctx, *body));
+  BodyWiper wipe(resp.body);
 
   if (resp.status == 403) {
     static const json kNone;
@@ -747,10 +761,7 @@ Result<int> GrantShow(const Context& ctx, const Invocation& inv) {
   JITBROKER_ASSIGN_OR_RETURN(
       net::HttpResponse resp,
       Send(ctx, Call{.path = path, .bearer = std::move(bearer), .timeout = timeout}));
-  struct WipeBody {
-    std::string* body;
-    ~WipeBody() { SecureWipe(body->data(), body->size()); }
-  } wipe{&resp.body};
+  BodyWiper wipe(resp.body);
   if (!IsSuccess(resp.status)) {
     return PrintFailure(ctx, resp);
   }
@@ -818,10 +829,7 @@ Result<int> GrantWait(const Context& ctx, const Invocation& inv) {
         Send(ctx, Call{.path = path + QueryString({{"wait", std::to_string(wait)}}),
                        .bearer = token.Clone(),
                        .timeout = kGrantTimeout + std::chrono::seconds(wait)}));
-    struct WipeBody {
-      std::string* body;
-      ~WipeBody() { SecureWipe(body->data(), body->size()); }
-    } wipe{&resp.body};
+    BodyWiper wipe(resp.body);
     if (!IsSuccess(resp.status)) {
       return PrintFailure(ctx, resp);
     }
@@ -1193,19 +1201,8 @@ Result<int> GitCredential(const Context& ctx, const Invocation& inv) {
     }
     body["ttl_seconds"] = *seconds;
   }
-  JITBROKER_ASSIGN_OR_RETURN(std::string text, JsonBody(body));
-  JITBROKER_ASSIGN_OR_RETURN(std::string sid, SessionId(ctx));
-  JITBROKER_ASSIGN_OR_RETURN(SecretValue token, SessionToken(ctx));
-  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse resp,
-                             Send(ctx, Call{.method = "POST",
-                                            .path = "/v1/sessions/" + PathSegment(sid) + "/grants",
-                                            .bearer = std::move(token),
-                                            .body = text,
-                                            .timeout = kGrantTimeout}));
-  struct WipeBody {
-    std::string* body;
-    ~WipeBody() { SecureWipe(body->data(), body->size()); }
-  } wipe{&resp.body};
+  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse resp, PostGrant(ctx, body));
+  BodyWiper wipe(resp.body);
   if (resp.status == 403) {
     auto problem = ParseJsonStrict(resp.body);
     if (problem && Member(*problem, "decision").is_object()) {
