@@ -107,8 +107,16 @@ Result<std::optional<GitRepoTarget>> ResolveGitTarget(
   if (!IsNameSegment(owner) || !IsNameSegment(repo)) {
     return std::unexpected(InvalidArgument("invalid_path", "the repository path must be OWNER/REPO"));
   }
-  t.owner = std::string(owner);
-  t.repo = std::string(repo);
+  // GitHub names are case-insensitive; the broker's policy compares
+  // resources as written, in lower case.
+  auto lower = [](std::string_view v) {
+    std::string out(v);
+    std::transform(out.begin(), out.end(), out.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return out;
+  };
+  t.owner = lower(owner);
+  t.repo = lower(repo);
   return std::optional<GitRepoTarget>(std::move(t));
 }
 

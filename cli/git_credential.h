@@ -35,8 +35,8 @@ namespace jitbroker::cli {
 struct GitRepoTarget {
   std::string protocol;  // "https", or "http" for a loopback host
   std::string host;      // as git sent it, including any port
-  std::string owner;
-  std::string repo;      // without ".git"
+  std::string owner;     // lower case (GitHub names are case-insensitive)
+  std::string repo;      // lower case, without ".git"
 };
 
 // nullopt: not for this helper (another host or protocol) — print nothing.

@@ -441,6 +441,7 @@ nlohmann::json BrokerService::RevokeGrants(std::vector<GrantRecord>& grants, Tim
       g.state = "revoked";
       g.revoked_at = now;
       g.revoke_outcome = "expiry_only";
+      g.sealed_handle.clear();  // useless now; keep no copy of the credential
       continue;
     }
     job_of[i] = jobs.size();
@@ -800,9 +801,22 @@ Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, Gran
     // Revoked upstream at the grant's expiry (Sweep); see CredentialEnd.
     g.extra["upstream_expires_at"] = ToUnixSeconds(*minted->upstream_expires_at);
   }
+  // A credential that exists upstream but cannot be recorded is never
+  // handed out; revoke it now rather than leave it live and unseen (a
+  // "minting" grant is also reconciled at restart).
+  auto abandon = [&](Error error) -> Result<nlohmann::json> {
+    RevokeRequest rr{g.id, minted->revocation_handle.Clone(),
+                     minted->upstream_expires_at.value_or(minted->expires_at), clock_->Now()};
+    Result<RevokeOutcome> revoked = issuer->Revoke(rr);
+    log::Get("issuer." + desc.type)
+        ->error("event=minted_credential_abandoned request_id={} grant_id={} issuer={} "
+                "revoked={} error=\"{}\"",
+                ctx.request_id, g.id, g.issuer, revoked.has_value(), error.ToString());
+    return std::unexpected(std::move(error));
+  };
   auto sealed = SealHandle(g.id, minted->revocation_handle);
   if (!sealed) {
-    return std::unexpected(Internal("cannot seal the revocation handle", sealed.error().ToString()));
+    return abandon(Internal("cannot seal the revocation handle", sealed.error().ToString()));
   }
   g.sealed_handle = *sealed;
   WriteBatch batch;
@@ -810,7 +824,9 @@ Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, Gran
   batch.audit_events.push_back(audit::GrantEvent("credential.minted", g, now, "minted", ctx.request_id));
   batch.grants.push_back(g);
   // Fail closed: the credential leaves only once these records are durable.
-  JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+  if (Status committed = journal_->Commit(std::move(batch)); !committed) {
+    return abandon(std::move(committed).error());
+  }
 
   nlohmann::json body = GrantJson(g, now);
   nlohmann::json cred = minted->fields;
@@ -943,6 +959,23 @@ Result<nlohmann::json> BrokerService::GetGrant(const CallContext& ctx, const std
                                                   "the session ends before a credential could live"));
       }
       rec.expires_at.reset();
+      // The human's own rights may have changed while the grant waited for
+      // its approval: check them again before anything is minted.
+      std::shared_ptr<const Policy> pol = policy();
+      const Principal* principal = pol->FindPrincipal(rec.principal_id);
+      std::optional<DelegationCheck> check;
+      if (principal != nullptr) {
+        JITBROKER_ASSIGN_OR_RETURN(check, issuer->CheckDelegatedRights(req, *principal));
+      }
+      if (principal == nullptr || !check->allowed) {
+        return DenyAtCollection(ctx, rec, principal == nullptr
+                                              ? "the delegating principal is no longer in the policy"
+                                              : check->reason,
+                                check ? check->audit : nlohmann::json::object());
+      }
+      if (!check->audit.empty()) {
+        rec.extra["delegation"] = check->audit;
+      }
       return MintAndCommit(ctx, rec, req, issuer, {});
     }
     if (fresh) {
@@ -950,6 +983,29 @@ Result<nlohmann::json> BrokerService::GetGrant(const CallContext& ctx, const std
     }
   }
   return GrantJson(*g, clock_->Now());
+}
+
+Result<nlohmann::json> BrokerService::DenyAtCollection(const CallContext& ctx, GrantRecord& g,
+                                                       const std::string& reason,
+                                                       const nlohmann::json& delegation) {
+  const TimePoint now = clock_->Now();
+  nlohmann::json decision = g.decision.is_object() ? g.decision : nlohmann::json::object();
+  decision["result"] = "deny";
+  decision["code"] = "delegated_rights_exceeded";
+  decision["reason"] = reason;
+  decision["matched_rule"] = "issuers." + g.issuer + ".delegated_rights";
+  g.decision = std::move(decision);
+  g.state = "denied";
+  g.sealed_handle.clear();
+  if (!delegation.empty()) {
+    g.extra["delegation"] = delegation;
+  }
+  WriteBatch batch;
+  batch.audit_events.push_back(audit::GrantEvent("grant.decided", g, now, "denied", ctx.request_id));
+  batch.grants.push_back(g);
+  JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+  NotifyGrantChanged();
+  return GrantJson(g, now);
 }
 
 Result<nlohmann::json> BrokerService::RevokeGrant(const CallContext& ctx, const std::string& id) {

@@ -176,6 +176,11 @@ class BrokerService {
   [[nodiscard]] Result<std::string> SealHandle(const std::string& grant_id, const SecretValue& h) const;
   [[nodiscard]] Result<SecretValue> OpenHandle(const GrantRecord& g) const;
   // Mints an allowed or approved grant and commits it (decision/mint records).
+  // An approved grant whose delegating human no longer holds the rights it
+  // needs: recorded and audited as denied instead of minted.
+  [[nodiscard]] Result<nlohmann::json> DenyAtCollection(const CallContext& ctx, GrantRecord& g,
+                                                        const std::string& reason,
+                                                        const nlohmann::json& delegation);
   [[nodiscard]] Result<nlohmann::json> MintAndCommit(const CallContext& ctx, GrantRecord& g,
                                                      const GrantRequest& req, Issuer* issuer,
                                                      std::vector<nlohmann::json> pre_events);

@@ -50,9 +50,10 @@ TEST_CASE("git-credential: a served https host with OWNER/REPO resolves") {
   CHECK((*t)->owner == "acme");
   CHECK((*t)->repo == "payment-service");
   // Without .git, with slashes around, host case-insensitive.
-  t = Resolve("protocol=https\nhost=GitHub.com\npath=/acme/app/\n");
+  t = Resolve("protocol=https\nhost=GitHub.com\npath=/Acme/App/\n");
   REQUIRE(t.has_value());
   REQUIRE(t->has_value());
+  CHECK((*t)->owner == "acme");  // lower-cased: policy compares resources as written
   CHECK((*t)->repo == "app");
   // A GitHub Enterprise host given with --host.
   t = Resolve("protocol=https\nhost=ghe.corp.example\npath=team/svc.git\n", {"ghe.corp.example"});

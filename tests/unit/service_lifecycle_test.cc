@@ -12,6 +12,7 @@
 #include "broker/crypto/crypto.h"
 #include "broker/service/broker_service.h"
 #include "broker/store/sqlite_store.h"
+#include "tests/fakes/failing_store.h"
 #include "tests/fakes/fake_clock.h"
 #include "tests/fakes/fake_issuer.h"
 
@@ -46,6 +47,7 @@ policy:
 
 struct Broker {
   std::unique_ptr<Store> store;
+  std::unique_ptr<FailingStore> failing;  // in front of `store`: fault injection
   std::unique_ptr<audit::Journal> journal;
   Metrics metrics;
   std::unique_ptr<service::BrokerService> service;
@@ -81,7 +83,8 @@ class Fixture {
     auto st = store::OpenSqliteStore(so);
     REQUIRE(st.has_value());
     broker_->store = std::move(*st);
-    auto j = audit::Journal::Create(broker_->store.get(), dir_ + "/audit.jsonl");
+    broker_->failing = std::make_unique<FailingStore>(broker_->store.get());
+    auto j = audit::Journal::Create(broker_->failing.get(), dir_ + "/audit.jsonl");
     REQUIRE(j.has_value());
     broker_->journal = std::move(*j);
     std::map<std::string, std::unique_ptr<Issuer>> issuers;
@@ -90,7 +93,7 @@ class Fixture {
     opts.sessions = sessions_;
     opts.seal_key = SecretValue(seal_key_);
     broker_->service = std::make_unique<service::BrokerService>(
-        broker_->store.get(), broker_->journal.get(), &clock_, &broker_->metrics,
+        broker_->failing.get(), broker_->journal.get(), &clock_, &broker_->metrics,
         std::move(issuers), policy_, std::move(opts));
     REQUIRE(broker_->service->Reconcile().has_value());
   }
@@ -130,6 +133,7 @@ class Fixture {
 
   service::BrokerService& svc() { return *broker_->service; }
   Store& store() { return *broker_->store; }
+  FailingStore& failing() { return *broker_->failing; }
   FakeIssuer& upstream() { return *upstream_; }
   FakeClock& clock() { return clock_; }
   const std::string& dir() const { return dir_; }
@@ -231,6 +235,22 @@ TEST_CASE("Service: queued revocations give up once the credential has expired")
   auto g = f.store().ListGrants(sid)->front();
   CHECK(g.state == "expired");
   CHECK(g.sealed_handle.empty());
+}
+
+TEST_CASE("Service: a credential minted but not recorded is revoked upstream, not handed out") {
+  Fixture f;
+  f.Start();
+  auto [sid, token] = f.SessionWithGrants(0);
+  // The write-ahead intent commits; the record of the minted credential fails.
+  f.failing().FailApplyNumber(f.failing().ApplyCalls() + 2);
+  auto g = f.svc().RequestGrant(f.As(token), sid,
+                                {{"tool", "svc.read"}, {"operation", "read"},
+                                 {"resource", "fake://svc/r1"}, {"issuer", "fake"}});
+  REQUIRE_FALSE(g.has_value());
+  CHECK(g.error().code == ErrorCode::kUnavailable);
+  CHECK(f.upstream().Mints() == 1);
+  CHECK(f.upstream().LiveCredentials() == 0);  // revoked at once
+  f.Stop();
 }
 
 TEST_CASE("Service: a grant caught mid-mint is reconciled at restart, never forgotten") {
