@@ -1,15 +1,21 @@
 #include "broker/app/app.h"
 
+#include <atomic>
+#include <chrono>
+#include <thread>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <ostream>
 #include <set>
+#include <thread>
 
 #include "broker/audit/journal.h"
 #include "broker/common/log.h"
@@ -121,6 +127,7 @@ struct App::Impl {
   std::unique_ptr<lifecycle::Sweeper> sweeper;
   std::unique_ptr<http::HttpServer> server;
   std::thread serve_thread;
+  std::atomic<bool> serve_done{false};
   std::mutex reload_mu;
   bool started = false;
   bool stopped = false;
@@ -258,7 +265,10 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
 Result<int> App::Start() {
   Impl& impl = *impl_;
   JITBROKER_ASSIGN_OR_RETURN(int port, impl.server->Bind());
-  impl.serve_thread = std::thread([&impl] { impl.server->Serve(); });
+  impl.serve_thread = std::thread([&impl] {
+    impl.server->Serve();
+    impl.serve_done = true;
+  });
   impl.sweeper->Start();
   impl.started = true;
   log::Get("app")->info("event=started listen={}:{} policy_version={} data_dir={}",
@@ -311,11 +321,17 @@ void App::Stop() {
     return;
   }
   impl_->stopped = true;
-  if (impl_->server) {
-    impl_->server->Stop();
-  }
   if (impl_->serve_thread.joinable()) {
+    // httplib's stop() does nothing until the listener is running, so a stop
+    // that races a fresh start would leave it accepting forever: repeat it
+    // until the serving thread has returned.
+    while (!impl_->serve_done) {
+      impl_->server->Stop();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
     impl_->serve_thread.join();
+  } else if (impl_->server) {
+    impl_->server->Stop();
   }
   if (impl_->sweeper) {
     impl_->sweeper->Stop();
