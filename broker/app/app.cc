@@ -1,8 +1,5 @@
 #include "broker/app/app.h"
 
-#include <atomic>
-#include <chrono>
-#include <thread>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
