@@ -197,13 +197,42 @@ Error GitHubApi::Unexpected(const Call& call, const net::HttpResponse& r) const 
 }
 
 Result<net::HttpResponse> GitHubApi::Send(const Call& call) {
+  using std::chrono::milliseconds;
+  // The call's whole budget: attempts (measured) and waits between them
+  // (counted as requested, so that a test's sleep hook is accounted too).
+  const milliseconds budget = call.budget.value_or(options_.call_deadline);
+  milliseconds used{0};
+  auto remaining = [&] { return budget - used; };
+  auto out_of_time = [&](const std::string& last) {
+    Error out = Unavailable("github_unavailable",
+                            "GitHub did not complete " + call.endpoint + " within " +
+                                std::to_string(budget.count()) + " ms (call_deadline_ms)" +
+                                (last.empty() ? std::string() : ": " + last),
+                            "issuer=" + issuer_name_);
+    out.retryable = true;
+    return out;
+  };
+  // Waits `d` when it fits in the budget (leaving room for another attempt).
+  auto wait = [&](milliseconds d) {
+    if (d >= remaining()) {
+      return false;
+    }
+    Sleep(d);
+    used += std::max(d, milliseconds(0));
+    return true;
+  };
   bool skew_retried = false;
   for (int attempt = 1;; ++attempt) {
+    if (remaining() <= milliseconds(0)) {
+      CountRetry("deadline");
+      return std::unexpected(out_of_time(""));
+    }
     net::HttpRequest req;
     req.method = call.method;
     req.url = options_.base_url + call.path;
-    req.timeout = options_.timeout;
-    req.connect_timeout = options_.connect_timeout;
+    req.timeout = std::max(milliseconds(1), std::min(options_.timeout, remaining()));
+    req.connect_timeout =
+        std::max(milliseconds(1), std::min(options_.connect_timeout, remaining()));
     req.headers = {{"Accept", "application/vnd.github+json"},
                    {"X-GitHub-Api-Version", options_.api_version},
                    {"User-Agent", options_.user_agent}};
@@ -225,18 +254,27 @@ Result<net::HttpResponse> GitHubApi::Send(const Call& call) {
       req.bearer = call.token->Clone();
     }
 
+    const auto started = std::chrono::steady_clock::now();
     auto sent = http_->Send(req);
+    used += std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started);
     const bool last = attempt >= options_.max_attempts;
     if (!sent) {
       CountRequest(call.endpoint, "error");
       const Error& e = sent.error();
+      const std::string what = "cannot reach GitHub (" + e.message + ")";
       if (e.code == ErrorCode::kUnavailable && call.idempotent && !last) {
+        if (!wait(Backoff(attempt))) {
+          CountRetry("deadline");
+          Error out = out_of_time(what);
+          out.detail = e.detail;
+          return std::unexpected(std::move(out));
+        }
         CountRetry("transport");
-        Sleep(Backoff(attempt));
         continue;
       }
-      Error out =
-          Unavailable("github_unavailable", "cannot reach GitHub (" + e.message + ")", e.detail);
+      Error out = remaining() <= milliseconds(0) ? out_of_time(what)
+                                                 : Unavailable("github_unavailable", what);
+      out.detail = e.detail;
       out.retryable = true;
       return std::unexpected(std::move(out));
     }
@@ -245,24 +283,26 @@ Result<net::HttpResponse> GitHubApi::Send(const Call& call) {
     RecordRateLimit(r.headers);
 
     if (r.status >= 500 && r.status <= 599) {
+      const std::string what = "GitHub answered " + std::to_string(r.status) + " to " +
+                               call.endpoint + " " + std::to_string(attempt) + " times";
       if (!last) {
-        CountRetry("server_error");
-        Sleep(Backoff(attempt));
-        continue;
+        if (wait(Backoff(attempt))) {
+          CountRetry("server_error");
+          continue;
+        }
+        CountRetry("deadline");
+        return std::unexpected(out_of_time(what));
       }
-      Error out = Unavailable("github_unavailable",
-                              "GitHub answered " + std::to_string(r.status) + " to " +
-                                  call.endpoint + " " + std::to_string(attempt) + " times",
-                              "issuer=" + issuer_name_);
+      Error out = Unavailable("github_unavailable", what, "issuer=" + issuer_name_);
       out.retryable = true;
       return std::unexpected(std::move(out));
     }
 
     const auto retry_after = r.headers.Get("retry-after");
-    const auto remaining = r.headers.Get("x-ratelimit-remaining");
+    const auto remaining_header = r.headers.Get("x-ratelimit-remaining");
     const bool rate_limited =
         r.status == 429 ||
-        (r.status == 403 && (retry_after || (remaining && *remaining == "0") ||
+        (r.status == 403 && (retry_after || (remaining_header && *remaining_header == "0") ||
                              SanitizedMessage(r.body).find("rate limit") != std::string::npos));
     if (rate_limited) {
       // protocols.md §1.8: Retry-After; else the reset time when the primary
@@ -270,22 +310,24 @@ Result<net::HttpResponse> GitHubApi::Send(const Call& call) {
       int64_t wait_s = 60;
       if (retry_after) {
         wait_s = std::max<int64_t>(0, ParseInt(*retry_after).value_or(60));
-      } else if (remaining && *remaining == "0") {
+      } else if (remaining_header && *remaining_header == "0") {
         if (auto reset = HeaderNumber(r.headers, "x-ratelimit-reset")) {
           wait_s = std::max<int64_t>(1, static_cast<int64_t>(*reset) -
                                             ToUnixSeconds(clock_->Now()) - jwt_->clock_offset());
         }
       }
-      if (!last && std::chrono::seconds(wait_s) <= options_.max_retry_after) {
+      // A wait beyond max_retry_after, or beyond what is left of the call's
+      // budget, fails fast: the caller retries later.
+      if (!last && std::chrono::seconds(wait_s) <= options_.max_retry_after &&
+          wait(std::max<milliseconds>(std::chrono::seconds(wait_s), Backoff(attempt)))) {
         CountRetry("rate_limited");
-        Sleep(std::max<std::chrono::milliseconds>(std::chrono::seconds(wait_s), Backoff(attempt)));
         continue;
       }
       Error out = ResourceExhausted("github_rate_limited", "GitHub rate limit reached for " +
                                                                call.endpoint + "; retry after " +
                                                                std::to_string(wait_s) + " s");
       out.retryable = true;
-      out.retry_after = std::chrono::seconds(wait_s);
+      out.retry_after = std::chrono::seconds(std::max<int64_t>(1, wait_s));
       return std::unexpected(std::move(out));
     }
 
@@ -381,15 +423,27 @@ Result<CreatedToken> GitHubApi::CreateInstallationToken(int64_t installation_id,
       out.expires_at = *exp;
       if (j.contains("permissions") && j["permissions"].is_object()) {
         out.permissions = j["permissions"];
+        out.has_permissions = true;
       }
       if (j.contains("repository_selection") && j["repository_selection"].is_string()) {
         out.repository_selection = j["repository_selection"].get<std::string>();
       }
       if (j.contains("repositories") && j["repositories"].is_array()) {
+        out.has_repositories = true;
         for (const auto& repo : j["repositories"]) {
-          if (repo.is_object() && repo.contains("name") && repo["name"].is_string()) {
-            out.repositories.push_back(repo["name"].get<std::string>());
+          TokenRepository tr;
+          if (repo.is_object()) {
+            if (repo.contains("id") && repo["id"].is_number_integer()) {
+              tr.id = repo["id"].get<int64_t>();
+            }
+            if (repo.contains("name") && repo["name"].is_string()) {
+              tr.name = repo["name"].get<std::string>();
+            }
+            if (repo.contains("full_name") && repo["full_name"].is_string()) {
+              tr.full_name = repo["full_name"].get<std::string>();
+            }
           }
+          out.repositories.push_back(std::move(tr));  // unreadable entries stay (empty)
         }
       }
       return out;
@@ -425,17 +479,50 @@ Result<CreatedToken> GitHubApi::CreateInstallationToken(int64_t installation_id,
   }
 }
 
-Status GitHubApi::RevokeInstallationToken(const SecretValue& token) {
+Result<RevokeAnswer> GitHubApi::RevokeInstallationToken(
+    const SecretValue& token, std::optional<std::chrono::milliseconds> budget) {
   Call call = MakeCall("revoke_installation_token", "DELETE", "/installation/token");
   call.auth = Auth::kToken;
   call.token = &token;
+  call.budget = budget;
   JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse r, Send(call));
   if (r.status == 204 || r.status == 200) {
-    return OkStatus();
+    return RevokeAnswer::kRevoked;
   }
-  if (r.status == 401 || r.status == 404) {
-    // Already revoked or expired: revocation is idempotent.
-    return OkStatus();
+  if (r.status == 401) {
+    // Revoked, expired, or (for a few seconds after minting) not yet usable:
+    // the caller tells these apart.
+    return RevokeAnswer::kUnauthorized;
+  }
+  if (r.status == 404) {
+    return RevokeAnswer::kNotFound;
+  }
+  return std::unexpected(Unexpected(call, r));
+}
+
+Result<std::string> GitHubApi::GetInstallationAccount(int64_t installation_id) {
+  Call call = MakeCall("get_installation", "GET",
+                       "/app/installations/" + std::to_string(installation_id));
+  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse r, Send(call));
+  if (r.status == 200) {
+    nlohmann::json j = ParseBody(r.body);
+    if (j.is_object() && j.contains("account") && j["account"].is_object() &&
+        j["account"].contains("login") && j["account"]["login"].is_string() &&
+        IsValidOwner(j["account"]["login"].get<std::string>())) {
+      return j["account"]["login"].get<std::string>();
+    }
+    return std::unexpected(Unexpected(call, r));
+  }
+  if (r.status == 404) {
+    return std::unexpected(FailedPrecondition(
+        "github_installation_not_found",
+        "GitHub App installation " + std::to_string(installation_id) + " was not found"));
+  }
+  if (r.status == 401) {
+    return std::unexpected(Unavailable("github_auth_failed",
+                                       "GitHub rejected the App's credentials (check the App id "
+                                       "or client id, the private key and the clock)",
+                                       SanitizedMessage(r.body)));
   }
   return std::unexpected(Unexpected(call, r));
 }

@@ -9,8 +9,11 @@
 // x-ratelimit-remaining: 0 until x-ratelimit-reset) when the wait is at most
 // `max_retry_after`, and, for idempotent calls, transport failures. A 401 on
 // a JWT call whose Date header shows clock skew re-signs with the learnt
-// offset and retries once. Rate-limit headers are kept per resource for
-// metrics.
+// offset and retries once. Every call has an overall deadline
+// (`call_deadline`): attempts and waits together; each attempt's timeouts
+// are clamped to what is left, and a backoff or rate-limit wait that does not
+// fit fails the call at once (retryable). Rate-limit headers are kept per
+// resource for metrics.
 //
 // Errors (client-safe messages; GitHub's own message text is included,
 // sanitised, because it says what to change):
@@ -53,6 +56,10 @@ struct ApiOptions {
   std::string api_version = "2022-11-28";
   std::string user_agent = "jitbroker-github-app/0.1";
   std::chrono::milliseconds timeout{10000};  // per attempt
+  // Whole call: every attempt and every wait between attempts (backoff,
+  // Retry-After). A wait that does not fit fails the call at once
+  // (retryable); each attempt's timeout is clamped to what is left.
+  std::chrono::milliseconds call_deadline{15000};
   std::chrono::milliseconds connect_timeout{5000};
   int max_attempts = 3;                         // including the first
   std::chrono::milliseconds backoff_base{250};  // doubled per retry, with jitter
@@ -62,12 +69,29 @@ struct ApiOptions {
   std::function<void(std::chrono::milliseconds)> sleep;
 };
 
+// One entry of a minted token's `repositories` (fields absent or unreadable
+// are 0 / empty).
+struct TokenRepository {
+  int64_t id = 0;
+  std::string name;
+  std::string full_name;  // "owner/repo"
+};
+
 struct CreatedToken {
   SecretValue token;
   TimePoint expires_at;
   nlohmann::json permissions = nlohmann::json::object();
-  std::string repository_selection;       // "all" | "selected" | "" (absent)
-  std::vector<std::string> repositories;  // names as returned
+  bool has_permissions = false;            // `permissions` was an object
+  std::string repository_selection;        // "all" | "selected" | "" (absent)
+  bool has_repositories = false;           // `repositories` was an array
+  std::vector<TokenRepository> repositories;
+};
+
+// What DELETE /installation/token answered.
+enum class RevokeAnswer {
+  kRevoked,       // 204
+  kUnauthorized,  // 401: revoked or expired already, or not yet usable (new)
+  kNotFound,      // 404
 };
 
 struct TokenRequest {
@@ -91,9 +115,14 @@ class GitHubApi {
   // POST /app/installations/{id}/access_tokens (JWT).
   [[nodiscard]] Result<CreatedToken> CreateInstallationToken(int64_t installation_id,
                                                              const TokenRequest& request);
-  // DELETE /installation/token (the token itself). 204, and 401/404 (already
-  // revoked or expired), are success.
-  [[nodiscard]] Status RevokeInstallationToken(const SecretValue& token);
+  // DELETE /installation/token (the token itself). 204, 401 and 404 are
+  // answers (RevokeAnswer); what a 401 means is the caller's call (GitHub
+  // also answers 401 for a token minted a few seconds ago). `budget`
+  // overrides call_deadline.
+  [[nodiscard]] Result<RevokeAnswer> RevokeInstallationToken(
+      const SecretValue& token, std::optional<std::chrono::milliseconds> budget = std::nullopt);
+  // GET /app/installations/{id} (JWT): the installation's account login.
+  [[nodiscard]] Result<std::string> GetInstallationAccount(int64_t installation_id);
   // GET /repos/{owner}/{repo}/collaborators/{username}/permission (an
   // installation token with metadata: read). nullopt on 404 (not a user or
   // not visible).
@@ -118,6 +147,7 @@ class GitHubApi {
     Auth auth = Auth::kAppJwt;
     const SecretValue* token = nullptr;
     bool idempotent = true;  // transport failures may be retried
+    std::optional<std::chrono::milliseconds> budget;  // else options_.call_deadline
   };
   static Call MakeCall(std::string endpoint, std::string method, std::string path);
   [[nodiscard]] Result<net::HttpResponse> Send(const Call& call);

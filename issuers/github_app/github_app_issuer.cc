@@ -4,6 +4,10 @@
 #include <atomic>
 #include <cctype>
 #include <charconv>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
 #include <limits>
 #include <map>
 #include <optional>
@@ -26,15 +30,35 @@ namespace {
 
 constexpr std::string_view kResourcePrefix = "github://";
 constexpr int64_t kGitHubTokenLifetimeSeconds = 3600;
-// The broker's own metadata-read token (for collaborator checks) is reused
+// A minted token's expires_at may exceed GitHub's hour by this much (clock
+// skew between GitHub and the broker beyond the learnt offset).
+constexpr int64_t kExpirySkewSeconds = 300;
+// The broker's own metadata-read tokens (for collaborator checks) are reused
 // for at most this long; GitHub's lifetime is an hour.
 constexpr std::chrono::seconds kCheckTokenTtl{50 * 60};
+constexpr size_t kCheckTokenEntries = 256;
+// GitHub answers 401 for a token minted a few seconds ago (protocols.md
+// §1.4): a 401 on revoking a token the issuer minted this recently means "not
+// yet", not "already revoked".
+constexpr std::chrono::seconds kNewTokenGrace{10};
+// Mint times are remembered this long, for at most this many tokens.
+constexpr std::chrono::seconds kMintMemory{60};
+constexpr size_t kMaxRememberedMints = 65536;
+// Revoking the broker's own helper tokens (evicted, refused, or at
+// shutdown) gets at most this long per call, and shutdown at most
+// kShutdownRevokeBudget in all.
+constexpr std::chrono::milliseconds kHelperRevokeBudget{3000};
+constexpr std::chrono::milliseconds kShutdownRevokeBudget{5000};
 
 std::string Lower(std::string_view s) {
   std::string out(s);
   std::transform(out.begin(), out.end(), out.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return out;
+}
+
+bool HasUpper(std::string_view s) {
+  return std::any_of(s.begin(), s.end(), [](char c) { return c >= 'A' && c <= 'Z'; });
 }
 
 bool IsPrintableNoSpace(std::string_view s) {
@@ -51,6 +75,7 @@ struct Options {
   std::unique_ptr<crypto::SigningKey> key;
   ApiOptions api;
   std::optional<int64_t> installation_id;
+  std::optional<std::string> installation_owner;  // lower-case login
   std::map<std::string, int64_t> repository_ids;  // lower-case "owner/repo" -> id
   PermissionSet default_permissions;
   std::optional<PermissionSet> max_permissions;
@@ -63,6 +88,8 @@ struct Options {
   bool require_github_login = false;
   size_t delegation_cache_entries = 4096;
   std::chrono::seconds delegation_cache_ttl{60};
+  // How the issuer itself waits (retries of new tokens); tests replace it.
+  std::function<void(std::chrono::milliseconds)> sleep;
 };
 
 struct RepoRef {
@@ -79,6 +106,8 @@ struct ParsedRequest {
 
 struct CheckToken {
   std::shared_ptr<const SecretValue> token;
+  TimePoint minted_at;
+  std::string repository;  // "owner/repo", for logs
 };
 
 struct Collaborator {
@@ -98,6 +127,18 @@ RepoRole RoleOf(const Collaborator& c) {
   return ParseRepoRole(c.permission.permission).value_or(RepoRole::kNone);
 }
 
+std::string_view RevokeAnswerName(RevokeAnswer a) {
+  switch (a) {
+    case RevokeAnswer::kRevoked:
+      return "revoked";
+    case RevokeAnswer::kUnauthorized:
+      return "401";
+    case RevokeAnswer::kNotFound:
+      return "404";
+  }
+  return "unknown";
+}
+
 class GitHubAppIssuer final : public Issuer {
  public:
   GitHubAppIssuer(Options opts, net::HttpClient* http, const Clock* clock)
@@ -106,9 +147,13 @@ class GitHubAppIssuer final : public Issuer {
         policy_(opts_.tier_overrides, opts_.max_permissions),
         jwt_(std::move(opts_.key), opts_.jwt_iss, clock),
         api_(opts_.api, http, &jwt_, clock, opts_.name),
-        installations_(opts_.installation_cache_entries, opts_.installation_cache_ttl, clock),
-        check_tokens_(64, kCheckTokenTtl, clock),
-        collaborators_(opts_.delegation_cache_entries, opts_.delegation_cache_ttl, clock) {
+        installations_(opts_.installation_cache_entries, opts_.installation_cache_ttl, clock,
+                       FollowerWait()),
+        installation_account_(1, opts_.installation_cache_ttl, clock, FollowerWait()),
+        check_tokens_(kCheckTokenEntries, kCheckTokenTtl, clock, FollowerWait(),
+                      [this](CheckToken t) { RevokeCheckToken(t, "evicted"); }),
+        collaborators_(opts_.delegation_cache_entries, opts_.delegation_cache_ttl, clock,
+                       FollowerWait()) {
     desc_.name = opts_.name;
     desc_.type = "github_app";
     desc_.revocability = Revocability::kRevocable;
@@ -116,6 +161,22 @@ class GitHubAppIssuer final : public Issuer {
     desc_.min_ttl_seconds = 1;
     desc_.max_ttl_seconds = opts_.max_ttl_seconds;
     desc_.default_ttl_seconds = std::min(opts_.default_ttl_seconds, opts_.max_ttl_seconds);
+  }
+
+  // The broker's own check tokens die with the issuer (best effort, bounded).
+  ~GitHubAppIssuer() override {
+    const auto started = std::chrono::steady_clock::now();
+    for (const CheckToken& t : check_tokens_.Drain()) {
+      const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::chrono::steady_clock::now() - started);
+      if (spent >= kShutdownRevokeBudget) {
+        log::Get("issuer.github_app")
+            ->warn("event=check_token_left issuer={} repository={} why=\"shutdown budget spent\"",
+                   opts_.name, t.repository);
+        continue;
+      }
+      RevokeCheckToken(t, "shutdown", std::min(kHelperRevokeBudget, kShutdownRevokeBudget - spent));
+    }
   }
 
   const IssuerDescription& Describe() const override { return desc_; }
@@ -128,12 +189,7 @@ class GitHubAppIssuer final : public Issuer {
   Result<MintResult> Mint(const MintRequest& mr) override {
     JITBROKER_ASSIGN_OR_RETURN(ParsedRequest parsed, Parse(mr.request));
     JITBROKER_ASSIGN_OR_RETURN(int64_t installation, Installation(parsed.repo));
-    TokenRequest tr;
-    if (auto it = opts_.repository_ids.find(parsed.repo.key()); it != opts_.repository_ids.end()) {
-      tr.repository_ids.push_back(it->second);
-    } else {
-      tr.repositories.push_back(parsed.repo.repo);
-    }
+    TokenRequest tr = TokenRequestFor(parsed.repo);
     tr.permissions = ToJson(parsed.permissions);
     auto created = api_.CreateInstallationToken(installation, tr);
     if (!created) {
@@ -142,15 +198,13 @@ class GitHubAppIssuer final : public Issuer {
       }
       return std::unexpected(created.error());
     }
-    minted_.fetch_add(1, std::memory_order_relaxed);
-    JITBROKER_RETURN_IF_ERROR(CheckNarrowed(*created, parsed));
-    if (created->expires_at <= mr.now) {
-      (void)api_.RevokeInstallationToken(created->token);
-      return std::unexpected(Unavailable("github_bad_response",
-                                         "GitHub returned an installation token that has expired"));
-    }
-
     const std::string digest = crypto::Sha256(created->token.Reveal());
+    RememberMint(digest);
+    JITBROKER_RETURN_IF_ERROR(
+        Verify(*created, parsed.repo, parsed.permissions,
+               tr.repository_ids.empty() ? 0 : tr.repository_ids.front()));
+    minted_.fetch_add(1, std::memory_order_relaxed);
+
     MintResult out;
     out.type = "github_installation_token";
     const TimePoint grant_end = mr.now + Seconds(std::max<int64_t>(1, mr.ttl_seconds));
@@ -159,13 +213,11 @@ class GitHubAppIssuer final : public Issuer {
       out.upstream_expires_at = created->expires_at;
     }
     out.fingerprint_sha256 = crypto::HexEncode(digest);
-    nlohmann::json perms = created->permissions.empty() ? tr.permissions : created->permissions;
+    const nlohmann::json& perms = created->permissions;
     out.fields = {{"permissions", perms},
                   {"repositories", nlohmann::json::array({parsed.repo.repo})},
                   {"owner", parsed.repo.owner},
-                  {"repository_selection", created->repository_selection.empty()
-                                               ? std::string("selected")
-                                               : created->repository_selection},
+                  {"repository_selection", created->repository_selection},
                   {"installation_id", installation},
                   {"api_url", opts_.api.base_url},
                   {"github_expires_at", FormatRfc3339(created->expires_at)}};
@@ -179,6 +231,9 @@ class GitHubAppIssuer final : public Issuer {
                         {"permissions", perms},
                         {"github_expires_at", FormatRfc3339(created->expires_at)},
                         {"app", opts_.app_label}};
+    if (!created->repositories.empty() && created->repositories.front().id > 0) {
+      out.audit_fields["repository_id"] = created->repositories.front().id;
+    }
     if (!mr.principal_github_login.empty()) {
       out.audit_fields["on_behalf_of_github_login"] = mr.principal_github_login;
     }
@@ -192,7 +247,28 @@ class GitHubAppIssuer final : public Issuer {
     if (rr.revocation_handle.empty()) {
       return std::unexpected(InvalidArgument("unknown_handle", "no installation token to revoke"));
     }
-    JITBROKER_RETURN_IF_ERROR(api_.RevokeInstallationToken(rr.revocation_handle));
+    const std::string digest = crypto::Sha256(rr.revocation_handle.Reveal());
+    JITBROKER_ASSIGN_OR_RETURN(RevokeAnswer answer,
+                               api_.RevokeInstallationToken(rr.revocation_handle));
+    if (answer == RevokeAnswer::kUnauthorized) {
+      if (auto age = MintAge(digest); age && *age < kNewTokenGrace) {
+        // Not "already revoked": GitHub does not know the token yet. The
+        // service queues a durable retry.
+        revoke_deferred_.fetch_add(1, std::memory_order_relaxed);
+        const auto age_ms = std::chrono::duration_cast<std::chrono::milliseconds>(*age).count();
+        log::Get("issuer.github_app")
+            ->warn("event=revoke_deferred issuer={} grant_id={} token_age_ms={}", opts_.name,
+                   rr.grant_id, age_ms);
+        Error e = Unavailable("github_token_not_yet_active",
+                              "GitHub does not accept the installation token yet (minted " +
+                                  std::to_string(age_ms / 1000) +
+                                  " s ago); revocation must be retried");
+        e.retryable = true;
+        e.retry_after = std::chrono::seconds(2);
+        return std::unexpected(std::move(e));
+      }
+    }
+    ForgetMint(digest);
     revoked_.fetch_add(1, std::memory_order_relaxed);
     return RevokeOutcome{RevokeOutcomeKind::kRevoked, 0};
   }
@@ -260,6 +336,14 @@ class GitHubAppIssuer final : public Issuer {
                    "counter",
                    "Installation tokens revoked (DELETE /installation/token)",
                    {{issuer, static_cast<double>(revoked_.load())}}});
+    out.push_back({"jitbroker_github_tokens_refused_total",
+                   "counter",
+                   "Minted tokens refused (not narrowed as asked, or an implausible expiry)",
+                   {{issuer, static_cast<double>(refused_.load())}}});
+    out.push_back({"jitbroker_github_revocations_deferred_total",
+                   "counter",
+                   "Revocations answered 401 within seconds of minting, left for a retry",
+                   {{issuer, static_cast<double>(revoke_deferred_.load())}}});
     out.push_back({"jitbroker_github_installation_cache_total",
                    "counter",
                    "Installation id lookups by cache result",
@@ -285,6 +369,8 @@ class GitHubAppIssuer final : public Issuer {
   }
 
  private:
+  std::chrono::milliseconds FollowerWait() const { return 2 * opts_.api.call_deadline; }
+
   Result<ParsedRequest> Parse(const GrantRequest& req) const {
     ParsedRequest out;
     if (!req.resource.starts_with(kResourcePrefix)) {
@@ -303,6 +389,18 @@ class GitHubAppIssuer final : public Issuer {
     if (!GitHubApi::IsValidOwner(owner) || !GitHubApi::IsValidRepo(repo)) {
       return std::unexpected(InvalidArgument(
           "invalid_resource", "the resource must name a repository: github://OWNER/REPO"));
+    }
+    // GitHub resolves names case-insensitively but policy patterns are
+    // compared as written: one spelling only, so that github://acme/Repo
+    // cannot slip past a rule written for github://acme/repo.
+    if (HasUpper(owner) || HasUpper(repo)) {
+      return std::unexpected(InvalidArgument(
+          "invalid_resource", "GitHub owner and repository names must be written in lower case "
+                              "(policy patterns are compared as written): use github://" +
+                                  Lower(owner) + "/" + Lower(repo)));
+    }
+    if (opts_.installation_id && opts_.installation_owner && owner != *opts_.installation_owner) {
+      return std::unexpected(OwnerMismatch(owner, *opts_.installation_owner));
     }
     out.repo = RepoRef{std::string(owner), std::string(repo)};
     if (!req.scope.is_object()) {
@@ -326,8 +424,36 @@ class GitHubAppIssuer final : public Issuer {
     return out;
   }
 
+  Error OwnerMismatch(std::string_view owner, std::string_view account) const {
+    return InvalidArgument("invalid_resource",
+                           "issuer " + opts_.name + " mints only for repositories of " +
+                               std::string(account) + " (installation " +
+                               std::to_string(*opts_.installation_id) + "), not of " +
+                               std::string(owner));
+  }
+
+  // The installation to mint under. With a configured installation_id, the
+  // owner must be the installation's account (installation_owner, or the
+  // account GitHub reports for the installation): GitHub resolves the
+  // repository names it is sent within the installation, whatever owner the
+  // grant named.
   Result<int64_t> Installation(const RepoRef& repo) {
     if (opts_.installation_id) {
+      std::string account;
+      if (opts_.installation_owner) {
+        account = *opts_.installation_owner;
+      } else {
+        auto fetch = [&]() -> Result<std::string> {
+          JITBROKER_ASSIGN_OR_RETURN(std::string login,
+                                     api_.GetInstallationAccount(*opts_.installation_id));
+          return Lower(login);
+        };
+        JITBROKER_ASSIGN_OR_RETURN(auto looked_up, installation_account_.Get("account", fetch));
+        account = looked_up.value;
+      }
+      if (Lower(repo.owner) != account) {
+        return std::unexpected(OwnerMismatch(repo.owner, account));
+      }
       return *opts_.installation_id;
     }
     JITBROKER_ASSIGN_OR_RETURN(auto looked_up,
@@ -337,48 +463,192 @@ class GitHubAppIssuer final : public Issuer {
     return looked_up.value;
   }
 
-  // GitHub can only narrow, but a broker that hands out what it did not ask
-  // for would be wrong silently: refuse (and revoke) a broader token.
-  Status CheckNarrowed(const CreatedToken& t, const ParsedRequest& parsed) {
-    std::string problem;
-    if (t.repository_selection == "all") {
-      problem = "covers all repositories of the installation";
+  TokenRequest TokenRequestFor(const RepoRef& repo) const {
+    TokenRequest tr;
+    if (auto it = opts_.repository_ids.find(repo.key()); it != opts_.repository_ids.end()) {
+      tr.repository_ids.push_back(it->second);
+    } else {
+      tr.repositories.push_back(repo.repo);
     }
-    if (t.permissions.is_object()) {
-      for (auto it = t.permissions.begin(); it != t.permissions.end() && problem.empty(); ++it) {
-        int got = -1;  // unreadable level
-        if (it->is_string()) {
-          if (std::optional<Level> l = ParseLevel(it->get<std::string>())) {
-            got = static_cast<int>(*l);
-          }
-        }
-        auto asked = parsed.permissions.find(it.key());
-        if (asked == parsed.permissions.end()) {
-          // GitHub adds metadata: read to every token.
-          if (it.key() == "metadata" && got == static_cast<int>(Level::kRead)) {
-            continue;
-          }
-          problem = "carries the unrequested permission " + it.key();
-        } else if (got < 0 || got > static_cast<int>(asked->second)) {
-          problem = "carries more than the requested level of " + it.key();
+    return tr;
+  }
+
+  // GitHub can only narrow, but a broker that hands out what it did not ask
+  // for would be wrong silently: the answer must say it covers exactly the
+  // one repository asked for (by full name, or by id when minted by id) with
+  // at most the permissions asked for, and expire within GitHub's hour.
+  // Anything else is refused, and the token revoked.
+  Status Verify(const CreatedToken& t, const RepoRef& repo, const PermissionSet& asked,
+                int64_t repository_id) {
+    std::string problem;
+    if (t.repository_selection != "selected") {
+      problem = t.repository_selection.empty()
+                    ? "names no repository_selection"
+                    : "has repository_selection \"" + t.repository_selection + "\"";
+    } else if (!t.has_repositories) {
+      problem = "names no repositories";
+    } else if (!t.has_permissions) {
+      problem = "names no permissions";
+    } else if (t.repositories.size() != 1) {
+      problem = "covers " + std::to_string(t.repositories.size()) + " repositories";
+    } else if (repository_id != 0 ? t.repositories.front().id != repository_id
+                                  : Lower(t.repositories.front().full_name) != repo.key()) {
+      const TokenRepository& got = t.repositories.front();
+      problem = "covers " + (got.full_name.empty() ? std::string("an unnamed repository")
+                                                   : got.full_name) +
+                (got.id > 0 ? " (id " + std::to_string(got.id) + ")" : std::string());
+    }
+    for (auto it = t.permissions.begin(); it != t.permissions.end() && problem.empty(); ++it) {
+      int got = -1;  // unreadable level
+      if (it->is_string()) {
+        if (std::optional<Level> l = ParseLevel(it->get<std::string>())) {
+          got = static_cast<int>(*l);
         }
       }
+      auto want = asked.find(it.key());
+      if (want == asked.end()) {
+        // GitHub adds metadata: read to every token.
+        if (it.key() == "metadata" && got == static_cast<int>(Level::kRead)) {
+          continue;
+        }
+        problem = "carries the unrequested permission " + it.key();
+      } else if (got < 0 || got > static_cast<int>(want->second)) {
+        problem = "carries more than the requested level of " + it.key();
+      }
     }
-    if (problem.empty()) {
-      return OkStatus();
+    if (!problem.empty()) {
+      const bool revoked = RevokeRefused(t.token, repo, problem);
+      log::Get("issuer.github_app")
+          ->error("event=token_not_narrowed issuer={} repository={} problem=\"{}\" revoked={}",
+                  opts_.name, repo.full(), problem, revoked);
+      Error e = Internal("GitHub returned an installation token that is not limited to " +
+                             repo.full() + " and the requested permissions (it " + problem +
+                             "); the broker refused it" +
+                             (revoked ? " and revoked it"
+                                      : ", and could not confirm its revocation"),
+                         "issuer=" + opts_.name);
+      e.reason = "github_token_not_narrowed";
+      return std::unexpected(std::move(e));
     }
-    (void)api_.RevokeInstallationToken(t.token);
+    // expires_at, in GitHub's time: after now and within GitHub's hour.
+    const int64_t now = ToUnixSeconds(clock_->Now()) + jwt_.clock_offset();
+    const int64_t exp = ToUnixSeconds(t.expires_at);
+    if (exp <= now || exp > now + kGitHubTokenLifetimeSeconds + kExpirySkewSeconds) {
+      const std::string why = "expires_at " + FormatRfc3339(t.expires_at) + " is " +
+                              (exp <= now ? "not in the future"
+                                          : "more than an hour (plus " +
+                                                std::to_string(kExpirySkewSeconds) +
+                                                " s of clock skew) ahead");
+      // A token already past its expiry is dead upstream: a 401 says so.
+      const bool revoked = RevokeRefused(t.token, repo, why, /*dead_on_401=*/exp <= now);
+      log::Get("issuer.github_app")
+          ->error("event=token_bad_expiry issuer={} repository={} problem=\"{}\" revoked={}",
+                  opts_.name, repo.full(), why, revoked);
+      return std::unexpected(
+          Unavailable("github_bad_response",
+                      "GitHub returned an installation token whose " + why + "; it was refused",
+                      "issuer=" + opts_.name));
+    }
+    return OkStatus();
+  }
+
+  // Best-effort revocation of a token the broker refused right after minting
+  // it: GitHub may answer 401 for a few seconds (protocols.md §1.4), so a 401
+  // is retried for a little while. Returns whether revocation was confirmed.
+  bool RevokeRefused(const SecretValue& token, const RepoRef& repo, const std::string& why,
+                     bool dead_on_401 = false) {
+    refused_.fetch_add(1, std::memory_order_relaxed);
+    const std::string digest = crypto::Sha256(token.Reveal());
+    for (int attempt = 1; attempt <= 4; ++attempt) {
+      auto answer = api_.RevokeInstallationToken(token, kHelperRevokeBudget);
+      if (!answer) {
+        log::Get("issuer.github_app")
+            ->error("event=refused_token_revoke_failed issuer={} repository={} why=\"{}\" "
+                    "error=\"{}\"",
+                    opts_.name, repo.full(), why, answer.error().ToString());
+        return false;
+      }
+      if (*answer != RevokeAnswer::kUnauthorized || dead_on_401) {
+        ForgetMint(digest);
+        return true;
+      }
+      auto age = MintAge(digest);
+      if (!age || *age >= kNewTokenGrace || attempt == 4) {
+        // Expired or already revoked; or, for a new token, still unknown.
+        log::Get("issuer.github_app")
+            ->warn("event=refused_token_revoke_401 issuer={} repository={} attempts={}",
+                   opts_.name, repo.full(), attempt);
+        return !age || *age >= kNewTokenGrace;
+      }
+      Wait(std::chrono::seconds(attempt));
+    }
+    return false;
+  }
+
+  void RevokeCheckToken(const CheckToken& t, std::string_view why,
+                        std::chrono::milliseconds budget = kHelperRevokeBudget) {
+    if (!t.token || t.token->empty()) {
+      return;
+    }
+    auto answer = api_.RevokeInstallationToken(*t.token, budget);
+    if (!answer) {
+      log::Get("issuer.github_app")
+          ->warn("event=check_token_revoke_failed issuer={} repository={} why={} error=\"{}\"",
+                 opts_.name, t.repository, why, answer.error().ToString());
+      return;
+    }
+    ForgetMint(crypto::Sha256(t.token->Reveal()));
     log::Get("issuer.github_app")
-        ->error("event=token_broader_than_requested issuer={} repository={} problem=\"{}\"",
-                opts_.name, parsed.repo.full(), problem);
-    return std::unexpected(
-        Internal("GitHub returned a token broader than requested; it was revoked", problem));
+        ->debug("event=check_token_revoked issuer={} repository={} why={} answer={}", opts_.name,
+                t.repository, why, RevokeAnswerName(*answer));
+  }
+
+  void Wait(std::chrono::milliseconds d) const {
+    if (opts_.sleep) {
+      opts_.sleep(d);
+    } else {
+      std::this_thread::sleep_for(d);
+    }
+  }
+
+  // Mint times of recent tokens, by SHA-256 (never the token).
+  void RememberMint(const std::string& digest) {
+    const TimePoint now = clock_->Now();
+    std::lock_guard lock(mints_mu_);
+    while (!mint_order_.empty() &&
+           (mint_order_.front().first + kMintMemory <= now ||
+            mint_order_.size() >= kMaxRememberedMints)) {
+      auto it = recent_mints_.find(mint_order_.front().second);
+      if (it != recent_mints_.end() && it->second == mint_order_.front().first) {
+        recent_mints_.erase(it);
+      }
+      mint_order_.pop_front();
+    }
+    recent_mints_[digest] = now;
+    mint_order_.emplace_back(now, digest);
+  }
+
+  std::optional<TimePoint::duration> MintAge(const std::string& digest) const {
+    const TimePoint now = clock_->Now();
+    std::lock_guard lock(mints_mu_);
+    auto it = recent_mints_.find(digest);
+    if (it == recent_mints_.end() || it->second + kMintMemory <= now) {
+      return std::nullopt;
+    }
+    return std::max(TimePoint::duration::zero(), now - it->second);
+  }
+
+  void ForgetMint(const std::string& digest) {
+    std::lock_guard lock(mints_mu_);
+    recent_mints_.erase(digest);
   }
 
   Result<Collaborator> FetchCollaborator(const RepoRef& repo, const std::string& login) {
     JITBROKER_ASSIGN_OR_RETURN(int64_t installation, Installation(repo));
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      JITBROKER_ASSIGN_OR_RETURN(auto token, CheckTokenFor(installation));
+    bool replaced = false;
+    int waits = 0;
+    for (;;) {
+      JITBROKER_ASSIGN_OR_RETURN(auto token, CheckTokenFor(installation, repo));
       auto r = api_.GetCollaboratorPermission(*token.value.token, repo.owner, repo.repo, login);
       if (r) {
         Collaborator c;
@@ -388,23 +658,42 @@ class GitHubAppIssuer final : public Issuer {
         }
         return c;
       }
-      if (r.error().Reason() != "github_auth_failed" || attempt == 1) {
+      if (r.error().Reason() != "github_auth_failed") {
+        return std::unexpected(r.error());
+      }
+      if (clock_->Now() - token.value.minted_at < kNewTokenGrace && waits < 4) {
+        // A token minted seconds ago may not work yet (protocols.md §1.4):
+        // retry it with linear backoff, as octokit does.
+        ++waits;
+        Wait(std::chrono::seconds(waits));
+        continue;
+      }
+      if (replaced) {
         return std::unexpected(r.error());
       }
       // The cached check token was revoked or expired: mint a fresh one.
-      check_tokens_.Erase(std::to_string(installation));
+      check_tokens_.Erase(CheckTokenKey(installation, repo));
+      replaced = true;
+      waits = 0;
     }
-    return std::unexpected(Internal("unreachable"));
   }
 
-  // The broker's own token for permission checks: metadata: read only,
-  // cached per installation.
-  Result<TtlCache<CheckToken>::Lookup> CheckTokenFor(int64_t installation) {
-    return check_tokens_.Get(std::to_string(installation), [&]() -> Result<CheckToken> {
-      TokenRequest tr;
+  static std::string CheckTokenKey(int64_t installation, const RepoRef& repo) {
+    return std::to_string(installation) + "#" + repo.key();
+  }
+
+  // The broker's own token for permission checks: metadata: read on the one
+  // repository checked, cached per repository, revoked when evicted.
+  Result<TtlCache<CheckToken>::Lookup> CheckTokenFor(int64_t installation, const RepoRef& repo) {
+    return check_tokens_.Get(CheckTokenKey(installation, repo), [&]() -> Result<CheckToken> {
+      TokenRequest tr = TokenRequestFor(repo);
       tr.permissions = {{"metadata", "read"}};
       JITBROKER_ASSIGN_OR_RETURN(CreatedToken t, api_.CreateInstallationToken(installation, tr));
-      return CheckToken{std::make_shared<const SecretValue>(std::move(t.token))};
+      RememberMint(crypto::Sha256(t.token.Reveal()));
+      JITBROKER_RETURN_IF_ERROR(Verify(t, repo, PermissionSet{{"metadata", Level::kRead}},
+                                       tr.repository_ids.empty() ? 0 : tr.repository_ids.front()));
+      return CheckToken{std::make_shared<const SecretValue>(std::move(t.token)), clock_->Now(),
+                        repo.full()};
     });
   }
 
@@ -419,13 +708,21 @@ class GitHubAppIssuer final : public Issuer {
   PermissionPolicy policy_;
   AppJwt jwt_;
   GitHubApi api_;
-  TtlCache<int64_t> installations_;
-  TtlCache<CheckToken> check_tokens_;
-  TtlCache<Collaborator> collaborators_;
   std::atomic<uint64_t> minted_{0};
   std::atomic<uint64_t> revoked_{0};
+  std::atomic<uint64_t> refused_{0};
+  std::atomic<uint64_t> revoke_deferred_{0};
+  mutable std::mutex mints_mu_;
+  std::map<std::string, TimePoint> recent_mints_;          // token SHA-256 -> mint time
+  std::deque<std::pair<TimePoint, std::string>> mint_order_;  // oldest first
   mutable std::mutex delegation_mu_;
   std::map<std::string, uint64_t> delegation_counts_;
+  // Caches last: their eviction callbacks use the members above, and they
+  // are destroyed first.
+  TtlCache<int64_t> installations_;
+  TtlCache<std::string> installation_account_;
+  TtlCache<CheckToken> check_tokens_;
+  TtlCache<Collaborator> collaborators_;
 };
 
 // ---------------------------------------------------------------------------
@@ -665,6 +962,19 @@ Result<Options> ParseOptions(IssuerContext& ctx) {
   JITBROKER_ASSIGN_OR_RETURN(auto installation_id,
                              s.OptInt("installation_id", 1, std::numeric_limits<int64_t>::max()));
   o.installation_id = installation_id;
+  JITBROKER_ASSIGN_OR_RETURN(auto installation_owner, s.OptString("installation_owner"));
+  if (installation_owner) {
+    if (!installation_id) {
+      return std::unexpected(
+          s.Err("installation_owner", "is only meaningful with installation_id"));
+    }
+    if (!GitHubApi::IsValidOwner(*installation_owner)) {
+      return std::unexpected(s.Err("installation_owner",
+                                   "must be the login of the installation's account (the user "
+                                   "or organization the App is installed on)"));
+    }
+    o.installation_owner = Lower(*installation_owner);
+  }
   JITBROKER_ASSIGN_OR_RETURN(o.repository_ids, ParseRepositoryIds(s));
 
   JITBROKER_ASSIGN_OR_RETURN(auto defaults, ParsePermissionMap(s, "default_permissions"));
@@ -697,10 +1007,12 @@ Result<Options> ParseOptions(IssuerContext& ctx) {
   JITBROKER_ASSIGN_OR_RETURN(auto connect_ms, s.OptInt("connect_timeout_ms", 100, 60000));
   JITBROKER_ASSIGN_OR_RETURN(auto attempts, s.OptInt("max_attempts", 1, 10));
   JITBROKER_ASSIGN_OR_RETURN(auto max_retry_after, s.OptInt("max_retry_after_seconds", 0, 300));
+  JITBROKER_ASSIGN_OR_RETURN(auto call_deadline_ms, s.OptInt("call_deadline_ms", 100, 300000));
   o.api.timeout = std::chrono::milliseconds(timeout_ms.value_or(10000));
   o.api.connect_timeout = std::chrono::milliseconds(connect_ms.value_or(5000));
   o.api.max_attempts = static_cast<int>(attempts.value_or(3));
   o.api.max_retry_after = std::chrono::seconds(max_retry_after.value_or(10));
+  o.api.call_deadline = std::chrono::milliseconds(call_deadline_ms.value_or(15000));
   JITBROKER_ASSIGN_OR_RETURN(auto token_format, s.OptString("token_format"));
   if (token_format) {
     if (*token_format != "stateless" && *token_format != "legacy") {
@@ -721,7 +1033,9 @@ Result<Options> ParseOptions(IssuerContext& ctx) {
   if (dg) {
     JITBROKER_ASSIGN_OR_RETURN(auto enabled, dg->OptBool("enabled"));
     JITBROKER_ASSIGN_OR_RETURN(auto require, dg->OptBool("require_github_login"));
-    JITBROKER_ASSIGN_OR_RETURN(auto ttl, dg->OptInt("cache_ttl_seconds", 1, 3600));
+    // A revoked collaborator keeps their rights in the broker at most this
+    // long: capped at five minutes.
+    JITBROKER_ASSIGN_OR_RETURN(auto ttl, dg->OptInt("cache_ttl_seconds", 1, 300));
     JITBROKER_ASSIGN_OR_RETURN(auto entries, dg->OptInt("max_entries", 1, 1000000));
     JITBROKER_RETURN_IF_ERROR(dg->CheckNoUnknownKeys());
     o.delegation_enabled = enabled.value_or(true);
@@ -743,7 +1057,8 @@ Result<std::unique_ptr<Issuer>> CreateGitHubAppIssuerForTesting(IssuerContext& c
                                     " (github_app) needs an HTTP client "
                                     "and a clock"));
   }
-  o.api.sleep = std::move(hooks.sleep);
+  o.api.sleep = hooks.sleep;
+  o.sleep = std::move(hooks.sleep);
   return std::unique_ptr<Issuer>(new GitHubAppIssuer(std::move(o), ctx.http, ctx.clock));
 }
 

@@ -28,9 +28,17 @@ constexpr std::array<bool, kLevelCount> kWOnly = {false, true, false};
 // requests are pr; what ships or deploys (actions, deployments, pages,
 // packages, merge queues, environments, hooks) is merge_deploy; what reveals
 // or can exfiltrate secrets (secrets, Dependabot secrets, secret-scanning
-// alerts, workflow files that run with the repository's secrets) is secret;
+// alerts, workflow files that run with the repository's secrets, codespaces
+// that start with the repository's Codespaces secrets) is secret, and so is
+// writing code-scanning and Dependabot alerts (security_events,
+// vulnerability_alerts: dismissing them hides known vulnerabilities);
 // repository administration writes are destructive. Every tier can be
 // overridden in config (permission_tiers).
+//
+// The human roles follow GitHub's repository roles: secret-scanning alerts
+// are visible to admins only, code-scanning and Dependabot alerts to write
+// and above (reading them needs write too), publishing Pages settings needs
+// maintain.
 const std::vector<PermissionInfo>& Table() {
   static const std::vector<PermissionInfo> table = [] {
     std::vector<PermissionInfo> t = {
@@ -39,7 +47,7 @@ const std::vector<PermissionInfo>& Table() {
         {"artifact_metadata", kRW, {R, W, W}, {kRd, kWr, kWr}},
         {"attestations", kRW, {R, W, W}, {kRd, kWr, kWr}},
         {"checks", kRW, {R, W, W}, {kRd, kWr, kWr}},
-        {"codespaces", kRW, {R, W, W}, {kRd, kWr, kWr}},
+        {"codespaces", kRW, {R, S, S}, {kRd, kWr, kWr}},
         {"contents", kRW, {R, W, W}, {kRd, kWr, kWr}},
         {"dependabot_secrets", kRW, {S, S, S}, {kAd, kAd, kAd}},
         {"deployments", kRW, {R, M, M}, {kRd, kWr, kWr}},
@@ -49,17 +57,17 @@ const std::vector<PermissionInfo>& Table() {
         {"merge_queues", kRW, {R, M, M}, {kRd, kMt, kMt}},
         {"metadata", kRW, {R, W, W}, {kRd, kWr, kWr}},
         {"packages", kRW, {R, M, M}, {kRd, kWr, kWr}},
-        {"pages", kRW, {R, M, M}, {kRd, kWr, kWr}},
+        {"pages", kRW, {R, M, M}, {kRd, kMt, kMt}},
         {"pull_requests", kRW, {R, P, P}, {kRd, kTr, kTr}},
         {"repository_custom_properties", kRW, {R, W, W}, {kRd, kAd, kAd}},
         {"repository_hooks", kRW, {R, M, M}, {kAd, kAd, kAd}},
         {"repository_projects", kRWA, {R, W, M}, {kRd, kWr, kAd}},
-        {"secret_scanning_alerts", kRW, {S, S, S}, {kWr, kWr, kWr}},
+        {"secret_scanning_alerts", kRW, {S, S, S}, {kAd, kAd, kAd}},
         {"secrets", kRW, {S, S, S}, {kAd, kAd, kAd}},
-        {"security_events", kRW, {R, W, W}, {kRd, kWr, kWr}},
+        {"security_events", kRW, {R, S, S}, {kWr, kWr, kWr}},
         {"single_file", kRW, {R, W, W}, {kRd, kWr, kWr}},
         {"statuses", kRW, {R, W, W}, {kRd, kWr, kWr}},
-        {"vulnerability_alerts", kRW, {R, W, W}, {kRd, kWr, kWr}},
+        {"vulnerability_alerts", kRW, {R, S, S}, {kWr, kWr, kWr}},
         {"workflows", kWOnly, {S, S, S}, {kWr, kWr, kWr}},
     };
     std::sort(t.begin(), t.end(),

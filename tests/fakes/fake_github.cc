@@ -167,7 +167,10 @@ struct FakeGitHub::Impl {
   std::atomic<uint64_t> issued{0};
   std::atomic<uint64_t> revoked_count{0};
   std::atomic<uint64_t> rate_used{0};
-  std::array<std::atomic<uint64_t>, 6> route_counts{};
+  std::array<std::atomic<uint64_t>, 7> route_counts{};
+  std::atomic<int> mint_response{static_cast<int>(MintResponse::kNormal)};
+  std::atomic<int64_t> token_lifetime_s{kTokenLifetime};
+  std::atomic<int64_t> token_warmup_s{0};
 
   int64_t Now() const { return ToUnixSeconds(std::chrono::system_clock::now()) + skew_s.load(); }
 
@@ -186,6 +189,9 @@ struct FakeGitHub::Impl {
     }
     if (req.method == "DELETE" && p == "/installation/token") {
       return Route::kRevoke;
+    }
+    if (req.method == "GET" && p.starts_with("/app/installations/")) {
+      return Route::kInstallation;
     }
     if (p.starts_with("/repos/")) {
       if (p.ends_with("/installation")) {
@@ -540,32 +546,53 @@ struct FakeGitHub::Impl {
         granted[k] = v;
       }
     }
-    const int64_t exp = Now() + kTokenLifetime;
+    const auto mode = static_cast<MintResponse>(mint_response.load());
+    if (mode == MintResponse::kBroader) {
+      repos.clear();  // all of them
+      granted = nlohmann::json::object();
+      for (const auto& [k, v] : inst.permissions) {
+        granted[k] = v;
+      }
+    } else if (mode == MintResponse::kOtherRepository && !repos.empty()) {
+      for (const auto& [name, rid] : inst.repositories) {
+        if (rid != repos.front().second) {
+          repos = {{name, rid}};
+          break;
+        }
+      }
+    }
+    const int64_t now = Now();
+    const int64_t exp = now + token_lifetime_s.load();
     const bool legacy = req.get_header_value("X-GitHub-Stateless-S2S-Token") == "disabled";
     const std::string token = NewToken(id, exp, legacy);
     TokenInfo info;
     info.installation_id = id;
     info.permissions = granted;
     info.expires_at = exp;
+    info.issued_at = now;
     nlohmann::json repo_objects = nlohmann::json::array();
     for (const auto& [name, rid] : repos) {
       info.repositories.push_back(name);
       repo_objects.push_back({{"id", rid},
+                              {"node_id", "R_kgDO" + std::to_string(rid)},
                               {"name", name},
                               {"full_name", inst.account + "/" + name},
-                              {"private", true}});
+                              {"owner", {{"login", inst.account}, {"type", "Organization"}}},
+                              {"private", true},
+                              {"html_url", "https://github.com/" + inst.account + "/" + name}});
     }
-    if (options.keep_issued || legacy) {
+    if (options.keep_issued || legacy || token_warmup_s.load() > 0) {
       std::lock_guard lock(mu);
       tokens.emplace(crypto::Sha256Hex(token), info);
     }
     ++issued;
-    nlohmann::json out = {{"token", token},
-                          {"expires_at", FormatRfc3339(FromUnixSeconds(exp))},
-                          {"permissions", granted},
-                          {"repository_selection", repos.empty() ? "all" : "selected"}};
-    if (!repos.empty()) {
-      out["repositories"] = repo_objects;
+    nlohmann::json out = {{"token", token}, {"expires_at", FormatRfc3339(FromUnixSeconds(exp))}};
+    if (mode != MintResponse::kOmitScope) {
+      out["permissions"] = granted;
+      out["repository_selection"] = repos.empty() ? "all" : "selected";
+      if (!repos.empty()) {
+        out["repositories"] = repo_objects;
+      }
     }
     Respond(res, 201, out);
   }
@@ -594,10 +621,46 @@ struct FakeGitHub::Impl {
     Respond(res, 200, body);
   }
 
+  // A token minted less than token_warmup_s ago is not known yet.
+  bool Warming(const TokenInfo& info) const {
+    const int64_t warmup = token_warmup_s.load();
+    return warmup > 0 && info.issued_at > 0 && Now() < info.issued_at + warmup;
+  }
+
+  void HandleInstallation(const httplib::Request& req, httplib::Response& res) {
+    if (!CheckAppJwt(req, res)) {
+      return;
+    }
+    int64_t id = 0;
+    try {
+      id = std::stoll(req.matches[1]);
+    } catch (...) {
+      return Error(res, 404, "Not Found");
+    }
+    nlohmann::json body;
+    {
+      std::lock_guard lock(mu);
+      auto it = installations.find(id);
+      if (it != installations.end()) {
+        const FakeInstallation& inst = it->second;
+        body = {{"id", inst.id},
+                {"app_id", options.app_id},
+                {"account", {{"login", inst.account}, {"type", "Organization"}}},
+                {"target_type", "Organization"},
+                {"repository_selection", "selected"},
+                {"permissions", inst.permissions}};
+      }
+    }
+    if (body.is_null()) {
+      return Error(res, 404, "Not Found");
+    }
+    Respond(res, 200, body);
+  }
+
   void HandleRevoke(const httplib::Request& req, httplib::Response& res) {
     const std::string token = Bearer(req);
     auto info = token.empty() ? std::nullopt : ActiveToken(token);
-    if (!info) {
+    if (!info || Warming(*info)) {
       return Error(res, 401, "Bad credentials");
     }
     {
@@ -614,7 +677,7 @@ struct FakeGitHub::Impl {
   void HandleCollaborator(const httplib::Request& req, httplib::Response& res) {
     const std::string token = Bearer(req);
     auto info = token.empty() ? std::nullopt : ActiveToken(token);
-    if (!info) {
+    if (!info || Warming(*info)) {
       return Error(res, 401, "Bad credentials");
     }
     const std::string repo = std::string(req.matches[1]) + "/" + std::string(req.matches[2]);
@@ -646,7 +709,7 @@ struct FakeGitHub::Impl {
   void HandleRepo(const httplib::Request& req, httplib::Response& res) {
     const std::string token = Bearer(req);
     auto info = token.empty() ? std::nullopt : ActiveToken(token);
-    if (!info) {
+    if (!info || Warming(*info)) {
       return Error(res, 401, "Bad credentials");
     }
     const std::string repo = std::string(req.matches[1]) + "/" + std::string(req.matches[2]);
@@ -732,6 +795,10 @@ std::unique_ptr<FakeGitHub> FakeGitHub::Start(FakeGitHubOptions options) {
           [&impl](const httplib::Request& req, httplib::Response& res) {
             impl.HandleLookup(req, res);
           });
+  svr.Get(R"(/app/installations/([0-9]+))",
+          [&impl](const httplib::Request& req, httplib::Response& res) {
+            impl.HandleInstallation(req, res);
+          });
   svr.Delete("/installation/token", [&impl](const httplib::Request& req, httplib::Response& res) {
     impl.HandleRevoke(req, res);
   });
@@ -795,6 +862,18 @@ void FakeGitHub::ClearErrors() {
 }
 
 void FakeGitHub::SetClockSkew(std::chrono::seconds skew) { impl_->skew_s.store(skew.count()); }
+
+void FakeGitHub::SetMintResponse(MintResponse mode) {
+  impl_->mint_response.store(static_cast<int>(mode));
+}
+
+void FakeGitHub::SetTokenLifetime(std::chrono::seconds lifetime) {
+  impl_->token_lifetime_s.store(lifetime.count());
+}
+
+void FakeGitHub::SetTokenWarmup(std::chrono::seconds warmup) {
+  impl_->token_warmup_s.store(warmup.count());
+}
 
 std::optional<FakeGitHub::TokenInfo> FakeGitHub::Token(const std::string& token) const {
   std::lock_guard lock(impl_->mu);

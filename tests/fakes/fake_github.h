@@ -20,13 +20,21 @@
 //     with X-GitHub-Stateless-S2S-Token: disabled; they expire after an hour;
 //   - DELETE /installation/token (the token itself) answers 204; the token
 //     then gets 401 everywhere;
-//   - GET /repos/{o}/{r}/installation, GET /repos/{o}/{r}/collaborators/{u}/permission
+//   - the token response carries `repository_selection`, `permissions` and,
+//     when repositories were selected, `repositories`: repository objects
+//     with id, name, full_name (the installation's account / name) and owner;
+//   - GET /repos/{o}/{r}/installation, GET /app/installations/{id} (JWT; the
+//     account login), GET /repos/{o}/{r}/collaborators/{u}/permission
 //     (an installation token that reaches the repository), GET /repos/{o}/{r}
 //     (to show that a token works).
 //
 // Every response carries x-ratelimit-* headers and Date. Fault injection:
 // latency on every request, and per-route status codes (5xx, 403 secondary
-// rate limit with Retry-After, 429) for the next N requests or until cleared.
+// rate limit with Retry-After, 429) for the next N requests or until cleared;
+// misbehaving mints (SetMintResponse: broader than asked, fields left out,
+// another repository), token lifetimes other than an hour, and new tokens
+// that answer 401 for their first seconds (as GitHub's do, protocols.md
+// §1.4).
 // Anything a request got wrong is also recorded in Violations() so tests can
 // say what.
 //
@@ -74,13 +82,28 @@ struct FakeInstallation {
 
 class FakeGitHub {
  public:
-  enum class Route { kAny, kLookup, kMint, kRevoke, kCollaborator, kRepo };
+  enum class Route { kAny, kLookup, kMint, kRevoke, kCollaborator, kRepo, kInstallation };
+
+  // How POST …/access_tokens answers (and what the token really covers).
+  enum class MintResponse {
+    kNormal,
+    // repository_selection "all", every repository of the installation and
+    // all its permissions, whatever was asked.
+    kBroader,
+    // A narrowed token, but the answer leaves out repository_selection,
+    // repositories and permissions (the schema requires only token and
+    // expires_at).
+    kOmitScope,
+    // A token for another repository of the installation than the one asked.
+    kOtherRepository,
+  };
 
   struct TokenInfo {
     int64_t installation_id = 0;
     std::vector<std::string> repositories;  // names
     nlohmann::json permissions;
     int64_t expires_at = 0;
+    int64_t issued_at = 0;
     bool revoked = false;
   };
 
@@ -108,6 +131,13 @@ class FakeGitHub {
   void ClearErrors();
   // The fake's clock runs this far ahead of the host's (negative: behind).
   void SetClockSkew(std::chrono::seconds skew);
+  void SetMintResponse(MintResponse mode);
+  // Tokens minted from now on expire this long after minting (default an
+  // hour; may be negative).
+  void SetTokenLifetime(std::chrono::seconds lifetime);
+  // Tokens answer 401 (revoke, repository and collaborator calls) for this
+  // long after minting. Zero (default): at once usable.
+  void SetTokenWarmup(std::chrono::seconds warmup);
 
   // Inspection.
   std::optional<TokenInfo> Token(const std::string& token) const;

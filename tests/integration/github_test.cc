@@ -210,7 +210,11 @@ TEST_CASE("GitHub: a grant beyond the human's own rights is denied (delegated_ri
   auto other = w.Grant(sid, token, "payment-service", {{"contents", "write"}});
   INFO(other.body);
   CHECK(other.status == 503);
-  CHECK(w.fake->TokensIssued() == issued);
+  // Only the check's own token for acme/payment-service (metadata: read on
+  // that repository) was minted; nothing for the grant.
+  CHECK(w.fake->TokensIssued() == issued + 1);
+  CHECK(w.fake->LastMintBody() == nlohmann::json{{"repositories", {"payment-service"}},
+                                                 {"permissions", {{"metadata", "read"}}}});
 }
 
 TEST_CASE("GitHub: revoking a grant and completing a session revoke the tokens upstream") {
@@ -271,6 +275,43 @@ TEST_CASE("GitHub: a failed upstream revocation is queued and retried until it s
   }
   CHECK(state == "revoked");
   CHECK_FALSE(w.fake->TokenActive(gh));
+}
+
+TEST_CASE("GitHub: a revocation GitHub answers 401 just after minting is queued, then done") {
+  GitHubWorld w("{heartbeat_seconds: 60, stall_after_missed: 3, sweep_interval_ms: 200}");
+  // New tokens are unknown to GitHub for their first seconds (protocols.md §1.4).
+  w.fake->SetTokenWarmup(std::chrono::seconds(3));
+  auto [sid, token] = w.Session("write");
+  auto g = w.Grant(sid, token, "payment-service", {{"contents", "read"}});
+  INFO(g.body);
+  REQUIRE(g.status == 201);  // the delegation check waited its own new token out
+  const std::string gh = g.json["credential"]["token"];
+  const std::string id = g.json["grant_id"];
+
+  auto del = w.broker->Request("DELETE", "/v1/grants/" + id, token);
+  INFO(del.body);
+  REQUIRE(del.status == 200);
+  CHECK(del.json["outcome"] == "queued");  // not taken for "already revoked"
+  CHECK(w.fake->TokenActive(gh));
+
+  std::string state;
+  for (int i = 0; i < 200 && state != "revoked"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    state = w.GrantState(id, token);
+  }
+  CHECK(state == "revoked");
+  CHECK_FALSE(w.fake->TokenActive(gh));
+}
+
+TEST_CASE("GitHub: owner or repository names in upper case are refused") {
+  GitHubWorld w;
+  auto [sid, token] = w.Session("write");
+  auto g = w.Grant(sid, token, "Payment-Service", {{"contents", "read"}});
+  INFO(g.body);
+  CHECK(g.status == 400);
+  CHECK(g.json["code"] == "invalid_resource");
+  CHECK_FALSE(g.json.contains("credential"));
+  CHECK(w.fake->TokensIssued() == 0);
 }
 
 TEST_CASE("GitHub: a grant TTL shorter than GitHub's hour is enforced by revocation") {

@@ -61,6 +61,10 @@ struct Env {
   std::unique_ptr<FakeGitHub> fake;
   std::unique_ptr<net::HttpClient> http = net::MakeCurlHttpClient({});
   SystemClock clock;
+  // Issuers built after use_manual_clock = true run on this clock instead
+  // (it starts at the host's time and moves only when told).
+  testing::FakeClock manual_clock{std::chrono::system_clock::now()};
+  bool use_manual_clock = false;
   std::mutex sleeps_mu;
   std::vector<std::chrono::milliseconds> sleeps;
   std::string key_path = dir + "/app.pem";
@@ -102,7 +106,8 @@ struct Env {
     config::Section section(node, std::make_shared<const std::string>("test.yaml"),
                             "issuers.github");
     section.MarkKnown("type");
-    issuers::IssuerContext ctx{"github", &section, dir, &clock, http.get()};
+    const Clock* c = use_manual_clock ? static_cast<const Clock*>(&manual_clock) : &clock;
+    issuers::IssuerContext ctx{"github", &section, dir, c, http.get()};
     issuers::github_app::GitHubAppHooks hooks;
     hooks.sleep = [this](std::chrono::milliseconds d) {
       std::lock_guard lock(sleeps_mu);
@@ -192,12 +197,44 @@ TEST_CASE("GitHubApp permissions: tiers implied by permissions, with overrides")
       {{{"secrets", "read"}}, Tier::kSecret},
       {{{"administration", "write"}}, Tier::kDestructive},
       {{{"administration", "read"}, {"contents", "read"}}, Tier::kRead},
+      // Codespaces start with the repository's Codespaces secrets; writing
+      // security alerts can hide known vulnerabilities.
+      {{{"codespaces", "write"}}, Tier::kSecret},
+      {{{"security_events", "write"}}, Tier::kSecret},
+      {{{"vulnerability_alerts", "write"}}, Tier::kSecret},
+      {{{"security_events", "read"}}, Tier::kRead},
+      {{{"secret_scanning_alerts", "read"}}, Tier::kSecret},
   };
   for (const auto& c : cases) {
     CAPTURE(c.permissions.dump());
     auto set = policy.Parse(c.permissions);
     REQUIRE(set.has_value());
     CHECK(policy.ImpliedTier(*set) == c.tier);
+  }
+
+  // The role the delegating human must hold on the repository.
+  using issuers::github_app::RepoRole;
+  struct RoleCase {
+    nlohmann::json permissions;
+    RepoRole role;
+  } roles[] = {
+      {{{"contents", "read"}}, RepoRole::kRead},
+      {{{"issues", "write"}}, RepoRole::kTriage},
+      {{{"contents", "write"}}, RepoRole::kWrite},
+      {{{"secret_scanning_alerts", "read"}}, RepoRole::kAdmin},
+      {{{"secret_scanning_alerts", "write"}}, RepoRole::kAdmin},
+      {{{"security_events", "read"}}, RepoRole::kWrite},
+      {{{"vulnerability_alerts", "read"}}, RepoRole::kWrite},
+      {{{"pages", "read"}}, RepoRole::kRead},
+      {{{"pages", "write"}}, RepoRole::kMaintain},
+      {{{"merge_queues", "write"}}, RepoRole::kMaintain},
+      {{{"secrets", "read"}}, RepoRole::kAdmin},
+  };
+  for (const auto& c : roles) {
+    CAPTURE(c.permissions.dump());
+    auto set = policy.Parse(c.permissions);
+    REQUIRE(set.has_value());
+    CHECK(policy.RequiredRole(*set) == c.role);
   }
 
   std::map<std::string, std::array<std::optional<Tier>, issuers::github_app::kLevelCount>>
@@ -349,6 +386,12 @@ TEST_CASE("GitHubApp config: errors name file, line and key") {
       {"repository_ids: {payment-service: 1}", "issuers.github.repository_ids.payment-service"},
       {"installation_cache: {max_entries: 0}", "issuers.github.installation_cache.max_entries"},
       {"delegation: {enabled: true, ttl: 3}", "issuers.github.delegation.ttl: unknown key"},
+      // A collaborator's lost rights linger at most five minutes.
+      {"delegation: {cache_ttl_seconds: 301}",
+       "issuers.github.delegation.cache_ttl_seconds: must be an integer in [1, 300]"},
+      {"call_deadline_ms: 50", "issuers.github.call_deadline_ms"},
+      {"installation_owner: acme", "issuers.github.installation_owner: is only meaningful"},
+      {"installation_id: 42, installation_owner: 'ac/me'", "issuers.github.installation_owner"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.extra);
@@ -415,6 +458,7 @@ TEST_CASE("GitHubApp: describe and request validation") {
       {Request({{"contents", "read"}}, "github://acme"), "invalid_resource"},
       {Request({{"contents", "read"}}, "github://acme/../x"), "invalid_resource"},
       {Request({{"contents", "read"}}, "github://acme/repo%2f"), "invalid_resource"},
+      {Request({{"contents", "read"}}, "github://acme/Payment-Service"), "invalid_resource"},
       {Request({{"contnets", "read"}}), "unknown_permission"},
   };
   for (auto& c : cases) {
@@ -754,7 +798,9 @@ TEST_CASE("GitHubApp: delegated rights follow the human's collaborator permissio
   CHECK(write->matched_rule == "issuers.github.delegated_rights");
   // One upstream check for the three (cached), made with a metadata-only token.
   CHECK(env.fake->Requests(FakeGitHub::Route::kCollaborator) == 1);
-  CHECK(env.fake->LastMintBody() == nlohmann::json{{"permissions", {{"metadata", "read"}}}});
+  // …scoped to the one repository checked.
+  CHECK(env.fake->LastMintBody() == nlohmann::json{{"repositories", {"payment-service"}},
+                                                   {"permissions", {{"metadata", "read"}}}});
 
   Principal lead;
   lead.id = "user_lead";
@@ -814,6 +860,7 @@ TEST_CASE("GitHubApp: delegated-rights options and upstream failures") {
   }
   SUBCASE("a revoked check token is replaced") {
     env.fake->SetCollaborator("acme/payment-service", "dev", "write");
+    env.use_manual_clock = true;
     auto issuer = env.Build("delegation: {cache_ttl_seconds: 1}");
     Principal dev;
     dev.id = "d";
@@ -821,11 +868,391 @@ TEST_CASE("GitHubApp: delegated-rights options and upstream failures") {
     REQUIRE(issuer->CheckDelegatedRights(Request({{"contents", "write"}}), dev)->allowed);
     // The issuer's cached metadata token dies upstream (admin revoked it).
     env.fake->InjectErrors(FakeGitHub::Route::kCollaborator, 401, 1);
-    std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+    env.manual_clock.Advance(std::chrono::seconds(11));  // no longer a new token
     auto again = issuer->CheckDelegatedRights(Request({{"contents", "write"}}), dev);
     REQUIRE(again.has_value());
     CHECK(again->allowed);
     CHECK(env.fake->TokensIssued() == 2);
+    CHECK(env.sleeps.empty());
+  }
+  SUBCASE("a new check token GitHub does not accept yet is retried, not replaced") {
+    env.fake->SetCollaborator("acme/payment-service", "dev", "write");
+    auto issuer = env.Build();
+    Principal dev;
+    dev.id = "d";
+    dev.github_login = "dev";
+    env.fake->InjectErrors(FakeGitHub::Route::kCollaborator, 401, 2);
+    auto r = issuer->CheckDelegatedRights(Request({{"contents", "write"}}), dev);
+    INFO((r ? std::string() : r.error().ToString()));
+    REQUIRE(r.has_value());
+    CHECK(r->allowed);
+    CHECK(env.fake->TokensIssued() == 1);
+    CHECK(env.sleeps == std::vector<std::chrono::milliseconds>{std::chrono::seconds(1),
+                                                               std::chrono::seconds(2)});
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Security review fixes
+
+TEST_CASE("GitHubApp: upper-case owner or repository names are refused") {
+  Env env;
+  auto issuer = env.Build();
+  for (const char* resource :
+       {"github://acme/Payment-Service", "github://ACME/payment-service",
+        "github://Acme/Payment-Service/pull/842"}) {
+    CAPTURE(resource);
+    auto t = issuer->ImpliedTier(Request({{"contents", "read"}}, resource));
+    REQUIRE_FALSE(t.has_value());
+    CHECK(t.error().code == ErrorCode::kInvalidArgument);
+    CHECK(t.error().Reason() == "invalid_resource");
+    CHECK(t.error().message.find("lower case") != std::string::npos);
+    CHECK(t.error().message.find("github://acme/payment-service") != std::string::npos);
+    auto m = issuer->Mint(Mint(Request({{"contents", "read"}}, resource)));
+    REQUIRE_FALSE(m.has_value());
+    CHECK(m.error().Reason() == "invalid_resource");
+    Principal dev;
+    dev.id = "d";
+    dev.github_login = "dev";
+    auto d = issuer->CheckDelegatedRights(Request({{"contents", "read"}}, resource), dev);
+    REQUIRE_FALSE(d.has_value());
+    CHECK(d.error().Reason() == "invalid_resource");
+  }
+  // Upper case after the repository (a path) is not a name.
+  CHECK(issuer->ImpliedTier(Request({{"contents", "read"}},
+                                    "github://acme/payment-service/blob/main/README.md"))
+            .has_value());
+  CHECK(env.fake->Requests(FakeGitHub::Route::kAny) == 0);
+}
+
+TEST_CASE("GitHubApp: with installation_id the grant's owner must be the installation's account") {
+  Env env;
+  SUBCASE("the account is asked of GitHub once") {
+    auto issuer = env.Build("installation_id: 42");
+    auto other = issuer->Mint(Mint(Request({{"contents", "read"}},
+                                           "github://someone-else/payment-service")));
+    REQUIRE_FALSE(other.has_value());
+    CHECK(other.error().Reason() == "invalid_resource");
+    CHECK(other.error().message.find("only for repositories of acme") != std::string::npos);
+    CHECK(env.fake->TokensIssued() == 0);
+    CHECK(env.fake->Requests(FakeGitHub::Route::kInstallation) == 1);
+    // The delegation check refuses it too, before any token is minted.
+    Principal dev;
+    dev.id = "d";
+    dev.github_login = "dev";
+    auto d = issuer->CheckDelegatedRights(
+        Request({{"contents", "read"}}, "github://someone-else/payment-service"), dev);
+    REQUIRE_FALSE(d.has_value());
+    CHECK(d.error().Reason() == "invalid_resource");
+    // The installation's own repositories mint as before; the account is cached.
+    auto own = issuer->Mint(Mint(Request({{"contents", "read"}})));
+    REQUIRE(own.has_value());
+    CHECK(own->fields["owner"] == "acme");
+    CHECK(env.fake->Requests(FakeGitHub::Route::kInstallation) == 1);
+    CHECK(env.fake->TokensIssued() == 1);
+    CHECK(env.fake->Violations().empty());
+  }
+  SUBCASE("installation_owner refuses other owners without calling GitHub") {
+    auto issuer = env.Build("installation_id: 42, installation_owner: Acme");
+    auto t = issuer->ImpliedTier(
+        Request({{"contents", "read"}}, "github://someone-else/payment-service"));
+    REQUIRE_FALSE(t.has_value());
+    CHECK(t.error().Reason() == "invalid_resource");
+    CHECK(env.fake->Requests(FakeGitHub::Route::kAny) == 0);
+    REQUIRE(issuer->Mint(Mint(Request({{"contents", "read"}}))).has_value());
+    CHECK(env.fake->Requests(FakeGitHub::Route::kInstallation) == 0);
+  }
+  SUBCASE("the account cannot be read: fail closed") {
+    auto issuer = env.Build("installation_id: 42, max_attempts: 1");
+    env.fake->InjectErrors(FakeGitHub::Route::kInstallation, 503, -1);
+    auto r = issuer->Mint(Mint(Request({{"contents", "read"}})));
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().code == ErrorCode::kUnavailable);
+    CHECK(env.fake->TokensIssued() == 0);
+  }
+}
+
+TEST_CASE("GitHubApp: a token not narrowed as asked is revoked and refused") {
+  Env env;
+  struct Case {
+    FakeGitHub::MintResponse mode;
+    const char* extra;
+    const char* problem;
+  } cases[] = {
+      {FakeGitHub::MintResponse::kBroader, "", "repository_selection \"all\""},
+      {FakeGitHub::MintResponse::kOmitScope, "", "no repository_selection"},
+      {FakeGitHub::MintResponse::kOtherRepository, "", "covers acme/docs"},
+      {FakeGitHub::MintResponse::kOtherRepository,
+       "installation_id: 42, repository_ids: {acme/payment-service: 1001}", "(id 1002)"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(static_cast<int>(c.mode));
+    CAPTURE(c.extra);
+    auto issuer = env.Build(c.extra);
+    env.fake->SetMintResponse(c.mode);
+    const size_t issued = env.fake->TokensIssued();
+    const size_t revoked = env.fake->TokensRevoked();
+    auto r = issuer->Mint(Mint(Request({{"contents", "read"}})));
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().code == ErrorCode::kInternal);
+    CHECK(r.error().Reason() == "github_token_not_narrowed");
+    CHECK(r.error().message.find(c.problem) != std::string::npos);
+    CHECK(r.error().message.find("revoked it") != std::string::npos);
+    CHECK(env.fake->TokensIssued() == issued + 1);
+    CHECK(env.fake->TokensRevoked() == revoked + 1);  // the refused token is dead upstream
+    CHECK(MetricValue(*issuer, "jitbroker_github_tokens_refused_total") == 1);
+    env.fake->SetMintResponse(FakeGitHub::MintResponse::kNormal);
+  }
+  // The same holds for the delegation check's own tokens.
+  env.fake->SetCollaborator("acme/payment-service", "dev", "write");
+  auto issuer = env.Build();
+  env.fake->SetMintResponse(FakeGitHub::MintResponse::kBroader);
+  Principal dev;
+  dev.id = "d";
+  dev.github_login = "dev";
+  const size_t revoked = env.fake->TokensRevoked();
+  auto d = issuer->CheckDelegatedRights(Request({{"contents", "read"}}), dev);
+  REQUIRE_FALSE(d.has_value());
+  CHECK(d.error().Reason() == "github_token_not_narrowed");
+  CHECK(env.fake->TokensRevoked() == revoked + 1);
+}
+
+TEST_CASE("GitHubApp: an implausible expires_at is a malformed answer") {
+  Env env;
+  auto issuer = env.Build();
+  SUBCASE("more than an hour ahead") {
+    env.fake->SetTokenLifetime(std::chrono::hours(48));
+    auto r = issuer->Mint(Mint(Request({{"contents", "read"}})));
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().Reason() == "github_bad_response");
+    CHECK(r.error().message.find("expires_at") != std::string::npos);
+    CHECK(env.fake->TokensRevoked() == 1);
+  }
+  SUBCASE("already past") {
+    env.fake->SetTokenLifetime(std::chrono::seconds(-60));
+    auto r = issuer->Mint(Mint(Request({{"contents", "read"}})));
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().Reason() == "github_bad_response");
+  }
+  SUBCASE("an hour and a minute (clock skew) is fine") {
+    env.fake->SetTokenLifetime(std::chrono::seconds(3660));
+    CHECK(issuer->Mint(Mint(Request({{"contents", "read"}}))).has_value());
+  }
+}
+
+TEST_CASE("GitHubApp: a revoke GitHub answers 401 just after minting is retried later") {
+  Env env;
+  env.use_manual_clock = true;
+  auto issuer = env.Build();
+  env.fake->SetTokenWarmup(std::chrono::seconds(2));
+  auto mr = Mint(Request({{"contents", "read"}}));
+  mr.now = env.manual_clock.Now();
+  auto minted = issuer->Mint(mr);
+  REQUIRE(minted.has_value());
+  const std::string token = TokenOf(*minted);
+  RevokeRequest rr{"grt_test", minted->revocation_handle.Clone(), *minted->upstream_expires_at,
+                   mr.now};
+  auto early = issuer->Revoke(rr);
+  REQUIRE_FALSE(early.has_value());  // not "already revoked": the service queues a retry
+  CHECK(early.error().code == ErrorCode::kUnavailable);
+  CHECK(early.error().Reason() == "github_token_not_yet_active");
+  CHECK(early.error().retryable);
+  CHECK(env.fake->TokenActive(token));
+  CHECK(MetricValue(*issuer, "jitbroker_github_revocations_deferred_total") == 1);
+
+  // Once GitHub knows the token, the retry really revokes it.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+  env.manual_clock.Advance(std::chrono::milliseconds(2100));
+  RevokeRequest later{"grt_test", minted->revocation_handle.Clone(), *minted->upstream_expires_at,
+                      env.manual_clock.Now()};
+  auto done = issuer->Revoke(later);
+  INFO((done ? std::string() : done.error().ToString()));
+  REQUIRE(done.has_value());
+  CHECK(done->kind == RevokeOutcomeKind::kRevoked);
+  CHECK_FALSE(env.fake->TokenActive(token));
+  CHECK(env.fake->TokensRevoked() == 1);
+
+  // A 401 for a token minted more than ~10 s ago means revoked or expired.
+  env.fake->SetTokenWarmup(std::chrono::seconds(600));
+  auto second = issuer->Mint(mr);
+  REQUIRE(second.has_value());
+  RevokeRequest fresh{"grt_2", second->revocation_handle.Clone(), *second->upstream_expires_at,
+                      env.manual_clock.Now()};
+  CHECK_FALSE(issuer->Revoke(fresh).has_value());
+  env.manual_clock.Advance(std::chrono::seconds(11));
+  RevokeRequest old{"grt_2", second->revocation_handle.Clone(), *second->upstream_expires_at,
+                    env.manual_clock.Now()};
+  CHECK(issuer->Revoke(old).has_value());
+}
+
+TEST_CASE("GitHubApp: every GitHub call has an overall deadline") {
+  Env env;
+  SUBCASE("retries of 5xx stop when the budget is spent") {
+    auto issuer = env.Build("max_attempts: 10, call_deadline_ms: 1000");
+    env.fake->InjectErrors(FakeGitHub::Route::kMint, 502, -1);
+    auto r = issuer->Mint(Mint(Request({{"contents", "read"}})));
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().code == ErrorCode::kUnavailable);
+    CHECK(r.error().Reason() == "github_unavailable");
+    CHECK(r.error().retryable);
+    CHECK(r.error().message.find("call_deadline_ms") != std::string::npos);
+    CHECK(env.fake->Requests(FakeGitHub::Route::kMint) < 10);
+    std::chrono::milliseconds waited{0};
+    for (auto d : env.sleeps) {
+      waited += d;
+    }
+    CHECK(waited < std::chrono::milliseconds(1000));
+    CHECK(MetricValue(*issuer, "jitbroker_github_retries_total", "reason=\"deadline\"") == 1);
+  }
+  SUBCASE("a Retry-After beyond the budget fails fast") {
+    auto issuer = env.Build("max_retry_after_seconds: 10, call_deadline_ms: 2000");
+    env.fake->InjectErrors(FakeGitHub::Route::kMint, 429, 1, 5);
+    auto r = issuer->Mint(Mint(Request({{"contents", "read"}})));
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().code == ErrorCode::kResourceExhausted);
+    CHECK(r.error().Reason() == "github_rate_limited");
+    CHECK(r.error().retryable);
+    CHECK(r.error().retry_after == std::chrono::seconds(5));
+    CHECK(env.sleeps.empty());
+  }
+  SUBCASE("a slow GitHub is cut off at the deadline, not at timeout_ms") {
+    auto issuer = env.Build("timeout_ms: 10000, call_deadline_ms: 300, max_attempts: 3");
+    env.fake->SetLatency(std::chrono::milliseconds(1500));
+    const auto started = std::chrono::steady_clock::now();
+    auto r = issuer->Mint(Mint(Request({{"contents", "read"}})));
+    const auto took = std::chrono::steady_clock::now() - started;
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().code == ErrorCode::kUnavailable);
+    CHECK(r.error().retryable);
+    CHECK(took < std::chrono::milliseconds(1200));
+    env.fake->SetLatency(std::chrono::milliseconds(0));
+  }
+}
+
+TEST_CASE("GitHubApp TtlCache: followers wait with a timeout") {
+  testing::FakeClock clock;
+  TtlCache<int> cache(4, std::chrono::seconds(10), &clock, std::chrono::milliseconds(100));
+  std::atomic<bool> entered{false};
+  std::thread leader([&] {
+    auto r = cache.Get("k", [&]() -> Result<int> {
+      entered = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(600));
+      return 1;
+    });
+    CHECK(r.has_value());
+  });
+  while (!entered) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  const auto started = std::chrono::steady_clock::now();
+  auto follower = cache.Get("k", []() -> Result<int> { return 2; });
+  const auto took = std::chrono::steady_clock::now() - started;
+  REQUIRE_FALSE(follower.has_value());
+  CHECK(follower.error().code == ErrorCode::kUnavailable);
+  CHECK(follower.error().Reason() == "upstream_wait_timeout");
+  CHECK(follower.error().retryable);
+  CHECK(took < std::chrono::milliseconds(500));
+  CHECK(cache.wait_timeouts() == 1);
+  leader.join();
+  CHECK(cache.Get("k", []() -> Result<int> { return 3; })->value == 1);  // the fill landed
+}
+
+TEST_CASE("GitHubApp TtlCache: a throwing fill never wedges its key") {
+  testing::FakeClock clock;
+  TtlCache<int> cache(4, std::chrono::seconds(10), &clock, std::chrono::seconds(5));
+  std::atomic<bool> entered{false};
+  std::atomic<bool> release{false};
+  std::atomic<bool> threw{false};
+  std::thread leader([&] {
+    try {
+      (void)cache.Get("k", [&]() -> Result<int> {
+        entered = true;
+        while (!release) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        throw std::runtime_error("boom");
+      });
+    } catch (const std::runtime_error&) {
+      threw = true;
+    }
+  });
+  while (!entered) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  std::thread follower([&] {
+    auto r = cache.Get("k", []() -> Result<int> { return 2; });
+    CHECK_FALSE(r.has_value());
+    if (!r) {
+      CHECK(r.error().code == ErrorCode::kInternal);
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // let the follower join
+  release = true;
+  leader.join();
+  follower.join();
+  CHECK(threw);
+  // The key fills afresh.
+  auto again = cache.Get("k", []() -> Result<int> { return 9; });
+  REQUIRE(again.has_value());
+  CHECK(again->value == 9);
+  CHECK_FALSE(again->cached);
+}
+
+TEST_CASE("GitHubApp TtlCache: evicted values are handed to on_evict") {
+  testing::FakeClock clock;
+  std::vector<int> evicted;
+  TtlCache<int> cache(2, std::chrono::seconds(10), &clock, std::chrono::seconds(1),
+                      [&](int v) { evicted.push_back(v); });
+  auto value = [](int v) { return [v]() -> Result<int> { return v; }; };
+  REQUIRE(cache.Get("a", value(1)).has_value());
+  REQUIRE(cache.Get("b", value(2)).has_value());
+  REQUIRE(cache.Get("c", value(3)).has_value());  // LRU: "a" goes
+  CHECK(evicted == std::vector<int>{1});
+  clock.Advance(std::chrono::seconds(11));
+  REQUIRE(cache.Get("b", value(4)).has_value());  // expired: "b" goes, refilled
+  CHECK(evicted == std::vector<int>{1, 2});
+  cache.Erase("b");  // explicit erase hands nothing over
+  CHECK(evicted == std::vector<int>{1, 2});
+  auto drained = cache.Drain();
+  CHECK(drained == std::vector<int>{3});
+  CHECK(cache.size() == 0);
+}
+
+TEST_CASE("GitHubApp: the delegation check's own tokens are narrow and revoked") {
+  Env env;
+  env.fake->SetCollaborator("acme/payment-service", "dev", "write");
+  env.fake->SetCollaborator("acme/docs", "dev", "read");
+  env.use_manual_clock = true;
+  auto issuer = env.Build();
+  Principal dev;
+  dev.id = "d";
+  dev.github_login = "dev";
+  REQUIRE(issuer->CheckDelegatedRights(Request({{"contents", "read"}}), dev).has_value());
+  CHECK(env.fake->LastMintBody() == nlohmann::json{{"repositories", {"payment-service"}},
+                                                   {"permissions", {{"metadata", "read"}}}});
+  REQUIRE(issuer
+              ->CheckDelegatedRights(Request({{"contents", "read"}}, "github://acme/docs"), dev)
+              .has_value());
+  CHECK(env.fake->LastMintBody() ==
+        nlohmann::json{{"repositories", {"docs"}}, {"permissions", {{"metadata", "read"}}}});
+  CHECK(env.fake->TokensIssued() == 2);  // one per repository
+  CHECK(env.fake->TokensRevoked() == 0);
+
+  // An expired check token is revoked when it leaves the cache (GitHub's
+  // hour outlives the broker's 50 minutes).
+  env.manual_clock.Advance(std::chrono::minutes(51));
+  auto again = issuer->CheckDelegatedRights(Request({{"contents", "read"}}), dev);
+  INFO((again ? std::string() : again.error().ToString()));
+  REQUIRE(again.has_value());
+  CHECK(env.fake->TokensIssued() == 3);
+  CHECK(env.fake->TokensRevoked() == 1);
+
+  // The rest go with the issuer.
+  issuer.reset();
+  CHECK(env.fake->TokensRevoked() == 3);
+  for (const auto& v : env.fake->Violations()) {
+    CAPTURE(v);
+    CHECK(v.find("iat") != std::string::npos);  // the 51 minutes jump, learnt as clock skew
   }
 }
 
