@@ -27,7 +27,7 @@ struct GitHubWorld {
   std::unique_ptr<FakeGitHub> fake;  // declared before the broker: stops after it
   std::unique_ptr<BrokerProcess> broker;
 
-  explicit GitHubWorld(const std::string& sessions = "") {
+  explicit GitHubWorld(const std::string& sessions = "", const std::string& issuer_extra = "") {
     char tmpl[] = "/tmp/jitbroker-gh-XXXXXX";
     REQUIRE(::mkdtemp(tmpl) != nullptr);
     key_dir = tmpl;
@@ -56,7 +56,7 @@ struct GitHubWorld {
     o.github_logins = {{"maint_1", "maint-user"}};
     o.extra_issuers = "  github: {type: github_app, client_id: " + std::string(kClientId) +
                       ", private_key: file:" + key_dir + "/app.pem, base_url: '" + fake->url() +
-                      "', allow_http: true, max_attempts: 1}\n";
+                      "', allow_http: true, max_attempts: 1" + issuer_extra + "}\n";
     broker = BrokerProcess::Start(o);
   }
   ~GitHubWorld() {
@@ -421,6 +421,42 @@ TEST_CASE("GitHub: git push through jitctl git-credential with a just-in-time to
   CHECK_MESSAGE(rc6 != 0, out6);
   CHECK(fake->TokensRevoked() >= 1);
   server->Stop();
+}
+
+TEST_CASE("GitHub: an approved grant is re-checked against the human's rights when collected") {
+  GitHubWorld w("", ", delegation: {cache_ttl_seconds: 1}");
+  auto [sid, token] = w.Session("merge_deploy");
+  auto pending = w.broker->Post("/v1/sessions/" + sid + "/grants", token,
+                                {{"tool", "github.merge_pull_request"},
+                                 {"operation", "merge"},
+                                 {"resource", "github://acme/payment-service"},
+                                 {"issuer", "github"},
+                                 {"scope", {{"permissions", {{"contents", "write"}}}}},
+                                 {"parameters", {{"pull", 842}}}});
+  INFO(pending.body);
+  REQUIRE(pending.status == 202);
+  const std::string grant_id = pending.json["grant_id"];
+  const std::string approval_id = pending.json["approval"]["id"];
+  const std::string digest = pending.json["approval"]["request_digest"];
+  const size_t issued = w.fake->TokensIssued();
+
+  // While the request waits, the human loses write access upstream.
+  w.fake->SetCollaborator("acme/payment-service", "maint-user", "read", "read");
+  auto ok = w.broker->Post("/v1/approvals/" + approval_id, w.broker->maintainer2_key,
+                           {{"decision", "approve"}, {"request_digest", digest}});
+  INFO(ok.body);
+  REQUIRE(ok.status == 200);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // past the delegation cache
+
+  auto got = w.broker->Get("/v1/grants/" + grant_id, token);
+  INFO(got.body);
+  REQUIRE(got.status == 200);
+  CHECK(got.json["state"] == "denied");
+  CHECK(got.json["decision"]["code"] == "delegated_rights_exceeded");
+  CHECK_FALSE(got.json.contains("credential"));
+  // The only token minted meanwhile is the check's own metadata token.
+  CHECK(w.fake->LastMintBody()["permissions"] == nlohmann::json{{"metadata", "read"}});
+  CHECK(w.fake->TokensIssued() <= issued + 1);
 }
 
 }  // namespace
