@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <algorithm>
 #include <fstream>
 #include <iterator>
 #include <optional>
@@ -147,9 +148,115 @@ Result<SecretValue> SubjectToken(const Context& ctx, const ParsedArgs& args) {
   return std::move(*token);
 }
 
+// Credential members that are metadata, shown by default; every other
+// string member is treated as secret (masked, and printed only on request).
+constexpr std::string_view kCredentialMetadata[] = {"type",  "expires_at", "issued_at",
+                                                    "token_type", "scope", "scopes",
+                                                    "audience", "region"};
+
+bool IsMetadataKey(std::string_view key) {
+  for (std::string_view k : kCredentialMetadata) {
+    if (k == key) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Every secret string of an exchange response: access_token and the
+// credential's non-metadata strings (nested ones too).
+void CollectSecrets(const json& j, bool top, std::vector<std::string>* out) {
+  if (j.is_object()) {
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      if (top) {
+        if (it.key() == "access_token" && it->is_string()) {
+          out->push_back(it->get<std::string>());
+        } else if (it.key() == "credential") {
+          CollectSecrets(*it, false, out);
+        }
+        continue;
+      }
+      if (it->is_string()) {
+        if (!IsMetadataKey(it.key())) {
+          out->push_back(it->get<std::string>());
+        }
+      } else {
+        CollectSecrets(*it, false, out);
+      }
+    }
+  } else if (j.is_array() && !top) {
+    for (const json& v : j) {
+      if (v.is_string()) {
+        out->push_back(v.get<std::string>());
+      } else {
+        CollectSecrets(v, false, out);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 namespace internal {
+
+std::string AddMaskCommands(const std::vector<std::string>& secrets) {
+  std::string out;
+  auto add = [&out](std::string_view value) {
+    if (value.empty()) {
+      return;
+    }
+    out += "::add-mask::";
+    out += EscapeWorkflowCommandData(value);
+    out += '\n';
+  };
+  for (const std::string& secret : secrets) {
+    add(secret);
+    // A multi-line secret is also masked line by line, as the log shows it.
+    if (secret.find_first_of("\r\n") != std::string::npos) {
+      size_t start = 0;
+      while (start < secret.size()) {
+        size_t end = secret.find_first_of("\r\n", start);
+        if (end == std::string::npos) {
+          end = secret.size();
+        }
+        add(std::string_view(secret).substr(start, end - start));
+        start = end + 1;
+      }
+    }
+  }
+  return out;
+}
+
+std::string EscapeWorkflowCommandData(std::string_view value) {
+  // actions/toolkit escapeData: the runner unescapes these in command data.
+  std::string out;
+  out.reserve(value.size());
+  for (char c : value) {
+    if (c == '%') {
+      out += "%25";
+    } else if (c == '\r') {
+      out += "%0D";
+    } else if (c == '\n') {
+      out += "%0A";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+bool BrokerUrlIsSafeForCi(std::string_view base_url) {
+  return base_url.starts_with("https://") ||
+         (base_url.starts_with("http://") && net::IsLoopbackUrl(base_url));
+}
+
+std::vector<std::string> ExchangeSecrets(const nlohmann::json& response) {
+  std::vector<std::string> out;
+  CollectSecrets(response, true, &out);
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
 
 std::string ActionsTokenUrl(std::string_view request_url, std::string_view audience) {
   if (!request_url.starts_with("https://") &&
@@ -181,6 +288,15 @@ Result<int> CiExchange(const Context& ctx, const Invocation& inv) {
     } else if (*t != "id_token") {
       return std::unexpected(Usage("--subject-token-type must be id_token or jwt"));
     }
+  }
+  // The OIDC token and the credential must not cross the network in clear:
+  // unlike other commands (a warning), ci exchange refuses before it even
+  // asks GitHub for a token.
+  if (!internal::BrokerUrlIsSafeForCi(ctx.base_url)) {
+    return std::unexpected(
+        Usage("ci exchange refuses plain http to a non-loopback broker (" +
+              SanitizeForTerminal(ctx.base_url) +
+              "): the OIDC token and the credential would travel unencrypted; use https://"));
   }
   std::optional<std::string> export_var = args.Get("export");
   if (export_var) {
@@ -241,6 +357,20 @@ Result<int> CiExchange(const Context& ctx, const Invocation& inv) {
     return std::unexpected(Internal("the broker sent an unexpected response"));
   }
   json& j = *parsed;
+  const bool prints_secret = ctx.json || args.Has("token-only") || export_var.has_value();
+  if (prints_secret && ctx.getenv("GITHUB_ACTIONS").value_or("") == "true") {
+    // GitHub Actions: register every secret with the runner's log masker
+    // before it can appear in the log. On stderr, which the runner parses for
+    // workflow commands too, so that `$(jitctl ci exchange --token-only)`
+    // captures the token alone.
+    std::vector<std::string> secrets = internal::ExchangeSecrets(j);
+    std::string masks = internal::AddMaskCommands(secrets);
+    *ctx.err << masks << std::flush;
+    SecureWipe(masks.data(), masks.size());
+    for (std::string& secret : secrets) {
+      SecureWipe(secret.data(), secret.size());
+    }
+  }
   if (ctx.json) {
     *ctx.out << resp.body << "\n";
   } else if (args.Has("token-only")) {
@@ -249,6 +379,8 @@ Result<int> CiExchange(const Context& ctx, const Invocation& inv) {
     *ctx.out << "export " << *export_var << "="
              << ShellQuote(RawString(j, "access_token").value_or("")) << "\n";
   } else {
+    // Metadata only: CI logs are widely readable, so the credential is
+    // printed only when asked for (--token-only, --export, --json).
     *ctx.out << "trust policy: " << Field(j, "trust_policy") << "\n"
              << "session: " << Field(j, "session_id") << "\n"
              << "grant: " << Field(j, "grant_id") << "\n"
@@ -256,14 +388,21 @@ Result<int> CiExchange(const Context& ctx, const Invocation& inv) {
     if (!Field(j, "scope").empty()) {
       *ctx.out << "scope: " << Field(j, "scope") << "\n";
     }
-    *ctx.out << "credential:\n";
+    if (!Field(j, "issued_token_type").empty()) {
+      *ctx.out << "issued token type: " << Field(j, "issued_token_type") << "\n";
+    }
+    *ctx.out << "credential: not shown (use --token-only, --export VAR or --json)\n";
     const json& cred = Member(j, "credential");
     if (cred.is_object()) {
       for (auto it = cred.begin(); it != cred.end(); ++it) {
-        *ctx.out << "  " << SanitizeForTerminal(it.key()) << ": " << JsonText(it.value()) << "\n";
+        if (IsMetadataKey(it.key()) && it->is_string()) {
+          *ctx.out << "  " << SanitizeForTerminal(it.key()) << ": " << JsonText(it.value())
+                   << "\n";
+        }
       }
     }
   }
+  std::flush(*ctx.out);
   SecureWipe(resp.body.data(), resp.body.size());
   if (auto it = j.find("access_token"); it != j.end() && it->is_string()) {
     std::string& s = it->get_ref<std::string&>();

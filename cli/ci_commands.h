@@ -7,14 +7,23 @@
 //   `id_tokens:` variable), or GitHub Actions: with `permissions: id-token:
 //   write` the runner sets ACTIONS_ID_TOKEN_REQUEST_URL/_TOKEN and jitctl
 //   requests a token for --oidc-audience (the trust policy's audience).
-// The OIDC token and the credential travel as SecretValues; the credential
-// is printed (it is what the command is for), the OIDC token never.
+// The OIDC token and the credential travel as SecretValues. By default only
+// metadata is printed (trust policy, session, grant, expiry, scope, the
+// credential's type): CI logs are widely readable. --token-only, --export VAR
+// and --json print the credential; under GitHub Actions (GITHUB_ACTIONS=true)
+// every secret is first registered with `::add-mask::` (on stderr, which the
+// runner parses as well). The OIDC token is never printed. The broker URL
+// must be https (plain http only to a loopback host): the command refuses
+// before it fetches or sends any token.
 //
 // Thread-safety: single-threaded (one command per process).
 #pragma once
 
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "cli/args.h"
 #include "cli/commands.h"
@@ -30,6 +39,18 @@ namespace internal {
 // has a query, hence '&'); nullopt-like "" when the URL is not acceptable
 // (https, or http to a loopback host).
 std::string ActionsTokenUrl(std::string_view request_url, std::string_view audience);
+
+// True for https://, or http:// to a loopback host.
+bool BrokerUrlIsSafeForCi(std::string_view base_url);
+
+// The secrets of a POST /v1/token answer: access_token and the credential's
+// string members other than metadata (type, expires_at, ...), deduplicated.
+std::vector<std::string> ExchangeSecrets(const nlohmann::json& response);
+
+// `::add-mask::VALUE` lines (workflow-command escaped: % \r \n), one per
+// secret, plus one per line of a multi-line secret.
+std::string AddMaskCommands(const std::vector<std::string>& secrets);
+std::string EscapeWorkflowCommandData(std::string_view value);
 
 }  // namespace internal
 

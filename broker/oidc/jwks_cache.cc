@@ -190,10 +190,21 @@ Result<std::shared_ptr<const crypto::VerifyKey>> JwksCache::Find(const KeyQuery&
       return key;
     }
     if (round == 0 && e.refreshing) {
-      // Single flight: take the result of the fetch in progress.
-      e.cv.wait_for(lk, options_.timeout * 2 + std::chrono::seconds(1),
-                    [&e] { return !e.refreshing; });
-      continue;
+      if (key || !usable) {
+        // Single flight: a stale key, or no usable keys yet (a cold cache),
+        // takes the result of the fetch in progress.
+        e.cv.wait_for(lk, options_.timeout * 2 + std::chrono::seconds(1),
+                      [&e] { return !e.refreshing; });
+        continue;
+      }
+      // A kid the usable key set does not have fails at once: made-up kids
+      // must not hold request threads for as long as a slow issuer takes.
+      return std::unexpected(
+          ambiguous ? Unauthenticated("ambiguous_key",
+                                      "several keys of the issuer fit the subject_token; it must "
+                                      "name one with kid")
+                    : Unauthenticated("unknown_key",
+                                      "no key of the subject_token's issuer has its kid"));
     }
     const bool cooled = !e.attempted_at || now - *e.attempted_at >= options_.cooldown;
     if (round == 1 || !cooled || e.refreshing) {

@@ -13,7 +13,10 @@
 //     issuer, so a storm of tokens with made-up kids costs the issuer one
 //     request, not one each;
 //   - single flight: while one thread fetches an issuer's keys, the others
-//     asking for that issuer wait for its result instead of fetching too;
+//     asking for that issuer with a cached-but-stale key, or before any key
+//     was fetched, wait for its result instead of fetching too; one asking
+//     for a kid the cached (usable) set lacks fails at once with
+//     "unknown_key" instead of waiting on a slow issuer;
 //   - limits: 5 s per request, 100 KiB per document, 100 keys, no redirects
 //     (the HttpClient never follows them);
 //   - a failed refresh keeps the previous keys (up to max_stale), so a short

@@ -4,10 +4,9 @@
 
 namespace jitbroker::oidc {
 
-std::string ReplayKey(std::string_view policy, std::string_view issuer, std::string_view jti) {
-  // Lengths first: no choice of values makes two different triples collide.
-  std::string key = std::to_string(policy.size()) + ":" + std::to_string(issuer.size()) + ":";
-  key += policy;
+std::string ReplayKey(std::string_view issuer, std::string_view jti) {
+  // Length first: no choice of values makes two different pairs collide.
+  std::string key = std::to_string(issuer.size()) + ":";
   key += issuer;
   key += jti;
   return key;

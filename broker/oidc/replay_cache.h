@@ -1,6 +1,13 @@
-// ReplayCache: remembers which subject tokens (by policy, issuer and `jti`)
-// were exchanged, until they expire, so each is used once
-// (reference/protocols.md §4.4 item 8).
+// ReplayCache: remembers which subject tokens (by issuer and `jti`) were
+// exchanged, until they can no longer be accepted, so each is used once
+// (reference/protocols.md §4.4 item 8). The key names no trust policy: a
+// token exchanged under one policy cannot be replayed under another policy
+// of the same issuer (a `jti` is unique per issuer, not per audience).
+//
+// How long: the caller passes the last instant at which the token could pass
+// the time checks (token_verifier.h UsableUntilUnix: min(exp, iat + maximum
+// age) + leeway, over the issuer's policies), so a token with a far-future
+// `exp` is kept as long as it could be replayed, and not longer.
 //
 // In memory: a restart forgets, which is acceptable because CI tokens live
 // minutes and the cache's job is to stop a token copied from a CI log being
@@ -44,7 +51,7 @@ class ReplayCache {
   std::multimap<TimePoint, std::string> by_expiry_;     // guarded by mu_
 };
 
-// The cache key of a token: policy, issuer and jti, unambiguously joined.
-std::string ReplayKey(std::string_view policy, std::string_view issuer, std::string_view jti);
+// The cache key of a token: issuer and jti, unambiguously joined.
+std::string ReplayKey(std::string_view issuer, std::string_view jti);
 
 }  // namespace jitbroker::oidc

@@ -201,7 +201,15 @@ OAuthError ToOAuthError(const Error& e) {
   OAuthError out;
   out.description = e.message;
   const std::string_view reason = e.Reason();
+  if (e.code == ErrorCode::kUnauthenticated) {
+    // The subject token was refused: whatever the precise reason (kept for
+    // the log), the answer is invalid_grant.
+    out.error = "invalid_grant";
+  }
   for (const ReasonRow& row : kReasons) {
+    if (!out.error.empty()) {
+      break;
+    }
     if (row.reason == reason) {
       out.error = std::string(row.error);
       break;

@@ -11,10 +11,14 @@
 // Error mapping (stable; docs/api.md lists it):
 //   invalid_request         400  malformed request or subject_token that is not a JWS
 //   unsupported_grant_type  400  grant_type other than token-exchange
-//   invalid_grant           400  subject_token fails verification (issuer not
-//                                trusted, alg, key, signature, exp/nbf/iat, aud,
-//                                replayed jti)
+//   invalid_grant           400  subject_token fails verification. Before the
+//                                signature is verified (no trust policies,
+//                                issuer not trusted, alg, key, signature) the
+//                                answer is always the same body; after it:
+//                                exp/nbf/iat, aud, missing claims, replayed jti
+//                                (kUnauthenticated always maps here)
 //   invalid_target          400  `audience`/`resource` names no trust policy
+//                                (only for a token whose signature verified)
 //   unauthorized_client     400  the identity is valid but no trust policy lets
 //                                it mint (claims), or policy denies the grant
 //   invalid_scope           400  `scope` asks for more than the policy grants

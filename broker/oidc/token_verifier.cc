@@ -1,5 +1,6 @@
 #include "broker/oidc/token_verifier.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <exception>
@@ -17,17 +18,16 @@ namespace {
 
 using nlohmann::json;
 
-// NumericDates beyond this are nonsense (year ~36800) and would overflow
-// arithmetic on them.
-constexpr int64_t kMaxNumericDate = int64_t{1} << 40;
 constexpr size_t kMaxKidBytes = 256;
 constexpr size_t kMaxIssuerBytes = 2048;
 constexpr size_t kMaxSubBytes = 4096;
 constexpr size_t kMaxJtiBytes = 256;
 constexpr size_t kMaxAudiences = 16;
 
-Error Invalid(std::string reason, std::string message) {
-  return Unauthenticated(std::move(reason), std::move(message));
+Error Invalid(std::string reason, std::string message, std::string detail = {}) {
+  Error e = Unauthenticated(std::move(reason), std::move(message));
+  e.detail = std::move(detail);
+  return e;
 }
 
 bool Printable(std::string_view s) {
@@ -150,27 +150,46 @@ Status CheckTimeClaims(const json& claims, const TrustPolicy& policy, TimePoint 
   JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> nbf, NumericDate(claims, "nbf"));
   JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> iat, NumericDate(claims, "iat"));
   if (!exp) {
-    return std::unexpected(Invalid("missing_claim", "subject_token has no exp claim"));
+    return std::unexpected(
+        Invalid("missing_claim", "subject_token lacks a required claim", "no exp claim"));
   }
   if (now >= *exp + leeway) {
     return std::unexpected(Invalid("token_expired", "subject_token has expired"));
   }
   if (nbf && now < *nbf - leeway) {
-    return std::unexpected(Invalid("token_not_yet_valid", "subject_token is not valid yet (nbf)"));
+    return std::unexpected(Invalid("token_not_yet_valid", "subject_token is not valid yet"));
   }
   if (!iat) {
-    return std::unexpected(Invalid("missing_claim", "subject_token has no iat claim"));
+    return std::unexpected(
+        Invalid("missing_claim", "subject_token lacks a required claim", "no iat claim"));
   }
   if (*iat > now + leeway) {
-    return std::unexpected(
-        Invalid("token_not_yet_valid", "subject_token was issued in the future"));
+    return std::unexpected(Invalid("token_not_yet_valid", "subject_token is not valid yet",
+                                   "iat is in the future"));
   }
   if (now - *iat > policy.max_token_age_seconds + leeway) {
-    return std::unexpected(
-        Invalid("token_too_old", "subject_token is older than the trust policy's maximum age of " +
-                                     std::to_string(policy.max_token_age_seconds) + " s"));
+    // The configured maximum age stays out of the client-facing message.
+    return std::unexpected(Invalid(
+        "token_too_old", "subject_token is too old",
+        "issued " + std::to_string(now - *iat) + " s ago; trust policy " + policy.name +
+            " accepts at most " + std::to_string(policy.max_token_age_seconds) + " s"));
   }
   return OkStatus();
+}
+
+Result<int64_t> UsableUntilUnix(const json& claims, int64_t max_token_age_seconds,
+                                int64_t leeway_seconds) {
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> exp, NumericDate(claims, "exp"));
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> iat, NumericDate(claims, "iat"));
+  if (!exp || !iat) {
+    return std::unexpected(
+        Invalid("missing_claim", "subject_token lacks a required claim", "no exp or iat claim"));
+  }
+  // CheckTimeClaims accepts while now < exp + leeway and
+  // now <= iat + max_age + leeway. Both dates are at most kMaxNumericDate
+  // (2^33) and the age and leeway at most a day: no overflow, in seconds or
+  // as a TimePoint (nanoseconds).
+  return std::min(*exp, *iat + max_token_age_seconds + 1) + leeway_seconds;
 }
 
 Status CheckAudience(const json& claims, std::string_view audience) {
@@ -201,12 +220,30 @@ Status CheckAudience(const json& claims, std::string_view audience) {
       Invalid("wrong_audience", "subject_token aud does not contain this broker's audience"));
 }
 
-Result<json> VerifySubjectToken(const UnverifiedToken& token, const TrustPolicy& policy,
-                                KeySource& keys, TimePoint now) {
-  if (token.issuer != policy.issuer) {
+IssuerKeys KeysOfIssuer(const TrustSet& trust, std::string_view issuer) {
+  IssuerKeys out;
+  out.issuer = std::string(issuer);
+  for (const TrustPolicy& p : trust.policies) {
+    if (p.issuer != issuer) {
+      continue;
+    }
+    out.allow_http = p.allow_http;  // the parser makes it agree across the issuer's policies
+    for (const std::string& a : p.algorithms) {
+      if (std::find(out.algorithms.begin(), out.algorithms.end(), a) == out.algorithms.end()) {
+        out.algorithms.push_back(a);
+      }
+    }
+  }
+  return out;
+}
+
+Status VerifyTokenSignature(const UnverifiedToken& token, const IssuerKeys& issuer,
+                            KeySource& keys) {
+  if (token.issuer != issuer.issuer) {
     return std::unexpected(Invalid("untrusted_issuer", "subject_token issuer is not trusted"));
   }
-  if (!policy.AllowsAlgorithm(token.alg)) {
+  if (std::find(issuer.algorithms.begin(), issuer.algorithms.end(), token.alg) ==
+      issuer.algorithms.end()) {
     return std::unexpected(
         Invalid("alg_not_allowed", "subject_token alg is not allowed for its issuer"));
   }
@@ -214,9 +251,22 @@ Result<json> VerifySubjectToken(const UnverifiedToken& token, const TrustPolicy&
   // it with the key type, and VerifyDecodedJws rejects a key of another type.
   JITBROKER_ASSIGN_OR_RETURN(
       std::shared_ptr<const crypto::VerifyKey> key,
-      keys.Find(KeyQuery{policy.issuer, policy.allow_http, token.kid, token.alg}));
+      keys.Find(KeyQuery{issuer.issuer, issuer.allow_http, token.kid, token.alg}));
   if (Status st = crypto::VerifyDecodedJws(token.jws, *key); !st) {
     return std::unexpected(Invalid(std::string(st.error().Reason()), st.error().message));
+  }
+  return OkStatus();
+}
+
+Result<json> CheckVerifiedToken(const UnverifiedToken& token, const TrustPolicy& policy,
+                                TimePoint now) {
+  if (token.issuer != policy.issuer) {
+    return std::unexpected(Invalid("untrusted_issuer", "subject_token issuer is not trusted"));
+  }
+  if (!policy.AllowsAlgorithm(token.alg)) {
+    return std::unexpected(
+        Invalid("alg_not_allowed", "subject_token alg is not allowed for its issuer",
+                "alg " + token.alg + " is not in trust policy " + policy.name + "'s algorithms"));
   }
   const json& claims = token.jws.payload;
   try {
@@ -225,20 +275,32 @@ Result<json> VerifySubjectToken(const UnverifiedToken& token, const TrustPolicy&
     auto sub = claims.find("sub");
     if (sub == claims.end() || !sub->is_string() || sub->get_ref<const std::string&>().empty() ||
         sub->get_ref<const std::string&>().size() > kMaxSubBytes) {
-      return std::unexpected(Invalid("missing_claim", "subject_token has no usable sub claim"));
+      return std::unexpected(
+          Invalid("missing_claim", "subject_token lacks a required claim", "no usable sub claim"));
     }
     if (policy.replay_protection) {
       auto jti = claims.find("jti");
       if (jti == claims.end() || !jti->is_string() || jti->get_ref<const std::string&>().empty() ||
           jti->get_ref<const std::string&>().size() > kMaxJtiBytes) {
-        return std::unexpected(Invalid(
-            "missing_claim", "subject_token has no usable jti claim (replay protection is on)"));
+        return std::unexpected(Invalid("missing_claim", "subject_token lacks a required claim",
+                                       "no usable jti claim (replay protection is on)"));
       }
     }
   } catch (const std::exception&) {
     return std::unexpected(Invalid("invalid_claim", "subject_token claims could not be read"));
   }
   return claims;
+}
+
+Result<json> VerifySubjectToken(const UnverifiedToken& token, const TrustPolicy& policy,
+                                KeySource& keys, TimePoint now) {
+  if (token.issuer != policy.issuer) {
+    return std::unexpected(Invalid("untrusted_issuer", "subject_token issuer is not trusted"));
+  }
+  JITBROKER_RETURN_IF_ERROR(
+      VerifyTokenSignature(token, IssuerKeys{policy.issuer, policy.allow_http, policy.algorithms},
+                           keys));
+  return CheckVerifiedToken(token, policy, now);
 }
 
 }  // namespace jitbroker::oidc

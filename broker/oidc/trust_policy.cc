@@ -37,10 +37,19 @@ constexpr std::string_view kGitHubTenantClaims[] = {"repository_owner_id", "repo
                                                     "repository_owner", "repository"};
 constexpr std::string_view kGitLabTenantClaims[] = {"namespace_id", "namespace_path", "project_id",
                                                     "project_path"};
+// Tenant claims that are immutable ids; a tenant pinned only by the others
+// (names and paths, which can be re-registered after a rename or deletion)
+// is accepted with a warning.
+constexpr std::string_view kGitHubTenantIdClaims[] = {"repository_owner_id", "repository_id"};
+constexpr std::string_view kGitLabTenantIdClaims[] = {"namespace_id", "project_id"};
 // Claims that pin what ran (branch, environment, workflow); without one, any
-// branch anyone with push access creates can mint (protocols.md §4.5).
-constexpr std::string_view kGitHubContextClaims[] = {
-    "ref", "environment", "job_workflow_ref", "workflow_ref", "sub", "event_name", "base_ref"};
+// branch anyone with push access creates can mint (protocols.md §4.5). Only
+// a rule whose every alternative is an exact value, or a glob with a literal
+// prefix in each '/'- or ':'-separated segment ("refs/heads/release-*"),
+// counts: "*", "refs/heads/*" or a regex pin nothing. event_name and
+// base_ref are not here: a push or a pull request can come from any branch.
+constexpr std::string_view kGitHubContextClaims[] = {"ref", "environment", "job_workflow_ref",
+                                                     "workflow_ref", "sub"};
 constexpr std::string_view kGitLabContextClaims[] = {
     "ref", "ref_path", "ref_protected", "environment", "sub", "ci_config_ref_uri"};
 // Registered claims the verifier checks itself.
@@ -200,6 +209,34 @@ bool AllExact(const ClaimRule& rule) {
   return !rule.any_of.empty() &&
          std::all_of(rule.any_of.begin(), rule.any_of.end(),
                      [](const Matcher& m) { return m.kind() == Matcher::Kind::kExact; });
+}
+
+// A glob segment (between '/' and ':') with a literal before any '*'.
+bool GlobPinsEverySegment(std::string_view glob) {
+  size_t start = 0;
+  while (start <= glob.size()) {
+    size_t end = glob.find_first_of("/:", start);
+    if (end == std::string_view::npos) {
+      end = glob.size();
+    }
+    const std::string_view seg = glob.substr(start, end - start);
+    if (seg.empty() || seg.front() == '*') {
+      return false;
+    }
+    start = end + 1;
+  }
+  return true;
+}
+
+// Whether a rule pins a context claim: every alternative exact, or a glob
+// with a literal prefix in each segment. Regular expressions never count
+// (nothing checks what they admit).
+bool PinsContext(const ClaimRule& rule) {
+  return !rule.any_of.empty() &&
+         std::all_of(rule.any_of.begin(), rule.any_of.end(), [](const Matcher& m) {
+           return m.kind() == Matcher::Kind::kExact ||
+                  (m.kind() == Matcher::Kind::kGlob && GlobPinsEverySegment(m.pattern()));
+         });
 }
 
 const ClaimRule* FindRule(const TrustPolicy& p, std::string_view claim) {
@@ -441,53 +478,101 @@ Status ParseAlgorithms(config::Section& entry, TrustPolicy& p) {
   return OkStatus();
 }
 
-// The tenant and context lints of protocols.md §4.5.
-Status LintClaims(config::Section& entry, TrustPolicy& p, std::vector<std::string>& warnings) {
+std::string JoinNames(const std::vector<std::string_view>& names) {
+  std::string list;
+  for (std::string_view c : names) {
+    list += (list.empty() ? "" : ", ") + std::string(c);
+  }
+  return list;
+}
+
+// The tenant and context lints of protocols.md §4.5. `provider_given`: the
+// entry set `provider:` (required for an issuer DetectProvider does not know).
+Status LintClaims(config::Section& entry, TrustPolicy& p, bool provider_given,
+                  std::vector<std::string>& warnings) {
+  if (!provider_given && DetectProvider(p.issuer) == Provider::kGeneric) {
+    // An issuer that is not recognised could be a self-managed GitLab or a
+    // GitHub Enterprise Server under another path: guessing "generic" would
+    // skip the tenant lint that issuer needs.
+    return std::unexpected(entry.Err(
+        "provider", "is required for issuer " + Q(p.issuer) +
+                        ", which is not a recognised CI issuer: set provider: github (GitHub "
+                        "Enterprise Server), gitlab (self-managed GitLab) or generic"));
+  }
   std::vector<std::string_view> tenant;
+  std::vector<std::string_view> tenant_ids;
   std::vector<std::string_view> context;
   switch (p.provider) {
     case Provider::kGitHubActions:
       tenant.assign(std::begin(kGitHubTenantClaims), std::end(kGitHubTenantClaims));
+      tenant_ids.assign(std::begin(kGitHubTenantIdClaims), std::end(kGitHubTenantIdClaims));
       context.assign(std::begin(kGitHubContextClaims), std::end(kGitHubContextClaims));
       break;
     case Provider::kGitLab:
       tenant.assign(std::begin(kGitLabTenantClaims), std::end(kGitLabTenantClaims));
+      tenant_ids.assign(std::begin(kGitLabTenantIdClaims), std::end(kGitLabTenantIdClaims));
       context.assign(std::begin(kGitLabContextClaims), std::end(kGitLabContextClaims));
       break;
     case Provider::kGeneric:
       break;
   }
-  if (!tenant.empty()) {
-    bool pinned = false;
-    for (std::string_view claim : tenant) {
-      const ClaimRule* r = FindRule(p, claim);
-      pinned = pinned || (r != nullptr && AllExact(*r));
-    }
-    if (!pinned) {
-      std::string list;
-      for (std::string_view c : tenant) {
-        list += (list.empty() ? "" : ", ") + std::string(c);
-      }
+  if (p.provider == Provider::kGeneric) {
+    // Nothing is known about this issuer's claims, so which of them names a
+    // tenant cannot be checked: the subject itself must be pinned exactly,
+    // and one more claim as well.
+    const ClaimRule* sub = FindRule(p, "sub");
+    const bool other = std::any_of(p.claims.begin(), p.claims.end(), [](const ClaimRule& r) {
+      return r.claim != "sub" && AllExact(r);
+    });
+    if (sub == nullptr || !AllExact(*sub) || !other) {
       return std::unexpected(entry.Err(
-          "claims", "must pin one of " + list + " to an exact value: every " +
-                        std::string(ProviderName(p.provider)) +
-                        " tenant shares this issuer, so without it the policy trusts all of them "
-                        "(prefer the numeric *_id claims, which survive renames)"));
+          "claims", "a provider: generic policy must pin sub to exact values and at least one "
+                    "more claim to an exact value (e.g. a project or repository id): the tenant "
+                    "claims of an unknown issuer cannot be checked"));
     }
-    bool context_pinned = false;
-    for (std::string_view claim : context) {
-      context_pinned = context_pinned || FindRule(p, claim) != nullptr;
-    }
-    if (!context_pinned) {
-      warnings.push_back(p.location + ": claims pin no ref, environment or workflow: any branch " +
-                         "of the trusted repositories (anyone with push access) can mint");
-    }
-  } else if (std::none_of(p.claims.begin(), p.claims.end(), AllExact)) {
-    return std::unexpected(
-        entry.Err("claims", "must pin at least one claim (e.g. sub) to an exact value"));
+    return OkStatus();
+  }
+  bool pinned = false;
+  bool pinned_by_id = false;
+  for (std::string_view claim : tenant) {
+    const ClaimRule* r = FindRule(p, claim);
+    const bool exact = r != nullptr && AllExact(*r);
+    pinned = pinned || exact;
+    pinned_by_id = pinned_by_id || (exact && std::find(tenant_ids.begin(), tenant_ids.end(),
+                                                       claim) != tenant_ids.end());
+  }
+  if (!pinned) {
+    return std::unexpected(entry.Err(
+        "claims", "must pin one of " + JoinNames(tenant) + " to an exact value: every " +
+                      std::string(ProviderName(p.provider)) +
+                      " tenant shares this issuer, so without it the policy trusts all of them "
+                      "(prefer the numeric *_id claims, which survive renames)"));
+  }
+  if (!pinned_by_id) {
+    warnings.push_back(p.location + ": claims pin the tenant only by name (pin " +
+                       JoinNames(tenant_ids) +
+                       " too): a renamed or deleted owner or project name can be registered by "
+                       "someone else, whose tokens then match");
+  }
+  bool context_pinned = false;
+  for (std::string_view claim : context) {
+    const ClaimRule* r = FindRule(p, claim);
+    context_pinned = context_pinned || (r != nullptr && PinsContext(*r));
+  }
+  if (!context_pinned) {
+    warnings.push_back(p.location +
+                       ": claims pin no ref, environment or workflow to an exact value (a "
+                       "wildcard or regex does not count): any branch of the trusted "
+                       "repositories (anyone with push access) can mint");
   }
   return OkStatus();
 }
+
+// Whether `audience` is a URL on the issuer's own host: GitHub's default
+// audience is https://HOST/OWNER (github.com; the GHES host; SUBDOMAIN.ghe.com
+// for token.actions.SUBDOMAIN.ghe.com), which every consumer of the owner's
+// tokens shares.
+bool AudienceOnIssuerHost(std::string_view audience, std::string_view issuer);
 
 Result<TrustPolicy> ParseEntry(config::Section& entry, size_t index, const TrustContext& ctx,
                                std::vector<std::string>& warnings) {
@@ -513,17 +598,17 @@ Result<TrustPolicy> ParseEntry(config::Section& entry, size_t index, const Trust
   if (!IsVisible(p.audience) || p.audience.size() > 512) {
     return std::unexpected(entry.Err("audience", "must be 1 to 512 characters without spaces"));
   }
-  if (Lower(p.audience).starts_with("https://github.com/") ||
-      Lower(p.audience) == "https://github.com") {
+  if (AudienceOnIssuerHost(p.audience, p.issuer)) {
     return std::unexpected(
         entry.Err("audience",
-                  "must be specific to this broker, not GitHub's default owner-URL audience "
-                  "(every consumer of the owner's tokens shares it)"));
+                  "must be specific to this broker, not a URL on the issuer's host such as "
+                  "GitHub's default owner-URL audience (every consumer of the owner's tokens "
+                  "shares it)"));
   }
   JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> provider, entry.OptString("provider"));
   p.provider = DetectProvider(p.issuer);
   if (provider) {
-    if (*provider == "github_actions") {
+    if (*provider == "github" || *provider == "github_actions") {
       p.provider = Provider::kGitHubActions;
     } else if (*provider == "gitlab") {
       p.provider = Provider::kGitLab;
@@ -535,7 +620,7 @@ Result<TrustPolicy> ParseEntry(config::Section& entry, size_t index, const Trust
       p.provider = Provider::kGeneric;
     } else {
       return std::unexpected(entry.Err(
-          "provider", "unknown provider " + Q(*provider) + " (github_actions, gitlab or generic)"));
+          "provider", "unknown provider " + Q(*provider) + " (github, gitlab or generic)"));
     }
   }
   JITBROKER_RETURN_IF_ERROR(ParseAlgorithms(entry, p));
@@ -557,7 +642,7 @@ Result<TrustPolicy> ParseEntry(config::Section& entry, size_t index, const Trust
   JITBROKER_RETURN_IF_ERROR(ParseClaims(entry, p));
   JITBROKER_RETURN_IF_ERROR(ParseGrant(entry, ctx, p));
   JITBROKER_RETURN_IF_ERROR(entry.CheckNoUnknownKeys());
-  JITBROKER_RETURN_IF_ERROR(LintClaims(entry, p, warnings));
+  JITBROKER_RETURN_IF_ERROR(LintClaims(entry, p, provider.has_value(), warnings));
   return p;
 }
 
@@ -602,6 +687,36 @@ std::optional<UrlParts> SplitUrl(std::string_view url) {
     }
   }
   return out;
+}
+
+bool AudienceOnIssuerHost(std::string_view audience, std::string_view issuer) {
+  std::optional<UrlParts> aud = SplitUrl(Lower(audience));
+  if (!aud || (aud->scheme != "https" && aud->scheme != "http")) {
+    return false;
+  }
+  std::string host = aud->host;
+  if (const size_t at = host.rfind('@'); at != std::string::npos) {
+    host = host.substr(at + 1);  // userinfo is no disguise
+  }
+  while (!host.empty() && host.back() == '.') {
+    host.pop_back();
+  }
+  if (host == "github.com") {
+    return true;
+  }
+  std::optional<UrlParts> iss = SplitUrl(issuer);
+  if (!iss) {
+    return false;
+  }
+  const std::string issuer_host = Lower(iss->host);
+  if (host == issuer_host) {
+    return true;
+  }
+  // GHE.com data residency: issuer token.actions.SUBDOMAIN.ghe.com, default
+  // audience https://SUBDOMAIN.ghe.com/OWNER.
+  constexpr std::string_view kActionsPrefix = "token.actions.";
+  return issuer_host.starts_with(kActionsPrefix) &&
+         host == issuer_host.substr(kActionsPrefix.size());
 }
 
 }  // namespace
@@ -784,16 +899,18 @@ std::vector<std::string> SubjectForms(const json& claims) {
   const std::string rest = seg_end == std::string::npos ? std::string() : sub->substr(seg_end);
   const std::string name_form = *repository;
   const std::string id_form = *owner + "@" + *owner_id + "/" + repo_name + "@" + *repo_id;
-  // Only a sub whose repository part agrees with the signed repository claims
-  // gets its other form; anything else is matched as it is.
-  if (segment != name_form && segment != id_form) {
+  // One direction only: a name-form sub whose repository part agrees with the
+  // signed repository claims also gets its immutable form (the ids are signed
+  // claims of the same token, so a policy pinned by ids is not weakened). An
+  // id-form sub is matched as it is and never gets a name form: a policy that
+  // pins names must not be satisfied through a repository whose owner opted
+  // into immutable subjects, and names are what can be re-registered.
+  if (segment != name_form) {
     return forms;
   }
-  for (const std::string& form :
-       {std::string(kRepo) + name_form + rest, std::string(kRepo) + id_form + rest}) {
-    if (std::find(forms.begin(), forms.end(), form) == forms.end()) {
-      forms.push_back(form);
-    }
+  const std::string derived = std::string(kRepo) + id_form + rest;
+  if (derived != *sub) {
+    forms.push_back(derived);
   }
   return forms;
 }
@@ -806,10 +923,14 @@ Status CheckClaims(const TrustPolicy& policy, const json& claims) {
     } else if (std::optional<std::string> v = ClaimText(claims, rule.claim)) {
       values.push_back(std::move(*v));
     }
+    // Which claim failed stays in `detail` (the broker's log): the client
+    // learns that its claims do not match, not what the policy pins.
     if (values.empty()) {
-      return std::unexpected(PermissionDenied(
-          "claims_mismatch", "the token has no usable claim " + Q(rule.claim) + " (trust policy " +
-                                 Q(policy.name) + " requires it)"));
+      Error e = PermissionDenied("claims_mismatch",
+                                 "the subject_token's claims do not match the trust policy");
+      e.detail = "the token has no usable claim " + Q(rule.claim) + " (trust policy " +
+                 Q(policy.name) + " requires it)";
+      return std::unexpected(e);
     }
     bool matched = false;
     for (const std::string& v : values) {
@@ -827,9 +948,10 @@ Status CheckClaims(const TrustPolicy& policy, const json& claims) {
       }
     }
     if (!matched) {
-      return std::unexpected(PermissionDenied(
-          "claims_mismatch",
-          "claim " + Q(rule.claim) + " does not match trust policy " + Q(policy.name)));
+      Error e = PermissionDenied("claims_mismatch",
+                                 "the subject_token's claims do not match the trust policy");
+      e.detail = "claim " + Q(rule.claim) + " does not match trust policy " + Q(policy.name);
+      return std::unexpected(e);
     }
   }
   return OkStatus();
@@ -972,20 +1094,29 @@ Result<NarrowedGrant> NarrowScope(const TrustGrant& grant,
 
 std::string CiRunKey(const TrustPolicy& policy, const json& claims) {
   auto text = [&](std::string_view name) { return ClaimText(claims, name); };
-  const std::string base = "ci:" + policy.issuer + ":";
-  if (auto repository = text("repository"), run_id = text("run_id");
-      repository && run_id && policy.provider != Provider::kGitLab) {
-    return base + Escape(*repository) + ":" + Escape(*run_id) + ":" +
-           Escape(text("run_attempt").value_or("1"));
+  // The form is tagged, so that keys of different shapes never meet: a
+  // GitHub run, a GitLab pipeline and a single token are different things
+  // even when their escaped values line up. The issuer is escaped like the
+  // values (it contains ':').
+  auto base = [&](std::string_view tag) {
+    return "ci:" + std::string(tag) + "/" + Escape(policy.issuer) + ":";
+  };
+  if (policy.provider == Provider::kGitHubActions) {
+    if (auto repository = text("repository"), run_id = text("run_id"); repository && run_id) {
+      return base("gh") + Escape(*repository) + ":" + Escape(*run_id) + ":" +
+             Escape(text("run_attempt").value_or("1"));
+    }
   }
-  if (auto project = text("project_path"), pipeline = text("pipeline_id"); project && pipeline) {
-    return base + Escape(*project) + ":" + Escape(*pipeline);
+  if (policy.provider == Provider::kGitLab) {
+    if (auto project = text("project_path"), pipeline = text("pipeline_id"); project && pipeline) {
+      return base("gl") + Escape(*project) + ":" + Escape(*pipeline);
+    }
   }
-  std::string tail = text("jti").value_or("");
-  if (tail.empty()) {
-    tail = "iat-" + text("iat").value_or("0");
+  const std::string sub = Escape(text("sub").value_or(""));
+  if (std::optional<std::string> jti = text("jti"); jti && !jti->empty()) {
+    return base("jti") + sub + ":" + Escape(*jti);
   }
-  return base + Escape(text("sub").value_or("")) + ":jti:" + Escape(tail);
+  return base("iat") + sub + ":" + Escape(text("iat").value_or("0"));
 }
 
 json CiFacts(const TrustPolicy& policy, const json& claims) {

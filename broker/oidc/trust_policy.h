@@ -16,11 +16,14 @@
 // integers in decimal (GitHub sends ids as strings, GitLab's runner_id is a
 // number). Floats, arrays, objects and null never match.
 //
-// `sub` is matched in every form the token's own signed claims support: for
-// GitHub Actions both "repo:OWNER/REPO:…" and the immutable
-// "repo:OWNER@OWNER_ID/REPO@REPO_ID:…" (protocols.md §0.2), so a policy keeps
-// working when a repository switches format. A ':' inside a sub value is
-// "%3A" on the wire and is matched as such; it can never fake a segment.
+// `sub` is matched as sent and, for GitHub Actions, a name-form
+// "repo:OWNER/REPO:…" also as its immutable form
+// "repo:OWNER@OWNER_ID/REPO@REPO_ID:…" (protocols.md §0.2) built from the
+// token's own signed id claims, so a policy written with ids matches both
+// formats. Never the other way: an id-form sub is not turned into a name
+// form, so a policy written with names does not match it (names can be
+// re-registered; ids cannot). A ':' inside a sub value is "%3A" on the wire
+// and is matched as such; it can never fake a segment.
 //
 // Thread-safety: a parsed TrustSet is immutable and shared read-only; the free
 // functions are pure.
@@ -57,8 +60,11 @@ inline constexpr size_t kMaxScopeTokens = 64;
 inline constexpr size_t kMaxScopeTokenBytes = 256;
 
 // Which CI system an issuer is; decides the safety lint (which claims pin a
-// tenant) and how the CI run is keyed. Detected from the issuer URL unless the
-// entry sets `provider:` (tests use loopback issuers that play GitHub).
+// tenant) and how the CI run is keyed. Detected from the issuer URL for
+// github.com, GHE.com, GHES (…/_services/token) and gitlab.com; any other
+// issuer must set `provider: github | gitlab | generic` (a self-managed
+// GitLab is not "generic": it needs GitLab's tenant lint). A generic policy
+// must pin `sub` exactly plus one more claim exactly.
 enum class Provider { kGitHubActions, kGitLab, kGeneric };
 std::string_view ProviderName(Provider p);  // "github_actions", "gitlab", "generic"
 Provider DetectProvider(std::string_view issuer_url);
@@ -92,7 +98,7 @@ struct TrustPolicy {
   bool allow_http = false;                          // only for an http:// issuer on a loopback host
   int64_t max_token_age_seconds = 900;              // now - iat at most this
   int64_t leeway_seconds = 30;                      // clock skew allowed on exp/nbf/iat
-  bool replay_protection = true;       // each jti is exchanged once (per policy) until exp
+  bool replay_protection = true;       // each (issuer, jti) is exchanged once while usable
   int64_t session_ttl_seconds = 3600;  // lifetime of the CI run's implicit session
   std::string location;                // "FILE:LINE: trust[i]" for messages
 
@@ -134,8 +140,8 @@ std::optional<std::string> ClaimText(const nlohmann::json& claims, std::string_v
 std::vector<std::string> SubjectForms(const nlohmann::json& claims);
 
 // OK when every claim rule of `policy` matches; otherwise kPermissionDenied
-// "claims_mismatch" naming the first claim that does not (never its expected
-// value, which is configuration).
+// "claims_mismatch" with a generic message; `detail` (for the log only)
+// names the first claim that does not match (never its expected value).
 [[nodiscard]] Status CheckClaims(const TrustPolicy& policy, const nlohmann::json& claims);
 
 struct NarrowedGrant {
@@ -153,11 +159,14 @@ struct NarrowedGrant {
 [[nodiscard]] Result<NarrowedGrant> NarrowScope(const TrustGrant& grant,
                                                 std::optional<std::string_view> requested);
 
-// The key of the CI run an exchange belongs to:
-//   GitHub Actions  ci:<iss>:<repository>:<run_id>:<run_attempt>
-//   GitLab          ci:<iss>:<project_path>:<pipeline_id>
-//   otherwise       ci:<iss>:<sub>:jti:<jti>   (each token its own run)
-// Claim values are percent-escaped ('%', ':', spaces, controls, non-ASCII).
+// The key of the CI run an exchange belongs to, tagged by its form so that
+// different shapes never share a key:
+//   GitHub Actions  ci:gh/<iss>:<repository>:<run_id>:<run_attempt>
+//   GitLab          ci:gl/<iss>:<project_path>:<pipeline_id>
+//   otherwise       ci:jti/<iss>:<sub>:<jti>   (each token its own run)
+//                   ci:iat/<iss>:<sub>:<iat>   (no jti)
+// The issuer and claim values are percent-escaped ('%', ':', spaces,
+// controls, non-ASCII).
 std::string CiRunKey(const TrustPolicy& policy, const nlohmann::json& claims);
 
 // Non-secret facts about the CI run for the session and audit records:

@@ -1,9 +1,11 @@
 // CI OIDC token exchange (DESIGN §7, reference/protocols.md §4, §5): the
 // orchestration behind POST /v1/token.
 //
-//   verify the subject token (static issuer allow-list before any network,
-//   per-policy alg allow-list, JWKS key by kid, signature, time, aud)
-//   -> pick the trust policy by `audience` -> match its claims
+//   decode the subject token -> the static issuer allow-list (before any
+//   network) -> the issuer's alg allow-list (union of its policies'), its
+//   JWKS key by kid and the signature
+//   -> only then: pick the trust policy by `audience`, check its alg, time
+//      and aud rules and match its claims
 //   -> narrow its grant to the requested `scope`
 //   -> evaluate the grant with the normal policy engine, the trust policy
 //      standing in as principal ("trust:<name>") and its grant as task scope
@@ -13,6 +15,16 @@
 //      a revoked run stays revoked)
 //   -> mint and commit through MintAndCommit (decision, mint and the
 //      token.exchanged record durable before the credential leaves).
+//
+// Until the signature is verified, every failure (no trust policies,
+// untrusted issuer, alg, unknown key, bad signature...) gets one and the same
+// invalid_grant answer, and `audience`/`resource` are not even looked at: an
+// unauthenticated caller cannot tell trusted issuers, policy names or targets
+// apart. The precise reason goes to the log only. (A token that is not a JWS
+// at all stays invalid_request, and an issuer whose keys cannot be fetched
+// temporarily_unavailable, with a message that names no issuer.) After
+// verification, error descriptions still name no claim and no configured
+// limit; the log has them.
 //
 // Failures before the policy evaluation leave no durable trace (a log line
 // and nothing else: anyone can send tokens, and every GitHub repository in
@@ -45,6 +57,27 @@ namespace {
 constexpr int kMaxCiSessionGenerations = 16;
 
 std::string Q(std::string_view s) { return "\"" + std::string(s) + "\""; }
+
+// The one answer to a subject token that failed before its signature was
+// verified. `reason` stays precise for the log and tests; the client sees
+// invalid_grant and this message whatever the reason was.
+constexpr std::string_view kRejectedMessage = "the subject_token was not accepted";
+
+Error Rejected(const Error& precise) {
+  Error e = Unauthenticated(std::string(precise.Reason()), std::string(kRejectedMessage));
+  e.detail = precise.message + (precise.detail.empty() ? "" : " (" + precise.detail + ")");
+  return e;
+}
+
+// The issuer's keys cannot be fetched: retryable, but naming no issuer.
+Error KeysUnavailable(const Error& precise) {
+  Error e = Unavailable("issuer_unavailable",
+                        "the subject_token cannot be verified right now; retry shortly",
+                        precise.detail.empty() ? precise.message : precise.detail);
+  e.retryable = true;
+  e.retry_after = precise.retry_after.count() > 0 ? precise.retry_after : Seconds(5);
+  return e;
+}
 
 // Deterministic: the same policy and run always name the same session, so
 // concurrent exchanges of one run meet in one session and a revoked run's
@@ -256,21 +289,59 @@ Status BrokerService::SetTrust(std::shared_ptr<const oidc::TrustSet> trust) {
 Result<nlohmann::json> BrokerService::ExchangeToken(const CallContext& ctx,
                                                     const oidc::TokenExchangeRequest& req) {
   auto [trust, effective] = TrustSnapshot();
+  // Before the signature is verified: one answer for every failure, the
+  // precise reason in the log (debug: anyone can send these).
+  auto reject = [&](const Error& precise) {
+    exchange_->logger->debug(
+        "event=token_exchange_rejected request_id={} stage=unverified reason={} detail=\"{}\"",
+        ctx.request_id, precise.Reason(), precise.message + " " + precise.detail);
+    return std::unexpected(Rejected(precise));
+  };
   if (!trust || trust->empty()) {
-    return std::unexpected(
-        NotFound("no_trust_policies", "this broker has no CI trust policies configured"));
+    return reject(NotFound("no_trust_policies", "this broker has no CI trust policies"));
   }
   // 1–2: structure and header, no network.
-  JITBROKER_ASSIGN_OR_RETURN(oidc::UnverifiedToken token,
-                             oidc::DecodeSubjectToken(req.subject_token.Reveal()));
+  auto decoded = oidc::DecodeSubjectToken(req.subject_token.Reveal());
+  if (!decoded) {
+    if (decoded.error().code == ErrorCode::kInvalidArgument) {
+      return std::unexpected(decoded.error());  // not a JWS at all: invalid_request
+    }
+    return reject(decoded.error());
+  }
+  const oidc::UnverifiedToken& token = *decoded;
   // 3: the static issuer allow-list, before any key is fetched (no SSRF).
   if (!trust->TrustsIssuer(token.issuer)) {
-    exchange_->logger->debug("event=token_exchange_rejected request_id={} reason=untrusted_issuer",
-                             ctx.request_id);
-    return std::unexpected(
-        Unauthenticated("untrusted_issuer", "the subject_token's issuer is not trusted"));
+    return reject(Unauthenticated("untrusted_issuer", "the subject_token's issuer is not trusted"));
   }
-  // The trust policy: by name, else every policy granting that target.
+  // 4–5: the issuer's algorithms and keys, and the signature — before the
+  // audience names any policy.
+  if (options_.oidc_keys == nullptr) {
+    return std::unexpected(Internal("no OIDC key source is configured"));
+  }
+  if (Status sig = oidc::VerifyTokenSignature(token, oidc::KeysOfIssuer(*trust, token.issuer),
+                                              *options_.oidc_keys);
+      !sig) {
+    if (sig.error().code == ErrorCode::kUnavailable) {
+      exchange_->logger->warn(
+          "event=token_exchange_rejected request_id={} stage=unverified reason={} issuer=\"{}\" "
+          "detail=\"{}\"",
+          ctx.request_id, sig.error().Reason(), token.issuer, sig.error().ToString());
+      return std::unexpected(KeysUnavailable(sig.error()));
+    }
+    return reject(sig.error());
+  }
+
+  // Verified: from here on the caller holds a token its issuer signed. The
+  // trust policy: by name, else every policy granting that target.
+  auto refuse = [&](const oidc::TrustPolicy* p, Error e) {
+    exchange_->logger->info(
+        "event=token_exchange_rejected request_id={} stage=verified reason={} trust_policy={} "
+        "sub=\"{}\" detail=\"{}\"",
+        ctx.request_id, e.Reason(), p == nullptr ? std::string("-") : p->name,
+        oidc::ClaimText(token.jws.payload, "sub").value_or(""),
+        e.detail.empty() ? e.message : e.detail);
+    return std::unexpected(std::move(e));
+  };
   std::vector<const oidc::TrustPolicy*> candidates;
   if (const oidc::TrustPolicy* p = trust->Find(req.audience)) {
     candidates.push_back(p);
@@ -282,21 +353,23 @@ Result<nlohmann::json> BrokerService::ExchangeToken(const CallContext& ctx,
     }
   }
   if (candidates.empty()) {
-    return std::unexpected(
-        NotFound("unknown_audience", "audience names no trust policy and no target of one"));
+    return refuse(nullptr, NotFound("unknown_audience",
+                                    "audience names no trust policy and no target of one"));
   }
   if (req.resource) {
     std::erase_if(candidates,
                   [&](const oidc::TrustPolicy* p) { return p->grant.resource != *req.resource; });
     if (candidates.empty()) {
-      return std::unexpected(NotFound(
-          "resource_mismatch", "resource is not the target of the trust policy named by audience"));
+      return refuse(nullptr,
+                    NotFound("resource_mismatch",
+                             "resource is not the target of the trust policy named by audience"));
     }
   }
 
-  // 4–6 and claims, per candidate in config order; the first that accepts wins.
+  // 6 and claims, per candidate in config order; the first that accepts wins.
   const TimePoint now = clock_->Now();
   std::optional<Error> first_error;
+  const oidc::TrustPolicy* first_failed = nullptr;
   CiExchange x;
   x.trust = trust;
   x.effective = effective;
@@ -304,23 +377,21 @@ Result<nlohmann::json> BrokerService::ExchangeToken(const CallContext& ctx,
     if (p->issuer != token.issuer) {
       continue;
     }
-    if (options_.oidc_keys == nullptr) {
-      return std::unexpected(Internal("no OIDC key source is configured"));
+    auto claims = oidc::CheckVerifiedToken(token, *p, now);
+    if (claims) {
+      if (Status st = oidc::CheckClaims(*p, *claims); !st) {
+        claims = std::unexpected(st.error());
+      }
     }
-    auto claims = oidc::VerifySubjectToken(token, *p, *options_.oidc_keys, now);
     if (!claims) {
       if (!first_error) {
         first_error = claims.error();
-      }
-      continue;
-    }
-    if (Status st = oidc::CheckClaims(*p, *claims); !st) {
-      exchange_->logger->debug(
-          "event=token_exchange_rejected request_id={} reason=claims_mismatch trust_policy={} "
-          "sub=\"{}\"",
-          ctx.request_id, p->name, oidc::ClaimText(*claims, "sub").value_or(""));
-      if (!first_error) {
-        first_error = st.error();
+        first_failed = p;
+      } else {
+        exchange_->logger->debug(
+            "event=token_exchange_candidate_rejected request_id={} reason={} trust_policy={} "
+            "detail=\"{}\"",
+            ctx.request_id, claims.error().Reason(), p->name, claims.error().detail);
       }
       continue;
     }
@@ -330,14 +401,11 @@ Result<nlohmann::json> BrokerService::ExchangeToken(const CallContext& ctx,
   }
   if (x.policy == nullptr) {
     if (!first_error) {
-      return std::unexpected(Unauthenticated(
-          "untrusted_issuer", "the subject_token's issuer is not trusted for this audience"));
+      return refuse(nullptr,
+                    Unauthenticated("untrusted_issuer",
+                                    "the subject_token's issuer is not trusted for this audience"));
     }
-    if (first_error->code != ErrorCode::kPermissionDenied) {
-      exchange_->logger->debug("event=token_exchange_rejected request_id={} reason={}",
-                               ctx.request_id, first_error->Reason());
-    }
-    return std::unexpected(*first_error);
+    return refuse(first_failed, std::move(*first_error));
   }
   const oidc::TrustPolicy& p = *x.policy;
 
@@ -502,14 +570,23 @@ Result<nlohmann::json> BrokerService::EvaluateAndMintForCi(const CallContext& ct
   // released again if the exchange fails.
   std::optional<std::string> replay_key;
   if (p.replay_protection) {
+    // Keyed on (issuer, jti), not the policy: one token, one exchange, under
+    // whichever policy of its issuer. Kept while any of the issuer's
+    // policies could still accept it: min(exp, iat + maximum age) + leeway,
+    // with the largest age and leeway among them (exp and iat are bounded by
+    // the verifier, so this cannot overflow).
     const std::string jti = oidc::ClaimText(x.claims, "jti").value_or("");
-    int64_t exp = ToUnixSeconds(now);
-    if (auto it = x.claims.find("exp"); it != x.claims.end() && it->is_number()) {
-      exp = it->is_number_integer() ? it->get<int64_t>() : static_cast<int64_t>(it->get<double>());
+    int64_t max_age = p.max_token_age_seconds;
+    int64_t leeway = p.leeway_seconds;
+    for (const oidc::TrustPolicy& other : x.trust->policies) {
+      if (other.issuer == p.issuer) {
+        max_age = std::max(max_age, other.max_token_age_seconds);
+        leeway = std::max(leeway, other.leeway_seconds);
+      }
     }
-    const std::string key = oidc::ReplayKey(p.name, p.issuer, jti);
-    JITBROKER_RETURN_IF_ERROR(
-        exchange_->replay.Reserve(key, FromUnixSeconds(exp + p.leeway_seconds), now));
+    JITBROKER_ASSIGN_OR_RETURN(int64_t until, oidc::UsableUntilUnix(x.claims, max_age, leeway));
+    const std::string key = oidc::ReplayKey(p.issuer, jti);
+    JITBROKER_RETURN_IF_ERROR(exchange_->replay.Reserve(key, FromUnixSeconds(until), now));
     replay_key = key;
   }
   auto release = [&] {

@@ -14,11 +14,13 @@ done
 if [[ -z "${ACTIONS_ID_TOKEN_REQUEST_URL:-}" || -z "${ACTIONS_ID_TOKEN_REQUEST_TOKEN:-}" ]]; then
   fail "no OIDC token available: give the job 'permissions: id-token: write'"
 fi
-case "$JITBROKER_URL" in
-  https://*) ;;
-  http://127.*|http://localhost*|http://\[::1\]*) ;;
-  *) fail "broker-url must be https://" ;;
-esac
+# https, or plain http only when the whole host is loopback: a prefix match
+# would let http://localhost.evil.example/ or http://127.0.0.1@evil.example/
+# (userinfo) carry the OIDC token and the credential in clear.
+loopback='^http://(127(\.[0-9]{1,3}){3}|localhost|\[::1\])(:[0-9]{1,5})?(/|$)'
+if [[ ! "$JITBROKER_URL" =~ ^https:// && ! "$JITBROKER_URL" =~ $loopback ]]; then
+  fail "broker-url must be https://"
+fi
 
 umask 077
 work=$(mktemp -d)

@@ -8,6 +8,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -124,6 +125,7 @@ struct Env {
   struct Reply {
     int status = 0;
     json body;
+    std::string raw;  // the body's exact bytes
     std::string content_type, cache_control;
   };
   Reply Raw(const std::string& form,
@@ -137,6 +139,7 @@ struct Env {
       return out;
     }
     out.status = r->status;
+    out.raw = r->body;
     out.body = json::parse(r->body, nullptr, false);
     out.content_type = r->get_header_value("Content-Type");
     out.cache_control = r->get_header_value("Cache-Control");
@@ -159,6 +162,15 @@ struct Env {
     return r.json["records"].size();
   }
 };
+
+// The issuer as the CI run key writes it (':' is %3A).
+std::string EscapedIssuer(const std::string& issuer) {
+  std::string out;
+  for (char c : issuer) {
+    out += c == ':' ? std::string("%3A") : std::string(1, c);
+  }
+  return out;
+}
 
 void ExpectError(const Env::Reply& r, int status, const std::string& error) {
   INFO(r.body.dump());
@@ -202,7 +214,8 @@ TEST_CASE("TokenExchange: a GitHub Actions token becomes a scoped, audited, revo
   CHECK(parts.payload["jti"] == gid);
   CHECK(parts.payload["scope"] == "deploy read");
   CHECK(parts.payload["act"]["sub"] == "trust:payments-deploy");
-  CHECK(parts.payload["sub"] == "ci:" + env.idp->issuer() + ":acme/payment-service:9876543:1");
+  CHECK(parts.payload["sub"] == "ci:gh/" + EscapedIssuer(env.idp->issuer()) +
+                                    ":acme/payment-service:9876543:1");
 
   // The implicit session is listed like an agent's, with its CI run.
   json sessions = env.Sessions("trust:payments-deploy");
@@ -237,7 +250,8 @@ TEST_CASE("TokenExchange: a GitHub Actions token becomes a scoped, audited, revo
   CHECK(r4.body["session_id"] != sid);
   CHECK(env.Sessions("trust:payments-deploy").size() == 2);
 
-  // The immutable sub format of newer repositories is accepted the same way.
+  // The immutable sub format of newer repositories is accepted the same way
+  // (this policy pins ids, not sub).
   json immutable = env.GitHub();
   immutable["sub"] = "repo:acme@123/payment-service@456:ref:refs/heads/main";
   CHECK(env.Exchange(env.Sign(immutable)).status == 200);
@@ -301,7 +315,7 @@ TEST_CASE("TokenExchange: a GitLab id_token is exchanged under its own policy") 
   CHECK(!r.body.contains("scope"));
   JwtParts p = SplitJwt(r.body["access_token"].get<std::string>());
   CHECK(p.payload["aud"] == "mcp.internal");
-  CHECK(p.payload["sub"] == "ci:" + env.idp->issuer() + ":acme/payments:555");
+  CHECK(p.payload["sub"] == "ci:gl/" + EscapedIssuer(env.idp->issuer()) + ":acme/payments:555");
   json sessions = env.Sessions("trust:gitlab-deploy");
   REQUIRE(sessions.size() == 1);
   CHECK(sessions[0]["ci"]["pipeline_id"] == "555");
@@ -475,12 +489,49 @@ TEST_CASE("TokenExchange: every rejected exchange gets its RFC 6749 error and ch
         std::string::npos);
 }
 
+TEST_CASE("TokenExchange: unverified tokens get byte-identical answers, whatever the audience") {
+  Env env;
+  auto attacker = crypto::SigningKey::Generate(crypto::JwsAlg::kRS256);
+  REQUIRE(attacker);
+  // Signed by someone else under the trusted issuer's kid and iss.
+  const std::string forged = *attacker.value()->SignJwt({{"kid", env.rsa}}, env.GitHub());
+  json evil = env.GitHub();
+  evil["iss"] = "https://token.actions.githubusercontent.com";
+  const std::string untrusted = *attacker.value()->SignJwt({{"kid", "k"}}, evil);
+  std::set<std::string> bodies;
+  for (const auto& [token, audience, extra] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {forged, "nobody", ""},
+           {forged, "payments-deploy", ""},
+           {forged, "jwt://api.internal", ""},
+           {forged, "payments-deploy", "&resource=" + Enc("jwt://nowhere")},
+           {untrusted, "nobody", ""},
+           {untrusted, "payments-deploy", ""}}) {
+    CAPTURE(audience);
+    auto r = env.Exchange(token, audience, extra);
+    ExpectError(r, 400, "invalid_grant");
+    bodies.insert(r.raw);
+  }
+  CHECK(bodies.size() == 1);
+  CHECK(*bodies.begin() ==
+        R"({"error":"invalid_grant","error_description":"the subject_token was not accepted"})");
+  // A verified token learns whether the audience exists; its descriptions
+  // name no claim.
+  ExpectError(env.Exchange(env.Sign(env.GitHub()), "nobody"), 400, "invalid_target");
+  json branch = env.GitHub();
+  branch["ref"] = "refs/heads/evil";
+  auto mismatch = env.Exchange(env.Sign(branch));
+  ExpectError(mismatch, 400, "unauthorized_client");
+  CHECK(mismatch.raw.find("ref") == std::string::npos);
+}
+
 TEST_CASE("TokenExchange: replay protection, and a storm of unknown kids") {
   Env env;
   const std::string token = env.Sign(env.GitHub());
   REQUIRE(env.Exchange(token).status == 200);
   ExpectError(env.Exchange(token), 400, "invalid_grant");
-  // Replay protection is per policy and can be turned off.
+  // Replay protection is keyed on (issuer, jti), whichever policy; a policy
+  // that turns it off does not consult it.
   CHECK(env.Exchange(token, "replayable").status == 200);
   CHECK(env.Exchange(token, "replayable").status == 200);
 
@@ -596,6 +647,49 @@ TEST_CASE("TokenExchange: jitctl ci exchange, from a token or from GitHub Action
     CHECK(rc == 2);
     CHECK(out.find("no OIDC token") != std::string::npos);
   }
+  {
+    // By default: metadata, never the credential (CI logs are widely read).
+    auto [rc, out] = RunCommand("JITBROKER_OIDC_TOKEN='" + env.Sign(env.GitHub()) + "' " + url +
+                                JITCTL_BINARY + " ci exchange --audience payments-deploy");
+    INFO(out);
+    CHECK(rc == 0);
+    CHECK(out.find("grant: grt_") != std::string::npos);
+    CHECK(out.find("not shown") != std::string::npos);
+    CHECK(out.find("eyJ") == std::string::npos);
+  }
+  {
+    // GitHub Actions: the token is masked (on stderr) before it is printed,
+    // and stdout stays the token alone for $(...).
+    const std::string err = env.broker->dir() + "/ci_exchange.err";
+    auto [rc, out] = RunCommand("( GITHUB_ACTIONS=true JITBROKER_OIDC_TOKEN='" +
+                                env.Sign(env.GitHub()) + "' " + url + JITCTL_BINARY +
+                                " ci exchange --audience payments-deploy --token-only 2>" + err +
+                                " )");
+    INFO(out);
+    CHECK(rc == 0);
+    REQUIRE(out.size() > 1);
+    const std::string token = out.substr(0, out.size() - 1);
+    CHECK(out == token + "\n");
+    CHECK(token.find('\n') == std::string::npos);
+    std::ifstream in(err);
+    std::string masks((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CHECK(masks.find("::add-mask::" + token + "\n") != std::string::npos);
+  }
+  {
+    // Plain http to a non-loopback broker: refused before any token is fetched.
+    env.idp->EnableActionsTokenEndpoint("runner-request-token", env.rsa);
+    const int before = env.idp->jwks_hits();
+    auto [rc, out] = RunCommand(
+        "ACTIONS_ID_TOKEN_REQUEST_URL='" + env.idp->ActionsTokenRequestUrl() +
+        "' ACTIONS_ID_TOKEN_REQUEST_TOKEN=runner-request-token JITBROKER_URL=http://"
+        "localhost.invalid:8443 " +
+        JITCTL_BINARY + " ci exchange --audience payments-deploy --oidc-audience nobody-asked");
+    INFO(out);
+    CHECK(rc == 2);
+    CHECK(out.find("refuses plain http") != std::string::npos);
+    CHECK(env.idp->last_actions_audience() != "nobody-asked");
+    CHECK(env.idp->jwks_hits() == before);
+  }
 }
 
 TEST_CASE("TokenExchange: the GitHub composite action's script (contrib/github-action)") {
@@ -635,6 +729,18 @@ TEST_CASE("TokenExchange: the GitHub composite action's script (contrib/github-a
   CHECK(rc2 != 0);
   CHECK(text2.find("::error") != std::string::npos);
   CHECK(text2.find("invalid_target") != std::string::npos);
+  // Plain http is for a loopback host only, matched on the whole host: a
+  // name that merely starts like one, or userinfo before another host, is
+  // refused before the runner is asked for a token.
+  for (const char* bad :
+       {"http://broker.example", "http://localhost.evil.example/", "http://localhost@evil.example/",
+        "http://127.0.0.1@evil.example/", "http://127.0.0.1.evil.example",
+        "http://127.0.0.1:80@evil.example/", "http://[::1].evil.example/"}) {
+    CAPTURE(bad);
+    auto [rc3, text3] = RunCommand(vars + "JITBROKER_URL='" + bad + "' bash " + script);
+    CHECK(rc3 != 0);
+    CHECK(text3.find("broker-url must be https") != std::string::npos);
+  }
 }
 
 TEST_CASE("TokenExchange: unsafe trust policies stop the broker and fail config check") {
@@ -665,6 +771,15 @@ TEST_CASE("TokenExchange: unsafe trust policies stop the broker and fail config 
            "\", allow_http: true, audience: a, algorithms: [none], claims: {sub: x}, grant: "
            "{issuer: internal, resource: \"jwt://mcp.internal\"}}\n",
        "is never accepted"},
+      {"a self-managed GitLab without provider",
+       "\n  - {name: p, issuer: \"https://gitlab.acme.example\", audience: a, claims: {ref: main, "
+       "ref_protected: true}, grant: {issuer: internal, resource: \"jwt://mcp.internal\"}}\n",
+       "trust[0].provider: is required for issuer"},
+      {"a self-managed GitLab that trusts every project",
+       "\n  - {name: p, issuer: \"https://gitlab.acme.example\", provider: gitlab, audience: a, "
+       "claims: {ref: main, ref_protected: true}, grant: {issuer: internal, resource: "
+       "\"jwt://mcp.internal\"}}\n",
+       "must pin one of namespace_id"},
   };
   for (const Case& c : cases) {
     CAPTURE(c.name);
@@ -683,8 +798,9 @@ TEST_CASE("TokenExchange: unsafe trust policies stop the broker and fail config 
   // A grant the jwt issuer cannot mint is caught at start (not offline).
   const std::string path = broker->dir() + "/grant.yaml";
   std::ofstream(path) << config << "trust:\n  - {name: p, issuer: \"" << idp->issuer()
-                      << "\", allow_http: true, audience: a, claims: {sub: x}, grant: {issuer: "
-                         "internal, resource: \"jwt://unknown.internal\"}}\n";
+                      << "\", allow_http: true, provider: generic, audience: a, claims: {sub: x, "
+                         "project_id: \"1\"}, grant: {issuer: internal, resource: "
+                         "\"jwt://unknown.internal\"}}\n";
   auto [rc, out] = RunCommand(std::string(JITBROKER_BINARY) + " --config " + path);
   CHECK(rc != 0);
   CHECK(out.find("trust[0].grant") != std::string::npos);

@@ -3,6 +3,7 @@
 // cache (broker/oidc/).
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -150,6 +151,11 @@ TEST_CASE("TokenRequest: every error maps to an RFC 6749 §5.2 code") {
       {Unauthenticated("token_expired", "x"), "invalid_grant", 400},
       {Unauthenticated("untrusted_issuer", "x"), "invalid_grant", 400},
       {Unauthenticated("token_replayed", "x"), "invalid_grant", 400},
+      // Refusals before the signature is verified keep their precise reason
+      // for the log, but the client always sees invalid_grant.
+      {Unauthenticated("unknown_audience", "x"), "invalid_grant", 400},
+      {Unauthenticated("no_trust_policies", "x"), "invalid_grant", 400},
+      {Unauthenticated("resource_mismatch", "x"), "invalid_grant", 400},
       {NotFound("unknown_audience", "x"), "invalid_target", 400},
       {PermissionDenied("claims_mismatch", "x"), "unauthorized_client", 400},
       {PermissionDenied("exchange_denied", "x"), "unauthorized_client", 400},
@@ -414,6 +420,13 @@ TEST_CASE("Oidc: exp, nbf and iat with bounded leeway and a maximum age") {
   old["exp"] = t0 + 86400;
   CHECK(reason(old, t0 + 930) == "ok");
   CHECK(reason(old, t0 + 931) == "token_too_old");
+  // The configured maximum age is in the log's detail, not the client's message.
+  {
+    Status st = check(old, t0 + 931);
+    REQUIRE_FALSE(st);
+    CHECK(st.error().message.find("900") == std::string::npos);
+    CHECK(st.error().detail.find("900") != std::string::npos);
+  }
   // required and well-typed.
   json no_exp = c;
   no_exp.erase("exp");
@@ -474,11 +487,109 @@ TEST_CASE("Oidc: sub is required, and jti when replay protection is on") {
   TrustPolicy p = Policy();
   auto r = Verify(s.Sign(*s.rsa, "rsa", c), p, s.keys, FromUnixSeconds(t0));
   REQUIRE_FALSE(r);
-  CHECK(r.error().message.find("jti") != std::string::npos);
+  CHECK(r.error().Reason() == "missing_claim");
+  // Which claim is missing (and so that replay protection is on) is for the log.
+  CHECK(r.error().detail.find("jti") != std::string::npos);
+  CHECK(r.error().message.find("jti") == std::string::npos);
   p.replay_protection = false;
   CHECK(Verify(s.Sign(*s.rsa, "rsa", c), p, s.keys, FromUnixSeconds(t0)));
   c.erase("sub");
   CHECK_FALSE(Verify(s.Sign(*s.rsa, "rsa", c), p, s.keys, FromUnixSeconds(t0)));
+}
+
+TEST_CASE("Oidc: NumericDates above 2^33 are refused (no TimePoint overflow)") {
+  const int64_t t0 = 1795000000;
+  TrustPolicy p = Policy();
+  auto reason = [&](json exp) {
+    json c = Claims(t0);
+    c["exp"] = std::move(exp);
+    Status st = CheckTimeClaims(c, p, FromUnixSeconds(t0));
+    return st ? std::string("ok") : std::string(st.error().Reason());
+  };
+  CHECK(kMaxNumericDate == int64_t{8589934592});
+  // TimePoint counts nanoseconds in int64: the bound and a day on top fit.
+  CHECK(kMaxNumericDate + 86400 < INT64_MAX / 1000000000);
+  CHECK(reason(kMaxNumericDate) == "ok");
+  CHECK(reason(kMaxNumericDate + 1) == "invalid_claim");
+  CHECK(reason(9999999999LL) == "invalid_claim");
+  CHECK(reason(static_cast<double>(kMaxNumericDate) + 0.5) == "invalid_claim");
+  CHECK(reason(static_cast<double>(kMaxNumericDate) - 0.5) == "ok");
+  CHECK(reason(json(uint64_t{18446744073709551615ULL})) == "invalid_claim");
+  json c = Claims(t0);
+  c["iat"] = kMaxNumericDate + 1;
+  CHECK(CheckTimeClaims(c, p, FromUnixSeconds(t0)).error().Reason() == "invalid_claim");
+}
+
+TEST_CASE("Oidc: a token is kept for replay until min(exp, iat + max age) + leeway") {
+  const int64_t t0 = 1795000000;
+  TrustPolicy p = Policy();
+  p.leeway_seconds = 30;
+  p.max_token_age_seconds = 900;
+  auto until = [&](const json& c) {
+    auto u = UsableUntilUnix(c, p.max_token_age_seconds, p.leeway_seconds);
+    REQUIRE(u);
+    return *u;
+  };
+  auto accepted = [&](const json& c, int64_t now) {
+    return CheckTimeClaims(c, p, FromUnixSeconds(now)).has_value();
+  };
+  // exp first (iat t0, exp t0 + 300).
+  json c = Claims(t0);
+  CHECK(until(c) == t0 + 300 + 30);
+  // The age first: a far-future exp does not keep an entry for ever.
+  json far = Claims(t0);
+  far["exp"] = kMaxNumericDate;
+  CHECK(until(far) == t0 + 900 + 1 + 30);
+  // The bound is exact: accepted one second before, refused from then on.
+  for (const json& claims : {c, far}) {
+    CHECK(accepted(claims, until(claims) - 1));
+    CHECK_FALSE(accepted(claims, until(claims)));
+  }
+  json none = Claims(t0);
+  none.erase("iat");
+  CHECK_FALSE(UsableUntilUnix(none, 900, 30));
+  none = Claims(t0);
+  none["exp"] = 9999999999LL;
+  CHECK_FALSE(UsableUntilUnix(none, 900, 30));
+}
+
+TEST_CASE("Oidc: the signature is verified with the issuer's algorithms before any policy") {
+  Signer s;
+  const int64_t t0 = 1795000000;
+  TrustSet set;
+  TrustPolicy rs = Policy({"RS256"});
+  TrustPolicy ec = Policy({"ES256"});
+  ec.name = "ec-policy";
+  TrustPolicy other = Policy({"Ed25519"});
+  other.issuer = "https://other.example";
+  set.policies = {rs, ec, other};
+  const IssuerKeys keys = KeysOfIssuer(set, kIssuer);
+  CHECK(keys.issuer == kIssuer);
+  CHECK(keys.algorithms == std::vector<std::string>{"RS256", "ES256"});
+  CHECK(KeysOfIssuer(set, "https://nobody.example").algorithms.empty());
+  auto decode = [](const std::string& t) {
+    auto d = DecodeSubjectToken(t);
+    REQUIRE(d);
+    return *d;
+  };
+  // Either algorithm of the issuer verifies; Ed25519 is another issuer's.
+  CHECK(VerifyTokenSignature(decode(s.Sign(*s.rsa, "rsa", Claims(t0))), keys, s.keys));
+  CHECK(VerifyTokenSignature(decode(s.Sign(*s.ec, "ec", Claims(t0))), keys, s.keys));
+  auto ed = VerifyTokenSignature(decode(s.Sign(*s.ed, "ed", Claims(t0))), keys, s.keys);
+  REQUIRE_FALSE(ed);
+  CHECK(ed.error().Reason() == "alg_not_allowed");
+  // The signature is checked with no policy (and so no audience) at all.
+  const std::string good = s.Sign(*s.rsa, "rsa", Claims(t0));
+  std::string forged = good;
+  forged[forged.rfind('.') + 5] = forged[forged.rfind('.') + 5] == 'A' ? 'B' : 'A';
+  CHECK(VerifyTokenSignature(decode(forged), keys, s.keys).error().Reason() ==
+        "invalid_signature");
+  // Then per policy: the ES256 token is not acceptable to the RS256-only policy.
+  const UnverifiedToken ec_token = decode(s.Sign(*s.ec, "ec", Claims(t0)));
+  CHECK(CheckVerifiedToken(ec_token, ec, FromUnixSeconds(t0)));
+  auto narrower = CheckVerifiedToken(ec_token, rs, FromUnixSeconds(t0));
+  REQUIRE_FALSE(narrower);
+  CHECK(narrower.error().Reason() == "alg_not_allowed");
 }
 
 // ---------------------------------------------------------------------------
@@ -759,6 +870,38 @@ TEST_CASE("JwksCache: concurrent lookups share one fetch (single flight)") {
   CHECK(f.http.Calls(f.jwks_uri) == 1);
 }
 
+TEST_CASE("JwksCache: an unknown kid fails fast while a slow refresh runs; a stale key waits") {
+  JwksFixture f;
+  REQUIRE(f.Find("k1"));
+  // The keys go stale: the next lookup of k1 refreshes, and the issuer is slow.
+  f.clock.Advance(std::chrono::minutes(11));
+  f.Publish({{"k1", f.k1.get()}, {"k2", f.k2.get()}});
+  f.http.CloseGate();
+  std::atomic<bool> refreshed{false};
+  std::thread refresher([&] { refreshed = f.Find("k1").has_value(); });
+  f.http.WaitForWaiters(1);  // the refresh is in flight, held by the issuer
+  // A made-up kid does not wait for it (that would hold a request thread for
+  // as long as the issuer takes, up to 11 s here).
+  const auto start = std::chrono::steady_clock::now();
+  auto r = f.Find("made-up-kid");
+  const auto waited = std::chrono::steady_clock::now() - start;
+  REQUIRE_FALSE(r);
+  CHECK(r.error().Reason() == "unknown_key");
+  CHECK(waited < std::chrono::seconds(2));
+  // A stale key does wait, and gets the refreshed set without a second fetch.
+  std::atomic<bool> stale_ok{false};
+  std::thread stale([&] { stale_ok = f.Find("k1").has_value(); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  f.http.OpenGate();
+  refresher.join();
+  stale.join();
+  CHECK(refreshed);
+  CHECK(stale_ok);
+  CHECK(f.http.Calls(f.jwks_uri) == 2);
+  // k2 came with the refresh.
+  CHECK(f.Find("k2"));
+}
+
 TEST_CASE("JwksCache + verifier: a storm of unknown kids costs the issuer one request") {
   JwksFixture f;
   TrustPolicy p = Policy();
@@ -779,27 +922,30 @@ TEST_CASE("JwksCache + verifier: a storm of unknown kids costs the issuer one re
 // ---------------------------------------------------------------------------
 // Replay cache
 
-TEST_CASE("ReplayCache: each jti once until it expires") {
+TEST_CASE("ReplayCache: each (issuer, jti) once until it expires") {
   ReplayCache cache(3);
   const TimePoint t0 = FromUnixSeconds(1795000000);
-  const std::string a = ReplayKey("p", "iss", "a");
+  const std::string a = ReplayKey("iss", "a");
   CHECK(cache.Reserve(a, t0 + Seconds(60), t0));
   auto again = cache.Reserve(a, t0 + Seconds(60), t0 + Seconds(1));
   REQUIRE_FALSE(again);
   CHECK(again.error().Reason() == "token_replayed");
-  // Another policy or issuer is another key; lengths keep keys unambiguous.
-  CHECK(ReplayKey("p", "issa", "") != ReplayKey("p", "iss", "a"));
-  CHECK(cache.Reserve(ReplayKey("q", "iss", "a"), t0 + Seconds(60), t0));
+  // The key names no policy: the same token is the same key whichever
+  // policy it is exchanged under. Another issuer is another key; the length
+  // prefix keeps keys unambiguous.
+  CHECK(ReplayKey("issa", "") != ReplayKey("iss", "aa"));
+  CHECK(ReplayKey("iss", "a") == a);
+  CHECK(cache.Reserve(ReplayKey("iss2", "a"), t0 + Seconds(60), t0));
   // Release (failed exchange): the token may be retried.
   cache.Release(a);
   CHECK(cache.Reserve(a, t0 + Seconds(60), t0 + Seconds(2)));
   // Full of unexpired entries: fail closed.
-  CHECK(cache.Reserve(ReplayKey("r", "iss", "a"), t0 + Seconds(60), t0));
-  auto full = cache.Reserve(ReplayKey("s", "iss", "a"), t0 + Seconds(60), t0);
+  CHECK(cache.Reserve(ReplayKey("iss3", "a"), t0 + Seconds(60), t0));
+  auto full = cache.Reserve(ReplayKey("iss4", "a"), t0 + Seconds(60), t0);
   REQUIRE_FALSE(full);
   CHECK(full.error().Reason() == "replay_cache_full");
   // Expired entries make room and may be used again.
-  CHECK(cache.Reserve(ReplayKey("s", "iss", "a"), t0 + Seconds(200), t0 + Seconds(61)));
+  CHECK(cache.Reserve(ReplayKey("iss4", "a"), t0 + Seconds(200), t0 + Seconds(61)));
   CHECK(cache.size() == 1);
   CHECK(cache.Reserve(a, t0 + Seconds(200), t0 + Seconds(61)));
 }

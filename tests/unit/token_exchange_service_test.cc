@@ -5,8 +5,12 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <memory>
+#include <optional>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
@@ -15,8 +19,12 @@
 #include "broker/config/config.h"
 #include "broker/crypto/crypto.h"
 #include "broker/crypto/jose.h"
+#include "broker/net/http_client.h"
 #include "broker/oidc/token_request.h"
+#include "broker/oidc/token_verifier.h"
 #include "broker/oidc/trust_policy.h"
+#include "cli/args.h"
+#include "cli/ci_commands.h"
 #include "broker/service/broker_service.h"
 #include "broker/store/sqlite_store.h"
 #include "tests/fakes/fake_clock.h"
@@ -135,11 +143,13 @@ class Fixture {
   }
   std::string Sign(const json& claims) { return *signer_->SignJwt({{"kid", "k1"}}, claims); }
 
-  Result<json> Exchange(const std::string& token) {
+  Result<json> Exchange(const std::string& token, const std::string& audience = "deploy",
+                        std::optional<std::string> resource = std::nullopt) {
     oidc::TokenExchangeRequest req;
     req.subject_token = SecretValue(token);
     req.subject_token_type = std::string(oidc::kTokenTypeIdToken);
-    req.audience = "deploy";
+    req.audience = audience;
+    req.resource = std::move(resource);
     service::CallContext ctx;
     ctx.request_id = "req_unit";
     return service_->ExchangeToken(ctx, req);
@@ -186,11 +196,156 @@ class Fixture {
   Metrics metrics_;
 };
 
-TEST_CASE("TokenExchange service: without trust policies every exchange is invalid_target") {
+// The exact bytes a client receives for an error.
+std::string Body(const Error& e) { return oidc::OAuthErrorBody(oidc::ToOAuthError(e)).dump(); }
+
+TEST_CASE("TokenExchange service: without trust policies every exchange is invalid_grant") {
   Fixture f;
   auto r = f.Exchange(f.Sign(f.Claims("j")));
   REQUIRE_FALSE(r.has_value());
-  CHECK(oidc::ToOAuthError(r.error()).error == "invalid_target");
+  CHECK(r.error().Reason() == "no_trust_policies");  // for the log
+  CHECK(oidc::ToOAuthError(r.error()).error == "invalid_grant");
+  CHECK(Body(r.error()) ==
+        R"({"error":"invalid_grant","error_description":"the subject_token was not accepted"})");
+}
+
+TEST_CASE("TokenExchange service: before its signature verifies, a token learns nothing") {
+  Fixture f;
+  f.UseTrust(TrustYaml());
+  // Signed by a key that is not the issuer's, under the issuer's kid.
+  auto attacker = crypto::SigningKey::Generate(crypto::JwsAlg::kRS256);
+  REQUIRE(attacker.has_value());
+  const std::string forged = *(*attacker)->SignJwt({{"kid", "k1"}}, f.Claims("forged"));
+  json untrusted_claims = f.Claims("untrusted");
+  untrusted_claims["iss"] = "https://evil.example";
+  const std::string untrusted = f.Sign(untrusted_claims);
+  const std::string unknown_kid = *(*attacker)->SignJwt({{"kid", "k9"}}, f.Claims("kid"));
+  auto ec = crypto::SigningKey::Generate(crypto::JwsAlg::kES256);
+  REQUIRE(ec.has_value());
+  const std::string other_alg = *(*ec)->SignJwt({{"kid", "k1"}}, f.Claims("alg"));
+
+  struct Case {
+    const char* name;
+    std::string token;
+    std::string audience;
+    std::optional<std::string> resource;
+    const char* reason;  // precise, for the log only
+  };
+  const std::vector<Case> cases = {
+      {"forged, audience of no policy", forged, "nobody", std::nullopt, "invalid_signature"},
+      {"forged, a real policy", forged, "deploy", std::nullopt, "invalid_signature"},
+      {"forged, a real target", forged, "fake://deploy", std::nullopt, "invalid_signature"},
+      {"forged, resource mismatch", forged, "deploy", "fake://other", "invalid_signature"},
+      {"untrusted issuer, a real policy", untrusted, "deploy", std::nullopt, "untrusted_issuer"},
+      {"untrusted issuer, no policy", untrusted, "nobody", std::nullopt, "untrusted_issuer"},
+      {"unknown kid", unknown_kid, "deploy", std::nullopt, "unknown_key"},
+      {"alg the issuer does not use", other_alg, "nobody", std::nullopt, "alg_not_allowed"},
+  };
+  std::set<std::string> bodies;
+  for (const Case& c : cases) {
+    CAPTURE(c.name);
+    auto r = f.Exchange(c.token, c.audience, c.resource);
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().Reason() == c.reason);
+    bodies.insert(Body(r.error()));
+  }
+  // Byte-identical answers: no policy name, target or trusted issuer can be
+  // told apart by an unauthenticated caller.
+  CHECK(bodies.size() == 1);
+  CHECK(*bodies.begin() ==
+        R"({"error":"invalid_grant","error_description":"the subject_token was not accepted"})");
+  CHECK(f.Sessions().empty());
+
+  // Once the signature verifies, the audience is looked at.
+  auto unknown = f.Exchange(f.Sign(f.Claims("real")), "nobody");
+  REQUIRE_FALSE(unknown.has_value());
+  CHECK(oidc::ToOAuthError(unknown.error()).error == "invalid_target");
+}
+
+TEST_CASE("TokenExchange service: after verification, errors name no claim and no limit") {
+  Fixture f;
+  f.UseTrust(TrustYaml());
+  json evil = f.Claims("evil-ref");
+  evil["ref"] = "refs/heads/evil";
+  auto r = f.Exchange(f.Sign(evil));
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().Reason() == "claims_mismatch");
+  CHECK(oidc::ToOAuthError(r.error()).error == "unauthorized_client");
+  CHECK(oidc::ToOAuthError(r.error()).description ==
+        "the subject_token's claims do not match the trust policy");
+  CHECK(r.error().detail.find("\"ref\"") != std::string::npos);  // the log has it
+
+  json old = f.Claims("old");
+  old["iat"] = ToUnixSeconds(f.clock_.Now()) - 3600;
+  auto too_old = f.Exchange(f.Sign(old));
+  REQUIRE_FALSE(too_old.has_value());
+  CHECK(too_old.error().Reason() == "token_too_old");
+  const std::string description = oidc::ToOAuthError(too_old.error()).description;
+  CHECK(description.find("900") == std::string::npos);
+  CHECK(description.find("maximum") == std::string::npos);
+  CHECK(too_old.error().detail.find("900") != std::string::npos);
+}
+
+TEST_CASE("TokenExchange service: a far-future exp cannot shorten the replay window") {
+  Fixture f;
+  f.UseTrust(TrustYaml());
+  // exp = 9999999999 used to overflow the replay entry's TimePoint, which
+  // then expired after a second: a replay 2 s later went through.
+  json far = f.Claims("far-future");
+  far["exp"] = int64_t{9999999999};
+  const std::string far_token = f.Sign(far);
+  auto first = f.Exchange(far_token);
+  f.clock_.Advance(std::chrono::seconds(2));
+  auto replay = f.Exchange(far_token);
+  REQUIRE_FALSE(replay.has_value());
+  REQUIRE_FALSE(first.has_value());  // out of range: refused outright
+  CHECK(first.error().Reason() == "invalid_claim");
+
+  // At the bound itself: accepted once, then refused until the token is too
+  // old anyway (iat + max age 900 + leeway 30), whatever exp says.
+  json bound = f.Claims("at-the-bound");
+  bound["exp"] = oidc::kMaxNumericDate;
+  const int64_t iat = bound["iat"];
+  const std::string token = f.Sign(bound);
+  auto ok = f.Exchange(token);
+  REQUIRE_MESSAGE(ok.has_value(), (ok ? "" : ok.error().ToString()));
+  f.clock_.Advance(std::chrono::seconds(2));
+  auto again = f.Exchange(token);
+  REQUIRE_FALSE(again.has_value());
+  CHECK(again.error().Reason() == "token_replayed");
+  f.clock_.Set(FromUnixSeconds(iat + 930));  // the last second the token is acceptable
+  auto late = f.Exchange(token);
+  REQUIRE_FALSE(late.has_value());
+  CHECK(late.error().Reason() == "token_replayed");
+  f.clock_.Set(FromUnixSeconds(iat + 931));
+  auto expired = f.Exchange(token);
+  REQUIRE_FALSE(expired.has_value());
+  CHECK(expired.error().Reason() == "token_too_old");
+}
+
+TEST_CASE("TokenExchange service: a token is exchanged once per issuer, not once per policy") {
+  Fixture f;
+  // Two policies of one issuer that both accept the token; the second keeps
+  // tokens longer (max age), which the replay entry must honour too.
+  const std::string second =
+      std::string("- name: deploy-too\n  issuer: ") + kIssuer + "\n  audience: " + kAudience +
+      "\n  claims: {repository_owner_id: \"123\", ref: refs/heads/main}\n"
+      "  grant: {issuer: fake, resource: \"fake://deploy\"}\n"
+      "  max_token_age_seconds: 3600\n";
+  f.UseTrust(TrustYaml("", "  max_token_age_seconds: 60\n") + second);
+  const std::string token = f.Sign(f.Claims("once"));
+  auto first = f.Exchange(token, "deploy");
+  REQUIRE_MESSAGE(first.has_value(), (first ? "" : first.error().ToString()));
+  auto other_policy = f.Exchange(token, "deploy-too");
+  REQUIRE_FALSE(other_policy.has_value());
+  CHECK(other_policy.error().Reason() == "token_replayed");
+  // Past the first policy's maximum age, still within the second's.
+  f.clock_.Advance(std::chrono::seconds(200));
+  auto later = f.Exchange(token, "deploy-too");
+  REQUIRE_FALSE(later.has_value());
+  CHECK(later.error().Reason() == "token_replayed");
+  // A token with another jti is another token.
+  CHECK(f.Exchange(f.Sign(f.Claims("twice")), "deploy-too").has_value());
 }
 
 TEST_CASE("TokenExchange service: a run outliving its session gets the next one") {
@@ -296,6 +451,125 @@ TEST_CASE("TokenExchange service: SetTrust checks each grant against its issuer 
   SUBCASE("no trust policies at all is fine") {
     Fixture f;
     CHECK(f.service_->SetTrust(nullptr).has_value());
+  }
+}
+
+// ---------------------------------------------------------------------------
+// jitctl ci exchange (cli/ci_commands.cc) against a canned broker answer.
+
+class CannedBroker final : public net::HttpClient {
+ public:
+  Result<net::HttpResponse> Send(const net::HttpRequest& r) override {
+    urls.push_back(r.url);
+    net::HttpResponse resp;
+    resp.status = 200;
+    resp.body = answer.dump();
+    return resp;
+  }
+  json answer = {{"access_token", "eyJsecret.access.token"},
+                 {"issued_token_type", "urn:ietf:params:oauth:token-type:jwt"},
+                 {"token_type", "Bearer"},
+                 {"expires_in", 300},
+                 {"credential",
+                  {{"type", "jwt"},
+                   {"token", "eyJsecret.access.token"},
+                   {"expires_at", "2026-01-01T00:00:00Z"},
+                   {"extra", {{"session_token", "nested-secret%value"}}}}},
+                 {"grant_id", "grt_1"},
+                 {"session_id", "ses_ci_1"},
+                 {"trust_policy", "deploy"},
+                 {"scope", "read"}};
+  std::vector<std::string> urls;
+};
+
+struct CliRun {
+  int rc = -1;
+  std::string out, err;
+  std::vector<std::string> urls;
+};
+
+CliRun RunCi(const std::vector<std::string>& argv, std::map<std::string, std::string> env,
+             const std::string& base_url = "https://broker.acme.example") {
+  auto inv = cli::ParseCommandLine(argv);
+  REQUIRE(inv.has_value());
+  CannedBroker http;
+  std::ostringstream out, err;
+  cli::Context ctx;
+  ctx.base_url = base_url;
+  ctx.json = inv->args.Switch("json");
+  ctx.getenv = [&env](const char* name) -> std::optional<std::string> {
+    auto it = env.find(name);
+    return it == env.end() ? std::nullopt : std::optional<std::string>(it->second);
+  };
+  ctx.http = &http;
+  ctx.out = &out;
+  ctx.err = &err;
+  CliRun run;
+  run.rc = cli::RunOnlineCommand(*inv, ctx);
+  run.out = out.str();
+  run.err = err.str();
+  run.urls = http.urls;
+  return run;
+}
+
+TEST_CASE("TokenExchange CLI: ci exchange prints metadata only by default") {
+  auto r = RunCi({"ci", "exchange", "--audience", "deploy"},
+                 {{"JITBROKER_OIDC_TOKEN", "eyJoidc.token.x"}});
+  INFO(r.out << r.err);
+  CHECK(r.rc == 0);
+  CHECK(r.out.find("grant: grt_1") != std::string::npos);
+  CHECK(r.out.find("session: ses_ci_1") != std::string::npos);
+  CHECK(r.out.find("type: jwt") != std::string::npos);
+  CHECK(r.out.find("not shown") != std::string::npos);
+  CHECK(r.out.find("secret") == std::string::npos);
+  CHECK(r.err.find("secret") == std::string::npos);
+  CHECK(r.out.find("eyJoidc") == std::string::npos);
+}
+
+TEST_CASE("TokenExchange CLI: under GitHub Actions every printed secret is masked first") {
+  const std::map<std::string, std::string> gha = {{"JITBROKER_OIDC_TOKEN", "eyJoidc.token.x"},
+                                                  {"GITHUB_ACTIONS", "true"}};
+  auto only = RunCi({"ci", "exchange", "--audience", "deploy", "--token-only"}, gha);
+  INFO(only.out << only.err);
+  CHECK(only.rc == 0);
+  // stdout holds the token alone (for $(...)); the masks go to stderr, which
+  // the runner parses for workflow commands as well.
+  CHECK(only.out == "eyJsecret.access.token\n");
+  CHECK(only.err.find("::add-mask::eyJsecret.access.token\n") != std::string::npos);
+  CHECK(only.err.find("::add-mask::nested-secret%25value\n") != std::string::npos);
+  CHECK(only.err.find("::add-mask::jwt") == std::string::npos);  // metadata is not masked
+  CHECK(only.err.find("eyJoidc") == std::string::npos);
+
+  auto as_json = RunCi({"ci", "exchange", "--audience", "deploy", "--json"}, gha);
+  CHECK(as_json.rc == 0);
+  CHECK(as_json.err.find("::add-mask::eyJsecret.access.token") != std::string::npos);
+  CHECK(as_json.out.find("eyJsecret.access.token") != std::string::npos);
+  auto exported = RunCi({"ci", "exchange", "--audience", "deploy", "--export", "T"}, gha);
+  CHECK(exported.rc == 0);
+  CHECK(exported.err.find("::add-mask::eyJsecret.access.token") != std::string::npos);
+  // Outside GitHub Actions nothing is emitted.
+  auto plain = RunCi({"ci", "exchange", "--audience", "deploy", "--token-only"},
+                     {{"JITBROKER_OIDC_TOKEN", "eyJoidc.token.x"}});
+  CHECK(plain.err.find("add-mask") == std::string::npos);
+  // Escaping and multi-line secrets.
+  CHECK(cli::internal::AddMaskCommands({"a%b\nc"}) ==
+        "::add-mask::a%25b%0Ac\n::add-mask::a%25b\n::add-mask::c\n");
+}
+
+TEST_CASE("TokenExchange CLI: ci exchange refuses plain http to a non-loopback broker") {
+  for (const char* url : {"http://broker.acme.example:8443", "http://localhost.evil.example",
+                          "http://127.0.0.1.evil.example", "http://10.0.0.1"}) {
+    CAPTURE(url);
+    auto r = RunCi({"ci", "exchange", "--audience", "deploy", "--token-only"},
+                   {{"JITBROKER_OIDC_TOKEN", "eyJoidc.token.x"}}, url);
+    CHECK(r.rc == 2);
+    CHECK(r.err.find("refuses plain http") != std::string::npos);
+    CHECK(r.urls.empty());  // nothing was sent
+  }
+  for (const char* url : {"https://broker.acme.example", "http://127.0.0.1:8443",
+                          "http://localhost:8443", "http://[::1]:8443"}) {
+    CAPTURE(url);
+    CHECK(cli::internal::BrokerUrlIsSafeForCi(url));
   }
 }
 

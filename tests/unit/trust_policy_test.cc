@@ -1,4 +1,5 @@
 // Trust policies: parse → compile → check (broker/oidc/trust_policy.h).
+#include <set>
 #include <string>
 #include <vector>
 
@@ -128,13 +129,14 @@ TEST_CASE("TrustPolicy: configuration errors name file, line and key") {
     std::string yaml;
     const char* expect;
   };
-  const std::string head = "- name: p\n  issuer: https://issuer.example\n  audience: aud\n";
-  const std::string claims = "  claims: {sub: \"repo:x\"}\n";
+  const std::string head =
+      "- name: p\n  issuer: https://issuer.example\n  provider: generic\n  audience: aud\n";
+  const std::string claims = "  claims: {sub: \"repo:x\", project: \"7\"}\n";
   const std::string grant = "  grant: {issuer: internal, resource: \"jwt://mcp.internal\"}\n";
   const std::vector<Case> cases = {
       {"not a list", "{a: 1}", "trust: must be a list"},
       {"unknown key", head + claims + grant + "  color: red\n",
-       "trust.yaml:6: trust[0].color: unknown key"},
+       "trust.yaml:7: trust[0].color: unknown key"},
       {"missing name", "- issuer: https://i.example\n", "trust[0].name: is required"},
       {"bad name", "- name: \"a b\"\n", "trust[0].name: must match"},
       {"missing claims", head + grant, "trust[0].claims: is required"},
@@ -199,14 +201,41 @@ TEST_CASE("TrustPolicy: configuration errors name file, line and key") {
       {"empty pattern list", head + "  claims: {sub: []}\n" + grant, "at least one pattern"},
       {"map pattern", head + "  claims: {sub: {a: b}}\n" + grant,
        "a pattern or a list of patterns"},
-      {"generic without exact pin", head + "  claims: {sub: \"re:repo:.*\"}\n" + grant,
-       "pin at least one claim (e.g. sub) to an exact value"},
+      {"generic without exact sub",
+       head + "  claims: {sub: \"re:repo:.*\", project: \"7\"}\n" + grant,
+       "must pin sub to exact values and at least one more claim"},
+      {"generic with only sub", head + "  claims: {sub: \"repo:x\"}\n" + grant,
+       "must pin sub to exact values and at least one more claim"},
+      {"generic with a glob second claim",
+       head + "  claims: {sub: \"repo:x\", project: \"7*\"}\n" + grant,
+       "must pin sub to exact values and at least one more claim"},
+      {"unrecognised issuer without provider",
+       "- name: p\n  issuer: https://issuer.example\n  audience: aud\n" + claims + grant,
+       "trust[0].provider: is required for issuer \"https://issuer.example\""},
       {"github default audience",
        "- name: p\n  issuer: https://token.actions.githubusercontent.com\n  audience: "
        "https://github.com/acme\n" +
            claims + grant,
        "GitHub's default owner-URL audience"},
-      {"unknown provider", head + claims + grant + "  provider: jenkins\n", "unknown provider"},
+      {"unknown provider",
+       "- name: p\n  issuer: https://issuer.example\n  audience: aud\n  provider: jenkins\n" +
+           claims + grant,
+       "unknown provider"},
+      {"GHES default audience (a URL on the issuer's host)",
+       "- name: p\n  issuer: https://ghes.acme.example/_services/token\n  audience: "
+       "https://ghes.acme.example/acme\n" +
+           claims + grant,
+       "not a URL on the issuer's host"},
+      {"GHE.com default audience",
+       "- name: p\n  issuer: https://token.actions.acme.ghe.com\n  audience: "
+       "https://acme.ghe.com/acme\n" +
+           claims + grant,
+       "not a URL on the issuer's host"},
+      {"the issuer's host, in upper case and with userinfo",
+       "- name: p\n  issuer: https://gitlab.acme.example\n  provider: gitlab\n  audience: "
+       "HTTPS://x@GitLab.Acme.Example.\n" +
+           claims + grant,
+       "not a URL on the issuer's host"},
       {"generic for github",
        "- name: p\n  issuer: https://token.actions.githubusercontent.com\n  audience: a\n  "
        "provider: generic\n" +
@@ -227,8 +256,9 @@ TEST_CASE("TrustPolicy: duplicate names and disagreeing allow_http are refused")
 - name: same
   issuer: http://127.0.0.1:9999
   allow_http: true
+  provider: generic
   audience: a
-  claims: {sub: x}
+  claims: {sub: x, project_id: "7"}
   grant: {issuer: internal, resource: "jwt://mcp.internal"}
 )";
   CHECK(ErrorOf(one + one.substr(1)).find("duplicate trust policy name \"same\"") !=
@@ -295,11 +325,16 @@ TEST_CASE("TrustPolicy: provider detection") {
 }
 
 TEST_CASE("TrustPolicy: claims match exactly, by glob or by anchored regex") {
-  // Every policy pins ref exactly too (the lint wants one exact claim).
+  // Every policy pins ref and the owner id exactly too (the GitHub lint).
   auto policy_with = [](const std::string& claims) {
+    std::string pins = "ref: refs/heads/main, ";
+    if (claims.find("repository_owner_id") == std::string::npos) {
+      pins += "repository_owner_id: \"123\", ";
+    }
     auto set = ParseTrustPoliciesText(
-        "- name: p\n  issuer: https://i.example\n  audience: a\n  claims: {ref: refs/heads/main, " +
-            claims.substr(1) + "\n  grant: {issuer: internal, resource: \"jwt://x\"}\n",
+        "- name: p\n  issuer: https://token.actions.githubusercontent.com\n  audience: a\n"
+        "  claims: {" +
+            pins + claims.substr(1) + "\n  grant: {issuer: internal, resource: \"jwt://x\"}\n",
         "t.yaml", Ctx());
     REQUIRE_MESSAGE(set, (set ? "" : set.error().message));
     return (*set)->policies[0];
@@ -313,9 +348,13 @@ TEST_CASE("TrustPolicy: claims match exactly, by glob or by anchored regex") {
     REQUIRE_FALSE(st);
     CHECK(st.error().code == ErrorCode::kPermissionDenied);
     CHECK(st.error().Reason() == "claims_mismatch");
-    CHECK(st.error().message.find("\"sub\"") != std::string::npos);
-    // The expected value (configuration) is never echoed.
+    // Which claim failed is for the log (detail), not the client (message).
+    CHECK(st.error().message == "the subject_token's claims do not match the trust policy");
+    CHECK(st.error().message.find("\"sub\"") == std::string::npos);
+    CHECK(st.error().detail.find("\"sub\"") != std::string::npos);
+    // The expected value (configuration) is never echoed, not even in the log.
     CHECK(st.error().message.find("refs/heads/dev") == std::string::npos);
+    CHECK(st.error().detail.find("refs/heads/dev") == std::string::npos);
   }
   SUBCASE("glob stars never span '/' or ':'") {
     // repo:org/* does not match a repository plus its context.
@@ -351,7 +390,8 @@ TEST_CASE("TrustPolicy: claims match exactly, by glob or by anchored regex") {
   SUBCASE("a missing claim never matches") {
     auto st = CheckClaims(policy_with("{environment: production}"), claims);
     REQUIRE_FALSE(st);
-    CHECK(st.error().message.find("no usable claim \"environment\"") != std::string::npos);
+    CHECK(st.error().detail.find("no usable claim \"environment\"") != std::string::npos);
+    CHECK(st.error().message.find("environment") == std::string::npos);
     // Not even a pattern that would match the empty string.
     CHECK_FALSE(CheckClaims(policy_with("{environment: \"re:.*\"}"), claims));
   }
@@ -359,7 +399,7 @@ TEST_CASE("TrustPolicy: claims match exactly, by glob or by anchored regex") {
 
 TEST_CASE("TrustPolicy: booleans and numbers are normalised") {
   auto p = ParseTrustPoliciesText(
-      "- name: p\n  issuer: https://i.example\n  audience: a\n"
+      "- name: p\n  issuer: https://gitlab.com\n  audience: a\n"
       "  claims: {ref_protected: true, runner_id: 12, project_id: \"4242\"}\n"
       "  grant: {issuer: internal, resource: \"jwt://x\"}\n",
       "t.yaml", Ctx());
@@ -386,29 +426,22 @@ TEST_CASE("TrustPolicy: booleans and numbers are normalised") {
   CHECK_FALSE(ClaimText(json::array(), "a"));
 }
 
-TEST_CASE("TrustPolicy: both GitHub sub formats are matched through the signed claims") {
+TEST_CASE("TrustPolicy: a name-form GitHub sub also matches its immutable form, not the reverse") {
   json names = GitHubClaims();
   json ids = GitHubClaims();
   ids["sub"] = "repo:acme@123/payment-service@456:ref:refs/heads/main";
   const std::vector<std::string> expected = {
       "repo:acme/payment-service:ref:refs/heads/main",
       "repo:acme@123/payment-service@456:ref:refs/heads/main"};
-  auto has_both = [&](const std::vector<std::string>& forms) {
-    for (const auto& e : expected) {
-      if (std::find(forms.begin(), forms.end(), e) == forms.end()) {
-        return false;
-      }
-    }
-    return true;
-  };
-  CHECK(has_both(SubjectForms(names)));
-  CHECK(has_both(SubjectForms(ids)));
-  CHECK(SubjectForms(ids)[0] == ids["sub"]);
+  // name -> id: the ids come from the same token's signed claims.
+  CHECK(SubjectForms(names) == expected);
+  // id -> name is never derived: the id form is matched as it is.
+  CHECK(SubjectForms(ids) == std::vector<std::string>{expected[1]});
 
   auto policy_with = [](const std::string& sub) {
     auto set = ParseTrustPoliciesText(
-        "- name: p\n  issuer: https://i.example\n  audience: a\n  claims: {repository_id: \"456\", "
-        "sub: \"" +
+        "- name: p\n  issuer: https://token.actions.githubusercontent.com\n  audience: a\n  "
+        "claims: {repository_id: \"456\", sub: \"" +
             sub + "\"}\n  grant: {issuer: internal, resource: \"jwt://x\"}\n",
         "t.yaml", Ctx());
     REQUIRE(set);
@@ -417,7 +450,9 @@ TEST_CASE("TrustPolicy: both GitHub sub formats are matched through the signed c
   const TrustPolicy by_name = policy_with(expected[0]);
   const TrustPolicy by_id = policy_with(expected[1]);
   CHECK(CheckClaims(by_name, names));
-  CHECK(CheckClaims(by_name, ids));
+  // A policy written with names does not match an immutable-form subject:
+  // the owner opted into ids precisely so that names stop identifying them.
+  CHECK_FALSE(CheckClaims(by_name, ids));
   CHECK(CheckClaims(by_id, names));
   CHECK(CheckClaims(by_id, ids));
 
@@ -430,6 +465,11 @@ TEST_CASE("TrustPolicy: both GitHub sub formats are matched through the signed c
     json renamed = names;
     renamed["repository"] = "acme/other";
     CHECK_FALSE(CheckClaims(by_id, renamed));
+    // A name-form sub for another repository than the claims name gets no
+    // id form either.
+    json other = names;
+    other["sub"] = "repo:acme/other:ref:refs/heads/main";
+    CHECK(SubjectForms(other) == std::vector<std::string>{other["sub"].get<std::string>()});
   }
   SUBCASE("a ':' inside a value is %3A and cannot fake a segment (sub injection)") {
     // A branch named "main:environment:production" yields
@@ -505,7 +545,7 @@ TEST_CASE("TrustPolicy: the CI run key") {
   gh.issuer = "https://token.actions.githubusercontent.com";
   gh.provider = Provider::kGitHubActions;
   CHECK(CiRunKey(gh, GitHubClaims()) ==
-        "ci:https://token.actions.githubusercontent.com:acme/payment-service:9876543:2");
+        "ci:gh/https%3A//token.actions.githubusercontent.com:acme/payment-service:9876543:2");
   json no_attempt = GitHubClaims();
   no_attempt.erase("run_attempt");
   CHECK(CiRunKey(gh, no_attempt).ends_with(":9876543:1"));
@@ -518,13 +558,17 @@ TEST_CASE("TrustPolicy: the CI run key") {
   gl.provider = Provider::kGitLab;
   CHECK(CiRunKey(gl, json{{"project_path", "acme/payments"},
                           {"pipeline_id", "555"},
-                          {"job_id", "777"}}) == "ci:https://gitlab.com:acme/payments:555");
+                          {"job_id", "777"}}) == "ci:gl/https%3A//gitlab.com:acme/payments:555");
 
   TrustPolicy other;
   other.issuer = "https://i.example";
   CHECK(CiRunKey(other, json{{"sub", "svc:a"}, {"jti", "j1"}}) ==
-        "ci:https://i.example:svc%3Aa:jti:j1");
-  CHECK(CiRunKey(other, json{{"sub", "s"}, {"iat", 5}}) == "ci:https://i.example:s:jti:iat-5");
+        "ci:jti/https%3A//i.example:svc%3Aa:j1");
+  CHECK(CiRunKey(other, json{{"sub", "s"}, {"iat", 5}}) == "ci:iat/https%3A//i.example:s:5");
+  // A generic issuer's tokens are never grouped by GitHub- or GitLab-looking
+  // claims (anyone the policy trusts could send them).
+  CHECK(CiRunKey(other, json{{"sub", "s"}, {"jti", "j"}, {"repository", "a/b"}, {"run_id", "1"}})
+            .starts_with("ci:jti/"));
 
   json facts = CiFacts(gh, GitHubClaims());
   CHECK(facts["trust_policy"] == "");
@@ -532,6 +576,153 @@ TEST_CASE("TrustPolicy: the CI run key") {
   CHECK(facts["repository"] == "acme/payment-service");
   CHECK(facts["run_attempt"] == "2");
   CHECK_FALSE(facts.contains("iss"));
+}
+
+TEST_CASE("TrustPolicy: CI run keys of different forms never collide") {
+  // Values chosen so that the untagged keys of the old format were equal.
+  TrustPolicy gh;
+  gh.issuer = "https://ci.example";
+  gh.provider = Provider::kGitHubActions;
+  TrustPolicy gl = gh;
+  gl.provider = Provider::kGitLab;
+  TrustPolicy other = gh;
+  other.provider = Provider::kGeneric;
+  const std::string a =
+      CiRunKey(gh, json{{"repository", "x"}, {"run_id", "jti"}, {"run_attempt", "y"}});
+  const std::string b = CiRunKey(other, json{{"sub", "x"}, {"jti", "y"}});
+  const std::string c = CiRunKey(gl, json{{"project_path", "x"}, {"pipeline_id", "jti:y"}});
+  const std::string d = CiRunKey(other, json{{"sub", "x"}, {"iat", 5}});
+  const std::string e = CiRunKey(other, json{{"sub", "x"}, {"jti", "iat-5"}});
+  CHECK(a == "ci:gh/https%3A//ci.example:x:jti:y");
+  CHECK(b == "ci:jti/https%3A//ci.example:x:y");
+  CHECK(c == "ci:gl/https%3A//ci.example:x:jti%3Ay");
+  const std::set<std::string> keys = {a, b, c, d, e};
+  CHECK(keys.size() == 5);
+  // Issuers are escaped: one issuer's prefix plus a value is not another issuer.
+  TrustPolicy port = gh;
+  port.issuer = "https://ci.example:8443";
+  CHECK(CiRunKey(port, json{{"repository", "r"}, {"run_id", "1"}}) !=
+        CiRunKey(gh, json{{"repository", "8443:r"}, {"run_id", "1"}}));
+  // A GitHub policy's token without run claims is keyed per token, not as GitLab.
+  CHECK(CiRunKey(gh, json{{"sub", "s"}, {"jti", "j"}, {"project_path", "p"}, {"pipeline_id", "1"}})
+            .starts_with("ci:jti/"));
+}
+
+TEST_CASE("TrustPolicy: an unrecognised issuer needs an explicit provider") {
+  // A self-managed GitLab: not detected, so it must say what it is.
+  const std::string base =
+      "- name: p\n  issuer: https://gitlab.acme.example\n  audience: jitbroker.acme.example\n"
+      "  claims: {ref: main, ref_protected: true}\n"
+      "  grant: {issuer: internal, resource: \"jwt://mcp.internal\"}\n";
+  // Without provider: refused, however weak or strong the claims.
+  CHECK(ErrorOf(base) ==
+        "trust.yaml:1: trust[0].provider: is required for issuer \"https://gitlab.acme.example\", "
+        "which is not a recognised CI issuer: set provider: github (GitHub Enterprise Server), "
+        "gitlab (self-managed GitLab) or generic");
+  // As GitLab: this policy trusts every project of the instance.
+  const std::string gitlab = ErrorOf(base + "  provider: gitlab\n");
+  CHECK(gitlab.find("trust[0].claims: must pin one of namespace_id, namespace_path, project_id, "
+                    "project_path to an exact value") != std::string::npos);
+  // As generic: sub and one more claim must be exact.
+  CHECK(ErrorOf(base + "  provider: generic\n")
+            .find("provider: generic policy must pin sub to exact values") != std::string::npos);
+  // Fixed: pinned by project id.
+  auto ok = Parse(
+      "- name: p\n  issuer: https://gitlab.acme.example\n  provider: gitlab\n  audience: a\n"
+      "  claims: {project_id: \"42\", ref: main, ref_protected: true}\n"
+      "  grant: {issuer: internal, resource: \"jwt://mcp.internal\"}\n");
+  REQUIRE_MESSAGE(ok, (ok ? "" : ok.error().message));
+  CHECK(Only(*ok).provider == Provider::kGitLab);
+  CHECK((*ok)->warnings.empty());
+  // GitHub Enterprise Server under another path: provider: github (or
+  // github_actions) turns the GitHub lint on.
+  CHECK(ErrorOf("- name: p\n  issuer: https://ghes.acme.example/custom\n  provider: github\n"
+                "  audience: a\n  claims: {ref: refs/heads/main}\n"
+                "  grant: {issuer: internal, resource: \"jwt://x\"}\n")
+            .find("must pin one of repository_owner_id") != std::string::npos);
+  // A generic policy with an exact sub and one more exact claim.
+  auto generic = Parse(
+      "- name: p\n  issuer: https://ci.acme.example\n  provider: generic\n  audience: a\n"
+      "  claims: {sub: \"project:7:main\", project_id: \"7\"}\n"
+      "  grant: {issuer: internal, resource: \"jwt://x\"}\n");
+  REQUIRE_MESSAGE(generic, (generic ? "" : generic.error().message));
+  CHECK(Only(*generic).provider == Provider::kGeneric);
+  // Recognised issuers need no provider.
+  CHECK(Parse(kGitHubPolicy));
+}
+
+TEST_CASE("TrustPolicy: a tenant pinned only by names is accepted with a warning") {
+  auto warnings = [](const std::string& issuer, const std::string& claims) {
+    auto set = ParseTrustPoliciesText("- name: p\n  issuer: " + issuer +
+                                          "\n  audience: a\n  claims: " + claims +
+                                          "\n  grant: {issuer: internal, resource: \"jwt://x\"}\n",
+                                      "t.yaml", Ctx());
+    REQUIRE_MESSAGE(set, (set ? "" : set.error().message));
+    return (*set)->warnings;
+  };
+  const std::string gh = "https://token.actions.githubusercontent.com";
+  auto by_name = warnings(gh, "{repository: acme/payment-service, ref: refs/heads/main}");
+  REQUIRE(by_name.size() == 1);
+  CHECK(by_name[0].find("only by name") != std::string::npos);
+  CHECK(by_name[0].find("repository_owner_id, repository_id") != std::string::npos);
+  CHECK(warnings(gh, "{repository_owner: acme, repository_id: \"456\", ref: refs/heads/main}")
+            .empty());
+  auto gl = warnings("https://gitlab.com", "{project_path: acme/payments, ref: main}");
+  REQUIRE(gl.size() == 1);
+  CHECK(gl[0].find("namespace_id, project_id") != std::string::npos);
+  CHECK(warnings("https://gitlab.com", "{namespace_id: \"77\", ref: main}").empty());
+}
+
+TEST_CASE("TrustPolicy: only exact or literal-prefixed context pins count") {
+  auto warned = [](const std::string& issuer, const std::string& claims) {
+    auto set = ParseTrustPoliciesText("- name: p\n  issuer: " + issuer +
+                                          "\n  audience: a\n  claims: " + claims +
+                                          "\n  grant: {issuer: internal, resource: \"jwt://x\"}\n",
+                                      "t.yaml", Ctx());
+    REQUIRE_MESSAGE(set, (set ? "" : set.error().message));
+    for (const std::string& w : (*set)->warnings) {
+      if (w.find("any branch") != std::string::npos) {
+        return true;
+      }
+    }
+    return false;
+  };
+  const std::string gh = "https://token.actions.githubusercontent.com";
+  const std::string owner = "repository_owner_id: \"123\", ";
+  for (const char* weak : {"ref: \"*\"", "ref: \"refs/heads/*\"", "ref: \"re:.*\"",
+                           "ref: [refs/heads/main, \"*\"]", "environment: \"*\"",
+                           "sub: \"repo:acme/app:*\"", "job_workflow_ref: \"*/*/*\"",
+                           "event_name: push", "base_ref: main"}) {
+    CAPTURE(weak);
+    CHECK(warned(gh, "{" + owner + weak + "}"));
+  }
+  for (const char* strong : {"ref: refs/heads/main", "ref: \"refs/heads/release-*\"",
+                             "environment: production", "ref: [refs/heads/main, refs/tags/v1]",
+                             "sub: \"repo:acme/app:environment:production\""}) {
+    CAPTURE(strong);
+    CHECK_FALSE(warned(gh, "{" + owner + strong + "}"));
+  }
+  CHECK(warned("https://gitlab.com", "{project_id: \"1\", ref_protected: \"*\"}"));
+  CHECK(warned("https://gitlab.com", "{project_id: \"1\", ref: \"*\"}"));
+  CHECK_FALSE(warned("https://gitlab.com", "{project_id: \"1\", ref_protected: true}"));
+}
+
+TEST_CASE("TrustPolicy: a broker-specific audience is fine on any issuer") {
+  for (const char* issuer :
+       {"https://ghes.acme.example/_services/token", "https://token.actions.acme.ghe.com",
+        "https://token.actions.githubusercontent.com"}) {
+    for (const char* audience :
+         {"jitbroker.acme.example", "https://jitbroker.acme.example", "https://acme.example/x"}) {
+      CAPTURE(issuer);
+      CAPTURE(audience);
+      auto set = ParseTrustPoliciesText(
+          std::string("- name: p\n  issuer: ") + issuer + "\n  audience: " + audience +
+              "\n  claims: {repository_owner_id: \"1\", ref: refs/heads/main}\n"
+              "  grant: {issuer: internal, resource: \"jwt://x\"}\n",
+          "t.yaml", Ctx());
+      CHECK_MESSAGE(set, (set ? "" : set.error().message));
+    }
+  }
 }
 
 TEST_CASE("TrustPolicy: URL rules for issuers and jwks_uri") {
