@@ -21,7 +21,7 @@ nlohmann::json Base(std::string_view event, TimePoint now, std::string_view prin
                     std::string_view agent_id, std::string_view session_id,
                     std::string_view task_id, std::string_view request_id) {
   nlohmann::json j;
-  j["event_id"] = crypto::NewId("evt_", 12);
+  j["event_id"] = crypto::NewPublicId("evt_", 12);
   j["timestamp"] = FormatRfc3339(now);
   j["event"] = event;
   j["human_principal"] = principal;

@@ -184,31 +184,70 @@ std::string RandomBytes(size_t n) {
   return out;
 }
 
-std::string NewId(std::string_view prefix, size_t random_bytes) {
-  static constexpr char kAlphabet[] =
-      "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+namespace {
+
+constexpr char kIdAlphabet[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+// Base62 characters that carry at least `random_bytes` bytes of entropy.
+size_t IdChars(size_t random_bytes) {
   // Each base62 character carries log2(62) ~= 5.9542 bits; use a slightly
   // smaller divisor so the id never holds less entropy than asked for.
-  const size_t bits = random_bytes * 8;
-  const size_t chars = (bits * 10000 + 59539) / 59540;
+  return (random_bytes * 8 * 10000 + 59539) / 59540;
+}
+
+// Appends `chars` uniform base62 characters, taking random bytes from
+// `next_byte` (rejection sampling: bytes >= 248 are discarded, so every
+// character is uniform over the alphabet).
+template <typename NextByte>
+void AppendIdChars(std::string& out, size_t chars, NextByte&& next_byte) {
+  for (size_t produced = 0; produced < chars;) {
+    const unsigned char b = next_byte();
+    if (b >= 248) {
+      continue;
+    }
+    out.push_back(kIdAlphabet[b % 62]);
+    ++produced;
+  }
+}
+
+}  // namespace
+
+std::string NewId(std::string_view prefix, size_t random_bytes) {
+  const size_t chars = IdChars(random_bytes);
   std::string out(prefix);
   out.reserve(prefix.size() + chars);
-  size_t produced = 0;
-  while (produced < chars) {
-    // Rejection sampling (bytes >= 248 are discarded) keeps every character
-    // uniform over the alphabet.
-    std::string pool = RandomBytes(chars - produced + 8);
-    for (unsigned char b : pool) {
-      if (produced == chars) {
-        break;
-      }
-      if (b >= 248) {
-        continue;
-      }
-      out.push_back(kAlphabet[b % 62]);
-      ++produced;
+  std::string pool;
+  size_t at = 0;
+  AppendIdChars(out, chars, [&] {
+    if (at == pool.size()) {
+      SecureWipe(pool.data(), pool.size());
+      pool = RandomBytes(chars + 8);
+      at = 0;
     }
-  }
+    return static_cast<unsigned char>(pool[at++]);
+  });
+  SecureWipe(pool.data(), pool.size());
+  return out;
+}
+
+std::string NewPublicId(std::string_view prefix, size_t random_bytes) {
+  struct Buffer {
+    unsigned char bytes[512];
+    size_t at = sizeof(bytes);  // empty until first use
+  };
+  thread_local Buffer buf;
+  const size_t chars = IdChars(random_bytes);
+  std::string out(prefix);
+  out.reserve(prefix.size() + chars);
+  AppendIdChars(out, chars, [&] {
+    if (buf.at == sizeof(buf.bytes)) {
+      if (RAND_bytes(buf.bytes, static_cast<int>(sizeof(buf.bytes))) != 1) {
+        FatalCrypto("RAND_bytes");
+      }
+      buf.at = 0;
+    }
+    return buf.bytes[buf.at++];
+  });
   return out;
 }
 

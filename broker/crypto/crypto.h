@@ -20,6 +20,13 @@ std::string RandomBytes(size_t n);
 // Prefix + base62-ish (alphanumeric) id with `random_bytes` bytes of entropy,
 // e.g. NewId("ses_", 16) -> "ses_3kTz…".
 std::string NewId(std::string_view prefix, size_t random_bytes = 16);
+// The same for identifiers that are not secrets (grant, event, request ids):
+// drawn from a small per-thread buffer of RAND_bytes output refilled in
+// blocks, which spares the hot path one RAND_bytes call (a DRBG lock and a
+// getpid() system call) per id. Never use it for tokens or keys: their bytes
+// must not sit in a buffer before use. jitbroker never forks, so two
+// processes cannot share a buffer.
+std::string NewPublicId(std::string_view prefix, size_t random_bytes = 16);
 
 std::string Sha256(std::string_view data);            // raw 32 bytes
 std::string Sha256Hex(std::string_view data);         // lower-case hex

@@ -232,7 +232,7 @@ void HttpServer::Impl::Install() {
     t_request.start = Clock::now();
     t_request.route = "unmatched";
     const std::string given = req.get_header_value("X-Request-Id");
-    t_request.request_id = IsSafeRequestId(given) ? given : crypto::NewId("req_", 12);
+    t_request.request_id = IsSafeRequestId(given) ? given : crypto::NewPublicId("req_", 12);
     res.set_header("X-Request-Id", t_request.request_id);
     if (queued.load() > cfg.max_queued_requests) {
       metrics->CountShed();

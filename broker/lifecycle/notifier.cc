@@ -133,7 +133,7 @@ void ApprovalNotifier::Enqueue(nlohmann::json message) {
     // `replace` never throws on invalid UTF-8 (the records are validated
     // upstream; this is only a last line of defence).
     item.body = message.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-    item.delivery_id = crypto::NewId("dlv_", 16);
+    item.delivery_id = crypto::NewPublicId("dlv_", 16);
 
     std::string dropped_id;
     uint64_t dropped_total = 0;

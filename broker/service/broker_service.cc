@@ -666,7 +666,7 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
   }
 
   GrantRecord g;
-  g.id = crypto::NewId("grt_", 16);
+  g.id = crypto::NewPublicId("grt_", 16);
   g.session_id = s.id;
   g.principal_id = s.principal_id;
   g.agent_id = s.agent_id;

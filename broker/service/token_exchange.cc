@@ -609,7 +609,7 @@ Result<nlohmann::json> BrokerService::EvaluateAndMintForCi(const CallContext& ct
   }
 
   GrantRecord g;
-  g.id = crypto::NewId("grt_", 16);
+  g.id = crypto::NewPublicId("grt_", 16);
   g.session_id = s.id;
   g.principal_id = s.principal_id;
   g.agent_id = s.agent_id;

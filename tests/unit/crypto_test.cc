@@ -1,9 +1,11 @@
 #include "broker/crypto/crypto.h"
 
+#include <array>
 #include <cctype>
 #include <set>
 #include <string>
 #include <string_view>
+#include <thread>
 
 #include <doctest/doctest.h>
 
@@ -172,6 +174,43 @@ TEST_CASE("Crypto: random bytes and ids") {
   CHECK(seen.size() == 200);
   CHECK(NewId("x", 32).size() == 1 + 43);
   CHECK(NewId("", 0).empty());
+}
+
+TEST_CASE("Crypto: public ids from the per-thread buffer") {
+  // Same shape and entropy as NewId; the buffer refills every 512 bytes, so
+  // 2,000 ids cross many refills, on two threads at once.
+  auto draw = [](std::set<std::string>& out) {
+    for (int i = 0; i < 1000; ++i) {
+      out.insert(NewPublicId("grt_"));
+    }
+  };
+  std::set<std::string> a, b;
+  std::thread other([&] { draw(b); });
+  draw(a);
+  other.join();
+  CHECK(a.size() == 1000);
+  CHECK(b.size() == 1000);
+  std::array<int, 62> counts{};
+  for (const std::set<std::string>* ids : {&a, &b}) {
+    for (const std::string& id : *ids) {
+      REQUIRE(id.rfind("grt_", 0) == 0);
+      REQUIRE(id.size() == 4 + 22);
+      CHECK(b.count(id) + a.count(id) == 1);  // no id on both threads
+      for (char c : id.substr(4)) {
+        REQUIRE(std::isalnum(static_cast<unsigned char>(c)));
+        const int k = c <= '9' ? c - '0' : (c <= 'Z' ? 10 + c - 'A' : 36 + c - 'a');
+        ++counts[static_cast<size_t>(k)];
+      }
+    }
+  }
+  // 44,000 characters over 62 symbols: ~710 each; a stuck or biased
+  // generator (say, a buffer never refilled) lands far outside this band.
+  for (int c : counts) {
+    CHECK(c > 500);
+    CHECK(c < 950);
+  }
+  CHECK(NewPublicId("evt_", 12).size() == 4 + 17);
+  CHECK(NewPublicId("", 0).empty());
 }
 
 TEST_CASE("Crypto: SecureWipe zeroes memory") {
