@@ -741,10 +741,11 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
     return resp;
   }
 
-  GrantRecord decided = g;
-  decided.state = "allowed";
+  // The decision's record shows the grant as allowed; MintAndCommit moves it
+  // on (minting, active or failed).
+  g.state = "allowed";
   std::vector<nlohmann::json> pre;
-  pre.push_back(audit::GrantEvent("grant.decided", decided, now, "allowed", ctx.request_id));
+  pre.push_back(audit::GrantEvent("grant.decided", g, now, "allowed", ctx.request_id));
   JITBROKER_ASSIGN_OR_RETURN(resp.body, MintAndCommit(ctx, g, req, issuer, std::move(pre)));
   resp.status = 201;
   return resp;
