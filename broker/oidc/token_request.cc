@@ -5,6 +5,7 @@
 #include <string>
 #include <string_view>
 
+#include "broker/common/text.h"
 #include "broker/oidc/token_verifier.h"
 
 namespace jitbroker::oidc {
@@ -13,19 +14,6 @@ namespace {
 
 Error BadRequest(std::string message) {
   return InvalidArgument("invalid_request", std::move(message));
-}
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') {
-    return c - '0';
-  }
-  if (c >= 'a' && c <= 'f') {
-    return c - 'a' + 10;
-  }
-  if (c >= 'A' && c <= 'F') {
-    return c - 'A' + 10;
-  }
-  return -1;
 }
 
 Result<std::string> Decode(std::string_view s) {
@@ -39,8 +27,8 @@ Result<std::string> Decode(std::string_view s) {
       if (i + 2 >= s.size()) {
         return std::unexpected(BadRequest("the form body has a truncated %-escape"));
       }
-      const int hi = HexValue(s[i + 1]);
-      const int lo = HexValue(s[i + 2]);
+      const int hi = text::HexDigitValue(s[i + 1]);
+      const int lo = text::HexDigitValue(s[i + 2]);
       if (hi < 0 || lo < 0) {
         return std::unexpected(BadRequest("the form body has an invalid %-escape"));
       }
@@ -54,12 +42,6 @@ Result<std::string> Decode(std::string_view s) {
     return std::unexpected(BadRequest("the form body contains a NUL byte"));
   }
   return out;
-}
-
-bool HasControl(std::string_view s) {
-  return std::any_of(s.begin(), s.end(), [](char c) {
-    return static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) == 0x7f;
-  });
 }
 
 // One table: internal reason -> RFC 6749 code. Reasons not listed fall back
@@ -150,7 +132,7 @@ Result<TokenExchangeRequest> ParseTokenExchangeForm(std::string_view body) {
     if (name == "actor_token" || name == "actor_token_type") {
       problem = std::unexpected(
           BadRequest("delegation (actor_token) is not supported by this token endpoint"));
-    } else if (HasControl(value) || value.size() > 2048) {
+    } else if (text::HasControlChar(value) || value.size() > 2048) {
       problem = std::unexpected(BadRequest("parameter " + name + " is malformed"));
     } else if (name == "grant_type") {
       grant_type = std::move(value);

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "broker/common/text.h"
 #include "broker/crypto/jose.h"
 
 namespace jitbroker::oidc {
@@ -28,25 +29,6 @@ Error Invalid(std::string reason, std::string message, std::string detail = {}) 
   Error e = Unauthenticated(std::move(reason), std::move(message));
   e.detail = std::move(detail);
   return e;
-}
-
-bool Printable(std::string_view s) {
-  for (unsigned char c : s) {
-    if (c < 0x20 || c == 0x7f) {
-      return false;
-    }
-  }
-  return true;
-}
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') {
-      c = static_cast<char>(c - 'A' + 'a');
-    }
-  }
-  return out;
 }
 
 // A NumericDate (RFC 7519 §2: seconds, possibly fractional), floored.
@@ -97,7 +79,7 @@ Result<UnverifiedToken> DecodeSubjectToken(std::string_view compact) {
     out.alg = header.at("alg").get<std::string>();  // DecodeJws guarantees a string alg
     // Refused for every policy, before any lookup: unsigned and MAC tokens
     // cannot come from an asymmetric OIDC issuer.
-    const std::string alg_lower = Lower(out.alg);
+    const std::string alg_lower = text::AsciiLower(out.alg);
     if (alg_lower == "none" || alg_lower.starts_with("hs")) {
       return std::unexpected(
           Invalid("alg_not_allowed", "subject_token alg " +
@@ -115,15 +97,15 @@ Result<UnverifiedToken> DecodeSubjectToken(std::string_view compact) {
                                      "subject_token critical header extensions are not supported"));
     }
     if (auto typ = header.find("typ"); typ != header.end()) {
-      if (!typ->is_string() || (Lower(typ->get_ref<const std::string&>()) != "jwt" &&
-                                Lower(typ->get_ref<const std::string&>()) != "application/jwt")) {
+      if (!typ->is_string() || (text::AsciiLower(typ->get_ref<const std::string&>()) != "jwt" &&
+                                text::AsciiLower(typ->get_ref<const std::string&>()) != "application/jwt")) {
         return std::unexpected(
             Invalid("unexpected_typ", "subject_token typ must be JWT (explicit typing, RFC 8725)"));
       }
     }
     if (auto kid = header.find("kid"); kid != header.end()) {
       if (!kid->is_string() || kid->get_ref<const std::string&>().size() > kMaxKidBytes ||
-          !Printable(kid->get_ref<const std::string&>())) {
+          text::HasControlChar(kid->get_ref<const std::string&>())) {
         return std::unexpected(
             Invalid("invalid_header", "subject_token kid must be a short printable string"));
       }

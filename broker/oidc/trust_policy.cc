@@ -13,6 +13,7 @@
 #include <yaml-cpp/yaml.h>
 #include <nlohmann/json.hpp>
 
+#include "broker/common/text.h"
 #include "broker/config/config.h"
 #include "jitbroker/policy.h"
 #include "broker/net/url.h"
@@ -97,25 +98,6 @@ bool IsVisible(std::string_view s) {
     }
   }
   return true;
-}
-
-bool HasControl(std::string_view s) {
-  for (unsigned char c : s) {
-    if (c < 0x20 || c == 0x7f) {
-      return true;
-    }
-  }
-  return false;
-}
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') {
-      c = static_cast<char>(c - 'A' + 'a');
-    }
-  }
-  return out;
 }
 
 // Percent-escapes what would blur a key's ':'-separated structure.
@@ -291,7 +273,7 @@ Result<std::vector<Matcher>> ParsePatterns(const YAML::Node& value, const std::s
     if (p.empty()) {
       return std::unexpected(ConfigError(file, MarkLine(value), path, "pattern must not be empty"));
     }
-    if (HasControl(p) || p.size() > kMaxClaimTextBytes) {
+    if (text::HasControlChar(p) || p.size() > kMaxClaimTextBytes) {
       return std::unexpected(ConfigError(file, MarkLine(value), path,
                                          "pattern must be printable and at most 4096 bytes"));
     }
@@ -461,7 +443,7 @@ Status ParseAlgorithms(config::Section& entry, TrustPolicy& p) {
   }
   std::set<std::string> seen;
   for (const std::string& a : algs) {
-    if (Lower(a) == "none" || a.starts_with("HS") || a.starts_with("hs")) {
+    if (text::AsciiLower(a) == "none" || a.starts_with("HS") || a.starts_with("hs")) {
       return std::unexpected(entry.Err(
           "algorithms", Q(a) + " is never accepted: unsigned and HMAC tokens cannot come from "
                                "an asymmetric OIDC issuer"));
@@ -661,7 +643,7 @@ std::optional<UrlParts> SplitUrl(std::string_view url) {
   if (scheme_end == std::string_view::npos) {
     return std::nullopt;
   }
-  out.scheme = Lower(url.substr(0, scheme_end));
+  out.scheme = text::AsciiLower(url.substr(0, scheme_end));
   std::string_view rest = url.substr(scheme_end + 3);
   const size_t slash = rest.find('/');
   std::string_view authority = rest.substr(0, slash);
@@ -690,7 +672,7 @@ std::optional<UrlParts> SplitUrl(std::string_view url) {
 }
 
 bool AudienceOnIssuerHost(std::string_view audience, std::string_view issuer) {
-  std::optional<UrlParts> aud = SplitUrl(Lower(audience));
+  std::optional<UrlParts> aud = SplitUrl(text::AsciiLower(audience));
   if (!aud || (aud->scheme != "https" && aud->scheme != "http")) {
     return false;
   }
@@ -708,7 +690,7 @@ bool AudienceOnIssuerHost(std::string_view audience, std::string_view issuer) {
   if (!iss) {
     return false;
   }
-  const std::string issuer_host = Lower(iss->host);
+  const std::string issuer_host = text::AsciiLower(iss->host);
   if (host == issuer_host) {
     return true;
   }
@@ -744,7 +726,7 @@ Provider DetectProvider(std::string_view issuer_url) {
   if (!u) {
     return Provider::kGeneric;
   }
-  const std::string host = Lower(u->host);
+  const std::string host = text::AsciiLower(u->host);
   // GHEC data residency (token.actions.SUBDOMAIN.ghe.com) and GHES
   // (https://HOSTNAME/_services/token).
   if ((host.starts_with("token.actions.") && host.ends_with(".ghe.com")) ||
@@ -934,7 +916,7 @@ Status CheckClaims(const TrustPolicy& policy, const json& claims) {
     }
     bool matched = false;
     for (const std::string& v : values) {
-      if (v.size() > kMaxClaimTextBytes || HasControl(v)) {
+      if (v.size() > kMaxClaimTextBytes || text::HasControlChar(v)) {
         continue;
       }
       for (const Matcher& m : rule.any_of) {
@@ -1153,7 +1135,7 @@ json CiFacts(const TrustPolicy& policy, const json& claims) {
   facts["issuer"] = policy.issuer;
   for (std::string_view name : kFacts) {
     std::optional<std::string> v = ClaimText(claims, name);
-    if (!v || HasControl(*v)) {
+    if (!v || text::HasControlChar(*v)) {
       continue;
     }
     if (v->size() > kMaxFactBytes) {

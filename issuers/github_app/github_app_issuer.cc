@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "broker/common/log.h"
+#include "broker/common/text.h"
 #include "broker/common/time_util.h"
 #include "broker/crypto/crypto.h"
 #include "broker/crypto/jose.h"
@@ -49,13 +50,6 @@ constexpr size_t kMaxRememberedMints = 65536;
 // kShutdownRevokeBudget in all.
 constexpr std::chrono::milliseconds kHelperRevokeBudget{3000};
 constexpr std::chrono::milliseconds kShutdownRevokeBudget{5000};
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
 
 bool HasUpper(std::string_view s) {
   return std::any_of(s.begin(), s.end(), [](char c) { return c >= 'A' && c <= 'Z'; });
@@ -96,7 +90,7 @@ struct RepoRef {
   std::string owner;
   std::string repo;
   std::string full() const { return owner + "/" + repo; }
-  std::string key() const { return Lower(full()); }
+  std::string key() const { return text::AsciiLower(full()); }
 };
 
 struct ParsedRequest {
@@ -296,7 +290,7 @@ class GitHubAppIssuer final : public Issuer {
     }
     JITBROKER_ASSIGN_OR_RETURN(ParsedRequest parsed, Parse(req));
     const RepoRole required = policy_.RequiredRole(parsed.permissions);
-    const std::string key = parsed.repo.key() + "#" + Lower(principal.github_login);
+    const std::string key = parsed.repo.key() + "#" + text::AsciiLower(principal.github_login);
     JITBROKER_ASSIGN_OR_RETURN(auto looked_up,
                                collaborators_.Get(key, [&]() -> Result<Collaborator> {
                                  return FetchCollaborator(parsed.repo, principal.github_login);
@@ -397,7 +391,7 @@ class GitHubAppIssuer final : public Issuer {
       return std::unexpected(InvalidArgument(
           "invalid_resource", "GitHub owner and repository names must be written in lower case "
                               "(policy patterns are compared as written): use github://" +
-                                  Lower(owner) + "/" + Lower(repo)));
+                                  text::AsciiLower(owner) + "/" + text::AsciiLower(repo)));
     }
     if (opts_.installation_id && opts_.installation_owner && owner != *opts_.installation_owner) {
       return std::unexpected(OwnerMismatch(owner, *opts_.installation_owner));
@@ -446,12 +440,12 @@ class GitHubAppIssuer final : public Issuer {
         auto fetch = [&]() -> Result<std::string> {
           JITBROKER_ASSIGN_OR_RETURN(std::string login,
                                      api_.GetInstallationAccount(*opts_.installation_id));
-          return Lower(login);
+          return text::AsciiLower(login);
         };
         JITBROKER_ASSIGN_OR_RETURN(auto looked_up, installation_account_.Get("account", fetch));
         account = looked_up.value;
       }
-      if (Lower(repo.owner) != account) {
+      if (text::AsciiLower(repo.owner) != account) {
         return std::unexpected(OwnerMismatch(repo.owner, account));
       }
       return *opts_.installation_id;
@@ -492,7 +486,7 @@ class GitHubAppIssuer final : public Issuer {
     } else if (t.repositories.size() != 1) {
       problem = "covers " + std::to_string(t.repositories.size()) + " repositories";
     } else if (repository_id != 0 ? t.repositories.front().id != repository_id
-                                  : Lower(t.repositories.front().full_name) != repo.key()) {
+                                  : text::AsciiLower(t.repositories.front().full_name) != repo.key()) {
       const TokenRepository& got = t.repositories.front();
       problem = "covers " + (got.full_name.empty() ? std::string("an unnamed repository")
                                                    : got.full_name) +
@@ -886,7 +880,7 @@ Result<std::map<std::string, int64_t>> ParseRepositoryIds(config::Section& paren
     if (!id) {
       return std::unexpected(sub->Err(name, "must be a repository id (a positive integer)"));
     }
-    out[Lower(name)] = *id;
+    out[text::AsciiLower(name)] = *id;
   }
   JITBROKER_RETURN_IF_ERROR(sub->CheckNoUnknownKeys());
   return out;
@@ -973,7 +967,7 @@ Result<Options> ParseOptions(IssuerContext& ctx) {
                                    "must be the login of the installation's account (the user "
                                    "or organization the App is installed on)"));
     }
-    o.installation_owner = Lower(*installation_owner);
+    o.installation_owner = text::AsciiLower(*installation_owner);
   }
   JITBROKER_ASSIGN_OR_RETURN(o.repository_ids, ParseRepositoryIds(s));
 
