@@ -71,9 +71,12 @@ void Metrics::ObserveAuditCommit(size_t batches, double seconds) {
 
 void Metrics::CountSessionOpened() { ++sessions_opened_; }
 void Metrics::CountShed() { ++shed_; }
-void Metrics::CountTokenExchange(const std::string& result) {
+void Metrics::CountTokenExchange(const std::string& result, std::string_view reason) {
+  const bool code = !reason.empty() && reason.size() <= 64 &&
+                    reason.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") ==
+                        std::string_view::npos;
   std::lock_guard lock(mu_);
-  ++token_exchanges_[result];
+  ++token_exchanges_[{result, code ? std::string(reason) : std::string("other")}];
 }
 void Metrics::CountRevocation(const std::string& outcome) {
   std::lock_guard lock(mu_);
@@ -117,10 +120,11 @@ std::string Metrics::Render() const {
   out += "# HELP jitbroker_http_requests_shed_total Requests answered 503 because the server was saturated.\n";
   out += "# TYPE jitbroker_http_requests_shed_total counter\n";
   out += fmt::format("jitbroker_http_requests_shed_total {}\n", shed_.load());
-  out += "# HELP jitbroker_token_exchanges_total CI OIDC token exchanges by outcome (ok or RFC 6749 error).\n";
+  out += "# HELP jitbroker_token_exchanges_total CI OIDC token exchanges by outcome (ok or RFC 6749 error) and reason code.\n";
   out += "# TYPE jitbroker_token_exchanges_total counter\n";
-  for (const auto& [result, n] : token_exchanges_) {
-    out += fmt::format("jitbroker_token_exchanges_total{{result=\"{}\"}} {}\n", result, n);
+  for (const auto& [key, n] : token_exchanges_) {
+    out += fmt::format("jitbroker_token_exchanges_total{{result=\"{}\",reason=\"{}\"}} {}\n",
+                       key.first, key.second, n);
   }
   return out;
 }

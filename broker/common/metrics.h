@@ -6,7 +6,8 @@
 //   jitbroker_audit_commit_batches                      (histogram, batches per group commit)
 //   jitbroker_sessions_opened_total, jitbroker_credentials_revoked_total{outcome}
 //   jitbroker_http_requests_shed_total
-//   jitbroker_token_exchanges_total{result}             ("ok" or the RFC 6749 error)
+//   jitbroker_token_exchanges_total{result,reason}      ("ok" or the RFC 6749 error, and the
+//                                                        broker's stable reason code)
 //
 // Thread-safety: all methods are thread-safe.
 #pragma once
@@ -18,7 +19,9 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 namespace jitbroker {
@@ -49,7 +52,9 @@ class Metrics {
   void CountRevocation(const std::string& outcome);
   void CountShed();
   // POST /v1/token outcomes: "ok" or the RFC 6749 error code.
-  void CountTokenExchange(const std::string& result);
+  // `reason` is the refusal's stable code (Error::reason); anything that is
+  // not a short [a-z0-9_] code is counted as "other" (bounded cardinality).
+  void CountTokenExchange(const std::string& result, std::string_view reason);
   std::string Render() const;
 
  private:
@@ -58,7 +63,7 @@ class Metrics {
   std::map<std::string, std::unique_ptr<Histogram>> latency_;
   std::map<std::pair<std::string, std::string>, uint64_t> grants_;
   std::map<std::string, uint64_t> revocations_;
-  std::map<std::string, uint64_t> token_exchanges_;
+  std::map<std::pair<std::string, std::string>, uint64_t> token_exchanges_;  // (result, reason)
   Histogram audit_latency_;
   Histogram audit_batches_;
   std::atomic<uint64_t> sessions_opened_{0};

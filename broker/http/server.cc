@@ -496,7 +496,7 @@ void HttpServer::Impl::Install() {
     }();
     SecureWipe(body.data(), body.size());
     if (answer) {
-      metrics->CountTokenExchange("ok");
+      metrics->CountTokenExchange("ok", "ok");
       WriteJson(res, 200, *answer);
       return;
     }
@@ -505,7 +505,10 @@ void HttpServer::Impl::Install() {
                        ctx.request_id, answer.error().ToString());
     }
     const oidc::OAuthError oe = oidc::ToOAuthError(answer.error());
-    metrics->CountTokenExchange(oe.error);
+    // The reason label is precise only once the token is verified.
+    const bool unverified = service::BrokerService::IsUnverifiedRejection(answer.error());
+    metrics->CountTokenExchange(oe.error, unverified ? std::string_view("unverified")
+                                                     : std::string_view(answer.error().reason));
     WriteJson(res, oe.status, oidc::OAuthErrorBody(oe));
     if (answer.error().retryable && answer.error().retry_after.count() > 0) {
       res.set_header("Retry-After", std::to_string(answer.error().retry_after.count()));

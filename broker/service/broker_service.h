@@ -139,6 +139,11 @@ class BrokerService {
   // §5.2; no error leaves a session or grant behind.
   [[nodiscard]] Result<nlohmann::json> ExchangeToken(const CallContext& ctx,
                                                      const oidc::TokenExchangeRequest& req);
+  // True for ExchangeToken's one answer to a token refused before its
+  // signature was verified: its reason is precise, but must not reach anyone
+  // the client could ask (the answer, a public metric), or a forger learns
+  // which issuers and keys are trusted.
+  static bool IsUnverifiedRejection(const Error& e);
   // The issuers' own metric families (IssuerMetricFamily), rendered in the
   // Prometheus text format and appended to `out`.
   void AppendIssuerMetrics(std::string& out) const;

@@ -286,6 +286,10 @@ Status BrokerService::SetTrust(std::shared_ptr<const oidc::TrustSet> trust) {
   return OkStatus();
 }
 
+bool BrokerService::IsUnverifiedRejection(const Error& e) {
+  return e.code == ErrorCode::kUnauthenticated && e.message == kRejectedMessage;
+}
+
 Result<nlohmann::json> BrokerService::ExchangeToken(const CallContext& ctx,
                                                     const oidc::TokenExchangeRequest& req) {
   auto [trust, effective] = TrustSnapshot();

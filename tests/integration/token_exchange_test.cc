@@ -482,10 +482,19 @@ TEST_CASE("TokenExchange: every rejected exchange gets its RFC 6749 error and ch
   CHECK(env.idp->jwks_hits() <= jwks_before + 1);
   // Counted by outcome.
   auto m = env.broker->Get("/metrics");
-  CHECK(m.body.find("jitbroker_token_exchanges_total{result=\"ok\"} 1") != std::string::npos);
-  CHECK(m.body.find("jitbroker_token_exchanges_total{result=\"invalid_grant\"}") !=
+  CHECK(m.body.find("jitbroker_token_exchanges_total{result=\"ok\",reason=\"ok\"} 1") !=
         std::string::npos);
-  CHECK(m.body.find("jitbroker_token_exchanges_total{result=\"unauthorized_client\"}") !=
+  // By reason too, so a forged-token storm and a policy that stopped
+  // matching look different on a dashboard.
+  // Refusals before the signature is verified are one label, as they are one
+  // answer: the metric is public by default and must not be an oracle.
+  CHECK(m.body.find("jitbroker_token_exchanges_total{result=\"invalid_grant\",reason=\"unverified\"}") !=
+        std::string::npos);
+  CHECK(m.body.find("untrusted_issuer") == std::string::npos);
+  CHECK(m.body.find("unknown_key") == std::string::npos);
+  CHECK(m.body.find("jitbroker_token_exchanges_total{result=\"invalid_grant\",reason=\"token_expired\"}") !=
+        std::string::npos);
+  CHECK(m.body.find("jitbroker_token_exchanges_total{result=\"unauthorized_client\",reason=\"claims_mismatch\"}") !=
         std::string::npos);
 }
 
