@@ -102,20 +102,26 @@ commit_stats() {
 }
 LOADGEN=("$BIN/loadgen" -c "$CONNS" -t 1)
 
-# --- ceiling (the core benchmark's phase (a)) ----------------------------------
+# --- ceiling and floor (the core benchmark's phase (a)) ---------------------------
 if [[ -n "${EXCHANGE_CEILING:-}" ]]; then
   CEIL=$EXCHANGE_CEILING
+  FLOOR=""  # run.sh reports its own floor
 else
-  echo "bench/exchange: ceiling: $CONNS connections, ${WARMUP}s warm-up + ${DURATION}s" >&2
-  "$BIN/ceiling_server" 0 "$THREADS" >"$TMP/ceiling.out" 2>"$TMP/ceiling.err" &
+  echo "bench/exchange: ceiling and floor: $CONNS connections, ${WARMUP}s warm-up + ${DURATION}s" >&2
+  "$BIN/ceiling_server" 0 "$THREADS" "$TMP/floor.journal" >"$TMP/ceiling.out" 2>"$TMP/ceiling.err" &
   CPID=$!
   PIDS+=("$CPID")
   CPORT=$(wait_port "$TMP/ceiling.out" "$CPID") || die "ceiling_server did not start"
   "${LOADGEN[@]}" -l ceiling -w "$WARMUP" -d "$DURATION" -m POST -b '{}' \
     --url "http://127.0.0.1:$CPORT/ping" >"$TMP/ceiling.txt" || die "loadgen (ceiling) failed"
   cat "$TMP/ceiling.txt" >&2
+  "${LOADGEN[@]}" -l floor-exchange -w "$WARMUP" -d "$DURATION" -m POST -b '{}' \
+    --url "http://127.0.0.1:$CPORT/floor/exchange" >"$TMP/floor.txt" || die "loadgen (floor) failed"
+  cat "$TMP/floor.txt" >&2
   stop_pid "$CPID"
+  rm -f "$TMP/floor.journal"
   CEIL=$(grep '^RESULT ' "$TMP/ceiling.txt")
+  FLOOR=$(grep '^RESULT ' "$TMP/floor.txt")
 fi
 
 # --- the OIDC issuer and the token pool ------------------------------------------
@@ -228,6 +234,8 @@ if [[ -z "${EXCHANGE_CEILING:-}" ]]; then
       printf '%-34s %12s %10s %10s\n' "(b) grants, same broker" "$(field rps <<<"$GRANT")" \
         "$(field p50_ms <<<"$GRANT")" "$(field p99_ms <<<"$GRANT")"
     fi
+    printf '%-34s %12s %10s %10s\n' "    floor POST /floor/exchange" "$(field rps <<<"$FLOOR")" \
+      "$(field p50_ms <<<"$FLOOR")" "$(field p99_ms <<<"$FLOOR")"
     printf '%-34s %12s %10s %10s\n' "(d) exchanges POST /v1/token" "$E_RPS" "$E_P50" "$E_P99"
     echo
     if [[ -n "$GRANT" ]]; then
@@ -236,6 +244,8 @@ if [[ -z "${EXCHANGE_CEILING:-}" ]]; then
     fi
     printf 'ratio d/a                          %s   (target >= %s: %s)\n' "$RATIO" "$TARGET" \
       "$([[ $MET == 1 ]] && echo PASS || echo FAIL)"
+    printf 'floor/a                            %s   (the most any exchange path can reach here)\n' \
+      "$(awk -v f="$(field rps <<<"$FLOOR")" -v c="$C_RPS" 'BEGIN {if (c > 0) printf "%.3f", f / c; else print "n/a"}')"
     printf 'mean requests per group commit     %s\n' "$BATCH"
     printf 'implicit sessions opened           %s; JWKS fetches by the broker %s\n' "${SESSIONS:-0}" "${JWKS_HITS:-?}"
     echo

@@ -132,9 +132,9 @@ json_field() {  # NAME < JSON (top-level string field)
 
 LOADGEN=("$BIN/loadgen" -c "$CONNS" -t 1)
 
-# --- (a) ceiling ----------------------------------------------------------------
+# --- (a) ceiling, and the floor ------------------------------------------------
 echo "bench: (a) ceiling: $CONNS connections, ${WARMUP}s warm-up + ${DURATION}s" >&2
-"$BIN/ceiling_server" 0 "$THREADS" >"$TMP/ceiling.out" 2>"$TMP/ceiling.err" &
+"$BIN/ceiling_server" 0 "$THREADS" "$TMP/floor.journal" >"$TMP/ceiling.out" 2>"$TMP/ceiling.err" &
 CEILING_PID=$!
 CEILING_PORT=$(wait_port "$TMP/ceiling.out" "$CEILING_PID") ||
   die "ceiling_server did not start: $(cat "$TMP/ceiling.err")"
@@ -142,9 +142,22 @@ CEILING_PORT=$(wait_port "$TMP/ceiling.out" "$CEILING_PID") ||
   --url "http://127.0.0.1:$CEILING_PORT/ping" >"$TMP/ceiling.txt" ||
   die "loadgen against the ceiling failed: $(cat "$TMP/ceiling.txt")"
 cat "$TMP/ceiling.txt" >&2
+CEIL=$(grep '^RESULT ' "$TMP/ceiling.txt")
+# The floor: only what the specification makes every request do (an ES256
+# signature and one durable group-committed append; an RS256 verification
+# more for an exchange) on the same HTTP stack. See bench/ceiling_server.cc.
+for f in grant exchange; do
+  echo "bench: floor /floor/$f: $CONNS connections, ${WARMUP}s warm-up + ${DURATION}s" >&2
+  "${LOADGEN[@]}" -l "floor-$f" -w "$WARMUP" -d "$DURATION" -m POST -b '{}' \
+    --url "http://127.0.0.1:$CEILING_PORT/floor/$f" >"$TMP/floor-$f.txt" ||
+    die "loadgen against the floor failed: $(cat "$TMP/floor-$f.txt")"
+  cat "$TMP/floor-$f.txt" >&2
+done
+FLOOR_G=$(grep '^RESULT ' "$TMP/floor-grant.txt")
+FLOOR_X=$(grep '^RESULT ' "$TMP/floor-exchange.txt")
 stop_pid "$CEILING_PID"  # free the CPU for the broker run
 CEILING_PID=""
-CEIL=$(grep '^RESULT ' "$TMP/ceiling.txt")
+rm -f "$TMP/floor.journal"
 
 # --- broker -------------------------------------------------------------------
 cp bench/bench.yaml "$TMP/bench.yaml"
@@ -236,6 +249,8 @@ G_RPS=$(field rps <<<"$GRANT");  G_P50=$(field p50_ms <<<"$GRANT"); G_P99=$(fiel
 H_RPS=$(field rps <<<"$HALFR");  H_P50=$(field p50_ms <<<"$HALFR"); H_P99=$(field p99_ms <<<"$HALFR")
 errs() { echo "$(field non2xx <<<"$1") non-2xx, $(field errors <<<"$1") transport, $(field incomplete <<<"$1") incomplete"; }
 RATIO=$(awk -v g="$G_RPS" -v c="$C_RPS" 'BEGIN {if (c > 0) printf "%.3f", g / c; else print "n/a"}')
+F_RPS=$(field rps <<<"$FLOOR_G"); FX_RPS=$(field rps <<<"$FLOOR_X")
+ratio() { awk -v n="$1" -v d="$2" 'BEGIN {if (d > 0) printf "%.3f", n / d; else print "n/a"}'; }
 RATIO_OK=$(awk -v r="$RATIO" 'BEGIN {print (r + 0 >= 0.5) ? "PASS" : "FAIL"}')
 HALF_OK=$(awk -v p="$H_P99" -v i="$(field incomplete <<<"$HALFR")" -v e="$(field errors <<<"$HALFR")" \
   -v n="$(field non2xx <<<"$HALFR")" 'BEGIN {print (p + 0 <= 10 && i == 0 && e == 0 && n == 0) ? "PASS" : "FAIL"}')
@@ -255,10 +270,15 @@ mkdir -p "$RESULTS_DIR"
   echo
   printf '%-34s %12s %10s %10s\n' "" "req/s" "p50 ms" "p99 ms"
   printf '%-34s %12s %10s %10s\n' "(a) ceiling POST /ping" "$C_RPS" "$C_P50" "$C_P99"
+  printf '%-34s %12s %10s %10s\n' "    floor POST /floor/grant" "$F_RPS" "$(field p50_ms <<<"$FLOOR_G")" "$(field p99_ms <<<"$FLOOR_G")"
+  printf '%-34s %12s %10s %10s\n' "    floor POST /floor/exchange" "$FX_RPS" "$(field p50_ms <<<"$FLOOR_X")" "$(field p99_ms <<<"$FLOOR_X")"
   printf '%-34s %12s %10s %10s\n' "(b) grants (closed loop)" "$G_RPS" "$G_P50" "$G_P99"
   printf '%-34s %12s %10s %10s\n' "    grants open loop @ $HALF/s" "$H_RPS" "$H_P50" "$H_P99"
   echo
   printf 'ratio b/a                          %s   (target >= 0.5: %s)\n' "$RATIO" "$RATIO_OK"
+  printf 'floor/a                            %s   (the most any grant path can reach here: ES256 + one durable append)\n' \
+    "$(ratio "$F_RPS" "$C_RPS")"
+  printf 'ratio b/floor                      %s   (the broker against that floor)\n' "$(ratio "$G_RPS" "$F_RPS")"
   printf 'half-rate p99                      %s ms   (target <= 10 ms: %s)\n' "$H_P99" "$HALF_OK"
   printf 'mean requests per group commit     %s at peak, %s at half rate\n' "$BATCH_PEAK" "$BATCH_HALF"
   printf '  (jitbroker_audit_commit_batches sum/count over each phase)\n'
@@ -274,10 +294,12 @@ mkdir -p "$RESULTS_DIR"
       "$(field rps <<<"$EX")" "$(field p50_ms <<<"$EX")" "$(field p99_ms <<<"$EX")" \
       "$(field ratio <<<"$EX")" "$(field target <<<"$EX")" \
       "$([[ "$(field met <<<"$EX")" == 1 ]] && echo PASS || echo FAIL)"
+    printf '    floor/a %s (RS256 verify + ES256 + one durable append); ratio d/floor %s\n' \
+      "$(ratio "$FX_RPS" "$C_RPS")" "$(ratio "$(field rps <<<"$EX")" "$FX_RPS")"
     printf '    (RS256 subject tokens, jwt issuer; %s requests per group commit; %s non-2xx)\n' \
       "$(field requests_per_commit <<<"$EX")" "$(field non2xx <<<"$EX")"
   fi
-  echo "errors: ceiling $(errs "$CEIL"); grants $(errs "$GRANT"); half $(errs "$HALFR")"
+  echo "errors: ceiling $(errs "$CEIL"); floor $(errs "$FLOOR_G"), $(errs "$FLOOR_X"); grants $(errs "$GRANT"); half $(errs "$HALFR")"
 } >"$TMP/table.txt"
 cp "$TMP/table.txt" "$RESULTS_DIR/latest.txt"
 chmod 644 "$RESULTS_DIR/latest.txt"
