@@ -641,15 +641,14 @@ Result<nlohmann::json> BrokerService::EvaluateAndMintForCi(const CallContext& ct
       audit::SessionEvent("token.exchanged", s, now, "allowed", ctx.request_id);
   exchanged["token_exchange"] = exchange;
   pre.push_back(std::move(exchanged));
-  GrantRecord decided = g;
-  decided.state = "allowed";
-  pre.push_back(audit::GrantEvent("grant.decided", decided, now, "allowed", ctx.request_id));
+  g.state = "allowed";  // as RequestGrant: MintAndCommit moves it on
+  pre.push_back(audit::GrantEvent("grant.decided", g, now, "allowed", ctx.request_id));
   auto minted = MintAndCommit(ctx, g, x.request, x.issuer, std::move(pre));
   if (!minted) {
     release();
     return std::unexpected(minted.error());
   }
-  nlohmann::json credential = (*minted)["credential"];
+  nlohmann::json credential = std::move((*minted)["credential"]);
   IssuedToken issued = IssuedFrom(credential);
   int64_t expires_in = 0;
   if (g.expires_at) {
