@@ -14,11 +14,11 @@
 // request of the broker must do by its specification, and nothing else, on
 // the same HTTP stack:
 //   POST /floor/grant     one ES256 signature over a JWT-sized input, then one
-//                         ~1 KiB line appended to FLOOR_JOURNAL and made
-//                         durable before the answer (group commit: a single
-//                         writer thread write()s and fdatasync()s whatever
-//                         requests queued meanwhile, as the broker's journal
-//                         does, but with no store, no chain and no JSON);
+//                         ~1 KiB audit line made durable before the answer in
+//                         a SQLite store (FLOOR_JOURNAL.db, WAL, FULL) and in
+//                         FLOOR_JOURNAL (fdatasync), group-committed by one
+//                         writer thread as the broker's journal does, but
+//                         with no index, no grant row, no chain and no JSON;
 //   POST /floor/exchange  one RS256 (RSA-2048) verification first, as for a
 //                         CI subject token, then the same as /floor/grant.
 // No broker can beat its floor; bench/run.sh prints floor/ceiling next to the
@@ -41,10 +41,12 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include <httplib.h>
 #include <openssl/evp.h>
 #include <openssl/rsa.h>
+#include <sqlite3.h>
 
 namespace {
 
@@ -59,11 +61,16 @@ bool ParseInt(const char* text, int min, int max, int& out) {
   return true;
 }
 
-// Group commit to one append-only file: Append() returns once its line is
-// written and fdatasync()ed.
+// The durable part of the floor: what DESIGN and the issue make every grant
+// write before its answer — its audit record in the SQLite store (WAL,
+// synchronous=FULL) and in the JSONL file (fdatasync) — group-committed by
+// one writer thread (one transaction and one file sync for whatever queued
+// meanwhile), as the broker's journal does. Minimal on purpose: one table
+// with no secondary index, no grant row, no hash chain.
 class FloorJournal {
  public:
-  explicit FloorJournal(int fd) : fd_(fd), writer_([this] { Run(); }) {}
+  // Takes ownership of both; `db` must be open in WAL mode.
+  FloorJournal(int fd, sqlite3* db) : fd_(fd), db_(db), writer_([this] { Run(); }) {}
   ~FloorJournal() {
     {
       std::lock_guard lock(mu_);
@@ -71,11 +78,33 @@ class FloorJournal {
     }
     queued_cv_.notify_one();
     writer_.join();
+    sqlite3_finalize(insert_);
+    sqlite3_close(db_);
     ::close(fd_);
+  }
+  // Opens (creating) PATH for the JSONL lines and PATH.db for the store.
+  static std::unique_ptr<FloorJournal> Open(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      return nullptr;
+    }
+    const std::string db_path = path + ".db";
+    ::unlink(db_path.c_str());
+    sqlite3* db = nullptr;
+    if (sqlite3_open(db_path.c_str(), &db) != SQLITE_OK ||
+        sqlite3_exec(db,
+                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                     "CREATE TABLE audit (seq INTEGER PRIMARY KEY, body TEXT NOT NULL);",
+                     nullptr, nullptr, nullptr) != SQLITE_OK) {
+      sqlite3_close(db);
+      ::close(fd);
+      return nullptr;
+    }
+    return std::make_unique<FloorJournal>(fd, db);
   }
   bool Append(std::string_view line) {
     std::unique_lock lock(mu_);
-    buffer_.append(line);
+    queue_.emplace_back(line);
     const uint64_t mine = ++appended_;
     queued_cv_.notify_one();
     durable_cv_.wait(lock, [&] { return durable_ >= mine || failed_; });
@@ -83,27 +112,58 @@ class FloorJournal {
   }
 
  private:
-  void Run() {
+  bool Store(const std::vector<std::string>& lines) {
+    if (insert_ == nullptr &&
+        sqlite3_prepare_v2(db_, "INSERT INTO audit (body) VALUES (?)", -1, &insert_, nullptr) !=
+            SQLITE_OK) {
+      return false;
+    }
+    if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) {
+      return false;
+    }
+    bool ok = true;
+    for (const std::string& line : lines) {
+      sqlite3_bind_text(insert_, 1, line.data(), static_cast<int>(line.size()), SQLITE_STATIC);
+      ok = ok && sqlite3_step(insert_) == SQLITE_DONE;
+      sqlite3_reset(insert_);
+    }
+    return sqlite3_exec(db_, ok ? "COMMIT" : "ROLLBACK", nullptr, nullptr, nullptr) == SQLITE_OK &&
+           ok;
+  }
+
+  bool WriteFile(const std::vector<std::string>& lines) {
     std::string out;
+    for (const std::string& line : lines) {
+      out += line;
+    }
+    for (size_t off = 0; off < out.size();) {
+      const ssize_t n = ::write(fd_, out.data() + off, out.size() - off);
+      if (n < 0 && errno == EINTR) {
+        continue;
+      }
+      if (n <= 0) {
+        return false;
+      }
+      off += static_cast<size_t>(n);
+    }
+    return ::fdatasync(fd_) == 0;
+  }
+
+  void Run() {
+    std::vector<std::string> lines;
     while (true) {
       uint64_t upto = 0;
       {
         std::unique_lock lock(mu_);
-        queued_cv_.wait(lock, [&] { return !buffer_.empty() || stopping_; });
-        if (buffer_.empty()) {
+        queued_cv_.wait(lock, [&] { return !queue_.empty() || stopping_; });
+        if (queue_.empty()) {
           return;
         }
-        out.clear();
-        out.swap(buffer_);
+        lines.clear();
+        lines.swap(queue_);
         upto = appended_;
       }
-      bool ok = true;
-      for (size_t off = 0; ok && off < out.size();) {
-        const ssize_t n = ::write(fd_, out.data() + off, out.size() - off);
-        ok = n > 0 || (n < 0 && errno == EINTR);
-        off += n > 0 ? static_cast<size_t>(n) : 0;
-      }
-      ok = ok && ::fdatasync(fd_) == 0;
+      const bool ok = Store(lines) && WriteFile(lines);
       {
         std::lock_guard lock(mu_);
         durable_ = upto;
@@ -114,9 +174,11 @@ class FloorJournal {
   }
 
   int fd_;
+  sqlite3* db_;
+  sqlite3_stmt* insert_ = nullptr;  // writer thread only
   std::mutex mu_;
   std::condition_variable queued_cv_, durable_cv_;
-  std::string buffer_;
+  std::vector<std::string> queue_;
   uint64_t appended_ = 0, durable_ = 0;
   bool failed_ = false, stopping_ = false;
   std::thread writer_;  // last: started once the rest is initialised
@@ -197,13 +259,12 @@ int main(int argc, char** argv) {
   const std::string line = std::string(1100, 'r') + "\n";  // one chained audit record
   const std::string answer(700, 'a');                      // a grant response body
   if (argc == 4) {
-    const int fd = ::open(argv[3], O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
-    if (fd < 0 || !es256 || !rs256 || !Sign(rs256.get(), subject, subject_sig)) {
+    journal = FloorJournal::Open(argv[3]);
+    if (!journal || !es256 || !rs256 || !Sign(rs256.get(), subject, subject_sig)) {
       std::fprintf(stderr, "ceiling_server: cannot set up the floor (%s): %s\n", argv[3],
                    std::strerror(errno));
       return 1;
     }
-    journal = std::make_unique<FloorJournal>(fd);
     auto floor = [&](bool verify_subject) {
       return [&, verify_subject](const httplib::Request&, httplib::Response& res) {
         std::string sig;

@@ -119,7 +119,7 @@ else
     --url "http://127.0.0.1:$CPORT/floor/exchange" >"$TMP/floor.txt" || die "loadgen (floor) failed"
   cat "$TMP/floor.txt" >&2
   stop_pid "$CPID"
-  rm -f "$TMP/floor.journal"
+  rm -f "$TMP"/floor.journal*
   CEIL=$(grep '^RESULT ' "$TMP/ceiling.txt")
   FLOOR=$(grep '^RESULT ' "$TMP/floor.txt")
 fi

@@ -157,7 +157,7 @@ FLOOR_G=$(grep '^RESULT ' "$TMP/floor-grant.txt")
 FLOOR_X=$(grep '^RESULT ' "$TMP/floor-exchange.txt")
 stop_pid "$CEILING_PID"  # free the CPU for the broker run
 CEILING_PID=""
-rm -f "$TMP/floor.journal"
+rm -f "$TMP"/floor.journal*
 
 # --- broker -------------------------------------------------------------------
 cp bench/bench.yaml "$TMP/bench.yaml"
