@@ -24,6 +24,7 @@ struct RequestState {
   Clock::time_point start;
   std::string request_id;
   std::string route = "unmatched";
+  size_t streamed_bytes_in = 0;  // bodies read through a ContentReader (not in req.body)
 };
 thread_local RequestState t_request;
 
@@ -231,6 +232,7 @@ void HttpServer::Impl::Install() {
   svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     t_request.start = Clock::now();
     t_request.route = "unmatched";
+    t_request.streamed_bytes_in = 0;
     const std::string given = req.get_header_value("X-Request-Id");
     t_request.request_id = IsSafeRequestId(given) ? given : crypto::NewPublicId("req_", 12);
     res.set_header("X-Request-Id", t_request.request_id);
@@ -297,7 +299,8 @@ void HttpServer::Impl::Install() {
           "event=access request_id={} method={} route={} path={} status={} duration_ms={:.3f} "
           "remote={} bytes_in={} bytes_out={}",
           t_request.request_id, req.method, t_request.route, req.path, res.status, secs * 1000,
-          req.remote_addr, req.body.size(), res.body.size());
+          req.remote_addr, std::max(req.body.size(), t_request.streamed_bytes_in),
+          res.body.size());
     }
   });
 
@@ -483,6 +486,7 @@ void HttpServer::Impl::Install() {
           return false;
         }
         body.append(data, n);
+        t_request.streamed_bytes_in = body.size();
         return true;
       });
       if (too_large) {

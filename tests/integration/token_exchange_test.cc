@@ -279,6 +279,20 @@ TEST_CASE("TokenExchange: a GitHub Actions token becomes a scoped, audited, revo
     CHECK(text.find(subject.substr(subject.rfind('.') + 1)) == std::string::npos);
     CHECK(text.find(jwt) == std::string::npos);
   }
+  {
+    // The access log counts the form body read through the content reader,
+    // and holds neither the subject token nor the minted credential.
+    std::ifstream in(env.broker->access_log_path());
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const size_t at = text.find("route=/v1/token path=/v1/token status=200");
+    REQUIRE(at != std::string::npos);
+    const size_t bytes = text.find("bytes_in=", at);
+    REQUIRE(bytes != std::string::npos);
+    CHECK(std::stol(text.substr(bytes + 9)) > 500);  // the form carries a ~1 KiB subject token
+    const std::string subject = env.Sign(claims);
+    CHECK(text.find(subject.substr(subject.rfind('.') + 1)) == std::string::npos);
+    CHECK(text.find(jwt) == std::string::npos);
+  }
   auto verify = env.broker->Get("/v1/audit/verify", env.broker->admin_key);
   CHECK(verify.json["ok"] == true);
 

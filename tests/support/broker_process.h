@@ -69,6 +69,7 @@ class BrokerProcess {
   const std::string& dir() const { return dir_; }
   std::string config_path() const { return dir_ + "/broker.yaml"; }
   std::string audit_path() const { return dir_ + "/data/audit.jsonl"; }
+  std::string access_log_path() const { return dir_ + "/access.log"; }
   int port() const { return port_; }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   const std::string& stdout_text() const { return stdout_; }
