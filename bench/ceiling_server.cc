@@ -44,9 +44,10 @@
 #include <vector>
 
 #include <httplib.h>
-#include <openssl/evp.h>
-#include <openssl/rsa.h>
 #include <sqlite3.h>
+
+#include "bench/write_all.h"
+#include "broker/crypto/jose.h"
 
 namespace {
 
@@ -136,17 +137,7 @@ class FloorJournal {
     for (const std::string& line : lines) {
       out += line;
     }
-    for (size_t off = 0; off < out.size();) {
-      const ssize_t n = ::write(fd_, out.data() + off, out.size() - off);
-      if (n < 0 && errno == EINTR) {
-        continue;
-      }
-      if (n <= 0) {
-        return false;
-      }
-      off += static_cast<size_t>(n);
-    }
-    return ::fdatasync(fd_) == 0;
+    return bench::WriteAll(fd_, out) && ::fdatasync(fd_) == 0;
   }
 
   void Run() {
@@ -184,36 +175,6 @@ class FloorJournal {
   std::thread writer_;  // last: started once the rest is initialised
 };
 
-struct PkeyFree {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
-
-bool Sign(EVP_PKEY* key, std::string_view data, std::string& sig) {
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  size_t n = 0;
-  bool ok = ctx != nullptr && EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, key) == 1 &&
-            EVP_DigestSign(ctx, nullptr, &n, nullptr, 0) == 1;
-  if (ok) {
-    sig.resize(n);
-    ok = EVP_DigestSign(ctx, reinterpret_cast<unsigned char*>(sig.data()), &n,
-                        reinterpret_cast<const unsigned char*>(data.data()), data.size()) == 1;
-    sig.resize(n);
-  }
-  EVP_MD_CTX_free(ctx);
-  return ok;
-}
-
-bool Verify(EVP_PKEY* key, std::string_view data, std::string_view sig) {
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  const bool ok =
-      ctx != nullptr && EVP_DigestVerifyInit(ctx, nullptr, EVP_sha256(), nullptr, key) == 1 &&
-      EVP_DigestVerify(ctx, reinterpret_cast<const unsigned char*>(sig.data()), sig.size(),
-                       reinterpret_cast<const unsigned char*>(data.data()), data.size()) == 1;
-  EVP_MD_CTX_free(ctx);
-  return ok;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -248,28 +209,43 @@ int main(int argc, char** argv) {
   svr.Get("/ping", ping);
   svr.Post("/ping", ping);
 
-  // The floor (see the top of this file). The inputs are fixed: the cost of
-  // a signature or a verification does not depend on what is signed.
+  // The floor (see the top of this file), signed and verified with the
+  // broker's own JOSE code. The inputs are fixed: the cost of a signature or
+  // a verification does not depend on what is signed.
   std::unique_ptr<FloorJournal> journal;
-  Pkey es256(EVP_EC_gen("P-256"));
-  Pkey rs256(EVP_RSA_gen(2048));
+  std::unique_ptr<jitbroker::crypto::SigningKey> es256;
+  std::unique_ptr<jitbroker::crypto::VerifyKey> rs256;
   const std::string claims(420, 'c');  // a broker grant JWT's header.payload is ~420 bytes
   const std::string subject(900, 's');  // a GitHub Actions id_token's signing input is ~900
   std::string subject_sig;
   const std::string line = std::string(1100, 'r') + "\n";  // one chained audit record
   const std::string answer(700, 'a');                      // a grant response body
   if (argc == 4) {
-    journal = FloorJournal::Open(argv[3]);
-    if (!journal || !es256 || !rs256 || !Sign(rs256.get(), subject, subject_sig)) {
+    using jitbroker::crypto::JwsAlg;
+    using jitbroker::crypto::SigningKey;
+    auto fail = [&] {
       std::fprintf(stderr, "ceiling_server: cannot set up the floor (%s): %s\n", argv[3],
                    std::strerror(errno));
       return 1;
+    };
+    journal = FloorJournal::Open(argv[3]);
+    auto es = SigningKey::Generate(JwsAlg::kES256);
+    auto rs = SigningKey::Generate(JwsAlg::kRS256);
+    if (!journal || !es || !rs) {
+      return fail();
     }
+    auto rs_sig = (*rs)->Sign(subject);
+    auto rs_pub = jitbroker::crypto::VerifyKey::FromJwk((*rs)->PublicJwk());
+    if (!rs_sig || !rs_pub) {
+      return fail();
+    }
+    es256 = std::move(*es);
+    rs256 = std::move(*rs_pub);
+    subject_sig = std::move(*rs_sig);
     auto floor = [&](bool verify_subject) {
       return [&, verify_subject](const httplib::Request&, httplib::Response& res) {
-        std::string sig;
-        if ((verify_subject && !Verify(rs256.get(), subject, subject_sig)) ||
-            !Sign(es256.get(), claims, sig) || !journal->Append(line)) {
+        if ((verify_subject && !rs256->Verify(subject, subject_sig)) || !es256->Sign(claims) ||
+            !journal->Append(line)) {
           res.status = 500;
           return;
         }

@@ -36,6 +36,7 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "bench/write_all.h"
 #include "broker/crypto/crypto.h"
 #include "broker/crypto/jose.h"
 
@@ -115,21 +116,6 @@ json Claims(const std::string& issuer, const std::string& audience, int64_t now,
           {"nbf", now - 600},
           {"exp", now + 900},
           {"iat", now}};
-}
-
-bool WriteAll(int fd, const std::string& data) {
-  size_t off = 0;
-  while (off < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + off, data.size() - off);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      return false;
-    }
-    off += static_cast<size_t>(n);
-  }
-  return true;
 }
 
 }  // namespace
@@ -254,7 +240,7 @@ int main(int argc, char** argv) {
     if (fd < 0) {
       return false;
     }
-    const bool ok = WriteAll(fd, data);
+    const bool ok = bench::WriteAll(fd, data);
     return ::close(fd) == 0 && ok;
   };
   std::string pool;

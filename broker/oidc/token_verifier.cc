@@ -97,8 +97,9 @@ Result<UnverifiedToken> DecodeSubjectToken(std::string_view compact) {
                                      "subject_token critical header extensions are not supported"));
     }
     if (auto typ = header.find("typ"); typ != header.end()) {
-      if (!typ->is_string() || (text::AsciiLower(typ->get_ref<const std::string&>()) != "jwt" &&
-                                text::AsciiLower(typ->get_ref<const std::string&>()) != "application/jwt")) {
+      const std::string typ_lower =
+          typ->is_string() ? text::AsciiLower(typ->get_ref<const std::string&>()) : "";
+      if (typ_lower != "jwt" && typ_lower != "application/jwt") {
         return std::unexpected(
             Invalid("unexpected_typ", "subject_token typ must be JWT (explicit typing, RFC 8725)"));
       }
