@@ -2,7 +2,7 @@
 # Installs the Debian packages jitbroker needs to build, run and test, if any
 # are missing. Sourced by run-dev.sh and test.sh.
 set -euo pipefail
-JITBROKER_PACKAGES=(g++ cmake make pkg-config libcpp-httplib-dev nlohmann-json3-dev libspdlog-dev
+JITBROKER_PACKAGES=(g++ cmake make pkg-config libcpp-httplib-dev libboost1.81-dev nlohmann-json3-dev libspdlog-dev
   libfmt-dev doctest-dev libyaml-cpp-dev libcurl4-openssl-dev libsqlite3-dev libssl-dev openssl
   curl git)
 missing=()

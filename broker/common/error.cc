@@ -23,6 +23,7 @@ constexpr Row kTable[] = {
     {ErrorCode::kResourceExhausted, "RESOURCE_EXHAUSTED", {429, "rate_limited", "Too many requests"}},
     {ErrorCode::kPayloadTooLarge, "PAYLOAD_TOO_LARGE", {413, "payload_too_large", "Payload too large"}},
     {ErrorCode::kUnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE", {415, "unsupported_media_type", "Unsupported media type"}},
+    {ErrorCode::kMethodNotAllowed, "METHOD_NOT_ALLOWED", {405, "method_not_allowed", "Method not allowed"}},
     {ErrorCode::kUnavailable, "UNAVAILABLE", {503, "unavailable", "Service unavailable"}},
     {ErrorCode::kDeadlineExceeded, "DEADLINE_EXCEEDED", {504, "deadline_exceeded", "Deadline exceeded"}},
     {ErrorCode::kInternal, "INTERNAL", {500, "internal", "Internal error"}},

@@ -1,5 +1,6 @@
 #include "broker/common/log.h"
 
+#include <algorithm>
 #include <mutex>
 
 #include <spdlog/pattern_formatter.h>
@@ -105,6 +106,31 @@ std::shared_ptr<spdlog::logger> Access() {
     }
   }
   return Get("http");
+}
+
+std::string Quoted(std::string_view value, size_t max) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(std::min(value.size(), max) + 8);
+  out.push_back('"');
+  const bool cut = value.size() > max;
+  for (char c : value.substr(0, max)) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (u < 0x20 || u >= 0x7f) {
+      const char esc[] = {'\\', 'x', kHex[u >> 4], kHex[u & 0xF]};
+      out.append(esc, sizeof(esc));
+    } else {
+      out.push_back(c);
+    }
+  }
+  if (cut) {
+    out += "...";
+  }
+  out.push_back('"');
+  return out;
 }
 
 }  // namespace jitbroker::log

@@ -25,4 +25,11 @@ std::string ConfigureAccessLog(const std::string& target);
 // The access logger, or nullptr when off.
 std::shared_ptr<spdlog::logger> Access();
 
+// A value for a key=value line that may hold text a client chose (a path, a
+// header, an error message quoting input): always double-quoted, with '"',
+// '\\', control characters, DEL and every byte >= 0x80 escaped as \" \\ \xNN,
+// so no value can end early and forge further fields. Values longer than
+// `max` bytes are cut and end in "..." inside the quotes.
+std::string Quoted(std::string_view value, size_t max = 512);
+
 }  // namespace jitbroker::log

@@ -552,11 +552,63 @@ Status LoadServer(Section& top, const fs::path& base, ServerConfig& server) {
     return OkStatus();
   }
   JITBROKER_RETURN_IF_ERROR(Expect(
-      *s, {"listen", "threads", "max_queued_requests", "max_body_bytes", "metrics_public", "tls"}));
+      *s, {"listen", "threads", "io_threads", "max_queued_requests", "max_body_bytes",
+           "max_header_bytes", "max_header_count", "max_connections",
+           "max_connections_per_address", "request_timeout_ms", "idle_timeout_ms",
+           "write_timeout_ms", "max_long_polls", "metrics_public", "tls"}));
   JITBROKER_RETURN_IF_ERROR(ParseListen(*s, server));
   JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> threads, s->OptInt("threads", 1, 256));
   if (threads) {
     server.threads = static_cast<int>(*threads);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> io_threads, s->OptInt("io_threads", 1, 64));
+  if (io_threads) {
+    server.io_threads = static_cast<int>(*io_threads);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> header_bytes,
+                             s->OptInt("max_header_bytes", 1024, 1024 * 1024));
+  if (header_bytes) {
+    server.max_header_bytes = static_cast<size_t>(*header_bytes);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> header_count,
+                             s->OptInt("max_header_count", 8, 10000));
+  if (header_count) {
+    server.max_header_count = static_cast<size_t>(*header_count);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> conns,
+                             s->OptInt("max_connections", 1, 1000000));
+  if (conns) {
+    server.max_connections = static_cast<size_t>(*conns);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> per_address,
+                             s->OptInt("max_connections_per_address", 1, 1000000));
+  if (per_address) {
+    server.max_connections_per_address = static_cast<size_t>(*per_address);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> request_timeout,
+                             s->OptInt("request_timeout_ms", 100, 600000));
+  if (request_timeout) {
+    server.request_timeout_ms = *request_timeout;
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> idle_timeout,
+                             s->OptInt("idle_timeout_ms", 100, 3600000));
+  if (idle_timeout) {
+    server.idle_timeout_ms = *idle_timeout;
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> write_timeout,
+                             s->OptInt("write_timeout_ms", 100, 600000));
+  if (write_timeout) {
+    server.write_timeout_ms = *write_timeout;
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> long_polls,
+                             s->OptInt("max_long_polls", 1, 100000));
+  if (long_polls) {
+    if (*long_polls >= server.threads) {
+      return std::unexpected(s->Err("max_long_polls",
+                                    "must be below server.threads, so that a worker is always "
+                                    "left for requests that do not wait"));
+    }
+    server.max_long_polls = static_cast<int>(*long_polls);
   }
   JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> queued,
                              s->OptInt("max_queued_requests", 1, 1000000));

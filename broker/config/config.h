@@ -63,12 +63,23 @@ class Section {
   std::shared_ptr<std::vector<std::string>> known_;
 };
 
+// The HTTP listener and its per-request and per-connection bounds
+// (docs/configuration.md `server`, docs/architecture.md "The HTTP listener").
 struct ServerConfig {
   std::string host = "127.0.0.1";
   int port = 8443;                       // 0 = pick a free port (tests)
-  int threads = 8;                       // HTTP worker threads
-  int max_queued_requests = 256;         // beyond this: 503 overloaded
-  size_t max_body_bytes = 64 * 1024;
+  int threads = 8;                       // handler (worker) threads
+  int io_threads = 2;                    // socket, TLS and parsing threads
+  int max_queued_requests = 256;         // complete requests waiting for a worker; beyond: 503
+  size_t max_body_bytes = 64 * 1024;     // JSON bodies, decoded
+  size_t max_header_bytes = 16 * 1024;   // request line + header fields
+  size_t max_header_count = 100;
+  size_t max_connections = 1024;
+  size_t max_connections_per_address = 64;
+  int64_t request_timeout_ms = 10000;    // whole request head + body
+  int64_t idle_timeout_ms = 30000;       // between keep-alive requests
+  int64_t write_timeout_ms = 10000;      // whole answer
+  int max_long_polls = -1;               // concurrent ?wait=N polls (< threads); -1 = threads / 2
   bool metrics_public = true;            // false: /metrics needs an admin key
   std::string tls_cert;                  // resolved PEM paths; empty = plain HTTP
   std::string tls_key;

@@ -1,125 +1,173 @@
 #include "broker/http/server.h"
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <chrono>
+#include <map>
 #include <optional>
-
-#include <httplib.h>
+#include <string_view>
+#include <vector>
 
 #include "broker/common/json_util.h"
 #include "broker/common/log.h"
-#include "broker/crypto/crypto.h"
+#include "broker/http/transport.h"
+#include "broker/net/url.h"
 #include "broker/oidc/token_request.h"
 
 namespace jitbroker::http {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+// The body limit of routes that take none: a stray body is refused (413)
+// rather than read.
+constexpr size_t kNoBody = 0;
+// RFC 8693 and RFC 7662 forms: small, whatever max_body_bytes says.
+constexpr size_t kMaxFormBytes = 64 * 1024;
 
-// Per-request state for the access log and metrics; the request is served
-// start to finish on one worker thread.
-struct RequestState {
-  Clock::time_point start;
-  std::string request_id;
-  std::string route = "unmatched";
-  size_t streamed_bytes_in = 0;  // bodies read through a ContentReader (not in req.body)
-};
-thread_local RequestState t_request;
-
-// A worker pool that knows how many connections wait for a worker, so the
-// pre-routing handler can shed load instead of letting the queue grow.
-class CountingPool final : public httplib::TaskQueue {
- public:
-  CountingPool(size_t threads, std::atomic<int>* queued) : pool_(threads), queued_(queued) {}
-  void enqueue(std::function<void()> fn) override {
-    queued_->fetch_add(1);
-    pool_.enqueue([this, fn = std::move(fn)] {
-      queued_->fetch_sub(1);
-      fn();
-    });
-  }
-  void shutdown() override { pool_.shutdown(); }
-
- private:
-  httplib::ThreadPool pool_;
-  std::atomic<int>* queued_;
-};
-
-bool IsSafeRequestId(const std::string& id) {
-  if (id.empty() || id.size() > 64) {
-    return false;
-  }
-  for (char c : id) {
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) {
-      return false;
+std::string_view MethodLabel(std::string_view m) {
+  // Metric labels must stay bounded whatever method a client invents.
+  for (std::string_view known : {"GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS"}) {
+    if (m == known) {
+      return known;
     }
   }
-  return true;
+  return "other";
 }
 
 nlohmann::json ProblemBody(int status, std::string_view title, std::string_view code,
-                           std::string_view detail) {
+                           std::string_view detail, std::string_view request_id) {
   return nlohmann::json{{"type", "https://jitbroker.dev/problems/" + std::string(code)},
                         {"title", title},
                         {"status", status},
                         {"detail", detail},
                         {"code", code},
-                        {"request_id", t_request.request_id}};
+                        {"request_id", request_id}};
 }
 
-void WriteJson(httplib::Response& res, int status, const nlohmann::json& body,
+void WriteJson(Response& res, int status, const nlohmann::json& body,
                const char* content_type = "application/json") {
   res.status = status;
-  res.set_content(body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), content_type);
+  res.content_type = content_type;
+  res.body = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-void WriteProblem(httplib::Response& res, const Error& e) {
+void WriteProblem(Response& res, const Error& e, std::string_view request_id) {
   const ErrorCodeInfo& info = InfoFor(e.code);
-  WriteJson(res, info.http_status, ProblemBody(info.http_status, info.title, e.Reason(), e.message),
+  WriteJson(res, info.http_status,
+            ProblemBody(info.http_status, info.title, e.Reason(), e.message, request_id),
             "application/problem+json");
   if (e.code == ErrorCode::kUnauthenticated) {
-    res.set_header("WWW-Authenticate", "Bearer");
+    res.SetHeader("WWW-Authenticate", "Bearer");
   }
   if (e.retryable && e.retry_after.count() > 0) {
-    res.set_header("Retry-After", std::to_string(e.retry_after.count()));
+    res.SetHeader("Retry-After", std::to_string(e.retry_after.count()));
   }
 }
 
-std::string ParamOr(const httplib::Request& req, const char* key, std::string fallback = {}) {
-  return req.has_param(key) ? req.get_param_value(key) : fallback;
+Error MediaType(std::string message) {
+  Error e;
+  e.code = ErrorCode::kUnsupportedMediaType;
+  e.reason = "unsupported_media_type";
+  e.message = std::move(message);
+  return e;
 }
 
-Result<int64_t> IntParam(const httplib::Request& req, const char* key, int64_t dflt, int64_t min,
-                         int64_t max) {
-  if (!req.has_param(key)) {
-    return dflt;
+// The media type of a Content-Type value, lower-cased, without parameters.
+std::string MediaTypeOf(std::string_view content_type) {
+  std::string_view m = content_type.substr(0, content_type.find(';'));
+  while (!m.empty() && (m.back() == ' ' || m.back() == '\t')) {
+    m.remove_suffix(1);
   }
-  const std::string v = req.get_param_value(key);
-  int64_t out = 0;
-  auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
-  if (ec != std::errc() || ptr != v.data() + v.size() || out < min || out > max) {
-    return std::unexpected(InvalidArgument(
-        "invalid_query", std::string("query parameter ") + key + " must be an integer in [" +
-                             std::to_string(min) + ", " + std::to_string(max) + "]"));
-  }
+  std::string out(m);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; });
   return out;
+}
+
+// A URL query, decoded once. A parameter given twice is ambiguous: refused.
+class Query {
+ public:
+  static Result<Query> Parse(const Request& req) {
+    Query q;
+    auto pairs = net::ParseForm(req.query());
+    if (!pairs) {
+      return std::unexpected(InvalidArgument("invalid_query", pairs.error().message));
+    }
+    for (auto& [k, v] : *pairs) {
+      if (!q.values_.emplace(k, std::move(v)).second) {
+        return std::unexpected(InvalidArgument(
+            "invalid_query", "query parameter " + log::Quoted(k, 64) + " is given more than once"));
+      }
+    }
+    return q;
+  }
+  std::string Or(const char* key, std::string fallback = {}) const {
+    auto it = values_.find(key);
+    return it == values_.end() ? fallback : it->second;
+  }
+  Result<int64_t> Int(const char* key, int64_t dflt, int64_t min, int64_t max) const {
+    auto it = values_.find(key);
+    if (it == values_.end()) {
+      return dflt;
+    }
+    const std::string& v = it->second;
+    int64_t out = 0;
+    auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
+    if (ec != std::errc() || ptr != v.data() + v.size() || out < min || out > max) {
+      return std::unexpected(InvalidArgument(
+          "invalid_query", std::string("query parameter ") + key + " must be an integer in [" +
+                               std::to_string(min) + ", " + std::to_string(max) + "]"));
+    }
+    return out;
+  }
+
+ private:
+  std::map<std::string, std::string, std::less<>> values_;
+};
+
+// Splits "/a/b/c" into its segments; false for anything that is not a plain
+// absolute path (the router never matches such a target).
+bool SplitPath(std::string_view path, std::vector<std::string_view>& out) {
+  if (path.empty() || path.front() != '/') {
+    return false;
+  }
+  size_t pos = 1;
+  while (pos <= path.size()) {
+    size_t slash = path.find('/', pos);
+    if (slash == std::string_view::npos) {
+      slash = path.size();
+    }
+    out.push_back(path.substr(pos, slash - pos));
+    pos = slash + 1;
+  }
+  return true;
+}
+
+bool IsIdSegment(std::string_view s) {
+  if (s.empty() || s.size() > 64) {
+    return false;
+  }
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+  });
 }
 
 }  // namespace
 
-struct HttpServer::Impl {
+struct HttpServer::Impl final : RequestHandler {
   config::ServerConfig cfg;
   service::BrokerService* service = nullptr;
   Metrics* metrics = nullptr;
   ReloadFn reload;
-  std::unique_ptr<httplib::Server> server;
-  std::atomic<int> queued{0};
+  std::unique_ptr<Transport> transport;
   std::shared_ptr<spdlog::logger> error_log = log::Get("http");
   std::shared_ptr<spdlog::logger> access_log = log::Access();  // nullptr: off
+  std::atomic<int> long_polls{0};
+  int max_long_polls = 0;
 
   enum class Auth { kNone, kRequired };
+  enum class BodyKind { kNone, kJson };
   using Body = std::optional<nlohmann::json>;
   // A handler returns a status and JSON body, or an Error.
   struct Reply {
@@ -128,69 +176,194 @@ struct HttpServer::Impl {
     bool problem = false;
   };
   using Handler =
-      std::function<Result<Reply>(const httplib::Request&, service::CallContext&, const Body&)>;
+      std::function<Result<Reply>(const Request&, service::CallContext&, const Body&)>;
+  using RawHandler = std::function<void(Request&, Response&)>;
 
-  void Route(const std::string& method, const std::string& pattern, std::string label, Auth auth,
-             bool has_body, Handler handler) {
-    auto wrapped = [this, label, auth, has_body, handler = std::move(handler)](
-                       const httplib::Request& req, httplib::Response& res) {
-      t_request.route = label;
-      service::CallContext ctx;
-      ctx.request_id = t_request.request_id;
-      auto fail = [&](const Error& e) { WriteProblem(res, e); };
-      if (auth == Auth::kRequired) {
-        auto caller = service->Authenticate(req.get_header_value("Authorization"));
-        if (!caller) {
-          return fail(caller.error());
+  struct RouteEntry {
+    std::string method;
+    std::vector<std::string> segments;  // "{id}": one [A-Za-z0-9_]{1,64} segment
+    std::string label;
+    size_t max_body = kNoBody;
+    bool inline_handler = false;
+    RawHandler handle;
+  };
+  std::vector<RouteEntry> routes;
+  std::map<std::string, size_t, std::less<>> route_index;  // "METHOD label" -> routes[i]
+
+  // ---- routing ---------------------------------------------------------
+
+  void AddRoute(std::string method, std::string label, size_t max_body, bool inline_handler,
+                RawHandler handle) {
+    RouteEntry r;
+    r.method = std::move(method);
+    std::vector<std::string_view> segs;
+    SplitPath(label, segs);
+    for (std::string_view s : segs) {
+      r.segments.emplace_back(s);
+    }
+    r.label = std::move(label);
+    r.max_body = max_body;
+    r.inline_handler = inline_handler;
+    r.handle = std::move(handle);
+    routes.push_back(std::move(r));
+  }
+
+  static bool PathMatches(const RouteEntry& r, const std::vector<std::string_view>& segs,
+                          std::vector<std::string>* params) {
+    if (r.segments.size() != segs.size()) {
+      return false;
+    }
+    std::vector<std::string> found;
+    for (size_t i = 0; i < segs.size(); ++i) {
+      if (r.segments[i] == "{id}") {
+        if (!IsIdSegment(segs[i])) {
+          return false;
         }
-        ctx.caller = std::move(*caller);
+        found.emplace_back(segs[i]);
+      } else if (r.segments[i] != segs[i]) {
+        return false;
       }
-      Body body;
-      if (has_body) {
-        auto parsed = ParseBody(req);
-        if (!parsed) {
-          return fail(parsed.error());
+    }
+    if (params != nullptr) {
+      *params = std::move(found);
+    }
+    return true;
+  }
+
+  // The methods served at `path` ("GET, POST"), empty when none.
+  std::string AllowedMethods(std::string_view path) const {
+    std::vector<std::string_view> segs;
+    std::string out;
+    if (!SplitPath(path, segs)) {
+      return out;
+    }
+    for (const RouteEntry& r : routes) {
+      if (PathMatches(r, segs, nullptr) && out.find(r.method) == std::string::npos) {
+        out += out.empty() ? "" : ", ";
+        out += r.method;
+      }
+    }
+    return out;
+  }
+
+  Result<RoutePlan> Plan(Request& head) override {
+    std::vector<std::string_view> segs;
+    if (SplitPath(head.path(), segs)) {
+      bool path_known = false;
+      for (size_t i = 0; i < routes.size(); ++i) {
+        const RouteEntry& r = routes[i];
+        std::vector<std::string> params;
+        if (!PathMatches(r, segs, &params)) {
+          continue;
         }
-        body = std::move(*parsed);
-      }
-      auto reply = handler(req, ctx, body);
-      if (!reply) {
-        if (reply.error().code == ErrorCode::kInternal) {
-          error_log->error("event=internal_error request_id={} route={} error=\"{}\"",
-                            ctx.request_id, label, reply.error().ToString());
+        path_known = true;
+        if (r.method != head.method) {
+          continue;
         }
-        return fail(reply.error());
+        head.path_params = std::move(params);
+        head.route = r.label;
+        head.route_id = static_cast<int>(i);
+        RoutePlan plan;
+        plan.max_body_bytes = r.max_body;
+        plan.inline_handler = r.inline_handler;
+        return plan;
       }
-      WriteJson(res, reply->status, reply->body,
-                reply->problem ? "application/problem+json" : "application/json");
-    };
-    if (method == "GET") {
-      server->Get(pattern, wrapped);
-    } else if (method == "POST") {
-      server->Post(pattern, wrapped);
-    } else if (method == "DELETE") {
-      server->Delete(pattern, wrapped);
+      if (path_known) {
+        Error e;
+        e.code = ErrorCode::kMethodNotAllowed;
+        e.reason = "method_not_allowed";
+        e.message = "this endpoint does not serve " + log::Quoted(head.method, 16);
+        return std::unexpected(e);
+      }
+    }
+    return std::unexpected(NotFound("no_route", "no such endpoint"));
+  }
+
+  void Handle(Request& req, Response& res) override {
+    if (req.route_id < 0 || static_cast<size_t>(req.route_id) >= routes.size()) {
+      return WriteProblem(res, NotFound("no_route", "no such endpoint"), req.request_id);
+    }
+    routes[static_cast<size_t>(req.route_id)].handle(req, res);
+  }
+
+  void RenderError(const Request& req, const Error& e, Response& res) override {
+    WriteProblem(res, e, req.request_id);
+    if (e.code == ErrorCode::kMethodNotAllowed) {
+      res.SetHeader("Allow", AllowedMethods(req.path()));
     }
   }
 
+  void Shed() override { metrics->CountShed(); }
+
+  void Finished(const Request& req, const Response& res,
+                std::chrono::steady_clock::duration elapsed) override {
+    const double secs = std::chrono::duration<double>(elapsed).count();
+    metrics->ObserveRequest(req.route, std::string(MethodLabel(req.method)), res.status, secs);
+    if (access_log && access_log->should_log(spdlog::level::info)) {
+      // Every value a client chose is quoted (log::Quoted): a path cannot
+      // forge `status=` or `remote=` fields. The route is the table's label.
+      access_log->info(
+          "event=access request_id={} client_request_id={} method={} route={} path={} status={} "
+          "duration_ms={:.3f} remote={} bytes_in={} bytes_out={}",
+          req.request_id, log::Quoted(req.client_request_id, 64), log::Quoted(req.method, 16),
+          req.route, log::Quoted(req.target, 1024), res.status, secs * 1000,
+          log::Quoted(req.remote_addr, 64), res.bytes_in, res.bytes_out);
+    }
+  }
+
+  // ---- JSON routes ---------------------------------------------------------
+
+  void Route(const std::string& method, const std::string& label, Auth auth, BodyKind body_kind,
+             Handler handler) {
+    const size_t max_body = body_kind == BodyKind::kJson ? cfg.max_body_bytes : kNoBody;
+    AddRoute(method, label, max_body, false,
+             [this, label, auth, body_kind, handler = std::move(handler)](Request& req,
+                                                                          Response& res) {
+               service::CallContext ctx;
+               ctx.request_id = req.request_id;
+               ctx.client_request_id = req.client_request_id;
+               auto fail = [&](const Error& e) { WriteProblem(res, e, req.request_id); };
+               if (auth == Auth::kRequired) {
+                 auto caller = service->Authenticate(req.Header("Authorization"));
+                 if (!caller) {
+                   return fail(caller.error());
+                 }
+                 ctx.caller = std::move(*caller);
+               }
+               Body body;
+               if (body_kind == BodyKind::kJson) {
+                 auto parsed = ParseJsonBody(req);
+                 if (!parsed) {
+                   return fail(parsed.error());
+                 }
+                 body = std::move(*parsed);
+               }
+               auto reply = handler(req, ctx, body);
+               if (!reply) {
+                 if (reply.error().code == ErrorCode::kInternal) {
+                   error_log->error("event=internal_error request_id={} route={} error={}",
+                                    ctx.request_id, label, log::Quoted(reply.error().ToString()));
+                 }
+                 return fail(reply.error());
+               }
+               WriteJson(res, reply->status, reply->body,
+                         reply->problem ? "application/problem+json" : "application/json");
+             });
+  }
+
   // JSON bodies: Content-Type application/json; an empty body reads as {}.
-  static Result<nlohmann::json> ParseBody(const httplib::Request& req) {
+  static Result<nlohmann::json> ParseJsonBody(const Request& req) {
     if (req.body.empty()) {
       return nlohmann::json::object();
     }
-    const std::string ct = req.get_header_value("Content-Type");
-    const std::string_view media = std::string_view(ct).substr(0, ct.find(';'));
-    if (media != "application/json") {
-      Error e;
-      e.code = ErrorCode::kUnsupportedMediaType;
-      e.reason = "unsupported_media_type";
-      e.message = "request bodies must be application/json";
-      return std::unexpected(e);
+    if (MediaTypeOf(req.Header("Content-Type")) != "application/json") {
+      return std::unexpected(MediaType("request bodies must be application/json"));
     }
     return json::ParseStrict(req.body);
   }
 
   void Install();
+  void InstallTokenEndpoint();
 };
 
 HttpServer::~HttpServer() { Stop(); }
@@ -205,112 +378,36 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Create(const config::ServerConfi
   impl.service = service;
   impl.metrics = metrics;
   impl.reload = std::move(reload);
-  if (!cfg.tls_cert.empty()) {
-    auto ssl = std::make_unique<httplib::SSLServer>(cfg.tls_cert.c_str(), cfg.tls_key.c_str());
-    if (!ssl->is_valid()) {
-      return std::unexpected(InvalidArgument(
-          "invalid_config", "server.tls: cannot load the certificate or key"));
-    }
-    impl.server = std::move(ssl);
-  } else {
-    impl.server = std::make_unique<httplib::Server>();
-  }
+  impl.max_long_polls = cfg.max_long_polls >= 0 ? cfg.max_long_polls : cfg.threads / 2;
+
+  TransportOptions opts;
+  opts.host = cfg.host;
+  opts.port = cfg.port;
+  opts.tls_cert = cfg.tls_cert;
+  opts.tls_key = cfg.tls_key;
+  opts.io_threads = cfg.io_threads;
+  opts.worker_threads = cfg.threads;
+  opts.max_queued_requests = static_cast<size_t>(cfg.max_queued_requests);
+  opts.max_header_bytes = cfg.max_header_bytes;
+  opts.max_header_count = cfg.max_header_count;
+  opts.max_body_bytes = std::max(cfg.max_body_bytes, kMaxFormBytes);
+  opts.max_connections = cfg.max_connections;
+  opts.max_connections_per_address = cfg.max_connections_per_address;
+  opts.request_timeout = std::chrono::milliseconds(cfg.request_timeout_ms);
+  opts.idle_timeout = std::chrono::milliseconds(cfg.idle_timeout_ms);
+  opts.write_timeout = std::chrono::milliseconds(cfg.write_timeout_ms);
+  JITBROKER_ASSIGN_OR_RETURN(impl.transport, Transport::Create(std::move(opts), &impl));
   impl.Install();
   return s;
 }
 
 void HttpServer::Impl::Install() {
-  httplib::Server& svr = *server;
-  svr.set_tcp_nodelay(true);
-  svr.set_payload_max_length(cfg.max_body_bytes);
-  svr.set_keep_alive_max_count(1000);
-  svr.set_read_timeout(10, 0);
-  svr.set_write_timeout(10, 0);
-  const size_t threads = static_cast<size_t>(cfg.threads);
-  svr.new_task_queue = [this, threads] { return new CountingPool(threads, &queued); };
-
-  svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    t_request.start = Clock::now();
-    t_request.route = "unmatched";
-    t_request.streamed_bytes_in = 0;
-    const std::string given = req.get_header_value("X-Request-Id");
-    t_request.request_id = IsSafeRequestId(given) ? given : crypto::NewPublicId("req_", 12);
-    res.set_header("X-Request-Id", t_request.request_id);
-    if (queued.load() > cfg.max_queued_requests) {
-      metrics->CountShed();
-      res.set_header("Retry-After", "1");
-      Error e = Unavailable("overloaded", "the broker is saturated; retry shortly");
-      WriteProblem(res, e);
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    return httplib::Server::HandlerResponse::Unhandled;
+  // /healthz runs on the I/O thread: it answers even when every worker is busy.
+  AddRoute("GET", "/healthz", kNoBody, true, [](Request&, Response& res) {
+    WriteJson(res, 200, {{"status", "ok"}});
   });
 
-  // Statuses produced by httplib itself (404 no route, 413 too large, 400
-  // unparsable request line) get problem bodies too.
-  svr.set_error_handler(httplib::Server::HandlerWithResponse(
-      [](const httplib::Request&, httplib::Response& res) {
-    if (!res.body.empty()) {
-      return httplib::Server::HandlerResponse::Unhandled;
-    }
-    Error e;
-    switch (res.status) {
-      case 404:
-        e = NotFound("no_route", "no such endpoint");
-        break;
-      case 413:
-        e.code = ErrorCode::kPayloadTooLarge;
-        e.reason = "payload_too_large";
-        e.message = "request body exceeds the size limit";
-        break;
-      case 414:
-        e = InvalidArgument("uri_too_long", "request URI is too long");
-        break;
-      default:
-        e = InvalidArgument("bad_request", "the request could not be read");
-        break;
-    }
-    const int status = res.status;
-    WriteProblem(res, e);
-    res.status = status;
-    return httplib::Server::HandlerResponse::Handled;
-  }));
-
-  svr.set_exception_handler([this](const httplib::Request&, httplib::Response& res,
-                                   std::exception_ptr ep) {
-    std::string what = "unknown";
-    try {
-      std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      what = e.what();
-    } catch (...) {
-    }
-    error_log->error("event=unhandled_exception request_id={} route={} what=\"{}\"",
-                      t_request.request_id, t_request.route, what);
-    WriteProblem(res, Internal("internal error"));
-  });
-
-  svr.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
-    const double secs =
-        std::chrono::duration<double>(Clock::now() - t_request.start).count();
-    metrics->ObserveRequest(t_request.route, req.method, res.status, secs);
-    if (access_log && access_log->should_log(spdlog::level::info)) {
-      access_log->info(
-          "event=access request_id={} method={} route={} path={} status={} duration_ms={:.3f} "
-          "remote={} bytes_in={} bytes_out={}",
-          t_request.request_id, req.method, t_request.route, req.path, res.status, secs * 1000,
-          req.remote_addr, std::max(req.body.size(), t_request.streamed_bytes_in),
-          res.body.size());
-    }
-  });
-
-  // ---- routes --------------------------------------------------------------
-  const std::string kId = "([A-Za-z0-9_]{1,64})";
-
-  Route("GET", "/healthz", "/healthz", Auth::kNone, false,
-        [](auto&, auto&, auto&) -> Result<Reply> { return Reply{200, {{"status", "ok"}}}; });
-
-  Route("GET", "/readyz", "/readyz", Auth::kNone, false, [this](auto&, auto&, auto&) -> Result<Reply> {
+  Route("GET", "/readyz", Auth::kNone, BodyKind::kNone, [this](auto&, auto&, auto&) -> Result<Reply> {
     auto st = service->Ready();
     if (!st) {
       return Reply{503, {{"status", "unready"}, {"checks", {{"store", "failing"}}}}};
@@ -318,78 +415,82 @@ void HttpServer::Impl::Install() {
     return Reply{200, {{"status", "ready"}, {"checks", {{"store", "ok"}, {"audit", "ok"}}}}};
   });
 
-  server->Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
-    t_request.route = "/metrics";
+  AddRoute("GET", "/metrics", kNoBody, false, [this](Request& req, Response& res) {
     if (!cfg.metrics_public) {
-      auto caller = service->Authenticate(req.get_header_value("Authorization"));
+      auto caller = service->Authenticate(req.Header("Authorization"));
       if (!caller) {
-        return WriteProblem(res, caller.error());
+        return WriteProblem(res, caller.error(), req.request_id);
       }
       if (caller->IsSession() || !caller->is_admin) {
-        return WriteProblem(res, PermissionDenied("forbidden", "metrics need an admin"));
+        return WriteProblem(res, PermissionDenied("forbidden", "metrics need an admin"),
+                            req.request_id);
       }
     }
     std::string text = metrics->Render();
     service->AppendIssuerMetrics(text);
-    res.set_content(text, "text/plain; version=0.0.4");
+    res.status = 200;
+    res.content_type = "text/plain; version=0.0.4";
+    res.body = std::move(text);
   });
 
-  Route("GET", "/.well-known/jwks.json", "/.well-known/jwks.json", Auth::kNone, false,
+  Route("GET", "/.well-known/jwks.json", Auth::kNone, BodyKind::kNone,
         [this](auto&, auto&, auto&) -> Result<Reply> { return Reply{200, service->Jwks()}; });
 
-  Route("POST", "/v1/sessions", "/v1/sessions", Auth::kRequired, true,
+  Route("POST", "/v1/sessions", Auth::kRequired, BodyKind::kJson,
         [this](auto&, auto& ctx, const Body& body) -> Result<Reply> {
           JITBROKER_ASSIGN_OR_RETURN(auto out, service->OpenSession(ctx, *body));
           return Reply{201, std::move(out)};
         });
 
-  Route("GET", "/v1/sessions", "/v1/sessions", Auth::kRequired, false,
-        [this](const httplib::Request& req, auto& ctx, auto&) -> Result<Reply> {
+  Route("GET", "/v1/sessions", Auth::kRequired, BodyKind::kNone,
+        [this](const Request& req, auto& ctx, auto&) -> Result<Reply> {
+          JITBROKER_ASSIGN_OR_RETURN(Query q, Query::Parse(req));
           SessionFilter f;
-          f.state = ParamOr(req, "state");
-          f.agent_id = ParamOr(req, "agent");
-          f.principal_id = ParamOr(req, "principal");
-          JITBROKER_ASSIGN_OR_RETURN(auto limit, IntParam(req, "limit", 100, 1, 1000));
+          f.state = q.Or("state");
+          f.agent_id = q.Or("agent");
+          f.principal_id = q.Or("principal");
+          JITBROKER_ASSIGN_OR_RETURN(auto limit, q.Int("limit", 100, 1, 1000));
           f.limit = static_cast<size_t>(limit);
           JITBROKER_ASSIGN_OR_RETURN(auto out, service->ListSessions(ctx, f));
           return Reply{200, std::move(out)};
         });
 
-  Route("GET", "/v1/sessions/" + kId, "/v1/sessions/{id}", Auth::kRequired, false,
-        [this](const httplib::Request& req, auto& ctx, auto&) -> Result<Reply> {
-          JITBROKER_ASSIGN_OR_RETURN(auto out, service->GetSession(ctx, req.matches[1]));
+  Route("GET", "/v1/sessions/{id}", Auth::kRequired, BodyKind::kNone,
+        [this](const Request& req, auto& ctx, auto&) -> Result<Reply> {
+          JITBROKER_ASSIGN_OR_RETURN(auto out, service->GetSession(ctx, req.path_params[0]));
           return Reply{200, std::move(out)};
         });
 
-  Route("POST", "/v1/sessions/" + kId + "/heartbeat", "/v1/sessions/{id}/heartbeat",
-        Auth::kRequired, true,
-        [this](const httplib::Request& req, auto& ctx, const Body& body) -> Result<Reply> {
-          JITBROKER_ASSIGN_OR_RETURN(auto out, service->Heartbeat(ctx, req.matches[1], *body));
-          return Reply{200, std::move(out)};
-        });
-
-  Route("POST", "/v1/sessions/" + kId + "/complete", "/v1/sessions/{id}/complete",
-        Auth::kRequired, true,
-        [this](const httplib::Request& req, auto& ctx, const Body& body) -> Result<Reply> {
+  Route("POST", "/v1/sessions/{id}/heartbeat", Auth::kRequired, BodyKind::kJson,
+        [this](const Request& req, auto& ctx, const Body& body) -> Result<Reply> {
           JITBROKER_ASSIGN_OR_RETURN(auto out,
-                                     service->EndSession(ctx, req.matches[1], *body, false));
+                                     service->Heartbeat(ctx, req.path_params[0], *body));
           return Reply{200, std::move(out)};
         });
 
-  Route("POST", "/v1/sessions/" + kId + "/revoke", "/v1/sessions/{id}/revoke", Auth::kRequired,
-        true, [this](const httplib::Request& req, auto& ctx, const Body& body) -> Result<Reply> {
+  Route("POST", "/v1/sessions/{id}/complete", Auth::kRequired, BodyKind::kJson,
+        [this](const Request& req, auto& ctx, const Body& body) -> Result<Reply> {
+          JITBROKER_ASSIGN_OR_RETURN(
+              auto out, service->EndSession(ctx, req.path_params[0], *body, false));
+          return Reply{200, std::move(out)};
+        });
+
+  Route("POST", "/v1/sessions/{id}/revoke", Auth::kRequired, BodyKind::kJson,
+        [this](const Request& req, auto& ctx, const Body& body) -> Result<Reply> {
           JITBROKER_ASSIGN_OR_RETURN(auto out,
-                                     service->EndSession(ctx, req.matches[1], *body, true));
+                                     service->EndSession(ctx, req.path_params[0], *body, true));
           return Reply{200, std::move(out)};
         });
 
-  Route("POST", "/v1/sessions/" + kId + "/grants", "/v1/sessions/{id}/grants", Auth::kRequired,
-        true, [this](const httplib::Request& req, auto& ctx, const Body& body) -> Result<Reply> {
-          JITBROKER_ASSIGN_OR_RETURN(auto out, service->RequestGrant(ctx, req.matches[1], *body));
+  Route("POST", "/v1/sessions/{id}/grants", Auth::kRequired, BodyKind::kJson,
+        [this](const Request& req, auto& ctx, const Body& body) -> Result<Reply> {
+          JITBROKER_ASSIGN_OR_RETURN(auto out,
+                                     service->RequestGrant(ctx, req.path_params[0], *body));
           if (out.status == 403) {
             const auto& d = out.body["decision"];
-            nlohmann::json p = ProblemBody(403, "Grant denied", "grant_denied",
-                                           d.value("reason", std::string("denied by policy")));
+            nlohmann::json p =
+                ProblemBody(403, "Grant denied", "grant_denied",
+                            d.value("reason", std::string("denied by policy")), req.request_id);
             p["decision"] = d;
             p["grant_id"] = out.body["grant_id"];
             p["grant"] = out.body;
@@ -398,146 +499,132 @@ void HttpServer::Impl::Install() {
           return Reply{out.status, std::move(out.body)};
         });
 
-  Route("GET", "/v1/grants/" + kId, "/v1/grants/{id}", Auth::kRequired, false,
-        [this](const httplib::Request& req, auto& ctx, auto&) -> Result<Reply> {
-          // ?wait=N long-polls a pending grant (bounded; it holds a worker).
-          JITBROKER_ASSIGN_OR_RETURN(auto wait, IntParam(req, "wait", 0, 0, 60));
+  Route("GET", "/v1/grants/{id}", Auth::kRequired, BodyKind::kNone,
+        [this](const Request& req, auto& ctx, auto&) -> Result<Reply> {
+          JITBROKER_ASSIGN_OR_RETURN(Query q, Query::Parse(req));
+          // ?wait=N long-polls a pending grant. A poll holds a worker, so at
+          // most max_long_polls wait at once; beyond that the grant's state
+          // is answered at once and the client simply polls again.
+          JITBROKER_ASSIGN_OR_RETURN(auto wait, q.Int("wait", 0, 0, 60));
+          bool counted = false;
+          if (wait > 0) {
+            if (long_polls.fetch_add(1) < max_long_polls) {
+              counted = true;
+            } else {
+              long_polls.fetch_sub(1);
+              wait = 0;
+            }
+          }
+          auto out = service->GetGrant(ctx, req.path_params[0], static_cast<int>(wait));
+          if (counted) {
+            long_polls.fetch_sub(1);
+          }
+          if (!out) {
+            return std::unexpected(out.error());
+          }
+          return Reply{200, std::move(*out)};
+        });
+
+  Route("GET", "/v1/approvals", Auth::kRequired, BodyKind::kNone,
+        [this](const Request& req, auto& ctx, auto&) -> Result<Reply> {
+          JITBROKER_ASSIGN_OR_RETURN(Query q, Query::Parse(req));
+          JITBROKER_ASSIGN_OR_RETURN(auto out, service->ListApprovals(ctx, q.Or("state")));
+          return Reply{200, std::move(out)};
+        });
+
+  Route("GET", "/v1/approvals/{id}", Auth::kRequired, BodyKind::kNone,
+        [this](const Request& req, auto& ctx, auto&) -> Result<Reply> {
+          JITBROKER_ASSIGN_OR_RETURN(auto out, service->GetApproval(ctx, req.path_params[0]));
+          return Reply{200, std::move(out)};
+        });
+
+  Route("POST", "/v1/approvals/{id}", Auth::kRequired, BodyKind::kJson,
+        [this](const Request& req, auto& ctx, const Body& body) -> Result<Reply> {
           JITBROKER_ASSIGN_OR_RETURN(auto out,
-                                     service->GetGrant(ctx, req.matches[1], static_cast<int>(wait)));
+                                     service->DecideApproval(ctx, req.path_params[0], *body));
           return Reply{200, std::move(out)};
         });
 
-  Route("GET", "/v1/approvals", "/v1/approvals", Auth::kRequired, false,
-        [this](const httplib::Request& req, auto& ctx, auto&) -> Result<Reply> {
-          JITBROKER_ASSIGN_OR_RETURN(auto out, service->ListApprovals(ctx, ParamOr(req, "state")));
-          return Reply{200, std::move(out)};
-        });
-
-  Route("GET", "/v1/approvals/" + kId, "/v1/approvals/{id}", Auth::kRequired, false,
-        [this](const httplib::Request& req, auto& ctx, auto&) -> Result<Reply> {
-          JITBROKER_ASSIGN_OR_RETURN(auto out, service->GetApproval(ctx, req.matches[1]));
-          return Reply{200, std::move(out)};
-        });
-
-  Route("POST", "/v1/approvals/" + kId, "/v1/approvals/{id}", Auth::kRequired, true,
-        [this](const httplib::Request& req, auto& ctx, const Body& body) -> Result<Reply> {
-          JITBROKER_ASSIGN_OR_RETURN(auto out, service->DecideApproval(ctx, req.matches[1], *body));
-          return Reply{200, std::move(out)};
-        });
-
-  Route("POST", "/v1/admin/revoke", "/v1/admin/revoke", Auth::kRequired, true,
+  Route("POST", "/v1/admin/revoke", Auth::kRequired, BodyKind::kJson,
         [this](auto&, auto& ctx, const Body& body) -> Result<Reply> {
           JITBROKER_ASSIGN_OR_RETURN(auto out, service->BulkRevoke(ctx, *body));
           return Reply{200, std::move(out)};
         });
 
-  Route("DELETE", "/v1/grants/" + kId, "/v1/grants/{id}", Auth::kRequired, false,
-        [this](const httplib::Request& req, auto& ctx, auto&) -> Result<Reply> {
-          JITBROKER_ASSIGN_OR_RETURN(auto out, service->RevokeGrant(ctx, req.matches[1]));
+  Route("DELETE", "/v1/grants/{id}", Auth::kRequired, BodyKind::kNone,
+        [this](const Request& req, auto& ctx, auto&) -> Result<Reply> {
+          JITBROKER_ASSIGN_OR_RETURN(auto out, service->RevokeGrant(ctx, req.path_params[0]));
           return Reply{200, std::move(out)};
         });
 
-  // RFC 7662: form-encoded `token`.
-  Route("POST", "/v1/introspect", "/v1/introspect", Auth::kRequired, false,
-        [this](const httplib::Request& req, auto& ctx, auto&) -> Result<Reply> {
-          const std::string ct = req.get_header_value("Content-Type");
-          if (ct.rfind("application/x-www-form-urlencoded", 0) != 0) {
-            Error e;
-            e.code = ErrorCode::kUnsupportedMediaType;
-            e.reason = "unsupported_media_type";
-            e.message = "introspection takes application/x-www-form-urlencoded";
-            return std::unexpected(e);
-          }
-          if (!req.has_param("token")) {
-            return std::unexpected(InvalidArgument("missing_field", "token is required"));
-          }
-          JITBROKER_ASSIGN_OR_RETURN(auto out, service->Introspect(ctx, req.get_param_value("token")));
-          return Reply{200, std::move(out)};
-        });
-
-  // RFC 8693 token exchange for CI (DESIGN §7): form-encoded, no broker
-  // credential (the subject token is the credential), and RFC 6749 §5.2 JSON
-  // errors instead of problem documents.
-  // The body is read here rather than by httplib, which would cap form
-  // bodies at 8 KiB and keep a parsed copy of the subject token in params.
-  server->Post("/v1/token", [this](const httplib::Request& req, httplib::Response& res,
-                                   const httplib::ContentReader& read_body) {
-    t_request.route = "/v1/token";
-    res.set_header("Cache-Control", "no-store");
-    res.set_header("Pragma", "no-cache");
+  // RFC 7662 §2.1: the token travels in a form body, never in the URL, where
+  // proxies, logs and browser history would keep it.
+  AddRoute("POST", "/v1/introspect", kMaxFormBytes, false, [this](Request& req, Response& res) {
     service::CallContext ctx;
-    ctx.request_id = t_request.request_id;
-    std::string body;
+    ctx.request_id = req.request_id;
+    ctx.client_request_id = req.client_request_id;
     auto answer = [&]() -> Result<nlohmann::json> {
-      const std::string ct = req.get_header_value("Content-Type");
-      if (ct.rfind("application/x-www-form-urlencoded", 0) != 0) {
+      JITBROKER_ASSIGN_OR_RETURN(ctx.caller, service->Authenticate(req.Header("Authorization")));
+      if (req.has_query()) {
         return std::unexpected(InvalidArgument(
-            "invalid_request", "the token endpoint takes application/x-www-form-urlencoded"));
+            "token_in_query", "introspection parameters belong in the form body, not the URL"));
       }
-      if (req.target.find('?') != std::string::npos) {
-        return std::unexpected(InvalidArgument(
-            "invalid_request", "token request parameters belong in the body, not the URL"));
+      if (MediaTypeOf(req.Header("Content-Type")) != "application/x-www-form-urlencoded") {
+        return std::unexpected(
+            MediaType("introspection takes application/x-www-form-urlencoded"));
       }
-      const size_t limit = std::min<size_t>(cfg.max_body_bytes, 64 * 1024);
-      bool too_large = false;
-      const bool read = read_body([&](const char* data, size_t n) {
-        if (body.size() + n > limit) {
-          too_large = true;
-          return false;
+      auto form = net::ParseForm(req.body);
+      if (!form) {
+        return std::unexpected(InvalidArgument("invalid_request", form.error().message));
+      }
+      std::optional<std::string> token;
+      for (auto& [k, v] : *form) {
+        if (k == "token") {
+          if (token) {
+            return std::unexpected(InvalidArgument("invalid_request", "token is given twice"));
+          }
+          token = std::move(v);
+        } else {
+          SecureWipe(v.data(), v.size());
         }
-        body.append(data, n);
-        t_request.streamed_bytes_in = body.size();
-        return true;
-      });
-      if (too_large) {
-        return std::unexpected(InvalidArgument("invalid_request", "the token request is too large"));
       }
-      if (!read) {
-        return std::unexpected(InvalidArgument("invalid_request", "the token request could not be read"));
+      if (!token) {
+        return std::unexpected(InvalidArgument("missing_field", "token is required"));
       }
-      JITBROKER_ASSIGN_OR_RETURN(oidc::TokenExchangeRequest tx, oidc::ParseTokenExchangeForm(body));
-      return service->ExchangeToken(ctx, tx);
+      auto out = service->Introspect(ctx, *token);
+      SecureWipe(token->data(), token->size());
+      return out;
     }();
-    SecureWipe(body.data(), body.size());
-    if (answer) {
-      metrics->CountTokenExchange("ok", "ok");
-      WriteJson(res, 200, *answer);
-      return;
+    SecureWipe(req.body.data(), req.body.size());
+    if (!answer) {
+      return WriteProblem(res, answer.error(), req.request_id);
     }
-    if (answer.error().code == ErrorCode::kInternal) {
-      error_log->error("event=internal_error request_id={} route=/v1/token error=\"{}\"",
-                       ctx.request_id, answer.error().ToString());
-    }
-    const oidc::OAuthError oe = oidc::ToOAuthError(answer.error());
-    // The reason label is precise only once the token is verified.
-    const bool unverified = service::BrokerService::IsUnverifiedRejection(answer.error());
-    metrics->CountTokenExchange(oe.error, unverified ? std::string_view("unverified")
-                                                     : std::string_view(answer.error().reason));
-    WriteJson(res, oe.status, oidc::OAuthErrorBody(oe));
-    if (answer.error().retryable && answer.error().retry_after.count() > 0) {
-      res.set_header("Retry-After", std::to_string(answer.error().retry_after.count()));
-    }
+    res.SetHeader("Cache-Control", "no-store");
+    WriteJson(res, 200, *answer);
   });
 
-  Route("GET", "/v1/audit", "/v1/audit", Auth::kRequired, false,
-        [this](const httplib::Request& req, auto& ctx, auto&) -> Result<Reply> {
+  InstallTokenEndpoint();
+
+  Route("GET", "/v1/audit", Auth::kRequired, BodyKind::kNone,
+        [this](const Request& req, auto& ctx, auto&) -> Result<Reply> {
+          JITBROKER_ASSIGN_OR_RETURN(Query q, Query::Parse(req));
           AuditFilter f;
-          f.session_id = ParamOr(req, "session_id");
-          f.principal_id = ParamOr(req, "principal");
-          JITBROKER_ASSIGN_OR_RETURN(f.after_seq, IntParam(req, "after_seq", 0, 0, INT64_MAX));
-          JITBROKER_ASSIGN_OR_RETURN(auto limit, IntParam(req, "limit", 1000, 1, 10000));
+          f.session_id = q.Or("session_id");
+          f.principal_id = q.Or("principal");
+          JITBROKER_ASSIGN_OR_RETURN(f.after_seq, q.Int("after_seq", 0, 0, INT64_MAX));
+          JITBROKER_ASSIGN_OR_RETURN(auto limit, q.Int("limit", 1000, 1, 10000));
           f.limit = static_cast<size_t>(limit);
           JITBROKER_ASSIGN_OR_RETURN(auto out, service->ListAudit(ctx, f));
           return Reply{200, std::move(out)};
         });
 
-  Route("GET", "/v1/audit/verify", "/v1/audit/verify", Auth::kRequired, false,
+  Route("GET", "/v1/audit/verify", Auth::kRequired, BodyKind::kNone,
         [this](auto&, auto& ctx, auto&) -> Result<Reply> {
           JITBROKER_ASSIGN_OR_RETURN(auto out, service->VerifyAudit(ctx));
           return Reply{200, std::move(out)};
         });
 
-  Route("POST", "/v1/admin/reload", "/v1/admin/reload", Auth::kRequired, true,
+  Route("POST", "/v1/admin/reload", Auth::kRequired, BodyKind::kJson,
         [this](auto&, auto& ctx, auto&) -> Result<Reply> {
           if (ctx.caller.IsSession() || !ctx.caller.is_admin) {
             return std::unexpected(PermissionDenied("forbidden", "reloading needs an admin"));
@@ -547,29 +634,62 @@ void HttpServer::Impl::Install() {
         });
 }
 
-Result<int> HttpServer::Bind() {
-  Impl& impl = *impl_;
-  int port = impl.cfg.port;
-  if (port == 0) {
-    port = impl.server->bind_to_any_port(impl.cfg.host);
-    if (port < 0) {
-      return std::unexpected(Unavailable("bind_failed", "cannot listen on " + impl.cfg.host));
+// RFC 8693 token exchange for CI (DESIGN §7): form-encoded, no broker
+// credential (the subject token is the credential), and RFC 6749 §5.2 JSON
+// errors instead of problem documents.
+void HttpServer::Impl::InstallTokenEndpoint() {
+  const size_t limit = std::min(cfg.max_body_bytes, kMaxFormBytes);
+  AddRoute("POST", "/v1/token", limit, false, [this](Request& req, Response& res) {
+    res.SetHeader("Cache-Control", "no-store");
+    res.SetHeader("Pragma", "no-cache");
+    service::CallContext ctx;
+    ctx.request_id = req.request_id;
+    ctx.client_request_id = req.client_request_id;
+    auto answer = [&]() -> Result<nlohmann::json> {
+      if (MediaTypeOf(req.Header("Content-Type")) != "application/x-www-form-urlencoded") {
+        return std::unexpected(InvalidArgument(
+            "invalid_request", "the token endpoint takes application/x-www-form-urlencoded"));
+      }
+      if (req.has_query()) {
+        return std::unexpected(InvalidArgument(
+            "invalid_request", "token request parameters belong in the body, not the URL"));
+      }
+      JITBROKER_ASSIGN_OR_RETURN(oidc::TokenExchangeRequest tx,
+                                 oidc::ParseTokenExchangeForm(req.body));
+      return service->ExchangeToken(ctx, tx);
+    }();
+    SecureWipe(req.body.data(), req.body.size());
+    if (answer) {
+      metrics->CountTokenExchange("ok", "ok");
+      WriteJson(res, 200, *answer);
+      return;
     }
-  } else if (!impl.server->bind_to_port(impl.cfg.host, port)) {
-    return std::unexpected(Unavailable(
-        "bind_failed", "cannot listen on " + impl.cfg.host + ":" + std::to_string(port)));
-  }
-  return port;
+    if (answer.error().code == ErrorCode::kInternal) {
+      error_log->error("event=internal_error request_id={} route=/v1/token error={}",
+                       ctx.request_id, log::Quoted(answer.error().ToString()));
+    }
+    const oidc::OAuthError oe = oidc::ToOAuthError(answer.error());
+    // The reason label is precise only once the token is verified.
+    const bool unverified = service::BrokerService::IsUnverifiedRejection(answer.error());
+    metrics->CountTokenExchange(oe.error, unverified ? std::string_view("unverified")
+                                                     : std::string_view(answer.error().reason));
+    WriteJson(res, oe.status, oidc::OAuthErrorBody(oe));
+    if (answer.error().retryable && answer.error().retry_after.count() > 0) {
+      res.SetHeader("Retry-After", std::to_string(answer.error().retry_after.count()));
+    }
+  });
 }
 
-void HttpServer::Serve() { impl_->server->listen_after_bind(); }
+Result<int> HttpServer::Bind() { return impl_->transport->Bind(); }
+
+void HttpServer::Serve() { impl_->transport->Serve(); }
 
 void HttpServer::Stop() {
-  if (impl_ && impl_->server) {
-    impl_->server->stop();
+  if (impl_ && impl_->transport) {
+    impl_->transport->Stop();
   }
 }
 
-bool HttpServer::IsRunning() const { return impl_->server->is_running(); }
+bool HttpServer::IsRunning() const { return impl_->transport->IsRunning(); }
 
 }  // namespace jitbroker::http

@@ -1,18 +1,17 @@
-// HttpServer: the REST API (DESIGN §4) on cpp-httplib: one route table,
-// per-request ids, bearer authentication, strict JSON bodies, RFC 9457
-// problem+json errors with stable codes, a JSON access log without secrets,
-// Prometheus metrics, TCP_NODELAY, a bounded worker pool that sheds load with
-// 503, and a body size limit.
+// HttpServer: the REST API (DESIGN §4, docs/api.md) on the broker's HTTP
+// listener (broker/http/transport.h): one route table, server-chosen request
+// ids, bearer authentication, strict JSON bodies, RFC 9457 problem+json
+// errors with stable codes, an access log whose every client-chosen value is
+// quoted, Prometheus metrics, and the bounds of docs/architecture.md ("The
+// HTTP listener").
 //
-// Thread-safety: handlers run on the worker pool and only touch the
-// thread-safe BrokerService and Metrics. Start/Stop from one thread.
+// Thread-safety: handlers run on the listener's worker threads and only touch
+// the thread-safe BrokerService and Metrics. Start/Stop from one thread.
 #pragma once
 
-#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "broker/common/metrics.h"
 #include "broker/config/config.h"
@@ -34,7 +33,8 @@ class HttpServer {
   [[nodiscard]] Result<int> Bind();
   // Serves until Stop(); blocks.
   void Serve();
-  // Stops accepting and drains in-flight requests.
+  // Stops accepting and drains in-flight requests. Safe to call before,
+  // during or after Serve(), from any thread, more than once.
   void Stop();
   bool IsRunning() const;
 

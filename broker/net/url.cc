@@ -2,6 +2,8 @@
 
 #include <charconv>
 
+#include "broker/common/text.h"
+
 namespace jitbroker::net {
 
 namespace {
@@ -73,6 +75,65 @@ bool IsLoopbackUrl(std::string_view url) {
     return false;
   }
   return IsLoopbackHost(AuthorityHost(authority));
+}
+
+namespace {
+
+Result<std::string> FormDecode(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    if (c == '+') {
+      out += ' ';
+    } else if (c == '%') {
+      if (i + 2 >= s.size()) {
+        return std::unexpected(
+            InvalidArgument("invalid_request", "the form data has a truncated %-escape"));
+      }
+      const int hi = text::HexDigitValue(s[i + 1]);
+      const int lo = text::HexDigitValue(s[i + 2]);
+      if (hi < 0 || lo < 0) {
+        return std::unexpected(
+            InvalidArgument("invalid_request", "the form data has an invalid %-escape"));
+      }
+      out += static_cast<char>(hi * 16 + lo);
+      i += 2;
+    } else {
+      out += c;
+    }
+  }
+  if (out.find('\0') != std::string::npos) {
+    return std::unexpected(InvalidArgument("invalid_request", "the form data contains a NUL byte"));
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<std::vector<std::pair<std::string, std::string>>> ParseForm(std::string_view data) {
+  std::vector<std::pair<std::string, std::string>> out;
+  size_t start = 0;
+  while (start <= data.size()) {
+    size_t amp = data.find('&', start);
+    if (amp == std::string_view::npos) {
+      amp = data.size();
+    }
+    std::string_view pair = data.substr(start, amp - start);
+    if (!pair.empty()) {
+      const size_t eq = pair.find('=');
+      JITBROKER_ASSIGN_OR_RETURN(std::string name, FormDecode(pair.substr(0, eq)));
+      JITBROKER_ASSIGN_OR_RETURN(
+          std::string value,
+          FormDecode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1)));
+      out.emplace_back(std::move(name), std::move(value));
+    }
+    if (amp >= data.size()) {
+      break;
+    }
+    start = amp + 1;
+  }
+  return out;
 }
 
 }  // namespace jitbroker::net

@@ -5,7 +5,12 @@
 // Thread-safety: pure functions.
 #pragma once
 
+#include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
+
+#include "jitbroker/result.h"
 
 namespace jitbroker::net {
 
@@ -20,5 +25,12 @@ std::string_view AuthorityHost(std::string_view authority);
 
 // True when `url` is http:// or https:// with a loopback host.
 bool IsLoopbackUrl(std::string_view url);
+
+// Splits application/x-www-form-urlencoded data (a form body or a URL query)
+// into name/value pairs in order ('+' is a space, %XX decoded; empty pairs
+// skipped). Errors: kInvalidArgument "invalid_request" for a bad %-escape or
+// a NUL byte.
+[[nodiscard]] Result<std::vector<std::pair<std::string, std::string>>> ParseForm(
+    std::string_view data);
 
 }  // namespace jitbroker::net

@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "broker/common/text.h"
+#include "broker/net/url.h"
 #include "broker/oidc/token_verifier.h"
 
 namespace jitbroker::oidc {
@@ -14,34 +15,6 @@ namespace {
 
 Error BadRequest(std::string message) {
   return InvalidArgument("invalid_request", std::move(message));
-}
-
-Result<std::string> Decode(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size(); ++i) {
-    const char c = s[i];
-    if (c == '+') {
-      out += ' ';
-    } else if (c == '%') {
-      if (i + 2 >= s.size()) {
-        return std::unexpected(BadRequest("the form body has a truncated %-escape"));
-      }
-      const int hi = text::HexDigitValue(s[i + 1]);
-      const int lo = text::HexDigitValue(s[i + 2]);
-      if (hi < 0 || lo < 0) {
-        return std::unexpected(BadRequest("the form body has an invalid %-escape"));
-      }
-      out += static_cast<char>(hi * 16 + lo);
-      i += 2;
-    } else {
-      out += c;
-    }
-  }
-  if (out.find('\0') != std::string::npos) {
-    return std::unexpected(BadRequest("the form body contains a NUL byte"));
-  }
-  return out;
 }
 
 // One table: internal reason -> RFC 6749 code. Reasons not listed fall back
@@ -72,33 +45,8 @@ constexpr ReasonRow kReasons[] = {
 
 }  // namespace
 
-Result<std::vector<std::pair<std::string, std::string>>> ParseForm(std::string_view body) {
-  std::vector<std::pair<std::string, std::string>> out;
-  size_t start = 0;
-  while (start <= body.size()) {
-    size_t amp = body.find('&', start);
-    if (amp == std::string_view::npos) {
-      amp = body.size();
-    }
-    std::string_view pair = body.substr(start, amp - start);
-    if (!pair.empty()) {
-      const size_t eq = pair.find('=');
-      JITBROKER_ASSIGN_OR_RETURN(std::string name, Decode(pair.substr(0, eq)));
-      JITBROKER_ASSIGN_OR_RETURN(
-          std::string value,
-          Decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1)));
-      out.emplace_back(std::move(name), std::move(value));
-    }
-    if (amp >= body.size()) {
-      break;
-    }
-    start = amp + 1;
-  }
-  return out;
-}
-
 Result<TokenExchangeRequest> ParseTokenExchangeForm(std::string_view body) {
-  JITBROKER_ASSIGN_OR_RETURN(auto params, ParseForm(body));
+  JITBROKER_ASSIGN_OR_RETURN(auto params, net::ParseForm(body));
   static constexpr std::string_view kKnown[] = {
       "grant_type", "subject_token",        "subject_token_type", "audience",        "resource",
       "scope",      "requested_token_type", "actor_token",        "actor_token_type"};
@@ -202,6 +150,7 @@ OAuthError ToOAuthError(const Error& e) {
       case ErrorCode::kInvalidArgument:
       case ErrorCode::kPayloadTooLarge:
       case ErrorCode::kUnsupportedMediaType:
+      case ErrorCode::kMethodNotAllowed:
         out.error = "invalid_request";
         break;
       case ErrorCode::kUnauthenticated:

@@ -55,12 +55,6 @@ struct TokenExchangeRequest {
   std::optional<std::string> requested_token_type;
 };
 
-// Splits an application/x-www-form-urlencoded body into name/value pairs
-// ('+' is a space, %XX decoded). Errors: kInvalidArgument "invalid_request"
-// for a bad %-escape or a NUL byte.
-[[nodiscard]] Result<std::vector<std::pair<std::string, std::string>>> ParseForm(
-    std::string_view body);
-
 // Parses and checks an RFC 8693 request body (see the file comment). Errors
 // are kInvalidArgument with reason "invalid_request" or
 // "unsupported_grant_type".

@@ -41,7 +41,8 @@
 namespace jitbroker::service {
 
 struct CallContext {
-  std::string request_id;
+  std::string request_id;         // always the server's own (req_…)
+  std::string client_request_id;  // the client's X-Request-Id if valid, else empty; audited apart
   authn::Caller caller;
 };
 

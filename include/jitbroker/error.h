@@ -30,6 +30,7 @@ enum class ErrorCode {
   kResourceExhausted,
   kPayloadTooLarge,
   kUnsupportedMediaType,
+  kMethodNotAllowed,
   kUnavailable,
   kDeadlineExceeded,
   kInternal,
@@ -41,7 +42,7 @@ inline constexpr ErrorCode kAllErrorCodes[] = {
     ErrorCode::kPermissionDenied,   ErrorCode::kNotFound,
     ErrorCode::kAlreadyExists,      ErrorCode::kFailedPrecondition,
     ErrorCode::kResourceExhausted,  ErrorCode::kPayloadTooLarge,
-    ErrorCode::kUnsupportedMediaType, ErrorCode::kUnavailable,
+    ErrorCode::kUnsupportedMediaType, ErrorCode::kMethodNotAllowed, ErrorCode::kUnavailable,
     ErrorCode::kDeadlineExceeded,   ErrorCode::kInternal,
 };
 

@@ -284,7 +284,8 @@ TEST_CASE("TokenExchange: a GitHub Actions token becomes a scoped, audited, revo
     // and holds neither the subject token nor the minted credential.
     std::ifstream in(env.broker->access_log_path());
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const size_t at = text.find("route=/v1/token path=/v1/token status=200");
+    // (The file holds JSON lines: the quotes around the path are escaped.)
+    const size_t at = text.find(R"(route=/v1/token path=\"/v1/token\" status=200)");
     REQUIRE(at != std::string::npos);
     const size_t bytes = text.find("bytes_in=", at);
     REQUIRE(bytes != std::string::npos);

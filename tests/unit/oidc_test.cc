@@ -18,6 +18,7 @@
 #include "broker/crypto/crypto.h"
 #include "broker/crypto/jose.h"
 #include "broker/net/http_client.h"
+#include "broker/net/url.h"
 #include "broker/oidc/jwks_cache.h"
 #include "broker/oidc/replay_cache.h"
 #include "broker/oidc/token_request.h"
@@ -44,18 +45,18 @@ std::string Compact(const json& header, const json& payload, const std::string& 
 // The request
 
 TEST_CASE("TokenRequest: form decoding") {
-  auto f = ParseForm("a=1&b=x+y%20z&c=&d&e=%2B%26%3D");
+  auto f = net::ParseForm("a=1&b=x+y%20z&c=&d&e=%2B%26%3D");
   REQUIRE(f);
   REQUIRE(f->size() == 5);
   CHECK((*f)[1] == std::pair<std::string, std::string>{"b", "x y z"});
   CHECK((*f)[2].second.empty());
   CHECK((*f)[3] == std::pair<std::string, std::string>{"d", ""});
   CHECK((*f)[4].second == "+&=");
-  CHECK(ParseForm("")->empty());
-  CHECK(ParseForm("&&")->empty());
+  CHECK(net::ParseForm("")->empty());
+  CHECK(net::ParseForm("&&")->empty());
   for (const char* bad : {"a=%", "a=%4", "a=%zz", "a=%00"}) {
     CAPTURE(bad);
-    auto r = ParseForm(bad);
+    auto r = net::ParseForm(bad);
     REQUIRE_FALSE(r);
     CHECK(r.error().Reason() == "invalid_request");
   }

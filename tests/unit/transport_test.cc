@@ -1,0 +1,489 @@
+// The HTTP listener's bounds (broker/http/transport.h), attacked over raw
+// loopback sockets the way the security review did (issue #10 findings 2
+// and 3): unbounded chunked bodies, content-encoded bodies, oversized and
+// over-numerous headers, ambiguous framing, slow clients, connection floods
+// and a saturated worker pool.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include "broker/http/transport.h"
+
+namespace jitbroker::http {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A handler with two routes: POST /echo (body limit 1 KiB) answers the body's
+// length; GET /block waits until released; GET /fast answers at once.
+class TestHandler final : public RequestHandler {
+ public:
+  Result<RoutePlan> Plan(Request& head) override {
+    RoutePlan p;
+    if (head.path() == "/echo" && head.method == "POST") {
+      p.max_body_bytes = 1024;
+    } else if (head.path() == "/stream" && head.method == "POST") {
+      p.max_body_bytes = 1024;
+      p.allow_chunked = true;
+    } else if ((head.path() == "/block" || head.path() == "/fast") && head.method == "GET") {
+      p.max_body_bytes = 0;
+    } else if (head.path() == "/inline" && head.method == "GET") {
+      p.inline_handler = true;
+    } else {
+      return std::unexpected(NotFound("no_route", "no such endpoint"));
+    }
+    head.route = std::string(head.path());
+    return p;
+  }
+  void Handle(Request& req, Response& res) override {
+    if (req.path() == "/block") {
+      std::unique_lock lock(mu);
+      ++blocked;
+      cv.notify_all();
+      cv.wait(lock, [&] { return released; });
+    }
+    res.status = 200;
+    res.content_type = "text/plain";
+    res.body = req.path() == "/echo" || req.path() == "/stream"
+                   ? "len=" + std::to_string(req.body.size())
+                   : "ok";
+    last_request_id = req.request_id;
+    last_client_request_id = req.client_request_id;
+  }
+  void RenderError(const Request&, const Error& e, Response& res) override {
+    res.status = InfoFor(e.code).http_status;
+    res.content_type = "text/plain";
+    res.body = std::string(e.Reason());
+    if (e.retryable && e.retry_after.count() > 0) {
+      res.SetHeader("Retry-After", std::to_string(e.retry_after.count()));
+    }
+  }
+  void Finished(const Request&, const Response&, std::chrono::steady_clock::duration) override {
+    ++finished;
+  }
+  void Shed() override { ++shed; }
+
+  void Release() {
+    std::lock_guard lock(mu);
+    released = true;
+    cv.notify_all();
+  }
+  void WaitBlocked(int n) {
+    std::unique_lock lock(mu);
+    cv.wait_for(lock, 10s, [&] { return blocked >= n; });
+  }
+
+  std::mutex mu;
+  std::condition_variable cv;
+  int blocked = 0;
+  bool released = false;
+  std::atomic<int> finished{0};
+  std::atomic<int> shed{0};
+  std::string last_request_id, last_client_request_id;
+};
+
+class Listener {
+ public:
+  explicit Listener(TransportOptions opts) {
+    auto t = Transport::Create(std::move(opts), &handler);
+    REQUIRE(t);
+    transport = std::move(*t);
+    auto port_or = transport->Bind();
+    REQUIRE(port_or);
+    port = *port_or;
+    thread = std::thread([this] { transport->Serve(); });
+  }
+  ~Listener() {
+    handler.Release();
+    transport->Stop();
+    thread.join();
+  }
+  TestHandler handler;
+  std::unique_ptr<Transport> transport;
+  int port = 0;
+  std::thread thread;
+};
+
+// A raw client socket with a receive timeout.
+class Conn {
+ public:
+  explicit Conn(int port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd_ >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+    int one = 1;
+    ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  }
+  ~Conn() {
+    if (fd_ >= 0) {
+      ::close(fd_);
+    }
+  }
+  // False once the peer has closed (EPIPE/ECONNRESET).
+  bool Send(std::string_view data) {
+    while (!data.empty()) {
+      ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n <= 0) {
+        return false;
+      }
+      data.remove_prefix(static_cast<size_t>(n));
+    }
+    return true;
+  }
+  // Reads until the connection closes or `timeout` passes or one full
+  // response (head + Content-Length body) is in.
+  std::string ReadResponse(std::chrono::milliseconds timeout = 5000ms) {
+    std::string out;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      if (Complete(out)) {
+        return out;
+      }
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) {
+        return out;
+      }
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) {
+        return out;
+      }
+      char buf[4096];
+      ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+      if (n <= 0) {
+        closed_ = true;
+        return out;
+      }
+      out.append(buf, static_cast<size_t>(n));
+    }
+  }
+  // True when the peer closes within `timeout` (reads and drops data).
+  bool ClosedWithin(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!closed_) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) {
+        return false;
+      }
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) {
+        return false;
+      }
+      char buf[4096];
+      if (::recv(fd_, buf, sizeof(buf), 0) <= 0) {
+        closed_ = true;
+      }
+    }
+    return true;
+  }
+
+ private:
+  static bool Complete(const std::string& s) {
+    const size_t end = s.find("\r\n\r\n");
+    if (end == std::string::npos) {
+      return false;
+    }
+    const size_t cl = s.find("Content-Length: ");
+    if (cl == std::string::npos || cl > end) {
+      return true;
+    }
+    const size_t len = std::stoul(s.substr(cl + 16));
+    return s.size() >= end + 4 + len;
+  }
+  int fd_ = -1;
+  bool closed_ = false;
+};
+
+int StatusOf(const std::string& response) {
+  if (response.size() < 12 || response.rfind("HTTP/1.", 0) != 0) {
+    return 0;
+  }
+  return std::stoi(response.substr(9, 3));
+}
+
+TransportOptions SmallOptions() {
+  TransportOptions o;
+  o.port = 0;
+  o.io_threads = 1;
+  o.worker_threads = 2;
+  o.max_queued_requests = 2;
+  o.max_header_bytes = 4096;
+  o.max_header_count = 20;
+  o.max_body_bytes = 4096;
+  o.max_connections = 64;
+  o.max_connections_per_address = 16;
+  o.request_timeout = 1500ms;
+  o.idle_timeout = 3000ms;
+  o.write_timeout = 2000ms;
+  return o;
+}
+
+TEST_CASE("Transport: serves keep-alive requests and ids its requests itself") {
+  Listener l(SmallOptions());
+  Conn c(l.port);
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(c.Send("POST /echo HTTP/1.1\r\nHost: x\r\nX-Request-Id: sweeper\r\n"
+                   "Content-Length: 5\r\n\r\nhello"));
+    const std::string r = c.ReadResponse();
+    CHECK(StatusOf(r) == 200);
+    CHECK(r.find("len=5") != std::string::npos);
+    // The answer carries the server's id, never the client's.
+    CHECK(r.find("X-Request-Id: req_") != std::string::npos);
+    CHECK(r.find("X-Request-Id: sweeper") == std::string::npos);
+  }
+  CHECK(l.handler.last_request_id.rfind("req_", 0) == 0);
+  CHECK(l.handler.last_client_request_id == "sweeper");
+}
+
+TEST_CASE("Transport: a chunked body to a buffering route is refused before it is read") {
+  Listener l(SmallOptions());
+  Conn c(l.port);
+  REQUIRE(c.Send("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"));
+  // The answer comes without the body having been sent at all.
+  const std::string r = c.ReadResponse(2000ms);
+  CHECK(StatusOf(r) == 411);
+  CHECK(r.find("Connection: close") != std::string::npos);
+  CHECK(c.ClosedWithin(2000ms));
+}
+
+TEST_CASE("Transport: a chunked body on a streaming route is bounded after decoding") {
+  Listener l(SmallOptions());
+  SUBCASE("within the limit") {
+    Conn c(l.port);
+    REQUIRE(c.Send("POST /stream HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   "5\r\nhello\r\n0\r\n\r\n"));
+    const std::string r = c.ReadResponse();
+    CHECK(StatusOf(r) == 200);
+    CHECK(r.find("len=5") != std::string::npos);
+  }
+  SUBCASE("beyond the limit: 413 as soon as the limit is crossed") {
+    Conn c(l.port);
+    REQUIRE(c.Send("POST /stream HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"));
+    std::string chunk = "400\r\n" + std::string(1024, 'a') + "\r\n";
+    bool open = true;
+    for (int i = 0; i < 4 && open; ++i) {
+      open = c.Send(chunk);
+    }
+    const std::string r = c.ReadResponse(3000ms);
+    CHECK(StatusOf(r) == 413);
+  }
+}
+
+TEST_CASE("Transport: content-encoded and oversized bodies are refused from the head") {
+  Listener l(SmallOptions());
+  SUBCASE("gzip") {
+    Conn c(l.port);
+    REQUIRE(c.Send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n"
+                   "Content-Length: 100\r\n\r\n"));
+    const std::string r = c.ReadResponse(2000ms);
+    CHECK(StatusOf(r) == 415);
+    CHECK(c.ClosedWithin(2000ms));
+  }
+  SUBCASE("Content-Length above the route's limit") {
+    Conn c(l.port);
+    REQUIRE(c.Send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2048\r\n\r\n"));
+    CHECK(StatusOf(c.ReadResponse(2000ms)) == 413);
+    CHECK(c.ClosedWithin(2000ms));
+  }
+  SUBCASE("Content-Length above every route's limit (200 MiB)") {
+    Conn c(l.port);
+    REQUIRE(c.Send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 209715200\r\n\r\n"));
+    CHECK(StatusOf(c.ReadResponse(2000ms)) == 413);
+  }
+  SUBCASE("a body on a route that takes none") {
+    Conn c(l.port);
+    REQUIRE(c.Send("GET /fast HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789"));
+    CHECK(StatusOf(c.ReadResponse(2000ms)) == 413);
+  }
+}
+
+TEST_CASE("Transport: ambiguous framing is answered 400 and the connection closed") {
+  Listener l(SmallOptions());
+  const char* attacks[] = {
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\n\r\n",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+      "GET /fast HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n",
+  };
+  for (const char* attack : attacks) {
+    CAPTURE(attack);
+    Conn c(l.port);
+    REQUIRE(c.Send(attack));
+    const std::string r = c.ReadResponse(2000ms);
+    CHECK(StatusOf(r) == 400);
+    CHECK(c.ClosedWithin(2000ms));
+  }
+}
+
+TEST_CASE("Transport: request heads are bounded in bytes and fields") {
+  Listener l(SmallOptions());
+  SUBCASE("one huge header line") {
+    Conn c(l.port);
+    c.Send("GET /fast HTTP/1.1\r\nHost: x\r\nX-Big: ");
+    // Keep sending far beyond the limit: the server answers and closes
+    // without buffering what follows.
+    const std::string junk(64 * 1024, 'a');
+    bool open = true;
+    for (int i = 0; i < 800 && open; ++i) {  // up to 50 MB
+      open = c.Send(junk);
+    }
+    CHECK_FALSE(open);
+    const std::string r = c.ReadResponse(2000ms);
+    if (!r.empty()) {
+      CHECK(StatusOf(r) == 431);
+    }
+  }
+  SUBCASE("too many fields") {
+    Conn c(l.port);
+    std::string head = "GET /fast HTTP/1.1\r\nHost: x\r\n";
+    for (int i = 0; i < 30; ++i) {
+      head += "X-" + std::to_string(i) + ": 1\r\n";
+    }
+    head += "\r\n";
+    REQUIRE(c.Send(head));
+    CHECK(StatusOf(c.ReadResponse(2000ms)) == 431);
+    CHECK(c.ClosedWithin(2000ms));
+  }
+}
+
+TEST_CASE("Transport: slow clients hold sockets, not workers, and are cut at the deadline") {
+  TransportOptions o = SmallOptions();
+  o.worker_threads = 1;
+  Listener l(o);
+  // More slow clients than workers, each dribbling a header line.
+  std::vector<std::unique_ptr<Conn>> slow;
+  for (int i = 0; i < 8; ++i) {
+    slow.push_back(std::make_unique<Conn>(l.port));
+    REQUIRE(slow.back()->Send("GET /fast HTTP/1.1\r\nHost: x\r\n"));
+  }
+  std::this_thread::sleep_for(300ms);
+  for (auto& c : slow) {
+    c->Send("X-Slow: 1\r\n");
+  }
+  // The worker is free: a normal request is answered at once.
+  {
+    Conn c(l.port);
+    const auto t0 = std::chrono::steady_clock::now();
+    REQUIRE(c.Send("GET /fast HTTP/1.1\r\nHost: x\r\n\r\n"));
+    CHECK(StatusOf(c.ReadResponse(1000ms)) == 200);
+    CHECK(std::chrono::steady_clock::now() - t0 < 500ms);
+  }
+  // One deadline for the whole head: dribbling does not extend it.
+  for (auto& c : slow) {
+    CHECK(c->ClosedWithin(3000ms));
+  }
+}
+
+TEST_CASE("Transport: an idle connection that never sends is closed") {
+  Listener l(SmallOptions());
+  Conn c(l.port);
+  CHECK(c.ClosedWithin(3000ms));
+}
+
+TEST_CASE("Transport: connections per address are capped with a 503") {
+  TransportOptions o = SmallOptions();
+  o.max_connections_per_address = 4;
+  Listener l(o);
+  std::vector<std::unique_ptr<Conn>> held;
+  for (int i = 0; i < 4; ++i) {
+    held.push_back(std::make_unique<Conn>(l.port));
+  }
+  std::this_thread::sleep_for(200ms);
+  CHECK(l.transport->ConnectionCount() == 4);
+  Conn extra(l.port);
+  const std::string r = extra.ReadResponse(2000ms);
+  CHECK(StatusOf(r) == 503);
+  CHECK(r.find("too_many_connections") != std::string::npos);
+  CHECK(extra.ClosedWithin(2000ms));
+  held.clear();
+  // Once they are gone, the address is served again.
+  std::this_thread::sleep_for(200ms);
+  Conn again(l.port);
+  REQUIRE(again.Send("GET /fast HTTP/1.1\r\nHost: x\r\n\r\n"));
+  CHECK(StatusOf(again.ReadResponse()) == 200);
+}
+
+TEST_CASE("Transport: a saturated worker pool sheds with 503 at once, inline routes still answer") {
+  TransportOptions o = SmallOptions();
+  o.worker_threads = 1;
+  o.max_queued_requests = 1;
+  Listener l(o);
+  Conn a(l.port), b(l.port), c(l.port), d(l.port);
+  REQUIRE(a.Send("GET /block HTTP/1.1\r\nHost: x\r\n\r\n"));
+  l.handler.WaitBlocked(1);
+  REQUIRE(b.Send("GET /fast HTTP/1.1\r\nHost: x\r\n\r\n"));  // queued
+  std::this_thread::sleep_for(200ms);
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(c.Send("GET /fast HTTP/1.1\r\nHost: x\r\n\r\n"));  // shed
+  const std::string shed = c.ReadResponse(1000ms);
+  CHECK(StatusOf(shed) == 503);
+  CHECK(shed.find("Retry-After: 1") != std::string::npos);
+  CHECK(std::chrono::steady_clock::now() - t0 < 500ms);
+  CHECK(l.handler.shed.load() >= 1);
+  REQUIRE(d.Send("GET /inline HTTP/1.1\r\nHost: x\r\n\r\n"));
+  CHECK(StatusOf(d.ReadResponse(1000ms)) == 200);
+  l.handler.Release();
+  CHECK(StatusOf(a.ReadResponse()) == 200);
+  CHECK(StatusOf(b.ReadResponse()) == 200);
+}
+
+TEST_CASE("Transport: Expect 100-continue is answered before the body is read") {
+  Listener l(SmallOptions());
+  Conn c(l.port);
+  REQUIRE(c.Send("POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                 "Content-Length: 3\r\n\r\n"));
+  const std::string cont = c.ReadResponse(1000ms);
+  CHECK(cont.rfind("HTTP/1.1 100 Continue\r\n\r\n", 0) == 0);
+  REQUIRE(c.Send("abc"));
+  std::string r = cont.substr(std::string("HTTP/1.1 100 Continue\r\n\r\n").size());
+  if (StatusOf(r) == 0) {
+    r = c.ReadResponse();
+  }
+  CHECK(StatusOf(r) == 200);
+  CHECK(r.find("len=3") != std::string::npos);
+}
+
+TEST_CASE("Transport: unknown routes") {
+  Listener l(SmallOptions());
+  SUBCASE("without a body: 404, and the connection serves on") {
+    Conn c(l.port);
+    REQUIRE(c.Send("GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"));
+    CHECK(StatusOf(c.ReadResponse()) == 404);
+    REQUIRE(c.Send("GET /fast HTTP/1.1\r\nHost: x\r\n\r\n"));
+    CHECK(StatusOf(c.ReadResponse()) == 200);
+  }
+  SUBCASE("with a body: 404 and closed, the body never read") {
+    Conn c(l.port);
+    REQUIRE(c.Send("POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"));
+    const std::string r = c.ReadResponse();
+    CHECK((StatusOf(r) == 404 || StatusOf(r) == 413));
+    CHECK(c.ClosedWithin(2000ms));
+  }
+}
+
+}  // namespace
+}  // namespace jitbroker::http
