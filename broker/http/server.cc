@@ -144,6 +144,34 @@ bool SplitPath(std::string_view path, std::vector<std::string_view>& out) {
   return true;
 }
 
+// The request-target as the access log shows it: the path, and of the query
+// only the parameter names. A client that puts a secret in the URL (a token
+// for introspection, say) does not get it written to disk.
+std::string LoggedTarget(std::string_view target) {
+  const size_t q = target.find('?');
+  if (q == std::string_view::npos) {
+    return std::string(target);
+  }
+  std::string out(target.substr(0, q + 1));
+  std::string_view query = target.substr(q + 1);
+  bool first = true;
+  while (!query.empty()) {
+    const size_t amp = query.find('&');
+    std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    if (!first) {
+      out += '&';
+    }
+    first = false;
+    const size_t eq = pair.find('=');
+    out += pair.substr(0, eq);
+    if (eq != std::string_view::npos) {
+      out += "=...";
+    }
+  }
+  return out;
+}
+
 bool IsIdSegment(std::string_view s) {
   if (s.empty() || s.size() > 64) {
     return false;
@@ -306,7 +334,7 @@ struct HttpServer::Impl final : RequestHandler {
           "event=access request_id={} client_request_id={} method={} route={} path={} status={} "
           "duration_ms={:.3f} remote={} bytes_in={} bytes_out={}",
           req.request_id, log::Quoted(req.client_request_id, 64), log::Quoted(req.method, 16),
-          req.route, log::Quoted(req.target, 1024), res.status, secs * 1000,
+          req.route, log::Quoted(LoggedTarget(req.target), 1024), res.status, secs * 1000,
           log::Quoted(req.remote_addr, 64), res.bytes_in, res.bytes_out);
     }
   }

@@ -71,7 +71,7 @@ void BrokerProcess::WriteConfig(const BrokerOptions& o) {
 )" + o.extra_tools;
   std::string yaml = "data_dir: data\n"
       "server: {listen: \"127.0.0.1:0\", threads: " + std::to_string(o.threads) +
-      ", max_body_bytes: " + std::to_string(o.max_body_bytes) + "}\n"
+      ", max_body_bytes: " + std::to_string(o.max_body_bytes) + o.server_extra + "}\n"
       "log: {level: warn, access_log: access.log}\n"
       "policy:\n"
       "  version: \"" + o.policy_version + "\"\n"

@@ -28,6 +28,7 @@ struct BrokerOptions {
   std::map<std::string, std::string> github_logins;  // principal id -> github_login
   int max_body_bytes = 65536;
   int threads = 16;
+  std::string server_extra;         // YAML appended inside `server: {…}`, e.g. ", io_threads: 1"
 };
 
 struct HttpResult {
@@ -71,6 +72,7 @@ class BrokerProcess {
   std::string audit_path() const { return dir_ + "/data/audit.jsonl"; }
   std::string access_log_path() const { return dir_ + "/access.log"; }
   int port() const { return port_; }
+  pid_t pid() const { return pid_; }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   const std::string& stdout_text() const { return stdout_; }
 

@@ -3,13 +3,6 @@
 // and 3): unbounded chunked bodies, content-encoded bodies, oversized and
 // over-numerous headers, ambiguous framing, slow clients, connection floods
 // and a saturated worker pool.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -21,6 +14,7 @@
 #include <doctest/doctest.h>
 
 #include "broker/http/transport.h"
+#include "tests/support/raw_http.h"
 
 namespace jitbroker::http {
 namespace {
@@ -117,107 +111,9 @@ class Listener {
   std::thread thread;
 };
 
-// A raw client socket with a receive timeout.
-class Conn {
- public:
-  explicit Conn(int port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd_ >= 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-    int one = 1;
-    ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  }
-  ~Conn() {
-    if (fd_ >= 0) {
-      ::close(fd_);
-    }
-  }
-  // False once the peer has closed (EPIPE/ECONNRESET).
-  bool Send(std::string_view data) {
-    while (!data.empty()) {
-      ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
-      if (n <= 0) {
-        return false;
-      }
-      data.remove_prefix(static_cast<size_t>(n));
-    }
-    return true;
-  }
-  // Reads until the connection closes or `timeout` passes or one full
-  // response (head + Content-Length body) is in.
-  std::string ReadResponse(std::chrono::milliseconds timeout = 5000ms) {
-    std::string out;
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-      if (Complete(out)) {
-        return out;
-      }
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) {
-        return out;
-      }
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) {
-        return out;
-      }
-      char buf[4096];
-      ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
-      if (n <= 0) {
-        closed_ = true;
-        return out;
-      }
-      out.append(buf, static_cast<size_t>(n));
-    }
-  }
-  // True when the peer closes within `timeout` (reads and drops data).
-  bool ClosedWithin(std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!closed_) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) {
-        return false;
-      }
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) {
-        return false;
-      }
-      char buf[4096];
-      if (::recv(fd_, buf, sizeof(buf), 0) <= 0) {
-        closed_ = true;
-      }
-    }
-    return true;
-  }
+using Conn = testing::RawHttpConnection;
 
- private:
-  static bool Complete(const std::string& s) {
-    const size_t end = s.find("\r\n\r\n");
-    if (end == std::string::npos) {
-      return false;
-    }
-    const size_t cl = s.find("Content-Length: ");
-    if (cl == std::string::npos || cl > end) {
-      return true;
-    }
-    const size_t len = std::stoul(s.substr(cl + 16));
-    return s.size() >= end + 4 + len;
-  }
-  int fd_ = -1;
-  bool closed_ = false;
-};
-
-int StatusOf(const std::string& response) {
-  if (response.size() < 12 || response.rfind("HTTP/1.", 0) != 0) {
-    return 0;
-  }
-  return std::stoi(response.substr(9, 3));
-}
+int StatusOf(const std::string& response) { return testing::RawStatus(response); }
 
 TransportOptions SmallOptions() {
   TransportOptions o;
