@@ -1,13 +1,15 @@
-// ceiling_server: the benchmark's ceiling, a trivial cpp-httplib server.
+// ceiling_server: the benchmark's ceiling, a trivial endpoint on the broker's
+// own HTTP listener (broker/http/transport.h), and its floor.
 //
-//   ceiling_server PORT [THREADS [FLOOR_JOURNAL]]
+//   ceiling_server PORT [THREADS [FLOOR_JOURNAL]] [--stack broker|httplib] [--io-threads N]
 //
 // Serves GET/POST /ping with a small JSON body on 127.0.0.1:PORT (0 picks a
-// free port) with the same HTTP settings as the broker's listener
-// (broker/http/server.cc): TCP_NODELAY, a worker pool of THREADS (default 64,
-// as in bench/bench.yaml; cpp-httplib holds one keep-alive connection per
-// worker), up to 1000 requests per keep-alive connection, 10 s read/write
-// timeouts. Whatever the broker adds on top of this (auth, policy, minting,
+// free port) on the same listener code and settings as the daemon
+// (--stack broker, the default: TCP_NODELAY, THREADS handler threads, the
+// same limits) or, for reference, on cpp-httplib 0.11.4 as the broker used
+// before issue #10 (--stack httplib: a pool of THREADS threads, which must
+// exceed the connection count since it holds one keep-alive connection per
+// thread). Whatever the broker adds on top of this (auth, policy, minting,
 // durable audit) is what bench/run.sh measures as the ratio b/a.
 //
 // With FLOOR_JOURNAL (a file path) it also serves the *floor*: the work every
@@ -36,6 +38,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -48,6 +52,7 @@
 
 #include "bench/write_all.h"
 #include "broker/crypto/jose.h"
+#include "broker/http/transport.h"
 
 namespace {
 
@@ -175,14 +180,75 @@ class FloorJournal {
   std::thread writer_;  // last: started once the rest is initialised
 };
 
+
+// One endpoint's answer, whatever the stack that serves it.
+struct Answer {
+  int status = 200;
+  std::string_view body;
+};
+using Endpoint = std::function<Answer()>;
+
+// Serves the endpoints on the broker's own listener.
+class BrokerStack final : public jitbroker::http::RequestHandler {
+ public:
+  explicit BrokerStack(std::map<std::string, Endpoint> post, std::map<std::string, Endpoint> get)
+      : post_(std::move(post)), get_(std::move(get)) {}
+  jitbroker::Result<jitbroker::http::RoutePlan> Plan(jitbroker::http::Request& head) override {
+    const auto& table = head.method == "POST" ? post_ : get_;
+    auto it = table.find(std::string(head.path()));
+    if (it == table.end()) {
+      return std::unexpected(jitbroker::NotFound("no_route", "no such endpoint"));
+    }
+    head.route_id = 0;
+    jitbroker::http::RoutePlan plan;
+    plan.max_body_bytes = 64 * 1024;
+    return plan;
+  }
+  void Handle(jitbroker::http::Request& req, jitbroker::http::Response& res) override {
+    const auto& table = req.method == "POST" ? post_ : get_;
+    const Answer a = table.at(std::string(req.path()))();
+    res.status = a.status;
+    res.content_type = "application/json";
+    res.body = std::string(a.body);
+  }
+  void RenderError(const jitbroker::http::Request&, const jitbroker::Error& e,
+                   jitbroker::http::Response& res) override {
+    res.status = jitbroker::InfoFor(e.code).http_status;
+  }
+  void Finished(const jitbroker::http::Request&, const jitbroker::http::Response&,
+                std::chrono::steady_clock::duration) override {}
+
+ private:
+  std::map<std::string, Endpoint> post_, get_;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int port = 0;
   int threads = 64;
-  if (argc < 2 || argc > 4 || !ParseInt(argv[1], 0, 65535, port) ||
-      (argc >= 3 && !ParseInt(argv[2], 1, 1024, threads))) {
-    std::fprintf(stderr, "usage: ceiling_server PORT [THREADS [FLOOR_JOURNAL]]\n");
+  int io_threads = 2;
+  std::string stack = "broker";
+  std::vector<const char*> positional;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "--stack" && i + 1 < argc) {
+      stack = argv[++i];
+    } else if (a == "--io-threads" && i + 1 < argc) {
+      if (!ParseInt(argv[++i], 1, 64, io_threads)) {
+        positional.clear();
+        break;
+      }
+    } else {
+      positional.push_back(argv[i]);
+    }
+  }
+  if (positional.empty() || positional.size() > 3 || !ParseInt(positional[0], 0, 65535, port) ||
+      (positional.size() >= 2 && !ParseInt(positional[1], 1, 1024, threads)) ||
+      (stack != "broker" && stack != "httplib")) {
+    std::fprintf(stderr,
+                 "usage: ceiling_server PORT [THREADS [FLOOR_JOURNAL]] [--stack broker|httplib] "
+                 "[--io-threads N]\n");
     return 2;
   }
 
@@ -194,20 +260,9 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  httplib::Server svr;
-  svr.set_tcp_nodelay(true);
-  svr.set_keep_alive_max_count(1000);
-  svr.set_read_timeout(10, 0);
-  svr.set_write_timeout(10, 0);
-  svr.set_payload_max_length(64 * 1024);
-  const size_t pool = static_cast<size_t>(threads);
-  svr.new_task_queue = [pool] { return new httplib::ThreadPool(pool); };
-
-  auto ping = [](const httplib::Request&, httplib::Response& res) {
-    res.set_content(R"({"status":"ok"})", "application/json");
-  };
-  svr.Get("/ping", ping);
-  svr.Post("/ping", ping);
+  static constexpr std::string_view kPong = R"({"status":"ok"})";
+  std::map<std::string, Endpoint> post, get;
+  post["/ping"] = get["/ping"] = [] { return Answer{200, kPong}; };
 
   // The floor (see the top of this file), signed and verified with the
   // broker's own JOSE code. The inputs are fixed: the cost of a signature or
@@ -220,15 +275,15 @@ int main(int argc, char** argv) {
   std::string subject_sig;
   const std::string line = std::string(1100, 'r') + "\n";  // one chained audit record
   const std::string answer(700, 'a');                      // a grant response body
-  if (argc == 4) {
+  if (positional.size() == 3) {
     using jitbroker::crypto::JwsAlg;
     using jitbroker::crypto::SigningKey;
     auto fail = [&] {
-      std::fprintf(stderr, "ceiling_server: cannot set up the floor (%s): %s\n", argv[3],
+      std::fprintf(stderr, "ceiling_server: cannot set up the floor (%s): %s\n", positional[2],
                    std::strerror(errno));
       return 1;
     };
-    journal = FloorJournal::Open(argv[3]);
+    journal = FloorJournal::Open(positional[2]);
     auto es = SigningKey::Generate(JwsAlg::kES256);
     auto rs = SigningKey::Generate(JwsAlg::kRS256);
     if (!journal || !es || !rs) {
@@ -242,23 +297,67 @@ int main(int argc, char** argv) {
     es256 = std::move(*es);
     rs256 = std::move(*rs_pub);
     subject_sig = std::move(*rs_sig);
-    auto floor = [&](bool verify_subject) {
-      return [&, verify_subject](const httplib::Request&, httplib::Response& res) {
+    auto floor = [&](bool verify_subject) -> Endpoint {
+      return [&, verify_subject]() -> Answer {
         if ((verify_subject && !rs256->Verify(subject, subject_sig)) || !es256->Sign(claims) ||
             !journal->Append(line)) {
-          res.status = 500;
-          return;
+          return Answer{500, {}};
         }
-        res.status = 201;
-        res.set_content(answer, "application/json");
+        return Answer{201, answer};
       };
     };
-    svr.Post("/floor/grant", floor(false));
-    svr.Post("/floor/exchange", floor(true));
+    post["/floor/grant"] = floor(false);
+    post["/floor/exchange"] = floor(true);
   }
 
-  int bound = port == 0 ? svr.bind_to_any_port("127.0.0.1")
-                        : (svr.bind_to_port("127.0.0.1", port) ? port : -1);
+  int bound = -1;
+  std::function<void()> serve_fn, stop_fn;
+  httplib::Server svr;
+  BrokerStack handler(post, get);
+  std::unique_ptr<jitbroker::http::Transport> transport;
+  if (stack == "httplib") {
+    svr.set_tcp_nodelay(true);
+    svr.set_keep_alive_max_count(1000);
+    svr.set_read_timeout(10, 0);
+    svr.set_write_timeout(10, 0);
+    svr.set_payload_max_length(64 * 1024);
+    const size_t pool = static_cast<size_t>(threads);
+    svr.new_task_queue = [pool] { return new httplib::ThreadPool(pool); };
+    for (auto& [path, fn] : post) {
+      svr.Post(path, [fn](const httplib::Request&, httplib::Response& res) {
+        const Answer a = fn();
+        res.status = a.status;
+        res.set_content(std::string(a.body), "application/json");
+      });
+    }
+    for (auto& [path, fn] : get) {
+      svr.Get(path, [fn](const httplib::Request&, httplib::Response& res) {
+        const Answer a = fn();
+        res.status = a.status;
+        res.set_content(std::string(a.body), "application/json");
+      });
+    }
+    bound = port == 0 ? svr.bind_to_any_port("127.0.0.1")
+                      : (svr.bind_to_port("127.0.0.1", port) ? port : -1);
+    serve_fn = [&svr] { svr.listen_after_bind(); };
+    stop_fn = [&svr] { svr.stop(); };
+  } else {
+    // The daemon's defaults (broker/config/config.h ServerConfig), but for
+    // the thread counts given here and no connection cap below the load.
+    jitbroker::http::TransportOptions opts;
+    opts.port = port;
+    opts.worker_threads = threads;
+    opts.io_threads = io_threads;
+    opts.max_queued_requests = 4096;
+    auto t = jitbroker::http::Transport::Create(opts, &handler);
+    if (t) {
+      transport = std::move(*t);
+      auto p = transport->Bind();
+      bound = p ? *p : -1;
+    }
+    serve_fn = [&transport] { transport->Serve(); };
+    stop_fn = [&transport] { transport->Stop(); };
+  }
   if (bound <= 0) {
     std::fprintf(stderr, "ceiling_server: cannot listen on 127.0.0.1:%d: %s\n", port,
                  std::strerror(errno));
@@ -266,14 +365,14 @@ int main(int argc, char** argv) {
   }
   // The socket is already listening: connections queue in the backlog until
   // the accept loop starts.
-  std::thread serve([&svr] { svr.listen_after_bind(); });
+  std::thread serve(serve_fn);
   std::printf("ceiling listening on port %d\n", bound);
   std::fflush(stdout);
 
   int sig = 0;
   while (sigwait(&signals, &sig) != 0) {
   }
-  svr.stop();
+  stop_fn();
   serve.join();
   return 0;
 }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # jitbroker benchmark: in one run, measures
-#   (a) the ceiling: a trivial cpp-httplib endpoint (bench/ceiling_server), and
+#   (a) the ceiling: a trivial endpoint on the broker's own listener
+#       (bench/ceiling_server), next to the same endpoint on cpp-httplib (the
+#       listener before issue #10, for reference), and
 #   (b) allowed grant requests end to end (auth + policy + ES256 mint + durable
 #       group-committed store/audit write) against the real daemon,
 # then the grant path again, open loop at half its measured peak, and
@@ -159,6 +161,20 @@ stop_pid "$CEILING_PID"  # free the CPU for the broker run
 CEILING_PID=""
 rm -f "$TMP"/floor.journal*
 
+# The same trivial endpoint on cpp-httplib, the listener before issue #10.
+echo "bench: (a') cpp-httplib /ping: $CONNS connections, ${WARMUP}s warm-up + ${DURATION}s" >&2
+"$BIN/ceiling_server" 0 "$THREADS" --stack httplib >"$TMP/httplib.out" 2>"$TMP/httplib.err" &
+CEILING_PID=$!
+HTTPLIB_PORT=$(wait_port "$TMP/httplib.out" "$CEILING_PID") ||
+  die "ceiling_server --stack httplib did not start: $(cat "$TMP/httplib.err")"
+"${LOADGEN[@]}" -l httplib -w "$WARMUP" -d "$DURATION" -m POST -b '{}' \
+  --url "http://127.0.0.1:$HTTPLIB_PORT/ping" >"$TMP/httplib.txt" ||
+  die "loadgen against cpp-httplib failed: $(cat "$TMP/httplib.txt")"
+cat "$TMP/httplib.txt" >&2
+HTTPLIB=$(grep '^RESULT ' "$TMP/httplib.txt")
+stop_pid "$CEILING_PID"
+CEILING_PID=""
+
 # --- broker -------------------------------------------------------------------
 cp bench/bench.yaml "$TMP/bench.yaml"
 sed -i "s/^  threads: 64$/  threads: $THREADS/" "$TMP/bench.yaml"
@@ -270,6 +286,8 @@ mkdir -p "$RESULTS_DIR"
   echo
   printf '%-34s %12s %10s %10s\n' "" "req/s" "p50 ms" "p99 ms"
   printf '%-34s %12s %10s %10s\n' "(a) ceiling POST /ping" "$C_RPS" "$C_P50" "$C_P99"
+  printf '%-34s %12s %10s %10s\n' "(a') cpp-httplib POST /ping" "$(field rps <<<"$HTTPLIB")" \
+    "$(field p50_ms <<<"$HTTPLIB")" "$(field p99_ms <<<"$HTTPLIB")"
   printf '%-34s %12s %10s %10s\n' "    floor POST /floor/grant" "$F_RPS" "$(field p50_ms <<<"$FLOOR_G")" "$(field p99_ms <<<"$FLOOR_G")"
   printf '%-34s %12s %10s %10s\n' "    floor POST /floor/exchange" "$FX_RPS" "$(field p50_ms <<<"$FLOOR_X")" "$(field p99_ms <<<"$FLOOR_X")"
   printf '%-34s %12s %10s %10s\n' "(b) grants (closed loop)" "$G_RPS" "$G_P50" "$G_P99"
