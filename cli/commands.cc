@@ -913,6 +913,11 @@ Result<int> ApprovalsList(const Context& ctx, const Invocation& inv) {
     if (!all || next_cursor.is_null()) {
       break;
     }
+    if (next_cursor.get<std::string>() == cursor) {
+      // A broker that ignores `cursor` would hand back the same page forever.
+      *ctx.err << "warning: the broker did not advance past cursor " << cursor << "; stopping\n";
+      break;
+    }
     cursor = next_cursor.get<std::string>();
   }
   if (ctx.json) {
@@ -930,8 +935,7 @@ Result<int> ApprovalsList(const Context& ctx, const Invocation& inv) {
     for (const json& item : approvals) {
       rows.push_back(ApprovalListRow(item));
     }
-    PrintTable(ctx,
-               {"APPROVAL_ID", "TIER", "PRINCIPAL", "AGENT", "TOOL", "RESOURCE", "EXPIRES_AT"},
+    PrintTable(ctx, {"APPROVAL_ID", "TIER", "PRINCIPAL", "AGENT", "TOOL", "RESOURCE", "EXPIRES_AT"},
                rows);
   }
   if (!next_cursor.is_null()) {

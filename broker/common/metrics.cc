@@ -124,7 +124,9 @@ std::string Metrics::Render() const {
   out += "# HELP jitbroker_http_requests_shed_total Requests answered 503 because the server was saturated.\n";
   out += "# TYPE jitbroker_http_requests_shed_total counter\n";
   out += fmt::format("jitbroker_http_requests_shed_total {}\n", shed_.load());
-  out += "# HELP jitbroker_rate_limited_total Requests refused by a rate limit or a bound, by limit.\n";
+  out +=
+      "# HELP jitbroker_rate_limited_total Requests refused by a rate limit or a bound, by "
+      "limit.\n";
   out += "# TYPE jitbroker_rate_limited_total counter\n";
   for (const auto& [limit, n] : rate_limited_) {
     out += fmt::format("jitbroker_rate_limited_total{{limit=\"{}\"}} {}\n", limit, n);

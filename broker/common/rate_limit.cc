@@ -98,7 +98,8 @@ KeyedRateLimiter::Outcome KeyedRateLimiter::Acquire(std::string_view key) {
   if (it == buckets_.end()) {
     TimePoint retry_at;
     if (!MakeRoomLocked(now, &retry_at)) {
-      return Outcome{.allowed = false, .untracked = true, .retry_after = SecondsUntil(now, retry_at)};
+      return Outcome{
+          .allowed = false, .untracked = true, .retry_after = SecondsUntil(now, retry_at)};
     }
     it = buckets_.emplace(std::string(key), Bucket{options_.limit.burst, now}).first;
   }

@@ -318,9 +318,10 @@ Status LoadTiers(Section& policy_section, Policy& policy) {
     // break-glass option below, for admins only.
     JITBROKER_ASSIGN_OR_RETURN(std::optional<bool> four_eyes, ts.OptBool("four_eyes"));
     if (four_eyes && !*four_eyes) {
-      return std::unexpected(ts.Err(
-          "four_eyes", "four-eyes cannot be turned off; to let an admin approve their own "
-                       "agent's requests in an emergency, set self_approval: break_glass"));
+      return std::unexpected(
+          ts.Err("four_eyes",
+                 "four-eyes cannot be turned off; to let an admin approve their own "
+                 "agent's requests in an emergency, set self_approval: break_glass"));
     }
     JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> self_approval,
                                ts.OptString("self_approval"));
@@ -845,9 +846,8 @@ Status LoadApprovals(Section& top, ApprovalsConfig& approvals) {
   if (!s) {
     return OkStatus();
   }
-  JITBROKER_RETURN_IF_ERROR(Expect(
-      *s, {"default_ttl_seconds", "max_pending_per_session", "max_pending_per_principal",
-           "webhook"}));
+  JITBROKER_RETURN_IF_ERROR(Expect(*s, {"default_ttl_seconds", "max_pending_per_session",
+                                        "max_pending_per_principal", "webhook"}));
   JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> ttl,
                              s->OptInt("default_ttl_seconds", 10, 86400));
   if (ttl) {

@@ -75,9 +75,8 @@ bool MaySelfApprove(const authn::Caller& c, const Policy& policy, Tier tier) {
 
 // Opaque page cursor: base64url of "v1|<order>|<created_at s>|<ns>|<grant id>".
 std::string EncodeCursor(bool newest_first, const GrantRecord& g) {
-  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                      g.created_at.time_since_epoch())
-                      .count();
+  const auto ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(g.created_at.time_since_epoch()).count();
   const int64_t sec = ns >= 0 ? ns / 1'000'000'000 : (ns - 999'999'999) / 1'000'000'000;
   const int64_t rem = ns - sec * 1'000'000'000;
   return crypto::Base64UrlEncode(std::string("v1|") + (newest_first ? "n" : "o") + "|" +
@@ -85,8 +84,9 @@ std::string EncodeCursor(bool newest_first, const GrantRecord& g) {
 }
 
 Result<ApprovalPosition> DecodeCursor(std::string_view cursor, bool newest_first) {
-  const Error bad = InvalidArgument(
-      "invalid_cursor", "cursor is not a next_cursor of this listing (order and filters unchanged)");
+  const Error bad =
+      InvalidArgument("invalid_cursor",
+                      "cursor is not a next_cursor of this listing (order and filters unchanged)");
   if (cursor.size() > 256) {
     return std::unexpected(bad);
   }
@@ -207,7 +207,8 @@ Result<nlohmann::json> BrokerService::ListApprovals(const CallContext& ctx,
   const int64_t limit = f.limit.value_or(kDefaultApprovalPage);
   if (limit < 1 || limit > kMaxApprovalPage) {
     return std::unexpected(InvalidArgument(
-        "invalid_query", "limit must be an integer in [1, " + std::to_string(kMaxApprovalPage) + "]"));
+        "invalid_query",
+        "limit must be an integer in [1, " + std::to_string(kMaxApprovalPage) + "]"));
   }
   JITBROKER_RETURN_IF_ERROR(CheckFilterId(f.session_id, "session_id"));
   JITBROKER_RETURN_IF_ERROR(CheckFilterId(f.principal, "principal"));
@@ -337,7 +338,8 @@ Result<nlohmann::json> BrokerService::DecideApproval(const CallContext& ctx, con
   const bool break_glass = self && tier && MaySelfApprove(c, *policy, *tier);
   if (self && !break_glass) {
     return std::unexpected(PermissionDenied(
-        "four_eyes", "four-eyes: the delegating principal cannot decide their own agent's request"));
+        "four_eyes",
+        "four-eyes: the delegating principal cannot decide their own agent's request"));
   }
   if (!crypto::ConstantTimeEquals(digest, g.request_digest)) {
     return std::unexpected(FailedPrecondition(
@@ -380,9 +382,9 @@ Result<nlohmann::json> BrokerService::DecideApproval(const CallContext& ctx, con
                               id, decided["decision"].get<std::string>(), c.principal_id,
                               ctx.request_id);
   if (break_glass && decision == "approve") {
-    log::Get("lifecycle")->warn(
-        "event=break_glass_self_approval approval_id={} approver={} tier={} request_id={}", id,
-        c.principal_id, g.tier, ctx.request_id);
+    log::Get("lifecycle")
+        ->warn("event=break_glass_self_approval approval_id={} approver={} tier={} request_id={}",
+               id, c.principal_id, g.tier, ctx.request_id);
   }
   return ApprovalJson(g, &*session, *policy);
 }

@@ -673,10 +673,10 @@ Status BrokerService::CheckGrantRate(const SessionRecord& s) {
       log::Get("service")->warn("event=rate_limiter_full limit={} tracked={}", l.name,
                                 l.limiter->TrackedKeys());
     }
-    Error e = ResourceExhausted(
-        "rate_limited", std::string("too many grant requests for ") + l.whose + " (limits." +
-                            l.name + "); retry after " + std::to_string(out.retry_after.count()) +
-                            " s");
+    Error e =
+        ResourceExhausted("rate_limited", std::string("too many grant requests for ") + l.whose +
+                                              " (limits." + l.name + "); retry after " +
+                                              std::to_string(out.retry_after.count()) + " s");
     e.retry_after = out.retry_after;
     return std::unexpected(std::move(e));
   }
@@ -692,8 +692,8 @@ Result<std::optional<BrokerService::PendingRefusal>> BrokerService::PendingBound
   std::optional<TimePoint> frees_at;
   if (counts.session >= options_.max_pending_per_session) {
     rule = "max_pending_per_session";
-    what = "session " + s.id + " already has " + std::to_string(counts.session) +
-           " pending approvals";
+    what =
+        "session " + s.id + " already has " + std::to_string(counts.session) + " pending approvals";
     frees_at = counts.session_next_expiry;
   } else if (counts.principal >= options_.max_pending_per_principal) {
     rule = "max_pending_per_principal";
@@ -706,9 +706,9 @@ Result<std::optional<BrokerService::PendingRefusal>> BrokerService::PendingBound
   metrics_->CountRateLimited(rule);
   PendingRefusal r;
   r.matched_rule = std::string("approvals.") + rule;
-  r.error = ResourceExhausted("too_many_pending_approvals",
-                              what + " (" + r.matched_rule +
-                                  "); wait until one is decided or expires");
+  r.error =
+      ResourceExhausted("too_many_pending_approvals",
+                        what + " (" + r.matched_rule + "); wait until one is decided or expires");
   // The soonest an approval can free a place: when the oldest one lapses.
   const int64_t wait = frees_at ? ToUnixSeconds(*frees_at) - ToUnixSeconds(now) + 1 : 1;
   r.error.retry_after = Seconds(std::max<int64_t>(1, wait));
@@ -1142,7 +1142,8 @@ Result<nlohmann::json> BrokerService::CollectApproved(const CallContext& ctx, Gr
   JITBROKER_ASSIGN_OR_RETURN(Tier implied, issuer->ImpliedTier(req));
   auto scope = TaskScope::FromJson(s.scope);
   if (!scope) {
-    return std::unexpected(Internal("stored session scope is unreadable", scope.error().ToString()));
+    return std::unexpected(
+        Internal("stored session scope is unreadable", scope.error().ToString()));
   }
   const IssuerDescription& desc = issuer->Describe();
   SessionFacts facts{s.id, s.principal_id, s.agent_id, s.task_id, *scope, s.expires_at};
@@ -1176,8 +1177,8 @@ Result<nlohmann::json> BrokerService::CollectApproved(const CallContext& ctx, Gr
   }
   rec.ttl_seconds = std::min(rec.ttl_seconds, d.ttl_seconds);
   if (rec.ttl_seconds < 1) {
-    return std::unexpected(FailedPrecondition("session_expiring",
-                                              "the session ends before a credential could live"));
+    return std::unexpected(
+        FailedPrecondition("session_expiring", "the session ends before a credential could live"));
   }
   rec.expires_at.reset();
 

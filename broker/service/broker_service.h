@@ -85,13 +85,13 @@ struct ServiceOptions {
 // validated by ListApprovals (errors: kInvalidArgument "invalid_query" or
 // "invalid_cursor").
 struct ApprovalListFilter {
-  std::string state;          // "" or "pending"
-  std::string session_id;     // "" = any
-  std::string principal;      // the delegating principal; "" = any
-  std::string tier;           // a tier name; "" = any
-  std::string cursor;         // "" = first page; else a next_cursor from this filter
+  std::string state;             // "" or "pending"
+  std::string session_id;        // "" = any
+  std::string principal;         // the delegating principal; "" = any
+  std::string tier;              // a tier name; "" = any
+  std::string cursor;            // "" = first page; else a next_cursor from this filter
   std::optional<int64_t> limit;  // 1..200; absent = 50
-  std::string order;          // "" or "oldest" (oldest first), or "newest"
+  std::string order;             // "" or "oldest" (oldest first), or "newest"
 };
 inline constexpr int64_t kDefaultApprovalPage = 50;
 inline constexpr int64_t kMaxApprovalPage = 200;

@@ -961,7 +961,8 @@ class SqliteStore final : public Store {
     std::string sql = std::string("SELECT ") + kGrantColumns +
                       " FROM grants WHERE state = 'pending' AND (expires_at IS NULL OR "
                       "expires_at > ? OR (expires_at = ? AND expires_at_ns > ?))"
-                      " AND tier IN (" + placeholders(q.tiers.size()) + ")";
+                      " AND tier IN (" +
+                      placeholders(q.tiers.size()) + ")";
     if (!q.session_id.empty()) {
       sql += " AND session_id = ?";
     }

@@ -131,8 +131,8 @@ struct ApprovalPosition {
 
 struct PendingApprovalQuery {
   TimePoint now;
-  std::string session_id;            // empty = any
-  std::string principal_id;          // the delegating principal; empty = any
+  std::string session_id;    // empty = any
+  std::string principal_id;  // the delegating principal; empty = any
   // Only grants of these tiers (names); empty matches nothing. The service
   // passes the tiers the caller may approve, so filtering is never left to
   // after the query (a caller never pages past items it cannot see).

@@ -114,8 +114,7 @@ Result<std::vector<GrantRecord>> FailingStore::ListGrantsByState(
   return inner_->ListGrantsByState(state, expires_before, issuer, limit);
 }
 
-Result<std::vector<GrantRecord>> FailingStore::ListPendingApprovals(
-    const PendingApprovalQuery& q) {
+Result<std::vector<GrantRecord>> FailingStore::ListPendingApprovals(const PendingApprovalQuery& q) {
   if (ReadsFail()) {
     return std::unexpected(Injected("ListPendingApprovals"));
   }

@@ -42,10 +42,10 @@ const char* kCarolKey = "jbk_carol_key_for_approval_tests_01";
 const char* kRootKey = "jbk_root_key_for_approval_tests_012";
 
 struct Options {
-  std::string tiers;       // YAML flow mapping for policy.tiers, or empty
-  std::string approvals;   // YAML flow mapping for approvals:, or empty
-  std::string limits;      // YAML flow mapping for limits:, or empty
-  std::string anomaly;     // YAML flow sequence for anomaly:, or empty
+  std::string tiers;      // YAML flow mapping for policy.tiers, or empty
+  std::string approvals;  // YAML flow mapping for approvals:, or empty
+  std::string limits;     // YAML flow mapping for limits:, or empty
+  std::string anomaly;    // YAML flow sequence for anomaly:, or empty
   std::string version = "apr.1";
   std::string engineer_resources = "fake://svc/*";
   std::string extra_tools;  // more policy.tools entries, each "    - {...}\n"
@@ -78,7 +78,8 @@ std::string ConfigYaml(const Options& o) {
   y += R"(  tools:
     - {match: {tool: "deploy.*"}, tier: merge_deploy}
     - {match: {tool: "secrets.*"}, tier: secret}
-)" + o.extra_tools + R"(  principals:
+)" + o.extra_tools +
+       R"(  principals:
     - {id: alice, roles: [engineer, approver], api_key_file: alice.key}
     - {id: bob, roles: [engineer], api_key_file: bob.key}
     - {id: carol, roles: [approver], api_key_file: carol.key}
@@ -154,9 +155,9 @@ class World {
     auto rules = lifecycle::ParseAnomalyRules(cfg->anomaly ? &*cfg->anomaly : nullptr);
     REQUIRE(rules.has_value());
     opts.anomaly_rules = std::move(*rules);
-    service_ = std::make_unique<service::BrokerService>(store_.get(), journal_.get(), &clock_,
-                                                        &metrics_, std::move(issuers), cfg->policy,
-                                                        std::move(opts));
+    service_ =
+        std::make_unique<service::BrokerService>(store_.get(), journal_.get(), &clock_, &metrics_,
+                                                 std::move(issuers), cfg->policy, std::move(opts));
   }
   ~World() {
     journal_->Stop();
@@ -324,7 +325,8 @@ TEST_CASE("Approvals (#10 F4): one agent's flood is cut at the pending bound and
   CHECK((*list)["approvals"].size() == 11);
 }
 
-TEST_CASE("Approvals (#10 F4): a flood the approver cannot decide never pushes theirs off the list") {
+TEST_CASE(
+    "Approvals (#10 F4): a flood the approver cannot decide never pushes theirs off the list") {
   World w;
   // 1000 pending approvals of a tier carol may not approve (merge_deploy
   // needs role:maintainer), expiring before the legitimate one: the store
@@ -362,7 +364,8 @@ TEST_CASE("Approvals (#10 F4): a flood the approver cannot decide never pushes t
   CHECK((*list)["next_cursor"].is_null());
 }
 
-TEST_CASE("Approvals (#10 F4): bounds per session and per principal, audited and fed to anomaly rules") {
+TEST_CASE(
+    "Approvals (#10 F4): bounds per session and per principal, audited and fed to anomaly rules") {
   SUBCASE("per session, then per principal across sessions") {
     World w(Approvals("{max_pending_per_session: 2, max_pending_per_principal: 3}"));
     auto s1 = w.Open(kAliceKey);
@@ -457,15 +460,16 @@ TEST_CASE("Approvals (#10 F4): concurrent requests never overshoot the pending b
 }
 
 TEST_CASE("Approvals (#10 F4): grant requests are rate-limited per session and per principal") {
-  World w(Limits("{grants_per_session: {rate_per_second: 1, burst: 3}, "
-                 "grants_per_principal: {rate_per_second: 1, burst: 4}}"));
+  World w(
+      Limits("{grants_per_session: {rate_per_second: 1, burst: 3}, "
+             "grants_per_principal: {rate_per_second: 1, burst: 4}}"));
   auto s1 = w.Open(kAliceKey);
   auto s2 = w.Open(kAliceKey);
 
   SUBCASE("a forged token does not drain a session's bucket") {
     for (int i = 0; i < 5; ++i) {
-      auto r = w.svc().RequestGrant(w.As("jbs_" + s1.id.substr(4) + "_forgedforgedforged"),
-                                    s1.id, Req("svc.read"));
+      auto r = w.svc().RequestGrant(w.As("jbs_" + s1.id.substr(4) + "_forgedforgedforged"), s1.id,
+                                    Req("svc.read"));
       REQUIRE_FALSE(r.has_value());
       CHECK(r.error().code != ErrorCode::kResourceExhausted);
     }
@@ -598,8 +602,8 @@ TEST_CASE("Approvals (#10 F4): listing filters, orders and pages in the query") 
         {"session id with a space", [](auto& f) { f.session_id = "ses_ x"; }, "invalid_query"},
         {"garbage cursor", [](auto& f) { f.cursor = "!!!"; }, "invalid_cursor"},
         {"cursor of another order", [&](auto& f) { f.cursor = newest_cursor; }, "invalid_cursor"},
-        {"forged cursor",
-         [](auto& f) { f.cursor = crypto::Base64UrlEncode("v1|o|1|2|ses_x"); }, "invalid_cursor"},
+        {"forged cursor", [](auto& f) { f.cursor = crypto::Base64UrlEncode("v1|o|1|2|ses_x"); },
+         "invalid_cursor"},
     };
     for (const Case& c : cases) {
       CAPTURE(c.name);
@@ -625,8 +629,10 @@ TEST_CASE("Approvals (#10 F4): listing filters, orders and pages in the query") 
 // ===========================================================================
 // Finding 10: four-eyes by default, break-glass only when configured.
 
-TEST_CASE("Approvals (#10 F10): no self-approval of a secret-tier grant without four_eyes in the config") {
-  World w;  // the config never mentions four_eyes
+TEST_CASE(
+    "Approvals (#10 F10): no self-approval of a secret-tier grant without four_eyes in the "
+    "config") {
+  World w;                     // the config never mentions four_eyes
   auto s = w.Open(kAliceKey);  // alice is an engineer and an approver
   json p = w.RequestPending(s, Req("secrets.read"));
   CHECK(p["tier"] == "secret");
@@ -659,7 +665,9 @@ TEST_CASE("Approvals (#10 F10): an admin cannot approve their own agent's reques
   }
 }
 
-TEST_CASE("Approvals (#10 F10): break-glass self-approval works only when configured, for admins, audited") {
+TEST_CASE(
+    "Approvals (#10 F10): break-glass self-approval works only when configured, for admins, "
+    "audited") {
   World w(Tiers("{secret: {control: approval, self_approval: break_glass}}"));
   SUBCASE("an admin, on a break-glass tier") {
     auto s = w.Open(kRootKey);
@@ -719,7 +727,9 @@ TEST_CASE("Approvals (#10 F10): break-glass self-approval works only when config
 // ===========================================================================
 // Finding 12: collection mints the exact approved request, re-evaluated.
 
-TEST_CASE("Approvals (#10 F12): the issuer receives the exact approved parameters, secret-like keys included") {
+TEST_CASE(
+    "Approvals (#10 F12): the issuer receives the exact approved parameters, secret-like keys "
+    "included") {
   World w;
   auto s = w.Open(kAliceKey);
   const json params = {{"api_token", "tok-0123456789-unredacted"},
@@ -845,15 +855,11 @@ TEST_CASE("Approvals (#10 F12): a tampered approved request in the store is refu
   SUBCASE("sealed request of another grant") {
     g.sealed_request = w.Stored(other["grant_id"]).sealed_request;
   }
-  SUBCASE("sealed request removed") {
-    g.sealed_request.clear();
-  }
+  SUBCASE("sealed request removed") { g.sealed_request.clear(); }
   SUBCASE("sealed request bit-flipped") {
     g.sealed_request[10] = g.sealed_request[10] == 'A' ? 'B' : 'A';
   }
-  SUBCASE("the displayed resource changed") {
-    g.resource = "fake://svc/elsewhere";
-  }
+  SUBCASE("the displayed resource changed") { g.resource = "fake://svc/elsewhere"; }
   w.Put(g);
   auto got = w.Collect(s, p);
   REQUIRE_MESSAGE(got.has_value(), (got ? "" : got.error().ToString()));

@@ -111,11 +111,11 @@ TEST_CASE("jitctl approvals list: --all follows next_cursor") {
 }
 
 TEST_CASE("jitctl approvals list: bad flags are usage errors") {
-  for (const auto& argv : std::vector<std::vector<std::string>>{
-           {"approvals", "list", "--limit", "0"},
-           {"approvals", "list", "--limit", "201"},
-           {"approvals", "list", "--order", "random"},
-           {"approvals", "list", "--all", "--cursor", "c2"}}) {
+  for (const auto& argv :
+       std::vector<std::vector<std::string>>{{"approvals", "list", "--limit", "0"},
+                                             {"approvals", "list", "--limit", "201"},
+                                             {"approvals", "list", "--order", "random"},
+                                             {"approvals", "list", "--all", "--cursor", "c2"}}) {
     Run r = Jitctl(argv);
     CHECK(r.rc != 0);
     CHECK(r.urls.empty());
