@@ -102,6 +102,10 @@ BrokerService::SessionLock& BrokerService::LockFor(std::string_view session_id) 
   return session_locks_[std::hash<std::string_view>{}(session_id) % session_locks_.size()];
 }
 
+std::mutex& BrokerService::PendingLockFor(std::string_view principal_id) {
+  return pending_locks_[std::hash<std::string_view>{}(principal_id) % pending_locks_.size()];
+}
+
 Issuer* BrokerService::FindIssuer(std::string_view name) const {
   auto it = issuers_.find(name);
   return it == issuers_.end() ? nullptr : it->second.get();
@@ -808,11 +812,11 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
 
   // Bounded pending approvals (issue #10): past the bound the request is a
   // denial (recorded, audited, seen by the anomaly rules) answered with 429.
-  // pending_mu_ is held until the pending grant is committed.
+  // The principal's pending lock is held until the pending grant is committed.
   std::unique_lock<std::mutex> pending_lock;
   std::optional<PendingRefusal> pending_refusal;
   if (d.result == DecisionResult::kPending) {
-    pending_lock = std::unique_lock(pending_mu_);
+    pending_lock = std::unique_lock(PendingLockFor(s.principal_id));
     JITBROKER_ASSIGN_OR_RETURN(pending_refusal, PendingBoundRefusal(s, now));
     if (pending_refusal) {
       pending_lock.unlock();

@@ -181,6 +181,7 @@ class BrokerService {
  private:
   using SessionLock = std::shared_mutex;
   SessionLock& LockFor(std::string_view session_id);
+  std::mutex& PendingLockFor(std::string_view principal_id);
 
   // Loads the session and checks the caller may act on it.
   struct Access {
@@ -212,8 +213,8 @@ class BrokerService {
   // Refuses a grant request over the per-session or per-principal rate
   // (kResourceExhausted "rate_limited", retry_after set).
   [[nodiscard]] Status CheckGrantRate(const SessionRecord& s);
-  // With pending_mu_ held: the refusal when `s` (or its principal) already
-  // holds as many open pending approvals as allowed, else nullopt.
+  // With PendingLockFor(s.principal_id) held: the refusal when `s` (or its
+  // principal) already holds as many open pending approvals as allowed.
   struct PendingRefusal {
     Error error;               // kResourceExhausted "too_many_pending_approvals"
     std::string matched_rule;  // "approvals.max_pending_per_session" or …_per_principal
@@ -273,8 +274,10 @@ class BrokerService {
   std::unique_ptr<KeyedRateLimiter> session_rate_;
   std::unique_ptr<KeyedRateLimiter> principal_rate_;
   // Held from counting a session's pending approvals to committing a new one,
-  // so concurrent requests cannot overshoot the bounds.
-  std::mutex pending_mu_;
+  // so concurrent requests cannot overshoot the bounds. Striped by principal:
+  // both bounds (per session, per principal) only count one principal's
+  // grants, so requests of different principals never wait for each other.
+  std::array<std::mutex, 64> pending_locks_;
   std::array<SessionLock, 64> session_locks_;
   // Long-poll waiters on grant state changes.
   std::mutex wait_mu_;
