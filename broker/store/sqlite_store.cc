@@ -150,11 +150,13 @@ CREATE INDEX revocation_queue_next ON revocation_queue(next_attempt_at, next_att
 )sql"},
     // Pending approvals (issue #10): partial indexes over the pending grants
     // only, for the per-session and per-principal bounds and for listing
-    // approvals in (created_at, id) order.
+    // approvals in (created_at, id) order. The listing index leads with
+    // state so the planner seeks the cursor and reads in order (no sort).
     {3, R"sql(
 CREATE INDEX grants_pending_session ON grants(session_id, expires_at) WHERE state = 'pending';
 CREATE INDEX grants_pending_principal ON grants(principal_id, expires_at) WHERE state = 'pending';
-CREATE INDEX grants_pending_created ON grants(created_at, created_at_ns, id) WHERE state = 'pending';
+CREATE INDEX grants_pending_created ON grants(state, created_at, created_at_ns, id)
+  WHERE state = 'pending';
 )sql"},
 };
 
