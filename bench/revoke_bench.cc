@@ -218,6 +218,10 @@ std::string ConfigYaml(const std::string& data_dir, const std::string& owner_key
     admin:
       resources: ["*"]
       max_tier: destructive
+# One session takes --grants grants back to back: lift the grant rate limits.
+limits:
+  grants_per_session: {rate_per_second: 1000000, burst: 1000000}
+  grants_per_principal: {rate_per_second: 1000000, burst: 1000000}
 sessions:
   max_ttl_seconds: 7200
   default_ttl_seconds: 3600
@@ -406,6 +410,7 @@ int Run(const Flags& flags) {
   service::ServiceOptions options;
   options.sessions = cfg->sessions;
   options.seal_key = SecretValue(crypto::RandomBytes(32));
+  options.limits = cfg->limits;
   if (flags.revoke_concurrency > 0) {
     options.revoke_concurrency = flags.revoke_concurrency;
   }

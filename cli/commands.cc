@@ -867,30 +867,81 @@ Result<int> GrantWait(const Context& ctx, const Invocation& inv) {
 }
 
 Result<int> ApprovalsList(const Context& ctx, const Invocation& inv) {
+  const ParsedArgs& a = inv.args;
+  if (auto limit = a.Get("limit"); limit && !ParseInt64(*limit, 1, 200)) {
+    return std::unexpected(UsageErr("flag --limit needs an integer from 1 to 200"));
+  }
+  if (auto order = a.Get("order"); order && *order != "oldest" && *order != "newest") {
+    return std::unexpected(UsageErr("flag --order is oldest or newest"));
+  }
+  const bool all = a.Switch("all");
+  if (all && a.Has("cursor")) {
+    return std::unexpected(UsageErr("--all and --cursor exclude each other"));
+  }
   JITBROKER_ASSIGN_OR_RETURN(SecretValue key, ApiKey(ctx, inv.command->name));
-  JITBROKER_ASSIGN_OR_RETURN(
-      net::HttpResponse resp,
-      Send(ctx, Call{.path = "/v1/approvals" + QueryString({{"state", "pending"}}),
-                     .bearer = std::move(key)}));
-  if (!IsSuccess(resp.status)) {
-    return PrintFailure(ctx, resp);
+  // Pages are bounded (the broker caps each at 200); --all stops after
+  // kMaxPages so a broker that never ends a listing cannot loop jitctl.
+  constexpr int kMaxPages = 1000;
+  std::string cursor = a.Get("cursor").value_or("");
+  json approvals = json::array();
+  json next_cursor = nullptr;
+  std::string last_body;
+  for (int page = 0; page < kMaxPages; ++page) {
+    const std::string query = QueryString({{"state", "pending"},
+                                           {"session_id", a.Get("session").value_or("")},
+                                           {"principal", a.Get("principal").value_or("")},
+                                           {"tier", a.Get("tier").value_or("")},
+                                           {"order", a.Get("order").value_or("")},
+                                           {"limit", a.Get("limit").value_or("")},
+                                           {"cursor", cursor}});
+    JITBROKER_ASSIGN_OR_RETURN(
+        net::HttpResponse resp,
+        Send(ctx, Call{.path = "/v1/approvals" + query, .bearer = key.Clone()}));
+    if (!IsSuccess(resp.status)) {
+      return PrintFailure(ctx, resp);
+    }
+    JITBROKER_ASSIGN_OR_RETURN(json j, ParseResponse(resp));
+    last_body = std::move(resp.body);
+    const json& items = Member(j, "approvals");
+    if (items.is_array()) {
+      for (const json& item : items) {
+        approvals.push_back(item);
+      }
+    }
+    const json& next = Member(j, "next_cursor");
+    next_cursor = next.is_string() && !next.get_ref<const std::string&>().empty() ? next : json();
+    if (!all || next_cursor.is_null()) {
+      break;
+    }
+    if (next_cursor.get<std::string>() == cursor) {
+      // A broker that ignores `cursor` would hand back the same page forever.
+      *ctx.err << "warning: the broker did not advance past cursor " << cursor << "; stopping\n";
+      break;
+    }
+    cursor = next_cursor.get<std::string>();
   }
   if (ctx.json) {
-    PrintRaw(ctx, resp.body);
+    if (all) {
+      PrintRaw(ctx, json{{"approvals", approvals}, {"next_cursor", next_cursor}}.dump());
+    } else {
+      PrintRaw(ctx, last_body);
+    }
     return ToInt(ExitCode::kOk);
   }
-  JITBROKER_ASSIGN_OR_RETURN(json j, ParseResponse(resp));
-  const json& approvals = Member(j, "approvals");
-  if (!approvals.is_array() || approvals.empty()) {
+  if (approvals.empty()) {
     *ctx.out << "no pending approvals\n";
-    return ToInt(ExitCode::kOk);
+  } else {
+    std::vector<std::vector<std::string>> rows;
+    for (const json& item : approvals) {
+      rows.push_back(ApprovalListRow(item));
+    }
+    PrintTable(ctx, {"APPROVAL_ID", "TIER", "PRINCIPAL", "AGENT", "TOOL", "RESOURCE", "EXPIRES_AT"},
+               rows);
   }
-  std::vector<std::vector<std::string>> rows;
-  for (const json& a : approvals) {
-    rows.push_back(ApprovalListRow(a));
+  if (!next_cursor.is_null()) {
+    *ctx.err << "more approvals: --cursor " << next_cursor.get<std::string>()
+             << " shows the next page, --all lists every page\n";
   }
-  PrintTable(ctx, {"APPROVAL_ID", "TIER", "PRINCIPAL", "AGENT", "TOOL", "RESOURCE", "EXPIRES_AT"},
-             rows);
   return ToInt(ExitCode::kOk);
 }
 

@@ -572,6 +572,9 @@ inline std::string FormatApproval(const nlohmann::json& a) {
     AppendLine(&out, "  ", key, Field(decision, key));
   }
   AppendLine(&out, "", "four_eyes", Field(a, "four_eyes"));
+  if (Member(a, "self_approval").is_string()) {  // brokers since issue #10
+    AppendLine(&out, "", "self_approval", Field(a, "self_approval"));
+  }
   AppendLine(&out, "", "approvers", Field(a, "approvers"));
   AppendLine(&out, "", "created_at", Field(a, "created_at"));
   AppendLine(&out, "", "expires_at", Field(a, "expires_at"));
@@ -581,6 +584,9 @@ inline std::string FormatApproval(const nlohmann::json& a) {
     out += "decided:\n";
     for (std::string_view key : {"decision", "approver", "comment", "decided_at"}) {
       AppendLine(&out, "  ", key, DisplayField(decided, key));
+    }
+    if (!Member(decided, "break_glass").is_null()) {
+      AppendLine(&out, "  ", "break_glass", Field(decided, "break_glass"));
     }
   }
   return out;

@@ -216,6 +216,9 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
       so_opts.anomaly_rules,
       lifecycle::ParseAnomalyRules(impl.cfg.anomaly ? &*impl.cfg.anomaly : nullptr));
   so_opts.default_approval_ttl_seconds = impl.cfg.approvals.default_ttl_seconds;
+  so_opts.max_pending_per_session = impl.cfg.approvals.max_pending_per_session;
+  so_opts.max_pending_per_principal = impl.cfg.approvals.max_pending_per_principal;
+  so_opts.limits = impl.cfg.limits;
   JITBROKER_ASSIGN_OR_RETURN(std::shared_ptr<const oidc::TrustSet> trust, LoadTrust(impl.cfg));
   {
     // Discovery and JWKS documents are small; the cap keeps a hostile or

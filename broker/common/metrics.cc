@@ -71,6 +71,10 @@ void Metrics::ObserveAuditCommit(size_t batches, double seconds) {
 
 void Metrics::CountSessionOpened() { ++sessions_opened_; }
 void Metrics::CountShed() { ++shed_; }
+void Metrics::CountRateLimited(std::string_view limit) {
+  std::lock_guard lock(mu_);
+  ++rate_limited_[std::string(limit)];
+}
 void Metrics::CountTokenExchange(const std::string& result, std::string_view reason) {
   const bool code = !reason.empty() && reason.size() <= 64 &&
                     reason.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") ==
@@ -120,6 +124,13 @@ std::string Metrics::Render() const {
   out += "# HELP jitbroker_http_requests_shed_total Requests answered 503 because the server was saturated.\n";
   out += "# TYPE jitbroker_http_requests_shed_total counter\n";
   out += fmt::format("jitbroker_http_requests_shed_total {}\n", shed_.load());
+  out +=
+      "# HELP jitbroker_rate_limited_total Requests refused by a rate limit or a bound, by "
+      "limit.\n";
+  out += "# TYPE jitbroker_rate_limited_total counter\n";
+  for (const auto& [limit, n] : rate_limited_) {
+    out += fmt::format("jitbroker_rate_limited_total{{limit=\"{}\"}} {}\n", limit, n);
+  }
   out += "# HELP jitbroker_token_exchanges_total CI OIDC token exchanges by outcome (ok or RFC 6749 error) and reason code.\n";
   out += "# TYPE jitbroker_token_exchanges_total counter\n";
   for (const auto& [key, n] : token_exchanges_) {

@@ -6,6 +6,8 @@
 //   jitbroker_audit_commit_batches                      (histogram, batches per group commit)
 //   jitbroker_sessions_opened_total, jitbroker_credentials_revoked_total{outcome}
 //   jitbroker_http_requests_shed_total
+//   jitbroker_rate_limited_total{limit}                 (grants_per_session, grants_per_principal,
+//                                                        max_pending_per_session, …; fixed names)
 //   jitbroker_token_exchanges_total{result,reason}      ("ok" or the RFC 6749 error, and the
 //                                                        broker's stable reason code)
 //
@@ -51,6 +53,9 @@ class Metrics {
   void CountSessionOpened();
   void CountRevocation(const std::string& outcome);
   void CountShed();
+  // A request refused by the limit or bound named `limit` (a fixed name from
+  // the code, never client input: the label set stays bounded).
+  void CountRateLimited(std::string_view limit);
   // POST /v1/token outcomes: "ok" or the RFC 6749 error code.
   // `reason` is the refusal's stable code (Error::reason); anything that is
   // not a short [a-z0-9_] code is counted as "other" (bounded cardinality).
@@ -63,6 +68,7 @@ class Metrics {
   std::map<std::string, std::unique_ptr<Histogram>> latency_;
   std::map<std::pair<std::string, std::string>, uint64_t> grants_;
   std::map<std::string, uint64_t> revocations_;
+  std::map<std::string, uint64_t, std::less<>> rate_limited_;
   std::map<std::pair<std::string, std::string>, uint64_t> token_exchanges_;  // (result, reason)
   Histogram audit_latency_;
   Histogram audit_batches_;

@@ -287,8 +287,8 @@ Status LoadTiers(Section& policy_section, Policy& policy) {
       return std::unexpected(tiers->Err(name, "must be a mapping"));
     }
     Section ts = Child(*tiers, it->second, name);
-    JITBROKER_RETURN_IF_ERROR(Expect(
-        ts, {"control", "approvers", "four_eyes", "max_ttl_seconds", "approval_ttl_seconds"}));
+    JITBROKER_RETURN_IF_ERROR(Expect(ts, {"control", "approvers", "four_eyes", "self_approval",
+                                          "max_ttl_seconds", "approval_ttl_seconds"}));
     // Fields not given keep the tier's built-in default.
     TierPolicy& tp = policy.tiers[static_cast<int>(tier)];
     JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> control, ts.OptString("control"));
@@ -313,9 +313,27 @@ Status LoadTiers(Section& policy_section, Policy& policy) {
         }
       }
     }
+    // Four-eyes is always on (docs/configuration.md): `four_eyes: true` is
+    // accepted as documentation; the only exception is the audited
+    // break-glass option below, for admins only.
     JITBROKER_ASSIGN_OR_RETURN(std::optional<bool> four_eyes, ts.OptBool("four_eyes"));
-    if (four_eyes) {
-      tp.four_eyes = *four_eyes;
+    if (four_eyes && !*four_eyes) {
+      return std::unexpected(
+          ts.Err("four_eyes",
+                 "four-eyes cannot be turned off; to let an admin approve their own "
+                 "agent's requests in an emergency, set self_approval: break_glass"));
+    }
+    JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> self_approval,
+                               ts.OptString("self_approval"));
+    if (self_approval) {
+      if (*self_approval == "break_glass") {
+        tp.break_glass_self_approval = true;
+      } else if (*self_approval == "deny") {
+        tp.break_glass_self_approval = false;
+      } else {
+        return std::unexpected(ts.Err("self_approval", "unknown value " + Q(*self_approval) +
+                                                           " (expected deny or break_glass)"));
+      }
     }
     JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> max_ttl,
                                ts.OptInt("max_ttl_seconds", 1, 86400));
@@ -880,11 +898,22 @@ Status LoadApprovals(Section& top, ApprovalsConfig& approvals) {
   if (!s) {
     return OkStatus();
   }
-  JITBROKER_RETURN_IF_ERROR(Expect(*s, {"default_ttl_seconds", "webhook"}));
+  JITBROKER_RETURN_IF_ERROR(Expect(*s, {"default_ttl_seconds", "max_pending_per_session",
+                                        "max_pending_per_principal", "webhook"}));
   JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> ttl,
                              s->OptInt("default_ttl_seconds", 10, 86400));
   if (ttl) {
     approvals.default_ttl_seconds = *ttl;
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> per_session,
+                             s->OptInt("max_pending_per_session", 1, 10000));
+  if (per_session) {
+    approvals.max_pending_per_session = *per_session;
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> per_principal,
+                             s->OptInt("max_pending_per_principal", 1, 100000));
+  if (per_principal) {
+    approvals.max_pending_per_principal = *per_principal;
   }
   JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> w, s->OptSection("webhook"));
   if (!w) {
@@ -913,6 +942,46 @@ Status LoadApprovals(Section& top, ApprovalsConfig& approvals) {
         "authorization", "the referenced value must read \"Bearer TOKEN\" (visible ASCII token)"));
   }
   approvals.webhook = std::move(webhook);
+  return OkStatus();
+}
+
+// ---------------------------------------------------------------------------
+// limits
+
+Status LoadRateLimit(Section& parent, std::string_view key, RateLimit& limit) {
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> s, parent.OptSection(key));
+  if (!s) {
+    return OkStatus();
+  }
+  JITBROKER_RETURN_IF_ERROR(Expect(*s, {"rate_per_second", "burst"}));
+  JITBROKER_ASSIGN_OR_RETURN(
+      std::optional<double> rate,
+      s->OptNumber("rate_per_second", 0.001, kMaxRatePerSecond, "[0.001, 1000000]"));
+  if (rate) {
+    limit.rate_per_second = *rate;
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> burst,
+                             s->OptInt("burst", 1, static_cast<int64_t>(kMaxBurst)));
+  if (burst) {
+    limit.burst = static_cast<double>(*burst);
+  }
+  return OkStatus();
+}
+
+Status LoadLimits(Section& top, LimitsConfig& limits) {
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> s, top.OptSection("limits"));
+  if (!s) {
+    return OkStatus();
+  }
+  JITBROKER_RETURN_IF_ERROR(
+      Expect(*s, {"grants_per_session", "grants_per_principal", "max_tracked_keys"}));
+  JITBROKER_RETURN_IF_ERROR(LoadRateLimit(*s, "grants_per_session", limits.grants_per_session));
+  JITBROKER_RETURN_IF_ERROR(LoadRateLimit(*s, "grants_per_principal", limits.grants_per_principal));
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> keys,
+                             s->OptInt("max_tracked_keys", 100, 10000000));
+  if (keys) {
+    limits.max_tracked_keys = *keys;
+  }
   return OkStatus();
 }
 
@@ -1016,7 +1085,7 @@ Result<Config> LoadConfigText(std::string_view text, const std::string& file_nam
   Section top(root, file, "");
   JITBROKER_RETURN_IF_ERROR(
       Expect(top, {"data_dir", "server", "store", "audit", "seal_key", "policy", "sessions", "log",
-                   "issuers", "anomaly", "trust", "approvals"}));
+                   "issuers", "anomaly", "trust", "approvals", "limits"}));
   Config config;
   const fs::path base = BaseDir(file_name);
   {
@@ -1055,6 +1124,7 @@ Result<Config> LoadConfigText(std::string_view text, const std::string& file_nam
   JITBROKER_RETURN_IF_ERROR(LoadLog(top, base, config.log));
   JITBROKER_RETURN_IF_ERROR(LoadIssuers(top, config.issuers));
   JITBROKER_RETURN_IF_ERROR(LoadApprovals(top, config.approvals));
+  JITBROKER_RETURN_IF_ERROR(LoadLimits(top, config.limits));
 
   JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> policy_section, top.OptSection("policy"));
   if (!policy_section) {

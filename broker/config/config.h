@@ -17,6 +17,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "broker/common/rate_limit.h"
 #include "jitbroker/policy.h"
 #include "jitbroker/result.h"
 #include "jitbroker/secret.h"
@@ -40,6 +41,9 @@ class Section {
   [[nodiscard]] Result<std::optional<std::string>> OptString(std::string_view key);
   [[nodiscard]] Result<std::optional<int64_t>> OptInt(std::string_view key, int64_t min,
                                                       int64_t max);
+  // A decimal number in [min, max]; `range` is how errors show the bounds.
+  [[nodiscard]] Result<std::optional<double>> OptNumber(std::string_view key, double min,
+                                                        double max, std::string_view range);
   [[nodiscard]] Result<std::optional<bool>> OptBool(std::string_view key);
   // A sequence of strings (absent = empty).
   [[nodiscard]] Result<std::vector<std::string>> StringList(std::string_view key);
@@ -124,7 +128,25 @@ struct ApprovalsConfig {
   // How long a pending approval lives unless its tier sets
   // approval_ttl_seconds; 10..86400.
   int64_t default_ttl_seconds = 300;
+  // Pending (undecided, unexpired) approvals one session, and all sessions of
+  // one delegating principal, may hold at once; a request past either bound
+  // is refused (429 too_many_pending_approvals). 1..10000 and 1..100000.
+  int64_t max_pending_per_session = 10;
+  int64_t max_pending_per_principal = 50;
   std::optional<ApprovalWebhookConfig> webhook;  // absent = no notification
+};
+
+// `limits:` (DESIGN §11): token-bucket rate limits on grant requests, per
+// session and per delegating principal (broker/common/rate_limit.h). A
+// request over either is refused with 429 rate_limited and Retry-After.
+// Nothing here reloads: a change needs a restart.
+struct LimitsConfig {
+  RateLimit grants_per_session{.rate_per_second = 5, .burst = 50};
+  RateLimit grants_per_principal{.rate_per_second = 20, .burst = 200};
+  // Buckets tracked per limiter at most (sessions / principals seen
+  // recently); full buckets are dropped to make room, else the request is
+  // refused. 100..10000000.
+  int64_t max_tracked_keys = 100000;
 };
 
 struct IssuerConfig {
@@ -145,6 +167,7 @@ struct Config {
   LogConfig log;
   std::vector<IssuerConfig> issuers;
   ApprovalsConfig approvals;             // defaults when `approvals:` is absent
+  LimitsConfig limits;                   // defaults when `limits:` is absent
   // Accepted now and validated by later features: anomaly rules, trust policies.
   std::optional<Section> anomaly;
   std::optional<Section> trust;

@@ -209,6 +209,30 @@ Result<std::optional<int64_t>> Section::OptInt(std::string_view key, int64_t min
   return std::optional<int64_t>(v);
 }
 
+Result<std::optional<double>> Section::OptNumber(std::string_view key, double min, double max,
+                                                 std::string_view range) {
+  MarkKnown(key);
+  std::optional<Entry> e = Find(node_, key);
+  if (!e || IsNullNode(e->value)) {
+    return std::optional<double>();
+  }
+  const std::string what = "must be a number in " + std::string(range);
+  if (!e->value.IsScalar()) {
+    return std::unexpected(Err(key, what));
+  }
+  const std::string& s = e->value.Scalar();
+  double v = 0;
+  const char* first = s.data();
+  const char* last = s.data() + s.size();
+  // Decimal text only (no YAML ".inf"/".nan", no hex); the range check
+  // refuses the infinities and NaN that from_chars itself would accept.
+  auto [ptr, ec] = std::from_chars(first, last, v, std::chars_format::general);
+  if (s.empty() || ec != std::errc() || ptr != last || !(v >= min && v <= max)) {
+    return std::unexpected(Err(key, what));
+  }
+  return std::optional<double>(v);
+}
+
 Result<std::optional<bool>> Section::OptBool(std::string_view key) {
   MarkKnown(key);
   std::optional<Entry> e = Find(node_, key);

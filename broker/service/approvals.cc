@@ -1,6 +1,11 @@
 // Invocation-bound approvals (issue #3): approvers see the full context of a
 // pending grant and decide on the exact request, identified by its digest.
+#include <algorithm>
+#include <charconv>
+#include <map>
 #include <set>
+#include <string_view>
+#include <vector>
 
 #include "broker/audit/events.h"
 #include "broker/common/json_util.h"
@@ -35,17 +40,13 @@ std::string ApprovalState(const GrantRecord& g) {
   return g.state;  // e.g. revoked with its session before anyone decided
 }
 
-// Who may decide: admins, and the roles the tier names ("role:NAME"); if it
-// names none, principals with the approver role.
-bool CanApprove(const authn::Caller& c, const Policy& policy, const GrantRecord& g) {
+// Who may decide approvals of `tier`: admins, and the roles the tier names
+// ("role:NAME"); if it names none, principals with the approver role.
+bool CanApproveTier(const authn::Caller& c, const Policy& policy, Tier tier) {
   if (c.IsSession() || c.principal == nullptr) {
     return false;
   }
-  auto tier = ParseTier(g.tier);
-  if (!tier) {
-    return false;
-  }
-  const TierPolicy& tp = policy.ForTier(*tier);
+  const TierPolicy& tp = policy.ForTier(tier);
   if (c.is_admin) {
     return true;
   }
@@ -58,6 +59,82 @@ bool CanApprove(const authn::Caller& c, const Policy& policy, const GrantRecord&
     }
   }
   return false;
+}
+
+bool CanApprove(const authn::Caller& c, const Policy& policy, const GrantRecord& g) {
+  auto tier = ParseTier(g.tier);
+  return tier && CanApproveTier(c, policy, *tier);
+}
+
+// Four-eyes (docs/configuration.md, policy.tiers): the delegating principal
+// never decides their own agent's request, admins included, unless the tier
+// sets `self_approval: break_glass` and the caller is an admin.
+bool MaySelfApprove(const authn::Caller& c, const Policy& policy, Tier tier) {
+  return c.is_admin && policy.ForTier(tier).break_glass_self_approval;
+}
+
+// Opaque page cursor: base64url of "v1|<order>|<created_at s>|<ns>|<grant id>".
+std::string EncodeCursor(bool newest_first, const GrantRecord& g) {
+  const auto ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(g.created_at.time_since_epoch()).count();
+  const int64_t sec = ns >= 0 ? ns / 1'000'000'000 : (ns - 999'999'999) / 1'000'000'000;
+  const int64_t rem = ns - sec * 1'000'000'000;
+  return crypto::Base64UrlEncode(std::string("v1|") + (newest_first ? "n" : "o") + "|" +
+                                 std::to_string(sec) + "|" + std::to_string(rem) + "|" + g.id);
+}
+
+Result<ApprovalPosition> DecodeCursor(std::string_view cursor, bool newest_first) {
+  const Error bad =
+      InvalidArgument("invalid_cursor",
+                      "cursor is not a next_cursor of this listing (order and filters unchanged)");
+  if (cursor.size() > 256) {
+    return std::unexpected(bad);
+  }
+  auto text = crypto::Base64UrlDecode(cursor);
+  if (!text) {
+    return std::unexpected(bad);
+  }
+  std::vector<std::string_view> parts;
+  std::string_view rest = *text;
+  for (size_t bar; (bar = rest.find('|')) != std::string_view::npos;) {
+    parts.push_back(rest.substr(0, bar));
+    rest.remove_prefix(bar + 1);
+  }
+  parts.push_back(rest);
+  auto integer = [](std::string_view v, int64_t min, int64_t max) -> std::optional<int64_t> {
+    int64_t out = 0;
+    auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
+    if (v.empty() || ec != std::errc() || ptr != v.data() + v.size() || out < min || out > max) {
+      return std::nullopt;
+    }
+    return out;
+  };
+  if (parts.size() != 5 || parts[0] != "v1" || parts[1] != (newest_first ? "n" : "o") ||
+      !parts[4].starts_with("grt_") || parts[4].size() > 64) {
+    return std::unexpected(bad);
+  }
+  const auto sec = integer(parts[2], 0, int64_t{1} << 40);
+  const auto ns = integer(parts[3], 0, 999'999'999);
+  if (!sec || !ns) {
+    return std::unexpected(bad);
+  }
+  ApprovalPosition pos;
+  pos.created_at = TimePoint(std::chrono::duration_cast<TimePoint::duration>(
+      std::chrono::seconds(*sec) + std::chrono::nanoseconds(*ns)));
+  pos.grant_id = std::string(parts[4]);
+  return pos;
+}
+
+// Ids given as filters: printable, bounded (they only ever select).
+Status CheckFilterId(const std::string& value, const char* name) {
+  if (value.size() > 256 || std::any_of(value.begin(), value.end(), [](char ch) {
+        const auto u = static_cast<unsigned char>(ch);
+        return u < 0x21 || u == 0x7f;
+      })) {
+    return std::unexpected(InvalidArgument(
+        "invalid_query", std::string(name) + " must be at most 256 visible characters"));
+  }
+  return OkStatus();
 }
 
 }  // namespace
@@ -93,6 +170,7 @@ static nlohmann::json ApprovalJson(const GrantRecord& g, const SessionRecord* s,
   if (auto tier = ParseTier(g.tier)) {
     const TierPolicy& tp = policy.ForTier(*tier);
     j["four_eyes"] = tp.four_eyes;
+    j["self_approval"] = tp.break_glass_self_approval ? "break_glass" : "deny";
     j["approvers"] = tp.approvers;
   }
   if (s != nullptr) {
@@ -107,31 +185,81 @@ static nlohmann::json ApprovalJson(const GrantRecord& g, const SessionRecord* s,
 
 Result<nlohmann::json> BrokerService::ListApprovals(const CallContext& ctx,
                                                     const std::string& state) {
+  ApprovalListFilter f;
+  f.state = state;
+  return ListApprovals(ctx, f);
+}
+
+Result<nlohmann::json> BrokerService::ListApprovals(const CallContext& ctx,
+                                                    const ApprovalListFilter& f) {
   const authn::Caller& c = ctx.caller;
   if (c.IsSession()) {
     return std::unexpected(PermissionDenied(
         "principal_required", "approvals are listed with a principal's API key"));
   }
-  if (!state.empty() && state != "pending") {
+  if (!f.state.empty() && f.state != "pending") {
     return std::unexpected(InvalidArgument("invalid_query", "state must be \"pending\""));
   }
-  JITBROKER_ASSIGN_OR_RETURN(auto pending,
-                             store_->ListGrantsByState("pending", std::nullopt, "", 1000));
-  const TimePoint now = clock_->Now();
-  nlohmann::json list = nlohmann::json::array();
-  for (const auto& g : pending) {
-    if ((g.expires_at && *g.expires_at <= now) || !CanApprove(c, *c.policy, g)) {
-      continue;
-    }
-    // Under four-eyes the delegating principal cannot decide: do not offer it.
-    if (auto tier = ParseTier(g.tier);
-        tier && c.policy->ForTier(*tier).four_eyes && g.principal_id == c.principal_id) {
-      continue;
-    }
-    JITBROKER_ASSIGN_OR_RETURN(auto s, store_->GetSession(g.session_id));
-    list.push_back(ApprovalJson(g, s ? &*s : nullptr, *c.policy));
+  if (!f.order.empty() && f.order != "oldest" && f.order != "newest") {
+    return std::unexpected(
+        InvalidArgument("invalid_query", "order must be \"oldest\" or \"newest\""));
   }
-  return nlohmann::json{{"approvals", list}};
+  const int64_t limit = f.limit.value_or(kDefaultApprovalPage);
+  if (limit < 1 || limit > kMaxApprovalPage) {
+    return std::unexpected(InvalidArgument(
+        "invalid_query",
+        "limit must be an integer in [1, " + std::to_string(kMaxApprovalPage) + "]"));
+  }
+  JITBROKER_RETURN_IF_ERROR(CheckFilterId(f.session_id, "session_id"));
+  JITBROKER_RETURN_IF_ERROR(CheckFilterId(f.principal, "principal"));
+  std::optional<Tier> only_tier;
+  if (!f.tier.empty()) {
+    only_tier = ParseTier(f.tier);
+    if (!only_tier) {
+      return std::unexpected(InvalidArgument("invalid_query", "tier must be a tier name"));
+    }
+  }
+  PendingApprovalQuery q;
+  q.newest_first = f.order == "newest";
+  if (!f.cursor.empty()) {
+    JITBROKER_ASSIGN_OR_RETURN(q.after, DecodeCursor(f.cursor, q.newest_first));
+  }
+  // Visibility is part of the query: only tiers the caller may approve, and
+  // never the caller's own agents' requests (four-eyes) unless break-glass
+  // lets this caller approve them. So every page is full of approvals the
+  // caller can act on, and no flood of others can push one off the pages.
+  const Policy& policy = *c.policy;
+  for (Tier t : kAllTiers) {
+    if ((only_tier && t != *only_tier) || !CanApproveTier(c, policy, t)) {
+      continue;
+    }
+    q.tiers.emplace_back(TierName(t));
+    if (!MaySelfApprove(c, policy, t)) {
+      q.exclude_principal_tiers.emplace_back(TierName(t));
+    }
+  }
+  q.exclude_principal_id = c.principal_id;
+  q.now = clock_->Now();
+  q.session_id = f.session_id;
+  q.principal_id = f.principal;
+  q.limit = static_cast<size_t>(limit) + 1;  // one more tells whether a next page exists
+  JITBROKER_ASSIGN_OR_RETURN(auto pending, store_->ListPendingApprovals(q));
+  nlohmann::json next_cursor = nullptr;
+  if (pending.size() > static_cast<size_t>(limit)) {
+    pending.resize(static_cast<size_t>(limit));
+    next_cursor = EncodeCursor(q.newest_first, pending.back());
+  }
+  nlohmann::json list = nlohmann::json::array();
+  std::map<std::string, std::optional<SessionRecord>> sessions;  // one read per session
+  for (const auto& g : pending) {
+    auto it = sessions.find(g.session_id);
+    if (it == sessions.end()) {
+      JITBROKER_ASSIGN_OR_RETURN(auto s, store_->GetSession(g.session_id));
+      it = sessions.emplace(g.session_id, std::move(s)).first;
+    }
+    list.push_back(ApprovalJson(g, it->second ? &*it->second : nullptr, policy));
+  }
+  return nlohmann::json{{"approvals", std::move(list)}, {"next_cursor", std::move(next_cursor)}};
 }
 
 Result<nlohmann::json> BrokerService::GetApproval(const CallContext& ctx, const std::string& id) {
@@ -205,10 +333,13 @@ Result<nlohmann::json> BrokerService::DecideApproval(const CallContext& ctx, con
     return std::unexpected(
         FailedPrecondition("approval_expired", "approval " + id + " expired; request it again"));
   }
-  auto tier = ParseTier(g.tier);
-  if (tier && policy->ForTier(*tier).four_eyes && c.principal_id == g.principal_id) {
+  const std::optional<Tier> tier = ParseTier(g.tier);
+  const bool self = c.principal_id == g.principal_id;
+  const bool break_glass = self && tier && MaySelfApprove(c, *policy, *tier);
+  if (self && !break_glass) {
     return std::unexpected(PermissionDenied(
-        "four_eyes", "four-eyes: the delegating principal cannot approve their own agent's request"));
+        "four_eyes",
+        "four-eyes: the delegating principal cannot decide their own agent's request"));
   }
   if (!crypto::ConstantTimeEquals(digest, g.request_digest)) {
     return std::unexpected(FailedPrecondition(
@@ -222,6 +353,9 @@ Result<nlohmann::json> BrokerService::DecideApproval(const CallContext& ctx, con
   if (comment && !comment->empty()) {
     decided["comment"] = *comment;
   }
+  if (break_glass && decision == "approve") {
+    decided["break_glass"] = true;  // in the approval.decided and credential.minted records
+  }
   g.extra["approval"] = decided;
   if (decision == "approve") {
     g.state = "approved";
@@ -231,6 +365,7 @@ Result<nlohmann::json> BrokerService::DecideApproval(const CallContext& ctx, con
                            (comment && !comment->empty() ? ": " + *comment : std::string());
   } else {
     g.state = "denied";
+    g.sealed_request.clear();  // kept only while the grant may still be minted
     g.decision["result"] = "deny";
     g.decision["code"] = "approval_denied";
     g.decision["reason"] = "denied by " + c.principal_id +
@@ -246,6 +381,11 @@ Result<nlohmann::json> BrokerService::DecideApproval(const CallContext& ctx, con
   log::Get("lifecycle")->info("event=approval_decided approval_id={} decision={} approver={} request_id={}",
                               id, decided["decision"].get<std::string>(), c.principal_id,
                               ctx.request_id);
+  if (break_glass && decision == "approve") {
+    log::Get("lifecycle")
+        ->warn("event=break_glass_self_approval approval_id={} approver={} tier={} request_id={}",
+               id, c.principal_id, g.tier, ctx.request_id);
+  }
   return ApprovalJson(g, &*session, *policy);
 }
 

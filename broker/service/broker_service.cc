@@ -69,6 +69,23 @@ BrokerService::BrokerService(Store* store, audit::Journal* journal, const Clock*
     issuers_.emplace(name, std::move(issuer));
   }
   anomaly_ = std::make_unique<lifecycle::AnomalyDetector>(options_.anomaly_rules);
+  // The config loader bounds these; options built by hand with values out of
+  // bounds get the strictest limiter rather than none (fail closed).
+  auto make_limiter = [this](const RateLimit& limit, std::string_view name) {
+    KeyedRateLimiter::Options o;
+    o.limit = limit;
+    o.max_keys = static_cast<size_t>(std::max<int64_t>(1, options_.limits.max_tracked_keys));
+    auto made = KeyedRateLimiter::Create(o, clock_);
+    if (!made) {
+      log::Get("service")->error("event=invalid_rate_limit limit={} error=\"{}\"", name,
+                                 made.error().ToString());
+      o.limit = RateLimit{.rate_per_second = 0.001, .burst = 1};
+      made = KeyedRateLimiter::Create(o, clock_);
+    }
+    return made ? std::move(*made) : nullptr;
+  };
+  session_rate_ = make_limiter(options_.limits.grants_per_session, "grants_per_session");
+  principal_rate_ = make_limiter(options_.limits.grants_per_principal, "grants_per_principal");
 }
 
 std::shared_ptr<const Policy> BrokerService::policy() const {
@@ -83,6 +100,10 @@ void BrokerService::SwapPolicy(std::shared_ptr<const Policy> policy) {
 
 BrokerService::SessionLock& BrokerService::LockFor(std::string_view session_id) {
   return session_locks_[std::hash<std::string_view>{}(session_id) % session_locks_.size()];
+}
+
+std::mutex& BrokerService::PendingLockFor(std::string_view principal_id) {
+  return pending_locks_[std::hash<std::string_view>{}(principal_id) % pending_locks_.size()];
 }
 
 Issuer* BrokerService::FindIssuer(std::string_view name) const {
@@ -404,6 +425,62 @@ Result<SecretValue> BrokerService::OpenHandle(const GrantRecord& g) const {
   return crypto::Open(options_.seal_key, sealed, g.id);
 }
 
+Result<GrantRequest> BrokerService::OpenApprovedRequest(const GrantRecord& g) const {
+  auto refuse = [](std::string why) -> Result<GrantRequest> {
+    return std::unexpected(FailedPrecondition("request_integrity_failed", std::move(why)));
+  };
+  if (g.sealed_request.empty()) {
+    return refuse("the approved request was not kept with the grant");
+  }
+  auto sealed = crypto::Base64UrlDecode(g.sealed_request);
+  if (!sealed) {
+    return refuse("the sealed request is not base64url");
+  }
+  // AAD = grant id: a sealed request copied from another grant does not open.
+  auto opened = crypto::Open(options_.seal_key, *sealed, g.id);
+  if (!opened) {
+    return refuse("the sealed request does not open with the seal key");
+  }
+  const std::string_view canonical = opened->Reveal();
+  if (!crypto::ConstantTimeEquals(crypto::Sha256Hex(canonical), g.request_digest)) {
+    return refuse("the sealed request does not match the approved request_digest");
+  }
+  nlohmann::json j = nlohmann::json::parse(canonical, nullptr, /*allow_exceptions=*/false);
+  auto str = [&j](const char* key) -> const std::string* {
+    auto it = j.find(key);
+    return it != j.end() && it->is_string() ? &it->get_ref<const std::string&>() : nullptr;
+  };
+  if (!j.is_object() || str("session_id") == nullptr || str("tool") == nullptr ||
+      str("operation") == nullptr || str("resource") == nullptr || str("issuer") == nullptr ||
+      !j.contains("parameters") || !j["parameters"].is_object() || !j.contains("scope") ||
+      !j["scope"].is_object() || !j.contains("ttl_seconds") ||
+      !(j["ttl_seconds"].is_null() || j["ttl_seconds"].is_number_integer())) {
+    return refuse("the sealed request is not a canonical grant request");
+  }
+  GrantRequest req;
+  req.tool = *str("tool");
+  req.operation = *str("operation");
+  req.resource = *str("resource");
+  req.issuer = *str("issuer");
+  req.parameters = j["parameters"];
+  req.scope = j["scope"];
+  if (j["ttl_seconds"].is_number_integer()) {
+    req.ttl_seconds = j["ttl_seconds"].get<int64_t>();
+  }
+  if (auto it = g.extra.find("justification"); it != g.extra.end() && it->is_string()) {
+    req.justification = it->get<std::string>();
+  }
+  // What the approver was shown must be what is minted, and the canonical
+  // form must survive the round trip.
+  if (*str("session_id") != g.session_id || req.tool != g.tool || req.operation != g.operation ||
+      req.resource != g.resource || req.issuer != g.issuer || req.scope != g.scope ||
+      req.ttl_seconds != g.requested_ttl_seconds ||
+      RequestDigest(g.session_id, req) != g.request_digest) {
+    return refuse("the sealed request does not match the grant record");
+  }
+  return req;
+}
+
 nlohmann::json BrokerService::RevokeGrants(std::vector<GrantRecord>& grants, TimePoint now,
                                            const std::string& request_id, WriteBatch& batch) {
   struct Job {
@@ -420,6 +497,7 @@ nlohmann::json BrokerService::RevokeGrants(std::vector<GrantRecord>& grants, Tim
     outcomes[i] = {{"grant_id", g.id}};
     if (g.state != "active") {
       // Nothing was released: pending, approved or caught mid-mint.
+      g.sealed_request.clear();
       g.state = "revoked";
       g.revoked_at = now;
       g.revoke_outcome = "revoked";
@@ -577,6 +655,70 @@ Result<nlohmann::json> BrokerService::EndSession(const CallContext& ctx, const s
 // ---------------------------------------------------------------------------
 // Grants
 
+Status BrokerService::CheckGrantRate(const SessionRecord& s) {
+  struct Limit {
+    KeyedRateLimiter* limiter;
+    const std::string& key;
+    const char* name;
+    const char* whose;
+  };
+  for (const Limit& l : {Limit{session_rate_.get(), s.id, "grants_per_session", "this session"},
+                         Limit{principal_rate_.get(), s.principal_id, "grants_per_principal",
+                               "the sessions of this principal"}}) {
+    if (l.limiter == nullptr) {
+      return std::unexpected(Internal("no rate limiter", l.name));  // fail closed
+    }
+    const KeyedRateLimiter::Outcome out = l.limiter->Acquire(l.key);
+    if (out.allowed) {
+      continue;
+    }
+    metrics_->CountRateLimited(l.name);
+    if (out.untracked) {
+      log::Get("service")->warn("event=rate_limiter_full limit={} tracked={}", l.name,
+                                l.limiter->TrackedKeys());
+    }
+    Error e =
+        ResourceExhausted("rate_limited", std::string("too many grant requests for ") + l.whose +
+                                              " (limits." + l.name + "); retry after " +
+                                              std::to_string(out.retry_after.count()) + " s");
+    e.retry_after = out.retry_after;
+    return std::unexpected(std::move(e));
+  }
+  return OkStatus();
+}
+
+Result<std::optional<BrokerService::PendingRefusal>> BrokerService::PendingBoundRefusal(
+    const SessionRecord& s, TimePoint now) {
+  JITBROKER_ASSIGN_OR_RETURN(PendingApprovalCounts counts,
+                             store_->CountPendingApprovals(s.id, s.principal_id, now));
+  const char* rule = nullptr;
+  std::string what;
+  std::optional<TimePoint> frees_at;
+  if (counts.session >= options_.max_pending_per_session) {
+    rule = "max_pending_per_session";
+    what =
+        "session " + s.id + " already has " + std::to_string(counts.session) + " pending approvals";
+    frees_at = counts.session_next_expiry;
+  } else if (counts.principal >= options_.max_pending_per_principal) {
+    rule = "max_pending_per_principal";
+    what = "the sessions of principal " + s.principal_id + " already have " +
+           std::to_string(counts.principal) + " pending approvals";
+    frees_at = counts.principal_next_expiry;
+  } else {
+    return std::optional<PendingRefusal>();
+  }
+  metrics_->CountRateLimited(rule);
+  PendingRefusal r;
+  r.matched_rule = std::string("approvals.") + rule;
+  r.error =
+      ResourceExhausted("too_many_pending_approvals",
+                        what + " (" + r.matched_rule + "); wait until one is decided or expires");
+  // The soonest an approval can free a place: when the oldest one lapses.
+  const int64_t wait = frees_at ? ToUnixSeconds(*frees_at) - ToUnixSeconds(now) + 1 : 1;
+  r.error.retry_after = Seconds(std::max<int64_t>(1, wait));
+  return std::optional<PendingRefusal>(std::move(r));
+}
+
 Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
                                                   const std::string& session_id,
                                                   const nlohmann::json& body) {
@@ -616,6 +758,9 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
   if (s.state != "active") {
     return std::unexpected(SessionEnded(s));
   }
+  // Rate limits come after the session token is verified (LoadAuthorized):
+  // a forged token must not drain a real session's bucket.
+  JITBROKER_RETURN_IF_ERROR(CheckGrantRate(s));
   if (const TimePoint t = clock_->Now(); t >= s.expires_at || t > s.heartbeat_deadline) {
     // Ending the session needs the exclusive lock; EnsureLive re-checks.
     lock.unlock();
@@ -662,6 +807,23 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
                                                     : check.matched_rule;
       }
       delegation = std::move(check);
+    }
+  }
+
+  // Bounded pending approvals (issue #10): past the bound the request is a
+  // denial (recorded, audited, seen by the anomaly rules) answered with 429.
+  // The principal's pending lock is held until the pending grant is committed.
+  std::unique_lock<std::mutex> pending_lock;
+  std::optional<PendingRefusal> pending_refusal;
+  if (d.result == DecisionResult::kPending) {
+    pending_lock = std::unique_lock(PendingLockFor(s.principal_id));
+    JITBROKER_ASSIGN_OR_RETURN(pending_refusal, PendingBoundRefusal(s, now));
+    if (pending_refusal) {
+      pending_lock.unlock();
+      d.result = DecisionResult::kDeny;
+      d.code = "too_many_pending_approvals";
+      d.reason = pending_refusal->error.message;
+      d.matched_rule = pending_refusal->matched_rule;
     }
   }
 
@@ -712,6 +874,10 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
     if (trigger) {
       lock.unlock();
       JITBROKER_RETURN_IF_ERROR(RevokeForAnomaly(ctx, s.id, *trigger));
+    } else if (pending_refusal) {
+      Error e = std::move(pending_refusal->error);
+      e.message += " (recorded as denied grant " + g.id + ")";
+      return std::unexpected(std::move(e));
     }
     resp.status = 403;
     resp.body = GrantJson(g, now);
@@ -722,7 +888,13 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
     const int64_t approval_ttl =
         tp.approval_ttl_seconds > 0 ? tp.approval_ttl_seconds : options_.default_approval_ttl_seconds;
     g.state = "pending";
-    g.request_digest = RequestDigest(s.id, req);
+    // The exact request is kept sealed (AAD: the grant id) until collection,
+    // where it is minted from; g.parameters is only the redacted copy.
+    const std::string canonical = CanonicalRequestJson(s.id, req);
+    g.request_digest = crypto::Sha256Hex(canonical);
+    JITBROKER_ASSIGN_OR_RETURN(std::string sealed_request,
+                               crypto::Seal(options_.seal_key, canonical, g.id));
+    g.sealed_request = crypto::Base64UrlEncode(sealed_request);
     g.approval_id = "apr_" + g.id.substr(4);
     g.expires_at = now + Seconds(approval_ttl);
     g.extra["approval_expires_at"] = FormatRfc3339(*g.expires_at);
@@ -733,6 +905,7 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
         audit::GrantEvent("grant.decided", g, now, "pending_approval", ctx.request_id));
     batch.grants.push_back(g);
     JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+    pending_lock.unlock();
     if (options_.notifier != nullptr) {
       options_.notifier->Enqueue(lifecycle::PendingApprovalMessage(g, s));
     }
@@ -943,41 +1116,7 @@ Result<nlohmann::json> BrokerService::GetGrant(const CallContext& ctx, const std
         return std::unexpected(FailedPrecondition(
             "unknown_issuer", "issuer \"" + fresh->issuer + "\" is no longer configured"));
       }
-      GrantRecord rec = *fresh;
-      GrantRequest req;
-      req.tool = rec.tool;
-      req.operation = rec.operation;
-      req.resource = rec.resource;
-      req.issuer = rec.issuer;
-      req.parameters = rec.parameters;
-      req.scope = rec.scope;
-      req.ttl_seconds = rec.requested_ttl_seconds;
-      const TimePoint now = clock_->Now();
-      const int64_t left = ToUnixSeconds(sr.expires_at) - ToUnixSeconds(now);
-      rec.ttl_seconds = std::min({rec.ttl_seconds, left, issuer->Describe().max_ttl_seconds});
-      if (rec.ttl_seconds < 1) {
-        return std::unexpected(FailedPrecondition("session_expiring",
-                                                  "the session ends before a credential could live"));
-      }
-      rec.expires_at.reset();
-      // The human's own rights may have changed while the grant waited for
-      // its approval: check them again before anything is minted.
-      std::shared_ptr<const Policy> pol = policy();
-      const Principal* principal = pol->FindPrincipal(rec.principal_id);
-      std::optional<DelegationCheck> check;
-      if (principal != nullptr) {
-        JITBROKER_ASSIGN_OR_RETURN(check, issuer->CheckDelegatedRights(req, *principal));
-      }
-      if (principal == nullptr || !check->allowed) {
-        return DenyAtCollection(ctx, rec, principal == nullptr
-                                              ? "the delegating principal is no longer in the policy"
-                                              : check->reason,
-                                check ? check->audit : nlohmann::json::object());
-      }
-      if (!check->audit.empty()) {
-        rec.extra["delegation"] = check->audit;
-      }
-      return MintAndCommit(ctx, rec, req, issuer, {});
+      return CollectApproved(ctx, std::move(*fresh), sr, issuer);
     }
     if (fresh) {
       g = std::move(fresh);
@@ -986,18 +1125,110 @@ Result<nlohmann::json> BrokerService::GetGrant(const CallContext& ctx, const std
   return GrantJson(*g, clock_->Now());
 }
 
+Result<nlohmann::json> BrokerService::CollectApproved(const CallContext& ctx, GrantRecord rec,
+                                                      const SessionRecord& s, Issuer* issuer) {
+  // 1. The exact request the approver approved, never the redacted copy.
+  Result<GrantRequest> opened = OpenApprovedRequest(rec);
+  if (!opened) {
+    log::Get("service")->error(
+        "event=approved_request_refused request_id={} grant_id={} why=\"{}\"", ctx.request_id,
+        rec.id, opened.error().message);
+    return DenyAtCollection(ctx, rec, "request_integrity_failed",
+                            "at collection: " + opened.error().message, "grant.request_digest",
+                            nlohmann::json::object());
+  }
+  const GrantRequest& req = *opened;
+
+  // 2. The current policy and session, through the same pure evaluation as
+  // the request: a reload, a narrowed scope or role, or an ended session
+  // since the approval all count.
+  std::shared_ptr<const Policy> pol = policy();
+  JITBROKER_ASSIGN_OR_RETURN(Tier implied, issuer->ImpliedTier(req));
+  auto scope = TaskScope::FromJson(s.scope);
+  if (!scope) {
+    return std::unexpected(
+        Internal("stored session scope is unreadable", scope.error().ToString()));
+  }
+  const IssuerDescription& desc = issuer->Describe();
+  SessionFacts facts{s.id, s.principal_id, s.agent_id, s.task_id, *scope, s.expires_at};
+  IssuerFacts ifacts{desc.name, implied, desc.default_ttl_seconds, desc.max_ttl_seconds};
+  const Decision d = Evaluate(req, facts, ifacts, *pol, clock_->Now());
+  rec.decision["collection_policy_version"] = pol->version;
+  if (d.result == DecisionResult::kDeny) {
+    return DenyAtCollection(ctx, rec, d.code, "at collection: " + d.reason, d.matched_rule,
+                            nlohmann::json::object());
+  }
+  if (d.result == DecisionResult::kPending) {
+    // Still an approval tier: the approval given must be one the current
+    // policy would ask for (same tier, same approvers, break-glass allowed).
+    const TierPolicy& tp = pol->ForTier(d.tier);
+    const auto approvers = rec.extra.find("approvers");
+    const bool same_approvers = approvers != rec.extra.end() && approvers->is_array() &&
+                                *approvers == nlohmann::json(tp.approvers);
+    const auto approval = rec.extra.find("approval");
+    const bool break_glass = approval != rec.extra.end() && approval->is_object() &&
+                             approval->value("break_glass", false);
+    if (std::string(TierName(d.tier)) != rec.tier || !same_approvers ||
+        (break_glass && !tp.break_glass_self_approval)) {
+      return DenyAtCollection(
+          ctx, rec, "approval_stale",
+          "at collection: the current policy (version " + pol->version + ") asks for approval " +
+              "of tier " + std::string(TierName(d.tier)) + " by " +
+              nlohmann::json(tp.approvers).dump() + "; the approval given was for tier " +
+              rec.tier + (break_glass ? " by break-glass self-approval" : ""),
+          "tiers." + std::string(TierName(d.tier)), nlohmann::json::object());
+    }
+  }
+  rec.ttl_seconds = std::min(rec.ttl_seconds, d.ttl_seconds);
+  if (rec.ttl_seconds < 1) {
+    return std::unexpected(
+        FailedPrecondition("session_expiring", "the session ends before a credential could live"));
+  }
+  rec.expires_at.reset();
+
+  // 3. The human's own rights may have changed while the grant waited for
+  // its approval: check them again before anything is minted.
+  const Principal* principal = pol->FindPrincipal(rec.principal_id);
+  std::optional<DelegationCheck> check;
+  if (principal != nullptr) {
+    JITBROKER_ASSIGN_OR_RETURN(check, issuer->CheckDelegatedRights(req, *principal));
+  }
+  if (principal == nullptr || !check->allowed) {
+    return DenyAtCollection(
+        ctx, rec, "delegated_rights_exceeded",
+        principal == nullptr ? "the delegating principal is no longer in the policy"
+                             : check->reason,
+        check && !check->matched_rule.empty() ? check->matched_rule
+                                              : "issuers." + rec.issuer + ".delegated_rights",
+        check ? check->audit : nlohmann::json::object());
+  }
+  if (!check->audit.empty()) {
+    rec.extra["delegation"] = check->audit;
+  }
+  // 4. Mint from the exact request. The sealed copy is not needed past here.
+  rec.sealed_request.clear();
+  return MintAndCommit(ctx, rec, req, issuer, {});
+}
+
 Result<nlohmann::json> BrokerService::DenyAtCollection(const CallContext& ctx, GrantRecord& g,
+                                                       const std::string& code,
                                                        const std::string& reason,
+                                                       const std::string& matched_rule,
                                                        const nlohmann::json& delegation) {
   const TimePoint now = clock_->Now();
   nlohmann::json decision = g.decision.is_object() ? g.decision : nlohmann::json::object();
   decision["result"] = "deny";
-  decision["code"] = "delegated_rights_exceeded";
+  decision["code"] = code;
   decision["reason"] = reason;
-  decision["matched_rule"] = "issuers." + g.issuer + ".delegated_rights";
+  decision["matched_rule"] = matched_rule;
+  decision["stage"] = "collection";
+  if (auto it = decision.find("collection_policy_version"); it != decision.end()) {
+    decision["policy_version"] = *it;  // the policy that refused it
+  }
   g.decision = std::move(decision);
   g.state = "denied";
   g.sealed_handle.clear();
+  g.sealed_request.clear();
   if (!delegation.empty()) {
     g.extra["delegation"] = delegation;
   }

@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -28,6 +29,7 @@
 #include "broker/audit/journal.h"
 #include "broker/authn/authn.h"
 #include "broker/common/metrics.h"
+#include "broker/common/rate_limit.h"
 #include "broker/config/config.h"
 #include "broker/lifecycle/anomaly.h"
 #include "broker/lifecycle/notifier.h"
@@ -64,6 +66,12 @@ struct ServiceOptions {
   config::SessionsConfig sessions;
   SecretValue seal_key;                       // 32 bytes: seals revocation handles
   int64_t default_approval_ttl_seconds = 300;
+  // Pending approvals one session / one delegating principal may hold at once
+  // (approvals.max_pending_per_session / _per_principal; issue #10).
+  int64_t max_pending_per_session = 10;
+  int64_t max_pending_per_principal = 50;
+  // Token-bucket limits on grant requests per session and per principal.
+  config::LimitsConfig limits;
   int max_long_poll_seconds = 60;
   int revoke_concurrency = 32;                // parallel upstream revocations per fan-out
   std::vector<lifecycle::AnomalyRule> anomaly_rules;
@@ -73,6 +81,21 @@ struct ServiceOptions {
   // themselves are installed with SetTrust().
   oidc::KeySource* oidc_keys = nullptr;
 };
+
+// GET /v1/approvals: which approvals, and which page of them. Every field is
+// validated by ListApprovals (errors: kInvalidArgument "invalid_query" or
+// "invalid_cursor").
+struct ApprovalListFilter {
+  std::string state;             // "" or "pending"
+  std::string session_id;        // "" = any
+  std::string principal;         // the delegating principal; "" = any
+  std::string tier;              // a tier name; "" = any
+  std::string cursor;            // "" = first page; else a next_cursor from this filter
+  std::optional<int64_t> limit;  // 1..200; absent = 50
+  std::string order;             // "" or "oldest" (oldest first), or "newest"
+};
+inline constexpr int64_t kDefaultApprovalPage = 50;
+inline constexpr int64_t kMaxApprovalPage = 200;
 
 // When the credential of `g` stops working upstream: the issuer's upstream
 // expiry when it outlives the grant (MintResult::upstream_expires_at, kept in
@@ -107,7 +130,13 @@ class BrokerService {
   [[nodiscard]] Result<nlohmann::json> GetGrant(const CallContext& ctx, const std::string& id,
                                                 int wait_seconds = 0);
   [[nodiscard]] Result<nlohmann::json> RevokeGrant(const CallContext& ctx, const std::string& id);
-  // Approvals (issue #3).
+  // Approvals (issue #3). ListApprovals answers {approvals: [...], next_cursor}
+  // (next_cursor null on the last page): pending approvals the caller may
+  // decide, filtered and paged in the store query itself, so a flood of
+  // requests the caller cannot see never hides the ones it can.
+  [[nodiscard]] Result<nlohmann::json> ListApprovals(const CallContext& ctx,
+                                                     const ApprovalListFilter& filter);
+  // The first page with only `state` given (the route's shape before paging).
   [[nodiscard]] Result<nlohmann::json> ListApprovals(const CallContext& ctx, const std::string& state);
   [[nodiscard]] Result<nlohmann::json> GetApproval(const CallContext& ctx, const std::string& id);
   [[nodiscard]] Result<nlohmann::json> DecideApproval(const CallContext& ctx, const std::string& id,
@@ -153,6 +182,7 @@ class BrokerService {
  private:
   using SessionLock = std::shared_mutex;
   SessionLock& LockFor(std::string_view session_id);
+  std::mutex& PendingLockFor(std::string_view principal_id);
 
   // Loads the session and checks the caller may act on it.
   struct Access {
@@ -181,12 +211,36 @@ class BrokerService {
   // Seals an issuer's revocation handle for storage (AAD: grant id).
   [[nodiscard]] Result<std::string> SealHandle(const std::string& grant_id, const SecretValue& h) const;
   [[nodiscard]] Result<SecretValue> OpenHandle(const GrantRecord& g) const;
-  // Mints an allowed or approved grant and commits it (decision/mint records).
-  // An approved grant whose delegating human no longer holds the rights it
-  // needs: recorded and audited as denied instead of minted.
+  // Refuses a grant request over the per-session or per-principal rate
+  // (kResourceExhausted "rate_limited", retry_after set).
+  [[nodiscard]] Status CheckGrantRate(const SessionRecord& s);
+  // With PendingLockFor(s.principal_id) held: the refusal when `s` (or its
+  // principal) already holds as many open pending approvals as allowed.
+  struct PendingRefusal {
+    Error error;               // kResourceExhausted "too_many_pending_approvals"
+    std::string matched_rule;  // "approvals.max_pending_per_session" or …_per_principal
+  };
+  [[nodiscard]] Result<std::optional<PendingRefusal>> PendingBoundRefusal(const SessionRecord& s,
+                                                                          TimePoint now);
+  // Mints an approved grant at collection from the exact request that was
+  // approved (sealed in the record), after re-evaluating it against the
+  // current policy, session and delegated rights; otherwise denies it.
+  [[nodiscard]] Result<nlohmann::json> CollectApproved(const CallContext& ctx, GrantRecord rec,
+                                                       const SessionRecord& s, Issuer* issuer);
+  // The sealed request of `g`, opened and checked against g.request_digest;
+  // an Error (whose message says what is wrong) when it is absent, does not
+  // open, or does not match.
+  [[nodiscard]] Result<GrantRequest> OpenApprovedRequest(const GrantRecord& g) const;
+  // An approved grant that may no longer be minted when collected (the
+  // delegating human lost the rights, the policy or session changed, the
+  // sealed request is not intact): recorded and audited as denied with
+  // decision `code`, `reason` and `matched_rule`.
   [[nodiscard]] Result<nlohmann::json> DenyAtCollection(const CallContext& ctx, GrantRecord& g,
+                                                        const std::string& code,
                                                         const std::string& reason,
+                                                        const std::string& matched_rule,
                                                         const nlohmann::json& delegation);
+  // Mints an allowed or approved grant and commits it (decision/mint records).
   [[nodiscard]] Result<nlohmann::json> MintAndCommit(const CallContext& ctx, GrantRecord& g,
                                                      const GrantRequest& req, Issuer* issuer,
                                                      std::vector<nlohmann::json> pre_events);
@@ -217,6 +271,14 @@ class BrokerService {
   ServiceOptions options_;
   const config::SessionsConfig& sessions_ = options_.sessions;
   std::unique_ptr<lifecycle::AnomalyDetector> anomaly_;
+  // Grant-request rate limits (limits:), keyed by session id and principal id.
+  std::unique_ptr<KeyedRateLimiter> session_rate_;
+  std::unique_ptr<KeyedRateLimiter> principal_rate_;
+  // Held from counting a session's pending approvals to committing a new one,
+  // so concurrent requests cannot overshoot the bounds. Striped by principal:
+  // both bounds (per session, per principal) only count one principal's
+  // grants, so requests of different principals never wait for each other.
+  std::array<std::mutex, 64> pending_locks_;
   std::array<SessionLock, 64> session_locks_;
   // Long-poll waiters on grant state changes.
   std::mutex wait_mu_;

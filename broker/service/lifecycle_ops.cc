@@ -44,6 +44,7 @@ Status BrokerService::ExpireApproval(const std::string& grant_id, const std::str
   }
   const bool was_approved = g->state == "approved";
   g->state = "expired";
+  g->sealed_request.clear();  // kept only while the grant may still be minted
   g->extra["approval_expired"] = true;
   g->decision["result"] = "deny";
   g->decision["code"] = "approval_expired";

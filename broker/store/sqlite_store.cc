@@ -148,6 +148,16 @@ CREATE TABLE revocation_queue (
 );
 CREATE INDEX revocation_queue_next ON revocation_queue(next_attempt_at, next_attempt_at_ns);
 )sql"},
+    // Pending approvals (issue #10): partial indexes over the pending grants
+    // only, for the per-session and per-principal bounds and for listing
+    // approvals in (created_at, id) order. The listing index leads with
+    // state so the planner seeks the cursor and reads in order (no sort).
+    {3, R"sql(
+CREATE INDEX grants_pending_session ON grants(session_id, expires_at) WHERE state = 'pending';
+CREATE INDEX grants_pending_principal ON grants(principal_id, expires_at) WHERE state = 'pending';
+CREATE INDEX grants_pending_created ON grants(state, created_at, created_at_ns, id)
+  WHERE state = 'pending';
+)sql"},
 };
 
 constexpr int kLatestVersion = kMigrations[std::size(kMigrations) - 1].version;
@@ -523,6 +533,12 @@ Result<GrantRecord> ReadGrant(sqlite3_stmt* s) {
   rec.scope = data.contains("scope") ? data["scope"] : Json::object();
   rec.decision = data.contains("decision") ? data["decision"] : Json::object();
   rec.extra = data.contains("extra") ? data["extra"] : Json::object();
+  if (auto it = data.find("sealed_request"); it != data.end()) {
+    if (!it->is_string()) {
+      return std::unexpected(CorruptRow("grants", "sealed_request is not a string"));
+    }
+    rec.sealed_request = it->get<std::string>();
+  }
   return rec;
 }
 
@@ -652,11 +668,11 @@ Status CheckVersion(int64_t current) {
 // Each migration runs in its own IMMEDIATE transaction and re-reads the
 // version under the write lock, so two processes opening one file at once
 // cannot both apply it.
-Status Migrate(sqlite3* db) {
+Status Migrate(sqlite3* db, int target) {
   JITBROKER_ASSIGN_OR_RETURN(const int64_t initial, QueryInt(db, "PRAGMA user_version"));
   JITBROKER_RETURN_IF_ERROR(CheckVersion(initial));
   for (const Migration& m : kMigrations) {
-    if (m.version <= initial) {
+    if (m.version <= initial || (target > 0 && m.version > target)) {
       continue;
     }
     JITBROKER_RETURN_IF_ERROR(Exec(db, "BEGIN IMMEDIATE"));
@@ -752,7 +768,7 @@ class SqliteStore final : public Store {
     JITBROKER_RETURN_IF_ERROR(EnableWal(w));
     JITBROKER_RETURN_IF_ERROR(Exec(w, "PRAGMA synchronous=FULL"));
     JITBROKER_RETURN_IF_ERROR(Exec(w, "PRAGMA foreign_keys=ON"));
-    JITBROKER_RETURN_IF_ERROR(Migrate(w));
+    JITBROKER_RETURN_IF_ERROR(Migrate(w, options.schema_version_for_testing));
     JITBROKER_RETURN_IF_ERROR(store->PrepareWriter());
     JITBROKER_RETURN_IF_ERROR(store->StartCheckpointer(options));
 
@@ -926,6 +942,108 @@ class SqliteStore final : public Store {
     }
     b.Int(SqlLimit(limit));
     return Collect<GrantRecord>(r->db.get(), s, ReadGrant);
+  }
+
+  // --- Pending approvals (issue #10) ---------------------------------------
+  // The literal state = 'pending' lets SQLite use the partial indexes of
+  // migration 3. An approval is open while expires_at (seconds, then the
+  // _ns remainder) is after `now`.
+
+  Result<std::vector<GrantRecord>> ListPendingApprovals(const PendingApprovalQuery& q) override {
+    if (q.tiers.empty() || q.limit == 0) {
+      return std::vector<GrantRecord>();
+    }
+    auto placeholders = [](size_t n) {
+      std::string out;
+      for (size_t i = 0; i < n; ++i) {
+        out += i == 0 ? "?" : ", ?";
+      }
+      return out;
+    };
+    std::string sql = std::string("SELECT ") + kGrantColumns +
+                      " FROM grants WHERE state = 'pending' AND (expires_at IS NULL OR "
+                      "expires_at > ? OR (expires_at = ? AND expires_at_ns > ?))"
+                      " AND tier IN (" +
+                      placeholders(q.tiers.size()) + ")";
+    if (!q.session_id.empty()) {
+      sql += " AND session_id = ?";
+    }
+    if (!q.principal_id.empty()) {
+      sql += " AND principal_id = ?";
+    }
+    const bool exclude = !q.exclude_principal_id.empty() && !q.exclude_principal_tiers.empty();
+    if (exclude) {
+      sql += " AND NOT (principal_id = ? AND tier IN (" +
+             placeholders(q.exclude_principal_tiers.size()) + "))";
+    }
+    if (q.after) {
+      sql += q.newest_first ? " AND (created_at, created_at_ns, id) < (?, ?, ?)"
+                            : " AND (created_at, created_at_ns, id) > (?, ?, ?)";
+    }
+    sql += q.newest_first ? " ORDER BY created_at DESC, created_at_ns DESC, id DESC LIMIT ?"
+                          : " ORDER BY created_at, created_at_ns, id LIMIT ?";
+    ReaderLease r(*this);
+    JITBROKER_ASSIGN_OR_RETURN(sqlite3_stmt * s, r->Stmt(sql));
+    StmtUse use(s);
+    Binder b(s);
+    const SplitTime now = Split(q.now);
+    b.Int(now.seconds).Int(now.seconds).Int(now.nanos);
+    for (const std::string& t : q.tiers) {
+      b.Text(t);
+    }
+    if (!q.session_id.empty()) {
+      b.Text(q.session_id);
+    }
+    if (!q.principal_id.empty()) {
+      b.Text(q.principal_id);
+    }
+    if (exclude) {
+      b.Text(q.exclude_principal_id);
+      for (const std::string& t : q.exclude_principal_tiers) {
+        b.Text(t);
+      }
+    }
+    if (q.after) {
+      b.Time(q.after->created_at).Text(q.after->grant_id);
+    }
+    b.Int(SqlLimit(q.limit));
+    if (!b.ok()) {
+      return std::unexpected(StoreError("bind", r->db.get()));
+    }
+    return Collect<GrantRecord>(r->db.get(), s, ReadGrant);
+  }
+
+  Result<PendingApprovalCounts> CountPendingApprovals(std::string_view session_id,
+                                                      std::string_view principal_id,
+                                                      TimePoint now) override {
+    constexpr const char* kOpen =
+        "state = 'pending' AND (expires_at IS NULL OR expires_at > ?3 OR "
+        "(expires_at = ?3 AND expires_at_ns > ?4))";
+    const std::string sql =
+        std::string("SELECT (SELECT count(*) FROM grants WHERE session_id = ?1 AND ") + kOpen +
+        "), (SELECT min(expires_at) FROM grants WHERE session_id = ?1 AND " + kOpen +
+        "), (SELECT count(*) FROM grants WHERE principal_id = ?2 AND " + kOpen +
+        "), (SELECT min(expires_at) FROM grants WHERE principal_id = ?2 AND " + kOpen + ")";
+    ReaderLease r(*this);
+    JITBROKER_ASSIGN_OR_RETURN(sqlite3_stmt * s, r->Stmt(sql));
+    StmtUse use(s);
+    const SplitTime t = Split(now);
+    Binder b(s);
+    b.Text(session_id).Text(principal_id).Int(t.seconds).Int(t.nanos);
+    if (!b.ok() || sqlite3_step(s) != SQLITE_ROW) {
+      return std::unexpected(StoreError("count pending approvals", r->db.get()));
+    }
+    Row row(s);
+    PendingApprovalCounts out;
+    out.session = row.Int();
+    if (std::optional<int64_t> e = row.OptInt()) {
+      out.session_next_expiry = FromUnixSeconds(*e);
+    }
+    out.principal = row.Int();
+    if (std::optional<int64_t> e = row.OptInt()) {
+      out.principal_next_expiry = FromUnixSeconds(*e);
+    }
+    return out;
   }
 
   Result<std::vector<RevocationTask>> ListRevocationsDue(TimePoint now, size_t limit) override {
@@ -1154,6 +1272,10 @@ class SqliteStore final : public Store {
           text += DumpJson(rec.parameters);
           text += ",\"scope\":";
           text += DumpJson(rec.scope);
+          if (!rec.sealed_request.empty()) {
+            text += ",\"sealed_request\":";
+            text += DumpJson(rec.sealed_request);
+          }
           text += '}';
           StmtUse use(upsert_grant_.get());
           Binder b(use.get());

@@ -18,6 +18,8 @@ struct SqliteOptions {
   std::string path;            // file path; parent directory must exist
   int reader_connections = 4;
   int busy_timeout_ms = 5000;
+  // Tests of schema upgrades: stop migrating at this version (0 = latest).
+  int schema_version_for_testing = 0;
 };
 
 class SqliteStore;

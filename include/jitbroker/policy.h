@@ -66,7 +66,13 @@ bool ResourceCovers(std::string_view pattern, std::string_view resource);
 struct TierPolicy {
   Control control = Control::kDeny;
   std::vector<std::string> approvers;           // e.g. "role:maintainer"
-  bool four_eyes = false;
+  // Four-eyes: the delegating principal never approves their own agent's
+  // request. Always on; the config cannot turn it off.
+  bool four_eyes = true;
+  // `self_approval: break_glass`: an admin who is the delegating principal
+  // may approve their own agent's request of this tier; the approval is
+  // recorded with break_glass: true and logged at warn. Non-admins never may.
+  bool break_glass_self_approval = false;
   std::optional<int64_t> max_ttl_seconds;       // credential TTL cap for this tier
   int64_t approval_ttl_seconds = 0;             // pending approval lifetime; 0 = approvals.default_ttl_seconds
 };

@@ -71,6 +71,11 @@ struct GrantRecord {
   std::string request_digest;      // hex SHA-256 of the canonical request
   std::string approval_id;
   std::string sealed_handle;       // base64url of nonce||ciphertext||tag, or empty
+  // While pending or approved: the exact request that was approved, as its
+  // canonical JSON (broker/service/request_digest.h) sealed like
+  // sealed_handle (AAD: the grant id); minted from at collection. Empty in
+  // every other state.
+  std::string sealed_request;
   TimePoint created_at;
   std::optional<TimePoint> expires_at;
   std::optional<TimePoint> revoked_at;
@@ -116,6 +121,42 @@ struct AuditFilter {
   size_t limit = 1000;
 };
 
+// Pending approvals (GET /v1/approvals): a page of the grants in state
+// "pending" whose approval window is still open (expires_at > now, or none),
+// filtered, in a stable order (created_at, id), resumed after a cursor.
+struct ApprovalPosition {
+  TimePoint created_at;
+  std::string grant_id;
+};
+
+struct PendingApprovalQuery {
+  TimePoint now;
+  std::string session_id;    // empty = any
+  std::string principal_id;  // the delegating principal; empty = any
+  // Only grants of these tiers (names); empty matches nothing. The service
+  // passes the tiers the caller may approve, so filtering is never left to
+  // after the query (a caller never pages past items it cannot see).
+  std::vector<std::string> tiers;
+  // Grants delegated by `exclude_principal_id` are left out in these tiers
+  // (four-eyes: a principal is not offered their own agent's requests).
+  std::string exclude_principal_id;
+  std::vector<std::string> exclude_principal_tiers;
+  std::optional<ApprovalPosition> after;  // strictly after this one, in `newest_first` order
+  bool newest_first = false;
+  size_t limit = 50;
+};
+
+// Open pending approvals of one session and of one delegating principal (all
+// its sessions), with the soonest approval expiry of each (none when the
+// count is 0). Indexed: cost follows the pending grants of that session or
+// principal.
+struct PendingApprovalCounts {
+  int64_t session = 0;
+  int64_t principal = 0;
+  std::optional<TimePoint> session_next_expiry;
+  std::optional<TimePoint> principal_next_expiry;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -142,6 +183,12 @@ class Store {
   [[nodiscard]] virtual Result<std::vector<GrantRecord>> ListGrantsByState(
       std::string_view state, std::optional<TimePoint> expires_before, std::string_view issuer,
       size_t limit) = 0;
+  // Pending approvals (see PendingApprovalQuery), at most q.limit of them.
+  [[nodiscard]] virtual Result<std::vector<GrantRecord>> ListPendingApprovals(
+      const PendingApprovalQuery& q) = 0;
+  // Pending approvals open at `now` of `session_id` and of `principal_id`.
+  [[nodiscard]] virtual Result<PendingApprovalCounts> CountPendingApprovals(
+      std::string_view session_id, std::string_view principal_id, TimePoint now) = 0;
   // Queued revocations with next_attempt_at <= now, soonest first.
   [[nodiscard]] virtual Result<std::vector<RevocationTask>> ListRevocationsDue(TimePoint now,
                                                                                size_t limit) = 0;

@@ -114,6 +114,22 @@ Result<std::vector<GrantRecord>> FailingStore::ListGrantsByState(
   return inner_->ListGrantsByState(state, expires_before, issuer, limit);
 }
 
+Result<std::vector<GrantRecord>> FailingStore::ListPendingApprovals(const PendingApprovalQuery& q) {
+  if (ReadsFail()) {
+    return std::unexpected(Injected("ListPendingApprovals"));
+  }
+  return inner_->ListPendingApprovals(q);
+}
+
+Result<PendingApprovalCounts> FailingStore::CountPendingApprovals(std::string_view session_id,
+                                                                  std::string_view principal_id,
+                                                                  TimePoint now) {
+  if (ReadsFail()) {
+    return std::unexpected(Injected("CountPendingApprovals"));
+  }
+  return inner_->CountPendingApprovals(session_id, principal_id, now);
+}
+
 Result<std::vector<RevocationTask>> FailingStore::ListRevocationsDue(TimePoint now, size_t limit) {
   if (ReadsFail()) {
     return std::unexpected(Injected("ListRevocationsDue"));

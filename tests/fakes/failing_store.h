@@ -51,6 +51,10 @@ class FailingStore final : public Store {
                                                      std::optional<TimePoint> expires_before,
                                                      std::string_view issuer,
                                                      size_t limit) override;
+  Result<std::vector<GrantRecord>> ListPendingApprovals(const PendingApprovalQuery& q) override;
+  Result<PendingApprovalCounts> CountPendingApprovals(std::string_view session_id,
+                                                      std::string_view principal_id,
+                                                      TimePoint now) override;
   Result<std::vector<RevocationTask>> ListRevocationsDue(TimePoint now, size_t limit) override;
   Result<std::vector<AuditRecord>> ListAudit(const AuditFilter& f) override;
   Status Ping() override;

@@ -86,6 +86,7 @@ Result<MintResult> FakeIssuer::Mint(const MintRequest& request) {
   SimulateLatency(mint_latency_ms_.load());
   {
     std::lock_guard lock(mu_);
+    mint_requests_.push_back(request);
     if (TakeFailure(fail_next_mints_)) {
       failed_mints_.fetch_add(1);
       return std::unexpected(UpstreamUnavailable("mint"));
@@ -179,6 +180,11 @@ void FakeIssuer::SetMintLatency(std::chrono::milliseconds latency) {
 
 void FakeIssuer::SetRevokeLatency(std::chrono::milliseconds latency) {
   revoke_latency_ms_.store(latency.count());
+}
+
+std::vector<MintRequest> FakeIssuer::MintRequests() const {
+  std::lock_guard lock(mu_);
+  return mint_requests_;
 }
 
 std::vector<std::string> FakeIssuer::RevokedGrantIds() const {

@@ -85,6 +85,9 @@ class FakeIssuer final : public Issuer {
   uint64_t Revokes() const { return revokes_.load(); }               // successful, repeats included
   uint64_t FailedRevokes() const { return failed_revokes_.load(); }  // injected failures
   uint64_t UnknownHandleRevokes() const { return unknown_handle_revokes_.load(); }
+  // Every request Mint() was called with, in call order (what the broker
+  // asked the upstream for: e.g. the parameters exactly as minted).
+  std::vector<MintRequest> MintRequests() const;
   // Grant ids (as given at mint) of the credentials revoked, each once, in
   // the order their first successful revoke finished.
   std::vector<std::string> RevokedGrantIds() const;
@@ -114,6 +117,7 @@ class FakeIssuer final : public Issuer {
   // Keyed by SHA-256 hex of the token: the fake keeps no credential values.
   std::unordered_map<std::string, Minted> minted_;
   std::vector<std::string> revoked_grant_ids_;
+  std::vector<MintRequest> mint_requests_;
   int fail_next_mints_ = 0;
   int fail_next_revokes_ = 0;
   bool fail_revokes_always_ = false;

@@ -149,6 +149,45 @@ TEST_CASE("Config: defaults of a minimal file") {
   CHECK(p.ForTier(Tier::kSecret).max_ttl_seconds == 300);
   CHECK(p.ForTier(Tier::kDestructive).control == Control::kDeny);
   CHECK(p.ForTier(Tier::kRead).approval_ttl_seconds == 0);
+  // Four-eyes on every tier by default, secret included (issue #10).
+  for (Tier t : kAllTiers) {
+    CAPTURE(TierName(t));
+    CHECK(p.ForTier(t).four_eyes);
+    CHECK_FALSE(p.ForTier(t).break_glass_self_approval);
+  }
+  CHECK(c->approvals.max_pending_per_session == 10);
+  CHECK(c->approvals.max_pending_per_principal == 50);
+  CHECK(c->limits.grants_per_session.rate_per_second == 5);
+  CHECK(c->limits.grants_per_session.burst == 50);
+  CHECK(c->limits.grants_per_principal.rate_per_second == 20);
+  CHECK(c->limits.grants_per_principal.burst == 200);
+  CHECK(c->limits.max_tracked_keys == 100000);
+}
+
+TEST_CASE("Config: approval bounds, grant rate limits and break-glass self-approval") {
+  TempDir dir;
+  Result<Config> c = LoadConfigText(
+      "policy:\n  version: v1\n"
+      "  tiers:\n"
+      "    secret: {control: approval, four_eyes: true, self_approval: break_glass}\n"
+      "    merge_deploy: {control: approval, self_approval: deny}\n"
+      "approvals: {max_pending_per_session: 3, max_pending_per_principal: 7}\n"
+      "limits:\n"
+      "  grants_per_session: {rate_per_second: 0.5, burst: 4}\n"
+      "  grants_per_principal: {rate_per_second: 100}\n"
+      "  max_tracked_keys: 500\n",
+      dir.File("l.yaml"));
+  REQUIRE_MESSAGE(c.has_value(), (c.has_value() ? "" : c.error().ToString()));
+  CHECK(c->policy->ForTier(Tier::kSecret).four_eyes);
+  CHECK(c->policy->ForTier(Tier::kSecret).break_glass_self_approval);
+  CHECK_FALSE(c->policy->ForTier(Tier::kMergeDeploy).break_glass_self_approval);
+  CHECK(c->approvals.max_pending_per_session == 3);
+  CHECK(c->approvals.max_pending_per_principal == 7);
+  CHECK(c->limits.grants_per_session.rate_per_second == 0.5);
+  CHECK(c->limits.grants_per_session.burst == 4);
+  CHECK(c->limits.grants_per_principal.rate_per_second == 100);
+  CHECK(c->limits.grants_per_principal.burst == 200);  // default kept
+  CHECK(c->limits.max_tracked_keys == 500);
 }
 
 TEST_CASE("Config: a full file with every key, in JSON") {
@@ -170,8 +209,8 @@ TEST_CASE("Config: a full file with every key, in JSON") {
     "version": "2026-11-22.1",
     "default_tier": "pr",
     "tiers": {"secret": {"control": "deny", "approval_ttl_seconds": 60},
-              "write": {"control": "approval", "approvers": ["role:lead"], "four_eyes": false,
-                        "max_ttl_seconds": 120}},
+              "write": {"control": "approval", "approvers": ["role:lead"], "four_eyes": true,
+                        "self_approval": "break_glass", "max_ttl_seconds": 120}},
     "tools": [{"name": "push", "match": {"tool": "git.push", "operation": "push",
                "resource": "github://acme/*", "parameters": {"force": "true", "n": "re:[0-9]+"}},
                "tier": "destructive"}],
@@ -226,6 +265,8 @@ TEST_CASE("Config: a full file with every key, in JSON") {
   CHECK(p.ForTier(Tier::kWrite).control == Control::kApproval);
   CHECK(p.ForTier(Tier::kWrite).approvers == std::vector<std::string>{"role:lead"});
   CHECK(p.ForTier(Tier::kWrite).max_ttl_seconds == 120);
+  CHECK(p.ForTier(Tier::kWrite).four_eyes);
+  CHECK(p.ForTier(Tier::kWrite).break_glass_self_approval);
   REQUIRE(p.tools.size() == 1);
   CHECK(p.tools[0].name == "push");
   CHECK(p.tools[0].tier == Tier::kDestructive);
@@ -446,6 +487,27 @@ TEST_CASE("Config: invalid files name file, line and key") {
        "t.yaml:1: anomaly: must be a list"},
       {"invalid YAML", "policy:\n  version: [v\n", "t.yaml:3: invalid YAML"},
       {"not a mapping", "- a\n- b\n", "t.yaml:1: the configuration must be a mapping"},
+      {"four_eyes cannot be turned off",
+       "policy:\n  version: v\n  tiers:\n    secret: {four_eyes: false}\n",
+       "t.yaml:4: policy.tiers.secret.four_eyes: four-eyes cannot be turned off"},
+      {"unknown self_approval",
+       "policy:\n  version: v\n  tiers:\n    secret: {self_approval: always}\n",
+       "t.yaml:4: policy.tiers.secret.self_approval: unknown value \"always\""},
+      {"pending bound out of range",
+       "approvals:\n  max_pending_per_session: 0\npolicy: {version: v}\n",
+       "t.yaml:2: approvals.max_pending_per_session: must be an integer in [1, 10000]"},
+      {"unknown limits key", "limits:\n  grants_per_agent: {}\npolicy: {version: v}\n",
+       "t.yaml:2: limits.grants_per_agent: unknown key"},
+      {"rate not a number",
+       "limits:\n  grants_per_session:\n    rate_per_second: fast\npolicy: {version: v}\n",
+       "t.yaml:3: limits.grants_per_session.rate_per_second: must be a number in [0.001, 1000000]"},
+      {"rate zero", "limits:\n  grants_per_session: {rate_per_second: 0}\npolicy: {version: v}\n",
+       "t.yaml:2: limits.grants_per_session.rate_per_second: must be a number"},
+      {"rate infinite",
+       "limits:\n  grants_per_principal: {rate_per_second: inf}\npolicy: {version: v}\n",
+       "t.yaml:2: limits.grants_per_principal.rate_per_second: must be a number"},
+      {"burst zero", "limits:\n  grants_per_session: {burst: 0}\npolicy: {version: v}\n",
+       "t.yaml:2: limits.grants_per_session.burst: must be an integer in [1, 1000000]"},
       {"tier max_ttl out of range",
        "policy:\n  version: v\n  tiers:\n"
        "    secret: {max_ttl_seconds: 0}\n",

@@ -181,6 +181,13 @@ class MemoryAuditStore final : public Store {
                                                      std::string_view, size_t) override {
     return std::vector<GrantRecord>();
   }
+  Result<std::vector<GrantRecord>> ListPendingApprovals(const PendingApprovalQuery&) override {
+    return std::vector<GrantRecord>();
+  }
+  Result<PendingApprovalCounts> CountPendingApprovals(std::string_view, std::string_view,
+                                                      TimePoint) override {
+    return PendingApprovalCounts();
+  }
   Result<std::vector<RevocationTask>> ListRevocationsDue(TimePoint, size_t) override {
     return std::vector<RevocationTask>();
   }
