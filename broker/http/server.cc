@@ -102,6 +102,7 @@ class Query {
     }
     return q;
   }
+  bool Has(const char* key) const { return values_.find(key) != values_.end(); }
   std::string Or(const char* key, std::string fallback = {}) const {
     auto it = values_.find(key);
     return it == values_.end() ? fallback : it->second;
@@ -556,7 +557,18 @@ void HttpServer::Impl::Install() {
   Route("GET", "/v1/approvals", Auth::kRequired, BodyKind::kNone,
         [this](const Request& req, auto& ctx, auto&) -> Result<Reply> {
           JITBROKER_ASSIGN_OR_RETURN(Query q, Query::Parse(req));
-          JITBROKER_ASSIGN_OR_RETURN(auto out, service->ListApprovals(ctx, q.Or("state")));
+          service::ApprovalListFilter f;
+          f.state = q.Or("state");
+          f.session_id = q.Or("session_id");
+          f.principal = q.Or("principal");
+          f.tier = q.Or("tier");
+          f.order = q.Or("order");
+          f.cursor = q.Or("cursor");
+          if (q.Has("limit")) {
+            JITBROKER_ASSIGN_OR_RETURN(f.limit, q.Int("limit", service::kDefaultApprovalPage, 1,
+                                                      service::kMaxApprovalPage));
+          }
+          JITBROKER_ASSIGN_OR_RETURN(auto out, service->ListApprovals(ctx, f));
           return Reply{200, std::move(out)};
         });
 

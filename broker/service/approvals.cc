@@ -184,13 +184,6 @@ static nlohmann::json ApprovalJson(const GrantRecord& g, const SessionRecord* s,
 }
 
 Result<nlohmann::json> BrokerService::ListApprovals(const CallContext& ctx,
-                                                    const std::string& state) {
-  ApprovalListFilter f;
-  f.state = state;
-  return ListApprovals(ctx, f);
-}
-
-Result<nlohmann::json> BrokerService::ListApprovals(const CallContext& ctx,
                                                     const ApprovalListFilter& f) {
   const authn::Caller& c = ctx.caller;
   if (c.IsSession()) {

@@ -136,8 +136,6 @@ class BrokerService {
   // requests the caller cannot see never hides the ones it can.
   [[nodiscard]] Result<nlohmann::json> ListApprovals(const CallContext& ctx,
                                                      const ApprovalListFilter& filter);
-  // The first page with only `state` given (the route's shape before paging).
-  [[nodiscard]] Result<nlohmann::json> ListApprovals(const CallContext& ctx, const std::string& state);
   [[nodiscard]] Result<nlohmann::json> GetApproval(const CallContext& ctx, const std::string& id);
   [[nodiscard]] Result<nlohmann::json> DecideApproval(const CallContext& ctx, const std::string& id,
                                                       const nlohmann::json& body);

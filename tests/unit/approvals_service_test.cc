@@ -319,7 +319,7 @@ TEST_CASE("Approvals (#10 F4): one agent's flood is cut at the pending bound and
   // approver's first page.
   auto legit_session = w.Open(kBobKey);
   json legit = w.RequestPending(legit_session, Req("secrets.read"));
-  auto list = w.svc().ListApprovals(w.As(kCarolKey), "pending");
+  auto list = w.svc().ListApprovals(w.As(kCarolKey), {.state = "pending"});
   REQUIRE(list.has_value());
   CHECK(Lists(*list, legit["approval"]["id"]));
   CHECK((*list)["approvals"].size() == 11);
@@ -358,7 +358,7 @@ TEST_CASE(
   }
   auto s = w.Open(kBobKey);
   json legit = w.RequestPending(s, Req("secrets.read"));
-  auto list = w.svc().ListApprovals(w.As(kCarolKey), "pending");
+  auto list = w.svc().ListApprovals(w.As(kCarolKey), {.state = "pending"});
   REQUIRE(list.has_value());
   CHECK(ApprovalIds(*list) == std::vector<std::string>{legit["approval"]["id"]});
   CHECK((*list)["next_cursor"].is_null());
