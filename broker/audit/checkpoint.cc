@@ -45,12 +45,9 @@ Result<Json> MakeCheckpointEvent(const crypto::SigningKey& key,
   const int64_t seq = head ? head->seq + 1 : 1;
   const std::string prev_hash = head ? head->hash : std::string();
   const std::string timestamp = FormatRfc3339(now);
-  const Json payload = {{"typ", kCheckpointType},
-                        {"seq", seq},
-                        {"prev_hash", prev_hash},
-                        {"timestamp", timestamp},
-                        {"reason", reason},
-                        {"records_since_checkpoint", records_since}};
+  const Json payload = {{"typ", kCheckpointType}, {"seq", seq},
+                        {"prev_hash", prev_hash}, {"timestamp", timestamp},
+                        {"reason", reason},       {"records_since_checkpoint", records_since}};
   JITBROKER_ASSIGN_OR_RETURN(std::string jws, key.SignJwt({{"typ", kJwsType}}, payload));
   Json event = {{"event_id", crypto::NewPublicId("evt_", 12)},
                 {"timestamp", timestamp},
@@ -132,15 +129,15 @@ std::string CheckCheckpoint(const Json& body, const CheckpointKeys& keys) {
   const Json* seq = Member(p, "seq");
   const Json* since = Member(p, "records_since_checkpoint");
   const Json* body_seq = Member(body, "seq");
-  const bool matches =
-      StringAt(p, "typ") == kCheckpointType && seq != nullptr && seq->is_number_integer() &&
-      body_seq != nullptr && body_seq->is_number_integer() &&
-      seq->get<int64_t>() == body_seq->get<int64_t>() &&
-      StringAt(p, "prev_hash") == StringAt(body, "prev_hash") &&
-      StringAt(p, "timestamp") == StringAt(body, "timestamp") &&
-      StringAt(p, "reason") == StringAt(*cp, "reason") && since != nullptr &&
-      Member(*cp, "records_since_checkpoint") != nullptr &&
-      *since == *Member(*cp, "records_since_checkpoint");
+  const bool matches = StringAt(p, "typ") == kCheckpointType && seq != nullptr &&
+                       seq->is_number_integer() && body_seq != nullptr &&
+                       body_seq->is_number_integer() &&
+                       seq->get<int64_t>() == body_seq->get<int64_t>() &&
+                       StringAt(p, "prev_hash") == StringAt(body, "prev_hash") &&
+                       StringAt(p, "timestamp") == StringAt(body, "timestamp") &&
+                       StringAt(p, "reason") == StringAt(*cp, "reason") && since != nullptr &&
+                       Member(*cp, "records_since_checkpoint") != nullptr &&
+                       *since == *Member(*cp, "records_since_checkpoint");
   return matches ? std::string() : "checkpoint does not match its record";
 }
 
@@ -204,8 +201,7 @@ AnchorReport VerifyAnchoredChain(std::string_view jsonl, const AnchorOptions& op
                 std::to_string(r.tail_records) + " records follow the last checkpoint, more than " +
                     std::to_string(*options.max_tail) + " (the file may have been cut)");
   }
-  if (options.require_shutdown &&
-      (r.tail_records != 0 || r.last_checkpoint_reason != "shutdown")) {
+  if (options.require_shutdown && (r.tail_records != 0 || r.last_checkpoint_reason != "shutdown")) {
     return fail(0, records == 0 ? std::string("the file holds no records")
                                 : "the file does not end with a shutdown checkpoint (the file may "
                                   "have been cut, or the broker did not stop cleanly)");

@@ -29,11 +29,10 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 #include "broker/crypto/jose.h"
 #include "jitbroker/audit.h"
@@ -74,24 +73,24 @@ struct CheckpointKeys {
 std::string CheckCheckpoint(const nlohmann::json& body, const CheckpointKeys& keys);
 
 struct AnchorOptions {
-  const CheckpointKeys* keys = nullptr;        // null: checkpoints are not checked
-  std::optional<std::string> expect_head;      // the chain must end with this hash
-  std::optional<int64_t> expect_seq;           // ... and at this seq
-  std::optional<int64_t> max_tail;             // at most this many records after the last checkpoint
-  bool require_shutdown = false;               // the last record is a shutdown checkpoint
+  const CheckpointKeys* keys = nullptr;    // null: checkpoints are not checked
+  std::optional<std::string> expect_head;  // the chain must end with this hash
+  std::optional<int64_t> expect_seq;       // ... and at this seq
+  std::optional<int64_t> max_tail;         // at most this many records after the last checkpoint
+  bool require_shutdown = false;           // the last record is a shutdown checkpoint
 };
 
 struct AnchorReport {
   bool ok = true;
-  ChainVerification chain;                     // the hash chain itself
-  std::string head_hash;                       // hash of the last record ("" when empty)
-  int64_t checkpoints = 0;                     // genuine checkpoints (0 without keys)
-  int64_t last_checkpoint_seq = 0;             // 0: none
+  ChainVerification chain;          // the hash chain itself
+  std::string head_hash;            // hash of the last record ("" when empty)
+  int64_t checkpoints = 0;          // genuine checkpoints (0 without keys)
+  int64_t last_checkpoint_seq = 0;  // 0: none
   std::string last_checkpoint_reason;
   std::string last_checkpoint_timestamp;
-  int64_t tail_records = 0;                    // records after the last checkpoint
-  int64_t bad_seq = 0;                         // the record a problem is about (0: the file)
-  std::string problem;                         // empty when ok
+  int64_t tail_records = 0;  // records after the last checkpoint
+  int64_t bad_seq = 0;       // the record a problem is about (0: the file)
+  std::string problem;       // empty when ok
 };
 
 // Verifies a JSONL audit file: the chain (VerifyChainText), then, with keys,

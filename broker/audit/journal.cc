@@ -198,9 +198,9 @@ struct Journal::Impl {
 
   // Checkpoints (committer-only after Create).
   CheckpointOptions checkpoint;
-  int64_t uncovered = 0;                       // records since the last checkpoint
-  std::optional<TimePoint> first_uncovered_at; // when the first of them was committed
-  std::string last_checkpoint_reason;          // of the chain's last record, if a checkpoint
+  int64_t uncovered = 0;                        // records since the last checkpoint
+  std::optional<TimePoint> first_uncovered_at;  // when the first of them was committed
+  std::string last_checkpoint_reason;           // of the chain's last record, if a checkpoint
 
   std::jthread committer;  // declared last: joined before the rest is destroyed
 
@@ -372,8 +372,8 @@ struct Journal::Impl {
       std::optional<Error> refused;
       for (const ReplayReservation& r : p->batch.replay_reservations) {
         if (seen.contains(r.key)) {
-          refused = Unauthenticated("token_replayed",
-                                    "subject_token was already exchanged (jti replay)");
+          refused =
+              Unauthenticated("token_replayed", "subject_token was already exchanged (jti replay)");
           break;
         }
         Result<bool> taken = store->ReplayReserved(r.key, r.reserved_at);
@@ -382,8 +382,8 @@ struct Journal::Impl {
           break;
         }
         if (*taken) {
-          refused = Unauthenticated("token_replayed",
-                                    "subject_token was already exchanged (jti replay)");
+          refused =
+              Unauthenticated("token_replayed", "subject_token was already exchanged (jti replay)");
           break;
         }
       }
@@ -419,9 +419,13 @@ struct Journal::Impl {
       if (!p->checkpoint_forced) {
         continue;
       }
+      // "startup" anchors an uncovered tail; any other forced reason is
+      // written unless the chain already ends with a checkpoint of it.
       const bool covered = pending == 0;
-      if (p->checkpoint_reason == "startup" ? !covered
-                                            : !(covered && last_checkpoint_reason == p->checkpoint_reason)) {
+      const bool wanted = p->checkpoint_reason == "startup"
+                              ? !covered
+                              : !(covered && last_checkpoint_reason == p->checkpoint_reason);
+      if (wanted) {
         reason = p->checkpoint_reason;
       }
     }
@@ -633,8 +637,8 @@ Result<std::unique_ptr<Journal>> Journal::Create(Store* store, std::string jsonl
   if (options.checkpoint.key &&
       (options.checkpoint.clock == nullptr || options.checkpoint.every_records < 1 ||
        options.checkpoint.every_seconds < 1 || options.checkpoint.poll.count() < 1)) {
-    return std::unexpected(
-        InvalidArgument("invalid_config", "journal checkpoints need a clock and positive intervals"));
+    return std::unexpected(InvalidArgument(
+        "invalid_config", "journal checkpoints need a clock and positive intervals"));
   }
   if (store == nullptr || jsonl_path.empty()) {
     return std::unexpected(InvalidArgument("invalid_config", "journal needs a store and a path"));

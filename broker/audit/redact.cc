@@ -18,9 +18,9 @@ namespace {
 
 // Matched as substrings of the key's words joined and lower-cased.
 constexpr std::array<std::string_view, 14> kSecretWords = {
-    "password", "passwd",     "secret",     "token",     "apikey",       "privatekey",
-    "credential", "authorization", "cookie", "passphrase", "signature", "accesskey",
-    "sessionkey", "clientsecret"};
+    "password",   "passwd",     "secret",        "token",       "apikey",
+    "privatekey", "credential", "authorization", "cookie",      "passphrase",
+    "signature",  "accesskey",  "sessionkey",    "clientsecret"};
 
 // Matched against whole words only: short enough to occur inside harmless
 // words ("author", "signal", "passenger", "keyword").
@@ -33,7 +33,9 @@ struct Span {
   std::string_view kind;
 };
 
-bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool IsSpace(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 bool IsAlnum(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
@@ -393,7 +395,7 @@ std::vector<Span> FindSpans(std::string_view text) {
   // Stable: of two spans starting together, the more specific kind (found
   // first) names the merged one.
   std::stable_sort(spans.begin(), spans.end(),
-            [](const Span& a, const Span& b) { return a.begin < b.begin; });
+                   [](const Span& a, const Span& b) { return a.begin < b.begin; });
   std::vector<Span> merged;
   for (const Span& s : spans) {
     if (!merged.empty() && s.begin < merged.back().end) {
@@ -496,8 +498,8 @@ nlohmann::json RedactParameters(const nlohmann::json& params) {
   if (params.is_object()) {
     nlohmann::json out = nlohmann::json::object();
     for (auto it = params.begin(); it != params.end(); ++it) {
-      out[it.key()] = IsSecretLikeKey(it.key()) ? nlohmann::json("[redacted]")
-                                                : RedactParameters(it.value());
+      out[it.key()] =
+          IsSecretLikeKey(it.key()) ? nlohmann::json("[redacted]") : RedactParameters(it.value());
     }
     return out;
   }

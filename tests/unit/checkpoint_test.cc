@@ -2,18 +2,17 @@
 // tells a cut or forged file from a complete one (issue #10, finding 8).
 #include "broker/audit/checkpoint.h"
 
+#include <doctest/doctest.h>
 #include <stdlib.h>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <doctest/doctest.h>
-#include <nlohmann/json.hpp>
 
 #include "broker/audit/journal.h"
 #include "broker/crypto/jose.h"
@@ -224,7 +223,8 @@ TEST_CASE("Checkpoints: within every_seconds of a record, by the clock") {
   CHECK(records[4]["checkpoint"]["records_since_checkpoint"] == 2);
 }
 
-TEST_CASE("Checkpoints: an unclean stop is anchored at the next start, a clean one is not doubled") {
+TEST_CASE(
+    "Checkpoints: an unclean stop is anchored at the next start, a clean one is not doubled") {
   Fixture f;
   {
     // An earlier run without checkpoints (or one killed before its shutdown).

@@ -1,12 +1,12 @@
 // Redaction by key and by value (broker/audit/redact.h): what reaches the
 // audit trail, approvers and session views (issue #10, finding 9).
-#include <cstdint>
-#include <string>
+#include "broker/audit/redact.h"
 
 #include <doctest/doctest.h>
-#include <nlohmann/json.hpp>
 
-#include "broker/audit/redact.h"
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
 
 namespace jitbroker {
 namespace {
@@ -49,21 +49,51 @@ TEST_CASE("Redaction: secret-like keys, and harmless look-alikes") {
     bool secret;
   } keys[] = {
       // Long words match inside the key, short ones only as whole words.
-      {"password", true},        {"api_token", true},      {"accessKey", true},
-      {"ssh_key", true},         {"Authorization", true},  {"client_secret", true},
-      {"privateKey", true},      {"session_token", true},  {"pw", true},
-      {"db_pw", true},           {"pwd", true},            {"pass", true},
-      {"smtp-pass", true},       {"auth", true},           {"x-auth", true},
-      {"authToken", true},       {"auth_header", true},    {"sig", true},
-      {"X-Amz-Sig", true},       {"signature", true},      {"otp", true},
-      {"jwt", true},             {"bearer", true},         {"passphrase", true},
-      {"cookie", true},          {"sas", true},            {"github_pat", true},
-      {"query", false},          {"keyword", false},       {"monkey", false},
-      {"branch", false},         {"pull", false},          {"command", false},
-      {"author", false},         {"authors", false},       {"author_email", false},
-      {"signal", false},         {"signed_off_by", false}, {"design", false},
-      {"passenger", false},      {"bypass", false},        {"compass", false},
-      {"path", false},           {"spw", false},           {"message", false},
+      {"password", true},
+      {"api_token", true},
+      {"accessKey", true},
+      {"ssh_key", true},
+      {"Authorization", true},
+      {"client_secret", true},
+      {"privateKey", true},
+      {"session_token", true},
+      {"pw", true},
+      {"db_pw", true},
+      {"pwd", true},
+      {"pass", true},
+      {"smtp-pass", true},
+      {"auth", true},
+      {"x-auth", true},
+      {"authToken", true},
+      {"auth_header", true},
+      {"sig", true},
+      {"X-Amz-Sig", true},
+      {"signature", true},
+      {"otp", true},
+      {"jwt", true},
+      {"bearer", true},
+      {"passphrase", true},
+      {"cookie", true},
+      {"sas", true},
+      {"github_pat", true},
+      {"query", false},
+      {"keyword", false},
+      {"monkey", false},
+      {"branch", false},
+      {"pull", false},
+      {"command", false},
+      {"author", false},
+      {"authors", false},
+      {"author_email", false},
+      {"signal", false},
+      {"signed_off_by", false},
+      {"design", false},
+      {"passenger", false},
+      {"bypass", false},
+      {"compass", false},
+      {"path", false},
+      {"spw", false},
+      {"message", false},
   };
   for (const auto& k : keys) {
     CAPTURE(k.key);
@@ -92,7 +122,7 @@ TEST_CASE("Redaction: credential-shaped values are named, never kept in part") {
       {"Bearer " + Random(kAlnum, 40, 14), "authorization"},
       {"bearer " + Random(kAlnum, 40, 15), "authorization"},
       {"Basic dXNlcjpodW50ZXIy", "authorization"},  // user:hunter2
-      {Random(kBase64, 40, 16), "high_entropy"},     // e.g. an AWS secret access key
+      {Random(kBase64, 40, 16), "high_entropy"},    // e.g. an AWS secret access key
       {Random(kAlnum, 32, 17), "high_entropy"},
   };
   for (const Case& c : cases) {
@@ -121,15 +151,15 @@ TEST_CASE("Redaction: everyday values stay readable") {
       "CheckoutTimeoutHandlerFactory2",
       "TestCheckoutTimeoutRetriesOnce2",
       "src/components/CheckoutTimeout2.tsx",
-      "9fceb02d0ae598e95dc970b74767f19372d61af8",  // a commit SHA
+      "9fceb02d0ae598e95dc970b74767f19372d61af8",                          // a commit SHA
       "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",  // SHA-256
-      "550e8400-e29b-41d4-a716-446655440000",      // a UUID
+      "550e8400-e29b-41d4-a716-446655440000",                              // a UUID
       "2026-11-22T10:30:00Z",
       "rm -rf build/ && make test",
       "Basic configuration of the bearer tokens",
       "The author signed off; pass the PR to review",
-      "ghp_",        // a prefix alone is no token
-      "AKIA1234",    // too short for a key id
+      "ghp_",      // a prefix alone is no token
+      "AKIA1234",  // too short for a key id
   };
   for (const char* v : keep) {
     CAPTURE(v);
