@@ -202,6 +202,12 @@ Status ValidateConfig(config::Config& cfg) {
   if (!trust) {
     return std::unexpected(trust.error());
   }
+  if (cfg.audit.signing_key) {
+    auto key = AuditKeyFromPem(*cfg.audit.signing_key);
+    if (!key) {
+      return std::unexpected(key.error());
+    }
+  }
   return OkStatus();
 }
 
