@@ -74,8 +74,14 @@ int Run(int argc, char** argv) {
   if (name == "config check") {
     return RunConfigCheck(inv.args.args[0], json, std::cout, std::cerr);
   }
-  if (name == "audit verify" && inv.args.Has("file")) {
-    return RunAuditVerifyFile(*inv.args.Get("file"), json, std::cout, std::cerr);
+  if (name == "audit verify") {
+    AuditVerifyFileOptions options;
+    if (std::string bad = ParseAuditVerifyFileOptions(inv.args, &options); !bad.empty()) {
+      return PrintUsageError(UsageError{bad, inv.command, {}});
+    }
+    if (inv.args.Has("file")) {
+      return RunAuditVerifyFile(options, json, std::cout, std::cerr);
+    }
   }
 
   const std::string raw_url =

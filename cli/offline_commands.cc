@@ -1,6 +1,8 @@
 #include "cli/offline_commands.h"
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -11,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "broker/app/app.h"
+#include "broker/audit/checkpoint.h"
 #include "broker/config/config.h"
 #include "cli/args.h"
 #include "cli/format.h"
@@ -45,31 +48,141 @@ void PrintJson(std::ostream& out, const nlohmann::json& j) {
 
 }  // namespace
 
+std::string ParseAuditVerifyFileOptions(const ParsedArgs& args, AuditVerifyFileOptions* out) {
+  *out = AuditVerifyFileOptions();
+  const bool has_file = args.Has("file");
+  for (std::string_view flag : {"public-key", "jwks", "require-checkpoint-within",
+                                "require-shutdown-checkpoint", "expect-head", "expect-seq"}) {
+    if (args.Has(flag) && !has_file) {
+      return "--" + std::string(flag) + " needs --file";
+    }
+  }
+  if (!has_file) {
+    return "";
+  }
+  out->path = args.Get("file").value_or("");
+  out->public_key_file = args.Get("public-key");
+  out->jwks_file = args.Get("jwks");
+  if (out->public_key_file && out->jwks_file) {
+    return "--public-key and --jwks exclude each other";
+  }
+  if (std::optional<std::string> n = args.Get("require-checkpoint-within")) {
+    out->max_tail = ParseInt64(*n, 0, INT64_MAX);
+    if (!out->max_tail) {
+      return "--require-checkpoint-within must be a whole number >= 0";
+    }
+  }
+  out->require_shutdown = args.Switch("require-shutdown-checkpoint");
+  if ((out->max_tail || out->require_shutdown) && !out->public_key_file && !out->jwks_file) {
+    return "checkpoint requirements need the audit key: --public-key or --jwks";
+  }
+  if (std::optional<std::string> n = args.Get("expect-seq")) {
+    out->expect_seq = ParseInt64(*n, 0, INT64_MAX);
+    if (!out->expect_seq) {
+      return "--expect-seq must be a whole number >= 0";
+    }
+  }
+  if (std::optional<std::string> h = args.Get("expect-head")) {
+    const bool hex = h->size() == 64 && std::all_of(h->begin(), h->end(), [](char c) {
+                       return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+                     });
+    if (!hex) {
+      return "--expect-head must be 64 lower-case hex digits";
+    }
+    out->expect_head = *h;
+  }
+  return "";
+}
+
 int RunAuditVerifyFile(const std::string& path, bool json, std::ostream& out, std::ostream& err) {
-  const std::string shown = SanitizeForTerminal(path);
+  AuditVerifyFileOptions options;
+  options.path = path;
+  return RunAuditVerifyFile(options, json, out, err);
+}
+
+int RunAuditVerifyFile(const AuditVerifyFileOptions& options, bool json, std::ostream& out,
+                       std::ostream& err) {
+  const std::string shown = SanitizeForTerminal(options.path);
   try {
     std::string text;
     std::string problem;
-    if (!ReadWholeFile(path, &text, &problem)) {
+    if (!ReadWholeFile(options.path, &text, &problem)) {
       err << "error: cannot read " << shown << ": " << problem << "\n";
       return ToInt(ExitCode::kError);
     }
-    const ChainVerification v = VerifyChainText(text);
+    std::optional<audit::CheckpointKeys> keys;
+    if (options.public_key_file || options.jwks_file) {
+      const std::string& key_path = options.public_key_file ? *options.public_key_file
+                                                            : *options.jwks_file;
+      std::string key_text;
+      if (!ReadWholeFile(key_path, &key_text, &problem)) {
+        err << "error: cannot read " << SanitizeForTerminal(key_path) << ": " << problem << "\n";
+        return ToInt(ExitCode::kError);
+      }
+      Result<audit::CheckpointKeys> loaded = std::unexpected(Error{});
+      if (options.public_key_file) {
+        loaded = audit::CheckpointKeys::FromPem(key_text);
+      } else {
+        const nlohmann::json jwks =
+            nlohmann::json::parse(key_text, nullptr, /*allow_exceptions=*/false);
+        loaded = audit::CheckpointKeys::FromJwks(jwks);
+      }
+      if (!loaded) {
+        err << "error: " << SanitizeForTerminal(key_path) << ": "
+            << SanitizeForTerminal(loaded.error().message) << "\n";
+        return ToInt(ExitCode::kError);
+      }
+      keys = std::move(*loaded);
+    }
+    audit::AnchorOptions ao;
+    ao.keys = keys ? &*keys : nullptr;
+    ao.expect_head = options.expect_head;
+    ao.expect_seq = options.expect_seq;
+    ao.max_tail = options.max_tail;
+    ao.require_shutdown = options.require_shutdown;
+    const audit::AnchorReport r = audit::VerifyAnchoredChain(text, ao);
+    const ChainVerification& v = r.chain;
     if (json) {
-      nlohmann::json j = {{"ok", v.ok}, {"records", v.records}};
-      if (!v.ok) {
-        j["first_bad_seq"] = v.first_bad_seq;
-        j["first_bad_line"] = v.first_bad_line;
-        j["problem"] = v.problem;
+      nlohmann::json j = {{"ok", r.ok}, {"records", v.records}, {"head", r.head_hash}};
+      if (keys) {
+        j["checkpoints"] = r.checkpoints;
+        j["last_checkpoint_seq"] = r.last_checkpoint_seq;
+        j["last_checkpoint_reason"] = r.last_checkpoint_reason;
+        j["last_checkpoint_timestamp"] = r.last_checkpoint_timestamp;
+        j["tail_records"] = r.tail_records;
+      }
+      if (!r.ok) {
+        j["first_bad_seq"] = r.bad_seq;
+        if (!v.ok) {
+          j["first_bad_line"] = v.first_bad_line;
+        }
+        j["problem"] = r.problem;
       }
       PrintJson(out, j);
-    } else if (v.ok) {
-      out << "ok: " << v.records << " records\n";
-    } else {
+    } else if (!v.ok) {
       out << "BROKEN at seq " << v.first_bad_seq << " (line " << v.first_bad_line
           << "): " << SanitizeForTerminal(v.problem) << "\n";
+    } else if (!r.ok && r.bad_seq > 0 && r.problem.starts_with("checkpoint")) {
+      out << "BROKEN at seq " << r.bad_seq << ": " << SanitizeForTerminal(r.problem) << "\n";
+    } else if (!r.ok) {
+      out << "INCOMPLETE: " << SanitizeForTerminal(r.problem) << "\n";
+    } else {
+      out << "ok: " << v.records << " records";
+      if (!r.head_hash.empty()) {
+        out << ", head " << r.head_hash;
+      }
+      out << "\n";
+      if (keys) {
+        out << "checkpoints: " << r.checkpoints << " signed";
+        if (r.last_checkpoint_seq > 0) {
+          out << ", last at seq " << r.last_checkpoint_seq << " ("
+              << SanitizeForTerminal(r.last_checkpoint_reason) << ", "
+              << SanitizeForTerminal(r.last_checkpoint_timestamp) << ")";
+        }
+        out << "; " << r.tail_records << " records after it\n";
+      }
     }
-    return ToInt(v.ok ? ExitCode::kOk : ExitCode::kError);
+    return ToInt(r.ok ? ExitCode::kOk : ExitCode::kError);
   } catch (...) {
     err << "error: internal error while verifying " << shown << "\n";
     return ToInt(ExitCode::kError);

@@ -5,14 +5,41 @@
 // Thread-safety: single-threaded (one command per process).
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <ostream>
 #include <string>
 
+#include "cli/args.h"
+
 namespace jitbroker::cli {
 
-// Verifies a local audit JSONL file. Prints "ok: N records" (exit 0) or
-// "BROKEN at seq S (line L): problem" (exit 1); --json prints
-// {"ok","records","first_bad_seq","first_bad_line","problem"}.
+// `jitctl audit verify --file F` and its anchoring options
+// (broker/audit/checkpoint.h, docs/jitctl.md).
+struct AuditVerifyFileOptions {
+  std::string path;
+  std::optional<std::string> public_key_file;  // PEM
+  std::optional<std::string> jwks_file;        // JWKS JSON
+  std::optional<std::string> expect_head;      // 64 lower-case hex
+  std::optional<int64_t> expect_seq;
+  std::optional<int64_t> max_tail;             // --require-checkpoint-within
+  bool require_shutdown = false;               // --require-shutdown-checkpoint
+};
+
+// Reads the options of `audit verify` from parsed flags. Returns a usage
+// error message ("" when fine): anchoring flags without --file, checkpoint
+// requirements without a key, both --public-key and --jwks, bad numbers or
+// hashes.
+std::string ParseAuditVerifyFileOptions(const ParsedArgs& args, AuditVerifyFileOptions* out);
+
+// Verifies a local audit JSONL file. Prints "ok: N records" (plus the head
+// and, with a key, the checkpoints seen) (exit 0) or "BROKEN at seq S (line
+// L): problem" / "INCOMPLETE: problem" (exit 1); --json prints
+// {"ok","records","head","checkpoints","last_checkpoint_seq",
+//  "last_checkpoint_reason","tail_records","first_bad_seq","first_bad_line",
+//  "problem"}.
+int RunAuditVerifyFile(const AuditVerifyFileOptions& options, bool json, std::ostream& out,
+                       std::ostream& err);
 int RunAuditVerifyFile(const std::string& path, bool json, std::ostream& out, std::ostream& err);
 
 // Loads and validates a broker config file. Prints "ok: policy version V, N

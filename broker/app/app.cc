@@ -19,6 +19,7 @@
 #include "broker/common/metrics.h"
 #include "broker/config/config.h"
 #include "broker/crypto/crypto.h"
+#include "broker/crypto/jose.h"
 #include "broker/http/server.h"
 #include "broker/lifecycle/anomaly.h"
 #include "broker/lifecycle/notifier.h"
@@ -102,6 +103,53 @@ Result<SecretValue> LoadOrGenerateSealKey(const config::Config& cfg) {
   return SecretValue(std::move(raw));
 }
 
+Result<std::unique_ptr<crypto::SigningKey>> AuditKeyFromPem(const SecretValue& pem) {
+  for (crypto::JwsAlg alg : {crypto::JwsAlg::kES256, crypto::JwsAlg::kEd25519}) {
+    if (auto key = crypto::SigningKey::FromPem(alg, pem)) {
+      return std::move(*key);
+    }
+  }
+  return std::unexpected(InvalidArgument(
+      "invalid_config", "audit.signing_key is not an EC P-256 or Ed25519 private key in PEM"));
+}
+
+// The key that signs audit checkpoints (broker/audit/checkpoint.h): the
+// configured one, else <data_dir>/keys/audit.pem, generated (ES256) at
+// first start. Its public JWKS is written beside it, for operators to pin
+// (docs/configuration.md "audit").
+Result<std::shared_ptr<const crypto::SigningKey>> LoadOrGenerateAuditKey(
+    const config::Config& cfg) {
+  std::unique_ptr<crypto::SigningKey> key;
+  const std::string dir = cfg.data_dir + "/keys";
+  if (cfg.audit.signing_key) {
+    JITBROKER_ASSIGN_OR_RETURN(key, AuditKeyFromPem(*cfg.audit.signing_key));
+  } else {
+    const std::string path = dir + "/audit.pem";
+    if (std::filesystem::exists(path)) {
+      std::ifstream in(path, std::ios::binary);
+      SecretValue pem(std::string((std::istreambuf_iterator<char>(in)),
+                                  std::istreambuf_iterator<char>()));
+      if (!in && !in.eof()) {
+        return std::unexpected(Internal("cannot read the audit signing key", "path=" + path));
+      }
+      auto loaded = AuditKeyFromPem(pem);
+      if (!loaded) {
+        return std::unexpected(Internal("the audit signing key is unreadable", "path=" + path));
+      }
+      key = std::move(*loaded);
+    } else {
+      JITBROKER_ASSIGN_OR_RETURN(key, crypto::SigningKey::Generate(crypto::JwsAlg::kES256));
+      JITBROKER_ASSIGN_OR_RETURN(SecretValue pem, key->ToPem());
+      JITBROKER_RETURN_IF_ERROR(WritePrivateFile(path, pem.Reveal()));
+      log::Get("audit")->info("event=audit_key_generated kid={} path={}", key->kid(), path);
+    }
+  }
+  const nlohmann::json jwks = {{"keys", {key->PublicJwk()}}};
+  JITBROKER_RETURN_IF_ERROR(WritePrivateFile(dir + "/audit.jwks.json", jwks.dump(2) + "\n"));
+  log::Get("audit")->info("event=audit_key kid={} alg={}", key->kid(), crypto::JwsAlgName(key->alg()));
+  return std::shared_ptr<const crypto::SigningKey>(std::move(key));
+}
+
 }  // namespace
 
 struct App::Impl {
@@ -110,6 +158,7 @@ struct App::Impl {
   SystemClock clock;
   Metrics metrics;
   SecretValue seal_key;
+  std::shared_ptr<const crypto::SigningKey> audit_key;  // signs audit checkpoints
   std::unique_ptr<Store> store;
   // Upstream calls of the issuers (GitHub, …): one client, pooled connections.
   // Declared before the service so that it outlives the issuers.
@@ -153,6 +202,12 @@ Status ValidateConfig(config::Config& cfg) {
   if (!trust) {
     return std::unexpected(trust.error());
   }
+  if (cfg.audit.signing_key) {
+    auto key = AuditKeyFromPem(*cfg.audit.signing_key);
+    if (!key) {
+      return std::unexpected(key.error());
+    }
+  }
   return OkStatus();
 }
 
@@ -186,9 +241,17 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
   std::filesystem::create_directories(std::filesystem::path(so.path).parent_path(), ec);
   JITBROKER_ASSIGN_OR_RETURN(impl.store, store::OpenSqliteStore(so));
   std::filesystem::create_directories(std::filesystem::path(impl.cfg.audit.file).parent_path(), ec);
-  JITBROKER_ASSIGN_OR_RETURN(
-      impl.journal, audit::Journal::Create(impl.store.get(), impl.cfg.audit.file,
-                                           static_cast<size_t>(impl.cfg.store.group_commit_max_batch)));
+  JITBROKER_ASSIGN_OR_RETURN(impl.audit_key, LoadOrGenerateAuditKey(impl.cfg));
+  {
+    audit::JournalOptions jo;
+    jo.max_group = static_cast<size_t>(impl.cfg.store.group_commit_max_batch);
+    jo.checkpoint.key = impl.audit_key;
+    jo.checkpoint.every_records = impl.cfg.audit.checkpoint_every_records;
+    jo.checkpoint.every_seconds = impl.cfg.audit.checkpoint_every_seconds;
+    jo.checkpoint.clock = &impl.clock;
+    JITBROKER_ASSIGN_OR_RETURN(
+        impl.journal, audit::Journal::Create(impl.store.get(), impl.cfg.audit.file, std::move(jo)));
+  }
   Metrics* metrics = &impl.metrics;
   impl.journal->SetObserver([metrics](size_t batches, int64_t micros) {
     metrics->ObserveAuditCommit(batches, static_cast<double>(micros) / 1e6);
@@ -212,6 +275,7 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
   service::ServiceOptions so_opts;
   so_opts.sessions = impl.cfg.sessions;
   so_opts.seal_key = impl.seal_key.Clone();
+  so_opts.audit_jwks = {{"keys", {impl.audit_key->PublicJwk()}}};
   JITBROKER_ASSIGN_OR_RETURN(
       so_opts.anomaly_rules,
       lifecycle::ParseAnomalyRules(impl.cfg.anomaly ? &*impl.cfg.anomaly : nullptr));
@@ -340,10 +404,13 @@ void App::Stop() {
     impl_->notifier->Stop();
   }
   if (impl_->journal) {
-    impl_->journal->Stop();
+    impl_->journal->Stop();  // writes the shutdown checkpoint
   }
   if (impl_->started) {
-    log::Get("app")->info("event=stopped");
+    // The head an operator can pin (jitctl audit verify --expect-head).
+    const std::optional<ChainHead> head = impl_->journal ? impl_->journal->Head() : std::nullopt;
+    log::Get("app")->info("event=stopped audit_head_seq={} audit_head={}",
+                          head ? head->seq : 0, head ? head->hash : std::string());
   }
 }
 

@@ -1,21 +1,11 @@
 #include "broker/audit/events.h"
 
-#include <algorithm>
-#include <array>
-#include <cctype>
-#include <vector>
-
 #include "broker/common/time_util.h"
 #include "broker/crypto/crypto.h"
 
 namespace jitbroker::audit {
 
 namespace {
-
-// Matched as substrings of the key with separators removed and lower-cased.
-constexpr std::array<std::string_view, 11> kSecretWords = {
-    "password", "passwd", "secret", "token", "apikey", "privatekey", "credential",
-    "authorization", "cookie", "passphrase", "signature"};
 
 nlohmann::json Base(std::string_view event, TimePoint now, std::string_view principal,
                     std::string_view agent_id, std::string_view session_id,
@@ -33,58 +23,6 @@ nlohmann::json Base(std::string_view event, TimePoint now, std::string_view prin
 }
 
 }  // namespace
-
-bool IsSecretLikeKey(std::string_view key) {
-  // Split into words at '_', '-', '.', ' ' and camelCase boundaries.
-  std::vector<std::string> words(1);
-  for (size_t i = 0; i < key.size(); ++i) {
-    const auto c = static_cast<unsigned char>(key[i]);
-    if (c == '_' || c == '-' || c == '.' || c == ' ') {
-      words.emplace_back();
-      continue;
-    }
-    if (std::isupper(c) && i > 0 && std::islower(static_cast<unsigned char>(key[i - 1]))) {
-      words.emplace_back();
-    }
-    words.back() += static_cast<char>(std::tolower(c));
-  }
-  std::string joined;
-  for (const auto& w : words) {
-    if (w == "key" || w == "pat" || w == "pwd") {
-      return true;
-    }
-    joined += w;
-  }
-  for (std::string_view w : kSecretWords) {
-    if (joined.find(w) != std::string::npos) {
-      return true;
-    }
-  }
-  return false;
-}
-
-nlohmann::json RedactParameters(const nlohmann::json& params) {
-  if (params.is_object()) {
-    nlohmann::json out = nlohmann::json::object();
-    for (auto it = params.begin(); it != params.end(); ++it) {
-      out[it.key()] = IsSecretLikeKey(it.key()) ? nlohmann::json("[redacted]")
-                                                : RedactParameters(it.value());
-    }
-    return out;
-  }
-  if (params.is_array()) {
-    nlohmann::json out = nlohmann::json::array();
-    for (const auto& v : params) {
-      out.push_back(RedactParameters(v));
-    }
-    return out;
-  }
-  if (params.is_number_float()) {
-    // The chain's canonical form holds no floats: keep their text.
-    return params.dump();
-  }
-  return params;
-}
 
 nlohmann::json SessionEvent(std::string_view event, const SessionRecord& s, TimePoint now,
                             std::string_view outcome, std::string_view request_id) {

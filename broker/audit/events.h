@@ -4,7 +4,7 @@
 // policy_decision {result, code, reason, matched_rule, policy_version},
 // jit_grant {grant_id, status, ttl_seconds, credential_sha256, issuer,
 // expires_at}, outcome and request_id. Secret values never appear;
-// parameters with secret-like keys are redacted.
+// parameters are redacted by key and by value (broker/audit/redact.h).
 //
 // Thread-safety: pure functions.
 #pragma once
@@ -14,16 +14,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "broker/audit/redact.h"  // RedactParameters, RedactText
 #include "jitbroker/clock.h"
 #include "jitbroker/store.h"
 
 namespace jitbroker::audit {
-
-// Deep copy of `params` with values under secret-like keys ("password",
-// "secret", "token", "key", "credential", "authorization", "cookie", …)
-// replaced by "[redacted]".
-nlohmann::json RedactParameters(const nlohmann::json& params);
-bool IsSecretLikeKey(std::string_view key);
 
 // Event for a session (session.opened, session.completed, session.revoked,
 // session.stalled, session.expired).

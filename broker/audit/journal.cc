@@ -31,12 +31,14 @@
 #include <exception>
 #include <functional>
 #include <future>
+#include <set>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "broker/audit/checkpoint.h"
 #include "broker/common/log.h"
 #include "jitbroker/error.h"
 #include "jitbroker/result.h"
@@ -54,6 +56,10 @@ struct Pending {
   WriteBatch batch;                          // audit_events already moved into `events`
   std::vector<PreparedAuditEvent> events;    // serialised on the caller's thread
   std::promise<Status> done;
+  // A checkpoint request (Journal::Checkpoint / CheckpointIfDue): its reason,
+  // and whether it is written whatever the interval says.
+  std::string checkpoint_reason;
+  bool checkpoint_forced = false;
 };
 
 std::string CurrentExceptionText() {
@@ -190,6 +196,12 @@ struct Journal::Impl {
   bool file_dirty = false;  // the file may lag or have a torn tail
   bool head_stale = false;  // re-read the head from the store before chaining
 
+  // Checkpoints (committer-only after Create).
+  CheckpointOptions checkpoint;
+  int64_t uncovered = 0;                        // records since the last checkpoint
+  std::optional<TimePoint> first_uncovered_at;  // when the first of them was committed
+  std::string last_checkpoint_reason;           // of the chain's last record, if a checkpoint
+
   std::jthread committer;  // declared last: joined before the rest is destroyed
 
   ~Impl() {
@@ -294,7 +306,16 @@ struct Journal::Impl {
       std::vector<std::unique_ptr<Pending>> group;
       {
         std::unique_lock lock(mu);
-        cv.wait(lock, [&] { return !queue.empty() || stopping; });
+        const auto ready = [&] { return !queue.empty() || stopping; };
+        if (checkpoint.key) {
+          if (!cv.wait_for(lock, checkpoint.poll, ready)) {
+            lock.unlock();
+            IdleCheckpoint();
+            continue;
+          }
+        } else {
+          cv.wait(lock, ready);
+        }
         if (queue.empty()) {
           return;  // stopping and drained
         }
@@ -339,11 +360,162 @@ struct Journal::Impl {
     }
   }
 
+  // Batches that reserve a CI token's replay key (WriteBatch::
+  // replay_reservations) already held in the store, or by an earlier batch
+  // of this group, are answered "token_replayed" and leave the group before
+  // it is chained, so one refused exchange does not fail its neighbours. The
+  // committer is the store's only writer, so nothing can take a key between
+  // this check and Apply; the store's unique key remains the backstop.
+  void RefuseTakenReplayKeys(std::vector<std::unique_ptr<Pending>>& group) {
+    std::set<std::string> seen;
+    std::erase_if(group, [&](std::unique_ptr<Pending>& p) {
+      std::optional<Error> refused;
+      for (const ReplayReservation& r : p->batch.replay_reservations) {
+        if (seen.contains(r.key)) {
+          refused =
+              Unauthenticated("token_replayed", "subject_token was already exchanged (jti replay)");
+          break;
+        }
+        Result<bool> taken = store->ReplayReserved(r.key, r.reserved_at);
+        if (!taken) {
+          refused = AsUnavailable(std::move(taken).error());
+          break;
+        }
+        if (*taken) {
+          refused =
+              Unauthenticated("token_replayed", "subject_token was already exchanged (jti replay)");
+          break;
+        }
+      }
+      if (!refused) {
+        for (const ReplayReservation& r : p->batch.replay_reservations) {
+          seen.insert(r.key);
+        }
+        return false;
+      }
+      p->done.set_value(std::unexpected(std::move(*refused)));
+      return true;
+    });
+  }
+
+  // Whether a checkpoint is due by the clock: records wait uncovered for
+  // every_seconds.
+  bool IntervalDue() const {
+    return uncovered > 0 && first_uncovered_at &&
+           checkpoint.clock->Now() - *first_uncovered_at >= Seconds(checkpoint.every_seconds);
+  }
+
+  // Chains a checkpoint after `h` into `records` if the group asks for one
+  // or one is due; returns its reason ("" when none was added).
+  Result<std::string> AppendCheckpointIfDue(const std::vector<std::unique_ptr<Pending>>& group,
+                                            std::optional<ChainHead>& h,
+                                            std::vector<AuditRecord>& records) {
+    if (!h) {
+      return std::string();  // nothing to anchor
+    }
+    const int64_t pending = uncovered + static_cast<int64_t>(records.size());
+    std::string reason;
+    for (const auto& p : group) {
+      if (!p->checkpoint_forced) {
+        continue;
+      }
+      // "startup" anchors an uncovered tail; any other forced reason is
+      // written unless the chain already ends with a checkpoint of it.
+      const bool covered = pending == 0;
+      const bool wanted = p->checkpoint_reason == "startup"
+                              ? !covered
+                              : !(covered && last_checkpoint_reason == p->checkpoint_reason);
+      if (wanted) {
+        reason = p->checkpoint_reason;
+      }
+    }
+    if (reason.empty() && pending >= checkpoint.every_records) {
+      reason = "records";
+    }
+    if (reason.empty() && pending > 0) {
+      const TimePoint first = first_uncovered_at.value_or(checkpoint.clock->Now());
+      if (checkpoint.clock->Now() - first >= Seconds(checkpoint.every_seconds)) {
+        reason = "interval";
+      }
+    }
+    if (reason.empty()) {
+      return reason;
+    }
+    JITBROKER_ASSIGN_OR_RETURN(
+        nlohmann::json event,
+        MakeCheckpointEvent(*checkpoint.key, h, checkpoint.clock->Now(), reason, pending));
+    AuditRecord rec = ChainRecord(h, std::move(event));
+    h = ChainHead{rec.seq, rec.hash};
+    records.push_back(std::move(rec));
+    return reason;
+  }
+
+  // The checkpoint state of the chain ending at `h`: whether it ends with a
+  // checkpoint and, if not, how many records follow the last one (looked for
+  // among the last every_records + 1 records; an older chain that predates
+  // checkpoints counts as that many).
+  Status LoadCheckpointState(const std::optional<ChainHead>& h) {
+    uncovered = 0;
+    first_uncovered_at.reset();
+    last_checkpoint_reason.clear();
+    if (!h) {
+      return OkStatus();
+    }
+    const int64_t window = std::min<int64_t>(h->seq, checkpoint.every_records + 1);
+    AuditFilter f;
+    f.after_seq = h->seq - window;
+    f.limit = static_cast<size_t>(window);
+    JITBROKER_ASSIGN_OR_RETURN(const std::vector<AuditRecord> recs, store->ListAudit(f));
+    int64_t last_checkpoint = h->seq - window;
+    for (const AuditRecord& r : recs) {
+      if (IsCheckpoint(r.body)) {
+        last_checkpoint = r.seq;
+        const auto cp = r.body.find("checkpoint");
+        last_checkpoint_reason = cp != r.body.end() && cp->is_object()
+                                     ? cp->value("reason", std::string())
+                                     : std::string();
+      }
+    }
+    uncovered = h->seq - last_checkpoint;
+    if (uncovered > 0) {
+      last_checkpoint_reason.clear();
+      first_uncovered_at = checkpoint.clock->Now();
+    }
+    return OkStatus();
+  }
+
+  // The idle committer's look at the clock.
+  void IdleCheckpoint() {
+    if (!IntervalDue()) {
+      return;
+    }
+    std::vector<std::unique_ptr<Pending>> group;
+    group.push_back(std::make_unique<Pending>());
+    Status st;
+    try {
+      st = CommitGroup(group);
+    } catch (...) {
+      file_dirty = true;
+      head_stale = true;
+      st = std::unexpected(Unavailable("audit_unavailable", "the audit log is unavailable",
+                                       "checkpoint: " + CurrentExceptionText()));
+    }
+    if (!st) {
+      log::Get("audit")->warn("audit checkpoint failed error={}", st.error().ToString());
+    }
+  }
+
   Status CommitGroup(std::vector<std::unique_ptr<Pending>>& group) {
     if (head_stale) {
       Result<std::optional<ChainHead>> h = store->AuditHead();
       if (!h) {
         return std::unexpected(AsUnavailable(std::move(h).error()));
+      }
+      if (checkpoint.key) {
+        Status st = LoadCheckpointState(*h);
+        if (!st) {
+          return std::unexpected(AsUnavailable(std::move(st).error()));
+        }
       }
       std::lock_guard lock(mu);
       head = std::move(*h);
@@ -356,6 +528,10 @@ struct Journal::Impl {
                                  st.error().ToString());
         return std::unexpected(AsUnavailable(std::move(st).error()));
       }
+    }
+    RefuseTakenReplayKeys(group);
+    if (group.empty()) {
+      return OkStatus();
     }
 
     std::vector<WriteBatch> batches;
@@ -382,6 +558,12 @@ struct Journal::Impl {
       }
       p->events.clear();
     }
+    std::optional<TimePoint> checkpoint_at;
+    std::string checkpoint_reason;
+    if (checkpoint.key) {
+      JITBROKER_ASSIGN_OR_RETURN(checkpoint_reason, AppendCheckpointIfDue(group, h, records));
+      checkpoint_at = checkpoint.clock->Now();
+    }
 
     Status applied = store->Apply(batches, records);
     if (!applied) {
@@ -399,6 +581,19 @@ struct Journal::Impl {
       stats.commits += 1;
       stats.batches += batches.size();
       stats.records += records.size();
+    }
+    if (checkpoint_at) {
+      if (!checkpoint_reason.empty()) {
+        uncovered = 0;
+        first_uncovered_at.reset();
+        last_checkpoint_reason = checkpoint_reason;
+      } else if (!records.empty()) {
+        uncovered += static_cast<int64_t>(records.size());
+        last_checkpoint_reason.clear();
+        if (!first_uncovered_at) {
+          first_uncovered_at = checkpoint_at;
+        }
+      }
     }
     if (records.empty()) {
       return OkStatus();
@@ -431,6 +626,20 @@ Journal::~Journal() { Stop(); }
 
 Result<std::unique_ptr<Journal>> Journal::Create(Store* store, std::string jsonl_path,
                                                  size_t max_group) {
+  JournalOptions options;
+  options.max_group = max_group;
+  return Create(store, std::move(jsonl_path), std::move(options));
+}
+
+Result<std::unique_ptr<Journal>> Journal::Create(Store* store, std::string jsonl_path,
+                                                 JournalOptions options) {
+  const size_t max_group = options.max_group;
+  if (options.checkpoint.key &&
+      (options.checkpoint.clock == nullptr || options.checkpoint.every_records < 1 ||
+       options.checkpoint.every_seconds < 1 || options.checkpoint.poll.count() < 1)) {
+    return std::unexpected(InvalidArgument(
+        "invalid_config", "journal checkpoints need a clock and positive intervals"));
+  }
   if (store == nullptr || jsonl_path.empty()) {
     return std::unexpected(InvalidArgument("invalid_config", "journal needs a store and a path"));
   }
@@ -459,10 +668,48 @@ Result<std::unique_ptr<Journal>> Journal::Create(Store* store, std::string jsonl
 
   JITBROKER_ASSIGN_OR_RETURN(impl.head, store->AuditHead());
   JITBROKER_RETURN_IF_ERROR(impl.Reconcile());
+  impl.checkpoint = std::move(options.checkpoint);
+  if (impl.checkpoint.key) {
+    JITBROKER_RETURN_IF_ERROR(impl.LoadCheckpointState(impl.head));
+  }
 
   Impl* raw = journal->impl_.get();
   impl.committer = std::jthread([raw] { raw->Run(); });
+  if (impl.checkpoint.key) {
+    // The last run stopped without its shutdown checkpoint: anchor its tail.
+    JITBROKER_RETURN_IF_ERROR(journal->Checkpoint("startup"));
+  }
   return journal;
+}
+
+Status Journal::Checkpoint(std::string_view reason) {
+  return Enqueue(std::string(reason), /*forced=*/true);
+}
+
+Status Journal::CheckpointIfDue() { return Enqueue("interval", /*forced=*/false); }
+
+Status Journal::Enqueue(std::string checkpoint_reason, bool forced) {
+  if (!impl_->checkpoint.key) {
+    return OkStatus();
+  }
+  auto pending = std::make_unique<Pending>();
+  pending->checkpoint_reason = std::move(checkpoint_reason);
+  pending->checkpoint_forced = forced;
+  std::future<Status> done = pending->done.get_future();
+  {
+    std::lock_guard lock(impl_->mu);
+    if (impl_->stopping) {
+      return std::unexpected(Unavailable("journal_stopped", "the audit journal is stopped"));
+    }
+    impl_->queue.push_back(std::move(pending));
+  }
+  impl_->cv.notify_one();
+  try {
+    return done.get();
+  } catch (const std::exception& e) {
+    return std::unexpected(Unavailable("audit_unavailable", "the audit log is unavailable",
+                                       std::string("checkpoint: ") + e.what()));
+  }
 }
 
 Status Journal::Commit(WriteBatch batch) {
@@ -511,6 +758,16 @@ std::optional<ChainHead> Journal::Head() const {
 void Journal::Stop() {
   if (!impl_) {
     return;
+  }
+  bool already = false;
+  {
+    std::lock_guard lock(impl_->mu);
+    already = impl_->stopping;
+  }
+  if (!already && impl_->checkpoint.key) {
+    if (Status st = Checkpoint("shutdown"); !st) {
+      log::Get("audit")->error("audit shutdown checkpoint failed error={}", st.error().ToString());
+    }
   }
   {
     std::lock_guard lock(impl_->mu);

@@ -8,13 +8,28 @@
 // closed — if either write fails, Commit returns kUnavailable and the caller
 // must not release a credential).
 //
+// A batch that reserves a CI token's replay key (WriteBatch::
+// replay_reservations) the store already holds, or that an earlier batch of
+// the same group reserves, is refused alone: Commit returns kUnauthenticated
+// "token_replayed" and nothing of that batch is written.
+//
 // At Start() the JSONL file is reconciled with the store (the source of
 // truth): a torn last line is cut off and records the store has but the file
 // lacks are appended, so a kill -9 at any point leaves a chain that verifies.
 //
-// Thread-safety: Commit() is thread-safe. Start/Stop from one thread.
+// Checkpoints (broker/audit/checkpoint.h): with an audit signing key the
+// committer appends a signed audit.checkpoint record to the group that
+// brings the records since the last checkpoint to `every_records`, to the
+// first group (or idle moment) `every_seconds` after the first record not yet
+// covered, at start-up when the chain does not end with a checkpoint (an
+// unclean stop), and at Stop(). A checkpoint is chained and committed like
+// any record, in the same store transaction and file write as its group.
+//
+// Thread-safety: Commit() and Checkpoint*() are thread-safe. Start/Stop from
+// one thread.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -25,7 +40,9 @@
 #include <string>
 #include <thread>
 
+#include "broker/crypto/jose.h"
 #include "jitbroker/audit.h"
+#include "jitbroker/clock.h"
 #include "jitbroker/store.h"
 
 namespace jitbroker::audit {
@@ -40,6 +57,22 @@ struct JournalStats {
 // the group's size and the time it took (microseconds).
 using CommitObserver = std::function<void(size_t batches, int64_t micros)>;
 
+struct CheckpointOptions {
+  // The broker's audit signing key (ES256 or Ed25519); null: no checkpoints.
+  std::shared_ptr<const crypto::SigningKey> key;
+  int64_t every_records = 1000;  // at most this many records between checkpoints
+  int64_t every_seconds = 60;    // a record is covered within this long
+  const Clock* clock = nullptr;  // required with a key: timestamps and the interval
+  // How often an idle committer looks whether an interval checkpoint is due
+  // (real time; the due time itself is measured with `clock`).
+  std::chrono::milliseconds poll{1000};
+};
+
+struct JournalOptions {
+  size_t max_group = 256;
+  CheckpointOptions checkpoint;
+};
+
 class Journal {
  public:
   ~Journal();
@@ -47,19 +80,33 @@ class Journal {
   [[nodiscard]] static Result<std::unique_ptr<Journal>> Create(Store* store,
                                                                std::string jsonl_path,
                                                                size_t max_group = 256);
+  [[nodiscard]] static Result<std::unique_ptr<Journal>> Create(Store* store,
+                                                               std::string jsonl_path,
+                                                               JournalOptions options);
 
   // Blocks until the batch is durable (or failed). Batches with no audit
-  // events are allowed. After Stop(): kUnavailable.
+  // events are allowed. After Stop(): kUnavailable. A taken replay key:
+  // kUnauthenticated "token_replayed".
   [[nodiscard]] Status Commit(WriteBatch batch);
 
   void SetObserver(CommitObserver observer);
   JournalStats Stats() const;
   std::optional<ChainHead> Head() const;
-  // Drains queued batches and stops the committer.
+  // Appends a checkpoint with `reason` now ("shutdown", "startup", or any
+  // other word), blocking until it is durable; a no-op without a key, for an
+  // empty chain, and when the chain already ends with a checkpoint of that
+  // reason ("startup": with any checkpoint).
+  [[nodiscard]] Status Checkpoint(std::string_view reason);
+  // Appends an "interval" checkpoint if one is due by the clock (the idle
+  // committer does this by itself every `poll`).
+  [[nodiscard]] Status CheckpointIfDue();
+  // Writes the "shutdown" checkpoint (with a key), drains queued batches and
+  // stops the committer.
   void Stop();
 
  private:
   Journal() = default;
+  [[nodiscard]] Status Enqueue(std::string checkpoint_reason, bool forced);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -691,7 +691,6 @@ Status LoadAudit(Section& top, const fs::path& base, const std::string& data_dir
   if (!s) {
     return OkStatus();
   }
-  JITBROKER_RETURN_IF_ERROR(Expect(*s, {"file"}));
   JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> file, s->OptString("file"));
   if (file) {
     if (file->empty()) {
@@ -699,7 +698,18 @@ Status LoadAudit(Section& top, const fs::path& base, const std::string& data_dir
     }
     audit.file = Resolve(base, *file);
   }
-  return OkStatus();
+  JITBROKER_ASSIGN_OR_RETURN(audit.signing_key, s->OptSecretRef("signing_key"));
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> cp, s->OptSection("checkpoint"));
+  if (cp) {
+    JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> records,
+                               cp->OptInt("every_records", 1, 1000000));
+    JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> seconds,
+                               cp->OptInt("every_seconds", 1, 86400));
+    JITBROKER_RETURN_IF_ERROR(cp->CheckNoUnknownKeys());
+    audit.checkpoint_every_records = records.value_or(audit.checkpoint_every_records);
+    audit.checkpoint_every_seconds = seconds.value_or(audit.checkpoint_every_seconds);
+  }
+  return s->CheckNoUnknownKeys();
 }
 
 Status LoadSessions(Section& top, SessionsConfig& sessions) {

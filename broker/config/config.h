@@ -96,6 +96,15 @@ struct StoreConfig {
 
 struct AuditConfig {
   std::string file;                      // default: <data_dir>/audit.jsonl
+  // Signs the audit checkpoints (broker/audit/checkpoint.h): a PEM private
+  // key, EC P-256 (ES256) or Ed25519, by file:/env: reference. Absent: an
+  // ES256 key generated into <data_dir>/keys/audit.pem at first start.
+  std::optional<SecretValue> signing_key;
+  // audit.checkpoint: a signed checkpoint at least every `every_records`
+  // records (1..1000000, default 1000) and within `every_seconds` of a
+  // record (1..86400, default 60). Restart to change.
+  int64_t checkpoint_every_records = 1000;
+  int64_t checkpoint_every_seconds = 60;
 };
 
 struct SessionsConfig {

@@ -658,6 +658,14 @@ void HttpServer::Impl::Install() {
           return Reply{200, std::move(out)};
         });
 
+  // The public key of the audit checkpoints (docs/api.md), for offline
+  // `jitctl audit verify --jwks`; deliberately not in /.well-known/jwks.json.
+  Route("GET", "/v1/audit/keys", Auth::kRequired, BodyKind::kNone,
+        [this](auto&, auto& ctx, auto&) -> Result<Reply> {
+          JITBROKER_ASSIGN_OR_RETURN(auto out, service->AuditKeys(ctx));
+          return Reply{200, std::move(out)};
+        });
+
   Route("GET", "/v1/audit/verify", Auth::kRequired, BodyKind::kNone,
         [this](auto&, auto& ctx, auto&) -> Result<Reply> {
           JITBROKER_ASSIGN_OR_RETURN(auto out, service->VerifyAudit(ctx));

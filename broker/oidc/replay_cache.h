@@ -9,9 +9,10 @@
 // age) + leeway, over the issuer's policies), so a token with a far-future
 // `exp` is kept as long as it could be replayed, and not longer.
 //
-// In memory: a restart forgets, which is acceptable because CI tokens live
-// minutes and the cache's job is to stop a token copied from a CI log being
-// replayed while it is still valid; replicas do not share it. Bounded: when
+// In memory, and only the first check: the store is the authority
+// (Store::ReplayReserved, WriteBatch::replay_reservations), so a restart
+// forgets nothing (issue #10). This cache answers concurrent exchanges of
+// one token in this process without a store round trip. Bounded: when
 // `max_entries` unexpired entries are held, new tokens are refused
 // (fail closed) rather than old ones forgotten.
 //

@@ -302,7 +302,9 @@ Result<nlohmann::json> BrokerService::OpenSession(const CallContext& ctx,
   s.principal_id = c.principal_id;
   s.agent_id = agent_id;
   s.task_id = task_id;
-  s.task_description = description.value_or("");
+  // Free text reaches approvers and session views: credentials in it are
+  // redacted (broker/audit/redact.h).
+  s.task_description = audit::RedactText(description.value_or(""));
   s.scope = scope->ToJson();
   s.state = "active";
   s.created_at = now;
@@ -377,7 +379,7 @@ Result<nlohmann::json> BrokerService::Heartbeat(const CallContext& ctx, const st
   const TimePoint now = clock_->Now();
   s.heartbeat_deadline = now + Seconds(s.heartbeat_seconds * sessions_.stall_after_missed);
   if (progress) {
-    s.last_progress = *progress;
+    s.last_progress = audit::RedactText(*progress);
   }
   WriteBatch batch;
   batch.sessions.push_back(s);
@@ -647,9 +649,11 @@ Result<nlohmann::json> BrokerService::EndSession(const CallContext& ctx, const s
   }
   if (revoke) {
     return EndLocked(ctx, s, "revoked",
-                     "revoked by " + ctx.caller.principal_id + ": " + *reason, "session.revoked");
+                     "revoked by " + ctx.caller.principal_id + ": " + audit::RedactText(*reason),
+                     "session.revoked");
   }
-  return EndLocked(ctx, s, "completed", reason.value_or("completed"), "session.completed");
+  return EndLocked(ctx, s, "completed", audit::RedactText(reason.value_or("completed")),
+                   "session.completed");
 }
 
 // ---------------------------------------------------------------------------
@@ -846,7 +850,7 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
   g.revocability = std::string(RevocabilityName(desc.revocability));
   g.created_at = now;
   if (!req.justification.empty()) {
-    g.extra["justification"] = req.justification;
+    g.extra["justification"] = audit::RedactText(req.justification);  // shown to approvers
   }
   if (delegation && !delegation->audit.empty()) {
     g.extra["delegation"] = delegation->audit;
@@ -926,7 +930,8 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
 
 Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, GrantRecord& g,
                                                     const GrantRequest& req, Issuer* issuer,
-                                                    std::vector<nlohmann::json> pre_events) {
+                                                    std::vector<nlohmann::json> pre_events,
+                                                    std::vector<ReplayReservation> replay) {
   const IssuerDescription& desc = issuer->Describe();
   const TimePoint now = clock_->Now();
   if (desc.mints_upstream) {
@@ -997,6 +1002,7 @@ Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, Gran
   batch.audit_events = std::move(pre_events);
   batch.audit_events.push_back(audit::GrantEvent("credential.minted", g, now, "minted", ctx.request_id));
   batch.grants.push_back(g);
+  batch.replay_reservations = std::move(replay);
   // Fail closed: the credential leaves only once these records are durable.
   if (Status committed = journal_->Commit(std::move(batch)); !committed) {
     return abandon(std::move(committed).error());
@@ -1345,7 +1351,14 @@ Result<nlohmann::json> BrokerService::VerifyAudit(const CallContext& ctx) {
     }
     f.after_seq = prev_seq;
   }
-  return nlohmann::json{{"ok", true}, {"records", count}, {"head", prev_hash}};
+  return nlohmann::json{{"ok", true}, {"records", count}, {"head", prev_hash}, {"head_seq", prev_seq}};
+}
+
+Result<nlohmann::json> BrokerService::AuditKeys(const CallContext& ctx) const {
+  if (ctx.caller.IsSession() || !ctx.caller.is_admin) {
+    return std::unexpected(PermissionDenied("forbidden", "reading the audit keys needs an admin"));
+  }
+  return options_.audit_jwks;
 }
 
 nlohmann::json BrokerService::Jwks() const {

@@ -60,6 +60,7 @@ struct SweepStats {
   size_t approvals_expired = 0;
   size_t revocations_retried = 0;
   size_t revocations_done = 0;
+  size_t replay_keys_pruned = 0;
 };
 
 struct ServiceOptions {
@@ -80,6 +81,8 @@ struct ServiceOptions {
   // issuer keys come from (a JwksCache in the app; not owned). The policies
   // themselves are installed with SetTrust().
   oidc::KeySource* oidc_keys = nullptr;
+  // The public JWKS of the audit checkpoint key (AuditKeys()).
+  nlohmann::json audit_jwks = nlohmann::json::object();
 };
 
 // GET /v1/approvals: which approvals, and which page of them. Every field is
@@ -149,6 +152,10 @@ class BrokerService {
   [[nodiscard]] Result<nlohmann::json> Introspect(const CallContext& ctx, std::string_view token);
   [[nodiscard]] Result<nlohmann::json> ListAudit(const CallContext& ctx, AuditFilter filter);
   [[nodiscard]] Result<nlohmann::json> VerifyAudit(const CallContext& ctx);
+  // The public key(s) that verify the audit checkpoints, as a JWKS (admins;
+  // for `jitctl audit verify --file F --jwks`). Not part of
+  // /.well-known/jwks.json: token verifiers must not trust the audit key.
+  [[nodiscard]] Result<nlohmann::json> AuditKeys(const CallContext& ctx) const;
   nlohmann::json Jwks() const;
 
   // CI OIDC token exchange (POST /v1/token, DESIGN §7; token_exchange.cc).
@@ -239,9 +246,12 @@ class BrokerService {
                                                         const std::string& matched_rule,
                                                         const nlohmann::json& delegation);
   // Mints an allowed or approved grant and commits it (decision/mint records).
+  // `replay` (CI exchanges) commits in the batch that records the minted
+  // credential: if the store refuses it, the credential is abandoned.
   [[nodiscard]] Result<nlohmann::json> MintAndCommit(const CallContext& ctx, GrantRecord& g,
                                                      const GrantRequest& req, Issuer* issuer,
-                                                     std::vector<nlohmann::json> pre_events);
+                                                     std::vector<nlohmann::json> pre_events,
+                                                     std::vector<ReplayReservation> replay = {});
   // Feeds the anomaly detector; on trigger ends the session (exclusive lock
   // must NOT be held) and returns the trigger.
   std::optional<lifecycle::AnomalyTrigger> ObserveDecision(const GrantRecord& g, const Decision& d,

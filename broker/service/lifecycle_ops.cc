@@ -201,6 +201,11 @@ Result<SweepStats> BrokerService::Sweep() {
     JITBROKER_ASSIGN_OR_RETURN(bool done, RetryRevocation(task, now));
     stats.revocations_done += done ? 1 : 0;
   }
+
+  // CI token replay reservations that can no longer matter: their tokens
+  // fail the time checks now (token_exchange.cc).
+  JITBROKER_ASSIGN_OR_RETURN(stats.replay_keys_pruned,
+                             store_->PruneReplayReservations(clock_->Now(), kSweepPage));
   return stats;
 }
 

@@ -573,6 +573,7 @@ Result<nlohmann::json> BrokerService::EvaluateAndMintForCi(const CallContext& ct
   // Replay protection: the jti is reserved before anything is minted and
   // released again if the exchange fails.
   std::optional<std::string> replay_key;
+  std::vector<ReplayReservation> replay;
   if (p.replay_protection) {
     // Keyed on (issuer, jti), not the policy: one token, one exchange, under
     // whichever policy of its issuer. Kept while any of the issuer's
@@ -590,8 +591,24 @@ Result<nlohmann::json> BrokerService::EvaluateAndMintForCi(const CallContext& ct
     }
     JITBROKER_ASSIGN_OR_RETURN(int64_t until, oidc::UsableUntilUnix(x.claims, max_age, leeway));
     const std::string key = oidc::ReplayKey(p.issuer, jti);
+    // The memory cache answers concurrent exchanges in this process at once;
+    // the store is the authority and survives restarts: one indexed lookup
+    // now, and the reservation row commits with the minted credential (a
+    // unique key, so of two exchanges of one token only one can commit).
     JITBROKER_RETURN_IF_ERROR(exchange_->replay.Reserve(key, FromUnixSeconds(until), now));
+    const std::string stored_key = crypto::Sha256Hex(key);  // bounded, whatever the jti
+    auto taken = store_->ReplayReserved(stored_key, now);
+    if (!taken || *taken) {
+      if (!taken) {
+        exchange_->replay.Release(key);
+        return std::unexpected(taken.error());
+      }
+      return std::unexpected(
+          Unauthenticated("token_replayed", "subject_token was already exchanged (jti replay)"));
+    }
     replay_key = key;
+    replay.push_back(ReplayReservation{stored_key,
+                                       std::max(FromUnixSeconds(until), now + Seconds(1)), now});
   }
   auto release = [&] {
     if (replay_key) {
@@ -643,7 +660,7 @@ Result<nlohmann::json> BrokerService::EvaluateAndMintForCi(const CallContext& ct
   pre.push_back(std::move(exchanged));
   g.state = "allowed";  // as RequestGrant: MintAndCommit moves it on
   pre.push_back(audit::GrantEvent("grant.decided", g, now, "allowed", ctx.request_id));
-  auto minted = MintAndCommit(ctx, g, x.request, x.issuer, std::move(pre));
+  auto minted = MintAndCommit(ctx, g, x.request, x.issuer, std::move(pre), std::move(replay));
   if (!minted) {
     release();
     return std::unexpected(minted.error());

@@ -158,6 +158,16 @@ CREATE INDEX grants_pending_principal ON grants(principal_id, expires_at) WHERE 
 CREATE INDEX grants_pending_created ON grants(state, created_at, created_at_ns, id)
   WHERE state = 'pending';
 )sql"},
+    // CI token replay protection (issue #10): one row per exchanged subject
+    // token until it could no longer be accepted; the key is unique.
+    {4, R"sql(
+CREATE TABLE oidc_replay (
+  replay_key    TEXT PRIMARY KEY NOT NULL,
+  expires_at    INTEGER NOT NULL,
+  expires_at_ns INTEGER NOT NULL
+);
+CREATE INDEX oidc_replay_expires ON oidc_replay(expires_at, expires_at_ns);
+)sql"},
 };
 
 constexpr int kLatestVersion = kMigrations[std::size(kMigrations) - 1].version;
@@ -794,6 +804,7 @@ class SqliteStore final : public Store {
     insert_audit_.reset();
     upsert_revocation_.reset();
     delete_revocation_.reset();
+    reserve_replay_.reset();
     writer_.reset();
   }
 
@@ -1105,6 +1116,46 @@ class SqliteStore final : public Store {
     return Collect<AuditRecord>(r->db.get(), s, ReadAudit);
   }
 
+  // --- CI token replay protection (oidc_replay) ---------------------------
+
+  Result<bool> ReplayReserved(std::string_view key, TimePoint now) override {
+    const SplitTime t = Split(now);
+    ReaderLease r(*this);
+    JITBROKER_ASSIGN_OR_RETURN(
+        sqlite3_stmt * s,
+        r->Stmt("SELECT 1 FROM oidc_replay WHERE replay_key = ?1 AND "
+                "(expires_at > ?2 OR (expires_at = ?2 AND expires_at_ns > ?3))"));
+    StmtUse use(s);
+    Binder(s).Text(key).Int(t.seconds).Int(t.nanos);
+    const int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+      return true;
+    }
+    if (rc != SQLITE_DONE) {
+      return std::unexpected(StoreError("replay lookup", r->db.get()));
+    }
+    return false;
+  }
+
+  Result<size_t> PruneReplayReservations(TimePoint now, size_t limit) override {
+    const SplitTime t = Split(now);
+    std::lock_guard lock(writer_mu_);
+    sqlite3* w = writer_.get();
+    // One statement in autocommit mode: its own durable transaction.
+    JITBROKER_ASSIGN_OR_RETURN(
+        StmtPtr s,
+        Prepare(w,
+                "DELETE FROM oidc_replay WHERE replay_key IN (SELECT replay_key FROM oidc_replay "
+                "WHERE expires_at < ?1 OR (expires_at = ?1 AND expires_at_ns <= ?2) "
+                "ORDER BY expires_at, expires_at_ns LIMIT ?3)"));
+    Binder b(s.get());
+    b.Int(t.seconds).Int(t.nanos).Int(SqlLimit(limit));
+    if (!b.ok() || sqlite3_step(s.get()) != SQLITE_DONE) {
+      return std::unexpected(StoreError("prune replay reservations", w));
+    }
+    return static_cast<size_t>(sqlite3_changes(w));
+  }
+
   Status Ping() override {
     ReaderLease r(*this);
     JITBROKER_ASSIGN_OR_RETURN(sqlite3_stmt * s, r->Stmt("SELECT 1"));
@@ -1225,11 +1276,37 @@ class SqliteStore final : public Store {
                 "next_attempt_at_ns = excluded.next_attempt_at_ns, last_error = excluded.last_error"));
     JITBROKER_ASSIGN_OR_RETURN(delete_revocation_,
                                Prepare(w, "DELETE FROM revocation_queue WHERE grant_id = ?"));
+    JITBROKER_ASSIGN_OR_RETURN(reserve_replay_, Prepare(w, kReserveReplaySql));
     JITBROKER_ASSIGN_OR_RETURN(
         insert_audit_,
         Prepare(w,
                 "INSERT INTO audit (seq, hash, prev_hash, session_id, principal_id, ts, body) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)"));
+    return OkStatus();
+  }
+
+  // Inserts each reservation unless its key is held by an unexpired row
+  // (the upsert's WHERE leaves such a row alone and changes nothing).
+  static constexpr const char* kReserveReplaySql =
+      "INSERT INTO oidc_replay (replay_key, expires_at, expires_at_ns) VALUES (?1, ?2, ?3) "
+      "ON CONFLICT(replay_key) DO UPDATE SET expires_at = excluded.expires_at, "
+      "expires_at_ns = excluded.expires_at_ns WHERE oidc_replay.expires_at < ?4 OR "
+      "(oidc_replay.expires_at = ?4 AND oidc_replay.expires_at_ns <= ?5)";
+
+  Status ApplyReplayReservations(const std::vector<ReplayReservation>& reservations) {
+    sqlite3* w = writer_.get();
+    for (const ReplayReservation& r : reservations) {
+      StmtUse use(reserve_replay_.get());
+      Binder b(use.get());
+      b.Text(r.key).Time(r.expires_at).Time(r.reserved_at);
+      if (!b.ok() || sqlite3_step(use.get()) != SQLITE_DONE) {
+        return std::unexpected(StoreError("reserve replay key", w));
+      }
+      if (sqlite3_changes(w) == 0) {
+        return std::unexpected(AlreadyExists(
+            "replay_reserved", "the subject token was already exchanged"));
+      }
+    }
     return OkStatus();
   }
 
@@ -1306,6 +1383,7 @@ class SqliteStore final : public Store {
             return std::unexpected(StoreError("delete revocation", w));
           }
         }
+        JITBROKER_RETURN_IF_ERROR(ApplyReplayReservations(batch.replay_reservations));
       }
       std::string dumped;
       for (const AuditRecord& rec : audit) {
@@ -1352,6 +1430,7 @@ class SqliteStore final : public Store {
   StmtPtr insert_audit_;
   StmtPtr upsert_revocation_;
   StmtPtr delete_revocation_;
+  StmtPtr reserve_replay_;
 
   std::mutex readers_mu_;
   std::condition_variable readers_cv_;

@@ -95,6 +95,17 @@ struct RevocationTask {
   std::string last_error;          // client-safe reason of the last failure
 };
 
+// A CI subject token marked as exchanged (its replay key: issuer and jti,
+// broker/oidc/replay_cache.h) until it could no longer be accepted. Keys are
+// unique: a reservation commits only if no row holds the key or the row
+// holding it expired at or before `reserved_at`; otherwise Apply() fails with
+// kAlreadyExists "replay_reserved" and nothing of the transaction is kept.
+struct ReplayReservation {
+  std::string key;
+  TimePoint expires_at;
+  TimePoint reserved_at;           // the exchange's "now"
+};
+
 // One unit of change: everything in it commits atomically together with its
 // audit events. Audit events are appended to the chain in vector order.
 struct WriteBatch {
@@ -103,6 +114,7 @@ struct WriteBatch {
   std::vector<nlohmann::json> audit_events;   // unchained event bodies
   std::vector<RevocationTask> revocations;    // upserted into the retry queue
   std::vector<std::string> revocations_done;  // grant ids removed from the queue
+  std::vector<ReplayReservation> replay_reservations;  // see ReplayReservation
 };
 
 struct SessionFilter {
@@ -194,6 +206,12 @@ class Store {
                                                                                size_t limit) = 0;
   // Audit records in seq order.
   [[nodiscard]] virtual Result<std::vector<AuditRecord>> ListAudit(const AuditFilter& f) = 0;
+  // Replay protection of CI subject tokens (ReplayReservation). Whether `key`
+  // is held by a reservation that expires after `now`: one indexed lookup.
+  [[nodiscard]] virtual Result<bool> ReplayReserved(std::string_view key, TimePoint now) = 0;
+  // Deletes at most `limit` reservations that expired at or before `now`
+  // (durably, in its own transaction); returns how many. Called by the sweeper.
+  [[nodiscard]] virtual Result<size_t> PruneReplayReservations(TimePoint now, size_t limit) = 0;
   // Health probe: a cheap read that proves the store answers.
   [[nodiscard]] virtual Status Ping() = 0;
 };

@@ -144,6 +144,23 @@ Result<std::vector<AuditRecord>> FailingStore::ListAudit(const AuditFilter& f) {
   return inner_->ListAudit(f);
 }
 
+Result<bool> FailingStore::ReplayReserved(std::string_view key, TimePoint now) {
+  if (ReadsFail()) {
+    return std::unexpected(Injected("ReplayReserved"));
+  }
+  return inner_->ReplayReserved(key, now);
+}
+
+Result<size_t> FailingStore::PruneReplayReservations(TimePoint now, size_t limit) {
+  {
+    std::lock_guard lock(mu_);
+    if (fail_all_applies_) {
+      return std::unexpected(Injected("PruneReplayReservations"));
+    }
+  }
+  return inner_->PruneReplayReservations(now, limit);
+}
+
 Status FailingStore::Ping() {
   if (ReadsFail()) {
     return std::unexpected(Injected("Ping"));

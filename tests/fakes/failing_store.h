@@ -7,7 +7,9 @@
 //   testing::FailingStore failing(real->get());
 //   failing.FailApplyNumber(3);          // the 3rd Apply() from now fails
 //   failing.SetFailAllApplies(true);     // every Apply() fails until reset
-//   failing.SetFailReads(true);          // AuditHead/Get*/List*/Ping fail
+//   failing.SetFailReads(true);          // AuditHead/Get*/List*/ReplayReserved/Ping fail
+//
+// PruneReplayReservations (a write outside Apply) fails while all applies fail.
 //
 // Apply() calls are counted from construction, 1-based (ApplyCalls()).
 // Thread-safety: all methods are thread-safe. The inner store must outlive
@@ -57,6 +59,8 @@ class FailingStore final : public Store {
                                                       TimePoint now) override;
   Result<std::vector<RevocationTask>> ListRevocationsDue(TimePoint now, size_t limit) override;
   Result<std::vector<AuditRecord>> ListAudit(const AuditFilter& f) override;
+  Result<bool> ReplayReserved(std::string_view key, TimePoint now) override;
+  Result<size_t> PruneReplayReservations(TimePoint now, size_t limit) override;
   Status Ping() override;
 
  private:

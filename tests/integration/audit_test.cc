@@ -87,6 +87,64 @@ TEST_CASE("Audit: every decision and credential event is one chained record") {
   CHECK(v.json["records"] == records.size());
 }
 
+TEST_CASE("Audit: credentials in values and free text reach neither the trail nor approvers (finding 9)") {
+  auto b = BrokerProcess::Start();
+  // Made up at run time, in the shapes of real credentials.
+  const std::string gh = "ghp_" + std::string("Zq8") + "x7Lm2Pv9Rt4Wc6Yb1Nd3Hf5Jk0Gs2Ue8Ai";
+  const std::string pw = "hunter2-" + std::string("s3cr3t");
+  nlohmann::json scope = {{"resources", {"jwt://api.internal"}}, {"max_tier", "merge_deploy"}};
+  auto opened = b->Post("/v1/sessions", b->maintainer_key,
+                        {{"agent", {{"id", "agent_test"}}},
+                         {"task", {{"id", "task_test"}, {"description", "deploy with " + gh},
+                                   {"scope", scope}}}});
+  REQUIRE(opened.status == 201);
+  const std::string sid = opened.json["session_id"];
+  const std::string token = opened.json["session_token"];
+  CHECK(opened.json["task"]["description"] == "deploy with [redacted:github_token]");
+
+  auto r = b->Post("/v1/sessions/" + sid + "/grants", token,
+                   {{"tool", "github.merge_pull_request"}, {"operation", "merge"},
+                    {"resource", "jwt://api.internal"}, {"issuer", "internal"},
+                    {"parameters", {{"pull", 842}, {"pw", pw}, {"note", gh}, {"author", "octocat"}}},
+                    {"justification", "release; token " + gh + ", password: " + pw}});
+  INFO(r.body);
+  REQUIRE(r.status == 202);
+  auto hb = b->Post("/v1/sessions/" + sid + "/heartbeat", token, {{"progress", "using " + gh}});
+  REQUIRE(hb.status == 200);
+  CHECK(hb.json["last_progress"] == "using [redacted:github_token]");
+
+  auto approvals = b->Get("/v1/approvals?state=pending", b->admin_key);
+  INFO(approvals.body);
+  REQUIRE(approvals.status == 200);
+  REQUIRE(approvals.json["approvals"].size() == 1);
+  const nlohmann::json& a = approvals.json["approvals"][0];
+  CHECK(a["request"]["parameters"]["pw"] == "[redacted]");
+  CHECK(a["request"]["parameters"]["note"] == "[redacted:github_token]");
+  CHECK(a["request"]["parameters"]["author"] == "octocat");
+  CHECK(a["request"]["parameters"]["pull"] == 842);
+  CHECK(a["request"]["justification"] ==
+        "release; token [redacted:github_token], password: [redacted:secret_assignment]");
+  CHECK(a["task"]["description"] == "deploy with [redacted:github_token]");
+
+  auto session = b->Get("/v1/sessions/" + sid, b->maintainer_key);
+  REQUIRE(session.status == 200);
+  b->Stop();
+  for (const std::string& text : {Slurp(b->audit_path()), approvals.body, session.body}) {
+    CHECK(text.find(gh.substr(4)) == std::string::npos);
+    CHECK(text.find(pw) == std::string::npos);
+  }
+  const auto records = ReadJsonl(b->audit_path());
+  bool decided = false;
+  for (const auto& rec : records) {
+    if (rec["event"] == "grant.decided") {
+      decided = true;
+      CHECK(rec["request"]["parameters"]["note"] == "[redacted:github_token]");
+      CHECK(rec["request"]["parameters"]["author"] == "octocat");
+    }
+  }
+  CHECK(decided);
+}
+
 TEST_CASE("Audit: jitctl audit verify names the first altered record") {
   auto b = BrokerProcess::Start();
   auto [sid, token] = b->OpenSession(b->engineer_key, kScope);
@@ -100,7 +158,8 @@ TEST_CASE("Audit: jitctl audit verify names the first altered record") {
   CHECK(out.find("ok") != std::string::npos);
 
   auto lines = ReadJsonl(b->audit_path());
-  REQUIRE(lines.size() == 7);
+  REQUIRE(lines.size() == 8);  // 7 events and the shutdown checkpoint
+  CHECK(lines.back()["event"] == "audit.checkpoint");
   lines[3]["request"]["resource"] = "jwt://somewhere.else";
   {
     std::ofstream f(b->audit_path(), std::ios::trunc);
@@ -110,6 +169,85 @@ TEST_CASE("Audit: jitctl audit verify names the first altered record") {
   INFO(out2);
   CHECK(rc2 == 1);
   CHECK(out2.find("seq 4") != std::string::npos);
+}
+
+TEST_CASE("Audit: a cut audit file fails jitctl audit verify with a pinned key or head (finding 8)") {
+  auto b = BrokerProcess::Start();
+  auto [sid, token] = b->OpenSession(b->engineer_key, kScope);
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(b->Post("/v1/sessions/" + sid + "/grants", token, kRead).status == 201);
+  }
+  auto keys = b->Get("/v1/audit/verify", b->admin_key);
+  REQUIRE(keys.status == 200);
+  const int64_t live_seq = keys.json["head_seq"].get<int64_t>();
+  b->Stop();
+
+  const std::string jitctl = std::string(JITCTL_BINARY) + " audit verify --file " + b->audit_path();
+  const std::string jwks = b->dir() + "/data/keys/audit.jwks.json";
+  const std::string pem = b->dir() + "/audit-public.pem";
+  {
+    auto [rc, out] = RunCommand("openssl pkey -in " + b->dir() + "/data/keys/audit.pem -pubout -out " + pem);
+    INFO(out);
+    REQUIRE(rc == 0);
+  }
+  auto lines = ReadJsonl(b->audit_path());
+  REQUIRE(static_cast<int64_t>(lines.size()) == live_seq + 1);  // + the shutdown checkpoint
+  const nlohmann::json last = lines.back();
+  REQUIRE(last["event"] == "audit.checkpoint");
+  CHECK(last["checkpoint"]["reason"] == "shutdown");
+  const std::string head = last["hash"];
+  const std::string seq = std::to_string(last["seq"].get<int64_t>());
+
+  const std::vector<std::string> strict = {
+      " --jwks " + jwks + " --require-shutdown-checkpoint --require-checkpoint-within 1000",
+      " --public-key " + pem + " --require-shutdown-checkpoint",
+      " --expect-head " + head + " --expect-seq " + seq,
+  };
+  for (const std::string& opts : strict) {
+    CAPTURE(opts);
+    auto [rc, out] = RunCommand(jitctl + opts);
+    INFO(out);
+    CHECK(rc == 0);
+    CHECK(out.find("ok: " + seq + " records") != std::string::npos);
+  }
+  {
+    auto [rc, out] = RunCommand(jitctl + " --jwks " + jwks + " --json");
+    INFO(out);
+    REQUIRE(rc == 0);
+    auto j = nlohmann::json::parse(out);
+    CHECK(j["checkpoints"] == 1);
+    CHECK(j["last_checkpoint_reason"] == "shutdown");
+    CHECK(j["tail_records"] == 0);
+    CHECK(j["head"] == head);
+  }
+
+  // Cut the last two records: the chain that is left still verifies...
+  {
+    std::ofstream f(b->audit_path(), std::ios::trunc);
+    for (size_t i = 0; i + 2 < lines.size(); ++i) f << lines[i].dump() << "\n";
+  }
+  {
+    auto [rc, out] = RunCommand(jitctl);
+    INFO(out);
+    CHECK(rc == 0);
+  }
+  // ...but not against the key's checkpoints or the pinned head.
+  for (const std::string& opts : strict) {
+    CAPTURE(opts);
+    auto [rc, out] = RunCommand(jitctl + opts);
+    INFO(out);
+    CHECK(rc == 1);
+    CHECK(out.find("INCOMPLETE") != std::string::npos);
+  }
+  // Options that need a key or a file are usage errors without them.
+  {
+    auto [rc, out] = RunCommand(jitctl + " --require-shutdown-checkpoint");
+    INFO(out);
+    CHECK(rc == 2);
+    auto [rc2, out2] = RunCommand(std::string(JITCTL_BINARY) + " audit verify --expect-seq 3");
+    INFO(out2);
+    CHECK(rc2 == 2);
+  }
 }
 
 TEST_CASE("Audit: kill -9 under load leaves a consistent store and a chain that verifies") {

@@ -582,6 +582,30 @@ TEST_CASE("TokenExchange: replay protection, and a storm of unknown kids") {
   CHECK(env.idp->jwks_hits() - jwks_before <= 1);
 }
 
+TEST_CASE("TokenExchange: a token exchanged once stays spent across a restart (finding 11)") {
+  Env env;
+  const std::string token = env.Sign(env.GitHub());
+  auto first = env.Exchange(token);
+  REQUIRE(first.status == 200);
+  const size_t records = env.AuditCount();
+
+  env.broker->Stop();
+  env.broker->Restart();  // same data directory, empty memory
+  ExpectError(env.Exchange(token), 400, "invalid_grant");
+  // Refused before anything was minted or recorded, as before the restart
+  // (the restart itself adds its shutdown checkpoint).
+  auto grants = env.broker->Get("/v1/audit?limit=10000", env.broker->admin_key);
+  REQUIRE(grants.status == 200);
+  size_t minted = 0;
+  for (const auto& r : grants.json["records"]) {
+    minted += r["event"] == "credential.minted" ? 1 : 0;
+  }
+  CHECK(minted == 1);
+  CHECK(env.AuditCount() <= records + 2);
+  // A fresh token of the same job is still welcome.
+  CHECK(env.Exchange(env.Sign(env.GitHub())).status == 200);
+}
+
 TEST_CASE("TokenExchange: concurrent jobs of one run share one session") {
   Env env;
   std::vector<std::thread> threads;

@@ -126,6 +126,9 @@ TEST_CASE("Config: defaults of a minimal file") {
   CHECK(c->store.sqlite_path == root + "/data/state.db");
   CHECK(c->store.group_commit_max_batch == 256);
   CHECK(c->audit.file == root + "/data/audit.jsonl");
+  CHECK_FALSE(c->audit.signing_key.has_value());  // generated at first start
+  CHECK(c->audit.checkpoint_every_records == 1000);
+  CHECK(c->audit.checkpoint_every_seconds == 60);
   CHECK(c->server.host == "127.0.0.1");
   CHECK(c->server.port == 8443);
   CHECK(c->server.threads == 8);
@@ -296,6 +299,20 @@ TEST_CASE("Config: env: secret references") {
   CHECK(c->seal_key->size() == 32);
 }
 
+TEST_CASE("Config: audit signing key and checkpoint intervals") {
+  TempDir dir;
+  dir.Write("audit.pem", "-----BEGIN PRIVATE KEY-----\n");
+  Result<Config> c = LoadConfigText(
+      "audit:\n  signing_key: file:audit.pem\n  checkpoint: {every_records: 10, every_seconds: 5}\n"
+      "policy: {version: v}\n",
+      dir.File("a.yaml"));
+  REQUIRE_MESSAGE(c.has_value(), (c.has_value() ? "" : c.error().ToString()));
+  REQUIRE(c->audit.signing_key.has_value());
+  CHECK(c->audit.signing_key->Reveal().starts_with("-----BEGIN PRIVATE KEY-----"));
+  CHECK(c->audit.checkpoint_every_records == 10);
+  CHECK(c->audit.checkpoint_every_seconds == 5);
+}
+
 TEST_CASE("Config: issuer sections are handed over with only `type` known") {
   TempDir dir;
   Result<Config> c = LoadConfigText(
@@ -367,6 +384,14 @@ TEST_CASE("Config: invalid files name file, line and key") {
        "t.yaml:2: server.threads: must be an integer in [1, 256]"},
       {"integer out of range", "server:\n  threads: 0\npolicy: {version: v}\n",
        "t.yaml:2: server.threads: must be an integer in [1, 256]"},
+      {"audit checkpoint out of range",
+       "audit:\n  checkpoint: {every_records: 0}\npolicy: {version: v}\n",
+       "t.yaml:2: audit.checkpoint.every_records: must be an integer in [1, 1000000]"},
+      {"audit checkpoint unknown key",
+       "audit:\n  checkpoint: {every_minutes: 1}\npolicy: {version: v}\n",
+       "t.yaml:2: audit.checkpoint.every_minutes: unknown key"},
+      {"audit signing key inline", "audit: {signing_key: \"-----BEGIN\"}\npolicy: {version: v}\n",
+       "t.yaml:1: audit.signing_key"},
       {"wrong type: mapping", "server: 8443\npolicy: {version: v}\n",
        "t.yaml:1: server: must be a mapping"},
       {"wrong type: bool", "server:\n  metrics_public: perhaps\npolicy: {version: v}\n",

@@ -201,6 +201,8 @@ class MemoryAuditStore final : public Store {
     }
     return out;
   }
+  Result<bool> ReplayReserved(std::string_view, TimePoint) override { return false; }
+  Result<size_t> PruneReplayReservations(TimePoint, size_t) override { return size_t{0}; }
   Status Ping() override { return OkStatus(); }
 
  private:

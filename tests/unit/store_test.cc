@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <thread>
 #include <utility>
@@ -46,10 +47,11 @@ class TempDir {
   std::string path_;
 };
 
-std::unique_ptr<Store> Open(const std::string& path, int readers = 2) {
+std::unique_ptr<Store> Open(const std::string& path, int readers = 2, int schema_version = 0) {
   SqliteOptions options;
   options.path = path;
   options.reader_connections = readers;
+  options.schema_version_for_testing = schema_version;
   auto store = OpenSqliteStore(options);
   REQUIRE_MESSAGE(store.has_value(), (store ? "" : store.error().ToString()));
   return std::move(*store);
@@ -648,6 +650,109 @@ TEST_CASE("SqliteStore: lifecycle queries find only what is due") {
   auto later = store->ListRevocationsDue(now + std::chrono::minutes(11), 100);
   REQUIRE(later->size() == 1);
   CHECK(later->front().attempts == 2);
+}
+
+// --- CI token replay reservations (issue #10, finding 11) -----------------
+
+namespace replay_test {
+
+WriteBatch Reserve(const std::string& key, TimePoint expires_at, TimePoint now) {
+  WriteBatch b;
+  b.replay_reservations.push_back(ReplayReservation{key, expires_at, now});
+  return b;
+}
+
+Status ApplyOne(Store& store, const WriteBatch& b) {
+  return store.Apply(std::span<const WriteBatch>(&b, 1), {});
+}
+
+}  // namespace replay_test
+
+TEST_CASE("SqliteStore: replay reservations are unique until they expire, then pruned") {
+  using replay_test::ApplyOne;
+  using replay_test::Reserve;
+  TempDir dir;
+  const std::string path = dir.File("broker.db");
+  const TimePoint t0 = At(1'795'000'000);
+  const TimePoint until = t0 + std::chrono::seconds(600);
+  {
+    auto store = Open(path);
+    auto none = store->ReplayReserved("k1", t0);
+    REQUIRE(none.has_value());
+    CHECK_FALSE(*none);
+
+    // Insert: durable and visible.
+    REQUIRE(ApplyOne(*store, Reserve("k1", until, t0)));
+    auto held = store->ReplayReserved("k1", t0 + std::chrono::seconds(599));
+    REQUIRE(held.has_value());
+    CHECK(*held);
+
+    // A duplicate is refused, and with it everything else in the transaction.
+    WriteBatch dup = Reserve("k1", until + std::chrono::seconds(60), t0 + std::chrono::seconds(1));
+    dup.sessions.push_back(FullSession("ses_dup"));
+    auto refused = ApplyOne(*store, dup);
+    REQUIRE_FALSE(refused.has_value());
+    CHECK(refused.error().code == ErrorCode::kAlreadyExists);
+    CHECK(refused.error().Reason() == "replay_reserved");
+    auto ses = store->GetSession("ses_dup");
+    REQUIRE(ses.has_value());
+    CHECK_FALSE(ses->has_value());
+
+    // Two reservations of one key in one transaction: the second is refused.
+    WriteBatch twice = Reserve("k2", until, t0);
+    twice.replay_reservations.push_back(ReplayReservation{"k2", until, t0});
+    CHECK_FALSE(ApplyOne(*store, twice).has_value());
+    auto k2 = store->ReplayReserved("k2", t0);
+    REQUIRE(k2.has_value());
+    CHECK_FALSE(*k2);
+  }
+  {
+    // Survives a reopen (this is the point: a restart forgets nothing).
+    auto store = Open(path);
+    auto held = store->ReplayReserved("k1", t0 + std::chrono::seconds(10));
+    REQUIRE(held.has_value());
+    CHECK(*held);
+    // At its expiry it no longer holds, and may be reserved again.
+    auto lapsed = store->ReplayReserved("k1", until);
+    REQUIRE(lapsed.has_value());
+    CHECK_FALSE(*lapsed);
+    REQUIRE(ApplyOne(*store, Reserve("k1", until + std::chrono::seconds(600), until)));
+    CHECK(*store->ReplayReserved("k1", until + std::chrono::seconds(1)));
+
+    // Pruning deletes only expired rows, at most `limit` at a time.
+    REQUIRE(ApplyOne(*store, Reserve("k3", t0 + std::chrono::seconds(5), t0)));
+    REQUIRE(ApplyOne(*store, Reserve("k4", t0 + std::chrono::seconds(6), t0)));
+    auto pruned = store->PruneReplayReservations(t0 + std::chrono::seconds(100), 1);
+    REQUIRE(pruned.has_value());
+    CHECK(*pruned == 1);
+    pruned = store->PruneReplayReservations(t0 + std::chrono::seconds(100), 100);
+    REQUIRE(pruned.has_value());
+    CHECK(*pruned == 1);
+    pruned = store->PruneReplayReservations(t0 + std::chrono::seconds(100), 100);
+    REQUIRE(pruned.has_value());
+    CHECK(*pruned == 0);
+    CHECK(*store->ReplayReserved("k1", until + std::chrono::seconds(1)));  // not expired: kept
+  }
+}
+
+TEST_CASE("SqliteStore: a database of schema 2 upgrades and gains the replay table") {
+  TempDir dir;
+  const std::string path = dir.File("broker.db");
+  {
+    // What an earlier release left behind: schema 2, no replay table.
+    auto store = Open(path, 2, /*schema_version=*/2);
+    WriteBatch b;
+    b.sessions.push_back(FullSession("ses_old"));
+    REQUIRE(replay_test::ApplyOne(*store, b));
+  }
+  auto store = Open(path);
+  auto old = store->GetSession("ses_old");
+  REQUIRE(old.has_value());
+  CHECK(old->has_value());
+  const TimePoint t0 = At(1'795'000'000);
+  REQUIRE(replay_test::ApplyOne(*store,
+                                replay_test::Reserve("k", t0 + std::chrono::seconds(60), t0)));
+  CHECK(*store->ReplayReserved("k", t0));
 }
 
 }  // namespace

@@ -2,7 +2,9 @@
 // the paths the HTTP tests cannot reach cheaply — session generations after
 // expiry, jti release on a failed mint, an audited policy denial, and the
 // start-up checks of trust grants against the issuers and the policy.
+#include <atomic>
 #include <filesystem>
+#include <span>
 #include <fstream>
 #include <map>
 #include <set>
@@ -73,9 +75,64 @@ class Keys final : public oidc::KeySource {
   std::shared_ptr<const crypto::VerifyKey> key_;
 };
 
+// A store whose replay lookups answer "not reserved" the next `blind` times,
+// as a replica that has not seen another's commit yet would: the reservation
+// committed with the credential must still refuse the second exchange.
+class BlindReplayStore final : public Store {
+ public:
+  explicit BlindReplayStore(Store* inner) : inner_(inner) {}
+  std::atomic<int> blind{0};
+
+  Status Apply(std::span<const WriteBatch> b, std::span<const AuditRecord> a) override {
+    return inner_->Apply(b, a);
+  }
+  Result<std::optional<ChainHead>> AuditHead() override { return inner_->AuditHead(); }
+  Result<std::optional<SessionRecord>> GetSession(std::string_view id) override {
+    return inner_->GetSession(id);
+  }
+  Result<std::vector<SessionRecord>> ListSessions(const SessionFilter& f) override {
+    return inner_->ListSessions(f);
+  }
+  Result<std::optional<GrantRecord>> GetGrant(std::string_view id) override {
+    return inner_->GetGrant(id);
+  }
+  Result<std::vector<GrantRecord>> ListGrants(std::string_view id) override {
+    return inner_->ListGrants(id);
+  }
+  Result<std::vector<SessionRecord>> ListSessionsDue(TimePoint now, size_t limit) override {
+    return inner_->ListSessionsDue(now, limit);
+  }
+  Result<std::vector<GrantRecord>> ListGrantsByState(std::string_view state,
+                                                     std::optional<TimePoint> before,
+                                                     std::string_view issuer,
+                                                     size_t limit) override {
+    return inner_->ListGrantsByState(state, before, issuer, limit);
+  }
+  Result<std::vector<RevocationTask>> ListRevocationsDue(TimePoint now, size_t limit) override {
+    return inner_->ListRevocationsDue(now, limit);
+  }
+  Result<std::vector<AuditRecord>> ListAudit(const AuditFilter& f) override {
+    return inner_->ListAudit(f);
+  }
+  Result<bool> ReplayReserved(std::string_view key, TimePoint now) override {
+    if (blind.load() > 0) {
+      --blind;
+      return false;
+    }
+    return inner_->ReplayReserved(key, now);
+  }
+  Result<size_t> PruneReplayReservations(TimePoint now, size_t limit) override {
+    return inner_->PruneReplayReservations(now, limit);
+  }
+  Status Ping() override { return inner_->Ping(); }
+
+ private:
+  Store* inner_;
+};
+
 class Fixture {
  public:
-  explicit Fixture(FakeIssuerOptions fo = {}) {
+  explicit Fixture(FakeIssuerOptions fo = {}) : fo_(fo) {
     char tmpl[] = "/tmp/jitbroker-tx-XXXXXX";
     REQUIRE(::mkdtemp(tmpl) != nullptr);
     dir_ = tmpl;
@@ -86,6 +143,23 @@ class Fixture {
     policy_ = cfg->policy;
     signer_ = std::move(*crypto::SigningKey::Generate(crypto::JwsAlg::kRS256));
     keys_ = std::make_unique<Keys>(*signer_);
+    Build();
+  }
+
+  // What a new process on the same data directory starts with: the store
+  // reopened, a new journal and service, nothing kept in memory.
+  void Restart() {
+    journal_->Stop();
+    service_.reset();
+    journal_.reset();
+    blind_store_.reset();
+    store_.reset();
+    Build();
+  }
+
+  void Build() {
+    config::Config cfg = *config::LoadConfigFile(dir_ + "/broker.yaml");
+    FakeIssuerOptions fo = fo_;
     fo.name = "fake";
     auto fake = std::make_unique<FakeIssuer>(fo);
     fake_ = fake.get();
@@ -94,18 +168,19 @@ class Fixture {
     auto st = store::OpenSqliteStore(so);
     REQUIRE(st.has_value());
     store_ = std::move(*st);
-    auto j = audit::Journal::Create(store_.get(), dir_ + "/audit.jsonl");
+    blind_store_ = std::make_unique<BlindReplayStore>(store_.get());
+    auto j = audit::Journal::Create(blind_store_.get(), dir_ + "/audit.jsonl");
     REQUIRE(j.has_value());
     journal_ = std::move(*j);
     std::map<std::string, std::unique_ptr<Issuer>> issuers;
     issuers.emplace("fake", std::move(fake));
     service::ServiceOptions opts;
-    opts.sessions = cfg->sessions;
-    opts.seal_key = SecretValue(crypto::RandomBytes(32));
+    opts.sessions = cfg.sessions;
+    opts.seal_key = SecretValue(seal_key_);
     opts.oidc_keys = keys_.get();
-    service_ =
-        std::make_unique<service::BrokerService>(store_.get(), journal_.get(), &clock_, &metrics_,
-                                                 std::move(issuers), policy_, std::move(opts));
+    service_ = std::make_unique<service::BrokerService>(blind_store_.get(), journal_.get(),
+                                                        &clock_, &metrics_, std::move(issuers),
+                                                        policy_, std::move(opts));
   }
   ~Fixture() {
     journal_->Stop();
@@ -186,8 +261,12 @@ class Fixture {
   FakeIssuer* fake_ = nullptr;
   std::unique_ptr<service::BrokerService> service_;
   std::shared_ptr<const Policy> policy_;
+  std::unique_ptr<BlindReplayStore> blind_store_;
+  Store* store() { return store_.get(); }
 
  private:
+  FakeIssuerOptions fo_;
+  std::string seal_key_ = crypto::RandomBytes(32);
   std::string dir_;
   std::unique_ptr<crypto::SigningKey> signer_;
   std::unique_ptr<Keys> keys_;
@@ -388,6 +467,53 @@ TEST_CASE("TokenExchange service: a failed mint releases the token for a retry")
   REQUIRE_FALSE(replay.has_value());
   CHECK(replay.error().Reason() == "token_replayed");
   CHECK(oidc::ToOAuthError(replay.error()).error == "invalid_grant");
+}
+
+TEST_CASE("TokenExchange service: a restart does not forget an exchanged token (finding 11)") {
+  Fixture f;
+  f.UseTrust(TrustYaml());
+  const std::string token = f.Sign(f.Claims("once-only"));
+  auto first = f.Exchange(token);
+  REQUIRE_MESSAGE(first.has_value(), (first ? "" : first.error().ToString()));
+
+  f.Restart();  // the in-memory cache is gone
+  f.UseTrust(TrustYaml());
+  auto replay = f.Exchange(token);
+  REQUIRE_FALSE(replay.has_value());
+  CHECK(replay.error().Reason() == "token_replayed");
+  CHECK(oidc::ToOAuthError(replay.error()).error == "invalid_grant");
+  CHECK(f.fake_->MintCalls() == 0);  // refused before anything was minted
+
+  // Another token of the same run is fine.
+  auto other = f.Exchange(f.Sign(f.Claims("another")));
+  CHECK_MESSAGE(other.has_value(), (other ? "" : other.error().ToString()));
+
+  // Once the token could no longer be accepted, the sweeper prunes its row.
+  f.clock_.Advance(std::chrono::hours(2));
+  auto swept = f.service_->Sweep();
+  REQUIRE(swept.has_value());
+  CHECK(swept->replay_keys_pruned == 2);
+}
+
+TEST_CASE("TokenExchange service: the store refuses a replay the lookup missed; the credential is revoked") {
+  Fixture f;
+  f.UseTrust(TrustYaml());
+  const std::string token = f.Sign(f.Claims("raced"));
+  auto first = f.Exchange(token);
+  REQUIRE(first.has_value());
+
+  // A second process whose lookup has not seen the first commit yet (fresh
+  // memory, blind store read): it mints, then its commit is refused.
+  f.Restart();
+  f.UseTrust(TrustYaml());
+  f.blind_store_->blind = 1;
+  auto second = f.Exchange(token);
+  REQUIRE_FALSE(second.has_value());
+  CHECK(second.error().Reason() == "token_replayed");
+  CHECK(f.fake_->Mints() == 1);
+  CHECK(f.fake_->Revokes() == 1);  // abandoned, never released
+  CHECK(f.fake_->LiveCredentials() == 0);
+  CHECK(f.AuditEvents("credential.minted").size() == 1);  // only the first exchange's
 }
 
 TEST_CASE("TokenExchange service: a policy denial is audited and opens no session") {
