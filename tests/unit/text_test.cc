@@ -1,11 +1,11 @@
 // Unit tests for broker/common/text.h, chiefly FindInvisibleChar: the scan
 // behind refusing bidi controls and invisible characters in what approvers
 // are shown (issue #10, finding 5).
+#include "broker/common/text.h"
+
 #include <string>
 
 #include <doctest/doctest.h>
-
-#include "broker/common/text.h"
 
 namespace jitbroker::text {
 namespace {
@@ -33,16 +33,16 @@ std::string Utf8(char32_t cp) {
 
 TEST_CASE("FindInvisibleChar: bidi controls, format characters and separators are found") {
   const char32_t refused[] = {
-      0x202A, 0x202B, 0x202C, 0x202D, 0x202E,  // embeddings and overrides
-      0x2066, 0x2067, 0x2068, 0x2069,          // isolates
-      0x200B, 0x200C, 0x200D, 0x200E, 0x200F,  // zero width, LRM, RLM
-      0x061C, 0xFEFF, 0x2028, 0x2029, 0x00AD, 0x180E, 0x2060, 0x2064, 0x206F,
-      0x0600, 0x0605, 0x06DD, 0x070F, 0x0890, 0x08E2, 0xFFF9, 0xFFFB,
-      0x0080, 0x0085, 0x009F,                  // C1 controls
-      0x115F, 0x1160, 0x3164, 0xFFA0,          // Hangul fillers
-      0x110BD, 0x110CD, 0x13430, 0x1343F, 0x1BCA0, 0x1BCA3, 0x1D173, 0x1D17A,
-      0xE0001, 0xE0020, 0xE0041, 0xE007F,      // tags
-      0xE0100, 0xE01EF,                        // variation selectors supplement
+      0x202A,  0x202B,  0x202C,  0x202D,  0x202E,  // embeddings and overrides
+      0x2066,  0x2067,  0x2068,  0x2069,           // isolates
+      0x200B,  0x200C,  0x200D,  0x200E,  0x200F,  // zero width, LRM, RLM
+      0x061C,  0xFEFF,  0x2028,  0x2029,  0x00AD,  0x180E,  0x2060,
+      0x2064,  0x206F,  0x0600,  0x0605,  0x06DD,  0x070F,  0x0890,
+      0x08E2,  0xFFF9,  0xFFFB,  0x0080,  0x0085,  0x009F,  // C1 controls
+      0x115F,  0x1160,  0x3164,  0xFFA0,                    // Hangul fillers
+      0x110BD, 0x110CD, 0x13430, 0x1343F, 0x1BCA0, 0x1BCA3, 0x1D173,
+      0x1D17A, 0xE0001, 0xE0020, 0xE0041, 0xE007F,  // tags
+      0xE0100, 0xE01EF,                             // variation selectors supplement
   };
   for (char32_t cp : refused) {
     CAPTURE(CodePointName(cp));
@@ -56,10 +56,10 @@ TEST_CASE("FindInvisibleChar: bidi controls, format characters and separators ar
 }
 
 TEST_CASE("FindInvisibleChar: ordinary text passes, ASCII controls are the caller's") {
-  const char32_t allowed[] = {'a', '\n', '\t', 0x00, 0x7F, 0x00A0, 0x00E9, 0x0627, 0x05D0,
-                              0x2013, 0x2027, 0x202F, 0x2065, 0x2070, 0x3000, 0x65E5,
-                              0xFE0F, 0xFFFD, 0x1F600, 0x10FFFF, 0x0601 - 2, 0x110BC,
-                              0xE0000, 0xE0080, 0xE01F0};
+  const char32_t allowed[] = {'a',     '\n',    '\t',    0x00,   0x7F,    0x00A0,   0x00E9,
+                              0x0627,  0x05D0,  0x2013,  0x2027, 0x202F,  0x2065,   0x2070,
+                              0x3000,  0x65E5,  0xFE0F,  0xFFFD, 0x1F600, 0x10FFFF, 0x0601 - 2,
+                              0x110BC, 0xE0000, 0xE0080, 0xE01F0};
   for (char32_t cp : allowed) {
     CAPTURE(CodePointName(cp));
     CHECK_FALSE(FindInvisibleChar("x" + Utf8(cp) + "y").has_value());
@@ -77,8 +77,8 @@ TEST_CASE("FindInvisibleChar: malformed UTF-8 is reported as such") {
       "\xED\xA0\x80",      // surrogate U+D800
       "\xF4\x90\x80\x80",  // above U+10FFFF
       "\xF5\x80\x80\x80",
-      "\xE2\x80",          // truncated
-      "\xE2\x28\xA1",      // bad continuation
+      "\xE2\x80",      // truncated
+      "\xE2\x28\xA1",  // bad continuation
       "\xFF",
   };
   for (const std::string& b : bad) {
