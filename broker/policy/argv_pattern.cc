@@ -26,7 +26,7 @@ namespace jitbroker {
 namespace {
 
 constexpr size_t kMaxInput = 8192;       // longer values count as a match
-constexpr size_t kMaxWork = 128 * 1024;  // bytes read across nested scripts
+constexpr size_t kMaxWork = size_t{128} * 1024;  // bytes read across nested scripts
 constexpr int kMaxDepth = 6;             // nested scripts
 constexpr size_t kMaxCandidates = 64;    // program positions per simple command
 constexpr size_t kMaxArrayWords = 1024;  // elements of an argv array
@@ -363,6 +363,7 @@ bool ArgvPattern::Matches(const nlohmann::json& value) const {
     shell::Word w;
     if (e.is_string()) {
       w.text = e.get<std::string>();
+      w.opaque = w.text.find('\0') != std::string::npos;  // execve() stops at a NUL
     } else if (e.is_number() || e.is_boolean()) {
       w.text = e.dump();
     } else {

@@ -35,13 +35,12 @@ class Splitter {
       if (IsBlank(c)) {
         EndWord();
         ++i;
-      } else if (c == '&' && i + 1 < n && in_[i + 1] == '>') {
-        i = Redirect(i);  // &> and &>>
-      } else if (EndsCommand(c)) {
-        EndCommand();
+      } else if (IsRedirect(c) || (c == '&' && i + 1 < n && in_[i + 1] == '>')) {
+        i = Redirect(i);  // <, >, …, and &> / &>>
+      } else if (EndsCommand(c) ||
+                 ((c == '{' || c == '}') && !in_word_ && StandsAlone(in_, i))) {
+        EndCommand();  // a stand-alone brace is a group: `{ rm -rf /; }`
         ++i;
-      } else if (IsRedirect(c)) {
-        i = Redirect(i);
       } else if (c == '\\') {
         i = Backslash(i);
       } else if (c == '\'') {
@@ -50,26 +49,13 @@ class Splitter {
         i = DoubleQuoted(i + 1);
       } else if (c == '$') {
         i = Dollar(i);
-      } else if (c == '*' || c == '?' || c == '[') {
-        Append(c);
-        word_.opaque = true;
-        ++i;
-      } else if ((c == '{' || c == '}') && !in_word_ && StandsAlone(in_, i)) {
-        EndCommand();  // a group: `{ rm -rf /; }`
-        ++i;
-      } else if (c == '{') {
-        Append(c);
-        brace_open_ = true;
-        ++i;
-      } else if (c == ',' && brace_open_) {
-        Append(c);
-        word_.opaque = true;  // {a,b}: brace expansion
-        ++i;
-      } else if (c == '.' && brace_open_ && i + 1 < n && in_[i + 1] == '.') {
-        Append(c);
-        word_.opaque = true;  // {1..3}
-        ++i;
       } else {
+        // Globs and brace lists ({a,b}, {1..3}) expand at run time.
+        const bool expands =
+            c == '*' || c == '?' || c == '[' ||
+            (brace_open_ && (c == ',' || (c == '.' && i + 1 < n && in_[i + 1] == '.')));
+        brace_open_ = brace_open_ || c == '{';
+        word_.opaque = word_.opaque || expands;
         Append(c);
         ++i;
       }
@@ -82,6 +68,8 @@ class Splitter {
   void Append(char c) {
     word_.text += c;
     in_word_ = true;
+    // A NUL ends the string execve() sees ("rm\0x" runs "rm"): unknown.
+    word_.opaque = word_.opaque || c == '\0';
   }
 
   void EndWord() {
@@ -144,7 +132,7 @@ class Splitter {
     quoted_ = true;
     const size_t n = in_.size();
     while (i < n && in_[i] != '\'') {
-      word_.text += in_[i++];
+      Append(in_[i++]);
     }
     return i < n ? i + 1 : i;
   }
@@ -185,7 +173,7 @@ class Splitter {
       if (c == '$') {
         word_.opaque = true;
       }
-      word_.text += c;
+      Append(c);
       ++i;
     }
     return i < n ? i + 1 : i;

@@ -252,6 +252,8 @@ TEST_CASE("ArgvPattern: arrays are argv; objects and null fail closed") {
       {json::array({"rm", json::array({"-rf"}), "/"}), true},
       {json::array({"rm", "-rf -- /"}), true},  // no shell: one word holding -r and -f
       {json::array({"ls", "-rf"}), false},
+      {json::array({std::string("rm\0x", 4), "-rf", "/"}), true},  // execve() sees "rm"
+      {json(std::string("r\0m -rf /", 9)), true},
       {json::array(), false},
       {json::object(), true},
       {json(nullptr), true},
