@@ -243,7 +243,7 @@ Status LoadRoles(Section& policy_section, Policy& policy) {
       return std::unexpected(roles->Err(name, "must be a mapping"));
     }
     Section rs = Child(*roles, it->second, name);
-    JITBROKER_RETURN_IF_ERROR(Expect(rs, {"resources", "max_tier", "issuers"}));
+    JITBROKER_RETURN_IF_ERROR(Expect(rs, {"resources", "max_tier", "issuers", "scopes"}));
     Role role;
     role.name = name;
     JITBROKER_ASSIGN_OR_RETURN(role.resources, rs.StringList("resources"));
@@ -267,6 +267,15 @@ Status LoadRoles(Section& policy_section, Policy& policy) {
       if (!IsName(i)) {
         return std::unexpected(rs.Err("issuers", "invalid issuer name " + Q(i)));
       }
+    }
+    if (rs.Has("scopes")) {
+      JITBROKER_ASSIGN_OR_RETURN(std::vector<std::string> scopes, rs.StringList("scopes"));
+      for (const std::string& pattern : scopes) {
+        if (Status ok = CheckScopePattern(pattern); !ok) {
+          return std::unexpected(rs.Err("scopes", ok.error().message + ", got " + Q(pattern)));
+        }
+      }
+      role.scopes = std::move(scopes);
     }
     policy.roles.emplace(name, std::move(role));
   }
@@ -349,15 +358,53 @@ Status LoadTiers(Section& policy_section, Policy& policy) {
   return tiers->CheckNoUnknownKeys();
 }
 
-Result<Matcher> CompileMatcher(Section& s, std::string_view key, const std::string& pattern) {
+Result<Matcher> CompileMatcher(Section& s, std::string_view key, const std::string& pattern,
+                               bool ignore_case = false) {
   if (pattern.empty()) {
     return std::unexpected(s.Err(key, "pattern must not be empty"));
   }
-  Result<Matcher> m = Matcher::Compile(pattern);
+  Result<Matcher> m = Matcher::Compile(pattern, ignore_case);
   if (!m) {
     return std::unexpected(s.Err(key, m.error().message));
   }
   return std::move(*m);
+}
+
+// `match.parameters`: name (or name pattern) -> value pattern or argv: pattern.
+Status LoadParameterRules(Section& match, ToolRule& rule) {
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> params, match.OptSection("parameters"));
+  if (!params || !params->node().IsMap()) {
+    return OkStatus();
+  }
+  for (auto it = params->node().begin(); it != params->node().end(); ++it) {
+    const std::string key = it->first.Scalar();
+    params->MarkKnown(key);
+    if (key.empty()) {
+      return std::unexpected(params->Err("", "parameter names must not be empty"));
+    }
+    JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> pattern, params->OptString(key));
+    if (!pattern) {
+      return std::unexpected(params->Err(key, "must be a pattern string"));
+    }
+    ParameterRule pr;
+    // The name: exact, a glob ("*" = any parameter) or "re:"; folded with
+    // ignore_case like the tool and operation.
+    JITBROKER_ASSIGN_OR_RETURN(pr.key, CompileMatcher(*params, key, key, rule.ignore_case));
+    if (pattern->starts_with("argv:")) {
+      Result<ArgvPattern> argv = ArgvPattern::Parse(*pattern);
+      if (!argv) {
+        return std::unexpected(params->Err(key, argv.error().message));
+      }
+      pr.argv = std::move(*argv);
+    } else {
+      JITBROKER_ASSIGN_OR_RETURN(Matcher m, CompileMatcher(*params, key, *pattern));
+      pr.value = std::move(m);
+    }
+    if (!rule.parameters.emplace(key, std::move(pr)).second) {
+      return std::unexpected(params->Err(key, "duplicate key"));
+    }
+  }
+  return OkStatus();
 }
 
 Status LoadTools(Section& policy_section, Policy& policy) {
@@ -365,7 +412,7 @@ Status LoadTools(Section& policy_section, Policy& policy) {
   std::set<std::string> names;
   for (size_t i = 0; i < tools.size(); ++i) {
     Section& ts = tools[i];
-    JITBROKER_RETURN_IF_ERROR(Expect(ts, {"name", "match", "tier"}));
+    JITBROKER_RETURN_IF_ERROR(Expect(ts, {"name", "match", "tier", "ignore_case"}));
     ToolRule rule;
     JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> name, ts.OptString("name"));
     if (name) {
@@ -379,46 +426,40 @@ Status LoadTools(Section& policy_section, Policy& policy) {
     if (!names.insert(rule.name).second) {
       return std::unexpected(ts.Err("name", "duplicate tool rule name " + Q(rule.name)));
     }
+    JITBROKER_ASSIGN_OR_RETURN(std::optional<bool> ignore_case, ts.OptBool("ignore_case"));
+    rule.ignore_case = ignore_case.value_or(false);
     JITBROKER_ASSIGN_OR_RETURN(std::string tier, ts.String("tier"));
     JITBROKER_ASSIGN_OR_RETURN(rule.tier, TierValue(ts, "tier", tier));
     JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> match, ts.OptSection("match"));
     if (!match) {
       return std::unexpected(ts.Err("match", "is required"));
     }
-    JITBROKER_RETURN_IF_ERROR(Expect(*match, {"tool", "operation", "resource", "parameters"}));
+    JITBROKER_RETURN_IF_ERROR(
+        Expect(*match, {"tool", "operation", "resource", "scopes", "parameters"}));
     struct Field {
       std::string_view key;
       std::optional<Matcher>* out;
+      bool ignore_case;
     };
-    for (Field f : {Field{"tool", &rule.tool}, Field{"operation", &rule.operation},
-                    Field{"resource", &rule.resource}}) {
+    for (Field f :
+         {Field{"tool", &rule.tool, rule.ignore_case},
+          Field{"operation", &rule.operation, rule.ignore_case},
+          Field{"resource", &rule.resource, false}, Field{"scopes", &rule.scopes, false}}) {
       JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> pattern, match->OptString(f.key));
       if (pattern) {
-        JITBROKER_ASSIGN_OR_RETURN(Matcher m, CompileMatcher(*match, f.key, *pattern));
+        if (pattern->starts_with("argv:")) {
+          return std::unexpected(match->Err(f.key, "argv: patterns are for parameters only"));
+        }
+        JITBROKER_ASSIGN_OR_RETURN(Matcher m,
+                                   CompileMatcher(*match, f.key, *pattern, f.ignore_case));
         *f.out = std::move(m);
       }
     }
-    JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> params, match->OptSection("parameters"));
-    if (params && params->node().IsMap()) {
-      for (auto it = params->node().begin(); it != params->node().end(); ++it) {
-        const std::string key = it->first.Scalar();
-        params->MarkKnown(key);
-        if (key.empty()) {
-          return std::unexpected(params->Err("", "parameter names must not be empty"));
-        }
-        JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> pattern, params->OptString(key));
-        if (!pattern) {
-          return std::unexpected(params->Err(key, "must be a pattern string"));
-        }
-        JITBROKER_ASSIGN_OR_RETURN(Matcher m, CompileMatcher(*params, key, *pattern));
-        if (!rule.parameters.emplace(key, std::move(m)).second) {
-          return std::unexpected(params->Err(key, "duplicate key"));
-        }
-      }
-    }
-    if (!rule.tool && !rule.operation && !rule.resource && rule.parameters.empty()) {
-      return std::unexpected(
-          ts.Err("match", "must name at least one of tool, operation, resource, parameters"));
+    JITBROKER_RETURN_IF_ERROR(LoadParameterRules(*match, rule));
+    if (!rule.tool && !rule.operation && !rule.resource && !rule.scopes &&
+        rule.parameters.empty()) {
+      return std::unexpected(ts.Err(
+          "match", "must name at least one of tool, operation, resource, scopes, parameters"));
     }
     policy.tools.push_back(std::move(rule));
   }

@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "broker/common/text.h"
 #include "broker/crypto/crypto.h"
 #include "jitbroker/policy.h"
 
@@ -66,9 +67,10 @@ bool GlobMatch(std::string_view pattern, std::string_view text) {
 
 }  // namespace
 
-Result<Matcher> Matcher::Compile(std::string_view pattern) {
+Result<Matcher> Matcher::Compile(std::string_view pattern, bool ignore_case) {
   Matcher m;
   m.pattern_ = std::string(pattern);
+  m.ignore_case_ = ignore_case;
   if (pattern.starts_with("re:")) {
     std::string expr(pattern.substr(3));
     if (expr.empty()) {
@@ -76,7 +78,8 @@ Result<Matcher> Matcher::Compile(std::string_view pattern) {
           InvalidArgument("invalid_pattern", "empty regular expression after \"re:\""));
     }
     try {
-      m.regex_ = std::make_shared<const std::regex>(expr, std::regex::ECMAScript);
+      m.regex_ = std::make_shared<const std::regex>(
+          expr, ignore_case ? std::regex::ECMAScript | std::regex::icase : std::regex::ECMAScript);
     } catch (const std::regex_error& e) {
       return std::unexpected(InvalidArgument(
           "invalid_pattern", std::string("invalid regular expression: ") + e.what()));
@@ -89,10 +92,17 @@ Result<Matcher> Matcher::Compile(std::string_view pattern) {
   } else {
     m.kind_ = Kind::kExact;
   }
+  if (ignore_case) {
+    m.folded_ = text::AsciiLower(m.pattern_);
+  }
   return m;
 }
 
 bool Matcher::Matches(std::string_view value) const {
+  if (ignore_case_ && kind_ != Kind::kRegex) {
+    const std::string folded = text::AsciiLower(value);
+    return kind_ == Kind::kExact ? folded == folded_ : GlobMatch(folded_, folded);
+  }
   switch (kind_) {
     case Kind::kExact:
       return value == pattern_;
@@ -157,6 +167,49 @@ bool ResourceCovers(std::string_view pattern, std::string_view resource) {
     }
   }
   return false;
+}
+
+bool ScopePatternMatches(std::string_view pattern, std::string_view item) {
+  if (pattern == "*") {
+    return true;
+  }
+  return !pattern.empty() && GlobMatch(pattern, item);
+}
+
+bool ScopePatternWithin(std::string_view inner, std::string_view outer) {
+  if (outer == "*") {
+    return true;
+  }
+  if (inner == "*" || inner.empty() || outer.empty()) {
+    return false;
+  }
+  // `outer` matching the text of `inner`, its stars read as literal
+  // characters, is exact containment: outer's literals never match a '*',
+  // so each star of `inner` falls inside a star of `outer`, which absorbs
+  // whatever (separator-free) text the inner star stands for.
+  return GlobMatch(outer, inner);
+}
+
+Status CheckScopePattern(std::string_view pattern) {
+  constexpr size_t kMaxLength = 256;
+  if (pattern.empty() || pattern.size() > kMaxLength) {
+    return std::unexpected(
+        InvalidArgument("invalid_scope", "scope patterns must be 1 to 256 characters long"));
+  }
+  for (char ch : pattern) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x21 || c > 0x7e || c == '"' || c == '\\') {
+      return std::unexpected(
+          InvalidArgument("invalid_scope",
+                          "scope patterns are OAuth scope tokens: printable ASCII without "
+                          "spaces, '\"' or '\\'"));
+    }
+  }
+  if (pattern.starts_with("re:")) {
+    return std::unexpected(InvalidArgument(
+        "invalid_scope", "scope patterns are globs; \"re:\" is not supported here"));
+  }
+  return OkStatus();
 }
 
 // ---------------------------------------------------------------------------
@@ -334,6 +387,9 @@ nlohmann::json TaskScope::ToJson() const {
   j["environments"] = environments;
   j["max_tier"] = std::string(TierName(max_tier));
   j["issuers"] = issuers;
+  if (scopes) {
+    j["scopes"] = *scopes;
+  }
   return j;
 }
 
@@ -344,7 +400,7 @@ Result<TaskScope> TaskScope::FromJson(const nlohmann::json& j) {
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& k = it.key();
     if (k != "resources" && k != "branches" && k != "environments" && k != "max_tier" &&
-        k != "issuers") {
+        k != "issuers" && k != "scopes") {
       std::string shown = k.size() > 64 ? k.substr(0, 64) + "…" : k;
       return std::unexpected(
           InvalidArgument("unknown_field", "unknown field \"scope." + shown + "\""));
@@ -355,6 +411,17 @@ Result<TaskScope> TaskScope::FromJson(const nlohmann::json& j) {
   JITBROKER_ASSIGN_OR_RETURN(s.branches, ScopeList(j, "branches", false));
   JITBROKER_ASSIGN_OR_RETURN(s.environments, ScopeList(j, "environments", false));
   JITBROKER_ASSIGN_OR_RETURN(s.issuers, ScopeList(j, "issuers", false));
+  if (j.contains("scopes")) {
+    JITBROKER_ASSIGN_OR_RETURN(std::vector<std::string> scopes, ScopeList(j, "scopes", false));
+    for (const std::string& p : scopes) {
+      if (Status ok = CheckScopePattern(p); !ok) {
+        Error e = ok.error();
+        e.message = "scope.scopes: " + e.message;
+        return std::unexpected(e);
+      }
+    }
+    s.scopes = std::move(scopes);
+  }
   if (auto it = j.find("max_tier"); it != j.end()) {
     if (!it->is_string()) {
       return std::unexpected(InvalidArgument("invalid_type", "scope.max_tier must be a string"));
@@ -375,25 +442,6 @@ Result<TaskScope> TaskScope::FromJson(const nlohmann::json& j) {
 
 namespace {
 
-// A request parameter as the string a matcher sees: strings as they are,
-// numbers and booleans as their JSON text; anything else never matches.
-std::optional<std::string> ParameterText(const nlohmann::json& params, const std::string& key) {
-  if (!params.is_object()) {
-    return std::nullopt;
-  }
-  auto it = params.find(key);
-  if (it == params.end()) {
-    return std::nullopt;
-  }
-  if (it->is_string()) {
-    return it->get<std::string>();
-  }
-  if (it->is_number() || it->is_boolean()) {
-    return it->dump();
-  }
-  return std::nullopt;
-}
-
 // Tool-rule matching fails closed: a rule raises the tier, so an input a
 // regex cannot safely be run on counts as a match, and a non-regex resource
 // matcher covers sub-resources (a rule on "github://acme/infra" also
@@ -405,7 +453,76 @@ bool RuleValueMatches(const Matcher& m, std::string_view value) {
   return m.Matches(value);
 }
 
-bool RuleMatches(const ToolRule& rule, const GrantRequest& req) {
+// A scalar parameter as the text a matcher sees: strings as they are, numbers
+// and booleans as their JSON text.
+std::optional<std::string> ScalarText(const nlohmann::json& v) {
+  if (v.is_string()) {
+    return v.get<std::string>();
+  }
+  if (v.is_number() || v.is_boolean()) {
+    return v.dump();
+  }
+  return std::nullopt;
+}
+
+// One parameter value against a value matcher (docs/configuration.md,
+// "policy.tools"): a scalar as its text; an array when any element, or the
+// elements joined by single spaces, match; anything the matcher cannot read
+// (an object, null, an array holding objects or arrays) counts as a match.
+bool ValueMatches(const Matcher& m, const nlohmann::json& v) {
+  if (std::optional<std::string> text = ScalarText(v)) {
+    return RuleValueMatches(m, *text);
+  }
+  if (!v.is_array()) {
+    return true;
+  }
+  std::string joined;
+  for (const nlohmann::json& e : v) {
+    std::optional<std::string> text = ScalarText(e);
+    if (!text) {
+      return true;
+    }
+    if (RuleValueMatches(m, *text)) {
+      return true;
+    }
+    if (joined.size() <= kMaxRegexInput) {
+      if (!joined.empty()) {
+        joined += ' ';
+      }
+      joined += *text;
+    }
+  }
+  return RuleValueMatches(m, joined);  // over the bound: a regex counts it as a match
+}
+
+bool ParameterMatches(const ParameterRule& rule, const nlohmann::json& v) {
+  if (rule.argv) {
+    return rule.argv->Matches(v);
+  }
+  return rule.value ? ValueMatches(*rule.value, v) : true;
+}
+
+// Some parameter whose name the rule's key matches holds a matching value.
+// Parameters that are not an object cannot be read: a match.
+bool ParametersMatch(const ParameterRule& rule, const nlohmann::json& params) {
+  if (!params.is_object()) {
+    return true;
+  }
+  if (rule.key.kind() == Matcher::Kind::kExact && !rule.key.ignore_case()) {
+    auto it = params.find(rule.key.pattern());
+    return it != params.end() && ParameterMatches(rule, *it);
+  }
+  const bool any_name = rule.key.pattern() == "*";  // every name, ':' and '/' included
+  for (auto it = params.begin(); it != params.end(); ++it) {
+    if ((any_name || RuleValueMatches(rule.key, it.key())) && ParameterMatches(rule, it.value())) {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool RuleMatches(const ToolRule& rule, const GrantRequest& req,
+                 const std::vector<std::string>& scope_items) {
   if (rule.tool && !RuleValueMatches(*rule.tool, req.tool)) {
     return false;
   }
@@ -420,9 +537,13 @@ bool RuleMatches(const ToolRule& rule, const GrantRequest& req) {
       return false;
     }
   }
-  for (const auto& [key, matcher] : rule.parameters) {
-    std::optional<std::string> text = ParameterText(req.parameters, key);
-    if (!text || !RuleValueMatches(matcher, *text)) {
+  if (rule.scopes &&
+      std::none_of(scope_items.begin(), scope_items.end(),
+                   [&](const std::string& item) { return RuleValueMatches(*rule.scopes, item); })) {
+    return false;
+  }
+  for (const auto& [key, parameter] : rule.parameters) {
+    if (!ParametersMatch(parameter, req.parameters)) {
       return false;
     }
   }
@@ -431,12 +552,13 @@ bool RuleMatches(const ToolRule& rule, const GrantRequest& req) {
 
 }  // namespace
 
-Tier ClassifyTier(const GrantRequest& req, const Policy& policy, std::string* matched_rule) {
+Tier ClassifyTier(const GrantRequest& req, const std::vector<std::string>& scope_items,
+                  const Policy& policy, std::string* matched_rule) {
   std::optional<Tier> best;
   std::string best_rule;
   for (size_t i = 0; i < policy.tools.size(); ++i) {
     const ToolRule& rule = policy.tools[i];
-    if (!RuleMatches(rule, req)) {
+    if (!RuleMatches(rule, req, scope_items)) {
       continue;
     }
     if (!best || TierIndex(rule.tier) > TierIndex(*best)) {
@@ -545,6 +667,29 @@ bool RolesCoverResource(const std::vector<const Role*>& roles, std::string_view 
   return false;
 }
 
+bool AnyScopePatternMatches(const std::vector<std::string>& patterns, std::string_view item) {
+  return std::any_of(patterns.begin(), patterns.end(),
+                     [&](const std::string& p) { return ScopePatternMatches(p, item); });
+}
+
+// A role bounds scope items on its own resources and issuers: an item is
+// allowed when some role that covers the resource and allows the issuer has
+// no `scopes` or a pattern matching it (a role that grants nothing here,
+// such as `approver`, does not widen anything).
+bool RolesAllowScopeItem(const std::vector<const Role*>& roles, std::string_view resource,
+                         std::string_view issuer, std::string_view item) {
+  for (const Role* r : roles) {
+    if (!AnyCovers(r->resources, resource) ||
+        !(r->issuers.empty() || Contains(r->issuers, issuer))) {
+      continue;
+    }
+    if (!r->scopes || AnyScopePatternMatches(*r->scopes, item)) {
+      return true;
+    }
+  }
+  return false;
+}
+
 // Checks a named parameter ("branch", "environment") against a scope list.
 // Returns an empty string when fine, else the denial reason.
 std::string CheckNamedParameter(const GrantRequest& req, const std::vector<std::string>& allowed,
@@ -602,17 +747,21 @@ Decision Deny(Decision d, std::string code, std::string rule, std::string reason
 //   8. tier above every role's max_tier                → deny exceeds_principal (principal.roles)
 //   9. resource covered by no task scope resource      → deny out_of_scope (task.scope.resources)
 //  10. resource covered by no role resource            → deny exceeds_principal (principal.roles)
-//  11. parameters.branch vs scope.branches             → deny branch_not_in_scope
-//  12. parameters.environment vs scope.environments    → deny environment_not_in_scope
-//      For 11 and 12: a named value must match one of the scope's globs; and
+//  11. a scope item (issuer.scope_items) matched by no pattern of the task
+//      scope's `scopes`, when it has them            → deny scope_not_in_task (task.scope.scopes)
+//  12. a scope item allowed by no role that covers the resource and allows
+//      the issuer (a role without `scopes` allows any) → deny exceeds_principal (principal.roles)
+//  13. parameters.branch vs scope.branches             → deny branch_not_in_scope
+//  14. parameters.environment vs scope.environments    → deny environment_not_in_scope
+//      For 13 and 14: a named value must match one of the scope's globs; and
 //      when the tier's control is in_scope, the scope list is non-empty, the
 //      resource is "github://…" and the tier is write or above, the request
 //      MUST name the value (otherwise an agent could write to any branch just
 //      by not saying which). approval tiers are judged by a human instead.
-//  13. TTL = min(request ttl or issuer default, tier max_ttl, issuer max_ttl,
+//  15. TTL = min(request ttl or issuer default, tier max_ttl, issuer max_ttl,
 //      whole seconds until the session ends); below 1   → deny session_expired
-//  14. tier control is approval                       → pending approval_required (tiers.<tier>)
-//  15. otherwise                                      → allow allowed (the classification rule)
+//  16. tier control is approval                       → pending approval_required (tiers.<tier>)
+//  17. otherwise                                      → allow allowed (the classification rule)
 Decision Evaluate(const GrantRequest& req, const SessionFacts& session, const IssuerFacts& issuer,
                   const Policy& policy, TimePoint now) {
   Decision d;
@@ -633,7 +782,7 @@ Decision Evaluate(const GrantRequest& req, const SessionFacts& session, const Is
   }
   // 3.
   std::string classified_by;
-  Tier tier = ClassifyTier(req, policy, &classified_by);
+  Tier tier = ClassifyTier(req, issuer.scope_items, policy, &classified_by);
   if (TierIndex(issuer.implied_tier) > TierIndex(tier)) {
     tier = issuer.implied_tier;
     classified_by = "issuer:" + issuer.name;
@@ -686,7 +835,24 @@ Decision Evaluate(const GrantRequest& req, const SessionFacts& session, const Is
                 "resource " + Quoted(req.resource) + " is not covered by any role of principal " +
                     Quoted(principal->id));
   }
-  // 11, 12.
+  // 11.
+  if (scope.scopes) {
+    for (const std::string& item : issuer.scope_items) {
+      if (!AnyScopePatternMatches(*scope.scopes, item)) {
+        return Deny(std::move(d), "scope_not_in_task", "task.scope.scopes",
+                    "scope " + Quoted(item) + " is not in the task scope's scopes");
+      }
+    }
+  }
+  // 12.
+  for (const std::string& item : issuer.scope_items) {
+    if (!RolesAllowScopeItem(roles, req.resource, issuer.name, item)) {
+      return Deny(std::move(d), "exceeds_principal", "principal.roles",
+                  "scope " + Quoted(item) + " on " + Quoted(req.resource) +
+                      " is not allowed by any role of principal " + Quoted(principal->id));
+    }
+  }
+  // 13, 14.
   const bool must_name = tp.control == Control::kInScope && req.resource.starts_with("github://") &&
                          TierIndex(tier) >= TierIndex(Tier::kWrite);
   if (std::string why = CheckNamedParameter(req, scope.branches, "branch", "branches", must_name);
@@ -699,7 +865,7 @@ Decision Evaluate(const GrantRequest& req, const SessionFacts& session, const Is
     return Deny(std::move(d), "environment_not_in_scope", "task.scope.environments",
                 std::move(why));
   }
-  // 13.
+  // 15.
   int64_t ttl = req.ttl_seconds.value_or(issuer.default_ttl_seconds);
   if (tp.max_ttl_seconds) {
     ttl = std::min(ttl, *tp.max_ttl_seconds);
@@ -715,7 +881,7 @@ Decision Evaluate(const GrantRequest& req, const SessionFacts& session, const Is
                     : std::string("the effective credential TTL is below one second"));
   }
   d.ttl_seconds = ttl;
-  // 14.
+  // 16.
   if (tp.control == Control::kApproval) {
     d.result = DecisionResult::kPending;
     d.code = "approval_required";
@@ -724,7 +890,7 @@ Decision Evaluate(const GrantRequest& req, const SessionFacts& session, const Is
         "tier " + TierQ(tier) + " (classified by " + classified_by + ") requires human approval";
     return d;
   }
-  // 15.
+  // 17.
   d.result = DecisionResult::kAllow;
   d.code = "allowed";
   d.matched_rule = classified_by;
@@ -757,6 +923,32 @@ Status CheckScopeWithinPrincipal(const TaskScope& scope, const Principal& p, con
                                               "scope issuer " + Quoted(issuer) +
                                                   " is not allowed by any role of principal " +
                                                   Quoted(p.id)));
+    }
+  }
+  // Each `scopes` pattern must lie within the `scopes` of a role that covers
+  // one of the task's resources (grants check each item against the roles
+  // covering its resource, step 12 of Evaluate). An absent `scopes` defers
+  // to the roles at grant time.
+  if (scope.scopes) {
+    for (const std::string& pattern : *scope.scopes) {
+      const bool within = std::any_of(roles.begin(), roles.end(), [&](const Role* r) {
+        const bool relevant =
+            std::any_of(scope.resources.begin(), scope.resources.end(),
+                        [&](const std::string& res) { return AnyCovers(r->resources, res); });
+        if (!relevant) {
+          return false;
+        }
+        return !r->scopes ||
+               std::any_of(r->scopes->begin(), r->scopes->end(), [&](const std::string& outer) {
+                 return ScopePatternWithin(pattern, outer);
+               });
+      });
+      if (!within) {
+        return std::unexpected(PermissionDenied(
+            "scope_exceeds_principal", "scope pattern " + Quoted(pattern) +
+                                           " is not within the scopes of any role of principal " +
+                                           Quoted(p.id) + " covering the task's resources"));
+      }
     }
   }
   return OkStatus();

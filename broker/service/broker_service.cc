@@ -10,6 +10,7 @@
 #include "broker/audit/events.h"
 #include "broker/common/json_util.h"
 #include "broker/common/log.h"
+#include "broker/common/text.h"
 #include "broker/common/time_util.h"
 #include "broker/crypto/crypto.h"
 #include "broker/service/request_digest.h"
@@ -39,6 +40,46 @@ Status CheckIdentifier(const std::string& value, const std::string& path, size_t
     if (c < 0x21 || c == 0x7f) {
       return std::unexpected(InvalidArgument(
           "invalid_value", path + " must not contain spaces or control characters"));
+    }
+  }
+  return OkStatus();
+}
+
+// Text shown to people (approvers, principals, auditors) must read as what
+// the broker acts on: no bidi controls or invisible characters
+// (text::FindInvisibleChar; docs/api.md, "Text shown to approvers").
+Status CheckVisibleText(std::string_view value, const std::string& path) {
+  std::optional<text::InvisibleChar> bad = text::FindInvisibleChar(value);
+  if (!bad) {
+    return OkStatus();
+  }
+  if (bad->invalid_utf8) {
+    return std::unexpected(InvalidArgument("invalid_value", path + " is not valid UTF-8"));
+  }
+  return std::unexpected(InvalidArgument(
+      "invalid_value", path + " contains " + text::CodePointName(bad->code_point) +
+                           ", an invisible or bidirectional formatting character: text shown to "
+                           "approvers must read as what is requested"));
+}
+
+// The same for every key and string of a JSON value, at any depth (bounded:
+// request bodies are parsed with a depth limit, this walk does not recurse).
+Status CheckVisibleJson(const nlohmann::json& root, const std::string& root_path) {
+  std::vector<std::pair<const nlohmann::json*, std::string>> stack = {{&root, root_path}};
+  while (!stack.empty()) {
+    auto [value, path] = std::move(stack.back());
+    stack.pop_back();
+    if (value->is_string()) {
+      JITBROKER_RETURN_IF_ERROR(CheckVisibleText(value->get_ref<const std::string&>(), path));
+    } else if (value->is_object()) {
+      for (auto it = value->begin(); it != value->end(); ++it) {
+        JITBROKER_RETURN_IF_ERROR(CheckVisibleText(it.key(), "a key of " + path));
+        stack.emplace_back(&it.value(), path + "." + it.key());
+      }
+    } else if (value->is_array()) {
+      for (size_t i = 0; i < value->size(); ++i) {
+        stack.emplace_back(&(*value)[i], path + "[" + std::to_string(i) + "]");
+      }
     }
   }
   return OkStatus();
@@ -275,6 +316,12 @@ Result<nlohmann::json> BrokerService::OpenSession(const CallContext& ctx,
   JITBROKER_ASSIGN_OR_RETURN(nlohmann::json scope_json, tr.Object("scope"));
   JITBROKER_RETURN_IF_ERROR(tr.Finish());
   JITBROKER_RETURN_IF_ERROR(CheckIdentifier(task_id, "task.id"));
+  JITBROKER_RETURN_IF_ERROR(CheckVisibleText(agent_id, "agent.id"));
+  JITBROKER_RETURN_IF_ERROR(CheckVisibleText(task_id, "task.id"));
+  if (description) {
+    JITBROKER_RETURN_IF_ERROR(CheckVisibleText(*description, "task.description"));
+  }
+  JITBROKER_RETURN_IF_ERROR(CheckVisibleJson(scope_json, "task.scope"));
 
   auto scope = TaskScope::FromJson(scope_json);
   if (!scope) {
@@ -373,6 +420,9 @@ Result<nlohmann::json> BrokerService::Heartbeat(const CallContext& ctx, const st
   JITBROKER_ASSIGN_OR_RETURN(auto r, json::JsonReader::Open(body, ""));
   JITBROKER_ASSIGN_OR_RETURN(auto progress, r.OptString("progress", 1024));
   JITBROKER_RETURN_IF_ERROR(r.Finish());
+  if (progress) {
+    JITBROKER_RETURN_IF_ERROR(CheckVisibleText(*progress, "progress"));
+  }
   std::unique_lock lock(LockFor(id));
   JITBROKER_ASSIGN_OR_RETURN(SessionRecord s, LoadAuthorized(ctx, id, Access{.session_token = true}));
   JITBROKER_RETURN_IF_ERROR(EnsureLive(ctx, s));
@@ -749,6 +799,12 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
     JITBROKER_RETURN_IF_ERROR(CheckIdentifier(req.tool, "tool"));
     JITBROKER_RETURN_IF_ERROR(CheckIdentifier(req.operation, "operation"));
     JITBROKER_RETURN_IF_ERROR(CheckIdentifier(req.resource, "resource", 1024));
+    JITBROKER_RETURN_IF_ERROR(CheckVisibleText(req.tool, "tool"));
+    JITBROKER_RETURN_IF_ERROR(CheckVisibleText(req.operation, "operation"));
+    JITBROKER_RETURN_IF_ERROR(CheckVisibleText(req.resource, "resource"));
+    JITBROKER_RETURN_IF_ERROR(CheckVisibleJson(req.parameters, "parameters"));
+    JITBROKER_RETURN_IF_ERROR(CheckVisibleJson(req.scope, "scope"));
+    JITBROKER_RETURN_IF_ERROR(CheckVisibleText(req.justification, "justification"));
   }
   Issuer* issuer = FindIssuer(req.issuer);
   if (issuer == nullptr) {
@@ -784,6 +840,7 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
     s = std::move(*again);
   }
   JITBROKER_ASSIGN_OR_RETURN(Tier implied, issuer->ImpliedTier(req));
+  JITBROKER_ASSIGN_OR_RETURN(std::vector<std::string> scope_items, issuer->ScopeItems(req));
 
   std::shared_ptr<const Policy> policy = ctx.caller.policy;
   const IssuerDescription& desc = issuer->Describe();
@@ -792,7 +849,8 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
     return std::unexpected(Internal("stored session scope is unreadable", scope.error().ToString()));
   }
   SessionFacts facts{s.id, s.principal_id, s.agent_id, s.task_id, *scope, s.expires_at};
-  IssuerFacts ifacts{desc.name, implied, desc.default_ttl_seconds, desc.max_ttl_seconds};
+  IssuerFacts ifacts{desc.name, implied, desc.default_ttl_seconds, desc.max_ttl_seconds,
+                     std::move(scope_items)};
   const TimePoint now = clock_->Now();
   Decision d = Evaluate(req, facts, ifacts, *policy, now);
 

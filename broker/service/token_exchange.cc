@@ -206,6 +206,7 @@ struct BrokerService::CiExchange {
   GrantRequest request;
   Issuer* issuer = nullptr;
   Tier implied_tier = Tier::kRead;
+  std::vector<std::string> scope_items;  // Issuer::ScopeItems of `request`
   std::string issued_token_type;
 };
 
@@ -252,8 +253,13 @@ Status BrokerService::CheckTrust(const oidc::TrustSet& trust, const Policy& poli
       return fail("not a valid grant for issuer " + Q(p.grant.issuer) + ": " +
                   implied.error().message);
     }
+    auto items = issuer->ScopeItems(req);
+    if (!items) {
+      return fail("not a valid grant for issuer " + Q(p.grant.issuer) + ": " +
+                  items.error().message);
+    }
     std::string rule;
-    Tier tier = ClassifyTier(req, policy, &rule);
+    Tier tier = ClassifyTier(req, *items, policy, &rule);
     if (static_cast<int>(*implied) > static_cast<int>(tier)) {
       tier = *implied;
       rule = "issuer:" + p.grant.issuer;
@@ -441,6 +447,13 @@ Result<nlohmann::json> BrokerService::ExchangeToken(const CallContext& ctx,
         "the requested scope is not valid for this grant: " + implied.error().message));
   }
   x.implied_tier = *implied;
+  auto items = x.issuer->ScopeItems(x.request);
+  if (!items) {
+    return std::unexpected(InvalidArgument(
+        "invalid_scope",
+        "the requested scope is not valid for this grant: " + items.error().message));
+  }
+  x.scope_items = std::move(*items);
   x.run_key = oidc::CiRunKey(p, x.claims);
   x.facts = oidc::CiFacts(p, x.claims);
   x.subject_token_sha256 = crypto::Sha256Hex(req.subject_token.Reveal());
@@ -534,7 +547,8 @@ Result<nlohmann::json> BrokerService::EvaluateAndMintForCi(const CallContext& ct
   const IssuerDescription& desc = x.issuer->Describe();
   const TimePoint now = clock_->Now();
   SessionFacts facts{s.id, s.principal_id, s.agent_id, s.task_id, *scope, s.expires_at};
-  IssuerFacts ifacts{desc.name, x.implied_tier, desc.default_ttl_seconds, desc.max_ttl_seconds};
+  IssuerFacts ifacts{desc.name, x.implied_tier, desc.default_ttl_seconds, desc.max_ttl_seconds,
+                     x.scope_items};
   Decision d = Evaluate(x.request, facts, ifacts, *x.effective, now);
 
   nlohmann::json exchange = {{"trust_policy", p.name},

@@ -3,9 +3,10 @@
 // know nothing about HTTP, policy or storage; they are built from config by
 // the registry in issuers/ and owned by the policy/issuer snapshot.
 //
-// Thread-safety: Mint, Revoke, ImpliedTier, PublicJwks, VerifyOwnToken,
-// CheckDelegatedRights and CollectMetrics are called concurrently from request
-// and lifecycle threads; implementations must be thread-safe.
+// Thread-safety: Mint, Revoke, ImpliedTier, ScopeItems, PublicJwks,
+// VerifyOwnToken, CheckDelegatedRights and CollectMetrics are called
+// concurrently from request and lifecycle threads; implementations must be
+// thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -114,6 +115,18 @@ class Issuer {
   // Validates the issuer-specific `scope` of a request and returns the tier it
   // implies (DESIGN §5). Errors: kInvalidArgument with a precise reason.
   [[nodiscard]] virtual Result<Tier> ImpliedTier(const GrantRequest& request) const = 0;
+
+  // The scope items of `request`: what the credential will authorise, one
+  // string per grantable unit in the issuer's own vocabulary (a jwt issuer's
+  // `scope` claim entries, "deploy"; a GitHub permission, "contents:write").
+  // Evaluation bounds them by the task scope's and the roles' `scopes` and
+  // tool rules match them with `match.scopes` (DESIGN §5, docs/configuration.md).
+  // An issuer whose credentials carry no such units returns none (the
+  // default). Errors: as ImpliedTier, for a request ImpliedTier refuses.
+  [[nodiscard]] virtual Result<std::vector<std::string>> ScopeItems(
+      const GrantRequest& /*request*/) const {
+    return std::vector<std::string>{};
+  }
 
   [[nodiscard]] virtual Result<MintResult> Mint(const MintRequest& request) = 0;
 

@@ -42,19 +42,56 @@ std::optional<Control> ParseControl(std::string_view name);
 // A string matcher: exact value, glob (`*` matches any run of characters except
 // '/' and ':'), or anchored regular expression written "re:<ecmascript>".
 // A pattern containing '*' is a glob; "re:" prefix is a regex; else exact.
+// With `ignore_case`, ASCII letters compare case-insensitively (exact and glob
+// patterns fold both sides to lower case; a regex is compiled with icase).
 class Matcher {
  public:
   enum class Kind { kExact, kGlob, kRegex };
   // Errors: kInvalidArgument (reason "invalid_pattern") for a bad regex.
-  [[nodiscard]] static Result<Matcher> Compile(std::string_view pattern);
+  [[nodiscard]] static Result<Matcher> Compile(std::string_view pattern, bool ignore_case = false);
   bool Matches(std::string_view value) const;
   Kind kind() const { return kind_; }
   const std::string& pattern() const { return pattern_; }
+  bool ignore_case() const { return ignore_case_; }
 
  private:
   Kind kind_ = Kind::kExact;
+  bool ignore_case_ = false;
   std::string pattern_;
+  std::string folded_;  // pattern_ in lower case, when ignore_case_
   std::shared_ptr<const std::regex> regex_;
+};
+
+// A command pattern for tool-rule parameters, written
+// "argv:PROGRAM FLAG…" (docs/configuration.md, "argv: patterns"), e.g.
+// "argv:rm -r|-R|--recursive". PROGRAM is one or more basenames separated by
+// '|' (compared ASCII case-insensitively); each FLAG term is one or more
+// alternatives separated by '|', each "-x" (a short option letter, found in
+// any grouping: -rf, -fr, -r -f) or "--name" (a long option; "--name=…" and
+// every abbreviation "--na" count). "-xy" alone stands for "-x -y". A value
+// matches when some command it could run is PROGRAM with every FLAG term
+// present. Matching fails closed: whatever the reader cannot decide (run-time
+// expansions, over-long input, too much nesting) counts as a match.
+class ArgvPattern {
+ public:
+  // Errors: kInvalidArgument "invalid_pattern".
+  [[nodiscard]] static Result<ArgvPattern> Parse(std::string_view pattern);
+  // A parameter value: a string is read as a shell command line, an array
+  // as an argv (its elements are the words; no shell parsing of the list),
+  // a number or boolean as its JSON text; an object or null counts as a match.
+  bool Matches(const nlohmann::json& value) const;
+  bool MatchesCommandLine(std::string_view command) const;
+  const std::string& pattern() const { return pattern_; }
+
+  struct FlagTerm {
+    std::vector<char> short_flags;        // "-r" -> 'r'
+    std::vector<std::string> long_flags;  // "--recursive" -> "recursive"
+  };
+
+ private:
+  std::string pattern_;
+  std::vector<std::string> programs_;  // lower case
+  std::vector<FlagTerm> terms_;
 };
 
 // Resource coverage (DESIGN §5): `pattern` covers `resource` when the pattern
@@ -77,12 +114,23 @@ struct TierPolicy {
   int64_t approval_ttl_seconds = 0;             // pending approval lifetime; 0 = approvals.default_ttl_seconds
 };
 
+// One `match.parameters` entry of a tool rule: which parameters (a name, or a
+// pattern over names such as "*" or "re:cmd|command") and what their value
+// must match (a Matcher or an argv: pattern). See docs/configuration.md.
+struct ParameterRule {
+  Matcher key;
+  std::optional<Matcher> value;  // exactly one of value and argv is set
+  std::optional<ArgvPattern> argv;
+};
+
 struct ToolRule {
   std::string name;                             // "tools[3]" or the rule's `name:`
+  bool ignore_case = false;                     // tool, operation and parameter names
   std::optional<Matcher> tool;
   std::optional<Matcher> operation;
   std::optional<Matcher> resource;
-  std::map<std::string, Matcher> parameters;    // top-level string parameters
+  std::optional<Matcher> scopes;                    // matches when any scope item matches
+  std::map<std::string, ParameterRule> parameters;  // keyed by the name or pattern as written
   Tier tier = Tier::kWrite;
 };
 
@@ -91,6 +139,9 @@ struct Role {
   std::vector<std::string> resources;           // patterns; see ResourceCovers
   Tier max_tier = Tier::kRead;
   std::vector<std::string> issuers;             // empty = any issuer
+  // Scope-item patterns (see ScopePatternMatches) this role allows on its
+  // resources; absent = any scope item.
+  std::optional<std::vector<std::string>> scopes;
 };
 
 struct Principal {
@@ -119,12 +170,16 @@ struct Policy {
 
 // What a task may touch (DESIGN §2). Empty lists mean "nothing" for resources
 // and "any" for branches, environments and issuers.
+// `scopes` bounds the grant's scope items (IssuerFacts::scope_items): absent
+// means any item the principal's roles allow; present, each item must match
+// one of its patterns (an empty list allows none).
 struct TaskScope {
   std::vector<std::string> resources;
   std::vector<std::string> branches;
   std::vector<std::string> environments;
   Tier max_tier = Tier::kRead;
   std::vector<std::string> issuers;
+  std::optional<std::vector<std::string>> scopes;
 
   nlohmann::json ToJson() const;
   // Strict: unknown fields, wrong types and unknown tiers are kInvalidArgument.
@@ -152,13 +207,17 @@ struct GrantRequest {
   std::string justification;
 };
 
-// What the issuer contributes to evaluation (from Issuer::Describe and
-// Issuer::ImpliedTier).
+// What the issuer contributes to evaluation (from Issuer::Describe,
+// Issuer::ImpliedTier and Issuer::ScopeItems).
 struct IssuerFacts {
   std::string name;
   Tier implied_tier = Tier::kRead;   // tier implied by the issuer-specific scope
   int64_t default_ttl_seconds = 900;
   int64_t max_ttl_seconds = 3600;
+  // What the credential will authorise, in the issuer's words ("deploy",
+  // "contents:write"): bounded by task scope and role `scopes`, matched by
+  // tool rules' `match.scopes`.
+  std::vector<std::string> scope_items;
 };
 
 enum class DecisionResult { kAllow, kDeny, kPending };
@@ -169,6 +228,7 @@ struct Decision {
   Tier tier = Tier::kRead;
   std::string code;            // stable: "allowed", "approval_required", "tier_denied",
                                // "out_of_scope", "exceeds_principal", "issuer_not_allowed",
+                               // "scope_not_in_task",
                                // "branch_not_in_scope", "environment_not_in_scope",
                                // "unknown_principal", "session_expired"; set by the
                                // service: "anomaly_detected", "delegated_rights_exceeded"
@@ -181,16 +241,32 @@ struct Decision {
 };
 
 // Tier classification alone (the highest matching tool rule, else by operation).
-// Sets *matched_rule to the rule that decided ("tools[i]" or "operation:<op>" or
-// "policy.default_tier").
-Tier ClassifyTier(const GrantRequest& req, const Policy& policy, std::string* matched_rule);
+// `scope_items` are the issuer's scope items for `req` (tool rules with
+// match.scopes see them). Sets *matched_rule to the rule that decided
+// ("tools[i]" or "operation:<op>" or "policy.default_tier").
+Tier ClassifyTier(const GrantRequest& req, const std::vector<std::string>& scope_items,
+                  const Policy& policy, std::string* matched_rule);
+
+// Scope-item patterns (role and task scope `scopes`): "*" alone matches every
+// item; otherwise a glob as in Matcher (`*` never spans '/' or ':'), so
+// "deploy:*" matches "deploy:prod" but not "deploy" or "deploy:prod:eu".
+bool ScopePatternMatches(std::string_view pattern, std::string_view item);
+// Whether every item `inner` matches is matched by `outer` (decided exactly
+// for these globs: "deploy:prod*" lies within "deploy:*").
+bool ScopePatternWithin(std::string_view inner, std::string_view outer);
+// A scope-item pattern as roles and task scopes write it: 1–256 characters of
+// an OAuth scope token (RFC 6749 §3.3: printable ASCII except space, '"' and
+// '\'), not starting with "re:" (these are globs). Errors: kInvalidArgument
+// "invalid_scope".
+[[nodiscard]] Status CheckScopePattern(std::string_view pattern);
 
 // The pure evaluation. Never fails: every outcome is a Decision.
 Decision Evaluate(const GrantRequest& req, const SessionFacts& session, const IssuerFacts& issuer,
                   const Policy& policy, TimePoint now);
 
 // Is `scope` inside what principal `p` may delegate (role resources, max tier,
-// issuers)? Returns a denial Decision-like error as kPermissionDenied with
+// issuers, and each `scopes` pattern within the `scopes` of a role covering one
+// of the scope's resources)? Returns a denial Decision-like error as kPermissionDenied with
 // reason "scope_exceeds_principal" naming the offending item.
 [[nodiscard]] Status CheckScopeWithinPrincipal(const TaskScope& scope, const Principal& p,
                                                const Policy& policy);

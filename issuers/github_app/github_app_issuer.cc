@@ -180,6 +180,18 @@ class GitHubAppIssuer final : public Issuer {
     return policy_.ImpliedTier(parsed.permissions);
   }
 
+  // "NAME:LEVEL" per permission the token will carry ("contents:write"), the
+  // defaults included when the request names none.
+  Result<std::vector<std::string>> ScopeItems(const GrantRequest& req) const override {
+    JITBROKER_ASSIGN_OR_RETURN(ParsedRequest parsed, Parse(req));
+    std::vector<std::string> items;
+    items.reserve(parsed.permissions.size());
+    for (const auto& [name, level] : parsed.permissions) {
+      items.push_back(name + ":" + std::string(LevelName(level)));
+    }
+    return items;
+  }
+
   Result<MintResult> Mint(const MintRequest& mr) override {
     JITBROKER_ASSIGN_OR_RETURN(ParsedRequest parsed, Parse(mr.request));
     JITBROKER_ASSIGN_OR_RETURN(int64_t installation, Installation(parsed.repo));

@@ -47,8 +47,8 @@
 // installation_cache {max_entries, ttl_seconds}; delegation {enabled,
 // require_github_login, cache_ttl_seconds (at most 300), max_entries}.
 //
-// Thread-safety: Mint, Revoke, ImpliedTier, CheckDelegatedRights and
-// CollectMetrics are thread-safe.
+// Thread-safety: Mint, Revoke, ImpliedTier, ScopeItems ("contents:write", one per
+// permission), CheckDelegatedRights and CollectMetrics are thread-safe.
 #pragma once
 
 #include <chrono>

@@ -4,10 +4,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "broker/common/log.h"
 #include "broker/crypto/crypto.h"
@@ -18,6 +22,34 @@ namespace jitbroker::issuers::jwt {
 namespace {
 
 constexpr std::string_view kResourcePrefix = "jwt://";
+// Requested scopes: RFC 6749 §3.3 scope tokens, bounded like the CI
+// exchange's requested scopes (broker/oidc/trust_policy.h).
+constexpr size_t kMaxScopes = 64;
+constexpr size_t kMaxScopeBytes = 256;
+constexpr size_t kMaxScopeTiers = 256;
+
+// %x21 / %x23-5B / %x5D-7E (no space, '"' or '\').
+bool IsScopeToken(std::string_view s) {
+  if (s.empty() || s.size() > kMaxScopeBytes) {
+    return false;
+  }
+  return std::all_of(s.begin(), s.end(), [](char ch) {
+    const auto c = static_cast<unsigned char>(ch);
+    return c >= 0x21 && c <= 0x7e && c != '"' && c != '\\';
+  });
+}
+
+// One `scope_tiers` entry: the scopes a pattern declares and their tier.
+struct ScopeTier {
+  Matcher pattern;
+  Tier tier = Tier::kRead;
+};
+
+// What a grant's `scope` claim will hold, and the tier that implies.
+struct ClaimScopes {
+  std::vector<std::string> scopes;  // in request order, without duplicates
+  Tier tier = Tier::kRead;
+};
 
 // Loads the key at `path`, or generates one and writes it there (0600).
 Result<std::unique_ptr<crypto::SigningKey>> LoadOrGenerateKey(crypto::JwsAlg alg,
@@ -60,23 +92,35 @@ Result<std::unique_ptr<crypto::SigningKey>> LoadOrGenerateKey(crypto::JwsAlg alg
 class JwtIssuer final : public Issuer {
  public:
   JwtIssuer(IssuerDescription desc, std::unique_ptr<crypto::SigningKey> key,
-            std::set<std::string, std::less<>> audiences, std::string iss)
+            std::set<std::string, std::less<>> audiences, std::string iss,
+            std::optional<std::vector<ScopeTier>> scope_tiers)
       : desc_(std::move(desc)),
         key_(std::move(key)),
         verify_key_(key_->Public()),
         audiences_(std::move(audiences)),
-        iss_(std::move(iss)) {}
+        iss_(std::move(iss)),
+        scope_tiers_(std::move(scope_tiers)) {}
 
   const IssuerDescription& Describe() const override { return desc_; }
 
   Result<Tier> ImpliedTier(const GrantRequest& req) const override {
     JITBROKER_ASSIGN_OR_RETURN(std::string aud, Audience(req));
     (void)aud;
-    return Tier::kRead;
+    JITBROKER_ASSIGN_OR_RETURN(ClaimScopes claim, Claim(req));
+    return claim.tier;
+  }
+
+  // The scope items are exactly the `scope` claim's entries.
+  Result<std::vector<std::string>> ScopeItems(const GrantRequest& req) const override {
+    JITBROKER_ASSIGN_OR_RETURN(std::string aud, Audience(req));
+    (void)aud;
+    JITBROKER_ASSIGN_OR_RETURN(ClaimScopes claim, Claim(req));
+    return std::move(claim.scopes);
   }
 
   Result<MintResult> Mint(const MintRequest& mr) override {
     JITBROKER_ASSIGN_OR_RETURN(std::string aud, Audience(mr.request));
+    JITBROKER_ASSIGN_OR_RETURN(ClaimScopes claim, Claim(mr.request));
     const int64_t now = ToUnixSeconds(mr.now);
     const int64_t exp = now + mr.ttl_seconds;
     nlohmann::json claims = {
@@ -90,11 +134,17 @@ class JwtIssuer final : public Issuer {
         {"act", {{"sub", mr.principal_id}}},
         {"session_id", mr.session_id},
         {"task_id", mr.task_id},
-        {"scope", ScopeClaim(mr.request)},
         {"tier", std::string(TierName(mr.tier))},
         {"tool", mr.request.tool},
         {"resource", mr.request.resource},
     };
+    if (!claim.scopes.empty()) {
+      std::string scope;
+      for (const std::string& item : claim.scopes) {
+        scope += (scope.empty() ? "" : " ") + item;
+      }
+      claims["scope"] = std::move(scope);
+    }
     JITBROKER_ASSIGN_OR_RETURN(std::string token, key_->SignJwt(nlohmann::json::object(), claims));
     MintResult out;
     out.type = "jwt";
@@ -153,11 +203,16 @@ class JwtIssuer final : public Issuer {
           return std::unexpected(
               InvalidArgument("invalid_scope", "scope.scopes must be an array of strings"));
         }
+        if (it->size() > kMaxScopes) {
+          return std::unexpected(
+              InvalidArgument("invalid_scope", "scope.scopes names more than 64 scopes"));
+        }
         for (const auto& s : *it) {
-          if (!s.is_string() || s.get<std::string>().empty() ||
-              s.get<std::string>().find(' ') != std::string::npos) {
+          if (!s.is_string() || !IsScopeToken(s.get_ref<const std::string&>())) {
             return std::unexpected(InvalidArgument(
-                "invalid_scope", "scope.scopes must hold non-empty strings without spaces"));
+                "invalid_scope",
+                "scope.scopes must hold OAuth scope tokens: 1 to 256 printable ASCII characters "
+                "without spaces, '\"' or '\\'"));
           }
         }
       } else {
@@ -172,19 +227,63 @@ class JwtIssuer final : public Issuer {
     return aud;
   }
 
-  static std::string ScopeClaim(const GrantRequest& req) {
-    auto it = req.scope.find("scopes");
-    if (it == req.scope.end() || it->empty()) {
-      return req.operation;
-    }
-    std::string out;
-    for (const auto& s : *it) {
-      if (!out.empty()) {
-        out += ' ';
+  // The `scope` claim (docs/configuration.md, "issuers.<name> with type:
+  // jwt"). Only scopes `scope_tiers` declares are minted, each implying the
+  // highest tier of the patterns it matches. A request without scopes carries
+  // its operation as scope when the operation is declared, else no scope.
+  // Without scope_tiers no requested scope is minted and the claim is the
+  // operation, as before scope_tiers existed. Assumes Audience() accepted
+  // the request's scope.
+  Result<ClaimScopes> Claim(const GrantRequest& req) const {
+    ClaimScopes out;
+    std::vector<std::string> requested;
+    if (auto it = req.scope.find("scopes"); it != req.scope.end() && it->is_array()) {
+      for (const auto& v : *it) {
+        const std::string& item = v.get_ref<const std::string&>();
+        if (std::find(requested.begin(), requested.end(), item) == requested.end()) {
+          requested.push_back(item);
+        }
       }
-      out += s.get<std::string>();
+    }
+    if (!scope_tiers_) {
+      if (!requested.empty()) {
+        return std::unexpected(InvalidArgument(
+            "unknown_scope",
+            "issuer " + desc_.name + " declares no scope_tiers, so it mints no requested scopes"));
+      }
+      out.scopes.push_back(req.operation);
+      return out;
+    }
+    if (requested.empty()) {
+      if (std::optional<Tier> t = TierOf(req.operation)) {
+        out.scopes.push_back(req.operation);
+        out.tier = *t;
+      }
+      return out;
+    }
+    for (std::string& item : requested) {
+      std::optional<Tier> t = TierOf(item);
+      if (!t) {
+        return std::unexpected(InvalidArgument(
+            "unknown_scope",
+            "scope \"" + item + "\" is not declared in issuers." + desc_.name + ".scope_tiers"));
+      }
+      out.tier = static_cast<int>(*t) > static_cast<int>(out.tier) ? *t : out.tier;
+      out.scopes.push_back(std::move(item));
     }
     return out;
+  }
+
+  // The highest tier among the scope_tiers patterns matching `scope`.
+  std::optional<Tier> TierOf(std::string_view scope) const {
+    std::optional<Tier> best;
+    for (const ScopeTier& st : *scope_tiers_) {
+      if (st.pattern.Matches(scope) &&
+          (!best || static_cast<int>(st.tier) > static_cast<int>(*best))) {
+        best = st.tier;
+      }
+    }
+    return best;
   }
 
   IssuerDescription desc_;
@@ -192,7 +291,45 @@ class JwtIssuer final : public Issuer {
   std::unique_ptr<crypto::VerifyKey> verify_key_;
   std::set<std::string, std::less<>> audiences_;
   std::string iss_;
+  std::optional<std::vector<ScopeTier>> scope_tiers_;  // absent: scope_tiers not configured
 };
+
+// `scope_tiers`: a mapping scope pattern -> tier (null = absent).
+Result<std::optional<std::vector<ScopeTier>>> LoadScopeTiers(config::Section& s) {
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<config::Section> st, s.OptSection("scope_tiers"));
+  if (!st || !st->node().IsMap()) {
+    return std::optional<std::vector<ScopeTier>>();
+  }
+  std::vector<ScopeTier> out;
+  for (auto it = st->node().begin(); it != st->node().end(); ++it) {
+    if (!it->first.IsScalar()) {
+      return std::unexpected(st->Err("", "keys must be scope patterns"));
+    }
+    const std::string key = it->first.Scalar();
+    JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> tier_name, st->OptString(key));
+    if (out.size() >= kMaxScopeTiers) {
+      return std::unexpected(st->Err(key, "at most 256 scope patterns"));
+    }
+    if (!key.starts_with("re:") && !IsScopeToken(key)) {
+      return std::unexpected(
+          st->Err(key,
+                  "scope patterns are OAuth scope tokens (1 to 256 printable ASCII characters "
+                  "without spaces, '\"' or '\\'), globs of them, or \"re:\" regular expressions"));
+    }
+    auto pattern = Matcher::Compile(key);
+    if (!pattern) {
+      return std::unexpected(st->Err(key, pattern.error().message));
+    }
+    std::optional<Tier> tier = tier_name ? ParseTier(*tier_name) : std::nullopt;
+    if (!tier) {
+      return std::unexpected(
+          st->Err(key, "must be a tier: read, write, pr, merge_deploy, secret or destructive"));
+    }
+    out.push_back(ScopeTier{std::move(*pattern), *tier});
+  }
+  JITBROKER_RETURN_IF_ERROR(st->CheckNoUnknownKeys());
+  return std::optional<std::vector<ScopeTier>>(std::move(out));
+}
 
 }  // namespace
 
@@ -215,6 +352,7 @@ Result<std::unique_ptr<Issuer>> CreateJwtIssuer(IssuerContext& ctx) {
   JITBROKER_ASSIGN_OR_RETURN(auto max_ttl, s.OptInt("max_ttl_seconds", 1, 86400));
   JITBROKER_ASSIGN_OR_RETURN(auto default_ttl, s.OptInt("default_ttl_seconds", 1, 86400));
   JITBROKER_ASSIGN_OR_RETURN(auto key_ref, s.OptSecretRef("signing_key"));
+  JITBROKER_ASSIGN_OR_RETURN(auto scope_tiers, LoadScopeTiers(s));
   JITBROKER_RETURN_IF_ERROR(s.CheckNoUnknownKeys());
 
   IssuerDescription desc;
@@ -239,8 +377,8 @@ Result<std::unique_ptr<Issuer>> CreateJwtIssuer(IssuerContext& ctx) {
     JITBROKER_ASSIGN_OR_RETURN(key, LoadOrGenerateKey(alg, path, ctx.name));
   }
   std::set<std::string, std::less<>> auds(audiences.begin(), audiences.end());
-  return std::unique_ptr<Issuer>(
-      new JwtIssuer(std::move(desc), std::move(key), std::move(auds), iss.value_or("jitbroker")));
+  return std::unique_ptr<Issuer>(new JwtIssuer(std::move(desc), std::move(key), std::move(auds),
+                                               iss.value_or("jitbroker"), std::move(scope_tiers)));
 }
 
 }  // namespace jitbroker::issuers::jwt

@@ -3,14 +3,23 @@
 //
 // Claims: iss, sub (agent), aud (one configured audience), iat, nbf, exp,
 // jti (= grant id), act {sub: delegating principal} (RFC 8693 §4.1),
-// session_id, task_id, scope (space-delimited), tier, tool, resource.
+// session_id, task_id, scope (space-delimited; absent when empty), tier,
+// tool, resource.
+//
+// The `scope` claim is what resource servers authorise on, so the issuer
+// mints only the scopes its config declares (`scope_tiers`, each with the
+// tier it implies); they are the grant's scope items (Issuer::ScopeItems),
+// which task scopes and roles bound and tool rules match. See
+// docs/configuration.md, "issuers.<name> with type: jwt".
 // Verifiable with /.well-known/jwks.json; revocation is broker-side state,
 // visible through POST /v1/introspect (RFC 7662).
 //
 // Config (issuers.NAME): type: jwt; algorithm: ES256|Ed25519 (default ES256);
 // audiences: [..] (required); issuer: iss claim (default "jitbroker");
 // default_ttl_seconds (300); max_ttl_seconds (900, ≤ 86400);
-// signing_key: file:/env: PEM (absent: generated into DATA_DIR/keys/NAME.pem, 0600).
+// signing_key: file:/env: PEM (absent: generated into DATA_DIR/keys/NAME.pem, 0600);
+// scope_tiers: {SCOPE_PATTERN: TIER, …} (absent: no requested scope is minted
+// and the claim is the request's operation).
 //
 // Thread-safety: immutable after creation; Mint/Revoke are thread-safe.
 #pragma once

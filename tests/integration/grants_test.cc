@@ -298,3 +298,48 @@ TEST_CASE("Broker: state survives a restart") {
 
 }  // namespace
 }  // namespace jitbroker::testing
+
+namespace jitbroker::testing {
+namespace {
+
+// Issue #10, finding 1, over HTTP: on main this request got 201 auto_allow and
+// a JWT with "scope": "admin delete:all deploy:prod" in a read-only session.
+// Finding 5: a bidi override in a parameter shown to approvers.
+TEST_CASE("Broker: an agent cannot choose its JWT's scope; invisible characters are refused") {
+  auto b = BrokerProcess::Start();
+  auto [sid, token] = b->OpenSession(
+      b->engineer_key,
+      {{"resources", {"jwt://mcp.internal"}}, {"max_tier", "read"}, {"issuers", {"internal"}}});
+  nlohmann::json attack = {{"tool", "mcp.search"},
+                           {"operation", "read"},
+                           {"resource", "jwt://mcp.internal"},
+                           {"issuer", "internal"},
+                           {"scope", {{"scopes", {"admin", "delete:all", "deploy:prod"}}}}};
+  auto r = b->Post(GrantsPath(sid), token, attack);
+  INFO(r.body);
+  CHECK(r.status == 400);
+  CHECK(r.content_type.find("application/problem+json") != std::string::npos);
+  CHECK(r.json["code"] == "unknown_scope");
+  CHECK(r.body.find("eyJ") == std::string::npos);
+  // A declared scope above the session's tier is a policy denial.
+  attack["scope"] = {{"scopes", {"deploy"}}};
+  r = b->Post(GrantsPath(sid), token, attack);
+  CHECK(r.status == 403);
+  CHECK(r.json["decision"]["code"] == "out_of_scope");
+
+  nlohmann::json bidi = {{"tool", "shell.exec"},
+                         {"operation", "exec"},
+                         {"resource", "jwt://mcp.internal"},
+                         {"issuer", "internal"},
+                         {"parameters", {{"command", "ls \u202e/ fr- mr"}}}};
+  r = b->Post(GrantsPath(sid), token, bidi);
+  CHECK(r.status == 400);
+  CHECK(r.json["code"] == "invalid_value");
+  CHECK(r.json["detail"].get<std::string>().find("U+202E") != std::string::npos);
+  auto s = b->Get("/v1/sessions/" + sid, token);
+  REQUIRE(s.status == 200);
+  CHECK(s.json["grants"].size() == 1);  // only the audited denial
+}
+
+}  // namespace
+}  // namespace jitbroker::testing

@@ -72,7 +72,7 @@ std::string TrustYaml(const std::string& issuer) {
          "      ref: refs/heads/main\n"
          "      event_name: [push, workflow_dispatch]\n"
          "    grant: {issuer: internal, resource: \"jwt://api.internal\", scopes: [deploy, read], "
-         "ttl_seconds: 300}\n"
+         "ttl_seconds: 300, max_tier: write}\n"
          "  - name: gitlab-deploy\n"
          "    issuer: " +
          issuer +

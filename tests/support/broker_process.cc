@@ -95,7 +95,8 @@ void BrokerProcess::WriteConfig(const BrokerOptions& o) {
       (o.trust.empty() ? std::string() : "trust: " + o.trust + "\n") +
       "issuers:\n"
       "  internal: {type: jwt, algorithm: " + o.jwt_algorithm +
-      ", audiences: [\"mcp.internal\", \"api.internal\"], max_ttl_seconds: 900}\n" +
+      ", audiences: [\"mcp.internal\", \"api.internal\"], max_ttl_seconds: 900,"
+      " scope_tiers: {read: read, write: write, \"mcp:*\": read, deploy: write}}\n" +
       o.extra_issuers;
   for (const auto& [id, login] : o.github_logins) {
     const std::string anchor = "{id: " + id + ",";

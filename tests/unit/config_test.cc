@@ -75,9 +75,15 @@ TEST_CASE("Config: the shipped conf/dev.yaml loads as is") {
   CHECK(p.ForTier(Tier::kMergeDeploy).approvers == std::vector<std::string>{"role:maintainer"});
   CHECK(p.ForTier(Tier::kSecret).max_ttl_seconds == 300);
   CHECK(p.ForTier(Tier::kDestructive).control == Control::kDeny);
-  REQUIRE(p.tools.size() == 4);
+  REQUIRE(p.tools.size() == 5);
   CHECK(p.tools[0].name == "merge-pull-request");
-  CHECK(p.tools[1].parameters.count("command") == 1);
+  CHECK(p.tools[1].name == "recursive-rm");
+  CHECK(p.tools[1].ignore_case);
+  REQUIRE(p.tools[1].parameters.size() == 1);
+  CHECK(p.tools[1].parameters.begin()->second.argv.has_value());
+  CHECK(p.roles.at("engineer").scopes ==
+        std::optional<std::vector<std::string>>({"read", "write", "mcp:*"}));
+  CHECK_FALSE(p.roles.at("admin").scopes.has_value());
   REQUIRE(p.principals.size() == 3);
   const Principal* eng = p.FindPrincipal("dev_engineer");
   REQUIRE(eng != nullptr);
@@ -114,6 +120,47 @@ TEST_CASE("Config: the shipped conf/dev.yaml loads as is") {
   CHECK(d.result == DecisionResult::kDeny);
   CHECK(d.code == "out_of_scope");
   CHECK(d.policy_version == "dev.1");
+}
+
+TEST_CASE("Config: tool rules with ignore_case, scopes, argv: and name patterns; role scopes") {
+  TempDir dir;
+  Result<Config> c = LoadConfigText(R"(
+policy:
+  version: v1
+  tools:
+    - name: rm
+      ignore_case: true
+      match:
+        tool: Shell.Exec
+        parameters: {"re:cmd|command": "argv:rm -r|-R|--recursive", "*": "re:.*x.*"}
+      tier: destructive
+    - {match: {scopes: "deploy:*"}, tier: merge_deploy}
+  roles:
+    a: {scopes: [read, "mcp:*"]}
+    b: {scopes: []}
+    c: {}
+)",
+                                    dir.File("t.yaml"));
+  REQUIRE_MESSAGE(c.has_value(), (c ? "" : c.error().ToString()));
+  const Policy& p = *c->policy;
+  REQUIRE(p.tools.size() == 2);
+  const ToolRule& rm = p.tools[0];
+  CHECK(rm.ignore_case);
+  REQUIRE(rm.tool.has_value());
+  CHECK(rm.tool->Matches("shell.exec"));
+  REQUIRE(rm.parameters.size() == 2);
+  const ParameterRule& cmd = rm.parameters.at("re:cmd|command");
+  CHECK(cmd.key.Matches("COMMAND"));
+  CHECK(cmd.argv.has_value());
+  CHECK_FALSE(cmd.value.has_value());
+  CHECK(rm.parameters.at("*").value.has_value());
+  REQUIRE(p.tools[1].scopes.has_value());
+  CHECK(p.tools[1].scopes->Matches("deploy:prod"));
+  CHECK_FALSE(p.tools[1].ignore_case);
+  CHECK(p.roles.at("a").scopes == std::optional<std::vector<std::string>>({"read", "mcp:*"}));
+  REQUIRE(p.roles.at("b").scopes.has_value());
+  CHECK(p.roles.at("b").scopes->empty());
+  CHECK_FALSE(p.roles.at("c").scopes.has_value());
 }
 
 TEST_CASE("Config: defaults of a minimal file") {
@@ -274,7 +321,8 @@ TEST_CASE("Config: a full file with every key, in JSON") {
   CHECK(p.tools[0].name == "push");
   CHECK(p.tools[0].tier == Tier::kDestructive);
   CHECK(p.tools[0].parameters.size() == 2);
-  CHECK(p.tools[0].parameters.at("n").kind() == Matcher::Kind::kRegex);
+  REQUIRE(p.tools[0].parameters.at("n").value.has_value());
+  CHECK(p.tools[0].parameters.at("n").value->kind() == Matcher::Kind::kRegex);
 
   const Principal* alice = p.FindPrincipal("alice");
   REQUIRE(alice != nullptr);
@@ -537,6 +585,30 @@ TEST_CASE("Config: invalid files name file, line and key") {
        "policy:\n  version: v\n  tiers:\n"
        "    secret: {max_ttl_seconds: 0}\n",
        "t.yaml:4: policy.tiers.secret.max_ttl_seconds: must be an integer in [1, 86400]"},
+      {"role scopes not a list", "policy:\n  version: v\n  roles:\n    r: {scopes: read}\n",
+       "t.yaml:4: policy.roles.r.scopes: must be a list of strings"},
+      {"role scope with a space", "policy:\n  version: v\n  roles:\n    r: {scopes: [\"a b\"]}\n",
+       "t.yaml:4: policy.roles.r.scopes: scope patterns are OAuth scope tokens"},
+      {"role scope regex", "policy:\n  version: v\n  roles:\n    r: {scopes: [\"re:.*\"]}\n",
+       "t.yaml:4: policy.roles.r.scopes: scope patterns are globs"},
+      {"bad argv pattern",
+       "policy:\n  version: v\n  tools:\n    - tier: write\n"
+       "      match:\n        parameters:\n          command: \"argv:rm r\"\n",
+       "t.yaml:7: policy.tools[0].match.parameters.command: argv: pattern: options are written"},
+      {"argv pattern outside parameters",
+       "policy:\n  version: v\n  tools:\n    - {match: {tool: \"argv:rm\"}, tier: write}\n",
+       "t.yaml:4: policy.tools[0].match.tool: argv: patterns are for parameters only"},
+      {"bad parameter-name regex",
+       "policy:\n  version: v\n  tools:\n    - tier: write\n"
+       "      match:\n        parameters:\n          \"re:(\": x\n",
+       "t.yaml:7: policy.tools[0].match.parameters.re:(: invalid regular expression"},
+      {"ignore_case not a bool",
+       "policy:\n  version: v\n  tools:\n    - {match: {tool: x}, tier: write, ignore_case: yes "
+       "please}\n",
+       "t.yaml:4: policy.tools[0].ignore_case: must be true or false"},
+      {"bad scopes regex in tools",
+       "policy:\n  version: v\n  tools:\n    - {match: {scopes: \"re:(\"}, tier: write}\n",
+       "t.yaml:4: policy.tools[0].match.scopes: invalid regular expression"},
   };
   CHECK(cases.size() >= 20);
   for (const BadConfig& c : cases) {

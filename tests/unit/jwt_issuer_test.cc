@@ -1,6 +1,8 @@
 #include <doctest/doctest.h>
 
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include "broker/crypto/jose.h"
 #include "issuers/jwt/jwt_issuer.h"
@@ -99,7 +101,7 @@ TEST_CASE("JwtIssuer: issuer-specific scope is validated") {
   GrantRequest req;
   req.resource = "jwt://mcp.internal";
   CHECK((*issuer)->ImpliedTier(req).value() == Tier::kRead);
-  req.scope = {{"audience", "mcp.internal"}, {"scopes", {"search", "fetch"}}};
+  req.scope = {{"audience", "mcp.internal"}};
   CHECK((*issuer)->ImpliedTier(req).has_value());
   struct Case {
     std::string resource;
@@ -112,7 +114,13 @@ TEST_CASE("JwtIssuer: issuer-specific scope is validated") {
       {"jwt://mcp.internal", {{"audience", 5}}, "invalid_scope"},
       {"jwt://mcp.internal", {{"scopes", "a b"}}, "invalid_scope"},
       {"jwt://mcp.internal", {{"scopes", {"a b"}}}, "invalid_scope"},
+      {"jwt://mcp.internal", {{"scopes", {"a\"b"}}}, "invalid_scope"},
+      {"jwt://mcp.internal", {{"scopes", {std::string(257, 'a')}}}, "invalid_scope"},
+      {"jwt://mcp.internal", {{"scopes", nlohmann::json::array({"\u202eadmin"})}}, "invalid_scope"},
+      {"jwt://mcp.internal", {{"scopes", {1}}}, "invalid_scope"},
       {"jwt://mcp.internal", {{"admin", true}}, "unknown_field"},
+      // Without scope_tiers the issuer mints no requested scope (fail closed).
+      {"jwt://mcp.internal", {{"scopes", {"search", "fetch"}}}, "unknown_scope"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.resource);
@@ -137,6 +145,11 @@ TEST_CASE("JwtIssuer: config errors name the key") {
       {"{type: jwt, audiences: [a], max_ttl_seconds: 0}", "max_ttl_seconds"},
       {"{type: jwt, audiences: [a], signing_key: inline-pem}", "signing_key"},
       {"{type: jwt, audiences: [a], colour: blue}", "colour"},
+      {"{type: jwt, audiences: [a], scope_tiers: [read]}", "scope_tiers"},
+      {"{type: jwt, audiences: [a], scope_tiers: {read: root}}", "scope_tiers.read"},
+      {"{type: jwt, audiences: [a], scope_tiers: {read: [read]}}", "scope_tiers.read"},
+      {"{type: jwt, audiences: [a], scope_tiers: {\"re:(\": read}}", "scope_tiers.re:("},
+      {"{type: jwt, audiences: [a], scope_tiers: {\"a b\": read}}", "scope_tiers.a b"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.yaml);
@@ -144,6 +157,184 @@ TEST_CASE("JwtIssuer: config errors name the key") {
     REQUIRE_FALSE(r.has_value());
     CHECK(r.error().message.find(c.key) != std::string::npos);
   }
+}
+
+// Issue #10, finding 1: an agent chose its JWT's `scope` claim
+// ("admin delete:all deploy:prod") and it was minted at tier read. The issuer
+// now mints only declared scopes, each with its tier.
+TEST_CASE("JwtIssuer: scope_tiers declare the scopes a token may carry and their tiers") {
+  const std::string dir = TempDir();
+  auto issuer = Build(
+      "{type: jwt, audiences: [mcp.internal], scope_tiers: {read: read, \"mcp:*\": read, "
+      "\"mcp:admin\": destructive, deploy: write, \"deploy:*\": merge_deploy, admin: destructive, "
+      "\"re:report-[0-9]+\": pr}}",
+      dir);
+  REQUIRE_MESSAGE(issuer.has_value(), (issuer ? "" : issuer.error().ToString()));
+  struct Case {
+    const char* name;
+    nlohmann::json scopes;  // null: no scope.scopes
+    const char* operation;
+    const char* error;  // reason, or nullptr
+    Tier tier;
+    std::vector<std::string> items;
+  } cases[] = {
+      {"the finding's request: an undeclared scope is refused",
+       nlohmann::json::array({"admin", "delete:all", "deploy:prod"}),
+       "read",
+       "unknown_scope",
+       Tier::kRead,
+       {}},
+      {"declared admin implies destructive",
+       nlohmann::json::array({"admin"}),
+       "read",
+       nullptr,
+       Tier::kDestructive,
+       {"admin"}},
+      {"the highest tier of the scopes",
+       nlohmann::json::array({"deploy:prod", "read"}),
+       "read",
+       nullptr,
+       Tier::kMergeDeploy,
+       {"deploy:prod", "read"}},
+      {"the highest matching pattern wins",
+       nlohmann::json::array({"mcp:admin"}),
+       "read",
+       nullptr,
+       Tier::kDestructive,
+       {"mcp:admin"}},
+      {"a glob",
+       nlohmann::json::array({"mcp:search"}),
+       "read",
+       nullptr,
+       Tier::kRead,
+       {"mcp:search"}},
+      {"glob star does not span ':'",
+       nlohmann::json::array({"deploy:prod:eu"}),
+       "read",
+       "unknown_scope",
+       Tier::kRead,
+       {}},
+      {"deploy:* does not match deploy",
+       nlohmann::json::array({"deploy"}),
+       "read",
+       nullptr,
+       Tier::kWrite,
+       {"deploy"}},
+      {"an anchored regex",
+       nlohmann::json::array({"report-42"}),
+       "read",
+       nullptr,
+       Tier::kPr,
+       {"report-42"}},
+      {"the regex is anchored",
+       nlohmann::json::array({"xreport-42"}),
+       "read",
+       "unknown_scope",
+       Tier::kRead,
+       {}},
+      {"case-sensitive",
+       nlohmann::json::array({"Admin"}),
+       "read",
+       "unknown_scope",
+       Tier::kRead,
+       {}},
+      {"duplicates collapse",
+       nlohmann::json::array({"read", "read"}),
+       "read",
+       nullptr,
+       Tier::kRead,
+       {"read"}},
+      {"no scopes: a declared operation is the scope",
+       nullptr,
+       "read",
+       nullptr,
+       Tier::kRead,
+       {"read"}},
+      {"no scopes: the operation's declared tier",
+       nullptr,
+       "admin",
+       nullptr,
+       Tier::kDestructive,
+       {"admin"}},
+      {"no scopes: an undeclared operation carries no scope",
+       nullptr,
+       "frobnicate",
+       nullptr,
+       Tier::kRead,
+       {}},
+      {"an empty list is no scopes",
+       nlohmann::json::array(),
+       "read",
+       nullptr,
+       Tier::kRead,
+       {"read"}},
+  };
+  testing::FakeClock clock;
+  for (const Case& c : cases) {
+    CAPTURE(c.name);
+    MintRequest mr = Request(clock.Now());
+    mr.request.operation = c.operation;
+    if (!c.scopes.is_null()) {
+      mr.request.scope = {{"scopes", c.scopes}};
+    }
+    auto tier = (*issuer)->ImpliedTier(mr.request);
+    auto items = (*issuer)->ScopeItems(mr.request);
+    if (c.error != nullptr) {
+      REQUIRE_FALSE(tier.has_value());
+      CHECK(tier.error().Reason() == c.error);
+      CHECK(tier.error().code == ErrorCode::kInvalidArgument);
+      REQUIRE_FALSE(items.has_value());
+      CHECK(items.error().Reason() == c.error);
+      CHECK_FALSE((*issuer)->Mint(mr).has_value());
+      continue;
+    }
+    REQUIRE(tier.has_value());
+    CHECK(TierName(*tier) == TierName(c.tier));
+    REQUIRE(items.has_value());
+    CHECK(*items == c.items);
+    // The token's claim is exactly the scope items.
+    mr.tier = *tier;
+    auto minted = (*issuer)->Mint(mr);
+    REQUIRE(minted.has_value());
+    auto claims = (*issuer)->VerifyOwnToken(minted->secrets[0].second.Reveal());
+    REQUIRE(claims.has_value());
+    if (c.items.empty()) {
+      CHECK_FALSE(claims->contains("scope"));
+    } else {
+      std::string joined;
+      for (const std::string& i : c.items) {
+        joined += (joined.empty() ? "" : " ") + i;
+      }
+      CHECK((*claims)["scope"] == joined);
+    }
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("JwtIssuer: without scope_tiers the claim is the operation and no scope is minted") {
+  const std::string dir = TempDir();
+  auto issuer = Build("{type: jwt, audiences: [mcp.internal]}", dir);
+  REQUIRE(issuer.has_value());
+  testing::FakeClock clock;
+  MintRequest mr = Request(clock.Now());
+  mr.request.operation = "write";
+  CHECK((*issuer)->ScopeItems(mr.request).value() == std::vector<std::string>{"write"});
+  CHECK((*issuer)->ImpliedTier(mr.request).value() == Tier::kRead);
+  auto minted = (*issuer)->Mint(mr);
+  REQUIRE(minted.has_value());
+  CHECK((*(*issuer)->VerifyOwnToken(minted->secrets[0].second.Reveal()))["scope"] == "write");
+  mr.request.scope = {{"scopes", {"admin"}}};
+  auto refused = (*issuer)->ScopeItems(mr.request);
+  REQUIRE_FALSE(refused.has_value());
+  CHECK(refused.error().Reason() == "unknown_scope");
+  CHECK(refused.error().message.find("scope_tiers") != std::string::npos);
+  CHECK_FALSE((*issuer)->Mint(mr).has_value());
+  // An empty scope_tiers declares nothing: no scope at all.
+  auto strict = Build("{type: jwt, audiences: [mcp.internal], scope_tiers: {}}", dir);
+  REQUIRE(strict.has_value());
+  mr.request.scope = nlohmann::json::object();
+  CHECK((*strict)->ScopeItems(mr.request).value().empty());
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

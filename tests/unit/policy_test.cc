@@ -1,5 +1,6 @@
 // Unit tests for the pure policy engine (include/jitbroker/policy.h).
 #include <chrono>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -34,7 +35,7 @@ ToolRule Rule(std::string name, std::optional<std::string> tool,
     r.resource = M(*resource);
   }
   for (const auto& [k, v] : params) {
-    r.parameters.emplace(k, M(v));
+    r.parameters.emplace(k, ParameterRule{M(k), M(v), std::nullopt});
   }
   r.tier = tier;
   return r;
@@ -176,8 +177,24 @@ std::vector<EvalCase> EvalCases() {
        "policy.default_tier"},
       {"parameter rule needs the parameter", "adm", wide, "shell.exec", "exec", "host://dev", "{}",
        {}, kAllow, "allowed", Tier::kWrite, "policy.default_tier"},
-      {"parameter rule ignores non-scalar values", "adm", wide, "shell.exec", "exec", "host://dev",
-       R"({"command":["rm -rf /"]})", {}, kAllow, "allowed", Tier::kWrite, "policy.default_tier"},
+      {"array parameter: a matching element matches (fail closed)", "adm", wide, "shell.exec",
+       "exec", "host://dev", R"({"command":["rm -rf /"]})", {}, kDeny, "tier_denied",
+       Tier::kDestructive, "tiers.destructive"},
+      {"array parameter: the joined elements match", "adm", wide, "shell.exec", "exec",
+       "host://dev", R"({"command":["rm","-rf","/"]})", {}, kDeny, "tier_denied",
+       Tier::kDestructive, "tiers.destructive"},
+      {"array parameter: no element and not the joined form", "adm", wide, "shell.exec", "exec",
+       "host://dev", R"({"command":["ls","-la"]})", {}, kAllow, "allowed", Tier::kWrite,
+       "policy.default_tier"},
+      {"object parameter cannot be read: matches (fail closed)", "adm", wide, "shell.exec",
+       "exec", "host://dev", R"({"command":{"argv":["rm","-rf","/"]}})", {}, kDeny,
+       "tier_denied", Tier::kDestructive, "tiers.destructive"},
+      {"null parameter cannot be read: matches (fail closed)", "adm", wide, "shell.exec", "exec",
+       "host://dev", R"({"command":null})", {}, kDeny, "tier_denied", Tier::kDestructive,
+       "tiers.destructive"},
+      {"array holding an object cannot be read: matches (fail closed)", "adm", wide,
+       "shell.exec", "exec", "host://dev", R"({"command":["ls",{"x":1}]})", {}, kDeny,
+       "tier_denied", Tier::kDestructive, "tiers.destructive"},
       {"plain tool rule", "eng", pr_scope, "git.push", "push", kSvc.c_str(), "{}", {}, kAllow,
        "allowed", Tier::kWrite, "tools[3]"},
       {"highest matching rule wins (bool normalised)", "adm", wide, "git.push", "push",
@@ -388,23 +405,27 @@ TEST_CASE("PolicyEngine: a request regex input too long for std::regex classifie
   req.operation = "exec";
   req.parameters = {{"command", std::string(100000, 'a')}};
   std::string rule;
-  CHECK(ClassifyTier(req, policy, &rule) == Tier::kDestructive);
+  CHECK(ClassifyTier(req, {}, policy, &rule) == Tier::kDestructive);
   CHECK(rule == "tools[1]");
   // Long but matching inputs below the bound are evaluated normally.
   req.parameters = {{"command", "rm -rf " + std::string(4000, 'x')}};
-  CHECK(ClassifyTier(req, policy, &rule) == Tier::kDestructive);
+  CHECK(ClassifyTier(req, {}, policy, &rule) == Tier::kDestructive);
   req.parameters = {{"command", "ls " + std::string(4000, 'x')}};
-  CHECK(ClassifyTier(req, policy, &rule) == Tier::kWrite);
+  CHECK(ClassifyTier(req, {}, policy, &rule) == Tier::kWrite);
   CHECK(rule == "policy.default_tier");
 }
 
-TEST_CASE("PolicyEngine: ClassifyTier tolerates a null matched_rule and non-object parameters") {
+TEST_CASE("PolicyEngine: ClassifyTier tolerates a null matched_rule; unreadable parameters match") {
   const Policy policy = TestPolicy();
   GrantRequest req;
   req.tool = "shell.exec";
   req.operation = "read";
+  // Parameters that are not an object cannot be read: rules on parameters
+  // count as matching (fail closed).
   req.parameters = nlohmann::json::array({"rm -rf /"});
-  CHECK(ClassifyTier(req, policy, nullptr) == Tier::kRead);
+  CHECK(ClassifyTier(req, {}, policy, nullptr) == Tier::kDestructive);
+  req.parameters = nlohmann::json::object();
+  CHECK(ClassifyTier(req, {}, policy, nullptr) == Tier::kRead);
 }
 
 struct MatchCase {
@@ -667,6 +688,394 @@ TEST_CASE("CheckScopeWithinPrincipal: scope must lie inside the roles") {
       CHECK(s.error().Reason() == "scope_exceeds_principal");
       CHECK(s.error().message.find(c.mentions) != std::string::npos);
     }
+  }
+}
+
+// --- Scope items (issue #10, finding 1) ---------------------------------------
+
+Policy ScopedPolicy() {
+  Policy p = TestPolicy();
+  p.roles["engineer"].resources.push_back("jwt://api.internal");
+  p.roles["engineer"].scopes = std::vector<std::string>{"read", "mcp:*"};
+  p.roles["deployer"] = Role{
+      "deployer", {"jwt://deploy.internal"}, Tier::kPr, {}, std::vector<std::string>{"deploy"}};
+  p.roles["approver"] = Role{"approver", {}, Tier::kRead, {}, std::nullopt};
+  p.principals.push_back(Principal{"eng_appr", "", {"engineer", "approver"}, "", {}, {}});
+  p.principals.push_back(Principal{"eng_dep", "", {"engineer", "deployer"}, "", {}, {}});
+  return p;
+}
+
+TEST_CASE("PolicyEngine: scope items are bounded by the task scope and by the roles") {
+  const Policy policy = ScopedPolicy();
+  struct Case {
+    const char* name;
+    const char* principal;
+    const char* resource;
+    std::optional<std::vector<std::string>> task_scopes;
+    std::vector<std::string> items;
+    DecisionResult result;
+    const char* code;
+    const char* matched_rule;
+    const char* mentions = "";
+    Tier implied = Tier::kRead;
+  };
+  const Case cases[] = {
+      {"an item the role allows",
+       "eng",
+       "jwt://mcp.internal",
+       std::nullopt,
+       {"read"},
+       kAllow,
+       "allowed",
+       "operation:read"},
+      {"a role glob",
+       "eng",
+       "jwt://mcp.internal",
+       std::nullopt,
+       {"read", "mcp:search"},
+       kAllow,
+       "allowed",
+       "operation:read"},
+      {"the finding: an item no role allows",
+       "eng",
+       "jwt://mcp.internal",
+       std::nullopt,
+       {"deploy"},
+       kDeny,
+       "exceeds_principal",
+       "principal.roles",
+       "\"deploy\""},
+      {"the first item no role allows is named",
+       "eng",
+       "jwt://mcp.internal",
+       std::nullopt,
+       {"mcp:search", "admin", "deploy:prod"},
+       kDeny,
+       "exceeds_principal",
+       "principal.roles",
+       "\"admin\""},
+      {"role globs do not span ':'",
+       "eng",
+       "jwt://mcp.internal",
+       std::nullopt,
+       {"mcp:a:b"},
+       kDeny,
+       "exceeds_principal",
+       "principal.roles"},
+      {"no items: nothing to bound",
+       "eng",
+       "jwt://mcp.internal",
+       std::nullopt,
+       {},
+       kAllow,
+       "allowed",
+       "operation:read"},
+      {"a role without scopes allows any item",
+       "adm",
+       "jwt://mcp.internal",
+       std::nullopt,
+       {"anything:at", "admin"},
+       kAllow,
+       "allowed",
+       "operation:read"},
+      {"a role that covers nothing here does not widen",
+       "eng_appr",
+       "jwt://mcp.internal",
+       std::nullopt,
+       {"deploy"},
+       kDeny,
+       "exceeds_principal",
+       "principal.roles"},
+      {"a role's scopes apply on its own resources",
+       "eng_dep",
+       "jwt://deploy.internal",
+       std::nullopt,
+       {"deploy"},
+       kAllow,
+       "allowed",
+       "operation:read"},
+      {"...and not on another role's resources",
+       "eng_dep",
+       "jwt://mcp.internal",
+       std::nullopt,
+       {"deploy"},
+       kDeny,
+       "exceeds_principal",
+       "principal.roles"},
+      {"the task scope bounds items",
+       "eng",
+       "jwt://mcp.internal",
+       std::vector<std::string>{"mcp:*"},
+       {"read"},
+       kDeny,
+       "scope_not_in_task",
+       "task.scope.scopes",
+       "\"read\""},
+      {"inside the task scope",
+       "eng",
+       "jwt://mcp.internal",
+       std::vector<std::string>{"mcp:*"},
+       {"mcp:search"},
+       kAllow,
+       "allowed",
+       "operation:read"},
+      {"an empty task scope list allows no item",
+       "eng",
+       "jwt://mcp.internal",
+       std::vector<std::string>{},
+       {"read"},
+       kDeny,
+       "scope_not_in_task",
+       "task.scope.scopes"},
+      {"an empty task scope list with no items",
+       "eng",
+       "jwt://mcp.internal",
+       std::vector<std::string>{},
+       {},
+       kAllow,
+       "allowed",
+       "operation:read"},
+      {"the task scope's \"*\" allows any item the roles allow",
+       "eng",
+       "jwt://mcp.internal",
+       std::vector<std::string>{"*"},
+       {"deploy"},
+       kDeny,
+       "exceeds_principal",
+       "principal.roles"},
+      {"task scope before roles",
+       "eng",
+       "jwt://mcp.internal",
+       std::vector<std::string>{"mcp:*"},
+       {"deploy"},
+       kDeny,
+       "scope_not_in_task",
+       "task.scope.scopes"},
+      {"the items' tier is judged first",
+       "eng",
+       "jwt://mcp.internal",
+       std::nullopt,
+       {"admin"},
+       kDeny,
+       "tier_denied",
+       "tiers.destructive",
+       "",
+       Tier::kDestructive},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.name);
+    GrantRequest req;
+    req.tool = "mcp.search";
+    req.operation = "read";
+    req.resource = c.resource;
+    req.issuer = "internal";
+    SessionFacts session;
+    session.session_id = "ses_scoped";
+    session.principal_id = c.principal;
+    session.scope = Scope({"jwt://*"}, Tier::kPr);
+    session.scope.scopes = c.task_scopes;
+    session.expires_at = kNow + std::chrono::hours(1);
+    IssuerFacts issuer;
+    issuer.name = "internal";
+    issuer.implied_tier = c.implied;
+    issuer.scope_items = c.items;
+    Decision d = Evaluate(req, session, issuer, policy, kNow);
+    CHECK(DecisionResultName(d.result) == DecisionResultName(c.result));
+    CHECK(d.code == c.code);
+    CHECK(d.matched_rule == c.matched_rule);
+    CHECK(d.reason.find(c.mentions) != std::string::npos);
+  }
+}
+
+TEST_CASE("PolicyEngine: tool rules match scope items with match.scopes") {
+  Policy policy = TestPolicy();
+  ToolRule rule = Rule("deploy-scopes", {}, {}, {}, {}, Tier::kMergeDeploy);
+  rule.scopes = M("deploy:*");
+  policy.tools.push_back(rule);
+  GrantRequest req;
+  req.tool = "mcp.search";
+  req.operation = "read";
+  std::string matched;
+  CHECK(ClassifyTier(req, {"read", "deploy:prod"}, policy, &matched) == Tier::kMergeDeploy);
+  CHECK(matched == "deploy-scopes");
+  CHECK(ClassifyTier(req, {"read"}, policy, &matched) == Tier::kRead);
+  CHECK(ClassifyTier(req, {"deploy"}, policy, &matched) == Tier::kRead);
+  CHECK(ClassifyTier(req, {}, policy, &matched) == Tier::kRead);
+}
+
+TEST_CASE("PolicyEngine: ignore_case, parameter-name patterns and fail-closed values") {
+  Policy policy = TestPolicy();
+  policy.tools.clear();
+  ToolRule shell;
+  shell.name = "shell";
+  shell.ignore_case = true;
+  shell.tool = *Matcher::Compile("shell.exec", true);
+  shell.parameters.emplace("re:cmd|command",
+                           ParameterRule{*Matcher::Compile("re:cmd|command", true), std::nullopt,
+                                         *ArgvPattern::Parse("argv:rm -r")});
+  shell.tier = Tier::kDestructive;
+  policy.tools.push_back(shell);
+  ToolRule any;
+  any.name = "any-param";
+  any.tool = M("bash");
+  any.parameters.emplace("*", ParameterRule{M("*"), M("re:.*secret.*"), std::nullopt});
+  any.tier = Tier::kSecret;
+  policy.tools.push_back(any);
+  struct Case {
+    const char* tool;
+    const char* params;
+    Tier tier;
+  };
+  const Case cases[] = {
+      {"shell.exec", R"({"command":"rm -rf /"})", Tier::kDestructive},
+      {"Shell.Exec", R"({"command":"rm -rf /"})", Tier::kDestructive},
+      {"shell.exec", R"({"Command":"rm -rf /"})", Tier::kDestructive},
+      {"shell.exec", R"({"CMD":["rm","-r","/"]})", Tier::kDestructive},
+      {"shell.exec", R"({"script":"rm -rf /"})", Tier::kWrite},
+      {"shell.exec", R"({"command":"ls -la"})", Tier::kWrite},
+      {"shell.exec", R"({"command":{"x":1}})", Tier::kDestructive},
+      {"shell.exec", R"({"command":7})", Tier::kWrite},
+      {"Bash", R"({"x":"my secret"})", Tier::kWrite},  // no ignore_case on this rule
+      {"bash", R"({"x":"my secret"})", Tier::kSecret},
+      {"bash", R"({"a":"x","b":"the secret"})", Tier::kSecret},
+      {"bash", R"({"a":"x"})", Tier::kWrite},
+      {"bash", R"({})", Tier::kWrite},
+      {"bash", R"({"a:b/c":"secret"})", Tier::kSecret},  // "*" alone: every name
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.tool);
+    CAPTURE(c.params);
+    GrantRequest req;
+    req.tool = c.tool;
+    req.operation = "exec";
+    req.parameters = nlohmann::json::parse(c.params);
+    CHECK(TierName(ClassifyTier(req, {}, policy, nullptr)) == TierName(c.tier));
+  }
+}
+
+TEST_CASE("Matcher: ignore_case folds ASCII letters in exact, glob and regex patterns") {
+  const MatchCase cases[] = {
+      {"shell.exec", "Shell.EXEC", true},
+      {"shell.exec", "shell.exe", false},
+      {"Secrets.*", "secrets.read", true},
+      {"secrets.*", "SECRETS.Read", true},
+      {"re:git\\.push", "GIT.Push", true},
+      {"re:git\\.push", "git.pushx", false},
+      {"ß", "SS", false},  // ASCII only: no Unicode case folding
+  };
+  for (const MatchCase& c : cases) {
+    CAPTURE(c.pattern);
+    CAPTURE(c.value);
+    Result<Matcher> m = Matcher::Compile(c.pattern, true);
+    REQUIRE(m.has_value());
+    CHECK(m->Matches(c.value) == c.matches);
+    CHECK(m->ignore_case());
+    CHECK(m->pattern() == c.pattern);
+  }
+  CHECK_FALSE(Matcher::Compile("shell.exec")->Matches("Shell.exec"));
+}
+
+TEST_CASE("ScopePatternMatches and ScopePatternWithin") {
+  const MatchCase matches[] = {
+      {"read", "read", true},
+      {"read", "reads", false},
+      {"deploy:*", "deploy:prod", true},
+      {"deploy:*", "deploy", false},
+      {"deploy:*", "deploy:a:b", false},
+      {"*", "deploy:a:b", true},
+      {"mcp:*", "mcp:", true},
+      {"", "read", false},
+  };
+  for (const MatchCase& c : matches) {
+    CAPTURE(c.pattern);
+    CAPTURE(c.value);
+    CHECK(ScopePatternMatches(c.pattern, c.value) == c.matches);
+  }
+  struct Within {
+    const char* inner;
+    const char* outer;
+    bool within;
+  };
+  const Within within[] = {
+      {"read", "read", true},
+      {"deploy:prod", "deploy:*", true},
+      {"deploy:prod*", "deploy:*", true},
+      {"deploy:*", "deploy:*", true},
+      {"deploy:*", "deploy:prod*", false},
+      {"deploy:*", "deploy:prod", false},
+      {"*", "deploy:*", false},
+      {"deploy:*", "*", true},
+      {"*", "*", true},
+      {"a*b", "a*", true},
+      {"a:*", "a*", false},  // "a:x" is not matched by "a*"
+      {"deploy", "deploy:*", false},
+  };
+  for (const Within& c : within) {
+    CAPTURE(c.inner);
+    CAPTURE(c.outer);
+    CHECK(ScopePatternWithin(c.inner, c.outer) == c.within);
+  }
+}
+
+TEST_CASE("CheckScopeWithinPrincipal: task scope scopes must lie within the roles' scopes") {
+  const Policy policy = ScopedPolicy();
+  struct Case {
+    const char* name;
+    const char* principal;
+    std::vector<std::string> resources;
+    std::optional<std::vector<std::string>> scopes;
+    bool ok;
+  };
+  const Case cases[] = {
+      {"absent: bounded at grant time", "eng", {"jwt://mcp.internal"}, std::nullopt, true},
+      {"within", "eng", {"jwt://mcp.internal"}, std::vector<std::string>{"read", "mcp:x*"}, true},
+      {"empty", "eng", {"jwt://mcp.internal"}, std::vector<std::string>{}, true},
+      {"outside", "eng", {"jwt://mcp.internal"}, std::vector<std::string>{"deploy"}, false},
+      {"wider than the role", "eng", {"jwt://mcp.internal"}, std::vector<std::string>{"*"}, false},
+      {"a role that covers none of the resources does not count",
+       "eng_dep",
+       {"jwt://mcp.internal"},
+       std::vector<std::string>{"deploy"},
+       false},
+      {"a role covering one of the resources",
+       "eng_dep",
+       {"jwt://mcp.internal", "jwt://deploy.internal"},
+       std::vector<std::string>{"deploy"},
+       true},
+      {"a role without scopes allows any", "adm", {"jwt://x"}, std::vector<std::string>{"*"}, true},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.name);
+    TaskScope scope = Scope(c.resources, Tier::kRead);
+    scope.scopes = c.scopes;
+    Status st = CheckScopeWithinPrincipal(scope, *policy.FindPrincipal(c.principal), policy);
+    CHECK(st.has_value() == c.ok);
+    if (!st) {
+      CHECK(st.error().Reason() == "scope_exceeds_principal");
+    }
+  }
+}
+
+TEST_CASE("TaskScope: scopes are optional patterns; absent and empty differ") {
+  Result<TaskScope> absent = TaskScope::FromJson(R"({"resources":["jwt://x"]})"_json);
+  REQUIRE(absent.has_value());
+  CHECK_FALSE(absent->scopes.has_value());
+  CHECK_FALSE(absent->ToJson().contains("scopes"));
+  Result<TaskScope> empty = TaskScope::FromJson(R"({"resources":["jwt://x"],"scopes":[]})"_json);
+  REQUIRE(empty.has_value());
+  REQUIRE(empty->scopes.has_value());
+  CHECK(empty->scopes->empty());
+  Result<TaskScope> some =
+      TaskScope::FromJson(R"({"resources":["jwt://x"],"scopes":["read","mcp:*"]})"_json);
+  REQUIRE(some.has_value());
+  CHECK(TaskScope::FromJson(some->ToJson())->scopes == some->scopes);
+  for (const char* bad :
+       {R"({"resources":["a"],"scopes":"read"})", R"({"resources":["a"],"scopes":["a b"]})",
+        R"({"resources":["a"],"scopes":["re:.*"]})", R"({"resources":["a"],"scopes":[""]})"}) {
+    CAPTURE(bad);
+    Result<TaskScope> s = TaskScope::FromJson(nlohmann::json::parse(bad));
+    REQUIRE_FALSE(s.has_value());
+    CHECK(s.error().message.find("scopes") != std::string::npos);
   }
 }
 
