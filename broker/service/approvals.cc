@@ -8,11 +8,13 @@
 #include <vector>
 
 #include "broker/audit/events.h"
+#include "broker/audit/redact.h"
 #include "broker/common/json_util.h"
 #include "broker/common/log.h"
 #include "broker/common/time_util.h"
 #include "broker/crypto/crypto.h"
 #include "broker/service/broker_service.h"
+#include "broker/service/validation.h"
 
 namespace jitbroker::service {
 
@@ -284,6 +286,13 @@ Result<nlohmann::json> BrokerService::DecideApproval(const CallContext& ctx, con
   JITBROKER_ASSIGN_OR_RETURN(std::string digest, r.String("request_digest", 128));
   JITBROKER_ASSIGN_OR_RETURN(auto comment, r.OptString("comment", 2048));
   JITBROKER_RETURN_IF_ERROR(r.Finish());
+  if (comment) {
+    // The comment reaches the agent, the audit trail and other approvers:
+    // it must read as what it says, and a credential pasted into it is
+    // redacted like any other free text (docs/api.md, "Redaction").
+    JITBROKER_RETURN_IF_ERROR(CheckVisibleText(*comment, "comment"));
+    *comment = audit::RedactText(*comment);
+  }
   if (decision != "approve" && decision != "deny") {
     return std::unexpected(
         InvalidArgument("invalid_value", "decision must be \"approve\" or \"deny\""));
@@ -369,7 +378,7 @@ Result<nlohmann::json> BrokerService::DecideApproval(const CallContext& ctx, con
                                                  decided["decision"].get<std::string>(),
                                                  ctx.request_id));
   batch.grants.push_back(g);
-  JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+  JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
   NotifyGrantChanged();
   log::Get("lifecycle")->info("event=approval_decided approval_id={} decision={} approver={} request_id={}",
                               id, decided["decision"].get<std::string>(), c.principal_id,

@@ -10,10 +10,10 @@
 #include "broker/audit/events.h"
 #include "broker/common/json_util.h"
 #include "broker/common/log.h"
-#include "broker/common/text.h"
 #include "broker/common/time_util.h"
 #include "broker/crypto/crypto.h"
 #include "broker/service/request_digest.h"
+#include "broker/service/validation.h"
 
 namespace jitbroker::service {
 
@@ -29,60 +29,6 @@ bool IsLiveGrantState(std::string_view state) {
 Error SessionEnded(const SessionRecord& s) {
   return FailedPrecondition("session_" + s.state,
                             "session " + s.id + " is " + s.state + "; it accepts no further calls");
-}
-
-// Identifiers chosen by clients (agent id, task id, tool, …): printable, bounded.
-Status CheckIdentifier(const std::string& value, const std::string& path, size_t max_len = 256) {
-  if (value.size() > max_len) {
-    return std::unexpected(InvalidArgument("invalid_value", path + " is too long"));
-  }
-  for (unsigned char c : value) {
-    if (c < 0x21 || c == 0x7f) {
-      return std::unexpected(InvalidArgument(
-          "invalid_value", path + " must not contain spaces or control characters"));
-    }
-  }
-  return OkStatus();
-}
-
-// Text shown to people (approvers, principals, auditors) must read as what
-// the broker acts on: no bidi controls or invisible characters
-// (text::FindInvisibleChar; docs/api.md, "Text shown to approvers").
-Status CheckVisibleText(std::string_view value, const std::string& path) {
-  std::optional<text::InvisibleChar> bad = text::FindInvisibleChar(value);
-  if (!bad) {
-    return OkStatus();
-  }
-  if (bad->invalid_utf8) {
-    return std::unexpected(InvalidArgument("invalid_value", path + " is not valid UTF-8"));
-  }
-  return std::unexpected(InvalidArgument(
-      "invalid_value", path + " contains " + text::CodePointName(bad->code_point) +
-                           ", an invisible or bidirectional formatting character: text shown to "
-                           "approvers must read as what is requested"));
-}
-
-// The same for every key and string of a JSON value, at any depth (bounded:
-// request bodies are parsed with a depth limit, this walk does not recurse).
-Status CheckVisibleJson(const nlohmann::json& root, const std::string& root_path) {
-  std::vector<std::pair<const nlohmann::json*, std::string>> stack = {{&root, root_path}};
-  while (!stack.empty()) {
-    auto [value, path] = std::move(stack.back());
-    stack.pop_back();
-    if (value->is_string()) {
-      JITBROKER_RETURN_IF_ERROR(CheckVisibleText(value->get_ref<const std::string&>(), path));
-    } else if (value->is_object()) {
-      for (auto it = value->begin(); it != value->end(); ++it) {
-        JITBROKER_RETURN_IF_ERROR(CheckVisibleText(it.key(), "a key of " + path));
-        stack.emplace_back(&it.value(), path + "." + it.key());
-      }
-    } else if (value->is_array()) {
-      for (size_t i = 0; i < value->size(); ++i) {
-        stack.emplace_back(&(*value)[i], path + "[" + std::to_string(i) + "]");
-      }
-    }
-  }
-  return OkStatus();
 }
 
 }  // namespace
@@ -362,7 +308,7 @@ Result<nlohmann::json> BrokerService::OpenSession(const CallContext& ctx,
   WriteBatch batch;
   batch.audit_events.push_back(audit::SessionEvent("session.opened", s, now, "opened", ctx.request_id));
   batch.sessions.push_back(s);
-  JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+  JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
   metrics_->CountSessionOpened();
 
   nlohmann::json out = SessionJson(s);
@@ -433,7 +379,7 @@ Result<nlohmann::json> BrokerService::Heartbeat(const CallContext& ctx, const st
   }
   WriteBatch batch;
   batch.sessions.push_back(s);
-  JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+  JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
   return SessionJson(s);
 }
 
@@ -458,6 +404,15 @@ Status BrokerService::EnsureLive(const CallContext& ctx, SessionRecord& s) {
   (void)ended;
   s.state = state;
   return std::unexpected(SessionEnded(s));
+}
+
+Status BrokerService::Commit(const CallContext& ctx, WriteBatch batch) {
+  if (!ctx.client_request_id.empty()) {
+    for (nlohmann::json& event : batch.audit_events) {
+      event["client_request_id"] = ctx.client_request_id;
+    }
+  }
+  return journal_->Commit(std::move(batch));
 }
 
 Result<std::string> BrokerService::SealHandle(const std::string& grant_id,
@@ -674,7 +629,7 @@ Result<nlohmann::json> BrokerService::EndLocked(const CallContext& ctx, SessionR
   s.end_reason = reason;
   batch.audit_events.push_back(audit::SessionEvent(event, s, now, state, ctx.request_id));
   batch.sessions.push_back(s);
-  JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+  JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
   anomaly_->Forget(s.id);
   NotifyGrantChanged();
   log::Get("lifecycle")->info("event={} session_id={} request_id={} revoked={}", event, s.id,
@@ -932,7 +887,7 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
     WriteBatch batch;
     batch.audit_events.push_back(audit::GrantEvent("grant.decided", g, now, "denied", ctx.request_id));
     batch.grants.push_back(g);
-    JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+    JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
     if (trigger) {
       lock.unlock();
       JITBROKER_RETURN_IF_ERROR(RevokeForAnomaly(ctx, s.id, *trigger));
@@ -966,7 +921,7 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
     batch.audit_events.push_back(
         audit::GrantEvent("grant.decided", g, now, "pending_approval", ctx.request_id));
     batch.grants.push_back(g);
-    JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+    JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
     pending_lock.unlock();
     if (options_.notifier != nullptr) {
       options_.notifier->Enqueue(lifecycle::PendingApprovalMessage(g, s));
@@ -1000,7 +955,7 @@ Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, Gran
     intent.audit_events = std::move(pre_events);
     pre_events.clear();
     intent.grants.push_back(g);
-    JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(intent)));
+    JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(intent)));
   }
   std::string github_login;
   {
@@ -1021,7 +976,7 @@ Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, Gran
     batch.audit_events.push_back(
         audit::GrantEvent("credential.mint_failed", g, now, "failed", ctx.request_id));
     batch.grants.push_back(g);
-    JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+    JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
     log::Get("issuer." + desc.type)
         ->warn("event=mint_failed request_id={} grant_id={} issuer={} error=\"{}\"",
                ctx.request_id, g.id, g.issuer, minted.error().ToString());
@@ -1062,7 +1017,7 @@ Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, Gran
   batch.grants.push_back(g);
   batch.replay_reservations = std::move(replay);
   // Fail closed: the credential leaves only once these records are durable.
-  if (Status committed = journal_->Commit(std::move(batch)); !committed) {
+  if (Status committed = Commit(ctx, std::move(batch)); !committed) {
     return abandon(std::move(committed).error());
   }
 
@@ -1100,7 +1055,7 @@ Status BrokerService::RevokeForAnomaly(const CallContext& ctx, const std::string
   ev["anomaly"] = {{"rule", trigger.rule}, {"kind", trigger.kind}, {"evidence", trigger.evidence}};
   WriteBatch batch;
   batch.audit_events.push_back(std::move(ev));
-  JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+  JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
   log::Get("lifecycle")->warn("event=anomaly_detected session_id={} rule={} request_id={}",
                               session_id, trigger.rule, ctx.request_id);
   auto ended = EndLocked(ctx, *s, "revoked", "anomaly: " + trigger.rule, "session.revoked");
@@ -1299,7 +1254,7 @@ Result<nlohmann::json> BrokerService::DenyAtCollection(const CallContext& ctx, G
   WriteBatch batch;
   batch.audit_events.push_back(audit::GrantEvent("grant.decided", g, now, "denied", ctx.request_id));
   batch.grants.push_back(g);
-  JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+  JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
   NotifyGrantChanged();
   return GrantJson(g, now);
 }
@@ -1317,7 +1272,7 @@ Result<nlohmann::json> BrokerService::RevokeGrant(const CallContext& ctx, const 
   WriteBatch batch;
   std::vector<GrantRecord> one{*g};
   nlohmann::json outcomes = RevokeGrants(one, now, ctx.request_id, batch);
-  JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+  JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
   nlohmann::json outcome = outcomes[0];
   outcome["state"] = one[0].state;
   return outcome;

@@ -213,6 +213,10 @@ class BrokerService {
   // revocations, a retry task to `batch`. Returns one outcome per grant.
   nlohmann::json RevokeGrants(std::vector<GrantRecord>& grants, TimePoint now,
                               const std::string& request_id, WriteBatch& batch);
+  // Commits `batch` (journal_->Commit) for the request `ctx`: its audit
+  // records also carry the client's own request id when it sent a valid one
+  // (client_request_id; the record's request_id is always the server's).
+  [[nodiscard]] Status Commit(const CallContext& ctx, WriteBatch batch);
   // Seals an issuer's revocation handle for storage (AAD: grant id).
   [[nodiscard]] Result<std::string> SealHandle(const std::string& grant_id, const SecretValue& h) const;
   [[nodiscard]] Result<SecretValue> OpenHandle(const GrantRecord& g) const;

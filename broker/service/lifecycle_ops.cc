@@ -270,7 +270,7 @@ Result<nlohmann::json> BrokerService::BulkRevoke(const CallContext& ctx, const n
     batch.audit_events.push_back(audit::AdminEvent(
         "admin.bulk_revoke", c.principal_id, now,
         {{"selector", selector}, {"reason", reason}}, "started", ctx.request_id));
-    JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+    JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
   }
   log::Get("lifecycle")->warn("event=bulk_revoke admin={} selector={} request_id={}",
                               c.principal_id, selector.dump(), ctx.request_id);
@@ -299,7 +299,7 @@ Result<nlohmann::json> BrokerService::BulkRevoke(const CallContext& ctx, const n
       }
       WriteBatch batch;
       nlohmann::json out = RevokeGrants(live, clock_->Now(), ctx.request_id, batch);
-      JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+      JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
       for (auto& o : out) {
         revocations.push_back(std::move(o));
       }

@@ -571,7 +571,7 @@ Result<nlohmann::json> BrokerService::EvaluateAndMintForCi(const CallContext& ct
     WriteBatch batch;
     batch.audit_events.push_back(audit::AdminEvent("token.exchange_denied", s.principal_id, now,
                                                    details, "denied", ctx.request_id));
-    JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+    JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
     metrics_->CountGrant(std::string(TierName(d.tier)), "deny");
     exchange_->logger->info(
         "event=token_exchange_denied request_id={} trust_policy={} code={} rule={}", ctx.request_id,
@@ -636,7 +636,7 @@ Result<nlohmann::json> BrokerService::EvaluateAndMintForCi(const CallContext& ct
         audit::SessionEvent("session.opened", s, now, "opened", ctx.request_id));
     batch.audit_events.back()["ci"] = x.facts;
     batch.sessions.push_back(s);
-    if (Status st = journal_->Commit(std::move(batch)); !st) {
+    if (Status st = Commit(ctx, std::move(batch)); !st) {
       release();
       return std::unexpected(st.error());
     }

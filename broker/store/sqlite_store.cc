@@ -1276,7 +1276,6 @@ class SqliteStore final : public Store {
                 "next_attempt_at_ns = excluded.next_attempt_at_ns, last_error = excluded.last_error"));
     JITBROKER_ASSIGN_OR_RETURN(delete_revocation_,
                                Prepare(w, "DELETE FROM revocation_queue WHERE grant_id = ?"));
-    JITBROKER_ASSIGN_OR_RETURN(reserve_replay_, Prepare(w, kReserveReplaySql));
     JITBROKER_ASSIGN_OR_RETURN(
         insert_audit_,
         Prepare(w,
@@ -1295,6 +1294,11 @@ class SqliteStore final : public Store {
 
   Status ApplyReplayReservations(const std::vector<ReplayReservation>& reservations) {
     sqlite3* w = writer_.get();
+    if (!reservations.empty() && !reserve_replay_) {
+      // Prepared at first use (under writer_mu_), so a database held at an
+      // older schema for an upgrade test opens without the table.
+      JITBROKER_ASSIGN_OR_RETURN(reserve_replay_, Prepare(w, kReserveReplaySql));
+    }
     for (const ReplayReservation& r : reservations) {
       StmtUse use(reserve_replay_.get());
       Binder b(use.get());
@@ -1430,7 +1434,7 @@ class SqliteStore final : public Store {
   StmtPtr insert_audit_;
   StmtPtr upsert_revocation_;
   StmtPtr delete_revocation_;
-  StmtPtr reserve_replay_;
+  StmtPtr reserve_replay_;  // guarded by writer_mu_; prepared at first use
 
   std::mutex readers_mu_;
   std::condition_variable readers_cv_;

@@ -144,9 +144,21 @@ Result<std::vector<AuditRecord>> FailingStore::ListAudit(const AuditFilter& f) {
   return inner_->ListAudit(f);
 }
 
+void FailingStore::BlindReplayLookups(int n) {
+  std::lock_guard lock(mu_);
+  blind_replay_lookups_ = n;
+}
+
 Result<bool> FailingStore::ReplayReserved(std::string_view key, TimePoint now) {
   if (ReadsFail()) {
     return std::unexpected(Injected("ReplayReserved"));
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (blind_replay_lookups_ > 0) {
+      --blind_replay_lookups_;
+      return false;
+    }
   }
   return inner_->ReplayReserved(key, now);
 }

@@ -8,6 +8,8 @@
 //   failing.FailApplyNumber(3);          // the 3rd Apply() from now fails
 //   failing.SetFailAllApplies(true);     // every Apply() fails until reset
 //   failing.SetFailReads(true);          // AuditHead/Get*/List*/ReplayReserved/Ping fail
+//   failing.BlindReplayLookups(1);       // the next ReplayReserved() answers "not reserved",
+//                                        // as a replica that has not seen a commit yet would
 //
 // PruneReplayReservations (a write outside Apply) fails while all applies fail.
 //
@@ -39,6 +41,7 @@ class FailingStore final : public Store {
   void FailNextApply();
   void SetFailAllApplies(bool fail);
   void SetFailReads(bool fail);
+  void BlindReplayLookups(int n);
   uint64_t ApplyCalls() const;
   uint64_t FailedApplies() const;
 
@@ -73,6 +76,7 @@ class FailingStore final : public Store {
   std::set<uint64_t> fail_numbers_;
   bool fail_all_applies_ = false;
   bool fail_reads_ = false;
+  int blind_replay_lookups_ = 0;
 };
 
 }  // namespace jitbroker::testing

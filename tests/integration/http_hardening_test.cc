@@ -257,6 +257,7 @@ TEST_CASE("Broker: a client's X-Request-Id never becomes the request id") {
     if (rec["event"] == "credential.minted") {
       seen = true;
       CHECK(rec["request_id"] == rid);
+      CHECK(rec["client_request_id"] == "sweeper");
     }
     CHECK(rec.value("request_id", "") != "sweeper");
   }

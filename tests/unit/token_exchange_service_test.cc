@@ -29,6 +29,7 @@
 #include "cli/ci_commands.h"
 #include "broker/service/broker_service.h"
 #include "broker/store/sqlite_store.h"
+#include "tests/fakes/failing_store.h"
 #include "tests/fakes/fake_clock.h"
 #include "tests/fakes/fake_issuer.h"
 
@@ -75,61 +76,6 @@ class Keys final : public oidc::KeySource {
   std::shared_ptr<const crypto::VerifyKey> key_;
 };
 
-// A store whose replay lookups answer "not reserved" the next `blind` times,
-// as a replica that has not seen another's commit yet would: the reservation
-// committed with the credential must still refuse the second exchange.
-class BlindReplayStore final : public Store {
- public:
-  explicit BlindReplayStore(Store* inner) : inner_(inner) {}
-  std::atomic<int> blind{0};
-
-  Status Apply(std::span<const WriteBatch> b, std::span<const AuditRecord> a) override {
-    return inner_->Apply(b, a);
-  }
-  Result<std::optional<ChainHead>> AuditHead() override { return inner_->AuditHead(); }
-  Result<std::optional<SessionRecord>> GetSession(std::string_view id) override {
-    return inner_->GetSession(id);
-  }
-  Result<std::vector<SessionRecord>> ListSessions(const SessionFilter& f) override {
-    return inner_->ListSessions(f);
-  }
-  Result<std::optional<GrantRecord>> GetGrant(std::string_view id) override {
-    return inner_->GetGrant(id);
-  }
-  Result<std::vector<GrantRecord>> ListGrants(std::string_view id) override {
-    return inner_->ListGrants(id);
-  }
-  Result<std::vector<SessionRecord>> ListSessionsDue(TimePoint now, size_t limit) override {
-    return inner_->ListSessionsDue(now, limit);
-  }
-  Result<std::vector<GrantRecord>> ListGrantsByState(std::string_view state,
-                                                     std::optional<TimePoint> before,
-                                                     std::string_view issuer,
-                                                     size_t limit) override {
-    return inner_->ListGrantsByState(state, before, issuer, limit);
-  }
-  Result<std::vector<RevocationTask>> ListRevocationsDue(TimePoint now, size_t limit) override {
-    return inner_->ListRevocationsDue(now, limit);
-  }
-  Result<std::vector<AuditRecord>> ListAudit(const AuditFilter& f) override {
-    return inner_->ListAudit(f);
-  }
-  Result<bool> ReplayReserved(std::string_view key, TimePoint now) override {
-    if (blind.load() > 0) {
-      --blind;
-      return false;
-    }
-    return inner_->ReplayReserved(key, now);
-  }
-  Result<size_t> PruneReplayReservations(TimePoint now, size_t limit) override {
-    return inner_->PruneReplayReservations(now, limit);
-  }
-  Status Ping() override { return inner_->Ping(); }
-
- private:
-  Store* inner_;
-};
-
 class Fixture {
  public:
   explicit Fixture(FakeIssuerOptions fo = {}) : fo_(fo) {
@@ -168,7 +114,7 @@ class Fixture {
     auto st = store::OpenSqliteStore(so);
     REQUIRE(st.has_value());
     store_ = std::move(*st);
-    blind_store_ = std::make_unique<BlindReplayStore>(store_.get());
+    blind_store_ = std::make_unique<FailingStore>(store_.get());
     auto j = audit::Journal::Create(blind_store_.get(), dir_ + "/audit.jsonl");
     REQUIRE(j.has_value());
     journal_ = std::move(*j);
@@ -261,7 +207,7 @@ class Fixture {
   FakeIssuer* fake_ = nullptr;
   std::unique_ptr<service::BrokerService> service_;
   std::shared_ptr<const Policy> policy_;
-  std::unique_ptr<BlindReplayStore> blind_store_;
+  std::unique_ptr<FailingStore> blind_store_;
   Store* store() { return store_.get(); }
 
  private:
@@ -506,7 +452,7 @@ TEST_CASE("TokenExchange service: the store refuses a replay the lookup missed; 
   // memory, blind store read): it mints, then its commit is refused.
   f.Restart();
   f.UseTrust(TrustYaml());
-  f.blind_store_->blind = 1;
+  f.blind_store_->BlindReplayLookups(1);
   auto second = f.Exchange(token);
   REQUIRE_FALSE(second.has_value());
   CHECK(second.error().Reason() == "token_replayed");
