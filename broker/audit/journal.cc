@@ -179,6 +179,9 @@ void FsyncParentDir(const std::string& path) {
 }  // namespace
 
 struct Journal::Impl {
+  // Hands `pending` to the committer thread and waits for its outcome.
+  [[nodiscard]] Status SubmitAndWait(std::unique_ptr<Pending> pending, const char* what);
+
   Store* store = nullptr;
   std::string path;
   size_t max_group = 256;
@@ -688,6 +691,24 @@ Status Journal::Checkpoint(std::string_view reason) {
 
 Status Journal::CheckpointIfDue() { return Enqueue("interval", /*forced=*/false); }
 
+Status Journal::Impl::SubmitAndWait(std::unique_ptr<Pending> pending, const char* what) {
+  std::future<Status> done = pending->done.get_future();
+  {
+    std::lock_guard lock(mu);
+    if (stopping) {
+      return std::unexpected(Unavailable("journal_stopped", "the audit journal is stopped"));
+    }
+    queue.push_back(std::move(pending));
+  }
+  cv.notify_one();
+  try {
+    return done.get();
+  } catch (const std::exception& e) {
+    return std::unexpected(Unavailable("audit_unavailable", "the audit log is unavailable",
+                                       std::string(what) + ": " + e.what()));
+  }
+}
+
 Status Journal::Enqueue(std::string checkpoint_reason, bool forced) {
   if (!impl_->checkpoint.key) {
     return OkStatus();
@@ -695,49 +716,20 @@ Status Journal::Enqueue(std::string checkpoint_reason, bool forced) {
   auto pending = std::make_unique<Pending>();
   pending->checkpoint_reason = std::move(checkpoint_reason);
   pending->checkpoint_forced = forced;
-  std::future<Status> done = pending->done.get_future();
-  {
-    std::lock_guard lock(impl_->mu);
-    if (impl_->stopping) {
-      return std::unexpected(Unavailable("journal_stopped", "the audit journal is stopped"));
-    }
-    impl_->queue.push_back(std::move(pending));
-  }
-  impl_->cv.notify_one();
-  try {
-    return done.get();
-  } catch (const std::exception& e) {
-    return std::unexpected(Unavailable("audit_unavailable", "the audit log is unavailable",
-                                       std::string("checkpoint: ") + e.what()));
-  }
+  return impl_->SubmitAndWait(std::move(pending), "checkpoint");
 }
 
 Status Journal::Commit(WriteBatch batch) {
-  std::future<Status> done;
-  {
-    auto pending = std::make_unique<Pending>();
-    // Serialising the events is the costly part of chaining: do it here, in
-    // parallel across callers, not on the single committer thread.
-    pending->events.reserve(batch.audit_events.size());
-    for (Json& event : batch.audit_events) {
-      pending->events.push_back(PrepareAuditEvent(std::move(event)));
-    }
-    batch.audit_events.clear();
-    pending->batch = std::move(batch);
-    done = pending->done.get_future();
-    std::lock_guard lock(impl_->mu);
-    if (impl_->stopping) {
-      return std::unexpected(Unavailable("journal_stopped", "the audit journal is stopped"));
-    }
-    impl_->queue.push_back(std::move(pending));
+  auto pending = std::make_unique<Pending>();
+  // Serialising the events is the costly part of chaining: do it here, in
+  // parallel across callers, not on the single committer thread.
+  pending->events.reserve(batch.audit_events.size());
+  for (Json& event : batch.audit_events) {
+    pending->events.push_back(PrepareAuditEvent(std::move(event)));
   }
-  impl_->cv.notify_one();
-  try {
-    return done.get();
-  } catch (const std::exception& e) {
-    return std::unexpected(Unavailable("audit_unavailable", "the audit log is unavailable",
-                                       std::string("commit: ") + e.what()));
-  }
+  batch.audit_events.clear();
+  pending->batch = std::move(batch);
+  return impl_->SubmitAndWait(std::move(pending), "commit");
 }
 
 void Journal::SetObserver(CommitObserver observer) {

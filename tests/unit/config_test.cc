@@ -10,36 +10,14 @@
 #include "broker/config/config.h"
 #include "broker/crypto/crypto.h"
 #include "jitbroker/policy.h"
+#include "tests/support/temp_dir.h"
 
 namespace jitbroker::config {
 namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "jitbroker_config_test_XXXXXX").string();
-    char* made = ::mkdtemp(tmpl.data());
-    REQUIRE(made != nullptr);
-    path_ = made;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-  std::string File(const std::string& name) const { return (path_ / name).string(); }
-  void Write(const std::string& name, const std::string& content) const {
-    fs::create_directories((path_ / name).parent_path());
-    std::ofstream out(path_ / name, std::ios::binary);
-    out << content;
-    REQUIRE(out.good());
-  }
-
- private:
-  fs::path path_;
-};
+using testing::TempDir;
 
 std::string RepoRoot() {
   // tests/unit/config_test.cc -> repository root

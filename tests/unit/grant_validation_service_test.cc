@@ -27,6 +27,7 @@
 #include "broker/store/sqlite_store.h"
 #include "issuers/registry.h"
 #include "tests/fakes/fake_clock.h"
+#include "tests/fakes/fake_key_source.h"
 
 namespace jitbroker::testing {
 namespace {
@@ -67,20 +68,7 @@ YAML::Node ReadmeExample() {
   return {};
 }
 
-// An OIDC key source holding one key (kid "k1").
-class Keys final : public oidc::KeySource {
- public:
-  explicit Keys(const crypto::SigningKey& key) : key_(key.Public()) {}
-  Result<std::shared_ptr<const crypto::VerifyKey>> Find(const oidc::KeyQuery& q) override {
-    if (q.kid != "k1") {
-      return std::unexpected(Unauthenticated("unknown_key", "no such kid"));
-    }
-    return key_;
-  }
-
- private:
-  std::shared_ptr<const crypto::VerifyKey> key_;
-};
+using Keys = StaticKeySource;
 
 class Fixture {
  public:

@@ -17,6 +17,7 @@
 #include "broker/store/sqlite_store.h"
 #include "jitbroker/audit.h"
 #include "jitbroker/store.h"
+#include "tests/support/temp_dir.h"
 
 namespace jitbroker::store {
 namespace {
@@ -25,23 +26,7 @@ using std::chrono::minutes;
 using std::chrono::nanoseconds;
 using std::chrono::seconds;
 
-class ScratchDir {
- public:
-  ScratchDir() {
-    std::string tmpl =
-        (std::filesystem::temp_directory_path() / "jitbroker-apr-store-XXXXXX").string();
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    path_ = tmpl;
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string File(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+using testing::TempDir;
 
 std::unique_ptr<Store> OpenAt(const std::string& path, int schema_version = 0) {
   SqliteOptions o;
@@ -100,7 +85,7 @@ PendingApprovalQuery AllTiers() {
 }
 
 TEST_CASE("SqliteStore: pending approvals are listed open, filtered and in a stable order") {
-  ScratchDir dir;
+  TempDir dir;
   auto store = OpenAt(dir.File("a.db"));
   const TimePoint t0 = kNow - minutes(10);
   std::vector<GrantRecord> gs = {
@@ -182,7 +167,7 @@ TEST_CASE("SqliteStore: pending approvals are listed open, filtered and in a sta
 }
 
 TEST_CASE("SqliteStore: pending approvals are counted per session and per principal") {
-  ScratchDir dir;
+  TempDir dir;
   auto store = OpenAt(dir.File("c.db"));
   const TimePoint t0 = kNow - minutes(1);
   GrantRecord done = Pending("grt_done", "ses_1", "alice", "secret", t0, kNow + minutes(9));
@@ -212,7 +197,7 @@ TEST_CASE("SqliteStore: pending approvals are counted per session and per princi
 }
 
 TEST_CASE("SqliteStore: a grant's sealed request round-trips and can be cleared") {
-  ScratchDir dir;
+  TempDir dir;
   auto store = OpenAt(dir.File("s.db"));
   GrantRecord g = Pending("grt_s", "ses_1", "alice", "secret", kNow, kNow + minutes(5));
   g.sealed_request = "c2VhbGVk";
@@ -228,7 +213,7 @@ TEST_CASE("SqliteStore: a grant's sealed request round-trips and can be cleared"
 }
 
 TEST_CASE("SqliteStore: a database from before the approval indexes upgrades in place") {
-  ScratchDir dir;
+  TempDir dir;
   const std::string path = dir.File("old.db");
   {
     auto v2 = OpenAt(path, /*schema_version=*/2);

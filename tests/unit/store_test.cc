@@ -23,6 +23,7 @@
 #include "jitbroker/clock.h"
 #include "jitbroker/store.h"
 #include "tests/fakes/failing_store.h"
+#include "tests/support/temp_dir.h"
 
 namespace jitbroker::store {
 namespace {
@@ -30,22 +31,7 @@ namespace {
 using Json = nlohmann::json;
 using std::chrono::nanoseconds;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "jitbroker-store-XXXXXX").string();
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string File(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+using testing::TempDir;
 
 std::unique_ptr<Store> Open(const std::string& path, int readers = 2, int schema_version = 0) {
   SqliteOptions options;

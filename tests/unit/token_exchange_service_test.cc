@@ -32,6 +32,7 @@
 #include "tests/fakes/failing_store.h"
 #include "tests/fakes/fake_clock.h"
 #include "tests/fakes/fake_issuer.h"
+#include "tests/fakes/fake_key_source.h"
 
 namespace jitbroker::testing {
 namespace {
@@ -62,19 +63,7 @@ std::string TrustYaml(const std::string& extra_grant = "", const std::string& ex
          extra;
 }
 
-class Keys final : public oidc::KeySource {
- public:
-  explicit Keys(const crypto::SigningKey& key) : key_(key.Public()) {}
-  Result<std::shared_ptr<const crypto::VerifyKey>> Find(const oidc::KeyQuery& q) override {
-    if (q.kid != "k1") {
-      return std::unexpected(Unauthenticated("unknown_key", "no such kid"));
-    }
-    return key_;
-  }
-
- private:
-  std::shared_ptr<const crypto::VerifyKey> key_;
-};
+using Keys = StaticKeySource;
 
 class Fixture {
  public:
