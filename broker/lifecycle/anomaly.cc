@@ -231,7 +231,10 @@ bool Relevant(const AnomalyRule& r, const DecisionObservation& o) {
     case Kind::kDeniedBurst:
       return o.result == DecisionResult::kDeny;
     case Kind::kOutOfScope:
-      return o.code == "out_of_scope";
+      // Every denial for asking outside the task scope: its resources and
+      // max_tier, its branches and environments, its scope items.
+      return o.code == "out_of_scope" || o.code == "branch_not_in_scope" ||
+             o.code == "environment_not_in_scope" || o.code == "scope_not_in_task";
     case Kind::kTierChain:
       return std::find(r.sequence.begin(), r.sequence.end(), o.tier) != r.sequence.end();
     case Kind::kRate:

@@ -5,7 +5,9 @@
 // Rules (the `anomaly:` list of the config, docs/configuration.md):
 //   denied_burst  `count` denied decisions (pending does not count) within
 //                 `window_seconds`;
-//   out_of_scope  `count` decisions with code "out_of_scope", within
+//   out_of_scope  `count` decisions denied for leaving the task scope (codes
+//                 out_of_scope, branch_not_in_scope, environment_not_in_scope,
+//                 scope_not_in_task), within
 //                 `window_seconds` when set, else over the whole session;
 //   tier_chain    the tiers of `sequence` requested in that order (not
 //                 necessarily adjacent; any result: asking is the signal), the
