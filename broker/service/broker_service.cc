@@ -406,6 +406,17 @@ Status BrokerService::EnsureLive(const CallContext& ctx, SessionRecord& s) {
   return std::unexpected(SessionEnded(s));
 }
 
+Result<IssuerFacts> BrokerService::IssuerFactsFor(const Issuer& issuer, const GrantRequest& req) {
+  const IssuerDescription& desc = issuer.Describe();
+  IssuerFacts facts;
+  facts.name = desc.name;
+  JITBROKER_ASSIGN_OR_RETURN(facts.implied_tier, issuer.ImpliedTier(req));
+  JITBROKER_ASSIGN_OR_RETURN(facts.scope_items, issuer.ScopeItems(req));
+  facts.default_ttl_seconds = desc.default_ttl_seconds;
+  facts.max_ttl_seconds = desc.max_ttl_seconds;
+  return facts;
+}
+
 Status BrokerService::Commit(const CallContext& ctx, WriteBatch batch) {
   if (!ctx.client_request_id.empty()) {
     for (nlohmann::json& event : batch.audit_events) {
@@ -794,8 +805,7 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
     }
     s = std::move(*again);
   }
-  JITBROKER_ASSIGN_OR_RETURN(Tier implied, issuer->ImpliedTier(req));
-  JITBROKER_ASSIGN_OR_RETURN(std::vector<std::string> scope_items, issuer->ScopeItems(req));
+  JITBROKER_ASSIGN_OR_RETURN(IssuerFacts ifacts, IssuerFactsFor(*issuer, req));
 
   std::shared_ptr<const Policy> policy = ctx.caller.policy;
   const IssuerDescription& desc = issuer->Describe();
@@ -804,8 +814,6 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
     return std::unexpected(Internal("stored session scope is unreadable", scope.error().ToString()));
   }
   SessionFacts facts{s.id, s.principal_id, s.agent_id, s.task_id, *scope, s.expires_at};
-  IssuerFacts ifacts{desc.name, implied, desc.default_ttl_seconds, desc.max_ttl_seconds,
-                     std::move(scope_items)};
   const TimePoint now = clock_->Now();
   Decision d = Evaluate(req, facts, ifacts, *policy, now);
 
@@ -1162,15 +1170,13 @@ Result<nlohmann::json> BrokerService::CollectApproved(const CallContext& ctx, Gr
   // the request: a reload, a narrowed scope or role, or an ended session
   // since the approval all count.
   std::shared_ptr<const Policy> pol = policy();
-  JITBROKER_ASSIGN_OR_RETURN(Tier implied, issuer->ImpliedTier(req));
+  JITBROKER_ASSIGN_OR_RETURN(IssuerFacts ifacts, IssuerFactsFor(*issuer, req));
   auto scope = TaskScope::FromJson(s.scope);
   if (!scope) {
     return std::unexpected(
         Internal("stored session scope is unreadable", scope.error().ToString()));
   }
-  const IssuerDescription& desc = issuer->Describe();
   SessionFacts facts{s.id, s.principal_id, s.agent_id, s.task_id, *scope, s.expires_at};
-  IssuerFacts ifacts{desc.name, implied, desc.default_ttl_seconds, desc.max_ttl_seconds};
   const Decision d = Evaluate(req, facts, ifacts, *pol, clock_->Now());
   rec.decision["collection_policy_version"] = pol->version;
   if (d.result == DecisionResult::kDeny) {

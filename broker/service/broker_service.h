@@ -213,6 +213,11 @@ class BrokerService {
   // revocations, a retry task to `batch`. Returns one outcome per grant.
   nlohmann::json RevokeGrants(std::vector<GrantRecord>& grants, TimePoint now,
                               const std::string& request_id, WriteBatch& batch);
+  // What `issuer` contributes to evaluating `req` (its name, TTL bounds,
+  // implied tier and scope items): the one place IssuerFacts are built, so
+  // the request and the collection of an approved grant see the same facts.
+  [[nodiscard]] static Result<IssuerFacts> IssuerFactsFor(const Issuer& issuer,
+                                                          const GrantRequest& req);
   // Commits `batch` (journal_->Commit) for the request `ctx`: its audit
   // records also carry the client's own request id when it sent a valid one
   // (client_request_id; the record's request_id is always the server's).

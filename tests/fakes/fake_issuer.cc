@@ -66,6 +66,7 @@ FakeIssuer::FakeIssuer(FakeIssuerOptions options)
       implied_tier_(options.implied_tier
                         ? std::move(options.implied_tier)
                         : std::function<Result<Tier>(const GrantRequest&)>(DefaultImpliedTier)),
+      scope_items_(options.scope_items),
       mint_latency_ms_(options.mint_latency.count()),
       revoke_latency_ms_(options.revoke_latency.count()) {}
 

@@ -57,6 +57,8 @@ struct FakeIssuerOptions {
   // scope implies read; any non-empty scope is kInvalidArgument
   // "invalid_scope" (this issuer has no scope vocabulary).
   std::function<Result<Tier>(const GrantRequest&)> implied_tier = nullptr;
+  // The scope items (Issuer::ScopeItems) of every request. Default: none.
+  std::vector<std::string> scope_items;
 };
 
 class FakeIssuer final : public Issuer {
@@ -65,6 +67,10 @@ class FakeIssuer final : public Issuer {
 
   const IssuerDescription& Describe() const override { return description_; }
   [[nodiscard]] Result<Tier> ImpliedTier(const GrantRequest& request) const override;
+  [[nodiscard]] Result<std::vector<std::string>> ScopeItems(
+      const GrantRequest& /*request*/) const override {
+    return scope_items_;
+  }
   [[nodiscard]] Result<MintResult> Mint(const MintRequest& request) override;
   [[nodiscard]] Result<RevokeOutcome> Revoke(const RevokeRequest& request) override;
 
@@ -112,6 +118,7 @@ class FakeIssuer final : public Issuer {
 
   const IssuerDescription description_;
   const std::function<Result<Tier>(const GrantRequest&)> implied_tier_;
+  const std::vector<std::string> scope_items_;
 
   mutable std::mutex mu_;
   // Keyed by SHA-256 hex of the token: the fake keeps no credential values.

@@ -32,6 +32,12 @@
 namespace jitbroker::testing {
 namespace {
 
+service::ApprovalListFilter PendingOnly() {
+  service::ApprovalListFilter f;
+  f.state = "pending";
+  return f;
+}
+
 using nlohmann::json;
 using service::ApprovalListFilter;
 using service::CallContext;
@@ -140,6 +146,7 @@ class World {
 
     FakeIssuerOptions fo;
     fo.name = "fake";
+    fo.scope_items = {"fake:use"};  // unbounded unless a scope or role lists scopes
     auto issuer = std::make_unique<FakeIssuer>(fo);
     issuer_ = issuer.get();
     std::map<std::string, std::unique_ptr<Issuer>> issuers;
@@ -319,7 +326,7 @@ TEST_CASE("Approvals (#10 F4): one agent's flood is cut at the pending bound and
   // approver's first page.
   auto legit_session = w.Open(kBobKey);
   json legit = w.RequestPending(legit_session, Req("secrets.read"));
-  auto list = w.svc().ListApprovals(w.As(kCarolKey), {.state = "pending"});
+  auto list = w.svc().ListApprovals(w.As(kCarolKey), PendingOnly());
   REQUIRE(list.has_value());
   CHECK(Lists(*list, legit["approval"]["id"]));
   CHECK((*list)["approvals"].size() == 11);
@@ -358,7 +365,7 @@ TEST_CASE(
   }
   auto s = w.Open(kBobKey);
   json legit = w.RequestPending(s, Req("secrets.read"));
-  auto list = w.svc().ListApprovals(w.As(kCarolKey), {.state = "pending"});
+  auto list = w.svc().ListApprovals(w.As(kCarolKey), PendingOnly());
   REQUIRE(list.has_value());
   CHECK(ApprovalIds(*list) == std::vector<std::string>{legit["approval"]["id"]});
   CHECK((*list)["next_cursor"].is_null());
@@ -785,6 +792,14 @@ TEST_CASE("Approvals (#10 F12): collection re-evaluates the current policy and s
     narrowed.scope["resources"] = {"fake://svc/other"};
     w.Put(narrowed);
     code = "out_of_scope";
+  }
+  SUBCASE("a session whose scope no longer allows the grant's scope items") {
+    auto sess = w.store().GetSession(s.id);
+    REQUIRE(sess.has_value());
+    SessionRecord narrowed = **sess;
+    narrowed.scope["scopes"] = json::array();
+    w.Put(narrowed);
+    code = "scope_not_in_task";
   }
   SUBCASE("a reload that asks other approvers for the tier") {
     Options o = w.options();
