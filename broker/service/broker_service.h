@@ -236,6 +236,48 @@ class BrokerService {
   };
   [[nodiscard]] Result<std::optional<PendingRefusal>> PendingBoundRefusal(const SessionRecord& s,
                                                                           TimePoint now);
+  // ---- The grant pipeline (grant_pipeline.cc; docs/architecture.md, "The
+  // grant pipeline"). Agent requests, the collection of approved grants and
+  // CI exchanges all go through these stages; where a caller differs, it is
+  // a named option here, never a missing call.
+  struct PipelineOptions {
+    // Check the delegating human's own rights upstream
+    // (Issuer::CheckDelegatedRights). False only for CI exchanges: a CI run
+    // acts for no human (its trust policy is the whole of its rights).
+    bool delegated_rights = true;
+    // Bound pending approvals per session and per principal (agent requests;
+    // a CI job cannot wait for an approval, and a collection is past it).
+    bool pending_bound = true;
+    // Show the decision to the anomaly rules and count it in the metrics.
+    // False only when collecting an approved grant: its request was
+    // observed when it was made.
+    bool observe = true;
+    // When collecting: the approved grant, whose approval the current policy
+    // must still ask for (same tier, same approvers, break-glass allowed).
+    const GrantRecord* approved = nullptr;
+  };
+  // What stages 1-4 decided.
+  struct Decided {
+    Decision decision;
+    std::optional<DelegationCheck> delegation;           // when it was checked
+    std::optional<PendingRefusal> pending_refusal;       // the pending bound refused it
+    std::optional<lifecycle::AnomalyTrigger> anomaly;    // a rule triggered on it
+    std::unique_lock<std::mutex> pending_lock;           // held until a pending grant commits
+  };
+  // Stages 1-4 for grant `grant_id` of session `s`: (1) the pure Evaluate()
+  // with the issuer's facts, and when collecting, the approval's currency;
+  // (2) delegated rights; (3) the pending bound; (4) the anomaly rules. Each
+  // refusal is a denial in the Decision; an Error means the request could not
+  // be decided (an issuer or the store is unavailable).
+  [[nodiscard]] Result<Decided> DecideGrant(const std::string& grant_id, const SessionRecord& s,
+                                            const GrantRequest& req, Issuer& issuer,
+                                            const Policy& policy, const PipelineOptions& opts);
+  // Stage 5: the record of a decided grant (one builder for every caller):
+  // parameters and justification redacted, the decision, tier and
+  // revocability, the delegated-rights evidence.
+  GrantRecord NewGrantRecord(const std::string& grant_id, const SessionRecord& s,
+                             const GrantRequest& req, const Issuer& issuer, const Decided& d,
+                             TimePoint now) const;
   // Mints an approved grant at collection from the exact request that was
   // approved (sealed in the record), after re-evaluating it against the
   // current policy, session and delegated rights; otherwise denies it.
@@ -261,10 +303,8 @@ class BrokerService {
                                                      const GrantRequest& req, Issuer* issuer,
                                                      std::vector<nlohmann::json> pre_events,
                                                      std::vector<ReplayReservation> replay = {});
-  // Feeds the anomaly detector; on trigger ends the session (exclusive lock
-  // must NOT be held) and returns the trigger.
-  std::optional<lifecycle::AnomalyTrigger> ObserveDecision(const GrantRecord& g, const Decision& d,
-                                                           TimePoint now);
+  // Records an anomaly rule's trigger and ends the session (its exclusive
+  // lock must NOT be held: this takes it).
   [[nodiscard]] Status RevokeForAnomaly(const CallContext& ctx, const std::string& session_id,
                                         const lifecycle::AnomalyTrigger& trigger);
   void NotifyGrantChanged();
@@ -315,6 +355,11 @@ class BrokerService {
   [[nodiscard]] Result<nlohmann::json> MintForCi(const CallContext& ctx, CiExchange& x);
   [[nodiscard]] Result<nlohmann::json> EvaluateAndMintForCi(const CallContext& ctx, CiExchange& x,
                                                             SessionRecord s, bool new_session);
+  // With the run's session lock released: revokes the session when an
+  // anomaly rule triggered on the exchange, then answers `out`.
+  [[nodiscard]] Result<nlohmann::json> AfterCiDecision(const CallContext& ctx, CiExchange& x,
+                                                       const std::string& session_id,
+                                                       Result<nlohmann::json> out);
   std::shared_ptr<ExchangeState> exchange_ = NewExchangeState();
 };
 

@@ -208,6 +208,9 @@ struct BrokerService::CiExchange {
   Tier implied_tier = Tier::kRead;
   std::vector<std::string> scope_items;  // Issuer::ScopeItems of `request`
   std::string issued_token_type;
+  // Set when an anomaly rule triggered on this exchange: the run's session is
+  // revoked once its lock is released (RevokeForAnomaly takes it).
+  std::optional<lifecycle::AnomalyTrigger> anomaly;
 };
 
 std::shared_ptr<BrokerService::ExchangeState> BrokerService::NewExchangeState() {
@@ -462,6 +465,15 @@ Result<nlohmann::json> BrokerService::ExchangeToken(const CallContext& ctx,
   return MintForCi(ctx, x);
 }
 
+Result<nlohmann::json> BrokerService::AfterCiDecision(const CallContext& ctx, CiExchange& x,
+                                                      const std::string& session_id,
+                                                      Result<nlohmann::json> out) {
+  if (x.anomaly) {
+    JITBROKER_RETURN_IF_ERROR(RevokeForAnomaly(ctx, session_id, *x.anomaly));
+  }
+  return out;
+}
+
 Result<nlohmann::json> BrokerService::MintForCi(const CallContext& ctx, CiExchange& x) {
   const std::string principal = x.policy->PrincipalId();
   for (int generation = 0; generation < kMaxCiSessionGenerations; ++generation) {
@@ -496,7 +508,9 @@ Result<nlohmann::json> BrokerService::MintForCi(const CallContext& ctx, CiExchan
             next_generation = true;
             continue;
           }
-          return EvaluateAndMintForCi(ctx, x, std::move(*found), /*new_session=*/false);
+          auto out = EvaluateAndMintForCi(ctx, x, std::move(*found), /*new_session=*/false);
+          lock.unlock();
+          return AfterCiDecision(ctx, x, sid, std::move(out));
         }
       }
       // None yet: open it under the exclusive lock (re-checked: another job of
@@ -524,7 +538,9 @@ Result<nlohmann::json> BrokerService::MintForCi(const CallContext& ctx, CiExchan
       s.heartbeat_seconds = x.policy->session_ttl_seconds;
       s.heartbeat_deadline = s.expires_at;
       s.extra["ci"] = x.facts;
-      return EvaluateAndMintForCi(ctx, x, std::move(s), /*new_session=*/true);
+      auto out = EvaluateAndMintForCi(ctx, x, std::move(s), /*new_session=*/true);
+      exclusive.unlock();
+      return AfterCiDecision(ctx, x, sid, std::move(out));
     }
     if (!next_generation) {
       return std::unexpected(
@@ -539,17 +555,18 @@ Result<nlohmann::json> BrokerService::MintForCi(const CallContext& ctx, CiExchan
 Result<nlohmann::json> BrokerService::EvaluateAndMintForCi(const CallContext& ctx, CiExchange& x,
                                                            SessionRecord s, bool new_session) {
   const oidc::TrustPolicy& p = *x.policy;
-  auto scope = TaskScope::FromJson(s.scope);
-  if (!scope) {
-    return std::unexpected(
-        Internal("stored session scope is unreadable", scope.error().ToString()));
-  }
-  const IssuerDescription& desc = x.issuer->Describe();
   const TimePoint now = clock_->Now();
-  SessionFacts facts{s.id, s.principal_id, s.agent_id, s.task_id, *scope, s.expires_at};
-  IssuerFacts ifacts{desc.name, x.implied_tier, desc.default_ttl_seconds, desc.max_ttl_seconds,
-                     x.scope_items};
-  Decision d = Evaluate(x.request, facts, ifacts, *x.effective, now);
+  // The grant pipeline, as for an agent's request, with the CI run's own
+  // differences named: no delegating human (the trust policy is the whole
+  // of its rights), and no pending approvals (a job cannot wait for one).
+  // The anomaly rules see the decision, so a `rate` rule stops a runaway job.
+  PipelineOptions opts;
+  opts.delegated_rights = false;
+  opts.pending_bound = false;
+  const std::string grant_id = crypto::NewPublicId("grt_", 16);
+  JITBROKER_ASSIGN_OR_RETURN(Decided decided,
+                             DecideGrant(grant_id, s, x.request, *x.issuer, *x.effective, opts));
+  const Decision& d = decided.decision;
 
   nlohmann::json exchange = {{"trust_policy", p.name},
                              {"ci", x.facts},
@@ -571,11 +588,20 @@ Result<nlohmann::json> BrokerService::EvaluateAndMintForCi(const CallContext& ct
     WriteBatch batch;
     batch.audit_events.push_back(audit::AdminEvent("token.exchange_denied", s.principal_id, now,
                                                    details, "denied", ctx.request_id));
+    if (decided.anomaly && new_session) {
+      // An anomaly stops the run, not just this exchange: its session is
+      // opened (and at once revoked below), so later exchanges of the run
+      // find it ended.
+      batch.audit_events.insert(batch.audit_events.begin(),
+                                audit::SessionEvent("session.opened", s, now, "opened",
+                                                    ctx.request_id));
+      batch.sessions.push_back(s);
+    }
     JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
-    metrics_->CountGrant(std::string(TierName(d.tier)), "deny");
     exchange_->logger->info(
         "event=token_exchange_denied request_id={} trust_policy={} code={} rule={}", ctx.request_id,
         p.name, d.code, d.matched_rule);
+    x.anomaly = decided.anomaly;  // revoked by AfterCiDecision, outside the session lock
     if (d.result == DecisionResult::kPending) {
       return std::unexpected(PermissionDenied(
           "approval_required", "the trust policy's grant needs human approval (" + d.reason +
@@ -643,28 +669,9 @@ Result<nlohmann::json> BrokerService::EvaluateAndMintForCi(const CallContext& ct
     metrics_->CountSessionOpened();
   }
 
-  GrantRecord g;
-  g.id = crypto::NewPublicId("grt_", 16);
-  g.session_id = s.id;
-  g.principal_id = s.principal_id;
-  g.agent_id = s.agent_id;
-  g.task_id = s.task_id;
-  g.tool = x.request.tool;
-  g.operation = x.request.operation;
-  g.resource = x.request.resource;
-  g.issuer = x.request.issuer;
-  g.parameters = nlohmann::json::object();
-  g.scope = x.request.scope;
-  g.requested_ttl_seconds = x.request.ttl_seconds;
-  g.ttl_seconds = d.ttl_seconds;
-  g.tier = std::string(TierName(d.tier));
-  g.decision = d.ToJson();
-  g.revocability = std::string(RevocabilityName(desc.revocability));
-  g.created_at = now;
-  g.extra["justification"] = x.request.justification;
+  GrantRecord g = NewGrantRecord(grant_id, s, x.request, *x.issuer, decided, now);
   g.extra["trust_policy"] =
       p.name;  // the CI facts are on the session and the token.exchanged record
-  metrics_->CountGrant(g.tier, "allow");
 
   exchange["grant_id"] = g.id;
   std::vector<nlohmann::json> pre;

@@ -21,6 +21,7 @@
 #include "broker/config/config.h"
 #include "broker/crypto/crypto.h"
 #include "broker/crypto/jose.h"
+#include "broker/lifecycle/anomaly.h"
 #include "broker/net/http_client.h"
 #include "broker/oidc/token_request.h"
 #include "broker/oidc/token_verifier.h"
@@ -113,6 +114,7 @@ class Fixture {
     opts.sessions = cfg.sessions;
     opts.seal_key = SecretValue(seal_key_);
     opts.oidc_keys = keys_.get();
+    opts.anomaly_rules = anomaly_rules_;
     service_ = std::make_unique<service::BrokerService>(blind_store_.get(), journal_.get(),
                                                         &clock_, &metrics_, std::move(issuers),
                                                         policy_, std::move(opts));
@@ -127,6 +129,13 @@ class Fixture {
     oidc::TrustContext tc;
     tc.issuer_names = {"fake"};
     return oidc::ParseTrustPoliciesText(yaml, "t.yaml", tc);
+  }
+  // Rebuilds the service with these anomaly rules (the `anomaly:` YAML).
+  void UseAnomalyRules(const std::string& yaml) {
+    auto rules = lifecycle::ParseAnomalyRulesText(yaml, "anomaly.yaml");
+    REQUIRE_MESSAGE(rules.has_value(), (rules ? "" : rules.error().ToString()));
+    anomaly_rules_ = std::move(*rules);
+    Restart();
   }
   void UseTrust(const std::string& yaml) {
     auto t = Trust(yaml);
@@ -201,6 +210,7 @@ class Fixture {
 
  private:
   FakeIssuerOptions fo_;
+  std::vector<lifecycle::AnomalyRule> anomaly_rules_;
   std::string seal_key_ = crypto::RandomBytes(32);
   std::string dir_;
   std::unique_ptr<crypto::SigningKey> signer_;
@@ -360,6 +370,30 @@ TEST_CASE("TokenExchange service: a token is exchanged once per issuer, not once
   CHECK(later.error().Reason() == "token_replayed");
   // A token with another jti is another token.
   CHECK(f.Exchange(f.Sign(f.Claims("twice")), "deploy-too").has_value());
+}
+
+TEST_CASE("TokenExchange service: the anomaly rules see CI exchanges and stop a runaway run") {
+  Fixture f;
+  f.UseAnomalyRules("- {rule: rate, max_per_minute: 2}");
+  f.UseTrust(TrustYaml());
+  auto first = f.Exchange(f.Sign(f.Claims("r1")));
+  REQUIRE_MESSAGE(first.has_value(), (first ? "" : first.error().ToString()));
+  const std::string sid = (*first)["session_id"];
+  REQUIRE(f.Exchange(f.Sign(f.Claims("r2"))).has_value());
+  // The third exchange within the minute trips the rule: refused, and the
+  // run's session is revoked with every credential it holds.
+  auto third = f.Exchange(f.Sign(f.Claims("r3")));
+  REQUIRE_FALSE(third.has_value());
+  CHECK(third.error().Reason() == "exchange_denied");
+  CHECK(third.error().message.find("anomaly rule") != std::string::npos);
+  json sessions = f.Sessions();
+  REQUIRE(sessions.size() == 1);
+  CHECK(sessions[0]["session_id"] == sid);
+  CHECK(sessions[0]["state"] == "revoked");
+  // Later exchanges of the run find its session ended.
+  auto fourth = f.Exchange(f.Sign(f.Claims("r4")));
+  REQUIRE_FALSE(fourth.has_value());
+  CHECK(fourth.error().Reason() == "ci_session_ended");
 }
 
 TEST_CASE("TokenExchange service: a run outliving its session gets the next one") {

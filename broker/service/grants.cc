@@ -1,0 +1,320 @@
+// Grant requests, their collection and revocation by id, and the long poll
+// of a pending grant (docs/api.md, "Grants"). The decision and minting go
+// through the grant pipeline (grant_pipeline.cc).
+#include "broker/service/broker_service.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <thread>
+#include <functional>
+#include <set>
+
+#include "broker/audit/events.h"
+#include "broker/common/json_util.h"
+#include "broker/common/log.h"
+#include "broker/common/time_util.h"
+#include "broker/crypto/crypto.h"
+#include "broker/service/request_digest.h"
+#include "broker/service/internal.h"
+#include "broker/service/validation.h"
+
+namespace jitbroker::service {
+
+using internal::IsLiveGrantState;
+using internal::kMaxTtlSeconds;
+using internal::SessionEnded;
+
+Status BrokerService::CheckGrantRate(const SessionRecord& s) {
+  struct Limit {
+    KeyedRateLimiter* limiter;
+    const std::string& key;
+    const char* name;
+    const char* whose;
+  };
+  for (const Limit& l : {Limit{session_rate_.get(), s.id, "grants_per_session", "this session"},
+                         Limit{principal_rate_.get(), s.principal_id, "grants_per_principal",
+                               "the sessions of this principal"}}) {
+    if (l.limiter == nullptr) {
+      return std::unexpected(Internal("no rate limiter", l.name));  // fail closed
+    }
+    const KeyedRateLimiter::Outcome out = l.limiter->Acquire(l.key);
+    if (out.allowed) {
+      continue;
+    }
+    metrics_->CountRateLimited(l.name);
+    if (out.untracked) {
+      log::Get("service")->warn("event=rate_limiter_full limit={} tracked={}", l.name,
+                                l.limiter->TrackedKeys());
+    }
+    Error e =
+        ResourceExhausted("rate_limited", std::string("too many grant requests for ") + l.whose +
+                                              " (limits." + l.name + "); retry after " +
+                                              std::to_string(out.retry_after.count()) + " s");
+    e.retry_after = out.retry_after;
+    return std::unexpected(std::move(e));
+  }
+  return OkStatus();
+}
+
+Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
+                                                  const std::string& session_id,
+                                                  const nlohmann::json& body) {
+  if (!ctx.caller.IsSession()) {
+    return std::unexpected(PermissionDenied(
+        "session_token_required", "grants are requested with the session's own token"));
+  }
+  // Parse the whole request before touching state.
+  GrantRequest req;
+  {
+    JITBROKER_ASSIGN_OR_RETURN(auto r, json::JsonReader::Open(body, ""));
+    JITBROKER_ASSIGN_OR_RETURN(req.tool, r.String("tool", 256));
+    JITBROKER_ASSIGN_OR_RETURN(req.operation, r.String("operation", 128));
+    JITBROKER_ASSIGN_OR_RETURN(req.resource, r.String("resource", 1024));
+    JITBROKER_ASSIGN_OR_RETURN(req.issuer, r.String("issuer", 128));
+    JITBROKER_ASSIGN_OR_RETURN(auto params, r.OptObject("parameters"));
+    JITBROKER_ASSIGN_OR_RETURN(auto scope, r.OptObject("scope"));
+    JITBROKER_ASSIGN_OR_RETURN(req.ttl_seconds, r.OptInt("ttl_seconds", 1, kMaxTtlSeconds));
+    JITBROKER_ASSIGN_OR_RETURN(auto justification, r.OptString("justification", 4096));
+    JITBROKER_RETURN_IF_ERROR(r.Finish());
+    req.parameters = params.value_or(nlohmann::json::object());
+    req.scope = scope.value_or(nlohmann::json::object());
+    req.justification = justification.value_or("");
+    JITBROKER_RETURN_IF_ERROR(CheckIdentifier(req.tool, "tool"));
+    JITBROKER_RETURN_IF_ERROR(CheckIdentifier(req.operation, "operation"));
+    JITBROKER_RETURN_IF_ERROR(CheckIdentifier(req.resource, "resource", 1024));
+    JITBROKER_RETURN_IF_ERROR(CheckVisibleText(req.tool, "tool"));
+    JITBROKER_RETURN_IF_ERROR(CheckVisibleText(req.operation, "operation"));
+    JITBROKER_RETURN_IF_ERROR(CheckVisibleText(req.resource, "resource"));
+    JITBROKER_RETURN_IF_ERROR(CheckVisibleJson(req.parameters, "parameters"));
+    JITBROKER_RETURN_IF_ERROR(CheckVisibleJson(req.scope, "scope"));
+    JITBROKER_RETURN_IF_ERROR(CheckVisibleText(req.justification, "justification"));
+  }
+  Issuer* issuer = FindIssuer(req.issuer);
+  if (issuer == nullptr) {
+    return std::unexpected(
+        InvalidArgument("unknown_issuer", "issuer \"" + req.issuer + "\" is not configured"));
+  }
+
+  std::shared_lock lock(LockFor(session_id));
+  JITBROKER_ASSIGN_OR_RETURN(SessionRecord s,
+                             LoadAuthorized(ctx, session_id, Access{.session_token = true}));
+  if (s.state != "active") {
+    return std::unexpected(SessionEnded(s));
+  }
+  // Rate limits come after the session token is verified (LoadAuthorized):
+  // a forged token must not drain a real session's bucket.
+  JITBROKER_RETURN_IF_ERROR(CheckGrantRate(s));
+  if (const TimePoint t = clock_->Now(); t >= s.expires_at || t > s.heartbeat_deadline) {
+    // Ending the session needs the exclusive lock; EnsureLive re-checks.
+    lock.unlock();
+    std::unique_lock exclusive(LockFor(session_id));
+    JITBROKER_ASSIGN_OR_RETURN(auto fresh, store_->GetSession(session_id));
+    if (fresh) {
+      s = std::move(*fresh);
+    }
+    JITBROKER_RETURN_IF_ERROR(EnsureLive(ctx, s));
+    // A heartbeat arrived meanwhile: carry on under the shared lock.
+    exclusive.unlock();
+    lock.lock();
+    JITBROKER_ASSIGN_OR_RETURN(auto again, store_->GetSession(session_id));
+    if (!again || again->state != "active") {
+      return std::unexpected(SessionEnded(again ? *again : s));
+    }
+    s = std::move(*again);
+  }
+  std::shared_ptr<const Policy> policy = ctx.caller.policy;
+  const std::string grant_id = crypto::NewPublicId("grt_", 16);
+  JITBROKER_ASSIGN_OR_RETURN(Decided decided,
+                             DecideGrant(grant_id, s, req, *issuer, *policy, PipelineOptions{}));
+  const Decision& d = decided.decision;
+  const TimePoint now = clock_->Now();
+  GrantRecord g = NewGrantRecord(grant_id, s, req, *issuer, decided, now);
+  std::optional<lifecycle::AnomalyTrigger>& trigger = decided.anomaly;
+  std::optional<PendingRefusal>& pending_refusal = decided.pending_refusal;
+
+  GrantResponse resp;
+  if (d.result == DecisionResult::kDeny) {
+    g.state = "denied";
+    WriteBatch batch;
+    batch.audit_events.push_back(audit::GrantEvent("grant.decided", g, now, "denied", ctx.request_id));
+    batch.grants.push_back(g);
+    JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
+    if (trigger) {
+      lock.unlock();
+      JITBROKER_RETURN_IF_ERROR(RevokeForAnomaly(ctx, s.id, *trigger));
+    } else if (pending_refusal) {
+      Error e = std::move(pending_refusal->error);
+      e.message += " (recorded as denied grant " + g.id + ")";
+      return std::unexpected(std::move(e));
+    }
+    resp.status = 403;
+    resp.body = GrantJson(g, now);
+    return resp;
+  }
+  if (d.result == DecisionResult::kPending) {
+    const TierPolicy& tp = policy->ForTier(d.tier);
+    const int64_t approval_ttl =
+        tp.approval_ttl_seconds > 0 ? tp.approval_ttl_seconds : options_.default_approval_ttl_seconds;
+    g.state = "pending";
+    // The exact request is kept sealed (AAD: the grant id) until collection,
+    // where it is minted from; g.parameters is only the redacted copy.
+    const std::string canonical = CanonicalRequestJson(s.id, req);
+    g.request_digest = crypto::Sha256Hex(canonical);
+    JITBROKER_ASSIGN_OR_RETURN(std::string sealed_request,
+                               crypto::Seal(options_.seal_key, canonical, g.id));
+    g.sealed_request = crypto::Base64UrlEncode(sealed_request);
+    g.approval_id = "apr_" + g.id.substr(4);
+    g.expires_at = now + Seconds(approval_ttl);
+    g.extra["approval_expires_at"] = FormatRfc3339(*g.expires_at);
+    g.extra["four_eyes"] = tp.four_eyes;
+    g.extra["approvers"] = tp.approvers;
+    WriteBatch batch;
+    batch.audit_events.push_back(
+        audit::GrantEvent("grant.decided", g, now, "pending_approval", ctx.request_id));
+    batch.grants.push_back(g);
+    JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
+    decided.pending_lock.unlock();
+    if (options_.notifier != nullptr) {
+      options_.notifier->Enqueue(lifecycle::PendingApprovalMessage(g, s));
+    }
+    resp.status = 202;
+    resp.body = GrantJson(g, now);
+    return resp;
+  }
+
+  // The decision's record shows the grant as allowed; MintAndCommit moves it
+  // on (minting, active or failed).
+  g.state = "allowed";
+  std::vector<nlohmann::json> pre;
+  pre.push_back(audit::GrantEvent("grant.decided", g, now, "allowed", ctx.request_id));
+  JITBROKER_ASSIGN_OR_RETURN(resp.body, MintAndCommit(ctx, g, req, issuer, std::move(pre)));
+  resp.status = 201;
+  return resp;
+}
+
+Status BrokerService::RevokeForAnomaly(const CallContext& ctx, const std::string& session_id,
+                                       const lifecycle::AnomalyTrigger& trigger) {
+  std::unique_lock exclusive(LockFor(session_id));
+  JITBROKER_ASSIGN_OR_RETURN(auto s, store_->GetSession(session_id));
+  if (!s || s->state != "active") {
+    return OkStatus();
+  }
+  // The trigger and its evidence are one audit record, then the session ends.
+  nlohmann::json ev = audit::SessionEvent("anomaly.detected", *s, clock_->Now(), "revoke_session",
+                                          ctx.request_id);
+  ev["anomaly"] = {{"rule", trigger.rule}, {"kind", trigger.kind}, {"evidence", trigger.evidence}};
+  WriteBatch batch;
+  batch.audit_events.push_back(std::move(ev));
+  JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
+  log::Get("lifecycle")->warn("event=anomaly_detected session_id={} rule={} request_id={}",
+                              session_id, trigger.rule, ctx.request_id);
+  auto ended = EndLocked(ctx, *s, "revoked", "anomaly: " + trigger.rule, "session.revoked");
+  if (!ended) {
+    return std::unexpected(ended.error());
+  }
+  return OkStatus();
+}
+
+void BrokerService::NotifyGrantChanged() {
+  {
+    std::lock_guard lock(wait_mu_);
+    ++wait_generation_;
+  }
+  wait_cv_.notify_all();
+}
+
+Result<GrantRecord> BrokerService::LoadAuthorizedGrant(const CallContext& ctx,
+                                                       const std::string& id) {
+  JITBROKER_ASSIGN_OR_RETURN(auto g, store_->GetGrant(id));
+  if (!g) {
+    return std::unexpected(NotFound("grant_not_found", "no grant " + id));
+  }
+  auto s = LoadAuthorized(ctx, g->session_id,
+                          Access{.session_token = true, .owner = true, .admin = true});
+  if (!s) {
+    if (s.error().code == ErrorCode::kNotFound) {
+      return std::unexpected(NotFound("grant_not_found", "no grant " + id));
+    }
+    return std::unexpected(s.error());
+  }
+  return std::move(*g);
+}
+
+Result<nlohmann::json> BrokerService::GetGrant(const CallContext& ctx, const std::string& id,
+                                               int wait_seconds) {
+  JITBROKER_ASSIGN_OR_RETURN(GrantRecord loaded, LoadAuthorizedGrant(ctx, id));
+  std::optional<GrantRecord> g(std::move(loaded));
+  // Long-poll while the grant waits for a human; woken by any grant change.
+  if (wait_seconds > 0 && g->state == "pending") {
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::chrono::seconds(std::min(wait_seconds, options_.max_long_poll_seconds));
+    std::unique_lock lk(wait_mu_);
+    uint64_t seen = wait_generation_;
+    while (g->state == "pending" && (!g->expires_at || *g->expires_at > clock_->Now())) {
+      if (!wait_cv_.wait_until(lk, deadline, [&] { return wait_generation_ != seen; })) {
+        break;
+      }
+      seen = wait_generation_;
+      lk.unlock();
+      JITBROKER_ASSIGN_OR_RETURN(auto fresh, store_->GetGrant(id));
+      lk.lock();
+      if (fresh) {
+        g = std::move(fresh);
+      }
+    }
+  }
+  if (g->state == "pending" && g->expires_at && *g->expires_at <= clock_->Now()) {
+    // Expiry means deny; do not wait for the sweeper to say so.
+    JITBROKER_RETURN_IF_ERROR(ExpireApproval(g->id, ctx.request_id));
+    JITBROKER_ASSIGN_OR_RETURN(auto fresh, store_->GetGrant(id));
+    if (fresh) {
+      g = std::move(fresh);
+    }
+  }
+  // An approved grant is minted when its agent collects it: the TTL starts
+  // now, and the credential is returned exactly once.
+  if (g->state == "approved" && ctx.caller.IsSession()) {
+    std::unique_lock exclusive(LockFor(g->session_id));
+    JITBROKER_ASSIGN_OR_RETURN(auto fresh, store_->GetGrant(id));
+    JITBROKER_ASSIGN_OR_RETURN(auto session, store_->GetSession(g->session_id));
+    if (fresh && session && fresh->state == "approved") {
+      SessionRecord sr = *session;
+      JITBROKER_RETURN_IF_ERROR(EnsureLive(ctx, sr));
+      Issuer* issuer = FindIssuer(fresh->issuer);
+      if (issuer == nullptr) {
+        return std::unexpected(FailedPrecondition(
+            "unknown_issuer", "issuer \"" + fresh->issuer + "\" is no longer configured"));
+      }
+      return CollectApproved(ctx, std::move(*fresh), sr, issuer);
+    }
+    if (fresh) {
+      g = std::move(fresh);
+    }
+  }
+  return GrantJson(*g, clock_->Now());
+}
+
+Result<nlohmann::json> BrokerService::RevokeGrant(const CallContext& ctx, const std::string& id) {
+  JITBROKER_ASSIGN_OR_RETURN(GrantRecord found, LoadAuthorizedGrant(ctx, id));
+  std::unique_lock lock(LockFor(found.session_id));
+  JITBROKER_ASSIGN_OR_RETURN(auto g, store_->GetGrant(id));
+  if (!g || !IsLiveGrantState(g->state)) {
+    return std::unexpected(FailedPrecondition(
+        "grant_not_live", "grant " + id + " is " + (g ? g->state : std::string("gone")) +
+                              "; there is nothing to revoke"));
+  }
+  const TimePoint now = clock_->Now();
+  WriteBatch batch;
+  std::vector<GrantRecord> one{*g};
+  nlohmann::json outcomes = RevokeGrants(one, now, ctx.request_id, batch);
+  JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
+  nlohmann::json outcome = outcomes[0];
+  outcome["state"] = one[0].state;
+  return outcome;
+}
+
+// ---------------------------------------------------------------------------
+// Introspection, audit, keys
+
+}  // namespace jitbroker::service

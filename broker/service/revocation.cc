@@ -1,0 +1,169 @@
+// Revocation fan-out and the sealing of revocation handles (docs/
+// architecture.md, "Revocation"): credentials are revoked concurrently
+// upstream, failures are queued durably, and handles are sealed
+// (AES-256-GCM, AAD = grant id) before they touch storage.
+#include "broker/service/broker_service.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <thread>
+#include <functional>
+#include <set>
+
+#include "broker/audit/events.h"
+#include "broker/common/json_util.h"
+#include "broker/common/log.h"
+#include "broker/common/time_util.h"
+#include "broker/crypto/crypto.h"
+#include "broker/service/request_digest.h"
+#include "broker/service/internal.h"
+#include "broker/service/validation.h"
+
+namespace jitbroker::service {
+
+using internal::IsLiveGrantState;
+using internal::kMaxTtlSeconds;
+using internal::SessionEnded;
+
+Result<std::string> BrokerService::SealHandle(const std::string& grant_id,
+                                              const SecretValue& handle) const {
+  if (handle.empty()) {
+    return std::string();
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::string sealed, crypto::Seal(options_.seal_key, handle.Reveal(), grant_id));
+  return crypto::Base64UrlEncode(sealed);
+}
+
+Result<SecretValue> BrokerService::OpenHandle(const GrantRecord& g) const {
+  if (g.sealed_handle.empty()) {
+    return SecretValue();
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::string sealed, crypto::Base64UrlDecode(g.sealed_handle));
+  return crypto::Open(options_.seal_key, sealed, g.id);
+}
+
+nlohmann::json BrokerService::RevokeGrants(std::vector<GrantRecord>& grants, TimePoint now,
+                                           const std::string& request_id, WriteBatch& batch) {
+  struct Job {
+    GrantRecord* grant;
+    Issuer* issuer;
+    SecretValue handle;
+    std::optional<Result<RevokeOutcome>> result;
+  };
+  std::vector<Job> jobs;
+  std::vector<nlohmann::json> outcomes(grants.size());
+  std::vector<std::optional<size_t>> job_of(grants.size());
+  for (size_t i = 0; i < grants.size(); ++i) {
+    GrantRecord& g = grants[i];
+    outcomes[i] = {{"grant_id", g.id}};
+    if (g.state != "active") {
+      // Nothing was released: pending, approved or caught mid-mint.
+      g.sealed_request.clear();
+      g.state = "revoked";
+      g.revoked_at = now;
+      g.revoke_outcome = "revoked";
+      continue;
+    }
+    if (g.expires_at && CredentialEnd(g, now) <= now) {
+      g.state = "expired";
+      g.sealed_handle.clear();
+      continue;
+    }
+    Issuer* issuer = FindIssuer(g.issuer);
+    auto handle = OpenHandle(g);
+    if (issuer == nullptr || !handle) {
+      // Cannot reach the issuer (removed from config) or the handle does not
+      // open (seal key changed): the credential lives until it expires.
+      log::Get("lifecycle")->error(
+          "event=revoke_impossible grant_id={} issuer={} why=\"{}\"", g.id, g.issuer,
+          issuer == nullptr ? "issuer not configured" : handle.error().ToString());
+      g.state = "revoked";
+      g.revoked_at = now;
+      g.revoke_outcome = "expiry_only";
+      g.sealed_handle.clear();  // useless now; keep no copy of the credential
+      continue;
+    }
+    job_of[i] = jobs.size();
+    jobs.push_back(Job{&g, issuer, std::move(*handle), std::nullopt});
+  }
+
+  // Fan out: upstream revocations are slow (tens of ms each), so run them
+  // concurrently on a bounded set of threads.
+  const size_t workers = std::min<size_t>(jobs.size(), std::max(1, options_.revoke_concurrency));
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t k = next++; k < jobs.size(); k = next++) {
+      Job& j = jobs[k];
+      RevokeRequest rr{j.grant->id, std::move(j.handle), CredentialEnd(*j.grant, now), now};
+      j.result = j.issuer->Revoke(rr);
+    }
+  };
+  if (workers <= 1) {
+    work();
+  } else {
+    std::vector<std::thread> threads;
+    threads.reserve(workers - 1);
+    for (size_t w = 1; w < workers; ++w) {
+      threads.emplace_back(work);
+    }
+    work();
+    for (auto& t : threads) {
+      t.join();
+    }
+  }
+
+  for (size_t i = 0; i < grants.size(); ++i) {
+    GrantRecord& g = grants[i];
+    nlohmann::json& out = outcomes[i];
+    const int64_t residual =
+        g.expires_at
+            ? std::max<int64_t>(0, ToUnixSeconds(CredentialEnd(g, now)) - ToUnixSeconds(now))
+            : 0;
+    std::string event = "credential.revoked";
+    if (job_of[i]) {
+      const Result<RevokeOutcome>& r = *jobs[*job_of[i]].result;
+      if (r) {
+        g.state = "revoked";
+        g.revoked_at = now;
+        g.revoke_outcome = std::string(RevokeOutcomeName(r->kind));
+        g.sealed_handle.clear();
+        out["outcome"] = g.revoke_outcome;
+        out["residual_seconds"] = r->kind == RevokeOutcomeKind::kRevoked ? 0 : residual;
+      } else {
+        // Upstream failed: queue a durable retry until success or expiry.
+        log::Get("lifecycle")->warn("event=revoke_failed grant_id={} issuer={} error=\"{}\"",
+                                    g.id, g.issuer, r.error().ToString());
+        g.state = "revoking";
+        g.revoke_outcome = "queued";
+        RevocationTask t;
+        t.grant_id = g.id;
+        t.issuer = g.issuer;
+        t.sealed_handle = g.sealed_handle;
+        t.expires_at = CredentialEnd(g, now);
+        t.attempts = 1;
+        t.next_attempt_at = now + std::chrono::seconds(1);
+        t.last_error = std::string(r.error().Reason());
+        batch.revocations.push_back(std::move(t));
+        out["outcome"] = "queued";
+        out["residual_seconds"] = residual;
+        event = "credential.revoke_failed";
+      }
+    } else if (g.state == "expired") {
+      out["outcome"] = "expired";
+      out["residual_seconds"] = 0;
+      event = "credential.expired";
+    } else {
+      out["outcome"] = g.revoke_outcome;
+      out["residual_seconds"] = g.revoke_outcome == "expiry_only" ? residual : 0;
+    }
+    metrics_->CountRevocation(out["outcome"].get<std::string>());
+    batch.audit_events.push_back(
+        audit::GrantEvent(event, g, now, out["outcome"].get<std::string>(), request_id));
+    batch.grants.push_back(g);
+  }
+  NotifyGrantChanged();
+  return nlohmann::json(outcomes);
+}
+
+}  // namespace jitbroker::service
