@@ -302,6 +302,12 @@ Result<nlohmann::json> BrokerService::OpenSession(const CallContext& ctx,
 
   nlohmann::json out = SessionJson(s);
   out["session_token"] = std::string(tok.token.Reveal());
+  // What was granted: a ttl_seconds above sessions.max_ttl_seconds is lowered
+  // to it, and the answer says so rather than clamping silently.
+  out["ttl_seconds"] = ttl_s;
+  if (ttl && *ttl > ttl_s) {
+    out["requested_ttl_seconds"] = *ttl;
+  }
   return out;
 }
 

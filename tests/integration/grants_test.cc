@@ -343,3 +343,46 @@ TEST_CASE("Broker: an agent cannot choose its JWT's scope; invisible characters 
 
 }  // namespace
 }  // namespace jitbroker::testing
+
+namespace jitbroker::testing {
+namespace {
+
+TEST_CASE("Broker: a session TTL above the maximum is lowered, and the answer says so") {
+  auto b = BrokerProcess::Start();
+  nlohmann::json body = {{"agent", {{"id", "agent_ttl"}}},
+                         {"task", {{"id", "task_ttl"}, {"scope", EngineerScope()}}},
+                         {"ttl_seconds", 999999}};
+  auto r = b->Post("/v1/sessions", b->engineer_key, body);
+  REQUIRE(r.status == 201);
+  CHECK(r.json["ttl_seconds"] == 28800);  // sessions.max_ttl_seconds of the test config
+  CHECK(r.json["requested_ttl_seconds"] == 999999);
+  body["ttl_seconds"] = 600;
+  r = b->Post("/v1/sessions", b->engineer_key, body);
+  REQUIRE(r.status == 201);
+  CHECK(r.json["ttl_seconds"] == 600);
+  CHECK_FALSE(r.json.contains("requested_ttl_seconds"));
+}
+
+}  // namespace
+}  // namespace jitbroker::testing
+
+namespace jitbroker::testing {
+namespace {
+
+TEST_CASE("Broker: POSTs whose body is optional work with plain curl -X POST (no body)") {
+  auto b = BrokerProcess::Start();
+  auto [sid, token] = b->OpenSession(b->engineer_key, EngineerScope());
+  const std::string base = b->url();
+  auto run = [&](const std::string& auth, const std::string& path) {
+    return RunCommand("curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Authorization: Bearer " +
+                      auth + "' " + base + path);
+  };
+  // Without a credential: 401 first, whatever the body.
+  CHECK(run("nope", "/v1/sessions/" + sid + "/heartbeat").second == "401");
+  CHECK(run(token, "/v1/sessions/" + sid + "/heartbeat").second == "200");
+  CHECK(run(b->admin_key, "/v1/admin/reload").second == "200");
+  CHECK(run(token, "/v1/sessions/" + sid + "/complete").second == "200");
+}
+
+}  // namespace
+}  // namespace jitbroker::testing
