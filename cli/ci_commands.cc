@@ -148,11 +148,16 @@ Result<SecretValue> SubjectToken(const Context& ctx, const ParsedArgs& args) {
   return std::move(*token);
 }
 
-// Credential members that are metadata, shown by default; every other
-// string member is treated as secret (masked, and printed only on request).
-constexpr std::string_view kCredentialMetadata[] = {"type",  "expires_at", "issued_at",
-                                                    "token_type", "scope", "scopes",
-                                                    "audience", "region"};
+// Credential members that are metadata (the non-secret fields of the
+// issuers' credentials: a JWT's alg and kid, a GitHub token's permissions
+// and repositories, …), shown by default and never masked, with everything
+// under them; every other string member is treated as secret (masked, and
+// printed only on request). Masking metadata would hide ordinary words such
+// as "ES256" or "read" everywhere in a CI log.
+constexpr std::string_view kCredentialMetadata[] = {
+    "type",        "expires_at",  "issued_at",  "token_type",           "scope",
+    "scopes",      "audience",    "region",     "alg",                  "kid",
+    "permissions", "repositories", "repository_selection", "installation_id", "expiration"};
 
 bool IsMetadataKey(std::string_view key) {
   for (std::string_view k : kCredentialMetadata) {
@@ -176,10 +181,11 @@ void CollectSecrets(const json& j, bool top, std::vector<std::string>* out) {
         }
         continue;
       }
+      if (IsMetadataKey(it.key())) {
+        continue;
+      }
       if (it->is_string()) {
-        if (!IsMetadataKey(it.key())) {
-          out->push_back(it->get<std::string>());
-        }
+        out->push_back(it->get<std::string>());
       } else {
         CollectSecrets(*it, false, out);
       }

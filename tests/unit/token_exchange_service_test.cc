@@ -569,6 +569,9 @@ class CannedBroker final : public net::HttpClient {
                   {{"type", "jwt"},
                    {"token", "eyJsecret.access.token"},
                    {"expires_at", "2026-01-01T00:00:00Z"},
+                   {"alg", "ES256"},
+                   {"kid", "kid-0123"},
+                   {"permissions", {{"contents", "read"}}},
                    {"extra", {{"session_token", "nested-secret%value"}}}}},
                  {"grant_id", "grt_1"},
                  {"session_id", "ses_ci_1"},
@@ -632,7 +635,12 @@ TEST_CASE("TokenExchange CLI: under GitHub Actions every printed secret is maske
   CHECK(only.out == "eyJsecret.access.token\n");
   CHECK(only.err.find("::add-mask::eyJsecret.access.token\n") != std::string::npos);
   CHECK(only.err.find("::add-mask::nested-secret%25value\n") != std::string::npos);
-  CHECK(only.err.find("::add-mask::jwt") == std::string::npos);  // metadata is not masked
+  // Metadata is not masked (masking "ES256" or "read" would hide those words
+  // everywhere in the CI log).
+  CHECK(only.err.find("::add-mask::jwt") == std::string::npos);
+  CHECK(only.err.find("::add-mask::ES256") == std::string::npos);
+  CHECK(only.err.find("::add-mask::kid-0123") == std::string::npos);
+  CHECK(only.err.find("::add-mask::read") == std::string::npos);
   CHECK(only.err.find("eyJoidc") == std::string::npos);
 
   auto as_json = RunCi({"ci", "exchange", "--audience", "deploy", "--json"}, gha);
