@@ -750,9 +750,13 @@ Result<int> GrantShow(const Context& ctx, const Invocation& inv) {
   std::string path = "/v1/grants/" + PathSegment(inv.args.args[0]);
   std::chrono::milliseconds timeout = kDefaultTimeout;
   if (auto wait = inv.args.Get("wait")) {
-    const std::optional<int64_t> seconds = ParseInt64(*wait, 0, 3600);
+    // The broker long-polls one request for at most 60 s; `grant wait
+    // --timeout` repeats polls for longer waits.
+    const std::optional<int64_t> seconds = ParseInt64(*wait, 0, 60);
     if (!seconds) {
-      return std::unexpected(UsageErr("flag --wait needs a number of seconds in [0, 3600]"));
+      return std::unexpected(UsageErr(
+          "flag --wait needs a number of seconds in [0, 60] (the broker's long-poll limit; "
+          "use `jitctl grant wait ID --timeout N` to wait longer)"));
     }
     path += QueryString({{"wait", *wait}});
     timeout += std::chrono::seconds(*seconds);
