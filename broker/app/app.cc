@@ -385,10 +385,13 @@ void App::Stop() {
     return;
   }
   impl_->stopped = true;
+  if (impl_->service) {
+    impl_->service->EndLongPolls();  // the drain below need not wait for them
+  }
   if (impl_->serve_thread.joinable()) {
-    // httplib's stop() does nothing until the listener is running, so a stop
-    // that races a fresh start would leave it accepting forever: repeat it
-    // until the serving thread has returned.
+    // A stop that races a fresh start could find the listener not yet
+    // running and leave it accepting forever: repeat it until the serving
+    // thread has returned.
     while (!impl_->serve_done) {
       impl_->server->Stop();
       std::this_thread::sleep_for(std::chrono::milliseconds(10));

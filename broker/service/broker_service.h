@@ -128,6 +128,10 @@ class BrokerService {
   [[nodiscard]] Result<GrantResponse> RequestGrant(const CallContext& ctx,
                                                    const std::string& session_id,
                                                    const nlohmann::json& body);
+  // At shutdown: every long poll (GetGrant with wait) answers now with the
+  // grant as it is, and later ones do not wait, so the listener drains at
+  // once instead of after the longest poll (docs/architecture.md).
+  void EndLongPolls();
   // `wait_seconds` > 0 long-polls a pending grant; an approved grant is
   // minted when its agent fetches it and the credential returned once.
   [[nodiscard]] Result<nlohmann::json> GetGrant(const CallContext& ctx, const std::string& id,
@@ -341,6 +345,7 @@ class BrokerService {
   std::mutex wait_mu_;
   std::condition_variable wait_cv_;
   uint64_t wait_generation_ = 0;
+  bool long_polls_ended_ = false;  // guarded by wait_mu_
   std::mutex sweep_mu_;  // one Sweep at a time
 
   // CI OIDC token exchange (token_exchange.cc): the trust snapshot, the

@@ -224,6 +224,14 @@ void BrokerService::NotifyGrantChanged() {
   wait_cv_.notify_all();
 }
 
+void BrokerService::EndLongPolls() {
+  {
+    std::lock_guard lock(wait_mu_);
+    long_polls_ended_ = true;
+  }
+  wait_cv_.notify_all();
+}
+
 Result<GrantRecord> BrokerService::LoadAuthorizedGrant(const CallContext& ctx,
                                                        const std::string& id) {
   JITBROKER_ASSIGN_OR_RETURN(auto g, store_->GetGrant(id));
@@ -251,8 +259,11 @@ Result<nlohmann::json> BrokerService::GetGrant(const CallContext& ctx, const std
                           std::chrono::seconds(std::min(wait_seconds, options_.max_long_poll_seconds));
     std::unique_lock lk(wait_mu_);
     uint64_t seen = wait_generation_;
-    while (g->state == "pending" && (!g->expires_at || *g->expires_at > clock_->Now())) {
-      if (!wait_cv_.wait_until(lk, deadline, [&] { return wait_generation_ != seen; })) {
+    while (!long_polls_ended_ && g->state == "pending" &&
+           (!g->expires_at || *g->expires_at > clock_->Now())) {
+      if (!wait_cv_.wait_until(lk, deadline, [&] {
+            return wait_generation_ != seen || long_polls_ended_;
+          })) {
         break;
       }
       seen = wait_generation_;

@@ -381,5 +381,23 @@ TEST_CASE("Approvals: a configured webhook is told of each pending approval, wit
   CHECK(text.find("jbs_") == std::string::npos);
 }
 
+TEST_CASE("Shutdown answers long polls at once instead of waiting for the longest one") {
+  auto b = BrokerProcess::Start();
+  Pending p = RequestMerge(*b);
+  auto waiter = std::async(std::launch::async, [&] {
+    return b->Request("GET", "/v1/grants/" + p.grant_id + "?wait=60", p.token);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const auto t0 = std::chrono::steady_clock::now();
+  b->Stop();
+  const auto took = std::chrono::steady_clock::now() - t0;
+  // Before the fix the drain waited out the 5 s bound and then the poll.
+  CHECK(took < std::chrono::seconds(4));
+  auto got = waiter.get();
+  INFO(got.body);
+  CHECK(got.status == 200);
+  CHECK(got.json["state"] == "pending");
+}
+
 }  // namespace
 }  // namespace jitbroker::testing
