@@ -67,7 +67,7 @@ bool ParseInt(const char* text, int min, int max, int& out) {
   return true;
 }
 
-// The durable part of the floor: what DESIGN and the issue make every grant
+// The durable part of the floor: what docs/concepts.md and the issue make every grant
 // write before its answer — its audit record in the SQLite store (WAL,
 // synchronous=FULL) and in the JSONL file (fdatasync) — group-committed by
 // one writer thread (one transaction and one file sync for whatever queued

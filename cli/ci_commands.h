@@ -1,4 +1,4 @@
-// jitctl ci exchange (DESIGN §7, §10): trades the CI job's OIDC token for a
+// jitctl ci exchange (docs/jitctl.md "CI commands"): trades the CI job's OIDC token for a
 // scoped credential through POST /v1/token (RFC 8693), so CI stores no
 // broker secret.
 //

@@ -1,4 +1,4 @@
-// jitctl: the command-line client of jitbroker (DESIGN §10, docs/jitctl.md).
+// jitctl: the command-line client of jitbroker (docs/jitctl.md).
 
 #include <csignal>
 #include <cstdlib>

@@ -181,7 +181,7 @@ struct App::Impl {
 
 namespace {
 
-// The `trust:` section, parsed and compiled (DESIGN §5, §7).
+// The `trust:` section, parsed and compiled (docs/configuration.md "trust").
 Result<std::shared_ptr<const oidc::TrustSet>> LoadTrust(config::Config& cfg) {
   oidc::TrustContext tc;
   for (const auto& ic : cfg.issuers) {

@@ -1,4 +1,4 @@
-// The audit hash chain (include/jitbroker/audit.h, DESIGN §9).
+// The audit hash chain (include/jitbroker/audit.h, docs/concepts.md "Audit record").
 //
 // Canonical text is nlohmann::json::dump() with no indentation. Bodies come
 // from request data and may hold invalid UTF-8, on which dump() throws; such

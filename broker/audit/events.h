@@ -1,4 +1,4 @@
-// Builders for audit event bodies (DESIGN §9). Every event has event_id,
+// Builders for audit event bodies (docs/concepts.md "Audit record"). Every event has event_id,
 // timestamp, event, human_principal, agent {id, session_id, task_id} and,
 // where they apply, request {tool, operation, resource, tier, parameters},
 // policy_decision {result, code, reason, matched_rule, policy_version},

@@ -4,7 +4,7 @@
 // one transaction, appends the chained records to the JSONL file and
 // fdatasync()s it, and only then wakes the callers. So N concurrent requests
 // cost one store commit and one file sync, and no response is sent before its
-// audit records are durable in both places (DESIGN §1 principle 5: fail
+// audit records are durable in both places (docs/concepts.md "Principles", item 5: fail
 // closed — if either write fails, Commit returns kUnavailable and the caller
 // must not release a credential).
 //

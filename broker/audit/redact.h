@@ -1,5 +1,5 @@
 // Redaction of client-provided data before it is stored, audited or shown to
-// approvers (DESIGN §9: secret values never appear in the audit trail;
+// approvers (docs/concepts.md "Audit record": secret values never appear in the audit trail;
 // docs/api.md "Redaction"). Two rules, applied together:
 //
 //   - by key: a value under a secret-like key ("password", "api_token",

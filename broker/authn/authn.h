@@ -1,4 +1,4 @@
-// Authentication of callers (DESIGN §4): principals by API key (the policy
+// Authentication of callers (docs/concepts.md "Authentication"): principals by API key (the policy
 // stores only SHA-256 digests, compared in constant time), agents by their
 // session token "jbs_<session-suffix>_<secret>" whose SHA-256 is all the
 // store keeps. The token names its session so that a token presented on

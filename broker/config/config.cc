@@ -1,4 +1,4 @@
-// Config loading and validation (DESIGN §5). Everything is checked at load:
+// Config loading and validation (docs/configuration.md). Everything is checked at load:
 // a Config or Policy that comes out of here is complete and consistent.
 #include <algorithm>
 #include <array>

@@ -1,4 +1,4 @@
-// Broker configuration (DESIGN §5): loaded from one YAML (or JSON) file,
+// Broker configuration (docs/configuration.md): loaded from one YAML (or JSON) file,
 // validated completely at load. Errors name the file, line and key path, e.g.
 //   "conf/dev.yaml:12: policy.tiers.secret.max_ttl_seconds: must be an integer in [1, 86400]".
 // Unknown keys and duplicate keys are errors. Secrets are only accepted as
@@ -120,7 +120,7 @@ struct LogConfig {
   std::string access_log = "stderr";     // stderr | off | FILE
 };
 
-// `approvals:` (DESIGN §4, §8). Nothing here reloads: a change needs a restart.
+// `approvals:` (docs/configuration.md "approvals"). Nothing here reloads: a change needs a restart.
 struct ApprovalWebhookConfig {
   // Where each pending approval is POSTed: https://, or http:// only for a
   // loopback host (127.0.0.0/8, [::1], localhost). Required.
@@ -145,7 +145,7 @@ struct ApprovalsConfig {
   std::optional<ApprovalWebhookConfig> webhook;  // absent = no notification
 };
 
-// `limits:` (DESIGN §11): token-bucket rate limits on grant requests, per
+// `limits:` (docs/configuration.md "limits"): token-bucket rate limits on grant requests, per
 // session and per delegating principal (broker/common/rate_limit.h). A
 // request over either is refused with 429 rate_limited and Retry-After.
 // Nothing here reloads: a change needs a restart.

@@ -682,7 +682,7 @@ void HttpServer::Impl::Install() {
         });
 }
 
-// RFC 8693 token exchange for CI (DESIGN §7): form-encoded, no broker
+// RFC 8693 token exchange for CI (docs/api.md "Token exchange"): form-encoded, no broker
 // credential (the subject token is the credential), and RFC 6749 §5.2 JSON
 // errors instead of problem documents.
 void HttpServer::Impl::InstallTokenEndpoint() {

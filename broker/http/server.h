@@ -1,4 +1,4 @@
-// HttpServer: the REST API (DESIGN §4, docs/api.md) on the broker's HTTP
+// HttpServer: the REST API (docs/api.md) on the broker's HTTP
 // listener (broker/http/transport.h): one route table, server-chosen request
 // ids, bearer authentication, strict JSON bodies, RFC 9457 problem+json
 // errors with stable codes, an access log whose every client-chosen value is

@@ -1,4 +1,4 @@
-// Anomaly detection (DESIGN §5, §8): configured rules watch each session's
+// Anomaly detection (docs/configuration.md "anomaly"): configured rules watch each session's
 // grant decisions and say when one triggers; the caller (the broker service)
 // then revokes the session and audits the trigger with its evidence.
 //

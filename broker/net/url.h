@@ -1,5 +1,5 @@
 // Small URL helpers shared by everything that must decide whether plain http
-// is acceptable: only to a loopback host (DESIGN §7 allow_http, webhook URLs,
+// is acceptable: only to a loopback host (trust allow_http in docs/configuration.md, webhook URLs,
 // GitHub base URLs in tests, jitctl's broker URL and git hosts).
 //
 // Thread-safety: pure functions.

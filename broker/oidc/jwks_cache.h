@@ -1,5 +1,5 @@
-// JwksCache: the verification keys of trusted OIDC issuers (reference/
-// protocols.md §4.3), fetched by discovery and cached, as panva/jose's
+// JwksCache: the verification keys of trusted OIDC issuers (docs/concepts.md,
+// "OIDC tokens"), fetched by discovery and cached, as panva/jose's
 // createRemoteJWKSet and octo-sts do:
 //
 //   - discovery: GET {iss}/.well-known/openid-configuration (a trailing '/'

@@ -1,6 +1,6 @@
 // ReplayCache: remembers which subject tokens (by issuer and `jti`) were
 // exchanged, until they can no longer be accepted, so each is used once
-// (reference/protocols.md §4.4 item 8). The key names no trust policy: a
+// (docs/concepts.md "OIDC tokens"). The key names no trust policy: a
 // token exchanged under one policy cannot be replayed under another policy
 // of the same issuer (a `jti` is unique per issuer, not per audience).
 //

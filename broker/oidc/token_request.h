@@ -1,4 +1,4 @@
-// The wire side of POST /v1/token (RFC 8693 token exchange, DESIGN §7):
+// The wire side of POST /v1/token (RFC 8693 token exchange, docs/api.md "Token exchange"):
 // strict parsing of the form-encoded request and the one table that maps the
 // broker's internal errors to RFC 6749 §5.2 error responses.
 //

@@ -1,4 +1,4 @@
-// Verification of CI OIDC subject tokens (reference/protocols.md §4.4, §5.2),
+// Verification of CI OIDC subject tokens (docs/concepts.md "Protocol notes"),
 // split as google-cloud-cpp splits its token code: pure parsing and checking
 // here, key fetching behind the KeySource seam (JwksCache in production, a
 // fixed key set in unit tests).

@@ -44,7 +44,7 @@ constexpr std::string_view kGitLabTenantClaims[] = {"namespace_id", "namespace_p
 constexpr std::string_view kGitHubTenantIdClaims[] = {"repository_owner_id", "repository_id"};
 constexpr std::string_view kGitLabTenantIdClaims[] = {"namespace_id", "project_id"};
 // Claims that pin what ran (branch, environment, workflow); without one, any
-// branch anyone with push access creates can mint (protocols.md §4.5). Only
+// branch anyone with push access creates can mint (docs/configuration.md "trust"). Only
 // a rule whose every alternative is an exact value, or a glob with a literal
 // prefix in each '/'- or ':'-separated segment ("refs/heads/release-*"),
 // counts: "*", "refs/heads/*" or a regex pin nothing. event_name and
@@ -468,7 +468,7 @@ std::string JoinNames(const std::vector<std::string_view>& names) {
   return list;
 }
 
-// The tenant and context lints of protocols.md §4.5. `provider_given`: the
+// The tenant and context lints of docs/configuration.md "trust". `provider_given`: the
 // entry set `provider:` (required for an issuer DetectProvider does not know).
 Status LintClaims(config::Section& entry, TrustPolicy& p, bool provider_given,
                   std::vector<std::string>& warnings) {

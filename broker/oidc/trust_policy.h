@@ -1,4 +1,4 @@
-// Trust policies (DESIGN §5 `trust:`, §7; reference/protocols.md §4.4, §4.5):
+// Trust policies (docs/configuration.md "trust"; docs/concepts.md "OIDC tokens"):
 // which CI OIDC identities (issuer + claims) may mint what, without any
 // secret stored in CI. Parse → compile → check, as octo-sts does:
 //
@@ -18,7 +18,7 @@
 //
 // `sub` is matched as sent and, for GitHub Actions, a name-form
 // "repo:OWNER/REPO:…" also as its immutable form
-// "repo:OWNER@OWNER_ID/REPO@REPO_ID:…" (protocols.md §0.2) built from the
+// "repo:OWNER@OWNER_ID/REPO@REPO_ID:…" (docs/concepts.md "OIDC tokens") built from the
 // token's own signed id claims, so a policy written with ids matches both
 // formats. Never the other way: an id-form sub is not turned into a name
 // form, so a policy written with names does not match it (names can be
@@ -53,7 +53,7 @@ inline constexpr std::string_view kPrincipalPrefix = "trust:";
 inline constexpr size_t kMaxTrustPolicies = 256;
 inline constexpr size_t kMaxClaimRules = 32;
 inline constexpr size_t kMaxClaimAlternatives = 32;
-inline constexpr int64_t kMaxLeewaySeconds = 60;  // protocols.md §4.4: ≤ 60 s
+inline constexpr int64_t kMaxLeewaySeconds = 60;  // ≤ 60 s: docs/concepts.md "OIDC tokens"
 inline constexpr int64_t kMaxTokenAgeSeconds = 86400;
 // Requested scopes (RFC 6749 §3.3): at most this many tokens of this length.
 inline constexpr size_t kMaxScopeTokens = 64;

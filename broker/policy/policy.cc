@@ -1,4 +1,4 @@
-// The pure policy engine (DESIGN §1 principle 2, §5): tier classification,
+// The pure policy engine (docs/concepts.md "Decisions"): tier classification,
 // matchers, resource coverage and the evaluation of a grant request against a
 // session's task scope and the delegating principal's role ceilings. No I/O,
 // no clock reads, no globals.
@@ -735,7 +735,7 @@ Decision Deny(Decision d, std::string code, std::string rule, std::string reason
 
 // Decision order (the first failing check decides; every check runs for every
 // tier, auto_allow included, so a grant always lies inside the intersection
-// of DESIGN §1 principle 2):
+// of docs/concepts.md "Principles", item 2):
 //   1. session expired (now >= expires_at)            → deny session_expired
 //   2. principal not in the policy                     → deny unknown_principal
 //   3. tier = max(ClassifyTier, issuer.implied_tier)

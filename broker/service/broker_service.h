@@ -1,5 +1,6 @@
 // BrokerService: the orchestration of sessions, grants, revocation and
-// introspection (DESIGN §3): validate -> policy -> issuer.mint -> durable
+// introspection (docs/architecture.md "The request path"):
+// validate -> policy -> issuer.mint -> durable
 // store + audit (Journal) -> response. Independent of HTTP: handlers pass in
 // parsed JSON and get JSON bodies or Errors back.
 //
@@ -162,7 +163,7 @@ class BrokerService {
   [[nodiscard]] Result<nlohmann::json> AuditKeys(const CallContext& ctx) const;
   nlohmann::json Jwks() const;
 
-  // CI OIDC token exchange (POST /v1/token, DESIGN §7; token_exchange.cc).
+  // CI OIDC token exchange (POST /v1/token, docs/api.md "Token exchange"; token_exchange.cc).
   // SetTrust checks `trust` against the configured issuers and the current
   // policy (each grant's scope valid for its issuer, its tier within the
   // grant's max_tier and not an approval or deny tier) and installs it

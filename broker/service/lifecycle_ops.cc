@@ -1,4 +1,4 @@
-// The revocation lifecycle (issue #3, DESIGN §8): the sweeper's pass over
+// The revocation lifecycle (issue #3, docs/concepts.md "Lifecycle"): the sweeper's pass over
 // deadlines, retries of queued upstream revocations, reconciliation after a
 // crash and admin bulk revocation.
 #include <algorithm>

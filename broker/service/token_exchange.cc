@@ -1,4 +1,4 @@
-// CI OIDC token exchange (DESIGN §7, reference/protocols.md §4, §5): the
+// CI OIDC token exchange (docs/concepts.md "CI token exchange", "Protocol notes"): the
 // orchestration behind POST /v1/token.
 //
 //   decode the subject token -> the static issuer allow-list (before any

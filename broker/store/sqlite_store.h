@@ -1,4 +1,5 @@
-// SqliteStore: the embedded Store (DESIGN §11) on SQLite 3 in WAL mode with
+// SqliteStore: the embedded Store (docs/concepts.md "Scale and operations")
+// on SQLite 3 in WAL mode with
 // synchronous=FULL (each Apply() is one fsync'd transaction; the Journal
 // groups many requests per Apply), versioned schema migrations
 // (PRAGMA user_version), one writer connection and a small pool of reader

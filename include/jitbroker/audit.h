@@ -1,4 +1,4 @@
-// Audit records and the hash chain (DESIGN §9).
+// Audit records and the hash chain (docs/concepts.md "Audit record").
 //
 // Every decision and credential event is one record. Records are chained:
 // record.prev_hash = previous record's hash ("" for the first), and

@@ -1,4 +1,4 @@
-// Issuer: a pluggable minting backend (DESIGN §6). It turns an allowed grant
+// Issuer: a pluggable minting backend (docs/concepts.md "Issuers"). It turns an allowed grant
 // into a credential plus a revocation handle, and revokes by handle. Issuers
 // know nothing about HTTP, policy or storage; they are built from config by
 // the registry in issuers/ and owned by the policy/issuer snapshot.
@@ -74,7 +74,7 @@ struct MintResult {
 };
 
 // The outcome of an issuer's check of the delegating human's own rights on
-// the upstream (DESIGN §1 principle 2), e.g. GitHub's collaborator permission.
+// the upstream (docs/concepts.md "Principles"), e.g. GitHub's collaborator permission.
 struct DelegationCheck {
   bool allowed = true;
   std::string reason;               // human-readable, for the decision when denied
@@ -113,14 +113,14 @@ class Issuer {
   virtual const IssuerDescription& Describe() const = 0;
 
   // Validates the issuer-specific `scope` of a request and returns the tier it
-  // implies (DESIGN §5). Errors: kInvalidArgument with a precise reason.
+  // implies (docs/concepts.md "Decisions"). Errors: kInvalidArgument with a precise reason.
   [[nodiscard]] virtual Result<Tier> ImpliedTier(const GrantRequest& request) const = 0;
 
   // The scope items of `request`: what the credential will authorise, one
   // string per grantable unit in the issuer's own vocabulary (a jwt issuer's
   // `scope` claim entries, "deploy"; a GitHub permission, "contents:write").
   // Evaluation bounds them by the task scope's and the roles' `scopes` and
-  // tool rules match them with `match.scopes` (DESIGN §5, docs/configuration.md).
+  // tool rules match them with `match.scopes` (docs/configuration.md).
   // An issuer whose credentials carry no such units returns none (the
   // default). Errors: as ImpliedTier, for a request ImpliedTier refuses.
   [[nodiscard]] virtual Result<std::vector<std::string>> ScopeItems(

@@ -1,5 +1,5 @@
 // Policy: the compiled, immutable policy snapshot and the pure evaluation of a
-// grant request against it (DESIGN §1 principle 2, §5).
+// grant request against it (docs/concepts.md "Decisions").
 //
 // Effective rights are the intersection of the delegating principal's role
 // ceilings, the session's task scope, the tier control of the action and the
@@ -94,7 +94,7 @@ class ArgvPattern {
   std::vector<FlagTerm> terms_;
 };
 
-// Resource coverage (DESIGN §5): `pattern` covers `resource` when the pattern
+// Resource coverage (docs/concepts.md "Concepts"): `pattern` covers `resource` when the pattern
 // (glob-matched, `*` not spanning '/' or ':') equals the resource or one of its
 // '/'-delimited prefixes, so "github://acme/svc" covers "github://acme/svc/pull/1"
 // and "github://acme/*" covers both. The lone pattern "*" covers everything.
@@ -168,7 +168,7 @@ struct Policy {
   bool HasRole(const Principal& p, std::string_view role) const;
 };
 
-// What a task may touch (DESIGN §2). Empty lists mean "nothing" for resources
+// What a task may touch (docs/concepts.md "Concepts"). Empty lists mean "nothing" for resources
 // and "any" for branches, environments and issuers.
 // `scopes` bounds the grant's scope items (IssuerFacts::scope_items): absent
 // means any item the principal's roles allow; present, each item must match

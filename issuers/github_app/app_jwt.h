@@ -1,4 +1,4 @@
-// AppJwt: the GitHub App's own JWT (reference/protocols.md §1.1), signed with
+// AppJwt: the GitHub App's own JWT (docs/concepts.md "GitHub App tokens"), signed with
 // the App's RSA key (RS256) and reused until shortly before it expires, so
 // that minting many installation tokens costs a handful of RSA signatures.
 //

@@ -305,7 +305,7 @@ Result<net::HttpResponse> GitHubApi::Send(const Call& call) {
         (r.status == 403 && (retry_after || (remaining_header && *remaining_header == "0") ||
                              SanitizedMessage(r.body).find("rate limit") != std::string::npos));
     if (rate_limited) {
-      // protocols.md §1.8: Retry-After; else the reset time when the primary
+      // docs/concepts.md "GitHub App tokens": Retry-After; else the reset time when the primary
       // limit is exhausted; else at least a minute.
       int64_t wait_s = 60;
       if (retry_after) {

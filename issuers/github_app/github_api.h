@@ -1,5 +1,5 @@
 // GitHubApi: the typed GitHub REST calls the github_app issuer makes
-// (reference/protocols.md §1), over the net::HttpClient seam.
+// (docs/concepts.md "GitHub App tokens"), over the net::HttpClient seam.
 //
 // Every request carries Accept: application/vnd.github+json, the pinned
 // X-GitHub-Api-Version and the configured User-Agent. JWT calls authenticate

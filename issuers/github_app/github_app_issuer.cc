@@ -38,8 +38,8 @@ constexpr int64_t kExpirySkewSeconds = 300;
 // for at most this long; GitHub's lifetime is an hour.
 constexpr std::chrono::seconds kCheckTokenTtl{50 * 60};
 constexpr size_t kCheckTokenEntries = 256;
-// GitHub answers 401 for a token minted a few seconds ago (protocols.md
-// §1.4): a 401 on revoking a token the issuer minted this recently means "not
+// GitHub answers 401 for a token minted a few seconds ago (docs/concepts.md
+// "GitHub App tokens"): a 401 on revoking a token the issuer minted this recently means "not
 // yet", not "already revoked".
 constexpr std::chrono::seconds kNewTokenGrace{10};
 // Mint times are remembered this long, for at most this many tokens.
@@ -559,7 +559,7 @@ class GitHubAppIssuer final : public Issuer {
   }
 
   // Best-effort revocation of a token the broker refused right after minting
-  // it: GitHub may answer 401 for a few seconds (protocols.md §1.4), so a 401
+  // it: GitHub may answer 401 for a few seconds (docs/concepts.md "GitHub App tokens"), so a 401
   // is retried for a little while. Returns whether revocation was confirmed.
   bool RevokeRefused(const SecretValue& token, const RepoRef& repo, const std::string& why,
                      bool dead_on_401 = false) {
@@ -668,7 +668,7 @@ class GitHubAppIssuer final : public Issuer {
         return std::unexpected(r.error());
       }
       if (clock_->Now() - token.value.minted_at < kNewTokenGrace && waits < 4) {
-        // A token minted seconds ago may not work yet (protocols.md §1.4):
+        // A token minted seconds ago may not work yet (docs/concepts.md "GitHub App tokens"):
         // retry it with linear backoff, as octokit does.
         ++waits;
         Wait(std::chrono::seconds(waits));
@@ -910,7 +910,7 @@ Result<Options> ParseOptions(IssuerContext& ctx) {
     if (client_id->empty() || client_id->size() > 128 || !IsPrintableNoSpace(*client_id)) {
       return std::unexpected(s.Err("client_id", "must be the App's client ID, e.g. Iv23li…"));
     }
-    o.jwt_iss = *client_id;  // recommended by GitHub (protocols.md §1.1)
+    o.jwt_iss = *client_id;  // recommended by GitHub (docs/concepts.md "GitHub App tokens")
     o.app_label = *client_id;
   } else if (app_id) {
     o.jwt_iss = *app_id;

@@ -1,4 +1,4 @@
-// The `github_app` issuer (DESIGN §6, reference/protocols.md §1): GitHub App
+// The `github_app` issuer (docs/concepts.md "Issuers", "GitHub App tokens"): GitHub App
 // installation tokens narrowed to one repository and the permissions a grant
 // asks for.
 //

@@ -23,8 +23,8 @@ constexpr std::array<bool, kLevelCount> kRW = {true, true, false};
 constexpr std::array<bool, kLevelCount> kRWA = {true, true, true};
 constexpr std::array<bool, kLevelCount> kWOnly = {false, true, false};
 
-// Repository permissions from GitHub's REST schema (protocols.md §1.3). The
-// tiers follow DESIGN §5: reads are read; ordinary writes are write; pull
+// Repository permissions from GitHub's REST schema (docs/concepts.md "GitHub App tokens"). The
+// tiers follow docs/concepts.md "Decisions": reads are read; ordinary writes are write; pull
 // requests are pr; what ships or deploys (actions, deployments, pages,
 // packages, merge queues, environments, hooks) is merge_deploy; what reveals
 // or can exfiltrate secrets (secrets, Dependabot secrets, secret-scanning

@@ -1,11 +1,11 @@
 // GitHub App permissions for the github_app issuer: the vocabulary a grant's
-// `scope.permissions` may use, the tier each (name, level) implies (DESIGN §5)
+// `scope.permissions` may use, the tier each (name, level) implies (docs/concepts.md "Decisions")
 // and the repository role the delegating human needs to hold it themselves.
 //
 // Only repository permissions are granted (a grant's resource is one
 // repository, github://OWNER/REPO); organization and user permissions are
 // refused. Names and levels follow GitHub's REST schema for
-// `POST /app/installations/{id}/access_tokens` (reference/protocols.md §1.3).
+// `POST /app/installations/{id}/access_tokens` (docs/concepts.md "GitHub App tokens").
 //
 // Thread-safety: PermissionPolicy is immutable after construction.
 #pragma once

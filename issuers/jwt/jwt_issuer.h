@@ -1,5 +1,5 @@
 // The `jwt` issuer: the broker's own signed JWTs (ES256 by default, Ed25519
-// selectable) for internal services and MCP servers (DESIGN §6).
+// selectable) for internal services and MCP servers (docs/concepts.md "Issuers").
 //
 // Claims: iss, sub (agent), aud (one configured audience), iat, nbf, exp,
 // jti (= grant id), act {sub: delegating principal} (RFC 8693 §4.1),

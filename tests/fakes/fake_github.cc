@@ -22,7 +22,7 @@ constexpr int64_t kRateLimit = 5000;
 constexpr const char* kDocs = "https://docs.github.com/rest";
 
 // Permission names GitHub's REST schema accepts for installation tokens
-// (protocols.md §1.3), kept here independently of the issuer's own table.
+// (docs/concepts.md "GitHub App tokens"), kept here independently of the issuer's own table.
 const std::set<std::string>& KnownPermissionNames() {
   static const std::set<std::string> names = {"actions",
                                               "administration",
@@ -225,7 +225,7 @@ struct FakeGitHub::Impl {
     Respond(res, status, {{"message", message}, {"documentation_url", kDocs}});
   }
 
-  // Headers GitHub requires of every call (protocols.md §1.6).
+  // Headers GitHub requires of every call (docs/concepts.md "GitHub App tokens").
   bool CheckCommonHeaders(const httplib::Request& req, httplib::Response& res) {
     {
       std::lock_guard lock(mu);
@@ -270,7 +270,7 @@ struct FakeGitHub::Impl {
     return "";
   }
 
-  // App JWT authentication (protocols.md §1.1).
+  // App JWT authentication (docs/concepts.md "GitHub App tokens").
   bool CheckAppJwt(const httplib::Request& req, httplib::Response& res) {
     const std::string auth = req.get_header_value("Authorization");
     if (auth.rfind("Bearer ", 0) != 0) {

@@ -1,5 +1,5 @@
 // FakeGitHub: a loopback stand-in for the GitHub REST API as the github_app
-// issuer uses it (reference/protocols.md §1), for unit and integration tests
+// issuer uses it (docs/concepts.md "GitHub App tokens"), for unit and integration tests
 // and benchmarks. It is strict the way GitHub is:
 //
 //   - every request needs Accept: application/vnd.github+json, a supported
@@ -33,8 +33,8 @@
 // rate limit with Retry-After, 429) for the next N requests or until cleared;
 // misbehaving mints (SetMintResponse: broader than asked, fields left out,
 // another repository), token lifetimes other than an hour, and new tokens
-// that answer 401 for their first seconds (as GitHub's do, protocols.md
-// §1.4).
+// that answer 401 for their first seconds (as GitHub's do, docs/concepts.md
+// "GitHub App tokens").
 // Anything a request got wrong is also recorded in Violations() so tests can
 // say what.
 //

@@ -279,7 +279,8 @@ TEST_CASE("GitHub: a failed upstream revocation is queued and retried until it s
 
 TEST_CASE("GitHub: a revocation GitHub answers 401 just after minting is queued, then done") {
   GitHubWorld w("{heartbeat_seconds: 60, stall_after_missed: 3, sweep_interval_ms: 200}");
-  // New tokens are unknown to GitHub for their first seconds (protocols.md §1.4).
+  // New tokens are unknown to GitHub for their first seconds
+  // (docs/concepts.md "GitHub App tokens").
   w.fake->SetTokenWarmup(std::chrono::seconds(3));
   auto [sid, token] = w.Session("write");
   auto g = w.Grant(sid, token, "payment-service", {{"contents", "read"}});

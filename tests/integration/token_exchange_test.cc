@@ -1,4 +1,5 @@
-// End-to-end CI OIDC token exchange (issue #5, DESIGN §7): the real daemon,
+// End-to-end CI OIDC token exchange (issue #5, docs/concepts.md "CI token exchange"):
+// the real daemon,
 // a local OIDC issuer on loopback (discovery + JWKS from keys generated here)
 // and realistic GitHub Actions and GitLab claim sets.
 #include <atomic>

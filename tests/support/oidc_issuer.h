@@ -53,7 +53,7 @@ class FakeOidcIssuer {
   // The public JWK of `kid` (with kid, alg, use).
   nlohmann::json PublicJwk(const std::string& kid) const;
 
-  // Realistic claim sets (reference/protocols.md §4.1, §4.2), issued now.
+  // Realistic claim sets (docs/concepts.md "OIDC tokens"), issued now.
   // GitHub: push to refs/heads/main of acme/payment-service (owner id 123,
   // repository id 456), run 9876543 attempt 1, classic sub format.
   nlohmann::json GitHubClaims(const std::string& audience, int64_t now_unix) const;

@@ -619,7 +619,7 @@ TEST_CASE("Jose: VerifyKey::FromJwk validation") {
   }
 }
 
-// Every JOSE attack from protocols.md §4.5 / §5.2 that applies to a verify primitive.
+// Every JOSE attack from docs/concepts.md "JOSE and JWS" that applies to a verify primitive.
 TEST_CASE("Jose: VerifyJws rejects JOSE attacks") {
   auto es = MustGenerate(JwsAlg::kES256);
   auto ed = MustGenerate(JwsAlg::kEd25519);

@@ -1,5 +1,5 @@
 // CI OIDC subject tokens: the RFC 8693 request, JOSE verification and its
-// pitfalls (reference/protocols.md §4.4, §4.5), the JWKS cache and the replay
+// pitfalls (docs/concepts.md "Protocol notes"), the JWKS cache and the replay
 // cache (broker/oidc/).
 #include <atomic>
 #include <chrono>
