@@ -69,7 +69,7 @@ std::vector<Fired> Feed(AnomalyDetector& d, const std::string& session,
 // ---------------------------------------------------------------------------
 // Parsing
 
-TEST_CASE("Anomaly: the DESIGN §5 example parses with default names") {
+TEST_CASE("Anomaly: the example of docs/configuration.md parses with default names") {
   std::vector<AnomalyRule> rules = Rules(R"(
 - {rule: denied_burst, count: 5, window_seconds: 60, action: revoke_session}
 - {rule: tier_chain, sequence: [merge_deploy, secret], window_seconds: 300, action: revoke_session}

@@ -273,7 +273,7 @@ TEST_CASE("Oidc: RS256, ES256, Ed25519 and EdDSA subject tokens verify") {
   }
 }
 
-TEST_CASE("Oidc: JOSE pitfalls are refused before or at verification (protocols.md §4.5)") {
+TEST_CASE("Oidc: JOSE pitfalls are refused before or at verification (docs/concepts.md, JOSE and JWS)") {
   Signer s;
   const int64_t t0 = 1795000000;
   const TimePoint now = FromUnixSeconds(t0);

@@ -99,7 +99,7 @@ TEST_CASE("TrustPolicy: a secure GitHub policy parses with its defaults") {
   CHECK(p.location.find("trust.yaml:2: trust[0]") == 0);
 }
 
-TEST_CASE("TrustPolicy: the DESIGN §5 shape with permissions and repositories") {
+TEST_CASE("TrustPolicy: the documented shape with permissions and repositories") {
   auto set = Parse(R"(
 - name: payments-ci
   issuer: https://token.actions.githubusercontent.com
@@ -269,7 +269,7 @@ TEST_CASE("TrustPolicy: duplicate names and disagreeing allow_http are refused")
   CHECK(Only(*ok).provider == Provider::kGeneric);
 }
 
-TEST_CASE("TrustPolicy: a GitHub policy must pin the tenant exactly (protocols.md §4.5)") {
+TEST_CASE("TrustPolicy: a GitHub policy must pin the tenant exactly (docs/configuration.md, trust)") {
   auto yaml = [](const std::string& claims) {
     return "- name: p\n  issuer: https://token.actions.githubusercontent.com\n  audience: a\n"
            "  claims: " +
