@@ -67,7 +67,7 @@ bool IsNullNode(const YAML::Node& n) { return !n.IsDefined() || n.IsNull(); }
 }  // namespace
 
 Section::Section(YAML::Node node, std::shared_ptr<const std::string> file, std::string path)
-    : node_(std::move(node)),
+    : node_(node),  // a YAML::Node is a shared handle; it has no move constructor
       file_(std::move(file)),
       path_(std::move(path)),
       known_(std::make_shared<std::vector<std::string>>()) {

@@ -234,7 +234,7 @@ std::unique_ptr<GitHttpServer> GitHttpServer::Start(std::string root, Authorize 
     for (const auto& [name, value] : r.headers) {
       res.set_header(name, value);
     }
-    res.set_content(std::move(r.body), r.content_type);
+    res.set_content(r.body, r.content_type);
   };
   s->impl_->server.Get(R"(/.*)", handler);
   s->impl_->server.Post(R"(/.*)", handler);

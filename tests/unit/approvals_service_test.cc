@@ -759,7 +759,7 @@ TEST_CASE(
   auto mints = w.issuer().MintRequests();
   REQUIRE(mints.size() == 1);
   CHECK(mints[0].request.parameters == params);
-  CHECK(mints[0].grant_id == p["grant_id"]);
+  CHECK(mints[0].grant_id == p["grant_id"].get<std::string>());
   // Once minted, the sealed request is gone.
   CHECK(w.Stored(p["grant_id"]).sealed_request.empty());
 }

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Static checks that .ci/run runs after the tests (see docs/testing.md):
+# clang-tidy-19 with the checks of .clang-tidy over every C++ source file of
+# the compile database (BUILD_DIR, default build/, configured by
+# scripts/build.sh), and clang-format-19 over every C++ file. Debian's
+# clang-19 is needed: clang-14 cannot parse libstdc++ 12's <expected>.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+BUILD_DIR=${BUILD_DIR:-build}
+[ -f "$BUILD_DIR/compile_commands.json" ] || BUILD_TARGETS=jitbroker_core bash scripts/build.sh
+
+mapfile -t sources < <(git ls-files 'broker/*.cc' 'issuers/*.cc' 'cli/*.cc' 'tests/*.cc' 'bench/*.cc')
+echo "== clang-tidy-19: ${#sources[@]} files"
+run-clang-tidy-19 -quiet -p "$BUILD_DIR" -j "$(nproc)" "${sources[@]/#/$PWD/}" \
+  > "$BUILD_DIR/clang-tidy.log" 2>&1 || {
+  grep -E "error:|warning:" -A3 "$BUILD_DIR/clang-tidy.log" | head -200
+  echo "clang-tidy found problems (full log: $BUILD_DIR/clang-tidy.log)" >&2
+  exit 1
+}
+
+mapfile -t all < <(git ls-files '*.cc' '*.h')
+echo "== clang-format-19: ${#all[@]} files"
+clang-format-19 --dry-run --Werror "${all[@]}"
+echo "lint: ok"
