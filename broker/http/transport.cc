@@ -517,7 +517,13 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     impl_->in_flight.fetch_add(1);
     auto shared_req = std::make_shared<Request>(std::move(req));
     const auto queued_at = SteadyClock::now();
-    auto task = [self = this->shared_from_this(), shared_req, res, queued_at] {
+    // The handler's answer is posted back to the connection's strand; until
+    // then the io_context must not run out of work, or at shutdown (acceptor
+    // closed, no other I/O pending) its threads return and the answer, and
+    // RequestDone, would never run.
+    auto work = std::make_shared<net::executor_work_guard<net::io_context::executor_type>>(
+        impl_->ioc.get_executor());
+    auto task = [self = this->shared_from_this(), shared_req, res, queued_at, work] {
       // A request that waited longer than its own deadline is answered 503
       // rather than run: its client has likely given up.
       if (SteadyClock::now() - queued_at > self->impl_->opts.request_timeout) {
@@ -530,6 +536,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
         self->Write(std::move(*shared_req), res, true);
         self->impl_->RequestDone();
       });
+      work->reset();
     };
     if (!impl_->workers->TryPost(std::move(task))) {
       impl_->RequestDone();
