@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "broker/net/url.h"
 #include "cli/args.h"
 
 namespace jitbroker::cli {
@@ -79,39 +80,37 @@ inline std::string QueryString(const std::vector<std::pair<std::string, std::str
   return out;
 }
 
-// Validates and normalises the broker base URL: http(s) scheme, a host, no
-// query, fragment or userinfo; trailing slashes removed (a path prefix is kept).
+// Validates the broker base URL (net::UrlPolicy::BrokerUrl: http or https,
+// a host, no userinfo, query or fragment) and removes trailing slashes (a
+// path prefix is kept).
 inline std::expected<std::string, std::string> NormalizeBaseUrl(std::string_view url) {
-  std::string_view rest;
-  if (url.starts_with("http://")) {
-    rest = url.substr(7);
-  } else if (url.starts_with("https://")) {
-    rest = url.substr(8);
-  } else {
-    return std::unexpected("broker URL must start with http:// or https://");
-  }
-  const std::string_view authority = rest.substr(0, rest.find('/'));
-  if (authority.empty()) {
-    return std::unexpected("broker URL has no host");
-  }
-  if (authority.find('@') != std::string_view::npos) {
-    return std::unexpected("broker URL must not contain credentials");
-  }
-  if (url.find_first_of("?#") != std::string_view::npos) {
-    return std::unexpected("broker URL must not contain a query or fragment");
-  }
-  for (char c : url) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u <= 0x20 || u >= 0x7f) {
-      return std::unexpected("broker URL contains spaces or control characters");
+  Result<net::Url> parsed = net::ParseUrl(url, net::UrlPolicy::BrokerUrl());
+  if (!parsed) {
+    const std::string_view reason = parsed.error().Reason();
+    if (reason == "url_not_absolute" || reason == "url_scheme" || reason == "url_scheme_case") {
+      return std::unexpected("broker URL must start with http:// or https://");
     }
+    if (reason == "url_no_host") {
+      return std::unexpected("broker URL has no host");
+    }
+    if (reason == "url_userinfo") {
+      return std::unexpected("broker URL must not contain credentials");
+    }
+    return std::unexpected("broker URL " + parsed.error().message);
   }
   std::string out(url);
-  const size_t min_size = (url.size() - rest.size()) + authority.size();
+  const size_t min_size = url.size() - parsed->path.size();
   while (out.size() > min_size && out.back() == '/') {
     out.pop_back();
   }
   return out;
+}
+
+// Whether a (normalised) broker URL keeps tokens off the network in clear:
+// https, or plain http to a loopback host.
+inline bool BrokerUrlIsEncryptedOrLoopback(std::string_view base_url) {
+  Result<net::Url> parsed = net::ParseUrl(base_url, net::UrlPolicy::BrokerUrl());
+  return parsed && (parsed->scheme == "https" || parsed->IsLoopback());
 }
 
 // Single-quotes for POSIX shells: abc'd -> 'abc'\''d'.
