@@ -758,6 +758,11 @@ TEST_CASE("TrustPolicy: URL rules for issuers and jwks_uri") {
       {"https://i_x.example", false, false},
       {"file:///etc/passwd", false, false},
       {"gopher://i.example", false, false},
+      // Accepted before the one URL parser (net::ParseUrl):
+      {"https://i.example/%2e%2e/x", false, false},  // ".." to any server that decodes
+      {"https://i.example:/x", false, false},        // an empty port
+      {"https://a..b/x", false, false},              // an empty label
+      {"https://i.example/a|b", false, false},       // not an RFC 3986 character
   };
   for (const Case& c : cases) {
     CAPTURE(c.url);
