@@ -252,8 +252,7 @@ std::string EscapeWorkflowCommandData(std::string_view value) {
 }
 
 bool BrokerUrlIsSafeForCi(std::string_view base_url) {
-  return base_url.starts_with("https://") ||
-         (base_url.starts_with("http://") && net::IsLoopbackUrl(base_url));
+  return BrokerUrlIsEncryptedOrLoopback(base_url);
 }
 
 std::vector<std::string> ExchangeSecrets(const nlohmann::json& response) {
@@ -265,17 +264,12 @@ std::vector<std::string> ExchangeSecrets(const nlohmann::json& response) {
 }
 
 std::string ActionsTokenUrl(std::string_view request_url, std::string_view audience) {
-  if (!request_url.starts_with("https://") &&
-      !(request_url.starts_with("http://") && net::IsLoopbackUrl(request_url))) {
+  Result<net::Url> parsed = net::ParseUrl(request_url, net::UrlPolicy::ActionsTokenRequestUrl());
+  if (!parsed) {
     return "";
   }
-  for (char c : request_url) {
-    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f || c == '#') {
-      return "";
-    }
-  }
   std::string url(request_url);
-  url += url.find('?') == std::string::npos ? "?" : "&";
+  url += parsed->query ? "&" : "?";
   url += "audience=" + PercentEncode(audience);
   return url;
 }

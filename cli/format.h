@@ -2,8 +2,8 @@
 // bodies, problem+json and decision formatting, terminal and shell quoting
 // (header-only, so the unit tests can exercise them without the binary).
 //
-// Nothing here throws: nlohmann::json is parsed with exceptions disabled and
-// serialised through SafeDump().
+// Nothing here throws: JSON is parsed by json::ParseStrict and serialised
+// through SafeDump().
 //
 // Thread-safety: pure functions over values.
 #pragma once
@@ -18,6 +18,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "broker/common/json_util.h"
+#include "broker/net/url.h"
 #include "cli/args.h"
 
 namespace jitbroker::cli {
@@ -79,39 +81,37 @@ inline std::string QueryString(const std::vector<std::pair<std::string, std::str
   return out;
 }
 
-// Validates and normalises the broker base URL: http(s) scheme, a host, no
-// query, fragment or userinfo; trailing slashes removed (a path prefix is kept).
+// Validates the broker base URL (net::UrlPolicy::BrokerUrl: http or https,
+// a host, no userinfo, query or fragment) and removes trailing slashes (a
+// path prefix is kept).
 inline std::expected<std::string, std::string> NormalizeBaseUrl(std::string_view url) {
-  std::string_view rest;
-  if (url.starts_with("http://")) {
-    rest = url.substr(7);
-  } else if (url.starts_with("https://")) {
-    rest = url.substr(8);
-  } else {
-    return std::unexpected("broker URL must start with http:// or https://");
-  }
-  const std::string_view authority = rest.substr(0, rest.find('/'));
-  if (authority.empty()) {
-    return std::unexpected("broker URL has no host");
-  }
-  if (authority.find('@') != std::string_view::npos) {
-    return std::unexpected("broker URL must not contain credentials");
-  }
-  if (url.find_first_of("?#") != std::string_view::npos) {
-    return std::unexpected("broker URL must not contain a query or fragment");
-  }
-  for (char c : url) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u <= 0x20 || u >= 0x7f) {
-      return std::unexpected("broker URL contains spaces or control characters");
+  Result<net::Url> parsed = net::ParseUrl(url, net::UrlPolicy::BrokerUrl());
+  if (!parsed) {
+    const std::string_view reason = parsed.error().Reason();
+    if (reason == "url_not_absolute" || reason == "url_scheme" || reason == "url_scheme_case") {
+      return std::unexpected("broker URL must start with http:// or https://");
     }
+    if (reason == "url_no_host") {
+      return std::unexpected("broker URL has no host");
+    }
+    if (reason == "url_userinfo") {
+      return std::unexpected("broker URL must not contain credentials");
+    }
+    return std::unexpected("broker URL " + parsed.error().message);
   }
   std::string out(url);
-  const size_t min_size = (url.size() - rest.size()) + authority.size();
+  const size_t min_size = url.size() - parsed->path.size();
   while (out.size() > min_size && out.back() == '/') {
     out.pop_back();
   }
   return out;
+}
+
+// Whether a (normalised) broker URL keeps tokens off the network in clear:
+// https, or plain http to a loopback host.
+inline bool BrokerUrlIsEncryptedOrLoopback(std::string_view base_url) {
+  Result<net::Url> parsed = net::ParseUrl(base_url, net::UrlPolicy::BrokerUrl());
+  return parsed && (parsed->scheme == "https" || parsed->IsLoopback());
 }
 
 // Single-quotes for POSIX shells: abc'd -> 'abc'\''d'.
@@ -160,54 +160,23 @@ inline std::optional<std::string> SafeDump(const nlohmann::json& j, int indent =
   }
 }
 
-// Parses JSON without exceptions, rejecting duplicate object keys (nlohmann
-// would silently keep the last one).
+// Parses JSON with the broker's strict parser (json::ParseStrict: UTF-8, no
+// duplicate keys at any depth), with a budget for the broker's answers: as
+// large as the HTTP client accepts, nesting up to 128 (a stored request body
+// may nest 32 levels inside an answer). The error is terminal-safe.
 inline std::expected<nlohmann::json, std::string> ParseJsonStrict(std::string_view text) {
-  std::vector<std::vector<std::string>> keys_stack;
-  bool duplicate = false;
-  std::string duplicate_key;
-  auto callback = [&](int /*depth*/, nlohmann::json::parse_event_t event,
-                      nlohmann::json& parsed) -> bool {
-    switch (event) {
-      case nlohmann::json::parse_event_t::object_start:
-        keys_stack.emplace_back();
-        break;
-      case nlohmann::json::parse_event_t::object_end:
-        if (!keys_stack.empty()) {
-          keys_stack.pop_back();
-        }
-        break;
-      case nlohmann::json::parse_event_t::key:
-        if (!keys_stack.empty() && parsed.is_string()) {
-          const std::string& key = parsed.get_ref<const std::string&>();
-          std::vector<std::string>& seen = keys_stack.back();
-          for (const std::string& k : seen) {
-            if (k == key) {
-              duplicate = true;
-              duplicate_key = key;
-            }
-          }
-          seen.push_back(key);
-        }
-        break;
-      default:
-        break;
+  jitbroker::json::ParseOptions options;
+  options.what = "JSON";
+  options.max_bytes = 64 * 1024 * 1024;
+  options.max_depth = 128;
+  Result<nlohmann::json> parsed = jitbroker::json::ParseStrict(text, options);
+  if (!parsed) {
+    if (parsed.error().Reason() == "invalid_json") {
+      return std::unexpected("invalid JSON");
     }
-    return true;
-  };
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/false);
-  } catch (...) {
-    return std::unexpected("invalid JSON");
+    return std::unexpected(SanitizeForTerminal(parsed.error().message));
   }
-  if (j.is_discarded()) {
-    return std::unexpected("invalid JSON");
-  }
-  if (duplicate) {
-    return std::unexpected("duplicate key \"" + SanitizeForTerminal(duplicate_key) + "\"");
-  }
-  return j;
+  return std::move(*parsed);
 }
 
 // Human text of a JSON value: strings as they are, other scalars dumped,

@@ -77,10 +77,17 @@ Result<std::optional<GitRepoTarget>> ResolveGitTarget(
   if (!served || (t.protocol != "https" && t.protocol != "http")) {
     return std::optional<GitRepoTarget>();
   }
-  if (t.protocol == "http" && !net::IsLoopbackHost(net::AuthorityHost(t.host))) {
+  // git names the remote PROTOCOL://HOST[:PORT]: parse it as that URL.
+  Result<net::Url> remote = net::ParseUrl(t.protocol + "://" + t.host, net::UrlPolicy::GitRemote());
+  if (!remote && remote.error().Reason() == "url_http_not_loopback") {
     return std::unexpected(InvalidArgument(
         "insecure_transport", "refusing to send a credential over plain http to " + t.host +
                                   "; use https (plain http is allowed only to loopback hosts)"));
+  }
+  if (!remote) {
+    return std::unexpected(InvalidArgument(
+        "invalid_host",
+        "git sent a host that is not HOST[:PORT] (" + remote.error().message + ")"));
   }
   std::string_view path = attrs.contains("path") ? std::string_view(attrs.at("path")) : "";
   if (path.empty()) {

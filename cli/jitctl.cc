@@ -90,7 +90,7 @@ int Run(int argc, char** argv) {
   if (!base_url) {
     return PrintUsageError(UsageError{base_url.error(), inv.command, {}});
   }
-  if (base_url->starts_with("http://") && !net::IsLoopbackUrl(*base_url)) {
+  if (!BrokerUrlIsEncryptedOrLoopback(*base_url)) {
     std::cerr << "warning: the broker URL uses plain http to a non-loopback host; "
                  "tokens travel unencrypted\n";
   }

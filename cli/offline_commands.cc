@@ -122,10 +122,13 @@ int RunAuditVerifyFile(const AuditVerifyFileOptions& options, bool json, std::os
       Result<audit::CheckpointKeys> loaded = std::unexpected(Error{});
       if (options.public_key_file) {
         loaded = audit::CheckpointKeys::FromPem(key_text);
+      } else if (auto jwks = ParseJsonStrict(key_text); !jwks) {
+        // A trust anchor: the strict parser, so that no key hides behind a
+        // duplicate member.
+        err << "error: " << SanitizeForTerminal(key_path) << ": " << jwks.error() << "\n";
+        return ToInt(ExitCode::kError);
       } else {
-        const nlohmann::json jwks =
-            nlohmann::json::parse(key_text, nullptr, /*allow_exceptions=*/false);
-        loaded = audit::CheckpointKeys::FromJwks(jwks);
+        loaded = audit::CheckpointKeys::FromJwks(*jwks);
       }
       if (!loaded) {
         err << "error: " << SanitizeForTerminal(key_path) << ": "

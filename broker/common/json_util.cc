@@ -1,6 +1,8 @@
 #include "broker/common/json_util.h"
 
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace jitbroker::json {
@@ -48,17 +50,38 @@ bool IsValidUtf8(std::string_view s) {
   return true;
 }
 
-Result<nlohmann::json> ParseStrict(std::string_view text, int max_depth) {
-  if (!IsValidUtf8(text)) {
-    return std::unexpected(InvalidArgument("invalid_utf8", "request body is not valid UTF-8"));
+namespace {
+
+// Thrown from the parse callback to stop at the first violation; never
+// leaves ParseStrict.
+struct StopParse {
+  Error error;
+};
+
+}  // namespace
+
+Result<nlohmann::json> ParseStrict(std::string_view text, const ParseOptions& options) {
+  const std::string what(options.what);
+  if (text.size() > options.max_bytes) {
+    return std::unexpected(InvalidArgument(
+        "too_large", what + " exceeds " + std::to_string(options.max_bytes) + " bytes"));
   }
-  std::vector<std::set<std::string>> keys;
-  std::string duplicate;
-  bool too_deep = false;
+  if (!IsValidUtf8(text)) {
+    return std::unexpected(InvalidArgument("invalid_utf8", what + " is not valid UTF-8"));
+  }
+  // RFC 8259 §8.1: no byte order mark. nlohmann would skip one, a reader in
+  // front of us might not.
+  if (text.starts_with("\xEF\xBB\xBF")) {
+    return std::unexpected(InvalidArgument(
+        "invalid_json", what + " is not valid JSON (it starts with a byte order mark)"));
+  }
+  std::vector<std::set<std::string, std::less<>>> keys;
   auto callback = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
     using E = nlohmann::json::parse_event_t;
-    if (depth > max_depth) {
-      too_deep = true;
+    if (depth > options.max_depth) {
+      throw StopParse{InvalidArgument(
+          "too_deep",
+          what + " nests deeper than " + std::to_string(options.max_depth) + " levels")};
     }
     switch (event) {
       case E::object_start:
@@ -72,8 +95,9 @@ Result<nlohmann::json> ParseStrict(std::string_view text, int max_depth) {
       case E::key:
         if (!keys.empty() && parsed.is_string()) {
           const auto& k = parsed.get_ref<const std::string&>();
-          if (!keys.back().insert(k).second && duplicate.empty()) {
-            duplicate = k;
+          if (!keys.back().insert(k).second) {
+            throw StopParse{
+                InvalidArgument("duplicate_key", what + " has a duplicate key \"" + k + "\"")};
           }
         }
         break;
@@ -82,27 +106,20 @@ Result<nlohmann::json> ParseStrict(std::string_view text, int max_depth) {
     }
     return true;
   };
-  nlohmann::json out;
   try {
-    out = nlohmann::json::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/true);
+    return nlohmann::json::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/true,
+                                 /*ignore_comments=*/false);
+  } catch (StopParse& stop) {
+    return std::unexpected(std::move(stop.error));
   } catch (const nlohmann::json::parse_error& e) {
     // e.byte is the position; the library's message may quote input, so we
     // build our own.
     return std::unexpected(InvalidArgument(
-        "invalid_json", "request body is not valid JSON (error near byte " +
-                            std::to_string(e.byte) + ")"));
-  } catch (const std::exception&) {
-    return std::unexpected(InvalidArgument("invalid_json", "request body is not valid JSON"));
+        "invalid_json",
+        what + " is not valid JSON (error near byte " + std::to_string(e.byte) + ")"));
+  } catch (...) {
+    return std::unexpected(InvalidArgument("invalid_json", what + " is not valid JSON"));
   }
-  if (too_deep) {
-    return std::unexpected(InvalidArgument(
-        "too_deep", "request body nests deeper than " + std::to_string(max_depth) + " levels"));
-  }
-  if (!duplicate.empty()) {
-    return std::unexpected(
-        InvalidArgument("duplicate_key", "request body repeats the key \"" + duplicate + "\""));
-  }
-  return out;
 }
 
 JsonReader::JsonReader(const nlohmann::json& object, std::string path)

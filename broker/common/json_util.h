@@ -1,10 +1,11 @@
-// Strict JSON for request bodies: UTF-8 validated, duplicate keys rejected,
-// nesting bounded; and a reader that enforces types and rejects unknown
+// Strict JSON: UTF-8 validated, duplicate keys rejected, size and nesting
+// bounded; and a reader that enforces types and rejects unknown
 // fields with errors naming the JSON path.
 //
 // Thread-safety: pure functions; JsonReader is single-threaded.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <set>
@@ -20,9 +21,24 @@ namespace jitbroker::json {
 
 bool IsValidUtf8(std::string_view text);
 
-// Parses `text` strictly. Errors (kInvalidArgument): "invalid_utf8",
-// "invalid_json" (with position), "duplicate_key", "too_deep".
-[[nodiscard]] Result<nlohmann::json> ParseStrict(std::string_view text, int max_depth = 32);
+// Budget and wording of one ParseStrict call.
+struct ParseOptions {
+  std::string_view what = "request body";  // names the text in error messages
+  size_t max_bytes = 16 * 1024 * 1024;     // the largest request body max_body_bytes allows
+  int max_depth = 32;                      // nesting of arrays and objects
+};
+
+// The one strict JSON parser (request bodies, JWS headers and payloads, OIDC
+// discovery documents and JWKS, jitctl's flags and the broker's answers):
+// RFC 8259 JSON as UTF-8 without a byte order mark, no comments, no
+// duplicate object keys at any depth (nlohmann keeps the last one silently,
+// so two parsers of one document could disagree), at most
+// `options.max_bytes` and `options.max_depth`. Parsing stops at the first
+// violation. Errors (kInvalidArgument): "too_large", "invalid_utf8",
+// "invalid_json" (with position; also a byte order mark), "duplicate_key"
+// (message: `<what> has a duplicate key "KEY"`), "too_deep".
+[[nodiscard]] Result<nlohmann::json> ParseStrict(std::string_view text,
+                                                 const ParseOptions& options = {});
 
 // Reads one JSON object field by field. Every accessor marks its key known;
 // Finish() reports the first unknown key. Errors: "invalid_type",

@@ -1,7 +1,10 @@
 #include "broker/common/time_util.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <utility>
 
 namespace jitbroker {
 
@@ -15,46 +18,94 @@ std::string FormatRfc3339(TimePoint t) {
   return buf;
 }
 
-std::optional<TimePoint> ParseRfc3339(std::string_view text) {
-  int y = 0, mo = 0, d = 0, h = 0, mi = 0, s = 0;
-  std::string str(text);
-  int consumed = 0;
-  if (std::sscanf(str.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &s, &consumed) !=
-          6 ||
-      consumed != 19) {
-    return std::nullopt;
+namespace {
+
+Error Invalid(std::string message) {
+  return InvalidArgument("invalid_timestamp", std::move(message));
+}
+
+// The value of s[pos, pos + len) when every character is a digit, else -1.
+int Field(std::string_view s, size_t pos, size_t len) {
+  if (pos + len > s.size()) {
+    return -1;
   }
-  size_t pos = 19;
-  if (pos < str.size() && str[pos] == '.') {
-    ++pos;
-    while (pos < str.size() && str[pos] >= '0' && str[pos] <= '9') {
-      ++pos;
+  int v = 0;
+  for (size_t i = pos; i < pos + len; ++i) {
+    if (s[i] < '0' || s[i] > '9') {
+      return -1;
+    }
+    v = v * 10 + (s[i] - '0');
+  }
+  return v;
+}
+
+}  // namespace
+
+Result<int64_t> ParseRfc3339Seconds(std::string_view s) {
+  const std::string shape =
+      "is not an RFC 3339 date-time (YYYY-MM-DDThh:mm:ss[.fraction] then Z or +hh:mm/-hh:mm)";
+  const int year = Field(s, 0, 4);
+  const int month = Field(s, 5, 2);
+  const int day = Field(s, 8, 2);
+  const int hour = Field(s, 11, 2);
+  const int minute = Field(s, 14, 2);
+  const int second = Field(s, 17, 2);
+  if (year < 0 || month < 0 || day < 0 || hour < 0 || minute < 0 || second < 0 || s[4] != '-' ||
+      s[7] != '-' || (s[10] != 'T' && s[10] != 't') || s[13] != ':' || s[16] != ':') {
+    return std::unexpected(Invalid(shape));
+  }
+  size_t i = 19;
+  if (i < s.size() && s[i] == '.') {
+    const size_t start = ++i;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
+      ++i;
+    }
+    if (i == start) {
+      return std::unexpected(Invalid(shape));
     }
   }
-  int offset = 0;
-  if (pos < str.size() && (str[pos] == 'Z' || str[pos] == 'z') && pos + 1 == str.size()) {
+  int64_t offset = 0;
+  const std::string_view zone = s.substr(std::min(i, s.size()));
+  if (zone == "Z" || zone == "z") {
     offset = 0;
-  } else if (pos + 6 == str.size() && (str[pos] == '+' || str[pos] == '-')) {
-    int oh = 0, om = 0;
-    if (std::sscanf(str.c_str() + pos + 1, "%2d:%2d", &oh, &om) != 2) {
-      return std::nullopt;
+  } else if (zone.size() == 6 && (zone[0] == '+' || zone[0] == '-') && zone[3] == ':') {
+    const int oh = Field(zone, 1, 2);
+    const int om = Field(zone, 4, 2);
+    if (oh < 0 || om < 0) {
+      return std::unexpected(Invalid(shape));
     }
-    offset = (oh * 3600 + om * 60) * (str[pos] == '-' ? -1 : 1);
+    if (oh > 23 || om > 59) {
+      return std::unexpected(Invalid("has an offset out of range"));
+    }
+    offset = (oh * 3600 + om * 60) * (zone[0] == '-' ? -1 : 1);
   } else {
-    return std::nullopt;
+    return std::unexpected(Invalid(shape));
   }
-  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60) {
-    return std::nullopt;
+  const std::chrono::year_month_day ymd{std::chrono::year(year),
+                                        std::chrono::month(static_cast<unsigned>(month)),
+                                        std::chrono::day(static_cast<unsigned>(day))};
+  if (!ymd.ok()) {
+    return std::unexpected(Invalid("names a date that does not exist"));
   }
-  std::tm tm{};
-  tm.tm_year = y - 1900;
-  tm.tm_mon = mo - 1;
-  tm.tm_mday = d;
-  tm.tm_hour = h;
-  tm.tm_min = mi;
-  tm.tm_sec = s;
-  const std::time_t t = timegm(&tm);
-  return FromUnixSeconds(static_cast<int64_t>(t) - offset);
+  if (second == 60) {
+    return std::unexpected(Invalid("is a leap second (:60), which POSIX time cannot represent"));
+  }
+  if (hour > 23 || minute > 59 || second > 59) {
+    return std::unexpected(Invalid("has a time of day out of range"));
+  }
+  const int64_t days = std::chrono::sys_days(ymd).time_since_epoch().count();
+  return days * 86400 + hour * 3600 + minute * 60 + second - offset;
+}
+
+Result<TimePoint> ParseRfc3339(std::string_view text) {
+  JITBROKER_ASSIGN_OR_RETURN(const int64_t seconds, ParseRfc3339Seconds(text));
+  // TimePoint counts nanoseconds in 64 bits: about ±292 years around 1970.
+  constexpr int64_t kLimit =
+      std::chrono::duration_cast<std::chrono::seconds>(TimePoint::duration::max()).count() - 1;
+  if (seconds > kLimit || seconds < -kLimit) {
+    return std::unexpected(Invalid("is outside the years 1678-2261"));
+  }
+  return FromUnixSeconds(seconds);
 }
 
 }  // namespace jitbroker

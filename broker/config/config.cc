@@ -858,74 +858,17 @@ bool AsciiEqualsIgnoreCase(std::string_view a, std::string_view b) {
          });
 }
 
-// The webhook URL: https (http only for loopback), a host, an optional port,
-// no userinfo and no fragment. Messages never echo the URL: its path may hold
-// a token.
+// The webhook URL (net::UrlPolicy::WebhookUrl): https (http only for
+// loopback), a host, an optional port, no userinfo and no fragment. Messages
+// never echo the URL: its path may hold a token.
 Status CheckWebhookUrl(Section& s, std::string_view url) {
-  const std::string bad =
-      "must be an https:// URL (http:// only for a loopback host: 127.0.0.0/8, [::1], "
-      "localhost) with a host, no user:password@ and no #fragment";
-  if (url.size() > 2048 || !IsPrintable(url) || url.find(' ') != std::string_view::npos ||
-      url.find('#') != std::string_view::npos) {
-    return std::unexpected(s.Err("url", bad));
-  }
-  bool https = url.starts_with("https://");
-  if (!https && !url.starts_with("http://")) {
-    return std::unexpected(s.Err("url", bad));
-  }
-  std::string_view rest = url.substr(https ? 8 : 7);
-  std::string_view authority = rest.substr(0, rest.find_first_of("/?"));
-  if (authority.empty() || authority.find('@') != std::string_view::npos) {
-    return std::unexpected(s.Err("url", bad));
-  }
-  std::string_view host;
-  std::string_view port;
-  if (authority.front() == '[') {
-    size_t close = authority.find(']');
-    if (close == std::string_view::npos || close < 2) {
-      return std::unexpected(s.Err("url", bad));
-    }
-    host = authority.substr(1, close - 1);
-    std::string_view after = authority.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':') {
-        return std::unexpected(s.Err("url", bad));
-      }
-      port = after.substr(1);
-      if (port.empty()) {
-        return std::unexpected(s.Err("url", bad));
-      }
-    }
-    if (!std::all_of(host.begin(), host.end(), [](char c) {
-          return std::isxdigit(static_cast<unsigned char>(c)) || c == ':' || c == '.';
-        })) {
-      return std::unexpected(s.Err("url", bad));
-    }
-  } else {
-    size_t colon = authority.find(':');
-    host = authority.substr(0, colon);
-    if (colon != std::string_view::npos) {
-      port = authority.substr(colon + 1);
-      if (port.empty()) {
-        return std::unexpected(s.Err("url", bad));
-      }
-    }
-    if (host.empty() || !std::all_of(host.begin(), host.end(), [](char c) {
-          return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-';
-        })) {
-      return std::unexpected(s.Err("url", bad));
-    }
-  }
-  if (!port.empty()) {
-    int p = 0;
-    auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
-    if (port.size() > 5 || ec != std::errc() || ptr != port.data() + port.size() || p < 1 ||
-        p > 65535) {
-      return std::unexpected(s.Err("url", bad));
-    }
-  }
-  if (!https && !net::IsLoopbackHost(host)) {
-    return std::unexpected(s.Err("url", bad));
+  Result<net::Url> parsed = net::ParseUrl(url, net::UrlPolicy::WebhookUrl());
+  if (!parsed) {
+    return std::unexpected(
+        s.Err("url",
+              "must be an https:// URL (http:// only for a loopback host: 127.0.0.0/8, [::1], "
+              "localhost) with a host, no user:password@ and no #fragment; this one " +
+                  parsed.error().message));
   }
   return OkStatus();
 }

@@ -5,7 +5,6 @@
 #include <exception>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -23,6 +22,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "broker/common/json_util.h"
 #include "broker/crypto/crypto.h"
 #include "jitbroker/error.h"
 #include "jitbroker/result.h"
@@ -318,53 +318,29 @@ std::optional<std::string> EcdsaRawToDer(std::string_view raw) {
 
 // --- Strict JSON ----------------------------------------------------------------
 
-// nlohmann keeps the last of duplicate keys silently; a JOSE header with two
-// "alg" members is an attack on whichever parser disagrees, so reject them.
+// Through the one strict JSON parser: a JOSE header with two "alg" members,
+// or a claim set with two "sub", is an attack on whichever parser disagrees,
+// so duplicates are refused, as are a byte order mark and nesting deeper
+// than kMaxJsonDepth. Every refusal is "malformed_jws"; the message does not
+// echo the segment.
 Result<json> ParseStrictObject(std::string_view text) {
-  if (text.size() >= 3 && text.substr(0, 3) == "\xEF\xBB\xBF") {
-    return std::unexpected(InvalidArgument("malformed_jws", "JWS segment has a byte order mark"));
-  }
-  bool duplicate = false;
-  bool too_deep = false;
-  std::vector<std::set<std::string>> open_objects;
-  auto callback = [&](int depth, json::parse_event_t event, json& parsed) -> bool {
-    if (depth > kMaxJsonDepth) {
-      too_deep = true;
+  jitbroker::json::ParseOptions options;
+  options.what = "JWS segment";
+  options.max_depth = kMaxJsonDepth;
+  Result<json> value = jitbroker::json::ParseStrict(text, options);
+  if (!value) {
+    const std::string_view reason = value.error().Reason();
+    std::string message = "JWS segment is not valid JSON";
+    if (reason == "duplicate_key") {
+      message = "JWS segment has duplicate keys";
+    } else if (reason == "too_deep") {
+      message = "JWS segment is nested too deeply";
+    } else if (text.starts_with("\xEF\xBB\xBF")) {
+      message = "JWS segment has a byte order mark";
     }
-    switch (event) {
-      case json::parse_event_t::object_start:
-        open_objects.emplace_back();
-        break;
-      case json::parse_event_t::key:
-        if (!open_objects.empty() && parsed.is_string() &&
-            !open_objects.back().insert(parsed.get_ref<const std::string&>()).second) {
-          duplicate = true;
-        }
-        break;
-      case json::parse_event_t::object_end:
-        if (!open_objects.empty()) {
-          open_objects.pop_back();
-        }
-        break;
-      default:
-        break;
-    }
-    return true;
-  };
-  json value;
-  try {
-    value = json::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/true,
-                        /*ignore_comments=*/false);
-  } catch (const std::exception&) {
-    return std::unexpected(InvalidArgument("malformed_jws", "JWS segment is not valid JSON"));
+    return std::unexpected(InvalidArgument("malformed_jws", std::move(message)));
   }
-  if (too_deep) {
-    return std::unexpected(InvalidArgument("malformed_jws", "JWS segment is nested too deeply"));
-  }
-  if (duplicate) {
-    return std::unexpected(InvalidArgument("malformed_jws", "JWS segment has duplicate keys"));
-  }
-  if (!value.is_object()) {
+  if (!value->is_object()) {
     return std::unexpected(InvalidArgument("malformed_jws", "JWS segment is not a JSON object"));
   }
   return value;

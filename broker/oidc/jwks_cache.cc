@@ -17,6 +17,15 @@ namespace {
 
 using Json = nlohmann::json;
 
+// Documents from an IdP go through the one strict parser, bounded like the
+// fetch (a duplicate "keys" or "jwks_uri" member is refused, not resolved).
+jitbroker::json::ParseOptions JsonBudget(std::string_view what, size_t max_bytes) {
+  jitbroker::json::ParseOptions o;
+  o.what = what;
+  o.max_bytes = max_bytes;
+  return o;
+}
+
 Error KeysUnavailable(std::string detail) {
   Error e = Unavailable("issuer_unavailable",
                         "the signing keys of the subject token's issuer cannot be fetched",
@@ -94,8 +103,12 @@ Result<JwksCache::Fetched> JwksCache::Fetch(const KeyQuery& query, std::string j
     ++counters.discovery_fetches;
     JITBROKER_ASSIGN_OR_RETURN(std::string body,
                                Get(base + "/.well-known/openid-configuration", "discovery"));
-    auto doc = jitbroker::json::ParseStrict(body);
-    if (!doc || !doc->is_object()) {
+    auto doc = jitbroker::json::ParseStrict(
+        body, JsonBudget("discovery document", options_.max_document_bytes));
+    if (!doc) {
+      return std::unexpected(KeysUnavailable(doc.error().message));
+    }
+    if (!doc->is_object()) {
       return std::unexpected(KeysUnavailable("discovery document is not a JSON object"));
     }
     auto iss = doc->find("issuer");
@@ -114,8 +127,11 @@ Result<JwksCache::Fetched> JwksCache::Fetch(const KeyQuery& query, std::string j
   }
   ++counters.jwks_fetches;
   JITBROKER_ASSIGN_OR_RETURN(std::string body, Get(jwks_uri, "JWKS"));
-  auto doc = jitbroker::json::ParseStrict(body);
-  if (!doc || !doc->is_object()) {
+  auto doc = jitbroker::json::ParseStrict(body, JsonBudget("JWKS", options_.max_document_bytes));
+  if (!doc) {
+    return std::unexpected(KeysUnavailable(doc.error().message));
+  }
+  if (!doc->is_object()) {
     return std::unexpected(KeysUnavailable("JWKS is not a JSON object"));
   }
   auto keys = doc->find("keys");

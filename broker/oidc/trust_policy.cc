@@ -630,75 +630,22 @@ Result<TrustPolicy> ParseEntry(config::Section& entry, size_t index, const Trust
 
 // --- URLs ----------------------------------------------------------------------
 
-struct UrlParts {
-  std::string scheme;
-  std::string host;  // IPv6 without brackets
-  std::string port;
-  std::string path;
-};
-
-std::optional<UrlParts> SplitUrl(std::string_view url) {
-  UrlParts out;
-  const size_t scheme_end = url.find("://");
-  if (scheme_end == std::string_view::npos) {
-    return std::nullopt;
-  }
-  out.scheme = text::AsciiLower(url.substr(0, scheme_end));
-  std::string_view rest = url.substr(scheme_end + 3);
-  const size_t slash = rest.find('/');
-  std::string_view authority = rest.substr(0, slash);
-  out.path = slash == std::string_view::npos ? "" : std::string(rest.substr(slash));
-  if (authority.starts_with("[")) {
-    const size_t close = authority.find(']');
-    if (close == std::string_view::npos) {
-      return std::nullopt;
-    }
-    out.host = std::string(authority.substr(1, close - 1));
-    std::string_view after = authority.substr(close + 1);
-    if (!after.empty()) {
-      if (after[0] != ':') {
-        return std::nullopt;
-      }
-      out.port = std::string(after.substr(1));
-    }
-  } else {
-    const size_t colon = authority.rfind(':');
-    out.host = std::string(authority.substr(0, colon));
-    if (colon != std::string_view::npos) {
-      out.port = std::string(authority.substr(colon + 1));
-    }
-  }
-  return out;
-}
-
 bool AudienceOnIssuerHost(std::string_view audience, std::string_view issuer) {
-  std::optional<UrlParts> aud = SplitUrl(text::AsciiLower(audience));
-  if (!aud || (aud->scheme != "https" && aud->scheme != "http")) {
-    return false;
-  }
-  std::string host = aud->host;
-  if (const size_t at = host.rfind('@'); at != std::string::npos) {
-    host = host.substr(at + 1);  // userinfo is no disguise
-  }
-  while (!host.empty() && host.back() == '.') {
-    host.pop_back();
-  }
-  if (host == "github.com") {
-    return true;
-  }
-  std::optional<UrlParts> iss = SplitUrl(issuer);
-  if (!iss) {
-    return false;
-  }
-  const std::string issuer_host = text::AsciiLower(iss->host);
-  if (host == issuer_host) {
-    return true;
-  }
+  const std::vector<std::string> hosts = net::LenientHttpHosts(audience);
+  const std::vector<std::string> issuer_hosts = net::LenientHttpHosts(issuer);
+  // The issuer passed CheckFetchUrl: both readings give its one host.
+  const std::string issuer_host = issuer_hosts.empty() ? std::string() : issuer_hosts.front();
   // GHE.com data residency: issuer token.actions.SUBDOMAIN.ghe.com, default
   // audience https://SUBDOMAIN.ghe.com/OWNER.
   constexpr std::string_view kActionsPrefix = "token.actions.";
-  return issuer_host.starts_with(kActionsPrefix) &&
-         host == issuer_host.substr(kActionsPrefix.size());
+  for (const std::string& host : hosts) {
+    if (host == "github.com" || (!issuer_host.empty() && host == issuer_host) ||
+        (issuer_host.starts_with(kActionsPrefix) &&
+         host == std::string_view(issuer_host).substr(kActionsPrefix.size()))) {
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace
@@ -722,11 +669,12 @@ Provider DetectProvider(std::string_view issuer_url) {
   if (issuer_url == kGitHubIssuer || issuer_url.starts_with(std::string(kGitHubIssuer) + "/")) {
     return Provider::kGitHubActions;
   }
-  std::optional<UrlParts> u = SplitUrl(issuer_url);
+  // An issuer that CheckFetchUrl refuses is never used, whatever it names.
+  Result<net::Url> u = net::ParseUrl(issuer_url, net::UrlPolicy::OidcEndpoint(true));
   if (!u) {
     return Provider::kGeneric;
   }
-  const std::string host = text::AsciiLower(u->host);
+  const std::string& host = u->host;
   // GHEC data residency (token.actions.SUBDOMAIN.ghe.com) and GHES
   // (https://HOSTNAME/_services/token).
   if ((host.starts_with("token.actions.") && host.ends_with(".ghe.com")) ||
@@ -1146,75 +1094,16 @@ json CiFacts(const TrustPolicy& policy, const json& claims) {
   return facts;
 }
 
-std::optional<std::string> UrlHost(std::string_view url) {
-  std::optional<UrlParts> u = SplitUrl(url);
-  if (!u || u->host.empty()) {
-    return std::nullopt;
-  }
-  return u->host;
-}
-
 std::string CheckFetchUrl(std::string_view url, bool allow_http) {
-  if (url.empty() || url.size() > 2048) {
-    return "must be an absolute URL of at most 2048 characters";
+  Result<net::Url> parsed = net::ParseUrl(url, net::UrlPolicy::OidcEndpoint(allow_http));
+  if (parsed) {
+    return "";
   }
-  for (unsigned char c : url) {
-    if (c <= 0x20 || c >= 0x7f || c == '\\') {
-      return "must not contain spaces, control characters, backslashes or non-ASCII characters";
-    }
+  if (parsed.error().Reason() == "url_http_refused") {
+    return "must use https (plain http is allowed only with allow_http: true for a loopback "
+           "test issuer)";
   }
-  if (url.find('?') != std::string_view::npos || url.find('#') != std::string_view::npos) {
-    return "must not have a query or fragment";
-  }
-  std::optional<UrlParts> u = SplitUrl(url);
-  if (!u || u->host.empty()) {
-    return "must be an absolute https:// URL with a host";
-  }
-  if (u->host.find('@') != std::string::npos || u->port.find('@') != std::string::npos) {
-    return "must not carry userinfo (user@host)";
-  }
-  if (u->scheme == "http") {
-    if (!allow_http) {
-      return "must use https (plain http is allowed only with allow_http: true for a loopback "
-             "test issuer)";
-    }
-    if (!net::IsLoopbackHost(u->host)) {
-      return "plain http is allowed only for a loopback host (127.0.0.0/8, ::1, localhost)";
-    }
-  } else if (u->scheme != "https") {
-    return "must use https";
-  }
-  if (url.substr(0, u->scheme.size()) != u->scheme) {
-    return "the scheme must be lower case";
-  }
-  for (char c : u->host) {
-    if (!(IsNameChar(c) || c == ':') || c == '_') {
-      return "has an invalid host";
-    }
-  }
-  if (!u->port.empty()) {
-    if (u->port.size() > 5 || u->port.find_first_not_of("0123456789") != std::string::npos ||
-        std::stoi(u->port) < 1 || std::stoi(u->port) > 65535) {
-      return "has an invalid port";
-    }
-  }
-  // Dot segments would make the exact issuer comparison and the discovery
-  // URL disagree about what is being trusted.
-  std::string_view path = u->path;
-  size_t start = 0;
-  while (start < path.size()) {
-    size_t next = path.find('/', start + 1);
-    std::string_view seg = path.substr(
-        start + 1, next == std::string_view::npos ? std::string_view::npos : next - start - 1);
-    if (seg == "." || seg == ".." || (seg.empty() && next != std::string_view::npos)) {
-      return "must not have empty, '.' or '..' path segments";
-    }
-    if (next == std::string_view::npos) {
-      break;
-    }
-    start = next;
-  }
-  return "";
+  return parsed.error().message;
 }
 
 }  // namespace jitbroker::oidc

@@ -174,12 +174,11 @@ std::string CiRunKey(const TrustPolicy& policy, const nlohmann::json& claims);
 // (string/integer claims only, each at most 256 characters).
 nlohmann::json CiFacts(const TrustPolicy& policy, const nlohmann::json& claims);
 
-// URL rules for issuers and their jwks_uri: https://HOST[:PORT][/PATH], or
-// http:// when allow_http and the host is loopback; no userinfo, query,
-// fragment, "." or ".." segments, backslashes, spaces or controls. Returns
-// what is wrong, or "" when the URL is acceptable.
+// URL rules for issuers and their jwks_uri (net::ParseUrl with
+// net::UrlPolicy::OidcEndpoint): https://HOST[:PORT][/PATH], or http:// when
+// allow_http and the host is loopback; no userinfo, query, fragment, empty,
+// "." or ".." segments, backslashes, spaces or controls. Returns what is
+// wrong, or "" when the URL is acceptable.
 std::string CheckFetchUrl(std::string_view url, bool allow_http);
-// The host of an absolute http(s) URL (IPv6 without brackets), if any.
-std::optional<std::string> UrlHost(std::string_view url);
 
 }  // namespace jitbroker::oidc

@@ -39,6 +39,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "broker/common/time_util.h"
 #include "jitbroker/audit.h"
 #include "jitbroker/clock.h"
 #include "jitbroker/error.h"
@@ -215,28 +216,8 @@ TimePoint Join(int64_t seconds, int64_t nanos) {
       std::chrono::seconds(seconds) + std::chrono::nanoseconds(nanos)));
 }
 
-bool IsDigits(std::string_view s) {
-  if (s.empty()) {
-    return false;
-  }
-  for (char c : s) {
-    if (c < '0' || c > '9') {
-      return false;
-    }
-  }
-  return true;
-}
-
-int64_t Digits(std::string_view s) {
-  int64_t v = 0;
-  for (char c : s) {
-    v = v * 10 + (c - '0');
-  }
-  return v;
-}
-
-// Unix seconds of an RFC 3339 timestamp ("2026-01-02T03:04:05[.fff](Z|±hh:mm)")
-// or of an integer; nullopt otherwise. Only used to index audit rows by time.
+// Unix seconds of an RFC 3339 timestamp or of an integer; nullopt otherwise.
+// Only used to index audit rows by time.
 std::optional<int64_t> TimestampSeconds(const Json& v) {
   if (v.is_number_integer()) {
     return v.get<int64_t>();
@@ -244,53 +225,8 @@ std::optional<int64_t> TimestampSeconds(const Json& v) {
   if (!v.is_string()) {
     return std::nullopt;
   }
-  const std::string& s = v.get_ref<const std::string&>();
-  if (s.size() < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') ||
-      s[13] != ':' || s[16] != ':') {
-    return std::nullopt;
-  }
-  const std::string_view sv(s);
-  for (auto [pos, len] : {std::pair{0, 4}, {5, 2}, {8, 2}, {11, 2}, {14, 2}, {17, 2}}) {
-    if (!IsDigits(sv.substr(pos, len))) {
-      return std::nullopt;
-    }
-  }
-  size_t i = 19;
-  if (i < s.size() && s[i] == '.') {
-    ++i;
-    const size_t start = i;
-    while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
-      ++i;
-    }
-    if (i == start) {
-      return std::nullopt;
-    }
-  }
-  int64_t offset = 0;
-  const std::string_view zone = sv.substr(i);
-  if (zone == "Z" || zone == "z") {
-    offset = 0;
-  } else if (zone.size() == 6 && (zone[0] == '+' || zone[0] == '-') && zone[3] == ':' &&
-             IsDigits(zone.substr(1, 2)) && IsDigits(zone.substr(4, 2))) {
-    offset = Digits(zone.substr(1, 2)) * 3600 + Digits(zone.substr(4, 2)) * 60;
-    if (zone[0] == '-') {
-      offset = -offset;
-    }
-  } else {
-    return std::nullopt;
-  }
-  const std::chrono::year_month_day ymd{
-      std::chrono::year(static_cast<int>(Digits(sv.substr(0, 4)))),
-      std::chrono::month(static_cast<unsigned>(Digits(sv.substr(5, 2)))),
-      std::chrono::day(static_cast<unsigned>(Digits(sv.substr(8, 2))))};
-  const int64_t hh = Digits(sv.substr(11, 2));
-  const int64_t mm = Digits(sv.substr(14, 2));
-  const int64_t ss = Digits(sv.substr(17, 2));
-  if (!ymd.ok() || hh > 23 || mm > 59 || ss > 60) {
-    return std::nullopt;
-  }
-  const int64_t days = std::chrono::sys_days(ymd).time_since_epoch().count();
-  return days * 86400 + hh * 3600 + mm * 60 + ss - offset;
+  Result<int64_t> seconds = ParseRfc3339Seconds(v.get_ref<const std::string&>());
+  return seconds ? std::optional<int64_t>(*seconds) : std::nullopt;
 }
 
 // The string at `path` inside `body`, or null; points into `body`.

@@ -8,6 +8,7 @@
 #include <random>
 #include <thread>
 
+#include "broker/common/json_util.h"
 #include "broker/common/log.h"
 #include "broker/common/time_util.h"
 
@@ -61,9 +62,13 @@ bool IsBearerSafe(std::string_view s) {
   return true;
 }
 
+// GitHub's answers through the one strict parser: a body with a duplicate
+// member ("token", "permissions") is malformed, not read as its last copy.
 nlohmann::json ParseBody(const std::string& body) {
-  nlohmann::json j = nlohmann::json::parse(body, nullptr, false);
-  return j.is_discarded() ? nlohmann::json() : j;
+  jitbroker::json::ParseOptions options;
+  options.what = "GitHub's response";
+  Result<nlohmann::json> j = jitbroker::json::ParseStrict(body, options);
+  return j ? std::move(*j) : nlohmann::json();
 }
 
 }  // namespace
@@ -86,7 +91,7 @@ std::optional<TimePoint> ParseHttpDate(std::string_view text) {
 std::string SanitizedMessage(std::string_view body) {
   std::string msg;
   try {
-    nlohmann::json j = nlohmann::json::parse(body, nullptr, false);
+    nlohmann::json j = ParseBody(std::string(body));
     if (j.is_object() && j.contains("message") && j["message"].is_string()) {
       msg = j["message"].get<std::string>();
     }

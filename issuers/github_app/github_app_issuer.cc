@@ -734,36 +734,17 @@ class GitHubAppIssuer final : public Issuer {
 // ---------------------------------------------------------------------------
 // Config
 
+// net::UrlPolicy::GitHubBaseUrl: https (http to a loopback host with
+// allow_http), a path prefix, no userinfo, query, fragment or '@'.
 Status CheckBaseUrl(config::Section& s, const std::string& url, bool allow_http) {
-  const std::string bad =
-      "must be an https:// URL such as https://api.github.com or https://HOST/api/v3 "
-      "(http:// only with allow_http: true and a loopback host), without user:password@, "
-      "query or fragment";
-  if (url.size() > 2048 || !IsPrintableNoSpace(url) ||
-      url.find_first_of("?#@") != std::string::npos) {
-    return std::unexpected(s.Err("base_url", bad));
-  }
-  const bool https = url.starts_with("https://");
-  if (!https && !url.starts_with("http://")) {
-    return std::unexpected(s.Err("base_url", bad));
-  }
-  std::string_view rest = std::string_view(url).substr(https ? 8 : 7);
-  std::string_view authority = rest.substr(0, rest.find('/'));
-  std::string_view host = authority;
-  if (!host.empty() && host.front() == '[') {
-    const size_t close = host.find(']');
-    if (close == std::string_view::npos) {
-      return std::unexpected(s.Err("base_url", bad));
-    }
-    host = host.substr(1, close - 1);
-  } else {
-    host = host.substr(0, host.find(':'));
-  }
-  if (host.empty()) {
-    return std::unexpected(s.Err("base_url", bad));
-  }
-  if (!https && !(allow_http && net::IsLoopbackHost(host))) {
-    return std::unexpected(s.Err("base_url", bad));
+  Result<net::Url> parsed = net::ParseUrl(url, net::UrlPolicy::GitHubBaseUrl(allow_http));
+  if (!parsed) {
+    return std::unexpected(
+        s.Err("base_url",
+              "must be an https:// URL such as https://api.github.com or https://HOST/api/v3 "
+              "(http:// only with allow_http: true and a loopback host), without user:password@, "
+              "query or fragment; this one " +
+                  parsed.error().message));
   }
   return OkStatus();
 }

@@ -94,22 +94,29 @@ TEST_CASE("git-credential: unanswerable requests for a served host are errors") 
 }
 
 TEST_CASE("git-credential: plain http only to loopback hosts") {
-  using net::AuthorityHost;
-  using net::IsLoopbackHost;
-  CHECK(IsLoopbackHost(AuthorityHost("127.0.0.1:8080")));
-  CHECK(IsLoopbackHost(AuthorityHost("127.1.2.3")));
-  CHECK(IsLoopbackHost(AuthorityHost("localhost:3000")));
-  CHECK(IsLoopbackHost(AuthorityHost("[::1]:443")));
-  CHECK_FALSE(IsLoopbackHost(AuthorityHost("127.0.0.1.evil.example")));
-  CHECK_FALSE(IsLoopbackHost(AuthorityHost("localhost.evil.example")));
-  CHECK_FALSE(IsLoopbackHost(AuthorityHost("10.0.0.1")));
-  CHECK_FALSE(IsLoopbackHost(AuthorityHost("[::2]")));
-  CHECK_FALSE(IsLoopbackHost(AuthorityHost("127.0.0.1999")));
-  CHECK(net::IsLoopbackUrl("http://127.0.0.1:8443/prefix"));
-  CHECK(net::IsLoopbackUrl("https://[::1]/"));
-  CHECK_FALSE(net::IsLoopbackUrl("http://127.0.0.1@evil.example/"));
-  CHECK_FALSE(net::IsLoopbackUrl("http://localhost.evil.example/"));
-  CHECK_FALSE(net::IsLoopbackUrl("ftp://127.0.0.1/"));
+  // Whether git's HOST[:PORT] names a loopback host, and whether a URL does:
+  // both through the one URL parser.
+  auto loopback_url = [](std::string_view url) {
+    auto u = net::ParseUrl(url, net::UrlPolicy::BrokerUrl());
+    return u.has_value() && u->IsLoopback();
+  };
+  auto loopback = [&](std::string_view authority) {
+    return loopback_url("http://" + std::string(authority));
+  };
+  CHECK(loopback("127.0.0.1:8080"));
+  CHECK(loopback("127.1.2.3"));
+  CHECK(loopback("localhost:3000"));
+  CHECK(loopback("[::1]:443"));
+  CHECK_FALSE(loopback("127.0.0.1.evil.example"));
+  CHECK_FALSE(loopback("localhost.evil.example"));
+  CHECK_FALSE(loopback("10.0.0.1"));
+  CHECK_FALSE(loopback("[::2]"));
+  CHECK_FALSE(loopback("127.0.0.1999"));
+  CHECK(loopback_url("http://127.0.0.1:8443/prefix"));
+  CHECK(loopback_url("https://[::1]/"));
+  CHECK_FALSE(loopback_url("http://127.0.0.1@evil.example/"));
+  CHECK_FALSE(loopback_url("http://localhost.evil.example/"));
+  CHECK_FALSE(loopback_url("ftp://127.0.0.1/"));
   auto t = Resolve("protocol=http\nhost=127.0.0.1:9999\npath=acme/app.git\n", {"127.0.0.1:9999"});
   REQUIRE(t.has_value());
   CHECK(t->has_value());

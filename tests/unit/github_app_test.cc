@@ -423,6 +423,16 @@ TEST_CASE("GitHubApp config: errors name file, line and key") {
                    ", base_url: '" + env.fake->url() + "'}");
   REQUIRE_FALSE(http_no_flag);
   CHECK(http_no_flag.error().message.find("allow_http") != std::string::npos);
+  // Accepted before the one URL parser (net::ParseUrl): a port out of range,
+  // a backslash that WHATWG readers take for '/', a %-escaped host.
+  for (const char* bad : {"https://api.github.com:99999", "https://api.github.com\\.evil.example/",
+                          "https://api.git%68ub.com/"}) {
+    CAPTURE(bad);
+    auto refused = env.BuildRaw("{type: github_app, app_id: 5, private_key: file:" +
+                                env.key_path + ", base_url: '" + bad + "'}");
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().message.find("issuers.github.base_url") != std::string::npos);
+  }
   // A GHES base URL over https is fine (nothing is called at build time).
   auto ghes = env.BuildRaw("{type: github_app, app_id: 5, private_key: file:" + env.key_path +
                            ", base_url: 'https://ghes.example.com/api/v3/'}");

@@ -638,6 +638,9 @@ TEST_CASE("Config approvals: errors name file, line and key") {
       {"port too large", hook + "    url: https://hooks.example.com:70000/SECRETPATH\n", url_error},
       {"empty port", hook + "    url: https://hooks.example.com:/SECRETPATH\n", url_error},
       {"fragment", hook + "    url: https://hooks.example.com/x#SECRETPATH\n", url_error},
+      // Accepted before the one URL parser (net::ParseUrl):
+      {"backslash", hook + "    url: https://hooks.example.com/a\\SECRETPATH\n", url_error},
+      {"bad escape", hook + "    url: https://hooks.example.com/%zzSECRETPATH\n", url_error},
       {"timeout 0", hook + "    url: https://x.example.com/\n    timeout_seconds: 0\n",
        "t.yaml:5: approvals.webhook.timeout_seconds: must be an integer in [1, 60]"},
       {"max_attempts 0", hook + "    url: https://x.example.com/\n    max_attempts: 0\n",

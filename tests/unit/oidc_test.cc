@@ -827,6 +827,15 @@ TEST_CASE("JwksCache: hostile or broken issuers") {
     f.http.Remove(f.discovery);
     fails("unreachable");
   }
+  SUBCASE("documents go through the strict parser: no byte order mark, no duplicates") {
+    f.http.Set(f.discovery, 200,
+               "\xEF\xBB\xBF" + json{{"issuer", kIssuer}, {"jwks_uri", f.jwks_uri}}.dump());
+    CHECK(fails("bom").find("byte order mark") != std::string::npos);
+    f.http.Set(f.discovery, 200,
+               R"({"issuer":")" + std::string(kIssuer) + R"(","jwks_uri":")" + f.jwks_uri +
+                   R"(","jwks_uri":"https://evil.example/jwks"})");
+    CHECK(fails("two jwks_uri").find("duplicate key \"jwks_uri\"") != std::string::npos);
+  }
 }
 
 TEST_CASE("JwksCache: key selection by kid and algorithm") {
