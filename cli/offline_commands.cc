@@ -9,6 +9,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -215,11 +216,16 @@ int RunConfigCheck(const std::string& path, bool json, std::ostream& out, std::o
     const std::string version = cfg->policy ? cfg->policy->version : std::string();
     const size_t principals = cfg->policy ? cfg->policy->principals.size() : 0;
     const size_t issuers = cfg->issuers.size();
+    const std::vector<std::string>& warnings = cfg->policy_notes.warnings;
+    for (const std::string& w : warnings) {
+      err << "warning: " << SanitizeForTerminal(w) << "\n";
+    }
     if (json) {
       PrintJson(out, {{"ok", true},
                       {"policy_version", version},
                       {"principals", principals},
-                      {"issuers", issuers}});
+                      {"issuers", issuers},
+                      {"warnings", warnings}});
     } else {
       out << "ok: policy version " << SanitizeForTerminal(version) << ", " << principals
           << " principals, " << issuers << " issuers\n";

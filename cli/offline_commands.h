@@ -42,8 +42,11 @@ int RunAuditVerifyFile(const AuditVerifyFileOptions& options, bool json, std::os
                        std::ostream& err);
 int RunAuditVerifyFile(const std::string& path, bool json, std::ostream& out, std::ostream& err);
 
-// Loads and validates a broker config file. Prints "ok: policy version V, N
-// principals, M issuers" (exit 0) or the loader's error message (exit 1).
+// Loads and validates a broker config file exactly as the daemon does before
+// it starts (app::ValidateConfig: issuer sections and trust policies
+// included). Prints "ok: policy version V, N principals, M issuers" (exit 0),
+// after "warning: …" lines on `err` for deprecated keys, or the error
+// message (exit 1); --json adds "warnings".
 int RunConfigCheck(const std::string& path, bool json, std::ostream& out, std::ostream& err);
 
 }  // namespace jitbroker::cli

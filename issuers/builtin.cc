@@ -4,9 +4,22 @@
 
 namespace jitbroker::issuers {
 
-void RegisterBuiltinIssuers(IssuerRegistry& registry) {
-  registry.Register("jwt", &jwt::CreateJwtIssuer);
-  registry.Register("github_app", &github_app::CreateGitHubAppIssuer);
+Status RegisterBuiltinIssuers(IssuerRegistry& registry) {
+  JITBROKER_RETURN_IF_ERROR(registry.Register("jwt", jwt::Factory()));
+  JITBROKER_RETURN_IF_ERROR(registry.Register("github_app", github_app::Factory()));
+  return OkStatus();
+}
+
+const IssuerRegistry& BuiltinIssuers() {
+  // Built once, immutable afterwards (a function-local static: thread-safe
+  // initialisation, no static-initialisation-order dependency).
+  static const IssuerRegistry registry = [] {
+    IssuerRegistry r;
+    Status st = RegisterBuiltinIssuers(r);
+    (void)st;  // the built-in names are distinct (a unit test checks)
+    return r;
+  }();
+  return registry;
 }
 
 }  // namespace jitbroker::issuers

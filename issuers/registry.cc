@@ -1,22 +1,65 @@
 #include "issuers/registry.h"
 
+#include <algorithm>
+#include <string>
+#include <utility>
+
 namespace jitbroker::issuers {
 
-void IssuerRegistry::Register(std::string type, IssuerFactory factory) {
-  factories_[std::move(type)] = std::move(factory);
+Status IssuerRegistry::Register(std::string type, IssuerFactory factory) {
+  if (type.empty()) {
+    return std::unexpected(InvalidArgument("invalid_issuer_type", "an issuer type needs a name"));
+  }
+  if (!factory.validate || !factory.create) {
+    return std::unexpected(InvalidArgument(
+        "invalid_issuer_type", "issuer type " + type + " needs both validate and create"));
+  }
+  if (factories_.contains(type)) {
+    return std::unexpected(AlreadyExists(
+        "duplicate_issuer_type", "issuer type " + type + " is already registered"));
+  }
+  factories_.emplace(std::move(type), std::move(factory));
+  return OkStatus();
 }
 
-Result<std::unique_ptr<Issuer>> IssuerRegistry::Build(config::IssuerConfig& cfg,
-                                                      const std::string& data_dir,
-                                                      const Clock* clock,
-                                                      net::HttpClient* http) const {
-  auto it = factories_.find(cfg.type);
-  if (it == factories_.end()) {
-    return std::unexpected(cfg.section.Err(
-        "type", "issuer type \"" + cfg.type + "\" is not available in this build"));
+bool IssuerRegistry::Has(std::string_view type) const { return factories_.contains(type); }
+
+std::vector<std::string> IssuerRegistry::Types() const {
+  std::vector<std::string> out;
+  out.reserve(factories_.size());
+  for (const auto& [type, factory] : factories_) {
+    out.push_back(type);
   }
-  IssuerContext ctx{cfg.name, &cfg.section, data_dir, clock, http};
-  return it->second(ctx);
+  return out;
+}
+
+Result<const IssuerFactory*> IssuerRegistry::Find(std::string_view type,
+                                                  const IssuerContext& ctx) const {
+  if (auto it = factories_.find(type); it != factories_.end()) {
+    return &it->second;
+  }
+  std::string known;
+  for (const auto& [name, factory] : factories_) {
+    known += (known.empty() ? "" : ", ") + name;
+  }
+  std::string what = "unknown issuer type \"" + std::string(type) + "\" (this build has " +
+                     (known.empty() ? std::string("none") : known) + ")";
+  if (ctx.config == nullptr) {
+    return std::unexpected(InvalidArgument("invalid_config", "issuers." + ctx.name + ".type: " + what));
+  }
+  return std::unexpected(ctx.config->Err("type", what));
+}
+
+Result<std::unique_ptr<IssuerSpec>> IssuerRegistry::Validate(std::string_view type,
+                                                             IssuerContext& ctx) const {
+  JITBROKER_ASSIGN_OR_RETURN(const IssuerFactory* factory, Find(type, ctx));
+  return factory->validate(ctx);
+}
+
+Result<std::unique_ptr<Issuer>> IssuerRegistry::Create(std::string_view type,
+                                                       IssuerContext& ctx) const {
+  JITBROKER_ASSIGN_OR_RETURN(const IssuerFactory* factory, Find(type, ctx));
+  return factory->create(ctx);
 }
 
 }  // namespace jitbroker::issuers
@@ -45,6 +88,29 @@ std::string_view RevokeOutcomeName(RevokeOutcomeKind k) {
       return "expiry_only";
   }
   return "expiry_only";
+}
+
+Result<NarrowedScope> IssuerSpec::NarrowScope(
+    const GrantRequest& grant, const std::optional<std::vector<std::string>>& requested) const {
+  if (requested && !requested->empty()) {
+    return std::unexpected(PermissionDenied(
+        "scope_not_granted", "scope \"" + requested->front() +
+                                 "\" is not part of what the trust policy grants (issuer " +
+                                 Describe().name + " does not narrow its credentials by scope)"));
+  }
+  NarrowedScope out;
+  out.scope = grant.scope;
+  return out;
+}
+
+Status IssuerSpec::CheckTrustGrant(const GrantRequest& grant) const {
+  JITBROKER_ASSIGN_OR_RETURN(Tier tier, ImpliedTier(grant));
+  (void)tier;
+  JITBROKER_ASSIGN_OR_RETURN(std::vector<std::string> items, ScopeItems(grant));
+  (void)items;
+  JITBROKER_ASSIGN_OR_RETURN(NarrowedScope narrowed, NarrowScope(grant, std::nullopt));
+  (void)narrowed;
+  return OkStatus();
 }
 
 }  // namespace jitbroker

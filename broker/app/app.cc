@@ -174,6 +174,9 @@ struct App::Impl {
   std::unique_ptr<http::HttpServer> server;
   std::thread serve_thread;
   std::atomic<bool> serve_done{false};
+  // The identity keys the configured issuers act for (a reloaded policy's
+  // principals may use only these; issuer changes need a restart).
+  std::set<std::string> identity_keys;
   std::mutex reload_mu;
   bool started = false;
   bool stopped = false;
@@ -191,24 +194,80 @@ Result<std::shared_ptr<const oidc::TrustSet>> LoadTrust(config::Config& cfg) {
   return oidc::ParseTrustPolicies(cfg.trust ? &*cfg.trust : nullptr, tc);
 }
 
-}  // namespace
-
-Status ValidateConfig(config::Config& cfg) {
-  auto rules = lifecycle::ParseAnomalyRules(cfg.anomaly ? &*cfg.anomaly : nullptr);
-  if (!rules) {
-    return std::unexpected(rules.error());
-  }
-  auto trust = LoadTrust(cfg);
-  if (!trust) {
-    return std::unexpected(trust.error());
-  }
-  if (cfg.audit.signing_key) {
-    auto key = AuditKeyFromPem(*cfg.audit.signing_key);
-    if (!key) {
-      return std::unexpected(key.error());
+// Every identity key a principal uses is one some configured issuer acts for
+// (IssuerDescription::identity_key): a misspelt key would silently turn a
+// delegated-rights check off.
+Status CheckIdentities(const config::Config& cfg, const std::set<std::string>& keys) {
+  for (const Principal& p : cfg.policy->principals) {
+    for (const auto& [key, value] : p.identities) {
+      if (keys.contains(key)) {
+        continue;
+      }
+      std::string known;
+      for (const std::string& k : keys) {
+        known += (known.empty() ? "" : ", ") + k;
+      }
+      auto loc = cfg.policy_notes.identity_locations.find({p.id, key});
+      const std::string where = loc != cfg.policy_notes.identity_locations.end()
+                                    ? loc->second
+                                    : cfg.file + ": policy.principals (" + p.id + ").identities." +
+                                          key;
+      return std::unexpected(InvalidArgument(
+          "invalid_config", where + ": no configured issuer acts for identity \"" + key +
+                                "\" (" +
+                                (known.empty() ? std::string("none does")
+                                               : "they act for: " + known) +
+                                ")"));
     }
   }
   return OkStatus();
+}
+
+// What validation produced, for App::Create to reuse.
+struct Validated {
+  std::map<std::string, std::unique_ptr<IssuerSpec>> issuers;
+  std::set<std::string> identity_keys;
+  std::shared_ptr<const oidc::TrustSet> trust;
+};
+
+// See ValidateConfig (app.h). Creates nothing.
+Result<Validated> Validate(config::Config& cfg, const issuers::IssuerRegistry& registry) {
+  Validated out;
+  JITBROKER_ASSIGN_OR_RETURN(
+      auto rules, lifecycle::ParseAnomalyRules(cfg.anomaly ? &*cfg.anomaly : nullptr));
+  (void)rules;
+  if (cfg.audit.signing_key) {
+    JITBROKER_ASSIGN_OR_RETURN(auto key, AuditKeyFromPem(*cfg.audit.signing_key));
+    (void)key;
+  }
+  for (auto& ic : cfg.issuers) {
+    IssuerContext ctx{ic.name, &ic.section, cfg.data_dir, nullptr, nullptr};
+    JITBROKER_ASSIGN_OR_RETURN(std::unique_ptr<IssuerSpec> spec, registry.Validate(ic.type, ctx));
+    if (const std::string& key = spec->Describe().identity_key; !key.empty()) {
+      out.identity_keys.insert(key);
+    }
+    out.issuers.emplace(ic.name, std::move(spec));
+  }
+  JITBROKER_RETURN_IF_ERROR(CheckIdentities(cfg, out.identity_keys));
+  JITBROKER_ASSIGN_OR_RETURN(out.trust, LoadTrust(cfg));
+  JITBROKER_RETURN_IF_ERROR(oidc::CheckTrustGrants(
+      *out.trust, *cfg.policy, [&out](std::string_view name) -> const IssuerSpec* {
+        auto it = out.issuers.find(std::string(name));
+        return it == out.issuers.end() ? nullptr : it->second.get();
+      }));
+  return out;
+}
+
+}  // namespace
+
+Status ValidateConfig(config::Config& cfg, const issuers::IssuerRegistry& registry) {
+  JITBROKER_ASSIGN_OR_RETURN(Validated v, Validate(cfg, registry));
+  (void)v;
+  return OkStatus();
+}
+
+Status ValidateConfig(config::Config& cfg) {
+  return ValidateConfig(cfg, issuers::BuiltinIssuers());
 }
 
 App::~App() { Stop(); }
@@ -221,6 +280,15 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
 
   JITBROKER_ASSIGN_OR_RETURN(impl.cfg, config::LoadConfigFile(config_path));
   log::InitLogging(impl.cfg.log.level);
+  // The whole file is checked before anything is created (API keys, seal
+  // key, store, audit file and key, access log, generated issuer keys): a
+  // refused config leaves no trace on disk.
+  const issuers::IssuerRegistry& registry = issuers::BuiltinIssuers();
+  JITBROKER_ASSIGN_OR_RETURN(Validated validated, Validate(impl.cfg, registry));
+  for (const std::string& w : impl.cfg.policy_notes.warnings) {
+    log::Get("config")->warn("event=config_deprecated note={}", log::Quoted(w));
+  }
+  impl.identity_keys = validated.identity_keys;
   if (std::string err = log::ConfigureAccessLog(impl.cfg.log.access_log); !err.empty()) {
     return std::unexpected(InvalidArgument("invalid_config", err));
   }
@@ -257,8 +325,6 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
     metrics->ObserveAuditCommit(batches, static_cast<double>(micros) / 1e6);
   });
 
-  issuers::IssuerRegistry registry;
-  issuers::RegisterBuiltinIssuers(registry);
   std::map<std::string, std::unique_ptr<Issuer>> built;
   {
     net::CurlHttpClientOptions ho;
@@ -268,8 +334,9 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
     impl.upstream_http = net::MakeCurlHttpClient(std::move(ho));
   }
   for (auto& ic : impl.cfg.issuers) {
-    JITBROKER_ASSIGN_OR_RETURN(auto issuer, registry.Build(ic, impl.cfg.data_dir, &impl.clock,
-                                                           impl.upstream_http.get()));
+    IssuerContext ctx{ic.name, &ic.section, impl.cfg.data_dir, &impl.clock,
+                      impl.upstream_http.get()};
+    JITBROKER_ASSIGN_OR_RETURN(auto issuer, registry.Create(ic.type, ctx));
     built.emplace(ic.name, std::move(issuer));
   }
   service::ServiceOptions so_opts;
@@ -283,7 +350,7 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
   so_opts.max_pending_per_session = impl.cfg.approvals.max_pending_per_session;
   so_opts.max_pending_per_principal = impl.cfg.approvals.max_pending_per_principal;
   so_opts.limits = impl.cfg.limits;
-  JITBROKER_ASSIGN_OR_RETURN(std::shared_ptr<const oidc::TrustSet> trust, LoadTrust(impl.cfg));
+  std::shared_ptr<const oidc::TrustSet> trust = std::move(validated.trust);
   {
     // Discovery and JWKS documents are small; the cap keeps a hostile or
     // broken issuer from making the broker download much.
@@ -360,6 +427,13 @@ Result<std::string> App::ReloadPolicy() {
                                  "the set of issuers changed; issuer changes need a restart");
     log::Get("app")->error("event=reload_failed error=\"{}\"", e.ToString());
     return std::unexpected(e);
+  }
+  for (const std::string& w : cfg->policy_notes.warnings) {
+    log::Get("config")->warn("event=config_deprecated note={}", log::Quoted(w));
+  }
+  if (Status st = CheckIdentities(*cfg, impl.identity_keys); !st) {
+    log::Get("app")->error("event=reload_failed error=\"{}\"", st.error().ToString());
+    return std::unexpected(st.error());
   }
   auto trust = LoadTrust(*cfg);
   if (trust) {

@@ -1,8 +1,9 @@
-// App: the composition root. Loads config, prepares the data directory
-// (generated dev keys), opens the store and the audit journal, builds the
-// issuers, the service and the HTTP server, and owns them all. Shutdown
-// order: stop accepting and drain HTTP, stop the journal (flushes audit),
-// close the store.
+// App: the composition root. Loads config and validates all of it (issuers
+// and trust policies included) before it creates anything; then prepares the
+// data directory (generated dev keys), opens the store and the audit journal,
+// builds the issuers, the service and the HTTP server, and owns them all.
+// Shutdown order: stop accepting and drain HTTP, stop the journal (flushes
+// audit), close the store.
 //
 // Thread-safety: Create/Start/Stop from the main thread; ReloadPolicy may be
 // called from any thread (it is serialised internally).
@@ -19,13 +20,25 @@
 namespace jitbroker::config {
 struct Config;
 }
+namespace jitbroker::issuers {
+class IssuerRegistry;
+}
 
 namespace jitbroker::app {
 
-// Checks what LoadConfigFile leaves to the components that use it (today the
-// anomaly rules), without side effects: `jitctl config check` and
-// `jitbroker --check-config` call it so that a file they accept also starts.
+// Checks what LoadConfigFile leaves to the components that use it, without
+// side effects (no key generated, no file written, no network): the anomaly
+// rules, the audit signing key, every issuer section (its factory's
+// Validate: a type this build has, its keys), the principals' identity keys
+// (each one some issuer acts for) and the trust policies (parsed, and each
+// grant checked against its issuer and the tier policy). `jitctl config
+// check`, `jitbroker --check-config` and App::Create (before it creates
+// anything) call it, so a file the checkers accept also starts. Errors:
+// kInvalidArgument "invalid_config" naming file, line and key.
 [[nodiscard]] Status ValidateConfig(config::Config& cfg);
+// Same, against the issuer types of `registry` (the daemon uses the
+// built-in ones, issuers::BuiltinIssuers()).
+[[nodiscard]] Status ValidateConfig(config::Config& cfg, const issuers::IssuerRegistry& registry);
 
 struct AppOptions {
   std::ostream* out = nullptr;     // where first-start notices (generated keys) go

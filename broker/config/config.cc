@@ -466,13 +466,82 @@ Status LoadTools(Section& policy_section, Policy& policy) {
   return OkStatus();
 }
 
-Status LoadPrincipals(Section& policy_section, Policy& policy) {
+// "FILE:LINE: PATH.KEY" of `key` in `s`, for messages written later.
+std::string Location(const Section& s, std::string_view key) {
+  std::string text = s.Err(key, "").message;
+  if (text.ends_with(": ")) {
+    text.resize(text.size() - 2);
+  }
+  return text;
+}
+
+// A principal's upstream identities: `identities: {KEY: VALUE}` and the
+// deprecated `github_login: VALUE` (= identities.github).
+Status LoadIdentities(Section& ps, Principal& p, PolicyNotes* notes, size_t& github_logins,
+                      std::string& first_github_login) {
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> ids, ps.OptSection("identities"));
+  if (ids) {
+    std::vector<std::string> keys;
+    try {
+      for (auto it = ids->node().begin(); ids->node().IsMap() && it != ids->node().end(); ++it) {
+        if (it->first.IsScalar()) {
+          keys.push_back(it->first.Scalar());
+        }
+      }
+    } catch (...) {
+      return std::unexpected(ps.Err("identities", "must be a mapping of identity key to name"));
+    }
+    for (const std::string& key : keys) {
+      JITBROKER_ASSIGN_OR_RETURN(std::string value, ids->String(key));
+      if (!IsIdentityKey(key)) {
+        return std::unexpected(ids->Err(
+            key, "identity keys must match [a-z][a-z0-9_-]* (at most 64 characters), e.g. github"));
+      }
+      if (value.size() > 256 || !IsPrintable(value) || value.find(' ') != std::string::npos) {
+        return std::unexpected(
+            ids->Err(key, "must be 1 to 256 printable characters without spaces"));
+      }
+      p.identities[key] = value;
+      if (notes != nullptr) {
+        notes->identity_locations[{p.id, key}] = Location(*ids, key);
+      }
+    }
+    JITBROKER_RETURN_IF_ERROR(ids->CheckNoUnknownKeys());
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> login, ps.OptString("github_login"));
+  if (login) {
+    if (p.identities.contains("github")) {
+      return std::unexpected(ps.Err(
+          "github_login", "is given both here and as identities.github (github_login is "
+                          "deprecated: keep identities.github)"));
+    }
+    if (login->empty()) {
+      return std::unexpected(ps.Err("github_login", "must not be empty"));
+    }
+    if (login->size() > 256 || !IsPrintable(*login) || login->find(' ') != std::string::npos) {
+      return std::unexpected(
+          ps.Err("github_login", "must be 1 to 256 printable characters without spaces"));
+    }
+    p.identities["github"] = *login;
+    if (github_logins++ == 0) {
+      first_github_login = Location(ps, "github_login");
+    }
+    if (notes != nullptr) {
+      notes->identity_locations[{p.id, "github"}] = Location(ps, "github_login");
+    }
+  }
+  return OkStatus();
+}
+
+Status LoadPrincipals(Section& policy_section, Policy& policy, PolicyNotes* notes) {
   JITBROKER_ASSIGN_OR_RETURN(std::vector<Section> list, policy_section.SectionList("principals"));
   const fs::path base = BaseDir(policy_section.file());
   std::map<std::string, std::string> digest_owner;  // digest -> principal id
+  size_t github_logins = 0;
+  std::string first_github_login;
   for (Section& ps : list) {
-    JITBROKER_RETURN_IF_ERROR(
-        Expect(ps, {"id", "email", "roles", "github_login", "api_keys_sha256", "api_key_file"}));
+    JITBROKER_RETURN_IF_ERROR(Expect(ps, {"id", "email", "roles", "identities", "github_login",
+                                          "api_keys_sha256", "api_key_file"}));
     Principal p;
     JITBROKER_ASSIGN_OR_RETURN(p.id, ps.String("id"));
     if (!IsPrincipalId(p.id)) {
@@ -484,8 +553,7 @@ Status LoadPrincipals(Section& policy_section, Policy& policy) {
     }
     JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> email, ps.OptString("email"));
     p.email = email.value_or("");
-    JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> login, ps.OptString("github_login"));
-    p.github_login = login.value_or("");
+    JITBROKER_RETURN_IF_ERROR(LoadIdentities(ps, p, notes, github_logins, first_github_login));
     JITBROKER_ASSIGN_OR_RETURN(p.roles, ps.StringList("roles"));
     if (p.roles.empty()) {
       return std::unexpected(ps.Err("roles", "must list at least one role"));
@@ -537,6 +605,12 @@ Status LoadPrincipals(Section& policy_section, Policy& policy) {
     }
     p.api_keys_sha256 = std::move(digests);
     policy.principals.push_back(std::move(p));
+  }
+  if (github_logins > 0 && notes != nullptr) {
+    notes->warnings.push_back(
+        first_github_login + ": github_login is deprecated; write identities: {github: LOGIN} (" +
+        std::to_string(github_logins) + " principal" + (github_logins == 1 ? "" : "s") +
+        " still use" + (github_logins == 1 ? "s" : "") + " it)");
   }
   return OkStatus();
 }
@@ -825,7 +899,6 @@ Status LoadIssuers(Section& top, std::vector<IssuerConfig>& issuers) {
   if (!s || !s->node().IsMap()) {
     return OkStatus();
   }
-  static constexpr std::string_view kTypes[] = {"jwt", "github_app", "aws_sts", "gcp"};
   for (auto it = s->node().begin(); it != s->node().end(); ++it) {
     const std::string name = it->first.Scalar();
     s->MarkKnown(name);
@@ -837,12 +910,9 @@ Status LoadIssuers(Section& top, std::vector<IssuerConfig>& issuers) {
       return std::unexpected(s->Err(name, "must be a mapping"));
     }
     Section is = Child(*s, it->second, name);
+    // Which types exist is the issuer registry's business (issuers/registry.h):
+    // app::ValidateConfig refuses a type this build does not have.
     JITBROKER_ASSIGN_OR_RETURN(std::string type, is.String("type"));
-    if (std::find(std::begin(kTypes), std::end(kTypes), type) == std::end(kTypes)) {
-      return std::unexpected(is.Err(
-          "type",
-          "unknown issuer type " + Q(type) + " (expected one of jwt, github_app, aws_sts, gcp)"));
-    }
     issuers.push_back(IssuerConfig{name, type, std::move(is)});
   }
   return s->CheckNoUnknownKeys();
@@ -1033,7 +1103,7 @@ Status CheckRoleIssuers(Section& policy_section, const Policy& policy,
 
 }  // namespace
 
-Result<std::shared_ptr<const Policy>> LoadPolicy(Section& section) {
+Result<std::shared_ptr<const Policy>> LoadPolicy(Section& section, PolicyNotes* notes) {
   JITBROKER_RETURN_IF_ERROR(CheckDuplicates(section.node(), section.file(), section.path(), 0));
   if (!section.node().IsMap()) {
     return std::unexpected(section.Err("", "must be a mapping"));
@@ -1055,7 +1125,7 @@ Result<std::shared_ptr<const Policy>> LoadPolicy(Section& section) {
   JITBROKER_RETURN_IF_ERROR(LoadRoles(section, *policy));
   JITBROKER_RETURN_IF_ERROR(LoadTiers(section, *policy));
   JITBROKER_RETURN_IF_ERROR(LoadTools(section, *policy));
-  JITBROKER_RETURN_IF_ERROR(LoadPrincipals(section, *policy));
+  JITBROKER_RETURN_IF_ERROR(LoadPrincipals(section, *policy, notes));
   return std::shared_ptr<const Policy>(std::move(policy));
 }
 
@@ -1127,7 +1197,7 @@ Result<Config> LoadConfigText(std::string_view text, const std::string& file_nam
   if (!policy_section->node().IsMap()) {
     return std::unexpected(top.Err("policy", "must be a mapping"));
   }
-  JITBROKER_ASSIGN_OR_RETURN(config.policy, LoadPolicy(*policy_section));
+  JITBROKER_ASSIGN_OR_RETURN(config.policy, LoadPolicy(*policy_section, &config.policy_notes));
   JITBROKER_RETURN_IF_ERROR(CheckRoleIssuers(*policy_section, *config.policy, config.issuers));
 
   JITBROKER_ASSIGN_OR_RETURN(config.anomaly, SequenceSection(top, "anomaly"));

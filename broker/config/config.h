@@ -9,55 +9,65 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <yaml-cpp/yaml.h>
 
 #include "broker/common/rate_limit.h"
+#include "jitbroker/config_view.h"
 #include "jitbroker/policy.h"
 #include "jitbroker/result.h"
 #include "jitbroker/secret.h"
 
 namespace jitbroker::config {
 
-// A YAML mapping being read strictly. Every accessor marks its key as known;
-// CheckNoUnknownKeys() then reports the first key never asked for. Errors
-// are kInvalidArgument with reason "invalid_config" and a message
+// A YAML mapping being read strictly: the ConfigView (include/jitbroker/
+// config_view.h) of the broker's own loader. Every accessor marks its key as
+// known; CheckNoUnknownKeys() then reports the first key never asked for.
+// Errors are kInvalidArgument with reason "invalid_config" and a message
 // "FILE:LINE: PATH.KEY: what is wrong".
-class Section {
+class Section final : public ConfigView {
  public:
   Section(YAML::Node node, std::shared_ptr<const std::string> file, std::string path);
 
-  const std::string& path() const { return path_; }   // "policy.tiers.read"
+  const std::string& path() const override { return path_; }   // "policy.tiers.read"
   int line() const;                                    // 1-based
   const YAML::Node& node() const { return node_; }
-  bool Has(std::string_view key) const;
+  bool Has(std::string_view key) const override;
+  ConfigValueKind KindOf(std::string_view key) const override;
+  [[nodiscard]] Result<std::vector<std::string>> Keys() const override;
 
-  [[nodiscard]] Result<std::string> String(std::string_view key);
-  [[nodiscard]] Result<std::optional<std::string>> OptString(std::string_view key);
+  [[nodiscard]] Result<std::string> String(std::string_view key) override;
+  [[nodiscard]] Result<std::optional<std::string>> OptString(std::string_view key) override;
   [[nodiscard]] Result<std::optional<int64_t>> OptInt(std::string_view key, int64_t min,
-                                                      int64_t max);
+                                                      int64_t max) override;
   // A decimal number in [min, max]; `range` is how errors show the bounds.
   [[nodiscard]] Result<std::optional<double>> OptNumber(std::string_view key, double min,
-                                                        double max, std::string_view range);
-  [[nodiscard]] Result<std::optional<bool>> OptBool(std::string_view key);
+                                                        double max,
+                                                        std::string_view range) override;
+  [[nodiscard]] Result<std::optional<bool>> OptBool(std::string_view key) override;
   // A sequence of strings (absent = empty).
-  [[nodiscard]] Result<std::vector<std::string>> StringList(std::string_view key);
+  [[nodiscard]] Result<std::vector<std::string>> StringList(std::string_view key) override;
   [[nodiscard]] Result<std::optional<Section>> OptSection(std::string_view key);
   // Each element of a sequence of mappings.
   [[nodiscard]] Result<std::vector<Section>> SectionList(std::string_view key);
+  [[nodiscard]] Result<std::unique_ptr<ConfigView>> OptView(std::string_view key) override;
+  [[nodiscard]] Result<std::vector<std::unique_ptr<ConfigView>>> ViewList(
+      std::string_view key) override;
   // A "file:PATH" or "env:NAME" reference, resolved; inline values are an error.
   // Relative file paths resolve against the config file's directory.
-  [[nodiscard]] Result<std::optional<SecretValue>> OptSecretRef(std::string_view key);
+  [[nodiscard]] Result<std::optional<SecretValue>> OptSecretRef(std::string_view key) override;
   // Marks `key` as known without reading it (for keys read elsewhere).
-  void MarkKnown(std::string_view key);
+  void MarkKnown(std::string_view key) override;
 
-  [[nodiscard]] Status CheckNoUnknownKeys() const;
-  Error Err(std::string_view key, std::string_view what) const;  // key may be empty
+  [[nodiscard]] Status CheckNoUnknownKeys() const override;
+  Error Err(std::string_view key, std::string_view what) const override;  // key may be empty
   const std::string& file() const { return *file_; }
 
  private:
@@ -164,6 +174,17 @@ struct IssuerConfig {
   Section section;                       // the issuer's own mapping ("type" marked known)
 };
 
+// What loading the policy noticed besides the policy itself.
+struct PolicyNotes {
+  // Accepted but deprecated (principals[].github_login): logged once per
+  // load by the daemon and printed by the config checkers.
+  std::vector<std::string> warnings;
+  // "FILE:LINE: policy.principals[i].identities.KEY" by (principal id, KEY),
+  // for checks that need the issuers (app::ValidateConfig: every identity
+  // key must be one some configured issuer acts for).
+  std::map<std::pair<std::string, std::string>, std::string> identity_locations;
+};
+
 struct Config {
   std::string file;                      // absolute path of the loaded file
   std::string data_dir;                  // absolute
@@ -172,6 +193,7 @@ struct Config {
   AuditConfig audit;
   std::optional<SecretValue> seal_key;   // 32 bytes decoded; absent = generated (dev)
   std::shared_ptr<const Policy> policy;
+  PolicyNotes policy_notes;
   SessionsConfig sessions;
   LogConfig log;
   std::vector<IssuerConfig> issuers;
@@ -189,6 +211,7 @@ struct Config {
 [[nodiscard]] Result<Config> LoadConfigText(std::string_view text, const std::string& file_name);
 
 // The policy part alone (used by reload): section is the `policy:` mapping.
-[[nodiscard]] Result<std::shared_ptr<const Policy>> LoadPolicy(Section& section);
+[[nodiscard]] Result<std::shared_ptr<const Policy>> LoadPolicy(Section& section,
+                                                              PolicyNotes* notes = nullptr);
 
 }  // namespace jitbroker::config

@@ -308,6 +308,65 @@ Result<std::vector<Section>> Section::SectionList(std::string_view key) {
   return out;
 }
 
+ConfigValueKind Section::KindOf(std::string_view key) const {
+  std::optional<Entry> e = Find(node_, key);
+  if (!e) {
+    return ConfigValueKind::kAbsent;
+  }
+  try {
+    if (IsNullNode(e->value)) {
+      return ConfigValueKind::kNull;
+    }
+    if (e->value.IsMap()) {
+      return ConfigValueKind::kMapping;
+    }
+    if (e->value.IsSequence()) {
+      return ConfigValueKind::kList;
+    }
+  } catch (...) {
+    return ConfigValueKind::kNull;
+  }
+  return ConfigValueKind::kScalar;
+}
+
+Result<std::vector<std::string>> Section::Keys() const {
+  std::vector<std::string> out;
+  if (IsNullNode(node_) || !node_.IsMap()) {
+    return out;
+  }
+  try {
+    for (auto it = node_.begin(); it != node_.end(); ++it) {
+      std::optional<std::string> k = KeyText(it->first);
+      if (!k) {
+        return std::unexpected(
+            ConfigError(*file_, MarkLine(it->first), path_, "keys must be plain strings"));
+      }
+      out.push_back(std::move(*k));
+    }
+  } catch (...) {
+    return std::unexpected(ConfigError(*file_, line(), path_, "malformed mapping"));
+  }
+  return out;
+}
+
+Result<std::unique_ptr<ConfigView>> Section::OptView(std::string_view key) {
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> sub, OptSection(key));
+  if (!sub || IsNullNode(sub->node_)) {
+    return std::unique_ptr<ConfigView>();
+  }
+  return std::unique_ptr<ConfigView>(std::make_unique<Section>(std::move(*sub)));
+}
+
+Result<std::vector<std::unique_ptr<ConfigView>>> Section::ViewList(std::string_view key) {
+  JITBROKER_ASSIGN_OR_RETURN(std::vector<Section> list, SectionList(key));
+  std::vector<std::unique_ptr<ConfigView>> out;
+  out.reserve(list.size());
+  for (Section& s : list) {
+    out.push_back(std::make_unique<Section>(std::move(s)));
+  }
+  return out;
+}
+
 Result<std::optional<SecretValue>> Section::OptSecretRef(std::string_view key) {
   MarkKnown(key);
   std::optional<Entry> e = Find(node_, key);

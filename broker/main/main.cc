@@ -48,9 +48,13 @@ int main(int argc, char** argv) {
       std::cerr << "jitbroker: " << cfg.error().message << "\n";
       return 1;
     }
+    // Exactly what start-up checks before it creates anything.
     if (auto st = jitbroker::app::ValidateConfig(*cfg); !st) {
       std::cerr << "jitbroker: " << st.error().message << "\n";
       return 1;
+    }
+    for (const std::string& w : cfg->policy_notes.warnings) {
+      std::cerr << "jitbroker: warning: " << w << "\n";
     }
     std::cout << "ok: policy version " << cfg->policy->version << "\n";
     return 0;

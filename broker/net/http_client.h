@@ -1,105 +1,25 @@
-// HttpClient: a small synchronous HTTP client seam for upstream calls (issuers,
-// OIDC discovery) and for jitctl.
+// The libcurl implementation of the HttpClient seam (include/jitbroker/
+// http_client.h, where the interface and its error contract live), and the
+// names broker code has always used for it (net::HttpClient, …).
 //
-// The seam is the abstract HttpClient; MakeCurlHttpClient() returns the libcurl
-// implementation and tests substitute a fake. The bearer credential of a request
-// travels as a SecretValue (never as a plain header) and is revealed only when
-// the Authorization header is handed to the transport; it is never logged and
-// never appears in an Error.
-//
-// Errors: transport failures (connect, TLS, timeout, reset) are kUnavailable
-// with message "cannot reach <host[:port]>" (no path, query or userinfo) and the
-// transport's error text in `detail`. A malformed request (bad URL scheme,
-// CR/LF in a header) is kInvalidArgument. Any HTTP status, including 4xx and
-// 5xx, is a successful HttpResponse: interpreting it is the caller's job.
-//
-// Redirects are never followed. Only http and https are allowed.
-//
-// Thread-safety: Send() may be called concurrently from many threads on one
-// HttpClient. Requests and responses are plain values owned by the caller.
-// The libcurl implementation needs CurlGlobalInit() to have run once (in main,
+// MakeCurlHttpClient() needs CurlGlobalInit() to have run once (in main,
 // before any thread starts) and SIGPIPE ignored process-wide.
 #pragma once
 
-#include <chrono>
 #include <cstddef>
 #include <memory>
-#include <optional>
 #include <string>
 #include <string_view>
-#include <utility>
-#include <vector>
 
+#include "jitbroker/http_client.h"
 #include "jitbroker/result.h"
-#include "jitbroker/secret.h"
 
 namespace jitbroker::net {
 
-// An ordered list of header fields with case-insensitive lookup by name.
-class HttpHeaders {
- public:
-  HttpHeaders() = default;
-
-  void Add(std::string name, std::string value) {
-    fields_.emplace_back(std::move(name), std::move(value));
-  }
-  // The first field named `name` (ASCII case-insensitive), if any.
-  std::optional<std::string_view> Get(std::string_view name) const {
-    for (const auto& [field_name, value] : fields_) {
-      if (EqualsIgnoreCase(field_name, name)) {
-        return std::string_view(value);
-      }
-    }
-    return std::nullopt;
-  }
-  bool Has(std::string_view name) const { return Get(name).has_value(); }
-  const std::vector<std::pair<std::string, std::string>>& fields() const { return fields_; }
-  void Clear() { fields_.clear(); }
-
-  static bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) {
-      return false;
-    }
-    for (size_t i = 0; i < a.size(); ++i) {
-      if (AsciiLower(a[i]) != AsciiLower(b[i])) {
-        return false;
-      }
-    }
-    return true;
-  }
-
- private:
-  static char AsciiLower(char c) {
-    return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-  }
-
-  std::vector<std::pair<std::string, std::string>> fields_;
-};
-
-struct HttpRequest {
-  std::string method = "GET";  // GET, POST, PUT, PATCH, DELETE, HEAD
-  std::string url;             // absolute http:// or https:// URL
-  // Extra header fields. Never put Authorization here: use `bearer`.
-  std::vector<std::pair<std::string, std::string>> headers;
-  // Sent as "Authorization: Bearer <bearer>" when non-empty.
-  SecretValue bearer;
-  std::string body;  // sent for POST/PUT/PATCH/DELETE when non-empty (always for POST)
-  std::chrono::milliseconds timeout{30000};          // whole exchange
-  std::chrono::milliseconds connect_timeout{10000};  // TCP + TLS handshake
-};
-
-struct HttpResponse {
-  int status = 0;
-  HttpHeaders headers;  // of the final response
-  std::string body;
-};
-
-class HttpClient {
- public:
-  virtual ~HttpClient() = default;
-  // Performs one exchange. See the file comment for the error contract.
-  [[nodiscard]] virtual Result<HttpResponse> Send(const HttpRequest& request) = 0;
-};
+using ::jitbroker::HttpClient;
+using ::jitbroker::HttpHeaders;
+using ::jitbroker::HttpRequest;
+using ::jitbroker::HttpResponse;
 
 struct CurlHttpClientOptions {
   std::string ca_file;                           // PEM bundle; empty = system default

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -15,8 +16,9 @@
 
 #include "broker/common/text.h"
 #include "broker/config/config.h"
-#include "jitbroker/policy.h"
 #include "broker/net/url.h"
+#include "jitbroker/issuer.h"
+#include "jitbroker/policy.h"
 
 namespace jitbroker::oidc {
 
@@ -56,23 +58,11 @@ constexpr std::string_view kGitLabContextClaims[] = {
 // Registered claims the verifier checks itself.
 constexpr std::string_view kReservedClaims[] = {"iss", "aud", "exp", "nbf", "iat", "jti"};
 
-// Permission levels of `permissions:` grants, weakest first.
-constexpr std::string_view kLevels[] = {"read", "write", "admin"};
-
 std::string Q(std::string_view s) { return "\"" + std::string(s) + "\""; }
 
 template <size_t N>
 bool In(const std::string_view (&list)[N], std::string_view v) {
   return std::find(std::begin(list), std::end(list), v) != std::end(list);
-}
-
-int LevelRank(std::string_view level) {
-  for (size_t i = 0; i < std::size(kLevels); ++i) {
-    if (kLevels[i] == level) {
-      return static_cast<int>(i);
-    }
-  }
-  return -1;
 }
 
 bool IsNameChar(char c) {
@@ -132,7 +122,7 @@ Error ConfigError(const std::string& file, int line, std::string_view path, std:
 }
 
 // YAML (maps, sequences, scalars) as JSON with every scalar a string: the
-// issuer-specific grant scope (permissions, repositories, scopes, audience).
+// issuer-specific grant scope, which the grant's issuer reads (IssuerSpec).
 Result<json> YamlToJson(const YAML::Node& node, const std::string& file, const std::string& path,
                         int depth) {
   if (depth > 16) {
@@ -326,49 +316,25 @@ Status ParseClaims(config::Section& entry, TrustPolicy& p) {
   return OkStatus();
 }
 
-// Moves a shorthand grant key (permissions, repositories, scopes, audience)
-// into the issuer-specific scope.
-Status MergeShorthand(config::Section& g, std::string_view key, json& scope) {
+// The keys of `grant:` that are the trust policy's own; every other key is
+// shorthand for a key of the issuer-specific `scope` (`permissions: …` is
+// `scope: {permissions: …}`), which the issuer checks
+// (IssuerSpec::CheckTrustGrant, run by CheckTrustGrants).
+constexpr std::string_view kGrantKeys[] = {"issuer",      "resource", "tool",  "operation",
+                                           "ttl_seconds", "max_tier", "scope"};
+
+// Moves a shorthand grant key into the issuer-specific scope.
+Status MergeShorthand(config::Section& g, const std::string& key, json& scope) {
   g.MarkKnown(key);
   const std::optional<YAML::Node> node = Child(g.node(), key);
   if (!node || IsAbsent(*node)) {
     return OkStatus();
   }
-  if (scope.contains(std::string(key))) {
+  if (scope.contains(key)) {
     return std::unexpected(g.Err(key, "is given both here and in grant.scope"));
   }
-  JITBROKER_ASSIGN_OR_RETURN(json v,
-                             YamlToJson(*node, g.file(), g.path() + "." + std::string(key), 0));
-  scope[std::string(key)] = std::move(v);
-  return OkStatus();
-}
-
-Status CheckGrantScope(config::Section& g, const json& scope) {
-  if (auto it = scope.find("permissions"); it != scope.end()) {
-    if (!it->is_object() || it->empty()) {
-      return std::unexpected(
-          g.Err("permissions", "must be a non-empty mapping of permission to level"));
-    }
-    for (auto p = it->begin(); p != it->end(); ++p) {
-      if (!p->is_string() || LevelRank(p->get_ref<const std::string&>()) < 0) {
-        return std::unexpected(
-            g.Err("permissions", "permission " + Q(p.key()) + " must be read, write or admin"));
-      }
-    }
-  }
-  for (const char* list : {"repositories", "scopes"}) {
-    if (auto it = scope.find(list); it != scope.end()) {
-      if (!it->is_array() || it->empty()) {
-        return std::unexpected(g.Err(list, "must be a non-empty list of names"));
-      }
-      for (const json& v : *it) {
-        if (!v.is_string() || v.get_ref<const std::string&>().empty() ||
-            !IsVisible(v.get_ref<const std::string&>())) {
-          return std::unexpected(g.Err(list, "names must be non-empty and without spaces"));
-        }
-      }
-    }
-  }
+  JITBROKER_ASSIGN_OR_RETURN(json v, YamlToJson(*node, g.file(), g.path() + "." + key, 0));
+  scope[key] = std::move(v);
   return OkStatus();
 }
 
@@ -425,10 +391,19 @@ Status ParseGrant(config::Section& entry, const TrustContext& ctx, TrustPolicy& 
     }
     JITBROKER_ASSIGN_OR_RETURN(grant.scope, YamlToJson(*scope, g->file(), g->path() + ".scope", 0));
   }
-  for (std::string_view key : {"permissions", "repositories", "scopes", "audience"}) {
+  std::vector<std::string> shorthand;
+  try {
+    for (auto it = g->node().begin(); it != g->node().end(); ++it) {
+      if (it->first.IsScalar() && !In(kGrantKeys, it->first.Scalar())) {
+        shorthand.push_back(it->first.Scalar());
+      }
+    }
+  } catch (const std::exception&) {
+    return std::unexpected(g->Err("", "malformed mapping"));
+  }
+  for (const std::string& key : shorthand) {
     JITBROKER_RETURN_IF_ERROR(MergeShorthand(*g, key, grant.scope));
   }
-  JITBROKER_RETURN_IF_ERROR(CheckGrantScope(*g, grant.scope));
   return g->CheckNoUnknownKeys();
 }
 
@@ -887,49 +862,10 @@ Status CheckClaims(const TrustPolicy& policy, const json& claims) {
   return OkStatus();
 }
 
-Result<NarrowedGrant> NarrowScope(const TrustGrant& grant,
-                                  std::optional<std::string_view> requested) {
-  const json& full = grant.scope;
-  auto describe = [](const json& scope) {
-    std::string text;
-    auto add = [&text](const std::string& t) {
-      if (!text.empty()) {
-        text += ' ';
-      }
-      text += t;
-    };
-    if (auto it = scope.find("scopes"); it != scope.end() && it->is_array()) {
-      for (const json& s : *it) {
-        if (s.is_string()) {
-          add(s.get<std::string>());
-        }
-      }
-    }
-    if (auto it = scope.find("permissions"); it != scope.end() && it->is_object()) {
-      for (auto p = it->begin(); p != it->end(); ++p) {
-        if (p->is_string()) {
-          add(p.key() + ":" + p->get<std::string>());
-        }
-      }
-    }
-    if (auto it = scope.find("repositories"); it != scope.end() && it->is_array()) {
-      for (const json& r : *it) {
-        if (r.is_string()) {
-          add("repo:" + r.get<std::string>());
-        }
-      }
-    }
-    return text;
-  };
-  NarrowedGrant out;
-  if (!requested) {
-    out.scope = full;
-    out.scope_text = describe(full);
-    return out;
-  }
+Result<std::vector<std::string>> ParseScopeTokens(std::string_view requested) {
   // RFC 6749 §3.3: scope = scope-token *( SP scope-token ), NQCHAR tokens.
   std::vector<std::string> tokens;
-  std::string_view rest = *requested;
+  std::string_view rest = requested;
   if (rest.empty()) {
     return std::unexpected(InvalidArgument("invalid_scope", "scope must not be empty"));
   }
@@ -957,69 +893,91 @@ Result<NarrowedGrant> NarrowScope(const TrustGrant& grant,
     }
     rest = rest.substr(sp + 1);
   }
-  std::optional<json> scopes, permissions, repositories;
-  for (const std::string& tok : tokens) {
-    auto not_granted = [&] {
-      return std::unexpected(PermissionDenied(
-          "scope_not_granted", "scope " + Q(tok) + " is not part of what the trust policy grants"));
-    };
-    if (tok.starts_with("repo:")) {
-      const std::string name = tok.substr(5);
-      auto it = full.find("repositories");
-      if (it == full.end() || !it->is_array() ||
-          std::find(it->begin(), it->end(), json(name)) == it->end()) {
-        return not_granted();
-      }
-      if (!repositories) {
-        repositories = json::array();
-      }
-      repositories->push_back(name);
-      continue;
-    }
-    if (const size_t colon = tok.find(':'); colon != std::string::npos) {
-      const std::string perm = tok.substr(0, colon);
-      const std::string level = tok.substr(colon + 1);
-      auto it = full.find("permissions");
-      if (it == full.end() || !it->is_object()) {
-        return not_granted();
-      }
-      auto granted = it->find(perm);
-      if (granted == it->end() || !granted->is_string() || LevelRank(level) < 0 ||
-          LevelRank(level) > LevelRank(granted->get_ref<const std::string&>())) {
-        return not_granted();
-      }
-      if (!permissions) {
-        permissions = json::object();
-      }
-      if (auto prev = permissions->find(perm);
-          prev != permissions->end() && LevelRank(prev->get<std::string>()) >= LevelRank(level)) {
-        continue;
-      }
-      (*permissions)[perm] = level;
-      continue;
-    }
-    auto it = full.find("scopes");
-    if (it == full.end() || !it->is_array() ||
-        std::find(it->begin(), it->end(), json(tok)) == it->end()) {
-      return not_granted();
-    }
-    if (!scopes) {
-      scopes = json::array();
-    }
-    scopes->push_back(tok);
+  return tokens;
+}
+
+GrantRequest GrantRequestOf(const TrustGrant& grant) {
+  GrantRequest req;
+  req.tool = grant.tool;
+  req.operation = grant.operation;
+  req.resource = grant.resource;
+  req.issuer = grant.issuer;
+  req.scope = grant.scope;
+  req.ttl_seconds = grant.ttl_seconds;
+  return req;
+}
+
+Result<NarrowedGrant> NarrowScope(const TrustGrant& grant,
+                                  std::optional<std::string_view> requested,
+                                  const IssuerSpec& issuer) {
+  std::optional<std::vector<std::string>> tokens;
+  if (requested) {
+    JITBROKER_ASSIGN_OR_RETURN(tokens, ParseScopeTokens(*requested));
   }
-  out.scope = full;
-  if (scopes) {
-    out.scope["scopes"] = std::move(*scopes);
+  auto narrowed = issuer.NarrowScope(GrantRequestOf(grant), tokens);
+  if (!narrowed) {
+    // Only "not granted" goes back to the client as such; anything else the
+    // issuer says about a grant it accepted at load is the broker's problem.
+    if (narrowed.error().code == ErrorCode::kPermissionDenied) {
+      return std::unexpected(narrowed.error());
+    }
+    return std::unexpected(Internal("trust policy grant could not be narrowed",
+                                    narrowed.error().ToString()));
   }
-  if (permissions) {
-    out.scope["permissions"] = std::move(*permissions);
-  }
-  if (repositories) {
-    out.scope["repositories"] = std::move(*repositories);
-  }
-  out.scope_text = describe(out.scope);
+  NarrowedGrant out;
+  out.scope = std::move(narrowed->scope);
+  out.scope_text = std::move(narrowed->scope_text);
   return out;
+}
+
+Status CheckTrustGrants(const TrustSet& trust, const Policy& policy,
+                        const std::function<const IssuerSpec*(std::string_view)>& issuers) {
+  for (const TrustPolicy& p : trust.policies) {
+    auto fail = [&](const std::string& what) {
+      return std::unexpected(InvalidArgument("invalid_config", p.location + ".grant: " + what));
+    };
+    const IssuerSpec* issuer = issuers ? issuers(p.grant.issuer) : nullptr;
+    if (issuer == nullptr) {
+      return fail("issuer " + Q(p.grant.issuer) + " is not configured");
+    }
+    const GrantRequest req = GrantRequestOf(p.grant);
+    auto invalid = [&](const Error& e) {
+      std::string what = "not a valid grant for issuer " + Q(p.grant.issuer) + ": " + e.message;
+      if (e.Reason() == "unknown_field") {
+        what += " (grant keys other than issuer, resource, tool, operation, ttl_seconds, "
+                "max_tier and scope belong to the issuer's scope)";
+      }
+      return fail(what);
+    };
+    if (Status st = issuer->CheckTrustGrant(req); !st) {
+      return invalid(st.error());
+    }
+    auto implied = issuer->ImpliedTier(req);
+    if (!implied) {
+      return invalid(implied.error());
+    }
+    auto items = issuer->ScopeItems(req);
+    if (!items) {
+      return invalid(items.error());
+    }
+    std::string rule;
+    Tier tier = ClassifyTier(req, *items, policy, &rule);
+    if (static_cast<int>(*implied) > static_cast<int>(tier)) {
+      tier = *implied;
+      rule = "issuer:" + p.grant.issuer;
+    }
+    if (static_cast<int>(tier) > static_cast<int>(p.grant.max_tier)) {
+      return fail("its tier " + Q(TierName(tier)) + " (classified by " + rule +
+                  ") exceeds max_tier " + Q(TierName(p.grant.max_tier)) +
+                  "; raise grant.max_tier or grant less");
+    }
+    const Control control = policy.ForTier(tier).control;
+    if (control == Control::kApproval || control == Control::kDeny) {
+      return fail("its tier " + Q(TierName(tier)) + " is " + std::string(ControlName(control)) +
+                  " in policy.tiers; a CI exchange cannot wait for a human");
+    }
+  }
+  return OkStatus();
 }
 
 std::string CiRunKey(const TrustPolicy& policy, const json& claims) {

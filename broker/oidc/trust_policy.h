@@ -6,8 +6,16 @@
 //                       keys, wrong types, unsafe issuers and policies that
 //                       trust the whole world are errors naming file:line:key)
 //                       and compiles every claim pattern once;
+//   CheckTrustGrants    checks each grant against its issuer
+//                       (IssuerSpec::CheckTrustGrant) and the tier policy;
 //   CheckClaims         matches verified claims against one policy;
-//   NarrowScope         intersects the policy's grant with a requested scope.
+//   NarrowScope         intersects the policy's grant with a requested scope
+//                       (IssuerSpec::NarrowScope: the issuer knows its scope).
+//
+// Nothing here knows an issuer type's scope shape: the keys of `grant:`
+// beyond issuer, resource, tool, operation, ttl_seconds, max_tier and scope
+// are moved into the issuer-specific scope as they are, and the issuer
+// checks them.
 //
 // Claim patterns are the policy matchers (include/jitbroker/policy.h): an
 // exact value, a glob whose `*` never spans '/' or ':', or an anchored
@@ -31,6 +39,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -40,6 +49,7 @@
 #include <nlohmann/json.hpp>
 
 #include "broker/config/config.h"
+#include "jitbroker/issuer.h"
 #include "jitbroker/policy.h"
 #include "jitbroker/result.h"
 
@@ -81,8 +91,7 @@ struct TrustGrant {
   std::string resource;  // e.g. "jwt://mcp.internal", "github://acme/payment-service"
   std::string tool = "ci.token_exchange";
   std::string operation = "read";
-  nlohmann::json scope =
-      nlohmann::json::object();  // issuer-specific (permissions, repositories, scopes, audience)
+  nlohmann::json scope = nlohmann::json::object();  // issuer-specific (IssuerSpec)
   std::optional<int64_t> ttl_seconds;  // absent: the issuer's default
   Tier max_tier = Tier::kRead;         // ceiling of the implicit session's task scope
 };
@@ -149,15 +158,34 @@ struct NarrowedGrant {
   std::string scope_text;  // RFC 6749 scope string of what is granted ("" = none)
 };
 
-// Intersects the grant's scope with the RFC 8693 `scope` (space-delimited
-// tokens; absent = the whole grant). Tokens: "NAME" narrows `scopes`;
-// "PERMISSION:LEVEL" narrows `permissions` (read < write < admin, at most the
-// granted level); "repo:NAME" narrows `repositories`. A category the request
-// names is narrowed to what it names; the others stay as granted. Errors:
-// kInvalidArgument "invalid_scope" (malformed) or kPermissionDenied
-// "scope_not_granted" (a token outside the grant).
+// The RFC 6749 §3.3 scope string as distinct tokens (in order): 1 to 64
+// space-separated tokens of 1 to 256 printable ASCII characters without '"'
+// or '\'. Errors: kInvalidArgument "invalid_scope".
+[[nodiscard]] Result<std::vector<std::string>> ParseScopeTokens(std::string_view requested);
+
+// The grant as the request it mints (tool, operation, resource, issuer,
+// scope, ttl).
+GrantRequest GrantRequestOf(const TrustGrant& grant);
+
+// Intersects the grant's scope with the RFC 8693 `scope` (absent = the whole
+// grant), as `issuer` (the grant's issuer) reads its tokens
+// (IssuerSpec::NarrowScope). Errors: kInvalidArgument "invalid_scope"
+// (malformed) or kPermissionDenied "scope_not_granted" (a token outside the
+// grant).
 [[nodiscard]] Result<NarrowedGrant> NarrowScope(const TrustGrant& grant,
-                                                std::optional<std::string_view> requested);
+                                                std::optional<std::string_view> requested,
+                                                const IssuerSpec& issuer);
+
+// Checks every grant of `trust` as start-up, reload and `config check` all
+// do: its issuer (looked up by name through `issuers`, which returns null
+// for an unknown name) accepts it (IssuerSpec::CheckTrustGrant, ImpliedTier,
+// ScopeItems); its tier — the higher of `policy`'s classification and the
+// issuer's implied tier — is within grant.max_tier; and that tier's control
+// is neither approval nor deny (a CI job cannot wait for a human). Errors:
+// kInvalidArgument "invalid_config", "FILE:LINE: trust[i].grant: …".
+[[nodiscard]] Status CheckTrustGrants(
+    const TrustSet& trust, const Policy& policy,
+    const std::function<const IssuerSpec*(std::string_view)>& issuers);
 
 // The key of the CI run an exchange belongs to, tagged by its form so that
 // different shapes never share a key:

@@ -268,16 +268,16 @@ Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, Gran
     intent.grants.push_back(g);
     JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(intent)));
   }
-  std::string github_login;
+  std::map<std::string, std::string> identities;
   {
     std::shared_ptr<const Policy> pol = policy();
     if (const Principal* p = pol->FindPrincipal(g.principal_id); p != nullptr) {
-      github_login = p->github_login;
+      identities = p->identities;
     }
   }
   MintRequest mr{g.id, g.session_id, g.task_id, g.principal_id, g.agent_id, req,
                  ParseTier(g.tier).value_or(Tier::kRead), g.ttl_seconds, now,
-                 std::move(github_login)};
+                 std::move(identities)};
   auto minted = issuer->Mint(mr);
   if (!minted) {
     g.state = "failed";

@@ -56,8 +56,6 @@ namespace {
 // previous one expired).
 constexpr int kMaxCiSessionGenerations = 16;
 
-std::string Q(std::string_view s) { return "\"" + std::string(s) + "\""; }
-
 // The one answer to a subject token that failed before its signature was
 // verified. `reason` stays precise for the log and tests; the client sees
 // invalid_grant and this message whatever the reason was.
@@ -132,21 +130,19 @@ struct IssuedToken {
   std::string token_type;
 };
 
-IssuedToken IssuedFrom(const nlohmann::json& credential) {
+// `issued_token_type` is the issuer's (IssuerSpec::IssuedTokenType).
+IssuedToken IssuedFrom(const nlohmann::json& credential, const std::string& issued_token_type) {
   IssuedToken t;
-  const std::string type = credential.value("type", std::string());
+  t.issued_token_type = issued_token_type;
   if (auto it = credential.find("token"); it != credential.end() && it->is_string()) {
     t.access_token = it->get<std::string>();
     t.token_type = "Bearer";
-    t.issued_token_type =
-        type == "jwt" ? std::string(oidc::kTokenTypeJwt) : std::string(oidc::kTokenTypeAccessToken);
     return t;
   }
   // Not a bearer token (e.g. cloud credentials): the typed `credential`
   // object carries it; access_token is required, so it holds the session
   // token where there is one (RFC 8693 §2.2.1: token_type N_A).
   t.token_type = "N_A";
-  t.issued_token_type = "urn:jitbroker:params:oauth:token-type:" + type;
   if (auto it = credential.find("session_token"); it != credential.end() && it->is_string()) {
     t.access_token = it->get<std::string>();
   }
@@ -236,49 +232,9 @@ Status BrokerService::CheckTrust(const oidc::TrustSet& trust, const Policy& poli
   if (!trust.empty() && options_.oidc_keys == nullptr) {
     return std::unexpected(Internal("trust policies need an OIDC key source"));
   }
-  for (const oidc::TrustPolicy& p : trust.policies) {
-    auto fail = [&](const std::string& what) {
-      return std::unexpected(InvalidArgument("invalid_config", p.location + ".grant: " + what));
-    };
-    Issuer* issuer = FindIssuer(p.grant.issuer);
-    if (issuer == nullptr) {
-      return fail("issuer " + Q(p.grant.issuer) + " is not configured");
-    }
-    GrantRequest req;
-    req.tool = p.grant.tool;
-    req.operation = p.grant.operation;
-    req.resource = p.grant.resource;
-    req.issuer = p.grant.issuer;
-    req.scope = p.grant.scope;
-    req.ttl_seconds = p.grant.ttl_seconds;
-    auto implied = issuer->ImpliedTier(req);
-    if (!implied) {
-      return fail("not a valid grant for issuer " + Q(p.grant.issuer) + ": " +
-                  implied.error().message);
-    }
-    auto items = issuer->ScopeItems(req);
-    if (!items) {
-      return fail("not a valid grant for issuer " + Q(p.grant.issuer) + ": " +
-                  items.error().message);
-    }
-    std::string rule;
-    Tier tier = ClassifyTier(req, *items, policy, &rule);
-    if (static_cast<int>(*implied) > static_cast<int>(tier)) {
-      tier = *implied;
-      rule = "issuer:" + p.grant.issuer;
-    }
-    if (static_cast<int>(tier) > static_cast<int>(p.grant.max_tier)) {
-      return fail("its tier " + Q(TierName(tier)) + " (classified by " + rule +
-                  ") exceeds max_tier " + Q(TierName(p.grant.max_tier)) +
-                  "; raise grant.max_tier or grant less");
-    }
-    const Control control = policy.ForTier(tier).control;
-    if (control == Control::kApproval || control == Control::kDeny) {
-      return fail("its tier " + Q(TierName(tier)) + " is " + std::string(ControlName(control)) +
-                  " in policy.tiers; a CI exchange cannot wait for a human");
-    }
-  }
-  return OkStatus();
+  return oidc::CheckTrustGrants(trust, policy, [this](std::string_view name) -> const IssuerSpec* {
+    return FindIssuer(name);
+  });
 }
 
 Status BrokerService::SetTrust(std::shared_ptr<const oidc::TrustSet> trust) {
@@ -427,15 +383,13 @@ Result<nlohmann::json> BrokerService::ExchangeToken(const CallContext& ctx,
   if (x.issuer == nullptr) {
     return std::unexpected(Internal("trust policy " + p.name + " names an unconfigured issuer"));
   }
-  const IssuerDescription& desc = x.issuer->Describe();
-  x.issued_token_type = desc.type == "jwt" ? std::string(oidc::kTokenTypeJwt)
-                                           : std::string(oidc::kTokenTypeAccessToken);
+  x.issued_token_type = x.issuer->IssuedTokenType();
   if (req.requested_token_type && *req.requested_token_type != x.issued_token_type) {
     return std::unexpected(InvalidArgument(
         "invalid_request", "trust policy " + p.name + " issues " + x.issued_token_type +
                                ", not the requested_token_type"));
   }
-  JITBROKER_ASSIGN_OR_RETURN(x.narrowed, oidc::NarrowScope(p.grant, req.scope));
+  JITBROKER_ASSIGN_OR_RETURN(x.narrowed, oidc::NarrowScope(p.grant, req.scope, *x.issuer));
   x.request.tool = p.grant.tool;
   x.request.operation = p.grant.operation;
   x.request.resource = p.grant.resource;
@@ -687,7 +641,7 @@ Result<nlohmann::json> BrokerService::EvaluateAndMintForCi(const CallContext& ct
     return std::unexpected(minted.error());
   }
   nlohmann::json credential = std::move((*minted)["credential"]);
-  IssuedToken issued = IssuedFrom(credential);
+  IssuedToken issued = IssuedFrom(credential, x.issued_token_type);
   int64_t expires_in = 0;
   if (g.expires_at) {
     expires_in = std::max<int64_t>(0, ToUnixSeconds(*g.expires_at) - ToUnixSeconds(clock_->Now()));

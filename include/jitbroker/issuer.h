@@ -1,23 +1,43 @@
-// Issuer: a pluggable minting backend (docs/concepts.md "Issuers"). It turns an allowed grant
-// into a credential plus a revocation handle, and revokes by handle. Issuers
-// know nothing about HTTP, policy or storage; they are built from config by
-// the registry in issuers/ and owned by the policy/issuer snapshot.
+// Issuer: a pluggable minting backend (docs/architecture.md "Adding an
+// issuer"). It turns an allowed grant into a credential plus a revocation
+// handle, and revokes by handle. Issuers know nothing about HTTP serving,
+// policy or storage.
 //
-// Thread-safety: Mint, Revoke, ImpliedTier, ScopeItems, PublicJwks,
-// VerifyOwnToken, CheckDelegatedRights and CollectMetrics are called
-// concurrently from request and lifecycle threads; implementations must be
-// thread-safe.
+// An issuer type is a factory (IssuerFactory below) registered by type name
+// in issuers/builtin.cc. The factory reads the issuer's config section through
+// a ConfigView (jitbroker/config_view.h) and makes
+//   - an IssuerSpec (Validate): everything the configuration alone decides —
+//     the description, the shape of `scope` and the tier and scope items it
+//     implies, how a CI exchange narrows a trust policy's grant, the RFC 8693
+//     token type. Validate has no side effects: no key generation, no network,
+//     no file written. `jitctl config check`, `jitbroker --check-config` and
+//     start-up all run it, so a file the checkers accept also starts;
+//   - an Issuer (Create): the spec plus what mints (keys, upstream clients).
+//     Create runs only after the whole config has validated.
+// The core never switches on an issuer's type: what it needs to know about a
+// type is behind these methods.
+//
+// Thread-safety: every const method of IssuerSpec, and Mint, Revoke,
+// PublicJwks, VerifyOwnToken, CheckDelegatedRights and CollectMetrics, are
+// called concurrently from request and lifecycle threads; implementations
+// must be thread-safe. Factories are called from one thread at a time.
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "jitbroker/clock.h"
+#include "jitbroker/config_view.h"
+#include "jitbroker/http_client.h"
 #include "jitbroker/policy.h"
 #include "jitbroker/result.h"
 #include "jitbroker/secret.h"
@@ -38,6 +58,11 @@ struct IssuerDescription {
   // the grant is then recorded as "minting" before the upstream call, so a
   // crash in between is reconciled at restart instead of forgotten.
   bool mints_upstream = true;
+  // The key of policy.principals[].identities this issuer acts for ("github"
+  // for github_app: the delegating human's login upstream); empty = none.
+  // A principal's identity under a key no configured issuer uses is a
+  // configuration error (a typo would silently skip a rights check).
+  std::string identity_key;
 };
 
 struct MintRequest {
@@ -50,9 +75,11 @@ struct MintRequest {
   Tier tier = Tier::kRead;
   int64_t ttl_seconds = 0;          // already clamped by policy
   TimePoint now;
-  // The delegating principal's GitHub login (policy principals[].github_login),
-  // empty when none is configured. Issuers may record it; never a credential.
-  std::string principal_github_login;
+  // The delegating principal's upstream identities (policy
+  // principals[].identities, e.g. {"github": "octocat"}); an issuer reads
+  // its own key (IssuerDescription::identity_key). Issuers may record them;
+  // never a credential.
+  std::map<std::string, std::string> principal_identities;
 };
 
 struct MintResult {
@@ -106,14 +133,30 @@ struct RevokeOutcome {
   int64_t residual_seconds = 0;     // exposure left for expiry_only
 };
 
-class Issuer {
+// A trust policy's grant narrowed to what a CI exchange asked for
+// (RFC 8693 `scope`).
+struct NarrowedScope {
+  nlohmann::json scope = nlohmann::json::object();  // the issuer-specific scope to mint with
+  std::string scope_text;  // RFC 6749 scope string of what is granted ("" = none named)
+};
+
+// RFC 8693 token type URIs (RFC 8693 §3).
+inline constexpr std::string_view kTokenTypeAccessToken =
+    "urn:ietf:params:oauth:token-type:access_token";
+inline constexpr std::string_view kTokenTypeJwt = "urn:ietf:params:oauth:token-type:jwt";
+
+// What an issuer's configuration alone decides (see the file comment). Made
+// by IssuerFactory::Validate; every Issuer is also its own spec.
+class IssuerSpec {
  public:
-  virtual ~Issuer() = default;
+  virtual ~IssuerSpec() = default;
 
   virtual const IssuerDescription& Describe() const = 0;
 
   // Validates the issuer-specific `scope` of a request and returns the tier it
-  // implies (docs/concepts.md "Decisions"). Errors: kInvalidArgument with a precise reason.
+  // implies (docs/configuration.md "Tiers"). Errors: kInvalidArgument (or
+  // kPermissionDenied for a scope beyond the issuer's configured ceiling)
+  // with a precise reason; unknown scope keys are refused.
   [[nodiscard]] virtual Result<Tier> ImpliedTier(const GrantRequest& request) const = 0;
 
   // The scope items of `request`: what the credential will authorise, one
@@ -127,6 +170,34 @@ class Issuer {
       const GrantRequest& /*request*/) const {
     return std::vector<std::string>{};
   }
+
+  // A CI exchange (POST /v1/token): `grant` is a trust policy's grant (its
+  // tool, operation, resource and `scope` as configured; already accepted by
+  // CheckTrustGrant) and `requested` the RFC 8693 `scope` tokens the job
+  // asked for (distinct, each an RFC 6749 scope-token; nullopt = none asked).
+  // Returns the scope to mint with: the grant's, narrowed to the request.
+  // Errors: kPermissionDenied "scope_not_granted" for a token outside the
+  // grant (never kInvalidArgument: the grant is valid, the request asks too
+  // much). Default: nothing to narrow — the whole grant when nothing is
+  // asked, and any requested token is not granted.
+  [[nodiscard]] virtual Result<NarrowedScope> NarrowScope(
+      const GrantRequest& grant, const std::optional<std::vector<std::string>>& requested) const;
+
+  // Checks a trust policy's grant at load (start, reload and `config check`):
+  // whether this issuer can mint it for CI jobs. Tier and policy checks are
+  // the caller's (broker/oidc/trust_policy.h CheckTrustGrants). Errors:
+  // kInvalidArgument saying what is wrong. Default: ImpliedTier and
+  // ScopeItems accept the grant and NarrowScope accepts an empty request.
+  [[nodiscard]] virtual Status CheckTrustGrant(const GrantRequest& grant) const;
+
+  // The RFC 8693 `issued_token_type` of this issuer's credentials, e.g.
+  // "urn:ietf:params:oauth:token-type:jwt". Default: access_token.
+  virtual std::string IssuedTokenType() const { return std::string(kTokenTypeAccessToken); }
+};
+
+class Issuer : public IssuerSpec {
+ public:
+  ~Issuer() override = default;
 
   [[nodiscard]] virtual Result<MintResult> Mint(const MintRequest& request) = 0;
 
@@ -156,6 +227,61 @@ class Issuer {
   // Appends this issuer's metric families (rate limits, upstream calls, …)
   // for GET /metrics. Must be cheap and thread-safe.
   virtual void CollectMetrics(std::vector<IssuerMetricFamily>& /*out*/) const {}
+};
+
+// For implementations: an Issuer whose IssuerSpec methods are those of a
+// spec value it holds — the same type its factory's Validate returns — so
+// the validated issuer and the running one cannot disagree. `Spec` is a
+// concrete (final) IssuerSpec.
+template <class Spec>
+class IssuerWithSpec : public Issuer {
+ public:
+  explicit IssuerWithSpec(Spec spec) : spec_(std::move(spec)) {}
+
+  const IssuerDescription& Describe() const override { return spec_.Describe(); }
+  [[nodiscard]] Result<Tier> ImpliedTier(const GrantRequest& request) const override {
+    return spec_.ImpliedTier(request);
+  }
+  [[nodiscard]] Result<std::vector<std::string>> ScopeItems(
+      const GrantRequest& request) const override {
+    return spec_.ScopeItems(request);
+  }
+  [[nodiscard]] Result<NarrowedScope> NarrowScope(
+      const GrantRequest& grant,
+      const std::optional<std::vector<std::string>>& requested) const override {
+    return spec_.NarrowScope(grant, requested);
+  }
+  [[nodiscard]] Status CheckTrustGrant(const GrantRequest& grant) const override {
+    return spec_.CheckTrustGrant(grant);
+  }
+  std::string IssuedTokenType() const override { return spec_.IssuedTokenType(); }
+
+ protected:
+  const Spec& spec() const { return spec_; }
+
+ private:
+  const Spec spec_;
+};
+
+// What a factory gets (owned by the caller; valid during the call).
+struct IssuerContext {
+  std::string name;                  // config name, e.g. "internal"
+  // The issuer's mapping ("type" already read). The factory reads every key
+  // it accepts and ends with config->CheckNoUnknownKeys().
+  ConfigView* config = nullptr;
+  std::string data_dir;              // for generated keys (Create only)
+  const Clock* clock = nullptr;
+  // Shared client for upstream calls (owned by the app, outlives the issuer;
+  // thread-safe). Null in Validate, and where no upstream is reachable:
+  // issuers that need one then fail to Create.
+  HttpClient* http = nullptr;
+};
+
+// One issuer type. Both functions parse the same section the same way (write
+// one parser and call it from both); Validate must not create anything.
+struct IssuerFactory {
+  std::function<Result<std::unique_ptr<IssuerSpec>>(IssuerContext&)> validate;
+  std::function<Result<std::unique_ptr<Issuer>>(IssuerContext&)> create;
 };
 
 }  // namespace jitbroker

@@ -144,11 +144,28 @@ struct Role {
   std::optional<std::vector<std::string>> scopes;
 };
 
+// The key of an upstream identity in Principal::identities: [a-z][a-z0-9_-]*,
+// at most 64 characters ("github", "aws").
+inline bool IsIdentityKey(std::string_view key) {
+  if (key.empty() || key.size() > 64 || key[0] < 'a' || key[0] > 'z') {
+    return false;
+  }
+  for (char c : key) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) {
+      return false;
+    }
+  }
+  return true;
+}
+
 struct Principal {
   std::string id;
   std::string email;
   std::vector<std::string> roles;
-  std::string github_login;
+  // Who the principal is upstream, by identity key: {"github": "octocat"}.
+  // An issuer acts for one key (IssuerDescription::identity_key), e.g. the
+  // github_app issuer checks the human's own rights under identities.github.
+  std::map<std::string, std::string> identities;
   std::vector<std::string> api_keys_sha256;     // lower-case hex
   std::string api_key_file;                     // absolute; key generated at first start if absent
 };

@@ -27,7 +27,7 @@ std::optional<int64_t> ParseInt(std::string_view s) {
   return v;
 }
 
-std::optional<double> HeaderNumber(const net::HttpHeaders& h, std::string_view name) {
+std::optional<double> HeaderNumber(const HttpHeaders& h, std::string_view name) {
   auto v = h.Get(name);
   if (!v) {
     return std::nullopt;
@@ -118,7 +118,7 @@ GitHubApi::Call GitHubApi::MakeCall(std::string endpoint, std::string method, st
   return call;
 }
 
-GitHubApi::GitHubApi(ApiOptions options, net::HttpClient* http, AppJwt* jwt, const Clock* clock,
+GitHubApi::GitHubApi(ApiOptions options, HttpClient* http, AppJwt* jwt, const Clock* clock,
                      std::string issuer_name)
     : options_(std::move(options)),
       http_(http),
@@ -168,7 +168,7 @@ std::chrono::milliseconds GitHubApi::Backoff(int attempt) const {
   return std::chrono::milliseconds(jitter(rng));
 }
 
-void GitHubApi::RecordRateLimit(const net::HttpHeaders& h) {
+void GitHubApi::RecordRateLimit(const HttpHeaders& h) {
   auto limit = HeaderNumber(h, "x-ratelimit-limit");
   auto remaining = HeaderNumber(h, "x-ratelimit-remaining");
   if (!limit || !remaining) {
@@ -193,7 +193,7 @@ void GitHubApi::CountRetry(const std::string& reason) {
   ++retries_[reason];
 }
 
-Error GitHubApi::Unexpected(const Call& call, const net::HttpResponse& r) const {
+Error GitHubApi::Unexpected(const Call& call, const HttpResponse& r) const {
   const std::string msg = SanitizedMessage(r.body);
   return Unavailable("github_bad_response",
                      "GitHub answered " + std::to_string(r.status) + " to " + call.endpoint +
@@ -201,7 +201,7 @@ Error GitHubApi::Unexpected(const Call& call, const net::HttpResponse& r) const 
                      "issuer=" + issuer_name_);
 }
 
-Result<net::HttpResponse> GitHubApi::Send(const Call& call) {
+Result<HttpResponse> GitHubApi::Send(const Call& call) {
   using std::chrono::milliseconds;
   // The call's whole budget: attempts (measured) and waits between them
   // (counted as requested, so that a test's sleep hook is accounted too).
@@ -232,7 +232,7 @@ Result<net::HttpResponse> GitHubApi::Send(const Call& call) {
       CountRetry("deadline");
       return std::unexpected(out_of_time(""));
     }
-    net::HttpRequest req;
+    HttpRequest req;
     req.method = call.method;
     req.url = options_.base_url + call.path;
     req.timeout = std::max(milliseconds(1), std::min(options_.timeout, remaining()));
@@ -283,7 +283,7 @@ Result<net::HttpResponse> GitHubApi::Send(const Call& call) {
       out.retryable = true;
       return std::unexpected(std::move(out));
     }
-    net::HttpResponse& r = *sent;
+    HttpResponse& r = *sent;
     CountRequest(call.endpoint, std::to_string(r.status));
     RecordRateLimit(r.headers);
 
@@ -363,7 +363,7 @@ Result<int64_t> GitHubApi::GetRepoInstallation(std::string_view owner, std::stri
   }
   Call call = MakeCall("get_repo_installation", "GET",
                        "/repos/" + std::string(owner) + "/" + std::string(repo) + "/installation");
-  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse r, Send(call));
+  JITBROKER_ASSIGN_OR_RETURN(HttpResponse r, Send(call));
   const std::string full = std::string(owner) + "/" + std::string(repo);
   if (r.status == 200) {
     nlohmann::json j = ParseBody(r.body);
@@ -400,7 +400,7 @@ Result<CreatedToken> GitHubApi::CreateInstallationToken(int64_t installation_id,
                        "/app/installations/" + std::to_string(installation_id) + "/access_tokens");
   call.body = body.dump();
   call.idempotent = false;
-  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse r, Send(call));
+  JITBROKER_ASSIGN_OR_RETURN(HttpResponse r, Send(call));
   if (r.status == 201) {
     try {
       nlohmann::json j = ParseBody(r.body);
@@ -490,7 +490,7 @@ Result<RevokeAnswer> GitHubApi::RevokeInstallationToken(
   call.auth = Auth::kToken;
   call.token = &token;
   call.budget = budget;
-  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse r, Send(call));
+  JITBROKER_ASSIGN_OR_RETURN(HttpResponse r, Send(call));
   if (r.status == 204 || r.status == 200) {
     return RevokeAnswer::kRevoked;
   }
@@ -508,7 +508,7 @@ Result<RevokeAnswer> GitHubApi::RevokeInstallationToken(
 Result<std::string> GitHubApi::GetInstallationAccount(int64_t installation_id) {
   Call call = MakeCall("get_installation", "GET",
                        "/app/installations/" + std::to_string(installation_id));
-  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse r, Send(call));
+  JITBROKER_ASSIGN_OR_RETURN(HttpResponse r, Send(call));
   if (r.status == 200) {
     nlohmann::json j = ParseBody(r.body);
     if (j.is_object() && j.contains("account") && j["account"].is_object() &&
@@ -544,7 +544,7 @@ Result<std::optional<CollaboratorPermission>> GitHubApi::GetCollaboratorPermissi
                            "/collaborators/" + std::string(username) + "/permission");
   call.auth = Auth::kToken;
   call.token = &token;
-  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse r, Send(call));
+  JITBROKER_ASSIGN_OR_RETURN(HttpResponse r, Send(call));
   if (r.status == 200) {
     nlohmann::json j = ParseBody(r.body);
     if (!j.is_object() || !j.contains("permission") || !j["permission"].is_string()) {

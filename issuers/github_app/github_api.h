@@ -42,7 +42,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "broker/net/http_client.h"
+#include "jitbroker/http_client.h"
 #include "issuers/github_app/app_jwt.h"
 #include "jitbroker/clock.h"
 #include "jitbroker/issuer.h"
@@ -107,7 +107,7 @@ struct CollaboratorPermission {
 
 class GitHubApi {
  public:
-  GitHubApi(ApiOptions options, net::HttpClient* http, AppJwt* jwt, const Clock* clock,
+  GitHubApi(ApiOptions options, HttpClient* http, AppJwt* jwt, const Clock* clock,
             std::string issuer_name);
 
   // GET /repos/{owner}/{repo}/installation (JWT).
@@ -150,17 +150,17 @@ class GitHubApi {
     std::optional<std::chrono::milliseconds> budget;  // else options_.call_deadline
   };
   static Call MakeCall(std::string endpoint, std::string method, std::string path);
-  [[nodiscard]] Result<net::HttpResponse> Send(const Call& call);
-  void RecordRateLimit(const net::HttpHeaders& headers);
+  [[nodiscard]] Result<HttpResponse> Send(const Call& call);
+  void RecordRateLimit(const HttpHeaders& headers);
   void CountRequest(const std::string& endpoint, const std::string& status);
   void CountRetry(const std::string& reason);
   void Sleep(std::chrono::milliseconds d) const;
   std::chrono::milliseconds Backoff(int attempt) const;
   // An Error for an unexpected answer, with GitHub's message sanitised.
-  Error Unexpected(const Call& call, const net::HttpResponse& r) const;
+  Error Unexpected(const Call& call, const HttpResponse& r) const;
 
   const ApiOptions options_;
-  net::HttpClient* http_;
+  HttpClient* http_;
   AppJwt* jwt_;
   const Clock* clock_;
   const std::string issuer_name_;

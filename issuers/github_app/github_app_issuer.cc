@@ -80,6 +80,9 @@ struct Options {
   std::chrono::seconds installation_cache_ttl{600};
   bool delegation_enabled = true;
   bool require_github_login = false;
+  // The key of policy.principals[].identities holding the delegating
+  // human's GitHub login (`delegation.identity`).
+  std::string identity_key = "github";
   size_t delegation_cache_entries = 4096;
   std::chrono::seconds delegation_cache_ttl{60};
   // How the issuer itself waits (retries of new tokens); tests replace it.
@@ -133,12 +136,178 @@ std::string_view RevokeAnswerName(RevokeAnswer a) {
   return "unknown";
 }
 
-class GitHubAppIssuer final : public Issuer {
+// What the configuration decides: the grants this issuer accepts (one
+// repository, repository permissions within the ceiling), their tier, scope
+// items and CI narrowing.
+class GitHubSpec final : public IssuerSpec {
  public:
-  GitHubAppIssuer(Options opts, net::HttpClient* http, const Clock* clock)
-      : opts_(std::move(opts)),
+  explicit GitHubSpec(const Options& o)
+      : name_(o.name),
+        installation_id_(o.installation_id),
+        installation_owner_(o.installation_owner),
+        default_permissions_(o.default_permissions),
+        policy_(o.tier_overrides, o.max_permissions) {
+    desc_.name = o.name;
+    desc_.type = "github_app";
+    desc_.revocability = Revocability::kRevocable;
+    desc_.mints_upstream = true;
+    desc_.min_ttl_seconds = 1;
+    desc_.max_ttl_seconds = o.max_ttl_seconds;
+    desc_.default_ttl_seconds = std::min(o.default_ttl_seconds, o.max_ttl_seconds);
+    desc_.identity_key = o.identity_key;
+  }
+
+  const IssuerDescription& Describe() const override { return desc_; }
+
+  Result<Tier> ImpliedTier(const GrantRequest& req) const override {
+    JITBROKER_ASSIGN_OR_RETURN(ParsedRequest parsed, Parse(req));
+    return policy_.ImpliedTier(parsed.permissions);
+  }
+
+  // "NAME:LEVEL" per permission the token will carry ("contents:write"), the
+  // defaults included when the request names none.
+  Result<std::vector<std::string>> ScopeItems(const GrantRequest& req) const override {
+    JITBROKER_ASSIGN_OR_RETURN(ParsedRequest parsed, Parse(req));
+    return Items(parsed.permissions);
+  }
+
+  // Requested tokens are "PERMISSION:LEVEL" (at most the granted level of a
+  // permission the grant carries, its defaults included); the narrowed grant
+  // carries exactly those permissions. The text lists the permissions the
+  // grant names (none named: "").
+  Result<NarrowedScope> NarrowScope(
+      const GrantRequest& grant,
+      const std::optional<std::vector<std::string>>& requested) const override {
+    JITBROKER_ASSIGN_OR_RETURN(ParsedRequest parsed, Parse(grant));
+    NarrowedScope out;
+    out.scope = grant.scope.is_object() ? grant.scope : nlohmann::json::object();
+    if (!requested) {
+      if (out.scope.contains("permissions")) {
+        out.scope_text = Text(parsed.permissions);
+      }
+      return out;
+    }
+    PermissionSet narrowed;
+    for (const std::string& tok : *requested) {
+      const size_t colon = tok.find(':');
+      const std::optional<Level> level =
+          colon == std::string::npos ? std::nullopt : ParseLevel(tok.substr(colon + 1));
+      auto granted = level ? parsed.permissions.find(tok.substr(0, colon))
+                           : parsed.permissions.end();
+      if (granted == parsed.permissions.end() ||
+          static_cast<int>(*level) > static_cast<int>(granted->second)) {
+        return std::unexpected(PermissionDenied(
+            "scope_not_granted",
+            "scope \"" + tok + "\" is not part of what the trust policy grants"));
+      }
+      auto [slot, inserted] = narrowed.emplace(granted->first, *level);
+      if (!inserted && static_cast<int>(*level) > static_cast<int>(slot->second)) {
+        slot->second = *level;
+      }
+    }
+    if (!narrowed.empty()) {
+      out.scope["permissions"] = ToJson(narrowed);
+    }
+    out.scope_text = Text(narrowed.empty() ? parsed.permissions : narrowed);
+    return out;
+  }
+
+  Result<ParsedRequest> Parse(const GrantRequest& req) const {
+    ParsedRequest out;
+    if (!req.resource.starts_with(kResourcePrefix)) {
+      return std::unexpected(InvalidArgument(
+          "invalid_resource", "issuer " + name_ + " mints only for github:// resources"));
+    }
+    std::string_view rest = std::string_view(req.resource).substr(kResourcePrefix.size());
+    const size_t slash = rest.find('/');
+    if (slash == std::string_view::npos) {
+      return std::unexpected(InvalidArgument(
+          "invalid_resource", "the resource must name a repository: github://OWNER/REPO"));
+    }
+    std::string_view owner = rest.substr(0, slash);
+    std::string_view repo = rest.substr(slash + 1);
+    repo = repo.substr(0, repo.find('/'));
+    if (!GitHubApi::IsValidOwner(owner) || !GitHubApi::IsValidRepo(repo)) {
+      return std::unexpected(InvalidArgument(
+          "invalid_resource", "the resource must name a repository: github://OWNER/REPO"));
+    }
+    // GitHub resolves names case-insensitively but policy patterns are
+    // compared as written: one spelling only, so that github://acme/Repo
+    // cannot slip past a rule written for github://acme/repo.
+    if (HasUpper(owner) || HasUpper(repo)) {
+      return std::unexpected(InvalidArgument(
+          "invalid_resource", "GitHub owner and repository names must be written in lower case "
+                              "(policy patterns are compared as written): use github://" +
+                                  text::AsciiLower(owner) + "/" + text::AsciiLower(repo)));
+    }
+    if (installation_id_ && installation_owner_ && owner != *installation_owner_) {
+      return std::unexpected(OwnerMismatch(owner, *installation_owner_));
+    }
+    out.repo = RepoRef{std::string(owner), std::string(repo)};
+    if (!req.scope.is_object()) {
+      return std::unexpected(InvalidArgument("invalid_scope", "scope must be an object"));
+    }
+    bool has_permissions = false;
+    for (auto it = req.scope.begin(); it != req.scope.end(); ++it) {
+      if (it.key() == "permissions") {
+        JITBROKER_ASSIGN_OR_RETURN(out.permissions, policy_.Parse(*it));
+        has_permissions = true;
+      } else {
+        return std::unexpected(
+            InvalidArgument("unknown_field", "scope." + it.key() +
+                                                 " is not known to issuer type github_app "
+                                                 "(the repository comes from the resource)"));
+      }
+    }
+    if (!has_permissions) {
+      out.permissions = default_permissions_;
+    }
+    return out;
+  }
+
+  Error OwnerMismatch(std::string_view owner, std::string_view account) const {
+    return InvalidArgument("invalid_resource",
+                           "issuer " + name_ + " mints only for repositories of " +
+                               std::string(account) + " (installation " +
+                               std::to_string(*installation_id_) + "), not of " +
+                               std::string(owner));
+  }
+
+  RepoRole RequiredRole(const PermissionSet& permissions) const {
+    return policy_.RequiredRole(permissions);
+  }
+
+ private:
+  static std::vector<std::string> Items(const PermissionSet& permissions) {
+    std::vector<std::string> items;
+    items.reserve(permissions.size());
+    for (const auto& [name, level] : permissions) {
+      items.push_back(name + ":" + std::string(LevelName(level)));
+    }
+    return items;
+  }
+  static std::string Text(const PermissionSet& permissions) {
+    std::string text;
+    for (const std::string& item : Items(permissions)) {
+      text += (text.empty() ? "" : " ") + item;
+    }
+    return text;
+  }
+
+  std::string name_;
+  IssuerDescription desc_;
+  std::optional<int64_t> installation_id_;
+  std::optional<std::string> installation_owner_;  // lower-case login
+  PermissionSet default_permissions_;
+  PermissionPolicy policy_;
+};
+
+class GitHubAppIssuer final : public IssuerWithSpec<GitHubSpec> {
+ public:
+  GitHubAppIssuer(Options opts, HttpClient* http, const Clock* clock)
+      : IssuerWithSpec(GitHubSpec(opts)),
+        opts_(std::move(opts)),
         clock_(clock),
-        policy_(opts_.tier_overrides, opts_.max_permissions),
         jwt_(std::move(opts_.key), opts_.jwt_iss, clock),
         api_(opts_.api, http, &jwt_, clock, opts_.name),
         installations_(opts_.installation_cache_entries, opts_.installation_cache_ttl, clock,
@@ -147,15 +316,7 @@ class GitHubAppIssuer final : public Issuer {
         check_tokens_(kCheckTokenEntries, kCheckTokenTtl, clock, FollowerWait(),
                       [this](CheckToken t) { RevokeCheckToken(t, "evicted"); }),
         collaborators_(opts_.delegation_cache_entries, opts_.delegation_cache_ttl, clock,
-                       FollowerWait()) {
-    desc_.name = opts_.name;
-    desc_.type = "github_app";
-    desc_.revocability = Revocability::kRevocable;
-    desc_.mints_upstream = true;
-    desc_.min_ttl_seconds = 1;
-    desc_.max_ttl_seconds = opts_.max_ttl_seconds;
-    desc_.default_ttl_seconds = std::min(opts_.default_ttl_seconds, opts_.max_ttl_seconds);
-  }
+                       FollowerWait()) {}
 
   // The broker's own check tokens die with the issuer (best effort, bounded).
   ~GitHubAppIssuer() override {
@@ -173,27 +334,8 @@ class GitHubAppIssuer final : public Issuer {
     }
   }
 
-  const IssuerDescription& Describe() const override { return desc_; }
-
-  Result<Tier> ImpliedTier(const GrantRequest& req) const override {
-    JITBROKER_ASSIGN_OR_RETURN(ParsedRequest parsed, Parse(req));
-    return policy_.ImpliedTier(parsed.permissions);
-  }
-
-  // "NAME:LEVEL" per permission the token will carry ("contents:write"), the
-  // defaults included when the request names none.
-  Result<std::vector<std::string>> ScopeItems(const GrantRequest& req) const override {
-    JITBROKER_ASSIGN_OR_RETURN(ParsedRequest parsed, Parse(req));
-    std::vector<std::string> items;
-    items.reserve(parsed.permissions.size());
-    for (const auto& [name, level] : parsed.permissions) {
-      items.push_back(name + ":" + std::string(LevelName(level)));
-    }
-    return items;
-  }
-
   Result<MintResult> Mint(const MintRequest& mr) override {
-    JITBROKER_ASSIGN_OR_RETURN(ParsedRequest parsed, Parse(mr.request));
+    JITBROKER_ASSIGN_OR_RETURN(ParsedRequest parsed, spec().Parse(mr.request));
     JITBROKER_ASSIGN_OR_RETURN(int64_t installation, Installation(parsed.repo));
     TokenRequest tr = TokenRequestFor(parsed.repo);
     tr.permissions = ToJson(parsed.permissions);
@@ -240,8 +382,9 @@ class GitHubAppIssuer final : public Issuer {
     if (!created->repositories.empty() && created->repositories.front().id > 0) {
       out.audit_fields["repository_id"] = created->repositories.front().id;
     }
-    if (!mr.principal_github_login.empty()) {
-      out.audit_fields["on_behalf_of_github_login"] = mr.principal_github_login;
+    if (auto login = mr.principal_identities.find(opts_.identity_key);
+        login != mr.principal_identities.end() && !login->second.empty()) {
+      out.audit_fields["on_behalf_of_github_login"] = login->second;
     }
     return out;
   }
@@ -287,31 +430,36 @@ class GitHubAppIssuer final : public Issuer {
       out.audit = {{"checked", false}, {"why", "delegation checks are disabled for this issuer"}};
       return out;
     }
-    if (principal.github_login.empty()) {
+    // The human's GitHub login: their identities[<delegation.identity>].
+    const std::string identity = "identities." + opts_.identity_key;
+    const auto login_it = principal.identities.find(opts_.identity_key);
+    const std::string login =
+        login_it == principal.identities.end() ? std::string() : login_it->second;
+    if (login.empty()) {
       if (opts_.require_github_login) {
         CountDelegation("denied");
         out.allowed = false;
-        out.reason = "principal " + principal.id + " has no github_login; issuer " + opts_.name +
-                     " requires one";
-        out.audit = {{"checked", false}, {"allowed", false}, {"why", "no github_login"}};
+        out.reason = "principal " + principal.id + " has no " + identity + " (GitHub login); issuer " +
+                     opts_.name + " requires one";
+        out.audit = {{"checked", false}, {"allowed", false}, {"why", "no " + identity}};
         return out;
       }
       CountDelegation("skipped");
-      out.audit = {{"checked", false}, {"why", "principal has no github_login"}};
+      out.audit = {{"checked", false}, {"why", "principal has no " + identity}};
       return out;
     }
-    JITBROKER_ASSIGN_OR_RETURN(ParsedRequest parsed, Parse(req));
-    const RepoRole required = policy_.RequiredRole(parsed.permissions);
-    const std::string key = parsed.repo.key() + "#" + text::AsciiLower(principal.github_login);
+    JITBROKER_ASSIGN_OR_RETURN(ParsedRequest parsed, spec().Parse(req));
+    const RepoRole required = spec().RequiredRole(parsed.permissions);
+    const std::string key = parsed.repo.key() + "#" + text::AsciiLower(login);
     JITBROKER_ASSIGN_OR_RETURN(auto looked_up,
                                collaborators_.Get(key, [&]() -> Result<Collaborator> {
-                                 return FetchCollaborator(parsed.repo, principal.github_login);
+                                 return FetchCollaborator(parsed.repo, login);
                                }));
     const Collaborator& c = looked_up.value;
     const RepoRole held = RoleOf(c);
     out.allowed = held >= required;
     out.audit = {{"checked", true},
-                 {"github_login", principal.github_login},
+                 {"github_login", login},
                  {"repository", parsed.repo.full()},
                  {"required_role", std::string(RepoRoleName(required))},
                  {"held_role", std::string(RepoRoleName(held))},
@@ -323,7 +471,7 @@ class GitHubAppIssuer final : public Issuer {
       out.audit["github_role_name"] = c.permission.role_name;
     }
     if (!out.allowed) {
-      out.reason = "GitHub user " + principal.github_login + " holds " +
+      out.reason = "GitHub user " + login + " holds " +
                    std::string(RepoRoleName(held)) + " on " + parsed.repo.full() +
                    "; the requested permissions need " + std::string(RepoRoleName(required));
     }
@@ -377,67 +525,6 @@ class GitHubAppIssuer final : public Issuer {
  private:
   std::chrono::milliseconds FollowerWait() const { return 2 * opts_.api.call_deadline; }
 
-  Result<ParsedRequest> Parse(const GrantRequest& req) const {
-    ParsedRequest out;
-    if (!req.resource.starts_with(kResourcePrefix)) {
-      return std::unexpected(InvalidArgument(
-          "invalid_resource", "issuer " + opts_.name + " mints only for github:// resources"));
-    }
-    std::string_view rest = std::string_view(req.resource).substr(kResourcePrefix.size());
-    const size_t slash = rest.find('/');
-    if (slash == std::string_view::npos) {
-      return std::unexpected(InvalidArgument(
-          "invalid_resource", "the resource must name a repository: github://OWNER/REPO"));
-    }
-    std::string_view owner = rest.substr(0, slash);
-    std::string_view repo = rest.substr(slash + 1);
-    repo = repo.substr(0, repo.find('/'));
-    if (!GitHubApi::IsValidOwner(owner) || !GitHubApi::IsValidRepo(repo)) {
-      return std::unexpected(InvalidArgument(
-          "invalid_resource", "the resource must name a repository: github://OWNER/REPO"));
-    }
-    // GitHub resolves names case-insensitively but policy patterns are
-    // compared as written: one spelling only, so that github://acme/Repo
-    // cannot slip past a rule written for github://acme/repo.
-    if (HasUpper(owner) || HasUpper(repo)) {
-      return std::unexpected(InvalidArgument(
-          "invalid_resource", "GitHub owner and repository names must be written in lower case "
-                              "(policy patterns are compared as written): use github://" +
-                                  text::AsciiLower(owner) + "/" + text::AsciiLower(repo)));
-    }
-    if (opts_.installation_id && opts_.installation_owner && owner != *opts_.installation_owner) {
-      return std::unexpected(OwnerMismatch(owner, *opts_.installation_owner));
-    }
-    out.repo = RepoRef{std::string(owner), std::string(repo)};
-    if (!req.scope.is_object()) {
-      return std::unexpected(InvalidArgument("invalid_scope", "scope must be an object"));
-    }
-    bool has_permissions = false;
-    for (auto it = req.scope.begin(); it != req.scope.end(); ++it) {
-      if (it.key() == "permissions") {
-        JITBROKER_ASSIGN_OR_RETURN(out.permissions, policy_.Parse(*it));
-        has_permissions = true;
-      } else {
-        return std::unexpected(
-            InvalidArgument("unknown_field", "scope." + it.key() +
-                                                 " is not known to issuer type github_app "
-                                                 "(the repository comes from the resource)"));
-      }
-    }
-    if (!has_permissions) {
-      out.permissions = opts_.default_permissions;
-    }
-    return out;
-  }
-
-  Error OwnerMismatch(std::string_view owner, std::string_view account) const {
-    return InvalidArgument("invalid_resource",
-                           "issuer " + opts_.name + " mints only for repositories of " +
-                               std::string(account) + " (installation " +
-                               std::to_string(*opts_.installation_id) + "), not of " +
-                               std::string(owner));
-  }
-
   // The installation to mint under. With a configured installation_id, the
   // owner must be the installation's account (installation_owner, or the
   // account GitHub reports for the installation): GitHub resolves the
@@ -458,7 +545,7 @@ class GitHubAppIssuer final : public Issuer {
         account = looked_up.value;
       }
       if (text::AsciiLower(repo.owner) != account) {
-        return std::unexpected(OwnerMismatch(repo.owner, account));
+        return std::unexpected(spec().OwnerMismatch(repo.owner, account));
       }
       return *opts_.installation_id;
     }
@@ -710,8 +797,6 @@ class GitHubAppIssuer final : public Issuer {
 
   Options opts_;
   const Clock* clock_;
-  IssuerDescription desc_;
-  PermissionPolicy policy_;
   AppJwt jwt_;
   GitHubApi api_;
   std::atomic<uint64_t> minted_{0};
@@ -736,7 +821,7 @@ class GitHubAppIssuer final : public Issuer {
 
 // net::UrlPolicy::GitHubBaseUrl: https (http to a loopback host with
 // allow_http), a path prefix, no userinfo, query, fragment or '@'.
-Status CheckBaseUrl(config::Section& s, const std::string& url, bool allow_http) {
+Status CheckBaseUrl(ConfigView& s, const std::string& url, bool allow_http) {
   Result<net::Url> parsed = net::ParseUrl(url, net::UrlPolicy::GitHubBaseUrl(allow_http));
   if (!parsed) {
     return std::unexpected(
@@ -750,23 +835,14 @@ Status CheckBaseUrl(config::Section& s, const std::string& url, bool allow_http)
 }
 
 // A mapping of permission name -> level, validated against the table.
-Result<std::optional<PermissionSet>> ParsePermissionMap(config::Section& parent,
+Result<std::optional<PermissionSet>> ParsePermissionMap(ConfigView& parent,
                                                         std::string_view key) {
-  JITBROKER_ASSIGN_OR_RETURN(std::optional<config::Section> sub, parent.OptSection(key));
-  if (!sub || !sub->node().IsDefined() || sub->node().IsNull()) {
+  JITBROKER_ASSIGN_OR_RETURN(std::unique_ptr<ConfigView> sub, parent.OptView(key));
+  if (!sub) {
     return std::optional<PermissionSet>();
   }
   PermissionSet out;
-  std::vector<std::string> names;
-  try {
-    for (auto it = sub->node().begin(); it != sub->node().end(); ++it) {
-      if (it->first.IsScalar()) {
-        names.push_back(it->first.Scalar());
-      }
-    }
-  } catch (...) {
-    return std::unexpected(parent.Err(key, "must be a mapping of permission name to level"));
-  }
+  JITBROKER_ASSIGN_OR_RETURN(std::vector<std::string> names, sub->Keys());
   for (const auto& name : names) {
     JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> level_text, sub->OptString(name));
     const PermissionInfo* info = FindPermission(name);
@@ -786,22 +862,17 @@ Result<std::optional<PermissionSet>> ParsePermissionMap(config::Section& parent,
 }
 
 Result<std::map<std::string, std::array<std::optional<Tier>, kLevelCount>>> ParseTierOverrides(
-    config::Section& parent) {
+    ConfigView& parent) {
   std::map<std::string, std::array<std::optional<Tier>, kLevelCount>> out;
-  JITBROKER_ASSIGN_OR_RETURN(std::optional<config::Section> sub,
-                             parent.OptSection("permission_tiers"));
-  if (!sub || !sub->node().IsDefined() || sub->node().IsNull()) {
+  JITBROKER_ASSIGN_OR_RETURN(std::unique_ptr<ConfigView> sub, parent.OptView("permission_tiers"));
+  if (!sub) {
     return out;
   }
+  JITBROKER_ASSIGN_OR_RETURN(std::vector<std::string> keys, sub->Keys());
   std::vector<std::pair<std::string, bool>> names;  // (name, is mapping)
-  try {
-    for (auto it = sub->node().begin(); it != sub->node().end(); ++it) {
-      if (it->first.IsScalar()) {
-        names.emplace_back(it->first.Scalar(), it->second.IsMap());
-      }
-    }
-  } catch (...) {
-    return std::unexpected(parent.Err("permission_tiers", "must be a mapping"));
+  for (std::string& key : keys) {
+    const bool is_map = sub->KindOf(key) == ConfigValueKind::kMapping;
+    names.emplace_back(std::move(key), is_map);
   }
   constexpr std::string_view kTierHelp =
       "must be a tier (read, write, pr, merge_deploy, secret, destructive) or a mapping "
@@ -814,7 +885,7 @@ Result<std::map<std::string, std::array<std::optional<Tier>, kLevelCount>>> Pars
     }
     std::array<std::optional<Tier>, kLevelCount> tiers;
     if (is_map) {
-      JITBROKER_ASSIGN_OR_RETURN(std::optional<config::Section> levels, sub->OptSection(name));
+      JITBROKER_ASSIGN_OR_RETURN(std::unique_ptr<ConfigView> levels, sub->OptView(name));
       for (int l = 0; l < kLevelCount; ++l) {
         const std::string level_name(LevelName(static_cast<Level>(l)));
         JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> t, levels->OptString(level_name));
@@ -846,23 +917,13 @@ Result<std::map<std::string, std::array<std::optional<Tier>, kLevelCount>>> Pars
   return out;
 }
 
-Result<std::map<std::string, int64_t>> ParseRepositoryIds(config::Section& parent) {
+Result<std::map<std::string, int64_t>> ParseRepositoryIds(ConfigView& parent) {
   std::map<std::string, int64_t> out;
-  JITBROKER_ASSIGN_OR_RETURN(std::optional<config::Section> sub,
-                             parent.OptSection("repository_ids"));
-  if (!sub || !sub->node().IsDefined() || sub->node().IsNull()) {
+  JITBROKER_ASSIGN_OR_RETURN(std::unique_ptr<ConfigView> sub, parent.OptView("repository_ids"));
+  if (!sub) {
     return out;
   }
-  std::vector<std::string> names;
-  try {
-    for (auto it = sub->node().begin(); it != sub->node().end(); ++it) {
-      if (it->first.IsScalar()) {
-        names.push_back(it->first.Scalar());
-      }
-    }
-  } catch (...) {
-    return std::unexpected(parent.Err("repository_ids", "must be a mapping"));
-  }
+  JITBROKER_ASSIGN_OR_RETURN(std::vector<std::string> names, sub->Keys());
   for (const auto& name : names) {
     JITBROKER_ASSIGN_OR_RETURN(auto id, sub->OptInt(name, 1, std::numeric_limits<int64_t>::max()));
     const size_t slash = name.find('/');
@@ -880,7 +941,10 @@ Result<std::map<std::string, int64_t>> ParseRepositoryIds(config::Section& paren
 }
 
 Result<Options> ParseOptions(IssuerContext& ctx) {
-  config::Section& s = *ctx.section;
+  if (ctx.config == nullptr) {
+    return std::unexpected(Internal("issuer " + ctx.name + " (github_app) has no config section"));
+  }
+  ConfigView& s = *ctx.config;
   Options o;
   o.name = ctx.name;
 
@@ -1008,7 +1072,7 @@ Result<Options> ParseOptions(IssuerContext& ctx) {
     o.api.token_format = *token_format;
   }
 
-  JITBROKER_ASSIGN_OR_RETURN(auto ic, s.OptSection("installation_cache"));
+  JITBROKER_ASSIGN_OR_RETURN(auto ic, s.OptView("installation_cache"));
   if (ic) {
     JITBROKER_ASSIGN_OR_RETURN(auto entries, ic->OptInt("max_entries", 1, 1000000));
     JITBROKER_ASSIGN_OR_RETURN(auto ttl, ic->OptInt("ttl_seconds", 1, 86400));
@@ -1016,10 +1080,18 @@ Result<Options> ParseOptions(IssuerContext& ctx) {
     o.installation_cache_entries = static_cast<size_t>(entries.value_or(1024));
     o.installation_cache_ttl = std::chrono::seconds(ttl.value_or(600));
   }
-  JITBROKER_ASSIGN_OR_RETURN(auto dg, s.OptSection("delegation"));
+  JITBROKER_ASSIGN_OR_RETURN(auto dg, s.OptView("delegation"));
   if (dg) {
     JITBROKER_ASSIGN_OR_RETURN(auto enabled, dg->OptBool("enabled"));
     JITBROKER_ASSIGN_OR_RETURN(auto require, dg->OptBool("require_github_login"));
+    JITBROKER_ASSIGN_OR_RETURN(auto identity, dg->OptString("identity"));
+    if (identity) {
+      if (!IsIdentityKey(*identity)) {
+        return std::unexpected(dg->Err(
+            "identity", "must be an identity key: [a-z][a-z0-9_-]*, at most 64 characters"));
+      }
+      o.identity_key = *identity;
+    }
     // A revoked collaborator keeps their rights in the broker at most this
     // long: capped at five minutes.
     JITBROKER_ASSIGN_OR_RETURN(auto ttl, dg->OptInt("cache_ttl_seconds", 1, 300));
@@ -1036,6 +1108,11 @@ Result<Options> ParseOptions(IssuerContext& ctx) {
 
 }  // namespace
 
+Result<std::unique_ptr<IssuerSpec>> ValidateGitHubAppIssuer(IssuerContext& ctx) {
+  JITBROKER_ASSIGN_OR_RETURN(Options o, ParseOptions(ctx));
+  return std::unique_ptr<IssuerSpec>(std::make_unique<GitHubSpec>(o));
+}
+
 Result<std::unique_ptr<Issuer>> CreateGitHubAppIssuerForTesting(IssuerContext& ctx,
                                                                 GitHubAppHooks hooks) {
   JITBROKER_ASSIGN_OR_RETURN(Options o, ParseOptions(ctx));
@@ -1051,6 +1128,10 @@ Result<std::unique_ptr<Issuer>> CreateGitHubAppIssuerForTesting(IssuerContext& c
 
 Result<std::unique_ptr<Issuer>> CreateGitHubAppIssuer(IssuerContext& ctx) {
   return CreateGitHubAppIssuerForTesting(ctx, GitHubAppHooks{});
+}
+
+IssuerFactory Factory() {
+  return IssuerFactory{&ValidateGitHubAppIssuer, &CreateGitHubAppIssuer};
 }
 
 }  // namespace jitbroker::issuers::github_app

@@ -21,7 +21,8 @@
 //           the service queues.
 //   tier:   the request's permissions imply a tier (permissions.h; overridable
 //           with `permission_tiers`).
-//   rights: where the principal has a github_login, the human's own
+//   rights: where the principal has a GitHub login (identities.github, or
+//           the key `delegation.identity` names), the human's own
 //           collaborator permission on the repository must cover the request
 //           (GET /repos/{owner}/{repo}/collaborators/{username}/permission,
 //           cached briefly, audited in the grant), read with a metadata-read
@@ -45,7 +46,12 @@
 // default_ttl_seconds; max_ttl_seconds; timeout_ms; connect_timeout_ms;
 // call_deadline_ms; max_attempts; max_retry_after_seconds; token_format;
 // installation_cache {max_entries, ttl_seconds}; delegation {enabled,
-// require_github_login, cache_ttl_seconds (at most 300), max_entries}.
+// require_github_login, identity (default github), cache_ttl_seconds (at
+// most 300), max_entries}.
+//
+// CI exchanges (IssuerSpec::NarrowScope): requested RFC 8693 scope tokens
+// are "PERMISSION:LEVEL", each at most the level the trust policy's grant
+// (or, when it names none, default_permissions) carries.
 //
 // Thread-safety: Mint, Revoke, ImpliedTier, ScopeItems ("contents:write", one per
 // permission), CheckDelegatedRights and CollectMetrics are thread-safe.
@@ -55,10 +61,16 @@
 #include <functional>
 #include <memory>
 
-#include "issuers/registry.h"
+#include "jitbroker/issuer.h"
 
 namespace jitbroker::issuers::github_app {
 
+// The `github_app` type for the IssuerRegistry.
+IssuerFactory Factory();
+// Validate: parses and checks the section, the App's private key included;
+// no network, nothing written.
+[[nodiscard]] Result<std::unique_ptr<IssuerSpec>> ValidateGitHubAppIssuer(IssuerContext& ctx);
+// Create: as Validate; needs ctx.http and ctx.clock.
 [[nodiscard]] Result<std::unique_ptr<Issuer>> CreateGitHubAppIssuer(IssuerContext& ctx);
 
 // Test seams: how the issuer waits between retries (and before retrying a

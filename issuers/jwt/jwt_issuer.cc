@@ -51,22 +51,42 @@ struct ClaimScopes {
   Tier tier = Tier::kRead;
 };
 
+// Reads the key a previous start generated at `path`, if there is one.
+// Never writes anything (Validate uses it).
+Result<std::unique_ptr<crypto::SigningKey>> ReadGeneratedKey(crypto::JwsAlg alg,
+                                                             const std::string& path,
+                                                             const std::string& issuer_name) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    return std::unique_ptr<crypto::SigningKey>();
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (!in) {
+    return std::unexpected(
+        Internal("cannot read the signing key of issuer " + issuer_name, "path=" + path));
+  }
+  SecretValue pem(ss.str());
+  auto key = crypto::SigningKey::FromPem(alg, pem);
+  if (!key) {
+    return std::unexpected(InvalidArgument(
+        "invalid_config", "the generated signing key of issuer " + issuer_name + " (" + path +
+                              ") is not a " + std::string(crypto::JwsAlgName(alg)) +
+                              " private key; restore it, or remove it to generate a new one"));
+  }
+  return std::move(*key);
+}
+
 // Loads the key at `path`, or generates one and writes it there (0600).
 Result<std::unique_ptr<crypto::SigningKey>> LoadOrGenerateKey(crypto::JwsAlg alg,
                                                               const std::string& path,
                                                               const std::string& issuer_name) {
-  std::error_code ec;
-  if (std::filesystem::exists(path, ec)) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    if (!in) {
-      return std::unexpected(Internal("cannot read the signing key of issuer " + issuer_name,
-                                      "path=" + path));
-    }
-    SecretValue pem(ss.str());
-    return crypto::SigningKey::FromPem(alg, pem);
+  JITBROKER_ASSIGN_OR_RETURN(auto existing, ReadGeneratedKey(alg, path, issuer_name));
+  if (existing) {
+    return existing;
   }
+  std::error_code ec;
   JITBROKER_ASSIGN_OR_RETURN(auto key, crypto::SigningKey::Generate(alg));
   JITBROKER_ASSIGN_OR_RETURN(SecretValue pem, key->ToPem());
   std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
@@ -89,16 +109,21 @@ Result<std::unique_ptr<crypto::SigningKey>> LoadOrGenerateKey(crypto::JwsAlg alg
   return key;
 }
 
-class JwtIssuer final : public Issuer {
+std::string JoinScopes(const std::vector<std::string>& scopes) {
+  std::string out;
+  for (const std::string& s : scopes) {
+    out += (out.empty() ? "" : " ") + s;
+  }
+  return out;
+}
+
+// What the configuration decides: audiences, scope vocabulary and tiers.
+class JwtSpec final : public IssuerSpec {
  public:
-  JwtIssuer(IssuerDescription desc, std::unique_ptr<crypto::SigningKey> key,
-            std::set<std::string, std::less<>> audiences, std::string iss,
-            std::optional<std::vector<ScopeTier>> scope_tiers)
+  JwtSpec(IssuerDescription desc, std::set<std::string, std::less<>> audiences,
+          std::optional<std::vector<ScopeTier>> scope_tiers)
       : desc_(std::move(desc)),
-        key_(std::move(key)),
-        verify_key_(key_->Public()),
         audiences_(std::move(audiences)),
-        iss_(std::move(iss)),
         scope_tiers_(std::move(scope_tiers)) {}
 
   const IssuerDescription& Describe() const override { return desc_; }
@@ -118,67 +143,57 @@ class JwtIssuer final : public Issuer {
     return std::move(claim.scopes);
   }
 
-  Result<MintResult> Mint(const MintRequest& mr) override {
-    JITBROKER_ASSIGN_OR_RETURN(std::string aud, Audience(mr.request));
-    JITBROKER_ASSIGN_OR_RETURN(ClaimScopes claim, Claim(mr.request));
-    const int64_t now = ToUnixSeconds(mr.now);
-    const int64_t exp = now + mr.ttl_seconds;
-    nlohmann::json claims = {
-        {"iss", iss_},
-        {"sub", mr.agent_id},
-        {"aud", aud},
-        {"iat", now},
-        {"nbf", now},
-        {"exp", exp},
-        {"jti", mr.grant_id},
-        {"act", {{"sub", mr.principal_id}}},
-        {"session_id", mr.session_id},
-        {"task_id", mr.task_id},
-        {"tier", std::string(TierName(mr.tier))},
-        {"tool", mr.request.tool},
-        {"resource", mr.request.resource},
-    };
-    if (!claim.scopes.empty()) {
-      std::string scope;
-      for (const std::string& item : claim.scopes) {
-        scope += (scope.empty() ? "" : " ") + item;
+  // Each requested token names one of the grant's `scopes`; the narrowed
+  // grant carries exactly those (in request order). The text lists the
+  // `scopes` the grant names (none named: "").
+  Result<NarrowedScope> NarrowScope(
+      const GrantRequest& grant,
+      const std::optional<std::vector<std::string>>& requested) const override {
+    std::vector<std::string> granted;
+    if (auto it = grant.scope.find("scopes"); it != grant.scope.end() && it->is_array()) {
+      for (const auto& v : *it) {
+        if (v.is_string()) {
+          granted.push_back(v.get<std::string>());
+        }
       }
-      claims["scope"] = std::move(scope);
     }
-    JITBROKER_ASSIGN_OR_RETURN(std::string token, key_->SignJwt(nlohmann::json::object(), claims));
-    MintResult out;
-    out.type = "jwt";
-    out.expires_at = FromUnixSeconds(exp);
-    out.fingerprint_sha256 = crypto::Sha256Hex(token);
-    out.fields = {{"audience", aud}, {"kid", key_->kid()}, {"alg", std::string(crypto::JwsAlgName(key_->alg()))}};
-    out.secrets.emplace_back("token", SecretValue(std::move(token)));
-    // The jti is not secret: revocation is broker-side state keyed by it.
-    out.revocation_handle = SecretValue(mr.grant_id);
-    out.audit_fields = {{"kid", key_->kid()}, {"audience", aud}};
+    NarrowedScope out;
+    out.scope = grant.scope;
+    if (!requested) {
+      out.scope_text = JoinScopes(granted);
+      return out;
+    }
+    std::vector<std::string> narrowed;
+    for (const std::string& tok : *requested) {
+      if (std::find(granted.begin(), granted.end(), tok) == granted.end()) {
+        return std::unexpected(PermissionDenied(
+            "scope_not_granted",
+            "scope \"" + tok + "\" is not part of what the trust policy grants"));
+      }
+      if (std::find(narrowed.begin(), narrowed.end(), tok) == narrowed.end()) {
+        narrowed.push_back(tok);
+      }
+    }
+    if (!narrowed.empty()) {
+      out.scope["scopes"] = narrowed;
+    }
+    out.scope_text = JoinScopes(narrowed.empty() ? granted : narrowed);
     return out;
   }
 
-  Result<RevokeOutcome> Revoke(const RevokeRequest&) override {
-    // The broker's introspection endpoint and revocation list consult the
-    // grant's state, which the caller marks revoked in the same commit.
-    return RevokeOutcome{RevokeOutcomeKind::kRevoked, 0};
+  // A trust policy's grant: mintable (audience, declared scopes) and, when it
+  // names `scopes`, at least one.
+  Status CheckTrustGrant(const GrantRequest& grant) const override {
+    if (auto it = grant.scope.find("scopes");
+        it != grant.scope.end() && it->is_array() && it->empty()) {
+      return std::unexpected(InvalidArgument(
+          "invalid_scope", "scopes must name at least one scope (or be left out)"));
+    }
+    return IssuerSpec::CheckTrustGrant(grant);
   }
 
-  std::vector<nlohmann::json> PublicJwks() const override { return {key_->PublicJwk()}; }
+  std::string IssuedTokenType() const override { return std::string(kTokenTypeJwt); }
 
-  std::optional<nlohmann::json> VerifyOwnToken(std::string_view token) const override {
-    auto payload = crypto::VerifyJws(token, *verify_key_);
-    if (!payload) {
-      return std::nullopt;
-    }
-    auto iss = payload->find("iss");
-    if (iss == payload->end() || !iss->is_string() || *iss != iss_) {
-      return std::nullopt;
-    }
-    return *payload;
-  }
-
- private:
   // The audience comes from the resource jwt://AUDIENCE; scope.audience, if
   // given, must agree. Only configured audiences are minted.
   Result<std::string> Audience(const GrantRequest& req) const {
@@ -191,6 +206,9 @@ class JwtIssuer final : public Issuer {
     } else {
       return std::unexpected(InvalidArgument(
           "invalid_resource", "issuer " + desc_.name + " mints only for jwt:// resources"));
+    }
+    if (!req.scope.is_object() && !req.scope.is_null()) {
+      return std::unexpected(InvalidArgument("invalid_scope", "scope must be an object"));
     }
     for (auto it = req.scope.begin(); it != req.scope.end(); ++it) {
       if (it.key() == "audience") {
@@ -274,6 +292,7 @@ class JwtIssuer final : public Issuer {
     return out;
   }
 
+ private:
   // The highest tier among the scope_tiers patterns matching `scope`.
   std::optional<Tier> TierOf(std::string_view scope) const {
     std::optional<Tier> best;
@@ -287,25 +306,89 @@ class JwtIssuer final : public Issuer {
   }
 
   IssuerDescription desc_;
-  std::unique_ptr<crypto::SigningKey> key_;
-  std::unique_ptr<crypto::VerifyKey> verify_key_;
   std::set<std::string, std::less<>> audiences_;
-  std::string iss_;
   std::optional<std::vector<ScopeTier>> scope_tiers_;  // absent: scope_tiers not configured
 };
 
+class JwtIssuer final : public IssuerWithSpec<JwtSpec> {
+ public:
+  JwtIssuer(JwtSpec spec, std::unique_ptr<crypto::SigningKey> key, std::string iss)
+      : IssuerWithSpec(std::move(spec)),
+        key_(std::move(key)),
+        verify_key_(key_->Public()),
+        iss_(std::move(iss)) {}
+
+  Result<MintResult> Mint(const MintRequest& mr) override {
+    JITBROKER_ASSIGN_OR_RETURN(std::string aud, spec().Audience(mr.request));
+    JITBROKER_ASSIGN_OR_RETURN(ClaimScopes claim, spec().Claim(mr.request));
+    const int64_t now = ToUnixSeconds(mr.now);
+    const int64_t exp = now + mr.ttl_seconds;
+    nlohmann::json claims = {
+        {"iss", iss_},
+        {"sub", mr.agent_id},
+        {"aud", aud},
+        {"iat", now},
+        {"nbf", now},
+        {"exp", exp},
+        {"jti", mr.grant_id},
+        {"act", {{"sub", mr.principal_id}}},
+        {"session_id", mr.session_id},
+        {"task_id", mr.task_id},
+        {"tier", std::string(TierName(mr.tier))},
+        {"tool", mr.request.tool},
+        {"resource", mr.request.resource},
+    };
+    if (!claim.scopes.empty()) {
+      claims["scope"] = JoinScopes(claim.scopes);
+    }
+    JITBROKER_ASSIGN_OR_RETURN(std::string token, key_->SignJwt(nlohmann::json::object(), claims));
+    MintResult out;
+    out.type = "jwt";
+    out.expires_at = FromUnixSeconds(exp);
+    out.fingerprint_sha256 = crypto::Sha256Hex(token);
+    out.fields = {{"audience", aud}, {"kid", key_->kid()}, {"alg", std::string(crypto::JwsAlgName(key_->alg()))}};
+    out.secrets.emplace_back("token", SecretValue(std::move(token)));
+    // The jti is not secret: revocation is broker-side state keyed by it.
+    out.revocation_handle = SecretValue(mr.grant_id);
+    out.audit_fields = {{"kid", key_->kid()}, {"audience", aud}};
+    return out;
+  }
+
+  Result<RevokeOutcome> Revoke(const RevokeRequest&) override {
+    // The broker's introspection endpoint and revocation list consult the
+    // grant's state, which the caller marks revoked in the same commit.
+    return RevokeOutcome{RevokeOutcomeKind::kRevoked, 0};
+  }
+
+  std::vector<nlohmann::json> PublicJwks() const override { return {key_->PublicJwk()}; }
+
+  std::optional<nlohmann::json> VerifyOwnToken(std::string_view token) const override {
+    auto payload = crypto::VerifyJws(token, *verify_key_);
+    if (!payload) {
+      return std::nullopt;
+    }
+    auto iss = payload->find("iss");
+    if (iss == payload->end() || !iss->is_string() || *iss != iss_) {
+      return std::nullopt;
+    }
+    return *payload;
+  }
+
+ private:
+  std::unique_ptr<crypto::SigningKey> key_;
+  std::unique_ptr<crypto::VerifyKey> verify_key_;
+  std::string iss_;
+};
+
 // `scope_tiers`: a mapping scope pattern -> tier (null = absent).
-Result<std::optional<std::vector<ScopeTier>>> LoadScopeTiers(config::Section& s) {
-  JITBROKER_ASSIGN_OR_RETURN(std::optional<config::Section> st, s.OptSection("scope_tiers"));
-  if (!st || !st->node().IsMap()) {
+Result<std::optional<std::vector<ScopeTier>>> LoadScopeTiers(ConfigView& s) {
+  JITBROKER_ASSIGN_OR_RETURN(std::unique_ptr<ConfigView> st, s.OptView("scope_tiers"));
+  if (!st) {
     return std::optional<std::vector<ScopeTier>>();
   }
+  JITBROKER_ASSIGN_OR_RETURN(std::vector<std::string> keys, st->Keys());
   std::vector<ScopeTier> out;
-  for (auto it = st->node().begin(); it != st->node().end(); ++it) {
-    if (!it->first.IsScalar()) {
-      return std::unexpected(st->Err("", "keys must be scope patterns"));
-    }
-    const std::string key = it->first.Scalar();
+  for (const std::string& key : keys) {
     JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> tier_name, st->OptString(key));
     if (out.size() >= kMaxScopeTiers) {
       return std::unexpected(st->Err(key, "at most 256 scope patterns"));
@@ -331,18 +414,29 @@ Result<std::optional<std::vector<ScopeTier>>> LoadScopeTiers(config::Section& s)
   return std::optional<std::vector<ScopeTier>>(std::move(out));
 }
 
-}  // namespace
-
-Result<std::unique_ptr<Issuer>> CreateJwtIssuer(IssuerContext& ctx) {
-  config::Section& s = *ctx.section;
-  JITBROKER_ASSIGN_OR_RETURN(auto alg_name, s.OptString("algorithm"));
+// Everything the section says, checked. `key` is the configured signing key
+// (parsed, so a bad PEM is a config error), or null when it is generated.
+struct JwtOptions {
+  std::optional<JwtSpec> spec;
   crypto::JwsAlg alg = crypto::JwsAlg::kES256;
+  std::unique_ptr<crypto::SigningKey> key;
+  std::string iss;
+  std::string generated_key_path;  // where the key lives when none is configured
+};
+
+Result<JwtOptions> ParseOptions(IssuerContext& ctx) {
+  if (ctx.config == nullptr) {
+    return std::unexpected(Internal("issuer " + ctx.name + " (jwt) has no config section"));
+  }
+  ConfigView& s = *ctx.config;
+  JwtOptions o;
+  JITBROKER_ASSIGN_OR_RETURN(auto alg_name, s.OptString("algorithm"));
   if (alg_name) {
     auto parsed = crypto::ParseJwsAlg(*alg_name);
     if (!parsed || *parsed == crypto::JwsAlg::kRS256) {
       return std::unexpected(s.Err("algorithm", "must be ES256 or Ed25519"));
     }
-    alg = *parsed;
+    o.alg = *parsed;
   }
   JITBROKER_ASSIGN_OR_RETURN(auto audiences, s.StringList("audiences"));
   if (audiences.empty()) {
@@ -363,22 +457,46 @@ Result<std::unique_ptr<Issuer>> CreateJwtIssuer(IssuerContext& ctx) {
   desc.max_ttl_seconds = max_ttl.value_or(900);
   desc.default_ttl_seconds = std::min(default_ttl.value_or(300), desc.max_ttl_seconds);
 
-  std::unique_ptr<crypto::SigningKey> key;
   if (key_ref) {
-    auto loaded = crypto::SigningKey::FromPem(alg, *key_ref);
+    auto loaded = crypto::SigningKey::FromPem(o.alg, *key_ref);
     if (!loaded) {
       return std::unexpected(s.Err("signing_key", "is not a " +
-                                                      std::string(crypto::JwsAlgName(alg)) +
+                                                      std::string(crypto::JwsAlgName(o.alg)) +
                                                       " private key in PEM"));
     }
-    key = std::move(*loaded);
-  } else {
-    const std::string path = ctx.data_dir + "/keys/issuer-" + ctx.name + ".pem";
-    JITBROKER_ASSIGN_OR_RETURN(key, LoadOrGenerateKey(alg, path, ctx.name));
+    o.key = std::move(*loaded);
   }
-  std::set<std::string, std::less<>> auds(audiences.begin(), audiences.end());
-  return std::unique_ptr<Issuer>(new JwtIssuer(std::move(desc), std::move(key), std::move(auds),
-                                               iss.value_or("jitbroker"), std::move(scope_tiers)));
+  o.generated_key_path = ctx.data_dir + "/keys/issuer-" + ctx.name + ".pem";
+  o.iss = iss.value_or("jitbroker");
+  o.spec.emplace(std::move(desc),
+                 std::set<std::string, std::less<>>(audiences.begin(), audiences.end()),
+                 std::move(scope_tiers));
+  return o;
 }
+
+}  // namespace
+
+Result<std::unique_ptr<IssuerSpec>> ValidateJwtIssuer(IssuerContext& ctx) {
+  JITBROKER_ASSIGN_OR_RETURN(JwtOptions o, ParseOptions(ctx));
+  if (!o.key && !ctx.data_dir.empty()) {
+    // A key an earlier start generated must still be readable: start would
+    // refuse it.
+    JITBROKER_ASSIGN_OR_RETURN(auto existing,
+                               ReadGeneratedKey(o.alg, o.generated_key_path, ctx.name));
+    (void)existing;
+  }
+  return std::unique_ptr<IssuerSpec>(std::make_unique<JwtSpec>(std::move(*o.spec)));
+}
+
+Result<std::unique_ptr<Issuer>> CreateJwtIssuer(IssuerContext& ctx) {
+  JITBROKER_ASSIGN_OR_RETURN(JwtOptions o, ParseOptions(ctx));
+  if (!o.key) {
+    JITBROKER_ASSIGN_OR_RETURN(o.key, LoadOrGenerateKey(o.alg, o.generated_key_path, ctx.name));
+  }
+  return std::unique_ptr<Issuer>(
+      std::make_unique<JwtIssuer>(std::move(*o.spec), std::move(o.key), std::move(o.iss)));
+}
+
+IssuerFactory Factory() { return IssuerFactory{&ValidateJwtIssuer, &CreateJwtIssuer}; }
 
 }  // namespace jitbroker::issuers::jwt

@@ -21,15 +21,26 @@
 // scope_tiers: {SCOPE_PATTERN: TIER, …} (absent: no requested scope is minted
 // and the claim is the request's operation).
 //
+// CI exchanges (IssuerSpec::NarrowScope): every requested RFC 8693 scope
+// token is a scope name, which must be one of the trust policy grant's
+// `scopes` (a name may contain ':', "mcp:search"); the issued token type is
+// urn:ietf:params:oauth:token-type:jwt.
+//
 // Thread-safety: immutable after creation; Mint/Revoke are thread-safe.
 #pragma once
 
 #include <memory>
 
-#include "issuers/registry.h"
+#include "jitbroker/issuer.h"
 
 namespace jitbroker::issuers::jwt {
 
+// The `jwt` type for the IssuerRegistry.
+IssuerFactory Factory();
+// Validate: parses and checks the section and, when no signing_key is
+// configured, reads (never writes) a previously generated key.
+[[nodiscard]] Result<std::unique_ptr<IssuerSpec>> ValidateJwtIssuer(IssuerContext& ctx);
+// Create: as Validate, then loads or generates the signing key.
 [[nodiscard]] Result<std::unique_ptr<Issuer>> CreateJwtIssuer(IssuerContext& ctx);
 
 }  // namespace jitbroker::issuers::jwt

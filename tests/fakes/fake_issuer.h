@@ -67,8 +67,12 @@ class FakeIssuer final : public Issuer {
 
   const IssuerDescription& Describe() const override { return description_; }
   [[nodiscard]] Result<Tier> ImpliedTier(const GrantRequest& request) const override;
+  // scope_items for every request ImpliedTier accepts (and its error for
+  // the others, as the Issuer contract says).
   [[nodiscard]] Result<std::vector<std::string>> ScopeItems(
-      const GrantRequest& /*request*/) const override {
+      const GrantRequest& request) const override {
+    JITBROKER_ASSIGN_OR_RETURN(Tier tier, ImpliedTier(request));
+    (void)tier;
     return scope_items_;
   }
   [[nodiscard]] Result<MintResult> Mint(const MintRequest& request) override;

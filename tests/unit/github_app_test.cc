@@ -15,6 +15,7 @@
 #include <doctest/doctest.h>
 #include <httplib.h>
 
+#include "broker/config/config.h"
 #include "broker/crypto/crypto.h"
 #include "broker/crypto/jose.h"
 #include "broker/net/http_client.h"
@@ -107,7 +108,7 @@ struct Env {
                             "issuers.github");
     section.MarkKnown("type");
     const Clock* c = use_manual_clock ? static_cast<const Clock*>(&manual_clock) : &clock;
-    issuers::IssuerContext ctx{"github", &section, dir, c, http.get()};
+    IssuerContext ctx{"github", &section, dir, c, http.get()};
     issuers::github_app::GitHubAppHooks hooks;
     hooks.sleep = [this](std::chrono::milliseconds d) {
       std::lock_guard lock(sleeps_mu);
@@ -147,7 +148,7 @@ MintRequest Mint(GrantRequest req, int64_t ttl = 300) {
   mr.request = std::move(req);
   mr.ttl_seconds = ttl;
   mr.now = std::chrono::system_clock::now();
-  mr.principal_github_login = "dev";
+  mr.principal_identities = {{"github", "dev"}};
   return mr;
 }
 
@@ -785,7 +786,7 @@ TEST_CASE("GitHubApp: delegated rights follow the human's collaborator permissio
   auto issuer = env.Build();
   Principal dev;
   dev.id = "user_dev";
-  dev.github_login = "dev";
+  dev.identities = {{"github", "dev"}};
 
   auto read = issuer->CheckDelegatedRights(Request({{"contents", "read"}}), dev);
   REQUIRE(read.has_value());
@@ -814,7 +815,7 @@ TEST_CASE("GitHubApp: delegated rights follow the human's collaborator permissio
 
   Principal lead;
   lead.id = "user_lead";
-  lead.github_login = "lead";
+  lead.identities = {{"github", "lead"}};
   auto admin =
       issuer->CheckDelegatedRights(Request({{"workflows", "write"}, {"secrets", "read"}}), lead);
   REQUIRE(admin.has_value());
@@ -822,7 +823,7 @@ TEST_CASE("GitHubApp: delegated rights follow the human's collaborator permissio
 
   Principal stranger;
   stranger.id = "user_x";
-  stranger.github_login = "stranger";
+  stranger.identities = {{"github", "stranger"}};
   auto none = issuer->CheckDelegatedRights(Request({{"contents", "read"}}), stranger);
   REQUIRE(none.has_value());
   CHECK_FALSE(none->allowed);
@@ -846,13 +847,13 @@ TEST_CASE("GitHubApp: delegated-rights options and upstream failures") {
     auto r = issuer->CheckDelegatedRights(Request({{"contents", "read"}}), anonymous);
     REQUIRE(r.has_value());
     CHECK_FALSE(r->allowed);
-    CHECK(r->reason.find("no github_login") != std::string::npos);
+    CHECK(r->reason.find("has no identities.github") != std::string::npos);
   }
   SUBCASE("disabled") {
     auto issuer = env.Build("delegation: {enabled: false}");
     Principal dev;
     dev.id = "d";
-    dev.github_login = "dev";
+    dev.identities = {{"github", "dev"}};
     auto r = issuer->CheckDelegatedRights(Request({{"contents", "write"}}), dev);
     REQUIRE(r.has_value());
     CHECK(r->allowed);
@@ -863,7 +864,7 @@ TEST_CASE("GitHubApp: delegated-rights options and upstream failures") {
     env.fake->InjectErrors(FakeGitHub::Route::kCollaborator, 503, -1);
     Principal dev;
     dev.id = "d";
-    dev.github_login = "dev";
+    dev.identities = {{"github", "dev"}};
     auto r = issuer->CheckDelegatedRights(Request({{"contents", "read"}}), dev);
     REQUIRE_FALSE(r.has_value());
     CHECK(r.error().code == ErrorCode::kUnavailable);
@@ -874,7 +875,7 @@ TEST_CASE("GitHubApp: delegated-rights options and upstream failures") {
     auto issuer = env.Build("delegation: {cache_ttl_seconds: 1}");
     Principal dev;
     dev.id = "d";
-    dev.github_login = "dev";
+    dev.identities = {{"github", "dev"}};
     REQUIRE(issuer->CheckDelegatedRights(Request({{"contents", "write"}}), dev)->allowed);
     // The issuer's cached metadata token dies upstream (admin revoked it).
     env.fake->InjectErrors(FakeGitHub::Route::kCollaborator, 401, 1);
@@ -890,7 +891,7 @@ TEST_CASE("GitHubApp: delegated-rights options and upstream failures") {
     auto issuer = env.Build();
     Principal dev;
     dev.id = "d";
-    dev.github_login = "dev";
+    dev.identities = {{"github", "dev"}};
     env.fake->InjectErrors(FakeGitHub::Route::kCollaborator, 401, 2);
     auto r = issuer->CheckDelegatedRights(Request({{"contents", "write"}}), dev);
     INFO((r ? std::string() : r.error().ToString()));
@@ -923,7 +924,7 @@ TEST_CASE("GitHubApp: upper-case owner or repository names are refused") {
     CHECK(m.error().Reason() == "invalid_resource");
     Principal dev;
     dev.id = "d";
-    dev.github_login = "dev";
+    dev.identities = {{"github", "dev"}};
     auto d = issuer->CheckDelegatedRights(Request({{"contents", "read"}}, resource), dev);
     REQUIRE_FALSE(d.has_value());
     CHECK(d.error().Reason() == "invalid_resource");
@@ -949,7 +950,7 @@ TEST_CASE("GitHubApp: with installation_id the grant's owner must be the install
     // The delegation check refuses it too, before any token is minted.
     Principal dev;
     dev.id = "d";
-    dev.github_login = "dev";
+    dev.identities = {{"github", "dev"}};
     auto d = issuer->CheckDelegatedRights(
         Request({{"contents", "read"}}, "github://someone-else/payment-service"), dev);
     REQUIRE_FALSE(d.has_value());
@@ -1019,7 +1020,7 @@ TEST_CASE("GitHubApp: a token not narrowed as asked is revoked and refused") {
   env.fake->SetMintResponse(FakeGitHub::MintResponse::kBroader);
   Principal dev;
   dev.id = "d";
-  dev.github_login = "dev";
+  dev.identities = {{"github", "dev"}};
   const size_t revoked = env.fake->TokensRevoked();
   auto d = issuer->CheckDelegatedRights(Request({{"contents", "read"}}), dev);
   REQUIRE_FALSE(d.has_value());
@@ -1236,7 +1237,7 @@ TEST_CASE("GitHubApp: the delegation check's own tokens are narrow and revoked")
   auto issuer = env.Build();
   Principal dev;
   dev.id = "d";
-  dev.github_login = "dev";
+  dev.identities = {{"github", "dev"}};
   REQUIRE(issuer->CheckDelegatedRights(Request({{"contents", "read"}}), dev).has_value());
   CHECK(env.fake->LastMintBody() == nlohmann::json{{"repositories", {"payment-service"}},
                                                    {"permissions", {{"metadata", "read"}}}});

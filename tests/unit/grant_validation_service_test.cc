@@ -95,11 +95,10 @@ class Fixture {
     auto cfg = config::LoadConfigText(out.c_str(), dir_ + "/broker.yaml");
     REQUIRE_MESSAGE(cfg.has_value(), (cfg ? "" : cfg.error().ToString()));
 
-    issuers::IssuerRegistry registry;
-    issuers::RegisterBuiltinIssuers(registry);
     std::map<std::string, std::unique_ptr<Issuer>> built;
     for (config::IssuerConfig& ic : cfg->issuers) {
-      auto issuer = registry.Build(ic, cfg->data_dir, &clock_);
+      IssuerContext ctx{ic.name, &ic.section, cfg->data_dir, &clock_};
+      auto issuer = issuers::BuiltinIssuers().Create(ic.type, ctx);
       REQUIRE_MESSAGE(issuer.has_value(), (issuer ? "" : issuer.error().ToString()));
       built.emplace(ic.name, std::move(*issuer));
     }

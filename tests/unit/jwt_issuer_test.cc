@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "broker/config/config.h"
 #include "broker/crypto/jose.h"
 #include "issuers/jwt/jwt_issuer.h"
 #include "tests/fakes/fake_clock.h"
@@ -16,7 +17,7 @@ Result<std::unique_ptr<Issuer>> Build(const std::string& yaml, const std::string
   config::Section section(node, std::make_shared<const std::string>("test.yaml"), "issuers.internal");
   section.MarkKnown("type");
   testing::FakeClock clock;
-  issuers::IssuerContext ctx{"internal", &section, dir, &clock};
+  IssuerContext ctx{"internal", &section, dir, &clock};
   return issuers::jwt::CreateJwtIssuer(ctx);
 }
 

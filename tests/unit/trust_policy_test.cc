@@ -1,4 +1,7 @@
 // Trust policies: parse → compile → check (broker/oidc/trust_policy.h).
+#include <functional>
+#include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -6,8 +9,12 @@
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
-#include "broker/oidc/trust_policy.h"
+#include "broker/config/config.h"
+#include "broker/crypto/jose.h"
 #include "broker/net/url.h"
+#include "broker/oidc/trust_policy.h"
+#include "issuers/registry.h"
+#include "tests/support/temp_dir.h"
 
 namespace jitbroker::oidc {
 namespace {
@@ -50,6 +57,66 @@ std::string ErrorOf(const std::string& yaml) {
   CHECK(r.error().code == ErrorCode::kInvalidArgument);
   CHECK(r.error().Reason() == "invalid_config");
   return r.error().message;
+}
+
+// The issuers the grants name, as their factories validate them: "internal"
+// (jwt) and "github" (github_app with a key generated for the run).
+struct Issuers {
+  testing::TempDir dir{"trust-policy-test"};
+  std::map<std::string, std::unique_ptr<IssuerSpec>> specs;
+
+  Issuers() {
+    static const std::string pem = [] {
+      auto key = crypto::SigningKey::Generate(crypto::JwsAlg::kRS256);
+      REQUIRE(key.has_value());
+      auto text = (*key)->ToPem();
+      REQUIRE(text.has_value());
+      return std::string(text->Reveal());
+    }();
+    dir.Write("app.pem", pem);
+    Add("internal", "jwt",
+        "{type: jwt, audiences: [mcp.internal, api.internal], scope_tiers: {read: read, deploy: "
+        "write, \"mcp:*\": read}}");
+    Add("github", "github_app",
+        "{type: github_app, client_id: Iv23liTrustTest, private_key: file:" + dir.File("app.pem") +
+            "}");
+  }
+  void Add(const std::string& name, const std::string& type, const std::string& yaml) {
+    config::Section section(YAML::Load(yaml), std::make_shared<const std::string>("issuers.yaml"),
+                            "issuers." + name);
+    section.MarkKnown("type");
+    IssuerContext ctx{name, &section, "", nullptr, nullptr};
+    auto spec = issuers::BuiltinIssuers().Validate(type, ctx);
+    REQUIRE_MESSAGE(spec.has_value(), (spec ? "" : spec.error().ToString()));
+    specs[name] = std::move(*spec);
+  }
+  const IssuerSpec& operator[](const std::string& name) const { return *specs.at(name); }
+  std::function<const IssuerSpec*(std::string_view)> Lookup() const {
+    return [this](std::string_view name) -> const IssuerSpec* {
+      auto it = specs.find(std::string(name));
+      return it == specs.end() ? nullptr : it->second.get();
+    };
+  }
+};
+
+// Parse, then the issuer and tier checks start-up runs (CheckTrustGrants
+// against a policy whose read and write tiers are automatic): "" when both
+// accept.
+std::string CheckedErrorOf(const std::string& yaml) {
+  auto r = Parse(yaml);
+  if (!r) {
+    return r.error().message;
+  }
+  Issuers issuers;
+  Policy policy;
+  policy.tiers[static_cast<int>(Tier::kRead)].control = Control::kAutoAllow;
+  policy.tiers[static_cast<int>(Tier::kWrite)].control = Control::kAutoAllow;
+  Status st = CheckTrustGrants(**r, policy, issuers.Lookup());
+  if (st) {
+    return "";
+  }
+  CHECK(st.error().Reason() == "invalid_config");
+  return st.error().message;
 }
 
 const TrustPolicy& Only(const std::shared_ptr<const TrustSet>& set) {
@@ -148,16 +215,9 @@ TEST_CASE("TrustPolicy: configuration errors name file, line and key") {
        "trust[0].grant.resource: is required"},
       {"wildcard resource", head + claims + "  grant: {issuer: internal, resource: \"jwt://*\"}\n",
        "no wildcards"},
-      {"unknown grant key",
-       head + claims + "  grant: {issuer: internal, resource: \"jwt://x\", owner: me}\n",
-       "trust[0].grant.owner: unknown key"},
       {"bad max_tier",
        head + claims + "  grant: {issuer: internal, resource: \"jwt://x\", max_tier: god}\n",
        "unknown tier \"god\""},
-      {"bad permission level",
-       head + claims +
-           "  grant: {issuer: internal, resource: \"jwt://x\", permissions: {contents: all}}\n",
-       "must be read, write or admin"},
       {"scope twice",
        head + claims +
            "  grant: {issuer: internal, resource: \"jwt://x\", scopes: [a], scope: {scopes: "
@@ -493,34 +553,103 @@ TEST_CASE("TrustPolicy: a name-form GitHub sub also matches its immutable form, 
   }
 }
 
-TEST_CASE("TrustPolicy: the grant is intersected with the requested scope") {
+TEST_CASE("TrustPolicy: grants are checked by their issuer, as start-up does") {
+  const std::string head =
+      "- name: p\n  issuer: https://issuer.example\n  provider: generic\n  audience: aud\n"
+      "  claims: {sub: \"repo:x\", project: \"7\"}\n";
+  struct Case {
+    const char* name;
+    std::string grant;
+    const char* expect;  // "" = accepted
+  };
+  const std::vector<Case> cases = {
+      {"a jwt grant", "{issuer: internal, resource: \"jwt://mcp.internal\", scopes: [read]}", ""},
+      {"a GitHub grant",
+       "{issuer: github, resource: \"github://acme/payment-service\", permissions: {contents: "
+       "read}}",
+       ""},
+      {"an unknown grant key (taken as the issuer's scope)",
+       "{issuer: internal, resource: \"jwt://mcp.internal\", owner: me}",
+       "trust[0].grant: not a valid grant for issuer \"internal\": scope.owner is not known to "
+       "issuer type jwt (grant keys other than"},
+      {"a bad permission level",
+       "{issuer: github, resource: \"github://acme/payment-service\", permissions: {contents: "
+       "all}}",
+       "scope.permissions.contents must be"},
+      {"GitHub permissions for a jwt issuer",
+       "{issuer: internal, resource: \"jwt://mcp.internal\", permissions: {contents: read}}",
+       "scope.permissions is not known to issuer type jwt"},
+      {"repositories beside the resource (the resource names the repository)",
+       "{issuer: github, resource: \"github://acme/payment-service\", permissions: {contents: "
+       "read}, repositories: [payment-service]}",
+       "scope.repositories is not known to issuer type github_app"},
+      {"an empty scope list", "{issuer: internal, resource: \"jwt://mcp.internal\", scopes: []}",
+       "scopes must name at least one scope"},
+      {"an audience the jwt issuer does not mint",
+       "{issuer: internal, resource: \"jwt://unknown.internal\"}", "does not mint for audience"},
+      {"a tier above max_tier",
+       "{issuer: internal, resource: \"jwt://mcp.internal\", scopes: [deploy]}",
+       "exceeds max_tier \"read\""},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.name);
+    const std::string msg = CheckedErrorOf(head + "  grant: " + c.grant + "\n");
+    CAPTURE(msg);
+    if (std::string(c.expect).empty()) {
+      CHECK(msg.empty());
+    } else {
+      CHECK(msg.find(c.expect) != std::string::npos);
+      CHECK(msg.starts_with("trust.yaml:1: trust[0].grant: "));
+    }
+  }
+}
+
+TEST_CASE("TrustPolicy: the requested scope is tokenised strictly") {
+  auto ok = ParseScopeTokens("read deploy read");
+  REQUIRE(ok);
+  CHECK(*ok == std::vector<std::string>{"read", "deploy"});
+  for (const char* s : {"", " read", "read ", "read  deploy", "re\"ad", "r\xc3\xa9", "a\\b"}) {
+    CAPTURE(s);
+    auto n = ParseScopeTokens(s);
+    REQUIRE_FALSE(n);
+    CHECK(n.error().Reason() == "invalid_scope");
+  }
+  std::string many;
+  for (int i = 0; i < 65; ++i) {
+    many += (many.empty() ? "s" : " s") + std::to_string(i);
+  }
+  CHECK_FALSE(ParseScopeTokens(many));
+  CHECK_FALSE(ParseScopeTokens(std::string(257, 'a')));
+}
+
+TEST_CASE("TrustPolicy: the grant is intersected with the requested scope by its issuer") {
+  Issuers issuers;
   TrustGrant g;
-  g.scope = {{"scopes", {"deploy", "read"}},
-             {"permissions", {{"contents", "write"}, {"issues", "read"}}},
-             {"repositories", {"payment-service", "payment-api"}}};
+  g.issuer = "internal";
+  g.resource = "jwt://mcp.internal";
+  g.scope = {{"scopes", {"deploy", "read", "mcp:search"}}};
+  const IssuerSpec& jwt = issuers["internal"];
   SUBCASE("no scope: the whole grant") {
-    auto n = NarrowScope(g, std::nullopt);
+    auto n = NarrowScope(g, std::nullopt, jwt);
     REQUIRE(n);
     CHECK(n->scope == g.scope);
-    CHECK(n->scope_text ==
-          "deploy read contents:write issues:read repo:payment-service repo:payment-api");
+    CHECK(n->scope_text == "deploy read mcp:search");
   }
-  SUBCASE("each named category narrows; the others stay") {
-    auto n = NarrowScope(g, "read contents:read");
+  SUBCASE("the named scopes, once each") {
+    auto n = NarrowScope(g, "read read", jwt);
     REQUIRE(n);
     CHECK(n->scope["scopes"] == json{"read"});
-    CHECK(n->scope["permissions"] == json{{"contents", "read"}});
-    CHECK(n->scope["repositories"] == g.scope["repositories"]);
-    CHECK(n->scope_text == "read contents:read repo:payment-service repo:payment-api");
-    auto r = NarrowScope(g, "repo:payment-api repo:payment-api");
-    REQUIRE(r);
-    CHECK(r->scope["repositories"] == json{"payment-api"});
+    CHECK(n->scope_text == "read");
+  }
+  SUBCASE("a jwt scope name with ':' is a scope name (not PERMISSION:LEVEL)") {
+    auto n = NarrowScope(g, "mcp:search", jwt);
+    REQUIRE_MESSAGE(n, (n ? "" : n.error().ToString()));
+    CHECK(n->scope["scopes"] == json{"mcp:search"});
   }
   SUBCASE("nothing beyond the grant") {
-    for (const char* s :
-         {"admin", "contents:admin", "pull_requests:read", "repo:other", "issues:write"}) {
+    for (const char* s : {"admin", "contents:read", "repo:payment-service", "read admin"}) {
       CAPTURE(s);
-      auto n = NarrowScope(g, s);
+      auto n = NarrowScope(g, s, jwt);
       REQUIRE_FALSE(n);
       CHECK(n.error().Reason() == "scope_not_granted");
     }
@@ -528,15 +657,38 @@ TEST_CASE("TrustPolicy: the grant is intersected with the requested scope") {
   SUBCASE("malformed scopes") {
     for (const char* s : {"", " read", "read ", "read  deploy", "re\"ad", "r\xc3\xa9"}) {
       CAPTURE(s);
-      auto n = NarrowScope(g, s);
+      auto n = NarrowScope(g, s, jwt);
       REQUIRE_FALSE(n);
       CHECK(n.error().Reason() == "invalid_scope");
     }
   }
   SUBCASE("a grant without scopes cannot be asked for any") {
-    TrustGrant empty;
-    CHECK(NarrowScope(empty, std::nullopt)->scope_text.empty());
-    CHECK_FALSE(NarrowScope(empty, "read"));
+    TrustGrant empty = g;
+    empty.scope = json::object();
+    CHECK(NarrowScope(empty, std::nullopt, jwt)->scope_text.empty());
+    CHECK_FALSE(NarrowScope(empty, "read", jwt));
+  }
+  SUBCASE("GitHub permissions narrow to at most the granted level") {
+    TrustGrant gh;
+    gh.issuer = "github";
+    gh.resource = "github://acme/payment-service";
+    gh.scope = {{"permissions", {{"contents", "write"}, {"issues", "read"}}}};
+    const IssuerSpec& github = issuers["github"];
+    auto whole = NarrowScope(gh, std::nullopt, github);
+    REQUIRE(whole);
+    CHECK(whole->scope == gh.scope);
+    CHECK(whole->scope_text == "contents:write issues:read");
+    auto n = NarrowScope(gh, "contents:read", github);
+    REQUIRE(n);
+    CHECK(n->scope["permissions"] == json{{"contents", "read"}});
+    CHECK(n->scope_text == "contents:read");
+    for (const char* s :
+         {"contents:admin", "pull_requests:read", "repo:other", "issues:write", "read"}) {
+      CAPTURE(s);
+      auto refused = NarrowScope(gh, s, github);
+      REQUIRE_FALSE(refused);
+      CHECK(refused.error().Reason() == "scope_not_granted");
+    }
   }
 }
 
