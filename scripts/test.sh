@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the whole test suite (unit + integration): installs what is missing,
+# Runs the whole test suite (unit + conformance + integration): installs what is missing,
 # builds, and runs CTest; then does the same in a sanitizer build
 # (AddressSanitizer + UndefinedBehaviorSanitizer, build-asan/) unless
 # JITBROKER_SKIP_SANITIZE=1. `.ci/run` calls exactly this.
@@ -12,7 +12,7 @@ if [ "${JITBROKER_SKIP_SANITIZE:-0}" != "1" ]; then
   echo "== sanitizer build (address, undefined) =="
   # The benchmarks are not run here: build only what the tests need.
   BUILD_DIR=build-asan BUILD_TYPE=Debug CMAKE_ARGS="-DJITBROKER_SANITIZE=ON" \
-    BUILD_TARGETS="jitbroker jitctl unit_tests integration_tests" bash scripts/build.sh
+    BUILD_TARGETS="jitbroker jitctl unit_tests conformance_tests integration_tests" bash scripts/build.sh
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
      UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j2 "$@")
 fi
