@@ -44,8 +44,8 @@ Result<std::unique_ptr<Store>> Open(const config::StoreConfig& config) {
   if (const config::SqliteStoreConfig* sqlite = config.sqlite()) {
     return OpenSqlite(*sqlite);
   }
-  return std::unexpected(
-      InvalidArgument("invalid_config", "store.postgres: postgres store is not available in this build"));
+  return std::unexpected(InvalidArgument(
+      "invalid_config", "store.postgres: postgres store is not available in this build"));
 }
 
 }  // namespace jitbroker::store

@@ -226,8 +226,10 @@ TEST_CASE("Store conformance: ListSessions and ListGrants filter and order") {
       const char* state;
       int64_t created;
     } sessions[] = {
-        {"ses_a", "alice", "a1", "active", 30},  {"ses_b", "alice", "a2", "completed", 10},
-        {"ses_c", "bob", "a1", "active", 20},    {"ses_d", "alice", "a1", "active", 40},
+        {"ses_a", "alice", "a1", "active", 30},
+        {"ses_b", "alice", "a2", "completed", 10},
+        {"ses_c", "bob", "a1", "active", 20},
+        {"ses_d", "alice", "a1", "active", 40},
         // Same instant as ses_d: the id breaks the tie.
         {"ses_e", "carl", "a3", "active", 40},
     };
@@ -284,8 +286,7 @@ TEST_CASE("Store conformance: lifecycle queries find only what is due, in order"
   ForEachStore([](StoreDatabase& db) {
     auto store = OpenStore(db);
     const TimePoint now = At(2'000'000'000);
-    auto session = [&](const std::string& id, std::string state, TimePoint expires,
-                       TimePoint hb) {
+    auto session = [&](const std::string& id, std::string state, TimePoint expires, TimePoint hb) {
       SessionRecord s = FullSession(id);
       s.state = std::move(state);
       s.expires_at = expires;
@@ -302,7 +303,8 @@ TEST_CASE("Store conformance: lifecycle queries find only what is due, in order"
     // is due, one nanosecond later is not; a heartbeat deadline exactly now
     // has not passed, one nanosecond before has.
     b.sessions.push_back(session("ses_ttl_now", "active", now, now + minutes(1)));
-    b.sessions.push_back(session("ses_ttl_later", "active", now + nanoseconds(1), now + minutes(1)));
+    b.sessions.push_back(
+        session("ses_ttl_later", "active", now + nanoseconds(1), now + minutes(1)));
     b.sessions.push_back(session("ses_hb_now", "active", now + hours(2), now));
     b.sessions.push_back(session("ses_hb_before", "active", now + hours(2), now - nanoseconds(1)));
     auto grant = [&](const std::string& id, std::string state, std::optional<TimePoint> expires,
@@ -320,8 +322,8 @@ TEST_CASE("Store conformance: lifecycle queries find only what is due, in order"
     b.grants.push_back(grant("grt_at_now", "active", now, "internal"));
     b.grants.push_back(grant("grt_after_now", "active", now + nanoseconds(1), "internal"));
     b.grants.push_back(grant("grt_forever", "active", std::nullopt, "internal"));
-    RevocationTask t1{"grt_a", "github", "sealed", now + hours(1), 1, now - seconds(1),
-                      "upstream_unavailable"};
+    RevocationTask t1{
+        "grt_a", "github", "sealed", now + hours(1), 1, now - seconds(1), "upstream_unavailable"};
     RevocationTask t2{"grt_b", "github", "", now + hours(1), 0, now + seconds(30), ""};
     RevocationTask t3{"grt_c", "github", "", now + hours(1), 0, now + nanoseconds(1), ""};
     RevocationTask t0{"grt_0", "github", "", now + hours(1), 0, now, ""};
@@ -529,8 +531,7 @@ TEST_CASE("Store conformance: pending approvals are counted per session and per 
                          Pending("grt_2", "ses_1", "alice", "secret", t0, kNow + minutes(2)),
                          Pending("grt_3", "ses_2", "alice", "secret", t0, kNow + minutes(1)),
                          Pending("grt_4", "ses_3", "bob", "secret", t0, kNow + minutes(1)),
-                         Pending("grt_x", "ses_1", "alice", "secret", t0, kNow - seconds(1)),
-                         done})
+                         Pending("grt_x", "ses_1", "alice", "secret", t0, kNow - seconds(1)), done})
                 .has_value());
     auto c = store->CountPendingApprovals("ses_1", "alice", kNow);
     REQUIRE(c.has_value());
@@ -688,7 +689,8 @@ TEST_CASE("Store conformance: audit chains are kept apart") {
     // A record of another chain starts that chain at seq 1. A store holds it
     // beside the default chain, or (one-chain stores) refuses it whole; it
     // never lands in the default chain.
-    AuditRecord other = ChainRecord(std::nullopt, AuditEvent("ses_2", "bob", "2026-01-01T00:00:01Z"));
+    AuditRecord other =
+        ChainRecord(std::nullopt, AuditEvent("ses_2", "bob", "2026-01-01T00:00:01Z"));
     other.chain_id = "replica-2";
     WriteBatch with_session;
     with_session.sessions.push_back(FullSession("ses_other_chain"));
@@ -1024,7 +1026,8 @@ TEST_CASE("Store conformance: what was committed survives a reopen") {
     const SessionRecord s = FullSession("ses_1");
     GrantRecord g = FullGrant("grt_1", "ses_1", t);
     g.sealed_request = "c2VhbGVk";
-    const RevocationTask task{"grt_1", "github", "sealed", t + hours(1), 3, t, "upstream_unavailable"};
+    const RevocationTask task{
+        "grt_1", "github", "sealed", t + hours(1), 3, t, "upstream_unavailable"};
     std::vector<AuditRecord> written;
     {
       auto store = OpenStore(db);

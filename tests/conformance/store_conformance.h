@@ -39,7 +39,7 @@ class StoreDatabase {
 };
 
 struct StoreUnderTest {
-  std::string name;                                         // "sqlite"
+  std::string name;  // "sqlite"
   std::function<std::unique_ptr<StoreDatabase>()> new_database;
 };
 

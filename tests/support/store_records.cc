@@ -16,8 +16,8 @@
 namespace jitbroker::testing {
 
 TimePoint At(int64_t seconds, int64_t nanos) {
-  return TimePoint(std::chrono::duration_cast<TimePoint::duration>(std::chrono::seconds(seconds) +
-                                                                   std::chrono::nanoseconds(nanos)));
+  return TimePoint(std::chrono::duration_cast<TimePoint::duration>(
+      std::chrono::seconds(seconds) + std::chrono::nanoseconds(nanos)));
 }
 
 SessionRecord FullSession(const std::string& id) {

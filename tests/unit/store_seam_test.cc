@@ -168,7 +168,11 @@ TEST_CASE("PrepareAuditEvent: reads the index fields the store files a record un
        "ses_1",
        "alice",
        1'767'225'600},
-      {"offset and fraction", {{"timestamp", "2026-01-01T01:00:00.75+01:00"}}, "", "", 1'767'225'600},
+      {"offset and fraction",
+       {{"timestamp", "2026-01-01T01:00:00.75+01:00"}},
+       "",
+       "",
+       1'767'225'600},
       {"integer seconds", {{"timestamp", 1'767'225'600}}, "", "", 1'767'225'600},
       {"negative seconds", {{"timestamp", -5}}, "", "", -5},
       {"out of range seconds", {{"timestamp", int64_t{9'000'000'000'000}}}, "", "", std::nullopt},
@@ -180,7 +184,10 @@ TEST_CASE("PrepareAuditEvent: reads the index fields the store files a record un
        "",
        "",
        std::nullopt},
-      {"agent not an object", {{"agent", "ses_1"}, {"human_principal", "bob"}}, "", "bob",
+      {"agent not an object",
+       {{"agent", "ses_1"}, {"human_principal", "bob"}},
+       "",
+       "bob",
        std::nullopt},
       {"not an object", Json::array({1, 2}), "", "", std::nullopt},
   };
@@ -283,8 +290,7 @@ struct JournalFixture {
     std::vector<Status> out(batches.size());
     std::vector<std::jthread> committers;
     for (size_t i = 0; i < batches.size(); ++i) {
-      committers.emplace_back(
-          [&, i] { out[i] = journal->Commit(std::move(batches[i])); });
+      committers.emplace_back([&, i] { out[i] = journal->Commit(std::move(batches[i])); });
     }
     while (journal->QueuedForTesting() < batches.size()) {
       std::this_thread::yield();
@@ -359,7 +365,8 @@ TEST_CASE("Journal: of racing batches in one group exactly one wins; neighbours 
   auto g = f.inner->GetGrant("grt_1");
   REQUIRE(g.has_value());
   CHECK(Has(*f.inner, (*g)->revoke_outcome));  // the winner's marker
-  CHECK(f.inner->ListSessions(SessionFilter{})->size() == 1 + 1 + 2 + 1);  // seed, gate, n1, n2, winner
+  CHECK(f.inner->ListSessions(SessionFilter{})->size() ==
+        1 + 1 + 2 + 1);  // seed, gate, n1, n2, winner
   // gate + n1 + n2 + the winner: four events, one chain, file == store.
   CHECK(f.journal->Head()->seq == 4);
   f.CheckFileMatchesStore();
