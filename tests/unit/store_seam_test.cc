@@ -272,8 +272,8 @@ struct JournalFixture {
     REQUIRE(journal->Commit(seed));
   }
 
-  // Commits `batches` from one thread each so that they all land in ONE
-  // group: the committer is held inside the Apply before theirs until all of
+  // Commits `batches` from one thread each, queued in order, so that they
+  // all land in ONE group: the committer is held inside the Apply before theirs until all of
   // them are queued. Returns each batch's outcome, in order.
   std::vector<Status> CommitAsOneGroup(std::vector<WriteBatch> batches) {
     std::atomic<bool> release{false};
@@ -291,9 +291,10 @@ struct JournalFixture {
     std::vector<std::jthread> committers;
     for (size_t i = 0; i < batches.size(); ++i) {
       committers.emplace_back([&, i] { out[i] = journal->Commit(std::move(batches[i])); });
-    }
-    while (journal->QueuedForTesting() < batches.size()) {
-      std::this_thread::yield();
+      // Queued in vector order: the group's order is what these tests check.
+      while (journal->QueuedForTesting() < i + 1) {
+        std::this_thread::yield();
+      }
     }
     const uint64_t commits_before = journal->Stats().commits;
     release = true;
