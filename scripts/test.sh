@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the whole test suite (unit + integration): installs what is missing,
+# Runs the whole test suite (unit + conformance + integration): installs what is missing,
 # builds, and runs CTest; then does the same in a sanitizer build
 # (AddressSanitizer + UndefinedBehaviorSanitizer, build-asan/) unless
 # JITBROKER_SKIP_SANITIZE=1. `.ci/run` calls exactly this.

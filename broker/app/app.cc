@@ -28,7 +28,7 @@
 #include "broker/oidc/jwks_cache.h"
 #include "broker/oidc/trust_policy.h"
 #include "broker/service/broker_service.h"
-#include "broker/store/sqlite_store.h"
+#include "broker/store/open.h"
 #include "issuers/registry.h"
 
 namespace jitbroker::app {
@@ -304,10 +304,7 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
   }
   JITBROKER_ASSIGN_OR_RETURN(impl.seal_key, LoadOrGenerateSealKey(impl.cfg));
 
-  store::SqliteOptions so;
-  so.path = impl.cfg.store.sqlite_path;
-  std::filesystem::create_directories(std::filesystem::path(so.path).parent_path(), ec);
-  JITBROKER_ASSIGN_OR_RETURN(impl.store, store::OpenSqliteStore(so));
+  JITBROKER_ASSIGN_OR_RETURN(impl.store, store::Open(impl.cfg.store));
   std::filesystem::create_directories(std::filesystem::path(impl.cfg.audit.file).parent_path(), ec);
   JITBROKER_ASSIGN_OR_RETURN(impl.audit_key, LoadOrGenerateAuditKey(impl.cfg));
   {

@@ -22,6 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "broker/common/time_util.h"
 #include "broker/crypto/crypto.h"
 
 namespace jitbroker {
@@ -111,6 +112,39 @@ std::string Braced(std::string_view list) {
   return out;
 }
 
+// The string member `key` of `obj`, or "".
+std::string StringMember(const Json& obj, const char* key) {
+  const auto it = obj.find(key);
+  return it != obj.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+// AuditIndex (include/jitbroker/audit.h) of an event object.
+AuditIndex ReadIndex(const Json& event) {
+  AuditIndex index;
+  if (const auto agent = event.find("agent"); agent != event.end() && agent->is_object()) {
+    index.session_id = StringMember(*agent, "session_id");
+  }
+  index.principal_id = StringMember(event, "human_principal");
+  if (const auto ts = event.find("timestamp"); ts != event.end()) {
+    // Integer seconds only within TimePoint's range (about ±292 years).
+    constexpr int64_t kMaxSeconds = 8'000'000'000;
+    if (ts->is_number_integer() && !ts->is_number_unsigned()) {
+      const int64_t s = ts->get<int64_t>();
+      if (s >= -kMaxSeconds && s <= kMaxSeconds) {
+        index.ts = FromUnixSeconds(s);
+      }
+    } else if (ts->is_number_unsigned()) {
+      const uint64_t s = ts->get<uint64_t>();
+      if (s <= static_cast<uint64_t>(kMaxSeconds)) {
+        index.ts = FromUnixSeconds(static_cast<int64_t>(s));
+      }
+    } else if (ts->is_string()) {
+      index.ts = ParseRfc3339(ts->get_ref<const std::string&>());
+    }
+  }
+  return index;
+}
+
 }  // namespace
 
 std::string ComputeRecordHash(const Json& body) {
@@ -141,6 +175,7 @@ PreparedAuditEvent PrepareAuditEvent(Json event) {
     event = Json::parse(SafeDump(event), nullptr, /*allow_exceptions=*/false);
     p.members = DumpMembers(event, p.hash_at, p.prev_hash_at, p.seq_at);
   }
+  p.index = ReadIndex(event);
   p.body = std::move(event);
   return p;
 }
@@ -170,6 +205,7 @@ AuditRecord ChainPrepared(const std::optional<ChainHead>& head, PreparedAuditEve
   body["prev_hash"] = rec.prev_hash;
   body["hash"] = rec.hash;
   rec.body = std::move(body);
+  rec.index = std::move(event.index);
   return rec;
 }
 

@@ -15,6 +15,10 @@
 //     kUnavailable and the file is marked dirty; the next group first
 //     reconciles it (cut the torn tail, append what the store has) and is
 //     refused if that is impossible.
+//   - Apply refuses the group for a precondition or replay key that the
+//     committer's check had passed (another process got there first; the
+//     store wrote nothing): the group is unchained, checked again — now the
+//     loser is refused alone — and applied again, a few times at most.
 // Reconcile never rewrites history: if the file's last record is not the
 // store's record of that seq, it reports audit_file_diverged.
 #include "broker/audit/journal.h"
@@ -31,6 +35,7 @@
 #include <exception>
 #include <functional>
 #include <future>
+#include <map>
 #include <set>
 #include <string_view>
 #include <utility>
@@ -50,6 +55,9 @@ namespace {
 using Json = nlohmann::json;
 
 constexpr size_t kReconcilePage = 1000;
+// Applies of one group that the store may refuse for a lost race before the
+// group fails (see Journal::Impl::LostRace).
+constexpr int kMaxRaceRetries = 4;
 constexpr size_t kScanChunk = 64 * 1024;
 
 struct Pending {
@@ -183,6 +191,7 @@ struct Journal::Impl {
   [[nodiscard]] Status SubmitAndWait(std::unique_ptr<Pending> pending, const char* what);
 
   Store* store = nullptr;
+  std::string chain_id;
   std::string path;
   size_t max_group = 256;
   int fd = -1;
@@ -252,7 +261,8 @@ struct Journal::Impl {
       file_seq = body["seq"].get<int64_t>();
     }
 
-    JITBROKER_ASSIGN_OR_RETURN(const std::optional<ChainHead> store_head, store->AuditHead());
+    JITBROKER_ASSIGN_OR_RETURN(const std::optional<ChainHead> store_head,
+                               store->AuditHead(chain_id));
     const int64_t store_seq = store_head ? store_head->seq : 0;
     if (file_seq > store_seq) {
       return std::unexpected(Diverged(path + " ends at seq " + std::to_string(file_seq) +
@@ -260,6 +270,7 @@ struct Journal::Impl {
     }
     if (file_seq > 0) {
       AuditFilter f;
+      f.chain_id = chain_id;
       f.after_seq = file_seq - 1;
       f.limit = 1;
       JITBROKER_ASSIGN_OR_RETURN(const std::vector<AuditRecord> recs, store->ListAudit(f));
@@ -272,6 +283,7 @@ struct Journal::Impl {
     int64_t after = file_seq;
     while (after < store_seq) {
       AuditFilter f;
+      f.chain_id = chain_id;
       f.after_seq = after;
       f.limit = kReconcilePage;
       JITBROKER_ASSIGN_OR_RETURN(const std::vector<AuditRecord> page, store->ListAudit(f));
@@ -363,6 +375,92 @@ struct Journal::Impl {
     }
   }
 
+  // An Apply refusal that the committer's own checks are meant to prevent
+  // (RefuseTakenReplayKeys, RefuseConflicts): with one writer per store it
+  // cannot happen; with several processes on one database it means one of
+  // them changed the row or took the key between our check and Apply.
+  static bool LostRace(const Error& e) {
+    return (e.code == ErrorCode::kFailedPrecondition && e.Reason() == "state_conflict") ||
+           (e.code == ErrorCode::kAlreadyExists && e.Reason() == "replay_reserved");
+  }
+
+  // Puts a group that Apply refused back as it was before chaining: each
+  // pending's batch, and its events re-prepared from their records (the
+  // checkpoint record, if any, is dropped: the next attempt decides again).
+  static void Unchain(std::vector<std::unique_ptr<Pending>>& group,
+                      std::vector<WriteBatch>& batches, std::vector<AuditRecord>& records) {
+    size_t next = 0;
+    for (size_t i = 0; i < group.size(); ++i) {
+      Pending& p = *group[i];
+      p.batch = std::move(batches[i]);
+      for (PreparedAuditEvent& event : p.events) {
+        Json body = std::move(records[next++].body);
+        body.erase("seq");
+        body.erase("prev_hash");
+        body.erase("hash");
+        event = PrepareAuditEvent(std::move(body));
+      }
+    }
+    batches.clear();
+    records.clear();
+  }
+
+  // Batches whose StatePreconditions do not hold are answered
+  // "state_conflict" and leave the group before it is chained, so one lost
+  // race does not fail its neighbours. A precondition is checked against the
+  // rows written by the batches accepted before it in this group, else
+  // against the store (one indexed read per precondition). The store checks
+  // them again inside its transaction: that is what holds across processes.
+  void RefuseConflicts(std::vector<std::unique_ptr<Pending>>& group) {
+    const bool any = std::any_of(group.begin(), group.end(), [](const auto& p) {
+      return !p->batch.preconditions.empty();
+    });
+    if (!any) {
+      return;
+    }
+    using Key = std::pair<StatePrecondition::Record, std::string>;
+    std::map<Key, std::string> written;  // state after the accepted batches so far
+    std::erase_if(group, [&](std::unique_ptr<Pending>& p) {
+      std::optional<Error> refused;
+      for (const StatePrecondition& c : p->batch.preconditions) {
+        const bool session = c.record == StatePrecondition::Record::kSession;
+        std::string current;
+        if (auto it = written.find(Key{c.record, c.id}); it != written.end()) {
+          current = it->second;
+        } else if (session) {
+          Result<std::optional<SessionRecord>> row = store->GetSession(c.id);
+          if (!row) {
+            refused = AsUnavailable(std::move(row).error());
+            break;
+          }
+          current = *row ? (*row)->state : std::string();
+        } else {
+          Result<std::optional<GrantRecord>> row = store->GetGrant(c.id);
+          if (!row) {
+            refused = AsUnavailable(std::move(row).error());
+            break;
+          }
+          current = *row ? (*row)->state : std::string();
+        }
+        if (current != c.state) {
+          refused = StateConflictError(session ? "session" : "grant", c.id, c.state, current);
+          break;
+        }
+      }
+      if (refused) {
+        p->done.set_value(std::unexpected(std::move(*refused)));
+        return true;
+      }
+      for (const SessionRecord& rec : p->batch.sessions) {
+        written[Key{StatePrecondition::Record::kSession, rec.id}] = rec.state;
+      }
+      for (const GrantRecord& rec : p->batch.grants) {
+        written[Key{StatePrecondition::Record::kGrant, rec.id}] = rec.state;
+      }
+      return false;
+    });
+  }
+
   // Batches that reserve a CI token's replay key (WriteBatch::
   // replay_reservations) already held in the store, or by an earlier batch
   // of this group, are answered "token_replayed" and leave the group before
@@ -448,6 +546,7 @@ struct Journal::Impl {
         nlohmann::json event,
         MakeCheckpointEvent(*checkpoint.key, h, checkpoint.clock->Now(), reason, pending));
     AuditRecord rec = ChainRecord(h, std::move(event));
+    rec.chain_id = chain_id;
     h = ChainHead{rec.seq, rec.hash};
     records.push_back(std::move(rec));
     return reason;
@@ -466,6 +565,7 @@ struct Journal::Impl {
     }
     const int64_t window = std::min<int64_t>(h->seq, checkpoint.every_records + 1);
     AuditFilter f;
+    f.chain_id = chain_id;
     f.after_seq = h->seq - window;
     f.limit = static_cast<size_t>(window);
     JITBROKER_ASSIGN_OR_RETURN(const std::vector<AuditRecord> recs, store->ListAudit(f));
@@ -510,7 +610,7 @@ struct Journal::Impl {
 
   Status CommitGroup(std::vector<std::unique_ptr<Pending>>& group) {
     if (head_stale) {
-      Result<std::optional<ChainHead>> h = store->AuditHead();
+      Result<std::optional<ChainHead>> h = store->AuditHead(chain_id);
       if (!h) {
         return std::unexpected(AsUnavailable(std::move(h).error()));
       }
@@ -532,44 +632,59 @@ struct Journal::Impl {
         return std::unexpected(AsUnavailable(std::move(st).error()));
       }
     }
-    RefuseTakenReplayKeys(group);
-    if (group.empty()) {
-      return OkStatus();
-    }
-
     std::vector<WriteBatch> batches;
-    batches.reserve(group.size());
-    size_t n_events = 0;
-    for (auto& p : group) {
-      batches.push_back(std::move(p->batch));
-      n_events += p->events.size();
-    }
-    std::optional<ChainHead> h;
-    {
-      std::lock_guard lock(mu);
-      h = head;
-    }
-    // The events exist only as the chained `records` the store receives
-    // (Store::Apply reads those; each batch's audit_events is empty).
     std::vector<AuditRecord> records;
-    records.reserve(n_events);
-    for (auto& p : group) {
-      for (PreparedAuditEvent& event : p->events) {
-        AuditRecord rec = ChainPrepared(h, std::move(event));
-        h = ChainHead{rec.seq, rec.hash};
-        records.push_back(std::move(rec));
-      }
-      p->events.clear();
-    }
+    std::optional<ChainHead> h;
     std::optional<TimePoint> checkpoint_at;
     std::string checkpoint_reason;
-    if (checkpoint.key) {
-      JITBROKER_ASSIGN_OR_RETURN(checkpoint_reason, AppendCheckpointIfDue(group, h, records));
-      checkpoint_at = checkpoint.clock->Now();
-    }
+    for (int attempt = 1;; ++attempt) {
+      RefuseTakenReplayKeys(group);
+      RefuseConflicts(group);
+      if (group.empty()) {
+        return OkStatus();
+      }
+      batches.clear();
+      batches.reserve(group.size());
+      size_t n_events = 0;
+      for (auto& p : group) {
+        batches.push_back(std::move(p->batch));
+        n_events += p->events.size();
+      }
+      {
+        std::lock_guard lock(mu);
+        h = head;
+      }
+      // The events exist only as the chained `records` the store receives
+      // (Store::Apply reads those; each batch's audit_events is empty).
+      records.clear();
+      records.reserve(n_events + 1);
+      for (auto& p : group) {
+        for (PreparedAuditEvent& event : p->events) {
+          AuditRecord rec = ChainPrepared(h, std::move(event));
+          rec.chain_id = chain_id;
+          h = ChainHead{rec.seq, rec.hash};
+          records.push_back(std::move(rec));
+        }
+      }
+      checkpoint_at.reset();
+      checkpoint_reason.clear();
+      if (checkpoint.key) {
+        JITBROKER_ASSIGN_OR_RETURN(checkpoint_reason, AppendCheckpointIfDue(group, h, records));
+        checkpoint_at = checkpoint.clock->Now();
+      }
 
-    Status applied = store->Apply(batches, records);
-    if (!applied) {
+      Status applied = store->Apply(batches, records);
+      if (applied) {
+        break;
+      }
+      if (LostRace(applied.error()) && attempt < kMaxRaceRetries) {
+        // Another process changed a row or took a key after our checks; the
+        // store wrote nothing. Check again: this time the loser is refused.
+        log::Get("audit")->info("store refused a checked group; checking again batches={} error={}",
+                                batches.size(), applied.error().ToString());
+        Unchain(group, batches, records);
+        continue;
+      }
       // The store may have committed despite the error; trust only what it
       // reports next time.
       head_stale = true;
@@ -643,13 +758,15 @@ Result<std::unique_ptr<Journal>> Journal::Create(Store* store, std::string jsonl
     return std::unexpected(InvalidArgument(
         "invalid_config", "journal checkpoints need a clock and positive intervals"));
   }
-  if (store == nullptr || jsonl_path.empty()) {
-    return std::unexpected(InvalidArgument("invalid_config", "journal needs a store and a path"));
+  if (store == nullptr || jsonl_path.empty() || options.chain_id.empty()) {
+    return std::unexpected(
+        InvalidArgument("invalid_config", "journal needs a store, a path and a chain id"));
   }
   std::unique_ptr<Journal> journal(new Journal());
   journal->impl_ = std::make_unique<Impl>();
   Impl& impl = *journal->impl_;
   impl.store = store;
+  impl.chain_id = std::move(options.chain_id);
   impl.path = std::move(jsonl_path);
   impl.max_group = std::max<size_t>(max_group, 1);
 
@@ -669,7 +786,7 @@ Result<std::unique_ptr<Journal>> Journal::Create(Store* store, std::string jsonl
   }
   FsyncParentDir(impl.path);
 
-  JITBROKER_ASSIGN_OR_RETURN(impl.head, store->AuditHead());
+  JITBROKER_ASSIGN_OR_RETURN(impl.head, store->AuditHead(impl.chain_id));
   JITBROKER_RETURN_IF_ERROR(impl.Reconcile());
   impl.checkpoint = std::move(options.checkpoint);
   if (impl.checkpoint.key) {
@@ -745,6 +862,11 @@ JournalStats Journal::Stats() const {
 std::optional<ChainHead> Journal::Head() const {
   std::lock_guard lock(impl_->mu);
   return impl_->head;
+}
+
+size_t Journal::QueuedForTesting() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->queue.size();
 }
 
 void Journal::Stop() {

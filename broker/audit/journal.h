@@ -13,6 +13,14 @@
 // the same group reserves, is refused alone: Commit returns kUnauthenticated
 // "token_replayed" and nothing of that batch is written.
 //
+// Likewise a batch whose StatePreconditions (WriteBatch::preconditions) do
+// not hold — against the store, or against the batches queued before it in
+// the same group — is refused alone with kFailedPrecondition
+// "state_conflict" (docs/architecture.md, "The store seam"). Both are checked
+// before the group is chained; if another process changes a row or takes a
+// key between that check and the store's transaction, the store refuses the
+// group (writing nothing) and the committer checks and chains it again.
+//
 // At Start() the JSONL file is reconciled with the store (the source of
 // truth): a torn last line is cut off and records the store has but the file
 // lacks are appended, so a kill -9 at any point leaves a chain that verifies.
@@ -71,6 +79,9 @@ struct CheckpointOptions {
 struct JournalOptions {
   size_t max_group = 256;
   CheckpointOptions checkpoint;
+  // The audit chain this journal writes (AuditRecord::chain_id). One writer
+  // per chain: the JSONL file is locked, and the store keeps seq per chain.
+  std::string chain_id = std::string(kDefaultAuditChain);
 };
 
 class Journal {
@@ -86,12 +97,15 @@ class Journal {
 
   // Blocks until the batch is durable (or failed). Batches with no audit
   // events are allowed. After Stop(): kUnavailable. A taken replay key:
-  // kUnauthenticated "token_replayed".
+  // kUnauthenticated "token_replayed". A precondition that does not hold:
+  // kFailedPrecondition "state_conflict".
   [[nodiscard]] Status Commit(WriteBatch batch);
 
   void SetObserver(CommitObserver observer);
   JournalStats Stats() const;
   std::optional<ChainHead> Head() const;
+  // Batches queued and not yet taken by the committer (tests).
+  size_t QueuedForTesting() const;
   // Appends a checkpoint with `reason` now ("shutdown", "startup", or any
   // other word), blocking until it is durable; a no-op without a key, for an
   // empty chain, and when the chain already ends with a checkpoint of that

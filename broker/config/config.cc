@@ -771,13 +771,32 @@ Status LoadServer(Section& top, const fs::path& base, ServerConfig& server) {
 
 Status LoadStore(Section& top, const fs::path& base, const std::string& data_dir,
                  StoreConfig& store) {
-  store.sqlite_path = (fs::path(data_dir) / "state.db").string();
+  SqliteStoreConfig sqlite_config;
+  sqlite_config.path = (fs::path(data_dir) / "state.db").string();
+  store.backend = sqlite_config;
   JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> s, top.OptSection("store"));
   if (!s) {
     return OkStatus();
   }
   JITBROKER_RETURN_IF_ERROR(Expect(*s, {"sqlite", "postgres", "group_commit_max_batch"}));
-  if (s->Has("postgres")) {
+  if (s->Has("sqlite") && s->Has("postgres")) {
+    return std::unexpected(s->Err("", "give one of sqlite or postgres, not both"));
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> batch,
+                             s->OptInt("group_commit_max_batch", 1, 100000));
+  if (batch) {
+    store.group_commit_max_batch = static_cast<int>(*batch);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> postgres, s->OptSection("postgres"));
+  if (postgres) {
+    // Checked as the PostgreSQL store will read it, then refused: this build
+    // has no such store. The dsn (it may hold a password) is not resolved.
+    JITBROKER_RETURN_IF_ERROR(Expect(*postgres, {"dsn", "pool_size"}));
+    JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> pool, postgres->OptInt("pool_size", 1, 1000));
+    (void)pool;
+    if (!postgres->Has("dsn")) {
+      return std::unexpected(postgres->Err("dsn", "is required"));
+    }
     return std::unexpected(s->Err("postgres", "postgres store is not available in this build"));
   }
   JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> sqlite, s->OptSection("sqlite"));
@@ -788,13 +807,9 @@ Status LoadStore(Section& top, const fs::path& base, const std::string& data_dir
       if (path->empty()) {
         return std::unexpected(sqlite->Err("path", "must not be empty"));
       }
-      store.sqlite_path = Resolve(base, *path);
+      sqlite_config.path = Resolve(base, *path);
+      store.backend = sqlite_config;
     }
-  }
-  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> batch,
-                             s->OptInt("group_commit_max_batch", 1, 100000));
-  if (batch) {
-    store.group_commit_max_batch = static_cast<int>(*batch);
   }
   return OkStatus();
 }

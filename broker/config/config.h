@@ -15,6 +15,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include <yaml-cpp/yaml.h>
@@ -99,9 +100,29 @@ struct ServerConfig {
   std::string tls_key;
 };
 
+// `store:` (docs/configuration.md): which Store the broker keeps its state
+// in, built by store::Open (broker/store/open.h). Exactly one backend.
+// Nothing here reloads.
+struct SqliteStoreConfig {
+  std::string path;                      // absolute; default: <data_dir>/state.db
+};
+
+// Reserved for the PostgreSQL store of several replicas. This build has no
+// such store: LoadConfig checks the section's keys (dsn present, pool_size
+// in range) and then refuses it; store::Open refuses one built in code.
+struct PostgresStoreConfig {
+  std::optional<SecretValue> dsn;        // libpq connection string, from env:/file:
+  int pool_size = 16;                    // connections per broker process, 1..1000
+};
+
 struct StoreConfig {
-  std::string sqlite_path;               // default: <data_dir>/state.db
+  std::variant<SqliteStoreConfig, PostgresStoreConfig> backend;  // default: sqlite
   int group_commit_max_batch = 256;      // batches per transaction at most
+
+  const SqliteStoreConfig* sqlite() const { return std::get_if<SqliteStoreConfig>(&backend); }
+  const PostgresStoreConfig* postgres() const {
+    return std::get_if<PostgresStoreConfig>(&backend);
+  }
 };
 
 struct AuditConfig {

@@ -374,6 +374,7 @@ Result<nlohmann::json> BrokerService::DecideApproval(const CallContext& ctx, con
                            (comment && !comment->empty() ? ": " + *comment : std::string());
   }
   WriteBatch batch;
+  batch.RequireGrantState(g.id, "pending");  // decided once, by one approver
   batch.audit_events.push_back(audit::GrantEvent("approval.decided", g, now,
                                                  decided["decision"].get<std::string>(),
                                                  ctx.request_id));

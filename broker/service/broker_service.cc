@@ -374,6 +374,7 @@ Result<nlohmann::json> BrokerService::Heartbeat(const CallContext& ctx, const st
   }
   WriteBatch batch;
   batch.sessions.push_back(s);
+  batch.RequireSessionState(s.id, "active");  // never revives an ended session
   JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
   return SessionJson(s);
 }
@@ -423,6 +424,7 @@ Result<nlohmann::json> BrokerService::EndLocked(const CallContext& ctx, SessionR
   }
   WriteBatch batch;
   nlohmann::json revocations = RevokeGrants(live, now, ctx.request_id, batch);
+  batch.RequireSessionState(s.id, s.state);  // ended once, by one process
   s.state = state;
   s.ended_at = now;
   s.end_reason = reason;

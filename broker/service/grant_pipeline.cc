@@ -258,6 +258,10 @@ Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, Gran
                                                     std::vector<ReplayReservation> replay) {
   const IssuerDescription& desc = issuer->Describe();
   const TimePoint now = clock_->Now();
+  // The state the grant is stored in: an approved grant is collected once
+  // (another process collecting it too loses here, before minting); a new
+  // grant ("allowed" is never stored) is not stored yet.
+  std::string stored_state = g.state == "allowed" ? std::string() : g.state;
   if (desc.mints_upstream) {
     // Write-ahead: the intent is durable before the upstream can create a
     // credential, so a crash in between is reconciled at restart.
@@ -266,7 +270,9 @@ Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, Gran
     intent.audit_events = std::move(pre_events);
     pre_events.clear();
     intent.grants.push_back(g);
+    intent.RequireGrantState(g.id, stored_state);
     JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(intent)));
+    stored_state = g.state;
   }
   std::map<std::string, std::string> identities;
   {
@@ -287,6 +293,7 @@ Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, Gran
     batch.audit_events.push_back(
         audit::GrantEvent("credential.mint_failed", g, now, "failed", ctx.request_id));
     batch.grants.push_back(g);
+    batch.RequireGrantState(g.id, stored_state);
     JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
     log::Get("issuer." + desc.type)
         ->warn("event=mint_failed request_id={} grant_id={} issuer={} error=\"{}\"",
@@ -326,6 +333,7 @@ Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, Gran
   batch.audit_events = std::move(pre_events);
   batch.audit_events.push_back(audit::GrantEvent("credential.minted", g, now, "minted", ctx.request_id));
   batch.grants.push_back(g);
+  batch.RequireGrantState(g.id, stored_state);
   batch.replay_reservations = std::move(replay);
   // Fail closed: the credential leaves only once these records are durable.
   if (Status committed = Commit(ctx, std::move(batch)); !committed) {
@@ -406,6 +414,7 @@ Result<nlohmann::json> BrokerService::DenyAtCollection(const CallContext& ctx, G
     decision["policy_version"] = *it;  // the policy that refused it
   }
   g.decision = std::move(decision);
+  const std::string stored_state = g.state;  // "approved": denied once
   g.state = "denied";
   g.sealed_handle.clear();
   g.sealed_request.clear();
@@ -415,6 +424,7 @@ Result<nlohmann::json> BrokerService::DenyAtCollection(const CallContext& ctx, G
   WriteBatch batch;
   batch.audit_events.push_back(audit::GrantEvent("grant.decided", g, now, "denied", ctx.request_id));
   batch.grants.push_back(g);
+  batch.RequireGrantState(g.id, stored_state);
   JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
   NotifyGrantChanged();
   return GrantJson(g, now);

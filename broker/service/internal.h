@@ -22,6 +22,13 @@ inline bool IsLiveGrantState(std::string_view state) {
   return state == "active" || state == "pending" || state == "approved" || state == "minting";
 }
 
+// Whether `e` says a StatePrecondition did not hold (include/jitbroker/
+// store.h): another request or broker process changed the row first and
+// nothing of the batch was written.
+inline bool IsStateConflict(const Error& e) {
+  return e.code == ErrorCode::kFailedPrecondition && e.Reason() == "state_conflict";
+}
+
 // The answer to a call on a session that has ended.
 inline Error SessionEnded(const SessionRecord& s) {
   return FailedPrecondition("session_" + s.state,

@@ -12,8 +12,11 @@
 #include "broker/common/time_util.h"
 #include "broker/crypto/crypto.h"
 #include "broker/service/broker_service.h"
+#include "broker/service/internal.h"
 
 namespace jitbroker::service {
+
+using internal::IsStateConflict;
 
 namespace {
 
@@ -26,6 +29,35 @@ Seconds RetryDelay(int64_t attempts) {
   static thread_local std::mt19937 rng(std::random_device{}());
   std::uniform_int_distribution<int64_t> jitter(0, base / 2);
   return Seconds(std::min<int64_t>(300, base / 2 + jitter(rng) + 1));
+}
+
+// Commits `batch`, a set of independent one-grant changes (grants[i] with
+// audit_events[i] under preconditions[i]). If another process moved one of
+// those grants first, the store refuses the whole batch: each change is then
+// committed alone and the ones that lost are dropped (their grant already
+// has its new state and record). Returns how many were dropped.
+Result<size_t> CommitEachOnConflict(audit::Journal& journal, WriteBatch batch) {
+  WriteBatch all = batch;
+  Status st = journal.Commit(std::move(all));
+  if (st) {
+    return size_t{0};
+  }
+  if (!IsStateConflict(st.error())) {
+    return std::unexpected(std::move(st).error());
+  }
+  size_t lost = 0;
+  for (size_t i = 0; i < batch.grants.size(); ++i) {
+    WriteBatch one;
+    one.grants.push_back(std::move(batch.grants[i]));
+    one.audit_events.push_back(std::move(batch.audit_events[i]));
+    one.preconditions.push_back(std::move(batch.preconditions[i]));
+    Status alone = journal.Commit(std::move(one));
+    if (!alone && !IsStateConflict(alone.error())) {
+      return std::unexpected(std::move(alone).error());
+    }
+    lost += alone ? 0 : 1;
+  }
+  return lost;
 }
 
 }  // namespace
@@ -43,6 +75,7 @@ Status BrokerService::ExpireApproval(const std::string& grant_id, const std::str
     return OkStatus();
   }
   const bool was_approved = g->state == "approved";
+  const std::string stored_state = g->state;
   g->state = "expired";
   g->sealed_request.clear();  // kept only while the grant may still be minted
   g->extra["approval_expired"] = true;
@@ -53,7 +86,12 @@ Status BrokerService::ExpireApproval(const std::string& grant_id, const std::str
   WriteBatch batch;
   batch.audit_events.push_back(audit::GrantEvent("approval.expired", *g, now, "denied", request_id));
   batch.grants.push_back(*g);
-  JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+  batch.RequireGrantState(g->id, stored_state);
+  if (Status st = journal_->Commit(std::move(batch)); !st) {
+    // Decided, collected or expired by another process meanwhile: its
+    // record stands.
+    return IsStateConflict(st.error()) ? OkStatus() : st;
+  }
   NotifyGrantChanged();
   return OkStatus();
 }
@@ -75,6 +113,7 @@ Result<bool> BrokerService::RetryRevocation(const RevocationTask& task, TimePoin
     batch.audit_events.push_back(
         audit::GrantEvent("credential.expired", *g, now, "expired_before_revocation", "sweeper"));
     batch.grants.push_back(*g);
+    batch.RequireGrantState(g->id, "revoking");
     JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
     return true;
   }
@@ -96,6 +135,7 @@ Result<bool> BrokerService::RetryRevocation(const RevocationTask& task, TimePoin
     batch.audit_events.push_back(
         audit::GrantEvent("credential.revoked", *g, now, g->revoke_outcome, "sweeper"));
     batch.grants.push_back(*g);
+    batch.RequireGrantState(g->id, "revoking");
     JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
     metrics_->CountRevocation(g->revoke_outcome);
     NotifyGrantChanged();
@@ -158,10 +198,13 @@ Result<SweepStats> BrokerService::Sweep() {
       g.sealed_handle.clear();
       batch.audit_events.push_back(audit::GrantEvent("credential.expired", g, now, "expired", "sweeper"));
       batch.grants.push_back(g);
+      batch.RequireGrantState(g.id, "active");
       ++stats.grants_expired;
     }
     if (!batch.grants.empty()) {
-      JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+      JITBROKER_ASSIGN_OR_RETURN(const size_t lost,
+                                 CommitEachOnConflict(*journal_, std::move(batch)));
+      stats.grants_expired -= lost;
     }
   }
   for (const auto& [session_id, ids] : revoke_at_expiry) {
@@ -179,7 +222,12 @@ Result<SweepStats> BrokerService::Sweep() {
     }
     WriteBatch batch;
     (void)RevokeGrants(live, clock_->Now(), "sweeper", batch);
-    JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+    if (Status st = journal_->Commit(std::move(batch)); !st) {
+      if (!IsStateConflict(st.error())) {
+        return std::unexpected(std::move(st).error());
+      }
+      continue;  // another process moved one of them: the next sweep reads again
+    }
     stats.grants_expired += live.size();
   }
 
@@ -198,8 +246,13 @@ Result<SweepStats> BrokerService::Sweep() {
   JITBROKER_ASSIGN_OR_RETURN(auto retries, store_->ListRevocationsDue(now, kSweepPage));
   for (const auto& task : retries) {
     ++stats.revocations_retried;
-    JITBROKER_ASSIGN_OR_RETURN(bool done, RetryRevocation(task, now));
-    stats.revocations_done += done ? 1 : 0;
+    Result<bool> done = RetryRevocation(task, now);
+    if (!done && !IsStateConflict(done.error())) {
+      return std::unexpected(std::move(done).error());
+    }
+    // A conflict: another process resolved the grant; the next sweep drops
+    // the task (RetryRevocation, "resolved elsewhere").
+    stats.revocations_done += done && *done ? 1 : 0;
   }
 
   // CI token replay reservations that can no longer matter: their tokens
@@ -230,12 +283,15 @@ Status BrokerService::Reconcile() {
     batch.audit_events.push_back(
         audit::GrantEvent("credential.reconciled", g, now, "expiry_only", "startup"));
     batch.grants.push_back(g);
+    batch.RequireGrantState(g.id, "minting");
     log::Get("lifecycle")->error(
         "event=mint_reconciled grant_id={} issuer={} note=\"interrupted mid-mint; any credential "
         "issued upstream lives until its expiry\"",
         g.id, g.issuer);
   }
-  return journal_->Commit(std::move(batch));
+  JITBROKER_ASSIGN_OR_RETURN(const size_t lost, CommitEachOnConflict(*journal_, std::move(batch)));
+  (void)lost;  // another process settled those
+  return OkStatus();
 }
 
 Result<nlohmann::json> BrokerService::BulkRevoke(const CallContext& ctx, const nlohmann::json& body) {

@@ -57,6 +57,9 @@ nlohmann::json BrokerService::RevokeGrants(std::vector<GrantRecord>& grants, Tim
   for (size_t i = 0; i < grants.size(); ++i) {
     GrantRecord& g = grants[i];
     outcomes[i] = {{"grant_id", g.id}};
+    // Written only if nobody moved it since it was read (docs/architecture.md,
+    // "Conditional state changes"): another process may revoke it too.
+    batch.RequireGrantState(g.id, g.state);
     if (g.state != "active") {
       // Nothing was released: pending, approved or caught mid-mint.
       g.sealed_request.clear();

@@ -616,6 +616,9 @@ Result<nlohmann::json> BrokerService::EvaluateAndMintForCi(const CallContext& ct
         audit::SessionEvent("session.opened", s, now, "opened", ctx.request_id));
     batch.audit_events.back()["ci"] = x.facts;
     batch.sessions.push_back(s);
+    // The run's session id is derived, not random: opened once, even by two
+    // broker processes (docs/architecture.md, "Conditional state changes").
+    batch.RequireSessionState(s.id, "");
     if (Status st = Commit(ctx, std::move(batch)); !st) {
       release();
       return std::unexpected(st.error());

@@ -1,7 +1,10 @@
 // SqliteStore (broker/store/sqlite_store.h): persistence only, no business
 // rules. Layout:
 //   - one writer connection guarded by writer_mu_, with its statements
-//     prepared once; Apply() is BEGIN IMMEDIATE … COMMIT;
+//     prepared once; Apply() is BEGIN IMMEDIATE … COMMIT, and checks each
+//     batch's StatePreconditions inside it before that batch's writes;
+//   - audit rows are indexed by the record's typed fields (AuditRecord::
+//     index); bodies are stored, never parsed;
 //   - a pool of read-only connections, each used by one thread at a time,
 //     with a per-connection statement cache keyed by SQL text;
 //   - migrations keyed by PRAGMA user_version, applied in order, each in its
@@ -185,6 +188,16 @@ Error StoreError(std::string_view what, sqlite3* db) {
   return Unavailable("store_unavailable", "the store is unavailable", std::move(detail));
 }
 
+// This store keeps one audit chain, kDefaultAuditChain: its seq is the
+// table's primary key (one SQLite file serves one broker process).
+Error OtherChain(std::string_view chain_id) {
+  Error e = FailedPrecondition("audit_chain_unsupported",
+                               "this store holds only the audit chain \"" +
+                                   std::string(kDefaultAuditChain) + "\"");
+  e.detail = "audit record of chain " + std::string(chain_id);
+  return e;
+}
+
 Error CorruptRow(std::string_view table, std::string_view what) {
   return Internal("a stored record could not be read",
                   std::string(table) + " row: " + std::string(what));
@@ -227,25 +240,6 @@ std::optional<int64_t> TimestampSeconds(const Json& v) {
   }
   Result<int64_t> seconds = ParseRfc3339Seconds(v.get_ref<const std::string&>());
   return seconds ? std::optional<int64_t>(*seconds) : std::nullopt;
-}
-
-// The string at `path` inside `body`, or null; points into `body`.
-const std::string* StringAt(const Json& body, std::initializer_list<const char*> path) {
-  const Json* cur = &body;
-  for (const char* key : path) {
-    if (!cur->is_object()) {
-      return nullptr;
-    }
-    auto it = cur->find(key);
-    if (it == cur->end()) {
-      return nullptr;
-    }
-    cur = &*it;
-  }
-  if (!cur->is_string()) {
-    return nullptr;
-  }
-  return &cur->get_ref<const std::string&>();
 }
 
 // ---------------------------------------------------------------------------
@@ -384,7 +378,7 @@ constexpr const char* kGrantColumns =
     "credential_sha256, request_digest, approval_id, sealed_handle, created_at, "
     "created_at_ns, expires_at, expires_at_ns, revoked_at, revoked_at_ns, revoke_outcome, data";
 
-constexpr const char* kAuditColumns = "seq, prev_hash, hash, body";
+constexpr const char* kAuditColumns = "seq, prev_hash, hash, session_id, principal_id, ts, body";
 
 std::string UpsertSql(std::string_view table, std::string_view columns) {
   std::vector<std::string> names;
@@ -494,6 +488,11 @@ Result<AuditRecord> ReadAudit(sqlite3_stmt* s) {
   rec.seq = r.Int();
   rec.prev_hash = r.Text();
   rec.hash = r.Text();
+  rec.index.session_id = r.OptText().value_or("");
+  rec.index.principal_id = r.OptText().value_or("");
+  if (std::optional<int64_t> ts = r.OptInt()) {
+    rec.index.ts = FromUnixSeconds(*ts);
+  }
   rec.body = Json::parse(r.Text(), nullptr, /*allow_exceptions=*/false);
   if (!rec.body.is_object()) {
     return std::unexpected(CorruptRow("audit", "body is not a JSON object"));
@@ -740,6 +739,8 @@ class SqliteStore final : public Store {
     insert_audit_.reset();
     upsert_revocation_.reset();
     delete_revocation_.reset();
+    session_state_.reset();
+    grant_state_.reset();
     reserve_replay_.reset();
     writer_.reset();
   }
@@ -759,7 +760,10 @@ class SqliteStore final : public Store {
     return st;
   }
 
-  Result<std::optional<ChainHead>> AuditHead() override {
+  Result<std::optional<ChainHead>> AuditHead(std::string_view chain_id) override {
+    if (chain_id != kDefaultAuditChain) {
+      return std::optional<ChainHead>();  // a chain this store never holds
+    }
     ReaderLease r(*this);
     JITBROKER_ASSIGN_OR_RETURN(sqlite3_stmt * s,
                                r->Stmt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"));
@@ -849,18 +853,21 @@ class SqliteStore final : public Store {
   }
 
   Result<std::vector<SessionRecord>> ListSessionsDue(TimePoint now, size_t limit) override {
-    // Two index range scans (state+expires_at, state+heartbeat_deadline).
-    const int64_t t = Split(now).seconds;
+    // Two index range scans (state+expires_at, state+heartbeat_deadline) on
+    // the seconds, exact with the _ns remainder.
+    const SplitTime t = Split(now);
     ReaderLease r(*this);
     JITBROKER_ASSIGN_OR_RETURN(
         sqlite3_stmt * s,
         r->Stmt(std::string("SELECT ") + kSessionColumns +
-                " FROM sessions WHERE state = 'active' AND expires_at <= ?1 UNION SELECT " +
+                " FROM sessions WHERE state = 'active' AND expires_at <= ?1 AND "
+                "(expires_at < ?1 OR expires_at_ns <= ?2) UNION SELECT " +
                 kSessionColumns +
-                " FROM sessions WHERE state = 'active' AND heartbeat_deadline < ?1 "
-                "ORDER BY expires_at LIMIT ?2"));
+                " FROM sessions WHERE state = 'active' AND heartbeat_deadline <= ?1 AND "
+                "(heartbeat_deadline < ?1 OR heartbeat_deadline_ns < ?2) "
+                "ORDER BY expires_at, expires_at_ns, id LIMIT ?3"));
     StmtUse use(s);
-    Binder(s).Int(t).Int(SqlLimit(limit));
+    Binder(s).Int(t.seconds).Int(t.nanos).Int(SqlLimit(limit));
     return Collect<SessionRecord>(r->db.get(), s, ReadSession);
   }
 
@@ -870,19 +877,21 @@ class SqliteStore final : public Store {
                                                      size_t limit) override {
     std::string sql = std::string("SELECT ") + kGrantColumns + " FROM grants WHERE state = ?";
     if (expires_before) {
-      sql += " AND expires_at <= ?";
+      sql += " AND expires_at <= ? AND (expires_at < ? OR expires_at_ns <= ?)";
     }
     if (!issuer.empty()) {
       sql += " AND issuer = ?";
     }
-    sql += " ORDER BY expires_at, created_at, created_at_ns, id LIMIT ?";
+    // NULL expires_at sorts first in SQLite.
+    sql += " ORDER BY expires_at, expires_at_ns, created_at, created_at_ns, id LIMIT ?";
     ReaderLease r(*this);
     JITBROKER_ASSIGN_OR_RETURN(sqlite3_stmt * s, r->Stmt(sql));
     StmtUse use(s);
     Binder b(s);
     b.Text(state);
     if (expires_before) {
-      b.Int(Split(*expires_before).seconds);
+      const SplitTime t = Split(*expires_before);
+      b.Int(t.seconds).Int(t.seconds).Int(t.nanos);
     }
     if (!issuer.empty()) {
       b.Text(issuer);
@@ -966,11 +975,14 @@ class SqliteStore final : public Store {
     constexpr const char* kOpen =
         "state = 'pending' AND (expires_at IS NULL OR expires_at > ?3 OR "
         "(expires_at = ?3 AND expires_at_ns > ?4))";
+    // The soonest expiry as unix nanoseconds (exact; in range until 2262,
+    // as TimePoint itself).
+    constexpr const char* kSoonest = "min(expires_at * 1000000000 + expires_at_ns)";
     const std::string sql =
         std::string("SELECT (SELECT count(*) FROM grants WHERE session_id = ?1 AND ") + kOpen +
-        "), (SELECT min(expires_at) FROM grants WHERE session_id = ?1 AND " + kOpen +
+        "), (SELECT " + kSoonest + " FROM grants WHERE session_id = ?1 AND " + kOpen +
         "), (SELECT count(*) FROM grants WHERE principal_id = ?2 AND " + kOpen +
-        "), (SELECT min(expires_at) FROM grants WHERE principal_id = ?2 AND " + kOpen + ")";
+        "), (SELECT " + kSoonest + " FROM grants WHERE principal_id = ?2 AND " + kOpen + ")";
     ReaderLease r(*this);
     JITBROKER_ASSIGN_OR_RETURN(sqlite3_stmt * s, r->Stmt(sql));
     StmtUse use(s);
@@ -984,11 +996,11 @@ class SqliteStore final : public Store {
     PendingApprovalCounts out;
     out.session = row.Int();
     if (std::optional<int64_t> e = row.OptInt()) {
-      out.session_next_expiry = FromUnixSeconds(*e);
+      out.session_next_expiry = Join(0, *e);
     }
     out.principal = row.Int();
     if (std::optional<int64_t> e = row.OptInt()) {
-      out.principal_next_expiry = FromUnixSeconds(*e);
+      out.principal_next_expiry = Join(0, *e);
     }
     return out;
   }
@@ -999,9 +1011,11 @@ class SqliteStore final : public Store {
         sqlite3_stmt * s,
         r->Stmt("SELECT grant_id, issuer, sealed_handle, expires_at, expires_at_ns, attempts, "
                 "next_attempt_at, next_attempt_at_ns, last_error FROM revocation_queue "
-                "WHERE next_attempt_at <= ? ORDER BY next_attempt_at, next_attempt_at_ns LIMIT ?"));
+                "WHERE next_attempt_at <= ?1 AND (next_attempt_at < ?1 OR next_attempt_at_ns <= ?2) "
+                "ORDER BY next_attempt_at, next_attempt_at_ns, grant_id LIMIT ?3"));
     StmtUse use(s);
-    Binder(s).Int(Split(now).seconds).Int(SqlLimit(limit));
+    const SplitTime t = Split(now);
+    Binder(s).Int(t.seconds).Int(t.nanos).Int(SqlLimit(limit));
     return Collect<RevocationTask>(r->db.get(), s, [](sqlite3_stmt* st) -> Result<RevocationTask> {
       Row row(st);
       RevocationTask t;
@@ -1017,6 +1031,9 @@ class SqliteStore final : public Store {
   }
 
   Result<std::vector<AuditRecord>> ListAudit(const AuditFilter& f) override {
+    if (f.chain_id != kDefaultAuditChain) {
+      return std::vector<AuditRecord>();  // a chain this store never holds
+    }
     std::string sql = std::string("SELECT ") + kAuditColumns + " FROM audit WHERE seq > ?";
     if (!f.session_id.empty()) {
       sql += " AND session_id = ?";
@@ -1049,7 +1066,12 @@ class SqliteStore final : public Store {
       b.Int(Split(*f.until).seconds);
     }
     b.Int(SqlLimit(f.limit));
-    return Collect<AuditRecord>(r->db.get(), s, ReadAudit);
+    JITBROKER_ASSIGN_OR_RETURN(std::vector<AuditRecord> out,
+                               Collect<AuditRecord>(r->db.get(), s, ReadAudit));
+    for (AuditRecord& rec : out) {
+      rec.chain_id = f.chain_id;
+    }
+    return out;
   }
 
   // --- CI token replay protection (oidc_replay) ---------------------------
@@ -1212,6 +1234,9 @@ class SqliteStore final : public Store {
                 "next_attempt_at_ns = excluded.next_attempt_at_ns, last_error = excluded.last_error"));
     JITBROKER_ASSIGN_OR_RETURN(delete_revocation_,
                                Prepare(w, "DELETE FROM revocation_queue WHERE grant_id = ?"));
+    JITBROKER_ASSIGN_OR_RETURN(session_state_,
+                               Prepare(w, "SELECT state FROM sessions WHERE id = ?"));
+    JITBROKER_ASSIGN_OR_RETURN(grant_state_, Prepare(w, "SELECT state FROM grants WHERE id = ?"));
     JITBROKER_ASSIGN_OR_RETURN(
         insert_audit_,
         Prepare(w,
@@ -1250,6 +1275,35 @@ class SqliteStore final : public Store {
     return OkStatus();
   }
 
+  // Inside Apply's transaction (so after the writes of earlier batches and
+  // under SQLite's write lock, which serialises writers of every process):
+  // the current state of each row named, against what the batch expects.
+  Status CheckPreconditions(const std::vector<StatePrecondition>& preconditions) {
+    sqlite3* w = writer_.get();
+    for (const StatePrecondition& p : preconditions) {
+      const bool session = p.record == StatePrecondition::Record::kSession;
+      StmtUse use(session ? session_state_.get() : grant_state_.get());
+      Binder b(use.get());
+      b.Text(p.id);
+      if (!b.ok()) {
+        return std::unexpected(StoreError("bind", w));
+      }
+      const int rc = sqlite3_step(use.get());
+      std::optional<std::string> found;
+      if (rc == SQLITE_ROW) {
+        found = Row(use.get()).Text();
+      } else if (rc != SQLITE_DONE) {
+        return std::unexpected(StoreError("read state", w));
+      }
+      const bool holds = p.state.empty() ? !found.has_value() : found == p.state;
+      if (!holds) {
+        return std::unexpected(StateConflictError(session ? "session" : "grant", p.id, p.state,
+                                                  found ? *found : std::string()));
+      }
+    }
+    return OkStatus();
+  }
+
   // Runs a writer statement that returns no rows.
   Status StepDone(sqlite3_stmt* s, std::string_view what) {
     StmtUse use(s);
@@ -1262,8 +1316,14 @@ class SqliteStore final : public Store {
   Status ApplyInTransaction(std::span<const WriteBatch> batches,
                             std::span<const AuditRecord> audit) {
     sqlite3* w = writer_.get();
+    for (const AuditRecord& rec : audit) {
+      if (rec.chain_id != kDefaultAuditChain) {
+        return std::unexpected(OtherChain(rec.chain_id));
+      }
+    }
     try {
       for (const WriteBatch& batch : batches) {
+        JITBROKER_RETURN_IF_ERROR(CheckPreconditions(batch.preconditions));
         for (const SessionRecord& rec : batch.sessions) {
           // DumpJson({"scope":…,"extra":…}) without copying the members.
           std::string text = "{\"extra\":";
@@ -1332,12 +1392,10 @@ class SqliteStore final : public Store {
           dumped = DumpJson(rec.body);
         }
         const std::string& body = rec.text.empty() ? dumped : rec.text;
+        const AuditIndex& index = rec.index;
         std::optional<int64_t> ts;
-        if (rec.body.is_object()) {
-          const auto it = rec.body.find("timestamp");
-          if (it != rec.body.end()) {
-            ts = TimestampSeconds(*it);
-          }
+        if (index.ts) {
+          ts = Split(*index.ts).seconds;
         }
         // Everything bound below outlives `use`: bind without copies.
         StmtUse use(insert_audit_.get());
@@ -1345,8 +1403,8 @@ class SqliteStore final : public Store {
         b.Int(rec.seq)
             .StaticText(rec.hash)
             .StaticText(rec.prev_hash)
-            .OptStaticText(StringAt(rec.body, {"agent", "session_id"}))
-            .OptStaticText(StringAt(rec.body, {"human_principal"}))
+            .OptStaticText(index.session_id.empty() ? nullptr : &index.session_id)
+            .OptStaticText(index.principal_id.empty() ? nullptr : &index.principal_id)
             .OptInt(ts)
             .StaticText(body);
         if (!b.ok() || sqlite3_step(use.get()) != SQLITE_DONE) {
@@ -1370,6 +1428,8 @@ class SqliteStore final : public Store {
   StmtPtr insert_audit_;
   StmtPtr upsert_revocation_;
   StmtPtr delete_revocation_;
+  StmtPtr session_state_;
+  StmtPtr grant_state_;
   StmtPtr reserve_replay_;  // guarded by writer_mu_; prepared at first use
 
   std::mutex readers_mu_;

@@ -11,6 +11,11 @@
 // append-only JSONL file (one record per line, with "hash"). Both are written
 // by the Journal before the request that caused the event is answered.
 //
+// Index fields: a record also carries, as typed fields outside its body, the
+// chain it belongs to and what the store indexes it by (session, principal,
+// time). They are read from the event once, by PrepareAuditEvent, so a Store
+// never parses bodies (docs/architecture.md, "The store seam").
+//
 // Thread-safety: value types and pure functions only.
 #pragma once
 
@@ -21,9 +26,26 @@
 
 #include <nlohmann/json.hpp>
 
+#include "jitbroker/clock.h"
 #include "jitbroker/result.h"
 
 namespace jitbroker {
+
+// The id of the one audit chain the broker writes today. A store may hold
+// several chains (seq and prev_hash run per chain); see Store::AuditHead.
+inline constexpr std::string_view kDefaultAuditChain = "main";
+
+// What a record is indexed by, read from its event (PrepareAuditEvent):
+//   session_id   = event.agent.session_id   ("" when absent or not a string)
+//   principal_id = event.human_principal    (the delegating human; "" likewise)
+//   ts           = event.timestamp, RFC 3339 or integer unix seconds, in whole
+//                  seconds (a fraction is dropped); nullopt when absent or
+//                  unparsable.
+struct AuditIndex {
+  std::string session_id;
+  std::string principal_id;
+  std::optional<TimePoint> ts;
+};
 
 struct ChainHead {
   int64_t seq = 0;
@@ -31,6 +53,7 @@ struct ChainHead {
 };
 
 struct AuditRecord {
+  std::string chain_id = std::string(kDefaultAuditChain);  // set by the Journal
   int64_t seq = 0;
   std::string prev_hash;
   std::string hash;
@@ -40,6 +63,9 @@ struct AuditRecord {
   // re-serialising. Empty when not known (e.g. records read back from the
   // store): writers then fall back to the canonical dump of `body`.
   std::string text;
+  // Copied from the event by ChainPrepared; stored and returned by the store
+  // as typed fields, so filters never look into `body`.
+  AuditIndex index;
 };
 
 // An audit event serialised ahead of chaining: the expensive part of
@@ -55,14 +81,15 @@ struct PreparedAuditEvent {
   size_t hash_at = 0;
   size_t prev_hash_at = 0;
   size_t seq_at = 0;
+  AuditIndex index;  // read from `body` (see AuditIndex)
 };
 
 // Canonicalises `event` (invalid UTF-8 becomes U+FFFD; a non-object is
-// wrapped as {"body": …}). Pure; safe on any thread.
+// wrapped as {"body": …}) and reads its AuditIndex. Pure; safe on any thread.
 PreparedAuditEvent PrepareAuditEvent(nlohmann::json event);
 
 // Chains a prepared event after `head` (nullopt = first record): fills seq,
-// prev_hash, hash in both the struct and body, and the record's text.
+// prev_hash, hash in both the struct and body, the record's text and index.
 AuditRecord ChainPrepared(const std::optional<ChainHead>& head, PreparedAuditEvent event);
 
 // ChainPrepared(head, PrepareAuditEvent(event)).

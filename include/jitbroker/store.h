@@ -1,17 +1,31 @@
 // Store: durable state of sessions, grants and the audit chain.
 //
 // Writes go through Apply(), which applies a group of WriteBatches in ONE
-// transaction and returns only once it is durable (fsync'd). Group commit is
-// done above the store by the Journal (broker/audit/journal.h), which collects
+// transaction and returns only once it is durable. Group commit is done
+// above the store by the Journal (broker/audit/journal.h), which collects
 // concurrent batches, chains their audit records and hands them to Apply().
-// Records are upserted whole (last write wins); callers serialise
-// read-modify-write of one session with a per-session lock.
+//
+// Records are upserted whole. A batch may carry StatePreconditions ("this
+// grant is still `active`"): Apply() checks them inside its transaction and,
+// if one does not hold, fails with kFailedPrecondition "state_conflict" and
+// writes nothing. That is what keeps two writers — two requests, or two
+// broker processes on one database — from both moving a grant or session out
+// of the state they read. Without preconditions a write is unconditional
+// (last write wins). docs/architecture.md, "The store seam", says how a
+// caller uses them.
+//
+// The store never parses audit bodies: records arrive with their chain id
+// and index fields (AuditRecord::chain_id, AuditRecord::index) set.
+//
+// Every implementation must pass the store conformance suite
+// (tests/conformance/store_conformance.h). Stores are built by store::Open
+// (broker/store/open.h) from the `store:` section of the config.
 //
 // Secrets: sessions hold only the SHA-256 of their token; grants hold only the
 // credential fingerprint and, where an issuer needs it, an AEAD-sealed handle.
 //
-// Thread-safety: all methods are safe to call concurrently. Apply() is called
-// by one thread at a time (the Journal's committer).
+// Thread-safety: all methods are safe to call concurrently, Apply()
+// included; within one process the Journal's committer is its only caller.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +39,7 @@
 
 #include "jitbroker/audit.h"
 #include "jitbroker/clock.h"
+#include "jitbroker/error.h"
 #include "jitbroker/result.h"
 
 namespace jitbroker {
@@ -106,31 +121,80 @@ struct ReplayReservation {
   TimePoint reserved_at;           // the exchange's "now"
 };
 
+// A condition a WriteBatch commits under: the stored session or grant `id`
+// is in `state` — or, with `state` empty, does not exist. Checked inside
+// Apply's transaction, after the writes of the batches before it in the same
+// Apply and before any write of its own batch. If any precondition of any
+// batch does not hold, Apply fails with kFailedPrecondition "state_conflict"
+// and nothing of the whole Apply is written.
+//
+// Grant and session states only move forward (no state is re-entered), so a
+// state read earlier and still current means no transition happened in
+// between. Fields other than `state` are still last write wins.
+struct StatePrecondition {
+  enum class Record { kSession, kGrant };
+  Record record = Record::kGrant;
+  std::string id;
+  std::string state;  // required current state; "" = the row must not exist
+};
+
+// The error of a StatePrecondition that did not hold, for every Store and the
+// Journal alike: kFailedPrecondition "state_conflict" (HTTP 409). `record` is
+// "session" or "grant"; `expected`/`found` are states, "" for no row. Ids and
+// states are not secret; which row and what was found go to the detail.
+inline Error StateConflictError(std::string_view record, std::string_view id,
+                                std::string_view expected, std::string_view found) {
+  const auto describe = [](std::string_view state) {
+    return state.empty() ? std::string("no row") : "state " + std::string(state);
+  };
+  Error e = FailedPrecondition("state_conflict", "the " + std::string(record) +
+                                                     " was changed by another request; read it "
+                                                     "again");
+  e.detail = std::string(record) + " " + std::string(id) + ": expected " + describe(expected) +
+             ", found " + describe(found);
+  return e;
+}
+
 // One unit of change: everything in it commits atomically together with its
 // audit events. Audit events are appended to the chain in vector order.
 struct WriteBatch {
+  // Checked before anything of this batch is written (StatePrecondition).
+  std::vector<StatePrecondition> preconditions;
   std::vector<SessionRecord> sessions;
   std::vector<GrantRecord> grants;
   std::vector<nlohmann::json> audit_events;   // unchained event bodies
   std::vector<RevocationTask> revocations;    // upserted into the retry queue
   std::vector<std::string> revocations_done;  // grant ids removed from the queue
   std::vector<ReplayReservation> replay_reservations;  // see ReplayReservation
+
+  // Commit only if session / grant `id` is in `state` ("" = does not exist yet).
+  void RequireSessionState(std::string id, std::string state) {
+    preconditions.push_back({StatePrecondition::Record::kSession, std::move(id), std::move(state)});
+  }
+  void RequireGrantState(std::string id, std::string state) {
+    preconditions.push_back({StatePrecondition::Record::kGrant, std::move(id), std::move(state)});
+  }
 };
 
 struct SessionFilter {
   std::string principal_id;        // empty = any
   std::string agent_id;            // empty = any
   std::string state;               // empty = any
-  size_t limit = 100;
+  size_t limit = 100;              // 0 = no limit
 };
 
+// Audit records of one chain, matched on their index fields (never on the
+// body). since/until are inclusive and compare whole seconds: a record
+// matches when its ts lies in [floor(since), floor(until)]; records without
+// a ts match only when neither bound is set.
 struct AuditFilter {
+  std::string chain_id = std::string(kDefaultAuditChain);
   std::string session_id;          // empty = any
   std::string principal_id;        // empty = any
   std::optional<TimePoint> since;
   std::optional<TimePoint> until;
   int64_t after_seq = 0;
-  size_t limit = 1000;
+  size_t limit = 1000;             // 0 = no limit
 };
 
 // Pending approvals (GET /v1/approvals): a page of the grants in state
@@ -174,24 +238,38 @@ class Store {
   virtual ~Store() = default;
 
   // Applies the batches and the already-chained audit records in one durable
-  // transaction. `audit` holds exactly the records of all batches, in order.
+  // transaction. `audit` holds exactly the records of all batches, in order;
+  // each record's seq follows its chain's head. All or nothing. Errors:
+  //   kFailedPrecondition "state_conflict"  a StatePrecondition did not hold;
+  //   kAlreadyExists "replay_reserved"      see ReplayReservation;
+  //   kFailedPrecondition "audit_chain_unsupported"  a record of a chain this
+  //                                         store cannot hold (one-chain stores);
+  //   kUnavailable "store_unavailable"      anything else the store could not
+  //                                         write (including a seq taken);
+  //                                         the cause is in `detail` only.
+  // After any error nothing of the call is written.
   [[nodiscard]] virtual Status Apply(std::span<const WriteBatch> batches,
                                      std::span<const AuditRecord> audit) = 0;
 
-  // The last audit record's seq and hash, or nullopt for an empty chain.
-  [[nodiscard]] virtual Result<std::optional<ChainHead>> AuditHead() = 0;
+  // The last record's seq and hash of chain `chain_id`, or nullopt while that
+  // chain is empty.
+  [[nodiscard]] virtual Result<std::optional<ChainHead>> AuditHead(std::string_view chain_id) = 0;
 
   [[nodiscard]] virtual Result<std::optional<SessionRecord>> GetSession(std::string_view id) = 0;
+  // Sessions matching f, by (created_at, id).
   [[nodiscard]] virtual Result<std::vector<SessionRecord>> ListSessions(const SessionFilter& f) = 0;
   [[nodiscard]] virtual Result<std::optional<GrantRecord>> GetGrant(std::string_view id) = 0;
+  // The grants of one session, by (created_at, id).
   [[nodiscard]] virtual Result<std::vector<GrantRecord>> ListGrants(std::string_view session_id) = 0;
-  // Active sessions whose TTL or stall deadline has passed
-  // (expires_at <= now OR heartbeat_deadline < now), oldest deadline first.
+  // Sessions in state "active" whose TTL or stall deadline has passed
+  // (expires_at <= now OR heartbeat_deadline < now), by (expires_at, id).
   // Indexed: cost follows the number of due sessions, not all sessions.
+  // `limit` here and below: at most that many; 0 = no limit.
   [[nodiscard]] virtual Result<std::vector<SessionRecord>> ListSessionsDue(TimePoint now,
                                                                           size_t limit) = 0;
   // Grants in `state`, optionally only those with expires_at <= expires_before
-  // and only of `issuer` (empty = any), by expires_at then created_at.
+  // and only of `issuer` (empty = any), by (expires_at, created_at, id) with
+  // grants that have no expires_at first.
   [[nodiscard]] virtual Result<std::vector<GrantRecord>> ListGrantsByState(
       std::string_view state, std::optional<TimePoint> expires_before, std::string_view issuer,
       size_t limit) = 0;
@@ -201,10 +279,12 @@ class Store {
   // Pending approvals open at `now` of `session_id` and of `principal_id`.
   [[nodiscard]] virtual Result<PendingApprovalCounts> CountPendingApprovals(
       std::string_view session_id, std::string_view principal_id, TimePoint now) = 0;
-  // Queued revocations with next_attempt_at <= now, soonest first.
+  // Queued revocations with next_attempt_at <= now, by (next_attempt_at,
+  // grant_id).
   [[nodiscard]] virtual Result<std::vector<RevocationTask>> ListRevocationsDue(TimePoint now,
                                                                                size_t limit) = 0;
-  // Audit records in seq order.
+  // Audit records of f.chain_id with seq > f.after_seq matching f, in seq
+  // order, with their chain id and index fields.
   [[nodiscard]] virtual Result<std::vector<AuditRecord>> ListAudit(const AuditFilter& f) = 0;
   // Replay protection of CI subject tokens (ReplayReservation). Whether `key`
   // is held by a reservation that expires after `now`: one indexed lookup.

@@ -50,8 +50,14 @@ bool FailingStore::ReadsFail() const {
   return fail_reads_;
 }
 
+void FailingStore::RunBeforeApply(uint64_t n, std::function<void()> hook) {
+  std::lock_guard lock(mu_);
+  before_apply_[n] = std::move(hook);
+}
+
 Status FailingStore::Apply(std::span<const WriteBatch> batches,
                            std::span<const AuditRecord> audit) {
+  std::function<void()> hook;
   {
     std::lock_guard lock(mu_);
     const uint64_t n = ++apply_calls_;
@@ -59,15 +65,22 @@ Status FailingStore::Apply(std::span<const WriteBatch> batches,
       ++failed_applies_;
       return std::unexpected(Injected("apply #" + std::to_string(n)));
     }
+    if (auto it = before_apply_.find(n); it != before_apply_.end()) {
+      hook = std::move(it->second);
+      before_apply_.erase(it);
+    }
+  }
+  if (hook) {
+    hook();
   }
   return inner_->Apply(batches, audit);
 }
 
-Result<std::optional<ChainHead>> FailingStore::AuditHead() {
+Result<std::optional<ChainHead>> FailingStore::AuditHead(std::string_view chain_id) {
   if (ReadsFail()) {
     return std::unexpected(Injected("AuditHead"));
   }
-  return inner_->AuditHead();
+  return inner_->AuditHead(chain_id);
 }
 
 Result<std::optional<SessionRecord>> FailingStore::GetSession(std::string_view id) {

@@ -10,6 +10,9 @@
 //   failing.SetFailReads(true);          // AuditHead/Get*/List*/ReplayReserved/Ping fail
 //   failing.BlindReplayLookups(1);       // the next ReplayReserved() answers "not reserved",
 //                                        // as a replica that has not seen a commit yet would
+//   failing.RunBeforeApply(2, [&] { … });  // runs just before the 2nd Apply reaches the
+//                                        // inner store: another process writing between
+//                                        // the journal's checks and its transaction
 //
 // PruneReplayReservations (a write outside Apply) fails while all applies fail.
 //
@@ -19,6 +22,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -42,11 +47,14 @@ class FailingStore final : public Store {
   void SetFailAllApplies(bool fail);
   void SetFailReads(bool fail);
   void BlindReplayLookups(int n);
+  // Runs `hook` (once) just before the Apply() call with this 1-based number
+  // is forwarded, outside the decorator's lock.
+  void RunBeforeApply(uint64_t n, std::function<void()> hook);
   uint64_t ApplyCalls() const;
   uint64_t FailedApplies() const;
 
   Status Apply(std::span<const WriteBatch> batches, std::span<const AuditRecord> audit) override;
-  Result<std::optional<ChainHead>> AuditHead() override;
+  Result<std::optional<ChainHead>> AuditHead(std::string_view chain_id) override;
   Result<std::optional<SessionRecord>> GetSession(std::string_view id) override;
   Result<std::vector<SessionRecord>> ListSessions(const SessionFilter& f) override;
   Result<std::optional<GrantRecord>> GetGrant(std::string_view id) override;
@@ -74,6 +82,7 @@ class FailingStore final : public Store {
   uint64_t apply_calls_ = 0;
   uint64_t failed_applies_ = 0;
   std::set<uint64_t> fail_numbers_;
+  std::map<uint64_t, std::function<void()>> before_apply_;
   bool fail_all_applies_ = false;
   bool fail_reads_ = false;
   int blind_replay_lookups_ = 0;

@@ -146,7 +146,7 @@ TEST_CASE("Checkpoints: every N records, signed, chained, in the store and the f
   CHECK((*payload)["timestamp"] == cp["timestamp"]);
   CHECK((*payload)["typ"] == "jitbroker.audit.checkpoint");
 
-  auto head = f.store->AuditHead();
+  auto head = f.store->AuditHead(kDefaultAuditChain);
   REQUIRE(head.has_value());
   REQUIRE(head->has_value());
   CHECK((*head)->seq == 14);

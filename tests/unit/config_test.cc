@@ -38,7 +38,7 @@ TEST_CASE("Config: the shipped conf/dev.yaml loads as is") {
   CHECK(c->server.host == "127.0.0.1");
   CHECK(c->server.port == 8443);
   CHECK(c->server.tls_cert.empty());
-  CHECK(c->store.sqlite_path == RepoRoot() + "/data/state.db");
+  CHECK(std::get<SqliteStoreConfig>(c->store.backend).path == RepoRoot() + "/data/state.db");
   CHECK(c->audit.file == RepoRoot() + "/data/audit.jsonl");
   CHECK_FALSE(c->seal_key.has_value());
   CHECK(c->log.level == "info");
@@ -149,7 +149,7 @@ TEST_CASE("Config: defaults of a minimal file") {
   const std::string root = dir.path().lexically_normal().string();
   CHECK(c->file == root + "/min.yaml");
   CHECK(c->data_dir == root + "/data");
-  CHECK(c->store.sqlite_path == root + "/data/state.db");
+  CHECK(std::get<SqliteStoreConfig>(c->store.backend).path == root + "/data/state.db");
   CHECK(c->store.group_commit_max_batch == 256);
   CHECK(c->audit.file == root + "/data/audit.jsonl");
   CHECK_FALSE(c->audit.signing_key.has_value());  // generated at first start
@@ -269,7 +269,7 @@ TEST_CASE("Config: a full file with every key, in JSON") {
   CHECK_FALSE(c->server.metrics_public);
   CHECK(c->server.tls_cert == root + "/tls/cert.pem");
   CHECK(c->server.tls_key == root + "/tls/key.pem");
-  CHECK(c->store.sqlite_path == root + "/db/state.db");
+  CHECK(std::get<SqliteStoreConfig>(c->store.backend).path == root + "/db/state.db");
   CHECK(c->store.group_commit_max_batch == 16);
   CHECK(c->audit.file == "/var/log/jb/audit.jsonl");
   REQUIRE(c->seal_key.has_value());
@@ -604,6 +604,14 @@ TEST_CASE("Config: invalid files name file, line and key") {
       {"missing policy", "server: {}\n", "t.yaml:1: policy: is required"},
       {"postgres store", "store:\n  postgres: {dsn: \"env:PG\"}\npolicy: {version: v}\n",
        "t.yaml:2: store.postgres: postgres store is not available in this build"},
+      {"postgres store without dsn", "store:\n  postgres: {pool_size: 4}\npolicy: {version: v}\n",
+       "t.yaml:2: store.postgres.dsn: is required"},
+      {"postgres pool size", "store:\n  postgres: {dsn: \"env:PG\", pool_size: 0}\npolicy: {version: v}\n",
+       "t.yaml:2: store.postgres.pool_size: must be an integer in [1, 1000]"},
+      {"postgres unknown key", "store:\n  postgres: {dsn: \"env:PG\", pool: 4}\npolicy: {version: v}\n",
+       "t.yaml:2: store.postgres.pool: unknown key"},
+      {"two stores", "store:\n  sqlite: {path: a.db}\n  postgres: {dsn: \"env:PG\"}\npolicy: {version: v}\n",
+       "t.yaml:2: store: give one of sqlite or postgres, not both"},
       {"role unknown key", "policy:\n  version: v\n  roles:\n    r: {max_teir: pr}\n",
        "t.yaml:4: policy.roles.r.max_teir: unknown key"},
       {"role bad tier", "policy:\n  version: v\n  roles:\n    r: {max_tier: everything}\n",

@@ -140,7 +140,7 @@ class MemoryAuditStore final : public Store {
     records_.insert(records_.end(), audit.begin(), audit.end());
     return OkStatus();
   }
-  Result<std::optional<ChainHead>> AuditHead() override {
+  Result<std::optional<ChainHead>> AuditHead(std::string_view) override {
     std::lock_guard lock(mu_);
     if (records_.empty()) {
       return std::optional<ChainHead>();
@@ -218,7 +218,7 @@ TEST_CASE("Journal: commits reach the store and the file, chained") {
   auto head = journal->Head();
   REQUIRE(head.has_value());
   CHECK(head->seq == 5);
-  auto store_head = store->AuditHead();
+  auto store_head = store->AuditHead(kDefaultAuditChain);
   REQUIRE(store_head.has_value());
   REQUIRE(store_head->has_value());
   CHECK((*store_head)->hash == head->hash);
