@@ -139,7 +139,9 @@ AuditIndex ReadIndex(const Json& event) {
         index.ts = FromUnixSeconds(static_cast<int64_t>(s));
       }
     } else if (ts->is_string()) {
-      index.ts = ParseRfc3339(ts->get_ref<const std::string&>());
+      if (auto t = ParseRfc3339(ts->get_ref<const std::string&>())) {
+        index.ts = *t;  // an unreadable time leaves the record unfiled by time
+      }
     }
   }
   return index;
