@@ -101,7 +101,7 @@ void BrokerProcess::WriteConfig(const BrokerOptions& o) {
   for (const auto& [id, login] : o.github_logins) {
     const std::string anchor = "{id: " + id + ",";
     if (auto pos = yaml.find(anchor); pos != std::string::npos) {
-      yaml.insert(pos + 1, "github_login: " + login + ", ");
+      yaml.insert(pos + 1, "identities: {github: " + login + "}, ");
     }
   }
   WriteFile(config_path(), yaml);
