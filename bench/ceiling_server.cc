@@ -119,9 +119,8 @@ class FloorJournal {
 
  private:
   bool Store(const std::vector<std::string>& lines) {
-    if (insert_ == nullptr &&
-        sqlite3_prepare_v2(db_, "INSERT INTO audit (body) VALUES (?)", -1, &insert_, nullptr) !=
-            SQLITE_OK) {
+    if (insert_ == nullptr && sqlite3_prepare_v2(db_, "INSERT INTO audit (body) VALUES (?)", -1,
+                                                 &insert_, nullptr) != SQLITE_OK) {
       return false;
     }
     if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) {
@@ -179,7 +178,6 @@ class FloorJournal {
   bool failed_ = false, stopping_ = false;
   std::thread writer_;  // last: started once the rest is initialised
 };
-
 
 // One endpoint's answer, whatever the stack that serves it.
 struct Answer {
@@ -270,7 +268,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<FloorJournal> journal;
   std::unique_ptr<jitbroker::crypto::SigningKey> es256;
   std::unique_ptr<jitbroker::crypto::VerifyKey> rs256;
-  const std::string claims(420, 'c');  // a broker grant JWT's header.payload is ~420 bytes
+  const std::string claims(420, 'c');   // a broker grant JWT's header.payload is ~420 bytes
   const std::string subject(900, 's');  // a GitHub Actions id_token's signing input is ~900
   std::string subject_sig;
   const std::string line = std::string(1100, 'r') + "\n";  // one chained audit record

@@ -131,18 +131,15 @@ int main(int argc, char** argv) {
     if (a == "--out") {
       o.out = v;
     } else if (a == "--tokens") {
-      if (!ParseInt(v, 1, 10'000'000, o.tokens))
-        return Usage();
+      if (!ParseInt(v, 1, 10'000'000, o.tokens)) return Usage();
     } else if (a == "--runs") {
-      if (!ParseInt(v, 1, 1'000'000, o.runs))
-        return Usage();
+      if (!ParseInt(v, 1, 1'000'000, o.runs)) return Usage();
     } else if (a == "--audience") {
       o.audience = v;
     } else if (a == "--policy") {
       o.policy = v;
     } else if (a == "--threads") {
-      if (!ParseInt(v, 1, 256, o.threads))
-        return Usage();
+      if (!ParseInt(v, 1, 256, o.threads)) return Usage();
     } else {
       return Usage();
     }

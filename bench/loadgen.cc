@@ -88,31 +88,31 @@ struct Options {
   int threads = 1;
   double duration_s = 10;
   double warmup_s = 0;
-  double rate = 0;         // requests/s; 0 = closed loop
-  double drain_s = 5;      // open loop: how long to wait for the backlog after the window
-  double timeout_s = 10;   // closed loop: a single request slower than this is an error
+  double rate = 0;        // requests/s; 0 = closed loop
+  double drain_s = 5;     // open loop: how long to wait for the backlog after the window
+  double timeout_s = 10;  // closed loop: a single request slower than this is an error
   std::string label;
 };
 
 void Usage() {
-  std::cerr <<
-      "usage: loadgen --url http://HOST:PORT/PATH [options]\n"
-      "  -m, --method M          HTTP method (default GET)\n"
-      "  -H, --header 'N: V'     request header (repeatable)\n"
-      "      --header-file F     request headers, one 'Name: value' per line\n"
-      "                          (keeps secrets such as Authorization off the command line)\n"
-      "  -b, --body S            request body (Content-Type defaults to application/json)\n"
-      "      --body-file F       request body from a file\n"
-      "      --body-lines F      one body per line, each request takes the next\n"
-      "                          (wraps around when exhausted; counted as body_wraps)\n"
-      "  -c, --connections C     keep-alive connections (default 32)\n"
-      "  -t, --threads T         client threads (default 1)\n"
-      "  -d, --duration D        measured seconds (default 10)\n"
-      "  -w, --warmup W          unmeasured seconds before the window (default 0)\n"
-      "  -r, --rate R            open loop at R requests/s (default: closed loop)\n"
-      "      --drain S           open loop: seconds to wait for the backlog (default 5)\n"
-      "      --timeout S         per-request timeout in seconds (default 10)\n"
-      "  -l, --label NAME        label echoed in the RESULT line\n";
+  std::cerr
+      << "usage: loadgen --url http://HOST:PORT/PATH [options]\n"
+         "  -m, --method M          HTTP method (default GET)\n"
+         "  -H, --header 'N: V'     request header (repeatable)\n"
+         "      --header-file F     request headers, one 'Name: value' per line\n"
+         "                          (keeps secrets such as Authorization off the command line)\n"
+         "  -b, --body S            request body (Content-Type defaults to application/json)\n"
+         "      --body-file F       request body from a file\n"
+         "      --body-lines F      one body per line, each request takes the next\n"
+         "                          (wraps around when exhausted; counted as body_wraps)\n"
+         "  -c, --connections C     keep-alive connections (default 32)\n"
+         "  -t, --threads T         client threads (default 1)\n"
+         "  -d, --duration D        measured seconds (default 10)\n"
+         "  -w, --warmup W          unmeasured seconds before the window (default 0)\n"
+         "  -r, --rate R            open loop at R requests/s (default: closed loop)\n"
+         "      --drain S           open loop: seconds to wait for the backlog (default 5)\n"
+         "      --timeout S         per-request timeout in seconds (default 10)\n"
+         "  -l, --label NAME        label echoed in the RESULT line\n";
 }
 
 bool ReadFile(const std::string& path, std::string& out) {
@@ -468,7 +468,8 @@ Parse ParseResponse(std::string_view buf, bool head_request, ParsedResponse& out
     if (colon == std::string_view::npos) return Parse::kBad;
     std::string_view name = line.substr(0, colon);
     std::string_view value = line.substr(colon + 1);
-    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+      value.remove_prefix(1);
     while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
     if (IEquals(name, "Content-Length")) {
       size_t n = 0;
@@ -529,14 +530,14 @@ Parse ParseResponse(std::string_view buf, bool head_request, ParsedResponse& out
 // Stats
 
 struct Stats {
-  std::vector<Nanos> latencies;          // successful (2xx) measured requests
+  std::vector<Nanos> latencies;  // successful (2xx) measured requests
   uint64_t non2xx = 0;
-  std::map<int, uint64_t> by_status;     // non-2xx only
-  uint64_t transport_errors = 0;         // refused/reset/malformed/timeouts
-  uint64_t incomplete = 0;               // open loop: scheduled in the window, never completed
+  std::map<int, uint64_t> by_status;  // non-2xx only
+  uint64_t transport_errors = 0;      // refused/reset/malformed/timeouts
+  uint64_t incomplete = 0;            // open loop: scheduled in the window, never completed
   uint64_t reconnects = 0;
-  uint64_t unmeasured = 0;               // completed in warm-up (or outside the window)
-  Nanos last_completion = 0;             // of a measured request
+  uint64_t unmeasured = 0;    // completed in warm-up (or outside the window)
+  Nanos last_completion = 0;  // of a measured request
 
   void Merge(const Stats& o) {
     latencies.insert(latencies.end(), o.latencies.begin(), o.latencies.end());
@@ -558,33 +559,33 @@ enum class ConnState { kClosed, kConnecting, kIdle, kBusy };
 struct Conn {
   int fd = -1;
   ConnState state = ConnState::kClosed;
-  size_t sent = 0;          // bytes of the request written
-  std::string in;           // response bytes read so far
-  Nanos origin = 0;         // latency origin: send time (closed) or scheduled time (open)
-  Nanos deadline = 0;       // closed loop: per-request timeout
+  size_t sent = 0;     // bytes of the request written
+  std::string in;      // response bytes read so far
+  Nanos origin = 0;    // latency origin: send time (closed) or scheduled time (open)
+  Nanos deadline = 0;  // closed loop: per-request timeout
   bool measured = false;
   bool has_request = false;
   const std::string* req = nullptr;  // the request in flight
-  Nanos retry_at = 0;       // reconnect not before this (after a failure)
-  uint64_t generation = 0;  // bumped per socket; tags epoll events
+  Nanos retry_at = 0;                // reconnect not before this (after a failure)
+  uint64_t generation = 0;           // bumped per socket; tags epoll events
 };
 
 constexpr int kConnIndexBits = 24;  // --connections is at most 10000
 constexpr uint64_t kConnIndexMask = (uint64_t{1} << kConnIndexBits) - 1;
 
 struct Plan {
-  Nanos t0 = 0;             // load starts
-  Nanos window_start = 0;   // t0 + warm-up
-  Nanos window_end = 0;     // window_start + duration
-  Nanos hard_end = 0;       // window_end + drain (open loop)
-  double rate = 0;          // total rate; 0 = closed
+  Nanos t0 = 0;            // load starts
+  Nanos window_start = 0;  // t0 + warm-up
+  Nanos window_end = 0;    // window_start + duration
+  Nanos hard_end = 0;      // window_end + drain (open loop)
+  double rate = 0;         // total rate; 0 = closed
   Nanos timeout = 0;
 };
 
 class Worker {
  public:
-  Worker(const Target& target, const RequestPool& pool, bool head_request, int conns,
-         int index, int workers, const Plan& plan)
+  Worker(const Target& target, const RequestPool& pool, bool head_request, int conns, int index,
+         int workers, const Plan& plan)
       : target_(target),
         pool_(pool),
         head_request_(head_request),
@@ -618,11 +619,11 @@ class Worker {
     if (plan_.rate > 0) {
       interval_ = static_cast<double>(kNsPerSec) * workers_ / plan_.rate;
     }
-    stats_.latencies.reserve(plan_.rate > 0
-                                 ? static_cast<size_t>(plan_.rate / workers_ *
-                                                       (plan_.window_end - plan_.window_start) /
-                                                       kNsPerSec) + 16
-                                 : 1 << 16);
+    stats_.latencies.reserve(
+        plan_.rate > 0 ? static_cast<size_t>(plan_.rate / workers_ *
+                                             (plan_.window_end - plan_.window_start) / kNsPerSec) +
+                             16
+                       : 1 << 16);
     for (size_t i = 0; i < conns_.size(); ++i) {
       Connect(i, NowNs());
     }
@@ -669,9 +670,9 @@ class Worker {
   // Scheduled send time of this worker's k-th request (open loop). Workers
   // interleave on one global schedule: global index k * workers + index.
   Nanos Scheduled(uint64_t k) const {
-    return plan_.t0 + static_cast<Nanos>((static_cast<double>(k) +
-                                          static_cast<double>(index_) / workers_) *
-                                         interval_);
+    return plan_.t0 +
+           static_cast<Nanos>((static_cast<double>(k) + static_cast<double>(index_) / workers_) *
+                              interval_);
   }
 
   bool Finished(Nanos now) const {
@@ -1011,8 +1012,8 @@ int Main(int argc, char** argv) {
   Target target;
   if (!ResolveTarget(o.url, target)) return 1;
   if (!Preflight(target)) {
-    std::cerr << "loadgen: cannot connect to " << target.host_header << ": "
-              << std::strerror(errno) << "\n";
+    std::cerr << "loadgen: cannot connect to " << target.host_header << ": " << std::strerror(errno)
+              << "\n";
     return 1;
   }
   RequestPool pool;
@@ -1040,8 +1041,7 @@ int Main(int argc, char** argv) {
   std::vector<std::unique_ptr<Worker>> workers;
   for (int w = 0; w < o.threads; ++w) {
     int share = o.connections / o.threads + (w < o.connections % o.threads ? 1 : 0);
-    workers.push_back(
-        std::make_unique<Worker>(target, pool, head, share, w, o.threads, plan));
+    workers.push_back(std::make_unique<Worker>(target, pool, head, share, w, o.threads, plan));
   }
   std::atomic<bool> ok{true};
   std::vector<std::thread> threads;
@@ -1067,7 +1067,8 @@ int Main(int argc, char** argv) {
   const double p50 = Percentile(total.latencies, 0.50);
   const double p90 = Percentile(total.latencies, 0.90);
   const double p99 = Percentile(total.latencies, 0.99);
-  const double max = total.latencies.empty() ? 0 : static_cast<double>(total.latencies.back()) / 1e6;
+  const double max =
+      total.latencies.empty() ? 0 : static_cast<double>(total.latencies.back()) / 1e6;
   const char* mode = o.rate > 0 ? "open" : "closed";
 
   std::printf("loadgen %s %s %s: %s loop, %d connections, %d thread(s), %.1f s (+%.1f s warm-up)",

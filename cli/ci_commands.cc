@@ -1,9 +1,9 @@
 #include "cli/ci_commands.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <algorithm>
 #include <fstream>
 #include <iterator>
 #include <optional>
@@ -15,9 +15,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "broker/net/url.h"
 #include "cli/format.h"
 #include "jitbroker/secret.h"
-#include "broker/net/url.h"
 
 namespace jitbroker::cli {
 
@@ -154,10 +154,21 @@ Result<SecretValue> SubjectToken(const Context& ctx, const ParsedArgs& args) {
 // under them; every other string member is treated as secret (masked, and
 // printed only on request). Masking metadata would hide ordinary words such
 // as "ES256" or "read" everywhere in a CI log.
-constexpr std::string_view kCredentialMetadata[] = {
-    "type",        "expires_at",  "issued_at",  "token_type",           "scope",
-    "scopes",      "audience",    "region",     "alg",                  "kid",
-    "permissions", "repositories", "repository_selection", "installation_id", "expiration"};
+constexpr std::string_view kCredentialMetadata[] = {"type",
+                                                    "expires_at",
+                                                    "issued_at",
+                                                    "token_type",
+                                                    "scope",
+                                                    "scopes",
+                                                    "audience",
+                                                    "region",
+                                                    "alg",
+                                                    "kid",
+                                                    "permissions",
+                                                    "repositories",
+                                                    "repository_selection",
+                                                    "installation_id",
+                                                    "expiration"};
 
 bool IsMetadataKey(std::string_view key) {
   for (std::string_view k : kCredentialMetadata) {
@@ -396,8 +407,7 @@ Result<int> CiExchange(const Context& ctx, const Invocation& inv) {
     if (cred.is_object()) {
       for (auto it = cred.begin(); it != cred.end(); ++it) {
         if (IsMetadataKey(it.key()) && it->is_string()) {
-          *ctx.out << "  " << SanitizeForTerminal(it.key()) << ": " << JsonText(it.value())
-                   << "\n";
+          *ctx.out << "  " << SanitizeForTerminal(it.key()) << ": " << JsonText(it.value()) << "\n";
         }
       }
     }

@@ -1,27 +1,27 @@
 #include "cli/commands.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
-#include <fcntl.h>
 #include <iterator>
 #include <string>
 #include <string_view>
-#include <sys/stat.h>
 #include <thread>
-#include <unistd.h>
 #include <utility>
 #include <variant>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "broker/common/time_util.h"
 #include "cli/ci_commands.h"
 #include "cli/format.h"
 #include "cli/git_credential.h"
-#include "broker/common/time_util.h"
 #include "jitbroker/clock.h"
 #include "jitbroker/result.h"
 #include "jitbroker/secret.h"
@@ -93,7 +93,7 @@ Result<SecretValue> ReadTokenFile(const Context& ctx, const std::string& path) {
     return std::unexpected(
         Internal("cannot open session token file " + shown, std::strerror(errno)));
   }
-  struct stat st {};
+  struct stat st{};
   if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077) != 0) {
     *ctx.err << "warning: session token file " << shown
              << " is accessible by group or others; chmod 600 it\n";

@@ -464,8 +464,8 @@ inline nlohmann::json BuildApprovalDecisionBody(std::string_view decision,
 // RESOURCE, EXPIRES_AT.
 inline std::vector<std::string> ApprovalListRow(const nlohmann::json& a) {
   const nlohmann::json& request = Member(a, "request");
-  return {Field(a, "approval_id"),     Field(a, "tier"),
-          Field(a, "human_principal"), Field(Member(a, "agent"), "id"),
+  return {Field(a, "approval_id"),       Field(a, "tier"),
+          Field(a, "human_principal"),   Field(Member(a, "agent"), "id"),
           DisplayField(request, "tool"), DisplayField(request, "resource"),
           Field(a, "expires_at")};
 }
@@ -536,8 +536,8 @@ inline std::string FormatApproval(const nlohmann::json& a) {
   internal::AppendApprovalRequest(&out, "  ", Member(a, "request"));
   const nlohmann::json& decision = Member(a, "decision");
   out += "decision:\n";
-  for (std::string_view key : {"result", "tier", "code", "reason", "matched_rule",
-                               "policy_version"}) {
+  for (std::string_view key :
+       {"result", "tier", "code", "reason", "matched_rule", "policy_version"}) {
     AppendLine(&out, "  ", key, Field(decision, key));
   }
   AppendLine(&out, "", "four_eyes", Field(a, "four_eyes"));

@@ -13,8 +13,7 @@ namespace {
 constexpr size_t kMaxInputBytes = 64 * 1024;
 
 bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  return a.size() == b.size() &&
-         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
            return std::tolower(static_cast<unsigned char>(x)) ==
                   std::tolower(static_cast<unsigned char>(y));
          });
@@ -55,8 +54,8 @@ Result<std::map<std::string, std::string>> ParseGitCredentialInput(std::istream&
     const size_t eq = line.find('=');
     if (eq == std::string::npos || eq == 0) {
       return std::unexpected(InvalidArgument(
-          "git_credential_input", "git sent a line that is not key=value (" +
-                                      std::to_string(line.size()) + " bytes)"));
+          "git_credential_input",
+          "git sent a line that is not key=value (" + std::to_string(line.size()) + " bytes)"));
     }
     attrs[line.substr(0, eq)] = line.substr(eq + 1);
   }
@@ -72,8 +71,9 @@ Result<std::optional<GitRepoTarget>> ResolveGitTarget(
   GitRepoTarget t;
   t.protocol = get("protocol");
   t.host = get("host");
-  const bool served = std::any_of(hosts.begin(), hosts.end(),
-                                  [&](const std::string& h) { return EqualsIgnoreCase(h, t.host); });
+  const bool served = std::any_of(hosts.begin(), hosts.end(), [&](const std::string& h) {
+    return EqualsIgnoreCase(h, t.host);
+  });
   if (!served || (t.protocol != "https" && t.protocol != "http")) {
     return std::optional<GitRepoTarget>();
   }
@@ -91,10 +91,11 @@ Result<std::optional<GitRepoTarget>> ResolveGitTarget(
   }
   std::string_view path = attrs.contains("path") ? std::string_view(attrs.at("path")) : "";
   if (path.empty()) {
-    return std::unexpected(InvalidArgument(
-        "missing_path",
-        "git did not send the repository path; run: git config --global "
-        "credential.https://" + t.host + ".useHttpPath true"));
+    return std::unexpected(
+        InvalidArgument("missing_path",
+                        "git did not send the repository path; run: git config --global "
+                        "credential.https://" +
+                            t.host + ".useHttpPath true"));
   }
   while (path.starts_with('/')) {
     path.remove_prefix(1);
@@ -107,12 +108,14 @@ Result<std::optional<GitRepoTarget>> ResolveGitTarget(
   }
   const size_t slash = path.find('/');
   if (slash == std::string_view::npos) {
-    return std::unexpected(InvalidArgument("invalid_path", "the repository path must be OWNER/REPO"));
+    return std::unexpected(
+        InvalidArgument("invalid_path", "the repository path must be OWNER/REPO"));
   }
   const std::string_view owner = path.substr(0, slash);
   const std::string_view repo = path.substr(slash + 1);
   if (!IsNameSegment(owner) || !IsNameSegment(repo)) {
-    return std::unexpected(InvalidArgument("invalid_path", "the repository path must be OWNER/REPO"));
+    return std::unexpected(
+        InvalidArgument("invalid_path", "the repository path must be OWNER/REPO"));
   }
   // GitHub names are case-insensitive; the broker's policy compares
   // resources as written, in lower case.

@@ -28,7 +28,6 @@ std::optional<std::string> GetEnv(const char* name) {
   return std::string(v);
 }
 
-
 int PrintUsageError(const UsageError& e) {
   std::cerr << "jitctl: " << e.message << "\n";
   if (e.command != nullptr) {

@@ -113,8 +113,8 @@ int RunAuditVerifyFile(const AuditVerifyFileOptions& options, bool json, std::os
     }
     std::optional<audit::CheckpointKeys> keys;
     if (options.public_key_file || options.jwks_file) {
-      const std::string& key_path = options.public_key_file ? *options.public_key_file
-                                                            : *options.jwks_file;
+      const std::string& key_path =
+          options.public_key_file ? *options.public_key_file : *options.jwks_file;
       std::string key_text;
       if (!ReadWholeFile(key_path, &key_text, &problem)) {
         err << "error: cannot read " << SanitizeForTerminal(key_path) << ": " << problem << "\n";

@@ -22,8 +22,8 @@ struct AuditVerifyFileOptions {
   std::optional<std::string> jwks_file;        // JWKS JSON
   std::optional<std::string> expect_head;      // 64 lower-case hex
   std::optional<int64_t> expect_seq;
-  std::optional<int64_t> max_tail;             // --require-checkpoint-within
-  bool require_shutdown = false;               // --require-shutdown-checkpoint
+  std::optional<int64_t> max_tail;  // --require-checkpoint-within
+  bool require_shutdown = false;    // --require-shutdown-checkpoint
 };
 
 // Reads the options of `audit verify` from parsed flags. Returns a usage

@@ -15,8 +15,8 @@ Status IssuerRegistry::Register(std::string type, IssuerFactory factory) {
         "invalid_issuer_type", "issuer type " + type + " needs both validate and create"));
   }
   if (factories_.contains(type)) {
-    return std::unexpected(AlreadyExists(
-        "duplicate_issuer_type", "issuer type " + type + " is already registered"));
+    return std::unexpected(
+        AlreadyExists("duplicate_issuer_type", "issuer type " + type + " is already registered"));
   }
   factories_.emplace(std::move(type), std::move(factory));
   return OkStatus();
@@ -45,7 +45,8 @@ Result<const IssuerFactory*> IssuerRegistry::Find(std::string_view type,
   std::string what = "unknown issuer type \"" + std::string(type) + "\" (this build has " +
                      (known.empty() ? std::string("none") : known) + ")";
   if (ctx.config == nullptr) {
-    return std::unexpected(InvalidArgument("invalid_config", "issuers." + ctx.name + ".type: " + what));
+    return std::unexpected(
+        InvalidArgument("invalid_config", "issuers." + ctx.name + ".type: " + what));
   }
   return std::unexpected(ctx.config->Err("type", what));
 }

@@ -2,7 +2,8 @@
 # Runs the whole test suite (unit + conformance + integration): installs what is missing,
 # builds, and runs CTest; then does the same in a sanitizer build
 # (AddressSanitizer + UndefinedBehaviorSanitizer, build-asan/) unless
-# JITBROKER_SKIP_SANITIZE=1. `.ci/run` calls exactly this.
+# JITBROKER_SKIP_SANITIZE=1; last, scripts/lint.sh (clang-tidy-19 and
+# clang-format-19) unless JITBROKER_SKIP_LINT=1. `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -15,4 +16,8 @@ if [ "${JITBROKER_SKIP_SANITIZE:-0}" != "1" ]; then
     BUILD_TARGETS="jitbroker jitctl unit_tests integration_tests conformance_tests" bash scripts/build.sh
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
      UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j2 "$@")
+fi
+if [ "${JITBROKER_SKIP_LINT:-0}" != "1" ]; then
+  echo "== lint (clang-tidy-19, clang-format-19) =="
+  BUILD_DIR="${BUILD_DIR:-build}" bash scripts/lint.sh
 fi

@@ -44,9 +44,9 @@ Status WritePrivateFile(const std::string& path, std::string_view content) {
   if (fd < 0) {
     return std::unexpected(Internal("cannot create " + path));
   }
-  const bool ok = ::write(fd, content.data(), content.size()) ==
-                      static_cast<ssize_t>(content.size()) &&
-                  ::fsync(fd) == 0;
+  const bool ok =
+      ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) &&
+      ::fsync(fd) == 0;
   ::close(fd);
   if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
     return std::unexpected(Internal("cannot write " + path));
@@ -88,7 +88,8 @@ Result<SecretValue> LoadOrGenerateSealKey(const config::Config& cfg) {
     auto raw = crypto::Base64Decode(text);
     SecureWipe(text.data(), text.size());
     if (!raw || raw->size() != 32) {
-      return std::unexpected(InvalidArgument("invalid_config", path + " does not hold a 32-byte base64 seal key"));
+      return std::unexpected(
+          InvalidArgument("invalid_config", path + " does not hold a 32-byte base64 seal key"));
     }
     return SecretValue(std::move(*raw));
   }
@@ -127,8 +128,8 @@ Result<std::shared_ptr<const crypto::SigningKey>> LoadOrGenerateAuditKey(
     const std::string path = dir + "/audit.pem";
     if (std::filesystem::exists(path)) {
       std::ifstream in(path, std::ios::binary);
-      SecretValue pem(std::string((std::istreambuf_iterator<char>(in)),
-                                  std::istreambuf_iterator<char>()));
+      SecretValue pem(
+          std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()));
       if (!in && !in.eof()) {
         return std::unexpected(Internal("cannot read the audit signing key", "path=" + path));
       }
@@ -146,7 +147,8 @@ Result<std::shared_ptr<const crypto::SigningKey>> LoadOrGenerateAuditKey(
   }
   const nlohmann::json jwks = {{"keys", {key->PublicJwk()}}};
   JITBROKER_RETURN_IF_ERROR(WritePrivateFile(dir + "/audit.jwks.json", jwks.dump(2) + "\n"));
-  log::Get("audit")->info("event=audit_key kid={} alg={}", key->kid(), crypto::JwsAlgName(key->alg()));
+  log::Get("audit")->info("event=audit_key kid={} alg={}", key->kid(),
+                          crypto::JwsAlgName(key->alg()));
   return std::shared_ptr<const crypto::SigningKey>(std::move(key));
 }
 
@@ -208,16 +210,14 @@ Status CheckIdentities(const config::Config& cfg, const std::set<std::string>& k
         known += (known.empty() ? "" : ", ") + k;
       }
       auto loc = cfg.policy_notes.identity_locations.find({p.id, key});
-      const std::string where = loc != cfg.policy_notes.identity_locations.end()
-                                    ? loc->second
-                                    : cfg.file + ": policy.principals (" + p.id + ").identities." +
-                                          key;
+      const std::string where =
+          loc != cfg.policy_notes.identity_locations.end()
+              ? loc->second
+              : cfg.file + ": policy.principals (" + p.id + ").identities." + key;
       return std::unexpected(InvalidArgument(
-          "invalid_config", where + ": no configured issuer acts for identity \"" + key +
-                                "\" (" +
-                                (known.empty() ? std::string("none does")
-                                               : "they act for: " + known) +
-                                ")"));
+          "invalid_config",
+          where + ": no configured issuer acts for identity \"" + key + "\" (" +
+              (known.empty() ? std::string("none does") : "they act for: " + known) + ")"));
     }
   }
   return OkStatus();
@@ -233,8 +233,8 @@ struct Validated {
 // See ValidateConfig (app.h). Creates nothing.
 Result<Validated> Validate(config::Config& cfg, const issuers::IssuerRegistry& registry) {
   Validated out;
-  JITBROKER_ASSIGN_OR_RETURN(
-      auto rules, lifecycle::ParseAnomalyRules(cfg.anomaly ? &*cfg.anomaly : nullptr));
+  JITBROKER_ASSIGN_OR_RETURN(auto rules,
+                             lifecycle::ParseAnomalyRules(cfg.anomaly ? &*cfg.anomaly : nullptr));
   (void)rules;
   if (cfg.audit.signing_key) {
     JITBROKER_ASSIGN_OR_RETURN(auto key, AuditKeyFromPem(*cfg.audit.signing_key));
@@ -366,8 +366,8 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
       wo.authorization = hook->authorization->Clone();
     }
     wo.max_queue = static_cast<size_t>(hook->max_queue);
-    impl.notifier = std::make_unique<lifecycle::ApprovalNotifier>(std::move(wo),
-                                                                  net::MakeCurlHttpClient({}));
+    impl.notifier =
+        std::make_unique<lifecycle::ApprovalNotifier>(std::move(wo), net::MakeCurlHttpClient({}));
     so_opts.notifier = impl.notifier.get();
   }
   impl.service = std::make_unique<service::BrokerService>(
@@ -483,8 +483,8 @@ void App::Stop() {
   if (impl_->started) {
     // The head an operator can pin (jitctl audit verify --expect-head).
     const std::optional<ChainHead> head = impl_->journal ? impl_->journal->Head() : std::nullopt;
-    log::Get("app")->info("event=stopped audit_head_seq={} audit_head={}",
-                          head ? head->seq : 0, head ? head->hash : std::string());
+    log::Get("app")->info("event=stopped audit_head_seq={} audit_head={}", head ? head->seq : 0,
+                          head ? head->hash : std::string());
   }
 }
 

@@ -41,7 +41,7 @@ namespace jitbroker::app {
 [[nodiscard]] Status ValidateConfig(config::Config& cfg, const issuers::IssuerRegistry& registry);
 
 struct AppOptions {
-  std::ostream* out = nullptr;     // where first-start notices (generated keys) go
+  std::ostream* out = nullptr;  // where first-start notices (generated keys) go
 };
 
 class App {

@@ -40,13 +40,10 @@ nlohmann::json SessionEvent(std::string_view event, const SessionRecord& s, Time
 
 nlohmann::json GrantEvent(std::string_view event, const GrantRecord& g, TimePoint now,
                           std::string_view outcome, std::string_view request_id) {
-  nlohmann::json j = Base(event, now, g.principal_id, g.agent_id, g.session_id, g.task_id, request_id);
-  j["request"] = {{"tool", g.tool},
-                  {"operation", g.operation},
-                  {"resource", g.resource},
-                  {"tier", g.tier},
-                  {"parameters", g.parameters},
-                  {"scope", g.scope}};
+  nlohmann::json j =
+      Base(event, now, g.principal_id, g.agent_id, g.session_id, g.task_id, request_id);
+  j["request"] = {{"tool", g.tool}, {"operation", g.operation},   {"resource", g.resource},
+                  {"tier", g.tier}, {"parameters", g.parameters}, {"scope", g.scope}};
   const nlohmann::json& d = g.decision;
   nlohmann::json& pd = j["policy_decision"];
   for (const char* key : {"result", "code", "reason", "matched_rule", "policy_version"}) {

@@ -61,8 +61,8 @@ constexpr int kMaxRaceRetries = 4;
 constexpr size_t kScanChunk = 64 * 1024;
 
 struct Pending {
-  WriteBatch batch;                          // audit_events already moved into `events`
-  std::vector<PreparedAuditEvent> events;    // serialised on the caller's thread
+  WriteBatch batch;                        // audit_events already moved into `events`
+  std::vector<PreparedAuditEvent> events;  // serialised on the caller's thread
   std::promise<Status> done;
   // A checkpoint request (Journal::Checkpoint / CheckpointIfDue): its reason,
   // and whether it is written whatever the interval says.
@@ -176,7 +176,8 @@ Result<off_t> FindLastNewline(int fd, off_t end, std::string_view path) {
 
 void FsyncParentDir(const std::string& path) {
   const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  const std::string dir =
+      slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     (void)::fsync(dfd);
@@ -229,7 +230,7 @@ struct Journal::Impl {
   // last complete line against the store's record of that seq, append every
   // later record, fdatasync.
   Status Reconcile() {
-    struct stat st {};
+    struct stat st{};
     if (::fstat(fd, &st) != 0) {
       return std::unexpected(FileError(path, "stat", errno));
     }
@@ -412,9 +413,8 @@ struct Journal::Impl {
   // against the store (one indexed read per precondition). The store checks
   // them again inside its transaction: that is what holds across processes.
   void RefuseConflicts(std::vector<std::unique_ptr<Pending>>& group) {
-    const bool any = std::any_of(group.begin(), group.end(), [](const auto& p) {
-      return !p->batch.preconditions.empty();
-    });
+    const bool any = std::any_of(group.begin(), group.end(),
+                                 [](const auto& p) { return !p->batch.preconditions.empty(); });
     if (!any) {
       return;
     }
@@ -777,8 +777,8 @@ Result<std::unique_ptr<Journal>> Journal::Create(Store* store, std::string jsonl
   // Two writers appending to one chain file would interleave their chains.
   if (::flock(impl.fd, LOCK_EX | LOCK_NB) != 0) {
     if (errno == EWOULDBLOCK) {
-      Error e = FailedPrecondition("audit_file_locked",
-                                   "the audit file is in use by another journal");
+      Error e =
+          FailedPrecondition("audit_file_locked", "the audit file is in use by another journal");
       e.detail = impl.path;
       return std::unexpected(std::move(e));
     }

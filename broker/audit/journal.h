@@ -56,9 +56,9 @@
 namespace jitbroker::audit {
 
 struct JournalStats {
-  uint64_t commits = 0;        // store transactions
-  uint64_t batches = 0;        // WriteBatches committed
-  uint64_t records = 0;        // audit records written
+  uint64_t commits = 0;  // store transactions
+  uint64_t batches = 0;  // WriteBatches committed
+  uint64_t records = 0;  // audit records written
 };
 
 // Observer for metrics: called by the committer after each group commit with
@@ -88,11 +88,9 @@ class Journal {
  public:
   ~Journal();
   // `store` must outlive the journal. `jsonl_path` is created 0600 if absent.
-  [[nodiscard]] static Result<std::unique_ptr<Journal>> Create(Store* store,
-                                                               std::string jsonl_path,
+  [[nodiscard]] static Result<std::unique_ptr<Journal>> Create(Store* store, std::string jsonl_path,
                                                                size_t max_group = 256);
-  [[nodiscard]] static Result<std::unique_ptr<Journal>> Create(Store* store,
-                                                               std::string jsonl_path,
+  [[nodiscard]] static Result<std::unique_ptr<Journal>> Create(Store* store, std::string jsonl_path,
                                                                JournalOptions options);
 
   // Blocks until the batch is durable (or failed). Batches with no audit

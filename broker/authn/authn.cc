@@ -78,8 +78,8 @@ NewSessionToken MintSessionToken() {
   NewSessionToken out;
   const std::string sid = crypto::NewId("ses_", 16);
   out.session_id = sid;
-  std::string token = std::string(kTokenPrefix) + sid.substr(kSessionPrefix.size()) + "_" +
-                      crypto::NewId("", 32);
+  std::string token =
+      std::string(kTokenPrefix) + sid.substr(kSessionPrefix.size()) + "_" + crypto::NewId("", 32);
   out.token_sha256 = crypto::Sha256Hex(token);
   out.token = SecretValue(std::move(token));
   return out;

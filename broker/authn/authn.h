@@ -22,14 +22,14 @@ namespace jitbroker::authn {
 struct Caller {
   enum class Kind { kPrincipal, kSession };
   Kind kind = Kind::kPrincipal;
-  const Principal* principal = nullptr;   // valid while `policy` is held
+  const Principal* principal = nullptr;  // valid while `policy` is held
   std::shared_ptr<const Policy> policy;
   std::string principal_id;
   bool is_admin = false;
   bool is_approver = false;
   bool is_resource_server = false;
-  std::string session_id;                 // for kSession
-  SecretValue session_token;              // for kSession, verified later against the store
+  std::string session_id;     // for kSession
+  SecretValue session_token;  // for kSession, verified later against the store
 
   bool IsSession() const { return kind == Kind::kSession; }
 };
@@ -44,9 +44,9 @@ struct Caller {
 [[nodiscard]] Result<Caller> Identify(SecretValue bearer, std::shared_ptr<const Policy> policy);
 
 struct NewSessionToken {
-  std::string session_id;     // ses_…
-  SecretValue token;          // jbs_…
-  std::string token_sha256;   // hex
+  std::string session_id;    // ses_…
+  SecretValue token;         // jbs_…
+  std::string token_sha256;  // hex
 };
 NewSessionToken MintSessionToken();
 

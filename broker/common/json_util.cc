@@ -128,7 +128,8 @@ JsonReader::JsonReader(const nlohmann::json& object, std::string path)
 Result<JsonReader> JsonReader::Open(const nlohmann::json& value, std::string path) {
   if (!value.is_object()) {
     return std::unexpected(InvalidArgument(
-        "invalid_type", (path.empty() ? std::string("request body") : path) + " must be an object"));
+        "invalid_type",
+        (path.empty() ? std::string("request body") : path) + " must be an object"));
   }
   return JsonReader(value, std::move(path));
 }
@@ -183,9 +184,9 @@ Result<std::optional<int64_t>> JsonReader::OptInt(std::string_view key, int64_t 
     v = it->get<int64_t>();
   }
   if (v < min || v > max) {
-    return std::unexpected(InvalidArgument("invalid_value", PathOf(key) + " must be in [" +
-                                                                std::to_string(min) + ", " +
-                                                                std::to_string(max) + "]"));
+    return std::unexpected(InvalidArgument(
+        "invalid_value",
+        PathOf(key) + " must be in [" + std::to_string(min) + ", " + std::to_string(max) + "]"));
   }
   return std::optional<int64_t>(v);
 }

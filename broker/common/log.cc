@@ -63,7 +63,8 @@ std::shared_ptr<spdlog::sinks::stderr_sink_mt> SharedSink() {
 void InitLogging(std::string_view level) {
   std::lock_guard lock(g_mu);
   spdlog::set_level(spdlog::level::from_str(std::string(level)));
-  spdlog::apply_all([&](const std::shared_ptr<spdlog::logger>& l) { l->set_level(spdlog::get_level()); });
+  spdlog::apply_all(
+      [&](const std::shared_ptr<spdlog::logger>& l) { l->set_level(spdlog::get_level()); });
 }
 
 std::shared_ptr<spdlog::logger> Get(const std::string& component) {

@@ -32,7 +32,8 @@ void Histogram::Render(std::string& out, const std::string& name, const std::str
   uint64_t cumulative = 0;
   for (size_t i = 0; i < bounds_.size(); ++i) {
     cumulative += counts_[i];
-    out += fmt::format("{}_bucket{{{}{}le=\"{}\"}} {}\n", name, labels, sep, bounds_[i], cumulative);
+    out +=
+        fmt::format("{}_bucket{{{}{}le=\"{}\"}} {}\n", name, labels, sep, bounds_[i], cumulative);
   }
   cumulative += counts_.back();
   out += fmt::format("{}_bucket{{{}{}le=\"+Inf\"}} {}\n", name, labels, sep, cumulative);
@@ -76,9 +77,9 @@ void Metrics::CountRateLimited(std::string_view limit) {
   ++rate_limited_[std::string(limit)];
 }
 void Metrics::CountTokenExchange(const std::string& result, std::string_view reason) {
-  const bool code = !reason.empty() && reason.size() <= 64 &&
-                    reason.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") ==
-                        std::string_view::npos;
+  const bool code =
+      !reason.empty() && reason.size() <= 64 &&
+      reason.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") == std::string_view::npos;
   std::lock_guard lock(mu_);
   ++token_exchanges_[{result, code ? std::string(reason) : std::string("other")}];
 }
@@ -93,8 +94,9 @@ std::string Metrics::Render() const {
   out += "# HELP jitbroker_http_requests_total HTTP requests by route, method and status.\n";
   out += "# TYPE jitbroker_http_requests_total counter\n";
   for (const auto& [key, n] : requests_) {
-    out += fmt::format("jitbroker_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{}\"}} {}\n",
-                       std::get<0>(key), std::get<1>(key), std::get<2>(key), n);
+    out += fmt::format(
+        "jitbroker_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{}\"}} {}\n",
+        std::get<0>(key), std::get<1>(key), std::get<2>(key), n);
   }
   out += "# HELP jitbroker_http_request_duration_seconds HTTP request latency by route.\n";
   out += "# TYPE jitbroker_http_request_duration_seconds histogram\n";
@@ -112,7 +114,9 @@ std::string Metrics::Render() const {
   for (const auto& [outcome, n] : revocations_) {
     out += fmt::format("jitbroker_credentials_revoked_total{{outcome=\"{}\"}} {}\n", outcome, n);
   }
-  out += "# HELP jitbroker_audit_commit_duration_seconds Durable group commit latency (store + audit file).\n";
+  out +=
+      "# HELP jitbroker_audit_commit_duration_seconds Durable group commit latency (store + audit "
+      "file).\n";
   out += "# TYPE jitbroker_audit_commit_duration_seconds histogram\n";
   audit_latency_.Render(out, "jitbroker_audit_commit_duration_seconds", "");
   out += "# HELP jitbroker_audit_commit_batches Requests per group commit.\n";
@@ -121,7 +125,9 @@ std::string Metrics::Render() const {
   out += "# HELP jitbroker_sessions_opened_total Sessions opened.\n";
   out += "# TYPE jitbroker_sessions_opened_total counter\n";
   out += fmt::format("jitbroker_sessions_opened_total {}\n", sessions_opened_.load());
-  out += "# HELP jitbroker_http_requests_shed_total Requests answered 503 because the server was saturated.\n";
+  out +=
+      "# HELP jitbroker_http_requests_shed_total Requests answered 503 because the server was "
+      "saturated.\n";
   out += "# TYPE jitbroker_http_requests_shed_total counter\n";
   out += fmt::format("jitbroker_http_requests_shed_total {}\n", shed_.load());
   out +=
@@ -131,7 +137,9 @@ std::string Metrics::Render() const {
   for (const auto& [limit, n] : rate_limited_) {
     out += fmt::format("jitbroker_rate_limited_total{{limit=\"{}\"}} {}\n", limit, n);
   }
-  out += "# HELP jitbroker_token_exchanges_total CI OIDC token exchanges by outcome (ok or RFC 6749 error) and reason code.\n";
+  out +=
+      "# HELP jitbroker_token_exchanges_total CI OIDC token exchanges by outcome (ok or RFC 6749 "
+      "error) and reason code.\n";
   out += "# TYPE jitbroker_token_exchanges_total counter\n";
   for (const auto& [key, n] : token_exchanges_) {
     out += fmt::format("jitbroker_token_exchanges_total{{result=\"{}\",reason=\"{}\"}} {}\n",

@@ -38,7 +38,7 @@ class Histogram {
  private:
   std::vector<double> bounds_;
   mutable std::mutex mu_;
-  std::vector<uint64_t> counts_;   // one per bound, plus +Inf
+  std::vector<uint64_t> counts_;  // one per bound, plus +Inf
   double sum_ = 0;
   uint64_t count_ = 0;
 };

@@ -511,9 +511,9 @@ Status LoadIdentities(Section& ps, Principal& p, PolicyNotes* notes, size_t& git
   JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> login, ps.OptString("github_login"));
   if (login) {
     if (p.identities.contains("github")) {
-      return std::unexpected(ps.Err(
-          "github_login", "is given both here and as identities.github (github_login is "
-                          "deprecated: keep identities.github)"));
+      return std::unexpected(ps.Err("github_login",
+                                    "is given both here and as identities.github (github_login is "
+                                    "deprecated: keep identities.github)"));
     }
     if (login->empty()) {
       return std::unexpected(ps.Err("github_login", "must not be empty"));
@@ -684,11 +684,11 @@ Status LoadServer(Section& top, const fs::path& base, ServerConfig& server) {
   if (!s) {
     return OkStatus();
   }
-  JITBROKER_RETURN_IF_ERROR(Expect(
-      *s, {"listen", "threads", "io_threads", "max_queued_requests", "max_body_bytes",
-           "max_header_bytes", "max_header_count", "max_connections",
-           "max_connections_per_address", "request_timeout_ms", "idle_timeout_ms",
-           "write_timeout_ms", "max_long_polls", "metrics_public", "tls"}));
+  JITBROKER_RETURN_IF_ERROR(
+      Expect(*s, {"listen", "threads", "io_threads", "max_queued_requests", "max_body_bytes",
+                  "max_header_bytes", "max_header_count", "max_connections",
+                  "max_connections_per_address", "request_timeout_ms", "idle_timeout_ms",
+                  "write_timeout_ms", "max_long_polls", "metrics_public", "tls"}));
   JITBROKER_RETURN_IF_ERROR(ParseListen(*s, server));
   JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> threads, s->OptInt("threads", 1, 256));
   if (threads) {
@@ -847,9 +847,9 @@ Status LoadSessions(Section& top, SessionsConfig& sessions) {
   if (!s) {
     return OkStatus();
   }
-  JITBROKER_RETURN_IF_ERROR(Expect(
-      *s, {"max_ttl_seconds", "default_ttl_seconds", "heartbeat_seconds", "stall_after_missed",
-           "sweep_interval_ms"}));
+  JITBROKER_RETURN_IF_ERROR(
+      Expect(*s, {"max_ttl_seconds", "default_ttl_seconds", "heartbeat_seconds",
+                  "stall_after_missed", "sweep_interval_ms"}));
   JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> max_ttl,
                              s->OptInt("max_ttl_seconds", 60, 7 * 86400));
   if (max_ttl) {
@@ -872,7 +872,8 @@ Status LoadSessions(Section& top, SessionsConfig& sessions) {
   if (heartbeat) {
     sessions.heartbeat_seconds = *heartbeat;
   }
-  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> sweep, s->OptInt("sweep_interval_ms", 50, 60000));
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> sweep,
+                             s->OptInt("sweep_interval_ms", 50, 60000));
   if (sweep) {
     sessions.sweep_interval_ms = *sweep;
   }

@@ -37,8 +37,8 @@ class Section final : public ConfigView {
  public:
   Section(YAML::Node node, std::shared_ptr<const std::string> file, std::string path);
 
-  const std::string& path() const override { return path_; }   // "policy.tiers.read"
-  int line() const;                                    // 1-based
+  const std::string& path() const override { return path_; }  // "policy.tiers.read"
+  int line() const;                                           // 1-based
   const YAML::Node& node() const { return node_; }
   bool Has(std::string_view key) const override;
   ConfigValueKind KindOf(std::string_view key) const override;
@@ -82,21 +82,21 @@ class Section final : public ConfigView {
 // (docs/configuration.md `server`, docs/architecture.md "The HTTP listener").
 struct ServerConfig {
   std::string host = "127.0.0.1";
-  int port = 8443;                       // 0 = pick a free port (tests)
-  int threads = 8;                       // handler (worker) threads
-  int io_threads = 2;                    // socket, TLS and parsing threads
-  int max_queued_requests = 256;         // complete requests waiting for a worker; beyond: 503
-  size_t max_body_bytes = 64 * 1024;     // JSON bodies, decoded
-  size_t max_header_bytes = 16 * 1024;   // request line + header fields
+  int port = 8443;                      // 0 = pick a free port (tests)
+  int threads = 8;                      // handler (worker) threads
+  int io_threads = 2;                   // socket, TLS and parsing threads
+  int max_queued_requests = 256;        // complete requests waiting for a worker; beyond: 503
+  size_t max_body_bytes = 64 * 1024;    // JSON bodies, decoded
+  size_t max_header_bytes = 16 * 1024;  // request line + header fields
   size_t max_header_count = 100;
   size_t max_connections = 1024;
   size_t max_connections_per_address = 64;
-  int64_t request_timeout_ms = 10000;    // whole request head + body
-  int64_t idle_timeout_ms = 30000;       // between keep-alive requests
-  int64_t write_timeout_ms = 10000;      // whole answer
-  int max_long_polls = -1;               // concurrent ?wait=N polls (< threads); -1 = threads / 2
-  bool metrics_public = true;            // false: /metrics needs an admin key
-  std::string tls_cert;                  // resolved PEM paths; empty = plain HTTP
+  int64_t request_timeout_ms = 10000;  // whole request head + body
+  int64_t idle_timeout_ms = 30000;     // between keep-alive requests
+  int64_t write_timeout_ms = 10000;    // whole answer
+  int max_long_polls = -1;             // concurrent ?wait=N polls (< threads); -1 = threads / 2
+  bool metrics_public = true;          // false: /metrics needs an admin key
+  std::string tls_cert;                // resolved PEM paths; empty = plain HTTP
   std::string tls_key;
 };
 
@@ -104,29 +104,27 @@ struct ServerConfig {
 // in, built by store::Open (broker/store/open.h). Exactly one backend.
 // Nothing here reloads.
 struct SqliteStoreConfig {
-  std::string path;                      // absolute; default: <data_dir>/state.db
+  std::string path;  // absolute; default: <data_dir>/state.db
 };
 
 // Reserved for the PostgreSQL store of several replicas. This build has no
 // such store: LoadConfig checks the section's keys (dsn present, pool_size
 // in range) and then refuses it; store::Open refuses one built in code.
 struct PostgresStoreConfig {
-  std::optional<SecretValue> dsn;        // libpq connection string, from env:/file:
-  int pool_size = 16;                    // connections per broker process, 1..1000
+  std::optional<SecretValue> dsn;  // libpq connection string, from env:/file:
+  int pool_size = 16;              // connections per broker process, 1..1000
 };
 
 struct StoreConfig {
   std::variant<SqliteStoreConfig, PostgresStoreConfig> backend;  // default: sqlite
-  int group_commit_max_batch = 256;      // batches per transaction at most
+  int group_commit_max_batch = 256;                              // batches per transaction at most
 
   const SqliteStoreConfig* sqlite() const { return std::get_if<SqliteStoreConfig>(&backend); }
-  const PostgresStoreConfig* postgres() const {
-    return std::get_if<PostgresStoreConfig>(&backend);
-  }
+  const PostgresStoreConfig* postgres() const { return std::get_if<PostgresStoreConfig>(&backend); }
 };
 
 struct AuditConfig {
-  std::string file;                      // default: <data_dir>/audit.jsonl
+  std::string file;  // default: <data_dir>/audit.jsonl
   // Signs the audit checkpoints (broker/audit/checkpoint.h): a PEM private
   // key, EC P-256 (ES256) or Ed25519, by file:/env: reference. Absent: an
   // ES256 key generated into <data_dir>/keys/audit.pem at first start.
@@ -143,12 +141,12 @@ struct SessionsConfig {
   int64_t default_ttl_seconds = 3600;
   int64_t heartbeat_seconds = 60;
   int64_t stall_after_missed = 3;
-  int64_t sweep_interval_ms = 1000;      // how often the sweeper looks for due deadlines
+  int64_t sweep_interval_ms = 1000;  // how often the sweeper looks for due deadlines
 };
 
 struct LogConfig {
-  std::string level = "info";            // trace|debug|info|warn|error
-  std::string access_log = "stderr";     // stderr | off | FILE
+  std::string level = "info";         // trace|debug|info|warn|error
+  std::string access_log = "stderr";  // stderr | off | FILE
 };
 
 // `approvals:` (docs/configuration.md "approvals"). Nothing here reloads: a change needs a restart.
@@ -156,12 +154,12 @@ struct ApprovalWebhookConfig {
   // Where each pending approval is POSTed: https://, or http:// only for a
   // loopback host (127.0.0.0/8, [::1], localhost). Required.
   std::string url;
-  int64_t timeout_seconds = 5;           // per attempt, whole exchange; 1..60
-  int64_t max_attempts = 8;              // including the first; 1..100
+  int64_t timeout_seconds = 5;  // per attempt, whole exchange; 1..60
+  int64_t max_attempts = 8;     // including the first; 1..100
   // Sent as the Authorization header value as is. The HTTP client carries
   // only bearer credentials, so the value must read "Bearer TOKEN".
   std::optional<SecretValue> authorization;
-  int64_t max_queue = 1000;              // undelivered messages kept; 1..100000
+  int64_t max_queue = 1000;  // undelivered messages kept; 1..100000
 };
 
 struct ApprovalsConfig {
@@ -192,7 +190,7 @@ struct LimitsConfig {
 struct IssuerConfig {
   std::string name;
   std::string type;
-  Section section;                       // the issuer's own mapping ("type" marked known)
+  Section section;  // the issuer's own mapping ("type" marked known)
 };
 
 // What loading the policy noticed besides the policy itself.
@@ -207,19 +205,19 @@ struct PolicyNotes {
 };
 
 struct Config {
-  std::string file;                      // absolute path of the loaded file
-  std::string data_dir;                  // absolute
+  std::string file;      // absolute path of the loaded file
+  std::string data_dir;  // absolute
   ServerConfig server;
   StoreConfig store;
   AuditConfig audit;
-  std::optional<SecretValue> seal_key;   // 32 bytes decoded; absent = generated (dev)
+  std::optional<SecretValue> seal_key;  // 32 bytes decoded; absent = generated (dev)
   std::shared_ptr<const Policy> policy;
   PolicyNotes policy_notes;
   SessionsConfig sessions;
   LogConfig log;
   std::vector<IssuerConfig> issuers;
-  ApprovalsConfig approvals;             // defaults when `approvals:` is absent
-  LimitsConfig limits;                   // defaults when `limits:` is absent
+  ApprovalsConfig approvals;  // defaults when `approvals:` is absent
+  LimitsConfig limits;        // defaults when `limits:` is absent
   // Accepted now and validated by later features: anomaly rules, trust policies.
   std::optional<Section> anomaly;
   std::optional<Section> trust;
@@ -233,6 +231,6 @@ struct Config {
 
 // The policy part alone (used by reload): section is the `policy:` mapping.
 [[nodiscard]] Result<std::shared_ptr<const Policy>> LoadPolicy(Section& section,
-                                                              PolicyNotes* notes = nullptr);
+                                                               PolicyNotes* notes = nullptr);
 
 }  // namespace jitbroker::config

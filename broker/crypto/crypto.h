@@ -28,16 +28,16 @@ std::string NewId(std::string_view prefix, size_t random_bytes = 16);
 // processes cannot share a buffer.
 std::string NewPublicId(std::string_view prefix, size_t random_bytes = 16);
 
-std::string Sha256(std::string_view data);            // raw 32 bytes
-std::string Sha256Hex(std::string_view data);         // lower-case hex
+std::string Sha256(std::string_view data);                            // raw 32 bytes
+std::string Sha256Hex(std::string_view data);                         // lower-case hex
 std::string HmacSha256(std::string_view key, std::string_view data);  // raw
 
-std::string HexEncode(std::string_view bytes);        // lower-case
+std::string HexEncode(std::string_view bytes);  // lower-case
 [[nodiscard]] Result<std::string> HexDecode(std::string_view hex);
 std::string Base64UrlEncode(std::string_view bytes);  // no padding
 // Strict: rejects padding, '+', '/', whitespace and non-canonical trailing bits.
 [[nodiscard]] Result<std::string> Base64UrlDecode(std::string_view text);
-std::string Base64Encode(std::string_view bytes);     // standard, padded
+std::string Base64Encode(std::string_view bytes);                       // standard, padded
 [[nodiscard]] Result<std::string> Base64Decode(std::string_view text);  // standard, padded
 
 // Constant-time equality (CRYPTO_memcmp); false when sizes differ.

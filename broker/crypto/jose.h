@@ -21,7 +21,7 @@
 namespace jitbroker::crypto {
 
 enum class JwsAlg { kES256, kEd25519, kRS256 };
-std::string_view JwsAlgName(JwsAlg alg);                 // "ES256", "Ed25519", "RS256"
+std::string_view JwsAlgName(JwsAlg alg);  // "ES256", "Ed25519", "RS256"
 // Accepts "ES256", "Ed25519", "EdDSA" (-> kEd25519), "RS256"; nullopt otherwise.
 std::optional<JwsAlg> ParseJwsAlg(std::string_view name);
 
@@ -89,8 +89,8 @@ class VerifyKey {
 struct DecodedJws {
   nlohmann::json header;
   nlohmann::json payload;
-  std::string signing_input;   // "b64header.b64payload"
-  std::string signature;       // raw bytes
+  std::string signing_input;  // "b64header.b64payload"
+  std::string signature;      // raw bytes
 };
 
 // Splits and decodes a compact JWS without verifying it. Strict: exactly three

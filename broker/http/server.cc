@@ -204,8 +204,7 @@ struct HttpServer::Impl final : RequestHandler {
     nlohmann::json body;
     bool problem = false;
   };
-  using Handler =
-      std::function<Result<Reply>(const Request&, service::CallContext&, const Body&)>;
+  using Handler = std::function<Result<Reply>(const Request&, service::CallContext&, const Body&)>;
   using RawHandler = std::function<void(Request&, Response&)>;
 
   struct RouteEntry {
@@ -345,39 +344,39 @@ struct HttpServer::Impl final : RequestHandler {
   void Route(const std::string& method, const std::string& label, Auth auth, BodyKind body_kind,
              Handler handler) {
     const size_t max_body = body_kind == BodyKind::kJson ? cfg.max_body_bytes : kNoBody;
-    AddRoute(method, label, max_body, false,
-             [this, label, auth, body_kind, handler = std::move(handler)](Request& req,
-                                                                          Response& res) {
-               service::CallContext ctx;
-               ctx.request_id = req.request_id;
-               ctx.client_request_id = req.client_request_id;
-               auto fail = [&](const Error& e) { WriteProblem(res, e, req.request_id); };
-               if (auth == Auth::kRequired) {
-                 auto caller = service->Authenticate(req.Header("Authorization"));
-                 if (!caller) {
-                   return fail(caller.error());
-                 }
-                 ctx.caller = std::move(*caller);
-               }
-               Body body;
-               if (body_kind == BodyKind::kJson) {
-                 auto parsed = ParseJsonBody(req);
-                 if (!parsed) {
-                   return fail(parsed.error());
-                 }
-                 body = std::move(*parsed);
-               }
-               auto reply = handler(req, ctx, body);
-               if (!reply) {
-                 if (reply.error().code == ErrorCode::kInternal) {
-                   error_log->error("event=internal_error request_id={} route={} error={}",
-                                    ctx.request_id, label, log::Quoted(reply.error().ToString()));
-                 }
-                 return fail(reply.error());
-               }
-               WriteJson(res, reply->status, reply->body,
-                         reply->problem ? "application/problem+json" : "application/json");
-             });
+    AddRoute(
+        method, label, max_body, false,
+        [this, label, auth, body_kind, handler = std::move(handler)](Request& req, Response& res) {
+          service::CallContext ctx;
+          ctx.request_id = req.request_id;
+          ctx.client_request_id = req.client_request_id;
+          auto fail = [&](const Error& e) { WriteProblem(res, e, req.request_id); };
+          if (auth == Auth::kRequired) {
+            auto caller = service->Authenticate(req.Header("Authorization"));
+            if (!caller) {
+              return fail(caller.error());
+            }
+            ctx.caller = std::move(*caller);
+          }
+          Body body;
+          if (body_kind == BodyKind::kJson) {
+            auto parsed = ParseJsonBody(req);
+            if (!parsed) {
+              return fail(parsed.error());
+            }
+            body = std::move(*parsed);
+          }
+          auto reply = handler(req, ctx, body);
+          if (!reply) {
+            if (reply.error().code == ErrorCode::kInternal) {
+              error_log->error("event=internal_error request_id={} route={} error={}",
+                               ctx.request_id, label, log::Quoted(reply.error().ToString()));
+            }
+            return fail(reply.error());
+          }
+          WriteJson(res, reply->status, reply->body,
+                    reply->problem ? "application/problem+json" : "application/json");
+        });
   }
 
   // JSON bodies: Content-Type application/json; an empty body reads as {}.
@@ -432,17 +431,17 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Create(const config::ServerConfi
 
 void HttpServer::Impl::Install() {
   // /healthz runs on the I/O thread: it answers even when every worker is busy.
-  AddRoute("GET", "/healthz", kNoBody, true, [](Request&, Response& res) {
-    WriteJson(res, 200, {{"status", "ok"}});
-  });
+  AddRoute("GET", "/healthz", kNoBody, true,
+           [](Request&, Response& res) { WriteJson(res, 200, {{"status", "ok"}}); });
 
-  Route("GET", "/readyz", Auth::kNone, BodyKind::kNone, [this](auto&, auto&, auto&) -> Result<Reply> {
-    auto st = service->Ready();
-    if (!st) {
-      return Reply{503, {{"status", "unready"}, {"checks", {{"store", "failing"}}}}};
-    }
-    return Reply{200, {{"status", "ready"}, {"checks", {{"store", "ok"}, {"audit", "ok"}}}}};
-  });
+  Route("GET", "/readyz", Auth::kNone, BodyKind::kNone,
+        [this](auto&, auto&, auto&) -> Result<Reply> {
+          auto st = service->Ready();
+          if (!st) {
+            return Reply{503, {{"status", "unready"}, {"checks", {{"store", "failing"}}}}};
+          }
+          return Reply{200, {{"status", "ready"}, {"checks", {{"store", "ok"}, {"audit", "ok"}}}}};
+        });
 
   AddRoute("GET", "/metrics", kNoBody, false, [this](Request& req, Response& res) {
     if (!cfg.metrics_public) {
@@ -492,15 +491,14 @@ void HttpServer::Impl::Install() {
 
   Route("POST", "/v1/sessions/{id}/heartbeat", Auth::kRequired, BodyKind::kJson,
         [this](const Request& req, auto& ctx, const Body& body) -> Result<Reply> {
-          JITBROKER_ASSIGN_OR_RETURN(auto out,
-                                     service->Heartbeat(ctx, req.path_params[0], *body));
+          JITBROKER_ASSIGN_OR_RETURN(auto out, service->Heartbeat(ctx, req.path_params[0], *body));
           return Reply{200, std::move(out)};
         });
 
   Route("POST", "/v1/sessions/{id}/complete", Auth::kRequired, BodyKind::kJson,
         [this](const Request& req, auto& ctx, const Body& body) -> Result<Reply> {
-          JITBROKER_ASSIGN_OR_RETURN(
-              auto out, service->EndSession(ctx, req.path_params[0], *body, false));
+          JITBROKER_ASSIGN_OR_RETURN(auto out,
+                                     service->EndSession(ctx, req.path_params[0], *body, false));
           return Reply{200, std::move(out)};
         });
 
@@ -610,8 +608,7 @@ void HttpServer::Impl::Install() {
             "token_in_query", "introspection parameters belong in the form body, not the URL"));
       }
       if (MediaTypeOf(req.Header("Content-Type")) != "application/x-www-form-urlencoded") {
-        return std::unexpected(
-            MediaType("introspection takes application/x-www-form-urlencoded"));
+        return std::unexpected(MediaType("introspection takes application/x-www-form-urlencoded"));
       }
       auto form = net::ParseForm(req.body);
       if (!form) {

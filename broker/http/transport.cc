@@ -204,8 +204,8 @@ struct Transport::Impl {
 
   // Connections, total and per source address.
   mutable std::mutex conn_mu;
-  size_t connections = 0;                                  // guarded by conn_mu
-  std::unordered_map<std::string, size_t> per_address;     // guarded by conn_mu
+  size_t connections = 0;                               // guarded by conn_mu
+  std::unordered_map<std::string, size_t> per_address;  // guarded by conn_mu
   // Requests being handled (queued or running), for draining at Stop().
   std::atomic<size_t> in_flight{0};
   std::mutex drain_mu;
@@ -219,9 +219,7 @@ struct Transport::Impl {
   net::io_context ioc;
   std::optional<tcp::acceptor> acceptor;
 
-  ~Impl() {
-    acceptor.reset();
-  }
+  ~Impl() { acceptor.reset(); }
 
   // Admits a connection from `addr`: false when a cap is reached. A refused
   // connection is counted too (it is answered, then closed), so that every
@@ -341,10 +339,9 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     // the route's own limit is set once the route is known.
     parser_->body_limit(impl_->opts.max_body_bytes);
     Lowest().expires_after(impl_->opts.request_timeout);
-    bhttp::async_read_header(stream_, buffer_, *parser_,
-                             [self = this->shared_from_this()](beast::error_code ec, size_t) {
-                               self->OnHead(ec);
-                             });
+    bhttp::async_read_header(
+        stream_, buffer_, *parser_,
+        [self = this->shared_from_this()](beast::error_code ec, size_t) { self->OnHead(ec); });
   }
 
   void OnHead(beast::error_code ec) {
@@ -385,12 +382,12 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     for (const auto& f : msg) {
       if (++fields > impl_->opts.max_header_count) {
         head.headers.clear();
-        return Fail(std::move(head),
-                    TransportError(ErrorCode::kInvalidArgument, "too_many_headers",
-                                   "the request has more than " +
-                                       std::to_string(impl_->opts.max_header_count) +
-                                       " header fields"),
-                    431);
+        return Fail(
+            std::move(head),
+            TransportError(ErrorCode::kInvalidArgument, "too_many_headers",
+                           "the request has more than " +
+                               std::to_string(impl_->opts.max_header_count) + " header fields"),
+            431);
       }
       head.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
     }
@@ -472,10 +469,9 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 
   void ReadBody() {
     // Same deadline as the head: the whole request must arrive in time.
-    bhttp::async_read(stream_, buffer_, *parser_,
-                      [self = this->shared_from_this()](beast::error_code ec, size_t) {
-                        self->OnBody(ec);
-                      });
+    bhttp::async_read(
+        stream_, buffer_, *parser_,
+        [self = this->shared_from_this()](beast::error_code ec, size_t) { self->OnBody(ec); });
   }
 
   void OnBody(beast::error_code ec) {
@@ -602,16 +598,15 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     out->prepare_payload();
     Lowest().expires_after(impl_->opts.write_timeout);
     auto done = std::make_shared<Request>(std::move(req));
-    bhttp::async_write(stream_, *out,
-                       [self = this->shared_from_this(), out, res, done, keep](
-                           beast::error_code ec, size_t) {
-                         self->impl_->handler->Finished(*done, *res,
-                                                        SteadyClock::now() - self->started_);
-                         if (ec || !keep) {
-                           return self->Close();
-                         }
-                         self->WaitForRequest();
-                       });
+    bhttp::async_write(
+        stream_, *out,
+        [self = this->shared_from_this(), out, res, done, keep](beast::error_code ec, size_t) {
+          self->impl_->handler->Finished(*done, *res, SteadyClock::now() - self->started_);
+          if (ec || !keep) {
+            return self->Close();
+          }
+          self->WaitForRequest();
+        });
   }
 
   void Close() {
@@ -682,8 +677,8 @@ void Transport::Impl::Accept() {
           this, std::move(addr), std::move(socket), *tls);
       admitted ? s->Start() : s->RefuseAndClose(refusal);
     } else {
-      auto s = std::make_shared<Session<beast::tcp_stream>>(this, std::move(addr),
-                                                             std::move(socket));
+      auto s =
+          std::make_shared<Session<beast::tcp_stream>>(this, std::move(addr), std::move(socket));
       admitted ? s->Start() : s->RefuseAndClose(refusal);
     }
     if (!stopping.load()) {
@@ -736,8 +731,7 @@ Result<std::unique_ptr<Transport>> Transport::Create(TransportOptions options,
     }
     if (ec) {
       return std::unexpected(Error{ErrorCode::kInvalidArgument, "invalid_config",
-                                   "server.tls: cannot load the certificate or key",
-                                   ec.message()});
+                                   "server.tls: cannot load the certificate or key", ec.message()});
     }
   }
   return t;
@@ -746,8 +740,8 @@ Result<std::unique_ptr<Transport>> Transport::Create(TransportOptions options,
 Result<int> Transport::Bind() {
   Impl& impl = *impl_;
   beast::error_code ec;
-  auto address = net::ip::make_address(impl.opts.host == "localhost" ? "127.0.0.1" : impl.opts.host,
-                                       ec);
+  auto address =
+      net::ip::make_address(impl.opts.host == "localhost" ? "127.0.0.1" : impl.opts.host, ec);
   if (ec) {
     tcp::resolver resolver(impl.ioc);
     auto results = resolver.resolve(impl.opts.host, "", ec);

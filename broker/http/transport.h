@@ -42,15 +42,15 @@ namespace jitbroker::http {
 
 struct TransportOptions {
   std::string host = "127.0.0.1";
-  int port = 0;                          // 0 = pick a free port
-  std::string tls_cert;                  // PEM paths; both empty = plain HTTP
+  int port = 0;          // 0 = pick a free port
+  std::string tls_cert;  // PEM paths; both empty = plain HTTP
   std::string tls_key;
-  int io_threads = 2;                    // sockets, TLS and parsing
-  int worker_threads = 8;                // handlers
-  size_t max_queued_requests = 256;      // complete requests waiting for a worker
-  size_t max_header_bytes = 16 * 1024;   // request line + fields
-  size_t max_header_count = 100;         // fields
-  size_t max_body_bytes = 64 * 1024;     // the most any route accepts (decoded)
+  int io_threads = 2;                   // sockets, TLS and parsing
+  int worker_threads = 8;               // handlers
+  size_t max_queued_requests = 256;     // complete requests waiting for a worker
+  size_t max_header_bytes = 16 * 1024;  // request line + fields
+  size_t max_header_count = 100;        // fields
+  size_t max_body_bytes = 64 * 1024;    // the most any route accepts (decoded)
   size_t max_connections = 1024;
   size_t max_connections_per_address = 64;
   std::chrono::milliseconds request_timeout{10000};  // whole head + body
@@ -62,13 +62,13 @@ struct TransportOptions {
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
 struct Request {
-  std::string method;                    // as sent ("GET", "POST", …)
-  std::string target;                    // the request-target as sent
-  std::string_view path() const;         // target up to '?', not decoded
-  std::string_view query() const;        // after '?', not decoded; empty if none
+  std::string method;              // as sent ("GET", "POST", …)
+  std::string target;              // the request-target as sent
+  std::string_view path() const;   // target up to '?', not decoded
+  std::string_view query() const;  // after '?', not decoded; empty if none
   bool has_query() const { return target.find('?') != std::string::npos; }
-  Headers headers;                       // in order, names as sent
-  std::string body;                      // decoded (de-chunked) bytes
+  Headers headers;   // in order, names as sent
+  std::string body;  // decoded (de-chunked) bytes
   std::string remote_addr;
   std::string request_id;                // always the server's own (req_…)
   std::string client_request_id;         // a valid client X-Request-Id, else empty
@@ -85,21 +85,21 @@ struct Request {
 
 struct Response {
   int status = 200;
-  std::string content_type;              // empty: no Content-Type
+  std::string content_type;  // empty: no Content-Type
   std::string body;
   Headers headers;
-  bool close = false;                    // close the connection after this answer
-  size_t bytes_in = 0;                   // body bytes read (for the access log)
-  size_t bytes_out = 0;                  // body bytes sent (set by the transport)
+  bool close = false;    // close the connection after this answer
+  size_t bytes_in = 0;   // body bytes read (for the access log)
+  size_t bytes_out = 0;  // body bytes sent (set by the transport)
 
   void SetHeader(std::string name, std::string value);
 };
 
 // What the router decides once a request head is read, before its body.
 struct RoutePlan {
-  size_t max_body_bytes = 0;             // decoded body limit of this route
-  bool inline_handler = false;           // cheap and non-blocking: run on the I/O thread
-  bool allow_chunked = false;            // streaming routes only
+  size_t max_body_bytes = 0;    // decoded body limit of this route
+  bool inline_handler = false;  // cheap and non-blocking: run on the I/O thread
+  bool allow_chunked = false;   // streaming routes only
 };
 
 class RequestHandler {

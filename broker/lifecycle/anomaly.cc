@@ -15,8 +15,8 @@
 #include <utility>
 #include <vector>
 
-#include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
+#include <nlohmann/json.hpp>
 
 #include "broker/common/time_util.h"
 #include "broker/config/config.h"

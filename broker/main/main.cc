@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
   }
 
   // Keep secrets out of core dumps and away from ptrace by other users.
-  struct rlimit no_core {0, 0};
+  struct rlimit no_core{0, 0};
   setrlimit(RLIMIT_CORE, &no_core);
   prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 

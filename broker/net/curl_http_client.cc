@@ -421,9 +421,9 @@ class CurlHttpClient final : public HttpClient {
   }
 
   const CurlHttpClientOptions options_;
-  SharedCaches caches_;        // declared before the pool: destroyed after it
+  SharedCaches caches_;  // declared before the pool: destroyed after it
   std::mutex pool_mu_;
-  std::vector<CURL*> idle_;    // most recently used last (its connection is warmest)
+  std::vector<CURL*> idle_;  // most recently used last (its connection is warmest)
 };
 
 }  // namespace

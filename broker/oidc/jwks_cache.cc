@@ -216,11 +216,11 @@ Result<std::shared_ptr<const crypto::VerifyKey>> JwksCache::Find(const KeyQuery&
       // A kid the usable key set does not have fails at once: made-up kids
       // must not hold request threads for as long as a slow issuer takes.
       return std::unexpected(
-          ambiguous ? Unauthenticated("ambiguous_key",
-                                      "several keys of the issuer fit the subject_token; it must "
-                                      "name one with kid")
-                    : Unauthenticated("unknown_key",
-                                      "no key of the subject_token's issuer has its kid"));
+          ambiguous
+              ? Unauthenticated("ambiguous_key",
+                                "several keys of the issuer fit the subject_token; it must "
+                                "name one with kid")
+              : Unauthenticated("unknown_key", "no key of the subject_token's issuer has its kid"));
     }
     const bool cooled = !e.attempted_at || now - *e.attempted_at >= options_.cooldown;
     if (round == 1 || !cooled || e.refreshing) {

@@ -147,15 +147,15 @@ Status CheckTimeClaims(const json& claims, const TrustPolicy& policy, TimePoint 
         Invalid("missing_claim", "subject_token lacks a required claim", "no iat claim"));
   }
   if (*iat > now + leeway) {
-    return std::unexpected(Invalid("token_not_yet_valid", "subject_token is not valid yet",
-                                   "iat is in the future"));
+    return std::unexpected(
+        Invalid("token_not_yet_valid", "subject_token is not valid yet", "iat is in the future"));
   }
   if (now - *iat > policy.max_token_age_seconds + leeway) {
     // The configured maximum age stays out of the client-facing message.
-    return std::unexpected(Invalid(
-        "token_too_old", "subject_token is too old",
-        "issued " + std::to_string(now - *iat) + " s ago; trust policy " + policy.name +
-            " accepts at most " + std::to_string(policy.max_token_age_seconds) + " s"));
+    return std::unexpected(Invalid("token_too_old", "subject_token is too old",
+                                   "issued " + std::to_string(now - *iat) +
+                                       " s ago; trust policy " + policy.name + " accepts at most " +
+                                       std::to_string(policy.max_token_age_seconds) + " s"));
   }
   return OkStatus();
 }
@@ -280,9 +280,8 @@ Result<json> VerifySubjectToken(const UnverifiedToken& token, const TrustPolicy&
   if (token.issuer != policy.issuer) {
     return std::unexpected(Invalid("untrusted_issuer", "subject_token issuer is not trusted"));
   }
-  JITBROKER_RETURN_IF_ERROR(
-      VerifyTokenSignature(token, IssuerKeys{policy.issuer, policy.allow_http, policy.algorithms},
-                           keys));
+  JITBROKER_RETURN_IF_ERROR(VerifyTokenSignature(
+      token, IssuerKeys{policy.issuer, policy.allow_http, policy.algorithms}, keys));
   return CheckVerifiedToken(token, policy, now);
 }
 

@@ -320,7 +320,7 @@ Status ParseClaims(config::Section& entry, TrustPolicy& p) {
 // shorthand for a key of the issuer-specific `scope` (`permissions: …` is
 // `scope: {permissions: …}`), which the issuer checks
 // (IssuerSpec::CheckTrustGrant, run by CheckTrustGrants).
-constexpr std::string_view kGrantKeys[] = {"issuer",      "resource", "tool",  "operation",
+constexpr std::string_view kGrantKeys[] = {"issuer",      "resource", "tool", "operation",
                                            "ttl_seconds", "max_tier", "scope"};
 
 // Moves a shorthand grant key into the issuer-specific scope.
@@ -482,8 +482,9 @@ Status LintClaims(config::Section& entry, TrustPolicy& p, bool provider_given,
       return r.claim != "sub" && AllExact(r);
     });
     if (sub == nullptr || !AllExact(*sub) || !other) {
-      return std::unexpected(entry.Err(
-          "claims", "a provider: generic policy must pin sub to exact values and at least one "
+      return std::unexpected(
+          entry.Err("claims",
+                    "a provider: generic policy must pin sub to exact values and at least one "
                     "more claim to an exact value (e.g. a project or repository id): the tenant "
                     "claims of an unknown issuer cannot be checked"));
     }
@@ -921,8 +922,8 @@ Result<NarrowedGrant> NarrowScope(const TrustGrant& grant,
     if (narrowed.error().code == ErrorCode::kPermissionDenied) {
       return std::unexpected(narrowed.error());
     }
-    return std::unexpected(Internal("trust policy grant could not be narrowed",
-                                    narrowed.error().ToString()));
+    return std::unexpected(
+        Internal("trust policy grant could not be narrowed", narrowed.error().ToString()));
   }
   NarrowedGrant out;
   out.scope = std::move(narrowed->scope);
@@ -944,8 +945,9 @@ Status CheckTrustGrants(const TrustSet& trust, const Policy& policy,
     auto invalid = [&](const Error& e) {
       std::string what = "not a valid grant for issuer " + Q(p.grant.issuer) + ": " + e.message;
       if (e.Reason() == "unknown_field") {
-        what += " (grant keys other than issuer, resource, tool, operation, ttl_seconds, "
-                "max_tier and scope belong to the issuer's scope)";
+        what +=
+            " (grant keys other than issuer, resource, tool, operation, ttl_seconds, "
+            "max_tier and scope belong to the issuer's scope)";
       }
       return fail(what);
     };

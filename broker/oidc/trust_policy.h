@@ -92,8 +92,8 @@ struct TrustGrant {
   std::string tool = "ci.token_exchange";
   std::string operation = "read";
   nlohmann::json scope = nlohmann::json::object();  // issuer-specific (IssuerSpec)
-  std::optional<int64_t> ttl_seconds;  // absent: the issuer's default
-  Tier max_tier = Tier::kRead;         // ceiling of the implicit session's task scope
+  std::optional<int64_t> ttl_seconds;               // absent: the issuer's default
+  Tier max_tier = Tier::kRead;                      // ceiling of the implicit session's task scope
 };
 
 struct TrustPolicy {

@@ -25,11 +25,11 @@ namespace jitbroker {
 
 namespace {
 
-constexpr size_t kMaxInput = 8192;       // longer values count as a match
+constexpr size_t kMaxInput = 8192;               // longer values count as a match
 constexpr size_t kMaxWork = size_t{128} * 1024;  // bytes read across nested scripts
-constexpr int kMaxDepth = 6;             // nested scripts
-constexpr size_t kMaxCandidates = 64;    // program positions per simple command
-constexpr size_t kMaxArrayWords = 1024;  // elements of an argv array
+constexpr int kMaxDepth = 6;                     // nested scripts
+constexpr size_t kMaxCandidates = 64;            // program positions per simple command
+constexpr size_t kMaxArrayWords = 1024;          // elements of an argv array
 constexpr size_t kMaxTerms = 16;
 constexpr size_t kMaxAlternatives = 16;
 constexpr size_t kMaxNameLength = 64;

@@ -37,8 +37,7 @@ class Splitter {
         ++i;
       } else if (IsRedirect(c) || (c == '&' && i + 1 < n && in_[i + 1] == '>')) {
         i = Redirect(i);  // <, >, …, and &> / &>>
-      } else if (EndsCommand(c) ||
-                 ((c == '{' || c == '}') && !in_word_ && StandsAlone(in_, i))) {
+      } else if (EndsCommand(c) || ((c == '{' || c == '}') && !in_word_ && StandsAlone(in_, i))) {
         EndCommand();  // a stand-alone brace is a group: `{ rm -rf /; }`
         ++i;
       } else if (c == '\\') {

@@ -189,8 +189,8 @@ Result<nlohmann::json> BrokerService::ListApprovals(const CallContext& ctx,
                                                     const ApprovalListFilter& f) {
   const authn::Caller& c = ctx.caller;
   if (c.IsSession()) {
-    return std::unexpected(PermissionDenied(
-        "principal_required", "approvals are listed with a principal's API key"));
+    return std::unexpected(
+        PermissionDenied("principal_required", "approvals are listed with a principal's API key"));
   }
   if (!f.state.empty() && f.state != "pending") {
     return std::unexpected(InvalidArgument("invalid_query", "state must be \"pending\""));
@@ -261,8 +261,8 @@ Result<nlohmann::json> BrokerService::GetApproval(const CallContext& ctx, const 
   const authn::Caller& c = ctx.caller;
   const std::string gid = GrantIdOf(id);
   if (c.IsSession()) {
-    return std::unexpected(PermissionDenied(
-        "principal_required", "approvals are read with a principal's API key"));
+    return std::unexpected(
+        PermissionDenied("principal_required", "approvals are read with a principal's API key"));
   }
   JITBROKER_ASSIGN_OR_RETURN(auto g, gid.empty() ? Result<std::optional<GrantRecord>>(std::nullopt)
                                                  : store_->GetGrant(gid));
@@ -299,8 +299,9 @@ Result<nlohmann::json> BrokerService::DecideApproval(const CallContext& ctx, con
   }
 
   const std::string gid = GrantIdOf(id);
-  JITBROKER_ASSIGN_OR_RETURN(auto found, gid.empty() ? Result<std::optional<GrantRecord>>(std::nullopt)
-                                                     : store_->GetGrant(gid));
+  JITBROKER_ASSIGN_OR_RETURN(auto found, gid.empty()
+                                             ? Result<std::optional<GrantRecord>>(std::nullopt)
+                                             : store_->GetGrant(gid));
   if (!found || found->approval_id != id) {
     return std::unexpected(NotFound("approval_not_found", "no approval " + id));
   }
@@ -325,8 +326,8 @@ Result<nlohmann::json> BrokerService::DecideApproval(const CallContext& ctx, con
   }
   if (g.state != "pending") {
     return std::unexpected(FailedPrecondition(
-        "approval_not_pending", "approval " + id + " is " + ApprovalState(g) +
-                                    "; an approval is decided once"));
+        "approval_not_pending",
+        "approval " + id + " is " + ApprovalState(g) + "; an approval is decided once"));
   }
   if (g.expires_at && *g.expires_at <= now) {
     lock.unlock();
@@ -375,15 +376,14 @@ Result<nlohmann::json> BrokerService::DecideApproval(const CallContext& ctx, con
   }
   WriteBatch batch;
   batch.RequireGrantState(g.id, "pending");  // decided once, by one approver
-  batch.audit_events.push_back(audit::GrantEvent("approval.decided", g, now,
-                                                 decided["decision"].get<std::string>(),
-                                                 ctx.request_id));
+  batch.audit_events.push_back(audit::GrantEvent(
+      "approval.decided", g, now, decided["decision"].get<std::string>(), ctx.request_id));
   batch.grants.push_back(g);
   JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
   NotifyGrantChanged();
-  log::Get("lifecycle")->info("event=approval_decided approval_id={} decision={} approver={} request_id={}",
-                              id, decided["decision"].get<std::string>(), c.principal_id,
-                              ctx.request_id);
+  log::Get("lifecycle")
+      ->info("event=approval_decided approval_id={} decision={} approver={} request_id={}", id,
+             decided["decision"].get<std::string>(), c.principal_id, ctx.request_id);
   if (break_glass && decision == "approve") {
     log::Get("lifecycle")
         ->warn("event=break_glass_self_approval approval_id={} approver={} tier={} request_id={}",

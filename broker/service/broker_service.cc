@@ -3,17 +3,17 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
-#include <thread>
 #include <functional>
 #include <set>
+#include <thread>
 
 #include "broker/audit/events.h"
 #include "broker/common/json_util.h"
 #include "broker/common/log.h"
 #include "broker/common/time_util.h"
 #include "broker/crypto/crypto.h"
-#include "broker/service/request_digest.h"
 #include "broker/service/internal.h"
+#include "broker/service/request_digest.h"
 #include "broker/service/validation.h"
 
 namespace jitbroker::service {
@@ -106,8 +106,8 @@ Status BrokerService::CheckSessionCaller(const CallContext& ctx, const SessionRe
   // A token for another session: say so only if it is genuine.
   JITBROKER_ASSIGN_OR_RETURN(auto own, store_->GetSession(c.session_id));
   if (own && authn::VerifySessionToken(c.session_token, own->token_sha256)) {
-    return std::unexpected(PermissionDenied(
-        "session_mismatch", "this session token belongs to another session"));
+    return std::unexpected(
+        PermissionDenied("session_mismatch", "this session token belongs to another session"));
   }
   return std::unexpected(Unauthenticated("invalid_credentials", "invalid session token"));
 }
@@ -185,9 +185,15 @@ nlohmann::json BrokerService::GrantJson(const GrantRecord& g, TimePoint now) con
     state = "expired";
   }
   nlohmann::json j = {
-      {"grant_id", g.id},           {"session_id", g.session_id}, {"state", state},
-      {"tool", g.tool},             {"operation", g.operation},   {"resource", g.resource},
-      {"issuer", g.issuer},         {"tier", g.tier},             {"decision", g.decision},
+      {"grant_id", g.id},
+      {"session_id", g.session_id},
+      {"state", state},
+      {"tool", g.tool},
+      {"operation", g.operation},
+      {"resource", g.resource},
+      {"issuer", g.issuer},
+      {"tier", g.tier},
+      {"decision", g.decision},
       {"created_at", FormatRfc3339(g.created_at)},
       {"ttl_seconds", g.ttl_seconds},
   };
@@ -230,8 +236,8 @@ Result<nlohmann::json> BrokerService::OpenSession(const CallContext& ctx,
                                                   const nlohmann::json& body) {
   const authn::Caller& c = ctx.caller;
   if (c.IsSession()) {
-    return std::unexpected(PermissionDenied(
-        "principal_required", "opening a session needs a principal's API key"));
+    return std::unexpected(
+        PermissionDenied("principal_required", "opening a session needs a principal's API key"));
   }
   JITBROKER_ASSIGN_OR_RETURN(auto r, json::JsonReader::Open(body, ""));
   JITBROKER_ASSIGN_OR_RETURN(nlohmann::json agent, r.Object("agent"));
@@ -266,15 +272,17 @@ Result<nlohmann::json> BrokerService::OpenSession(const CallContext& ctx,
   }
   for (const auto& issuer : scope->issuers) {
     if (FindIssuer(issuer) == nullptr) {
-      return std::unexpected(InvalidArgument(
-          "unknown_issuer", "task.scope.issuers names \"" + issuer + "\", which is not configured"));
+      return std::unexpected(
+          InvalidArgument("unknown_issuer",
+                          "task.scope.issuers names \"" + issuer + "\", which is not configured"));
     }
   }
   std::shared_ptr<const Policy> policy = c.policy;
   JITBROKER_RETURN_IF_ERROR(CheckScopeWithinPrincipal(*scope, *c.principal, *policy));
 
   const TimePoint now = clock_->Now();
-  const int64_t ttl_s = std::min(ttl.value_or(sessions_.default_ttl_seconds), sessions_.max_ttl_seconds);
+  const int64_t ttl_s =
+      std::min(ttl.value_or(sessions_.default_ttl_seconds), sessions_.max_ttl_seconds);
   const int64_t hb_s = hb.value_or(sessions_.heartbeat_seconds);
 
   authn::NewSessionToken tok = authn::MintSessionToken();
@@ -295,7 +303,8 @@ Result<nlohmann::json> BrokerService::OpenSession(const CallContext& ctx,
   s.heartbeat_deadline = now + Seconds(hb_s * sessions_.stall_after_missed);
 
   WriteBatch batch;
-  batch.audit_events.push_back(audit::SessionEvent("session.opened", s, now, "opened", ctx.request_id));
+  batch.audit_events.push_back(
+      audit::SessionEvent("session.opened", s, now, "opened", ctx.request_id));
   batch.sessions.push_back(s);
   JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
   metrics_->CountSessionOpened();
@@ -314,13 +323,13 @@ Result<nlohmann::json> BrokerService::OpenSession(const CallContext& ctx,
 Result<nlohmann::json> BrokerService::ListSessions(const CallContext& ctx, SessionFilter filter) {
   const authn::Caller& c = ctx.caller;
   if (c.IsSession()) {
-    return std::unexpected(PermissionDenied(
-        "principal_required", "listing sessions needs a principal's API key"));
+    return std::unexpected(
+        PermissionDenied("principal_required", "listing sessions needs a principal's API key"));
   }
   if (!c.is_admin) {
     if (!filter.principal_id.empty() && filter.principal_id != c.principal_id) {
-      return std::unexpected(PermissionDenied(
-          "forbidden", "only admins may list other principals' sessions"));
+      return std::unexpected(
+          PermissionDenied("forbidden", "only admins may list other principals' sessions"));
     }
     filter.principal_id = c.principal_id;
   }
@@ -333,8 +342,9 @@ Result<nlohmann::json> BrokerService::ListSessions(const CallContext& ctx, Sessi
 }
 
 Result<nlohmann::json> BrokerService::GetSession(const CallContext& ctx, const std::string& id) {
-  JITBROKER_ASSIGN_OR_RETURN(SessionRecord s,
-                             LoadAuthorized(ctx, id, Access{.session_token = true, .owner = true, .admin = true}));
+  JITBROKER_ASSIGN_OR_RETURN(
+      SessionRecord s,
+      LoadAuthorized(ctx, id, Access{.session_token = true, .owner = true, .admin = true}));
   JITBROKER_ASSIGN_OR_RETURN(auto grants, store_->ListGrants(id));
   const TimePoint now = clock_->Now();
   nlohmann::json out = SessionJson(s);
@@ -349,10 +359,9 @@ Result<nlohmann::json> BrokerService::GetSession(const CallContext& ctx, const s
     }
   }
   out["grants"] = glist;
-  out["scope_usage"] = {{"granted", s.scope},
-                        {"used", {{"resources", used_resources},
-                                  {"tiers", used_tiers},
-                                  {"issuers", used_issuers}}}};
+  out["scope_usage"] = {
+      {"granted", s.scope},
+      {"used", {{"resources", used_resources}, {"tiers", used_tiers}, {"issuers", used_issuers}}}};
   return out;
 }
 
@@ -365,7 +374,8 @@ Result<nlohmann::json> BrokerService::Heartbeat(const CallContext& ctx, const st
     JITBROKER_RETURN_IF_ERROR(CheckVisibleText(*progress, "progress"));
   }
   std::unique_lock lock(LockFor(id));
-  JITBROKER_ASSIGN_OR_RETURN(SessionRecord s, LoadAuthorized(ctx, id, Access{.session_token = true}));
+  JITBROKER_ASSIGN_OR_RETURN(SessionRecord s,
+                             LoadAuthorized(ctx, id, Access{.session_token = true}));
   JITBROKER_RETURN_IF_ERROR(EnsureLive(ctx, s));
   const TimePoint now = clock_->Now();
   s.heartbeat_deadline = now + Seconds(s.heartbeat_seconds * sessions_.stall_after_missed);
@@ -433,8 +443,9 @@ Result<nlohmann::json> BrokerService::EndLocked(const CallContext& ctx, SessionR
   JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
   anomaly_->Forget(s.id);
   NotifyGrantChanged();
-  log::Get("lifecycle")->info("event={} session_id={} request_id={} revoked={}", event, s.id,
-                              ctx.request_id, revocations.size());
+  log::Get("lifecycle")
+      ->info("event={} session_id={} request_id={} revoked={}", event, s.id, ctx.request_id,
+             revocations.size());
   return nlohmann::json{{"session_id", s.id}, {"state", state}, {"revocations", revocations}};
 }
 
@@ -444,11 +455,12 @@ Result<nlohmann::json> BrokerService::EndSession(const CallContext& ctx, const s
   JITBROKER_ASSIGN_OR_RETURN(auto reason, r.OptString("reason", 1024));
   JITBROKER_RETURN_IF_ERROR(r.Finish());
   if (revoke && (!reason || reason->empty())) {
-    return std::unexpected(InvalidArgument("missing_field", "reason is required to revoke a session"));
+    return std::unexpected(
+        InvalidArgument("missing_field", "reason is required to revoke a session"));
   }
   std::unique_lock lock(LockFor(id));
-  Access access = revoke ? Access{.owner = true, .admin = true}
-                         : Access{.session_token = true, .owner = true};
+  Access access =
+      revoke ? Access{.owner = true, .admin = true} : Access{.session_token = true, .owner = true};
   JITBROKER_ASSIGN_OR_RETURN(SessionRecord s, LoadAuthorized(ctx, id, access));
   if (s.state != "active") {
     return std::unexpected(SessionEnded(s));
@@ -517,7 +529,8 @@ Result<nlohmann::json> BrokerService::ListAudit(const CallContext& ctx, AuditFil
 
 Result<nlohmann::json> BrokerService::VerifyAudit(const CallContext& ctx) {
   if (ctx.caller.IsSession() || !ctx.caller.is_admin) {
-    return std::unexpected(PermissionDenied("forbidden", "verifying the audit trail needs an admin"));
+    return std::unexpected(
+        PermissionDenied("forbidden", "verifying the audit trail needs an admin"));
   }
   AuditFilter f;
   f.limit = 5000;
@@ -536,8 +549,8 @@ Result<nlohmann::json> BrokerService::VerifyAudit(const CallContext& ctx) {
         problem = "hash mismatch";
       }
       if (!problem.empty()) {
-        return nlohmann::json{{"ok", false}, {"records", count}, {"first_bad_seq", r.seq},
-                              {"problem", problem}};
+        return nlohmann::json{
+            {"ok", false}, {"records", count}, {"first_bad_seq", r.seq}, {"problem", problem}};
       }
       prev_hash = r.hash;
       prev_seq = r.seq;
@@ -548,7 +561,8 @@ Result<nlohmann::json> BrokerService::VerifyAudit(const CallContext& ctx) {
     }
     f.after_seq = prev_seq;
   }
-  return nlohmann::json{{"ok", true}, {"records", count}, {"head", prev_hash}, {"head_seq", prev_seq}};
+  return nlohmann::json{
+      {"ok", true}, {"records", count}, {"head", prev_hash}, {"head_seq", prev_seq}};
 }
 
 Result<nlohmann::json> BrokerService::AuditKeys(const CallContext& ctx) const {

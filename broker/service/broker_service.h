@@ -50,7 +50,7 @@ struct CallContext {
 };
 
 struct GrantResponse {
-  int status = 201;            // 201 allowed, 202 pending, 403 denied
+  int status = 201;  // 201 allowed, 202 pending, 403 denied
   nlohmann::json body;
 };
 
@@ -66,7 +66,7 @@ struct SweepStats {
 
 struct ServiceOptions {
   config::SessionsConfig sessions;
-  SecretValue seal_key;                       // 32 bytes: seals revocation handles
+  SecretValue seal_key;  // 32 bytes: seals revocation handles
   int64_t default_approval_ttl_seconds = 300;
   // Pending approvals one session / one delegating principal may hold at once
   // (approvals.max_pending_per_session / _per_principal; issue #10).
@@ -75,7 +75,7 @@ struct ServiceOptions {
   // Token-bucket limits on grant requests per session and per principal.
   config::LimitsConfig limits;
   int max_long_poll_seconds = 60;
-  int revoke_concurrency = 32;                // parallel upstream revocations per fan-out
+  int revoke_concurrency = 32;  // parallel upstream revocations per fan-out
   std::vector<lifecycle::AnomalyRule> anomaly_rules;
   lifecycle::ApprovalNotifier* notifier = nullptr;  // optional; not owned
   // CI OIDC token exchange (token_exchange.cc): where the trust policies'
@@ -118,7 +118,8 @@ class BrokerService {
   // Identifies the caller from the Authorization header value.
   [[nodiscard]] Result<authn::Caller> Authenticate(std::string_view authorization) const;
 
-  [[nodiscard]] Result<nlohmann::json> OpenSession(const CallContext& ctx, const nlohmann::json& body);
+  [[nodiscard]] Result<nlohmann::json> OpenSession(const CallContext& ctx,
+                                                   const nlohmann::json& body);
   [[nodiscard]] Result<nlohmann::json> ListSessions(const CallContext& ctx, SessionFilter filter);
   [[nodiscard]] Result<nlohmann::json> GetSession(const CallContext& ctx, const std::string& id);
   [[nodiscard]] Result<nlohmann::json> Heartbeat(const CallContext& ctx, const std::string& id,
@@ -148,7 +149,8 @@ class BrokerService {
   [[nodiscard]] Result<nlohmann::json> DecideApproval(const CallContext& ctx, const std::string& id,
                                                       const nlohmann::json& body);
   // POST /v1/admin/revoke: by principal, agent, issuer or all (break glass).
-  [[nodiscard]] Result<nlohmann::json> BulkRevoke(const CallContext& ctx, const nlohmann::json& body);
+  [[nodiscard]] Result<nlohmann::json> BulkRevoke(const CallContext& ctx,
+                                                  const nlohmann::json& body);
   // One lifecycle pass: ends expired and stalled sessions, expires grants and
   // approvals, retries queued revocations. Called by the sweeper thread.
   [[nodiscard]] Result<SweepStats> Sweep();
@@ -204,7 +206,8 @@ class BrokerService {
                                                      Access allowed);
   // Loads grant `id` if the caller may see it (its agent, owner or an admin);
   // grants of sessions the caller may not see are "not found".
-  [[nodiscard]] Result<GrantRecord> LoadAuthorizedGrant(const CallContext& ctx, const std::string& id);
+  [[nodiscard]] Result<GrantRecord> LoadAuthorizedGrant(const CallContext& ctx,
+                                                        const std::string& id);
   [[nodiscard]] Status CheckSessionCaller(const CallContext& ctx, const SessionRecord& s);
   // If the session is active but past its TTL or stall deadline, ends it
   // (expired/stalled) and returns the error to answer with.
@@ -228,7 +231,8 @@ class BrokerService {
   // (client_request_id; the record's request_id is always the server's).
   [[nodiscard]] Status Commit(const CallContext& ctx, WriteBatch batch);
   // Seals an issuer's revocation handle for storage (AAD: grant id).
-  [[nodiscard]] Result<std::string> SealHandle(const std::string& grant_id, const SecretValue& h) const;
+  [[nodiscard]] Result<std::string> SealHandle(const std::string& grant_id,
+                                               const SecretValue& h) const;
   [[nodiscard]] Result<SecretValue> OpenHandle(const GrantRecord& g) const;
   // Refuses a grant request over the per-session or per-principal rate
   // (kResourceExhausted "rate_limited", retry_after set).
@@ -264,10 +268,10 @@ class BrokerService {
   // What stages 1-4 decided.
   struct Decided {
     Decision decision;
-    std::optional<DelegationCheck> delegation;           // when it was checked
-    std::optional<PendingRefusal> pending_refusal;       // the pending bound refused it
-    std::optional<lifecycle::AnomalyTrigger> anomaly;    // a rule triggered on it
-    std::unique_lock<std::mutex> pending_lock;           // held until a pending grant commits
+    std::optional<DelegationCheck> delegation;         // when it was checked
+    std::optional<PendingRefusal> pending_refusal;     // the pending bound refused it
+    std::optional<lifecycle::AnomalyTrigger> anomaly;  // a rule triggered on it
+    std::unique_lock<std::mutex> pending_lock;         // held until a pending grant commits
   };
   // Stages 1-4 for grant `grant_id` of session `s`: (1) the pure Evaluate()
   // with the issuer's facts, and when collecting, the approval's currency;
@@ -347,7 +351,7 @@ class BrokerService {
   std::condition_variable wait_cv_;
   uint64_t wait_generation_ = 0;
   bool long_polls_ended_ = false;  // guarded by wait_mu_
-  std::mutex sweep_mu_;  // one Sweep at a time
+  std::mutex sweep_mu_;            // one Sweep at a time
 
   // CI OIDC token exchange (token_exchange.cc): the trust snapshot, the
   // policy it augments with the trust principals, and the jti replay cache.

@@ -8,17 +8,17 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
-#include <thread>
 #include <functional>
 #include <set>
+#include <thread>
 
 #include "broker/audit/events.h"
 #include "broker/common/json_util.h"
 #include "broker/common/log.h"
 #include "broker/common/time_util.h"
 #include "broker/crypto/crypto.h"
-#include "broker/service/request_digest.h"
 #include "broker/service/internal.h"
+#include "broker/service/request_digest.h"
 #include "broker/service/validation.h"
 
 namespace jitbroker::service {
@@ -145,7 +145,8 @@ Result<BrokerService::Decided> BrokerService::DecideGrant(const std::string& gra
   JITBROKER_ASSIGN_OR_RETURN(IssuerFacts ifacts, IssuerFactsFor(issuer, req));
   auto scope = TaskScope::FromJson(s.scope);
   if (!scope) {
-    return std::unexpected(Internal("stored session scope is unreadable", scope.error().ToString()));
+    return std::unexpected(
+        Internal("stored session scope is unreadable", scope.error().ToString()));
   }
   SessionFacts facts{s.id, s.principal_id, s.agent_id, s.task_id, *scope, s.expires_at};
   const TimePoint now = clock_->Now();
@@ -216,8 +217,7 @@ Result<BrokerService::Decided> BrokerService::DecideGrant(const std::string& gra
            "anomaly rule " + out.anomaly->rule + " triggered; the session is revoked",
            out.anomaly->rule);
     }
-    metrics_->CountGrant(std::string(TierName(d.tier)),
-                         std::string(DecisionResultName(d.result)));
+    metrics_->CountGrant(std::string(TierName(d.tier)), std::string(DecisionResultName(d.result)));
   }
   return out;
 }
@@ -236,7 +236,8 @@ GrantRecord BrokerService::NewGrantRecord(const std::string& grant_id, const Ses
   g.resource = req.resource;
   g.issuer = req.issuer;
   g.parameters = audit::RedactParameters(req.parameters);
-  g.scope = req.scope;  // issuer-specific scope (permissions, audiences): never secret, needed to mint
+  g.scope =
+      req.scope;  // issuer-specific scope (permissions, audiences): never secret, needed to mint
   g.requested_ttl_seconds = req.ttl_seconds;
   g.ttl_seconds = d.decision.ttl_seconds;
   g.tier = std::string(TierName(d.decision.tier));
@@ -281,8 +282,15 @@ Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, Gran
       identities = p->identities;
     }
   }
-  MintRequest mr{g.id, g.session_id, g.task_id, g.principal_id, g.agent_id, req,
-                 ParseTier(g.tier).value_or(Tier::kRead), g.ttl_seconds, now,
+  MintRequest mr{g.id,
+                 g.session_id,
+                 g.task_id,
+                 g.principal_id,
+                 g.agent_id,
+                 req,
+                 ParseTier(g.tier).value_or(Tier::kRead),
+                 g.ttl_seconds,
+                 now,
                  std::move(identities)};
   auto minted = issuer->Mint(mr);
   if (!minted) {
@@ -296,8 +304,8 @@ Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, Gran
     batch.RequireGrantState(g.id, stored_state);
     JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
     log::Get("issuer." + desc.type)
-        ->warn("event=mint_failed request_id={} grant_id={} issuer={} error=\"{}\"",
-               ctx.request_id, g.id, g.issuer, minted.error().ToString());
+        ->warn("event=mint_failed request_id={} grant_id={} issuer={} error=\"{}\"", ctx.request_id,
+               g.id, g.issuer, minted.error().ToString());
     return std::unexpected(minted.error());
   }
   g.state = "active";
@@ -319,9 +327,10 @@ Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, Gran
                      minted->upstream_expires_at.value_or(minted->expires_at), clock_->Now()};
     Result<RevokeOutcome> revoked = issuer->Revoke(rr);
     log::Get("issuer." + desc.type)
-        ->error("event=minted_credential_abandoned request_id={} grant_id={} issuer={} "
-                "revoked={} error=\"{}\"",
-                ctx.request_id, g.id, g.issuer, revoked.has_value(), error.ToString());
+        ->error(
+            "event=minted_credential_abandoned request_id={} grant_id={} issuer={} "
+            "revoked={} error=\"{}\"",
+            ctx.request_id, g.id, g.issuer, revoked.has_value(), error.ToString());
     return std::unexpected(std::move(error));
   };
   auto sealed = SealHandle(g.id, minted->revocation_handle);
@@ -331,7 +340,8 @@ Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, Gran
   g.sealed_handle = *sealed;
   WriteBatch batch;
   batch.audit_events = std::move(pre_events);
-  batch.audit_events.push_back(audit::GrantEvent("credential.minted", g, now, "minted", ctx.request_id));
+  batch.audit_events.push_back(
+      audit::GrantEvent("credential.minted", g, now, "minted", ctx.request_id));
   batch.grants.push_back(g);
   batch.RequireGrantState(g.id, stored_state);
   batch.replay_reservations = std::move(replay);
@@ -379,10 +389,10 @@ Result<nlohmann::json> BrokerService::CollectApproved(const CallContext& ctx, Gr
   const nlohmann::json evidence =
       decided.delegation ? decided.delegation->audit : nlohmann::json::object();
   if (d.result == DecisionResult::kDeny) {
-    return DenyAtCollection(ctx, rec, d.code,
-                            d.code == "delegated_rights_exceeded" ? d.reason
-                                                                  : "at collection: " + d.reason,
-                            d.matched_rule, evidence);
+    return DenyAtCollection(
+        ctx, rec, d.code,
+        d.code == "delegated_rights_exceeded" ? d.reason : "at collection: " + d.reason,
+        d.matched_rule, evidence);
   }
   rec.ttl_seconds = std::min(rec.ttl_seconds, d.ttl_seconds);
   if (rec.ttl_seconds < 1) {
@@ -422,7 +432,8 @@ Result<nlohmann::json> BrokerService::DenyAtCollection(const CallContext& ctx, G
     g.extra["delegation"] = delegation;
   }
   WriteBatch batch;
-  batch.audit_events.push_back(audit::GrantEvent("grant.decided", g, now, "denied", ctx.request_id));
+  batch.audit_events.push_back(
+      audit::GrantEvent("grant.decided", g, now, "denied", ctx.request_id));
   batch.grants.push_back(g);
   batch.RequireGrantState(g.id, stored_state);
   JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));

@@ -6,17 +6,17 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
-#include <thread>
 #include <functional>
 #include <set>
+#include <thread>
 
 #include "broker/audit/events.h"
 #include "broker/common/json_util.h"
 #include "broker/common/log.h"
 #include "broker/common/time_util.h"
 #include "broker/crypto/crypto.h"
-#include "broker/service/request_digest.h"
 #include "broker/service/internal.h"
+#include "broker/service/request_digest.h"
 #include "broker/service/validation.h"
 
 namespace jitbroker::service {
@@ -61,8 +61,8 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
                                                   const std::string& session_id,
                                                   const nlohmann::json& body) {
   if (!ctx.caller.IsSession()) {
-    return std::unexpected(PermissionDenied(
-        "session_token_required", "grants are requested with the session's own token"));
+    return std::unexpected(PermissionDenied("session_token_required",
+                                            "grants are requested with the session's own token"));
   }
   // Parse the whole request before touching state.
   GrantRequest req;
@@ -137,7 +137,8 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
   if (d.result == DecisionResult::kDeny) {
     g.state = "denied";
     WriteBatch batch;
-    batch.audit_events.push_back(audit::GrantEvent("grant.decided", g, now, "denied", ctx.request_id));
+    batch.audit_events.push_back(
+        audit::GrantEvent("grant.decided", g, now, "denied", ctx.request_id));
     batch.grants.push_back(g);
     JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
     if (trigger) {
@@ -154,8 +155,9 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
   }
   if (d.result == DecisionResult::kPending) {
     const TierPolicy& tp = policy->ForTier(d.tier);
-    const int64_t approval_ttl =
-        tp.approval_ttl_seconds > 0 ? tp.approval_ttl_seconds : options_.default_approval_ttl_seconds;
+    const int64_t approval_ttl = tp.approval_ttl_seconds > 0
+                                     ? tp.approval_ttl_seconds
+                                     : options_.default_approval_ttl_seconds;
     g.state = "pending";
     // The exact request is kept sealed (AAD: the grant id) until collection,
     // where it is minted from; g.parameters is only the redacted copy.
@@ -201,14 +203,15 @@ Status BrokerService::RevokeForAnomaly(const CallContext& ctx, const std::string
     return OkStatus();
   }
   // The trigger and its evidence are one audit record, then the session ends.
-  nlohmann::json ev = audit::SessionEvent("anomaly.detected", *s, clock_->Now(), "revoke_session",
-                                          ctx.request_id);
+  nlohmann::json ev =
+      audit::SessionEvent("anomaly.detected", *s, clock_->Now(), "revoke_session", ctx.request_id);
   ev["anomaly"] = {{"rule", trigger.rule}, {"kind", trigger.kind}, {"evidence", trigger.evidence}};
   WriteBatch batch;
   batch.audit_events.push_back(std::move(ev));
   JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
-  log::Get("lifecycle")->warn("event=anomaly_detected session_id={} rule={} request_id={}",
-                              session_id, trigger.rule, ctx.request_id);
+  log::Get("lifecycle")
+      ->warn("event=anomaly_detected session_id={} rule={} request_id={}", session_id, trigger.rule,
+             ctx.request_id);
   auto ended = EndLocked(ctx, *s, "revoked", "anomaly: " + trigger.rule, "session.revoked");
   if (!ended) {
     return std::unexpected(ended.error());
@@ -255,15 +258,15 @@ Result<nlohmann::json> BrokerService::GetGrant(const CallContext& ctx, const std
   std::optional<GrantRecord> g(std::move(loaded));
   // Long-poll while the grant waits for a human; woken by any grant change.
   if (wait_seconds > 0 && g->state == "pending") {
-    const auto deadline = std::chrono::steady_clock::now() +
-                          std::chrono::seconds(std::min(wait_seconds, options_.max_long_poll_seconds));
+    const auto deadline =
+        std::chrono::steady_clock::now() +
+        std::chrono::seconds(std::min(wait_seconds, options_.max_long_poll_seconds));
     std::unique_lock lk(wait_mu_);
     uint64_t seen = wait_generation_;
     while (!long_polls_ended_ && g->state == "pending" &&
            (!g->expires_at || *g->expires_at > clock_->Now())) {
-      if (!wait_cv_.wait_until(lk, deadline, [&] {
-            return wait_generation_ != seen || long_polls_ended_;
-          })) {
+      if (!wait_cv_.wait_until(lk, deadline,
+                               [&] { return wait_generation_ != seen || long_polls_ended_; })) {
         break;
       }
       seen = wait_generation_;

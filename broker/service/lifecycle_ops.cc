@@ -84,7 +84,8 @@ Status BrokerService::ExpireApproval(const std::string& grant_id, const std::str
   g->decision["reason"] = was_approved ? "approved, but not collected before the approval expired"
                                        : "no approver decided before the approval expired";
   WriteBatch batch;
-  batch.audit_events.push_back(audit::GrantEvent("approval.expired", *g, now, "denied", request_id));
+  batch.audit_events.push_back(
+      audit::GrantEvent("approval.expired", *g, now, "denied", request_id));
   batch.grants.push_back(*g);
   batch.RequireGrantState(g->id, stored_state);
   if (Status st = journal_->Commit(std::move(batch)); !st) {
@@ -124,7 +125,7 @@ Result<bool> BrokerService::RetryRevocation(const RevocationTask& task, TimePoin
   Result<RevokeOutcome> result =
       issuer == nullptr ? Result<RevokeOutcome>(std::unexpected(
                               Unavailable("issuer_not_configured", "issuer is not configured")))
-      : !handle ? Result<RevokeOutcome>(std::unexpected(handle.error()))
+      : !handle         ? Result<RevokeOutcome>(std::unexpected(handle.error()))
                 : issuer->Revoke(RevokeRequest{g->id, std::move(*handle), task.expires_at, now});
   if (result) {
     g->state = "revoked";
@@ -147,10 +148,11 @@ Result<bool> BrokerService::RetryRevocation(const RevocationTask& task, TimePoin
   next.last_error = std::string(result.error().Reason());
   batch.revocations.push_back(next);
   JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
-  log::Get("lifecycle")->warn(
-      "event=revoke_retry_failed grant_id={} issuer={} attempts={} next_in_s={} error=\"{}\"",
-      task.grant_id, task.issuer, next.attempts,
-      ToUnixSeconds(next.next_attempt_at) - ToUnixSeconds(now), result.error().ToString());
+  log::Get("lifecycle")
+      ->warn(
+          "event=revoke_retry_failed grant_id={} issuer={} attempts={} next_in_s={} error=\"{}\"",
+          task.grant_id, task.issuer, next.attempts,
+          ToUnixSeconds(next.next_attempt_at) - ToUnixSeconds(now), result.error().ToString());
   return false;
 }
 
@@ -182,7 +184,8 @@ Result<SweepStats> BrokerService::Sweep() {
   // that outlives its grant upstream (a GitHub token lives an hour whatever
   // the grant's TTL) is revoked upstream instead.
   now = clock_->Now();
-  JITBROKER_ASSIGN_OR_RETURN(auto expired, store_->ListGrantsByState("active", now, "", kSweepPage));
+  JITBROKER_ASSIGN_OR_RETURN(auto expired,
+                             store_->ListGrantsByState("active", now, "", kSweepPage));
   std::map<std::string, std::vector<std::string>> revoke_at_expiry;  // session -> grant ids
   if (!expired.empty()) {
     WriteBatch batch;
@@ -196,7 +199,8 @@ Result<SweepStats> BrokerService::Sweep() {
       }
       g.state = "expired";
       g.sealed_handle.clear();
-      batch.audit_events.push_back(audit::GrantEvent("credential.expired", g, now, "expired", "sweeper"));
+      batch.audit_events.push_back(
+          audit::GrantEvent("credential.expired", g, now, "expired", "sweeper"));
       batch.grants.push_back(g);
       batch.RequireGrantState(g.id, "active");
       ++stats.grants_expired;
@@ -277,24 +281,27 @@ Status BrokerService::Reconcile() {
     g.state = "revoked";
     g.revoked_at = now;
     g.revoke_outcome = "expiry_only";
-    g.extra["reconciled"] = {{"reason", "interrupted mid-mint by a restart"},
-                             {"residual_seconds",
-                              std::max<int64_t>(0, ToUnixSeconds(worst) - ToUnixSeconds(now))}};
+    g.extra["reconciled"] = {
+        {"reason", "interrupted mid-mint by a restart"},
+        {"residual_seconds", std::max<int64_t>(0, ToUnixSeconds(worst) - ToUnixSeconds(now))}};
     batch.audit_events.push_back(
         audit::GrantEvent("credential.reconciled", g, now, "expiry_only", "startup"));
     batch.grants.push_back(g);
     batch.RequireGrantState(g.id, "minting");
-    log::Get("lifecycle")->error(
-        "event=mint_reconciled grant_id={} issuer={} note=\"interrupted mid-mint; any credential "
-        "issued upstream lives until its expiry\"",
-        g.id, g.issuer);
+    log::Get("lifecycle")
+        ->error(
+            "event=mint_reconciled grant_id={} issuer={} note=\"interrupted mid-mint; any "
+            "credential "
+            "issued upstream lives until its expiry\"",
+            g.id, g.issuer);
   }
   JITBROKER_ASSIGN_OR_RETURN(const size_t lost, CommitEachOnConflict(*journal_, std::move(batch)));
   (void)lost;  // another process settled those
   return OkStatus();
 }
 
-Result<nlohmann::json> BrokerService::BulkRevoke(const CallContext& ctx, const nlohmann::json& body) {
+Result<nlohmann::json> BrokerService::BulkRevoke(const CallContext& ctx,
+                                                 const nlohmann::json& body) {
   const authn::Caller& c = ctx.caller;
   if (c.IsSession() || !c.is_admin) {
     return std::unexpected(PermissionDenied("forbidden", "bulk revocation needs an admin"));
@@ -323,13 +330,14 @@ Result<nlohmann::json> BrokerService::BulkRevoke(const CallContext& ctx, const n
   const TimePoint now = clock_->Now();
   {
     WriteBatch batch;
-    batch.audit_events.push_back(audit::AdminEvent(
-        "admin.bulk_revoke", c.principal_id, now,
-        {{"selector", selector}, {"reason", reason}}, "started", ctx.request_id));
+    batch.audit_events.push_back(audit::AdminEvent("admin.bulk_revoke", c.principal_id, now,
+                                                   {{"selector", selector}, {"reason", reason}},
+                                                   "started", ctx.request_id));
     JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
   }
-  log::Get("lifecycle")->warn("event=bulk_revoke admin={} selector={} request_id={}",
-                              c.principal_id, selector.dump(), ctx.request_id);
+  log::Get("lifecycle")
+      ->warn("event=bulk_revoke admin={} selector={} request_id={}", c.principal_id,
+             selector.dump(), ctx.request_id);
 
   nlohmann::json revocations = nlohmann::json::array();
   size_t sessions_ended = 0;
@@ -338,7 +346,8 @@ Result<nlohmann::json> BrokerService::BulkRevoke(const CallContext& ctx, const n
     // Only this issuer's credentials; the sessions go on.
     std::map<std::string, std::vector<GrantRecord>> by_session;
     for (const char* state : {"active", "pending", "approved", "minting"}) {
-      JITBROKER_ASSIGN_OR_RETURN(auto gs, store_->ListGrantsByState(state, std::nullopt, *issuer, 0));
+      JITBROKER_ASSIGN_OR_RETURN(auto gs,
+                                 store_->ListGrantsByState(state, std::nullopt, *issuer, 0));
       for (auto& g : gs) {
         by_session[g.session_id].push_back(std::move(g));
       }

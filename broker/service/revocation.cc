@@ -7,17 +7,17 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
-#include <thread>
 #include <functional>
 #include <set>
+#include <thread>
 
 #include "broker/audit/events.h"
 #include "broker/common/json_util.h"
 #include "broker/common/log.h"
 #include "broker/common/time_util.h"
 #include "broker/crypto/crypto.h"
-#include "broker/service/request_digest.h"
 #include "broker/service/internal.h"
+#include "broker/service/request_digest.h"
 #include "broker/service/validation.h"
 
 namespace jitbroker::service {
@@ -31,7 +31,8 @@ Result<std::string> BrokerService::SealHandle(const std::string& grant_id,
   if (handle.empty()) {
     return std::string();
   }
-  JITBROKER_ASSIGN_OR_RETURN(std::string sealed, crypto::Seal(options_.seal_key, handle.Reveal(), grant_id));
+  JITBROKER_ASSIGN_OR_RETURN(std::string sealed,
+                             crypto::Seal(options_.seal_key, handle.Reveal(), grant_id));
   return crypto::Base64UrlEncode(sealed);
 }
 
@@ -78,9 +79,9 @@ nlohmann::json BrokerService::RevokeGrants(std::vector<GrantRecord>& grants, Tim
     if (issuer == nullptr || !handle) {
       // Cannot reach the issuer (removed from config) or the handle does not
       // open (seal key changed): the credential lives until it expires.
-      log::Get("lifecycle")->error(
-          "event=revoke_impossible grant_id={} issuer={} why=\"{}\"", g.id, g.issuer,
-          issuer == nullptr ? "issuer not configured" : handle.error().ToString());
+      log::Get("lifecycle")
+          ->error("event=revoke_impossible grant_id={} issuer={} why=\"{}\"", g.id, g.issuer,
+                  issuer == nullptr ? "issuer not configured" : handle.error().ToString());
       g.state = "revoked";
       g.revoked_at = now;
       g.revoke_outcome = "expiry_only";
@@ -135,8 +136,9 @@ nlohmann::json BrokerService::RevokeGrants(std::vector<GrantRecord>& grants, Tim
         out["residual_seconds"] = r->kind == RevokeOutcomeKind::kRevoked ? 0 : residual;
       } else {
         // Upstream failed: queue a durable retry until success or expiry.
-        log::Get("lifecycle")->warn("event=revoke_failed grant_id={} issuer={} error=\"{}\"",
-                                    g.id, g.issuer, r.error().ToString());
+        log::Get("lifecycle")
+            ->warn("event=revoke_failed grant_id={} issuer={} error=\"{}\"", g.id, g.issuer,
+                   r.error().ToString());
         g.state = "revoking";
         g.revoke_outcome = "queued";
         RevocationTask t;

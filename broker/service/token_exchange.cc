@@ -546,9 +546,9 @@ Result<nlohmann::json> BrokerService::EvaluateAndMintForCi(const CallContext& ct
       // An anomaly stops the run, not just this exchange: its session is
       // opened (and at once revoked below), so later exchanges of the run
       // find it ended.
-      batch.audit_events.insert(batch.audit_events.begin(),
-                                audit::SessionEvent("session.opened", s, now, "opened",
-                                                    ctx.request_id));
+      batch.audit_events.insert(
+          batch.audit_events.begin(),
+          audit::SessionEvent("session.opened", s, now, "opened", ctx.request_id));
       batch.sessions.push_back(s);
     }
     JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
@@ -601,8 +601,8 @@ Result<nlohmann::json> BrokerService::EvaluateAndMintForCi(const CallContext& ct
           Unauthenticated("token_replayed", "subject_token was already exchanged (jti replay)"));
     }
     replay_key = key;
-    replay.push_back(ReplayReservation{stored_key,
-                                       std::max(FromUnixSeconds(until), now + Seconds(1)), now});
+    replay.push_back(
+        ReplayReservation{stored_key, std::max(FromUnixSeconds(until), now + Seconds(1)), now});
   }
   auto release = [&] {
     if (replay_key) {

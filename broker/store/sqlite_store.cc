@@ -17,10 +17,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <climits>
-#include <chrono>
 #include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <climits>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
@@ -191,9 +191,9 @@ Error StoreError(std::string_view what, sqlite3* db) {
 // This store keeps one audit chain, kDefaultAuditChain: its seq is the
 // table's primary key (one SQLite file serves one broker process).
 Error OtherChain(std::string_view chain_id) {
-  Error e = FailedPrecondition("audit_chain_unsupported",
-                               "this store holds only the audit chain \"" +
-                                   std::string(kDefaultAuditChain) + "\"");
+  Error e =
+      FailedPrecondition("audit_chain_unsupported", "this store holds only the audit chain \"" +
+                                                        std::string(kDefaultAuditChain) + "\"");
   e.detail = "audit record of chain " + std::string(chain_id);
   return e;
 }
@@ -214,7 +214,8 @@ struct SplitTime {
 };
 
 SplitTime Split(TimePoint t) {
-  const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  const int64_t ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
   int64_t s = ns / 1'000'000'000;
   int64_t rem = ns % 1'000'000'000;
   if (rem < 0) {
@@ -395,8 +396,8 @@ std::string UpsertSql(std::string_view table, std::string_view columns) {
     names.emplace_back(name);
     pos = comma + 1;
   }
-  std::string sql = "INSERT INTO " + std::string(table) + " (" + std::string(columns) +
-                    ") VALUES (";
+  std::string sql =
+      "INSERT INTO " + std::string(table) + " (" + std::string(columns) + ") VALUES (";
   for (size_t i = 0; i < names.size(); ++i) {
     sql += i == 0 ? "?" : ", ?";
   }
@@ -550,8 +551,9 @@ void BindGrant(Binder& b, const GrantRecord& rec, const std::string& data) {
 
 Result<DbPtr> OpenConnection(const SqliteOptions& options, bool read_only) {
   sqlite3* raw = nullptr;
-  const int flags = (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
-                    SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_PRIVATECACHE;
+  const int flags =
+      (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
+      SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_PRIVATECACHE;
   const int rc = sqlite3_open_v2(options.path.c_str(), &raw, flags, nullptr);
   DbPtr db(raw);
   if (rc != SQLITE_OK) {
@@ -745,8 +747,7 @@ class SqliteStore final : public Store {
     writer_.reset();
   }
 
-  Status Apply(std::span<const WriteBatch> batches,
-               std::span<const AuditRecord> audit) override {
+  Status Apply(std::span<const WriteBatch> batches, std::span<const AuditRecord> audit) override {
     std::lock_guard lock(writer_mu_);
     sqlite3* w = writer_.get();
     JITBROKER_RETURN_IF_ERROR(StepDone(begin_.get(), "begin"));
@@ -784,9 +785,8 @@ class SqliteStore final : public Store {
 
   Result<std::optional<SessionRecord>> GetSession(std::string_view id) override {
     ReaderLease r(*this);
-    JITBROKER_ASSIGN_OR_RETURN(
-        sqlite3_stmt * s,
-        r->Stmt(std::string("SELECT ") + kSessionColumns + " FROM sessions WHERE id = ?"));
+    JITBROKER_ASSIGN_OR_RETURN(sqlite3_stmt * s, r->Stmt(std::string("SELECT ") + kSessionColumns +
+                                                         " FROM sessions WHERE id = ?"));
     StmtUse use(s);
     Binder(s).Text(id);
     JITBROKER_ASSIGN_OR_RETURN(std::vector<SessionRecord> rows,
@@ -828,9 +828,8 @@ class SqliteStore final : public Store {
 
   Result<std::optional<GrantRecord>> GetGrant(std::string_view id) override {
     ReaderLease r(*this);
-    JITBROKER_ASSIGN_OR_RETURN(
-        sqlite3_stmt * s,
-        r->Stmt(std::string("SELECT ") + kGrantColumns + " FROM grants WHERE id = ?"));
+    JITBROKER_ASSIGN_OR_RETURN(sqlite3_stmt * s, r->Stmt(std::string("SELECT ") + kGrantColumns +
+                                                         " FROM grants WHERE id = ?"));
     StmtUse use(s);
     Binder(s).Text(id);
     JITBROKER_ASSIGN_OR_RETURN(std::vector<GrantRecord> rows,
@@ -981,8 +980,8 @@ class SqliteStore final : public Store {
     const std::string sql =
         std::string("SELECT (SELECT count(*) FROM grants WHERE session_id = ?1 AND ") + kOpen +
         "), (SELECT " + kSoonest + " FROM grants WHERE session_id = ?1 AND " + kOpen +
-        "), (SELECT count(*) FROM grants WHERE principal_id = ?2 AND " + kOpen +
-        "), (SELECT " + kSoonest + " FROM grants WHERE principal_id = ?2 AND " + kOpen + ")";
+        "), (SELECT count(*) FROM grants WHERE principal_id = ?2 AND " + kOpen + "), (SELECT " +
+        kSoonest + " FROM grants WHERE principal_id = ?2 AND " + kOpen + ")";
     ReaderLease r(*this);
     JITBROKER_ASSIGN_OR_RETURN(sqlite3_stmt * s, r->Stmt(sql));
     StmtUse use(s);
@@ -1009,10 +1008,11 @@ class SqliteStore final : public Store {
     ReaderLease r(*this);
     JITBROKER_ASSIGN_OR_RETURN(
         sqlite3_stmt * s,
-        r->Stmt("SELECT grant_id, issuer, sealed_handle, expires_at, expires_at_ns, attempts, "
-                "next_attempt_at, next_attempt_at_ns, last_error FROM revocation_queue "
-                "WHERE next_attempt_at <= ?1 AND (next_attempt_at < ?1 OR next_attempt_at_ns <= ?2) "
-                "ORDER BY next_attempt_at, next_attempt_at_ns, grant_id LIMIT ?3"));
+        r->Stmt(
+            "SELECT grant_id, issuer, sealed_handle, expires_at, expires_at_ns, attempts, "
+            "next_attempt_at, next_attempt_at_ns, last_error FROM revocation_queue "
+            "WHERE next_attempt_at <= ?1 AND (next_attempt_at < ?1 OR next_attempt_at_ns <= ?2) "
+            "ORDER BY next_attempt_at, next_attempt_at_ns, grant_id LIMIT ?3"));
     StmtUse use(s);
     const SplitTime t = Split(now);
     Binder(s).Int(t.seconds).Int(t.nanos).Int(SqlLimit(limit));
@@ -1080,9 +1080,8 @@ class SqliteStore final : public Store {
     const SplitTime t = Split(now);
     ReaderLease r(*this);
     JITBROKER_ASSIGN_OR_RETURN(
-        sqlite3_stmt * s,
-        r->Stmt("SELECT 1 FROM oidc_replay WHERE replay_key = ?1 AND "
-                "(expires_at > ?2 OR (expires_at = ?2 AND expires_at_ns > ?3))"));
+        sqlite3_stmt * s, r->Stmt("SELECT 1 FROM oidc_replay WHERE replay_key = ?1 AND "
+                                  "(expires_at > ?2 OR (expires_at = ?2 AND expires_at_ns > ?3))"));
     StmtUse use(s);
     Binder(s).Text(key).Int(t.seconds).Int(t.nanos);
     const int rc = sqlite3_step(s);
@@ -1224,14 +1223,15 @@ class SqliteStore final : public Store {
     JITBROKER_ASSIGN_OR_RETURN(upsert_grant_, Prepare(w, UpsertSql("grants", kGrantColumns)));
     JITBROKER_ASSIGN_OR_RETURN(
         upsert_revocation_,
-        Prepare(w,
-                "INSERT INTO revocation_queue (grant_id, issuer, sealed_handle, expires_at, "
-                "expires_at_ns, attempts, next_attempt_at, next_attempt_at_ns, last_error) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(grant_id) DO UPDATE SET "
-                "issuer = excluded.issuer, sealed_handle = excluded.sealed_handle, "
-                "expires_at = excluded.expires_at, expires_at_ns = excluded.expires_at_ns, "
-                "attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at, "
-                "next_attempt_at_ns = excluded.next_attempt_at_ns, last_error = excluded.last_error"));
+        Prepare(
+            w,
+            "INSERT INTO revocation_queue (grant_id, issuer, sealed_handle, expires_at, "
+            "expires_at_ns, attempts, next_attempt_at, next_attempt_at_ns, last_error) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(grant_id) DO UPDATE SET "
+            "issuer = excluded.issuer, sealed_handle = excluded.sealed_handle, "
+            "expires_at = excluded.expires_at, expires_at_ns = excluded.expires_at_ns, "
+            "attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at, "
+            "next_attempt_at_ns = excluded.next_attempt_at_ns, last_error = excluded.last_error"));
     JITBROKER_ASSIGN_OR_RETURN(delete_revocation_,
                                Prepare(w, "DELETE FROM revocation_queue WHERE grant_id = ?"));
     JITBROKER_ASSIGN_OR_RETURN(session_state_,
@@ -1268,8 +1268,8 @@ class SqliteStore final : public Store {
         return std::unexpected(StoreError("reserve replay key", w));
       }
       if (sqlite3_changes(w) == 0) {
-        return std::unexpected(AlreadyExists(
-            "replay_reserved", "the subject token was already exchanged"));
+        return std::unexpected(
+            AlreadyExists("replay_reserved", "the subject token was already exchanged"));
       }
     }
     return OkStatus();

@@ -24,7 +24,7 @@
 namespace jitbroker::store {
 
 struct SqliteOptions {
-  std::string path;            // file path; parent directory must exist
+  std::string path;  // file path; parent directory must exist
   int reader_connections = 4;
   int busy_timeout_ms = 5000;
   // Tests of schema upgrades: stop migrating at this version (0 = latest).

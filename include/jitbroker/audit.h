@@ -101,9 +101,9 @@ std::string ComputeRecordHash(const nlohmann::json& body);
 struct ChainVerification {
   bool ok = true;
   int64_t records = 0;
-  int64_t first_bad_seq = 0;      // 0 when ok
-  int64_t first_bad_line = 0;     // 1-based line for files, 0 otherwise
-  std::string problem;            // "hash mismatch", "prev_hash mismatch", "seq gap", "unparsable line"
+  int64_t first_bad_seq = 0;   // 0 when ok
+  int64_t first_bad_line = 0;  // 1-based line for files, 0 otherwise
+  std::string problem;  // "hash mismatch", "prev_hash mismatch", "seq gap", "unparsable line"
 };
 
 // Verifies JSONL text (one record per line).

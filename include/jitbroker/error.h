@@ -38,12 +38,11 @@ enum class ErrorCode {
 
 // Every enumerator, for tests that walk the table.
 inline constexpr ErrorCode kAllErrorCodes[] = {
-    ErrorCode::kInvalidArgument,    ErrorCode::kUnauthenticated,
-    ErrorCode::kPermissionDenied,   ErrorCode::kNotFound,
-    ErrorCode::kAlreadyExists,      ErrorCode::kFailedPrecondition,
-    ErrorCode::kResourceExhausted,  ErrorCode::kPayloadTooLarge,
-    ErrorCode::kUnsupportedMediaType, ErrorCode::kMethodNotAllowed, ErrorCode::kUnavailable,
-    ErrorCode::kDeadlineExceeded,   ErrorCode::kInternal,
+    ErrorCode::kInvalidArgument,   ErrorCode::kUnauthenticated, ErrorCode::kPermissionDenied,
+    ErrorCode::kNotFound,          ErrorCode::kAlreadyExists,   ErrorCode::kFailedPrecondition,
+    ErrorCode::kResourceExhausted, ErrorCode::kPayloadTooLarge, ErrorCode::kUnsupportedMediaType,
+    ErrorCode::kMethodNotAllowed,  ErrorCode::kUnavailable,     ErrorCode::kDeadlineExceeded,
+    ErrorCode::kInternal,
 };
 
 struct ErrorCodeInfo {

@@ -45,11 +45,12 @@
 namespace jitbroker {
 
 enum class Revocability { kRevocable, kDenyByCondition, kExpiryOnly };
-std::string_view RevocabilityName(Revocability r);  // "revocable", "deny_by_condition", "expiry_only"
+std::string_view RevocabilityName(
+    Revocability r);  // "revocable", "deny_by_condition", "expiry_only"
 
 struct IssuerDescription {
-  std::string name;                 // config name, e.g. "internal"
-  std::string type;                 // "jwt", "github_app", …
+  std::string name;  // config name, e.g. "internal"
+  std::string type;  // "jwt", "github_app", …
   Revocability revocability = Revocability::kExpiryOnly;
   int64_t min_ttl_seconds = 1;
   int64_t default_ttl_seconds = 900;
@@ -73,7 +74,7 @@ struct MintRequest {
   std::string agent_id;
   GrantRequest request;
   Tier tier = Tier::kRead;
-  int64_t ttl_seconds = 0;          // already clamped by policy
+  int64_t ttl_seconds = 0;  // already clamped by policy
   TimePoint now;
   // The delegating principal's upstream identities (policy
   // principals[].identities, e.g. {"github": "octocat"}); an issuer reads
@@ -85,11 +86,11 @@ struct MintRequest {
 struct MintResult {
   // The credential object returned to the client exactly once: non-secret
   // fields in `fields`, secret fields (e.g. "token") in `secrets`.
-  std::string type;                                        // "jwt", …
+  std::string type;  // "jwt", …
   nlohmann::json fields = nlohmann::json::object();
   std::vector<std::pair<std::string, SecretValue>> secrets;
   TimePoint expires_at;
-  std::string fingerprint_sha256;   // hex SHA-256 of the primary secret
+  std::string fingerprint_sha256;  // hex SHA-256 of the primary secret
   // What Revoke needs later. Sealed before it touches storage when `secret`.
   SecretValue revocation_handle;
   nlohmann::json audit_fields = nlohmann::json::object();  // non-secret, e.g. installation_id
@@ -104,15 +105,15 @@ struct MintResult {
 // the upstream (docs/concepts.md "Principles"), e.g. GitHub's collaborator permission.
 struct DelegationCheck {
   bool allowed = true;
-  std::string reason;               // human-readable, for the decision when denied
-  std::string matched_rule;         // e.g. "issuers.github.delegated_rights"
+  std::string reason;                               // human-readable, for the decision when denied
+  std::string matched_rule;                         // e.g. "issuers.github.delegated_rights"
   nlohmann::json audit = nlohmann::json::object();  // non-secret; goes into the grant's audit
 };
 
 // One Prometheus metric family an issuer exports (gauges and counters only).
 struct IssuerMetricFamily {
-  std::string name;                 // e.g. "jitbroker_github_ratelimit_remaining"
-  std::string type;                 // "gauge" | "counter"
+  std::string name;  // e.g. "jitbroker_github_ratelimit_remaining"
+  std::string type;  // "gauge" | "counter"
   std::string help;
   // Label text without braces ("issuer=\"github\",resource=\"core\"") and value.
   std::vector<std::pair<std::string, double>> samples;
@@ -126,11 +127,12 @@ struct RevokeRequest {
 };
 
 enum class RevokeOutcomeKind { kRevoked, kDenyInstalled, kExpiryOnly };
-std::string_view RevokeOutcomeName(RevokeOutcomeKind k);  // "revoked", "deny_installed", "expiry_only"
+std::string_view RevokeOutcomeName(
+    RevokeOutcomeKind k);  // "revoked", "deny_installed", "expiry_only"
 
 struct RevokeOutcome {
   RevokeOutcomeKind kind = RevokeOutcomeKind::kRevoked;
-  int64_t residual_seconds = 0;     // exposure left for expiry_only
+  int64_t residual_seconds = 0;  // exposure left for expiry_only
 };
 
 // A trust policy's grant narrowed to what a CI exchange asked for
@@ -265,11 +267,11 @@ class IssuerWithSpec : public Issuer {
 
 // What a factory gets (owned by the caller; valid during the call).
 struct IssuerContext {
-  std::string name;                  // config name, e.g. "internal"
+  std::string name;  // config name, e.g. "internal"
   // The issuer's mapping ("type" already read). The factory reads every key
   // it accepts and ends with config->CheckNoUnknownKeys().
   ConfigView* config = nullptr;
-  std::string data_dir;              // for generated keys (Create only)
+  std::string data_dir;  // for generated keys (Create only)
   const Clock* clock = nullptr;
   // Shared client for upstream calls (owned by the app, outlives the issuer;
   // thread-safe). Null in Validate, and where no upstream is reachable:

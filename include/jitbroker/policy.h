@@ -32,11 +32,11 @@ enum class Tier { kRead = 0, kWrite, kPr, kMergeDeploy, kSecret, kDestructive };
 inline constexpr int kTierCount = 6;
 inline constexpr Tier kAllTiers[] = {Tier::kRead,        Tier::kWrite,  Tier::kPr,
                                      Tier::kMergeDeploy, Tier::kSecret, Tier::kDestructive};
-std::string_view TierName(Tier tier);                       // "read", "merge_deploy", …
+std::string_view TierName(Tier tier);  // "read", "merge_deploy", …
 std::optional<Tier> ParseTier(std::string_view name);
 
 enum class Control { kAutoAllow, kInScope, kApproval, kDeny };
-std::string_view ControlName(Control control);              // "auto_allow", …
+std::string_view ControlName(Control control);  // "auto_allow", …
 std::optional<Control> ParseControl(std::string_view name);
 
 // A string matcher: exact value, glob (`*` matches any run of characters except
@@ -102,7 +102,7 @@ bool ResourceCovers(std::string_view pattern, std::string_view resource);
 
 struct TierPolicy {
   Control control = Control::kDeny;
-  std::vector<std::string> approvers;           // e.g. "role:maintainer"
+  std::vector<std::string> approvers;  // e.g. "role:maintainer"
   // Four-eyes: the delegating principal never approves their own agent's
   // request. Always on; the config cannot turn it off.
   bool four_eyes = true;
@@ -110,8 +110,8 @@ struct TierPolicy {
   // may approve their own agent's request of this tier; the approval is
   // recorded with break_glass: true and logged at warn. Non-admins never may.
   bool break_glass_self_approval = false;
-  std::optional<int64_t> max_ttl_seconds;       // credential TTL cap for this tier
-  int64_t approval_ttl_seconds = 0;             // pending approval lifetime; 0 = approvals.default_ttl_seconds
+  std::optional<int64_t> max_ttl_seconds;  // credential TTL cap for this tier
+  int64_t approval_ttl_seconds = 0;  // pending approval lifetime; 0 = approvals.default_ttl_seconds
 };
 
 // One `match.parameters` entry of a tool rule: which parameters (a name, or a
@@ -124,8 +124,8 @@ struct ParameterRule {
 };
 
 struct ToolRule {
-  std::string name;                             // "tools[3]" or the rule's `name:`
-  bool ignore_case = false;                     // tool, operation and parameter names
+  std::string name;          // "tools[3]" or the rule's `name:`
+  bool ignore_case = false;  // tool, operation and parameter names
   std::optional<Matcher> tool;
   std::optional<Matcher> operation;
   std::optional<Matcher> resource;
@@ -136,9 +136,9 @@ struct ToolRule {
 
 struct Role {
   std::string name;
-  std::vector<std::string> resources;           // patterns; see ResourceCovers
+  std::vector<std::string> resources;  // patterns; see ResourceCovers
   Tier max_tier = Tier::kRead;
-  std::vector<std::string> issuers;             // empty = any issuer
+  std::vector<std::string> issuers;  // empty = any issuer
   // Scope-item patterns (see ScopePatternMatches) this role allows on its
   // resources; absent = any scope item.
   std::optional<std::vector<std::string>> scopes;
@@ -166,13 +166,13 @@ struct Principal {
   // An issuer acts for one key (IssuerDescription::identity_key), e.g. the
   // github_app issuer checks the human's own rights under identities.github.
   std::map<std::string, std::string> identities;
-  std::vector<std::string> api_keys_sha256;     // lower-case hex
-  std::string api_key_file;                     // absolute; key generated at first start if absent
+  std::vector<std::string> api_keys_sha256;  // lower-case hex
+  std::string api_key_file;                  // absolute; key generated at first start if absent
 };
 
 struct Policy {
   std::string version;
-  std::array<TierPolicy, kTierCount> tiers;     // indexed by Tier
+  std::array<TierPolicy, kTierCount> tiers;  // indexed by Tier
   std::vector<ToolRule> tools;
   std::vector<Principal> principals;
   std::map<std::string, Role> roles;
@@ -228,7 +228,7 @@ struct GrantRequest {
 // Issuer::ImpliedTier and Issuer::ScopeItems).
 struct IssuerFacts {
   std::string name;
-  Tier implied_tier = Tier::kRead;   // tier implied by the issuer-specific scope
+  Tier implied_tier = Tier::kRead;  // tier implied by the issuer-specific scope
   int64_t default_ttl_seconds = 900;
   int64_t max_ttl_seconds = 3600;
   // What the credential will authorise, in the issuer's words ("deploy",
@@ -243,16 +243,16 @@ std::string_view DecisionResultName(DecisionResult r);  // "allow", "deny", "pen
 struct Decision {
   DecisionResult result = DecisionResult::kDeny;
   Tier tier = Tier::kRead;
-  std::string code;            // stable: "allowed", "approval_required", "tier_denied",
-                               // "out_of_scope", "exceeds_principal", "issuer_not_allowed",
-                               // "scope_not_in_task",
-                               // "branch_not_in_scope", "environment_not_in_scope",
-                               // "unknown_principal", "session_expired"; set by the
-                               // service: "anomaly_detected", "delegated_rights_exceeded"
-  std::string reason;          // human-readable
-  std::string matched_rule;    // e.g. "tools[0]", "tiers.destructive", "task.scope.resources"
+  std::string code;          // stable: "allowed", "approval_required", "tier_denied",
+                             // "out_of_scope", "exceeds_principal", "issuer_not_allowed",
+                             // "scope_not_in_task",
+                             // "branch_not_in_scope", "environment_not_in_scope",
+                             // "unknown_principal", "session_expired"; set by the
+                             // service: "anomaly_detected", "delegated_rights_exceeded"
+  std::string reason;        // human-readable
+  std::string matched_rule;  // e.g. "tools[0]", "tiers.destructive", "task.scope.resources"
   std::string policy_version;
-  int64_t ttl_seconds = 0;     // clamped TTL when allowed or pending
+  int64_t ttl_seconds = 0;  // clamped TTL when allowed or pending
 
   nlohmann::json ToJson() const;  // {result, tier, reason, code, matched_rule, policy_version}
 };

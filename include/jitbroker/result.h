@@ -22,12 +22,12 @@ inline Status OkStatus() { return {}; }
 #define JITBROKER_CONCAT_INNER_(a, b) a##b
 #define JITBROKER_CONCAT_(a, b) JITBROKER_CONCAT_INNER_(a, b)
 
-#define JITBROKER_RETURN_IF_ERROR(expr)                         \
-  do {                                                          \
-    auto jitbroker_status_ = (expr);                            \
-    if (!jitbroker_status_) {                                   \
+#define JITBROKER_RETURN_IF_ERROR(expr)                             \
+  do {                                                              \
+    auto jitbroker_status_ = (expr);                                \
+    if (!jitbroker_status_) {                                       \
       return std::unexpected(std::move(jitbroker_status_).error()); \
-    }                                                           \
+    }                                                               \
   } while (false)
 
 #define JITBROKER_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \

@@ -46,8 +46,6 @@ class SecretValue {
   std::string value_;
 };
 
-inline std::ostream& operator<<(std::ostream& os, const SecretValue&) {
-  return os << "[redacted]";
-}
+inline std::ostream& operator<<(std::ostream& os, const SecretValue&) { return os << "[redacted]"; }
 
 }  // namespace jitbroker

@@ -45,14 +45,14 @@
 namespace jitbroker {
 
 struct SessionRecord {
-  std::string id;                  // ses_…
-  std::string token_sha256;        // hex
+  std::string id;            // ses_…
+  std::string token_sha256;  // hex
   std::string principal_id;
   std::string agent_id;
   std::string task_id;
   std::string task_description;
   nlohmann::json scope = nlohmann::json::object();  // TaskScope::ToJson()
-  std::string state;               // active | completed | revoked | expired | stalled
+  std::string state;  // active | completed | revoked | expired | stalled
   TimePoint created_at;
   TimePoint expires_at;
   int64_t heartbeat_seconds = 60;
@@ -64,7 +64,7 @@ struct SessionRecord {
 };
 
 struct GrantRecord {
-  std::string id;                  // grt_…
+  std::string id;  // grt_…
   std::string session_id;
   std::string principal_id;
   std::string agent_id;
@@ -78,14 +78,14 @@ struct GrantRecord {
   std::optional<int64_t> requested_ttl_seconds;
   int64_t ttl_seconds = 0;
   std::string tier;
-  nlohmann::json decision = nlohmann::json::object();    // Decision::ToJson()
-  std::string state;               // pending | active | denied | revoked | expired | minting | failed
+  nlohmann::json decision = nlohmann::json::object();  // Decision::ToJson()
+  std::string state;  // pending | active | denied | revoked | expired | minting | failed
   std::string revocability;
   std::string credential_type;
-  std::string credential_sha256;   // hex fingerprint, empty until minted
-  std::string request_digest;      // hex SHA-256 of the canonical request
+  std::string credential_sha256;  // hex fingerprint, empty until minted
+  std::string request_digest;     // hex SHA-256 of the canonical request
   std::string approval_id;
-  std::string sealed_handle;       // base64url of nonce||ciphertext||tag, or empty
+  std::string sealed_handle;  // base64url of nonce||ciphertext||tag, or empty
   // While pending or approved: the exact request that was approved, as its
   // canonical JSON (broker/service/request_digest.h) sealed like
   // sealed_handle (AAD: the grant id); minted from at collection. Empty in
@@ -94,7 +94,7 @@ struct GrantRecord {
   TimePoint created_at;
   std::optional<TimePoint> expires_at;
   std::optional<TimePoint> revoked_at;
-  std::string revoke_outcome;      // revoked | deny_installed | expiry_only
+  std::string revoke_outcome;  // revoked | deny_installed | expiry_only
   nlohmann::json extra = nlohmann::json::object();
 };
 
@@ -103,11 +103,11 @@ struct GrantRecord {
 struct RevocationTask {
   std::string grant_id;
   std::string issuer;
-  std::string sealed_handle;       // as GrantRecord::sealed_handle (may be empty)
-  TimePoint expires_at;            // the credential's expiry: give up after it
+  std::string sealed_handle;  // as GrantRecord::sealed_handle (may be empty)
+  TimePoint expires_at;       // the credential's expiry: give up after it
   int64_t attempts = 0;
   TimePoint next_attempt_at;
-  std::string last_error;          // client-safe reason of the last failure
+  std::string last_error;  // client-safe reason of the last failure
 };
 
 // A CI subject token marked as exchanged (its replay key: issuer and jti,
@@ -118,7 +118,7 @@ struct RevocationTask {
 struct ReplayReservation {
   std::string key;
   TimePoint expires_at;
-  TimePoint reserved_at;           // the exchange's "now"
+  TimePoint reserved_at;  // the exchange's "now"
 };
 
 // A condition a WriteBatch commits under: the stored session or grant `id`
@@ -162,9 +162,9 @@ struct WriteBatch {
   std::vector<StatePrecondition> preconditions;
   std::vector<SessionRecord> sessions;
   std::vector<GrantRecord> grants;
-  std::vector<nlohmann::json> audit_events;   // unchained event bodies
-  std::vector<RevocationTask> revocations;    // upserted into the retry queue
-  std::vector<std::string> revocations_done;  // grant ids removed from the queue
+  std::vector<nlohmann::json> audit_events;            // unchained event bodies
+  std::vector<RevocationTask> revocations;             // upserted into the retry queue
+  std::vector<std::string> revocations_done;           // grant ids removed from the queue
   std::vector<ReplayReservation> replay_reservations;  // see ReplayReservation
 
   // Commit only if session / grant `id` is in `state` ("" = does not exist yet).
@@ -177,10 +177,10 @@ struct WriteBatch {
 };
 
 struct SessionFilter {
-  std::string principal_id;        // empty = any
-  std::string agent_id;            // empty = any
-  std::string state;               // empty = any
-  size_t limit = 100;              // 0 = no limit
+  std::string principal_id;  // empty = any
+  std::string agent_id;      // empty = any
+  std::string state;         // empty = any
+  size_t limit = 100;        // 0 = no limit
 };
 
 // Audit records of one chain, matched on their index fields (never on the
@@ -189,12 +189,12 @@ struct SessionFilter {
 // a ts match only when neither bound is set.
 struct AuditFilter {
   std::string chain_id = std::string(kDefaultAuditChain);
-  std::string session_id;          // empty = any
-  std::string principal_id;        // empty = any
+  std::string session_id;    // empty = any
+  std::string principal_id;  // empty = any
   std::optional<TimePoint> since;
   std::optional<TimePoint> until;
   int64_t after_seq = 0;
-  size_t limit = 1000;             // 0 = no limit
+  size_t limit = 1000;  // 0 = no limit
 };
 
 // Pending approvals (GET /v1/approvals): a page of the grants in state
@@ -260,13 +260,14 @@ class Store {
   [[nodiscard]] virtual Result<std::vector<SessionRecord>> ListSessions(const SessionFilter& f) = 0;
   [[nodiscard]] virtual Result<std::optional<GrantRecord>> GetGrant(std::string_view id) = 0;
   // The grants of one session, by (created_at, id).
-  [[nodiscard]] virtual Result<std::vector<GrantRecord>> ListGrants(std::string_view session_id) = 0;
+  [[nodiscard]] virtual Result<std::vector<GrantRecord>> ListGrants(
+      std::string_view session_id) = 0;
   // Sessions in state "active" whose TTL or stall deadline has passed
   // (expires_at <= now OR heartbeat_deadline < now), by (expires_at, id).
   // Indexed: cost follows the number of due sessions, not all sessions.
   // `limit` here and below: at most that many; 0 = no limit.
   [[nodiscard]] virtual Result<std::vector<SessionRecord>> ListSessionsDue(TimePoint now,
-                                                                          size_t limit) = 0;
+                                                                           size_t limit) = 0;
   // Grants in `state`, optionally only those with expires_at <= expires_before
   // and only of `issuer` (empty = any), by (expires_at, created_at, id) with
   // grants that have no expires_at first.

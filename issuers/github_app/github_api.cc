@@ -76,7 +76,7 @@ nlohmann::json ParseBody(const std::string& body) {
 std::optional<TimePoint> ParseHttpDate(std::string_view text) {
   // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT" (RFC 9110 §5.6.7).
   std::string s(text);
-  struct tm tm {};
+  struct tm tm{};
   const char* end = ::strptime(s.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm);
   if (end == nullptr || *end != '\0') {
     return std::nullopt;
@@ -506,8 +506,8 @@ Result<RevokeAnswer> GitHubApi::RevokeInstallationToken(
 }
 
 Result<std::string> GitHubApi::GetInstallationAccount(int64_t installation_id) {
-  Call call = MakeCall("get_installation", "GET",
-                       "/app/installations/" + std::to_string(installation_id));
+  Call call =
+      MakeCall("get_installation", "GET", "/app/installations/" + std::to_string(installation_id));
   JITBROKER_ASSIGN_OR_RETURN(HttpResponse r, Send(call));
   if (r.status == 200) {
     nlohmann::json j = ParseBody(r.body);

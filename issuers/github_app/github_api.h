@@ -42,9 +42,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "jitbroker/http_client.h"
 #include "issuers/github_app/app_jwt.h"
 #include "jitbroker/clock.h"
+#include "jitbroker/http_client.h"
 #include "jitbroker/issuer.h"
 #include "jitbroker/result.h"
 #include "jitbroker/secret.h"
@@ -81,9 +81,9 @@ struct CreatedToken {
   SecretValue token;
   TimePoint expires_at;
   nlohmann::json permissions = nlohmann::json::object();
-  bool has_permissions = false;            // `permissions` was an object
-  std::string repository_selection;        // "all" | "selected" | "" (absent)
-  bool has_repositories = false;           // `repositories` was an array
+  bool has_permissions = false;      // `permissions` was an object
+  std::string repository_selection;  // "all" | "selected" | "" (absent)
+  bool has_repositories = false;     // `repositories` was an array
   std::vector<TokenRepository> repositories;
 };
 
@@ -146,7 +146,7 @@ class GitHubApi {
     std::string body;
     Auth auth = Auth::kAppJwt;
     const SecretValue* token = nullptr;
-    bool idempotent = true;  // transport failures may be retried
+    bool idempotent = true;                           // transport failures may be retried
     std::optional<std::chrono::milliseconds> budget;  // else options_.call_deadline
   };
   static Call MakeCall(std::string endpoint, std::string method, std::string path);

@@ -6,12 +6,12 @@
 #include <charconv>
 #include <deque>
 #include <functional>
-#include <mutex>
-#include <thread>
 #include <limits>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "broker/common/log.h"
@@ -19,11 +19,11 @@
 #include "broker/common/time_util.h"
 #include "broker/crypto/crypto.h"
 #include "broker/crypto/jose.h"
+#include "broker/net/url.h"
 #include "issuers/github_app/app_jwt.h"
 #include "issuers/github_app/github_api.h"
 #include "issuers/github_app/permissions.h"
 #include "issuers/github_app/ttl_cache.h"
-#include "broker/net/url.h"
 
 namespace jitbroker::issuers::github_app {
 
@@ -192,13 +192,13 @@ class GitHubSpec final : public IssuerSpec {
       const size_t colon = tok.find(':');
       const std::optional<Level> level =
           colon == std::string::npos ? std::nullopt : ParseLevel(tok.substr(colon + 1));
-      auto granted = level ? parsed.permissions.find(tok.substr(0, colon))
-                           : parsed.permissions.end();
+      auto granted =
+          level ? parsed.permissions.find(tok.substr(0, colon)) : parsed.permissions.end();
       if (granted == parsed.permissions.end() ||
           static_cast<int>(*level) > static_cast<int>(granted->second)) {
-        return std::unexpected(PermissionDenied(
-            "scope_not_granted",
-            "scope \"" + tok + "\" is not part of what the trust policy grants"));
+        return std::unexpected(
+            PermissionDenied("scope_not_granted",
+                             "scope \"" + tok + "\" is not part of what the trust policy grants"));
       }
       auto [slot, inserted] = narrowed.emplace(granted->first, *level);
       if (!inserted && static_cast<int>(*level) > static_cast<int>(slot->second)) {
@@ -235,10 +235,11 @@ class GitHubSpec final : public IssuerSpec {
     // compared as written: one spelling only, so that github://acme/Repo
     // cannot slip past a rule written for github://acme/repo.
     if (HasUpper(owner) || HasUpper(repo)) {
-      return std::unexpected(InvalidArgument(
-          "invalid_resource", "GitHub owner and repository names must be written in lower case "
-                              "(policy patterns are compared as written): use github://" +
-                                  text::AsciiLower(owner) + "/" + text::AsciiLower(repo)));
+      return std::unexpected(
+          InvalidArgument("invalid_resource",
+                          "GitHub owner and repository names must be written in lower case "
+                          "(policy patterns are compared as written): use github://" +
+                              text::AsciiLower(owner) + "/" + text::AsciiLower(repo)));
     }
     if (installation_id_ && installation_owner_ && owner != *installation_owner_) {
       return std::unexpected(OwnerMismatch(owner, *installation_owner_));
@@ -266,11 +267,11 @@ class GitHubSpec final : public IssuerSpec {
   }
 
   Error OwnerMismatch(std::string_view owner, std::string_view account) const {
-    return InvalidArgument("invalid_resource",
-                           "issuer " + name_ + " mints only for repositories of " +
-                               std::string(account) + " (installation " +
-                               std::to_string(*installation_id_) + "), not of " +
-                               std::string(owner));
+    return InvalidArgument("invalid_resource", "issuer " + name_ +
+                                                   " mints only for repositories of " +
+                                                   std::string(account) + " (installation " +
+                                                   std::to_string(*installation_id_) +
+                                                   "), not of " + std::string(owner));
   }
 
   RepoRole RequiredRole(const PermissionSet& permissions) const {
@@ -348,9 +349,8 @@ class GitHubAppIssuer final : public IssuerWithSpec<GitHubSpec> {
     }
     const std::string digest = crypto::Sha256(created->token.Reveal());
     RememberMint(digest);
-    JITBROKER_RETURN_IF_ERROR(
-        Verify(*created, parsed.repo, parsed.permissions,
-               tr.repository_ids.empty() ? 0 : tr.repository_ids.front()));
+    JITBROKER_RETURN_IF_ERROR(Verify(*created, parsed.repo, parsed.permissions,
+                                     tr.repository_ids.empty() ? 0 : tr.repository_ids.front()));
     minted_.fetch_add(1, std::memory_order_relaxed);
 
     MintResult out;
@@ -408,10 +408,10 @@ class GitHubAppIssuer final : public IssuerWithSpec<GitHubSpec> {
         log::Get("issuer.github_app")
             ->warn("event=revoke_deferred issuer={} grant_id={} token_age_ms={}", opts_.name,
                    rr.grant_id, age_ms);
-        Error e = Unavailable("github_token_not_yet_active",
-                              "GitHub does not accept the installation token yet (minted " +
-                                  std::to_string(age_ms / 1000) +
-                                  " s ago); revocation must be retried");
+        Error e =
+            Unavailable("github_token_not_yet_active",
+                        "GitHub does not accept the installation token yet (minted " +
+                            std::to_string(age_ms / 1000) + " s ago); revocation must be retried");
         e.retryable = true;
         e.retry_after = std::chrono::seconds(2);
         return std::unexpected(std::move(e));
@@ -439,8 +439,8 @@ class GitHubAppIssuer final : public IssuerWithSpec<GitHubSpec> {
       if (opts_.require_github_login) {
         CountDelegation("denied");
         out.allowed = false;
-        out.reason = "principal " + principal.id + " has no " + identity + " (GitHub login); issuer " +
-                     opts_.name + " requires one";
+        out.reason = "principal " + principal.id + " has no " + identity +
+                     " (GitHub login); issuer " + opts_.name + " requires one";
         out.audit = {{"checked", false}, {"allowed", false}, {"why", "no " + identity}};
         return out;
       }
@@ -471,9 +471,9 @@ class GitHubAppIssuer final : public IssuerWithSpec<GitHubSpec> {
       out.audit["github_role_name"] = c.permission.role_name;
     }
     if (!out.allowed) {
-      out.reason = "GitHub user " + login + " holds " +
-                   std::string(RepoRoleName(held)) + " on " + parsed.repo.full() +
-                   "; the requested permissions need " + std::string(RepoRoleName(required));
+      out.reason = "GitHub user " + login + " holds " + std::string(RepoRoleName(held)) + " on " +
+                   parsed.repo.full() + "; the requested permissions need " +
+                   std::string(RepoRoleName(required));
     }
     CountDelegation(out.allowed ? "allowed" : "denied");
     return out;
@@ -584,11 +584,12 @@ class GitHubAppIssuer final : public IssuerWithSpec<GitHubSpec> {
       problem = "names no permissions";
     } else if (t.repositories.size() != 1) {
       problem = "covers " + std::to_string(t.repositories.size()) + " repositories";
-    } else if (repository_id != 0 ? t.repositories.front().id != repository_id
-                                  : text::AsciiLower(t.repositories.front().full_name) != repo.key()) {
+    } else if (repository_id != 0
+                   ? t.repositories.front().id != repository_id
+                   : text::AsciiLower(t.repositories.front().full_name) != repo.key()) {
       const TokenRepository& got = t.repositories.front();
-      problem = "covers " + (got.full_name.empty() ? std::string("an unnamed repository")
-                                                   : got.full_name) +
+      problem = "covers " +
+                (got.full_name.empty() ? std::string("an unnamed repository") : got.full_name) +
                 (got.id > 0 ? " (id " + std::to_string(got.id) + ")" : std::string());
     }
     for (auto it = t.permissions.begin(); it != t.permissions.end() && problem.empty(); ++it) {
@@ -614,12 +615,11 @@ class GitHubAppIssuer final : public IssuerWithSpec<GitHubSpec> {
       log::Get("issuer.github_app")
           ->error("event=token_not_narrowed issuer={} repository={} problem=\"{}\" revoked={}",
                   opts_.name, repo.full(), problem, revoked);
-      Error e = Internal("GitHub returned an installation token that is not limited to " +
-                             repo.full() + " and the requested permissions (it " + problem +
-                             "); the broker refused it" +
-                             (revoked ? " and revoked it"
-                                      : ", and could not confirm its revocation"),
-                         "issuer=" + opts_.name);
+      Error e = Internal(
+          "GitHub returned an installation token that is not limited to " + repo.full() +
+              " and the requested permissions (it " + problem + "); the broker refused it" +
+              (revoked ? " and revoked it" : ", and could not confirm its revocation"),
+          "issuer=" + opts_.name);
       e.reason = "github_token_not_narrowed";
       return std::unexpected(std::move(e));
     }
@@ -627,11 +627,11 @@ class GitHubAppIssuer final : public IssuerWithSpec<GitHubSpec> {
     const int64_t now = ToUnixSeconds(clock_->Now()) + jwt_.clock_offset();
     const int64_t exp = ToUnixSeconds(t.expires_at);
     if (exp <= now || exp > now + kGitHubTokenLifetimeSeconds + kExpirySkewSeconds) {
-      const std::string why = "expires_at " + FormatRfc3339(t.expires_at) + " is " +
-                              (exp <= now ? "not in the future"
-                                          : "more than an hour (plus " +
-                                                std::to_string(kExpirySkewSeconds) +
-                                                " s of clock skew) ahead");
+      const std::string why =
+          "expires_at " + FormatRfc3339(t.expires_at) + " is " +
+          (exp <= now ? "not in the future"
+                      : "more than an hour (plus " + std::to_string(kExpirySkewSeconds) +
+                            " s of clock skew) ahead");
       // A token already past its expiry is dead upstream: a 401 says so.
       const bool revoked = RevokeRefused(t.token, repo, why, /*dead_on_401=*/exp <= now);
       log::Get("issuer.github_app")
@@ -656,9 +656,10 @@ class GitHubAppIssuer final : public IssuerWithSpec<GitHubSpec> {
       auto answer = api_.RevokeInstallationToken(token, kHelperRevokeBudget);
       if (!answer) {
         log::Get("issuer.github_app")
-            ->error("event=refused_token_revoke_failed issuer={} repository={} why=\"{}\" "
-                    "error=\"{}\"",
-                    opts_.name, repo.full(), why, answer.error().ToString());
+            ->error(
+                "event=refused_token_revoke_failed issuer={} repository={} why=\"{}\" "
+                "error=\"{}\"",
+                opts_.name, repo.full(), why, answer.error().ToString());
         return false;
       }
       if (*answer != RevokeAnswer::kUnauthorized || dead_on_401) {
@@ -669,8 +670,8 @@ class GitHubAppIssuer final : public IssuerWithSpec<GitHubSpec> {
       if (!age || *age >= kNewTokenGrace || attempt == 4) {
         // Expired or already revoked; or, for a new token, still unknown.
         log::Get("issuer.github_app")
-            ->warn("event=refused_token_revoke_401 issuer={} repository={} attempts={}",
-                   opts_.name, repo.full(), attempt);
+            ->warn("event=refused_token_revoke_401 issuer={} repository={} attempts={}", opts_.name,
+                   repo.full(), attempt);
         return !age || *age >= kNewTokenGrace;
       }
       Wait(std::chrono::seconds(attempt));
@@ -708,9 +709,8 @@ class GitHubAppIssuer final : public IssuerWithSpec<GitHubSpec> {
   void RememberMint(const std::string& digest) {
     const TimePoint now = clock_->Now();
     std::lock_guard lock(mints_mu_);
-    while (!mint_order_.empty() &&
-           (mint_order_.front().first + kMintMemory <= now ||
-            mint_order_.size() >= kMaxRememberedMints)) {
+    while (!mint_order_.empty() && (mint_order_.front().first + kMintMemory <= now ||
+                                    mint_order_.size() >= kMaxRememberedMints)) {
       auto it = recent_mints_.find(mint_order_.front().second);
       if (it != recent_mints_.end() && it->second == mint_order_.front().first) {
         recent_mints_.erase(it);
@@ -804,7 +804,7 @@ class GitHubAppIssuer final : public IssuerWithSpec<GitHubSpec> {
   std::atomic<uint64_t> refused_{0};
   std::atomic<uint64_t> revoke_deferred_{0};
   mutable std::mutex mints_mu_;
-  std::map<std::string, TimePoint> recent_mints_;          // token SHA-256 -> mint time
+  std::map<std::string, TimePoint> recent_mints_;             // token SHA-256 -> mint time
   std::deque<std::pair<TimePoint, std::string>> mint_order_;  // oldest first
   mutable std::mutex delegation_mu_;
   std::map<std::string, uint64_t> delegation_counts_;
@@ -835,8 +835,7 @@ Status CheckBaseUrl(ConfigView& s, const std::string& url, bool allow_http) {
 }
 
 // A mapping of permission name -> level, validated against the table.
-Result<std::optional<PermissionSet>> ParsePermissionMap(ConfigView& parent,
-                                                        std::string_view key) {
+Result<std::optional<PermissionSet>> ParsePermissionMap(ConfigView& parent, std::string_view key) {
   JITBROKER_ASSIGN_OR_RETURN(std::unique_ptr<ConfigView> sub, parent.OptView(key));
   if (!sub) {
     return std::optional<PermissionSet>();
@@ -1130,8 +1129,6 @@ Result<std::unique_ptr<Issuer>> CreateGitHubAppIssuer(IssuerContext& ctx) {
   return CreateGitHubAppIssuerForTesting(ctx, GitHubAppHooks{});
 }
 
-IssuerFactory Factory() {
-  return IssuerFactory{&ValidateGitHubAppIssuer, &CreateGitHubAppIssuer};
-}
+IssuerFactory Factory() { return IssuerFactory{&ValidateGitHubAppIssuer, &CreateGitHubAppIssuer}; }
 
 }  // namespace jitbroker::issuers::github_app

@@ -93,19 +93,19 @@ Result<std::unique_ptr<crypto::SigningKey>> LoadOrGenerateKey(crypto::JwsAlg alg
   const std::string tmp = path + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) {
-    return std::unexpected(Internal("cannot write the signing key of issuer " + issuer_name,
-                                    "path=" + tmp));
+    return std::unexpected(
+        Internal("cannot write the signing key of issuer " + issuer_name, "path=" + tmp));
   }
   const std::string_view bytes = pem.Reveal();
   const bool ok = ::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()) &&
                   ::fsync(fd) == 0;
   ::close(fd);
   if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    return std::unexpected(Internal("cannot write the signing key of issuer " + issuer_name,
-                                    "path=" + path));
+    return std::unexpected(
+        Internal("cannot write the signing key of issuer " + issuer_name, "path=" + path));
   }
-  log::Get("issuer.jwt")->info("event=key_generated issuer={} kid={} path={}", issuer_name,
-                               key->kid(), path);
+  log::Get("issuer.jwt")
+      ->info("event=key_generated issuer={} kid={} path={}", issuer_name, key->kid(), path);
   return key;
 }
 
@@ -166,9 +166,9 @@ class JwtSpec final : public IssuerSpec {
     std::vector<std::string> narrowed;
     for (const std::string& tok : *requested) {
       if (std::find(granted.begin(), granted.end(), tok) == granted.end()) {
-        return std::unexpected(PermissionDenied(
-            "scope_not_granted",
-            "scope \"" + tok + "\" is not part of what the trust policy grants"));
+        return std::unexpected(
+            PermissionDenied("scope_not_granted",
+                             "scope \"" + tok + "\" is not part of what the trust policy grants"));
       }
       if (std::find(narrowed.begin(), narrowed.end(), tok) == narrowed.end()) {
         narrowed.push_back(tok);
@@ -186,8 +186,8 @@ class JwtSpec final : public IssuerSpec {
   Status CheckTrustGrant(const GrantRequest& grant) const override {
     if (auto it = grant.scope.find("scopes");
         it != grant.scope.end() && it->is_array() && it->empty()) {
-      return std::unexpected(InvalidArgument(
-          "invalid_scope", "scopes must name at least one scope (or be left out)"));
+      return std::unexpected(
+          InvalidArgument("invalid_scope", "scopes must name at least one scope (or be left out)"));
     }
     return IssuerSpec::CheckTrustGrant(grant);
   }
@@ -346,7 +346,9 @@ class JwtIssuer final : public IssuerWithSpec<JwtSpec> {
     out.type = "jwt";
     out.expires_at = FromUnixSeconds(exp);
     out.fingerprint_sha256 = crypto::Sha256Hex(token);
-    out.fields = {{"audience", aud}, {"kid", key_->kid()}, {"alg", std::string(crypto::JwsAlgName(key_->alg()))}};
+    out.fields = {{"audience", aud},
+                  {"kid", key_->kid()},
+                  {"alg", std::string(crypto::JwsAlgName(key_->alg()))}};
     out.secrets.emplace_back("token", SecretValue(std::move(token)));
     // The jti is not secret: revocation is broker-side state keyed by it.
     out.revocation_handle = SecretValue(mr.grant_id);
@@ -460,9 +462,9 @@ Result<JwtOptions> ParseOptions(IssuerContext& ctx) {
   if (key_ref) {
     auto loaded = crypto::SigningKey::FromPem(o.alg, *key_ref);
     if (!loaded) {
-      return std::unexpected(s.Err("signing_key", "is not a " +
-                                                      std::string(crypto::JwsAlgName(o.alg)) +
-                                                      " private key in PEM"));
+      return std::unexpected(
+          s.Err("signing_key",
+                "is not a " + std::string(crypto::JwsAlgName(o.alg)) + " private key in PEM"));
     }
     o.key = std::move(*loaded);
   }

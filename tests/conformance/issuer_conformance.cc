@@ -114,10 +114,10 @@ std::vector<std::pair<std::string, GrantRequest>> MustNotCrash(const IssuerConfo
   if (c.valid.scope.is_object()) {
     for (auto it = c.valid.scope.begin(); it != c.valid.scope.end(); ++it) {
       const std::string key = it.key();
-      for (const json& odd : {json(nullptr), json(12345), json(-1.5), json(true), json::array(),
-                              json::object(), json(std::string(70000, 'x')),
-                              json::array({json::array({json::object({{"a", 1}})})}),
-                              json::object({{"read", json::array({1})}})}) {
+      for (const json& odd :
+           {json(nullptr), json(12345), json(-1.5), json(true), json::array(), json::object(),
+            json(std::string(70000, 'x')), json::array({json::array({json::object({{"a", 1}})})}),
+            json::object({{"read", json::array({1})}})}) {
         add("scope." + key + " = " + odd.dump().substr(0, 40),
             [&](GrantRequest& r) { r.scope[key] = odd; });
       }
@@ -325,7 +325,7 @@ void RunIssuerConformance(const IssuerConformanceCase& c) {
     if (c.credential_active && cls == Revocability::kRevocable) {
       CHECK_FALSE(c.credential_active(mr.grant_id, primary));
     }
-    check_outcome(revoke(u.clock->Now()));  // again: already revoked
+    check_outcome(revoke(u.clock->Now()));                        // again: already revoked
     check_outcome(revoke(expires_at + std::chrono::seconds(1)));  // and after expiry
   }
 

@@ -8,8 +8,8 @@
 #include <utility>
 
 #include <doctest/doctest.h>
-#include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
+#include <nlohmann/json.hpp>
 
 #include "broker/config/config.h"
 #include "broker/crypto/crypto.h"
@@ -37,8 +37,7 @@ config::Section SectionOf(const std::string& yaml, const std::string& name) {
 
 // Validate and Create through the registry, as the daemon does.
 void BuildThroughRegistry(IssuerUnderTest& u, const std::string& type, const std::string& yaml,
-                          const std::string& name, const std::string& data_dir,
-                          HttpClient* http) {
+                          const std::string& name, const std::string& data_dir, HttpClient* http) {
   config::Section for_spec = SectionOf(yaml, name);
   IssuerContext vctx{name, &for_spec, data_dir, nullptr, nullptr};
   auto spec = issuers::BuiltinIssuers().Validate(type, vctx);
@@ -55,7 +54,7 @@ void BuildThroughRegistry(IssuerUnderTest& u, const std::string& type, const std
 
 // The factory's Validate on one section, as `jitctl config check` runs it.
 std::function<Status(const std::string&, const std::string&)> ValidateWith(std::string type,
-                                                                          std::string name) {
+                                                                           std::string name) {
   return [type, name](const std::string& yaml, const std::string& data_dir) -> Status {
     config::Section section = SectionOf(yaml, name);
     IssuerContext ctx{name, &section, data_dir, nullptr, nullptr};
@@ -97,19 +96,18 @@ IssuerConformanceCase JwtCase() {
                          "internal", f->dir.File("data"), nullptr);
     return u;
   };
-  c.valid = Request("jwt://mcp.internal", {{"scopes", {"read", "deploy", "mcp:search"}}},
-                    "internal");
+  c.valid =
+      Request("jwt://mcp.internal", {{"scopes", {"read", "deploy", "mcp:search"}}}, "internal");
   c.invalid = {
       {"an audience not configured", Request("jwt://other.internal", json::object(), "internal")},
       {"not a jwt:// resource", Request("github://acme/x", json::object(), "internal")},
-      {"an undeclared scope",
-       Request("jwt://mcp.internal", {{"scopes", {"admin"}}}, "internal")},
+      {"an undeclared scope", Request("jwt://mcp.internal", {{"scopes", {"admin"}}}, "internal")},
       {"scope.audience disagreeing with the resource",
        Request("jwt://mcp.internal", {{"audience", "api.internal"}}, "internal")},
       {"a scope token with a space",
        Request("jwt://mcp.internal", {{"scopes", {"read deploy"}}}, "internal")},
-      {"a GitHub scope", Request("jwt://mcp.internal", {{"permissions", {{"contents", "read"}}}},
-                                 "internal")},
+      {"a GitHub scope",
+       Request("jwt://mcp.internal", {{"permissions", {{"contents", "read"}}}}, "internal")},
   };
   // "mcp:search" holds a ':' and is still a jwt scope name.
   c.narrowing_tokens = {"read", "mcp:search"};
@@ -125,10 +123,8 @@ IssuerConformanceCase JwtCase() {
         {"audiences not a list", "{type: jwt, audiences: mcp.internal}",
          "issuers.internal.audiences"},
         {"an unknown key", "{type: jwt, audiences: [a], ttl: 5}", "issuers.internal.ttl"},
-        {"RS256", "{type: jwt, audiences: [a], algorithm: RS256}",
-         "issuers.internal.algorithm"},
-        {"alg none", "{type: jwt, audiences: [a], algorithm: none}",
-         "issuers.internal.algorithm"},
+        {"RS256", "{type: jwt, audiences: [a], algorithm: RS256}", "issuers.internal.algorithm"},
+        {"alg none", "{type: jwt, audiences: [a], algorithm: none}", "issuers.internal.algorithm"},
         {"max_ttl_seconds 0", "{type: jwt, audiences: [a], max_ttl_seconds: 0}",
          "issuers.internal.max_ttl_seconds"},
         {"an inline signing key",
@@ -175,7 +171,9 @@ struct GitHubFixture {
     inst.id = 42;
     inst.account = "acme";
     inst.repositories = {{"payment-service", 1001}, {"docs", 1002}};
-    inst.permissions = {{"contents", "write"}, {"metadata", "read"}, {"issues", "write"},
+    inst.permissions = {{"contents", "write"},
+                        {"metadata", "read"},
+                        {"issues", "write"},
                         {"pull_requests", "write"}};
     fake->AddInstallation(inst);
     auto pem = AppKey().ToPem();
@@ -206,7 +204,8 @@ IssuerConformanceCase GitHubAppCase() {
                          "{type: github_app, client_id: Iv23liConformance01, private_key: file:" +
                              f->dir.File("app.pem") + ", base_url: '" + f->fake->url() +
                              "', allow_http: true, max_ttl_seconds: 3600}",
-                         "github", f->dir.File("data-" + std::to_string(++f->builds)), f->http.get());
+                         "github", f->dir.File("data-" + std::to_string(++f->builds)),
+                         f->http.get());
     return u;
   };
   c.valid = Request("github://acme/payment-service",
@@ -222,8 +221,7 @@ IssuerConformanceCase GitHubAppCase() {
       {"an upper-case name", Request("github://Acme/payment-service", json::object(), "github")},
       {"not a github:// resource", Request("jwt://mcp.internal", json::object(), "github")},
       {"repositories in the scope",
-       Request("github://acme/payment-service", {{"repositories", {"payment-service"}}},
-               "github")},
+       Request("github://acme/payment-service", {{"repositories", {"payment-service"}}}, "github")},
       {"an empty permission set",
        Request("github://acme/payment-service", {{"permissions", json::object()}}, "github")},
   };
@@ -239,8 +237,7 @@ IssuerConformanceCase GitHubAppCase() {
     const std::string key = "private_key: 'file:" + secrets.File("app.pem") + "'";
     c.bad_sections = {
         {"no client_id nor app_id", "{type: github_app, " + key + "}", "issuers.github"},
-        {"no private key", "{type: github_app, client_id: Iv23liConformance01}",
-         "issuers.github"},
+        {"no private key", "{type: github_app, client_id: Iv23liConformance01}", "issuers.github"},
         {"an inline private key",
          std::string("{type: github_app, client_id: Iv23liConformance01, private_key: ") +
              kInlineSecret + "}",
@@ -249,16 +246,16 @@ IssuerConformanceCase GitHubAppCase() {
          "{type: github_app, client_id: Iv23liConformance01, private_key: 'file:" + not_a_key +
              "'}",
          "issuers.github.private_key"},
-        {"an unknown key", "{type: github_app, client_id: Iv23liConformance01, " + key +
-                               ", permissions: {contents: read}}",
+        {"an unknown key",
+         "{type: github_app, client_id: Iv23liConformance01, " + key +
+             ", permissions: {contents: read}}",
          "issuers.github.permissions"},
         {"http without allow_http",
          "{type: github_app, client_id: Iv23liConformance01, " + key +
              ", base_url: 'http://127.0.0.1:1'}",
          "issuers.github.base_url"},
         {"a TTL beyond GitHub's hour",
-         "{type: github_app, client_id: Iv23liConformance01, " + key +
-             ", max_ttl_seconds: 7200}",
+         "{type: github_app, client_id: Iv23liConformance01, " + key + ", max_ttl_seconds: 7200}",
          "issuers.github.max_ttl_seconds"},
         {"a bad delegation identity key",
          "{type: github_app, client_id: Iv23liConformance01, " + key +
@@ -268,8 +265,7 @@ IssuerConformanceCase GitHubAppCase() {
   }
   c.mint_failures = {
       {"a repository the installation does not have",
-       Request("github://acme/not-installed", {{"permissions", {{"contents", "read"}}}},
-               "github")},
+       Request("github://acme/not-installed", {{"permissions", {{"contents", "read"}}}}, "github")},
       {"an owner without an installation",
        Request("github://other/payment-service", {{"permissions", {{"contents", "read"}}}},
                "github")},

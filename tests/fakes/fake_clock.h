@@ -10,7 +10,8 @@ namespace jitbroker::testing {
 
 class FakeClock final : public Clock {
  public:
-  explicit FakeClock(TimePoint start = FromUnixSeconds(1795000000)) : now_(start.time_since_epoch().count()) {}
+  explicit FakeClock(TimePoint start = FromUnixSeconds(1795000000))
+      : now_(start.time_since_epoch().count()) {}
   TimePoint Now() const override { return TimePoint(TimePoint::duration(now_.load())); }
   void Advance(TimePoint::duration d) { now_ += d.count(); }
   void Set(TimePoint t) { now_ = t.time_since_epoch().count(); }

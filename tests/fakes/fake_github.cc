@@ -102,7 +102,7 @@ std::string Lower(std::string s) {
 
 std::string HttpDate(int64_t unix_seconds) {
   time_t t = static_cast<time_t>(unix_seconds);
-  struct tm tm {};
+  struct tm tm{};
   gmtime_r(&t, &tm);
   char buf[64];
   std::strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);

@@ -14,11 +14,15 @@ namespace jitbroker::testing {
 namespace {
 
 const nlohmann::json kScope = {{"resources", {"jwt://api.internal"}}, {"max_tier", "merge_deploy"}};
-const nlohmann::json kMerge = {{"tool", "github.merge_pull_request"}, {"operation", "merge"},
-                               {"resource", "jwt://api.internal"},   {"issuer", "internal"},
+const nlohmann::json kMerge = {{"tool", "github.merge_pull_request"},
+                               {"operation", "merge"},
+                               {"resource", "jwt://api.internal"},
+                               {"issuer", "internal"},
                                {"parameters", {{"pull", 1}}}};
-const nlohmann::json kRead = {{"tool", "mcp.search"}, {"operation", "read"},
-                              {"resource", "jwt://api.internal"}, {"issuer", "internal"}};
+const nlohmann::json kRead = {{"tool", "mcp.search"},
+                              {"operation", "read"},
+                              {"resource", "jwt://api.internal"},
+                              {"issuer", "internal"}};
 
 // POST with the raw response (BrokerProcess::Post does not keep headers).
 httplib::Result PostGrant(BrokerProcess& b, const std::string& sid, const std::string& token,

@@ -33,8 +33,10 @@ std::string Slurp(const std::string& path) {
 }
 
 const nlohmann::json kScope = {{"resources", {"jwt://mcp.internal"}}, {"max_tier", "pr"}};
-const nlohmann::json kRead = {{"tool", "mcp.search"}, {"operation", "read"},
-                              {"resource", "jwt://mcp.internal"}, {"issuer", "internal"},
+const nlohmann::json kRead = {{"tool", "mcp.search"},
+                              {"operation", "read"},
+                              {"resource", "jwt://mcp.internal"},
+                              {"issuer", "internal"},
                               {"parameters", {{"query", "x"}, {"api_token", "hunter2"}}}};
 
 TEST_CASE("Audit: every decision and credential event is one chained record") {
@@ -43,10 +45,13 @@ TEST_CASE("Audit: every decision and credential event is one chained record") {
   auto g = b->Post("/v1/sessions/" + sid + "/grants", token, kRead);
   REQUIRE(g.status == 201);
   auto denied = b->Post("/v1/sessions/" + sid + "/grants", token,
-                        {{"tool", "x"}, {"operation", "read"}, {"resource", "jwt://api.internal"},
+                        {{"tool", "x"},
+                         {"operation", "read"},
+                         {"resource", "jwt://api.internal"},
                          {"issuer", "internal"}});
   REQUIRE(denied.status == 403);
-  REQUIRE(b->Post("/v1/sessions/" + sid + "/complete", token, nlohmann::json::object()).status == 200);
+  REQUIRE(b->Post("/v1/sessions/" + sid + "/complete", token, nlohmann::json::object()).status ==
+          200);
 
   auto records = ReadJsonl(b->audit_path());
   std::vector<std::string> events;
@@ -87,26 +92,31 @@ TEST_CASE("Audit: every decision and credential event is one chained record") {
   CHECK(v.json["records"] == records.size());
 }
 
-TEST_CASE("Audit: credentials in values and free text reach neither the trail nor approvers (finding 9)") {
+TEST_CASE(
+    "Audit: credentials in values and free text reach neither the trail nor approvers (finding "
+    "9)") {
   auto b = BrokerProcess::Start();
   // Made up at run time, in the shapes of real credentials.
   const std::string gh = "ghp_" + std::string("Zq8") + "x7Lm2Pv9Rt4Wc6Yb1Nd3Hf5Jk0Gs2Ue8Ai";
   const std::string pw = "hunter2-" + std::string("s3cr3t");
   nlohmann::json scope = {{"resources", {"jwt://api.internal"}}, {"max_tier", "merge_deploy"}};
-  auto opened = b->Post("/v1/sessions", b->maintainer_key,
-                        {{"agent", {{"id", "agent_test"}}},
-                         {"task", {{"id", "task_test"}, {"description", "deploy with " + gh},
-                                   {"scope", scope}}}});
+  auto opened = b->Post(
+      "/v1/sessions", b->maintainer_key,
+      {{"agent", {{"id", "agent_test"}}},
+       {"task", {{"id", "task_test"}, {"description", "deploy with " + gh}, {"scope", scope}}}});
   REQUIRE(opened.status == 201);
   const std::string sid = opened.json["session_id"];
   const std::string token = opened.json["session_token"];
   CHECK(opened.json["task"]["description"] == "deploy with [redacted:github_token]");
 
-  auto r = b->Post("/v1/sessions/" + sid + "/grants", token,
-                   {{"tool", "github.merge_pull_request"}, {"operation", "merge"},
-                    {"resource", "jwt://api.internal"}, {"issuer", "internal"},
-                    {"parameters", {{"pull", 842}, {"pw", pw}, {"note", gh}, {"author", "octocat"}}},
-                    {"justification", "release; token " + gh + ", password: " + pw}});
+  auto r =
+      b->Post("/v1/sessions/" + sid + "/grants", token,
+              {{"tool", "github.merge_pull_request"},
+               {"operation", "merge"},
+               {"resource", "jwt://api.internal"},
+               {"issuer", "internal"},
+               {"parameters", {{"pull", 842}, {"pw", pw}, {"note", gh}, {"author", "octocat"}}},
+               {"justification", "release; token " + gh + ", password: " + pw}});
   INFO(r.body);
   REQUIRE(r.status == 202);
   auto hb = b->Post("/v1/sessions/" + sid + "/heartbeat", token, {{"progress", "using " + gh}});
@@ -152,7 +162,8 @@ TEST_CASE("Audit: jitctl audit verify names the first altered record") {
     REQUIRE(b->Post("/v1/sessions/" + sid + "/grants", token, kRead).status == 201);
   }
   b->Stop();
-  auto [rc, out] = RunCommand(std::string(JITCTL_BINARY) + " audit verify --file " + b->audit_path());
+  auto [rc, out] =
+      RunCommand(std::string(JITCTL_BINARY) + " audit verify --file " + b->audit_path());
   INFO(out);
   CHECK(rc == 0);
   CHECK(out.find("ok") != std::string::npos);
@@ -165,13 +176,15 @@ TEST_CASE("Audit: jitctl audit verify names the first altered record") {
     std::ofstream f(b->audit_path(), std::ios::trunc);
     for (const auto& l : lines) f << l.dump() << "\n";
   }
-  auto [rc2, out2] = RunCommand(std::string(JITCTL_BINARY) + " audit verify --file " + b->audit_path());
+  auto [rc2, out2] =
+      RunCommand(std::string(JITCTL_BINARY) + " audit verify --file " + b->audit_path());
   INFO(out2);
   CHECK(rc2 == 1);
   CHECK(out2.find("seq 4") != std::string::npos);
 }
 
-TEST_CASE("Audit: a cut audit file fails jitctl audit verify with a pinned key or head (finding 8)") {
+TEST_CASE(
+    "Audit: a cut audit file fails jitctl audit verify with a pinned key or head (finding 8)") {
   auto b = BrokerProcess::Start();
   auto [sid, token] = b->OpenSession(b->engineer_key, kScope);
   for (int i = 0; i < 3; ++i) {
@@ -186,7 +199,8 @@ TEST_CASE("Audit: a cut audit file fails jitctl audit verify with a pinned key o
   const std::string jwks = b->dir() + "/data/keys/audit.jwks.json";
   const std::string pem = b->dir() + "/audit-public.pem";
   {
-    auto [rc, out] = RunCommand("openssl pkey -in " + b->dir() + "/data/keys/audit.pem -pubout -out " + pem);
+    auto [rc, out] =
+        RunCommand("openssl pkey -in " + b->dir() + "/data/keys/audit.pem -pubout -out " + pem);
     INFO(out);
     REQUIRE(rc == 0);
   }
@@ -281,7 +295,8 @@ TEST_CASE("Audit: kill -9 under load leaves a consistent store and a chain that 
     auto v = b->Get("/v1/audit/verify", b->admin_key);
     INFO(v.body);
     CHECK(v.json["ok"] == true);
-    auto [rc, out] = RunCommand(std::string(JITCTL_BINARY) + " audit verify --file " + b->audit_path());
+    auto [rc, out] =
+        RunCommand(std::string(JITCTL_BINARY) + " audit verify --file " + b->audit_path());
     INFO(out);
     CHECK(rc == 0);
     // Every credential the clients received is recorded (store is the truth).
@@ -304,16 +319,21 @@ TEST_CASE("Policy: SIGHUP reloads atomically; an invalid file keeps the old poli
   std::string version;
   for (int i = 0; i < 100 && version != "test.2"; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    version = b->Post("/v1/sessions/" + sid + "/grants", token, kRead).json["decision"]["policy_version"];
+    version =
+        b->Post("/v1/sessions/" + sid + "/grants", token, kRead).json["decision"]["policy_version"];
   }
   CHECK(version == "test.2");
 
-  { std::ofstream(b->config_path(), std::ios::app) << "bogus_key: 1\n"; }
+  {
+    std::ofstream(b->config_path(), std::ios::app) << "bogus_key: 1\n";
+  }
   b->Signal(SIGHUP);
   auto r = b->Post("/v1/admin/reload", b->admin_key, nlohmann::json::object());
   CHECK(r.status == 400);
   CHECK(r.json["detail"].get<std::string>().find("bogus_key") != std::string::npos);
-  CHECK(b->Post("/v1/sessions/" + sid + "/grants", token, kRead).json["decision"]["policy_version"] == "test.2");
+  CHECK(
+      b->Post("/v1/sessions/" + sid + "/grants", token, kRead).json["decision"]["policy_version"] ==
+      "test.2");
   CHECK(b->Post("/v1/admin/reload", b->engineer_key, nlohmann::json::object()).status == 403);
 }
 
@@ -321,7 +341,8 @@ TEST_CASE("Config: a bad config stops the daemon with file, line and key") {
   char tmpl[] = "/tmp/jitbroker-cfg-XXXXXX";
   REQUIRE(::mkdtemp(tmpl) != nullptr);
   const std::string path = std::string(tmpl) + "/bad.yaml";
-  std::ofstream(path) << "data_dir: data\npolicy:\n  version: \"1\"\n  tiers:\n    read: {control: sometimes}\n";
+  std::ofstream(path)
+      << "data_dir: data\npolicy:\n  version: \"1\"\n  tiers:\n    read: {control: sometimes}\n";
   auto [rc, out] = RunCommand(std::string(JITBROKER_BINARY) + " --config " + path);
   INFO(out);
   CHECK(rc == 1);
@@ -330,9 +351,13 @@ TEST_CASE("Config: a bad config stops the daemon with file, line and key") {
 
   // What the daemon would refuse at start, the checkers refuse too.
   auto b = BrokerProcess::Start();
-  { std::ofstream(b->config_path(), std::ios::app) << "anomaly:\n  - {rule: denied_burst, count: 3}\n"; }
-  for (const std::string& cmd : {std::string(JITCTL_BINARY) + " config check " + b->config_path(),
-                                std::string(JITBROKER_BINARY) + " --check-config --config " + b->config_path()}) {
+  {
+    std::ofstream(b->config_path(), std::ios::app)
+        << "anomaly:\n  - {rule: denied_burst, count: 3}\n";
+  }
+  for (const std::string& cmd :
+       {std::string(JITCTL_BINARY) + " config check " + b->config_path(),
+        std::string(JITBROKER_BINARY) + " --check-config --config " + b->config_path()}) {
     CAPTURE(cmd);
     auto [rc2, out2] = RunCommand(cmd);
     INFO(out2);

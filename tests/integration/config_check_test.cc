@@ -39,11 +39,12 @@ const char* kIssuers =
     "  internal: {type: jwt, audiences: [mcp.internal], scope_tiers: {read: read, deploy: "
     "write}}\n"
     "  github: {type: github_app, client_id: Iv23liCheck, private_key: file:app.pem}\n";
-const char* kPrincipal = "{id: dev, roles: [eng], identities: {github: octocat}, api_key_file: "
-                         "keys/dev.key}";
+const char* kPrincipal =
+    "{id: dev, roles: [eng], identities: {github: octocat}, api_key_file: "
+    "keys/dev.key}";
 
-std::string TrustWith(const std::string& grant, const std::string& claims =
-                                                    "{repository_id: \"1\", ref: refs/heads/main}") {
+std::string TrustWith(const std::string& grant,
+                      const std::string& claims = "{repository_id: \"1\", ref: refs/heads/main}") {
   return "  - {name: ci, issuer: \"https://token.actions.githubusercontent.com\", audience: "
          "broker.example, claims: " +
          claims + ", grant: " + grant + "}\n";
@@ -134,10 +135,10 @@ TEST_CASE("Config check: the checkers refuse what start refuses, and start creat
   }
 
   SUBCASE("a good file passes all three; github_login is deprecated, with a warning") {
-    dir.Write("broker.yaml",
-              Config(kIssuers, "{id: dev, roles: [eng], github_login: octocat, api_key_file: "
-                               "keys/dev.key}",
-                     good_trust));
+    dir.Write("broker.yaml", Config(kIssuers,
+                                    "{id: dev, roles: [eng], github_login: octocat, api_key_file: "
+                                    "keys/dev.key}",
+                                    good_trust));
     for (const std::string& cmd :
          {std::string(JITCTL_BINARY) + " config check " + path,
           std::string(JITBROKER_BINARY) + " --config " + path + " --check-config"}) {

@@ -365,11 +365,12 @@ TEST_CASE("GitHub: git push through jitctl git-credential with a just-in-time to
                           "' JITBROKER_SESSION_TOKEN='" + token + "' HOME='" + dir +
                           "' GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0 GIT_ASKPASS=/bin/false ";
   auto git = [&](const std::string& helper_flags, const std::string& args) {
-    return RunCommand(env + "git -c user.name=agent -c user.email=agent@example.invalid "
+    return RunCommand(env +
+                      "git -c user.name=agent -c user.email=agent@example.invalid "
                       "-c init.defaultBranch=main -c credential.helper= "
-                      "-c 'credential.helper=!" + std::string(JITCTL_BINARY) +
-                      " git-credential --host " + server->host() + " " + helper_flags + "' " +
-                      "-c credential.useHttpPath=true " + args);
+                      "-c 'credential.helper=!" +
+                      std::string(JITCTL_BINARY) + " git-credential --host " + server->host() +
+                      " " + helper_flags + "' " + "-c credential.useHttpPath=true " + args);
   };
   const std::string work = dir + "/work";
   auto [rc0, out0] = RunCommand(env + "git init -q -b main '" + work + "' && echo hi > '" + work +
@@ -379,15 +380,15 @@ TEST_CASE("GitHub: git push through jitctl git-credential with a just-in-time to
 
   // Read access cannot push (GitHub answers 403/401 for contents:read).
   auto [rc1, out1] = git("--access read", "-C '" + work + "' push -q '" +
-                                             server->url("acme/payment-service") + "' main");
+                                              server->url("acme/payment-service") + "' main");
   CHECK_MESSAGE(rc1 != 0, out1);
 
   // Write access pushes; the token was minted for this push only.
-  auto [rc2, out2] = git("", "-C '" + work + "' push -q '" + server->url("acme/payment-service") +
-                                 "' main");
+  auto [rc2, out2] =
+      git("", "-C '" + work + "' push -q '" + server->url("acme/payment-service") + "' main");
   CHECK_MESSAGE(rc2 == 0, out2);
-  auto [rc3, out3] = RunCommand("git --git-dir '" + dir +
-                                "/srv/acme/payment-service.git' log --oneline main");
+  auto [rc3, out3] =
+      RunCommand("git --git-dir '" + dir + "/srv/acme/payment-service.git' log --oneline main");
   CHECK_MESSAGE(out3.find("first") != std::string::npos, out3);
 
   // The session shows the helper's grants, each narrowed to the repository.

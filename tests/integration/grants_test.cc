@@ -114,21 +114,39 @@ TEST_CASE("Broker: requests outside the intersection are denied with the full de
     const char* rule;
   } cases[] = {
       {"resource outside task scope",
-       {{"tool", "mcp.search"}, {"operation", "read"}, {"resource", "jwt://api.internal"},
+       {{"tool", "mcp.search"},
+        {"operation", "read"},
+        {"resource", "jwt://api.internal"},
         {"issuer", "internal"}},
-       "out_of_scope", "read", "task.scope.resources"},
+       "out_of_scope",
+       "read",
+       "task.scope.resources"},
       {"blocked merge (tier above task max_tier)",
-       {{"tool", "github.merge_pull_request"}, {"operation", "merge"},
-        {"resource", "jwt://mcp.internal"}, {"issuer", "internal"}},
-       "out_of_scope", "merge_deploy", "task.scope.max_tier"},
+       {{"tool", "github.merge_pull_request"},
+        {"operation", "merge"},
+        {"resource", "jwt://mcp.internal"},
+        {"issuer", "internal"}},
+       "out_of_scope",
+       "merge_deploy",
+       "task.scope.max_tier"},
       {"destructive tier is denied",
-       {{"tool", "shell.exec"}, {"operation", "exec"}, {"resource", "jwt://mcp.internal"},
-        {"issuer", "internal"}, {"parameters", {{"command", "rm -rf /"}}}},
-       "tier_denied", "destructive", "tiers.destructive"},
+       {{"tool", "shell.exec"},
+        {"operation", "exec"},
+        {"resource", "jwt://mcp.internal"},
+        {"issuer", "internal"},
+        {"parameters", {{"command", "rm -rf /"}}}},
+       "tier_denied",
+       "destructive",
+       "tiers.destructive"},
       {"branch outside scope",
-       {{"tool", "mcp.write"}, {"operation", "write"}, {"resource", "jwt://mcp.internal"},
-        {"issuer", "internal"}, {"parameters", {{"branch", "main"}}}},
-       "branch_not_in_scope", "write", "task.scope.branches"},
+       {{"tool", "mcp.write"},
+        {"operation", "write"},
+        {"resource", "jwt://mcp.internal"},
+        {"issuer", "internal"},
+        {"parameters", {{"branch", "main"}}}},
+       "branch_not_in_scope",
+       "write",
+       "task.scope.branches"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.name);
@@ -160,8 +178,10 @@ TEST_CASE("Broker: approval tiers return 202 with a stored request digest") {
                           {"max_tier", "merge_deploy"}};
   auto [sid, token] = b->OpenSession(b->maintainer_key, scope);
   auto r = b->Post(GrantsPath(sid), token,
-                   {{"tool", "github.merge_pull_request"}, {"operation", "merge"},
-                    {"resource", "jwt://api.internal"}, {"issuer", "internal"},
+                   {{"tool", "github.merge_pull_request"},
+                    {"operation", "merge"},
+                    {"resource", "jwt://api.internal"},
+                    {"issuer", "internal"},
                     {"parameters", {{"pull", 842}}}});
   INFO(r.body);
   REQUIRE(r.status == 202);
@@ -190,7 +210,8 @@ TEST_CASE("Broker: complete revokes grants and introspection turns inactive") {
   CHECK(intro.json["jti"] == g.json["grant_id"]);
   // Engineers may not introspect.
   CHECK(b->Request("POST", "/v1/introspect", b->engineer_key, "token=" + jwt,
-                   "application/x-www-form-urlencoded").status == 403);
+                   "application/x-www-form-urlencoded")
+            .status == 403);
 
   auto hb = b->Post("/v1/sessions/" + sid + "/heartbeat", token, {{"progress", "tests pass"}});
   CHECK(hb.status == 200);
@@ -210,7 +231,8 @@ TEST_CASE("Broker: complete revokes grants and introspection turns inactive") {
   auto again = b->Post(GrantsPath(sid), token, ReadGrant());
   CHECK(again.status == 409);
   CHECK(again.json["code"] == "session_completed");
-  CHECK(b->Post("/v1/sessions/" + sid + "/heartbeat", token, nlohmann::json::object()).status == 409);
+  CHECK(b->Post("/v1/sessions/" + sid + "/heartbeat", token, nlohmann::json::object()).status ==
+        409);
 }
 
 TEST_CASE("Broker: admin and owner revoke sessions; others cannot") {
@@ -223,7 +245,8 @@ TEST_CASE("Broker: admin and owner revoke sessions; others cannot") {
   // The agent cannot revoke (only complete).
   CHECK(b->Post("/v1/sessions/" + sid + "/revoke", token, {{"reason", "x"}}).status == 403);
   // A reason is required.
-  auto no_reason = b->Post("/v1/sessions/" + sid + "/revoke", b->admin_key, nlohmann::json::object());
+  auto no_reason =
+      b->Post("/v1/sessions/" + sid + "/revoke", b->admin_key, nlohmann::json::object());
   CHECK(no_reason.status == 400);
   CHECK(no_reason.json["code"] == "missing_field");
   auto r = b->Post("/v1/sessions/" + sid + "/revoke", b->admin_key, {{"reason", "suspicious"}});

@@ -59,8 +59,9 @@ TEST_CASE("Broker: a 200 MiB chunked body is refused before authentication reads
   auto b = BrokerProcess::Start();
   const long rss_before = RssKiB(b->pid());
   RawHttpConnection c(b->port());
-  REQUIRE(c.Send("POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 "Transfer-Encoding: chunked\r\n\r\n"));
+  REQUIRE(
+      c.Send("POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             "Transfer-Encoding: chunked\r\n\r\n"));
   const std::string chunk = "100000\r\n" + std::string(1024 * 1024, 'a') + "\r\n";  // 1 MiB
   size_t sent = 0;
   for (int i = 0; i < 200 && c.Send(chunk); ++i) {
@@ -83,9 +84,10 @@ TEST_CASE("Broker: a gzip body is refused, never inflated") {
   // 61 KB that would inflate to ~100 MB if anything decoded it.
   const std::string body(61 * 1024, '\0');
   RawHttpConnection c(b->port());
-  REQUIRE(c.Send("POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 "Content-Encoding: gzip\r\nContent-Length: " +
-                 std::to_string(body.size()) + "\r\n\r\n"));
+  REQUIRE(
+      c.Send("POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             "Content-Encoding: gzip\r\nContent-Length: " +
+             std::to_string(body.size()) + "\r\n\r\n"));
   c.Send(body);
   const std::string r = c.ReadResponse(2000ms);
   CHECK(RawStatus(r) == 415);
@@ -127,7 +129,8 @@ TEST_CASE("Broker: ambiguous framing closes the connection (no request smuggling
   const std::string smuggled = "GET /v1/audit HTTP/1.1\r\nHost: x\r\n\r\n";
   const std::string attacks[] = {
       "POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
-      "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled,
+      "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" +
+          smuggled,
       "POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 40\r\n\r\n" +
           smuggled,
       "POST /v1/sessions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n" + smuggled,
@@ -213,8 +216,7 @@ TEST_CASE("Broker: introspection refuses a token in the URL") {
   CHECK(in_body.json["active"] == true);
   // The token never reaches the access log, even when sent in the URL.
   std::this_thread::sleep_for(200ms);
-  CHECK(ReadFile(b->access_log_path()).find(jwt.substr(jwt.rfind('.') + 1)) ==
-        std::string::npos);
+  CHECK(ReadFile(b->access_log_path()).find(jwt.substr(jwt.rfind('.') + 1)) == std::string::npos);
 }
 
 TEST_CASE("Broker: access-log fields cannot be forged through the path") {
@@ -289,8 +291,8 @@ TEST_CASE("Broker: serves TLS (checked by curl), and refuses plain HTTP on the T
   o.server_extra = ", tls: {cert: " + dir + "/cert.pem, key: " + dir + "/key.pem}";
   auto b = BrokerProcess::Start(o);
   const std::string url = "https://127.0.0.1:" + std::to_string(b->port());
-  auto [hrc, health] = RunCommand("curl -sS --max-time 5 --cacert " + dir + "/cert.pem " + url +
-                                  "/healthz 2>&1");
+  auto [hrc, health] =
+      RunCommand("curl -sS --max-time 5 --cacert " + dir + "/cert.pem " + url + "/healthz 2>&1");
   CHECK(hrc == 0);
   CHECK(health.find("\"status\":\"ok\"") != std::string::npos);
   // Two requests on one kept-alive TLS connection.
@@ -306,8 +308,8 @@ TEST_CASE("Broker: serves TLS (checked by curl), and refuses plain HTTP on the T
   RawHttpConnection plain(b->port());
   plain.Send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
   CHECK(RawStatus(plain.ReadResponse(2000ms)) == 0);
-  auto [arc, again] = RunCommand("curl -sS --max-time 5 --cacert " + dir + "/cert.pem " + url +
-                                 "/healthz 2>&1");
+  auto [arc, again] =
+      RunCommand("curl -sS --max-time 5 --cacert " + dir + "/cert.pem " + url + "/healthz 2>&1");
   CHECK(arc == 0);
   b->Stop();
   RunCommand("rm -rf " + dir);

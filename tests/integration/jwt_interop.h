@@ -75,15 +75,16 @@ inline bool OpensslVerifiesJwt(const std::string& token, const nlohmann::json& j
     // SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING 04||x||y }
     spki = std::string(
         "\x30\x59\x30\x13\x06\x07\x2a\x86\x48\xce\x3d\x02\x01\x06\x08\x2a\x86\x48\xce\x3d\x03\x01"
-        "\x07\x03\x42\x00\x04", 27);
+        "\x07\x03\x42\x00\x04",
+        27);
     spki += B64UrlDecode(jwk["x"]) + B64UrlDecode(jwk["y"]);
     if (p.signature.size() != 64) return false;
     std::string body = DerInteger(p.signature.substr(0, 32)) + DerInteger(p.signature.substr(32));
     std::string der = std::string("\x30", 1) + static_cast<char>(body.size()) + body;
     std::ofstream(sig, std::ios::binary) << der;
     std::ofstream(key, std::ios::binary) << spki;
-    auto [rc, out] = RunCommand("openssl dgst -sha256 -verify " + key + " -keyform DER -signature " +
-                                sig + " " + in);
+    auto [rc, out] = RunCommand("openssl dgst -sha256 -verify " + key +
+                                " -keyform DER -signature " + sig + " " + in);
     return rc == 0 && out.find("Verified OK") != std::string::npos;
   }
   if (jwk["kty"] == "OKP") {

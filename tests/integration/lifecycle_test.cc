@@ -15,10 +15,12 @@ namespace {
 const nlohmann::json kMaintScope = {{"resources", {"jwt://api.internal"}},
                                     {"max_tier", "merge_deploy"}};
 const nlohmann::json kMerge = {{"tool", "github.merge_pull_request"}, {"operation", "merge"},
-                               {"resource", "jwt://api.internal"}, {"issuer", "internal"},
-                               {"parameters", {{"pull", 842}}}, {"ttl_seconds", 120}};
-const nlohmann::json kRead = {{"tool", "mcp.search"}, {"operation", "read"},
-                              {"resource", "jwt://mcp.internal"}, {"issuer", "internal"}};
+                               {"resource", "jwt://api.internal"},    {"issuer", "internal"},
+                               {"parameters", {{"pull", 842}}},       {"ttl_seconds", 120}};
+const nlohmann::json kRead = {{"tool", "mcp.search"},
+                              {"operation", "read"},
+                              {"resource", "jwt://mcp.internal"},
+                              {"issuer", "internal"}};
 const nlohmann::json kEngScope = {{"resources", {"jwt://mcp.internal"}}, {"max_tier", "pr"}};
 
 std::vector<std::string> AuditEvents(BrokerProcess& b, const std::string& sid) {
@@ -38,7 +40,8 @@ Pending RequestMerge(BrokerProcess& b) {
   auto r = b.Post("/v1/sessions/" + sid + "/grants", token, kMerge);
   INFO(r.body);
   REQUIRE(r.status == 202);
-  return {sid, token, r.json["grant_id"], r.json["approval"]["id"], r.json["approval"]["request_digest"]};
+  return {sid, token, r.json["grant_id"], r.json["approval"]["id"],
+          r.json["approval"]["request_digest"]};
 }
 
 nlohmann::json Decide(const std::string& decision, const std::string& digest,
@@ -140,7 +143,8 @@ TEST_CASE("Approvals: every refusal is precise and leaves the approval pending")
     CHECK(r.json["code"] == c.code);
   }
   CHECK(b->Get("/v1/grants/" + p.grant_id, p.token).json["state"] == "pending");
-  CHECK(b->Post("/v1/approvals/apr_nope", b->maintainer2_key, Decide("approve", p.digest)).status == 404);
+  CHECK(b->Post("/v1/approvals/apr_nope", b->maintainer2_key, Decide("approve", p.digest)).status ==
+        404);
 
   // Deny carries the comment back; a second decision is refused.
   auto deny = b->Post(path, b->maintainer2_key, Decide("deny", p.digest, "not during the freeze"));
@@ -152,27 +156,33 @@ TEST_CASE("Approvals: every refusal is precise and leaves the approval pending")
   CHECK(g.json["state"] == "denied");
   CHECK(g.json["decision"]["code"] == "approval_denied");
   CHECK(g.json["approval"]["comment"] == "not during the freeze");
-  CHECK(g.json["decision"]["reason"].get<std::string>().find("not during the freeze") != std::string::npos);
+  CHECK(g.json["decision"]["reason"].get<std::string>().find("not during the freeze") !=
+        std::string::npos);
   CHECK_FALSE(g.json.contains("credential"));
 }
 
 TEST_CASE("Approvals: double approval, expiry and a revoked session") {
   BrokerOptions o;
-  o.tiers = "{merge_deploy: {control: approval, approvers: [\"role:maintainer\"], four_eyes: true, approval_ttl_seconds: 1}}";
+  o.tiers =
+      "{merge_deploy: {control: approval, approvers: [\"role:maintainer\"], four_eyes: true, "
+      "approval_ttl_seconds: 1}}";
   o.sessions = "{heartbeat_seconds: 60, stall_after_missed: 3, sweep_interval_ms: 100}";
   auto b = BrokerProcess::Start(o);
 
   SUBCASE("double approval") {
     Pending p = RequestMerge(*b);
-    CHECK(b->Post("/v1/approvals/" + p.approval_id, b->maintainer2_key, Decide("approve", p.digest)).status == 200);
-    auto second = b->Post("/v1/approvals/" + p.approval_id, b->maintainer2_key, Decide("approve", p.digest));
+    CHECK(b->Post("/v1/approvals/" + p.approval_id, b->maintainer2_key, Decide("approve", p.digest))
+              .status == 200);
+    auto second =
+        b->Post("/v1/approvals/" + p.approval_id, b->maintainer2_key, Decide("approve", p.digest));
     CHECK(second.status == 409);
     CHECK(second.json["code"] == "approval_not_pending");
   }
   SUBCASE("approval after expiry is refused and the expiry is a denial") {
     Pending p = RequestMerge(*b);
     std::this_thread::sleep_for(std::chrono::milliseconds(1300));
-    auto late = b->Post("/v1/approvals/" + p.approval_id, b->maintainer2_key, Decide("approve", p.digest));
+    auto late =
+        b->Post("/v1/approvals/" + p.approval_id, b->maintainer2_key, Decide("approve", p.digest));
     INFO(late.body);
     CHECK(late.status == 409);
     CHECK((late.json["code"] == "approval_expired" || late.json["code"] == "approval_not_pending"));
@@ -185,8 +195,11 @@ TEST_CASE("Approvals: double approval, expiry and a revoked session") {
   }
   SUBCASE("approval of a revoked session") {
     Pending p = RequestMerge(*b);
-    REQUIRE(b->Post("/v1/sessions/" + p.sid + "/revoke", b->admin_key, {{"reason", "test"}}).status == 200);
-    auto r = b->Post("/v1/approvals/" + p.approval_id, b->maintainer2_key, Decide("approve", p.digest));
+    REQUIRE(
+        b->Post("/v1/sessions/" + p.sid + "/revoke", b->admin_key, {{"reason", "test"}}).status ==
+        200);
+    auto r =
+        b->Post("/v1/approvals/" + p.approval_id, b->maintainer2_key, Decide("approve", p.digest));
     CHECK(r.status == 409);
     CHECK(r.json["code"] == "session_revoked");
   }
@@ -202,7 +215,8 @@ TEST_CASE("Lifecycle: a session that misses heartbeats is stalled and revoked by
   // Heartbeats keep it alive.
   for (int i = 0; i < 3; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    REQUIRE(b->Post("/v1/sessions/" + sid + "/heartbeat", token, nlohmann::json::object()).status == 200);
+    REQUIRE(b->Post("/v1/sessions/" + sid + "/heartbeat", token, nlohmann::json::object()).status ==
+            200);
   }
   // Silence stalls it without any further call from the agent.
   std::string state;
@@ -231,18 +245,26 @@ struct AnomalyCase {
 };
 
 TEST_CASE("Anomaly: each rule revokes the session with evidence in the audit trail") {
-  const nlohmann::json out_of_scope = {{"tool", "x"}, {"operation", "read"},
-                                       {"resource", "jwt://api.internal"}, {"issuer", "internal"}};
-  const nlohmann::json destructive = {{"tool", "shell.exec"}, {"operation", "exec"},
-                                      {"resource", "jwt://mcp.internal"}, {"issuer", "internal"},
+  const nlohmann::json out_of_scope = {{"tool", "x"},
+                                       {"operation", "read"},
+                                       {"resource", "jwt://api.internal"},
+                                       {"issuer", "internal"}};
+  const nlohmann::json destructive = {{"tool", "shell.exec"},
+                                      {"operation", "exec"},
+                                      {"resource", "jwt://mcp.internal"},
+                                      {"issuer", "internal"},
                                       {"parameters", {{"command", "rm -rf /"}}}};
-  const nlohmann::json write = {{"tool", "mcp.write"}, {"operation", "write"},
-                                {"resource", "jwt://mcp.internal"}, {"issuer", "internal"}};
+  const nlohmann::json write = {{"tool", "mcp.write"},
+                                {"operation", "write"},
+                                {"resource", "jwt://mcp.internal"},
+                                {"issuer", "internal"}};
   const AnomalyCase cases[] = {
-      {"denied_burst", "[{rule: denied_burst, count: 3, window_seconds: 60}]",
+      {"denied_burst",
+       "[{rule: denied_burst, count: 3, window_seconds: 60}]",
        {destructive, destructive, destructive}},
       {"out_of_scope", "[{rule: out_of_scope, count: 2}]", {out_of_scope, kRead, out_of_scope}},
-      {"tier_chain", "[{rule: tier_chain, sequence: [read, write], window_seconds: 300}]",
+      {"tier_chain",
+       "[{rule: tier_chain, sequence: [read, write], window_seconds: 300}]",
        {kRead, kRead, write}},
       {"rate", "[{rule: rate, max_per_minute: 3}]", {kRead, kRead, kRead, kRead}},
   };
@@ -294,13 +316,17 @@ TEST_CASE("Lifecycle: admin bulk revoke by principal, agent, issuer and all") {
   auto state = [&](const std::string& sid) {
     return b->Get("/v1/sessions/" + sid, b->admin_key).json["state"].get<std::string>();
   };
-  CHECK(b->Post("/v1/admin/revoke", b->engineer_key, {{"all", true}, {"reason", "x"}}).status == 403);
-  auto bad = b->Post("/v1/admin/revoke", b->admin_key, {{"principal", "eng_1"}, {"agent", "a"}, {"reason", "x"}});
+  CHECK(b->Post("/v1/admin/revoke", b->engineer_key, {{"all", true}, {"reason", "x"}}).status ==
+        403);
+  auto bad = b->Post("/v1/admin/revoke", b->admin_key,
+                     {{"principal", "eng_1"}, {"agent", "a"}, {"reason", "x"}});
   CHECK(bad.status == 400);
   CHECK(bad.json["code"] == "invalid_selector");
-  CHECK(b->Post("/v1/admin/revoke", b->admin_key, {{"principal", "eng_1"}}).json["code"] == "missing_field");
+  CHECK(b->Post("/v1/admin/revoke", b->admin_key, {{"principal", "eng_1"}}).json["code"] ==
+        "missing_field");
 
-  auto r = b->Post("/v1/admin/revoke", b->admin_key, {{"principal", "eng_1"}, {"reason", "offboarding"}});
+  auto r = b->Post("/v1/admin/revoke", b->admin_key,
+                   {{"principal", "eng_1"}, {"reason", "offboarding"}});
   INFO(r.body);
   REQUIRE(r.status == 200);
   CHECK(r.json["sessions_revoked"] == 1);
@@ -308,7 +334,8 @@ TEST_CASE("Lifecycle: admin bulk revoke by principal, agent, issuer and all") {
   CHECK(state(s2) == "active");
 
   // By issuer: the credentials go, the session stays.
-  auto ri = b->Post("/v1/admin/revoke", b->admin_key, {{"issuer", "internal"}, {"reason", "key rotation"}});
+  auto ri = b->Post("/v1/admin/revoke", b->admin_key,
+                    {{"issuer", "internal"}, {"reason", "key rotation"}});
   REQUIRE(ri.status == 200);
   CHECK(ri.json["revocations"].size() == 1);
   CHECK(state(s2) == "active");
@@ -354,7 +381,8 @@ TEST_CASE("Approvals: a configured webhook is told of each pending approval, wit
   std::thread server([&] { hook.listen_after_bind(); });
 
   BrokerOptions o;
-  o.approvals = "{webhook: {url: \"http://127.0.0.1:" + std::to_string(port) + "/hook\", max_attempts: 3}}";
+  o.approvals =
+      "{webhook: {url: \"http://127.0.0.1:" + std::to_string(port) + "/hook\", max_attempts: 3}}";
   auto b = BrokerProcess::Start(o);
   Pending p = RequestMerge(*b);
   for (int i = 0; i < 100; ++i) {

@@ -215,8 +215,8 @@ TEST_CASE("TokenExchange: a GitHub Actions token becomes a scoped, audited, revo
   CHECK(parts.payload["jti"] == gid);
   CHECK(parts.payload["scope"] == "deploy read");
   CHECK(parts.payload["act"]["sub"] == "trust:payments-deploy");
-  CHECK(parts.payload["sub"] == "ci:gh/" + EscapedIssuer(env.idp->issuer()) +
-                                    ":acme/payment-service:9876543:1");
+  CHECK(parts.payload["sub"] ==
+        "ci:gh/" + EscapedIssuer(env.idp->issuer()) + ":acme/payment-service:9876543:1");
 
   // The implicit session is listed like an agent's, with its CI run.
   json sessions = env.Sessions("trust:payments-deploy");
@@ -504,14 +504,16 @@ TEST_CASE("TokenExchange: every rejected exchange gets its RFC 6749 error and ch
   // matching look different on a dashboard.
   // Refusals before the signature is verified are one label, as they are one
   // answer: the metric is public by default and must not be an oracle.
-  CHECK(m.body.find("jitbroker_token_exchanges_total{result=\"invalid_grant\",reason=\"unverified\"}") !=
+  CHECK(m.body.find(
+            "jitbroker_token_exchanges_total{result=\"invalid_grant\",reason=\"unverified\"}") !=
         std::string::npos);
   CHECK(m.body.find("untrusted_issuer") == std::string::npos);
   CHECK(m.body.find("unknown_key") == std::string::npos);
-  CHECK(m.body.find("jitbroker_token_exchanges_total{result=\"invalid_grant\",reason=\"token_expired\"}") !=
+  CHECK(m.body.find(
+            "jitbroker_token_exchanges_total{result=\"invalid_grant\",reason=\"token_expired\"}") !=
         std::string::npos);
-  CHECK(m.body.find("jitbroker_token_exchanges_total{result=\"unauthorized_client\",reason=\"claims_mismatch\"}") !=
-        std::string::npos);
+  CHECK(m.body.find("jitbroker_token_exchanges_total{result=\"unauthorized_client\",reason="
+                    "\"claims_mismatch\"}") != std::string::npos);
 }
 
 TEST_CASE("TokenExchange: unverified tokens get byte-identical answers, whatever the audience") {
@@ -710,10 +712,9 @@ TEST_CASE("TokenExchange: jitctl ci exchange, from a token or from GitHub Action
     // GitHub Actions: the token is masked (on stderr) before it is printed,
     // and stdout stays the token alone for $(...).
     const std::string err = env.broker->dir() + "/ci_exchange.err";
-    auto [rc, out] = RunCommand("( GITHUB_ACTIONS=true JITBROKER_OIDC_TOKEN='" +
-                                env.Sign(env.GitHub()) + "' " + url + JITCTL_BINARY +
-                                " ci exchange --audience payments-deploy --token-only 2>" + err +
-                                " )");
+    auto [rc, out] = RunCommand(
+        "( GITHUB_ACTIONS=true JITBROKER_OIDC_TOKEN='" + env.Sign(env.GitHub()) + "' " + url +
+        JITCTL_BINARY + " ci exchange --audience payments-deploy --token-only 2>" + err + " )");
     INFO(out);
     CHECK(rc == 0);
     REQUIRE(out.size() > 1);
@@ -760,10 +761,8 @@ TEST_CASE("TokenExchange: the GitHub composite action's script (contrib/github-a
   std::ifstream in(out);
   std::string line, token, grant;
   while (std::getline(in, line)) {
-    if (line.rfind("token=", 0) == 0)
-      token = line.substr(6);
-    if (line.rfind("grant-id=", 0) == 0)
-      grant = line.substr(9);
+    if (line.rfind("token=", 0) == 0) token = line.substr(6);
+    if (line.rfind("grant-id=", 0) == 0) grant = line.substr(9);
   }
   REQUIRE(!token.empty());
   CHECK(grant.rfind("grt_", 0) == 0);

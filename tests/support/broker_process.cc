@@ -69,13 +69,16 @@ void BrokerProcess::WriteConfig(const BrokerOptions& o) {
     - {match: {tool: "shell.exec", parameters: {command: "re:^rm -rf.*"}}, tier: destructive}
     - {match: {tool: "secrets.*"}, tier: secret}
 )" + o.extra_tools;
-  std::string yaml = "data_dir: data\n"
-      "server: {listen: \"127.0.0.1:0\", threads: " + std::to_string(o.threads) +
-      ", max_body_bytes: " + std::to_string(o.max_body_bytes) + o.server_extra + "}\n"
+  std::string yaml =
+      "data_dir: data\n"
+      "server: {listen: \"127.0.0.1:0\", threads: " +
+      std::to_string(o.threads) + ", max_body_bytes: " + std::to_string(o.max_body_bytes) +
+      o.server_extra +
+      "}\n"
       "log: {level: warn, access_log: access.log}\n"
       "policy:\n"
-      "  version: \"" + o.policy_version + "\"\n"
-      + (o.tiers.empty() ? std::string() : "  tiers: " + o.tiers + "\n") +
+      "  version: \"" +
+      o.policy_version + "\"\n" + (o.tiers.empty() ? std::string() : "  tiers: " + o.tiers + "\n") +
       "  tools:" + tools +
       "  principals:\n"
       "    - {id: eng_1, email: eng@example.com, roles: [engineer], api_key_file: keys/eng.key}\n"
@@ -84,17 +87,19 @@ void BrokerProcess::WriteConfig(const BrokerOptions& o) {
       "    - {id: maint_2, roles: [maintainer, approver], api_key_file: keys/maint2.key}\n"
       "    - {id: admin_1, roles: [admin, resource_server], api_key_file: keys/admin.key}\n"
       "  roles:\n"
-      "    engineer: {resources: [\"github://acme/*\", \"jwt://mcp.internal\", \"jwt://api.internal\"], max_tier: pr, issuers: [internal]}\n"
+      "    engineer: {resources: [\"github://acme/*\", \"jwt://mcp.internal\", "
+      "\"jwt://api.internal\"], max_tier: pr, issuers: [internal]}\n"
       "    maintainer: {resources: [\"github://acme/*\", \"jwt://*\"], max_tier: merge_deploy}\n"
       "    approver: {resources: [], max_tier: read}\n"
       "    resource_server: {resources: [], max_tier: read}\n"
       "    admin: {resources: [\"*\"], max_tier: destructive}\n"
-      "sessions: " + o.sessions + "\n" +
-      (o.anomaly.empty() ? std::string() : "anomaly: " + o.anomaly + "\n") +
+      "sessions: " +
+      o.sessions + "\n" + (o.anomaly.empty() ? std::string() : "anomaly: " + o.anomaly + "\n") +
       (o.approvals.empty() ? std::string() : "approvals: " + o.approvals + "\n") +
       (o.trust.empty() ? std::string() : "trust: " + o.trust + "\n") +
       "issuers:\n"
-      "  internal: {type: jwt, algorithm: " + o.jwt_algorithm +
+      "  internal: {type: jwt, algorithm: " +
+      o.jwt_algorithm +
       ", audiences: [\"mcp.internal\", \"api.internal\"], max_ttl_seconds: 900,"
       " scope_tiers: {read: read, write: write, \"mcp:*\": read, deploy: write}}\n" +
       o.extra_issuers;

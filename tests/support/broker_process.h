@@ -17,18 +17,20 @@ namespace jitbroker::testing {
 
 struct BrokerOptions {
   std::string policy_version = "test.1";
-  std::string extra_tools;          // YAML list items appended under policy.tools
-  std::string sessions = "{max_ttl_seconds: 28800, default_ttl_seconds: 3600, heartbeat_seconds: 60, stall_after_missed: 3}";
+  std::string extra_tools;  // YAML list items appended under policy.tools
+  std::string sessions =
+      "{max_ttl_seconds: 28800, default_ttl_seconds: 3600, heartbeat_seconds: 60, "
+      "stall_after_missed: 3}";
   std::string jwt_algorithm = "ES256";
-  std::string tiers;                // YAML mapping for policy.tiers (empty = defaults)
-  std::string anomaly;              // YAML sequence for `anomaly:` (empty = none)
-  std::string approvals;            // YAML mapping for `approvals:` (empty = none)
-  std::string trust;                // YAML sequence for `trust:` (empty = none)
-  std::string extra_issuers;        // YAML lines appended under `issuers:` (indent 2)
+  std::string tiers;          // YAML mapping for policy.tiers (empty = defaults)
+  std::string anomaly;        // YAML sequence for `anomaly:` (empty = none)
+  std::string approvals;      // YAML mapping for `approvals:` (empty = none)
+  std::string trust;          // YAML sequence for `trust:` (empty = none)
+  std::string extra_issuers;  // YAML lines appended under `issuers:` (indent 2)
   std::map<std::string, std::string> github_logins;  // principal id -> github_login
   int max_body_bytes = 65536;
   int threads = 16;
-  std::string server_extra;         // YAML appended inside `server: {…}`, e.g. ", io_threads: 1"
+  std::string server_extra;  // YAML appended inside `server: {…}`, e.g. ", io_threads: 1"
 };
 
 struct HttpResult {
@@ -36,7 +38,7 @@ struct HttpResult {
   std::string body;
   std::string content_type;
   std::string request_id;
-  nlohmann::json json;              // parsed body (null if not JSON)
+  nlohmann::json json;  // parsed body (null if not JSON)
 };
 
 class BrokerProcess {
@@ -47,12 +49,12 @@ class BrokerProcess {
   static std::unique_ptr<BrokerProcess> Start(BrokerOptions options = {});
   // Starts again on the same directory (after Kill/Stop) — restart tests.
   void Restart();
-  void Stop();                       // SIGTERM + wait
-  void Kill9();                      // SIGKILL + wait
+  void Stop();   // SIGTERM + wait
+  void Kill9();  // SIGKILL + wait
   void Signal(int sig);
 
-  HttpResult Request(const std::string& method, const std::string& path,
-                     const std::string& bearer, const std::string& body = "",
+  HttpResult Request(const std::string& method, const std::string& path, const std::string& bearer,
+                     const std::string& body = "",
                      const std::string& content_type = "application/json");
   HttpResult Get(const std::string& path, const std::string& bearer = "") {
     return Request("GET", path, bearer);

@@ -8,8 +8,8 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <regex>
 #include <stdexcept>
@@ -75,8 +75,8 @@ CgiResult RunBackend(const std::vector<std::string>& env, const std::string& inp
   envp.push_back(nullptr);
   const char* argv[] = {"git", "http-backend", nullptr};
   pid_t pid = -1;
-  const int rc = posix_spawnp(&pid, "git", &fa, nullptr, const_cast<char* const*>(argv),
-                              envp.data());
+  const int rc =
+      posix_spawnp(&pid, "git", &fa, nullptr, const_cast<char* const*>(argv), envp.data());
   posix_spawn_file_actions_destroy(&fa);
   ::close(in_pipe[0]);
   ::close(out_pipe[1]);
@@ -181,8 +181,8 @@ std::unique_ptr<GitHttpServer> GitHttpServer::Start(std::string root, Authorize 
       return;
     }
     const std::string owner_repo = m[1].str() + "/" + m[2].str();
-    const bool push = req.get_param_value("service") == "git-receive-pack" ||
-                      m[3].str() == "/git-receive-pack";
+    const bool push =
+        req.get_param_value("service") == "git-receive-pack" || m[3].str() == "/git-receive-pack";
     GitAuthRequest auth;
     auth.owner_repo = owner_repo;
     auth.push = push;
@@ -217,7 +217,8 @@ std::unique_ptr<GitHttpServer> GitHttpServer::Start(std::string root, Authorize 
         "CONTENT_LENGTH=" + std::to_string(req.body.size()),
         "REMOTE_USER=" + auth.username,
         "REMOTE_ADDR=127.0.0.1",
-        "PATH=" + std::string(std::getenv("PATH") != nullptr ? std::getenv("PATH") : "/usr/bin:/bin"),
+        "PATH=" +
+            std::string(std::getenv("PATH") != nullptr ? std::getenv("PATH") : "/usr/bin:/bin"),
         "HOME=" + project_root,
     };
     if (req.has_header("Git-Protocol")) {
@@ -258,8 +259,8 @@ void GitHttpServer::Stop() {
 
 void GitHttpServer::CreateRepo(const std::string& owner_repo) {
   const std::string path = root_ + "/" + owner_repo + ".git";
-  const std::string cmd = "git init -q --bare --initial-branch=main '" + path + "' && git -C '" + path +
-                          "' config http.receivepack true";
+  const std::string cmd = "git init -q --bare --initial-branch=main '" + path + "' && git -C '" +
+                          path + "' config http.receivepack true";
   if (std::system(cmd.c_str()) != 0) {
     throw std::runtime_error("GitHttpServer: git init failed for " + path);
   }

@@ -41,9 +41,9 @@ class GitHttpServer {
   void CreateRepo(const std::string& owner_repo);
   const std::string& root() const { return root_; }
   int port() const { return port_; }
-  std::string host() const;  // "127.0.0.1:PORT", as git reports it
+  std::string host() const;                              // "127.0.0.1:PORT", as git reports it
   std::string url(const std::string& owner_repo) const;  // http://host/OWNER/REPO.git
-  int rejected() const;      // requests answered 401 after credentials were sent
+  int rejected() const;  // requests answered 401 after credentials were sent
 
  private:
   GitHttpServer() = default;

@@ -114,9 +114,12 @@ TEST_CASE("AuditChain: ChainRecord's text is the canonical dump of the full reco
       {"keys around hash", Json{{"has", 1}, {"hash0", 2}, {"hasi", 3}, {"hasg", 4}}},
       {"empty object", Json::object()},
       {"not an object", Json::array({1, "two"})},
-      {"escaped and unicode keys",
-       Json{{"q\"uote", 1}, {"back\\slash", 2}, {"nl\n", 3}, {"\x7f", 4},
-            {"caf\xc3\xa9", "\xe2\x82\xac"}, {"\x01", {{"x", true}}}}},
+      {"escaped and unicode keys", Json{{"q\"uote", 1},
+                                        {"back\\slash", 2},
+                                        {"nl\n", 3},
+                                        {"\x7f", 4},
+                                        {"caf\xc3\xa9", "\xe2\x82\xac"},
+                                        {"\x01", {{"x", true}}}}},
       {"nested hash key stays", Json{{"inner", {{"hash", "h"}, {"seq", 1}}}}},
       {"stale hash replaced", Json{{"hash", "forged"}, {"a", 1}}},
       {"invalid UTF-8 value", with_bad_utf8},
@@ -124,7 +127,8 @@ TEST_CASE("AuditChain: ChainRecord's text is the canonical dump of the full reco
       {"large integers", Json{{"big", INT64_MAX}, {"neg", INT64_MIN}, {"u", UINT64_MAX}}},
   };
   for (const std::optional<ChainHead>& head :
-       {std::optional<ChainHead>(), std::optional<ChainHead>(ChainHead{41, std::string(64, 'a')})}) {
+       {std::optional<ChainHead>(),
+        std::optional<ChainHead>(ChainHead{41, std::string(64, 'a')})}) {
     for (const Case& c : cases) {
       CAPTURE(c.name);
       const AuditRecord rec = ChainRecord(head, c.event);

@@ -466,8 +466,8 @@ TEST_CASE("jitctl args: approvals and grant wait command lines") {
 }
 
 TEST_CASE("jitctl args: grant wait polls in steps of at most 60 seconds") {
-  const std::vector<std::pair<int64_t, int64_t>> cases = {
-      {300, 60}, {61, 60}, {60, 60}, {59, 59}, {1, 1}, {0, 0}, {-5, 0}};
+  const std::vector<std::pair<int64_t, int64_t>> cases = {{300, 60}, {61, 60}, {60, 60}, {59, 59},
+                                                          {1, 1},    {0, 0},   {-5, 0}};
   for (const auto& [remaining, wait] : cases) {
     CAPTURE(remaining);
     CHECK(NextPollSeconds(remaining) == wait);

@@ -47,9 +47,9 @@ TEST_CASE("Json: ParseStrict rejects what nlohmann would let through") {
       {R"({"a":)", "invalid_json"},
       {"", "invalid_json"},
       {"{\"a\":\"\xc3\x28\"}", "invalid_utf8"},
-      {"{\"a\":\"\xed\xa0\x80\"}", "invalid_utf8"},    // surrogate
-      {"{\"a\":\"\xc0\xaf\"}", "invalid_utf8"},        // overlong
-      {"{\"a\":\"\xe2\x82\xac\"}", nullptr},           // euro sign
+      {"{\"a\":\"\xed\xa0\x80\"}", "invalid_utf8"},  // surrogate
+      {"{\"a\":\"\xc0\xaf\"}", "invalid_utf8"},      // overlong
+      {"{\"a\":\"\xe2\x82\xac\"}", nullptr},         // euro sign
       {std::string(40, '[') + std::string(40, ']'), "too_deep"},
   };
   for (const auto& c : cases) {
@@ -112,7 +112,8 @@ TEST_CASE("Authn: bearer parsing and session tokens") {
   CHECK(caller->session_id == t.session_id);
   CHECK(authn::Identify(SecretValue("jbs_bad"), policy).error().Reason() == "invalid_credentials");
   CHECK(authn::Identify(SecretValue("jbs__x"), policy).error().Reason() == "invalid_credentials");
-  CHECK(authn::Identify(SecretValue("jbk_unknown"), policy).error().Reason() == "invalid_credentials");
+  CHECK(authn::Identify(SecretValue("jbk_unknown"), policy).error().Reason() ==
+        "invalid_credentials");
 }
 
 TEST_CASE("SecretValue: formats as [redacted] and wipes on move") {
@@ -129,11 +130,11 @@ TEST_CASE("Audit events: secret-like parameters are redacted at any depth") {
   struct Case {
     const char* key;
     bool secret;
-  } keys[] = {{"password", true},      {"api_token", true},   {"accessKey", true},
-              {"ssh_key", true},       {"Authorization", true}, {"client_secret", true},
-              {"privateKey", true},    {"session_token", true}, {"query", false},
-              {"keyword", false},      {"monkey", false},     {"branch", false},
-              {"pull", false},         {"command", false}};
+  } keys[] = {{"password", true},   {"api_token", true},     {"accessKey", true},
+              {"ssh_key", true},    {"Authorization", true}, {"client_secret", true},
+              {"privateKey", true}, {"session_token", true}, {"query", false},
+              {"keyword", false},   {"monkey", false},       {"branch", false},
+              {"pull", false},      {"command", false}};
   for (const auto& k : keys) {
     CAPTURE(k.key);
     CHECK(audit::IsSecretLikeKey(k.key) == k.secret);
@@ -156,10 +157,11 @@ TEST_CASE("Request digest: canonical form is sorted, compact and documented") {
   req.issuer = "github";
   req.parameters = nlohmann::json::parse(R"({"pull":842,"base":"main"})");
   req.scope = nlohmann::json::parse(R"({"permissions":{"contents":"write"}})");
-  CHECK(service::CanonicalRequestJson("ses_1", req) ==
-        R"({"issuer":"github","operation":"merge","parameters":{"base":"main","pull":842},)"
-        R"("resource":"github://acme/payment-service/pull/842","scope":{"permissions":{"contents":"write"}},)"
-        R"("session_id":"ses_1","tool":"github.merge_pull_request","ttl_seconds":null})");
+  CHECK(
+      service::CanonicalRequestJson("ses_1", req) ==
+      R"({"issuer":"github","operation":"merge","parameters":{"base":"main","pull":842},)"
+      R"("resource":"github://acme/payment-service/pull/842","scope":{"permissions":{"contents":"write"}},)"
+      R"("session_id":"ses_1","tool":"github.merge_pull_request","ttl_seconds":null})");
   const std::string d1 = service::RequestDigest("ses_1", req);
   CHECK(d1.size() == 64);
   req.ttl_seconds = 300;

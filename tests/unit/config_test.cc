@@ -372,17 +372,16 @@ TEST_CASE("Config: issuer sections are handed over with only `type` known") {
 
 TEST_CASE("Config: principals' upstream identities, and the deprecated github_login") {
   TempDir dir;
-  const std::string head =
-      "policy:\n  version: v\n  roles: {r: {}}\n  principals:\n";
+  const std::string head = "policy:\n  version: v\n  roles: {r: {}}\n  principals:\n";
   SUBCASE("identities is a map; github_login is identities.github, warned once per load") {
-    Result<Config> c = LoadConfigText(
-        head +
-            "    - {id: a, roles: [r], identities: {github: octo-cat, aws: "
-            "\"arn:aws:iam::123456789012:user/a\"}}\n"
-            "    - {id: b, roles: [r], github_login: bee}\n"
-            "    - {id: c, roles: [r], github_login: sea}\n"
-            "    - {id: d, roles: [r]}\n",
-        dir.File("t.yaml"));
+    Result<Config> c =
+        LoadConfigText(head +
+                           "    - {id: a, roles: [r], identities: {github: octo-cat, aws: "
+                           "\"arn:aws:iam::123456789012:user/a\"}}\n"
+                           "    - {id: b, roles: [r], github_login: bee}\n"
+                           "    - {id: c, roles: [r], github_login: sea}\n"
+                           "    - {id: d, roles: [r]}\n",
+                       dir.File("t.yaml"));
     REQUIRE_MESSAGE(c.has_value(), (c ? "" : c.error().ToString()));
     const Policy& p = *c->policy;
     CHECK(p.FindPrincipal("a")->identities ==
@@ -606,11 +605,14 @@ TEST_CASE("Config: invalid files name file, line and key") {
        "t.yaml:2: store.postgres: postgres store is not available in this build"},
       {"postgres store without dsn", "store:\n  postgres: {pool_size: 4}\npolicy: {version: v}\n",
        "t.yaml:2: store.postgres.dsn: is required"},
-      {"postgres pool size", "store:\n  postgres: {dsn: \"env:PG\", pool_size: 0}\npolicy: {version: v}\n",
+      {"postgres pool size",
+       "store:\n  postgres: {dsn: \"env:PG\", pool_size: 0}\npolicy: {version: v}\n",
        "t.yaml:2: store.postgres.pool_size: must be an integer in [1, 1000]"},
-      {"postgres unknown key", "store:\n  postgres: {dsn: \"env:PG\", pool: 4}\npolicy: {version: v}\n",
+      {"postgres unknown key",
+       "store:\n  postgres: {dsn: \"env:PG\", pool: 4}\npolicy: {version: v}\n",
        "t.yaml:2: store.postgres.pool: unknown key"},
-      {"two stores", "store:\n  sqlite: {path: a.db}\n  postgres: {dsn: \"env:PG\"}\npolicy: {version: v}\n",
+      {"two stores",
+       "store:\n  sqlite: {path: a.db}\n  postgres: {dsn: \"env:PG\"}\npolicy: {version: v}\n",
        "t.yaml:2: store: give one of sqlite or postgres, not both"},
       {"role unknown key", "policy:\n  version: v\n  roles:\n    r: {max_teir: pr}\n",
        "t.yaml:4: policy.roles.r.max_teir: unknown key"},

@@ -53,7 +53,8 @@ struct Files {
            "internal, resource: \"jwt://mcp.internal\", scopes: [read]}}\n";
   }
 
-  std::string Write(const std::string& issuers = Issuers(), const std::string& principal = Principal(),
+  std::string Write(const std::string& issuers = Issuers(),
+                    const std::string& principal = Principal(),
                     const std::string& trust = Trust()) {
     const std::string yaml =
         "data_dir: data\n"
@@ -62,10 +63,12 @@ struct Files {
         "  version: v1\n"
         "  tiers: {read: {control: auto_allow}, write: {control: in_scope}}\n"
         "  principals:\n"
-        "    - " + principal + "\n"
+        "    - " +
+        principal +
+        "\n"
         "  roles: {eng: {resources: [\"*\"], max_tier: write}}\n"
-        "issuers:\n" + issuers +
-        (trust.empty() ? std::string() : "trust:\n" + trust);
+        "issuers:\n" +
+        issuers + (trust.empty() ? std::string() : "trust:\n" + trust);
     dir.Write("broker.yaml", yaml);
     return dir.File("broker.yaml");
   }
@@ -133,10 +136,12 @@ TEST_CASE("ValidateConfig: refuses bad issuer sections, identities and trust pol
     std::string trust = Files::Trust();
     const char* expect;
   };
-  const std::string gh = "  github: {type: github_app, client_id: Iv23liCheck, private_key: "
-                         "file:app.pem";
-  const std::string jwt = "  internal: {type: jwt, audiences: [mcp.internal], scope_tiers: "
-                          "{read: read, deploy: write}";
+  const std::string gh =
+      "  github: {type: github_app, client_id: Iv23liCheck, private_key: "
+      "file:app.pem";
+  const std::string jwt =
+      "  internal: {type: jwt, audiences: [mcp.internal], scope_tiers: "
+      "{read: read, deploy: write}";
   const std::vector<Case> cases = {
       {.name = "an issuer type this build does not have",
        .issuers = Files::Issuers() + "  vault: {type: vault}\n",
@@ -242,28 +247,29 @@ TEST_CASE("ValidateConfig: a new issuer type is purely additive") {
     d.identity_key = identity.value_or("");
     return d;
   };
-  REQUIRE(r.Register("fake",
-                     IssuerFactory{
-                         [parse](IssuerContext& ctx) -> Result<std::unique_ptr<IssuerSpec>> {
-                           JITBROKER_ASSIGN_OR_RETURN(IssuerDescription d, parse(ctx));
-                           auto spec = std::make_unique<FakeSpec>();
-                           spec->desc = std::move(d);
-                           return std::unique_ptr<IssuerSpec>(std::move(spec));
-                         },
-                         [parse](IssuerContext& ctx) -> Result<std::unique_ptr<Issuer>> {
-                           JITBROKER_ASSIGN_OR_RETURN(IssuerDescription d, parse(ctx));
-                           return std::unique_ptr<Issuer>(std::make_unique<testing::FakeIssuer>(
-                               testing::FakeIssuerOptions{.name = d.name, .type = d.type}));
-                         }})
+  REQUIRE(r.Register(
+               "fake",
+               IssuerFactory{[parse](IssuerContext& ctx) -> Result<std::unique_ptr<IssuerSpec>> {
+                               JITBROKER_ASSIGN_OR_RETURN(IssuerDescription d, parse(ctx));
+                               auto spec = std::make_unique<FakeSpec>();
+                               spec->desc = std::move(d);
+                               return std::unique_ptr<IssuerSpec>(std::move(spec));
+                             },
+                             [parse](IssuerContext& ctx) -> Result<std::unique_ptr<Issuer>> {
+                               JITBROKER_ASSIGN_OR_RETURN(IssuerDescription d, parse(ctx));
+                               return std::unique_ptr<Issuer>(std::make_unique<testing::FakeIssuer>(
+                                   testing::FakeIssuerOptions{.name = d.name, .type = d.type}));
+                             }})
               .has_value());
   Files f;
   const std::string issuers = Files::Issuers() + "  cloud: {type: fake, identity: cloud}\n";
   const std::string principal =
       "{id: dev, roles: [eng], identities: {github: octocat, cloud: dev@example.com}}";
-  const std::string trust = Files::Trust() +
-                            "  - {name: ci2, issuer: \"https://token.actions.githubusercontent.com\","
-                            " audience: broker.example, claims: {repository_id: \"2\", ref: "
-                            "refs/heads/main}, grant: {issuer: cloud, resource: \"fake://x\"}}\n";
+  const std::string trust =
+      Files::Trust() +
+      "  - {name: ci2, issuer: \"https://token.actions.githubusercontent.com\","
+      " audience: broker.example, claims: {repository_id: \"2\", ref: "
+      "refs/heads/main}, grant: {issuer: cloud, resource: \"fake://x\"}}\n";
   auto cfg = config::LoadConfigFile(f.Write(issuers, principal, trust));
   REQUIRE_MESSAGE(cfg.has_value(), (cfg ? "" : cfg.error().ToString()));
   Status with_fake = app::ValidateConfig(*cfg, r);

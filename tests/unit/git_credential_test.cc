@@ -3,8 +3,8 @@
 
 #include <doctest/doctest.h>
 
-#include "cli/args.h"
 #include "broker/net/url.h"
+#include "cli/args.h"
 #include "cli/git_credential.h"
 
 namespace jitbroker::cli {
@@ -36,7 +36,7 @@ TEST_CASE("git-credential: input is key=value lines up to a blank line") {
 
 TEST_CASE("git-credential: malformed input is an error") {
   for (const std::string& bad : {std::string("no equals sign\n"), std::string("=value\n"),
-                                std::string("key=a\0b\n", 8), std::string(70000, 'a') + "=b\n"}) {
+                                 std::string("key=a\0b\n", 8), std::string(70000, 'a') + "=b\n"}) {
     std::istringstream in(bad);
     auto r = ParseGitCredentialInput(in);
     CHECK_FALSE(r.has_value());
@@ -62,9 +62,9 @@ TEST_CASE("git-credential: a served https host with OWNER/REPO resolves") {
 }
 
 TEST_CASE("git-credential: other hosts and protocols are not answered") {
-  for (const char* text : {"protocol=https\nhost=gitlab.com\npath=a/b.git\n",
-                           "protocol=ssh\nhost=github.com\npath=a/b.git\n",
-                           "protocol=https\npath=a/b.git\n"}) {
+  for (const char* text :
+       {"protocol=https\nhost=gitlab.com\npath=a/b.git\n",
+        "protocol=ssh\nhost=github.com\npath=a/b.git\n", "protocol=https\npath=a/b.git\n"}) {
     auto t = Resolve(text);
     REQUIRE(t.has_value());
     CHECK_FALSE(t->has_value());
@@ -129,7 +129,8 @@ TEST_CASE("git-credential: the answer is git's format") {
 }
 
 TEST_CASE("git-credential: git's invocation parses (action after the flags)") {
-  auto inv = ParseCommandLine({"git-credential", "--host", "127.0.0.1:1", "--access", "read", "get"});
+  auto inv =
+      ParseCommandLine({"git-credential", "--host", "127.0.0.1:1", "--access", "read", "get"});
   REQUIRE(inv.has_value());
   CHECK(inv->command->name == "git-credential");
   CHECK(inv->args.args == std::vector<std::string>{"get"});

@@ -19,6 +19,7 @@
 #include "broker/crypto/crypto.h"
 #include "broker/crypto/jose.h"
 #include "broker/net/http_client.h"
+#include "broker/net/url.h"
 #include "issuers/github_app/app_jwt.h"
 #include "issuers/github_app/github_api.h"
 #include "issuers/github_app/github_app_issuer.h"
@@ -26,7 +27,6 @@
 #include "issuers/github_app/ttl_cache.h"
 #include "tests/fakes/fake_clock.h"
 #include "tests/fakes/fake_github.h"
-#include "broker/net/url.h"
 
 namespace jitbroker {
 namespace {
@@ -429,8 +429,8 @@ TEST_CASE("GitHubApp config: errors name file, line and key") {
   for (const char* bad : {"https://api.github.com:99999", "https://api.github.com\\.evil.example/",
                           "https://api.git%68ub.com/"}) {
     CAPTURE(bad);
-    auto refused = env.BuildRaw("{type: github_app, app_id: 5, private_key: file:" +
-                                env.key_path + ", base_url: '" + bad + "'}");
+    auto refused = env.BuildRaw("{type: github_app, app_id: 5, private_key: file:" + env.key_path +
+                                ", base_url: '" + bad + "'}");
     REQUIRE_FALSE(refused);
     CHECK(refused.error().message.find("issuers.github.base_url") != std::string::npos);
   }
@@ -898,8 +898,8 @@ TEST_CASE("GitHubApp: delegated-rights options and upstream failures") {
     REQUIRE(r.has_value());
     CHECK(r->allowed);
     CHECK(env.fake->TokensIssued() == 1);
-    CHECK(env.sleeps == std::vector<std::chrono::milliseconds>{std::chrono::seconds(1),
-                                                               std::chrono::seconds(2)});
+    CHECK(env.sleeps ==
+          std::vector<std::chrono::milliseconds>{std::chrono::seconds(1), std::chrono::seconds(2)});
   }
 }
 
@@ -909,9 +909,8 @@ TEST_CASE("GitHubApp: delegated-rights options and upstream failures") {
 TEST_CASE("GitHubApp: upper-case owner or repository names are refused") {
   Env env;
   auto issuer = env.Build();
-  for (const char* resource :
-       {"github://acme/Payment-Service", "github://ACME/payment-service",
-        "github://Acme/Payment-Service/pull/842"}) {
+  for (const char* resource : {"github://acme/Payment-Service", "github://ACME/payment-service",
+                               "github://Acme/Payment-Service/pull/842"}) {
     CAPTURE(resource);
     auto t = issuer->ImpliedTier(Request({{"contents", "read"}}, resource));
     REQUIRE_FALSE(t.has_value());
@@ -930,8 +929,9 @@ TEST_CASE("GitHubApp: upper-case owner or repository names are refused") {
     CHECK(d.error().Reason() == "invalid_resource");
   }
   // Upper case after the repository (a path) is not a name.
-  CHECK(issuer->ImpliedTier(Request({{"contents", "read"}},
-                                    "github://acme/payment-service/blob/main/README.md"))
+  CHECK(issuer
+            ->ImpliedTier(Request({{"contents", "read"}},
+                                  "github://acme/payment-service/blob/main/README.md"))
             .has_value());
   CHECK(env.fake->Requests(FakeGitHub::Route::kAny) == 0);
 }
@@ -940,8 +940,8 @@ TEST_CASE("GitHubApp: with installation_id the grant's owner must be the install
   Env env;
   SUBCASE("the account is asked of GitHub once") {
     auto issuer = env.Build("installation_id: 42");
-    auto other = issuer->Mint(Mint(Request({{"contents", "read"}},
-                                           "github://someone-else/payment-service")));
+    auto other = issuer->Mint(
+        Mint(Request({{"contents", "read"}}, "github://someone-else/payment-service")));
     REQUIRE_FALSE(other.has_value());
     CHECK(other.error().Reason() == "invalid_resource");
     CHECK(other.error().message.find("only for repositories of acme") != std::string::npos);
@@ -1241,8 +1241,7 @@ TEST_CASE("GitHubApp: the delegation check's own tokens are narrow and revoked")
   REQUIRE(issuer->CheckDelegatedRights(Request({{"contents", "read"}}), dev).has_value());
   CHECK(env.fake->LastMintBody() == nlohmann::json{{"repositories", {"payment-service"}},
                                                    {"permissions", {{"metadata", "read"}}}});
-  REQUIRE(issuer
-              ->CheckDelegatedRights(Request({{"contents", "read"}}, "github://acme/docs"), dev)
+  REQUIRE(issuer->CheckDelegatedRights(Request({{"contents", "read"}}, "github://acme/docs"), dev)
               .has_value());
   CHECK(env.fake->LastMintBody() ==
         nlohmann::json{{"repositories", {"docs"}}, {"permissions", {{"metadata", "read"}}}});

@@ -13,8 +13,8 @@
 #include <string>
 
 #include <doctest/doctest.h>
-#include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
+#include <nlohmann/json.hpp>
 
 #include "broker/audit/journal.h"
 #include "broker/config/config.h"

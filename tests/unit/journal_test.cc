@@ -241,7 +241,7 @@ TEST_CASE("Journal: commits reach the store and the file, chained") {
 
   journal->Stop();
   CheckFileMatchesStore(*store, path, 5);
-  struct stat st {};
+  struct stat st{};
   REQUIRE(::stat(path.c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0600);
 
@@ -537,15 +537,12 @@ TEST_CASE("Journal: a file that diverges from the store is refused, not rewritte
   SUBCASE("file ahead of the store") {
     std::vector<std::string> ls = lines;
     Json body = Json::parse(lines.back());
-    const AuditRecord next = ChainRecord(ChainHead{body["seq"].get<int64_t>(),
-                                                   body["hash"].get<std::string>()},
-                                         Event("ses_x", 0));
+    const AuditRecord next = ChainRecord(
+        ChainHead{body["seq"].get<int64_t>(), body["hash"].get<std::string>()}, Event("ses_x", 0));
     ls.push_back(next.body.dump());
     bad = join(ls);
   }
-  SUBCASE("last complete line is not a record") {
-    bad = good + "hello\n";
-  }
+  SUBCASE("last complete line is not a record") { bad = good + "hello\n"; }
   WriteFile(path, bad);
   auto journal = Journal::Create(store.get(), path);
   REQUIRE_FALSE(journal.has_value());
@@ -602,7 +599,7 @@ TEST_CASE("Journal: a failed file write fails closed and the next group repairs 
         return 11;
       }
     }
-    struct stat st {};
+    struct stat st{};
     if (::stat(path.c_str(), &st) != 0) {
       return 12;
     }

@@ -14,7 +14,8 @@ namespace {
 
 Result<std::unique_ptr<Issuer>> Build(const std::string& yaml, const std::string& dir) {
   YAML::Node node = YAML::Load(yaml);
-  config::Section section(node, std::make_shared<const std::string>("test.yaml"), "issuers.internal");
+  config::Section section(node, std::make_shared<const std::string>("test.yaml"),
+                          "issuers.internal");
   section.MarkKnown("type");
   testing::FakeClock clock;
   IssuerContext ctx{"internal", &section, dir, &clock};

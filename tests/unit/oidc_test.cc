@@ -3,8 +3,8 @@
 // cache (broker/oidc/).
 #include <atomic>
 #include <chrono>
-#include <cstdint>
 #include <condition_variable>
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <set>
@@ -273,7 +273,8 @@ TEST_CASE("Oidc: RS256, ES256, Ed25519 and EdDSA subject tokens verify") {
   }
 }
 
-TEST_CASE("Oidc: JOSE pitfalls are refused before or at verification (docs/concepts.md, JOSE and JWS)") {
+TEST_CASE(
+    "Oidc: JOSE pitfalls are refused before or at verification (docs/concepts.md, JOSE and JWS)") {
   Signer s;
   const int64_t t0 = 1795000000;
   const TimePoint now = FromUnixSeconds(t0);
@@ -583,8 +584,7 @@ TEST_CASE("Oidc: the signature is verified with the issuer's algorithms before a
   const std::string good = s.Sign(*s.rsa, "rsa", Claims(t0));
   std::string forged = good;
   forged[forged.rfind('.') + 5] = forged[forged.rfind('.') + 5] == 'A' ? 'B' : 'A';
-  CHECK(VerifyTokenSignature(decode(forged), keys, s.keys).error().Reason() ==
-        "invalid_signature");
+  CHECK(VerifyTokenSignature(decode(forged), keys, s.keys).error().Reason() == "invalid_signature");
   // Then per policy: the ES256 token is not acceptable to the RS256-only policy.
   const UnverifiedToken ec_token = decode(s.Sign(*s.ec, "ec", Claims(t0)));
   CHECK(CheckVerifiedToken(ec_token, ec, FromUnixSeconds(t0)));

@@ -71,14 +71,18 @@ Policy TestPolicy() {
   p.tools.push_back(Rule("tools[9]", "re:github\\.admin", {}, {}, {}, Tier::kDestructive));
   p.tools.push_back(Rule("tools[10]", {}, "approve", {}, {}, Tier::kPr));
 
-  p.roles["engineer"] = Role{"engineer", {"github://acme/*", "jwt://mcp.internal"}, Tier::kPr,
-                             {"github", "internal"}, std::nullopt};
+  p.roles["engineer"] = Role{"engineer",
+                             {"github://acme/*", "jwt://mcp.internal"},
+                             Tier::kPr,
+                             {"github", "internal"},
+                             std::nullopt};
   p.roles["maintainer"] =
       Role{"maintainer", {"github://acme/*"}, Tier::kMergeDeploy, {}, std::nullopt};
   p.roles["viewer"] = Role{"viewer", {"github://acme/docs"}, Tier::kRead, {"github"}, std::nullopt};
   p.roles["admin"] = Role{"admin", {"*"}, Tier::kDestructive, {}, std::nullopt};
 
-  p.principals.push_back(Principal{"eng", "eng@example.com", {"engineer"}, {{"github", "eng"}}, {}, {}});
+  p.principals.push_back(
+      Principal{"eng", "eng@example.com", {"engineer"}, {{"github", "eng"}}, {}, {}});
   p.principals.push_back(Principal{"maint", "m@example.com", {"maintainer"}, {}, {}, {}});
   p.principals.push_back(Principal{"viewer", "", {"viewer"}, {}, {}, {}});
   p.principals.push_back(Principal{"multi", "", {"viewer", "engineer"}, {}, {}, {}});

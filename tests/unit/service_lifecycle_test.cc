@@ -123,8 +123,10 @@ class Fixture {
     const std::string token = (*opened)["session_token"];
     for (int i = 0; i < n; ++i) {
       auto g = svc().RequestGrant(As(token), sid,
-                                  {{"tool", "svc.read"}, {"operation", "read"},
-                                   {"resource", "fake://svc/r" + std::to_string(i)}, {"issuer", "fake"}});
+                                  {{"tool", "svc.read"},
+                                   {"operation", "read"},
+                                   {"resource", "fake://svc/r" + std::to_string(i)},
+                                   {"issuer", "fake"}});
       REQUIRE_MESSAGE(g.has_value(), (g ? "" : g.error().ToString()));
       REQUIRE(g->status == 201);
     }
@@ -244,8 +246,10 @@ TEST_CASE("Service: a credential minted but not recorded is revoked upstream, no
   // The write-ahead intent commits; the record of the minted credential fails.
   f.failing().FailApplyNumber(f.failing().ApplyCalls() + 2);
   auto g = f.svc().RequestGrant(f.As(token), sid,
-                                {{"tool", "svc.read"}, {"operation", "read"},
-                                 {"resource", "fake://svc/r1"}, {"issuer", "fake"}});
+                                {{"tool", "svc.read"},
+                                 {"operation", "read"},
+                                 {"resource", "fake://svc/r1"},
+                                 {"issuer", "fake"}});
   REQUIRE_FALSE(g.has_value());
   CHECK(g.error().code == ErrorCode::kUnavailable);
   CHECK(f.upstream().Mints() == 1);

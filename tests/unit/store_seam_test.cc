@@ -86,7 +86,7 @@ TEST_CASE("store::Open: builds the configured SQLite store, creating its directo
   const std::string path = dir.File("state/sub/broker.db");
   auto store = OpenSqlite(path);
   CHECK(store->Ping());
-  struct stat st {};
+  struct stat st{};
   REQUIRE(::stat(path.c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0600);
   REQUIRE(::stat(dir.File("state/sub").c_str(), &st) == 0);

@@ -25,12 +25,12 @@
 namespace jitbroker::store {
 namespace {
 
+using std::chrono::minutes;
 using testing::ApplyOne;
 using testing::ApplyWithAudit;
 using testing::At;
 using testing::AuditEvent;
 using testing::FullSession;
-using std::chrono::minutes;
 using testing::TempDir;
 
 std::unique_ptr<Store> Open(const std::string& path, int readers = 2, int schema_version = 0) {
@@ -64,7 +64,7 @@ TEST_CASE("SqliteStore: reopen keeps data, migrations are idempotent, file is 06
     CHECK((*head)->seq == 1);
     CHECK(store->Ping());
   }
-  struct stat st {};
+  struct stat st{};
   REQUIRE(::stat(path.c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0600);
 }

@@ -4,12 +4,12 @@
 // start-up checks of trust grants against the issuers and the policy.
 #include <atomic>
 #include <filesystem>
-#include <span>
 #include <fstream>
 #include <map>
-#include <set>
 #include <memory>
 #include <optional>
+#include <set>
+#include <span>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -26,10 +26,10 @@
 #include "broker/oidc/token_request.h"
 #include "broker/oidc/token_verifier.h"
 #include "broker/oidc/trust_policy.h"
-#include "cli/args.h"
-#include "cli/ci_commands.h"
 #include "broker/service/broker_service.h"
 #include "broker/store/sqlite_store.h"
+#include "cli/args.h"
+#include "cli/ci_commands.h"
 #include "tests/fakes/failing_store.h"
 #include "tests/fakes/fake_clock.h"
 #include "tests/fakes/fake_issuer.h"
@@ -115,9 +115,9 @@ class Fixture {
     opts.seal_key = SecretValue(seal_key_);
     opts.oidc_keys = keys_.get();
     opts.anomaly_rules = anomaly_rules_;
-    service_ = std::make_unique<service::BrokerService>(blind_store_.get(), journal_.get(),
-                                                        &clock_, &metrics_, std::move(issuers),
-                                                        policy_, std::move(opts));
+    service_ = std::make_unique<service::BrokerService>(blind_store_.get(), journal_.get(), &clock_,
+                                                        &metrics_, std::move(issuers), policy_,
+                                                        std::move(opts));
   }
   ~Fixture() {
     journal_->Stop();
@@ -351,11 +351,11 @@ TEST_CASE("TokenExchange service: a token is exchanged once per issuer, not once
   Fixture f;
   // Two policies of one issuer that both accept the token; the second keeps
   // tokens longer (max age), which the replay entry must honour too.
-  const std::string second =
-      std::string("- name: deploy-too\n  issuer: ") + kIssuer + "\n  audience: " + kAudience +
-      "\n  claims: {repository_owner_id: \"123\", ref: refs/heads/main}\n"
-      "  grant: {issuer: fake, resource: \"fake://deploy\"}\n"
-      "  max_token_age_seconds: 3600\n";
+  const std::string second = std::string("- name: deploy-too\n  issuer: ") + kIssuer +
+                             "\n  audience: " + kAudience +
+                             "\n  claims: {repository_owner_id: \"123\", ref: refs/heads/main}\n"
+                             "  grant: {issuer: fake, resource: \"fake://deploy\"}\n"
+                             "  max_token_age_seconds: 3600\n";
   f.UseTrust(TrustYaml("", "  max_token_age_seconds: 60\n") + second);
   const std::string token = f.Sign(f.Claims("once"));
   auto first = f.Exchange(token, "deploy");
@@ -464,7 +464,9 @@ TEST_CASE("TokenExchange service: a restart does not forget an exchanged token (
   CHECK(swept->replay_keys_pruned == 2);
 }
 
-TEST_CASE("TokenExchange service: the store refuses a replay the lookup missed; the credential is revoked") {
+TEST_CASE(
+    "TokenExchange service: the store refuses a replay the lookup missed; the credential is "
+    "revoked") {
   Fixture f;
   f.UseTrust(TrustYaml());
   const std::string token = f.Sign(f.Claims("raced"));

@@ -136,8 +136,9 @@ TEST_CASE("Transport: serves keep-alive requests and ids its requests itself") {
   Listener l(SmallOptions());
   Conn c(l.port);
   for (int i = 0; i < 3; ++i) {
-    REQUIRE(c.Send("POST /echo HTTP/1.1\r\nHost: x\r\nX-Request-Id: sweeper\r\n"
-                   "Content-Length: 5\r\n\r\nhello"));
+    REQUIRE(
+        c.Send("POST /echo HTTP/1.1\r\nHost: x\r\nX-Request-Id: sweeper\r\n"
+               "Content-Length: 5\r\n\r\nhello"));
     const std::string r = c.ReadResponse();
     CHECK(StatusOf(r) == 200);
     CHECK(r.find("len=5") != std::string::npos);
@@ -164,8 +165,9 @@ TEST_CASE("Transport: a chunked body on a streaming route is bounded after decod
   Listener l(SmallOptions());
   SUBCASE("within the limit") {
     Conn c(l.port);
-    REQUIRE(c.Send("POST /stream HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                   "5\r\nhello\r\n0\r\n\r\n"));
+    REQUIRE(
+        c.Send("POST /stream HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               "5\r\nhello\r\n0\r\n\r\n"));
     const std::string r = c.ReadResponse();
     CHECK(StatusOf(r) == 200);
     CHECK(r.find("len=5") != std::string::npos);
@@ -187,8 +189,9 @@ TEST_CASE("Transport: content-encoded and oversized bodies are refused from the 
   Listener l(SmallOptions());
   SUBCASE("gzip") {
     Conn c(l.port);
-    REQUIRE(c.Send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n"
-                   "Content-Length: 100\r\n\r\n"));
+    REQUIRE(
+        c.Send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n"
+               "Content-Length: 100\r\n\r\n"));
     const std::string r = c.ReadResponse(2000ms);
     CHECK(StatusOf(r) == 415);
     CHECK(c.ClosedWithin(2000ms));
@@ -350,8 +353,9 @@ TEST_CASE("Transport: a saturated worker pool sheds with 503 at once, inline rou
 TEST_CASE("Transport: Expect 100-continue is answered before the body is read") {
   Listener l(SmallOptions());
   Conn c(l.port);
-  REQUIRE(c.Send("POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
-                 "Content-Length: 3\r\n\r\n"));
+  REQUIRE(
+      c.Send("POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+             "Content-Length: 3\r\n\r\n"));
   const std::string cont = c.ReadResponse(1000ms);
   CHECK(cont.rfind("HTTP/1.1 100 Continue\r\n\r\n", 0) == 0);
   REQUIRE(c.Send("abc"));

@@ -329,7 +329,8 @@ TEST_CASE("TrustPolicy: duplicate names and disagreeing allow_http are refused")
   CHECK(Only(*ok).provider == Provider::kGeneric);
 }
 
-TEST_CASE("TrustPolicy: a GitHub policy must pin the tenant exactly (docs/configuration.md, trust)") {
+TEST_CASE(
+    "TrustPolicy: a GitHub policy must pin the tenant exactly (docs/configuration.md, trust)") {
   auto yaml = [](const std::string& claims) {
     return "- name: p\n  issuer: https://token.actions.githubusercontent.com\n  audience: a\n"
            "  claims: " +
@@ -841,16 +842,16 @@ TEST_CASE("TrustPolicy: only exact or literal-prefixed context pins count") {
   };
   const std::string gh = "https://token.actions.githubusercontent.com";
   const std::string owner = "repository_owner_id: \"123\", ";
-  for (const char* weak : {"ref: \"*\"", "ref: \"refs/heads/*\"", "ref: \"re:.*\"",
-                           "ref: [refs/heads/main, \"*\"]", "environment: \"*\"",
-                           "sub: \"repo:acme/app:*\"", "job_workflow_ref: \"*/*/*\"",
-                           "event_name: push", "base_ref: main"}) {
+  for (const char* weak :
+       {"ref: \"*\"", "ref: \"refs/heads/*\"", "ref: \"re:.*\"", "ref: [refs/heads/main, \"*\"]",
+        "environment: \"*\"", "sub: \"repo:acme/app:*\"", "job_workflow_ref: \"*/*/*\"",
+        "event_name: push", "base_ref: main"}) {
     CAPTURE(weak);
     CHECK(warned(gh, "{" + owner + weak + "}"));
   }
-  for (const char* strong : {"ref: refs/heads/main", "ref: \"refs/heads/release-*\"",
-                             "environment: production", "ref: [refs/heads/main, refs/tags/v1]",
-                             "sub: \"repo:acme/app:environment:production\""}) {
+  for (const char* strong :
+       {"ref: refs/heads/main", "ref: \"refs/heads/release-*\"", "environment: production",
+        "ref: [refs/heads/main, refs/tags/v1]", "sub: \"repo:acme/app:environment:production\""}) {
     CAPTURE(strong);
     CHECK_FALSE(warned(gh, "{" + owner + strong + "}"));
   }
