@@ -187,7 +187,7 @@ int Run(const Flags& f) {
   config::Section section(node, std::make_shared<const std::string>("bench.yaml"),
                           "issuers.github");
   section.MarkKnown("type");
-  issuers::IssuerContext ctx{"github", &section, dir, &clock, http.get()};
+  IssuerContext ctx{"github", &section, dir, &clock, http.get()};
   auto built = issuers::github_app::CreateGitHubAppIssuer(ctx);
   if (!built) {
     std::fprintf(stderr, "github_mint_bench: %s\n", built.error().ToString().c_str());

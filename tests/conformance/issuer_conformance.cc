@@ -105,7 +105,7 @@ std::vector<std::pair<std::string, GrantRequest>> MustNotCrash(const IssuerConfo
   add("empty resource", [](GrantRequest& r) { r.resource.clear(); });
   add("resource without a scheme", [](GrantRequest& r) { r.resource = "acme/payment-service"; });
   add("resource with controls and UTF-8",
-      [](GrantRequest& r) { r.resource += std::string("\n\r\t\x01\xc3\xa9\xff", 8); });
+      [](GrantRequest& r) { r.resource += std::string("\n\r\t\x01\xc3\xa9\xff\0", 8); });
   add("huge resource", [](GrantRequest& r) { r.resource += std::string(100000, 'a'); });
   add("resource with a trailing slash", [](GrantRequest& r) { r.resource += "/"; });
   add("null scope", [](GrantRequest& r) { r.scope = nullptr; });
