@@ -42,9 +42,10 @@ SKIP = re.compile(r"<!--\s*doc-test:\s*skip:\s*(.+?)\s*-->")
 QUOTED = re.compile(r"`([^`]+)`")
 
 
-def open_quote(text):
-    """The quote character left open at the end of text, or None."""
-    quote = None
+def shell_scan(text):
+    """Reads text as bash quotes it: (quote left open at the end or None,
+    index of the first `#` comment outside quotes or None)."""
+    quote, comment = None, None
     i = 0
     while i < len(text):
         c = text[i]
@@ -60,10 +61,12 @@ def open_quote(text):
             i += 2
             continue
         elif c == "#" and (i == 0 or text[i - 1] in " \t\n"):
+            if comment is None:
+                comment = i
             while i < len(text) and text[i] != "\n":
                 i += 1
         i += 1
-    return quote
+    return quote, comment
 
 
 def logical_lines(lines):
@@ -73,7 +76,7 @@ def logical_lines(lines):
         if start is None:
             start = i
         buf.append(line)
-        if line.rstrip().endswith("\\") or open_quote("\n".join(buf)):
+        if line.rstrip().endswith("\\") or shell_scan("\n".join(buf))[0]:
             continue
         out.append((start, "\n".join(buf)))
         buf, start = [], None
@@ -84,25 +87,10 @@ def logical_lines(lines):
 
 def strip_comment(cmd):
     """Splits `cmd  # comment` outside quotes; returns (command, comment)."""
-    quote = None
-    i = 0
-    while i < len(cmd):
-        c = cmd[i]
-        if quote:
-            if c == "\\" and quote == '"':
-                i += 2
-                continue
-            if c == quote:
-                quote = None
-        elif c in "'\"":
-            quote = c
-        elif c == "\\":
-            i += 2
-            continue
-        elif c == "#" and (i == 0 or cmd[i - 1] in " \t"):
-            return cmd[:i].rstrip(), cmd[i + 1:].strip()
-        i += 1
-    return cmd.rstrip(), ""
+    at = shell_scan(cmd)[1]
+    if at is None:
+        return cmd.rstrip(), ""
+    return cmd[:at].rstrip(), cmd[at + 1:].strip()
 
 
 def expectation(text):
