@@ -27,7 +27,7 @@ nlohmann::json Base(std::string_view event, TimePoint now, std::string_view prin
 nlohmann::json SessionEvent(std::string_view event, const SessionRecord& s, TimePoint now,
                             std::string_view outcome, std::string_view request_id) {
   nlohmann::json j = Base(event, now, s.principal_id, s.agent_id, s.id, s.task_id, request_id);
-  j["session"] = {{"state", s.state},
+  j["session"] = {{"state", StateName(s.state)},
                   {"scope", s.scope},
                   {"expires_at", FormatRfc3339(s.expires_at)},
                   {"heartbeat_seconds", s.heartbeat_seconds}};
@@ -50,7 +50,7 @@ nlohmann::json GrantEvent(std::string_view event, const GrantRecord& g, TimePoin
     pd[key] = d.is_object() ? d.value(key, "") : "";
   }
   nlohmann::json jg = {{"grant_id", g.id},
-                       {"status", g.state},
+                       {"status", StateName(g.state)},
                        {"ttl_seconds", g.ttl_seconds},
                        {"credential_sha256", g.credential_sha256},
                        {"issuer", g.issuer}};

@@ -433,14 +433,14 @@ struct Journal::Impl {
             refused = AsUnavailable(std::move(row).error());
             break;
           }
-          current = *row ? (*row)->state : std::string();
+          current = *row ? std::string(StateName((*row)->state)) : std::string();
         } else {
           Result<std::optional<GrantRecord>> row = store->GetGrant(c.id);
           if (!row) {
             refused = AsUnavailable(std::move(row).error());
             break;
           }
-          current = *row ? (*row)->state : std::string();
+          current = *row ? std::string(StateName((*row)->state)) : std::string();
         }
         if (current != c.state) {
           refused = StateConflictError(session ? "session" : "grant", c.id, c.state, current);
@@ -452,10 +452,10 @@ struct Journal::Impl {
         return true;
       }
       for (const SessionRecord& rec : p->batch.sessions) {
-        written[Key{StatePrecondition::Record::kSession, rec.id}] = rec.state;
+        written[Key{StatePrecondition::Record::kSession, rec.id}] = StateName(rec.state);
       }
       for (const GrantRecord& rec : p->batch.grants) {
-        written[Key{StatePrecondition::Record::kGrant, rec.id}] = rec.state;
+        written[Key{StatePrecondition::Record::kGrant, rec.id}] = StateName(rec.state);
       }
       return false;
     });
@@ -837,6 +837,12 @@ Status Journal::Enqueue(std::string checkpoint_reason, bool forced) {
 }
 
 Status Journal::Commit(WriteBatch batch) {
+  // A move the transition table forbids is a bug of the caller: refuse it
+  // before anything is chained (include/jitbroker/states.h).
+  if (Status moves = batch.CheckTransitions(); !moves) {
+    log::Get("audit")->error("event=invalid_transition {}", moves.error().ToString());
+    return moves;
+  }
   auto pending = std::make_unique<Pending>();
   // Serialising the events is the costly part of chaining: do it here, in
   // parallel across callers, not on the single committer thread.

@@ -474,7 +474,15 @@ void HttpServer::Impl::Install() {
         [this](const Request& req, auto& ctx, auto&) -> Result<Reply> {
           JITBROKER_ASSIGN_OR_RETURN(Query q, Query::Parse(req));
           SessionFilter f;
-          f.state = q.Or("state");
+          if (q.Has("state")) {
+            f.state = ParseSessionState(q.Or("state"));
+            if (!f.state) {
+              return std::unexpected(InvalidArgument(
+                  "invalid_query",
+                  "query parameter state must be one of active, completed, revoked, expired, "
+                  "stalled"));
+            }
+          }
           f.agent_id = q.Or("agent");
           f.principal_id = q.Or("principal");
           JITBROKER_ASSIGN_OR_RETURN(auto limit, q.Int("limit", 100, 1, 1000));

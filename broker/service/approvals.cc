@@ -30,16 +30,16 @@ std::string GrantIdOf(const std::string& approval_id) {
 }
 
 std::string ApprovalState(const GrantRecord& g) {
-  if (g.state == "pending") {
+  if (g.state == GrantState::kPending) {
     return "pending";
   }
   if (g.extra.contains("approval") && g.extra["approval"].contains("decision")) {
     return g.extra["approval"]["decision"].get<std::string>();
   }
-  if (g.state == "expired" && g.extra.value("approval_expired", false)) {
+  if (g.state == GrantState::kExpired && g.extra.value("approval_expired", false)) {
     return "expired";
   }
-  return g.state;  // e.g. revoked with its session before anyone decided
+  return std::string(StateName(g.state));  // e.g. revoked with its session before anyone decided
 }
 
 // Who may decide approvals of `tier`: admins, and the roles the tier names
@@ -319,12 +319,13 @@ Result<nlohmann::json> BrokerService::DecideApproval(const CallContext& ctx, con
   }
   GrantRecord g = std::move(*fresh);
   const TimePoint now = clock_->Now();
-  if (session->state != "active") {
-    return std::unexpected(FailedPrecondition(
-        "session_" + session->state,
-        "session " + session->id + " is " + session->state + "; its approvals are void"));
+  if (session->state != SessionState::kActive) {
+    const std::string state(StateName(session->state));
+    return std::unexpected(
+        FailedPrecondition("session_" + state,
+                           "session " + session->id + " is " + state + "; its approvals are void"));
   }
-  if (g.state != "pending") {
+  if (g.state != GrantState::kPending) {
     return std::unexpected(FailedPrecondition(
         "approval_not_pending",
         "approval " + id + " is " + ApprovalState(g) + "; an approval is decided once"));
@@ -361,13 +362,13 @@ Result<nlohmann::json> BrokerService::DecideApproval(const CallContext& ctx, con
   }
   g.extra["approval"] = decided;
   if (decision == "approve") {
-    g.state = "approved";
+    g.state = GrantState::kApproved;
     g.decision["result"] = "allow";
     g.decision["code"] = "approved";
     g.decision["reason"] = "approved by " + c.principal_id +
                            (comment && !comment->empty() ? ": " + *comment : std::string());
   } else {
-    g.state = "denied";
+    g.state = GrantState::kDenied;
     g.sealed_request.clear();  // kept only while the grant may still be minted
     g.decision["result"] = "deny";
     g.decision["code"] = "approval_denied";
@@ -375,10 +376,9 @@ Result<nlohmann::json> BrokerService::DecideApproval(const CallContext& ctx, con
                            (comment && !comment->empty() ? ": " + *comment : std::string());
   }
   WriteBatch batch;
-  batch.RequireGrantState(g.id, "pending");  // decided once, by one approver
   batch.audit_events.push_back(audit::GrantEvent(
       "approval.decided", g, now, decided["decision"].get<std::string>(), ctx.request_id));
-  batch.grants.push_back(g);
+  batch.PutGrant(g, GrantState::kPending);  // decided once, by one approver
   JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
   NotifyGrantChanged();
   log::Get("lifecycle")

@@ -18,7 +18,6 @@
 
 namespace jitbroker::service {
 
-using internal::IsLiveGrantState;
 using internal::kMaxTtlSeconds;
 using internal::SessionEnded;
 
@@ -155,7 +154,7 @@ Result<SessionRecord> BrokerService::LoadAuthorized(const CallContext& ctx, cons
 nlohmann::json BrokerService::SessionJson(const SessionRecord& s) const {
   nlohmann::json j = {
       {"session_id", s.id},
-      {"state", s.state},
+      {"state", StateName(s.state)},
       {"principal", s.principal_id},
       {"agent", {{"id", s.agent_id}}},
       {"task", {{"id", s.task_id}, {"description", s.task_description}, {"scope", s.scope}}},
@@ -180,14 +179,14 @@ nlohmann::json BrokerService::SessionJson(const SessionRecord& s) const {
 }
 
 nlohmann::json BrokerService::GrantJson(const GrantRecord& g, TimePoint now) const {
-  std::string state = g.state;
-  if (state == "active" && g.expires_at && *g.expires_at <= now) {
-    state = "expired";
+  GrantState state = g.state;
+  if (state == GrantState::kActive && g.expires_at && *g.expires_at <= now) {
+    state = GrantState::kExpired;  // the sweeper has not recorded it yet
   }
   nlohmann::json j = {
       {"grant_id", g.id},
       {"session_id", g.session_id},
-      {"state", state},
+      {"state", StateName(state)},
       {"tool", g.tool},
       {"operation", g.operation},
       {"resource", g.resource},
@@ -296,7 +295,7 @@ Result<nlohmann::json> BrokerService::OpenSession(const CallContext& ctx,
   // redacted (broker/audit/redact.h).
   s.task_description = audit::RedactText(description.value_or(""));
   s.scope = scope->ToJson();
-  s.state = "active";
+  s.state = SessionState::kActive;
   s.created_at = now;
   s.expires_at = now + Seconds(ttl_s);
   s.heartbeat_seconds = hb_s;
@@ -305,7 +304,7 @@ Result<nlohmann::json> BrokerService::OpenSession(const CallContext& ctx,
   WriteBatch batch;
   batch.audit_events.push_back(
       audit::SessionEvent("session.opened", s, now, "opened", ctx.request_id));
-  batch.sessions.push_back(s);
+  batch.PutSession(s, std::nullopt);
   JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
   metrics_->CountSessionOpened();
 
@@ -383,24 +382,24 @@ Result<nlohmann::json> BrokerService::Heartbeat(const CallContext& ctx, const st
     s.last_progress = audit::RedactText(*progress);
   }
   WriteBatch batch;
-  batch.sessions.push_back(s);
-  batch.RequireSessionState(s.id, "active");  // never revives an ended session
+  batch.PutSession(s, SessionState::kActive);  // never revives an ended session
   JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
   return SessionJson(s);
 }
 
 Status BrokerService::EnsureLive(const CallContext& ctx, SessionRecord& s) {
-  if (s.state != "active") {
+  if (s.state != SessionState::kActive) {
     return std::unexpected(SessionEnded(s));
   }
   const TimePoint now = clock_->Now();
-  std::string state, event, reason;
+  SessionState state = SessionState::kActive;
+  std::string event, reason;
   if (now >= s.expires_at) {
-    state = "expired";
+    state = SessionState::kExpired;
     event = "session.expired";
     reason = "session TTL elapsed";
   } else if (now > s.heartbeat_deadline) {
-    state = "stalled";
+    state = SessionState::kStalled;
     event = "session.stalled";
     reason = "missed " + std::to_string(sessions_.stall_after_missed) + " heartbeats";
   } else {
@@ -422,31 +421,33 @@ Status BrokerService::Commit(const CallContext& ctx, WriteBatch batch) {
 }
 
 Result<nlohmann::json> BrokerService::EndLocked(const CallContext& ctx, SessionRecord s,
-                                                std::string state, std::string reason,
+                                                SessionState state, std::string reason,
                                                 std::string event) {
   const TimePoint now = clock_->Now();
   JITBROKER_ASSIGN_OR_RETURN(auto all, store_->ListGrants(s.id));
   std::vector<GrantRecord> live;
   for (auto& g : all) {
-    if (IsLiveGrantState(g.state)) {
+    if (IsLive(g.state)) {
       live.push_back(std::move(g));
     }
   }
   WriteBatch batch;
   nlohmann::json revocations = RevokeGrants(live, now, ctx.request_id, batch);
-  batch.RequireSessionState(s.id, s.state);  // ended once, by one process
+  const SessionState from = s.state;  // ended once, by one process
   s.state = state;
   s.ended_at = now;
   s.end_reason = reason;
-  batch.audit_events.push_back(audit::SessionEvent(event, s, now, state, ctx.request_id));
-  batch.sessions.push_back(s);
+  batch.audit_events.push_back(
+      audit::SessionEvent(event, s, now, StateName(state), ctx.request_id));
+  batch.PutSession(s, from);
   JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
   anomaly_->Forget(s.id);
   NotifyGrantChanged();
   log::Get("lifecycle")
       ->info("event={} session_id={} request_id={} revoked={}", event, s.id, ctx.request_id,
              revocations.size());
-  return nlohmann::json{{"session_id", s.id}, {"state", state}, {"revocations", revocations}};
+  return nlohmann::json{
+      {"session_id", s.id}, {"state", StateName(state)}, {"revocations", revocations}};
 }
 
 Result<nlohmann::json> BrokerService::EndSession(const CallContext& ctx, const std::string& id,
@@ -462,16 +463,16 @@ Result<nlohmann::json> BrokerService::EndSession(const CallContext& ctx, const s
   Access access =
       revoke ? Access{.owner = true, .admin = true} : Access{.session_token = true, .owner = true};
   JITBROKER_ASSIGN_OR_RETURN(SessionRecord s, LoadAuthorized(ctx, id, access));
-  if (s.state != "active") {
+  if (s.state != SessionState::kActive) {
     return std::unexpected(SessionEnded(s));
   }
   if (revoke) {
-    return EndLocked(ctx, s, "revoked",
+    return EndLocked(ctx, s, SessionState::kRevoked,
                      "revoked by " + ctx.caller.principal_id + ": " + audit::RedactText(*reason),
                      "session.revoked");
   }
-  return EndLocked(ctx, s, "completed", audit::RedactText(reason.value_or("completed")),
-                   "session.completed");
+  return EndLocked(ctx, s, SessionState::kCompleted,
+                   audit::RedactText(reason.value_or("completed")), "session.completed");
 }
 
 // ---------------------------------------------------------------------------
@@ -498,11 +499,11 @@ Result<nlohmann::json> BrokerService::Introspect(const CallContext& ctx, std::st
     const int64_t exp = claims->contains("exp") && (*claims)["exp"].is_number_integer()
                             ? (*claims)["exp"].get<int64_t>()
                             : 0;
-    if (!g || g->state != "active" || g->issuer != name || exp <= ToUnixSeconds(now)) {
+    if (!g || g->state != GrantState::kActive || g->issuer != name || exp <= ToUnixSeconds(now)) {
       return inactive;
     }
     JITBROKER_ASSIGN_OR_RETURN(auto s, store_->GetSession(g->session_id));
-    if (!s || s->state != "active" || s->expires_at <= now) {
+    if (!s || s->state != SessionState::kActive || s->expires_at <= now) {
       return inactive;
     }
     nlohmann::json out = *claims;

@@ -214,7 +214,7 @@ class BrokerService {
   [[nodiscard]] Status EnsureLive(const CallContext& ctx, SessionRecord& s);
   // Ends the session in state `state`: revokes live grants, commits, audits.
   [[nodiscard]] Result<nlohmann::json> EndLocked(const CallContext& ctx, SessionRecord s,
-                                                 std::string state, std::string reason,
+                                                 SessionState state, std::string reason,
                                                  std::string event);
   // Revokes the credentials of `grants` concurrently (upstream calls fan out),
   // updates each record, appends its audit event and, for failed upstream

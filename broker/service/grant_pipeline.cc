@@ -23,7 +23,6 @@
 
 namespace jitbroker::service {
 
-using internal::IsLiveGrantState;
 using internal::kMaxTtlSeconds;
 using internal::SessionEnded;
 
@@ -262,16 +261,18 @@ Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, Gran
   // The state the grant is stored in: an approved grant is collected once
   // (another process collecting it too loses here, before minting); a new
   // grant ("allowed" is never stored) is not stored yet.
-  std::string stored_state = g.state == "allowed" ? std::string() : g.state;
+  std::optional<GrantState> stored_state;
+  if (g.state != GrantState::kAllowed) {
+    stored_state = g.state;
+  }
   if (desc.mints_upstream) {
     // Write-ahead: the intent is durable before the upstream can create a
     // credential, so a crash in between is reconciled at restart.
-    g.state = "minting";
+    g.state = GrantState::kMinting;
     WriteBatch intent;
     intent.audit_events = std::move(pre_events);
     pre_events.clear();
-    intent.grants.push_back(g);
-    intent.RequireGrantState(g.id, stored_state);
+    intent.PutGrant(g, stored_state);
     JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(intent)));
     stored_state = g.state;
   }
@@ -294,21 +295,20 @@ Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, Gran
                  std::move(identities)};
   auto minted = issuer->Mint(mr);
   if (!minted) {
-    g.state = "failed";
+    g.state = GrantState::kFailed;
     g.extra["mint_error"] = std::string(minted.error().Reason());
     WriteBatch batch;
     batch.audit_events = std::move(pre_events);
     batch.audit_events.push_back(
         audit::GrantEvent("credential.mint_failed", g, now, "failed", ctx.request_id));
-    batch.grants.push_back(g);
-    batch.RequireGrantState(g.id, stored_state);
+    batch.PutGrant(g, stored_state);
     JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
     log::Get("issuer." + desc.type)
         ->warn("event=mint_failed request_id={} grant_id={} issuer={} error=\"{}\"", ctx.request_id,
                g.id, g.issuer, minted.error().ToString());
     return std::unexpected(minted.error());
   }
-  g.state = "active";
+  g.state = GrantState::kActive;
   g.expires_at = minted->expires_at;
   g.credential_type = minted->type;
   g.credential_sha256 = minted->fingerprint_sha256;
@@ -342,8 +342,7 @@ Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, Gran
   batch.audit_events = std::move(pre_events);
   batch.audit_events.push_back(
       audit::GrantEvent("credential.minted", g, now, "minted", ctx.request_id));
-  batch.grants.push_back(g);
-  batch.RequireGrantState(g.id, stored_state);
+  batch.PutGrant(g, stored_state);
   batch.replay_reservations = std::move(replay);
   // Fail closed: the credential leaves only once these records are durable.
   if (Status committed = Commit(ctx, std::move(batch)); !committed) {
@@ -424,8 +423,8 @@ Result<nlohmann::json> BrokerService::DenyAtCollection(const CallContext& ctx, G
     decision["policy_version"] = *it;  // the policy that refused it
   }
   g.decision = std::move(decision);
-  const std::string stored_state = g.state;  // "approved": denied once
-  g.state = "denied";
+  const GrantState stored_state = g.state;  // approved: denied once
+  g.state = GrantState::kDenied;
   g.sealed_handle.clear();
   g.sealed_request.clear();
   if (!delegation.empty()) {
@@ -434,8 +433,7 @@ Result<nlohmann::json> BrokerService::DenyAtCollection(const CallContext& ctx, G
   WriteBatch batch;
   batch.audit_events.push_back(
       audit::GrantEvent("grant.decided", g, now, "denied", ctx.request_id));
-  batch.grants.push_back(g);
-  batch.RequireGrantState(g.id, stored_state);
+  batch.PutGrant(g, stored_state);
   JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
   NotifyGrantChanged();
   return GrantJson(g, now);

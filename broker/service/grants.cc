@@ -21,7 +21,6 @@
 
 namespace jitbroker::service {
 
-using internal::IsLiveGrantState;
 using internal::kMaxTtlSeconds;
 using internal::SessionEnded;
 
@@ -99,7 +98,7 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
   std::shared_lock lock(LockFor(session_id));
   JITBROKER_ASSIGN_OR_RETURN(SessionRecord s,
                              LoadAuthorized(ctx, session_id, Access{.session_token = true}));
-  if (s.state != "active") {
+  if (s.state != SessionState::kActive) {
     return std::unexpected(SessionEnded(s));
   }
   // Rate limits come after the session token is verified (LoadAuthorized):
@@ -118,7 +117,7 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
     exclusive.unlock();
     lock.lock();
     JITBROKER_ASSIGN_OR_RETURN(auto again, store_->GetSession(session_id));
-    if (!again || again->state != "active") {
+    if (!again || again->state != SessionState::kActive) {
       return std::unexpected(SessionEnded(again ? *again : s));
     }
     s = std::move(*again);
@@ -135,11 +134,11 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
 
   GrantResponse resp;
   if (d.result == DecisionResult::kDeny) {
-    g.state = "denied";
+    g.state = GrantState::kDenied;
     WriteBatch batch;
     batch.audit_events.push_back(
         audit::GrantEvent("grant.decided", g, now, "denied", ctx.request_id));
-    batch.grants.push_back(g);
+    batch.PutGrant(g, std::nullopt);
     JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
     if (trigger) {
       lock.unlock();
@@ -158,7 +157,7 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
     const int64_t approval_ttl = tp.approval_ttl_seconds > 0
                                      ? tp.approval_ttl_seconds
                                      : options_.default_approval_ttl_seconds;
-    g.state = "pending";
+    g.state = GrantState::kPending;
     // The exact request is kept sealed (AAD: the grant id) until collection,
     // where it is minted from; g.parameters is only the redacted copy.
     const std::string canonical = CanonicalRequestJson(s.id, req);
@@ -174,7 +173,7 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
     WriteBatch batch;
     batch.audit_events.push_back(
         audit::GrantEvent("grant.decided", g, now, "pending_approval", ctx.request_id));
-    batch.grants.push_back(g);
+    batch.PutGrant(g, std::nullopt);
     JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
     decided.pending_lock.unlock();
     if (options_.notifier != nullptr) {
@@ -187,7 +186,7 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
 
   // The decision's record shows the grant as allowed; MintAndCommit moves it
   // on (minting, active or failed).
-  g.state = "allowed";
+  g.state = GrantState::kAllowed;
   std::vector<nlohmann::json> pre;
   pre.push_back(audit::GrantEvent("grant.decided", g, now, "allowed", ctx.request_id));
   JITBROKER_ASSIGN_OR_RETURN(resp.body, MintAndCommit(ctx, g, req, issuer, std::move(pre)));
@@ -199,7 +198,7 @@ Status BrokerService::RevokeForAnomaly(const CallContext& ctx, const std::string
                                        const lifecycle::AnomalyTrigger& trigger) {
   std::unique_lock exclusive(LockFor(session_id));
   JITBROKER_ASSIGN_OR_RETURN(auto s, store_->GetSession(session_id));
-  if (!s || s->state != "active") {
+  if (!s || s->state != SessionState::kActive) {
     return OkStatus();
   }
   // The trigger and its evidence are one audit record, then the session ends.
@@ -212,7 +211,8 @@ Status BrokerService::RevokeForAnomaly(const CallContext& ctx, const std::string
   log::Get("lifecycle")
       ->warn("event=anomaly_detected session_id={} rule={} request_id={}", session_id, trigger.rule,
              ctx.request_id);
-  auto ended = EndLocked(ctx, *s, "revoked", "anomaly: " + trigger.rule, "session.revoked");
+  auto ended =
+      EndLocked(ctx, *s, SessionState::kRevoked, "anomaly: " + trigger.rule, "session.revoked");
   if (!ended) {
     return std::unexpected(ended.error());
   }
@@ -257,13 +257,13 @@ Result<nlohmann::json> BrokerService::GetGrant(const CallContext& ctx, const std
   JITBROKER_ASSIGN_OR_RETURN(GrantRecord loaded, LoadAuthorizedGrant(ctx, id));
   std::optional<GrantRecord> g(std::move(loaded));
   // Long-poll while the grant waits for a human; woken by any grant change.
-  if (wait_seconds > 0 && g->state == "pending") {
+  if (wait_seconds > 0 && g->state == GrantState::kPending) {
     const auto deadline =
         std::chrono::steady_clock::now() +
         std::chrono::seconds(std::min(wait_seconds, options_.max_long_poll_seconds));
     std::unique_lock lk(wait_mu_);
     uint64_t seen = wait_generation_;
-    while (!long_polls_ended_ && g->state == "pending" &&
+    while (!long_polls_ended_ && g->state == GrantState::kPending &&
            (!g->expires_at || *g->expires_at > clock_->Now())) {
       if (!wait_cv_.wait_until(lk, deadline,
                                [&] { return wait_generation_ != seen || long_polls_ended_; })) {
@@ -278,7 +278,7 @@ Result<nlohmann::json> BrokerService::GetGrant(const CallContext& ctx, const std
       }
     }
   }
-  if (g->state == "pending" && g->expires_at && *g->expires_at <= clock_->Now()) {
+  if (g->state == GrantState::kPending && g->expires_at && *g->expires_at <= clock_->Now()) {
     // Expiry means deny; do not wait for the sweeper to say so.
     JITBROKER_RETURN_IF_ERROR(ExpireApproval(g->id, ctx.request_id));
     JITBROKER_ASSIGN_OR_RETURN(auto fresh, store_->GetGrant(id));
@@ -288,11 +288,11 @@ Result<nlohmann::json> BrokerService::GetGrant(const CallContext& ctx, const std
   }
   // An approved grant is minted when its agent collects it: the TTL starts
   // now, and the credential is returned exactly once.
-  if (g->state == "approved" && ctx.caller.IsSession()) {
+  if (g->state == GrantState::kApproved && ctx.caller.IsSession()) {
     std::unique_lock exclusive(LockFor(g->session_id));
     JITBROKER_ASSIGN_OR_RETURN(auto fresh, store_->GetGrant(id));
     JITBROKER_ASSIGN_OR_RETURN(auto session, store_->GetSession(g->session_id));
-    if (fresh && session && fresh->state == "approved") {
+    if (fresh && session && fresh->state == GrantState::kApproved) {
       SessionRecord sr = *session;
       JITBROKER_RETURN_IF_ERROR(EnsureLive(ctx, sr));
       Issuer* issuer = FindIssuer(fresh->issuer);
@@ -313,9 +313,10 @@ Result<nlohmann::json> BrokerService::RevokeGrant(const CallContext& ctx, const 
   JITBROKER_ASSIGN_OR_RETURN(GrantRecord found, LoadAuthorizedGrant(ctx, id));
   std::unique_lock lock(LockFor(found.session_id));
   JITBROKER_ASSIGN_OR_RETURN(auto g, store_->GetGrant(id));
-  if (!g || !IsLiveGrantState(g->state)) {
+  if (!g || !IsLive(g->state)) {
     return std::unexpected(FailedPrecondition(
-        "grant_not_live", "grant " + id + " is " + (g ? g->state : std::string("gone")) +
+        "grant_not_live", "grant " + id + " is " +
+                              (g ? std::string(StateName(g->state)) : std::string("gone")) +
                               "; there is nothing to revoke"));
   }
   const TimePoint now = clock_->Now();
@@ -324,7 +325,7 @@ Result<nlohmann::json> BrokerService::RevokeGrant(const CallContext& ctx, const 
   nlohmann::json outcomes = RevokeGrants(one, now, ctx.request_id, batch);
   JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
   nlohmann::json outcome = outcomes[0];
-  outcome["state"] = one[0].state;
+  outcome["state"] = StateName(one[0].state);
   return outcome;
 }
 

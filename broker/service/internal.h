@@ -17,11 +17,6 @@ namespace jitbroker::service::internal {
 // The longest TTL a client may ask for (sessions, grants): 30 days.
 inline constexpr int64_t kMaxTtlSeconds = 30 * 24 * 3600;
 
-// States in which a grant holds, or may still yield, a credential.
-inline bool IsLiveGrantState(std::string_view state) {
-  return state == "active" || state == "pending" || state == "approved" || state == "minting";
-}
-
 // Whether `e` says a StatePrecondition did not hold (include/jitbroker/
 // store.h): another request or broker process changed the row first and
 // nothing of the batch was written.
@@ -31,8 +26,9 @@ inline bool IsStateConflict(const Error& e) {
 
 // The answer to a call on a session that has ended.
 inline Error SessionEnded(const SessionRecord& s) {
-  return FailedPrecondition("session_" + s.state,
-                            "session " + s.id + " is " + s.state + "; it accepts no further calls");
+  const std::string state(StateName(s.state));
+  return FailedPrecondition("session_" + state,
+                            "session " + s.id + " is " + state + "; it accepts no further calls");
 }
 
 }  // namespace jitbroker::service::internal

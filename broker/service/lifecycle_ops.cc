@@ -70,13 +70,13 @@ Status BrokerService::ExpireApproval(const std::string& grant_id, const std::str
   std::unique_lock lock(LockFor(found->session_id));
   JITBROKER_ASSIGN_OR_RETURN(auto g, store_->GetGrant(grant_id));
   const TimePoint now = clock_->Now();
-  if (!g || (g->state != "pending" && g->state != "approved") || !g->expires_at ||
-      *g->expires_at > now) {
+  if (!g || (g->state != GrantState::kPending && g->state != GrantState::kApproved) ||
+      !g->expires_at || *g->expires_at > now) {
     return OkStatus();
   }
-  const bool was_approved = g->state == "approved";
-  const std::string stored_state = g->state;
-  g->state = "expired";
+  const bool was_approved = g->state == GrantState::kApproved;
+  const GrantState stored_state = g->state;
+  g->state = GrantState::kExpired;
   g->sealed_request.clear();  // kept only while the grant may still be minted
   g->extra["approval_expired"] = true;
   g->decision["result"] = "deny";
@@ -86,8 +86,7 @@ Status BrokerService::ExpireApproval(const std::string& grant_id, const std::str
   WriteBatch batch;
   batch.audit_events.push_back(
       audit::GrantEvent("approval.expired", *g, now, "denied", request_id));
-  batch.grants.push_back(*g);
-  batch.RequireGrantState(g->id, stored_state);
+  batch.PutGrant(*g, stored_state);
   if (Status st = journal_->Commit(std::move(batch)); !st) {
     // Decided, collected or expired by another process meanwhile: its
     // record stands.
@@ -100,21 +99,20 @@ Status BrokerService::ExpireApproval(const std::string& grant_id, const std::str
 Result<bool> BrokerService::RetryRevocation(const RevocationTask& task, TimePoint now) {
   JITBROKER_ASSIGN_OR_RETURN(auto g, store_->GetGrant(task.grant_id));
   WriteBatch batch;
-  if (!g || g->state != "revoking") {
+  if (!g || g->state != GrantState::kRevoking) {
     batch.revocations_done.push_back(task.grant_id);  // resolved elsewhere
     JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
     return true;
   }
   if (now >= task.expires_at) {
     // The credential has expired upstream: nothing is left to revoke.
-    g->state = "expired";
+    g->state = GrantState::kExpired;
     g->revoke_outcome = "expired";
     g->sealed_handle.clear();
     batch.revocations_done.push_back(task.grant_id);
     batch.audit_events.push_back(
         audit::GrantEvent("credential.expired", *g, now, "expired_before_revocation", "sweeper"));
-    batch.grants.push_back(*g);
-    batch.RequireGrantState(g->id, "revoking");
+    batch.PutGrant(*g, GrantState::kRevoking);
     JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
     return true;
   }
@@ -128,15 +126,14 @@ Result<bool> BrokerService::RetryRevocation(const RevocationTask& task, TimePoin
       : !handle         ? Result<RevokeOutcome>(std::unexpected(handle.error()))
                 : issuer->Revoke(RevokeRequest{g->id, std::move(*handle), task.expires_at, now});
   if (result) {
-    g->state = "revoked";
+    g->state = GrantState::kRevoked;
     g->revoked_at = now;
     g->revoke_outcome = std::string(RevokeOutcomeName(result->kind));
     g->sealed_handle.clear();
     batch.revocations_done.push_back(task.grant_id);
     batch.audit_events.push_back(
         audit::GrantEvent("credential.revoked", *g, now, g->revoke_outcome, "sweeper"));
-    batch.grants.push_back(*g);
-    batch.RequireGrantState(g->id, "revoking");
+    batch.PutGrant(*g, GrantState::kRevoking);
     JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
     metrics_->CountRevocation(g->revoke_outcome);
     NotifyGrantChanged();
@@ -168,7 +165,7 @@ Result<SweepStats> BrokerService::Sweep() {
   for (const auto& candidate : due) {
     std::unique_lock lock(LockFor(candidate.id));
     JITBROKER_ASSIGN_OR_RETURN(auto s, store_->GetSession(candidate.id));
-    if (!s || s->state != "active") {
+    if (!s || s->state != SessionState::kActive) {
       continue;
     }
     SessionRecord rec = *s;
@@ -185,7 +182,7 @@ Result<SweepStats> BrokerService::Sweep() {
   // the grant's TTL) is revoked upstream instead.
   now = clock_->Now();
   JITBROKER_ASSIGN_OR_RETURN(auto expired,
-                             store_->ListGrantsByState("active", now, "", kSweepPage));
+                             store_->ListGrantsByState(GrantState::kActive, now, "", kSweepPage));
   std::map<std::string, std::vector<std::string>> revoke_at_expiry;  // session -> grant ids
   if (!expired.empty()) {
     WriteBatch batch;
@@ -197,12 +194,11 @@ Result<SweepStats> BrokerService::Sweep() {
         revoke_at_expiry[g.session_id].push_back(g.id);
         continue;
       }
-      g.state = "expired";
+      g.state = GrantState::kExpired;
       g.sealed_handle.clear();
       batch.audit_events.push_back(
           audit::GrantEvent("credential.expired", g, now, "expired", "sweeper"));
-      batch.grants.push_back(g);
-      batch.RequireGrantState(g.id, "active");
+      batch.PutGrant(g, GrantState::kActive);
       ++stats.grants_expired;
     }
     if (!batch.grants.empty()) {
@@ -216,7 +212,7 @@ Result<SweepStats> BrokerService::Sweep() {
     std::vector<GrantRecord> live;
     for (const auto& id : ids) {
       JITBROKER_ASSIGN_OR_RETURN(auto fresh, store_->GetGrant(id));
-      if (fresh && fresh->state == "active") {
+      if (fresh && fresh->state == GrantState::kActive) {
         fresh->extra["revoke_reason"] = "grant_expired";
         live.push_back(std::move(*fresh));
       }
@@ -236,7 +232,7 @@ Result<SweepStats> BrokerService::Sweep() {
   }
 
   // Approvals nobody decided (or nobody collected) in time: expiry is a denial.
-  for (const char* state : {"pending", "approved"}) {
+  for (const GrantState state : {GrantState::kPending, GrantState::kApproved}) {
     JITBROKER_ASSIGN_OR_RETURN(auto lapsed, store_->ListGrantsByState(state, now, "", kSweepPage));
     for (const auto& g : lapsed) {
       if (g.expires_at && *g.expires_at <= now) {
@@ -270,7 +266,8 @@ Status BrokerService::Reconcile() {
   // A grant left in "minting" was interrupted between its write-ahead record
   // and the commit of its credential: the upstream may have issued one that
   // nobody received and that we hold no handle for. It lives at most its TTL.
-  JITBROKER_ASSIGN_OR_RETURN(auto stuck, store_->ListGrantsByState("minting", std::nullopt, "", 0));
+  JITBROKER_ASSIGN_OR_RETURN(auto stuck,
+                             store_->ListGrantsByState(GrantState::kMinting, std::nullopt, "", 0));
   if (stuck.empty()) {
     return OkStatus();
   }
@@ -278,7 +275,7 @@ Status BrokerService::Reconcile() {
   WriteBatch batch;
   for (auto& g : stuck) {
     const TimePoint worst = g.created_at + Seconds(g.ttl_seconds);
-    g.state = "revoked";
+    g.state = GrantState::kRevoked;
     g.revoked_at = now;
     g.revoke_outcome = "expiry_only";
     g.extra["reconciled"] = {
@@ -286,8 +283,7 @@ Status BrokerService::Reconcile() {
         {"residual_seconds", std::max<int64_t>(0, ToUnixSeconds(worst) - ToUnixSeconds(now))}};
     batch.audit_events.push_back(
         audit::GrantEvent("credential.reconciled", g, now, "expiry_only", "startup"));
-    batch.grants.push_back(g);
-    batch.RequireGrantState(g.id, "minting");
+    batch.PutGrant(g, GrantState::kMinting);
     log::Get("lifecycle")
         ->error(
             "event=mint_reconciled grant_id={} issuer={} note=\"interrupted mid-mint; any "
@@ -345,7 +341,8 @@ Result<nlohmann::json> BrokerService::BulkRevoke(const CallContext& ctx,
   if (issuer) {
     // Only this issuer's credentials; the sessions go on.
     std::map<std::string, std::vector<GrantRecord>> by_session;
-    for (const char* state : {"active", "pending", "approved", "minting"}) {
+    for (const GrantState state :
+         {GrantState::kActive, GrantState::kPending, GrantState::kApproved, GrantState::kMinting}) {
       JITBROKER_ASSIGN_OR_RETURN(auto gs,
                                  store_->ListGrantsByState(state, std::nullopt, *issuer, 0));
       for (auto& g : gs) {
@@ -357,8 +354,7 @@ Result<nlohmann::json> BrokerService::BulkRevoke(const CallContext& ctx,
       std::vector<GrantRecord> live;
       for (const auto& g : grants) {
         JITBROKER_ASSIGN_OR_RETURN(auto fresh, store_->GetGrant(g.id));
-        if (fresh && (fresh->state == "active" || fresh->state == "pending" ||
-                      fresh->state == "approved" || fresh->state == "minting")) {
+        if (fresh && IsLive(fresh->state)) {
           live.push_back(std::move(*fresh));
         }
       }
@@ -371,7 +367,7 @@ Result<nlohmann::json> BrokerService::BulkRevoke(const CallContext& ctx,
     }
   } else {
     SessionFilter f;
-    f.state = "active";
+    f.state = SessionState::kActive;
     f.limit = 0;
     if (principal) {
       f.principal_id = *principal;
@@ -383,10 +379,11 @@ Result<nlohmann::json> BrokerService::BulkRevoke(const CallContext& ctx,
     for (const auto& candidate : sessions) {
       std::unique_lock lock(LockFor(candidate.id));
       JITBROKER_ASSIGN_OR_RETURN(auto s, store_->GetSession(candidate.id));
-      if (!s || s->state != "active") {
+      if (!s || s->state != SessionState::kActive) {
         continue;
       }
-      JITBROKER_ASSIGN_OR_RETURN(auto ended, EndLocked(ctx, *s, "revoked", why, "session.revoked"));
+      JITBROKER_ASSIGN_OR_RETURN(
+          auto ended, EndLocked(ctx, *s, SessionState::kRevoked, why, "session.revoked"));
       ++sessions_ended;
       for (auto& o : ended["revocations"]) {
         revocations.push_back(std::move(o));

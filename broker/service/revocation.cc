@@ -22,7 +22,6 @@
 
 namespace jitbroker::service {
 
-using internal::IsLiveGrantState;
 using internal::kMaxTtlSeconds;
 using internal::SessionEnded;
 
@@ -55,22 +54,24 @@ nlohmann::json BrokerService::RevokeGrants(std::vector<GrantRecord>& grants, Tim
   std::vector<Job> jobs;
   std::vector<nlohmann::json> outcomes(grants.size());
   std::vector<std::optional<size_t>> job_of(grants.size());
+  // The state each grant was read in: written only if nobody moved it since
+  // (docs/architecture.md, "Conditional state changes"); another process may
+  // revoke it too.
+  std::vector<GrantState> read_as(grants.size());
   for (size_t i = 0; i < grants.size(); ++i) {
     GrantRecord& g = grants[i];
     outcomes[i] = {{"grant_id", g.id}};
-    // Written only if nobody moved it since it was read (docs/architecture.md,
-    // "Conditional state changes"): another process may revoke it too.
-    batch.RequireGrantState(g.id, g.state);
-    if (g.state != "active") {
+    read_as[i] = g.state;
+    if (g.state != GrantState::kActive) {
       // Nothing was released: pending, approved or caught mid-mint.
       g.sealed_request.clear();
-      g.state = "revoked";
+      g.state = GrantState::kRevoked;
       g.revoked_at = now;
       g.revoke_outcome = "revoked";
       continue;
     }
     if (g.expires_at && CredentialEnd(g, now) <= now) {
-      g.state = "expired";
+      g.state = GrantState::kExpired;
       g.sealed_handle.clear();
       continue;
     }
@@ -82,7 +83,7 @@ nlohmann::json BrokerService::RevokeGrants(std::vector<GrantRecord>& grants, Tim
       log::Get("lifecycle")
           ->error("event=revoke_impossible grant_id={} issuer={} why=\"{}\"", g.id, g.issuer,
                   issuer == nullptr ? "issuer not configured" : handle.error().ToString());
-      g.state = "revoked";
+      g.state = GrantState::kRevoked;
       g.revoked_at = now;
       g.revoke_outcome = "expiry_only";
       g.sealed_handle.clear();  // useless now; keep no copy of the credential
@@ -128,7 +129,7 @@ nlohmann::json BrokerService::RevokeGrants(std::vector<GrantRecord>& grants, Tim
     if (job_of[i]) {
       const Result<RevokeOutcome>& r = *jobs[*job_of[i]].result;
       if (r) {
-        g.state = "revoked";
+        g.state = GrantState::kRevoked;
         g.revoked_at = now;
         g.revoke_outcome = std::string(RevokeOutcomeName(r->kind));
         g.sealed_handle.clear();
@@ -139,7 +140,7 @@ nlohmann::json BrokerService::RevokeGrants(std::vector<GrantRecord>& grants, Tim
         log::Get("lifecycle")
             ->warn("event=revoke_failed grant_id={} issuer={} error=\"{}\"", g.id, g.issuer,
                    r.error().ToString());
-        g.state = "revoking";
+        g.state = GrantState::kRevoking;
         g.revoke_outcome = "queued";
         RevocationTask t;
         t.grant_id = g.id;
@@ -154,7 +155,7 @@ nlohmann::json BrokerService::RevokeGrants(std::vector<GrantRecord>& grants, Tim
         out["residual_seconds"] = residual;
         event = "credential.revoke_failed";
       }
-    } else if (g.state == "expired") {
+    } else if (g.state == GrantState::kExpired) {
       out["outcome"] = "expired";
       out["residual_seconds"] = 0;
       event = "credential.expired";
@@ -165,7 +166,7 @@ nlohmann::json BrokerService::RevokeGrants(std::vector<GrantRecord>& grants, Tim
     metrics_->CountRevocation(out["outcome"].get<std::string>());
     batch.audit_events.push_back(
         audit::GrantEvent(event, g, now, out["outcome"].get<std::string>(), request_id));
-    batch.grants.push_back(g);
+    batch.PutGrant(g, read_as[i]);
   }
   NotifyGrantChanged();
   return nlohmann::json(outcomes);

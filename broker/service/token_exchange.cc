@@ -442,20 +442,21 @@ Result<nlohmann::json> BrokerService::MintForCi(const CallContext& ctx, CiExchan
           if (found->principal_id != principal || found->agent_id != x.run_key) {
             return std::unexpected(Internal("CI session id collision", "session " + sid));
           }
-          if (found->state == "expired") {
+          if (found->state == SessionState::kExpired) {
             next_generation = true;  // the run outlived it
             continue;
           }
-          if (found->state != "active") {
-            return std::unexpected(FailedPrecondition(
-                "ci_session_ended", "the session of this CI run is " + found->state +
-                                        "; it mints no more credentials"));
+          if (found->state != SessionState::kActive) {
+            return std::unexpected(
+                FailedPrecondition("ci_session_ended", "the session of this CI run is " +
+                                                           std::string(StateName(found->state)) +
+                                                           "; it mints no more credentials"));
           }
           if (clock_->Now() >= found->expires_at) {
             lock.unlock();
             std::unique_lock exclusive(LockFor(sid));
             JITBROKER_ASSIGN_OR_RETURN(auto fresh, store_->GetSession(sid));
-            if (fresh && fresh->state == "active") {
+            if (fresh && fresh->state == SessionState::kActive) {
               // Ends it as expired (revoking its grants); the error is expected.
               (void)EnsureLive(ctx, *fresh);
             }
@@ -485,7 +486,7 @@ Result<nlohmann::json> BrokerService::MintForCi(const CallContext& ctx, CiExchan
       s.task_id = TaskIdFor(*x.policy, x.claims);
       s.task_description = DescriptionFor(*x.policy, x.facts);
       s.scope = ScopeFor(*x.policy).ToJson();
-      s.state = "active";
+      s.state = SessionState::kActive;
       s.created_at = now;
       s.expires_at = now + Seconds(x.policy->session_ttl_seconds);
       // No heartbeats: the session lives until its TTL, an end or a revocation.
@@ -549,7 +550,7 @@ Result<nlohmann::json> BrokerService::EvaluateAndMintForCi(const CallContext& ct
       batch.audit_events.insert(
           batch.audit_events.begin(),
           audit::SessionEvent("session.opened", s, now, "opened", ctx.request_id));
-      batch.sessions.push_back(s);
+      batch.PutSession(s, std::nullopt);
     }
     JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
     exchange_->logger->info(
@@ -615,10 +616,9 @@ Result<nlohmann::json> BrokerService::EvaluateAndMintForCi(const CallContext& ct
     batch.audit_events.push_back(
         audit::SessionEvent("session.opened", s, now, "opened", ctx.request_id));
     batch.audit_events.back()["ci"] = x.facts;
-    batch.sessions.push_back(s);
     // The run's session id is derived, not random: opened once, even by two
     // broker processes (docs/architecture.md, "Conditional state changes").
-    batch.RequireSessionState(s.id, "");
+    batch.PutSession(s, std::nullopt);
     if (Status st = Commit(ctx, std::move(batch)); !st) {
       release();
       return std::unexpected(st.error());
@@ -636,7 +636,7 @@ Result<nlohmann::json> BrokerService::EvaluateAndMintForCi(const CallContext& ct
       audit::SessionEvent("token.exchanged", s, now, "allowed", ctx.request_id);
   exchanged["token_exchange"] = exchange;
   pre.push_back(std::move(exchanged));
-  g.state = "allowed";  // as RequestGrant: MintAndCommit moves it on
+  g.state = GrantState::kAllowed;  // as RequestGrant: MintAndCommit moves it on
   pre.push_back(audit::GrantEvent("grant.decided", g, now, "allowed", ctx.request_id));
   auto minted = MintAndCommit(ctx, g, x.request, x.issuer, std::move(pre), std::move(replay));
   if (!minted) {

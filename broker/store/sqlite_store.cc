@@ -423,7 +423,12 @@ Result<SessionRecord> ReadSession(sqlite3_stmt* s) {
   rec.agent_id = r.Text();
   rec.task_id = r.Text();
   rec.task_description = r.Text();
-  rec.state = r.Text();
+  const std::string state = r.Text();
+  if (auto parsed = ParseSessionState(state)) {
+    rec.state = *parsed;
+  } else {
+    return std::unexpected(CorruptRow("sessions", "unknown state '" + state + "'"));
+  }
   rec.created_at = r.Time();
   rec.expires_at = r.Time();
   rec.heartbeat_seconds = r.Int();
@@ -455,7 +460,12 @@ Result<GrantRecord> ReadGrant(sqlite3_stmt* s) {
   rec.requested_ttl_seconds = r.OptInt();
   rec.ttl_seconds = r.Int();
   rec.tier = r.Text();
-  rec.state = r.Text();
+  const std::string state = r.Text();
+  if (auto parsed = ParseGrantState(state); parsed && *parsed != GrantState::kAllowed) {
+    rec.state = *parsed;
+  } else {
+    return std::unexpected(CorruptRow("grants", "unknown state '" + state + "'"));
+  }
   rec.revocability = r.Text();
   rec.credential_type = r.Text();
   rec.credential_sha256 = r.Text();
@@ -508,7 +518,7 @@ void BindSession(Binder& b, const SessionRecord& rec, const std::string& data) {
       .Text(rec.agent_id)
       .Text(rec.task_id)
       .Text(rec.task_description)
-      .Text(rec.state)
+      .StaticText(StateName(rec.state))
       .Time(rec.created_at)
       .Time(rec.expires_at)
       .Int(rec.heartbeat_seconds)
@@ -532,7 +542,7 @@ void BindGrant(Binder& b, const GrantRecord& rec, const std::string& data) {
       .OptInt(rec.requested_ttl_seconds)
       .Int(rec.ttl_seconds)
       .Text(rec.tier)
-      .Text(rec.state)
+      .StaticText(StateName(rec.state))
       .Text(rec.revocability)
       .Text(rec.credential_type)
       .Text(rec.credential_sha256)
@@ -805,7 +815,7 @@ class SqliteStore final : public Store {
     if (!f.agent_id.empty()) {
       sql += " AND agent_id = ?";
     }
-    if (!f.state.empty()) {
+    if (f.state) {
       sql += " AND state = ?";
     }
     sql += " ORDER BY created_at, created_at_ns, id LIMIT ?";
@@ -819,8 +829,8 @@ class SqliteStore final : public Store {
     if (!f.agent_id.empty()) {
       b.Text(f.agent_id);
     }
-    if (!f.state.empty()) {
-      b.Text(f.state);
+    if (f.state) {
+      b.StaticText(StateName(*f.state));
     }
     b.Int(SqlLimit(f.limit));
     return Collect<SessionRecord>(r->db.get(), s, ReadSession);
@@ -870,7 +880,7 @@ class SqliteStore final : public Store {
     return Collect<SessionRecord>(r->db.get(), s, ReadSession);
   }
 
-  Result<std::vector<GrantRecord>> ListGrantsByState(std::string_view state,
+  Result<std::vector<GrantRecord>> ListGrantsByState(GrantState state,
                                                      std::optional<TimePoint> expires_before,
                                                      std::string_view issuer,
                                                      size_t limit) override {
@@ -887,7 +897,7 @@ class SqliteStore final : public Store {
     JITBROKER_ASSIGN_OR_RETURN(sqlite3_stmt * s, r->Stmt(sql));
     StmtUse use(s);
     Binder b(s);
-    b.Text(state);
+    b.StaticText(StateName(state));
     if (expires_before) {
       const SplitTime t = Split(*expires_before);
       b.Int(t.seconds).Int(t.seconds).Int(t.nanos);

@@ -41,6 +41,7 @@
 #include "jitbroker/clock.h"
 #include "jitbroker/error.h"
 #include "jitbroker/result.h"
+#include "jitbroker/states.h"
 
 namespace jitbroker {
 
@@ -52,7 +53,7 @@ struct SessionRecord {
   std::string task_id;
   std::string task_description;
   nlohmann::json scope = nlohmann::json::object();  // TaskScope::ToJson()
-  std::string state;  // active | completed | revoked | expired | stalled
+  SessionState state = SessionState::kActive;
   TimePoint created_at;
   TimePoint expires_at;
   int64_t heartbeat_seconds = 60;
@@ -79,7 +80,7 @@ struct GrantRecord {
   int64_t ttl_seconds = 0;
   std::string tier;
   nlohmann::json decision = nlohmann::json::object();  // Decision::ToJson()
-  std::string state;  // pending | active | denied | revoked | expired | minting | failed
+  GrantState state = GrantState::kPending;
   std::string revocability;
   std::string credential_type;
   std::string credential_sha256;  // hex fingerprint, empty until minted
@@ -122,7 +123,8 @@ struct ReplayReservation {
 };
 
 // A condition a WriteBatch commits under: the stored session or grant `id`
-// is in `state` — or, with `state` empty, does not exist. Checked inside
+// is in `state` — or, with `state` empty, does not exist. `state` is the
+// state's stored name (StateName); WriteBatch's methods set it. Checked inside
 // Apply's transaction, after the writes of the batches before it in the same
 // Apply and before any write of its own batch. If any precondition of any
 // batch does not hold, Apply fails with kFailedPrecondition "state_conflict"
@@ -135,7 +137,7 @@ struct StatePrecondition {
   enum class Record { kSession, kGrant };
   Record record = Record::kGrant;
   std::string id;
-  std::string state;  // required current state; "" = the row must not exist
+  std::string state;  // required current state's name; "" = the row must not exist
 };
 
 // The error of a StatePrecondition that did not hold, for every Store and the
@@ -157,30 +159,55 @@ inline Error StateConflictError(std::string_view record, std::string_view id,
 
 // One unit of change: everything in it commits atomically together with its
 // audit events. Audit events are appended to the chain in vector order.
+//
+// Sessions and grants are written with PutSession/PutGrant, which name the
+// state the record moves from: the write commits only if the stored record
+// is still in that state (a StatePrecondition), and the Journal refuses a
+// move that the transition table (include/jitbroker/states.h) does not
+// allow, or a record written without its precondition (CheckTransitions).
 struct WriteBatch {
   // Checked before anything of this batch is written (StatePrecondition).
   std::vector<StatePrecondition> preconditions;
-  std::vector<SessionRecord> sessions;
-  std::vector<GrantRecord> grants;
+  std::vector<SessionRecord> sessions;                 // written by PutSession
+  std::vector<GrantRecord> grants;                     // written by PutGrant
   std::vector<nlohmann::json> audit_events;            // unchained event bodies
   std::vector<RevocationTask> revocations;             // upserted into the retry queue
   std::vector<std::string> revocations_done;           // grant ids removed from the queue
   std::vector<ReplayReservation> replay_reservations;  // see ReplayReservation
 
-  // Commit only if session / grant `id` is in `state` ("" = does not exist yet).
-  void RequireSessionState(std::string id, std::string state) {
-    preconditions.push_back({StatePrecondition::Record::kSession, std::move(id), std::move(state)});
+  // Writes `s` / `g` if the stored record is in `from` (nullopt: there is no
+  // such record yet).
+  void PutSession(SessionRecord s, std::optional<SessionState> from) {
+    RequireSessionState(s.id, from);
+    sessions.push_back(std::move(s));
   }
-  void RequireGrantState(std::string id, std::string state) {
-    preconditions.push_back({StatePrecondition::Record::kGrant, std::move(id), std::move(state)});
+  void PutGrant(GrantRecord g, std::optional<GrantState> from) {
+    RequireGrantState(g.id, from);
+    grants.push_back(std::move(g));
   }
+  // Commit only if session / grant `id` is in `state` (nullopt: does not
+  // exist yet), without writing it (collect an approval only while its
+  // session is still active).
+  void RequireSessionState(std::string id, std::optional<SessionState> state) {
+    preconditions.push_back({StatePrecondition::Record::kSession, std::move(id),
+                             state ? std::string(StateName(*state)) : std::string()});
+  }
+  void RequireGrantState(std::string id, std::optional<GrantState> state) {
+    preconditions.push_back({StatePrecondition::Record::kGrant, std::move(id),
+                             state ? std::string(StateName(*state)) : std::string()});
+  }
+  // Whether every session and grant of the batch has a precondition on its
+  // id and moves from it as the transition table allows. The Journal calls
+  // it before queueing a batch; errors: kInternal "invalid_transition"
+  // (a bug of the caller: nothing of the batch is written).
+  [[nodiscard]] Status CheckTransitions() const;
 };
 
 struct SessionFilter {
-  std::string principal_id;  // empty = any
-  std::string agent_id;      // empty = any
-  std::string state;         // empty = any
-  size_t limit = 100;        // 0 = no limit
+  std::string principal_id;           // empty = any
+  std::string agent_id;               // empty = any
+  std::optional<SessionState> state;  // nullopt = any
+  size_t limit = 100;                 // 0 = no limit
 };
 
 // Audit records of one chain, matched on their index fields (never on the
@@ -272,7 +299,7 @@ class Store {
   // and only of `issuer` (empty = any), by (expires_at, created_at, id) with
   // grants that have no expires_at first.
   [[nodiscard]] virtual Result<std::vector<GrantRecord>> ListGrantsByState(
-      std::string_view state, std::optional<TimePoint> expires_before, std::string_view issuer,
+      GrantState state, std::optional<TimePoint> expires_before, std::string_view issuer,
       size_t limit) = 0;
   // Pending approvals (see PendingApprovalQuery), at most q.limit of them.
   [[nodiscard]] virtual Result<std::vector<GrantRecord>> ListPendingApprovals(

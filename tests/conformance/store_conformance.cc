@@ -2,6 +2,7 @@
 // case runs against every store in StoresUnderTest(), each on a fresh
 // database.
 #include "tests/conformance/store_conformance.h"
+#include "tests/support/states_doctest.h"
 
 #include <algorithm>
 #include <atomic>
@@ -77,7 +78,10 @@ SessionFilter Sessions(std::string principal, std::string agent, std::string sta
   SessionFilter f;
   f.principal_id = std::move(principal);
   f.agent_id = std::move(agent);
-  f.state = std::move(state);
+  if (!state.empty()) {
+    f.state = ParseSessionState(state);
+    REQUIRE(f.state.has_value());
+  }
   f.limit = limit;
   return f;
 }
@@ -171,10 +175,10 @@ TEST_CASE("Store conformance: an upsert overwrites the whole record") {
       b.grants.push_back(g);
       REQUIRE(ApplyWithAudit(*store, b));
     }
-    s.state = "revoked";
+    s.state = SessionState::kRevoked;
     s.ended_at.reset();
     s.scope = Json{{"changed", 1}};
-    g.state = "revoked";
+    g.state = GrantState::kRevoked;
     g.sealed_handle.clear();
     g.expires_at.reset();
     {
@@ -199,7 +203,7 @@ TEST_CASE("Store conformance: a grant's sealed request round-trips and can be cl
   ForEachStore([](StoreDatabase& db) {
     auto store = OpenStore(db);
     GrantRecord g = FullGrant("grt_s", "ses_1", At(2'000'000'000));
-    g.state = "pending";
+    g.state = GrantState::kPending;
     g.sealed_request = "c2VhbGVk";
     WriteBatch put;
     put.grants = {g};
@@ -207,7 +211,7 @@ TEST_CASE("Store conformance: a grant's sealed request round-trips and can be cl
     auto got = GetGrant(*store, "grt_s");
     REQUIRE(got.has_value());
     CHECK(got->sealed_request == "c2VhbGVk");
-    g.state = "denied";
+    g.state = GrantState::kDenied;
     g.sealed_request.clear();
     put.grants = {g};
     REQUIRE(ApplyOne(*store, put));
@@ -237,7 +241,7 @@ TEST_CASE("Store conformance: ListSessions and ListGrants filter and order") {
       SessionRecord s = FullSession(row.id);
       s.principal_id = row.principal;
       s.agent_id = row.agent;
-      s.state = row.state;
+      s.state = *ParseSessionState(row.state);
       s.created_at = At(row.created);
       b.sessions.push_back(s);
     }
@@ -288,7 +292,7 @@ TEST_CASE("Store conformance: lifecycle queries find only what is due, in order"
     const TimePoint now = At(2'000'000'000);
     auto session = [&](const std::string& id, std::string state, TimePoint expires, TimePoint hb) {
       SessionRecord s = FullSession(id);
-      s.state = std::move(state);
+      s.state = *ParseSessionState(state);
       s.expires_at = expires;
       s.heartbeat_deadline = hb;
       return s;
@@ -310,7 +314,7 @@ TEST_CASE("Store conformance: lifecycle queries find only what is due, in order"
     auto grant = [&](const std::string& id, std::string state, std::optional<TimePoint> expires,
                      std::string issuer) {
       GrantRecord g = FullGrant(id, "ses_live", now - minutes(5));
-      g.state = std::move(state);
+      g.state = *ParseGrantState(state);
       g.expires_at = expires;
       g.issuer = std::move(issuer);
       return g;
@@ -340,22 +344,22 @@ TEST_CASE("Store conformance: lifecycle queries find only what is due, in order"
     CHECK(Ids(*first) == std::vector<std::string>{"ses_both"});
     CHECK(store->ListSessionsDue(now, 0)->size() == 5);
 
-    auto expired = store->ListGrantsByState("active", now, "", 100);
+    auto expired = store->ListGrantsByState(GrantState::kActive, now, "", 100);
     REQUIRE(expired.has_value());
     CHECK(Ids(*expired) == std::vector<std::string>{"grt_expired", "grt_at_now"});
-    auto active = store->ListGrantsByState("active", std::nullopt, "", 100);
+    auto active = store->ListGrantsByState(GrantState::kActive, std::nullopt, "", 100);
     REQUIRE(active.has_value());
     // No expiry first, then by expires_at, created_at, id.
     CHECK(Ids(*active) == std::vector<std::string>{"grt_forever", "grt_expired", "grt_at_now",
                                                    "grt_after_now", "grt_gh", "grt_live"});
-    CHECK(store->ListGrantsByState("active", std::nullopt, "", 2)->size() == 2);
-    auto gh = store->ListGrantsByState("active", std::nullopt, "github", 100);
+    CHECK(store->ListGrantsByState(GrantState::kActive, std::nullopt, "", 2)->size() == 2);
+    auto gh = store->ListGrantsByState(GrantState::kActive, std::nullopt, "github", 100);
     REQUIRE(gh.has_value());
     CHECK(Ids(*gh) == std::vector<std::string>{"grt_gh"});
-    auto pending = store->ListGrantsByState("pending", std::nullopt, "", 100);
+    auto pending = store->ListGrantsByState(GrantState::kPending, std::nullopt, "", 100);
     REQUIRE(pending.has_value());
     CHECK(Ids(*pending) == std::vector<std::string>{"grt_pending"});
-    CHECK(store->ListGrantsByState("revoked", std::nullopt, "", 100)->empty());
+    CHECK(store->ListGrantsByState(GrantState::kRevoked, std::nullopt, "", 100)->empty());
 
     auto rq = store->ListRevocationsDue(now, 100);
     REQUIRE(rq.has_value());
@@ -412,7 +416,7 @@ GrantRecord Pending(const std::string& id, const std::string& session, const std
   g.resource = "fake://r";
   g.issuer = "fake";
   g.tier = tier;
-  g.state = "pending";
+  g.state = GrantState::kPending;
   g.request_digest = std::string(64, 'd');
   g.approval_id = "apr_" + id.substr(4);
   g.created_at = created;
@@ -453,7 +457,7 @@ TEST_CASE("Store conformance: pending approvals are listed open, filtered and in
     };
     GrantRecord approved =
         Pending("grt_approved", "ses_1", "alice", "secret", t0, kNow + minutes(5));
-    approved.state = "approved";
+    approved.state = GrantState::kApproved;
     gs.push_back(approved);
     REQUIRE(Put(*store, gs).has_value());
 
@@ -526,7 +530,7 @@ TEST_CASE("Store conformance: pending approvals are counted per session and per 
     auto store = OpenStore(db);
     const TimePoint t0 = kNow - minutes(1);
     GrantRecord done = Pending("grt_done", "ses_1", "alice", "secret", t0, kNow + minutes(9));
-    done.state = "denied";
+    done.state = GrantState::kDenied;
     REQUIRE(Put(*store, {Pending("grt_1", "ses_1", "alice", "secret", t0, kNow + minutes(3)),
                          Pending("grt_2", "ses_1", "alice", "secret", t0, kNow + minutes(2)),
                          Pending("grt_3", "ses_2", "alice", "secret", t0, kNow + minutes(1)),
@@ -777,9 +781,9 @@ TEST_CASE("Store conformance: a precondition that does not hold fails the whole 
     one.replay_reservations.push_back(ReplayReservation{"k1", t + hours(1), t});
     WriteBatch two;
     GrantRecord revoked = FullGrant("grt_1", "ses_1", t);
-    revoked.state = "revoked";
+    revoked.state = GrantState::kRevoked;
     two.grants.push_back(revoked);
-    two.RequireGrantState("grt_1", "pending");
+    two.RequireGrantState("grt_1", GrantState::kPending);
     std::optional<ChainHead> h = head;
     std::vector<AuditRecord> recs;
     for (const char* ses : {"ses_2", "ses_1"}) {
@@ -791,7 +795,7 @@ TEST_CASE("Store conformance: a precondition that does not hold fails the whole 
     CheckStateConflict(st);
     CHECK(st.error().detail.find("grt_1") != std::string::npos);
     CHECK_FALSE(GetSession(*store, "ses_2").has_value());
-    CHECK(GetGrant(*store, "grt_1")->state == "active");
+    CHECK(GetGrant(*store, "grt_1")->state == GrantState::kActive);
     CHECK(store->ListRevocationsDue(t + hours(2), 10)->empty());
     CHECK_FALSE(*store->ReplayReserved("k1", t));
     CHECK(Head(*store)->seq == head->seq);
@@ -800,12 +804,12 @@ TEST_CASE("Store conformance: a precondition that does not hold fails the whole 
     const std::vector<WriteBatch> fixed = [&] {
       WriteBatch two_ok = two;
       two_ok.preconditions.clear();
-      two_ok.RequireGrantState("grt_1", "active");
-      two_ok.RequireSessionState("ses_1", "active");
+      two_ok.RequireGrantState("grt_1", GrantState::kActive);
+      two_ok.RequireSessionState("ses_1", SessionState::kActive);
       return std::vector<WriteBatch>{one, two_ok};
     }();
     REQUIRE(store->Apply(fixed, recs));
-    CHECK(GetGrant(*store, "grt_1")->state == "revoked");
+    CHECK(GetGrant(*store, "grt_1")->state == GrantState::kRevoked);
     CHECK(GetSession(*store, "ses_2").has_value());
     CHECK(Head(*store)->seq == head->seq + 2);
   });
@@ -816,13 +820,13 @@ TEST_CASE("Store conformance: preconditions see the batches before them, not the
     auto store = OpenStore(db);
     const TimePoint t = At(2'000'000'000);
     GrantRecord g = FullGrant("grt_1", "ses_1", t);
-    g.state = "pending";
+    g.state = GrantState::kPending;
 
     SUBCASE("an id that must not exist yet") {
       WriteBatch create;
       create.grants.push_back(g);
-      create.RequireGrantState("grt_1", "");
-      create.RequireSessionState("ses_1", "");
+      create.RequireGrantState("grt_1", std::nullopt);
+      create.RequireSessionState("ses_1", std::nullopt);
       REQUIRE(ApplyOne(*store, create));
       // A second create of the same id conflicts.
       CheckStateConflict(ApplyOne(*store, create));
@@ -830,50 +834,50 @@ TEST_CASE("Store conformance: preconditions see the batches before them, not the
     SUBCASE("a chain of transitions in one Apply") {
       WriteBatch create;
       create.grants.push_back(g);
-      create.RequireGrantState("grt_1", "");
+      create.RequireGrantState("grt_1", std::nullopt);
       // The precondition is checked before its own batch writes: this batch
       // expects the state batch one left, and moves it on.
       WriteBatch approve;
       GrantRecord approved = g;
-      approved.state = "approved";
+      approved.state = GrantState::kApproved;
       approve.grants.push_back(approved);
-      approve.RequireGrantState("grt_1", "pending");
+      approve.RequireGrantState("grt_1", GrantState::kPending);
       WriteBatch activate;
       GrantRecord active = g;
-      active.state = "active";
+      active.state = GrantState::kActive;
       activate.grants.push_back(active);
-      activate.RequireGrantState("grt_1", "approved");
+      activate.RequireGrantState("grt_1", GrantState::kApproved);
       const std::vector<WriteBatch> chain{create, approve, activate};
       REQUIRE(store->Apply(chain, {}));
-      CHECK(GetGrant(*store, "grt_1")->state == "active");
+      CHECK(GetGrant(*store, "grt_1")->state == GrantState::kActive);
 
       // Two batches of one Apply that both move it from "active": the second
       // sees the first's write, and the whole Apply fails.
       WriteBatch revoke;
       GrantRecord revoked = g;
-      revoked.state = "revoked";
+      revoked.state = GrantState::kRevoked;
       revoke.grants.push_back(revoked);
-      revoke.RequireGrantState("grt_1", "active");
+      revoke.RequireGrantState("grt_1", GrantState::kActive);
       WriteBatch expire;
       GrantRecord expired = g;
-      expired.state = "expired";
+      expired.state = GrantState::kExpired;
       expire.grants.push_back(expired);
-      expire.RequireGrantState("grt_1", "active");
+      expire.RequireGrantState("grt_1", GrantState::kActive);
       const std::vector<WriteBatch> both{revoke, expire};
       CheckStateConflict(store->Apply(both, {}));
-      CHECK(GetGrant(*store, "grt_1")->state == "active");
+      CHECK(GetGrant(*store, "grt_1")->state == GrantState::kActive);
     }
     SUBCASE("without preconditions the last write wins") {
       WriteBatch w;
       w.grants.push_back(g);
       REQUIRE(ApplyOne(*store, w));
-      g.state = "revoked";
+      g.state = GrantState::kRevoked;
       w.grants = {g};
       REQUIRE(ApplyOne(*store, w));
-      g.state = "active";  // even backwards: the caller asked for no check
+      g.state = GrantState::kActive;  // even backwards: the caller asked for no check
       w.grants = {g};
       REQUIRE(ApplyOne(*store, w));
-      CHECK(GetGrant(*store, "grt_1")->state == "active");
+      CHECK(GetGrant(*store, "grt_1")->state == GrantState::kActive);
     }
   });
 }
@@ -906,10 +910,10 @@ TEST_CASE("Store conformance: two writers racing to move one grant from active: 
         writers.emplace_back([&, store, w] {
           WriteBatch batch;
           GrantRecord g = FullGrant(id, "ses_1", t);
-          g.state = w % 2 == 0 ? "revoked" : "expired";
+          g.state = w % 2 == 0 ? GrantState::kRevoked : GrantState::kExpired;
           g.revoke_outcome = "writer-" + std::to_string(w);
           batch.grants.push_back(g);
-          batch.RequireGrantState(id, "active");
+          batch.RequireGrantState(id, GrantState::kActive);
           // A marker row per writer: only the winner's may exist afterwards.
           batch.sessions.push_back(FullSession("ses_" + id + "_writer_" + std::to_string(w)));
           while (!go.load()) {
@@ -930,7 +934,7 @@ TEST_CASE("Store conformance: two writers racing to move one grant from active: 
       writers.clear();
       auto g = GetGrant(*a, id);
       REQUIRE(g.has_value());
-      CHECK(g->state != "active");
+      CHECK(g->state != GrantState::kActive);
       int markers = 0;
       for (int w = 0; w < 2 * kWritersPerHandle; ++w) {
         auto marker = GetSession(*b, "ses_" + id + "_writer_" + std::to_string(w));

@@ -119,7 +119,7 @@ Result<std::vector<SessionRecord>> FailingStore::ListSessionsDue(TimePoint now, 
 }
 
 Result<std::vector<GrantRecord>> FailingStore::ListGrantsByState(
-    std::string_view state, std::optional<TimePoint> expires_before, std::string_view issuer,
+    GrantState state, std::optional<TimePoint> expires_before, std::string_view issuer,
     size_t limit) {
   if (ReadsFail()) {
     return std::unexpected(Injected("ListGrantsByState"));

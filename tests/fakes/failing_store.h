@@ -60,7 +60,7 @@ class FailingStore final : public Store {
   Result<std::optional<GrantRecord>> GetGrant(std::string_view id) override;
   Result<std::vector<GrantRecord>> ListGrants(std::string_view session_id) override;
   Result<std::vector<SessionRecord>> ListSessionsDue(TimePoint now, size_t limit) override;
-  Result<std::vector<GrantRecord>> ListGrantsByState(std::string_view state,
+  Result<std::vector<GrantRecord>> ListGrantsByState(GrantState state,
                                                      std::optional<TimePoint> expires_before,
                                                      std::string_view issuer,
                                                      size_t limit) override;

@@ -79,6 +79,8 @@ TEST_CASE("Broker: bad input is refused precisely and changes nothing") {
       {"unknown grant", "GET", "/v1/grants/grt_nope", token, "", "", 404, "grant_not_found"},
       {"no such route", "GET", "/v1/nothing", token, "", "", 404, "no_route"},
       {"bad query", "GET", "/v1/sessions?limit=abc", b->engineer_key, "", "", 400, "invalid_query"},
+      {"unknown session state", "GET", "/v1/sessions?state=revived", b->engineer_key, "", "", 400,
+       "invalid_query"},
       {"audit needs admin", "GET", "/v1/audit", b->engineer_key, "", "", 403, "forbidden"},
       {"session with bad scope", "POST", "/v1/sessions", b->engineer_key,
        R"({"agent":{"id":"a"},"task":{"id":"t","scope":{"resources":["jwt://mcp.internal"],"max_tier":"god"}}})",

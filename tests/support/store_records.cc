@@ -29,7 +29,7 @@ SessionRecord FullSession(const std::string& id) {
   s.task_id = "JIRA-42";
   s.task_description = "fix the \"flaky\" test ✓";
   s.scope = nlohmann::json{{"resources", {"github://acme/api"}}, {"max_tier", "pr"}};
-  s.state = "active";
+  s.state = SessionState::kActive;
   s.created_at = At(1'767'225'600, 123'456'789);
   s.expires_at = At(1'767'229'200, 1);
   s.heartbeat_seconds = 45;
@@ -58,7 +58,7 @@ GrantRecord FullGrant(const std::string& id, const std::string& session_id, Time
   g.ttl_seconds = 600;
   g.tier = "write";
   g.decision = nlohmann::json{{"result", "allow"}, {"matched_rule", "writes"}};
-  g.state = "active";
+  g.state = GrantState::kActive;
   g.revocability = "revocable";
   g.credential_type = "github_installation_token";
   g.credential_sha256 = std::string(64, 'b');

@@ -28,6 +28,7 @@
 #include "broker/store/sqlite_store.h"
 #include "tests/fakes/fake_clock.h"
 #include "tests/fakes/fake_issuer.h"
+#include "tests/support/states_doctest.h"
 
 namespace jitbroker::testing {
 namespace {
@@ -234,14 +235,15 @@ class World {
     REQUIRE(g->has_value());
     return **g;
   }
+  // Writes `g` as another writer would: from the state it is stored in.
   void Put(const GrantRecord& g) {
     WriteBatch b;
-    b.grants.push_back(g);
+    b.PutGrant(g, Stored(g.id).state);
     REQUIRE(journal_->Commit(std::move(b)).has_value());
   }
   void Put(const SessionRecord& s) {
     WriteBatch b;
-    b.sessions.push_back(s);
+    b.PutSession(s, store_->GetSession(s.id).value()->state);
     REQUIRE(journal_->Commit(std::move(b)).has_value());
   }
 
@@ -352,7 +354,7 @@ TEST_CASE(
     g.resource = "fake://svc/x";
     g.issuer = "fake";
     g.tier = "merge_deploy";
-    g.state = "pending";
+    g.state = GrantState::kPending;
     g.request_digest = std::string(64, 'f');
     g.approval_id = "apr_flood" + std::to_string(i);
     g.created_at = now - std::chrono::seconds(10);
@@ -436,7 +438,7 @@ TEST_CASE(
     CHECK(r->body["decision"]["code"] == "anomaly_detected");
     auto session = w.store().GetSession(s.id);
     REQUIRE(session.has_value());
-    CHECK((*session)->state == "revoked");
+    CHECK((*session)->state == SessionState::kRevoked);
   }
 }
 
@@ -650,7 +652,7 @@ TEST_CASE(
   auto self_deny = w.Decide(kAliceKey, p, "deny");
   REQUIRE_FALSE(self_deny.has_value());
   CHECK(self_deny.error().Reason() == "four_eyes");
-  CHECK(w.Stored(p["grant_id"]).state == "pending");
+  CHECK(w.Stored(p["grant_id"]).state == GrantState::kPending);
   // Someone else may.
   auto other = w.Decide(kCarolKey, p);
   REQUIRE_MESSAGE(other.has_value(), (other ? "" : other.error().ToString()));
@@ -668,7 +670,7 @@ TEST_CASE("Approvals (#10 F10): an admin cannot approve their own agent's reques
     auto self = w.Decide(kRootKey, p);
     REQUIRE_FALSE(self.has_value());
     CHECK(self.error().Reason() == "four_eyes");
-    CHECK(w.Stored(p["grant_id"]).state == "pending");
+    CHECK(w.Stored(p["grant_id"]).state == GrantState::kPending);
   }
 }
 
@@ -816,7 +818,7 @@ TEST_CASE("Approvals (#10 F12): collection re-evaluates the current policy and s
   CHECK_FALSE(got->contains("credential"));
   CHECK(w.issuer().MintCalls() == 0);
   const GrantRecord stored = w.Stored(p["grant_id"]);
-  CHECK(stored.state == "denied");
+  CHECK(stored.state == GrantState::kDenied);
   CHECK(stored.sealed_request.empty());
   const json last = w.Audit(s.id).back();
   CHECK(last["event"] == "grant.decided");
@@ -904,7 +906,7 @@ TEST_CASE("Approvals (#10 F12): the sealed request is kept only while the grant 
   CHECK(w.Stored(revoked["grant_id"]).sealed_request.empty());
   w.clock().Advance(std::chrono::seconds(301));
   REQUIRE(w.svc().Sweep().has_value());
-  CHECK(w.Stored(expired["grant_id"]).state == "expired");
+  CHECK(w.Stored(expired["grant_id"]).state == GrantState::kExpired);
   CHECK(w.Stored(expired["grant_id"]).sealed_request.empty());
 }
 

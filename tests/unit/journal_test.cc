@@ -1,4 +1,5 @@
 #include "broker/audit/journal.h"
+#include "tests/support/states_doctest.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -117,8 +118,8 @@ WriteBatch Batch(const std::string& session, int events = 2) {
   SessionRecord s;
   s.id = session;
   s.principal_id = "alice";
-  s.state = "active";
-  b.sessions.push_back(s);
+  s.state = SessionState::kActive;
+  b.PutSession(s, std::nullopt);
   for (int i = 0; i < events; ++i) {
     b.audit_events.push_back(Event(session, i));
   }
@@ -162,7 +163,7 @@ class MemoryAuditStore final : public Store {
   Result<std::vector<SessionRecord>> ListSessionsDue(TimePoint, size_t) override {
     return std::vector<SessionRecord>();
   }
-  Result<std::vector<GrantRecord>> ListGrantsByState(std::string_view, std::optional<TimePoint>,
+  Result<std::vector<GrantRecord>> ListGrantsByState(GrantState, std::optional<TimePoint>,
                                                      std::string_view, size_t) override {
     return std::vector<GrantRecord>();
   }

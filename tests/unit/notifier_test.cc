@@ -23,6 +23,7 @@
 #include "broker/net/http_client.h"
 #include "jitbroker/clock.h"
 #include "jitbroker/store.h"
+#include "tests/support/states_doctest.h"
 
 namespace jitbroker::lifecycle {
 namespace {
@@ -190,7 +191,7 @@ GrantRecord PendingGrant() {
                 {"code", "approval_required"}, {"reason", "merge needs a maintainer"},
                 {"matched_rule", "tools[0]"},  {"policy_version", "dev.1"},
                 {"ttl_seconds", 600}};
-  g.state = "pending";
+  g.state = GrantState::kPending;
   g.request_digest = std::string(64, 'a');
   g.approval_id = "apr_1";
   g.created_at = FromUnixSeconds(1'800'000'000);
@@ -206,7 +207,7 @@ SessionRecord Session() {
   s.agent_id = "agent-7";
   s.task_id = "task-42";
   s.task_description = "ship release 1.2";
-  s.state = "active";
+  s.state = SessionState::kActive;
   return s;
 }
 

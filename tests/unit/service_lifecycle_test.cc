@@ -15,6 +15,7 @@
 #include "tests/fakes/failing_store.h"
 #include "tests/fakes/fake_clock.h"
 #include "tests/fakes/fake_issuer.h"
+#include "tests/support/states_doctest.h"
 
 namespace jitbroker::testing {
 namespace {
@@ -175,7 +176,7 @@ TEST_CASE("Service: revocation fans out concurrently and handles are sealed at r
   auto after = f.store().ListGrants(sid);
   REQUIRE(after.has_value());
   for (const auto& g : *after) {
-    CHECK(g.state == "revoked");
+    CHECK(g.state == GrantState::kRevoked);
     CHECK(g.sealed_handle.empty());  // destroyed after revoke
   }
 }
@@ -215,7 +216,7 @@ TEST_CASE("Service: a failed upstream revocation is queued, survives a restart a
   auto drained = f.store().ListGrants(sid);
   REQUIRE(drained.has_value());
   for (const auto& g : *drained) {
-    CHECK(g.state == "revoked");
+    CHECK(g.state == GrantState::kRevoked);
     CHECK(g.revoke_outcome == "revoked");
   }
   CHECK(f.store().ListRevocationsDue(f.clock().Now() + std::chrono::hours(2), 100)->empty());
@@ -235,7 +236,7 @@ TEST_CASE("Service: queued revocations give up once the credential has expired")
   REQUIRE(s.has_value());
   CHECK(s->revocations_done == 1);
   auto g = f.store().ListGrants(sid)->front();
-  CHECK(g.state == "expired");
+  CHECK(g.state == GrantState::kExpired);
   CHECK(g.sealed_handle.empty());
 }
 
@@ -264,7 +265,7 @@ TEST_CASE("Service: a grant caught mid-mint is reconciled at restart, never forg
   // Simulate a crash after the write-ahead record: a grant left "minting".
   GrantRecord g = f.store().ListGrants(sid)->front();
   g.id = "grt_interrupted";
-  g.state = "minting";
+  g.state = GrantState::kMinting;
   g.credential_sha256.clear();
   g.sealed_handle.clear();
   g.expires_at.reset();
@@ -277,14 +278,14 @@ TEST_CASE("Service: a grant caught mid-mint is reconciled at restart, never forg
     auto j = audit::Journal::Create(st->get(), f.dir() + "/audit.jsonl");
     REQUIRE(j.has_value());
     WriteBatch b;
-    b.grants.push_back(g);
+    b.PutGrant(g, std::nullopt);  // its write-ahead record, as MintAndCommit writes it
     REQUIRE((*j)->Commit(std::move(b)).has_value());
     (*j)->Stop();
   }
   f.Start();  // Reconcile runs here
   auto r = f.store().GetGrant("grt_interrupted");
   REQUIRE(r->has_value());
-  CHECK((*r)->state == "revoked");
+  CHECK((*r)->state == GrantState::kRevoked);
   CHECK((*r)->revoke_outcome == "expiry_only");
   CHECK((*r)->extra["reconciled"]["residual_seconds"].get<int64_t>() > 0);
   AuditFilter af;
@@ -308,8 +309,8 @@ TEST_CASE("Service: the sweeper ends expired sessions and expires credentials by
   // heartbeat 60 s × 3 missed: the session stalled long before.
   CHECK(s->sessions_ended == 1);
   auto session = f.store().GetSession(sid);
-  CHECK((*session)->state == "stalled");
-  CHECK(f.store().ListGrants(sid)->front().state != "active");
+  CHECK((*session)->state == SessionState::kStalled);
+  CHECK(f.store().ListGrants(sid)->front().state != GrantState::kActive);
   // Nothing left to do.
   auto again = f.svc().Sweep();
   CHECK(again->sessions_ended == 0);

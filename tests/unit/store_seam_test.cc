@@ -30,6 +30,7 @@
 #include "jitbroker/error.h"
 #include "jitbroker/store.h"
 #include "tests/fakes/failing_store.h"
+#include "tests/support/states_doctest.h"
 #include "tests/support/temp_dir.h"
 
 namespace jitbroker {
@@ -46,7 +47,7 @@ SessionRecord FullSession(const std::string& id) {
   s.token_sha256 = std::string(64, 'a');
   s.principal_id = "alice";
   s.agent_id = "claude-1";
-  s.state = "active";
+  s.state = SessionState::kActive;
   s.created_at = FromUnixSeconds(1'767'225'600);
   s.expires_at = FromUnixSeconds(1'767'229'200);
   s.heartbeat_deadline = FromUnixSeconds(1'767'225'690);
@@ -61,7 +62,7 @@ GrantRecord FullGrant(const std::string& id, const std::string& session_id) {
   g.agent_id = "claude-1";
   g.tool = "git.push";
   g.issuer = "github";
-  g.state = "active";
+  g.state = GrantState::kActive;
   g.created_at = FromUnixSeconds(2'000'000'000);
   g.expires_at = FromUnixSeconds(2'000'000'600);
   return g;
@@ -237,18 +238,17 @@ Json Event(const std::string& session, const std::string& what) {
 WriteBatch Transition(const std::string& state, const std::string& marker) {
   WriteBatch b;
   GrantRecord g = FullGrant("grt_1", "ses_1");
-  g.state = state;
+  g.state = *ParseGrantState(state);
   g.revoke_outcome = marker;
-  b.grants.push_back(g);
-  b.RequireGrantState("grt_1", "active");
-  b.sessions.push_back(FullSession(marker));
+  b.PutGrant(g, GrantState::kActive);
+  b.PutSession(FullSession(marker), std::nullopt);
   b.audit_events.push_back(Event(marker, "grant." + state));
   return b;
 }
 
 WriteBatch Neighbour(const std::string& id) {
   WriteBatch b;
-  b.sessions.push_back(FullSession(id));
+  b.PutSession(FullSession(id), std::nullopt);
   b.audit_events.push_back(Event(id, "session.opened"));
   return b;
 }
@@ -267,8 +267,8 @@ struct JournalFixture {
     REQUIRE_MESSAGE(j.has_value(), (j ? "" : j.error().ToString()));
     journal = std::move(*j);
     WriteBatch seed;
-    seed.sessions.push_back(FullSession("ses_1"));
-    seed.grants.push_back(FullGrant("grt_1", "ses_1"));
+    seed.PutSession(FullSession("ses_1"), std::nullopt);
+    seed.PutGrant(FullGrant("grt_1", "ses_1"), std::nullopt);
     REQUIRE(journal->Commit(seed));
   }
 
@@ -331,7 +331,7 @@ TEST_CASE("Journal: a batch whose precondition does not hold is refused and writ
   CHECK_FALSE(Has(*f.inner, "ses_sweeper"));
   auto g = f.inner->GetGrant("grt_1");
   REQUIRE(g.has_value());
-  CHECK((*g)->state == "revoked");
+  CHECK((*g)->state == GrantState::kRevoked);
   // Only the winner's event is in the chain, and the journal goes on.
   AuditFilter f_sweeper;
   f_sweeper.session_id = "ses_sweeper";
@@ -379,15 +379,14 @@ TEST_CASE("Journal: a batch that requires an earlier batch's write in the same g
   batches.push_back(Transition("revoking", "ses_first"));
   WriteBatch second;
   GrantRecord g = FullGrant("grt_1", "ses_1");
-  g.state = "revoked";
-  second.grants.push_back(g);
-  second.RequireGrantState("grt_1", "revoking");
+  g.state = GrantState::kRevoked;
+  second.PutGrant(g, GrantState::kRevoking);
   second.audit_events.push_back(Event("ses_1", "credential.revoked"));
   batches.push_back(std::move(second));
   const std::vector<Status> out = f.CommitAsOneGroup(std::move(batches));
   CHECK(out[0].has_value());
   CHECK(out[1].has_value());
-  CHECK((*f.inner->GetGrant("grt_1"))->state == "revoked");
+  CHECK((*f.inner->GetGrant("grt_1"))->state == GrantState::kRevoked);
   f.CheckFileMatchesStore();
 }
 
@@ -402,10 +401,10 @@ TEST_CASE("Journal: another process winning after the check makes the loser alon
   f.failing->RunBeforeApply(group_apply, [&] {
     WriteBatch theirs;
     GrantRecord g = FullGrant("grt_1", "ses_1");
-    g.state = "revoked";
+    g.state = GrantState::kRevoked;
     g.revoke_outcome = "other-process";
     theirs.grants.push_back(g);
-    theirs.RequireGrantState("grt_1", "active");
+    theirs.RequireGrantState("grt_1", GrantState::kActive);
     CHECK(ApplyOne(*other, theirs));
   });
   std::vector<WriteBatch> batches;

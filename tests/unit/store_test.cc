@@ -3,6 +3,7 @@
 // What every Store must do is in the store conformance suite
 // (tests/conformance/store_conformance.cc), which runs against SQLite too.
 #include "broker/store/sqlite_store.h"
+#include "tests/support/states_doctest.h"
 
 #include <sys/stat.h>
 
@@ -120,7 +121,7 @@ TEST_CASE("SqliteStore: a database from before the approval indexes upgrades in 
   const std::string path = dir.File("old.db");
   const TimePoint now = FromUnixSeconds(2'000'000'000);
   GrantRecord g = testing::FullGrant("grt_1", "ses_1", now - minutes(1));
-  g.state = "pending";
+  g.state = GrantState::kPending;
   g.tier = "secret";
   g.expires_at = now + minutes(5);
   WriteBatch put;

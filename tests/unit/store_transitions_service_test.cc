@@ -26,6 +26,7 @@
 #include "tests/fakes/failing_store.h"
 #include "tests/fakes/fake_clock.h"
 #include "tests/fakes/fake_issuer.h"
+#include "tests/support/states_doctest.h"
 #include "tests/support/temp_dir.h"
 
 namespace jitbroker::testing {
@@ -159,17 +160,17 @@ TEST_CASE("Service: revoking a grant another process revoked first is refused, n
   Fixture f;
   auto [sid, token, gid] = f.SessionWithGrant();
   GrantRecord theirs = *f.store().GetGrant(gid).value();
-  theirs.state = "revoked";
+  theirs.state = GrantState::kRevoked;
   theirs.revoke_outcome = "revoked_by_other_process";
   theirs.sealed_handle.clear();
   WriteBatch batch;
   batch.grants.push_back(theirs);
-  batch.RequireGrantState(gid, "active");
+  batch.RequireGrantState(gid, GrantState::kActive);
   f.OtherWritesFirst(std::move(batch));
 
   CheckConflict(f.svc().RevokeGrant(f.Root(), gid));
   const GrantRecord now = *f.store().GetGrant(gid).value();
-  CHECK(now.state == "revoked");
+  CHECK(now.state == GrantState::kRevoked);
   CHECK(now.revoke_outcome == "revoked_by_other_process");
   CHECK(f.EventsOf("credential.revoked", sid) == 0);  // the loser's record is not in the chain
   // Asked again, it answers from what the grant is now.
@@ -185,16 +186,16 @@ TEST_CASE("Service: a heartbeat racing a revocation does not revive the session"
   Fixture f;
   auto [sid, token, gid] = f.SessionWithGrant();
   SessionRecord theirs = *f.store().GetSession(sid).value();
-  theirs.state = "revoked";
+  theirs.state = SessionState::kRevoked;
   theirs.end_reason = "revoked by another process";
   WriteBatch batch;
   batch.sessions.push_back(theirs);
-  batch.RequireSessionState(sid, "active");
+  batch.RequireSessionState(sid, SessionState::kActive);
   f.OtherWritesFirst(std::move(batch));
 
   CheckConflict(f.svc().Heartbeat(f.As(token), sid, nlohmann::json::object()));
   const SessionRecord now = *f.store().GetSession(sid).value();
-  CHECK(now.state == "revoked");
+  CHECK(now.state == SessionState::kRevoked);
   CHECK(now.end_reason == "revoked by another process");
 }
 
@@ -202,21 +203,21 @@ TEST_CASE("Service: ending a session another process ended first is refused and 
   Fixture f;
   auto [sid, token, gid] = f.SessionWithGrant();
   SessionRecord theirs = *f.store().GetSession(sid).value();
-  theirs.state = "completed";
+  theirs.state = SessionState::kCompleted;
   theirs.end_reason = "ended by another process";
   WriteBatch batch;
   batch.sessions.push_back(theirs);
-  batch.RequireSessionState(sid, "active");
+  batch.RequireSessionState(sid, SessionState::kActive);
   f.OtherWritesFirst(std::move(batch));
 
   CheckConflict(f.svc().EndSession(f.Root(), sid, {{"reason", "test"}}, true));
   const SessionRecord now = *f.store().GetSession(sid).value();
-  CHECK(now.state == "completed");
+  CHECK(now.state == SessionState::kCompleted);
   CHECK(now.end_reason == "ended by another process");
   CHECK(f.EventsOf("session.revoked", sid) == 0);
   // The grant this process tried to revoke with the session is as it was:
   // the whole batch was refused.
-  CHECK(f.store().GetGrant(gid).value()->state == "active");
+  CHECK(f.store().GetGrant(gid).value()->state == GrantState::kActive);
 }
 
 TEST_CASE("Service: the sweeper expires the other grants when another process revoked one first") {
@@ -225,12 +226,12 @@ TEST_CASE("Service: the sweeper expires the other grants when another process re
   auto grants = f.store().ListGrants(sid).value();
   const std::string raced = grants[1].id;
   GrantRecord theirs = grants[1];
-  theirs.state = "revoked";
+  theirs.state = GrantState::kRevoked;
   theirs.revoke_outcome = "revoked_by_other_process";
   theirs.sealed_handle.clear();
   WriteBatch batch;
   batch.grants.push_back(theirs);
-  batch.RequireGrantState(raced, "active");
+  batch.RequireGrantState(raced, GrantState::kActive);
   f.clock().Advance(std::chrono::seconds(61));  // past the grants, not the session
   f.OtherWritesFirst(std::move(batch));
 
@@ -241,10 +242,10 @@ TEST_CASE("Service: the sweeper expires the other grants when another process re
   for (const GrantRecord& g : after) {
     CAPTURE(g.id);
     if (g.id == raced) {
-      CHECK(g.state == "revoked");
+      CHECK(g.state == GrantState::kRevoked);
       CHECK(g.revoke_outcome == "revoked_by_other_process");
     } else {
-      CHECK(g.state == "expired");
+      CHECK(g.state == GrantState::kExpired);
     }
   }
   CHECK(f.EventsOf("credential.expired", sid) == 2);
