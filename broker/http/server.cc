@@ -521,7 +521,7 @@ void HttpServer::Impl::Install() {
         [this](const Request& req, auto& ctx, const Body& body) -> Result<Reply> {
           JITBROKER_ASSIGN_OR_RETURN(auto out,
                                      service->RequestGrant(ctx, req.path_params[0], *body));
-          if (out.status == 403) {
+          if (out.outcome == service::GrantOutcome::kDenied) {
             const auto& d = out.body["decision"];
             nlohmann::json p =
                 ProblemBody(403, "Grant denied", "grant_denied",
@@ -531,7 +531,8 @@ void HttpServer::Impl::Install() {
             p["grant"] = out.body;
             return Reply{403, std::move(p), true};
           }
-          return Reply{out.status, std::move(out.body)};
+          return Reply{out.outcome == service::GrantOutcome::kPending ? 202 : 201,
+                       std::move(out.body)};
         });
 
   Route("GET", "/v1/grants/{id}", Auth::kRequired, BodyKind::kNone,

@@ -21,13 +21,14 @@ namespace jitbroker::service {
 using internal::kMaxTtlSeconds;
 using internal::SessionEnded;
 
-TimePoint CredentialEnd(const GrantRecord& g, TimePoint fallback) {
-  TimePoint end = g.expires_at.value_or(fallback);
-  if (auto it = g.extra.find("upstream_expires_at");
-      it != g.extra.end() && it->is_number_integer()) {
-    end = std::max(end, FromUnixSeconds(it->get<int64_t>()));
+nlohmann::json RevocationJson(const std::vector<RevocationOutcome>& outcomes) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const RevocationOutcome& o : outcomes) {
+    out.push_back({{"grant_id", o.grant_id},
+                   {"outcome", o.outcome},
+                   {"residual_seconds", o.residual_seconds}});
   }
-  return end;
+  return out;
 }
 
 BrokerService::BrokerService(Store* store, audit::Journal* journal, const Clock* clock,
@@ -79,6 +80,15 @@ BrokerService::SessionLock& BrokerService::LockFor(std::string_view session_id) 
 
 std::mutex& BrokerService::PendingLockFor(std::string_view principal_id) {
   return pending_locks_[std::hash<std::string_view>{}(principal_id) % pending_locks_.size()];
+}
+
+std::vector<RevocationOutcome> BrokerService::RevokeGrants(std::vector<GrantRecord>& grants,
+                                                           TimePoint now,
+                                                           const std::string& request_id,
+                                                           WriteBatch& batch) {
+  std::vector<RevocationOutcome> outcomes = revoker_.Revoke(grants, now, request_id, batch);
+  NotifyGrantChanged();
+  return outcomes;
 }
 
 Issuer* BrokerService::FindIssuer(std::string_view name) const {
@@ -432,7 +442,7 @@ Result<nlohmann::json> BrokerService::EndLocked(const CallContext& ctx, SessionR
     }
   }
   WriteBatch batch;
-  nlohmann::json revocations = RevokeGrants(live, now, ctx.request_id, batch);
+  nlohmann::json revocations = RevocationJson(RevokeGrants(live, now, ctx.request_id, batch));
   const SessionState from = s.state;  // ended once, by one process
   s.state = state;
   s.ended_at = now;

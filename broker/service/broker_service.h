@@ -37,6 +37,8 @@
 #include "broker/oidc/token_request.h"
 #include "broker/oidc/token_verifier.h"
 #include "broker/oidc/trust_policy.h"
+#include "broker/service/grant_sealer.h"
+#include "broker/service/revoker.h"
 #include "jitbroker/clock.h"
 #include "jitbroker/issuer.h"
 #include "jitbroker/store.h"
@@ -49,8 +51,16 @@ struct CallContext {
   authn::Caller caller;
 };
 
+// What became of a grant request; broker/http/ maps it to the status code
+// (201, 202, or a 403 problem that carries the grant).
+enum class GrantOutcome {
+  kIssued,   // allowed and minted: body has the credential
+  kPending,  // waits for an approval: body has the approval id
+  kDenied,   // refused: body is the denied grant with its decision
+};
+
 struct GrantResponse {
-  int status = 201;  // 201 allowed, 202 pending, 403 denied
+  GrantOutcome outcome = GrantOutcome::kIssued;
   nlohmann::json body;
 };
 
@@ -66,7 +76,7 @@ struct SweepStats {
 
 struct ServiceOptions {
   config::SessionsConfig sessions;
-  SecretValue seal_key;  // 32 bytes: seals revocation handles
+  SecretValue seal_key;  // 32 bytes: seals revocation handles (moved into GrantSealer)
   int64_t default_approval_ttl_seconds = 300;
   // Pending approvals one session / one delegating principal may hold at once
   // (approvals.max_pending_per_session / _per_principal; issue #10).
@@ -101,10 +111,9 @@ struct ApprovalListFilter {
 inline constexpr int64_t kDefaultApprovalPage = 50;
 inline constexpr int64_t kMaxApprovalPage = 200;
 
-// When the credential of `g` stops working upstream: the issuer's upstream
-// expiry when it outlives the grant (MintResult::upstream_expires_at, kept in
-// g.extra), else the grant's expiry, else `fallback`.
-TimePoint CredentialEnd(const GrantRecord& g, TimePoint fallback);
+// The answer's shape of a revocation outcome (docs/api.md, "Revocation"):
+// {grant_id, outcome, residual_seconds}.
+nlohmann::json RevocationJson(const std::vector<RevocationOutcome>& outcomes);
 
 class BrokerService {
  public:
@@ -216,11 +225,10 @@ class BrokerService {
   [[nodiscard]] Result<nlohmann::json> EndLocked(const CallContext& ctx, SessionRecord s,
                                                  SessionState state, std::string reason,
                                                  std::string event);
-  // Revokes the credentials of `grants` concurrently (upstream calls fan out),
-  // updates each record, appends its audit event and, for failed upstream
-  // revocations, a retry task to `batch`. Returns one outcome per grant.
-  nlohmann::json RevokeGrants(std::vector<GrantRecord>& grants, TimePoint now,
-                              const std::string& request_id, WriteBatch& batch);
+  // Revoker::Revoke (revoker.h) of `grants` into `batch`, then wakes the
+  // long polls. One outcome per grant.
+  std::vector<RevocationOutcome> RevokeGrants(std::vector<GrantRecord>& grants, TimePoint now,
+                                              const std::string& request_id, WriteBatch& batch);
   // What `issuer` contributes to evaluating `req` (its name, TTL bounds,
   // implied tier and scope items): the one place IssuerFacts are built, so
   // the request and the collection of an approved grant see the same facts.
@@ -230,10 +238,6 @@ class BrokerService {
   // records also carry the client's own request id when it sent a valid one
   // (client_request_id; the record's request_id is always the server's).
   [[nodiscard]] Status Commit(const CallContext& ctx, WriteBatch batch);
-  // Seals an issuer's revocation handle for storage (AAD: grant id).
-  [[nodiscard]] Result<std::string> SealHandle(const std::string& grant_id,
-                                               const SecretValue& h) const;
-  [[nodiscard]] Result<SecretValue> OpenHandle(const GrantRecord& g) const;
   // Refuses a grant request over the per-session or per-principal rate
   // (kResourceExhausted "rate_limited", retry_after set).
   [[nodiscard]] Status CheckGrantRate(const SessionRecord& s);
@@ -336,6 +340,10 @@ class BrokerService {
   std::shared_ptr<const Policy> policy_;
   ServiceOptions options_;
   const config::SessionsConfig& sessions_ = options_.sessions;
+  // Seals revocation handles and approved requests (AAD: the grant id).
+  GrantSealer sealer_{std::move(options_.seal_key)};  // the only copy of the key
+  Revoker revoker_{&sealer_, metrics_, options_.revoke_concurrency,
+                   [this](std::string_view name) { return FindIssuer(name); }};
   std::unique_ptr<lifecycle::AnomalyDetector> anomaly_;
   // Grant-request rate limits (limits:), keyed by session id and principal id.
   std::unique_ptr<KeyedRateLimiter> session_rate_;

@@ -44,12 +44,8 @@ Result<GrantRequest> BrokerService::OpenApprovedRequest(const GrantRecord& g) co
   if (g.sealed_request.empty()) {
     return refuse("the approved request was not kept with the grant");
   }
-  auto sealed = crypto::Base64UrlDecode(g.sealed_request);
-  if (!sealed) {
-    return refuse("the sealed request is not base64url");
-  }
   // AAD = grant id: a sealed request copied from another grant does not open.
-  auto opened = crypto::Open(options_.seal_key, *sealed, g.id);
+  auto opened = sealer_.Open(g.id, g.sealed_request);
   if (!opened) {
     return refuse("the sealed request does not open with the seal key");
   }
@@ -333,7 +329,7 @@ Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, Gran
             ctx.request_id, g.id, g.issuer, revoked.has_value(), error.ToString());
     return std::unexpected(std::move(error));
   };
-  auto sealed = SealHandle(g.id, minted->revocation_handle);
+  auto sealed = sealer_.Seal(g.id, minted->revocation_handle);
   if (!sealed) {
     return abandon(Internal("cannot seal the revocation handle", sealed.error().ToString()));
   }

@@ -148,7 +148,7 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
       e.message += " (recorded as denied grant " + g.id + ")";
       return std::unexpected(std::move(e));
     }
-    resp.status = 403;
+    resp.outcome = GrantOutcome::kDenied;
     resp.body = GrantJson(g, now);
     return resp;
   }
@@ -162,9 +162,7 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
     // where it is minted from; g.parameters is only the redacted copy.
     const std::string canonical = CanonicalRequestJson(s.id, req);
     g.request_digest = crypto::Sha256Hex(canonical);
-    JITBROKER_ASSIGN_OR_RETURN(std::string sealed_request,
-                               crypto::Seal(options_.seal_key, canonical, g.id));
-    g.sealed_request = crypto::Base64UrlEncode(sealed_request);
+    JITBROKER_ASSIGN_OR_RETURN(g.sealed_request, sealer_.Seal(g.id, canonical));
     g.approval_id = "apr_" + g.id.substr(4);
     g.expires_at = now + Seconds(approval_ttl);
     g.extra["approval_expires_at"] = FormatRfc3339(*g.expires_at);
@@ -179,7 +177,7 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
     if (options_.notifier != nullptr) {
       options_.notifier->Enqueue(lifecycle::PendingApprovalMessage(g, s));
     }
-    resp.status = 202;
+    resp.outcome = GrantOutcome::kPending;
     resp.body = GrantJson(g, now);
     return resp;
   }
@@ -190,7 +188,7 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
   std::vector<nlohmann::json> pre;
   pre.push_back(audit::GrantEvent("grant.decided", g, now, "allowed", ctx.request_id));
   JITBROKER_ASSIGN_OR_RETURN(resp.body, MintAndCommit(ctx, g, req, issuer, std::move(pre)));
-  resp.status = 201;
+  resp.outcome = GrantOutcome::kIssued;
   return resp;
 }
 
@@ -322,9 +320,9 @@ Result<nlohmann::json> BrokerService::RevokeGrant(const CallContext& ctx, const 
   const TimePoint now = clock_->Now();
   WriteBatch batch;
   std::vector<GrantRecord> one{*g};
-  nlohmann::json outcomes = RevokeGrants(one, now, ctx.request_id, batch);
+  const std::vector<RevocationOutcome> outcomes = RevokeGrants(one, now, ctx.request_id, batch);
   JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
-  nlohmann::json outcome = outcomes[0];
+  nlohmann::json outcome = RevocationJson(outcomes)[0];
   outcome["state"] = StateName(one[0].state);
   return outcome;
 }

@@ -1,5 +1,5 @@
 // Small helpers shared by the service's files (broker_service.cc,
-// grants.cc, grant_pipeline.cc, revocation.cc, lifecycle_ops.cc,
+// grants.cc, grant_pipeline.cc, revoker.cc, lifecycle_ops.cc,
 // approvals.cc). Not part of the service's interface.
 //
 // Thread-safety: pure functions.

@@ -119,7 +119,7 @@ Result<bool> BrokerService::RetryRevocation(const RevocationTask& task, TimePoin
   Issuer* issuer = FindIssuer(task.issuer);
   GrantRecord sealed = *g;
   sealed.sealed_handle = task.sealed_handle;
-  auto handle = OpenHandle(sealed);
+  auto handle = sealer_.Open(sealed.id, sealed.sealed_handle);
   Result<RevokeOutcome> result =
       issuer == nullptr ? Result<RevokeOutcome>(std::unexpected(
                               Unavailable("issuer_not_configured", "issuer is not configured")))
@@ -359,7 +359,7 @@ Result<nlohmann::json> BrokerService::BulkRevoke(const CallContext& ctx,
         }
       }
       WriteBatch batch;
-      nlohmann::json out = RevokeGrants(live, clock_->Now(), ctx.request_id, batch);
+      nlohmann::json out = RevocationJson(RevokeGrants(live, clock_->Now(), ctx.request_id, batch));
       JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
       for (auto& o : out) {
         revocations.push_back(std::move(o));

@@ -210,7 +210,7 @@ class World {
   json RequestPending(const Session& s, const json& body) {
     auto r = Request(s, body);
     REQUIRE_MESSAGE(r.has_value(), (r ? "" : r.error().ToString()));
-    REQUIRE_MESSAGE(r->status == 202, r->body.dump());
+    REQUIRE_MESSAGE(r->outcome == service::GrantOutcome::kPending, r->body.dump());
     return r->body;
   }
 
@@ -304,7 +304,7 @@ TEST_CASE("Approvals (#10 F4): one agent's flood is cut at the pending bound and
   for (int i = 0; i < 1000; ++i) {
     auto r = w.Request(flooder, Req("secrets.read", {{"n", i}}));
     if (r) {
-      REQUIRE_MESSAGE(r->status == 202, r->body.dump());
+      REQUIRE_MESSAGE(r->outcome == service::GrantOutcome::kPending, r->body.dump());
       ++pending;
       continue;
     }
@@ -398,7 +398,7 @@ TEST_CASE(
     // Allowed grants are not bounded by pending approvals.
     auto read = w.Request(s2, Req("svc.read"));
     REQUIRE(read.has_value());
-    CHECK(read->status == 201);
+    CHECK(read->outcome == service::GrantOutcome::kIssued);
 
     // The refusal is a recorded, audited denial.
     const std::vector<json> audit = w.Audit(s1.id);
@@ -434,7 +434,7 @@ TEST_CASE(
     }
     auto r = w.Request(s, Req("secrets.read", {{"n", 3}}));
     REQUIRE(r.has_value());
-    CHECK(r->status == 403);
+    CHECK(r->outcome == service::GrantOutcome::kDenied);
     CHECK(r->body["decision"]["code"] == "anomaly_detected");
     auto session = w.store().GetSession(s.id);
     REQUIRE(session.has_value());
@@ -454,7 +454,7 @@ TEST_CASE("Approvals (#10 F4): concurrent requests never overshoot the pending b
   for (int t = 0; t < 8; ++t) {
     threads.emplace_back([&, t] {
       auto r = w.svc().RequestGrant(contexts[t], s.id, Req("secrets.read", {{"n", t}}));
-      if (r && r->status == 202) {
+      if (r && r->outcome == service::GrantOutcome::kPending) {
         ++pending;
       } else if (!r && r.error().Reason() == "too_many_pending_approvals") {
         ++refused;
@@ -486,7 +486,7 @@ TEST_CASE("Approvals (#10 F4): grant requests are rate-limited per session and p
   for (int i = 0; i < 3; ++i) {
     auto r = w.Request(s1, Req("svc.read"));
     REQUIRE_MESSAGE(r.has_value(), (r ? "" : r.error().ToString()));
-    CHECK(r->status == 201);
+    CHECK(r->outcome == service::GrantOutcome::kIssued);
   }
   auto over = w.Request(s1, Req("svc.read"));
   REQUIRE_FALSE(over.has_value());
@@ -513,7 +513,7 @@ TEST_CASE("Approvals (#10 F4): grant requests are rate-limited per session and p
   w.clock().Advance(std::chrono::seconds(1));
   auto again = w.Request(s1, Req("svc.read"));
   REQUIRE_MESSAGE(again.has_value(), (again ? "" : again.error().ToString()));
-  CHECK(again->status == 201);
+  CHECK(again->outcome == service::GrantOutcome::kIssued);
 }
 
 TEST_CASE("Approvals (#10 F4): listing filters, orders and pages in the query") {

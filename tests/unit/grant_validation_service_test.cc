@@ -238,13 +238,13 @@ TEST_CASE("Grant scopes: the finding's request no longer mints admin in a read s
   // A plain read still works; its claim is the declared operation scope.
   auto ok = f.Grant(session, ReadRequest());
   REQUIRE_MESSAGE(ok.has_value(), (ok ? "" : ok.error().ToString()));
-  REQUIRE(ok->status == 201);
+  REQUIRE(ok->outcome == service::GrantOutcome::kIssued);
   CHECK(Payload(ok->body["credential"]["token"])["scope"] == "read");
   json mcp = ReadRequest();
   mcp["scope"] = {{"scopes", {"mcp:search"}}};
   auto ok2 = f.Grant(session, mcp);
   REQUIRE(ok2.has_value());
-  REQUIRE(ok2->status == 201);
+  REQUIRE(ok2->outcome == service::GrantOutcome::kIssued);
   CHECK(Payload(ok2->body["credential"]["token"])["scope"] == "mcp:search");
 }
 
@@ -257,7 +257,7 @@ TEST_CASE("Grant scopes: an agent cannot mint the README's CI scope; the CI exch
   deploy["scope"] = {{"scopes", {"deploy"}}};
   auto r = f.Grant(session, deploy);
   REQUIRE_MESSAGE(r.has_value(), (r ? "" : r.error().ToString()));
-  CHECK(r->status == 403);
+  CHECK(r->outcome == service::GrantOutcome::kDenied);
   CHECK(r->body["decision"]["result"] == "deny");
   // The read session stops it first (deploy implies write); a pr session at
   // the role's ceiling reaches the role's scope bound.
@@ -268,7 +268,7 @@ TEST_CASE("Grant scopes: an agent cannot mint the README's CI scope; the CI exch
                                                     (*opened)["session_token"]};
   r = f.Grant(pr_session, deploy);
   REQUIRE(r.has_value());
-  CHECK(r->status == 403);
+  CHECK(r->outcome == service::GrantOutcome::kDenied);
   CHECK(r->body["decision"]["code"] == "exceeds_principal");
   CHECK(r->body["decision"]["matched_rule"] == "principal.roles");
   CHECK(r->body["decision"]["reason"].get<std::string>().find("\"deploy\"") != std::string::npos);
@@ -278,7 +278,7 @@ TEST_CASE("Grant scopes: an agent cannot mint the README's CI scope; the CI exch
   target["resource"] = "jwt://deploy.internal";
   r = f.Grant(pr_session, target);
   REQUIRE(r.has_value());
-  CHECK(r->status == 403);
+  CHECK(r->outcome == service::GrantOutcome::kDenied);
   auto wide =
       f.Open({{"resources", {"jwt://mcp.internal"}}, {"max_tier", "pr"}, {"scopes", {"deploy"}}});
   REQUIRE_FALSE(wide.has_value());
@@ -304,13 +304,13 @@ TEST_CASE("Grant scopes: the task scope's scopes bound what its agent may ask fo
                                                  (*opened)["session_token"]};
   auto r = f.Grant(session, ReadRequest());  // carries "read"
   REQUIRE(r.has_value());
-  CHECK(r->status == 403);
+  CHECK(r->outcome == service::GrantOutcome::kDenied);
   CHECK(r->body["decision"]["code"] == "scope_not_in_task");
   json mcp = ReadRequest();
   mcp["scope"] = {{"scopes", {"mcp:fetch"}}};
   r = f.Grant(session, mcp);
   REQUIRE(r.has_value());
-  CHECK(r->status == 201);
+  CHECK(r->outcome == service::GrantOutcome::kIssued);
 }
 
 TEST_CASE("Grant requests: invisible and bidi characters are refused before anything happens") {
@@ -361,7 +361,7 @@ TEST_CASE("Grant requests: invisible and bidi characters are refused before anyt
   fine["justification"] = "r\u00e9sum\u00e9";
   auto ok = f.Grant(session, fine);
   REQUIRE_MESSAGE(ok.has_value(), (ok ? "" : ok.error().ToString()));
-  CHECK(ok->status == 201);
+  CHECK(ok->outcome == service::GrantOutcome::kIssued);
 }
 
 TEST_CASE("Sessions: invisible and bidi characters in the task are refused") {

@@ -129,7 +129,7 @@ class Fixture {
                                    {"resource", "fake://svc/r" + std::to_string(i)},
                                    {"issuer", "fake"}});
       REQUIRE_MESSAGE(g.has_value(), (g ? "" : g.error().ToString()));
-      REQUIRE(g->status == 201);
+      REQUIRE(g->outcome == service::GrantOutcome::kIssued);
     }
     return {sid, token};
   }

@@ -106,7 +106,7 @@ class Fixture {
                                        {"issuer", "fake"},
                                        {"ttl_seconds", ttl}});
       REQUIRE_MESSAGE(g.has_value(), (g ? "" : g.error().ToString()));
-      REQUIRE(g->status == 201);
+      REQUIRE(g->outcome == service::GrantOutcome::kIssued);
     }
     auto grants = store_->ListGrants(sid);
     REQUIRE(grants.has_value());

@@ -1,50 +1,31 @@
-// Revocation fan-out and the sealing of revocation handles (docs/
-// architecture.md, "Revocation"): credentials are revoked concurrently
-// upstream, failures are queued durably, and handles are sealed
-// (AES-256-GCM, AAD = grant id) before they touch storage.
-#include "broker/service/broker_service.h"
+// Revoker (broker/service/revoker.h): the revocation fan-out.
+#include "broker/service/revoker.h"
 
 #include <algorithm>
 #include <atomic>
-#include <cstdio>
-#include <functional>
-#include <set>
+#include <optional>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "broker/audit/events.h"
-#include "broker/common/json_util.h"
 #include "broker/common/log.h"
 #include "broker/common/time_util.h"
-#include "broker/crypto/crypto.h"
-#include "broker/service/internal.h"
-#include "broker/service/request_digest.h"
-#include "broker/service/validation.h"
 
 namespace jitbroker::service {
 
-using internal::kMaxTtlSeconds;
-using internal::SessionEnded;
-
-Result<std::string> BrokerService::SealHandle(const std::string& grant_id,
-                                              const SecretValue& handle) const {
-  if (handle.empty()) {
-    return std::string();
+TimePoint CredentialEnd(const GrantRecord& g, TimePoint fallback) {
+  TimePoint end = g.expires_at.value_or(fallback);
+  if (auto it = g.extra.find("upstream_expires_at");
+      it != g.extra.end() && it->is_number_integer()) {
+    end = std::max(end, FromUnixSeconds(it->get<int64_t>()));
   }
-  JITBROKER_ASSIGN_OR_RETURN(std::string sealed,
-                             crypto::Seal(options_.seal_key, handle.Reveal(), grant_id));
-  return crypto::Base64UrlEncode(sealed);
+  return end;
 }
 
-Result<SecretValue> BrokerService::OpenHandle(const GrantRecord& g) const {
-  if (g.sealed_handle.empty()) {
-    return SecretValue();
-  }
-  JITBROKER_ASSIGN_OR_RETURN(std::string sealed, crypto::Base64UrlDecode(g.sealed_handle));
-  return crypto::Open(options_.seal_key, sealed, g.id);
-}
-
-nlohmann::json BrokerService::RevokeGrants(std::vector<GrantRecord>& grants, TimePoint now,
-                                           const std::string& request_id, WriteBatch& batch) {
+std::vector<RevocationOutcome> Revoker::Revoke(std::vector<GrantRecord>& grants, TimePoint now,
+                                               const std::string& request_id,
+                                               WriteBatch& batch) const {
   struct Job {
     GrantRecord* grant;
     Issuer* issuer;
@@ -52,7 +33,7 @@ nlohmann::json BrokerService::RevokeGrants(std::vector<GrantRecord>& grants, Tim
     std::optional<Result<RevokeOutcome>> result;
   };
   std::vector<Job> jobs;
-  std::vector<nlohmann::json> outcomes(grants.size());
+  std::vector<RevocationOutcome> outcomes(grants.size());
   std::vector<std::optional<size_t>> job_of(grants.size());
   // The state each grant was read in: written only if nobody moved it since
   // (docs/architecture.md, "Conditional state changes"); another process may
@@ -60,7 +41,7 @@ nlohmann::json BrokerService::RevokeGrants(std::vector<GrantRecord>& grants, Tim
   std::vector<GrantState> read_as(grants.size());
   for (size_t i = 0; i < grants.size(); ++i) {
     GrantRecord& g = grants[i];
-    outcomes[i] = {{"grant_id", g.id}};
+    outcomes[i].grant_id = g.id;
     read_as[i] = g.state;
     if (g.state != GrantState::kActive) {
       // Nothing was released: pending, approved or caught mid-mint.
@@ -75,8 +56,8 @@ nlohmann::json BrokerService::RevokeGrants(std::vector<GrantRecord>& grants, Tim
       g.sealed_handle.clear();
       continue;
     }
-    Issuer* issuer = FindIssuer(g.issuer);
-    auto handle = OpenHandle(g);
+    Issuer* issuer = find_issuer_(g.issuer);
+    auto handle = sealer_->Open(g.id, g.sealed_handle);
     if (issuer == nullptr || !handle) {
       // Cannot reach the issuer (removed from config) or the handle does not
       // open (seal key changed): the credential lives until it expires.
@@ -95,7 +76,7 @@ nlohmann::json BrokerService::RevokeGrants(std::vector<GrantRecord>& grants, Tim
 
   // Fan out: upstream revocations are slow (tens of ms each), so run them
   // concurrently on a bounded set of threads.
-  const size_t workers = std::min<size_t>(jobs.size(), std::max(1, options_.revoke_concurrency));
+  const size_t workers = std::min<size_t>(jobs.size(), std::max(1, concurrency_));
   std::atomic<size_t> next{0};
   auto work = [&] {
     for (size_t k = next++; k < jobs.size(); k = next++) {
@@ -120,7 +101,7 @@ nlohmann::json BrokerService::RevokeGrants(std::vector<GrantRecord>& grants, Tim
 
   for (size_t i = 0; i < grants.size(); ++i) {
     GrantRecord& g = grants[i];
-    nlohmann::json& out = outcomes[i];
+    RevocationOutcome& out = outcomes[i];
     const int64_t residual =
         g.expires_at
             ? std::max<int64_t>(0, ToUnixSeconds(CredentialEnd(g, now)) - ToUnixSeconds(now))
@@ -133,8 +114,8 @@ nlohmann::json BrokerService::RevokeGrants(std::vector<GrantRecord>& grants, Tim
         g.revoked_at = now;
         g.revoke_outcome = std::string(RevokeOutcomeName(r->kind));
         g.sealed_handle.clear();
-        out["outcome"] = g.revoke_outcome;
-        out["residual_seconds"] = r->kind == RevokeOutcomeKind::kRevoked ? 0 : residual;
+        out.outcome = g.revoke_outcome;
+        out.residual_seconds = r->kind == RevokeOutcomeKind::kRevoked ? 0 : residual;
       } else {
         // Upstream failed: queue a durable retry until success or expiry.
         log::Get("lifecycle")
@@ -151,25 +132,23 @@ nlohmann::json BrokerService::RevokeGrants(std::vector<GrantRecord>& grants, Tim
         t.next_attempt_at = now + std::chrono::seconds(1);
         t.last_error = std::string(r.error().Reason());
         batch.revocations.push_back(std::move(t));
-        out["outcome"] = "queued";
-        out["residual_seconds"] = residual;
+        out.outcome = "queued";
+        out.residual_seconds = residual;
         event = "credential.revoke_failed";
       }
     } else if (g.state == GrantState::kExpired) {
-      out["outcome"] = "expired";
-      out["residual_seconds"] = 0;
+      out.outcome = "expired";
+      out.residual_seconds = 0;
       event = "credential.expired";
     } else {
-      out["outcome"] = g.revoke_outcome;
-      out["residual_seconds"] = g.revoke_outcome == "expiry_only" ? residual : 0;
+      out.outcome = g.revoke_outcome;
+      out.residual_seconds = g.revoke_outcome == "expiry_only" ? residual : 0;
     }
-    metrics_->CountRevocation(out["outcome"].get<std::string>());
-    batch.audit_events.push_back(
-        audit::GrantEvent(event, g, now, out["outcome"].get<std::string>(), request_id));
+    metrics_->CountRevocation(out.outcome);
+    batch.audit_events.push_back(audit::GrantEvent(event, g, now, out.outcome, request_id));
     batch.PutGrant(g, read_as[i]);
   }
-  NotifyGrantChanged();
-  return nlohmann::json(outcomes);
+  return outcomes;
 }
 
 }  // namespace jitbroker::service
