@@ -66,14 +66,14 @@ nlohmann::json GrantEvent(std::string_view event, const GrantRecord& g, TimePoin
   if (!g.revoke_outcome.empty()) {
     jg["revoke_outcome"] = g.revoke_outcome;
   }
-  if (g.extra.contains("approval")) {
-    jg["approval"] = g.extra["approval"];
+  if (g.approval) {
+    jg["approval"] = ApprovalDecisionJson(*g.approval);
   }
-  if (g.extra.contains("credential_audit")) {
-    jg["credential"] = g.extra["credential_audit"];
+  if (!g.credential_audit.empty()) {
+    jg["credential"] = g.credential_audit;
   }
-  if (g.extra.contains("delegation")) {
-    jg["delegation"] = g.extra["delegation"];
+  if (!g.delegation.empty()) {
+    jg["delegation"] = g.delegation;
   }
   j["jit_grant"] = std::move(jg);
   j["outcome"] = outcome;

@@ -365,14 +365,14 @@ milliseconds ApprovalNotifier::Backoff(int attempt) {
 
 nlohmann::json PendingApprovalMessage(const GrantRecord& grant, const SessionRecord& session) {
   nlohmann::json expires_at = nullptr;
-  if (std::string e = StringField(grant.extra, "approval_expires_at"); !e.empty()) {
-    expires_at = e;
+  if (grant.approval_expires_at) {
+    expires_at = FormatRfc3339(*grant.approval_expires_at);
   } else if (grant.expires_at) {
     expires_at = FormatRfc3339(*grant.expires_at);
   }
   nlohmann::json justification = nullptr;
-  if (const nlohmann::json* j = Field(grant.extra, "justification"); j && j->is_string()) {
-    justification = *j;
+  if (!grant.justification.empty()) {
+    justification = grant.justification;
   }
 
   // Only the fields Decision::ToJson() defines, and only with their types.

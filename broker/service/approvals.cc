@@ -33,10 +33,10 @@ std::string ApprovalState(const GrantRecord& g) {
   if (g.state == GrantState::kPending) {
     return "pending";
   }
-  if (g.extra.contains("approval") && g.extra["approval"].contains("decision")) {
-    return g.extra["approval"]["decision"].get<std::string>();
+  if (g.approval) {
+    return g.approval->decision;
   }
-  if (g.state == GrantState::kExpired && g.extra.value("approval_expired", false)) {
+  if (g.state == GrantState::kExpired && g.approval_expired) {
     return "expired";
   }
   return std::string(StateName(g.state));  // e.g. revoked with its session before anyone decided
@@ -163,11 +163,11 @@ static nlohmann::json ApprovalJson(const GrantRecord& g, const SessionRecord* s,
       {"decision", g.decision},
       {"created_at", FormatRfc3339(g.created_at)},
   };
-  if (g.extra.contains("justification")) {
-    j["request"]["justification"] = g.extra["justification"];
+  if (!g.justification.empty()) {
+    j["request"]["justification"] = g.justification;
   }
-  if (g.extra.contains("approval_expires_at")) {
-    j["expires_at"] = g.extra["approval_expires_at"];
+  if (g.approval_expires_at) {
+    j["expires_at"] = FormatRfc3339(*g.approval_expires_at);
   }
   if (auto tier = ParseTier(g.tier)) {
     const TierPolicy& tp = policy.ForTier(*tier);
@@ -177,10 +177,10 @@ static nlohmann::json ApprovalJson(const GrantRecord& g, const SessionRecord* s,
   }
   if (s != nullptr) {
     j["task"] = {{"id", s->task_id}, {"description", s->task_description}, {"scope", s->scope}};
-    j["session_state"] = s->state;
+    j["session_state"] = StateName(s->state);
   }
-  if (g.extra.contains("approval")) {
-    j["decided"] = g.extra["approval"];
+  if (g.approval) {
+    j["decided"] = ApprovalDecisionJson(*g.approval);
   }
   return j;
 }
@@ -351,16 +351,13 @@ Result<nlohmann::json> BrokerService::DecideApproval(const CallContext& ctx, con
         "request_digest does not match the pending request; re-read the approval"));
   }
 
-  nlohmann::json decided = {{"decision", decision == "approve" ? "approved" : "denied"},
-                            {"approver", c.principal_id},
-                            {"decided_at", FormatRfc3339(now)}};
-  if (comment && !comment->empty()) {
-    decided["comment"] = *comment;
-  }
-  if (break_glass && decision == "approve") {
-    decided["break_glass"] = true;  // in the approval.decided and credential.minted records
-  }
-  g.extra["approval"] = decided;
+  ApprovalDecision decided{.decision = decision == "approve" ? "approved" : "denied",
+                           .approver = c.principal_id,
+                           .decided_at = std::chrono::floor<std::chrono::seconds>(now),
+                           .comment = comment.value_or(""),
+                           // in the approval.decided and credential.minted records
+                           .break_glass = break_glass && decision == "approve"};
+  g.approval = decided;
   if (decision == "approve") {
     g.state = GrantState::kApproved;
     g.decision["result"] = "allow";
@@ -376,14 +373,14 @@ Result<nlohmann::json> BrokerService::DecideApproval(const CallContext& ctx, con
                            (comment && !comment->empty() ? ": " + *comment : std::string());
   }
   WriteBatch batch;
-  batch.audit_events.push_back(audit::GrantEvent(
-      "approval.decided", g, now, decided["decision"].get<std::string>(), ctx.request_id));
+  batch.audit_events.push_back(
+      audit::GrantEvent("approval.decided", g, now, decided.decision, ctx.request_id));
   batch.PutGrant(g, GrantState::kPending);  // decided once, by one approver
   JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
   NotifyGrantChanged();
   log::Get("lifecycle")
       ->info("event=approval_decided approval_id={} decision={} approver={} request_id={}", id,
-             decided["decision"].get<std::string>(), c.principal_id, ctx.request_id);
+             decided.decision, c.principal_id, ctx.request_id);
   if (break_glass && decision == "approve") {
     log::Get("lifecycle")
         ->warn("event=break_glass_self_approval approval_id={} approver={} tier={} request_id={}",

@@ -182,8 +182,8 @@ nlohmann::json BrokerService::SessionJson(const SessionRecord& s) const {
   if (!s.last_progress.empty()) {
     j["last_progress"] = s.last_progress;
   }
-  if (s.extra.contains("ci")) {
-    j["ci"] = s.extra["ci"];  // the CI run of an implicit session (token_exchange.cc)
+  if (!s.ci.empty()) {
+    j["ci"] = s.ci;  // the CI run of an implicit session (token_exchange.cc)
   }
   return j;
 }
@@ -220,17 +220,18 @@ nlohmann::json BrokerService::GrantJson(const GrantRecord& g, TimePoint now) con
     j["revoked_at"] = FormatRfc3339(*g.revoked_at);
     j["revoke_outcome"] = g.revoke_outcome;
   }
-  if (auto it = g.extra.find("delegation"); it != g.extra.end()) {
-    j["delegation"] = *it;  // the upstream rights check (non-secret)
+  if (!g.delegation.empty()) {
+    j["delegation"] = g.delegation;  // the upstream rights check (non-secret)
   }
   if (!g.approval_id.empty()) {
     j["approval"] = {{"id", g.approval_id}, {"request_digest", g.request_digest}};
-    if (g.extra.contains("approval_expires_at")) {
-      j["approval"]["expires_at"] = g.extra["approval_expires_at"];
+    if (g.approval_expires_at) {
+      j["approval"]["expires_at"] = FormatRfc3339(*g.approval_expires_at);
     }
     // The human decision travels back to the agent, comment included.
-    if (g.extra.contains("approval")) {
-      for (const auto& [k, v] : g.extra["approval"].items()) {
+    if (g.approval) {
+      const nlohmann::json decided = ApprovalDecisionJson(*g.approval);  // outlives the loop
+      for (const auto& [k, v] : decided.items()) {
         j["approval"][k] = v;
       }
     }

@@ -75,9 +75,7 @@ Result<GrantRequest> BrokerService::OpenApprovedRequest(const GrantRecord& g) co
   if (j["ttl_seconds"].is_number_integer()) {
     req.ttl_seconds = j["ttl_seconds"].get<int64_t>();
   }
-  if (auto it = g.extra.find("justification"); it != g.extra.end() && it->is_string()) {
-    req.justification = it->get<std::string>();
-  }
+  req.justification = g.justification;
   // What the approver was shown must be what is minted, and the canonical
   // form must survive the round trip.
   if (*str("session_id") != g.session_id || req.tool != g.tool || req.operation != g.operation ||
@@ -151,12 +149,8 @@ Result<BrokerService::Decided> BrokerService::DecideGrant(const std::string& gra
     // still ask for (same tier, same approvers, break-glass allowed).
     const GrantRecord& rec = *opts.approved;
     const TierPolicy& tp = policy.ForTier(d.tier);
-    const auto approvers = rec.extra.find("approvers");
-    const bool same_approvers = approvers != rec.extra.end() && approvers->is_array() &&
-                                *approvers == nlohmann::json(tp.approvers);
-    const auto approval = rec.extra.find("approval");
-    const bool break_glass = approval != rec.extra.end() && approval->is_object() &&
-                             approval->value("break_glass", false);
+    const bool same_approvers = rec.approval_expires_at && rec.approvers == tp.approvers;
+    const bool break_glass = rec.approval && rec.approval->break_glass;
     if (std::string(TierName(d.tier)) != rec.tier || !same_approvers ||
         (break_glass && !tp.break_glass_self_approval)) {
       deny("approval_stale",
@@ -240,10 +234,10 @@ GrantRecord BrokerService::NewGrantRecord(const std::string& grant_id, const Ses
   g.revocability = std::string(RevocabilityName(issuer.Describe().revocability));
   g.created_at = now;
   if (!req.justification.empty()) {
-    g.extra["justification"] = audit::RedactText(req.justification);  // shown to approvers
+    g.justification = audit::RedactText(req.justification);  // shown to approvers
   }
   if (d.delegation && !d.delegation->audit.empty()) {
-    g.extra["delegation"] = d.delegation->audit;
+    g.delegation = d.delegation->audit;
   }
   return g;
 }
@@ -309,11 +303,11 @@ Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, Gran
   g.credential_type = minted->type;
   g.credential_sha256 = minted->fingerprint_sha256;
   if (!minted->audit_fields.empty()) {
-    g.extra["credential_audit"] = minted->audit_fields;
+    g.credential_audit = minted->audit_fields;
   }
   if (minted->upstream_expires_at && *minted->upstream_expires_at > minted->expires_at) {
     // Revoked upstream at the grant's expiry (Sweep); see CredentialEnd.
-    g.extra["upstream_expires_at"] = ToUnixSeconds(*minted->upstream_expires_at);
+    g.upstream_expires_at = std::chrono::floor<std::chrono::seconds>(*minted->upstream_expires_at);
   }
   // A credential that exists upstream but cannot be recorded is never
   // handed out; revoke it now rather than leave it live and unseen (a
@@ -396,7 +390,7 @@ Result<nlohmann::json> BrokerService::CollectApproved(const CallContext& ctx, Gr
   }
   rec.expires_at.reset();
   if (!evidence.empty()) {
-    rec.extra["delegation"] = evidence;
+    rec.delegation = evidence;
   }
   // 3. Mint from the exact request. The sealed copy is not needed past here.
   rec.sealed_request.clear();
@@ -424,7 +418,7 @@ Result<nlohmann::json> BrokerService::DenyAtCollection(const CallContext& ctx, G
   g.sealed_handle.clear();
   g.sealed_request.clear();
   if (!delegation.empty()) {
-    g.extra["delegation"] = delegation;
+    g.delegation = delegation;
   }
   WriteBatch batch;
   batch.audit_events.push_back(

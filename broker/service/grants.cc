@@ -165,9 +165,9 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
     JITBROKER_ASSIGN_OR_RETURN(g.sealed_request, sealer_.Seal(g.id, canonical));
     g.approval_id = "apr_" + g.id.substr(4);
     g.expires_at = now + Seconds(approval_ttl);
-    g.extra["approval_expires_at"] = FormatRfc3339(*g.expires_at);
-    g.extra["four_eyes"] = tp.four_eyes;
-    g.extra["approvers"] = tp.approvers;
+    g.approval_expires_at = std::chrono::floor<std::chrono::seconds>(*g.expires_at);
+    g.four_eyes = tp.four_eyes;
+    g.approvers = tp.approvers;
     WriteBatch batch;
     batch.audit_events.push_back(
         audit::GrantEvent("grant.decided", g, now, "pending_approval", ctx.request_id));

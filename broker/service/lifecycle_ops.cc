@@ -78,7 +78,7 @@ Status BrokerService::ExpireApproval(const std::string& grant_id, const std::str
   const GrantState stored_state = g->state;
   g->state = GrantState::kExpired;
   g->sealed_request.clear();  // kept only while the grant may still be minted
-  g->extra["approval_expired"] = true;
+  g->approval_expired = true;
   g->decision["result"] = "deny";
   g->decision["code"] = "approval_expired";
   g->decision["reason"] = was_approved ? "approved, but not collected before the approval expired"

@@ -16,9 +16,8 @@ namespace jitbroker::service {
 
 TimePoint CredentialEnd(const GrantRecord& g, TimePoint fallback) {
   TimePoint end = g.expires_at.value_or(fallback);
-  if (auto it = g.extra.find("upstream_expires_at");
-      it != g.extra.end() && it->is_number_integer()) {
-    end = std::max(end, FromUnixSeconds(it->get<int64_t>()));
+  if (g.upstream_expires_at) {
+    end = std::max(end, *g.upstream_expires_at);
   }
   return end;
 }

@@ -492,7 +492,7 @@ Result<nlohmann::json> BrokerService::MintForCi(const CallContext& ctx, CiExchan
       // No heartbeats: the session lives until its TTL, an end or a revocation.
       s.heartbeat_seconds = x.policy->session_ttl_seconds;
       s.heartbeat_deadline = s.expires_at;
-      s.extra["ci"] = x.facts;
+      s.ci = x.facts;
       auto out = EvaluateAndMintForCi(ctx, x, std::move(s), /*new_session=*/true);
       exclusive.unlock();
       return AfterCiDecision(ctx, x, sid, std::move(out));

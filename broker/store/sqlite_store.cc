@@ -441,7 +441,8 @@ Result<SessionRecord> ReadSession(sqlite3_stmt* s) {
     return std::unexpected(CorruptRow("sessions", "data is not a JSON object"));
   }
   rec.scope = data.contains("scope") ? data["scope"] : Json::object();
-  rec.extra = data.contains("extra") ? data["extra"] : Json::object();
+  JITBROKER_RETURN_IF_ERROR(SessionExtraFromStore(
+      data.contains("extra") ? std::move(data["extra"]) : Json::object(), rec));
   return rec;
 }
 
@@ -483,7 +484,8 @@ Result<GrantRecord> ReadGrant(sqlite3_stmt* s) {
   rec.parameters = data.contains("parameters") ? data["parameters"] : Json::object();
   rec.scope = data.contains("scope") ? data["scope"] : Json::object();
   rec.decision = data.contains("decision") ? data["decision"] : Json::object();
-  rec.extra = data.contains("extra") ? data["extra"] : Json::object();
+  JITBROKER_RETURN_IF_ERROR(
+      GrantExtraFromStore(data.contains("extra") ? std::move(data["extra"]) : Json::object(), rec));
   if (auto it = data.find("sealed_request"); it != data.end()) {
     if (!it->is_string()) {
       return std::unexpected(CorruptRow("grants", "sealed_request is not a string"));
@@ -1337,7 +1339,7 @@ class SqliteStore final : public Store {
         for (const SessionRecord& rec : batch.sessions) {
           // DumpJson({"scope":…,"extra":…}) without copying the members.
           std::string text = "{\"extra\":";
-          text += DumpJson(rec.extra);
+          text += DumpJson(SessionExtraForStore(rec));
           text += ",\"scope\":";
           text += DumpJson(rec.scope);
           text += '}';
@@ -1354,7 +1356,7 @@ class SqliteStore final : public Store {
           std::string text = "{\"decision\":";
           text += DumpJson(rec.decision);
           text += ",\"extra\":";
-          text += DumpJson(rec.extra);
+          text += DumpJson(GrantExtraForStore(rec));
           text += ",\"parameters\":";
           text += DumpJson(rec.parameters);
           text += ",\"scope\":";

@@ -45,6 +45,11 @@
 
 namespace jitbroker {
 
+// States become JSON as their names, never as numbers (nlohmann's default
+// for enums).
+inline void to_json(nlohmann::json& j, GrantState s) { j = StateName(s); }
+inline void to_json(nlohmann::json& j, SessionState s) { j = StateName(s); }
+
 struct SessionRecord {
   std::string id;            // ses_…
   std::string token_sha256;  // hex
@@ -61,8 +66,24 @@ struct SessionRecord {
   std::optional<TimePoint> ended_at;
   std::string end_reason;
   std::string last_progress;
-  nlohmann::json extra = nlohmann::json::object();  // forward-compatible fields
+  // The CI run of an implicit session (its verified claims; token_exchange);
+  // empty for an agent's session.
+  nlohmann::json ci = nlohmann::json::object();
+  // Fields no code reads, and fields of newer versions: kept as they are.
+  nlohmann::json extra = nlohmann::json::object();
 };
+
+// A human's decision on a grant's approval.
+struct ApprovalDecision {
+  std::string decision;  // "approved" | "denied"
+  std::string approver;  // principal id
+  TimePoint decided_at;
+  std::string comment;       // empty = none
+  bool break_glass = false;  // the delegating principal approved their own agent's request
+};
+// {decision, approver, decided_at, comment?, break_glass?}: as stored, audited
+// and shown.
+nlohmann::json ApprovalDecisionJson(const ApprovalDecision& d);
 
 struct GrantRecord {
   std::string id;  // grt_…
@@ -96,8 +117,36 @@ struct GrantRecord {
   std::optional<TimePoint> expires_at;
   std::optional<TimePoint> revoked_at;
   std::string revoke_outcome;  // revoked | deny_installed | expiry_only
+  std::string justification;   // the agent's, redacted; shown to approvers
+  // Approval (tiers that need one): the window, the rules it was asked under,
+  // and the decision once made.
+  std::optional<TimePoint> approval_expires_at;  // whole seconds
+  bool four_eyes = false;
+  std::vector<std::string> approvers;  // the tier's approvers ("role:NAME")
+  std::optional<ApprovalDecision> approval;
+  bool approval_expired = false;  // nobody decided, or collected, in time
+  // The issuer's evidence of the delegating human's rights
+  // (DelegationCheck::audit); empty when not checked.
+  nlohmann::json delegation = nlohmann::json::object();
+  // What the issuer says of the minted credential (MintResult::audit_fields).
+  nlohmann::json credential_audit = nlohmann::json::object();
+  // When the credential outlives the grant upstream (a GitHub token lives an
+  // hour): MintResult::upstream_expires_at, whole seconds.
+  std::optional<TimePoint> upstream_expires_at;
+  // Annotations no code reads (mint_error, revoke_reason, reconciled,
+  // trust_policy) and fields of newer versions: kept as they are.
   nlohmann::json extra = nlohmann::json::object();
 };
+
+// How every store keeps the typed fields above that have no column of their
+// own: merged into one JSON object with `extra` under fixed keys (so rows
+// written before a field was typed read the same). Stores call these and
+// never pick keys themselves. Read errors: kInternal naming the field in
+// `detail` (a corrupt row).
+nlohmann::json SessionExtraForStore(const SessionRecord& s);
+[[nodiscard]] Status SessionExtraFromStore(nlohmann::json stored, SessionRecord& s);
+nlohmann::json GrantExtraForStore(const GrantRecord& g);
+[[nodiscard]] Status GrantExtraFromStore(nlohmann::json stored, GrantRecord& g);
 
 // A revocation that failed upstream and waits for a retry. Kept until it
 // succeeds or the credential has expired anyway; survives restarts.

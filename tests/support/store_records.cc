@@ -37,6 +37,7 @@ SessionRecord FullSession(const std::string& id) {
   s.ended_at = At(1'767'226'000, 999'999'999);
   s.end_reason = "completed";
   s.last_progress = "ran tests";
+  s.ci = nlohmann::json{{"repository", "acme/api"}, {"run_id", "42"}};
   s.extra = nlohmann::json{{"client", "jitctl/0.1"}, {"n", 3}};
   return s;
 }
@@ -69,6 +70,21 @@ GrantRecord FullGrant(const std::string& id, const std::string& session_id, Time
   g.expires_at = created + std::chrono::seconds(600);
   g.revoked_at = created + std::chrono::milliseconds(1500);
   g.revoke_outcome = "revoked";
+  g.justification = "fix the flaky test";
+  // Kept in whole seconds (include/jitbroker/store.h).
+  const TimePoint whole = std::chrono::floor<std::chrono::seconds>(created);
+  g.approval_expires_at = whole + std::chrono::seconds(300);
+  g.four_eyes = true;
+  g.approvers = {"role:release", "role:sre"};
+  g.approval = ApprovalDecision{.decision = "approved",
+                                .approver = "bob",
+                                .decided_at = whole + std::chrono::seconds(60),
+                                .comment = "ok ✓",
+                                .break_glass = true};
+  g.approval_expired = true;
+  g.delegation = nlohmann::json{{"github_login", "octocat"}, {"permission", "write"}};
+  g.credential_audit = nlohmann::json{{"installation_id", 7}};
+  g.upstream_expires_at = whole + std::chrono::seconds(3600);
   g.extra = nlohmann::json{{"x", true}};
   return g;
 }
@@ -89,6 +105,7 @@ void CheckSessionEq(const SessionRecord& a, const SessionRecord& b) {
   CHECK(a.ended_at == b.ended_at);
   CHECK(a.end_reason == b.end_reason);
   CHECK(a.last_progress == b.last_progress);
+  CHECK(a.ci == b.ci);
   CHECK(a.extra == b.extra);
 }
 
@@ -120,6 +137,18 @@ void CheckGrantEq(const GrantRecord& a, const GrantRecord& b) {
   CHECK(a.expires_at == b.expires_at);
   CHECK(a.revoked_at == b.revoked_at);
   CHECK(a.revoke_outcome == b.revoke_outcome);
+  CHECK(a.justification == b.justification);
+  CHECK(a.approval_expires_at == b.approval_expires_at);
+  CHECK(a.four_eyes == b.four_eyes);
+  CHECK(a.approvers == b.approvers);
+  REQUIRE(a.approval.has_value() == b.approval.has_value());
+  if (a.approval) {
+    CHECK(ApprovalDecisionJson(*a.approval) == ApprovalDecisionJson(*b.approval));
+  }
+  CHECK(a.approval_expired == b.approval_expired);
+  CHECK(a.delegation == b.delegation);
+  CHECK(a.credential_audit == b.credential_audit);
+  CHECK(a.upstream_expires_at == b.upstream_expires_at);
   CHECK(a.extra == b.extra);
 }
 

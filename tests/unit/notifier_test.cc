@@ -18,6 +18,7 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "broker/common/time_util.h"
 #include "broker/config/config.h"
 #include "broker/lifecycle/notifier.h"
 #include "broker/net/http_client.h"
@@ -195,7 +196,8 @@ GrantRecord PendingGrant() {
   g.request_digest = std::string(64, 'a');
   g.approval_id = "apr_1";
   g.created_at = FromUnixSeconds(1'800'000'000);
-  g.extra = {{"justification", "release 1.2"}, {"approval_expires_at", "2027-01-15T08:05:00Z"}};
+  g.justification = "release 1.2";
+  g.approval_expires_at = ParseRfc3339("2027-01-15T08:05:00Z").value();
   return g;
 }
 
@@ -444,7 +446,8 @@ TEST_CASE("PendingApprovalMessage: shape") {
 
   SUBCASE("no justification and no expiry recorded") {
     GrantRecord g = PendingGrant();
-    g.extra = nlohmann::json::object();
+    g.justification.clear();
+    g.approval_expires_at.reset();
     const nlohmann::json n = PendingApprovalMessage(g, Session());
     CHECK(n["expires_at"].is_null());
     CHECK(n["request"]["justification"].is_null());
