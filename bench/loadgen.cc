@@ -620,10 +620,12 @@ class Worker {
       interval_ = static_cast<double>(kNsPerSec) * workers_ / plan_.rate;
     }
     stats_.latencies.reserve(
-        plan_.rate > 0 ? static_cast<size_t>(plan_.rate / workers_ *
-                                             (plan_.window_end - plan_.window_start) / kNsPerSec) +
-                             16
-                       : 1 << 16);
+        plan_.rate > 0
+            ? static_cast<size_t>(plan_.rate / workers_ *
+                                  static_cast<double>(plan_.window_end - plan_.window_start) /
+                                  kNsPerSec) +
+                  16
+            : 1 << 16);
     for (size_t i = 0; i < conns_.size(); ++i) {
       Connect(i, NowNs());
     }

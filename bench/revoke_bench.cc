@@ -295,9 +295,9 @@ class Bench {
                             {"ttl_seconds", 900}};
       JITBROKER_ASSIGN_OR_RETURN(service::GrantResponse resp,
                                  service_->RequestGrant(agent, session_id, req));
-      if (resp.status != 201 || !resp.body.contains("grant_id")) {
-        return std::unexpected(Internal("grant " + std::to_string(i) + " was not allowed: status " +
-                                        std::to_string(resp.status)));
+      if (resp.outcome != service::GrantOutcome::kIssued || !resp.body.contains("grant_id")) {
+        return std::unexpected(Internal("grant " + std::to_string(i) + " was not issued: outcome " +
+                                        std::to_string(static_cast<int>(resp.outcome))));
       }
       grant_ids.insert(resp.body["grant_id"].get<std::string>());
     }

@@ -450,8 +450,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       // Tell the client to send the body now (curl otherwise waits a second).
       static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
       net::async_write(stream_, net::buffer(kContinue),
-                       [self = this->shared_from_this()](beast::error_code ec, size_t) {
-                         if (ec) {
+                       [self = this->shared_from_this()](beast::error_code write_ec, size_t) {
+                         if (write_ec) {
                            return self->Abort();
                          }
                          self->ReadBody();

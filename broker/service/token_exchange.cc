@@ -315,9 +315,9 @@ Result<nlohmann::json> BrokerService::ExchangeToken(const CallContext& ctx,
   if (const oidc::TrustPolicy* p = trust->Find(req.audience)) {
     candidates.push_back(p);
   } else {
-    for (const oidc::TrustPolicy& p : trust->policies) {
-      if (p.grant.resource == req.audience) {
-        candidates.push_back(&p);
+    for (const oidc::TrustPolicy& policy : trust->policies) {
+      if (policy.grant.resource == req.audience) {
+        candidates.push_back(&policy);
       }
     }
   }

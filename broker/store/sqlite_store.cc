@@ -42,7 +42,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "broker/common/time_util.h"
 #include "jitbroker/audit.h"
 #include "jitbroker/clock.h"
 #include "jitbroker/error.h"
@@ -228,19 +227,6 @@ SplitTime Split(TimePoint t) {
 TimePoint Join(int64_t seconds, int64_t nanos) {
   return TimePoint(std::chrono::duration_cast<TimePoint::duration>(
       std::chrono::seconds(seconds) + std::chrono::nanoseconds(nanos)));
-}
-
-// Unix seconds of an RFC 3339 timestamp or of an integer; nullopt otherwise.
-// Only used to index audit rows by time.
-std::optional<int64_t> TimestampSeconds(const Json& v) {
-  if (v.is_number_integer()) {
-    return v.get<int64_t>();
-  }
-  if (!v.is_string()) {
-    return std::nullopt;
-  }
-  Result<int64_t> seconds = ParseRfc3339Seconds(v.get_ref<const std::string&>());
-  return seconds ? std::optional<int64_t>(*seconds) : std::nullopt;
 }
 
 // ---------------------------------------------------------------------------
@@ -1026,8 +1012,8 @@ class SqliteStore final : public Store {
             "WHERE next_attempt_at <= ?1 AND (next_attempt_at < ?1 OR next_attempt_at_ns <= ?2) "
             "ORDER BY next_attempt_at, next_attempt_at_ns, grant_id LIMIT ?3"));
     StmtUse use(s);
-    const SplitTime t = Split(now);
-    Binder(s).Int(t.seconds).Int(t.nanos).Int(SqlLimit(limit));
+    const SplitTime due = Split(now);
+    Binder(s).Int(due.seconds).Int(due.nanos).Int(SqlLimit(limit));
     return Collect<RevocationTask>(r->db.get(), s, [](sqlite3_stmt* st) -> Result<RevocationTask> {
       Row row(st);
       RevocationTask t;

@@ -58,7 +58,7 @@ struct FakeIssuerOptions {
   // "invalid_scope" (this issuer has no scope vocabulary).
   std::function<Result<Tier>(const GrantRequest&)> implied_tier = nullptr;
   // The scope items (Issuer::ScopeItems) of every request. Default: none.
-  std::vector<std::string> scope_items;
+  std::vector<std::string> scope_items{};  // {}: designated initializers may omit it (-Wextra)
 };
 
 class FakeIssuer final : public Issuer {

@@ -718,12 +718,12 @@ TEST_CASE("TokenExchange: jitctl ci exchange, from a token or from GitHub Action
     INFO(out);
     CHECK(rc == 0);
     REQUIRE(out.size() > 1);
-    const std::string token = out.substr(0, out.size() - 1);
-    CHECK(out == token + "\n");
-    CHECK(token.find('\n') == std::string::npos);
+    const std::string printed = out.substr(0, out.size() - 1);
+    CHECK(out == printed + "\n");
+    CHECK(printed.find('\n') == std::string::npos);
     std::ifstream in(err);
     std::string masks((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    CHECK(masks.find("::add-mask::" + token + "\n") != std::string::npos);
+    CHECK(masks.find("::add-mask::" + printed + "\n") != std::string::npos);
   }
   {
     // Plain http to a non-loopback broker: refused before any token is fetched.
