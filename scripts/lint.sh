@@ -23,7 +23,13 @@ case "${1:-}" in
 esac
 mapfile -t sources < <(git ls-files "${tidy_paths[@]}")
 echo "== clang-tidy-19: ${#sources[@]} files"
-run-clang-tidy-19 -quiet -p "$BUILD_DIR" -j "$(nproc)" "${sources[@]/#/$PWD/}" \
+# The compiler's own warnings are GCC's to judge (the build has -Werror):
+# clang's -Wconversion also means -Wsign-conversion, which the build does not
+# enforce, and clang flags libstdc++'s own use of get_temporary_buffer (under
+# std::stable_sort) as deprecated in C++23.
+run-clang-tidy-19 -quiet -p "$BUILD_DIR" -j "$(nproc)" \
+  -extra-arg=-Wno-sign-conversion -extra-arg=-Wno-deprecated-declarations \
+  "${sources[@]/#/$PWD/}" \
   > "$BUILD_DIR/clang-tidy.log" 2>&1 || {
   grep -E "error:|warning:" -A3 "$BUILD_DIR/clang-tidy.log" | head -200
   echo "clang-tidy found problems (full log: $BUILD_DIR/clang-tidy.log)" >&2

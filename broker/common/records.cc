@@ -3,6 +3,7 @@
 // key for every store.
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -21,43 +22,29 @@ Error Corrupt(std::string_view record, std::string_view field) {
                   std::string(record) + " field " + std::string(field) + " is malformed");
 }
 
-// Moves `key` out of `stored` into `out` when present; false if it has the
-// wrong type.
-bool TakeString(Json& stored, const char* key, std::string& out) {
+// Moves `key` out of `stored` into `out` when present; false if it is not
+// of the JSON type `out` is kept as (string, boolean or object).
+template <typename T>
+bool Take(Json& stored, const char* key, T& out) {
   auto it = stored.find(key);
   if (it == stored.end()) {
     return true;
   }
-  if (!it->is_string()) {
-    return false;
+  if constexpr (std::is_same_v<T, std::string>) {
+    if (!it->is_string()) {
+      return false;
+    }
+  } else if constexpr (std::is_same_v<T, bool>) {
+    if (!it->is_boolean()) {
+      return false;
+    }
+  } else {
+    static_assert(std::is_same_v<T, Json>);
+    if (!it->is_object()) {
+      return false;
+    }
   }
-  out = it->get<std::string>();
-  stored.erase(it);
-  return true;
-}
-
-bool TakeBool(Json& stored, const char* key, bool& out) {
-  auto it = stored.find(key);
-  if (it == stored.end()) {
-    return true;
-  }
-  if (!it->is_boolean()) {
-    return false;
-  }
-  out = it->get<bool>();
-  stored.erase(it);
-  return true;
-}
-
-bool TakeObject(Json& stored, const char* key, Json& out) {
-  auto it = stored.find(key);
-  if (it == stored.end()) {
-    return true;
-  }
-  if (!it->is_object()) {
-    return false;
-  }
-  out = std::move(*it);
+  out = it->template get<T>();
   stored.erase(key);
   return true;
 }
@@ -110,7 +97,7 @@ Status SessionExtraFromStore(Json stored, SessionRecord& s) {
   if (!stored.is_object()) {
     return std::unexpected(Corrupt("session", "extra"));
   }
-  if (!TakeObject(stored, "ci", s.ci)) {
+  if (!Take(stored, "ci", s.ci)) {
     return std::unexpected(Corrupt("session", "ci"));
   }
   s.extra = std::move(stored);
@@ -150,13 +137,13 @@ Status GrantExtraFromStore(Json stored, GrantRecord& g) {
     return std::unexpected(Corrupt("grant", "extra"));
   }
   auto bad = [](const char* field) -> Status { return std::unexpected(Corrupt("grant", field)); };
-  if (!TakeString(stored, "justification", g.justification)) {
+  if (!Take(stored, "justification", g.justification)) {
     return bad("justification");
   }
   if (!TakeTime(stored, "approval_expires_at", g.approval_expires_at)) {
     return bad("approval_expires_at");
   }
-  if (!TakeBool(stored, "four_eyes", g.four_eyes)) {
+  if (!Take(stored, "four_eyes", g.four_eyes)) {
     return bad("four_eyes");
   }
   if (auto it = stored.find("approvers"); it != stored.end()) {
@@ -176,22 +163,21 @@ Status GrantExtraFromStore(Json stored, GrantRecord& g) {
     stored.erase("approval");
     ApprovalDecision d;
     std::optional<TimePoint> decided_at;
-    if (!a.is_object() || !TakeString(a, "decision", d.decision) ||
-        !TakeString(a, "approver", d.approver) || !TakeTime(a, "decided_at", decided_at) ||
-        !decided_at || !TakeString(a, "comment", d.comment) ||
-        !TakeBool(a, "break_glass", d.break_glass)) {
+    if (!a.is_object() || !Take(a, "decision", d.decision) || !Take(a, "approver", d.approver) ||
+        !TakeTime(a, "decided_at", decided_at) || !decided_at || !Take(a, "comment", d.comment) ||
+        !Take(a, "break_glass", d.break_glass)) {
       return bad("approval");
     }
     d.decided_at = *decided_at;
     g.approval = std::move(d);
   }
-  if (!TakeBool(stored, "approval_expired", g.approval_expired)) {
+  if (!Take(stored, "approval_expired", g.approval_expired)) {
     return bad("approval_expired");
   }
-  if (!TakeObject(stored, "delegation", g.delegation)) {
+  if (!Take(stored, "delegation", g.delegation)) {
     return bad("delegation");
   }
-  if (!TakeObject(stored, "credential_audit", g.credential_audit)) {
+  if (!Take(stored, "credential_audit", g.credential_audit)) {
     return bad("credential_audit");
   }
   if (!TakeTime(stored, "upstream_expires_at", g.upstream_expires_at)) {
