@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Static checks that .ci/run runs after the tests (see docs/testing.md):
 # clang-tidy-19 with the checks of .clang-tidy over the C++ sources of the
-# compile database (BUILD_DIR, default build/, configured by
-# scripts/build.sh), and clang-format-19 over every C++ file. Debian's
-# clang-19 is needed: clang-14 cannot parse libstdc++ 12's <expected>.
+# compile database (build-lint/, configured here), and clang-format-19 over
+# every C++ file. Debian's clang-19 is needed: clang-14 cannot parse
+# libstdc++ 12's <expected>.
 #
 # clang-tidy reads the shipped code (broker/, issuers/, cli/) by default:
 # that is where a finding matters, and it keeps .ci/run inside its time
@@ -12,8 +12,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
-BUILD_DIR=${BUILD_DIR:-build}
-[ -f "$BUILD_DIR/compile_commands.json" ] || BUILD_TARGETS=jitbroker_core bash scripts/build.sh
+# clang-tidy needs one compile command per source file: the build batches the
+# test sources (unity build), so lint configures its own tree without that.
+# Configuring is enough; clang-tidy builds nothing.
+LINT_DIR=${LINT_DIR:-build-lint}
+cmake -S . -B "$LINT_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DJITBROKER_UNITY_TESTS=OFF >/dev/null
 
 tidy_paths=('broker/*.cc' 'issuers/*.cc' 'cli/*.cc')
 case "${1:-}" in
@@ -27,12 +30,12 @@ echo "== clang-tidy-19: ${#sources[@]} files"
 # clang's -Wconversion also means -Wsign-conversion, which the build does not
 # enforce, and clang flags libstdc++'s own use of get_temporary_buffer (under
 # std::stable_sort) as deprecated in C++23.
-run-clang-tidy-19 -quiet -p "$BUILD_DIR" -j "$(nproc)" \
+run-clang-tidy-19 -quiet -p "$LINT_DIR" -j "$(nproc)" \
   -extra-arg=-Wno-sign-conversion -extra-arg=-Wno-deprecated-declarations \
   "${sources[@]/#/$PWD/}" \
-  > "$BUILD_DIR/clang-tidy.log" 2>&1 || {
-  grep -E "error:|warning:" -A3 "$BUILD_DIR/clang-tidy.log" | head -200
-  echo "clang-tidy found problems (full log: $BUILD_DIR/clang-tidy.log)" >&2
+  > "$LINT_DIR/clang-tidy.log" 2>&1 || {
+  grep -E "error:|warning:" -A3 "$LINT_DIR/clang-tidy.log" | head -200
+  echo "clang-tidy found problems (full log: $LINT_DIR/clang-tidy.log)" >&2
   exit 1
 }
 

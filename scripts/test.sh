@@ -6,18 +6,25 @@
 # clang-format-19) unless JITBROKER_SKIP_LINT=1. `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each phase's wall time, so that the CI log shows where its budget goes.
+phase() { echo "== [$(date -u +%T), ${SECONDS}s] $*"; }
+phase "dependencies"
 bash scripts/deps.sh
+phase "build (${BUILD_DIR:-build})"
 bash scripts/build.sh
+phase "tests"
 (cd "${BUILD_DIR:-build}" && ctest --output-on-failure -j2 "$@")
 if [ "${JITBROKER_SKIP_SANITIZE:-0}" != "1" ]; then
-  echo "== sanitizer build (address, undefined) =="
+  phase "sanitizer build (address, undefined)"
   # The benchmarks are not run here: build only what the tests need.
   BUILD_DIR=build-asan BUILD_TYPE=Debug CMAKE_ARGS="-DJITBROKER_SANITIZE=ON" \
     BUILD_TARGETS="jitbroker jitctl unit_tests integration_tests conformance_tests" bash scripts/build.sh
+  phase "sanitizer tests"
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
      UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j2 "$@")
 fi
 if [ "${JITBROKER_SKIP_LINT:-0}" != "1" ]; then
-  echo "== lint (clang-tidy-19, clang-format-19) =="
-  BUILD_DIR="${BUILD_DIR:-build}" bash scripts/lint.sh
+  phase "lint (clang-tidy-19, clang-format-19)"
+  bash scripts/lint.sh
 fi
+phase "done"

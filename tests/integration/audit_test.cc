@@ -12,7 +12,7 @@
 
 #include "tests/support/broker_process.h"
 
-namespace jitbroker::testing {
+namespace jitbroker::testing::audit_test {
 namespace {
 
 std::vector<nlohmann::json> ReadJsonl(const std::string& path) {
@@ -369,4 +369,4 @@ TEST_CASE("Config: a bad config stops the daemon with file, line and key") {
 }
 
 }  // namespace
-}  // namespace jitbroker::testing
+}  // namespace jitbroker::testing::audit_test

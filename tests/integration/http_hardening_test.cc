@@ -18,7 +18,7 @@
 #include "tests/support/broker_process.h"
 #include "tests/support/raw_http.h"
 
-namespace jitbroker::testing {
+namespace jitbroker::testing::http_hardening_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -273,9 +273,9 @@ TEST_CASE("Broker: a client's X-Request-Id never becomes the request id") {
 }
 
 }  // namespace
-}  // namespace jitbroker::testing
+}  // namespace jitbroker::testing::http_hardening_test
 
-namespace jitbroker::testing {
+namespace jitbroker::testing::http_hardening_test {
 namespace {
 
 TEST_CASE("Broker: serves TLS (checked by curl), and refuses plain HTTP on the TLS port") {
@@ -316,4 +316,4 @@ TEST_CASE("Broker: serves TLS (checked by curl), and refuses plain HTTP on the T
 }
 
 }  // namespace
-}  // namespace jitbroker::testing
+}  // namespace jitbroker::testing::http_hardening_test

@@ -33,7 +33,7 @@
 #include "tests/support/states_doctest.h"
 #include "tests/support/temp_dir.h"
 
-namespace jitbroker {
+namespace jitbroker::store_seam_test {
 namespace {
 
 using Json = nlohmann::json;
@@ -434,4 +434,4 @@ TEST_CASE("Journal: another process winning after the check makes the loser alon
 }
 
 }  // namespace
-}  // namespace jitbroker
+}  // namespace jitbroker::store_seam_test

@@ -35,7 +35,7 @@
 #include "tests/fakes/fake_issuer.h"
 #include "tests/fakes/fake_key_source.h"
 
-namespace jitbroker::testing {
+namespace jitbroker::testing::exchange_service_test {
 namespace {
 
 using nlohmann::json;
@@ -679,4 +679,4 @@ TEST_CASE("TokenExchange CLI: ci exchange refuses plain http to a non-loopback b
 }
 
 }  // namespace
-}  // namespace jitbroker::testing
+}  // namespace jitbroker::testing::exchange_service_test
