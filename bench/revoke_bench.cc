@@ -49,6 +49,7 @@
 #include "broker/common/metrics.h"
 #include "broker/config/config.h"
 #include "broker/crypto/crypto.h"
+#include "broker/http/wire.h"
 #include "broker/service/broker_service.h"
 #include "broker/store/sqlite_store.h"
 #include "jitbroker/clock.h"
@@ -275,7 +276,7 @@ class Bench {
           {"scope",
            {{"resources", {"fake://bench/*"}}, {"max_tier", "read"}, {"issuers", {"fake"}}}}}},
     };
-    JITBROKER_ASSIGN_OR_RETURN(nlohmann::json session, service_->OpenSession(owner_, open));
+    JITBROKER_ASSIGN_OR_RETURN(nlohmann::json session, api_.OpenSession(owner_, open));
     const std::string session_id = session.value("session_id", "");
     SecretValue session_token(session.value("session_token", ""));
     session.clear();
@@ -293,8 +294,8 @@ class Bench {
                             {"resource", "fake://bench/r" + std::to_string(i)},
                             {"issuer", "fake"},
                             {"ttl_seconds", 900}};
-      JITBROKER_ASSIGN_OR_RETURN(service::GrantResponse resp,
-                                 service_->RequestGrant(agent, session_id, req));
+      JITBROKER_ASSIGN_OR_RETURN(http::wire::JsonApi::GrantAnswer resp,
+                                 api_.RequestGrant(agent, session_id, req));
       if (resp.outcome != service::GrantOutcome::kIssued || !resp.body.contains("grant_id")) {
         return std::unexpected(Internal("grant " + std::to_string(i) + " was not issued: outcome " +
                                         std::to_string(static_cast<int>(resp.outcome))));
@@ -305,7 +306,7 @@ class Bench {
 
     issuer_->ResetMaxConcurrentRevokes();
     const auto start = SteadyClock::now();
-    auto ended = service_->EndSession(admin_, session_id, {{"reason", "bench"}}, /*revoke=*/true);
+    auto ended = api_.EndSession(admin_, session_id, {{"reason", "bench"}}, /*revoke=*/true);
     rr.end_ms = Ms(SteadyClock::now() - start).count();
     rr.max_concurrent = issuer_->MaxConcurrentRevokes();
     if (!ended) {
@@ -360,6 +361,7 @@ class Bench {
   }
 
   service::BrokerService* service_;
+  http::wire::JsonApi api_{service_};  // the JSON the HTTP routes answer
   testing::FakeIssuer* issuer_;
   const Flags& flags_;
   service::CallContext owner_;

@@ -228,7 +228,8 @@ int RunConfigCheck(const std::string& path, bool json, std::ostream& out, std::o
                       {"warnings", warnings}});
     } else {
       out << "ok: policy version " << SanitizeForTerminal(version) << ", " << principals
-          << " principals, " << issuers << " issuers\n";
+          << (principals == 1 ? " principal, " : " principals, ") << issuers
+          << (issuers == 1 ? " issuer\n" : " issuers\n");
     }
     return ToInt(ExitCode::kOk);
   } catch (...) {

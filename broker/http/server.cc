@@ -12,6 +12,7 @@
 #include "broker/common/json_util.h"
 #include "broker/common/log.h"
 #include "broker/http/transport.h"
+#include "broker/http/wire.h"
 #include "broker/net/url.h"
 #include "broker/oidc/token_request.h"
 
@@ -187,6 +188,7 @@ bool IsIdSegment(std::string_view s) {
 struct HttpServer::Impl final : RequestHandler {
   config::ServerConfig cfg;
   service::BrokerService* service = nullptr;
+  std::optional<wire::JsonApi> api;  // the JSON of every route over `service`
   Metrics* metrics = nullptr;
   ReloadFn reload;
   std::unique_ptr<Transport> transport;
@@ -404,6 +406,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Create(const config::ServerConfi
   Impl& impl = *s->impl_;
   impl.cfg = cfg;
   impl.service = service;
+  impl.api.emplace(service);
   impl.metrics = metrics;
   impl.reload = std::move(reload);
   impl.max_long_polls = cfg.max_long_polls >= 0 ? cfg.max_long_polls : cfg.threads / 2;
@@ -466,7 +469,7 @@ void HttpServer::Impl::Install() {
 
   Route("POST", "/v1/sessions", Auth::kRequired, BodyKind::kJson,
         [this](auto&, auto& ctx, const Body& body) -> Result<Reply> {
-          JITBROKER_ASSIGN_OR_RETURN(auto out, service->OpenSession(ctx, *body));
+          JITBROKER_ASSIGN_OR_RETURN(auto out, api->OpenSession(ctx, *body));
           return Reply{201, std::move(out)};
         });
 
@@ -477,50 +480,51 @@ void HttpServer::Impl::Install() {
           if (q.Has("state")) {
             f.state = ParseSessionState(q.Or("state"));
             if (!f.state) {
+              std::string names;
+              for (SessionState st : kAllSessionStates) {
+                names += (names.empty() ? "" : ", ") + std::string(StateName(st));
+              }
               return std::unexpected(InvalidArgument(
-                  "invalid_query",
-                  "query parameter state must be one of active, completed, revoked, expired, "
-                  "stalled"));
+                  "invalid_query", "query parameter state must be one of " + names));
             }
           }
           f.agent_id = q.Or("agent");
           f.principal_id = q.Or("principal");
           JITBROKER_ASSIGN_OR_RETURN(auto limit, q.Int("limit", 100, 1, 1000));
           f.limit = static_cast<size_t>(limit);
-          JITBROKER_ASSIGN_OR_RETURN(auto out, service->ListSessions(ctx, f));
+          JITBROKER_ASSIGN_OR_RETURN(auto out, api->ListSessions(ctx, f));
           return Reply{200, std::move(out)};
         });
 
   Route("GET", "/v1/sessions/{id}", Auth::kRequired, BodyKind::kNone,
         [this](const Request& req, auto& ctx, auto&) -> Result<Reply> {
-          JITBROKER_ASSIGN_OR_RETURN(auto out, service->GetSession(ctx, req.path_params[0]));
+          JITBROKER_ASSIGN_OR_RETURN(auto out, api->GetSession(ctx, req.path_params[0]));
           return Reply{200, std::move(out)};
         });
 
   Route("POST", "/v1/sessions/{id}/heartbeat", Auth::kRequired, BodyKind::kJson,
         [this](const Request& req, auto& ctx, const Body& body) -> Result<Reply> {
-          JITBROKER_ASSIGN_OR_RETURN(auto out, service->Heartbeat(ctx, req.path_params[0], *body));
+          JITBROKER_ASSIGN_OR_RETURN(auto out, api->Heartbeat(ctx, req.path_params[0], *body));
           return Reply{200, std::move(out)};
         });
 
   Route("POST", "/v1/sessions/{id}/complete", Auth::kRequired, BodyKind::kJson,
         [this](const Request& req, auto& ctx, const Body& body) -> Result<Reply> {
           JITBROKER_ASSIGN_OR_RETURN(auto out,
-                                     service->EndSession(ctx, req.path_params[0], *body, false));
+                                     api->EndSession(ctx, req.path_params[0], *body, false));
           return Reply{200, std::move(out)};
         });
 
   Route("POST", "/v1/sessions/{id}/revoke", Auth::kRequired, BodyKind::kJson,
         [this](const Request& req, auto& ctx, const Body& body) -> Result<Reply> {
           JITBROKER_ASSIGN_OR_RETURN(auto out,
-                                     service->EndSession(ctx, req.path_params[0], *body, true));
+                                     api->EndSession(ctx, req.path_params[0], *body, true));
           return Reply{200, std::move(out)};
         });
 
   Route("POST", "/v1/sessions/{id}/grants", Auth::kRequired, BodyKind::kJson,
         [this](const Request& req, auto& ctx, const Body& body) -> Result<Reply> {
-          JITBROKER_ASSIGN_OR_RETURN(auto out,
-                                     service->RequestGrant(ctx, req.path_params[0], *body));
+          JITBROKER_ASSIGN_OR_RETURN(auto out, api->RequestGrant(ctx, req.path_params[0], *body));
           if (out.outcome == service::GrantOutcome::kDenied) {
             const auto& d = out.body["decision"];
             nlohmann::json p =
@@ -551,7 +555,7 @@ void HttpServer::Impl::Install() {
               wait = 0;
             }
           }
-          auto out = service->GetGrant(ctx, req.path_params[0], static_cast<int>(wait));
+          auto out = api->GetGrant(ctx, req.path_params[0], static_cast<int>(wait));
           if (counted) {
             long_polls.fetch_sub(1);
           }
@@ -575,32 +579,31 @@ void HttpServer::Impl::Install() {
             JITBROKER_ASSIGN_OR_RETURN(f.limit, q.Int("limit", service::kDefaultApprovalPage, 1,
                                                       service::kMaxApprovalPage));
           }
-          JITBROKER_ASSIGN_OR_RETURN(auto out, service->ListApprovals(ctx, f));
+          JITBROKER_ASSIGN_OR_RETURN(auto out, api->ListApprovals(ctx, f));
           return Reply{200, std::move(out)};
         });
 
   Route("GET", "/v1/approvals/{id}", Auth::kRequired, BodyKind::kNone,
         [this](const Request& req, auto& ctx, auto&) -> Result<Reply> {
-          JITBROKER_ASSIGN_OR_RETURN(auto out, service->GetApproval(ctx, req.path_params[0]));
+          JITBROKER_ASSIGN_OR_RETURN(auto out, api->GetApproval(ctx, req.path_params[0]));
           return Reply{200, std::move(out)};
         });
 
   Route("POST", "/v1/approvals/{id}", Auth::kRequired, BodyKind::kJson,
         [this](const Request& req, auto& ctx, const Body& body) -> Result<Reply> {
-          JITBROKER_ASSIGN_OR_RETURN(auto out,
-                                     service->DecideApproval(ctx, req.path_params[0], *body));
+          JITBROKER_ASSIGN_OR_RETURN(auto out, api->DecideApproval(ctx, req.path_params[0], *body));
           return Reply{200, std::move(out)};
         });
 
   Route("POST", "/v1/admin/revoke", Auth::kRequired, BodyKind::kJson,
         [this](auto&, auto& ctx, const Body& body) -> Result<Reply> {
-          JITBROKER_ASSIGN_OR_RETURN(auto out, service->BulkRevoke(ctx, *body));
+          JITBROKER_ASSIGN_OR_RETURN(auto out, api->BulkRevoke(ctx, *body));
           return Reply{200, std::move(out)};
         });
 
   Route("DELETE", "/v1/grants/{id}", Auth::kRequired, BodyKind::kNone,
         [this](const Request& req, auto& ctx, auto&) -> Result<Reply> {
-          JITBROKER_ASSIGN_OR_RETURN(auto out, service->RevokeGrant(ctx, req.path_params[0]));
+          JITBROKER_ASSIGN_OR_RETURN(auto out, api->RevokeGrant(ctx, req.path_params[0]));
           return Reply{200, std::move(out)};
         });
 
@@ -637,7 +640,7 @@ void HttpServer::Impl::Install() {
       if (!token) {
         return std::unexpected(InvalidArgument("missing_field", "token is required"));
       }
-      auto out = service->Introspect(ctx, *token);
+      auto out = api->Introspect(ctx, *token);
       SecureWipe(token->data(), token->size());
       return out;
     }();
@@ -660,7 +663,7 @@ void HttpServer::Impl::Install() {
           JITBROKER_ASSIGN_OR_RETURN(f.after_seq, q.Int("after_seq", 0, 0, INT64_MAX));
           JITBROKER_ASSIGN_OR_RETURN(auto limit, q.Int("limit", 1000, 1, 10000));
           f.limit = static_cast<size_t>(limit);
-          JITBROKER_ASSIGN_OR_RETURN(auto out, service->ListAudit(ctx, f));
+          JITBROKER_ASSIGN_OR_RETURN(auto out, api->ListAudit(ctx, f));
           return Reply{200, std::move(out)};
         });
 
@@ -674,7 +677,7 @@ void HttpServer::Impl::Install() {
 
   Route("GET", "/v1/audit/verify", Auth::kRequired, BodyKind::kNone,
         [this](auto&, auto& ctx, auto&) -> Result<Reply> {
-          JITBROKER_ASSIGN_OR_RETURN(auto out, service->VerifyAudit(ctx));
+          JITBROKER_ASSIGN_OR_RETURN(auto out, api->VerifyAudit(ctx));
           return Reply{200, std::move(out)};
         });
 
@@ -710,7 +713,7 @@ void HttpServer::Impl::InstallTokenEndpoint() {
       }
       JITBROKER_ASSIGN_OR_RETURN(oidc::TokenExchangeRequest tx,
                                  oidc::ParseTokenExchangeForm(req.body));
-      return service->ExchangeToken(ctx, tx);
+      return api->ExchangeToken(ctx, tx);
     }();
     SecureWipe(req.body.data(), req.body.size());
     if (answer) {

@@ -1,4 +1,4 @@
-#include "broker/service/validation.h"
+#include "broker/http/validation.h"
 
 #include <optional>
 #include <utility>
@@ -6,7 +6,7 @@
 
 #include "broker/common/text.h"
 
-namespace jitbroker::service {
+namespace jitbroker::http {
 
 // Identifiers chosen by clients (agent id, task id, tool, …): printable, bounded.
 Status CheckIdentifier(const std::string& value, const std::string& path, size_t max_len) {
@@ -62,4 +62,4 @@ Status CheckVisibleJson(const nlohmann::json& root, const std::string& root_path
   return OkStatus();
 }
 
-}  // namespace jitbroker::service
+}  // namespace jitbroker::http

@@ -1,4 +1,4 @@
-// Checks of client-chosen text shared by the service's request parsers
+// Checks of client-chosen text shared by the request parsers of wire.h
 // (sessions, grants, heartbeats, approval decisions): identifiers are
 // printable and bounded, and text shown to people holds no invisible or
 // bidirectional formatting characters (docs/api.md, "Text shown to
@@ -15,7 +15,7 @@
 
 #include "jitbroker/result.h"
 
-namespace jitbroker::service {
+namespace jitbroker::http {
 
 // Identifiers chosen by clients (agent id, task id, tool, …): at most
 // `max_len` bytes, no spaces or control characters. Errors: kInvalidArgument
@@ -31,4 +31,4 @@ namespace jitbroker::service {
 // CheckVisibleText for every key and string of `root`, at any depth.
 [[nodiscard]] Status CheckVisibleJson(const nlohmann::json& root, const std::string& root_path);
 
-}  // namespace jitbroker::service
+}  // namespace jitbroker::http

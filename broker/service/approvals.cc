@@ -9,12 +9,10 @@
 
 #include "broker/audit/events.h"
 #include "broker/audit/redact.h"
-#include "broker/common/json_util.h"
 #include "broker/common/log.h"
 #include "broker/common/time_util.h"
 #include "broker/crypto/crypto.h"
 #include "broker/service/broker_service.h"
-#include "broker/service/validation.h"
 
 namespace jitbroker::service {
 
@@ -27,19 +25,6 @@ std::string GrantIdOf(const std::string& approval_id) {
     return {};
   }
   return "grt_" + approval_id.substr(kApprovalPrefix.size());
-}
-
-std::string ApprovalState(const GrantRecord& g) {
-  if (g.state == GrantState::kPending) {
-    return "pending";
-  }
-  if (g.approval) {
-    return g.approval->decision;
-  }
-  if (g.state == GrantState::kExpired && g.approval_expired) {
-    return "expired";
-  }
-  return std::string(StateName(g.state));  // e.g. revoked with its session before anyone decided
 }
 
 // Who may decide approvals of `tier`: admins, and the roles the tier names
@@ -141,52 +126,38 @@ Status CheckFilterId(const std::string& value, const char* name) {
 
 }  // namespace
 
-static nlohmann::json ApprovalJson(const GrantRecord& g, const SessionRecord* s,
-                                   const Policy& policy) {
-  nlohmann::json j = {
-      {"approval_id", g.approval_id},
-      {"grant_id", g.id},
-      {"state", ApprovalState(g)},
-      {"request_digest", g.request_digest},
-      {"tier", g.tier},
-      {"human_principal", g.principal_id},
-      {"agent", {{"id", g.agent_id}, {"session_id", g.session_id}, {"task_id", g.task_id}}},
-      {"request",
-       {{"tool", g.tool},
-        {"operation", g.operation},
-        {"resource", g.resource},
-        {"issuer", g.issuer},
-        {"parameters", g.parameters},
-        {"scope", g.scope},
-        {"ttl_seconds", g.requested_ttl_seconds ? nlohmann::json(*g.requested_ttl_seconds)
-                                                : nlohmann::json(nullptr)}}},
-      {"decision", g.decision},
-      {"created_at", FormatRfc3339(g.created_at)},
-  };
-  if (!g.justification.empty()) {
-    j["request"]["justification"] = g.justification;
-  }
-  if (g.approval_expires_at) {
-    j["expires_at"] = FormatRfc3339(*g.approval_expires_at);
-  }
-  if (auto tier = ParseTier(g.tier)) {
-    const TierPolicy& tp = policy.ForTier(*tier);
-    j["four_eyes"] = tp.four_eyes;
-    j["self_approval"] = tp.break_glass_self_approval ? "break_glass" : "deny";
-    j["approvers"] = tp.approvers;
-  }
-  if (s != nullptr) {
-    j["task"] = {{"id", s->task_id}, {"description", s->task_description}, {"scope", s->scope}};
-    j["session_state"] = StateName(s->state);
+std::string ApprovalState(const GrantRecord& g) {
+  if (g.state == GrantState::kPending) {
+    return "pending";
   }
   if (g.approval) {
-    j["decided"] = ApprovalDecisionJson(*g.approval);
+    return g.approval->decision;
   }
-  return j;
+  if (g.state == GrantState::kExpired && g.approval_expired) {
+    return "expired";
+  }
+  return std::string(StateName(g.state));  // e.g. revoked with its session before anyone decided
 }
 
-Result<nlohmann::json> BrokerService::ListApprovals(const CallContext& ctx,
-                                                    const ApprovalListFilter& f) {
+namespace {
+
+// The view of `g`: its session (if it still exists) and its tier's approval
+// rules under `policy`.
+ApprovalView ViewOf(GrantRecord g, std::optional<SessionRecord> s, const Policy& policy) {
+  ApprovalView v{std::move(g), std::move(s), std::nullopt};
+  if (auto tier = ParseTier(v.grant.tier)) {
+    const TierPolicy& tp = policy.ForTier(*tier);
+    v.rules = ApprovalRules{.four_eyes = tp.four_eyes,
+                            .break_glass_self_approval = tp.break_glass_self_approval,
+                            .approvers = tp.approvers};
+  }
+  return v;
+}
+
+}  // namespace
+
+Result<ApprovalPage> BrokerService::ListApprovals(const CallContext& ctx,
+                                                  const ApprovalListFilter& f) {
   const authn::Caller& c = ctx.caller;
   if (c.IsSession()) {
     return std::unexpected(
@@ -239,25 +210,24 @@ Result<nlohmann::json> BrokerService::ListApprovals(const CallContext& ctx,
   q.principal_id = f.principal;
   q.limit = static_cast<size_t>(limit) + 1;  // one more tells whether a next page exists
   JITBROKER_ASSIGN_OR_RETURN(auto pending, store_->ListPendingApprovals(q));
-  nlohmann::json next_cursor = nullptr;
+  ApprovalPage page;
   if (pending.size() > static_cast<size_t>(limit)) {
     pending.resize(static_cast<size_t>(limit));
-    next_cursor = EncodeCursor(q.newest_first, pending.back());
+    page.next_cursor = EncodeCursor(q.newest_first, pending.back());
   }
-  nlohmann::json list = nlohmann::json::array();
   std::map<std::string, std::optional<SessionRecord>> sessions;  // one read per session
-  for (const auto& g : pending) {
+  for (auto& g : pending) {
     auto it = sessions.find(g.session_id);
     if (it == sessions.end()) {
       JITBROKER_ASSIGN_OR_RETURN(auto s, store_->GetSession(g.session_id));
       it = sessions.emplace(g.session_id, std::move(s)).first;
     }
-    list.push_back(ApprovalJson(g, it->second ? &*it->second : nullptr, policy));
+    page.approvals.push_back(ViewOf(std::move(g), it->second, policy));
   }
-  return nlohmann::json{{"approvals", std::move(list)}, {"next_cursor", std::move(next_cursor)}};
+  return page;
 }
 
-Result<nlohmann::json> BrokerService::GetApproval(const CallContext& ctx, const std::string& id) {
+Result<ApprovalView> BrokerService::GetApproval(const CallContext& ctx, const std::string& id) {
   const authn::Caller& c = ctx.caller;
   const std::string gid = GrantIdOf(id);
   if (c.IsSession()) {
@@ -271,31 +241,21 @@ Result<nlohmann::json> BrokerService::GetApproval(const CallContext& ctx, const 
     return std::unexpected(NotFound("approval_not_found", "no approval " + id));
   }
   JITBROKER_ASSIGN_OR_RETURN(auto s, store_->GetSession(g->session_id));
-  return ApprovalJson(*g, s ? &*s : nullptr, *c.policy);
+  return ViewOf(std::move(*g), std::move(s), *c.policy);
 }
 
-Result<nlohmann::json> BrokerService::DecideApproval(const CallContext& ctx, const std::string& id,
-                                                     const nlohmann::json& body) {
+Result<ApprovalView> BrokerService::DecideApproval(const CallContext& ctx, const std::string& id,
+                                                   ApprovalDecisionInput in) {
+  JITBROKER_RETURN_IF_ERROR(CheckCaller(ctx, BodyCall::kDecideApproval));
   const authn::Caller& c = ctx.caller;
-  if (c.IsSession()) {
-    return std::unexpected(PermissionDenied(
-        "principal_required", "approvals are decided by a principal, never by the agent"));
-  }
-  JITBROKER_ASSIGN_OR_RETURN(auto r, json::JsonReader::Open(body, ""));
-  JITBROKER_ASSIGN_OR_RETURN(std::string decision, r.String("decision", 16));
-  JITBROKER_ASSIGN_OR_RETURN(std::string digest, r.String("request_digest", 128));
-  JITBROKER_ASSIGN_OR_RETURN(auto comment, r.OptString("comment", 2048));
-  JITBROKER_RETURN_IF_ERROR(r.Finish());
+  const std::string decision = in.approve ? "approve" : "deny";
+  const std::string& digest = in.request_digest;
+  std::optional<std::string> comment = std::move(in.comment);
   if (comment) {
-    // The comment reaches the agent, the audit trail and other approvers:
-    // it must read as what it says, and a credential pasted into it is
-    // redacted like any other free text (docs/api.md, "Redaction").
-    JITBROKER_RETURN_IF_ERROR(CheckVisibleText(*comment, "comment"));
+    // The comment reaches the agent, the audit trail and other approvers: a
+    // credential pasted into it is redacted like any other free text
+    // (docs/api.md, "Redaction").
     *comment = audit::RedactText(*comment);
-  }
-  if (decision != "approve" && decision != "deny") {
-    return std::unexpected(
-        InvalidArgument("invalid_value", "decision must be \"approve\" or \"deny\""));
   }
 
   const std::string gid = GrantIdOf(id);
@@ -386,7 +346,7 @@ Result<nlohmann::json> BrokerService::DecideApproval(const CallContext& ctx, con
         ->warn("event=break_glass_self_approval approval_id={} approver={} tier={} request_id={}",
                id, c.principal_id, g.tier, ctx.request_id);
   }
-  return ApprovalJson(g, &*session, *policy);
+  return ViewOf(std::move(g), std::move(session), *policy);
 }
 
 }  // namespace jitbroker::service

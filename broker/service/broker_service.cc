@@ -8,28 +8,15 @@
 #include <thread>
 
 #include "broker/audit/events.h"
-#include "broker/common/json_util.h"
 #include "broker/common/log.h"
 #include "broker/common/time_util.h"
 #include "broker/crypto/crypto.h"
 #include "broker/service/internal.h"
 #include "broker/service/request_digest.h"
-#include "broker/service/validation.h"
 
 namespace jitbroker::service {
 
-using internal::kMaxTtlSeconds;
 using internal::SessionEnded;
-
-nlohmann::json RevocationJson(const std::vector<RevocationOutcome>& outcomes) {
-  nlohmann::json out = nlohmann::json::array();
-  for (const RevocationOutcome& o : outcomes) {
-    out.push_back({{"grant_id", o.grant_id},
-                   {"outcome", o.outcome},
-                   {"residual_seconds", o.residual_seconds}});
-  }
-  return out;
-}
 
 BrokerService::BrokerService(Store* store, audit::Journal* journal, const Clock* clock,
                              Metrics* metrics,
@@ -104,6 +91,36 @@ Result<authn::Caller> BrokerService::Authenticate(std::string_view authorization
 // ---------------------------------------------------------------------------
 // Access control
 
+Status BrokerService::CheckCaller(const CallContext& ctx, BodyCall call) {
+  const authn::Caller& c = ctx.caller;
+  switch (call) {
+    case BodyCall::kOpenSession:
+      if (c.IsSession()) {
+        return std::unexpected(PermissionDenied("principal_required",
+                                                "opening a session needs a principal's API key"));
+      }
+      break;
+    case BodyCall::kRequestGrant:
+      if (!c.IsSession()) {
+        return std::unexpected(PermissionDenied(
+            "session_token_required", "grants are requested with the session's own token"));
+      }
+      break;
+    case BodyCall::kDecideApproval:
+      if (c.IsSession()) {
+        return std::unexpected(PermissionDenied(
+            "principal_required", "approvals are decided by a principal, never by the agent"));
+      }
+      break;
+    case BodyCall::kBulkRevoke:
+      if (c.IsSession() || !c.is_admin) {
+        return std::unexpected(PermissionDenied("forbidden", "bulk revocation needs an admin"));
+      }
+      break;
+  }
+  return OkStatus();
+}
+
 Status BrokerService::CheckSessionCaller(const CallContext& ctx, const SessionRecord& s) {
   const authn::Caller& c = ctx.caller;
   if (c.session_id == s.id) {
@@ -159,128 +176,13 @@ Result<SessionRecord> BrokerService::LoadAuthorized(const CallContext& ctx, cons
 }
 
 // ---------------------------------------------------------------------------
-// JSON views
-
-nlohmann::json BrokerService::SessionJson(const SessionRecord& s) const {
-  nlohmann::json j = {
-      {"session_id", s.id},
-      {"state", StateName(s.state)},
-      {"principal", s.principal_id},
-      {"agent", {{"id", s.agent_id}}},
-      {"task", {{"id", s.task_id}, {"description", s.task_description}, {"scope", s.scope}}},
-      {"created_at", FormatRfc3339(s.created_at)},
-      {"expires_at", FormatRfc3339(s.expires_at)},
-      {"heartbeat_seconds", s.heartbeat_seconds},
-      {"heartbeat_deadline", FormatRfc3339(s.heartbeat_deadline)},
-  };
-  if (s.ended_at) {
-    j["ended_at"] = FormatRfc3339(*s.ended_at);
-  }
-  if (!s.end_reason.empty()) {
-    j["end_reason"] = s.end_reason;
-  }
-  if (!s.last_progress.empty()) {
-    j["last_progress"] = s.last_progress;
-  }
-  if (!s.ci.empty()) {
-    j["ci"] = s.ci;  // the CI run of an implicit session (token_exchange.cc)
-  }
-  return j;
-}
-
-nlohmann::json BrokerService::GrantJson(const GrantRecord& g, TimePoint now) const {
-  GrantState state = g.state;
-  if (state == GrantState::kActive && g.expires_at && *g.expires_at <= now) {
-    state = GrantState::kExpired;  // the sweeper has not recorded it yet
-  }
-  nlohmann::json j = {
-      {"grant_id", g.id},
-      {"session_id", g.session_id},
-      {"state", StateName(state)},
-      {"tool", g.tool},
-      {"operation", g.operation},
-      {"resource", g.resource},
-      {"issuer", g.issuer},
-      {"tier", g.tier},
-      {"decision", g.decision},
-      {"created_at", FormatRfc3339(g.created_at)},
-      {"ttl_seconds", g.ttl_seconds},
-  };
-  if (!g.revocability.empty()) {
-    j["revocability"] = g.revocability;
-  }
-  if (g.expires_at) {
-    j["expires_at"] = FormatRfc3339(*g.expires_at);
-  }
-  if (!g.credential_sha256.empty()) {
-    j["credential_sha256"] = g.credential_sha256;
-    j["credential_type"] = g.credential_type;
-  }
-  if (g.revoked_at) {
-    j["revoked_at"] = FormatRfc3339(*g.revoked_at);
-    j["revoke_outcome"] = g.revoke_outcome;
-  }
-  if (!g.delegation.empty()) {
-    j["delegation"] = g.delegation;  // the upstream rights check (non-secret)
-  }
-  if (!g.approval_id.empty()) {
-    j["approval"] = {{"id", g.approval_id}, {"request_digest", g.request_digest}};
-    if (g.approval_expires_at) {
-      j["approval"]["expires_at"] = FormatRfc3339(*g.approval_expires_at);
-    }
-    // The human decision travels back to the agent, comment included.
-    if (g.approval) {
-      const nlohmann::json decided = ApprovalDecisionJson(*g.approval);  // outlives the loop
-      for (const auto& [k, v] : decided.items()) {
-        j["approval"][k] = v;
-      }
-    }
-  }
-  return j;
-}
-
-// ---------------------------------------------------------------------------
 // Sessions
 
-Result<nlohmann::json> BrokerService::OpenSession(const CallContext& ctx,
-                                                  const nlohmann::json& body) {
+Result<OpenedSession> BrokerService::OpenSession(const CallContext& ctx, OpenSessionInput in) {
+  JITBROKER_RETURN_IF_ERROR(CheckCaller(ctx, BodyCall::kOpenSession));
   const authn::Caller& c = ctx.caller;
-  if (c.IsSession()) {
-    return std::unexpected(
-        PermissionDenied("principal_required", "opening a session needs a principal's API key"));
-  }
-  JITBROKER_ASSIGN_OR_RETURN(auto r, json::JsonReader::Open(body, ""));
-  JITBROKER_ASSIGN_OR_RETURN(nlohmann::json agent, r.Object("agent"));
-  JITBROKER_ASSIGN_OR_RETURN(nlohmann::json task, r.Object("task"));
-  JITBROKER_ASSIGN_OR_RETURN(auto ttl, r.OptInt("ttl_seconds", 1, kMaxTtlSeconds));
-  JITBROKER_ASSIGN_OR_RETURN(auto hb, r.OptInt("heartbeat_seconds", 1, 86400));
-  JITBROKER_RETURN_IF_ERROR(r.Finish());
-
-  JITBROKER_ASSIGN_OR_RETURN(auto ar, json::JsonReader::Open(agent, "agent"));
-  JITBROKER_ASSIGN_OR_RETURN(std::string agent_id, ar.String("id", 256));
-  JITBROKER_RETURN_IF_ERROR(ar.Finish());
-  JITBROKER_RETURN_IF_ERROR(CheckIdentifier(agent_id, "agent.id"));
-
-  JITBROKER_ASSIGN_OR_RETURN(auto tr, json::JsonReader::Open(task, "task"));
-  JITBROKER_ASSIGN_OR_RETURN(std::string task_id, tr.String("id", 256));
-  JITBROKER_ASSIGN_OR_RETURN(auto description, tr.OptString("description", 4096));
-  JITBROKER_ASSIGN_OR_RETURN(nlohmann::json scope_json, tr.Object("scope"));
-  JITBROKER_RETURN_IF_ERROR(tr.Finish());
-  JITBROKER_RETURN_IF_ERROR(CheckIdentifier(task_id, "task.id"));
-  JITBROKER_RETURN_IF_ERROR(CheckVisibleText(agent_id, "agent.id"));
-  JITBROKER_RETURN_IF_ERROR(CheckVisibleText(task_id, "task.id"));
-  if (description) {
-    JITBROKER_RETURN_IF_ERROR(CheckVisibleText(*description, "task.description"));
-  }
-  JITBROKER_RETURN_IF_ERROR(CheckVisibleJson(scope_json, "task.scope"));
-
-  auto scope = TaskScope::FromJson(scope_json);
-  if (!scope) {
-    Error e = scope.error();
-    e.message = "task.scope: " + e.message;
-    return std::unexpected(e);
-  }
-  for (const auto& issuer : scope->issuers) {
+  const TaskScope& scope = in.scope;
+  for (const auto& issuer : scope.issuers) {
     if (FindIssuer(issuer) == nullptr) {
       return std::unexpected(
           InvalidArgument("unknown_issuer",
@@ -288,24 +190,24 @@ Result<nlohmann::json> BrokerService::OpenSession(const CallContext& ctx,
     }
   }
   std::shared_ptr<const Policy> policy = c.policy;
-  JITBROKER_RETURN_IF_ERROR(CheckScopeWithinPrincipal(*scope, *c.principal, *policy));
+  JITBROKER_RETURN_IF_ERROR(CheckScopeWithinPrincipal(scope, *c.principal, *policy));
 
   const TimePoint now = clock_->Now();
   const int64_t ttl_s =
-      std::min(ttl.value_or(sessions_.default_ttl_seconds), sessions_.max_ttl_seconds);
-  const int64_t hb_s = hb.value_or(sessions_.heartbeat_seconds);
+      std::min(in.ttl_seconds.value_or(sessions_.default_ttl_seconds), sessions_.max_ttl_seconds);
+  const int64_t hb_s = in.heartbeat_seconds.value_or(sessions_.heartbeat_seconds);
 
   authn::NewSessionToken tok = authn::MintSessionToken();
   SessionRecord s;
   s.id = tok.session_id;
   s.token_sha256 = tok.token_sha256;
   s.principal_id = c.principal_id;
-  s.agent_id = agent_id;
-  s.task_id = task_id;
+  s.agent_id = std::move(in.agent_id);
+  s.task_id = std::move(in.task_id);
   // Free text reaches approvers and session views: credentials in it are
   // redacted (broker/audit/redact.h).
-  s.task_description = audit::RedactText(description.value_or(""));
-  s.scope = scope->ToJson();
+  s.task_description = audit::RedactText(in.description.value_or(""));
+  s.scope = scope.ToJson();
   s.state = SessionState::kActive;
   s.created_at = now;
   s.expires_at = now + Seconds(ttl_s);
@@ -319,18 +221,18 @@ Result<nlohmann::json> BrokerService::OpenSession(const CallContext& ctx,
   JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
   metrics_->CountSessionOpened();
 
-  nlohmann::json out = SessionJson(s);
-  out["session_token"] = std::string(tok.token.Reveal());
-  // What was granted: a ttl_seconds above sessions.max_ttl_seconds is lowered
-  // to it, and the answer says so rather than clamping silently.
-  out["ttl_seconds"] = ttl_s;
-  if (ttl && *ttl > ttl_s) {
-    out["requested_ttl_seconds"] = *ttl;
+  OpenedSession out;
+  out.session = std::move(s);
+  out.token = std::move(tok.token);
+  out.ttl_seconds = ttl_s;
+  if (in.ttl_seconds && *in.ttl_seconds > ttl_s) {
+    out.requested_ttl_seconds = in.ttl_seconds;  // lowered to sessions.max_ttl_seconds
   }
   return out;
 }
 
-Result<nlohmann::json> BrokerService::ListSessions(const CallContext& ctx, SessionFilter filter) {
+Result<std::vector<SessionRecord>> BrokerService::ListSessions(const CallContext& ctx,
+                                                               SessionFilter filter) {
   const authn::Caller& c = ctx.caller;
   if (c.IsSession()) {
     return std::unexpected(
@@ -343,59 +245,32 @@ Result<nlohmann::json> BrokerService::ListSessions(const CallContext& ctx, Sessi
     }
     filter.principal_id = c.principal_id;
   }
-  JITBROKER_ASSIGN_OR_RETURN(auto sessions, store_->ListSessions(filter));
-  nlohmann::json list = nlohmann::json::array();
-  for (const auto& s : sessions) {
-    list.push_back(SessionJson(s));
-  }
-  return nlohmann::json{{"sessions", list}};
+  return store_->ListSessions(filter);
 }
 
-Result<nlohmann::json> BrokerService::GetSession(const CallContext& ctx, const std::string& id) {
+Result<SessionDetail> BrokerService::GetSession(const CallContext& ctx, const std::string& id) {
   JITBROKER_ASSIGN_OR_RETURN(
       SessionRecord s,
       LoadAuthorized(ctx, id, Access{.session_token = true, .owner = true, .admin = true}));
   JITBROKER_ASSIGN_OR_RETURN(auto grants, store_->ListGrants(id));
-  const TimePoint now = clock_->Now();
-  nlohmann::json out = SessionJson(s);
-  nlohmann::json glist = nlohmann::json::array();
-  std::set<std::string> used_resources, used_tiers, used_issuers;
-  for (const auto& g : grants) {
-    glist.push_back(GrantJson(g, now));
-    if (!g.credential_sha256.empty()) {
-      used_resources.insert(g.resource);
-      used_tiers.insert(g.tier);
-      used_issuers.insert(g.issuer);
-    }
-  }
-  out["grants"] = glist;
-  out["scope_usage"] = {
-      {"granted", s.scope},
-      {"used", {{"resources", used_resources}, {"tiers", used_tiers}, {"issuers", used_issuers}}}};
-  return out;
+  return SessionDetail{std::move(s), std::move(grants), clock_->Now()};
 }
 
-Result<nlohmann::json> BrokerService::Heartbeat(const CallContext& ctx, const std::string& id,
-                                                const nlohmann::json& body) {
-  JITBROKER_ASSIGN_OR_RETURN(auto r, json::JsonReader::Open(body, ""));
-  JITBROKER_ASSIGN_OR_RETURN(auto progress, r.OptString("progress", 1024));
-  JITBROKER_RETURN_IF_ERROR(r.Finish());
-  if (progress) {
-    JITBROKER_RETURN_IF_ERROR(CheckVisibleText(*progress, "progress"));
-  }
+Result<SessionRecord> BrokerService::Heartbeat(const CallContext& ctx, const std::string& id,
+                                               HeartbeatInput in) {
   std::unique_lock lock(LockFor(id));
   JITBROKER_ASSIGN_OR_RETURN(SessionRecord s,
                              LoadAuthorized(ctx, id, Access{.session_token = true}));
   JITBROKER_RETURN_IF_ERROR(EnsureLive(ctx, s));
   const TimePoint now = clock_->Now();
   s.heartbeat_deadline = now + Seconds(s.heartbeat_seconds * sessions_.stall_after_missed);
-  if (progress) {
-    s.last_progress = audit::RedactText(*progress);
+  if (in.progress) {
+    s.last_progress = audit::RedactText(*in.progress);
   }
   WriteBatch batch;
   batch.PutSession(s, SessionState::kActive);  // never revives an ended session
   JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
-  return SessionJson(s);
+  return s;
 }
 
 Status BrokerService::EnsureLive(const CallContext& ctx, SessionRecord& s) {
@@ -431,9 +306,9 @@ Status BrokerService::Commit(const CallContext& ctx, WriteBatch batch) {
   return journal_->Commit(std::move(batch));
 }
 
-Result<nlohmann::json> BrokerService::EndLocked(const CallContext& ctx, SessionRecord s,
-                                                SessionState state, std::string reason,
-                                                std::string event) {
+Result<SessionEnd> BrokerService::EndLocked(const CallContext& ctx, SessionRecord s,
+                                            SessionState state, std::string reason,
+                                            std::string event) {
   const TimePoint now = clock_->Now();
   JITBROKER_ASSIGN_OR_RETURN(auto all, store_->ListGrants(s.id));
   std::vector<GrantRecord> live;
@@ -443,7 +318,7 @@ Result<nlohmann::json> BrokerService::EndLocked(const CallContext& ctx, SessionR
     }
   }
   WriteBatch batch;
-  nlohmann::json revocations = RevocationJson(RevokeGrants(live, now, ctx.request_id, batch));
+  std::vector<RevocationOutcome> revocations = RevokeGrants(live, now, ctx.request_id, batch);
   const SessionState from = s.state;  // ended once, by one process
   s.state = state;
   s.ended_at = now;
@@ -457,15 +332,12 @@ Result<nlohmann::json> BrokerService::EndLocked(const CallContext& ctx, SessionR
   log::Get("lifecycle")
       ->info("event={} session_id={} request_id={} revoked={}", event, s.id, ctx.request_id,
              revocations.size());
-  return nlohmann::json{
-      {"session_id", s.id}, {"state", StateName(state)}, {"revocations", revocations}};
+  return SessionEnd{s.id, state, std::move(revocations)};
 }
 
-Result<nlohmann::json> BrokerService::EndSession(const CallContext& ctx, const std::string& id,
-                                                 const nlohmann::json& body, bool revoke) {
-  JITBROKER_ASSIGN_OR_RETURN(auto r, json::JsonReader::Open(body, ""));
-  JITBROKER_ASSIGN_OR_RETURN(auto reason, r.OptString("reason", 1024));
-  JITBROKER_RETURN_IF_ERROR(r.Finish());
+Result<SessionEnd> BrokerService::EndSession(const CallContext& ctx, const std::string& id,
+                                             EndSessionInput in, bool revoke) {
+  const std::optional<std::string>& reason = in.reason;
   if (revoke && (!reason || reason->empty())) {
     return std::unexpected(
         InvalidArgument("missing_field", "reason is required to revoke a session"));
@@ -489,13 +361,13 @@ Result<nlohmann::json> BrokerService::EndSession(const CallContext& ctx, const s
 // ---------------------------------------------------------------------------
 // Grants
 
-Result<nlohmann::json> BrokerService::Introspect(const CallContext& ctx, std::string_view token) {
+Result<Introspection> BrokerService::Introspect(const CallContext& ctx, std::string_view token) {
   const authn::Caller& c = ctx.caller;
   if (c.IsSession() || !(c.is_admin || c.is_resource_server)) {
     return std::unexpected(PermissionDenied(
         "forbidden", "introspection needs an admin or a principal with the resource_server role"));
   }
-  const nlohmann::json inactive = {{"active", false}};
+  const Introspection inactive;
   if (token.empty() || token.size() > 16384) {
     return inactive;
   }
@@ -517,29 +389,23 @@ Result<nlohmann::json> BrokerService::Introspect(const CallContext& ctx, std::st
     if (!s || s->state != SessionState::kActive || s->expires_at <= now) {
       return inactive;
     }
-    nlohmann::json out = *claims;
-    out["active"] = true;
-    out["client_id"] = g->agent_id;
-    out["token_type"] = "Bearer";
-    out["username"] = g->principal_id;
-    return out;
+    return Introspection{.active = true,
+                         .claims = std::move(*claims),
+                         .client_id = g->agent_id,
+                         .username = g->principal_id};
   }
   return inactive;
 }
 
-Result<nlohmann::json> BrokerService::ListAudit(const CallContext& ctx, AuditFilter filter) {
+Result<std::vector<AuditRecord>> BrokerService::ListAudit(const CallContext& ctx,
+                                                          AuditFilter filter) {
   if (ctx.caller.IsSession() || !ctx.caller.is_admin) {
     return std::unexpected(PermissionDenied("forbidden", "reading the audit trail needs an admin"));
   }
-  JITBROKER_ASSIGN_OR_RETURN(auto records, store_->ListAudit(filter));
-  nlohmann::json list = nlohmann::json::array();
-  for (auto& r : records) {
-    list.push_back(std::move(r.body));
-  }
-  return nlohmann::json{{"records", list}};
+  return store_->ListAudit(filter);
 }
 
-Result<nlohmann::json> BrokerService::VerifyAudit(const CallContext& ctx) {
+Result<AuditVerification> BrokerService::VerifyAudit(const CallContext& ctx) {
   if (ctx.caller.IsSession() || !ctx.caller.is_admin) {
     return std::unexpected(
         PermissionDenied("forbidden", "verifying the audit trail needs an admin"));
@@ -561,8 +427,12 @@ Result<nlohmann::json> BrokerService::VerifyAudit(const CallContext& ctx) {
         problem = "hash mismatch";
       }
       if (!problem.empty()) {
-        return nlohmann::json{
-            {"ok", false}, {"records", count}, {"first_bad_seq", r.seq}, {"problem", problem}};
+        AuditVerification bad;
+        bad.ok = false;
+        bad.records = count;
+        bad.first_bad_seq = r.seq;
+        bad.problem = std::move(problem);
+        return bad;
       }
       prev_hash = r.hash;
       prev_seq = r.seq;
@@ -573,8 +443,11 @@ Result<nlohmann::json> BrokerService::VerifyAudit(const CallContext& ctx) {
     }
     f.after_seq = prev_seq;
   }
-  return nlohmann::json{
-      {"ok", true}, {"records", count}, {"head", prev_hash}, {"head_seq", prev_seq}};
+  AuditVerification ok;
+  ok.records = count;
+  ok.head = std::move(prev_hash);
+  ok.head_seq = prev_seq;
+  return ok;
 }
 
 Result<nlohmann::json> BrokerService::AuditKeys(const CallContext& ctx) const {

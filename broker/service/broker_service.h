@@ -1,8 +1,9 @@
 // BrokerService: the orchestration of sessions, grants, revocation and
 // introspection (docs/architecture.md "The request path"):
 // validate -> policy -> issuer.mint -> durable
-// store + audit (Journal) -> response. Independent of HTTP: handlers pass in
-// parsed JSON and get JSON bodies or Errors back.
+// store + audit (Journal) -> response. Independent of HTTP: it takes and
+// answers the typed values of views.h; broker/http/wire.h gives them their
+// JSON shape and status codes.
 //
 // Fail closed: no credential is returned unless the records of its decision
 // and mint are durable in the store and the audit file.
@@ -39,6 +40,7 @@
 #include "broker/oidc/trust_policy.h"
 #include "broker/service/grant_sealer.h"
 #include "broker/service/revoker.h"
+#include "broker/service/views.h"
 #include "jitbroker/clock.h"
 #include "jitbroker/issuer.h"
 #include "jitbroker/store.h"
@@ -49,19 +51,6 @@ struct CallContext {
   std::string request_id;         // always the server's own (req_…)
   std::string client_request_id;  // the client's X-Request-Id if valid, else empty; audited apart
   authn::Caller caller;
-};
-
-// What became of a grant request; broker/http/ maps it to the status code
-// (201, 202, or a 403 problem that carries the grant).
-enum class GrantOutcome {
-  kIssued,   // allowed and minted: body has the credential
-  kPending,  // waits for an approval: body has the approval id
-  kDenied,   // refused: body is the denied grant with its decision
-};
-
-struct GrantResponse {
-  GrantOutcome outcome = GrantOutcome::kIssued;
-  nlohmann::json body;
 };
 
 // What one lifecycle pass did (for logs, metrics and tests).
@@ -111,10 +100,6 @@ struct ApprovalListFilter {
 inline constexpr int64_t kDefaultApprovalPage = 50;
 inline constexpr int64_t kMaxApprovalPage = 200;
 
-// The answer's shape of a revocation outcome (docs/api.md, "Revocation"):
-// {grant_id, outcome, residual_seconds}.
-nlohmann::json RevocationJson(const std::vector<RevocationOutcome>& outcomes);
-
 class BrokerService {
  public:
   BrokerService(Store* store, audit::Journal* journal, const Clock* clock, Metrics* metrics,
@@ -127,47 +112,54 @@ class BrokerService {
   // Identifies the caller from the Authorization header value.
   [[nodiscard]] Result<authn::Caller> Authenticate(std::string_view authorization) const;
 
-  [[nodiscard]] Result<nlohmann::json> OpenSession(const CallContext& ctx,
-                                                   const nlohmann::json& body);
-  [[nodiscard]] Result<nlohmann::json> ListSessions(const CallContext& ctx, SessionFilter filter);
-  [[nodiscard]] Result<nlohmann::json> GetSession(const CallContext& ctx, const std::string& id);
-  [[nodiscard]] Result<nlohmann::json> Heartbeat(const CallContext& ctx, const std::string& id,
-                                                 const nlohmann::json& body);
-  // complete (revoke=false) or revoke (revoke=true, needs body.reason).
-  [[nodiscard]] Result<nlohmann::json> EndSession(const CallContext& ctx, const std::string& id,
-                                                  const nlohmann::json& body, bool revoke);
+  // The calls that take a request body and admit only one kind of caller.
+  enum class BodyCall { kOpenSession, kRequestGrant, kDecideApproval, kBulkRevoke };
+  // Whether the caller is of the kind `call` admits (a principal, a session
+  // token, an admin). Checked before the body is read (broker/http/wire.h),
+  // so a caller that may not make the call at all gets that answer, not one
+  // about the body; and again by the call itself. Errors: kPermissionDenied
+  // "principal_required", "session_token_required" or "forbidden".
+  [[nodiscard]] static Status CheckCaller(const CallContext& ctx, BodyCall call);
+
+  [[nodiscard]] Result<OpenedSession> OpenSession(const CallContext& ctx, OpenSessionInput in);
+  [[nodiscard]] Result<std::vector<SessionRecord>> ListSessions(const CallContext& ctx,
+                                                                SessionFilter filter);
+  [[nodiscard]] Result<SessionDetail> GetSession(const CallContext& ctx, const std::string& id);
+  [[nodiscard]] Result<SessionRecord> Heartbeat(const CallContext& ctx, const std::string& id,
+                                                HeartbeatInput in);
+  // complete (revoke=false) or revoke (revoke=true, needs in.reason).
+  [[nodiscard]] Result<SessionEnd> EndSession(const CallContext& ctx, const std::string& id,
+                                              EndSessionInput in, bool revoke);
   [[nodiscard]] Result<GrantResponse> RequestGrant(const CallContext& ctx,
-                                                   const std::string& session_id,
-                                                   const nlohmann::json& body);
+                                                   const std::string& session_id, GrantRequest req);
   // At shutdown: every long poll (GetGrant with wait) answers now with the
   // grant as it is, and later ones do not wait, so the listener drains at
   // once instead of after the longest poll (docs/architecture.md).
   void EndLongPolls();
   // `wait_seconds` > 0 long-polls a pending grant; an approved grant is
   // minted when its agent fetches it and the credential returned once.
-  [[nodiscard]] Result<nlohmann::json> GetGrant(const CallContext& ctx, const std::string& id,
-                                                int wait_seconds = 0);
-  [[nodiscard]] Result<nlohmann::json> RevokeGrant(const CallContext& ctx, const std::string& id);
-  // Approvals (issue #3). ListApprovals answers {approvals: [...], next_cursor}
-  // (next_cursor null on the last page): pending approvals the caller may
-  // decide, filtered and paged in the store query itself, so a flood of
-  // requests the caller cannot see never hides the ones it can.
-  [[nodiscard]] Result<nlohmann::json> ListApprovals(const CallContext& ctx,
-                                                     const ApprovalListFilter& filter);
-  [[nodiscard]] Result<nlohmann::json> GetApproval(const CallContext& ctx, const std::string& id);
-  [[nodiscard]] Result<nlohmann::json> DecideApproval(const CallContext& ctx, const std::string& id,
-                                                      const nlohmann::json& body);
+  [[nodiscard]] Result<GrantView> GetGrant(const CallContext& ctx, const std::string& id,
+                                           int wait_seconds = 0);
+  [[nodiscard]] Result<GrantRevocation> RevokeGrant(const CallContext& ctx, const std::string& id);
+  // Approvals. ListApprovals answers one page of the pending approvals the
+  // caller may decide, filtered and paged in the store query itself, so a
+  // flood of requests the caller cannot see never hides the ones it can.
+  [[nodiscard]] Result<ApprovalPage> ListApprovals(const CallContext& ctx,
+                                                   const ApprovalListFilter& filter);
+  [[nodiscard]] Result<ApprovalView> GetApproval(const CallContext& ctx, const std::string& id);
+  [[nodiscard]] Result<ApprovalView> DecideApproval(const CallContext& ctx, const std::string& id,
+                                                    ApprovalDecisionInput in);
   // POST /v1/admin/revoke: by principal, agent, issuer or all (break glass).
-  [[nodiscard]] Result<nlohmann::json> BulkRevoke(const CallContext& ctx,
-                                                  const nlohmann::json& body);
+  [[nodiscard]] Result<BulkRevocation> BulkRevoke(const CallContext& ctx, BulkRevokeInput in);
   // One lifecycle pass: ends expired and stalled sessions, expires grants and
   // approvals, retries queued revocations. Called by the sweeper thread.
   [[nodiscard]] Result<SweepStats> Sweep();
   // At start: grants caught mid-mint by a crash are resolved, never forgotten.
   [[nodiscard]] Status Reconcile();
-  [[nodiscard]] Result<nlohmann::json> Introspect(const CallContext& ctx, std::string_view token);
-  [[nodiscard]] Result<nlohmann::json> ListAudit(const CallContext& ctx, AuditFilter filter);
-  [[nodiscard]] Result<nlohmann::json> VerifyAudit(const CallContext& ctx);
+  [[nodiscard]] Result<Introspection> Introspect(const CallContext& ctx, std::string_view token);
+  [[nodiscard]] Result<std::vector<AuditRecord>> ListAudit(const CallContext& ctx,
+                                                           AuditFilter filter);
+  [[nodiscard]] Result<AuditVerification> VerifyAudit(const CallContext& ctx);
   // The public key(s) that verify the audit checkpoints, as a JWKS (admins;
   // for `jitctl audit verify --file F --jwks`). Not part of
   // /.well-known/jwks.json: token verifiers must not trust the audit key.
@@ -188,7 +180,7 @@ class BrokerService {
   // implicit session and mints through the normal grant path (policy, mint,
   // durable audit). Errors carry reasons oidc::ToOAuthError maps to RFC 6749
   // §5.2; no error leaves a session or grant behind.
-  [[nodiscard]] Result<nlohmann::json> ExchangeToken(const CallContext& ctx,
+  [[nodiscard]] Result<ExchangeResult> ExchangeToken(const CallContext& ctx,
                                                      const oidc::TokenExchangeRequest& req);
   // True for ExchangeToken's one answer to a token refused before its
   // signature was verified: its reason is precise, but must not reach anyone
@@ -222,9 +214,9 @@ class BrokerService {
   // (expired/stalled) and returns the error to answer with.
   [[nodiscard]] Status EnsureLive(const CallContext& ctx, SessionRecord& s);
   // Ends the session in state `state`: revokes live grants, commits, audits.
-  [[nodiscard]] Result<nlohmann::json> EndLocked(const CallContext& ctx, SessionRecord s,
-                                                 SessionState state, std::string reason,
-                                                 std::string event);
+  [[nodiscard]] Result<SessionEnd> EndLocked(const CallContext& ctx, SessionRecord s,
+                                             SessionState state, std::string reason,
+                                             std::string event);
   // Revoker::Revoke (revoker.h) of `grants` into `batch`, then wakes the
   // long polls. One outcome per grant.
   std::vector<RevocationOutcome> RevokeGrants(std::vector<GrantRecord>& grants, TimePoint now,
@@ -294,8 +286,8 @@ class BrokerService {
   // Mints an approved grant at collection from the exact request that was
   // approved (sealed in the record), after re-evaluating it against the
   // current policy, session and delegated rights; otherwise denies it.
-  [[nodiscard]] Result<nlohmann::json> CollectApproved(const CallContext& ctx, GrantRecord rec,
-                                                       const SessionRecord& s, Issuer* issuer);
+  [[nodiscard]] Result<GrantView> CollectApproved(const CallContext& ctx, GrantRecord rec,
+                                                  const SessionRecord& s, Issuer* issuer);
   // The sealed request of `g`, opened and checked against g.request_digest;
   // an Error (whose message says what is wrong) when it is absent, does not
   // open, or does not match.
@@ -304,18 +296,19 @@ class BrokerService {
   // delegating human lost the rights, the policy or session changed, the
   // sealed request is not intact): recorded and audited as denied with
   // decision `code`, `reason` and `matched_rule`.
-  [[nodiscard]] Result<nlohmann::json> DenyAtCollection(const CallContext& ctx, GrantRecord& g,
-                                                        const std::string& code,
-                                                        const std::string& reason,
-                                                        const std::string& matched_rule,
-                                                        const nlohmann::json& delegation);
+  [[nodiscard]] Result<GrantView> DenyAtCollection(const CallContext& ctx, GrantRecord& g,
+                                                   const std::string& code,
+                                                   const std::string& reason,
+                                                   const std::string& matched_rule,
+                                                   const nlohmann::json& delegation);
   // Mints an allowed or approved grant and commits it (decision/mint records).
   // `replay` (CI exchanges) commits in the batch that records the minted
   // credential: if the store refuses it, the credential is abandoned.
-  [[nodiscard]] Result<nlohmann::json> MintAndCommit(const CallContext& ctx, GrantRecord& g,
-                                                     const GrantRequest& req, Issuer* issuer,
-                                                     std::vector<nlohmann::json> pre_events,
-                                                     std::vector<ReplayReservation> replay = {});
+  // The view carries the credential, returned to the client exactly once.
+  [[nodiscard]] Result<GrantView> MintAndCommit(const CallContext& ctx, GrantRecord& g,
+                                                const GrantRequest& req, Issuer* issuer,
+                                                std::vector<nlohmann::json> pre_events,
+                                                std::vector<ReplayReservation> replay = {});
   // Records an anomaly rule's trigger and ends the session (its exclusive
   // lock must NOT be held: this takes it).
   [[nodiscard]] Status RevokeForAnomaly(const CallContext& ctx, const std::string& session_id,
@@ -327,8 +320,6 @@ class BrokerService {
   // Retries one queued revocation; returns whether it is finished.
   [[nodiscard]] Result<bool> RetryRevocation(const RevocationTask& task, TimePoint now);
 
-  nlohmann::json SessionJson(const SessionRecord& s) const;
-  nlohmann::json GrantJson(const GrantRecord& g, TimePoint now) const;
   Issuer* FindIssuer(std::string_view name) const;
 
   Store* store_;
@@ -370,14 +361,14 @@ class BrokerService {
   // and role "trust:<name>" per policy, rebuilt when either changes.
   std::pair<std::shared_ptr<const oidc::TrustSet>, std::shared_ptr<const Policy>> TrustSnapshot();
   // Finds or opens the CI run's session and mints in it (token_exchange.cc).
-  [[nodiscard]] Result<nlohmann::json> MintForCi(const CallContext& ctx, CiExchange& x);
-  [[nodiscard]] Result<nlohmann::json> EvaluateAndMintForCi(const CallContext& ctx, CiExchange& x,
+  [[nodiscard]] Result<ExchangeResult> MintForCi(const CallContext& ctx, CiExchange& x);
+  [[nodiscard]] Result<ExchangeResult> EvaluateAndMintForCi(const CallContext& ctx, CiExchange& x,
                                                             SessionRecord s, bool new_session);
   // With the run's session lock released: revokes the session when an
   // anomaly rule triggered on the exchange, then answers `out`.
-  [[nodiscard]] Result<nlohmann::json> AfterCiDecision(const CallContext& ctx, CiExchange& x,
+  [[nodiscard]] Result<ExchangeResult> AfterCiDecision(const CallContext& ctx, CiExchange& x,
                                                        const std::string& session_id,
-                                                       Result<nlohmann::json> out);
+                                                       Result<ExchangeResult> out);
   std::shared_ptr<ExchangeState> exchange_ = NewExchangeState();
 };
 

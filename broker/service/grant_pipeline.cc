@@ -13,17 +13,14 @@
 #include <thread>
 
 #include "broker/audit/events.h"
-#include "broker/common/json_util.h"
 #include "broker/common/log.h"
 #include "broker/common/time_util.h"
 #include "broker/crypto/crypto.h"
 #include "broker/service/internal.h"
 #include "broker/service/request_digest.h"
-#include "broker/service/validation.h"
 
 namespace jitbroker::service {
 
-using internal::kMaxTtlSeconds;
 using internal::SessionEnded;
 
 Result<IssuerFacts> BrokerService::IssuerFactsFor(const Issuer& issuer, const GrantRequest& req) {
@@ -242,10 +239,10 @@ GrantRecord BrokerService::NewGrantRecord(const std::string& grant_id, const Ses
   return g;
 }
 
-Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, GrantRecord& g,
-                                                    const GrantRequest& req, Issuer* issuer,
-                                                    std::vector<nlohmann::json> pre_events,
-                                                    std::vector<ReplayReservation> replay) {
+Result<GrantView> BrokerService::MintAndCommit(const CallContext& ctx, GrantRecord& g,
+                                               const GrantRequest& req, Issuer* issuer,
+                                               std::vector<nlohmann::json> pre_events,
+                                               std::vector<ReplayReservation> replay) {
   const IssuerDescription& desc = issuer->Describe();
   const TimePoint now = clock_->Now();
   // The state the grant is stored in: an approved grant is collected once
@@ -312,7 +309,7 @@ Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, Gran
   // A credential that exists upstream but cannot be recorded is never
   // handed out; revoke it now rather than leave it live and unseen (a
   // "minting" grant is also reconciled at restart).
-  auto abandon = [&](Error error) -> Result<nlohmann::json> {
+  auto abandon = [&](Error error) -> Result<GrantView> {
     RevokeRequest rr{g.id, minted->revocation_handle.Clone(),
                      minted->upstream_expires_at.value_or(minted->expires_at), clock_->Now()};
     Result<RevokeOutcome> revoked = issuer->Revoke(rr);
@@ -339,19 +336,15 @@ Result<nlohmann::json> BrokerService::MintAndCommit(const CallContext& ctx, Gran
     return abandon(std::move(committed).error());
   }
 
-  nlohmann::json body = GrantJson(g, now);
-  nlohmann::json cred = minted->fields;
-  cred["type"] = minted->type;
-  cred["expires_at"] = FormatRfc3339(minted->expires_at);
-  for (auto& [name, value] : minted->secrets) {
-    cred[name] = std::string(value.Reveal());
-  }
-  body["credential"] = std::move(cred);
-  return body;
+  return GrantView{g, now,
+                   IssuedCredential{.type = std::move(minted->type),
+                                    .expires_at = minted->expires_at,
+                                    .fields = std::move(minted->fields),
+                                    .secrets = std::move(minted->secrets)}};
 }
 
-Result<nlohmann::json> BrokerService::CollectApproved(const CallContext& ctx, GrantRecord rec,
-                                                      const SessionRecord& s, Issuer* issuer) {
+Result<GrantView> BrokerService::CollectApproved(const CallContext& ctx, GrantRecord rec,
+                                                 const SessionRecord& s, Issuer* issuer) {
   // 1. The exact request the approver approved, never the redacted copy.
   Result<GrantRequest> opened = OpenApprovedRequest(rec);
   if (!opened) {
@@ -397,11 +390,11 @@ Result<nlohmann::json> BrokerService::CollectApproved(const CallContext& ctx, Gr
   return MintAndCommit(ctx, rec, req, issuer, {});
 }
 
-Result<nlohmann::json> BrokerService::DenyAtCollection(const CallContext& ctx, GrantRecord& g,
-                                                       const std::string& code,
-                                                       const std::string& reason,
-                                                       const std::string& matched_rule,
-                                                       const nlohmann::json& delegation) {
+Result<GrantView> BrokerService::DenyAtCollection(const CallContext& ctx, GrantRecord& g,
+                                                  const std::string& code,
+                                                  const std::string& reason,
+                                                  const std::string& matched_rule,
+                                                  const nlohmann::json& delegation) {
   const TimePoint now = clock_->Now();
   nlohmann::json decision = g.decision.is_object() ? g.decision : nlohmann::json::object();
   decision["result"] = "deny";
@@ -426,7 +419,7 @@ Result<nlohmann::json> BrokerService::DenyAtCollection(const CallContext& ctx, G
   batch.PutGrant(g, stored_state);
   JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
   NotifyGrantChanged();
-  return GrantJson(g, now);
+  return GrantView{g, now, std::nullopt};
 }
 
 }  // namespace jitbroker::service

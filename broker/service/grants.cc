@@ -11,17 +11,14 @@
 #include <thread>
 
 #include "broker/audit/events.h"
-#include "broker/common/json_util.h"
 #include "broker/common/log.h"
 #include "broker/common/time_util.h"
 #include "broker/crypto/crypto.h"
 #include "broker/service/internal.h"
 #include "broker/service/request_digest.h"
-#include "broker/service/validation.h"
 
 namespace jitbroker::service {
 
-using internal::kMaxTtlSeconds;
 using internal::SessionEnded;
 
 Status BrokerService::CheckGrantRate(const SessionRecord& s) {
@@ -57,38 +54,8 @@ Status BrokerService::CheckGrantRate(const SessionRecord& s) {
 }
 
 Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
-                                                  const std::string& session_id,
-                                                  const nlohmann::json& body) {
-  if (!ctx.caller.IsSession()) {
-    return std::unexpected(PermissionDenied("session_token_required",
-                                            "grants are requested with the session's own token"));
-  }
-  // Parse the whole request before touching state.
-  GrantRequest req;
-  {
-    JITBROKER_ASSIGN_OR_RETURN(auto r, json::JsonReader::Open(body, ""));
-    JITBROKER_ASSIGN_OR_RETURN(req.tool, r.String("tool", 256));
-    JITBROKER_ASSIGN_OR_RETURN(req.operation, r.String("operation", 128));
-    JITBROKER_ASSIGN_OR_RETURN(req.resource, r.String("resource", 1024));
-    JITBROKER_ASSIGN_OR_RETURN(req.issuer, r.String("issuer", 128));
-    JITBROKER_ASSIGN_OR_RETURN(auto params, r.OptObject("parameters"));
-    JITBROKER_ASSIGN_OR_RETURN(auto scope, r.OptObject("scope"));
-    JITBROKER_ASSIGN_OR_RETURN(req.ttl_seconds, r.OptInt("ttl_seconds", 1, kMaxTtlSeconds));
-    JITBROKER_ASSIGN_OR_RETURN(auto justification, r.OptString("justification", 4096));
-    JITBROKER_RETURN_IF_ERROR(r.Finish());
-    req.parameters = params.value_or(nlohmann::json::object());
-    req.scope = scope.value_or(nlohmann::json::object());
-    req.justification = justification.value_or("");
-    JITBROKER_RETURN_IF_ERROR(CheckIdentifier(req.tool, "tool"));
-    JITBROKER_RETURN_IF_ERROR(CheckIdentifier(req.operation, "operation"));
-    JITBROKER_RETURN_IF_ERROR(CheckIdentifier(req.resource, "resource", 1024));
-    JITBROKER_RETURN_IF_ERROR(CheckVisibleText(req.tool, "tool"));
-    JITBROKER_RETURN_IF_ERROR(CheckVisibleText(req.operation, "operation"));
-    JITBROKER_RETURN_IF_ERROR(CheckVisibleText(req.resource, "resource"));
-    JITBROKER_RETURN_IF_ERROR(CheckVisibleJson(req.parameters, "parameters"));
-    JITBROKER_RETURN_IF_ERROR(CheckVisibleJson(req.scope, "scope"));
-    JITBROKER_RETURN_IF_ERROR(CheckVisibleText(req.justification, "justification"));
-  }
+                                                  const std::string& session_id, GrantRequest req) {
+  JITBROKER_RETURN_IF_ERROR(CheckCaller(ctx, BodyCall::kRequestGrant));
   Issuer* issuer = FindIssuer(req.issuer);
   if (issuer == nullptr) {
     return std::unexpected(
@@ -149,7 +116,7 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
       return std::unexpected(std::move(e));
     }
     resp.outcome = GrantOutcome::kDenied;
-    resp.body = GrantJson(g, now);
+    resp.grant = GrantView{std::move(g), now, std::nullopt};
     return resp;
   }
   if (d.result == DecisionResult::kPending) {
@@ -178,7 +145,7 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
       options_.notifier->Enqueue(lifecycle::PendingApprovalMessage(g, s));
     }
     resp.outcome = GrantOutcome::kPending;
-    resp.body = GrantJson(g, now);
+    resp.grant = GrantView{std::move(g), now, std::nullopt};
     return resp;
   }
 
@@ -187,7 +154,7 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
   g.state = GrantState::kAllowed;
   std::vector<nlohmann::json> pre;
   pre.push_back(audit::GrantEvent("grant.decided", g, now, "allowed", ctx.request_id));
-  JITBROKER_ASSIGN_OR_RETURN(resp.body, MintAndCommit(ctx, g, req, issuer, std::move(pre)));
+  JITBROKER_ASSIGN_OR_RETURN(resp.grant, MintAndCommit(ctx, g, req, issuer, std::move(pre)));
   resp.outcome = GrantOutcome::kIssued;
   return resp;
 }
@@ -250,8 +217,8 @@ Result<GrantRecord> BrokerService::LoadAuthorizedGrant(const CallContext& ctx,
   return std::move(*g);
 }
 
-Result<nlohmann::json> BrokerService::GetGrant(const CallContext& ctx, const std::string& id,
-                                               int wait_seconds) {
+Result<GrantView> BrokerService::GetGrant(const CallContext& ctx, const std::string& id,
+                                          int wait_seconds) {
   JITBROKER_ASSIGN_OR_RETURN(GrantRecord loaded, LoadAuthorizedGrant(ctx, id));
   std::optional<GrantRecord> g(std::move(loaded));
   // Long-poll while the grant waits for a human; woken by any grant change.
@@ -304,10 +271,10 @@ Result<nlohmann::json> BrokerService::GetGrant(const CallContext& ctx, const std
       g = std::move(fresh);
     }
   }
-  return GrantJson(*g, clock_->Now());
+  return GrantView{std::move(*g), clock_->Now(), std::nullopt};
 }
 
-Result<nlohmann::json> BrokerService::RevokeGrant(const CallContext& ctx, const std::string& id) {
+Result<GrantRevocation> BrokerService::RevokeGrant(const CallContext& ctx, const std::string& id) {
   JITBROKER_ASSIGN_OR_RETURN(GrantRecord found, LoadAuthorizedGrant(ctx, id));
   std::unique_lock lock(LockFor(found.session_id));
   JITBROKER_ASSIGN_OR_RETURN(auto g, store_->GetGrant(id));
@@ -322,12 +289,7 @@ Result<nlohmann::json> BrokerService::RevokeGrant(const CallContext& ctx, const 
   std::vector<GrantRecord> one{*g};
   const std::vector<RevocationOutcome> outcomes = RevokeGrants(one, now, ctx.request_id, batch);
   JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
-  nlohmann::json outcome = RevocationJson(outcomes)[0];
-  outcome["state"] = StateName(one[0].state);
-  return outcome;
+  return GrantRevocation{outcomes.at(0), one[0].state};
 }
-
-// ---------------------------------------------------------------------------
-// Introspection, audit, keys
 
 }  // namespace jitbroker::service

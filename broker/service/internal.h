@@ -14,9 +14,6 @@
 
 namespace jitbroker::service::internal {
 
-// The longest TTL a client may ask for (sessions, grants): 30 days.
-inline constexpr int64_t kMaxTtlSeconds = 30 * 24 * 3600;
-
 // Whether `e` says a StatePrecondition did not hold (include/jitbroker/
 // store.h): another request or broker process changed the row first and
 // nothing of the batch was written.

@@ -2,12 +2,12 @@
 // deadlines, retries of queued upstream revocations, reconciliation after a
 // crash and admin bulk revocation.
 #include <algorithm>
+#include <iterator>
 #include <map>
 #include <random>
 #include <set>
 
 #include "broker/audit/events.h"
-#include "broker/common/json_util.h"
 #include "broker/common/log.h"
 #include "broker/common/time_util.h"
 #include "broker/crypto/crypto.h"
@@ -296,33 +296,28 @@ Status BrokerService::Reconcile() {
   return OkStatus();
 }
 
-Result<nlohmann::json> BrokerService::BulkRevoke(const CallContext& ctx,
-                                                 const nlohmann::json& body) {
+// A bulk revocation goes on past a session or grant that another request or
+// broker process changed after it was read (state_conflict): it is read
+// again and revoked from its new state, so that one race does not leave the
+// rest of the selection live and the admin with a 409 for work half done.
+constexpr int kBulkAttempts = 3;
+
+Result<BulkRevocation> BrokerService::BulkRevoke(const CallContext& ctx, BulkRevokeInput in) {
+  JITBROKER_RETURN_IF_ERROR(CheckCaller(ctx, BodyCall::kBulkRevoke));
   const authn::Caller& c = ctx.caller;
-  if (c.IsSession() || !c.is_admin) {
-    return std::unexpected(PermissionDenied("forbidden", "bulk revocation needs an admin"));
-  }
-  JITBROKER_ASSIGN_OR_RETURN(auto r, json::JsonReader::Open(body, ""));
-  JITBROKER_ASSIGN_OR_RETURN(auto principal, r.OptString("principal", 256));
-  JITBROKER_ASSIGN_OR_RETURN(auto agent, r.OptString("agent", 256));
-  JITBROKER_ASSIGN_OR_RETURN(auto issuer, r.OptString("issuer", 128));
-  JITBROKER_ASSIGN_OR_RETURN(std::string reason, r.String("reason", 1024));
-  JITBROKER_ASSIGN_OR_RETURN(auto all_flag, r.OptBool("all"));
-  const bool all = all_flag.value_or(false);
-  JITBROKER_RETURN_IF_ERROR(r.Finish());
-  const int selectors = (principal ? 1 : 0) + (agent ? 1 : 0) + (issuer ? 1 : 0) + (all ? 1 : 0);
-  if (selectors != 1) {
-    return std::unexpected(InvalidArgument(
-        "invalid_selector", "give exactly one of principal, agent, issuer or all: true"));
-  }
-  if (issuer && FindIssuer(*issuer) == nullptr) {
+  using Kind = BulkSelector::Kind;
+  const BulkSelector& sel = in.selector;
+  const std::string& reason = in.reason;
+  if (sel.kind == Kind::kIssuer && FindIssuer(sel.value) == nullptr) {
     return std::unexpected(
-        InvalidArgument("unknown_issuer", "issuer \"" + *issuer + "\" is not configured"));
+        InvalidArgument("unknown_issuer", "issuer \"" + sel.value + "\" is not configured"));
   }
-  nlohmann::json selector = principal ? nlohmann::json{{"principal", *principal}}
-                            : agent   ? nlohmann::json{{"agent", *agent}}
-                            : issuer  ? nlohmann::json{{"issuer", *issuer}}
-                                      : nlohmann::json{{"all", true}};
+  // As the audit record and the log show it.
+  const nlohmann::json selector =
+      sel.kind == Kind::kPrincipal ? nlohmann::json{{"principal", sel.value}}
+      : sel.kind == Kind::kAgent   ? nlohmann::json{{"agent", sel.value}}
+      : sel.kind == Kind::kIssuer  ? nlohmann::json{{"issuer", sel.value}}
+                                   : nlohmann::json{{"all", true}};
   const TimePoint now = clock_->Now();
   {
     WriteBatch batch;
@@ -335,65 +330,81 @@ Result<nlohmann::json> BrokerService::BulkRevoke(const CallContext& ctx,
       ->warn("event=bulk_revoke admin={} selector={} request_id={}", c.principal_id,
              selector.dump(), ctx.request_id);
 
-  nlohmann::json revocations = nlohmann::json::array();
-  size_t sessions_ended = 0;
+  BulkRevocation out;
+  out.selector = sel;
+  out.reason = reason;
   const std::string why = "bulk revoke by " + c.principal_id + ": " + reason;
-  if (issuer) {
+  if (sel.kind == Kind::kIssuer) {
     // Only this issuer's credentials; the sessions go on.
     std::map<std::string, std::vector<GrantRecord>> by_session;
     for (const GrantState state :
          {GrantState::kActive, GrantState::kPending, GrantState::kApproved, GrantState::kMinting}) {
       JITBROKER_ASSIGN_OR_RETURN(auto gs,
-                                 store_->ListGrantsByState(state, std::nullopt, *issuer, 0));
+                                 store_->ListGrantsByState(state, std::nullopt, sel.value, 0));
       for (auto& g : gs) {
         by_session[g.session_id].push_back(std::move(g));
       }
     }
     for (auto& [sid, grants] : by_session) {
       std::unique_lock lock(LockFor(sid));
-      std::vector<GrantRecord> live;
-      for (const auto& g : grants) {
-        JITBROKER_ASSIGN_OR_RETURN(auto fresh, store_->GetGrant(g.id));
-        if (fresh && IsLive(fresh->state)) {
-          live.push_back(std::move(*fresh));
+      for (int attempt = 1;; ++attempt) {
+        std::vector<GrantRecord> live;
+        for (const auto& g : grants) {
+          JITBROKER_ASSIGN_OR_RETURN(auto fresh, store_->GetGrant(g.id));
+          if (fresh && IsLive(fresh->state)) {
+            live.push_back(std::move(*fresh));
+          }
         }
-      }
-      WriteBatch batch;
-      nlohmann::json out = RevocationJson(RevokeGrants(live, clock_->Now(), ctx.request_id, batch));
-      JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
-      for (auto& o : out) {
-        revocations.push_back(std::move(o));
+        if (live.empty()) {
+          break;
+        }
+        WriteBatch batch;
+        std::vector<RevocationOutcome> done =
+            RevokeGrants(live, clock_->Now(), ctx.request_id, batch);
+        Status committed = Commit(ctx, std::move(batch));
+        if (!committed) {
+          if (IsStateConflict(committed.error()) && attempt < kBulkAttempts) {
+            continue;  // another process moved one of them: read them again
+          }
+          return std::unexpected(std::move(committed).error());
+        }
+        std::move(done.begin(), done.end(), std::back_inserter(out.revocations));
+        break;
       }
     }
   } else {
     SessionFilter f;
     f.state = SessionState::kActive;
     f.limit = 0;
-    if (principal) {
-      f.principal_id = *principal;
+    if (sel.kind == Kind::kPrincipal) {
+      f.principal_id = sel.value;
     }
-    if (agent) {
-      f.agent_id = *agent;
+    if (sel.kind == Kind::kAgent) {
+      f.agent_id = sel.value;
     }
     JITBROKER_ASSIGN_OR_RETURN(auto sessions, store_->ListSessions(f));
     for (const auto& candidate : sessions) {
       std::unique_lock lock(LockFor(candidate.id));
-      JITBROKER_ASSIGN_OR_RETURN(auto s, store_->GetSession(candidate.id));
-      if (!s || s->state != SessionState::kActive) {
-        continue;
-      }
-      JITBROKER_ASSIGN_OR_RETURN(
-          auto ended, EndLocked(ctx, *s, SessionState::kRevoked, why, "session.revoked"));
-      ++sessions_ended;
-      for (auto& o : ended["revocations"]) {
-        revocations.push_back(std::move(o));
+      for (int attempt = 1;; ++attempt) {
+        JITBROKER_ASSIGN_OR_RETURN(auto s, store_->GetSession(candidate.id));
+        if (!s || s->state != SessionState::kActive) {
+          break;  // ended meanwhile, here or by another process
+        }
+        auto ended = EndLocked(ctx, *s, SessionState::kRevoked, why, "session.revoked");
+        if (!ended) {
+          if (IsStateConflict(ended.error()) && attempt < kBulkAttempts) {
+            continue;  // another process moved it or one of its grants: read again
+          }
+          return std::unexpected(std::move(ended).error());
+        }
+        ++out.sessions_revoked;
+        std::move(ended->revocations.begin(), ended->revocations.end(),
+                  std::back_inserter(out.revocations));
+        break;
       }
     }
   }
-  return nlohmann::json{{"selector", selector},
-                        {"reason", reason},
-                        {"sessions_revoked", sessions_ended},
-                        {"revocations", revocations}};
+  return out;
 }
 
 }  // namespace jitbroker::service

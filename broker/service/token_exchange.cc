@@ -123,32 +123,6 @@ std::string DescriptionFor(const oidc::TrustPolicy& p, const nlohmann::json& fac
   return d.substr(0, 1024);
 }
 
-// The RFC 8693 view of a minted credential.
-struct IssuedToken {
-  std::string access_token;
-  std::string issued_token_type;
-  std::string token_type;
-};
-
-// `issued_token_type` is the issuer's (IssuerSpec::IssuedTokenType).
-IssuedToken IssuedFrom(const nlohmann::json& credential, const std::string& issued_token_type) {
-  IssuedToken t;
-  t.issued_token_type = issued_token_type;
-  if (auto it = credential.find("token"); it != credential.end() && it->is_string()) {
-    t.access_token = it->get<std::string>();
-    t.token_type = "Bearer";
-    return t;
-  }
-  // Not a bearer token (e.g. cloud credentials): the typed `credential`
-  // object carries it; access_token is required, so it holds the session
-  // token where there is one (RFC 8693 §2.2.1: token_type N_A).
-  t.token_type = "N_A";
-  if (auto it = credential.find("session_token"); it != credential.end() && it->is_string()) {
-    t.access_token = it->get<std::string>();
-  }
-  return t;
-}
-
 Policy AugmentPolicy(const Policy& base, const oidc::TrustSet& trust) {
   Policy out = base;
   for (const oidc::TrustPolicy& p : trust.policies) {
@@ -255,7 +229,7 @@ bool BrokerService::IsUnverifiedRejection(const Error& e) {
   return e.code == ErrorCode::kUnauthenticated && e.message == kRejectedMessage;
 }
 
-Result<nlohmann::json> BrokerService::ExchangeToken(const CallContext& ctx,
+Result<ExchangeResult> BrokerService::ExchangeToken(const CallContext& ctx,
                                                     const oidc::TokenExchangeRequest& req) {
   auto [trust, effective] = TrustSnapshot();
   // Before the signature is verified: one answer for every failure, the
@@ -419,16 +393,16 @@ Result<nlohmann::json> BrokerService::ExchangeToken(const CallContext& ctx,
   return MintForCi(ctx, x);
 }
 
-Result<nlohmann::json> BrokerService::AfterCiDecision(const CallContext& ctx, CiExchange& x,
+Result<ExchangeResult> BrokerService::AfterCiDecision(const CallContext& ctx, CiExchange& x,
                                                       const std::string& session_id,
-                                                      Result<nlohmann::json> out) {
+                                                      Result<ExchangeResult> out) {
   if (x.anomaly) {
     JITBROKER_RETURN_IF_ERROR(RevokeForAnomaly(ctx, session_id, *x.anomaly));
   }
   return out;
 }
 
-Result<nlohmann::json> BrokerService::MintForCi(const CallContext& ctx, CiExchange& x) {
+Result<ExchangeResult> BrokerService::MintForCi(const CallContext& ctx, CiExchange& x) {
   const std::string principal = x.policy->PrincipalId();
   for (int generation = 0; generation < kMaxCiSessionGenerations; ++generation) {
     const std::string sid = CiSessionId(principal, x.run_key, generation);
@@ -507,7 +481,7 @@ Result<nlohmann::json> BrokerService::MintForCi(const CallContext& ctx, CiExchan
       "this CI run has outlived " + std::to_string(kMaxCiSessionGenerations) + " sessions"));
 }
 
-Result<nlohmann::json> BrokerService::EvaluateAndMintForCi(const CallContext& ctx, CiExchange& x,
+Result<ExchangeResult> BrokerService::EvaluateAndMintForCi(const CallContext& ctx, CiExchange& x,
                                                            SessionRecord s, bool new_session) {
   const oidc::TrustPolicy& p = *x.policy;
   const TimePoint now = clock_->Now();
@@ -643,30 +617,11 @@ Result<nlohmann::json> BrokerService::EvaluateAndMintForCi(const CallContext& ct
     release();
     return std::unexpected(minted.error());
   }
-  nlohmann::json credential = std::move((*minted)["credential"]);
-  IssuedToken issued = IssuedFrom(credential, x.issued_token_type);
-  int64_t expires_in = 0;
-  if (g.expires_at) {
-    expires_in = std::max<int64_t>(0, ToUnixSeconds(*g.expires_at) - ToUnixSeconds(clock_->Now()));
-  }
-  nlohmann::json out = {
-      {"access_token", issued.access_token},
-      {"issued_token_type", issued.issued_token_type},
-      {"token_type", issued.token_type},
-      {"expires_in", expires_in},
-      {"credential", std::move(credential)},
-      {"grant_id", g.id},
-      {"session_id", s.id},
-      {"trust_policy", p.name},
-      {"decision", g.decision},
-      {"revocability", g.revocability},
-  };
-  if (!x.narrowed.scope_text.empty()) {
-    out["scope"] = x.narrowed.scope_text;
-  }
-  if (g.expires_at) {
-    out["expires_at"] = FormatRfc3339(*g.expires_at);
-  }
+  minted->now = clock_->Now();  // expires_in counts from the answer
+  ExchangeResult out{.grant = std::move(*minted),
+                     .trust_policy = p.name,
+                     .issued_token_type = x.issued_token_type,
+                     .scope_text = x.narrowed.scope_text};
   exchange_->logger->debug(
       "event=token_exchanged request_id={} trust_policy={} session_id={} grant_id={}",
       ctx.request_id, p.name, s.id, g.id);

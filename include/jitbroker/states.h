@@ -41,6 +41,11 @@ enum class SessionState : uint8_t {
   kStalled,
 };
 
+// Every session state, in the order above (for listings and messages).
+inline constexpr SessionState kAllSessionStates[] = {
+    SessionState::kActive, SessionState::kCompleted, SessionState::kRevoked, SessionState::kExpired,
+    SessionState::kStalled};
+
 // The name of a state as stored and shown ("minting", "stalled", …).
 std::string_view StateName(GrantState s);
 std::string_view StateName(SessionState s);

@@ -147,6 +147,9 @@ TEST_CASE("Config check: the checkers refuse what start refuses, and start creat
       CAPTURE(out);
       CHECK(rc == 0);
       CHECK(out.find("ok: policy version v1") != std::string::npos);
+      if (cmd.find(" config check ") != std::string::npos) {
+        CHECK(out.find(", 1 principal, ") != std::string::npos);  // not "1 principals"
+      }
       CHECK(out.find("github_login is deprecated") != std::string::npos);
       CHECK(Entries(dir.path()) == before);
     }

@@ -23,6 +23,7 @@
 #include "broker/audit/journal.h"
 #include "broker/config/config.h"
 #include "broker/crypto/crypto.h"
+#include "broker/http/wire.h"
 #include "broker/lifecycle/anomaly.h"
 #include "broker/service/broker_service.h"
 #include "broker/store/sqlite_store.h"
@@ -198,13 +199,13 @@ class World {
   };
   Session Open(const std::string& principal_key, json scope = kScope) {
     json body = {{"agent", {{"id", "agent_1"}}}, {"task", {{"id", "t1"}, {"scope", scope}}}};
-    auto opened = service_->OpenSession(As(principal_key), body);
+    auto opened = api().OpenSession(As(principal_key), body);
     REQUIRE_MESSAGE(opened.has_value(), (opened ? "" : opened.error().ToString()));
     return {(*opened)["session_id"], (*opened)["session_token"]};
   }
 
-  Result<service::GrantResponse> Request(const Session& s, const json& body) {
-    return service_->RequestGrant(As(s.token), s.id, body);
+  Result<http::wire::JsonApi::GrantAnswer> Request(const Session& s, const json& body) {
+    return api().RequestGrant(As(s.token), s.id, body);
   }
   // A request that must end pending; returns its grant body.
   json RequestPending(const Session& s, const json& body) {
@@ -216,17 +217,17 @@ class World {
 
   Result<json> Decide(const std::string& approver_key, const json& pending,
                       const std::string& decision = "approve") {
-    return service_->DecideApproval(
+    return api().DecideApproval(
         As(approver_key), pending["approval"]["id"],
         {{"decision", decision}, {"request_digest", pending["approval"]["request_digest"]}});
   }
 
   Result<json> Collect(const Session& s, const json& pending) {
-    return service_->GetGrant(As(s.token), pending["grant_id"]);
+    return api().GetGrant(As(s.token), pending["grant_id"]);
   }
 
   Result<json> List(const std::string& key, ApprovalListFilter f = {}) {
-    return service_->ListApprovals(As(key), f);
+    return api().ListApprovals(As(key), f);
   }
 
   GrantRecord Stored(const std::string& grant_id) {
@@ -261,6 +262,8 @@ class World {
   }
 
   service::BrokerService& svc() { return *service_; }
+  // The JSON API over the service: what the HTTP routes answer.
+  http::wire::JsonApi api() { return http::wire::JsonApi(service_.get()); }
   Store& store() { return *store_; }
   FakeIssuer& issuer() { return *issuer_; }
   FakeClock& clock() { return clock_; }
@@ -328,7 +331,7 @@ TEST_CASE("Approvals (#10 F4): one agent's flood is cut at the pending bound and
   // approver's first page.
   auto legit_session = w.Open(kBobKey);
   json legit = w.RequestPending(legit_session, Req("secrets.read"));
-  auto list = w.svc().ListApprovals(w.As(kCarolKey), PendingOnly());
+  auto list = w.api().ListApprovals(w.As(kCarolKey), PendingOnly());
   REQUIRE(list.has_value());
   CHECK(Lists(*list, legit["approval"]["id"]));
   CHECK((*list)["approvals"].size() == 11);
@@ -367,7 +370,7 @@ TEST_CASE(
   }
   auto s = w.Open(kBobKey);
   json legit = w.RequestPending(s, Req("secrets.read"));
-  auto list = w.svc().ListApprovals(w.As(kCarolKey), PendingOnly());
+  auto list = w.api().ListApprovals(w.As(kCarolKey), PendingOnly());
   REQUIRE(list.has_value());
   CHECK(ApprovalIds(*list) == std::vector<std::string>{legit["approval"]["id"]});
   CHECK((*list)["next_cursor"].is_null());
@@ -413,7 +416,7 @@ TEST_CASE(
     REQUIRE(list.has_value());
     REQUIRE((*list)["approvals"].size() == 3);
     json first = (*list)["approvals"][0];
-    REQUIRE(w.svc()
+    REQUIRE(w.api()
                 .DecideApproval(w.As(kCarolKey), first["approval_id"],
                                 {{"decision", "deny"}, {"request_digest", first["request_digest"]}})
                 .has_value());
@@ -453,7 +456,7 @@ TEST_CASE("Approvals (#10 F4): concurrent requests never overshoot the pending b
   std::vector<std::thread> threads;
   for (int t = 0; t < 8; ++t) {
     threads.emplace_back([&, t] {
-      auto r = w.svc().RequestGrant(contexts[t], s.id, Req("secrets.read", {{"n", t}}));
+      auto r = w.api().RequestGrant(contexts[t], s.id, Req("secrets.read", {{"n", t}}));
       if (r && r->outcome == service::GrantOutcome::kPending) {
         ++pending;
       } else if (!r && r.error().Reason() == "too_many_pending_approvals") {
@@ -477,7 +480,7 @@ TEST_CASE("Approvals (#10 F4): grant requests are rate-limited per session and p
 
   SUBCASE("a forged token does not drain a session's bucket") {
     for (int i = 0; i < 5; ++i) {
-      auto r = w.svc().RequestGrant(w.As("jbs_" + s1.id.substr(4) + "_forgedforgedforged"), s1.id,
+      auto r = w.api().RequestGrant(w.As("jbs_" + s1.id.substr(4) + "_forgedforgedforged"), s1.id,
                                     Req("svc.read"));
       REQUIRE_FALSE(r.has_value());
       CHECK(r.error().code != ErrorCode::kResourceExhausted);
@@ -623,7 +626,7 @@ TEST_CASE("Approvals (#10 F4): listing filters, orders and pages in the query") 
       CHECK(r.error().code == ErrorCode::kInvalidArgument);
       CHECK(r.error().Reason() == c.reason);
     }
-    auto agent = w.svc().ListApprovals(w.As(a1.token), ApprovalListFilter{});
+    auto agent = w.api().ListApprovals(w.As(a1.token), ApprovalListFilter{});
     REQUIRE_FALSE(agent.has_value());
     CHECK(agent.error().Reason() == "principal_required");
   }
@@ -902,7 +905,7 @@ TEST_CASE("Approvals (#10 F12): the sealed request is kept only while the grant 
   CHECK(w.Stored(denied["grant_id"]).sealed_request.empty());
   REQUIRE(w.Decide(kCarolKey, revoked).has_value());
   CHECK_FALSE(w.Stored(revoked["grant_id"]).sealed_request.empty());  // approved: still needed
-  REQUIRE(w.svc().RevokeGrant(w.As(s.token), revoked["grant_id"]).has_value());
+  REQUIRE(w.api().RevokeGrant(w.As(s.token), revoked["grant_id"]).has_value());
   CHECK(w.Stored(revoked["grant_id"]).sealed_request.empty());
   w.clock().Advance(std::chrono::seconds(301));
   REQUIRE(w.svc().Sweep().has_value());

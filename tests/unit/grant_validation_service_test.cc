@@ -20,6 +20,7 @@
 #include "broker/config/config.h"
 #include "broker/crypto/crypto.h"
 #include "broker/crypto/jose.h"
+#include "broker/http/wire.h"
 #include "broker/oidc/token_request.h"
 #include "broker/oidc/token_verifier.h"
 #include "broker/oidc/trust_policy.h"
@@ -145,8 +146,7 @@ class Fixture {
   Result<json> Open(const json& scope, const json& task_extra = json::object()) {
     json task = {{"id", "task_1"}, {"scope", scope}};
     task.update(task_extra);
-    return service_->OpenSession(As(kEngineerKey),
-                                 {{"agent", {{"id", "agent_1"}}}, {"task", task}});
+    return api().OpenSession(As(kEngineerKey), {{"agent", {{"id", "agent_1"}}}, {"task", task}});
   }
 
   // An engineer's read-only session on jwt://mcp.internal: {id, token}.
@@ -157,9 +157,9 @@ class Fixture {
     return {(*opened)["session_id"], (*opened)["session_token"]};
   }
 
-  Result<service::GrantResponse> Grant(const std::pair<std::string, std::string>& session,
-                                       const json& body) {
-    return service_->RequestGrant(As(session.second), session.first, body);
+  Result<http::wire::JsonApi::GrantAnswer> Grant(const std::pair<std::string, std::string>& session,
+                                                 const json& body) {
+    return api().RequestGrant(As(session.second), session.first, body);
   }
 
   size_t GrantCount(const std::string& session_id) {
@@ -190,11 +190,13 @@ class Fixture {
     req.audience = "payments-deploy";
     service::CallContext ctx;
     ctx.request_id = "req_ci";
-    return service_->ExchangeToken(ctx, req);
+    return api().ExchangeToken(ctx, req);
   }
 
   FakeClock clock_;
   std::unique_ptr<service::BrokerService> service_;
+  // The JSON API over the service: what the HTTP routes answer.
+  http::wire::JsonApi api() { return http::wire::JsonApi(service_.get()); }
   std::unique_ptr<Store> store_;
 
  private:
@@ -387,7 +389,7 @@ TEST_CASE("Sessions: invisible and bidi characters in the task are refused") {
   };
   for (const Case& c : cases) {
     CAPTURE(c.name);
-    auto r = f.service_->OpenSession(f.As(kEngineerKey), c.body);
+    auto r = f.api().OpenSession(f.As(kEngineerKey), c.body);
     REQUIRE_FALSE(r.has_value());
     CHECK(r.error().Reason() == "invalid_value");
     CHECK(r.error().message.find(c.mentions) != std::string::npos);

@@ -10,6 +10,7 @@
 #include "broker/audit/journal.h"
 #include "broker/config/config.h"
 #include "broker/crypto/crypto.h"
+#include "broker/http/wire.h"
 #include "broker/service/broker_service.h"
 #include "broker/store/sqlite_store.h"
 #include "tests/fakes/failing_store.h"
@@ -118,12 +119,12 @@ class Fixture {
   std::pair<std::string, std::string> SessionWithGrants(int n) {
     const nlohmann::json body = nlohmann::json::parse(R"({"agent": {"id": "agent_1"},
         "task": {"id": "t1", "scope": {"resources": ["fake://svc/*"], "max_tier": "pr"}}})");
-    auto opened = svc().OpenSession(Alice(), body);
+    auto opened = api().OpenSession(Alice(), body);
     REQUIRE(opened.has_value());
     const std::string sid = (*opened)["session_id"];
     const std::string token = (*opened)["session_token"];
     for (int i = 0; i < n; ++i) {
-      auto g = svc().RequestGrant(As(token), sid,
+      auto g = api().RequestGrant(As(token), sid,
                                   {{"tool", "svc.read"},
                                    {"operation", "read"},
                                    {"resource", "fake://svc/r" + std::to_string(i)},
@@ -135,6 +136,8 @@ class Fixture {
   }
 
   service::BrokerService& svc() { return *broker_->service; }
+  // The JSON API over the service: what the HTTP routes answer.
+  http::wire::JsonApi api() { return http::wire::JsonApi(broker_->service.get()); }
   Store& store() { return *broker_->store; }
   FailingStore& failing() { return *broker_->failing; }
   FakeIssuer& upstream() { return *upstream_; }
@@ -164,7 +167,7 @@ TEST_CASE("Service: revocation fans out concurrently and handles are sealed at r
     CHECK(g.sealed_handle.find("fake") == std::string::npos);
   }
   const auto start = std::chrono::steady_clock::now();
-  auto ended = f.svc().EndSession(f.Root(), sid, {{"reason", "test"}}, true);
+  auto ended = f.api().EndSession(f.Root(), sid, {{"reason", "test"}}, true);
   const auto took = std::chrono::steady_clock::now() - start;
   REQUIRE(ended.has_value());
   for (const auto& o : (*ended)["revocations"]) {
@@ -186,7 +189,7 @@ TEST_CASE("Service: a failed upstream revocation is queued, survives a restart a
   f.Start();
   auto [sid, token] = f.SessionWithGrants(2);
   f.upstream().SetFailRevokesAlways(true);
-  auto ended = f.svc().EndSession(f.Alice(), sid, nlohmann::json::object(), false);
+  auto ended = f.api().EndSession(f.Alice(), sid, nlohmann::json::object(), false);
   REQUIRE(ended.has_value());
   for (const auto& o : (*ended)["revocations"]) {
     CHECK(o["outcome"] == "queued");
@@ -220,7 +223,7 @@ TEST_CASE("Service: a failed upstream revocation is queued, survives a restart a
     CHECK(g.revoke_outcome == "revoked");
   }
   CHECK(f.store().ListRevocationsDue(f.clock().Now() + std::chrono::hours(2), 100)->empty());
-  auto v = f.svc().VerifyAudit(f.Root());
+  auto v = f.api().VerifyAudit(f.Root());
   REQUIRE(v.has_value());
   CHECK((*v)["ok"] == true);
 }
@@ -230,7 +233,7 @@ TEST_CASE("Service: queued revocations give up once the credential has expired")
   f.Start();
   auto [sid, token] = f.SessionWithGrants(1);
   f.upstream().SetFailRevokesAlways(true);
-  REQUIRE(f.svc().EndSession(f.Alice(), sid, nlohmann::json::object(), false).has_value());
+  REQUIRE(f.api().EndSession(f.Alice(), sid, nlohmann::json::object(), false).has_value());
   f.clock().Advance(std::chrono::hours(2));  // past the 900 s credential
   auto s = f.svc().Sweep();
   REQUIRE(s.has_value());
@@ -246,7 +249,7 @@ TEST_CASE("Service: a credential minted but not recorded is revoked upstream, no
   auto [sid, token] = f.SessionWithGrants(0);
   // The write-ahead intent commits; the record of the minted credential fails.
   f.failing().FailApplyNumber(f.failing().ApplyCalls() + 2);
-  auto g = f.svc().RequestGrant(f.As(token), sid,
+  auto g = f.api().RequestGrant(f.As(token), sid,
                                 {{"tool", "svc.read"},
                                  {"operation", "read"},
                                  {"resource", "fake://svc/r1"},

@@ -21,6 +21,7 @@
 #include "broker/audit/journal.h"
 #include "broker/config/config.h"
 #include "broker/crypto/crypto.h"
+#include "broker/http/wire.h"
 #include "broker/service/broker_service.h"
 #include "broker/store/open.h"
 #include "tests/fakes/failing_store.h"
@@ -94,17 +95,17 @@ class Fixture {
   std::tuple<std::string, std::string, std::string> SessionWithGrant(int n = 1, int ttl = 900) {
     const nlohmann::json body = nlohmann::json::parse(R"({"agent": {"id": "agent_1"},
         "task": {"id": "t1", "scope": {"resources": ["fake://svc/*"], "max_tier": "pr"}}})");
-    auto opened = service_->OpenSession(As("jbk_alice_key_for_tests_0123456789"), body);
+    auto opened = api().OpenSession(As("jbk_alice_key_for_tests_0123456789"), body);
     REQUIRE(opened.has_value());
     const std::string sid = (*opened)["session_id"];
     const std::string token = (*opened)["session_token"];
     for (int i = 0; i < n; ++i) {
-      auto g = service_->RequestGrant(As(token), sid,
-                                      {{"tool", "svc.read"},
-                                       {"operation", "read"},
-                                       {"resource", "fake://svc/r" + std::to_string(i)},
-                                       {"issuer", "fake"},
-                                       {"ttl_seconds", ttl}});
+      auto g = api().RequestGrant(As(token), sid,
+                                  {{"tool", "svc.read"},
+                                   {"operation", "read"},
+                                   {"resource", "fake://svc/r" + std::to_string(i)},
+                                   {"issuer", "fake"},
+                                   {"ttl_seconds", ttl}});
       REQUIRE_MESSAGE(g.has_value(), (g ? "" : g.error().ToString()));
       REQUIRE(g->outcome == service::GrantOutcome::kIssued);
     }
@@ -116,8 +117,9 @@ class Fixture {
 
   // Just before this process's next transaction, the other process applies
   // `batch` (which must commit).
-  void OtherWritesFirst(WriteBatch batch) {
-    failing_->RunBeforeApply(failing_->ApplyCalls() + 1, [this, batch = std::move(batch)] {
+  // `skip`: the number of this process's commits that go through first.
+  void OtherWritesFirst(WriteBatch batch, uint64_t skip = 0) {
+    failing_->RunBeforeApply(failing_->ApplyCalls() + 1 + skip, [this, batch = std::move(batch)] {
       CHECK(other_->Apply(std::span<const WriteBatch>(&batch, 1), {}));
     });
   }
@@ -136,6 +138,8 @@ class Fixture {
   }
 
   service::BrokerService& svc() { return *service_; }
+  // The JSON API over the service: what the HTTP routes answer.
+  http::wire::JsonApi api() { return http::wire::JsonApi(service_.get()); }
   FakeClock& clock() { return clock_; }
   Store& store() { return *store_; }
 
@@ -168,16 +172,16 @@ TEST_CASE("Service: revoking a grant another process revoked first is refused, n
   batch.RequireGrantState(gid, GrantState::kActive);
   f.OtherWritesFirst(std::move(batch));
 
-  CheckConflict(f.svc().RevokeGrant(f.Root(), gid));
+  CheckConflict(f.api().RevokeGrant(f.Root(), gid));
   const GrantRecord now = *f.store().GetGrant(gid).value();
   CHECK(now.state == GrantState::kRevoked);
   CHECK(now.revoke_outcome == "revoked_by_other_process");
   CHECK(f.EventsOf("credential.revoked", sid) == 0);  // the loser's record is not in the chain
   // Asked again, it answers from what the grant is now.
-  auto again = f.svc().RevokeGrant(f.Root(), gid);
+  auto again = f.api().RevokeGrant(f.Root(), gid);
   REQUIRE_FALSE(again.has_value());
   CHECK(again.error().Reason() == "grant_not_live");
-  auto v = f.svc().VerifyAudit(f.Root());
+  auto v = f.api().VerifyAudit(f.Root());
   REQUIRE(v.has_value());
   CHECK((*v)["ok"] == true);
 }
@@ -193,7 +197,7 @@ TEST_CASE("Service: a heartbeat racing a revocation does not revive the session"
   batch.RequireSessionState(sid, SessionState::kActive);
   f.OtherWritesFirst(std::move(batch));
 
-  CheckConflict(f.svc().Heartbeat(f.As(token), sid, nlohmann::json::object()));
+  CheckConflict(f.api().Heartbeat(f.As(token), sid, nlohmann::json::object()));
   const SessionRecord now = *f.store().GetSession(sid).value();
   CHECK(now.state == SessionState::kRevoked);
   CHECK(now.end_reason == "revoked by another process");
@@ -210,7 +214,7 @@ TEST_CASE("Service: ending a session another process ended first is refused and 
   batch.RequireSessionState(sid, SessionState::kActive);
   f.OtherWritesFirst(std::move(batch));
 
-  CheckConflict(f.svc().EndSession(f.Root(), sid, {{"reason", "test"}}, true));
+  CheckConflict(f.api().EndSession(f.Root(), sid, {{"reason", "test"}}, true));
   const SessionRecord now = *f.store().GetSession(sid).value();
   CHECK(now.state == SessionState::kCompleted);
   CHECK(now.end_reason == "ended by another process");
@@ -218,6 +222,58 @@ TEST_CASE("Service: ending a session another process ended first is refused and 
   // The grant this process tried to revoke with the session is as it was:
   // the whole batch was refused.
   CHECK(f.store().GetGrant(gid).value()->state == GrantState::kActive);
+}
+
+TEST_CASE("Service: a bulk revoke goes on past a grant another process revoked meanwhile") {
+  Fixture f;
+  auto [sid, token, gid] = f.SessionWithGrant();
+  GrantRecord theirs = *f.store().GetGrant(gid).value();
+  theirs.state = GrantState::kRevoked;
+  theirs.revoke_outcome = "revoked_by_other_process";
+  theirs.sealed_handle.clear();
+  WriteBatch batch;
+  batch.grants.push_back(theirs);
+  batch.RequireGrantState(gid, GrantState::kActive);
+  // After the admin.bulk_revoke record, before the session's end commits.
+  f.OtherWritesFirst(std::move(batch), /*skip=*/1);
+
+  auto out = f.api().BulkRevoke(f.Root(), {{"principal", "alice"}, {"reason", "incident"}});
+  REQUIRE_MESSAGE(out.has_value(), (out ? "" : out.error().ToString()));
+  // Read again after the conflict: the session is revoked, the grant is the
+  // other process's to have revoked (no second outcome, no second record).
+  CHECK((*out)["sessions_revoked"] == 1);
+  CHECK((*out)["revocations"].empty());
+  CHECK(f.store().GetSession(sid).value()->state == SessionState::kRevoked);
+  CHECK(f.store().GetGrant(gid).value()->revoke_outcome == "revoked_by_other_process");
+  CHECK(f.EventsOf("session.revoked", sid) == 1);
+  CHECK(f.EventsOf("credential.revoked", sid) == 0);
+  auto v = f.api().VerifyAudit(f.Root());
+  REQUIRE(v.has_value());
+  CHECK((*v)["ok"] == true);
+}
+
+TEST_CASE("Service: a bulk revoke by issuer goes on past a grant another process revoked") {
+  Fixture f;
+  auto [sid, token, first] = f.SessionWithGrant(2, 900);
+  auto grants = f.store().ListGrants(sid).value();
+  REQUIRE(grants.size() == 2);
+  GrantRecord theirs = grants[0];
+  theirs.state = GrantState::kRevoked;
+  theirs.revoke_outcome = "revoked_by_other_process";
+  theirs.sealed_handle.clear();
+  WriteBatch batch;
+  batch.grants.push_back(theirs);
+  batch.RequireGrantState(theirs.id, GrantState::kActive);
+  f.OtherWritesFirst(std::move(batch), /*skip=*/1);
+
+  auto out = f.api().BulkRevoke(f.Root(), {{"issuer", "fake"}, {"reason", "incident"}});
+  REQUIRE_MESSAGE(out.has_value(), (out ? "" : out.error().ToString()));
+  REQUIRE((*out)["revocations"].size() == 1);
+  CHECK((*out)["revocations"][0]["grant_id"] == grants[1].id);
+  CHECK((*out)["sessions_revoked"] == 0);  // by issuer: the session goes on
+  CHECK(f.store().GetGrant(grants[0].id).value()->revoke_outcome == "revoked_by_other_process");
+  CHECK(f.store().GetGrant(grants[1].id).value()->state == GrantState::kRevoked);
+  CHECK(f.store().GetSession(sid).value()->state == SessionState::kActive);
 }
 
 TEST_CASE("Service: the sweeper expires the other grants when another process revoked one first") {
@@ -249,7 +305,7 @@ TEST_CASE("Service: the sweeper expires the other grants when another process re
     }
   }
   CHECK(f.EventsOf("credential.expired", sid) == 2);
-  auto v = f.svc().VerifyAudit(f.Root());
+  auto v = f.api().VerifyAudit(f.Root());
   REQUIRE(v.has_value());
   CHECK((*v)["ok"] == true);
 }

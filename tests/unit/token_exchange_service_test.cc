@@ -21,6 +21,7 @@
 #include "broker/config/config.h"
 #include "broker/crypto/crypto.h"
 #include "broker/crypto/jose.h"
+#include "broker/http/wire.h"
 #include "broker/lifecycle/anomaly.h"
 #include "broker/net/http_client.h"
 #include "broker/oidc/token_request.h"
@@ -171,7 +172,7 @@ class Fixture {
     req.resource = std::move(resource);
     service::CallContext ctx;
     ctx.request_id = "req_unit";
-    return service_->ExchangeToken(ctx, req);
+    return api().ExchangeToken(ctx, req);
   }
   service::CallContext Root() {
     auto c = service_->Authenticate("Bearer jbk_root_key_for_tests_0123456789");
@@ -184,13 +185,13 @@ class Fixture {
   json Sessions() {
     SessionFilter f;
     f.principal_id = "trust:deploy";
-    auto r = service_->ListSessions(Root(), f);
+    auto r = api().ListSessions(Root(), f);
     REQUIRE(r.has_value());
     return (*r)["sessions"];
   }
   json AuditEvents(const std::string& event) {
     AuditFilter f;
-    auto r = service_->ListAudit(Root(), f);
+    auto r = api().ListAudit(Root(), f);
     REQUIRE(r.has_value());
     json out = json::array();
     for (const json& rec : (*r)["records"]) {
@@ -204,6 +205,8 @@ class Fixture {
   FakeClock clock_;
   FakeIssuer* fake_ = nullptr;
   std::unique_ptr<service::BrokerService> service_;
+  // The JSON API over the service: what the HTTP routes answer.
+  http::wire::JsonApi api() { return http::wire::JsonApi(service_.get()); }
   std::shared_ptr<const Policy> policy_;
   std::unique_ptr<FailingStore> blind_store_;
   Store* store() { return store_.get(); }
