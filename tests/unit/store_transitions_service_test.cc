@@ -154,6 +154,18 @@ class Fixture {
   std::unique_ptr<Store> other_;
 };
 
+// What the other process writes when it revokes active grant `g` first.
+WriteBatch RevokedByOther(GrantRecord g) {
+  const std::string id = g.id;
+  g.state = GrantState::kRevoked;
+  g.revoke_outcome = "revoked_by_other_process";
+  g.sealed_handle.clear();
+  WriteBatch batch;
+  batch.grants.push_back(std::move(g));
+  batch.RequireGrantState(id, GrantState::kActive);
+  return batch;
+}
+
 void CheckConflict(const Result<nlohmann::json>& r) {
   REQUIRE_FALSE(r.has_value());
   CHECK(r.error().code == ErrorCode::kFailedPrecondition);
@@ -163,13 +175,7 @@ void CheckConflict(const Result<nlohmann::json>& r) {
 TEST_CASE("Service: revoking a grant another process revoked first is refused, not overwritten") {
   Fixture f;
   auto [sid, token, gid] = f.SessionWithGrant();
-  GrantRecord theirs = *f.store().GetGrant(gid).value();
-  theirs.state = GrantState::kRevoked;
-  theirs.revoke_outcome = "revoked_by_other_process";
-  theirs.sealed_handle.clear();
-  WriteBatch batch;
-  batch.grants.push_back(theirs);
-  batch.RequireGrantState(gid, GrantState::kActive);
+  WriteBatch batch = RevokedByOther(*f.store().GetGrant(gid).value());
   f.OtherWritesFirst(std::move(batch));
 
   CheckConflict(f.api().RevokeGrant(f.Root(), gid));
@@ -227,13 +233,7 @@ TEST_CASE("Service: ending a session another process ended first is refused and 
 TEST_CASE("Service: a bulk revoke goes on past a grant another process revoked meanwhile") {
   Fixture f;
   auto [sid, token, gid] = f.SessionWithGrant();
-  GrantRecord theirs = *f.store().GetGrant(gid).value();
-  theirs.state = GrantState::kRevoked;
-  theirs.revoke_outcome = "revoked_by_other_process";
-  theirs.sealed_handle.clear();
-  WriteBatch batch;
-  batch.grants.push_back(theirs);
-  batch.RequireGrantState(gid, GrantState::kActive);
+  WriteBatch batch = RevokedByOther(*f.store().GetGrant(gid).value());
   // After the admin.bulk_revoke record, before the session's end commits.
   f.OtherWritesFirst(std::move(batch), /*skip=*/1);
 
@@ -257,13 +257,7 @@ TEST_CASE("Service: a bulk revoke by issuer goes on past a grant another process
   auto [sid, token, first] = f.SessionWithGrant(2, 900);
   auto grants = f.store().ListGrants(sid).value();
   REQUIRE(grants.size() == 2);
-  GrantRecord theirs = grants[0];
-  theirs.state = GrantState::kRevoked;
-  theirs.revoke_outcome = "revoked_by_other_process";
-  theirs.sealed_handle.clear();
-  WriteBatch batch;
-  batch.grants.push_back(theirs);
-  batch.RequireGrantState(theirs.id, GrantState::kActive);
+  WriteBatch batch = RevokedByOther(grants[0]);
   f.OtherWritesFirst(std::move(batch), /*skip=*/1);
 
   auto out = f.api().BulkRevoke(f.Root(), {{"issuer", "fake"}, {"reason", "incident"}});
@@ -281,13 +275,7 @@ TEST_CASE("Service: the sweeper expires the other grants when another process re
   auto [sid, token, first] = f.SessionWithGrant(3, 60);
   auto grants = f.store().ListGrants(sid).value();
   const std::string raced = grants[1].id;
-  GrantRecord theirs = grants[1];
-  theirs.state = GrantState::kRevoked;
-  theirs.revoke_outcome = "revoked_by_other_process";
-  theirs.sealed_handle.clear();
-  WriteBatch batch;
-  batch.grants.push_back(theirs);
-  batch.RequireGrantState(raced, GrantState::kActive);
+  WriteBatch batch = RevokedByOther(grants[1]);
   f.clock().Advance(std::chrono::seconds(61));  // past the grants, not the session
   f.OtherWritesFirst(std::move(batch));
 
