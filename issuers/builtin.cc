@@ -1,3 +1,4 @@
+#include "issuers/aws_sts/aws_sts_issuer.h"
 #include "issuers/github_app/github_app_issuer.h"
 #include "issuers/jwt/jwt_issuer.h"
 #include "issuers/registry.h"
@@ -7,6 +8,7 @@ namespace jitbroker::issuers {
 Status RegisterBuiltinIssuers(IssuerRegistry& registry) {
   JITBROKER_RETURN_IF_ERROR(registry.Register("jwt", jwt::Factory()));
   JITBROKER_RETURN_IF_ERROR(registry.Register("github_app", github_app::Factory()));
+  JITBROKER_RETURN_IF_ERROR(registry.Register("aws_sts", aws_sts::Factory()));
   return OkStatus();
 }
 

@@ -203,6 +203,31 @@ Result<std::optional<bool>> JsonReader::OptBool(std::string_view key) {
   return std::optional<bool>(it->get<bool>());
 }
 
+Result<std::vector<std::string>> JsonReader::StringList(std::string_view key, size_t max_items,
+                                                        size_t max_len) {
+  known_.emplace(key);
+  std::vector<std::string> out;
+  auto it = object_->find(key);
+  if (it == object_->end() || it->is_null()) {
+    return out;
+  }
+  const std::string shape = PathOf(key) + " must be a list of at most " +
+                            std::to_string(max_items) + " non-empty strings of at most " +
+                            std::to_string(max_len) + " bytes";
+  if (!it->is_array() || it->size() > max_items) {
+    return std::unexpected(InvalidArgument("invalid_type", shape));
+  }
+  out.reserve(it->size());
+  for (const auto& e : *it) {
+    if (!e.is_string() || e.get_ref<const std::string&>().empty() ||
+        e.get_ref<const std::string&>().size() > max_len) {
+      return std::unexpected(InvalidArgument("invalid_type", shape));
+    }
+    out.push_back(e.get<std::string>());
+  }
+  return out;
+}
+
 Result<std::optional<nlohmann::json>> JsonReader::OptObject(std::string_view key) {
   known_.emplace(key);
   auto it = object_->find(key);

@@ -55,6 +55,10 @@ class JsonReader {
   [[nodiscard]] Result<std::optional<int64_t>> OptInt(std::string_view key, int64_t min,
                                                       int64_t max);
   [[nodiscard]] Result<std::optional<bool>> OptBool(std::string_view key);
+  // Array of strings, each 1..max_len bytes, at most max_items (absent or
+  // null = empty).
+  [[nodiscard]] Result<std::vector<std::string>> StringList(std::string_view key, size_t max_items,
+                                                            size_t max_len = 1024);
   // Object value (absent = nullopt).
   [[nodiscard]] Result<std::optional<nlohmann::json>> OptObject(std::string_view key);
   [[nodiscard]] Result<nlohmann::json> Object(std::string_view key);

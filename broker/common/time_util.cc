@@ -1,5 +1,6 @@
 #include "broker/common/time_util.h"
 
+#include <time.h>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -106,6 +107,21 @@ Result<TimePoint> ParseRfc3339(std::string_view text) {
     return std::unexpected(Invalid("is outside the years 1678-2261"));
   }
   return FromUnixSeconds(seconds);
+}
+
+std::optional<TimePoint> ParseHttpDate(std::string_view text) {
+  // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT" (RFC 9110 §5.6.7).
+  std::string s(text);
+  struct tm tm{};
+  const char* end = ::strptime(s.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  if (end == nullptr || *end != '\0') {
+    return std::nullopt;
+  }
+  const time_t t = ::timegm(&tm);
+  if (t == static_cast<time_t>(-1)) {
+    return std::nullopt;
+  }
+  return FromUnixSeconds(static_cast<int64_t>(t));
 }
 
 }  // namespace jitbroker

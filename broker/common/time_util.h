@@ -1,4 +1,5 @@
-// The one RFC 3339 parser and formatter of jitbroker and jitctl.
+// The one RFC 3339 parser and formatter of jitbroker and jitctl, and the
+// one reader of HTTP dates (IMF-fixdate, for upstreams' Date headers).
 //
 // Formatting: UTC, second precision, "2026-11-23T15:04:05Z".
 //
@@ -18,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -37,5 +39,9 @@ std::string FormatRfc3339(TimePoint t);
 // The same as a TimePoint, which spans the years 1678-2261 only; a
 // timestamp outside that range is an "invalid_timestamp" error too.
 [[nodiscard]] Result<TimePoint> ParseRfc3339(std::string_view text);
+
+// An HTTP Date header's IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT", RFC
+// 9110 §5.6.7); nullopt for anything else. For clock-skew detection.
+std::optional<TimePoint> ParseHttpDate(std::string_view text);
 
 }  // namespace jitbroker

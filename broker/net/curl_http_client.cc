@@ -5,6 +5,7 @@
 // the share handle (DNS and TLS session caches) behind every handle, are
 // locked.
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <memory>
@@ -246,9 +247,18 @@ class CurlHttpClient final : public HttpClient {
             "invalid_header", "the Authorization header must be passed as the bearer"));
       }
     }
-    if (!request.bearer.empty() && !IsValidBearer(request.bearer.Reveal())) {
-      return std::unexpected(
-          InvalidArgument("invalid_credential", "bearer credential contains invalid characters"));
+    if (!request.bearer.empty()) {
+      // A Bearer token has no spaces; other schemes' parameters may, but no
+      // control characters (which could end the header line).
+      const std::string_view cred = request.bearer.Reveal();
+      const bool bearer = request.authorization_scheme == "Bearer";
+      const bool printable = std::all_of(cred.begin(), cred.end(), [](char c) {
+        return static_cast<unsigned char>(c) >= 0x20 && static_cast<unsigned char>(c) < 0x7f;
+      });
+      if (!IsToken(request.authorization_scheme) || !(bearer ? IsValidBearer(cred) : printable)) {
+        return std::unexpected(
+            InvalidArgument("invalid_credential", "bearer credential contains invalid characters"));
+      }
     }
 
     PooledHandle easy(this);
@@ -270,7 +280,7 @@ class CurlHttpClient final : public HttpClient {
       }
     }
     if (!request.bearer.empty()) {
-      std::string line = "Authorization: Bearer ";
+      std::string line = "Authorization: " + request.authorization_scheme + " ";
       line.append(request.bearer.Reveal());
       const bool ok = headers.Append(line);
       SecureWipe(line.data(), line.size());

@@ -81,8 +81,11 @@ struct HttpRequest {
   std::string url;             // absolute http:// or https:// URL
   // Extra header fields. Never put Authorization here: use `bearer`.
   std::vector<std::pair<std::string, std::string>> headers;
-  // Sent as "Authorization: Bearer <bearer>" when non-empty.
+  // Sent as "Authorization: <authorization_scheme> <bearer>" when non-empty.
   SecretValue bearer;
+  // "Bearer", or another scheme whose credential `bearer` holds, e.g.
+  // "AWS4-HMAC-SHA256" with "Credential=…, SignedHeaders=…, Signature=…".
+  std::string authorization_scheme = "Bearer";
   std::string body;  // sent for POST/PUT/PATCH/DELETE when non-empty (always for POST)
   std::chrono::milliseconds timeout{30000};          // whole exchange
   std::chrono::milliseconds connect_timeout{10000};  // TCP + TLS handshake

@@ -73,21 +73,6 @@ nlohmann::json ParseBody(const std::string& body) {
 
 }  // namespace
 
-std::optional<TimePoint> ParseHttpDate(std::string_view text) {
-  // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT" (RFC 9110 §5.6.7).
-  std::string s(text);
-  struct tm tm{};
-  const char* end = ::strptime(s.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-  if (end == nullptr || *end != '\0') {
-    return std::nullopt;
-  }
-  const time_t t = ::timegm(&tm);
-  if (t == static_cast<time_t>(-1)) {
-    return std::nullopt;
-  }
-  return FromUnixSeconds(static_cast<int64_t>(t));
-}
-
 std::string SanitizedMessage(std::string_view body) {
   std::string msg;
   try {

@@ -174,8 +174,6 @@ class GitHubApi {
   std::map<std::string, uint64_t> retries_;                           // by reason
 };
 
-// Parses an IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT").
-std::optional<TimePoint> ParseHttpDate(std::string_view text);
 // GitHub's "message" from an error body, printable ASCII only, at most 300 chars.
 std::string SanitizedMessage(std::string_view body);
 

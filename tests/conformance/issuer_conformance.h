@@ -1,10 +1,11 @@
 // The issuer conformance suite: what every Issuer (include/jitbroker/issuer.h)
 // must do, whatever its upstream. A new issuer type is done when its case
 // passes (docs/architecture.md "Adding an issuer"). Run against jwt,
-// github_app (against tests/fakes/fake_github) and tests/fakes/fake_issuer in
+// github_app (against tests/fakes/fake_github), aws_sts (against
+// tests/fakes/fake_sts) and tests/fakes/fake_issuer in
 // issuer_conformance_test.cc; a new type adds one TEST_CASE there:
 //
-//   TEST_CASE("IssuerConformance: aws_sts") { RunIssuerConformance(AwsStsCase()); }
+//   TEST_CASE("IssuerConformance: gcp") { RunIssuerConformance(GcpCase()); }
 //
 // What it checks (each a doctest SUBCASE):
 //   - Describe: a name and type, 1 <= min_ttl <= default_ttl <= max_ttl, a

@@ -1,6 +1,6 @@
 // The issuer conformance suite (issuer_conformance.h) run against every issuer
 // type of this build and the test fake: jwt, github_app against FakeGitHub
-// on loopback, and FakeIssuer.
+// and aws_sts against FakeSts on loopback, and FakeIssuer.
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -20,6 +20,7 @@
 #include "tests/fakes/fake_clock.h"
 #include "tests/fakes/fake_github.h"
 #include "tests/fakes/fake_issuer.h"
+#include "tests/fakes/fake_sts.h"
 #include "tests/support/temp_dir.h"
 
 namespace jitbroker::testing {
@@ -284,6 +285,111 @@ IssuerConformanceCase GitHubAppCase() {
   return c;
 }
 
+struct AwsFixture {
+  static constexpr const char* kAkid = "AKIACONFORMANCE0001";
+  static constexpr const char* kSecret = "conformance/aws/secret+0123456789abcdefABCDEF";
+  TempDir dir{"issuer-conformance-aws"};
+  SystemClock clock;  // FakeSts checks X-Amz-Date against the host's time
+  std::unique_ptr<FakeSts> fake;
+  std::unique_ptr<HttpClient> http;
+  int builds = 0;
+
+  AwsFixture() {
+    FakeStsOptions o;
+    o.keys = {{kAkid, kSecret}};
+    o.threads = 32;
+    fake = FakeSts::Start(o);
+    REQUIRE(fake != nullptr);
+    fake->AddRole({"arn:aws:iam::123456789012:role/ci-deploy", 3600, {kAkid}, ""});
+    dir.Write("akid", kAkid);
+    dir.Write("secret", kSecret);
+    http = net::MakeCurlHttpClient({});
+  }
+  ~AwsFixture() {
+    http.reset();
+    fake.reset();
+  }
+};
+
+IssuerConformanceCase AwsStsCase() {
+  IssuerConformanceCase c;
+  c.name = "aws_sts";
+  auto shared = std::make_shared<std::shared_ptr<AwsFixture>>();
+  c.make = [shared] {
+    if (!*shared) {
+      *shared = std::make_shared<AwsFixture>();
+    }
+    std::shared_ptr<AwsFixture> f = *shared;
+    IssuerUnderTest u;
+    u.fixture = f;
+    u.clock = &f->clock;
+    BuildThroughRegistry(u, "aws_sts",
+                         "{type: aws_sts, region: us-east-1, endpoint: '" + f->fake->url() +
+                             "', allow_http: true, accounts: ['123456789012'], credentials: "
+                             "{access_key_id: 'file:" +
+                             f->dir.File("akid") +
+                             "', secret_access_key: 'file:" + f->dir.File("secret") + "'}}",
+                         "aws", f->dir.File("data-" + std::to_string(++f->builds)), f->http.get());
+    return u;
+  };
+  c.valid = Request("aws://123456789012/role/ci-deploy",
+                    {{"actions", {"s3:GetObject", "s3:ListBucket"}},
+                     {"resources", {"arn:aws:s3:::acme-artifacts/*"}}},
+                    "aws");
+  c.invalid = {
+      {"no actions", Request("aws://123456789012/role/ci-deploy", {{"resources", {"*"}}}, "aws")},
+      {"no resources",
+       Request("aws://123456789012/role/ci-deploy", {{"actions", {"s3:GetObject"}}}, "aws")},
+      {"an action that is not service:Name",
+       Request("aws://123456789012/role/ci-deploy",
+               {{"actions", {"GetObject"}}, {"resources", {"*"}}}, "aws")},
+      {"a role outside accounts",
+       Request("aws://999999999999/role/ci-deploy",
+               {{"actions", {"s3:GetObject"}}, {"resources", {"*"}}}, "aws")},
+      {"a user, not a role", Request("aws://123456789012/user/bob",
+                                     {{"actions", {"s3:GetObject"}}, {"resources", {"*"}}}, "aws")},
+      {"not an aws:// resource",
+       Request("github://acme/x", {{"actions", {"s3:GetObject"}}, {"resources", {"*"}}}, "aws")},
+  };
+  c.narrowing_tokens = {"s3:GetObject", "s3:ListBucket"};
+  c.validate_section = ValidateWith("aws_sts", "aws");
+  {
+    static TempDir secrets("issuer-conformance-aws-secrets");
+    secrets.Write("akid", AwsFixture::kAkid);
+    secrets.Write("secret", kFileSecret);
+    const std::string creds = "credentials: {access_key_id: 'file:" + secrets.File("akid") +
+                              "', secret_access_key: 'file:" + secrets.File("secret") + "'}";
+    c.bad_sections = {
+        {"no region", "{type: aws_sts, accounts: ['123456789012'], " + creds + "}",
+         "issuers.aws.region"},
+        {"no accounts", "{type: aws_sts, region: us-east-1, " + creds + "}",
+         "issuers.aws.accounts"},
+        {"an inline secret key",
+         std::string("{type: aws_sts, region: us-east-1, accounts: ['123456789012'], "
+                     "credentials: {access_key_id: 'file:") +
+             secrets.File("akid") + "', secret_access_key: " + kInlineSecret + "}}",
+         "issuers.aws.credentials.secret_access_key"},
+        {"an unknown key",
+         "{type: aws_sts, region: us-east-1, accounts: ['123456789012'], " + creds + ", role: x}",
+         "issuers.aws.role"},
+        {"http without allow_http",
+         "{type: aws_sts, region: us-east-1, accounts: ['123456789012'], " + creds +
+             ", endpoint: 'http://127.0.0.1:1'}",
+         "issuers.aws.endpoint"},
+    };
+  }
+  c.mint_failures = {
+      {"a role that does not trust the broker",
+       Request("aws://123456789012/role/not-trusting",
+               {{"actions", {"s3:GetObject"}}, {"resources", {"*"}}}, "aws")},
+  };
+  c.secrets = {kInlineSecret, kFileSecret, AwsFixture::kSecret};
+  c.credential_active = [shared](const std::string&, std::string_view secret) {
+    return (*shared)->fake->SecretActive(std::string(secret));
+  };
+  return c;
+}
+
 IssuerConformanceCase FakeCase() {
   IssuerConformanceCase c;
   c.name = "fake";
@@ -313,6 +419,8 @@ TEST_CASE("IssuerConformance: jwt") { RunIssuerConformance(JwtCase()); }
 TEST_CASE("IssuerConformance: github_app against the fake GitHub") {
   RunIssuerConformance(GitHubAppCase());
 }
+
+TEST_CASE("IssuerConformance: aws_sts against the fake STS") { RunIssuerConformance(AwsStsCase()); }
 
 TEST_CASE("IssuerConformance: the test fake issuer") { RunIssuerConformance(FakeCase()); }
 

@@ -76,9 +76,13 @@ TEST_CASE("Config check: the checkers refuse what start refuses, and start creat
   };
   const std::vector<Case> cases = {
       {"an issuer type this build does not have",
+       Config(std::string(kIssuers) + "  gcp: {type: gcp, project: acme}\n", kPrincipal,
+              good_trust),
+       "issuers.gcp.type: unknown issuer type \"gcp\""},
+      {"an aws_sts issuer without credentials",
        Config(std::string(kIssuers) + "  aws: {type: aws_sts, region: us-east-1}\n", kPrincipal,
               good_trust),
-       "issuers.aws.type: unknown issuer type \"aws_sts\""},
+       "issuers.aws.credentials: is required"},
       {"a jwt issuer without audiences",
        Config("  internal: {type: jwt}\n", "{id: dev, roles: [eng]}", ""),
        "issuers.internal.audiences: at least one audience is required"},

@@ -91,8 +91,8 @@ std::string ErrorOf(const std::string& path) {
 
 TEST_CASE("IssuerRegistry: built-in types, and a type registered twice is an error") {
   const issuers::IssuerRegistry& builtin = issuers::BuiltinIssuers();
-  // Only types that exist: no aws_sts or gcp before they are built.
-  CHECK(builtin.Types() == std::vector<std::string>{"github_app", "jwt"});
+  // Only types that exist: no gcp before it is built.
+  CHECK(builtin.Types() == std::vector<std::string>{"aws_sts", "github_app", "jwt"});
 
   issuers::IssuerRegistry r;
   REQUIRE(issuers::RegisterBuiltinIssuers(r).has_value());
@@ -146,10 +146,13 @@ TEST_CASE("ValidateConfig: refuses bad issuer sections, identities and trust pol
       {.name = "an issuer type this build does not have",
        .issuers = Files::Issuers() + "  vault: {type: vault}\n",
        .expect = "broker.yaml:12: issuers.vault.type: unknown issuer type \"vault\" (this build "
-                 "has github_app, jwt)"},
+                 "has aws_sts, github_app, jwt)"},
       {.name = "a type that does not exist yet",
+       .issuers = Files::Issuers() + "  gcp: {type: gcp}\n",
+       .expect = "issuers.gcp.type: unknown issuer type \"gcp\""},
+      {.name = "an aws_sts issuer without its region",
        .issuers = Files::Issuers() + "  aws: {type: aws_sts}\n",
-       .expect = "issuers.aws.type: unknown issuer type \"aws_sts\""},
+       .expect = "broker.yaml:12: issuers.aws.region: is required"},
       {.name = "a jwt issuer without audiences",
        .issuers = "  internal: {type: jwt}\n" + gh + "}\n",
        .expect = "broker.yaml:10: issuers.internal.audiences: at least one audience is required"},

@@ -15,6 +15,7 @@
 #include <doctest/doctest.h>
 #include <httplib.h>
 
+#include "broker/common/time_util.h"
 #include "broker/config/config.h"
 #include "broker/crypto/crypto.h"
 #include "broker/crypto/jose.h"
@@ -359,10 +360,10 @@ TEST_CASE("GitHubApp: loopback hosts and HTTP dates") {
   CHECK_FALSE(IsLoopbackHost("128.0.0.1"));
   CHECK_FALSE(IsLoopbackHost("127.0.0.1.evil.com"));
   CHECK_FALSE(IsLoopbackHost("api.github.com"));
-  auto t = issuers::github_app::ParseHttpDate("Sun, 06 Nov 1994 08:49:37 GMT");
+  auto t = ParseHttpDate("Sun, 06 Nov 1994 08:49:37 GMT");
   REQUIRE(t.has_value());
   CHECK(ToUnixSeconds(*t) == 784111777);
-  CHECK_FALSE(issuers::github_app::ParseHttpDate("yesterday").has_value());
+  CHECK_FALSE(ParseHttpDate("yesterday").has_value());
 }
 
 // ---------------------------------------------------------------------------

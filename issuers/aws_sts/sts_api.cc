@@ -1,0 +1,365 @@
+#include "issuers/aws_sts/sts_api.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <random>
+#include <thread>
+
+#include "broker/common/log.h"
+#include "broker/common/time_util.h"
+#include "broker/net/url.h"
+
+namespace jitbroker::issuers::aws_sts {
+
+namespace {
+
+using std::chrono::milliseconds;
+
+constexpr int64_t kSkewSeconds = 240;  // AWS refuses requests 5 minutes off
+
+std::string Printable(std::string_view s, size_t max) {
+  std::string out;
+  for (char c : s) {
+    if (out.size() >= max) {
+      out += "...";
+      break;
+    }
+    const auto u = static_cast<unsigned char>(c);
+    out.push_back(u >= 0x20 && u < 0x7f ? c : ' ');
+  }
+  return out;
+}
+
+bool IsThrottle(std::string_view code) {
+  return code == "Throttling" || code == "ThrottlingException" || code == "RequestLimitExceeded" ||
+         code == "TooManyRequestsException";
+}
+
+bool IsAuthFailure(std::string_view code) {
+  return code == "InvalidClientTokenId" || code == "SignatureDoesNotMatch" ||
+         code == "IncompleteSignature" || code == "ExpiredToken" ||
+         code == "ExpiredTokenException" || code == "UnrecognizedClientException" ||
+         code == "MissingAuthenticationToken" || code == "RequestExpired";
+}
+
+std::string Detail(const AwsErrorInfo& e, int status) {
+  return "AWS " + std::to_string(status) + " " + (e.code.empty() ? "(no code)" : e.code) +
+         (e.message.empty() ? "" : ": " + e.message);
+}
+
+}  // namespace
+
+std::string FormEncode(const std::vector<std::pair<std::string, std::string>>& params) {
+  std::string out;
+  for (const auto& [k, v] : params) {
+    if (!out.empty()) {
+      out += '&';
+    }
+    out += UriEncode(k);
+    out += '=';
+    out += UriEncode(v);
+  }
+  return out;
+}
+
+AwsErrorInfo ParseAwsError(std::string_view body) {
+  AwsErrorInfo out;
+  auto doc = ParseXml(body, XmlLimits{.max_bytes = 64 * 1024, .max_depth = 8, .max_elements = 64});
+  if (!doc) {
+    return out;
+  }
+  // STS: <ErrorResponse><Error>…; some services: <Response><Errors><Error>….
+  const XmlElement* err = doc->Find("Error");
+  if (err == nullptr) {
+    err = doc->Find("Errors/Error");
+  }
+  if (err == nullptr) {
+    return out;
+  }
+  out.code = Printable(err->Text("Code").value_or(""), 128);
+  out.message = Printable(err->Text("Message").value_or(""), 300);
+  return out;
+}
+
+StsApi::StsApi(StsOptions options, HttpClient* http, const Clock* clock,
+               CredentialSource credentials, std::string issuer_name)
+    : options_(std::move(options)),
+      http_(http),
+      clock_(clock),
+      credentials_(std::move(credentials)),
+      issuer_name_(std::move(issuer_name)) {
+  // The Host header as it will be signed and sent: the endpoint's authority
+  // (the configuration validated the URL).
+  net::UrlPolicy any;
+  any.http = net::HttpRule::kAnyHost;
+  if (auto u = net::ParseUrl(options_.endpoint, any)) {
+    host_ = u->Authority();
+  }
+}
+
+void StsApi::Count(std::string_view action, std::string_view outcome) {
+  std::lock_guard lock(metrics_mu_);
+  ++calls_[{std::string(action), std::string(outcome)}];
+}
+
+void StsApi::CollectMetrics(std::vector<IssuerMetricFamily>& out) const {
+  IssuerMetricFamily calls{
+      "jitbroker_aws_sts_calls_total", "counter", "STS calls by action and outcome", {}};
+  {
+    std::lock_guard lock(metrics_mu_);
+    for (const auto& [key, n] : calls_) {
+      calls.samples.emplace_back("issuer=\"" + issuer_name_ + "\",action=\"" + key.first +
+                                     "\",outcome=\"" + key.second + "\"",
+                                 static_cast<double>(n));
+    }
+  }
+  out.push_back(std::move(calls));
+  out.push_back(IssuerMetricFamily{
+      "jitbroker_aws_sigv4_key_derivations_total",
+      "counter",
+      "SigV4 signing keys derived (once per day, region, service)",
+      {{"issuer=\"" + issuer_name_ + "\"", static_cast<double>(keys_.derivations())}}});
+}
+
+Result<XmlElement> StsApi::Call(std::string_view action,
+                                const std::vector<std::pair<std::string, std::string>>& params) {
+  if (host_.empty()) {
+    return std::unexpected(Internal("the STS endpoint is not a URL", options_.endpoint));
+  }
+  std::vector<std::pair<std::string, std::string>> form = {{"Action", std::string(action)},
+                                                           {"Version", "2011-06-15"}};
+  form.insert(form.end(), params.begin(), params.end());
+  const std::string body = FormEncode(form);
+
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + options_.call_deadline;
+  std::mt19937_64 rng(std::random_device{}());
+  auto wait = [&](int attempt) {
+    const int64_t cap = options_.backoff_base.count() << std::min(attempt, 10);
+    const milliseconds d(std::uniform_int_distribution<int64_t>(0, std::max<int64_t>(cap, 1))(rng));
+    if (std::chrono::steady_clock::now() + d >= deadline) {
+      return false;
+    }
+    if (options_.sleep) {
+      options_.sleep(d);
+    } else {
+      std::this_thread::sleep_for(d);
+    }
+    return true;
+  };
+  bool skew_retried = false;
+  for (int attempt = 1;; ++attempt) {
+    const bool last = attempt >= options_.max_attempts;
+    JITBROKER_ASSIGN_OR_RETURN(AwsCredentials creds, credentials_());
+    const TimePoint now = clock_->Now() + std::chrono::seconds(offset_.load());
+    const std::string amz_date = AmzDate(now);
+    SigV4Request sreq;
+    sreq.method = "POST";
+    sreq.path = "/";
+    sreq.headers = {{"Content-Type", "application/x-www-form-urlencoded; charset=utf-8"},
+                    {"Host", host_},
+                    {"X-Amz-Date", amz_date}};
+    if (!creds.session_token.empty()) {
+      sreq.headers.emplace_back("X-Amz-Security-Token", std::string(creds.session_token.Reveal()));
+    }
+    sreq.body = body;
+    JITBROKER_ASSIGN_OR_RETURN(Signature sig,
+                               Sign(sreq, creds, amz_date, options_.region, "sts", &keys_));
+
+    HttpRequest req;
+    req.method = "POST";
+    req.url = options_.endpoint + "/";
+    req.headers = std::move(sreq.headers);
+    req.headers.emplace_back("User-Agent", options_.user_agent);
+    req.headers.emplace_back("Accept", "application/xml");
+    const std::string_view prefix = "AWS4-HMAC-SHA256 ";
+    req.authorization_scheme = std::string(prefix.substr(0, prefix.size() - 1));
+    req.bearer = SecretValue(sig.authorization.substr(prefix.size()));
+    req.body = body;
+    const auto left =
+        std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+    req.timeout = std::min(options_.timeout, std::max(left, milliseconds(1)));
+    req.connect_timeout = std::min(options_.connect_timeout, req.timeout);
+    auto sent = http_->Send(req);
+    // The security token travelled in a header: wipe our copy.
+    for (auto& [name, value] : req.headers) {
+      if (HttpHeaders::EqualsIgnoreCase(name, "X-Amz-Security-Token")) {
+        SecureWipe(value.data(), value.size());
+      }
+    }
+    if (!sent) {
+      if (!last && wait(attempt)) {
+        Count(action, "retry_transport");
+        continue;
+      }
+      Count(action, "unavailable");
+      Error e = Unavailable("aws_unavailable", "cannot reach AWS STS", sent.error().message);
+      e.retryable = true;
+      return std::unexpected(std::move(e));
+    }
+    HttpResponse& r = *sent;
+    if (r.status == 200) {
+      auto doc = ParseXml(r.body);
+      SecureWipe(r.body.data(), r.body.size());  // it held credentials
+      if (!doc) {
+        Count(action, "bad_response");
+        return std::unexpected(Unavailable("aws_bad_response",
+                                           "AWS STS answered with XML that does not parse",
+                                           doc.error().message));
+      }
+      Count(action, "ok");
+      return std::move(*doc);
+    }
+    const AwsErrorInfo info = ParseAwsError(r.body);
+    const std::string detail = Detail(info, r.status);
+    // Clock skew: learn AWS's time from its Date header, re-sign, retry once.
+    if (!skew_retried && (info.code == "RequestExpired" || info.code == "SignatureDoesNotMatch" ||
+                          info.code == "InvalidSignatureException")) {
+      if (auto date = r.headers.Get("date")) {
+        if (auto server_now = ParseHttpDate(*date)) {
+          const int64_t skew = ToUnixSeconds(*server_now) - ToUnixSeconds(clock_->Now());
+          if (std::abs(skew - offset_.load()) >= kSkewSeconds) {
+            skew_retried = true;
+            offset_.store(skew);
+            Count(action, "retry_clock_skew");
+            log::Get("issuer.aws_sts")
+                ->warn("event=aws_clock_skew issuer={} offset_s={}", issuer_name_, skew);
+            continue;
+          }
+        }
+      }
+    }
+    const bool throttled = r.status == 429 || IsThrottle(info.code);
+    const bool transient = r.status >= 500 || info.code == "IDPCommunicationError";
+    if ((throttled || transient) && !last && wait(attempt)) {
+      Count(action, throttled ? "retry_throttled" : "retry_server_error");
+      continue;
+    }
+    if (throttled) {
+      Count(action, "throttled");
+      Error e = ResourceExhausted("aws_throttled",
+                                  "AWS STS is throttling the broker; retry later (" + detail + ")");
+      e.retryable = true;
+      e.retry_after = std::chrono::seconds(1);
+      return std::unexpected(std::move(e));
+    }
+    if (transient) {
+      Count(action, "unavailable");
+      Error e = Unavailable("aws_unavailable", "AWS STS failed (" + detail + ")");
+      e.retryable = true;
+      return std::unexpected(std::move(e));
+    }
+    Count(action, "error");
+    if (info.code == "PackedPolicyTooLarge") {
+      return std::unexpected(InvalidArgument(
+          "policy_too_large",
+          "AWS refused the session policy and tags as too large once packed (fewer actions or "
+          "resources, or wildcards): " +
+              detail));
+    }
+    if (info.code == "AccessDenied" || info.code == "AccessDeniedException") {
+      return std::unexpected(PermissionDenied(
+          "aws_access_denied",
+          "AWS refused to let the broker assume the role (its trust policy must allow "
+          "sts:AssumeRole, sts:TagSession and sts:SetSourceIdentity for the broker): " +
+              detail));
+    }
+    if (info.code == "RegionDisabledException") {
+      return std::unexpected(FailedPrecondition(
+          "aws_region_disabled", "STS is not activated in this region for the account: " + detail));
+    }
+    if (IsAuthFailure(info.code) || r.status == 401) {
+      return std::unexpected(Unavailable(
+          "aws_auth_failed",
+          "AWS refused the broker's own credentials (check the access key, its expiry and the "
+          "clock): " +
+              detail));
+    }
+    if (r.status == 400) {
+      return std::unexpected(
+          InvalidArgument("aws_invalid_request", "AWS STS refused the request: " + detail));
+    }
+    return std::unexpected(
+        Unavailable("aws_bad_response", "AWS STS answered unexpectedly: " + detail));
+  }
+}
+
+Result<AssumedRole> StsApi::AssumeRole(const AssumeRoleInput& in) {
+  std::vector<std::pair<std::string, std::string>> p = {
+      {"RoleArn", in.role_arn},
+      {"RoleSessionName", in.role_session_name},
+      {"DurationSeconds", std::to_string(in.duration_seconds)},
+      {"SourceIdentity", in.source_identity},
+  };
+  if (!in.policy.empty()) {
+    p.emplace_back("Policy", in.policy);
+  }
+  for (size_t i = 0; i < in.tags.size(); ++i) {
+    const std::string n = std::to_string(i + 1);
+    p.emplace_back("Tags.member." + n + ".Key", in.tags[i].first);
+    p.emplace_back("Tags.member." + n + ".Value", in.tags[i].second);
+  }
+  for (size_t i = 0; i < in.transitive_tag_keys.size(); ++i) {
+    p.emplace_back("TransitiveTagKeys.member." + std::to_string(i + 1), in.transitive_tag_keys[i]);
+  }
+  if (!in.external_id.empty()) {
+    p.emplace_back("ExternalId", in.external_id);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(XmlElement doc, Call("AssumeRole", p));
+  auto bad = [](const std::string& what) {
+    return std::unexpected(Unavailable("aws_bad_response", "AWS STS's AssumeRole answer " + what));
+  };
+  if (doc.name != "AssumeRoleResponse") {
+    return bad("is not an AssumeRoleResponse");
+  }
+  auto child = [](XmlElement* e, std::string_view name) -> XmlElement* {
+    if (e != nullptr) {
+      for (XmlElement& c : e->children) {
+        if (c.name == name) {
+          return &c;
+        }
+      }
+    }
+    return nullptr;
+  };
+  XmlElement* result = child(&doc, "AssumeRoleResult");
+  XmlElement* creds = child(result, "Credentials");
+  if (creds == nullptr) {
+    return bad("has no Credentials");
+  }
+  AssumedRole out;
+  out.access_key_id = creds->Text("AccessKeyId").value_or("");
+  for (XmlElement& c : creds->children) {  // the secrets, our copies wiped
+    if (c.name == "SecretAccessKey") {
+      out.secret_access_key = SecretValue(c.text);
+      SecureWipe(c.text.data(), c.text.size());
+    } else if (c.name == "SessionToken") {
+      out.session_token = SecretValue(c.text);
+      SecureWipe(c.text.data(), c.text.size());
+    }
+  }
+  const std::string expiration = creds->Text("Expiration").value_or("");
+  auto exp = ParseRfc3339(expiration);
+  const bool akid_ok = out.access_key_id.size() >= 16 && out.access_key_id.size() <= 128 &&
+                       std::all_of(out.access_key_id.begin(), out.access_key_id.end(), [](char c) {
+                         return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                                (c >= '0' && c <= '9') || c == '_';
+                       });
+  if (!akid_ok || out.secret_access_key.empty() || out.session_token.empty() || !exp) {
+    return bad("has incomplete or malformed Credentials");
+  }
+  out.expiration = *exp;
+  out.assumed_role_arn = result->Text("AssumedRoleUser/Arn").value_or("");
+  out.assumed_role_id = result->Text("AssumedRoleUser/AssumedRoleId").value_or("");
+  out.source_identity = result->Text("SourceIdentity").value_or("");
+  if (auto packed = result->Text("PackedPolicySize")) {
+    char* end = nullptr;
+    const long long v = std::strtoll(packed->c_str(), &end, 10);
+    if (end != packed->c_str() && *end == '\0') {
+      out.packed_policy_size = v;
+    }
+  }
+  return out;
+}
+
+}  // namespace jitbroker::issuers::aws_sts

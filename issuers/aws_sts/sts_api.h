@@ -1,0 +1,136 @@
+// StsApi: the AWS STS calls of the aws_sts issuer (docs/aws.md, "STS"),
+// over the HttpClient seam: the query protocol (POST /, form body,
+// Version=2011-06-15), SigV4 with the broker's base credentials (the
+// signing key derived once per day), and the XML answer.
+//
+// Transient failures are retried with exponential backoff and full jitter:
+// throttling (Throttling, ThrottlingException, RequestLimitExceeded, 429),
+// 5xx answers and IDPCommunicationError; transport failures too (AssumeRole
+// creates nothing that a retry could duplicate harmfully: an unused STS
+// credential expires). An answer that says the request's time is off
+// (RequestExpired, or SignatureDoesNotMatch with a Date header more than
+// 4 minutes from ours) re-signs with the learnt clock offset and retries
+// once. Every call has an overall deadline (`call_deadline`): attempts and
+// waits together.
+//
+// Errors (client-safe; AWS's <Code> and sanitised <Message> in the detail,
+// because they say what to change; never a credential):
+//   kInvalidArgument "policy_too_large" (PackedPolicyTooLarge),
+//   kInvalidArgument "aws_invalid_request" (MalformedPolicyDocument,
+//     ValidationError and other 400s about the request),
+//   kPermissionDenied "aws_access_denied" (AccessDenied: the role's trust
+//     policy does not let the broker assume it, tag it or set its source
+//     identity),
+//   kFailedPrecondition "aws_region_disabled" (RegionDisabledException),
+//   kUnavailable "aws_auth_failed" (the broker's own credentials: unknown,
+//     expired, or a signature AWS does not accept),
+//   kResourceExhausted "aws_throttled" (still throttled after the retries),
+//   kUnavailable "aws_unavailable" (transport, 5xx after retries),
+//   kUnavailable "aws_bad_response" (an answer that does not parse).
+//
+// Thread-safety: all methods are thread-safe.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "issuers/aws_sts/sigv4.h"
+#include "issuers/aws_sts/xml.h"
+#include "jitbroker/clock.h"
+#include "jitbroker/http_client.h"
+#include "jitbroker/issuer.h"
+#include "jitbroker/result.h"
+#include "jitbroker/secret.h"
+
+namespace jitbroker::issuers::aws_sts {
+
+struct StsOptions {
+  std::string endpoint;  // "https://sts.us-east-1.amazonaws.com", no trailing slash
+  std::string region;    // the signing region ("us-east-1" for the global endpoint)
+  std::string user_agent = "jitbroker-aws-sts/0.1";
+  std::chrono::milliseconds timeout{10000};  // per attempt
+  std::chrono::milliseconds call_deadline{15000};
+  std::chrono::milliseconds connect_timeout{5000};
+  int max_attempts = 3;  // including the first
+  std::chrono::milliseconds backoff_base{200};
+  // Waits between attempts (tests replace it).
+  std::function<void(std::chrono::milliseconds)> sleep;
+};
+
+struct AssumeRoleInput {
+  std::string role_arn;
+  std::string role_session_name;  // 2-64 of [\w+=,.@-]
+  std::string source_identity;    // 2-64 of [\w+=,.@-]
+  std::string policy;             // the inline session policy (JSON text)
+  int64_t duration_seconds = 900;
+  std::vector<std::pair<std::string, std::string>> tags;  // session tags
+  std::vector<std::string> transitive_tag_keys;
+  std::string external_id;  // empty = none
+};
+
+struct AssumedRole {
+  std::string access_key_id;
+  SecretValue secret_access_key;
+  SecretValue session_token;
+  TimePoint expiration;
+  std::string assumed_role_arn;  // arn:aws:sts::ACCOUNT:assumed-role/NAME/SESSION
+  std::string assumed_role_id;
+  std::optional<int64_t> packed_policy_size;  // percent of the limit
+  std::string source_identity;
+};
+
+// Where the broker's own credentials come from (static keys now; a web
+// identity or a refreshed source later). Called for every request.
+using CredentialSource = std::function<Result<AwsCredentials>()>;
+
+class StsApi {
+ public:
+  StsApi(StsOptions options, HttpClient* http, const Clock* clock, CredentialSource credentials,
+         std::string issuer_name);
+
+  [[nodiscard]] Result<AssumedRole> AssumeRole(const AssumeRoleInput& in);
+
+  uint64_t signing_key_derivations() const { return keys_.derivations(); }
+  int64_t clock_offset_seconds() const { return offset_.load(); }
+  void CollectMetrics(std::vector<IssuerMetricFamily>& out) const;
+
+ private:
+  // One signed query-protocol call: `params` after Action and Version.
+  [[nodiscard]] Result<XmlElement> Call(
+      std::string_view action, const std::vector<std::pair<std::string, std::string>>& params);
+  void Count(std::string_view action, std::string_view outcome);
+
+  const StsOptions options_;
+  HttpClient* http_;
+  const Clock* clock_;
+  CredentialSource credentials_;
+  const std::string issuer_name_;
+  std::string host_;  // the Host header of endpoint (as signed)
+  SigningKeyCache keys_;
+  std::atomic<int64_t> offset_{0};  // AWS's clock minus ours, seconds
+  mutable std::mutex metrics_mu_;
+  std::map<std::pair<std::string, std::string>, uint64_t> calls_;  // (action, outcome)
+};
+
+// The query protocol's form encoding: k=v pairs joined by '&', each side
+// encoded as SigV4's UriEncode.
+std::string FormEncode(const std::vector<std::pair<std::string, std::string>>& params);
+
+// AWS's error answer, <ErrorResponse><Error><Code>, <Message>: printable
+// ASCII, at most 300 characters each; empty when the body is not one.
+struct AwsErrorInfo {
+  std::string code;
+  std::string message;
+};
+AwsErrorInfo ParseAwsError(std::string_view body);
+
+}  // namespace jitbroker::issuers::aws_sts

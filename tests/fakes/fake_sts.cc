@@ -1,0 +1,536 @@
+#include "tests/fakes/fake_sts.h"
+
+#include <httplib.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <thread>
+
+#include "broker/common/time_util.h"
+#include "broker/crypto/crypto.h"
+#include "broker/net/url.h"
+#include "issuers/aws_sts/sigv4.h"
+
+namespace jitbroker::testing {
+
+namespace {
+
+namespace aws = issuers::aws_sts;
+
+bool IsNameChar(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+         std::string_view("_+=,.@-").find(c) != std::string_view::npos;
+}
+
+bool ValidName(const std::string& s) {
+  return s.size() >= 2 && s.size() <= 64 && std::all_of(s.begin(), s.end(), IsNameChar);
+}
+
+std::string Xml(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out.push_back(c);
+    }
+  }
+  return out;
+}
+
+std::string Alnum(size_t n) {
+  static constexpr char kChars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  const std::string raw = crypto::RandomBytes(n);
+  std::string out;
+  for (char c : raw) {
+    out.push_back(kChars[static_cast<unsigned char>(c) % 36]);
+  }
+  return out;
+}
+
+}  // namespace
+
+struct FakeSts::Impl {
+  FakeStsOptions options;
+  httplib::Server server;
+  std::thread thread;
+  mutable std::mutex mu;
+  std::map<std::string, FakeRole> roles;
+  struct Injection {
+    std::string code;
+    int status = 500;
+    int remaining = 0;
+  };
+  std::vector<Injection> injections;
+  std::vector<Issued> issued;
+  std::map<std::string, std::pair<std::string, std::string>> secrets;  // akid -> (secret, token)
+  std::vector<std::string> violations;
+  std::vector<SignedRequest> signed_requests;
+  std::atomic<int64_t> latency_ms{0};
+  std::atomic<int64_t> skew_s{0};
+  std::atomic<size_t> requests{0};
+
+  TimePoint Now() const {
+    return std::chrono::time_point_cast<std::chrono::nanoseconds>(
+               std::chrono::system_clock::now()) +
+           std::chrono::seconds(skew_s.load());
+  }
+
+  void Error(httplib::Response& res, int status, const std::string& code,
+             const std::string& message) {
+    res.status = status;
+    res.set_header("Date", HttpDate(Now()));
+    res.set_content(
+        "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">"
+        "<Error><Type>Sender</Type><Code>" +
+            Xml(code) + "</Code><Message>" + Xml(message) + "</Message></Error><RequestId>" +
+            Alnum(8) + "</RequestId></ErrorResponse>",
+        "text/xml");
+  }
+
+  static std::string HttpDate(TimePoint t) {
+    const std::time_t secs = static_cast<std::time_t>(ToUnixSeconds(t));
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    char buf[64];
+    std::strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    return buf;
+  }
+
+  void Violation(std::string what) {
+    std::lock_guard lock(mu);
+    violations.push_back(std::move(what));
+  }
+
+  // SigV4: the broker's base identity, signed as STS checks it. Returns the
+  // access key id, or answers the error and returns "".
+  std::string CheckSignature(const httplib::Request& req, httplib::Response& res) {
+    const std::string authz = req.get_header_value("Authorization");
+    constexpr std::string_view kAlg = "AWS4-HMAC-SHA256 ";
+    if (!authz.starts_with(kAlg)) {
+      Error(res, 403, "MissingAuthenticationToken", "Request is missing Authentication Token");
+      return "";
+    }
+    // Credential=AKID/DATE/REGION/sts/aws4_request, SignedHeaders=a;b, Signature=hex
+    std::map<std::string, std::string> parts;
+    std::string_view rest = std::string_view(authz).substr(kAlg.size());
+    while (!rest.empty()) {
+      const size_t comma = rest.find(',');
+      std::string_view item = rest.substr(0, comma);
+      while (item.starts_with(' ')) {
+        item.remove_prefix(1);
+      }
+      const size_t eq = item.find('=');
+      if (eq != std::string_view::npos) {
+        parts[std::string(item.substr(0, eq))] = std::string(item.substr(eq + 1));
+      }
+      rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    }
+    const std::string credential = parts["Credential"];
+    const std::string signed_headers = parts["SignedHeaders"];
+    const std::string signature = parts["Signature"];
+    std::vector<std::string> scope;
+    for (size_t pos = 0;;) {
+      const size_t slash = credential.find('/', pos);
+      scope.push_back(credential.substr(pos, slash - pos));
+      if (slash == std::string::npos) {
+        break;
+      }
+      pos = slash + 1;
+    }
+    if (scope.size() != 5 || scope[3] != "sts" || scope[4] != "aws4_request" ||
+        scope[2] != options.region || signed_headers.empty() || signature.size() != 64) {
+      Error(res, 400, "IncompleteSignature",
+            "Authorization header requires Credential, SignedHeaders and Signature for STS in " +
+                options.region);
+      return "";
+    }
+    const std::string akid = scope[0];
+    std::string secret, token;
+    {
+      std::lock_guard lock(mu);
+      auto it = options.keys.find(akid);
+      if (it == options.keys.end()) {
+        Error(res, 403, "InvalidClientTokenId",
+              "The security token included in the request is invalid.");
+        return "";
+      }
+      secret = it->second;
+      if (auto t = options.session_tokens.find(akid); t != options.session_tokens.end()) {
+        token = t->second;
+      }
+    }
+    const std::string amz_date = req.get_header_value("X-Amz-Date");
+    std::vector<std::string> names;
+    for (size_t pos = 0;;) {
+      const size_t semi = signed_headers.find(';', pos);
+      names.push_back(signed_headers.substr(pos, semi - pos));
+      if (semi == std::string::npos) {
+        break;
+      }
+      pos = semi + 1;
+    }
+    auto signs = [&](const char* h) {
+      return std::find(names.begin(), names.end(), h) != names.end();
+    };
+    if (!signs("host") || !signs("x-amz-date") ||
+        (req.has_header("X-Amz-Security-Token") && !signs("x-amz-security-token"))) {
+      Violation("SignedHeaders lacks host, x-amz-date or x-amz-security-token: " + signed_headers);
+      Error(res, 403, "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided.");
+      return "";
+    }
+    if (scope[1] != amz_date.substr(0, 8)) {
+      Error(res, 403, "SignatureDoesNotMatch", "Credential date does not match X-Amz-Date");
+      return "";
+    }
+    // Recompute over the signed headers as received.
+    aws::SigV4Request sreq;
+    sreq.method = req.method;
+    sreq.path = req.path;
+    sreq.body = req.body;
+    for (const std::string& n : names) {
+      if (!req.has_header(n)) {
+        Error(res, 403, "SignatureDoesNotMatch", "a signed header is missing: " + n);
+        return "";
+      }
+      sreq.headers.emplace_back(n, req.get_header_value(n));
+    }
+    aws::AwsCredentials creds;
+    creds.access_key_id = akid;
+    creds.secret_access_key = SecretValue(secret);
+    auto sig = aws::Sign(sreq, creds, amz_date, options.region, "sts");
+    if (!sig || !crypto::ConstantTimeEquals(
+                    sig->authorization.substr(sig->authorization.rfind('=') + 1), signature)) {
+      Error(res, 403, "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided.");
+      return "";
+    }
+    {
+      SignedRequest rec;
+      rec.method = req.method;
+      rec.path = req.path;
+      rec.body = req.body;
+      rec.authorization = authz;
+      for (const std::string& n : names) {
+        rec.headers[n] = req.get_header_value(n);
+      }
+      std::lock_guard lock(mu);
+      signed_requests.push_back(std::move(rec));
+    }
+    if (!token.empty() && req.get_header_value("X-Amz-Security-Token") != token) {
+      Error(res, 403, "InvalidClientTokenId",
+            "The security token included in the request is invalid.");
+      return "";
+    }
+    auto when = ParseRfc3339(amz_date.substr(0, 4) + "-" + amz_date.substr(4, 2) + "-" +
+                             amz_date.substr(6, 2) + "T" + amz_date.substr(9, 2) + ":" +
+                             amz_date.substr(11, 2) + ":" + amz_date.substr(13, 2) + "Z");
+    if (!when || std::abs(ToUnixSeconds(*when) - ToUnixSeconds(Now())) > 300) {
+      Error(res, 403, "SignatureDoesNotMatch",
+            "Signature expired: " + amz_date + " is now earlier than the allowed window");
+      return "";
+    }
+    return akid;
+  }
+
+  void HandleAssumeRole(const httplib::Request& req, httplib::Response& res) {
+    ++requests;
+    if (const int64_t ms = latency_ms.load(); ms > 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    }
+    std::optional<Injection> hit;
+    {
+      std::lock_guard lock(mu);
+      for (auto& inj : injections) {
+        if (inj.remaining != 0) {
+          if (inj.remaining > 0) {
+            --inj.remaining;
+          }
+          hit = inj;
+          break;
+        }
+      }
+    }
+    if (hit) {
+      return Error(res, hit->status, hit->code, "injected " + hit->code);
+    }
+    if (!req.get_header_value("Content-Type").starts_with("application/x-www-form-urlencoded")) {
+      return Error(res, 400, "InvalidParameterValue", "Content-Type must be a form");
+    }
+    const std::string akid = CheckSignature(req, res);
+    if (akid.empty()) {
+      return;
+    }
+    auto form = net::ParseForm(req.body);
+    if (!form) {
+      return Error(res, 400, "MalformedQueryString", "the body is not a form");
+    }
+    std::map<std::string, std::string> p;
+    for (auto& [k, v] : *form) {
+      if (!p.emplace(k, v).second) {
+        return Error(res, 400, "InvalidParameterValue", "parameter given twice: " + k);
+      }
+    }
+    if (p["Action"] != "AssumeRole") {
+      return Error(res, 400, "InvalidAction", "Could not find operation " + p["Action"]);
+    }
+    if (p["Version"] != "2011-06-15") {
+      return Error(res, 400, "InvalidParameterValue", "Version must be 2011-06-15");
+    }
+    Issued out;
+    out.role_arn = p["RoleArn"];
+    out.role_session_name = p["RoleSessionName"];
+    out.source_identity = p["SourceIdentity"];
+    out.policy = p["Policy"];
+    if (out.role_arn.size() < 20 || out.role_arn.size() > 2048) {
+      return Error(res, 400, "ValidationError", "RoleArn must be 20-2048 characters");
+    }
+    if (!ValidName(out.role_session_name)) {
+      return Error(res, 400, "ValidationError", "RoleSessionName must satisfy [\\w+=,.@-]{2,64}");
+    }
+    if (p.contains("SourceIdentity") &&
+        (!ValidName(out.source_identity) || out.source_identity.starts_with("aws:"))) {
+      return Error(res, 400, "ValidationError", "SourceIdentity must satisfy [\\w+=,.@-]{2,64}");
+    }
+    out.duration_seconds = 3600;
+    if (p.contains("DurationSeconds")) {
+      char* end = nullptr;
+      out.duration_seconds = std::strtoll(p["DurationSeconds"].c_str(), &end, 10);
+      if (*end != '\0' || out.duration_seconds < 900 || out.duration_seconds > 43200) {
+        return Error(res, 400, "ValidationError", "DurationSeconds must be between 900 and 43200");
+      }
+    }
+    for (char c : out.policy) {
+      const auto u = static_cast<unsigned char>(c);
+      if (!(u == '\t' || u == '\n' || u == '\r' || u >= 0x20)) {
+        return Error(res, 400, "ValidationError", "Policy has a character outside its pattern");
+      }
+    }
+    if (out.policy.size() > 2048) {
+      return Error(res, 400, "ValidationError", "Policy must be at most 2048 characters");
+    }
+    if (out.policy.size() > options.packed_policy_limit) {
+      return Error(res, 400, "PackedPolicyTooLarge",
+                   "Packed policy consumes 103% of allotted space, please use smaller policy "
+                   "for the session.");
+    }
+    for (int i = 1; p.contains("Tags.member." + std::to_string(i) + ".Key"); ++i) {
+      if (i > 50) {
+        return Error(res, 400, "ValidationError", "at most 50 session tags");
+      }
+      const std::string n = "Tags.member." + std::to_string(i);
+      const std::string& key = p[n + ".Key"];
+      if (key.empty() || key.size() > 128 || p[n + ".Value"].size() > 256) {
+        return Error(res, 400, "ValidationError", "a tag key is 1-128, a value 0-256 characters");
+      }
+      out.tags[key] = p[n + ".Value"];
+    }
+    for (int i = 1; p.contains("TransitiveTagKeys.member." + std::to_string(i)); ++i) {
+      const std::string& k = p["TransitiveTagKeys.member." + std::to_string(i)];
+      if (!out.tags.contains(k)) {
+        return Error(res, 400, "InvalidParameterValue",
+                     "transitive tag key " + k + " is not a session tag");
+      }
+      out.transitive_tag_keys.push_back(k);
+    }
+    std::optional<FakeRole> role;
+    {
+      std::lock_guard lock(mu);
+      auto it = roles.find(out.role_arn);
+      if (it != roles.end() &&
+          std::find(it->second.trusted_keys.begin(), it->second.trusted_keys.end(), akid) !=
+              it->second.trusted_keys.end()) {
+        role = it->second;
+      }
+    }
+    if (!role) {
+      return Error(res, 403, "AccessDenied",
+                   "User: arn:aws:iam::000000000000:user/broker is not authorized to perform: "
+                   "sts:AssumeRole on resource: " +
+                       out.role_arn);
+    }
+    if (!role->external_id.empty() && p["ExternalId"] != role->external_id) {
+      return Error(res, 403, "AccessDenied", "not authorized to perform: sts:AssumeRole");
+    }
+    if (out.duration_seconds > role->max_session_seconds) {
+      return Error(res, 400, "ValidationError",
+                   "The requested DurationSeconds exceeds the MaxSessionDuration set for this "
+                   "role.");
+    }
+    out.access_key_id = "ASIA" + Alnum(16);
+    const std::string secret = crypto::Base64Encode(crypto::RandomBytes(30));
+    const std::string token = "FwoGZXIvYXdzE" + crypto::Base64Encode(crypto::RandomBytes(300));
+    const TimePoint now = Now();
+    out.expires_at = ToUnixSeconds(now) + out.duration_seconds;
+    const std::string role_name = out.role_arn.substr(out.role_arn.rfind('/') + 1);
+    const std::string account = out.role_arn.substr(13, 12);  // arn:aws:iam::ACCOUNT
+    {
+      std::lock_guard lock(mu);
+      secrets[out.access_key_id] = {secret, token};
+      issued.push_back(out);
+    }
+    res.status = 200;
+    res.set_header("Date", HttpDate(now));
+    res.set_content(
+        "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\n"
+        "  <AssumeRoleResult>\n"
+        "    <SourceIdentity>" +
+            Xml(out.source_identity) +
+            "</SourceIdentity>\n"
+            "    <AssumedRoleUser>\n"
+            "      <AssumedRoleId>AROA" +
+            Alnum(17) + ":" + Xml(out.role_session_name) +
+            "</AssumedRoleId>\n"
+            "      <Arn>arn:aws:sts::" +
+            account + ":assumed-role/" + Xml(role_name) + "/" + Xml(out.role_session_name) +
+            "</Arn>\n"
+            "    </AssumedRoleUser>\n"
+            "    <Credentials>\n"
+            "      <AccessKeyId>" +
+            out.access_key_id +
+            "</AccessKeyId>\n"
+            "      <SecretAccessKey>" +
+            Xml(secret) +
+            "</SecretAccessKey>\n"
+            "      <SessionToken>" +
+            Xml(token) +
+            "</SessionToken>\n"
+            "      <Expiration>" +
+            FormatRfc3339(FromUnixSeconds(out.expires_at)) +
+            "</Expiration>\n"
+            "    </Credentials>\n"
+            "    <PackedPolicySize>" +
+            std::to_string(out.policy.size() * 100 / 2048) +
+            "</PackedPolicySize>\n"
+            "  </AssumeRoleResult>\n"
+            "  <ResponseMetadata><RequestId>" +
+            Alnum(8) +
+            "</RequestId></ResponseMetadata>\n"
+            "</AssumeRoleResponse>\n",
+        "text/xml");
+  }
+};
+
+FakeSts::~FakeSts() { Stop(); }
+
+std::unique_ptr<FakeSts> FakeSts::Start(FakeStsOptions options) {
+  std::unique_ptr<FakeSts> f(new FakeSts());
+  f->impl_ = std::make_unique<Impl>();
+  Impl& impl = *f->impl_;
+  impl.options = std::move(options);
+  ::signal(SIGPIPE, SIG_IGN);
+  httplib::Server& svr = impl.server;
+  const int threads = std::max(1, impl.options.threads);
+  svr.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  svr.set_keep_alive_timeout(2);
+  svr.set_payload_max_length(1 << 20);
+  svr.Post("/", [&impl](const httplib::Request& req, httplib::Response& res) {
+    impl.HandleAssumeRole(req, res);
+  });
+  f->port_ = svr.bind_to_any_port("127.0.0.1");
+  if (f->port_ <= 0) {
+    return nullptr;
+  }
+  impl.thread = std::thread([&impl] { impl.server.listen_after_bind(); });
+  for (int i = 0; i < 500 && !svr.is_running(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return f;
+}
+
+void FakeSts::Stop() {
+  if (!impl_) {
+    return;
+  }
+  impl_->server.stop();
+  if (impl_->thread.joinable()) {
+    impl_->thread.join();
+  }
+}
+
+std::string FakeSts::url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+
+void FakeSts::AddRole(FakeRole role) {
+  std::lock_guard lock(impl_->mu);
+  impl_->roles[role.arn] = std::move(role);
+}
+
+void FakeSts::InjectErrors(const std::string& code, int status, int count) {
+  std::lock_guard lock(impl_->mu);
+  impl_->injections.push_back({code, status, count});
+}
+
+void FakeSts::ClearErrors() {
+  std::lock_guard lock(impl_->mu);
+  impl_->injections.clear();
+}
+
+void FakeSts::SetLatency(std::chrono::milliseconds latency) {
+  impl_->latency_ms.store(latency.count());
+}
+
+void FakeSts::SetClockSkew(std::chrono::seconds skew) { impl_->skew_s.store(skew.count()); }
+
+std::optional<FakeSts::Issued> FakeSts::Verify(const std::string& access_key_id,
+                                               const std::string& secret_access_key,
+                                               const std::string& session_token) const {
+  std::lock_guard lock(impl_->mu);
+  auto it = impl_->secrets.find(access_key_id);
+  if (it == impl_->secrets.end() || it->second.first != secret_access_key ||
+      it->second.second != session_token) {
+    return std::nullopt;
+  }
+  for (const Issued& i : impl_->issued) {
+    if (i.access_key_id == access_key_id && i.expires_at > ToUnixSeconds(impl_->Now())) {
+      return i;
+    }
+  }
+  return std::nullopt;
+}
+
+bool FakeSts::SecretActive(const std::string& secret_access_key) const {
+  std::lock_guard lock(impl_->mu);
+  for (const auto& [akid, secret] : impl_->secrets) {
+    if (secret.first == secret_access_key) {
+      for (const Issued& i : impl_->issued) {
+        if (i.access_key_id == akid) {
+          return i.expires_at > ToUnixSeconds(impl_->Now());
+        }
+      }
+    }
+  }
+  return false;
+}
+
+std::vector<FakeSts::Issued> FakeSts::IssuedCredentials() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->issued;
+}
+
+size_t FakeSts::Requests() const { return impl_->requests.load(); }
+
+std::vector<FakeSts::SignedRequest> FakeSts::SignedRequests() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->signed_requests;
+}
+
+std::vector<std::string> FakeSts::Violations() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->violations;
+}
+
+}  // namespace jitbroker::testing
