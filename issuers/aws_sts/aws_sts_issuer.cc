@@ -171,8 +171,10 @@ class AwsStsIssuer final : public IssuerWithSpec<AwsSpec> {
     MintResult out;
     out.type = "aws_credentials";
     out.expires_at = std::min(role.expiration, m.now + std::chrono::seconds(m.ttl_seconds));
-    if (role.expiration > out.expires_at) {
+    if (in.duration_seconds > m.ttl_seconds) {
       // STS's floor is 15 minutes: the credential outlives a shorter grant.
+      // (Compared by duration: STS's clock and the call's latency put its
+      // expiration a moment after now + TTL even when they are equal.)
       out.upstream_expires_at = role.expiration;
     }
     out.fields = {{"access_key_id", role.access_key_id},

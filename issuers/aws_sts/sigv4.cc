@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "broker/common/text.h"
 #include "broker/common/time_util.h"
 #include "broker/crypto/crypto.h"
 
@@ -51,19 +52,6 @@ std::string TrimAll(std::string_view v) {
   return out;
 }
 
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') {
-    return c - '0';
-  }
-  if (c >= 'a' && c <= 'f') {
-    return c - 'a' + 10;
-  }
-  if (c >= 'A' && c <= 'F') {
-    return c - 'A' + 10;
-  }
-  return -1;
-}
-
 Result<std::string> PercentDecode(std::string_view s) {
   std::string out;
   out.reserve(s.size());
@@ -72,8 +60,8 @@ Result<std::string> PercentDecode(std::string_view s) {
       out.push_back(s[i]);
       continue;
     }
-    const int hi = i + 2 < s.size() ? HexValue(s[i + 1]) : -1;
-    const int lo = i + 2 < s.size() ? HexValue(s[i + 2]) : -1;
+    const int hi = i + 2 < s.size() ? text::HexDigitValue(s[i + 1]) : -1;
+    const int lo = i + 2 < s.size() ? text::HexDigitValue(s[i + 2]) : -1;
     if (hi < 0 || lo < 0) {
       return std::unexpected(Invalid("the query has an invalid percent-encoding"));
     }

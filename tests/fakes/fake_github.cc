@@ -12,6 +12,7 @@
 #include "broker/common/time_util.h"
 #include "broker/crypto/crypto.h"
 #include "broker/crypto/jose.h"
+#include "tests/support/loopback.h"
 
 namespace jitbroker::testing {
 
@@ -810,25 +811,15 @@ std::unique_ptr<FakeGitHub> FakeGitHub::Start(FakeGitHubOptions options) {
       R"(/repos/([^/]+)/([^/]+))",
       [&impl](const httplib::Request& req, httplib::Response& res) { impl.HandleRepo(req, res); });
 
-  f->port_ = svr.bind_to_any_port("127.0.0.1");
-  if (f->port_ <= 0) {
-    return nullptr;
-  }
-  impl.thread = std::thread([&impl] { impl.server.listen_after_bind(); });
-  for (int i = 0; i < 500 && !svr.is_running(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  return f;
+  f->port_ = ServeOnLoopback(svr, impl.thread);
+  return f->port_ > 0 ? std::move(f) : nullptr;
 }
 
 void FakeGitHub::Stop() {
   if (!impl_) {
     return;
   }
-  impl_->server.stop();
-  if (impl_->thread.joinable()) {
-    impl_->thread.join();
-  }
+  StopServing(impl_->server, impl_->thread);
 }
 
 std::string FakeGitHub::url() const { return "http://127.0.0.1:" + std::to_string(port_); }

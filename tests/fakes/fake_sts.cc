@@ -12,6 +12,7 @@
 #include "broker/crypto/crypto.h"
 #include "broker/net/url.h"
 #include "issuers/aws_sts/sigv4.h"
+#include "tests/support/loopback.h"
 
 namespace jitbroker::testing {
 
@@ -441,25 +442,15 @@ std::unique_ptr<FakeSts> FakeSts::Start(FakeStsOptions options) {
   svr.Post("/", [&impl](const httplib::Request& req, httplib::Response& res) {
     impl.HandleAssumeRole(req, res);
   });
-  f->port_ = svr.bind_to_any_port("127.0.0.1");
-  if (f->port_ <= 0) {
-    return nullptr;
-  }
-  impl.thread = std::thread([&impl] { impl.server.listen_after_bind(); });
-  for (int i = 0; i < 500 && !svr.is_running(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  return f;
+  f->port_ = ServeOnLoopback(svr, impl.thread);
+  return f->port_ > 0 ? std::move(f) : nullptr;
 }
 
 void FakeSts::Stop() {
   if (!impl_) {
     return;
   }
-  impl_->server.stop();
-  if (impl_->thread.joinable()) {
-    impl_->thread.join();
-  }
+  StopServing(impl_->server, impl_->thread);
 }
 
 std::string FakeSts::url() const { return "http://127.0.0.1:" + std::to_string(port_); }

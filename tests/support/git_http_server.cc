@@ -1,4 +1,5 @@
 #include "tests/support/git_http_server.h"
+#include "tests/support/loopback.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -239,21 +240,16 @@ std::unique_ptr<GitHttpServer> GitHttpServer::Start(std::string root, Authorize 
   };
   s->impl_->server.Get(R"(/.*)", handler);
   s->impl_->server.Post(R"(/.*)", handler);
-  s->port_ = s->impl_->server.bind_to_any_port("127.0.0.1");
+  s->port_ = ServeOnLoopback(s->impl_->server, s->impl_->thread);
   if (s->port_ <= 0) {
     throw std::runtime_error("GitHttpServer: cannot bind");
-  }
-  s->impl_->thread = std::thread([impl] { impl->server.listen_after_bind(); });
-  while (!s->impl_->server.is_running()) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   return s;
 }
 
 void GitHttpServer::Stop() {
-  if (impl_ && impl_->thread.joinable()) {
-    impl_->server.stop();
-    impl_->thread.join();
+  if (impl_) {
+    StopServing(impl_->server, impl_->thread);
   }
 }
 

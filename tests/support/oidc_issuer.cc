@@ -5,15 +5,11 @@
 #include <thread>
 
 #include "broker/crypto/crypto.h"
+#include "tests/support/loopback.h"
 
 namespace jitbroker::testing {
 
-FakeOidcIssuer::~FakeOidcIssuer() {
-  server_.stop();
-  if (thread_.joinable()) {
-    thread_.join();
-  }
-}
+FakeOidcIssuer::~FakeOidcIssuer() { StopServing(server_, thread_); }
 
 std::unique_ptr<FakeOidcIssuer> FakeOidcIssuer::Start() {
   std::unique_ptr<FakeOidcIssuer> f(new FakeOidcIssuer());
@@ -80,15 +76,11 @@ std::unique_ptr<FakeOidcIssuer> FakeOidcIssuer::Start() {
     const std::string token = self->Sign(self->GitHubClaims(audience, now), kid);
     res.set_content(nlohmann::json{{"count", 1}, {"value", token}}.dump(), "application/json");
   });
-  f->port_ = f->server_.bind_to_any_port("127.0.0.1");
+  f->port_ = ServeOnLoopback(f->server_, f->thread_);
   if (f->port_ <= 0) {
     return nullptr;
   }
   f->issuer_ = "http://127.0.0.1:" + std::to_string(f->port_);
-  f->thread_ = std::thread([self] { self->server_.listen_after_bind(); });
-  for (int i = 0; i < 500 && !f->server_.is_running(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
   return f;
 }
 
