@@ -4,6 +4,7 @@
 #include <array>
 
 #include "broker/common/json_util.h"
+#include "broker/common/text.h"
 
 namespace jitbroker::issuers::aws_sts {
 
@@ -208,9 +209,7 @@ Tier ActionTier(std::string_view action) {
       return Tier::kSecret;
     }
   }
-  std::string lower(action.substr(action.find(':') + 1));
-  std::transform(lower.begin(), lower.end(), lower.begin(),
-                 [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; });
+  const std::string lower = text::AsciiLower(action.substr(action.find(':') + 1));
   const std::string_view name = lower;
   const size_t wild = name.find_first_of("*?");
   if (wild == std::string_view::npos) {

@@ -25,14 +25,6 @@ bool IsTokenChar(unsigned char c) {
          c == '*' || c == '+' || c == '^' || c == '`' || c == '|';
 }
 
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](char c) {
-    return c >= 'A' && c <= 'Z' ? static_cast<char>(c + ('a' - 'A')) : c;
-  });
-  return out;
-}
-
 // A header value trimmed, with each run of spaces inside it made one.
 std::string TrimAll(std::string_view v) {
   std::string out;
@@ -180,9 +172,10 @@ Result<CanonicalRequest> Canonicalize(const SigV4Request& req) {
           const auto u = static_cast<unsigned char>(c);
           return (u < 0x20 && c != '\t') || u == 0x7f;
         })) {
-      return std::unexpected(Invalid("header " + Lower(name) + " has a control character"));
+      return std::unexpected(
+          Invalid("header " + text::AsciiLower(name) + " has a control character"));
     }
-    headers[Lower(name)].push_back(TrimAll(value));
+    headers[text::AsciiLower(name)].push_back(TrimAll(value));
   }
   if (!headers.contains("host") || !headers.contains("x-amz-date")) {
     return std::unexpected(Invalid("a signed request needs Host and X-Amz-Date"));

@@ -133,8 +133,8 @@ Result<XmlElement> StsApi::Call(std::string_view action,
 
   const auto start = std::chrono::steady_clock::now();
   const auto deadline = start + options_.call_deadline;
-  std::mt19937_64 rng(std::random_device{}());
   auto wait = [&](int attempt) {
+    static thread_local std::mt19937_64 rng(std::random_device{}());  // seeded once per thread
     const int64_t cap = options_.backoff_base.count() << std::min(attempt, 10);
     const milliseconds d(std::uniform_int_distribution<int64_t>(0, std::max<int64_t>(cap, 1))(rng));
     if (std::chrono::steady_clock::now() + d >= deadline) {
