@@ -452,25 +452,23 @@ std::vector<std::string> LenientHttpHosts(std::string_view text) {
   return out;
 }
 
-namespace {
-
-Result<std::string> FormDecode(std::string_view s) {
+Result<std::string> PercentDecode(std::string_view s, bool plus_is_space) {
   std::string out;
   out.reserve(s.size());
   for (size_t i = 0; i < s.size(); ++i) {
     const char c = s[i];
-    if (c == '+') {
+    if (c == '+' && plus_is_space) {
       out += ' ';
     } else if (c == '%') {
       if (i + 2 >= s.size()) {
         return std::unexpected(
-            InvalidArgument("invalid_request", "the form data has a truncated %-escape"));
+            InvalidArgument("invalid_request", "the %-encoded text has a truncated escape"));
       }
       const int hi = text::HexDigitValue(s[i + 1]);
       const int lo = text::HexDigitValue(s[i + 2]);
       if (hi < 0 || lo < 0) {
         return std::unexpected(
-            InvalidArgument("invalid_request", "the form data has an invalid %-escape"));
+            InvalidArgument("invalid_request", "the %-encoded text has an invalid escape"));
       }
       out += static_cast<char>(hi * 16 + lo);
       i += 2;
@@ -479,10 +477,15 @@ Result<std::string> FormDecode(std::string_view s) {
     }
   }
   if (out.find('\0') != std::string::npos) {
-    return std::unexpected(InvalidArgument("invalid_request", "the form data contains a NUL byte"));
+    return std::unexpected(
+        InvalidArgument("invalid_request", "the %-encoded text contains a NUL byte"));
   }
   return out;
 }
+
+namespace {
+
+Result<std::string> FormDecode(std::string_view s) { return PercentDecode(s, true); }
 
 }  // namespace
 

@@ -126,6 +126,11 @@ struct Url {
 // does not start with http:// or https:// (any case) or names no host.
 std::vector<std::string> LenientHttpHosts(std::string_view text);
 
+// Decodes %XX escapes (and '+' as a space when `plus_is_space`: form data;
+// RFC 3986 text keeps '+'). Errors: kInvalidArgument "invalid_request" for a
+// bad %-escape or a NUL byte.
+[[nodiscard]] Result<std::string> PercentDecode(std::string_view s, bool plus_is_space);
+
 // Splits application/x-www-form-urlencoded data (a form body or a URL query)
 // into name/value pairs in order ('+' is a space, %XX decoded; empty pairs
 // skipped). Errors: kInvalidArgument "invalid_request" for a bad %-escape or

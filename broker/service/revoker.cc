@@ -114,7 +114,13 @@ std::vector<RevocationOutcome> Revoker::Revoke(std::vector<GrantRecord>& grants,
         g.revoke_outcome = std::string(RevokeOutcomeName(r->kind));
         g.sealed_handle.clear();
         out.outcome = g.revoke_outcome;
-        out.residual_seconds = r->kind == RevokeOutcomeKind::kRevoked ? 0 : residual;
+        // Revoked: nothing left. A deny installed: what the issuer says is
+        // left (propagation), at most the credential's life. Expiry only:
+        // the credential's life.
+        out.residual_seconds = r->kind == RevokeOutcomeKind::kRevoked ? 0
+                               : r->kind == RevokeOutcomeKind::kDenyInstalled
+                                   ? std::min(r->residual_seconds, residual)
+                                   : residual;
       } else {
         // Upstream failed: queue a durable retry until success or expiry.
         log::Get("lifecycle")

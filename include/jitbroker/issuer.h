@@ -132,7 +132,9 @@ std::string_view RevokeOutcomeName(
 
 struct RevokeOutcome {
   RevokeOutcomeKind kind = RevokeOutcomeKind::kRevoked;
-  int64_t residual_seconds = 0;  // exposure left for expiry_only
+  // Exposure left: expiry_only, the credential's remaining life; deny_installed,
+  // how long the deny may take to apply upstream (propagation).
+  int64_t residual_seconds = 0;
 };
 
 // A trust policy's grant narrowed to what a CI exchange asked for

@@ -6,8 +6,9 @@
 #include "broker/common/time_util.h"
 #include "broker/crypto/crypto.h"
 #include "broker/net/url.h"
+#include "issuers/aws_sts/aws_api.h"
 #include "issuers/aws_sts/aws_scope.h"
-#include "issuers/aws_sts/sts_api.h"
+#include "issuers/aws_sts/revocation_writer.h"
 
 namespace jitbroker::issuers::aws_sts {
 
@@ -21,7 +22,11 @@ struct Options {
   std::string region;
   std::string partition;
   std::set<std::string> accounts;
-  StsOptions sts;
+  QueryOptions sts;
+  QueryOptions iam;
+  bool deny_policy = true;  // revoke: deny_policy (else expiry_only)
+  int64_t deny_propagation_seconds = 300;
+  size_t max_policy_chars = 10240;
   std::string access_key_id;
   SecretValue secret_access_key;
   SecretValue session_token;
@@ -70,7 +75,7 @@ class AwsSpec final : public IssuerSpec {
   explicit AwsSpec(const Options& o) : partition_(o.partition), accounts_(o.accounts) {
     desc_.name = o.name;
     desc_.type = "aws_sts";
-    desc_.revocability = Revocability::kExpiryOnly;
+    desc_.revocability = o.deny_policy ? Revocability::kDenyByCondition : Revocability::kExpiryOnly;
     desc_.mints_upstream = true;
     desc_.max_ttl_seconds = o.max_ttl_seconds;
     desc_.default_ttl_seconds = std::min(o.default_ttl_seconds, o.max_ttl_seconds);
@@ -146,10 +151,16 @@ class AwsStsIssuer final : public IssuerWithSpec<AwsSpec> {
         region_(o.region),
         max_session_seconds_(o.max_session_seconds),
         external_id_(o.external_id),
+        deny_policy_(o.deny_policy),
+        deny_propagation_seconds_(o.deny_propagation_seconds),
         access_key_id_(o.access_key_id),
         secret_(std::move(o.secret_access_key)),
         session_token_(std::move(o.session_token)),
-        api_(o.sts, http, clock, [this] { return BaseCredentials(); }, o.name) {}
+        sts_(
+            o.sts, http, clock, [this](bool) { return BaseCredentials(); }, o.name),
+        iam_(
+            o.iam, http, clock, [this](bool) { return BaseCredentials(); }, o.name),
+        writer_(&iam_, o.max_policy_chars, o.name) {}
 
   Result<MintResult> Mint(const MintRequest& m) override {
     JITBROKER_ASSIGN_OR_RETURN(ParsedRequest p, spec().Parse(m.request));
@@ -166,7 +177,7 @@ class AwsStsIssuer final : public IssuerWithSpec<AwsSpec> {
                {"jb-task", TagValue(m.task_id)}};
     in.transitive_tag_keys = {"jb-session"};
     in.external_id = external_id_;
-    JITBROKER_ASSIGN_OR_RETURN(AssumedRole role, api_.AssumeRole(in));
+    JITBROKER_ASSIGN_OR_RETURN(AssumedRole role, AssumeRole(sts_, in));
 
     MintResult out;
     out.type = "aws_credentials";
@@ -201,16 +212,48 @@ class AwsStsIssuer final : public IssuerWithSpec<AwsSpec> {
   }
 
   Result<RevokeOutcome> Revoke(const RevokeRequest& r) override {
-    // revoke: expiry_only (docs/aws.md, "Revocation"): STS credentials live
-    // until they expire; the outcome says for how long.
+    const int64_t left = std::max<int64_t>(0, ToUnixSeconds(r.expires_at) - ToUnixSeconds(r.now));
     RevokeOutcome out;
-    out.kind = RevokeOutcomeKind::kExpiryOnly;
-    out.residual_seconds = std::max<int64_t>(0, ToUnixSeconds(r.expires_at) - ToUnixSeconds(r.now));
+    if (!deny_policy_) {
+      // revoke: expiry_only (docs/aws.md, "Revocation"): STS credentials
+      // live until they expire; the outcome says for how long.
+      out.kind = RevokeOutcomeKind::kExpiryOnly;
+      out.residual_seconds = left;
+      return out;
+    }
+    // revoke: deny_policy: deny the grant's source identity on its role
+    // until the credential expires; AWS applies it after propagation.
+    nlohmann::json handle =
+        nlohmann::json::parse(r.revocation_handle.Reveal(), nullptr, /*allow_exceptions=*/false);
+    if (!handle.is_object() || !handle.value("role_arn", nlohmann::json()).is_string() ||
+        !handle.value("source_identity", nlohmann::json()).is_string()) {
+      return std::unexpected(Internal("the aws_sts revocation handle of grant " + r.grant_id +
+                                      " is not {role_arn, source_identity}"));
+    }
+    const std::string role_arn = handle["role_arn"];
+    const std::string source_identity = handle["source_identity"];
+    out.kind = RevokeOutcomeKind::kDenyInstalled;
+    if (left == 0) {
+      return out;  // expired: nothing left to deny
+    }
+    JITBROKER_RETURN_IF_ERROR(writer_.Deny(role_arn.substr(role_arn.rfind('/') + 1),
+                                           source_identity, r.expires_at, r.now));
+    out.residual_seconds = std::min(left, deny_propagation_seconds_);
     return out;
   }
 
   void CollectMetrics(std::vector<IssuerMetricFamily>& out) const override {
-    api_.CollectMetrics(out);
+    IssuerMetricFamily calls{
+        "jitbroker_aws_api_calls_total", "counter", "AWS calls by service, action and outcome", {}};
+    IssuerMetricFamily derivations{"jitbroker_aws_sigv4_key_derivations_total",
+                                   "counter",
+                                   "SigV4 signing keys derived (once per day, region, service)",
+                                   {}};
+    sts_.CollectMetrics(calls, derivations);
+    iam_.CollectMetrics(calls, derivations);
+    out.push_back(std::move(calls));
+    out.push_back(std::move(derivations));
+    writer_.CollectMetrics(out);
   }
 
  private:
@@ -225,10 +268,14 @@ class AwsStsIssuer final : public IssuerWithSpec<AwsSpec> {
   const std::string region_;
   const int64_t max_session_seconds_;
   const std::string external_id_;
+  const bool deny_policy_;
+  const int64_t deny_propagation_seconds_;
   const std::string access_key_id_;
   const SecretValue secret_;
   const SecretValue session_token_;
-  StsApi api_;
+  AwsQueryApi sts_;
+  AwsQueryApi iam_;
+  RevocationWriter writer_;
 };
 
 Result<Options> ParseOptions(IssuerContext& ctx) {
@@ -297,24 +344,48 @@ Result<Options> ParseOptions(IssuerContext& ctx) {
   }
 
   JITBROKER_ASSIGN_OR_RETURN(auto allow_http, s.OptBool("allow_http"));
-  JITBROKER_ASSIGN_OR_RETURN(auto endpoint, s.OptString("endpoint"));
-  const std::string suffix = o.partition == "aws-cn" ? "amazonaws.com.cn" : "amazonaws.com";
-  o.sts.endpoint = endpoint.value_or("https://sts." + o.region + "." + suffix);
-  while (o.sts.endpoint.ends_with('/')) {
-    o.sts.endpoint.pop_back();
-  }
   net::UrlPolicy url_policy;
   url_policy.http =
       allow_http.value_or(false) ? net::HttpRule::kLoopbackOnly : net::HttpRule::kRefuse;
   url_policy.allow_path = false;
-  if (auto u = net::ParseUrl(o.sts.endpoint, url_policy); !u) {
-    return std::unexpected(
-        s.Err("endpoint",
-              "must be https://HOST[:PORT] (http:// only with allow_http: true and a "
-              "loopback host), without a path: " +
-                  u.error().message));
-  }
+  auto endpoint_of = [&](const std::string& key,
+                         const std::string& fallback) -> Result<std::string> {
+    JITBROKER_ASSIGN_OR_RETURN(auto given, s.OptString(key));
+    std::string url = given.value_or(fallback);
+    while (url.ends_with('/')) {
+      url.pop_back();
+    }
+    if (auto u = net::ParseUrl(url, url_policy); !u) {
+      return std::unexpected(
+          s.Err(key,
+                "must be https://HOST[:PORT] (http:// only with allow_http: true and a "
+                "loopback host), without a path: " +
+                    u.error().message));
+    }
+    return url;
+  };
+  const std::string suffix = o.partition == "aws-cn" ? "amazonaws.com.cn" : "amazonaws.com";
+  JITBROKER_ASSIGN_OR_RETURN(o.sts.endpoint,
+                             endpoint_of("endpoint", "https://sts." + o.region + "." + suffix));
   o.sts.region = o.region;
+  o.sts.access_denied_hint =
+      "the role's trust policy must allow sts:AssumeRole, sts:TagSession and "
+      "sts:SetSourceIdentity for the broker";
+  // IAM is global: one endpoint and signing region per partition.
+  const std::string iam_default = o.partition == "aws-cn"
+                                      ? "https://iam.cn-north-1.amazonaws.com.cn"
+                                  : o.partition == "aws-us-gov" ? "https://iam.us-gov.amazonaws.com"
+                                                                : "https://iam.amazonaws.com";
+  JITBROKER_ASSIGN_OR_RETURN(o.iam.endpoint, endpoint_of("iam_endpoint", iam_default));
+  o.iam.region = o.partition == "aws-cn"       ? "cn-north-1"
+                 : o.partition == "aws-us-gov" ? "us-gov-west-1"
+                                               : "us-east-1";
+  o.iam.service = "iam";
+  o.iam.api_version = "2010-05-08";
+  o.iam.label = "AWS IAM";
+  o.iam.access_denied_hint =
+      "revoke: deny_policy needs iam:GetRolePolicy and iam:PutRolePolicy on the role's "
+      "jitbroker-revocations policy";
 
   JITBROKER_ASSIGN_OR_RETURN(auto max_ttl, s.OptInt("max_ttl_seconds", 1, kMaxDurationSeconds));
   JITBROKER_ASSIGN_OR_RETURN(auto default_ttl,
@@ -335,11 +406,20 @@ Result<Options> ParseOptions(IssuerContext& ctx) {
     o.external_id = *external_id;
   }
   JITBROKER_ASSIGN_OR_RETURN(auto revoke, s.OptString("revoke"));
-  if (revoke && *revoke != "expiry_only") {
-    return std::unexpected(
-        s.Err("revoke",
-              "must be expiry_only: STS credentials live until they expire (docs/aws.md, "
-              "\"Revocation\")"));
+  if (revoke && *revoke != "deny_policy" && *revoke != "expiry_only") {
+    return std::unexpected(s.Err("revoke",
+                                 "must be deny_policy or expiry_only (docs/aws.md, "
+                                 "\"Revocation\")"));
+  }
+  o.deny_policy = revoke.value_or("deny_policy") == "deny_policy";
+  JITBROKER_ASSIGN_OR_RETURN(auto propagation,
+                             s.OptInt("deny_propagation_seconds", 0, kMaxDurationSeconds));
+  o.deny_propagation_seconds = propagation.value_or(300);
+  JITBROKER_ASSIGN_OR_RETURN(auto max_chars, s.OptInt("max_policy_chars", 1024, 131072));
+  o.max_policy_chars = static_cast<size_t>(max_chars.value_or(10240));
+  if (!o.deny_policy && (propagation || max_chars)) {
+    return std::unexpected(s.Err(propagation ? "deny_propagation_seconds" : "max_policy_chars",
+                                 "applies only with revoke: deny_policy"));
   }
 
   JITBROKER_ASSIGN_OR_RETURN(auto timeout_ms, s.OptInt("timeout_ms", 100, 120000));
@@ -350,6 +430,10 @@ Result<Options> ParseOptions(IssuerContext& ctx) {
   o.sts.connect_timeout = std::chrono::milliseconds(connect_ms.value_or(5000));
   o.sts.max_attempts = static_cast<int>(attempts.value_or(3));
   o.sts.call_deadline = std::chrono::milliseconds(call_deadline_ms.value_or(15000));
+  o.iam.timeout = o.sts.timeout;
+  o.iam.connect_timeout = o.sts.connect_timeout;
+  o.iam.max_attempts = o.sts.max_attempts;
+  o.iam.call_deadline = o.sts.call_deadline;
   JITBROKER_RETURN_IF_ERROR(s.CheckNoUnknownKeys());
   return o;
 }
@@ -359,7 +443,8 @@ Result<std::unique_ptr<Issuer>> Create(IssuerContext& ctx, AwsStsHooks hooks) {
   if (ctx.http == nullptr || ctx.clock == nullptr) {
     return std::unexpected(Internal("issuer " + ctx.name + " (aws_sts) needs an HTTP client"));
   }
-  o.sts.sleep = std::move(hooks.sleep);
+  o.sts.sleep = hooks.sleep;
+  o.iam.sleep = std::move(hooks.sleep);
   return std::unique_ptr<Issuer>(std::make_unique<AwsStsIssuer>(std::move(o), ctx.http, ctx.clock));
 }
 

@@ -2,16 +2,20 @@
 // by an inline session policy to the actions and ARNs a grant asks for,
 // attributable in CloudTrail to the grant.
 //
-//   mint:   one STS AssumeRole (sts_api.h; SigV4 with the broker's base
+//   mint:   one STS AssumeRole (aws_api.h; SigV4 with the broker's base
 //           credentials) for arn:PARTITION:iam::ACCOUNT:role/PATH/NAME with
 //           RoleSessionName jb-<grant id>, SourceIdentity <grant id>, the
 //           session policy built from the scope (aws_scope.h), session tags
 //           jb-session (transitive), jb-principal, jb-agent, jb-task, and
 //           DurationSeconds = the grant TTL within [900, max_session_seconds].
 //           Roles outside `accounts` are refused before any call.
-//   revoke: `revoke: expiry_only`: STS credentials cannot be revoked one by
-//           one; the outcome says so with the seconds left (docs/aws.md,
-//           "Revocation").
+//   revoke: `revoke: deny_policy` (default): the grant id is added to the
+//           role's jitbroker-revocations inline policy, which denies every
+//           action to sessions with that SourceIdentity (deny_policy.h,
+//           revocation_writer.h); the outcome is deny_installed with IAM's
+//           propagation as the residual. `revoke: expiry_only`: nothing is
+//           written; the outcome says how long the credential lives
+//           (docs/aws.md, "Revocation").
 //   tier:   the highest tier of the requested actions (aws_scope.h).
 //
 // A grant's resource is aws://ACCOUNT/role/[PATH/]NAME; its scope is
@@ -24,7 +28,8 @@
 // partition; credentials {access_key_id, secret_access_key, session_token}
 // (each env:/file:); accounts; endpoint; allow_http; max_ttl_seconds;
 // default_ttl_seconds; max_session_seconds; external_id; revoke; timeout_ms;
-// connect_timeout_ms; call_deadline_ms; max_attempts.
+// connect_timeout_ms; call_deadline_ms; max_attempts; iam_endpoint;
+// deny_propagation_seconds; max_policy_chars.
 //
 // CI exchanges (IssuerSpec::NarrowScope): requested RFC 8693 scope tokens
 // are actions of the trust policy's grant; the narrowed grant carries those.

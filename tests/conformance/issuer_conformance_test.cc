@@ -300,7 +300,7 @@ struct AwsFixture {
     o.threads = 32;
     fake = FakeSts::Start(o);
     REQUIRE(fake != nullptr);
-    fake->AddRole({"arn:aws:iam::123456789012:role/ci-deploy", 3600, {kAkid}, ""});
+    fake->AddRole({"arn:aws:iam::123456789012:role/ci-deploy", 3600, {kAkid}, "", {kAkid}});
     dir.Write("akid", kAkid);
     dir.Write("secret", kSecret);
     http = net::MakeCurlHttpClient({});
@@ -325,6 +325,7 @@ IssuerConformanceCase AwsStsCase() {
     u.clock = &f->clock;
     BuildThroughRegistry(u, "aws_sts",
                          "{type: aws_sts, region: us-east-1, endpoint: '" + f->fake->url() +
+                             "', iam_endpoint: '" + f->fake->url() +
                              "', allow_http: true, accounts: ['123456789012'], credentials: "
                              "{access_key_id: 'file:" +
                              f->dir.File("akid") +

@@ -5,8 +5,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
+#include <functional>
 #include <mutex>
 #include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "broker/common/time_util.h"
 #include "broker/crypto/crypto.h"
@@ -74,7 +78,10 @@ struct FakeSts::Impl {
     std::string code;
     int status = 500;
     int remaining = 0;
+    std::string action;  // empty = every action
   };
+  // IAM: role name -> policy name -> document (the role's inline policies).
+  std::map<std::string, std::map<std::string, std::string>> role_policies;
   std::vector<Injection> injections;
   std::vector<Issued> issued;
   std::map<std::string, std::pair<std::string, std::string>> secrets;  // akid -> (secret, token)
@@ -83,6 +90,9 @@ struct FakeSts::Impl {
   std::atomic<int64_t> latency_ms{0};
   std::atomic<int64_t> skew_s{0};
   std::atomic<size_t> requests{0};
+  size_t policy_writes = 0;  // under mu
+  size_t calls = 0;          // calls with issued credentials (under mu)
+  size_t denied_calls = 0;
 
   TimePoint Now() const {
     return std::chrono::time_point_cast<std::chrono::nanoseconds>(
@@ -116,9 +126,13 @@ struct FakeSts::Impl {
     violations.push_back(std::move(what));
   }
 
-  // SigV4: the broker's base identity, signed as STS checks it. Returns the
-  // access key id, or answers the error and returns "".
-  std::string CheckSignature(const httplib::Request& req, httplib::Response& res) {
+  // SigV4, as AWS checks it: signed for `service` in its region with the
+  // broker's base identity or (when `temporary_ok`) a credential this fake
+  // issued, with its session token. Returns the access key id, or answers
+  // the error and returns "".
+  std::string CheckSignature(const httplib::Request& req, httplib::Response& res,
+                             const std::string& service, const std::string& region,
+                             bool temporary_ok) {
     const std::string authz = req.get_header_value("Authorization");
     constexpr std::string_view kAlg = "AWS4-HMAC-SHA256 ";
     if (!authz.starts_with(kAlg)) {
@@ -152,11 +166,11 @@ struct FakeSts::Impl {
       }
       pos = slash + 1;
     }
-    if (scope.size() != 5 || scope[3] != "sts" || scope[4] != "aws4_request" ||
-        scope[2] != options.region || signed_headers.empty() || signature.size() != 64) {
+    if (scope.size() != 5 || scope[3] != service || scope[4] != "aws4_request" ||
+        scope[2] != region || signed_headers.empty() || signature.size() != 64) {
       Error(res, 400, "IncompleteSignature",
-            "Authorization header requires Credential, SignedHeaders and Signature for STS in " +
-                options.region);
+            "Authorization header requires Credential, SignedHeaders and Signature for " + service +
+                " in " + region);
       return "";
     }
     const std::string akid = scope[0];
@@ -164,14 +178,26 @@ struct FakeSts::Impl {
     {
       std::lock_guard lock(mu);
       auto it = options.keys.find(akid);
-      if (it == options.keys.end()) {
+      auto temp = secrets.find(akid);
+      if (it != options.keys.end()) {
+        secret = it->second;
+        if (auto t = options.session_tokens.find(akid); t != options.session_tokens.end()) {
+          token = t->second;
+        }
+      } else if (temporary_ok && temp != secrets.end()) {
+        secret = temp->second.first;
+        token = temp->second.second;
+        for (const Issued& i : issued) {
+          if (i.access_key_id == akid && i.expires_at <= ToUnixSeconds(Now())) {
+            Error(res, 403, "ExpiredToken",
+                  "The security token included in the request is expired");
+            return "";
+          }
+        }
+      } else {
         Error(res, 403, "InvalidClientTokenId",
               "The security token included in the request is invalid.");
         return "";
-      }
-      secret = it->second;
-      if (auto t = options.session_tokens.find(akid); t != options.session_tokens.end()) {
-        token = t->second;
       }
     }
     const std::string amz_date = req.get_header_value("X-Amz-Date");
@@ -213,7 +239,7 @@ struct FakeSts::Impl {
     aws::AwsCredentials creds;
     creds.access_key_id = akid;
     creds.secret_access_key = SecretValue(secret);
-    auto sig = aws::Sign(sreq, creds, amz_date, options.region, "sts");
+    auto sig = aws::Sign(sreq, creds, amz_date, region, service);
     if (!sig || !crypto::ConstantTimeEquals(
                     sig->authorization.substr(sig->authorization.rfind('=') + 1), signature)) {
       Error(res, 403, "SignatureDoesNotMatch",
@@ -230,7 +256,9 @@ struct FakeSts::Impl {
         rec.headers[n] = req.get_header_value(n);
       }
       std::lock_guard lock(mu);
-      signed_requests.push_back(std::move(rec));
+      if (options.keep_issued) {
+        signed_requests.push_back(std::move(rec));
+      }
     }
     if (!token.empty() && req.get_header_value("X-Amz-Security-Token") != token) {
       Error(res, 403, "InvalidClientTokenId",
@@ -248,33 +276,32 @@ struct FakeSts::Impl {
     return akid;
   }
 
-  void HandleAssumeRole(const httplib::Request& req, httplib::Response& res) {
+  // The service a request is signed for (its credential scope), or "".
+  static std::string ServiceOf(const httplib::Request& req) {
+    const std::string authz = req.get_header_value("Authorization");
+    const size_t at = authz.find("Credential=");
+    if (at == std::string::npos) {
+      return "";
+    }
+    std::string cred = authz.substr(at + 11, authz.find(',', at) - at - 11);
+    size_t end = cred.rfind('/');
+    if (end == std::string::npos) {
+      return "";
+    }
+    cred.resize(end);
+    return cred.substr(cred.rfind('/') + 1);
+  }
+
+  // POST /: STS (AssumeRole), IAM (GetRolePolicy, PutRolePolicy) or a call
+  // made with issued credentials (AuthorizeCall), told apart by the service
+  // the request is signed for.
+  void Handle(const httplib::Request& req, httplib::Response& res) {
     ++requests;
     if (const int64_t ms = latency_ms.load(); ms > 0) {
       std::this_thread::sleep_for(std::chrono::milliseconds(ms));
     }
-    std::optional<Injection> hit;
-    {
-      std::lock_guard lock(mu);
-      for (auto& inj : injections) {
-        if (inj.remaining != 0) {
-          if (inj.remaining > 0) {
-            --inj.remaining;
-          }
-          hit = inj;
-          break;
-        }
-      }
-    }
-    if (hit) {
-      return Error(res, hit->status, hit->code, "injected " + hit->code);
-    }
     if (!req.get_header_value("Content-Type").starts_with("application/x-www-form-urlencoded")) {
       return Error(res, 400, "InvalidParameterValue", "Content-Type must be a form");
-    }
-    const std::string akid = CheckSignature(req, res);
-    if (akid.empty()) {
-      return;
     }
     auto form = net::ParseForm(req.body);
     if (!form) {
@@ -286,8 +313,37 @@ struct FakeSts::Impl {
         return Error(res, 400, "InvalidParameterValue", "parameter given twice: " + k);
       }
     }
-    if (p["Action"] != "AssumeRole") {
-      return Error(res, 400, "InvalidAction", "Could not find operation " + p["Action"]);
+    std::optional<Injection> hit;
+    {
+      std::lock_guard lock(mu);
+      for (auto& inj : injections) {
+        if (inj.remaining != 0 && (inj.action.empty() || inj.action == p["Action"])) {
+          if (inj.remaining > 0) {
+            --inj.remaining;
+          }
+          hit = inj;
+          break;
+        }
+      }
+    }
+    if (hit) {
+      return Error(res, hit->status, hit->code, "injected " + hit->code);
+    }
+    const std::string service = ServiceOf(req);
+    if (service == "iam") {
+      return HandleIam(req, res, p);
+    }
+    if (service != "sts" || p["Action"] != "AssumeRole") {
+      return HandleCall(req, res, service, p);
+    }
+    HandleAssumeRole(req, res, p);
+  }
+
+  void HandleAssumeRole(const httplib::Request& req, httplib::Response& res,
+                        std::map<std::string, std::string>& p) {
+    const std::string akid = CheckSignature(req, res, "sts", options.region, false);
+    if (akid.empty()) {
+      return;
     }
     if (p["Version"] != "2011-06-15") {
       return Error(res, 400, "InvalidParameterValue", "Version must be 2011-06-15");
@@ -381,8 +437,10 @@ struct FakeSts::Impl {
     const std::string account = out.role_arn.substr(13, 12);  // arn:aws:iam::ACCOUNT
     {
       std::lock_guard lock(mu);
-      secrets[out.access_key_id] = {secret, token};
-      issued.push_back(out);
+      if (options.keep_issued) {
+        secrets[out.access_key_id] = {secret, token};
+        issued.push_back(out);
+      }
     }
     res.status = 200;
     res.set_header("Date", HttpDate(now));
@@ -424,6 +482,260 @@ struct FakeSts::Impl {
             "</AssumeRoleResponse>\n",
         "text/xml");
   }
+
+  // RFC 3986 percent-encoding of everything but unreserved characters, as
+  // IAM encodes the PolicyDocument it answers.
+  static std::string UrlEncode(std::string_view s) {
+    static constexpr char kHex[] = "0123456789ABCDEF";
+    std::string out;
+    for (char c : s) {
+      const auto u = static_cast<unsigned char>(c);
+      if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+          c == '_' || c == '.' || c == '~') {
+        out.push_back(c);
+      } else {
+        out += '%';
+        out.push_back(kHex[u >> 4]);
+        out.push_back(kHex[u & 15]);
+      }
+    }
+    return out;
+  }
+
+  // IAM counts a policy's characters without whitespace.
+  static size_t PolicyChars(std::string_view doc) {
+    return static_cast<size_t>(std::count_if(doc.begin(), doc.end(), [](char c) {
+      return c != ' ' && c != '\n' && c != '\r' && c != '\t';
+    }));
+  }
+
+  void HandleIam(const httplib::Request& req, httplib::Response& res,
+                 std::map<std::string, std::string>& p) {
+    // IAM is global: signed for us-east-1 whatever STS's region.
+    const std::string akid = CheckSignature(req, res, "iam", "us-east-1", false);
+    if (akid.empty()) {
+      return;
+    }
+    if (p["Version"] != "2010-05-08") {
+      return Error(res, 400, "InvalidParameterValue", "Version must be 2010-05-08");
+    }
+    const std::string& role_name = p["RoleName"];
+    const std::string& policy_name = p["PolicyName"];
+    if (role_name.empty() || role_name.size() > 64 || policy_name.empty() ||
+        policy_name.size() > 128 ||
+        !std::all_of(policy_name.begin(), policy_name.end(), IsNameChar)) {
+      return Error(res, 400, "ValidationError", "RoleName and PolicyName are required");
+    }
+    std::lock_guard lock(mu);
+    bool trusted = false;
+    bool known = false;
+    for (const auto& [arn, role] : roles) {
+      if (arn.substr(arn.rfind('/') + 1) == role_name) {
+        known = true;
+        trusted =
+            std::find(role.iam_keys.begin(), role.iam_keys.end(), akid) != role.iam_keys.end();
+      }
+    }
+    if (!known) {
+      return Error(res, 404, "NoSuchEntity",
+                   "The role with name " + role_name + " cannot be found.");
+    }
+    if (!trusted) {
+      return Error(
+          res, 403, "AccessDenied",
+          "User is not authorized to perform: iam:" + p["Action"] + " on role " + role_name);
+    }
+    auto& policies = role_policies[role_name];
+    if (p["Action"] == "GetRolePolicy") {
+      auto it = policies.find(policy_name);
+      if (it == policies.end()) {
+        return Error(res, 404, "NoSuchEntity",
+                     "The role policy with name " + policy_name + " cannot be found.");
+      }
+      res.status = 200;
+      res.set_content(
+          "<GetRolePolicyResponse xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\">"
+          "<GetRolePolicyResult><PolicyName>" +
+              Xml(policy_name) + "</PolicyName><RoleName>" + Xml(role_name) +
+              "</RoleName><PolicyDocument>" + UrlEncode(it->second) +
+              "</PolicyDocument></GetRolePolicyResult><ResponseMetadata><RequestId>" + Alnum(8) +
+              "</RequestId></ResponseMetadata></GetRolePolicyResponse>",
+          "text/xml");
+      return;
+    }
+    if (p["Action"] != "PutRolePolicy") {
+      return Error(res, 400, "InvalidAction", "Could not find operation " + p["Action"]);
+    }
+    const std::string& doc = p["PolicyDocument"];
+    const nlohmann::json parsed = nlohmann::json::parse(doc, nullptr, false);
+    if (doc.empty() || doc.size() > 131072 || !parsed.is_object() ||
+        !parsed.contains("Statement") || parsed.value("Version", "") != "2012-10-17") {
+      return Error(res, 400, "MalformedPolicyDocument", "Syntax errors in policy.");
+    }
+    size_t total = PolicyChars(doc);
+    for (const auto& [name, other] : policies) {
+      if (name != policy_name) {
+        total += PolicyChars(other);
+      }
+    }
+    if (total > options.role_policy_limit) {
+      return Error(res, 409, "LimitExceeded",
+                   "Maximum policy size of " + std::to_string(options.role_policy_limit) +
+                       " bytes exceeded for role " + role_name);
+    }
+    policies[policy_name] = doc;
+    ++policy_writes;
+    res.status = 200;
+    res.set_content(
+        "<PutRolePolicyResponse xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\">"
+        "<ResponseMetadata><RequestId>" +
+            Alnum(8) + "</RequestId></ResponseMetadata></PutRolePolicyResponse>",
+        "text/xml");
+  }
+
+  static bool ActionMatches(const std::string& pattern, const std::string& action) {
+    // IAM's wildcards: '*' any run, '?' one character; case-insensitive.
+    std::function<bool(size_t, size_t)> m = [&](size_t i, size_t j) -> bool {
+      if (i == pattern.size()) {
+        return j == action.size();
+      }
+      if (pattern[i] == '*') {
+        return m(i + 1, j) || (j < action.size() && m(i, j + 1));
+      }
+      return j < action.size() &&
+             (pattern[i] == '?' || std::tolower(static_cast<unsigned char>(pattern[i])) ==
+                                       std::tolower(static_cast<unsigned char>(action[j]))) &&
+             m(i + 1, j + 1);
+    };
+    return m(0, 0);
+  }
+
+  static std::vector<nlohmann::json> Statements(const nlohmann::json& doc) {
+    const auto st = doc.find("Statement");
+    if (st == doc.end()) {
+      return {};
+    }
+    return st->is_array() ? st->get<std::vector<nlohmann::json>>()
+                          : std::vector<nlohmann::json>{*st};
+  }
+
+  static std::vector<std::string> Strings(const nlohmann::json& v) {
+    if (v.is_string()) {
+      return {v.get<std::string>()};
+    }
+    std::vector<std::string> out;
+    if (v.is_array()) {
+      for (const auto& x : v) {
+        if (x.is_string()) {
+          out.push_back(x.get<std::string>());
+        }
+      }
+    }
+    return out;
+  }
+
+  // Whether the role's inline policies deny `action` to the session of
+  // `cred` (explicit Deny statements, with StringEquals conditions on
+  // aws:SourceIdentity or aws:PrincipalTag/KEY). Caller holds mu.
+  bool DeniedLocked(const Issued& cred, const std::string& action) const {
+    const std::string role_name = cred.role_arn.substr(cred.role_arn.rfind('/') + 1);
+    auto policies = role_policies.find(role_name);
+    if (policies == role_policies.end()) {
+      return false;
+    }
+    for (const auto& [name, text] : policies->second) {
+      const nlohmann::json doc = nlohmann::json::parse(text, nullptr, false);
+      for (const nlohmann::json& st : Statements(doc)) {
+        if (st.value("Effect", "") != "Deny") {
+          continue;
+        }
+        const auto actions = Strings(st.value("Action", nlohmann::json()));
+        if (std::none_of(actions.begin(), actions.end(),
+                         [&](const std::string& a) { return ActionMatches(a, action); })) {
+          continue;
+        }
+        bool all = true;
+        const nlohmann::json cond = st.value("Condition", nlohmann::json::object());
+        for (const auto& [op, keys] : cond.items()) {
+          for (const auto& [key, values] : keys.items()) {
+            std::string have;
+            if (key == "aws:SourceIdentity") {
+              have = cred.source_identity;
+            } else if (key.starts_with("aws:PrincipalTag/") && cred.tags.contains(key.substr(17))) {
+              have = cred.tags.at(key.substr(17));
+            }
+            const auto want = Strings(values);
+            all = all && op == "StringEquals" &&
+                  std::find(want.begin(), want.end(), have) != want.end();
+          }
+        }
+        if (all) {
+          return true;
+        }
+      }
+    }
+    return false;
+  }
+
+  // Whether the session policy allows `action` (an Allow statement whose
+  // Action matches; resources are not modelled).
+  static bool SessionPolicyAllows(const Issued& cred, const std::string& action) {
+    const nlohmann::json doc = nlohmann::json::parse(cred.policy, nullptr, false);
+    for (const nlohmann::json& st : Statements(doc)) {
+      const auto actions = Strings(st.value("Action", nlohmann::json()));
+      if (st.value("Effect", "") == "Allow" &&
+          std::any_of(actions.begin(), actions.end(),
+                      [&](const std::string& a) { return ActionMatches(a, action); })) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // A call to another service made with credentials this fake issued (the
+  // AWS CLI's `sns list-topics`, say): signature, session token and expiry
+  // checked, then the role's deny policies and the session policy decide.
+  // Answers SNS's ListTopics shape for ListTopics, else an empty
+  // <ACTIONResponse>.
+  void HandleCall(const httplib::Request& req, httplib::Response& res, const std::string& service,
+                  std::map<std::string, std::string>& p) {
+    const std::string akid = CheckSignature(req, res, service, options.region, true);
+    if (akid.empty()) {
+      return;
+    }
+    const std::string action = service + ":" + p["Action"];
+    std::optional<Issued> cred;
+    {
+      std::lock_guard lock(mu);
+      for (const Issued& i : issued) {
+        if (i.access_key_id == akid) {
+          cred = i;
+        }
+      }
+      if (!cred) {
+        return Error(res, 403, "AccessDenied", "the base identity may only call STS and IAM here");
+      }
+      ++calls;
+      if (DeniedLocked(*cred, action)) {
+        ++denied_calls;
+        return Error(res, 403, "AuthorizationError",
+                     "User: " + cred->role_arn + " is not authorized to perform: " + action +
+                         " with an explicit deny in an identity-based policy");
+      }
+    }
+    if (!SessionPolicyAllows(*cred, action)) {
+      return Error(res, 403, "AuthorizationError",
+                   "User is not authorized to perform: " + action +
+                       " because no session policy allows the " + action + " action");
+    }
+    const std::string name = Xml(p["Action"]);
+    res.status = 200;
+    res.set_content("<" + name + "Response><" + name + "Result>" +
+                        (p["Action"] == "ListTopics" ? "<Topics/>" : "") + "</" + name +
+                        "Result><ResponseMetadata><RequestId>" + Alnum(8) +
+                        "</RequestId></ResponseMetadata></" + name + "Response>",
+                    "text/xml");
+  }
 };
 
 FakeSts::~FakeSts() { Stop(); }
@@ -439,9 +751,8 @@ std::unique_ptr<FakeSts> FakeSts::Start(FakeStsOptions options) {
   svr.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   svr.set_keep_alive_timeout(2);
   svr.set_payload_max_length(1 << 20);
-  svr.Post("/", [&impl](const httplib::Request& req, httplib::Response& res) {
-    impl.HandleAssumeRole(req, res);
-  });
+  svr.Post("/",
+           [&impl](const httplib::Request& req, httplib::Response& res) { impl.Handle(req, res); });
   f->port_ = ServeOnLoopback(svr, impl.thread);
   return f->port_ > 0 ? std::move(f) : nullptr;
 }
@@ -460,9 +771,10 @@ void FakeSts::AddRole(FakeRole role) {
   impl_->roles[role.arn] = std::move(role);
 }
 
-void FakeSts::InjectErrors(const std::string& code, int status, int count) {
+void FakeSts::InjectErrors(const std::string& code, int status, int count,
+                           const std::string& action) {
   std::lock_guard lock(impl_->mu);
-  impl_->injections.push_back({code, status, count});
+  impl_->injections.push_back({code, status, count, action});
 }
 
 void FakeSts::ClearErrors() {
@@ -499,12 +811,38 @@ bool FakeSts::SecretActive(const std::string& secret_access_key) const {
     if (secret.first == secret_access_key) {
       for (const Issued& i : impl_->issued) {
         if (i.access_key_id == akid) {
-          return i.expires_at > ToUnixSeconds(impl_->Now());
+          return i.expires_at > ToUnixSeconds(impl_->Now()) && !impl_->DeniedLocked(i, "sts:X");
         }
       }
     }
   }
   return false;
+}
+
+std::optional<std::string> FakeSts::RolePolicy(const std::string& role_name,
+                                               const std::string& policy_name) const {
+  std::lock_guard lock(impl_->mu);
+  auto role = impl_->role_policies.find(role_name);
+  if (role == impl_->role_policies.end() || !role->second.contains(policy_name)) {
+    return std::nullopt;
+  }
+  return role->second.at(policy_name);
+}
+
+void FakeSts::SetRolePolicy(const std::string& role_name, const std::string& policy_name,
+                            const std::string& document) {
+  std::lock_guard lock(impl_->mu);
+  impl_->role_policies[role_name][policy_name] = document;
+}
+
+size_t FakeSts::PolicyWrites() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->policy_writes;
+}
+
+size_t FakeSts::DeniedCalls() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->denied_calls;
 }
 
 std::vector<FakeSts::Issued> FakeSts::IssuedCredentials() const {

@@ -1,9 +1,26 @@
-// FakeSts: a loopback stand-in for AWS STS's AssumeRole as the aws_sts
-// issuer uses it (docs/aws.md, "STS"), strict the way STS is:
+// FakeSts: a loopback stand-in for the AWS the aws_sts issuer talks to
+// (docs/aws.md, "STS" and "Revocation"), at one URL, told apart by the
+// service a request is signed for:
 //
-//   - POST / with Content-Type application/x-www-form-urlencoded, Action=
-//     AssumeRole and Version=2011-06-15 (else 400 InvalidAction /
-//     MissingParameter);
+//   - sts: AssumeRole, below;
+//   - iam: GetRolePolicy and PutRolePolicy on the roles' inline policies,
+//     signed for us-east-1 by a key the role lists in `iam_keys` (else 403
+//     AccessDenied; an unknown role or policy is 404 NoSuchEntity), the
+//     document answered URL-encoded as IAM does, a PutRolePolicy whose
+//     documents together exceed `role_policy_limit` characters (whitespace
+//     excluded) refused with LimitExceeded;
+//   - any other service: a call made with credentials this fake issued
+//     (the AWS CLI's `sns list-topics`, say), signed with them and their
+//     session token, refused with ExpiredToken after expiry, with
+//     AuthorizationError when a Deny statement of the role's inline
+//     policies matches the session (conditions on aws:SourceIdentity and
+//     aws:PrincipalTag/KEY) or when the session policy allows no matching
+//     action. A deny applies at once (AWS takes up to minutes).
+//
+// AssumeRole is strict the way STS is:
+//
+//   - POST / with Content-Type application/x-www-form-urlencoded (else 400
+//     InvalidParameterValue), Version=2011-06-15;
 //   - SigV4: an Authorization header AWS4-HMAC-SHA256 Credential=AKID/DATE/
 //     REGION/sts/aws4_request for a known access key id (else 403
 //     InvalidClientTokenId), SignedHeaders that include host, x-amz-date and,
@@ -49,6 +66,12 @@ struct FakeStsOptions {
   std::map<std::string, std::string> session_tokens;
   int threads = 16;
   size_t packed_policy_limit = 2048;  // Policy characters at which PackedPolicyTooLarge
+  // IAM's limit on all of a role's inline policies together (characters
+  // without whitespace); over it PutRolePolicy answers LimitExceeded.
+  size_t role_policy_limit = 10240;
+  // Keep what was issued and signed (Verify, SecretActive, SignedRequests,
+  // calls with issued credentials). Benchmarks turn it off: memory stays flat.
+  bool keep_issued = true;
 };
 
 struct FakeRole {
@@ -56,6 +79,8 @@ struct FakeRole {
   int64_t max_session_seconds = 3600;     // the role's MaxSessionDuration
   std::vector<std::string> trusted_keys;  // access key ids allowed to assume it
   std::string external_id;                // required when not empty
+  // Access key ids IAM lets read and write the role's inline policies.
+  std::vector<std::string> iam_keys;
 };
 
 class FakeSts {
@@ -82,7 +107,8 @@ class FakeSts {
   void AddRole(FakeRole role);
   // The next `count` requests (count < 0: all until cleared) answer `code`
   // with `status`.
-  void InjectErrors(const std::string& code, int status, int count);
+  // `action` (e.g. "PutRolePolicy") limits them to that action.
+  void InjectErrors(const std::string& code, int status, int count, const std::string& action = "");
   void ClearErrors();
   void SetLatency(std::chrono::milliseconds latency);
   void SetClockSkew(std::chrono::seconds skew);
@@ -92,9 +118,16 @@ class FakeSts {
   std::optional<Issued> Verify(const std::string& access_key_id,
                                const std::string& secret_access_key,
                                const std::string& session_token) const;
-  // Whether a credential with this secret access key was issued and is
-  // unexpired.
+  // Whether a credential with this secret access key was issued, is
+  // unexpired, and is not denied by its role's inline policies.
   bool SecretActive(const std::string& secret_access_key) const;
+  // IAM: a role's inline policy document (role name, not ARN).
+  std::optional<std::string> RolePolicy(const std::string& role_name,
+                                        const std::string& policy_name) const;
+  void SetRolePolicy(const std::string& role_name, const std::string& policy_name,
+                     const std::string& document);
+  size_t PolicyWrites() const;  // successful PutRolePolicy calls
+  size_t DeniedCalls() const;   // calls with issued credentials refused by a deny
   std::vector<Issued> IssuedCredentials() const;
   size_t Requests() const;
   // A request whose signature the fake verified, as received: for an

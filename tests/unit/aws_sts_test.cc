@@ -22,104 +22,21 @@
 #include "issuers/aws_sts/aws_sts_issuer.h"
 #include "issuers/aws_sts/xml.h"
 #include "tests/fakes/fake_sts.h"
+#include "tests/support/aws_test_env.h"
 #include "tests/support/temp_dir.h"
 
 namespace jitbroker::issuers::aws_sts {
 namespace {
 
 using testing::FakeSts;
-
-constexpr const char* kAkid = "AKIAJITBROKERTEST01";
-constexpr const char* kSecret = "broker/secret/key+EXAMPLE0123456789abcdef";
-constexpr const char* kRole = "arn:aws:iam::123456789012:role/ci-deploy";
-
-struct Env {
-  testing::TempDir dir{"jitbroker-aws"};
-  std::unique_ptr<FakeSts> fake;
-  std::unique_ptr<net::HttpClient> http = net::MakeCurlHttpClient({});
-  SystemClock clock;
-  std::mutex sleeps_mu;
-  std::vector<std::chrono::milliseconds> sleeps;
-
-  Env() {
-    testing::FakeStsOptions o;
-    o.keys = {{kAkid, kSecret}};
-    fake = FakeSts::Start(o);
-    REQUIRE(fake != nullptr);
-    fake->AddRole({kRole, 3600, {kAkid}, ""});
-    fake->AddRole({"arn:aws:iam::123456789012:role/team/data/reader", 7200, {kAkid}, ""});
-    std::ofstream(dir.File("akid")) << kAkid;
-    std::ofstream(dir.File("secret")) << kSecret;
-  }
-  ~Env() {
-    http.reset();
-    fake.reset();
-  }
-
-  std::string Yaml(const std::string& extra) const {
-    return "{type: aws_sts, region: us-east-1, endpoint: " + fake->url() +
-           ", allow_http: true, accounts: ['123456789012'], credentials: {access_key_id: file:" +
-           dir.File("akid") + ", secret_access_key: file:" + dir.File("secret") + "}" +
-           (extra.empty() ? "" : ", " + extra) + "}";
-  }
-
-  Result<std::unique_ptr<Issuer>> BuildRaw(const std::string& yaml) {
-    YAML::Node node = YAML::Load(yaml);
-    config::Section section(node, std::make_shared<const std::string>("test.yaml"), "issuers.aws");
-    section.MarkKnown("type");
-    IssuerContext ctx{"aws", &section, dir.path().string(), &clock, http.get()};
-    AwsStsHooks hooks;
-    hooks.sleep = [this](std::chrono::milliseconds d) {
-      std::lock_guard lock(sleeps_mu);
-      sleeps.push_back(d);
-    };
-    return CreateAwsStsIssuerForTesting(ctx, std::move(hooks));
-  }
-
-  std::unique_ptr<Issuer> Build(const std::string& extra = "") {
-    auto issuer = BuildRaw(Yaml(extra));
-    INFO((issuer ? std::string() : issuer.error().ToString()));
-    REQUIRE(issuer.has_value());
-    return std::move(*issuer);
-  }
-};
-
-GrantRequest Req(nlohmann::json scope, std::string resource = "aws://123456789012/role/ci-deploy") {
-  GrantRequest r;
-  r.tool = "aws.s3";
-  r.operation = "read";
-  r.resource = std::move(resource);
-  r.issuer = "aws";
-  r.scope = std::move(scope);
-  return r;
-}
-
-nlohmann::json ReadScope() {
-  return {{"actions", {"s3:GetObject", "s3:ListBucket"}},
-          {"resources", {"arn:aws:s3:::acme-artifacts", "arn:aws:s3:::acme-artifacts/*"}}};
-}
-
-MintRequest Mint(GrantRequest req, int64_t ttl = 600) {
-  MintRequest m;
-  m.grant_id = "grt_AbCdEf0123456789";
-  m.session_id = "ses_1";
-  m.task_id = "deploy#42";  // '#' is not a tag character: sent as '_'
-  m.principal_id = "alice";
-  m.agent_id = "agent-1";
-  m.request = std::move(req);
-  m.ttl_seconds = ttl;
-  m.now = std::chrono::time_point_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now());
-  return m;
-}
-
-std::string Secret(const MintResult& r, const std::string& name) {
-  for (const auto& [k, v] : r.secrets) {
-    if (k == name) {
-      return std::string(v.Reveal());
-    }
-  }
-  return "";
-}
+using testing::aws::Env;
+using testing::aws::kAkid;
+using testing::aws::kRole;
+using testing::aws::kSecret;
+using testing::aws::Mint;
+using testing::aws::ReadScope;
+using testing::aws::Req;
+using testing::aws::Secret;
 
 TEST_CASE("AWS STS: a mint is one AssumeRole narrowed by a session policy and attributable") {
   Env env;
@@ -159,15 +76,15 @@ TEST_CASE("AWS STS: a mint is one AssumeRole narrowed by a session policy and at
   CHECK(audit.find(Secret(*minted, "secret_access_key")) == std::string::npos);
   CHECK(audit.find(Secret(*minted, "session_token")) == std::string::npos);
   // The grant ends before STS's 15 minutes: the service revokes at grant
-  // expiry, and STS credentials can only expire (the outcome says so).
+  // expiry, which denies the credential on its role (aws_revocation_test).
   REQUIRE(minted->upstream_expires_at.has_value());
   CHECK(*minted->upstream_expires_at > minted->expires_at);
   RevokeRequest rr{"grt_AbCdEf0123456789", minted->revocation_handle.Clone(),
                    *minted->upstream_expires_at, Mint(Req(ReadScope())).now};
   auto revoked = issuer->Revoke(rr);
   REQUIRE(revoked.has_value());
-  CHECK(revoked->kind == RevokeOutcomeKind::kExpiryOnly);
-  CHECK(revoked->residual_seconds > 800);
+  CHECK(revoked->kind == RevokeOutcomeKind::kDenyInstalled);
+  CHECK_FALSE(env.fake->SecretActive(Secret(*minted, "secret_access_key")));
   CHECK(env.fake->Violations().empty());
 }
 
@@ -344,7 +261,7 @@ TEST_CASE("AWS STS: STS's errors map to stable codes; throttling and 5xx are ret
   CHECK(env.fake->Requests() - before == 3);
   CHECK(env.sleeps.size() >= 2);
   // A role the broker's key is not trusted by.
-  env.fake->AddRole({"arn:aws:iam::123456789012:role/untrusting", 3600, {}, ""});
+  env.fake->AddRole({"arn:aws:iam::123456789012:role/untrusting", 3600, {}, "", {}});
   auto denied = issuer->Mint(Mint(Req(ReadScope(), "aws://123456789012/role/untrusting")));
   REQUIRE_FALSE(denied.has_value());
   CHECK(denied.error().Reason() == "aws_access_denied");
@@ -384,10 +301,20 @@ TEST_CASE("AWS STS: configuration is checked completely, secrets never echoed") 
        "'http://sts.example.com', allow_http: true" +
            creds + "}",
        "endpoint"},
-      {"revoke: deny_policy",
-       "{type: aws_sts, region: us-east-1, accounts: ['123456789012'], revoke: deny_policy" +
+      {"an unknown revoke mode",
+       "{type: aws_sts, region: us-east-1, accounts: ['123456789012'], revoke: sometimes" +
            creds + "}",
-       "expiry_only"},
+       "deny_policy or expiry_only"},
+      {"deny_policy's settings with expiry_only",
+       "{type: aws_sts, region: us-east-1, accounts: ['123456789012'], revoke: expiry_only, "
+       "deny_propagation_seconds: 10" +
+           creds + "}",
+       "only with revoke: deny_policy"},
+      {"http to a non-loopback IAM endpoint",
+       "{type: aws_sts, region: us-east-1, accounts: ['123456789012'], iam_endpoint: "
+       "'http://iam.example.com', allow_http: true" +
+           creds + "}",
+       "iam_endpoint"},
       {"an unknown key",
        "{type: aws_sts, region: us-east-1, accounts: ['123456789012'], colour: blue" + creds + "}",
        "colour"},

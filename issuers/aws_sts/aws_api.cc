@@ -1,4 +1,4 @@
-#include "issuers/aws_sts/sts_api.h"
+#include "issuers/aws_sts/aws_api.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -35,11 +35,15 @@ bool IsThrottle(std::string_view code) {
          code == "TooManyRequestsException";
 }
 
+bool IsExpiredToken(std::string_view code) {
+  return code == "ExpiredToken" || code == "ExpiredTokenException";
+}
+
 bool IsAuthFailure(std::string_view code) {
   return code == "InvalidClientTokenId" || code == "SignatureDoesNotMatch" ||
-         code == "IncompleteSignature" || code == "ExpiredToken" ||
-         code == "ExpiredTokenException" || code == "UnrecognizedClientException" ||
-         code == "MissingAuthenticationToken" || code == "RequestExpired";
+         code == "IncompleteSignature" || IsExpiredToken(code) ||
+         code == "UnrecognizedClientException" || code == "MissingAuthenticationToken" ||
+         code == "RequestExpired";
 }
 
 std::string Detail(const AwsErrorInfo& e, int status) {
@@ -81,8 +85,8 @@ AwsErrorInfo ParseAwsError(std::string_view body) {
   return out;
 }
 
-StsApi::StsApi(StsOptions options, HttpClient* http, const Clock* clock,
-               CredentialSource credentials, std::string issuer_name)
+AwsQueryApi::AwsQueryApi(QueryOptions options, HttpClient* http, const Clock* clock,
+                         CredentialSource credentials, std::string issuer_name)
     : options_(std::move(options)),
       http_(http),
       clock_(clock),
@@ -97,37 +101,32 @@ StsApi::StsApi(StsOptions options, HttpClient* http, const Clock* clock,
   }
 }
 
-void StsApi::Count(std::string_view action, std::string_view outcome) {
+void AwsQueryApi::Count(std::string_view action, std::string_view outcome) {
   std::lock_guard lock(metrics_mu_);
   ++calls_[{std::string(action), std::string(outcome)}];
 }
 
-void StsApi::CollectMetrics(std::vector<IssuerMetricFamily>& out) const {
-  IssuerMetricFamily calls{
-      "jitbroker_aws_sts_calls_total", "counter", "STS calls by action and outcome", {}};
+void AwsQueryApi::CollectMetrics(IssuerMetricFamily& calls, IssuerMetricFamily& derivations) const {
+  const std::string labels = "issuer=\"" + issuer_name_ + "\",service=\"" + options_.service + "\"";
   {
     std::lock_guard lock(metrics_mu_);
     for (const auto& [key, n] : calls_) {
-      calls.samples.emplace_back("issuer=\"" + issuer_name_ + "\",action=\"" + key.first +
-                                     "\",outcome=\"" + key.second + "\"",
-                                 static_cast<double>(n));
+      calls.samples.emplace_back(
+          labels + ",action=\"" + key.first + "\",outcome=\"" + key.second + "\"",
+          static_cast<double>(n));
     }
   }
-  out.push_back(std::move(calls));
-  out.push_back(IssuerMetricFamily{
-      "jitbroker_aws_sigv4_key_derivations_total",
-      "counter",
-      "SigV4 signing keys derived (once per day, region, service)",
-      {{"issuer=\"" + issuer_name_ + "\"", static_cast<double>(keys_.derivations())}}});
+  derivations.samples.emplace_back(labels, static_cast<double>(keys_.derivations()));
 }
 
-Result<XmlElement> StsApi::Call(std::string_view action,
-                                const std::vector<std::pair<std::string, std::string>>& params) {
+Result<XmlElement> AwsQueryApi::Call(
+    std::string_view action, const std::vector<std::pair<std::string, std::string>>& params) {
   if (host_.empty()) {
-    return std::unexpected(Internal("the STS endpoint is not a URL", options_.endpoint));
+    return std::unexpected(
+        Internal("the " + options_.label + " endpoint is not a URL", options_.endpoint));
   }
   std::vector<std::pair<std::string, std::string>> form = {{"Action", std::string(action)},
-                                                           {"Version", "2011-06-15"}};
+                                                           {"Version", options_.api_version}};
   form.insert(form.end(), params.begin(), params.end());
   const std::string body = FormEncode(form);
 
@@ -148,9 +147,10 @@ Result<XmlElement> StsApi::Call(std::string_view action,
     return true;
   };
   bool skew_retried = false;
+  bool refreshed = false;
   for (int attempt = 1;; ++attempt) {
     const bool last = attempt >= options_.max_attempts;
-    JITBROKER_ASSIGN_OR_RETURN(AwsCredentials creds, credentials_());
+    JITBROKER_ASSIGN_OR_RETURN(AwsCredentials creds, credentials_(refreshed));
     const TimePoint now = clock_->Now() + std::chrono::seconds(offset_.load());
     const std::string amz_date = AmzDate(now);
     SigV4Request sreq;
@@ -163,8 +163,8 @@ Result<XmlElement> StsApi::Call(std::string_view action,
       sreq.headers.emplace_back("X-Amz-Security-Token", std::string(creds.session_token.Reveal()));
     }
     sreq.body = body;
-    JITBROKER_ASSIGN_OR_RETURN(Signature sig,
-                               Sign(sreq, creds, amz_date, options_.region, "sts", &keys_));
+    JITBROKER_ASSIGN_OR_RETURN(
+        Signature sig, Sign(sreq, creds, amz_date, options_.region, options_.service, &keys_));
 
     HttpRequest req;
     req.method = "POST";
@@ -193,7 +193,8 @@ Result<XmlElement> StsApi::Call(std::string_view action,
         continue;
       }
       Count(action, "unavailable");
-      Error e = Unavailable("aws_unavailable", "cannot reach AWS STS", sent.error().message);
+      Error e =
+          Unavailable("aws_unavailable", "cannot reach " + options_.label, sent.error().message);
       e.retryable = true;
       return std::unexpected(std::move(e));
     }
@@ -203,9 +204,9 @@ Result<XmlElement> StsApi::Call(std::string_view action,
       SecureWipe(r.body.data(), r.body.size());  // it held credentials
       if (!doc) {
         Count(action, "bad_response");
-        return std::unexpected(Unavailable("aws_bad_response",
-                                           "AWS STS answered with XML that does not parse",
-                                           doc.error().message));
+        return std::unexpected(Unavailable(
+            "aws_bad_response", options_.label + " answered with XML that does not parse",
+            doc.error().message));
       }
       Count(action, "ok");
       return std::move(*doc);
@@ -229,6 +230,12 @@ Result<XmlElement> StsApi::Call(std::string_view action,
         }
       }
     }
+    // Temporary base credentials expired: fetch fresh ones, retry once.
+    if (!refreshed && IsExpiredToken(info.code)) {
+      refreshed = true;
+      Count(action, "retry_expired_token");
+      continue;
+    }
     const bool throttled = r.status == 429 || IsThrottle(info.code);
     const bool transient = r.status >= 500 || info.code == "IDPCommunicationError";
     if ((throttled || transient) && !last && wait(attempt)) {
@@ -237,15 +244,16 @@ Result<XmlElement> StsApi::Call(std::string_view action,
     }
     if (throttled) {
       Count(action, "throttled");
-      Error e = ResourceExhausted("aws_throttled",
-                                  "AWS STS is throttling the broker; retry later (" + detail + ")");
+      Error e = ResourceExhausted(
+          "aws_throttled",
+          options_.label + " is throttling the broker; retry later (" + detail + ")");
       e.retryable = true;
       e.retry_after = std::chrono::seconds(1);
       return std::unexpected(std::move(e));
     }
     if (transient) {
       Count(action, "unavailable");
-      Error e = Unavailable("aws_unavailable", "AWS STS failed (" + detail + ")");
+      Error e = Unavailable("aws_unavailable", options_.label + " failed (" + detail + ")");
       e.retryable = true;
       return std::unexpected(std::move(e));
     }
@@ -259,10 +267,16 @@ Result<XmlElement> StsApi::Call(std::string_view action,
     }
     if (info.code == "AccessDenied" || info.code == "AccessDeniedException") {
       return std::unexpected(PermissionDenied(
-          "aws_access_denied",
-          "AWS refused to let the broker assume the role (its trust policy must allow "
-          "sts:AssumeRole, sts:TagSession and sts:SetSourceIdentity for the broker): " +
-              detail));
+          "aws_access_denied", options_.label + " refused the broker's " + std::string(action) +
+                                   " (" + options_.access_denied_hint + "): " + detail));
+    }
+    if (info.code == "NoSuchEntity") {
+      return std::unexpected(
+          NotFound("aws_no_such_entity", options_.label + " has no such entity: " + detail));
+    }
+    if (info.code == "LimitExceeded") {
+      return std::unexpected(ResourceExhausted(
+          "aws_limit_exceeded", options_.label + " refused: a limit is exceeded: " + detail));
     }
     if (info.code == "RegionDisabledException") {
       return std::unexpected(FailedPrecondition(
@@ -276,15 +290,15 @@ Result<XmlElement> StsApi::Call(std::string_view action,
               detail));
     }
     if (r.status == 400) {
-      return std::unexpected(
-          InvalidArgument("aws_invalid_request", "AWS STS refused the request: " + detail));
+      return std::unexpected(InvalidArgument("aws_invalid_request",
+                                             options_.label + " refused the request: " + detail));
     }
     return std::unexpected(
-        Unavailable("aws_bad_response", "AWS STS answered unexpectedly: " + detail));
+        Unavailable("aws_bad_response", options_.label + " answered unexpectedly: " + detail));
   }
 }
 
-Result<AssumedRole> StsApi::AssumeRole(const AssumeRoleInput& in) {
+Result<AssumedRole> AssumeRole(AwsQueryApi& api, const AssumeRoleInput& in) {
   std::vector<std::pair<std::string, std::string>> p = {
       {"RoleArn", in.role_arn},
       {"RoleSessionName", in.role_session_name},
@@ -305,7 +319,7 @@ Result<AssumedRole> StsApi::AssumeRole(const AssumeRoleInput& in) {
   if (!in.external_id.empty()) {
     p.emplace_back("ExternalId", in.external_id);
   }
-  JITBROKER_ASSIGN_OR_RETURN(XmlElement doc, Call("AssumeRole", p));
+  JITBROKER_ASSIGN_OR_RETURN(XmlElement doc, api.Call("AssumeRole", p));
   auto bad = [](const std::string& what) {
     return std::unexpected(Unavailable("aws_bad_response", "AWS STS's AssumeRole answer " + what));
   };
@@ -360,6 +374,43 @@ Result<AssumedRole> StsApi::AssumeRole(const AssumeRoleInput& in) {
     }
   }
   return out;
+}
+
+Result<std::optional<std::string>> GetRolePolicy(AwsQueryApi& api, const std::string& role_name,
+                                                 const std::string& policy_name) {
+  auto doc = api.Call("GetRolePolicy", {{"RoleName", role_name}, {"PolicyName", policy_name}});
+  if (!doc) {
+    // NoSuchEntity: no such policy yet (a missing role fails the write).
+    if (doc.error().Reason() == "aws_no_such_entity") {
+      return std::optional<std::string>();
+    }
+    return std::unexpected(doc.error());
+  }
+  auto text = doc->Text("GetRolePolicyResult/PolicyDocument");
+  if (doc->name != "GetRolePolicyResponse" || !text) {
+    return std::unexpected(
+        Unavailable("aws_bad_response", "AWS IAM's GetRolePolicy answer has no PolicyDocument"));
+  }
+  // IAM answers the document URL-encoded (RFC 3986).
+  auto decoded = net::PercentDecode(*text, /*plus_is_space=*/false);
+  if (!decoded) {
+    return std::unexpected(
+        Unavailable("aws_bad_response", "AWS IAM's PolicyDocument is not URL-encoded text"));
+  }
+  return std::optional<std::string>(std::move(*decoded));
+}
+
+Status PutRolePolicy(AwsQueryApi& api, const std::string& role_name, const std::string& policy_name,
+                     const std::string& document) {
+  JITBROKER_ASSIGN_OR_RETURN(XmlElement doc,
+                             api.Call("PutRolePolicy", {{"RoleName", role_name},
+                                                        {"PolicyName", policy_name},
+                                                        {"PolicyDocument", document}}));
+  if (doc.name != "PutRolePolicyResponse") {
+    return std::unexpected(Unavailable(
+        "aws_bad_response", "AWS IAM's PutRolePolicy answer is not a PutRolePolicyResponse"));
+  }
+  return {};
 }
 
 }  // namespace jitbroker::issuers::aws_sts

@@ -1,26 +1,32 @@
-// StsApi: the AWS STS calls of the aws_sts issuer (docs/aws.md, "STS"),
-// over the HttpClient seam: the query protocol (POST /, form body,
-// Version=2011-06-15), SigV4 with the broker's base credentials (the
-// signing key derived once per day), and the XML answer.
+// AwsQueryApi: the AWS calls of the aws_sts issuer (docs/aws.md, "STS" and
+// "Revocation") over the HttpClient seam: the query protocol (POST /, form
+// body, Action and Version), SigV4 with the broker's base credentials (the
+// signing key derived once per day), and the XML answer. One client per
+// service: STS (AssumeRole) and IAM (GetRolePolicy, PutRolePolicy).
 //
 // Transient failures are retried with exponential backoff and full jitter:
 // throttling (Throttling, ThrottlingException, RequestLimitExceeded, 429),
 // 5xx answers and IDPCommunicationError; transport failures too (AssumeRole
 // creates nothing that a retry could duplicate harmfully: an unused STS
-// credential expires). An answer that says the request's time is off
+// credential expires; PutRolePolicy replaces the whole document, so a repeat
+// writes the same). An answer that says the request's time is off
 // (RequestExpired, or SignatureDoesNotMatch with a Date header more than
 // 4 minutes from ours) re-signs with the learnt clock offset and retries
-// once. Every call has an overall deadline (`call_deadline`): attempts and
-// waits together.
+// once. ExpiredToken asks the credential source for fresh base credentials
+// and retries once. Every call has an overall deadline (`call_deadline`):
+// attempts and waits together.
 //
 // Errors (client-safe; AWS's <Code> and sanitised <Message> in the detail,
 // because they say what to change; never a credential):
 //   kInvalidArgument "policy_too_large" (PackedPolicyTooLarge),
 //   kInvalidArgument "aws_invalid_request" (MalformedPolicyDocument,
 //     ValidationError and other 400s about the request),
-//   kPermissionDenied "aws_access_denied" (AccessDenied: the role's trust
-//     policy does not let the broker assume it, tag it or set its source
-//     identity),
+//   kPermissionDenied "aws_access_denied" (AccessDenied; the message says
+//     which rights the broker needs, QueryOptions::access_denied_hint),
+//   kNotFound "aws_no_such_entity" (NoSuchEntity: IAM's missing role or
+//     policy),
+//   kResourceExhausted "aws_limit_exceeded" (LimitExceeded: IAM's policy
+//     size or count limits),
 //   kFailedPrecondition "aws_region_disabled" (RegionDisabledException),
 //   kUnavailable "aws_auth_failed" (the broker's own credentials: unknown,
 //     expired, or a signature AWS does not accept),
@@ -53,9 +59,14 @@
 
 namespace jitbroker::issuers::aws_sts {
 
-struct StsOptions {
+struct QueryOptions {
   std::string endpoint;  // "https://sts.us-east-1.amazonaws.com", no trailing slash
-  std::string region;    // the signing region ("us-east-1" for the global endpoint)
+  std::string region;    // the signing region ("us-east-1" for IAM and the global STS endpoint)
+  std::string service = "sts";  // the SigV4 service name
+  std::string api_version = "2011-06-15";
+  std::string label = "AWS STS";  // names the service in errors
+  // Ends the aws_access_denied message: what the broker needs from AWS.
+  std::string access_denied_hint;
   std::string user_agent = "jitbroker-aws-sts/0.1";
   std::chrono::milliseconds timeout{10000};  // per attempt
   std::chrono::milliseconds call_deadline{15000};
@@ -88,28 +99,31 @@ struct AssumedRole {
   std::string source_identity;
 };
 
-// Where the broker's own credentials come from (static keys now; a web
-// identity or a refreshed source later). Called for every request.
-using CredentialSource = std::function<Result<AwsCredentials>()>;
+// Where the broker's own credentials come from. Called for every request;
+// `refresh` is true after AWS answered ExpiredToken (a source with
+// temporary credentials fetches new ones; a static one returns the same).
+using CredentialSource = std::function<Result<AwsCredentials>(bool refresh)>;
 
-class StsApi {
+class AwsQueryApi {
  public:
-  StsApi(StsOptions options, HttpClient* http, const Clock* clock, CredentialSource credentials,
-         std::string issuer_name);
+  AwsQueryApi(QueryOptions options, HttpClient* http, const Clock* clock,
+              CredentialSource credentials, std::string issuer_name);
 
-  [[nodiscard]] Result<AssumedRole> AssumeRole(const AssumeRoleInput& in);
+  // One signed query-protocol call: `params` after Action and Version; the
+  // answer's root element.
+  [[nodiscard]] Result<XmlElement> Call(
+      std::string_view action, const std::vector<std::pair<std::string, std::string>>& params);
 
   uint64_t signing_key_derivations() const { return keys_.derivations(); }
   int64_t clock_offset_seconds() const { return offset_.load(); }
-  void CollectMetrics(std::vector<IssuerMetricFamily>& out) const;
+  // Adds this client's samples (labels issuer, service, action, outcome) to
+  // `calls` and (issuer, service) to `derivations`.
+  void CollectMetrics(IssuerMetricFamily& calls, IssuerMetricFamily& derivations) const;
 
  private:
-  // One signed query-protocol call: `params` after Action and Version.
-  [[nodiscard]] Result<XmlElement> Call(
-      std::string_view action, const std::vector<std::pair<std::string, std::string>>& params);
   void Count(std::string_view action, std::string_view outcome);
 
-  const StsOptions options_;
+  const QueryOptions options_;
   HttpClient* http_;
   const Clock* clock_;
   CredentialSource credentials_;
@@ -120,6 +134,19 @@ class StsApi {
   mutable std::mutex metrics_mu_;
   std::map<std::pair<std::string, std::string>, uint64_t> calls_;  // (action, outcome)
 };
+
+// STS AssumeRole (api: an STS client).
+[[nodiscard]] Result<AssumedRole> AssumeRole(AwsQueryApi& api, const AssumeRoleInput& in);
+
+// IAM GetRolePolicy (api: an IAM client): the document of the role's inline
+// policy `policy_name` (URL-decoded JSON text), or nullopt when the role has
+// no such policy (NoSuchEntity for the policy; a missing role is an error).
+[[nodiscard]] Result<std::optional<std::string>> GetRolePolicy(AwsQueryApi& api,
+                                                               const std::string& role_name,
+                                                               const std::string& policy_name);
+// IAM PutRolePolicy: replaces the role's inline policy `policy_name`.
+[[nodiscard]] Status PutRolePolicy(AwsQueryApi& api, const std::string& role_name,
+                                   const std::string& policy_name, const std::string& document);
 
 // The query protocol's form encoding: k=v pairs joined by '&', each side
 // encoded as SigV4's UriEncode.
