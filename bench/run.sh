@@ -7,7 +7,8 @@
 #       group-committed store/audit write) against the real daemon,
 # then the grant path again, open loop at half its measured peak, and
 #   (c) GitHub installation-token mints by the github_app issuer against the
-#       fake GitHub with injected latency (bench/github_mint_bench.cc),
+#       fake GitHub, and (c') AWS AssumeRole mints by the aws_sts issuer
+#       against the fake STS, with injected latency (bench/mint_bench.cc),
 # and prints grants/s, p50/p99 latency, the ratio b/a, the half-rate p99 and
 # mints/s against its target. The table is also written to
 # bench/results/latest.txt. See bench/README.md.
@@ -18,8 +19,8 @@
 #   BENCH_DURATION   measured seconds per phase (default 10)
 #   BENCH_WARMUP     warm-up seconds before each closed-loop phase (default 2)
 #   BENCH_THREADS    server worker threads, ceiling and broker (default 64)
-#   BENCH_GH_CONCURRENCY  (c) concurrent minting threads (default 200)
-#   BENCH_GH_LATENCY_MS   (c) injected GitHub latency per request (default 50)
+#   BENCH_GH_CONCURRENCY  (c), (c') concurrent minting threads (default 200)
+#   BENCH_GH_LATENCY_MS   (c), (c') injected upstream latency per request (default 50)
 #   BENCH_EXCHANGE=0      skip (d), CI OIDC token exchanges (bench/exchange.sh;
 #                         BENCH_EXCHANGE_TOKENS, BENCH_EXCHANGE_RUNS there)
 #   BENCH_STRICT=1   exit 1 when a target is missed
@@ -42,7 +43,7 @@ die() { echo "bench: $*" >&2; exit 1; }
 needs_build() {
   [[ "${BENCH_REBUILD:-0}" == 1 ]] && return 0
   local b
-  for b in jitbroker ceiling_server loadgen github_mint_bench; do
+  for b in jitbroker ceiling_server loadgen mint_bench; do
     [[ -x "$BIN/$b" ]] || return 0
   done
   [[ -n "$(find broker issuers include bench CMakeLists.txt -newer "$BIN/jitbroker" \
@@ -54,11 +55,11 @@ if needs_build; then
     # The full build includes the test suites; the benchmark needs only these.
     echo "bench: full build failed; building the benchmark targets only" >&2
     cmake --build "$BUILD_DIR" -j"$(nproc)" --target jitbroker ceiling_server loadgen \
-      github_mint_bench >&2 ||
+      mint_bench >&2 ||
       die "build failed"
   fi
 fi
-for b in jitbroker ceiling_server loadgen github_mint_bench; do
+for b in jitbroker ceiling_server loadgen mint_bench; do
   [[ -x "$BIN/$b" ]] || die "$BIN/$b is missing"
 done
 
@@ -238,15 +239,20 @@ HALFR=$(grep '^RESULT ' "$TMP/half.txt")
 stop_pid "$BROKER_PID"  # free the CPU for the in-process GitHub benchmark
 BROKER_PID=""
 
-# --- (c) github_app mints against the fake GitHub ----------------------------------
+# --- (c) github_app mints against the fake GitHub, (c') aws_sts against the fake STS
 GH_CONC=${BENCH_GH_CONCURRENCY:-200}
 GH_LAT=${BENCH_GH_LATENCY_MS:-50}
-echo "bench: (c) github_app mints: $GH_CONC threads, ${GH_LAT} ms GitHub latency, ${WARMUP}s warm-up + ${DURATION}s" >&2
-"$BIN/github_mint_bench" --concurrency "$GH_CONC" --latency-ms "$GH_LAT" \
-  --warmup-s "$WARMUP" --duration-s "$DURATION" >"$TMP/github.txt" 2>&1 ||
-  die "github_mint_bench failed: $(cat "$TMP/github.txt")"
-cat "$TMP/github.txt" >&2
+mint_bench() {  # issuer output-file
+  echo "bench: $1 mints: $GH_CONC threads, ${GH_LAT} ms upstream latency, ${WARMUP}s warm-up + ${DURATION}s" >&2
+  "$BIN/mint_bench" --issuer "$1" --concurrency "$GH_CONC" --latency-ms "$GH_LAT" \
+    --warmup-s "$WARMUP" --duration-s "$DURATION" >"$2" 2>&1 ||
+    die "mint_bench --issuer $1 failed: $(cat "$2")"
+  cat "$2" >&2
+}
+mint_bench github_app "$TMP/github.txt"
 GH=$(grep '^RESULT ' "$TMP/github.txt")
+mint_bench aws_sts "$TMP/aws.txt"
+AWS=$(grep '^RESULT ' "$TMP/aws.txt")
 
 # --- (d) CI OIDC token exchanges (bench/exchange.sh, same ceiling) ------------------
 EX=""
@@ -272,6 +278,7 @@ HALF_OK=$(awk -v p="$H_P99" -v i="$(field incomplete <<<"$HALFR")" -v e="$(field
   -v n="$(field non2xx <<<"$HALFR")" 'BEGIN {print (p + 0 <= 10 && i == 0 && e == 0 && n == 0) ? "PASS" : "FAIL"}')
 GH_RATE=$(field mints_per_s <<<"$GH"); GH_TARGET=$(field target <<<"$GH")
 GH_OK=$([[ "$(field met <<<"$GH")" == 1 ]] && echo PASS || echo FAIL)
+AWS_OK=$([[ "$(field met <<<"$AWS")" == 1 ]] && echo PASS || echo FAIL)
 BATCH_PEAK=$(mean_batch "$M0" "$M1")
 BATCH_HALF=$(mean_batch "$M1" "$M2")
 CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
@@ -303,9 +310,15 @@ mkdir -p "$RESULTS_DIR"
   printf '(c) github_app mints/s             %s   (%s threads, %s ms latency; target >= %s: %s)\n' \
     "$GH_RATE" "$GH_CONC" "$GH_LAT" "$GH_TARGET" "$GH_OK"
   printf '    mint p50 / p99                 %s / %s ms; RSA signatures per 1,000 mints %s\n' \
-    "$(field p50_ms <<<"$GH")" "$(field p99_ms <<<"$GH")" "$(field signatures_per_1000_mints <<<"$GH")"
+    "$(field p50_ms <<<"$GH")" "$(field p99_ms <<<"$GH")" "$(field costly_per_1000_mints <<<"$GH")"
   printf '    RSS                            %s KiB start, %s KiB end, %s KiB peak (in-process fake included)\n' \
     "$(field rss_start_kb <<<"$GH")" "$(field rss_end_kb <<<"$GH")" "$(field rss_peak_kb <<<"$GH")"
+  printf "(c') aws_sts mints/s               %s   (%s threads, %s ms latency; target >= %s: %s)\n" \
+    "$(field mints_per_s <<<"$AWS")" "$GH_CONC" "$GH_LAT" "$(field target <<<"$AWS")" "$AWS_OK"
+  printf '    mint p50 / p99                 %s / %s ms; SigV4 key derivations per 1,000 mints %s\n' \
+    "$(field p50_ms <<<"$AWS")" "$(field p99_ms <<<"$AWS")" "$(field costly_per_1000_mints <<<"$AWS")"
+  printf '    RSS                            %s KiB start, %s KiB end, %s KiB peak (in-process fake included)\n' \
+    "$(field rss_start_kb <<<"$AWS")" "$(field rss_end_kb <<<"$AWS")" "$(field rss_peak_kb <<<"$AWS")"
   echo
   if [[ -n "$EX" ]]; then
     printf '(d) token exchanges/s              %s   p50 %s ms, p99 %s ms; ratio d/a %s (target >= %s: %s)\n' \
@@ -323,6 +336,6 @@ cp "$TMP/table.txt" "$RESULTS_DIR/latest.txt"
 chmod 644 "$RESULTS_DIR/latest.txt"
 cat "$TMP/table.txt"
 
-if [[ "${BENCH_STRICT:-0}" == 1 && ( "$RATIO_OK" != PASS || "$HALF_OK" != PASS || "$GH_OK" != PASS ) ]]; then
+if [[ "${BENCH_STRICT:-0}" == 1 && ( "$RATIO_OK" != PASS || "$HALF_OK" != PASS || "$GH_OK" != PASS || "$AWS_OK" != PASS ) ]]; then
   exit 1
 fi

@@ -1,22 +1,27 @@
-// github_mint_bench: how many GitHub installation tokens can the github_app
-// issuer mint per second when every GitHub round trip takes --latency-ms?
+// mint_bench: how many credentials can an upstream issuer mint per second
+// when every upstream round trip takes --latency-ms?
 //
-// In process, no broker HTTP: it builds the real github_app issuer (config
-// parsed from YAML as the daemon does, the pooled libcurl client) against
-// FakeGitHub (tests/fakes) on loopback with injected latency, and runs
+//   --issuer github_app: GitHub installation tokens against FakeGitHub;
+//   --issuer aws_sts:    AWS credentials (AssumeRole) against FakeSts.
+//
+// In process, no broker HTTP: it builds the real issuer (config parsed from
+// YAML as the daemon does, the pooled libcurl client) against the fake
+// upstream (tests/fakes) on loopback with injected latency, and runs
 // --concurrency threads, each calling Issuer::Mint() in a closed loop (one
 // in flight per thread, as one agent per thread). After --warmup-s (which
-// opens the connections and caches the installation id) it measures for
+// opens the connections and fills the issuer's caches) it measures for
 // --duration-s.
 //
-// Target (issue "GitHub App issuer"): mints/s >= 0.9 x concurrency / latency
-// (200 / 50 ms -> 3,600/s) with bounded memory; the report gives the peak
-// and final RSS, the RSS growth over the measured window, and the RSA
-// signatures per 1,000 mints (App JWTs are cached, so a handful per run).
-// The fake is told not to keep issued tokens, so its memory stays bounded too.
+// Target (issues "GitHub App issuer" and "AWS STS issuer"): mints/s >= 0.9 x
+// concurrency / latency (200 / 50 ms -> 3,600/s) with bounded memory; the
+// report gives the peak and final RSS, the RSS growth over the measured
+// window, and the issuer's costly operations per 1,000 mints: RSA signatures
+// of App JWTs (cached, so a handful per run) or SigV4 signing-key
+// derivations (one per day, region and service). The fakes are told not to
+// keep issued credentials, so their memory stays bounded too.
 //
 // Output: a summary and one line
-//   RESULT bench=github_mint mints_per_s=… target=… p50_ms=… p99_ms=… …
+//   RESULT bench=mint issuer=… mints_per_s=… target=… p50_ms=… p99_ms=… …
 // Exit: 0 ok; 1 setup error, failed mints, or (--strict) a missed target; 2 usage.
 #include <signal.h>
 #include <sys/stat.h>
@@ -30,6 +35,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -39,11 +46,14 @@
 
 #include "broker/common/log.h"
 #include "broker/config/config.h"
+#include "broker/crypto/crypto.h"
 #include "broker/crypto/jose.h"
 #include "broker/net/http_client.h"
+#include "issuers/aws_sts/aws_sts_issuer.h"
 #include "issuers/github_app/github_app_issuer.h"
 #include "jitbroker/issuer.h"
 #include "tests/fakes/fake_github.h"
+#include "tests/fakes/fake_sts.h"
 
 namespace jitbroker::bench {
 namespace {
@@ -51,6 +61,7 @@ namespace {
 using SteadyClock = std::chrono::steady_clock;
 
 struct Flags {
+  std::string issuer = "github_app";
   int concurrency = 200;
   int latency_ms = 50;
   double duration_s = 10;
@@ -71,6 +82,10 @@ bool ParseFlags(int argc, char** argv, Flags& f) {
     double v = 0;
     if (a == "--strict") {
       f.strict = true;
+    } else if (a == "--issuer" && i + 1 < argc &&
+               (std::string_view(argv[i + 1]) == "github_app" ||
+                std::string_view(argv[i + 1]) == "aws_sts")) {
+      f.issuer = argv[++i];
     } else if (a == "--concurrency" && value(v) && v >= 1 && v <= 2000) {
       f.concurrency = static_cast<int>(v);
     } else if (a == "--latency-ms" && value(v) && v >= 0 && v <= 10000) {
@@ -124,32 +139,35 @@ double Percentile(std::vector<double>& v, double p) {
   return v[k];
 }
 
-int Run(const Flags& f) {
-  ::signal(SIGPIPE, SIG_IGN);
-  log::InitLogging("error");
-  if (!net::CurlGlobalInit()) {
-    std::fprintf(stderr, "github_mint_bench: curl_global_init failed\n");
-    return 1;
-  }
-  char tmpl[] = "/tmp/github-mint-bench-XXXXXX";
-  if (::mkdtemp(tmpl) == nullptr) {
-    std::fprintf(stderr, "github_mint_bench: mkdtemp failed\n");
-    return 1;
-  }
-  const std::string dir = tmpl;
-  struct Cleanup {
-    std::string dir;
-    ~Cleanup() {
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);
-    }
-  } cleanup{dir};
+// The issuer under test and its fake upstream.
+struct Upstream {
+  std::shared_ptr<void> fake;  // keeps the fake alive
+  std::function<void()> stop;
+  std::unique_ptr<Issuer> issuer;
+  GrantRequest request;
+  std::string fake_name;
+  std::string costly_metric;  // the issuer's counter of costly operations
+  std::string costly_name;
+  std::function<std::string()> note;  // appended to the costly line
+};
 
+Result<std::unique_ptr<Issuer>> BuildIssuer(
+    const std::string& name, const std::string& yaml, const std::string& dir, const Clock& clock,
+    HttpClient* http, Result<std::unique_ptr<Issuer>> (*create)(IssuerContext&)) {
+  YAML::Node node = YAML::Load(yaml);
+  config::Section section(node, std::make_shared<const std::string>("bench.yaml"),
+                          "issuers." + name);
+  section.MarkKnown("type");
+  IssuerContext ctx{name, &section, dir, &clock, http};
+  return create(ctx);
+}
+
+Result<Upstream> GitHubApp(const Flags& f, const std::string& dir, int server_threads,
+                           const Clock& clock, HttpClient* http) {
   // The App's key, generated for this run (never committed).
   auto key = crypto::SigningKey::Generate(crypto::JwsAlg::kRS256);
   if (!key) {
-    std::fprintf(stderr, "github_mint_bench: key generation failed\n");
-    return 1;
+    return std::unexpected(Internal("key generation failed"));
   }
   {
     auto pem = (*key)->ToPem();
@@ -161,12 +179,11 @@ int Run(const Flags& f) {
   testing::FakeGitHubOptions fo;
   fo.app_public_jwk = (*key)->PublicJwk();
   fo.client_id = "Iv23liBenchmark";
-  fo.threads = f.server_threads > 0 ? f.server_threads : f.concurrency + 64;
+  fo.threads = server_threads;
   fo.keep_issued = false;
-  auto fake = testing::FakeGitHub::Start(fo);
+  std::shared_ptr<testing::FakeGitHub> fake = testing::FakeGitHub::Start(fo);
   if (!fake) {
-    std::fprintf(stderr, "github_mint_bench: cannot start the fake GitHub\n");
-    return 1;
+    return std::unexpected(Internal("cannot start the fake GitHub"));
   }
   testing::FakeInstallation inst;
   inst.id = 42;
@@ -176,35 +193,106 @@ int Run(const Flags& f) {
   fake->AddInstallation(inst);
   fake->SetLatency(std::chrono::milliseconds(f.latency_ms));
 
+  Upstream u;
+  JITBROKER_ASSIGN_OR_RETURN(
+      u.issuer, BuildIssuer("github",
+                            "{type: github_app, client_id: Iv23liBenchmark, private_key: file:" +
+                                dir + "/app.pem, base_url: '" + fake->url() +
+                                "', allow_http: true, delegation: {enabled: false}}",
+                            dir, clock, http, &issuers::github_app::CreateGitHubAppIssuer));
+  u.request.tool = "git.fetch";
+  u.request.operation = "read";
+  u.request.resource = "github://acme/payment-service";
+  u.request.issuer = "github";
+  u.request.scope = {{"permissions", {{"contents", "read"}}}};
+  u.fake_name = "FakeGitHub";
+  u.costly_metric = "jitbroker_github_app_jwt_signatures_total";
+  u.costly_name = "RSA signatures";
+  u.note = [fake] { return "; App JWTs GitHub saw: " + std::to_string(fake->DistinctJwts()); };
+  u.stop = [fake] { fake->Stop(); };
+  u.fake = fake;
+  return u;
+}
+
+Result<Upstream> AwsSts(const Flags& f, const std::string& dir, int server_threads,
+                        const Clock& clock, HttpClient* http) {
+  constexpr const char* kAkid = "AKIABENCHMARK000001";
+  const std::string secret = crypto::Base64UrlEncode(crypto::RandomBytes(30));
+  std::ofstream(dir + "/akid") << kAkid;
+  std::ofstream(dir + "/secret") << secret;
+  testing::FakeStsOptions fo;
+  fo.keys = {{kAkid, secret}};
+  fo.threads = server_threads;
+  fo.keep_issued = false;
+  std::shared_ptr<testing::FakeSts> fake = testing::FakeSts::Start(fo);
+  if (!fake) {
+    return std::unexpected(Internal("cannot start the fake STS"));
+  }
+  fake->AddRole({"arn:aws:iam::123456789012:role/ci-deploy", 3600, {kAkid}, "", {kAkid}});
+  fake->SetLatency(std::chrono::milliseconds(f.latency_ms));
+
+  Upstream u;
+  JITBROKER_ASSIGN_OR_RETURN(
+      u.issuer, BuildIssuer("aws",
+                            "{type: aws_sts, region: us-east-1, endpoint: '" + fake->url() +
+                                "', iam_endpoint: '" + fake->url() +
+                                "', allow_http: true, accounts: ['123456789012'], credentials: "
+                                "{access_key_id: 'file:" +
+                                dir + "/akid', secret_access_key: 'file:" + dir + "/secret'}}",
+                            dir, clock, http, &issuers::aws_sts::CreateAwsStsIssuer));
+  u.request.tool = "aws.s3";
+  u.request.operation = "read";
+  u.request.resource = "aws://123456789012/role/ci-deploy";
+  u.request.issuer = "aws";
+  u.request.scope = {
+      {"actions", {"s3:GetObject", "s3:ListBucket"}},
+      {"resources", {"arn:aws:s3:::acme-artifacts", "arn:aws:s3:::acme-artifacts/*"}}};
+  u.fake_name = "FakeSts";
+  u.costly_metric = "jitbroker_aws_sigv4_key_derivations_total";
+  u.costly_name = "SigV4 keys";
+  u.stop = [fake] { fake->Stop(); };
+  u.fake = fake;
+  return u;
+}
+
+int Run(const Flags& f) {
+  ::signal(SIGPIPE, SIG_IGN);
+  log::InitLogging("error");
+  if (!net::CurlGlobalInit()) {
+    std::fprintf(stderr, "mint_bench: curl_global_init failed\n");
+    return 1;
+  }
+  char tmpl[] = "/tmp/mint-bench-XXXXXX";
+  if (::mkdtemp(tmpl) == nullptr) {
+    std::fprintf(stderr, "mint_bench: mkdtemp failed\n");
+    return 1;
+  }
+  const std::string dir = tmpl;
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } cleanup{dir};
+
   net::CurlHttpClientOptions ho;
   ho.max_idle_handles = static_cast<size_t>(f.concurrency) + 16;
   auto http = net::MakeCurlHttpClient(ho);
   SystemClock clock;
-  const std::string yaml =
-      "{type: github_app, client_id: Iv23liBenchmark, private_key: file:" + dir +
-      "/app.pem, base_url: '" + fake->url() + "', allow_http: true, delegation: {enabled: false}}";
-  YAML::Node node = YAML::Load(yaml);
-  config::Section section(node, std::make_shared<const std::string>("bench.yaml"),
-                          "issuers.github");
-  section.MarkKnown("type");
-  IssuerContext ctx{"github", &section, dir, &clock, http.get()};
-  auto built = issuers::github_app::CreateGitHubAppIssuer(ctx);
-  if (!built) {
-    std::fprintf(stderr, "github_mint_bench: %s\n", built.error().ToString().c_str());
+  const int server_threads = f.server_threads > 0 ? f.server_threads : f.concurrency + 64;
+  auto upstream = f.issuer == "aws_sts" ? AwsSts(f, dir, server_threads, clock, http.get())
+                                        : GitHubApp(f, dir, server_threads, clock, http.get());
+  if (!upstream) {
+    std::fprintf(stderr, "mint_bench: %s\n", upstream.error().ToString().c_str());
     return 1;
   }
-  Issuer& issuer = **built;
-
-  GrantRequest req;
-  req.tool = "git.fetch";
-  req.operation = "read";
-  req.resource = "github://acme/payment-service";
-  req.issuer = "github";
-  req.scope = {{"permissions", {{"contents", "read"}}}};
+  Issuer& issuer = *upstream->issuer;
+  const GrantRequest req = upstream->request;
 
   enum class Phase { kWarmup, kMeasure, kDone };
   std::atomic<Phase> phase{Phase::kWarmup};
-  std::atomic<uint64_t> ok{0}, failed{0}, warmup_failed{0};
+  std::atomic<uint64_t> ok{0}, failed{0}, warmup_failed{0}, minted_total{0};
   std::vector<std::vector<double>> latencies(static_cast<size_t>(f.concurrency));
   std::atomic<int> first_error_set{0};
   std::string first_error;
@@ -230,8 +318,13 @@ int Run(const Flags& f) {
         return;
       }
       mr.now = std::chrono::system_clock::now();
+      // A grant id per mint, as the service gives (AWS's source identity).
+      mr.grant_id = "grt_bench" + std::to_string(index) + "x" + std::to_string(minted_total.load());
       const auto t0 = SteadyClock::now();
       auto minted = issuer.Mint(mr);
+      if (minted) {
+        ++minted_total;
+      }
       const double ms = std::chrono::duration<double, std::milli>(SteadyClock::now() - t0).count();
       if (phase.load(std::memory_order_relaxed) != Phase::kMeasure || p != Phase::kMeasure) {
         if (!minted) {
@@ -257,7 +350,7 @@ int Run(const Flags& f) {
     threads.emplace_back(worker, static_cast<size_t>(i));
   }
   std::this_thread::sleep_for(std::chrono::duration<double>(f.warmup_s));
-  const double sigs_before = Metric(issuer, "jitbroker_github_app_jwt_signatures_total");
+  const double sigs_before = Metric(issuer, upstream->costly_metric);
   const long rss_start = ProcStatusKb("VmRSS");
   const auto t_start = SteadyClock::now();
   phase.store(Phase::kMeasure);
@@ -269,9 +362,9 @@ int Run(const Flags& f) {
   }
   const long rss_end = ProcStatusKb("VmRSS");
   const long rss_peak = ProcStatusKb("VmHWM");
-  const double sigs_total = Metric(issuer, "jitbroker_github_app_jwt_signatures_total");
+  const double sigs_total = Metric(issuer, upstream->costly_metric);
   const double sigs_measured = sigs_total - sigs_before;
-  const double issued_total = Metric(issuer, "jitbroker_github_tokens_minted_total");
+  const auto issued_total = static_cast<double>(minted_total.load());
 
   std::vector<double> all;
   for (auto& v : latencies) {
@@ -285,7 +378,8 @@ int Run(const Flags& f) {
   const double sigs_per_1000 = issued_total > 0 ? 1000.0 * sigs_total / issued_total : 0;
   const bool met = rate >= target;
 
-  std::printf("github_app mint benchmark (in process; FakeGitHub on loopback)\n");
+  std::printf("%s mint benchmark (in process; %s on loopback)\n", f.issuer.c_str(),
+              upstream->fake_name.c_str());
   std::printf("  concurrency %d threads, injected latency %d ms, warm-up %.1f s, measured %.2f s\n",
               f.concurrency, f.latency_ms, f.warmup_s, elapsed);
   std::printf("  mints/s          %.0f   (target >= 0.9 x %d / %.3f s = %.0f: %s)\n", rate,
@@ -296,9 +390,10 @@ int Run(const Flags& f) {
               static_cast<unsigned long long>(failed.load()),
               static_cast<unsigned long long>(warmup_failed.load()));
   std::printf(
-      "  RSA signatures   %.0f for %.0f mints in the run (%.3f per 1,000 mints; %.0f in "
-      "the measured window); App JWTs GitHub saw: %zu\n",
-      sigs_total, issued_total, sigs_per_1000, sigs_measured, fake->DistinctJwts());
+      "  %-16s %.0f for %.0f mints in the run (%.3f per 1,000 mints; %.0f in "
+      "the measured window)%s\n",
+      upstream->costly_name.c_str(), sigs_total, issued_total, sigs_per_1000, sigs_measured,
+      upstream->note ? upstream->note().c_str() : "");
   std::printf(
       "  memory           RSS %ld KiB at start of window, %ld KiB at end (%+ld KiB), "
       "peak %ld KiB\n",
@@ -307,16 +402,17 @@ int Run(const Flags& f) {
     std::printf("  first error      %s\n", first_error.c_str());  // measured window
   }
   std::printf(
-      "RESULT bench=github_mint concurrency=%d latency_ms=%d mints_per_s=%.0f target=%.0f met=%d "
-      "p50_ms=%.1f p99_ms=%.1f ok=%llu failed=%llu rsa_signatures=%.0f mints=%.0f "
-      "signatures_per_1000_mints=%.3f rss_start_kb=%ld rss_end_kb=%ld rss_peak_kb=%ld\n",
-      f.concurrency, f.latency_ms, rate, target, met ? 1 : 0, p50, p99,
+      "RESULT bench=mint issuer=%s concurrency=%d latency_ms=%d mints_per_s=%.0f target=%.0f "
+      "met=%d p50_ms=%.1f p99_ms=%.1f ok=%llu failed=%llu costly_ops=%.0f mints=%.0f "
+      "costly_per_1000_mints=%.3f rss_start_kb=%ld rss_end_kb=%ld rss_peak_kb=%ld\n",
+      f.issuer.c_str(), f.concurrency, f.latency_ms, rate, target, met ? 1 : 0, p50, p99,
       static_cast<unsigned long long>(ok.load()), static_cast<unsigned long long>(failed.load()),
       sigs_total, issued_total, sigs_per_1000, rss_start, rss_end, rss_peak);
   std::fflush(stdout);
 
+  upstream->issuer.reset();
   http.reset();
-  fake->Stop();
+  upstream->stop();
   net::CurlGlobalCleanup();
   if (failed.load() > 0) {
     return 1;
@@ -331,9 +427,10 @@ int main(int argc, char** argv) {
   jitbroker::bench::Flags flags;
   if (!jitbroker::bench::ParseFlags(argc, argv, flags)) {
     std::fprintf(stderr,
-                 "usage: github_mint_bench [--concurrency N (200)] [--latency-ms N (50)]\n"
-                 "                         [--duration-s X (10)] [--warmup-s X (2)]\n"
-                 "                         [--server-threads N (concurrency+64)] [--strict]\n");
+                 "usage: mint_bench [--issuer github_app|aws_sts (github_app)]\n"
+                 "                  [--concurrency N (200)] [--latency-ms N (50)]\n"
+                 "                  [--duration-s X (10)] [--warmup-s X (2)]\n"
+                 "                  [--server-threads N (concurrency+64)] [--strict]\n");
     return 2;
   }
   return jitbroker::bench::Run(flags);
