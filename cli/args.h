@@ -275,6 +275,9 @@ struct ParsedArgs {
   std::map<std::string, std::vector<std::string>, std::less<>> values;  // value flags
   std::set<std::string, std::less<>> switches;
   std::vector<std::string> args;  // positionals
+  // How many positionals came before a "--" on the command line, if one did
+  // (`exec` wants its command after it, and only there).
+  std::optional<size_t> double_dash_at;
 
   bool Has(std::string_view flag) const {
     return values.find(flag) != values.end() || switches.find(flag) != switches.end();
@@ -348,6 +351,7 @@ inline std::optional<UsageError> ParseFlags(const std::vector<std::string>& argv
         return UsageError{"missing command before '--'", nullptr, {}};
       }
       after_double_dash = true;
+      out->double_dash_at = out->args.size();
       ++*i;
       continue;
     }
