@@ -333,6 +333,20 @@ TEST_CASE("exec: a credential with no usable secret is refused") {
   }
 }
 
+TEST_CASE("exec: the command line puts the command after --") {
+  ParsedArgs a = Args({"exec", "--tool", "t", "--operation", "read", "--resource", "jwt://x",
+                       "--issuer", "i", "--", "sh", "-c", "echo $X", "--json"});
+  CHECK(a.double_dash_at == std::optional<size_t>(0));
+  CHECK(a.args == std::vector<std::string>{"sh", "-c", "echo $X", "--json"});
+  CHECK_FALSE(a.Switch("json"));  // after --, it is the command's
+  ParsedArgs before = Args({"exec", "--tool", "t", "--operation", "read", "--resource", "jwt://x",
+                            "--issuer", "i", "sh", "--", "x"});
+  CHECK(before.double_dash_at == std::optional<size_t>(1));
+  ParsedArgs none = Args(
+      {"exec", "--tool", "t", "--operation", "read", "--resource", "jwt://x", "--issuer", "i"});
+  CHECK_FALSE(none.double_dash_at.has_value());
+}
+
 TEST_CASE("WipeJsonStrings zeroes every string in place") {
   json j = {{"a", "secret"}, {"b", {{"c", "token"}, {"d", {"x", 1}}}}};
   WipeJsonStrings(j);
