@@ -1561,9 +1561,6 @@ Result<int> AwsServe(const Context& ctx, const Invocation& inv) {
 
   // 256 random bits; hex keeps it a plain header value.
   SecretValue token(crypto::HexEncode(crypto::RandomBytes(32)));
-  if (token_file) {
-    JITBROKER_RETURN_IF_ERROR(WriteTokenFile(*token_file, token));
-  }
   StopSignals signals;
   CredentialEndpointOptions options;
   options.token = token.Clone();
@@ -1577,6 +1574,9 @@ Result<int> AwsServe(const Context& ctx, const Invocation& inv) {
       std::unique_ptr<http::Transport> listener,
       http::Transport::Create(CredentialEndpoint::ListenerOptions(port), &endpoint));
   JITBROKER_ASSIGN_OR_RETURN(int bound, listener->Bind());
+  if (token_file) {  // once the port is ours: a failed bind leaves no file behind
+    JITBROKER_RETURN_IF_ERROR(WriteTokenFile(*token_file, token));
+  }
 
   *ctx.out << "export AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:" << bound
            << kCredentialsPath << "\n";

@@ -239,11 +239,11 @@ TEST_CASE(
   }
   {
     // Deleting is destructive: denied by the default tiers.
-    auto [rc, err] = RunCommand("(" + env + Jitctl() + "aws credential-process --resource " +
-                                kRoleResource +
-                                " --action s3:DeleteObject --arn-resource "
-                                "'arn:aws:s3:::acme-artifacts/*' >" +
-                                out_file + ")");
+    auto [rc, err] =
+        RunCommand("(" + env + Jitctl() + "aws credential-process --resource " + kRoleResource +
+                   " --action s3:DeleteObject --arn-resource "
+                   "'arn:aws:s3:::acme-artifacts/*' >" +
+                   out_file + ")");
     CHECK_MESSAGE(rc == 4, err);
     CHECK(err.find("denied") != std::string::npos);
     CHECK(ReadFile(out_file).empty());

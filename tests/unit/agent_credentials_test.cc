@@ -439,8 +439,8 @@ TEST_CASE("aws serve: the endpoint answers the right token only, from its cache"
   SUBCASE("a wrong, missing or padded token is 401 and fetches nothing") {
     // (Spaces around a header value are not part of it in HTTP: "the-token "
     // is the token.)
-    for (std::string bad : {"the-token x", "Bearer the-token", "the-toke", "THE-TOKEN", "",
-                            "the-token, the-token"}) {
+    for (std::string bad :
+         {"the-token x", "Bearer the-token", "the-toke", "THE-TOKEN", "", "the-token, the-token"}) {
       CAPTURE(bad);
       auto w = e.Get("/creds", bad.c_str());
       REQUIRE(w);
