@@ -243,6 +243,56 @@ inline const std::vector<CommandSpec>& Commands() {
         {"access", "A", false, false,
          "contents permission to ask for: write (default; push and fetch) or read"},
         {"ttl", "SECONDS", false, false, "credential lifetime"}}},
+      {"aws credential-process",
+       "--resource aws://ACCOUNT/role/NAME --action A... --arn-resource ARN... [--issuer I] "
+       "[--ttl SECONDS] [--tool T] [--operation O] [--justification TEXT]",
+       "AWS SDK credential_process: a grant's AWS credential as the SDKs' JSON (session token)",
+       0,
+       0,
+       {{"resource", "R", false, true, "the role: aws://ACCOUNT/role/[PATH/]NAME"},
+        {"action", "A", true, true, "an IAM action the credential may use (repeatable)"},
+        {"arn-resource", "ARN", true, true, "an ARN (or *) the actions apply to (repeatable)"},
+        {"issuer", "I", false, false, "aws_sts issuer (default $JITBROKER_AWS_ISSUER or aws)"},
+        {"ttl", "SECONDS", false, false,
+         "credential lifetime (default 3600; under 15 min the SDKs re-run this on every call)"},
+        {"tool", "T", false, false, "tool name (default aws.SERVICE of the actions, or aws)"},
+        {"operation", "O", false, false,
+         "operation (default read when every action only reads, else write)"},
+        {"justification", "TEXT", false, false, "why the credential is needed"}}},
+      {"aws serve",
+       "--resource aws://ACCOUNT/role/NAME --action A... --arn-resource ARN... [--issuer I] "
+       "[--ttl SECONDS] [--tool T] [--operation O] [--justification TEXT] [--port P] "
+       "[--token-file F]",
+       "serve AWS SDKs the container credentials endpoint on 127.0.0.1 (session token)",
+       0,
+       0,
+       {{"resource", "R", false, true, "the role: aws://ACCOUNT/role/[PATH/]NAME"},
+        {"action", "A", true, true, "an IAM action the credential may use (repeatable)"},
+        {"arn-resource", "ARN", true, true, "an ARN (or *) the actions apply to (repeatable)"},
+        {"issuer", "I", false, false, "aws_sts issuer (default $JITBROKER_AWS_ISSUER or aws)"},
+        {"ttl", "SECONDS", false, false, "credential lifetime (default: the broker's)"},
+        {"tool", "T", false, false, "tool name (default aws.SERVICE of the actions, or aws)"},
+        {"operation", "O", false, false,
+         "operation (default read when every action only reads, else write)"},
+        {"justification", "TEXT", false, false, "why the credential is needed"},
+        {"port", "P", false, false, "port on 127.0.0.1 (default 0: any free port, printed)"},
+        {"token-file", "F", false, false,
+         "write the Authorization token to F (mode 0600) instead of printing it"}}},
+      {"exec",
+       "--tool T --operation O --resource R --issuer I [--scope-json JSON] [--param K=V...] "
+       "[--ttl SECONDS] [--justification TEXT] -- COMMAND [ARGS...]",
+       "run COMMAND with a grant's credential in its environment, revoke it when COMMAND "
+       "exits (session token)",
+       0,  // the command is checked by `exec` itself, to say "after --"
+       1 << 20,
+       {{"tool", "T", false, true, "tool name, e.g. aws.s3"},
+        {"operation", "O", false, true, "operation, e.g. read"},
+        {"resource", "R", false, true, "resource URI"},
+        {"issuer", "I", false, true, "issuer name"},
+        {"scope-json", "JSON", false, false, "issuer-specific scope as a JSON object"},
+        {"param", "K=V", true, false, "request parameter (repeatable)"},
+        {"ttl", "SECONDS", false, false, "credential lifetime"},
+        {"justification", "TEXT", false, false, "why the credential is needed"}}},
       {"version", "", "print the jitctl version", 0, 0, {}},
   };
   return kCommands;
@@ -275,6 +325,9 @@ struct ParsedArgs {
   std::map<std::string, std::vector<std::string>, std::less<>> values;  // value flags
   std::set<std::string, std::less<>> switches;
   std::vector<std::string> args;  // positionals
+  // How many positionals came before a "--" on the command line, if one did
+  // (`exec` wants its command after it, and only there).
+  std::optional<size_t> double_dash_at;
 
   bool Has(std::string_view flag) const {
     return values.find(flag) != values.end() || switches.find(flag) != switches.end();
@@ -348,6 +401,7 @@ inline std::optional<UsageError> ParseFlags(const std::vector<std::string>& argv
         return UsageError{"missing command before '--'", nullptr, {}};
       }
       after_double_dash = true;
+      out->double_dash_at = out->args.size();
       ++*i;
       continue;
     }

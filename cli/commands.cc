@@ -1,9 +1,14 @@
 #include "cli/commands.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -19,6 +24,10 @@
 #include <nlohmann/json.hpp>
 
 #include "broker/common/time_util.h"
+#include "broker/crypto/crypto.h"
+#include "broker/http/transport.h"
+#include "cli/agent_credentials.h"
+#include "cli/aws_serve.h"
 #include "cli/ci_commands.h"
 #include "cli/format.h"
 #include "cli/git_credential.h"
@@ -1300,6 +1309,483 @@ Result<int> GitCredential(const Context& ctx, const Invocation& inv) {
   return ToInt(ExitCode::kOk);
 }
 
+// ---------------------------------------------------------------------------
+// Credentials for other programs (docs/jitctl.md): `aws credential-process`,
+// `aws serve` and `exec`. Their stdout belongs to the program they serve, so
+// denials, pending approvals and errors go to stderr only, and --json is
+// refused.
+
+// A grant request's answer, sorted.
+struct GrantAnswer {
+  enum class Kind { kIssued, kPending, kDenied, kFailed };
+  Kind kind = Kind::kFailed;
+  json grant;                  // kIssued, kPending: the grant; kDenied: the decision
+  net::HttpResponse failed{};  // kFailed: the broker's answer (no credential)
+};
+
+// POSTs `body` in the current session. The caller wipes an issued grant
+// (WipeJsonStrings) once it is done with the credential.
+Result<GrantAnswer> AskForGrant(const Context& ctx, const json& body) {
+  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse resp, PostGrant(ctx, body));
+  BodyWiper wipe(resp.body);
+  GrantAnswer answer;
+  if (resp.status == 403) {
+    auto problem = ParseJsonStrict(resp.body);
+    if (problem && Member(*problem, "decision").is_object()) {
+      answer.kind = GrantAnswer::Kind::kDenied;
+      answer.grant = Member(*problem, "decision");
+      return answer;
+    }
+  }
+  if (resp.status == 201 || resp.status == 202) {
+    JITBROKER_ASSIGN_OR_RETURN(answer.grant, ParseResponse(resp));
+    answer.kind = resp.status == 201 ? GrantAnswer::Kind::kIssued : GrantAnswer::Kind::kPending;
+    return answer;
+  }
+  answer.failed = std::move(resp);
+  return answer;
+}
+
+// Reports an answer without a credential on stderr; the exit code.
+int ReportNoCredential(const Context& ctx, std::string_view command, const GrantAnswer& a) {
+  switch (a.kind) {
+    case GrantAnswer::Kind::kDenied:
+      *ctx.err << "jitctl " << command << ": the grant was denied\n";
+      PrintDenied(*ctx.err, a.grant);
+      return ToInt(ExitCode::kDenied);
+    case GrantAnswer::Kind::kPending:
+      *ctx.err << "jitctl " << command << ": the grant needs a human approval\n";
+      PrintPending(ctx, *ctx.err, a.grant);
+      return ToInt(ExitCode::kPending);
+    case GrantAnswer::Kind::kFailed:
+    case GrantAnswer::Kind::kIssued:
+      break;
+  }
+  *ctx.err << "jitctl " << command << ": the broker did not grant the credential\n";
+  return PrintFailure(ctx, a.failed);
+}
+
+Status RefuseJson(const Context& ctx, std::string_view command) {
+  if (ctx.json) {
+    return std::unexpected(UsageErr("'" + std::string(command) +
+                                    "' has a fixed output format; --json does not apply"));
+  }
+  return {};
+}
+
+std::string AwsIssuerDefault(const Context& ctx) {
+  return ctx.getenv("JITBROKER_AWS_ISSUER").value_or(std::string("aws"));
+}
+
+// Under 15 minutes botocore refreshes at once (its advisory window) and
+// `credential_process` is run again for nearly every API call.
+constexpr std::chrono::seconds kSdkRefreshWindow{15 * 60};
+// Default --ttl of `aws credential-process`: long enough to stay out of
+// that window; the broker clamps it to what policy and issuer allow.
+constexpr int64_t kCredentialProcessTtlSeconds = 3600;
+
+Result<int> AwsCredentialProcess(const Context& ctx, const Invocation& inv) {
+  const std::string_view command = inv.command->name;
+  JITBROKER_RETURN_IF_ERROR(RefuseJson(ctx, command));
+  auto body =
+      BuildAwsGrantBody(inv.args, command, AwsIssuerDefault(ctx), kCredentialProcessTtlSeconds);
+  if (!body) {
+    return std::unexpected(UsageErr(body.error()));
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::string account, AwsAccountOf(Field(*body, "resource")));
+  JITBROKER_ASSIGN_OR_RETURN(GrantAnswer answer, AskForGrant(ctx, *body));
+  if (answer.kind != GrantAnswer::Kind::kIssued) {
+    return ReportNoCredential(ctx, command, answer);
+  }
+  Result<AwsCredential> credential = AwsCredentialFromGrant(answer.grant);
+  const std::string grant_id = Field(answer.grant, "grant_id");
+  WipeJsonStrings(answer.grant);
+  if (!credential) {
+    return std::unexpected(credential.error());
+  }
+  SecretValue out = CredentialProcessJson(*credential, account);
+  *ctx.out << out.Reveal() << "\n" << std::flush;
+  const auto left = credential->expires_at - SystemClock().Now();
+  if (left < kSdkRefreshWindow) {
+    *ctx.err << "jitctl " << command << ": warning: grant " << grant_id << " ends in "
+             << std::chrono::duration_cast<std::chrono::seconds>(left).count()
+             << " s, inside the AWS SDKs' 15-minute refresh window: they will run this "
+                "command again for nearly every call (ask for --ttl 1800 or more, or use "
+                "`jitctl aws serve`)\n";
+  }
+  return ToInt(ExitCode::kOk);
+}
+
+// Writes the endpoint token to `path`, readable by its owner only.
+Status WriteTokenFile(const std::string& path, const SecretValue& token) {
+  const std::string shown = SanitizeForTerminal(path);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return std::unexpected(Internal("cannot write token file " + shown, std::strerror(errno)));
+  }
+  struct stat st{};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || ::fchmod(fd, 0600) != 0) {
+    ::close(fd);
+    return std::unexpected(Internal("token file " + shown + " is not a regular file of ours"));
+  }
+  std::string_view rest = token.Reveal();
+  while (!rest.empty()) {
+    const ssize_t n = ::write(fd, rest.data(), rest.size());
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      const int saved = errno;
+      ::close(fd);
+      return std::unexpected(Internal("cannot write token file " + shown, std::strerror(saved)));
+    }
+    rest.remove_prefix(static_cast<size_t>(n));
+  }
+  if (::close(fd) != 0) {
+    return std::unexpected(Internal("cannot write token file " + shown, std::strerror(errno)));
+  }
+  return {};
+}
+
+// One new credential for the endpoint, or why there is none ({"code",
+// "message"}: the broker's decision or problem, never a secret).
+FetchedCredential FetchForEndpoint(const Context& ctx, const json& body) {
+  FetchedCredential out;
+  out.status = 502;
+  Result<GrantAnswer> answer = AskForGrant(ctx, body);
+  if (!answer) {
+    out.code = "broker_unavailable";
+    out.message = SanitizeForTerminal(answer.error().message);
+    return out;
+  }
+  switch (answer->kind) {
+    case GrantAnswer::Kind::kIssued: {
+      Result<AwsCredential> credential = AwsCredentialFromGrant(answer->grant);
+      out.grant_id = Field(answer->grant, "grant_id");
+      WipeJsonStrings(answer->grant);
+      if (!credential) {
+        out.code = "unexpected_credential";
+        out.message = credential.error().message;
+        return out;
+      }
+      out.credential = std::move(*credential);
+      out.status = 200;
+      return out;
+    }
+    case GrantAnswer::Kind::kDenied: {
+      out.status = 403;
+      out.code = Field(answer->grant, "code");
+      if (out.code.empty()) {
+        out.code = "grant_denied";
+      }
+      out.message = "denied: " + Field(answer->grant, "reason");
+      return out;
+    }
+    case GrantAnswer::Kind::kPending:
+      out.status = 403;
+      out.code = "approval_pending";
+      out.message = "grant " + Field(answer->grant, "grant_id") +
+                    " needs a human approval (approval " +
+                    Field(Member(answer->grant, "approval"), "id") + ")";
+      return out;
+    case GrantAnswer::Kind::kFailed:
+      break;
+  }
+  const Problem p = ParseProblem(answer->failed.status, answer->failed.body);
+  out.code = p.code;
+  out.message = p.title + (p.detail.empty() ? "" : ": " + p.detail);
+  return out;
+}
+
+// Blocks until SIGINT, SIGTERM or SIGHUP (blocked in every thread: the
+// listener's threads start after the mask is set and inherit it).
+class StopSignals {
+ public:
+  StopSignals() {
+    sigemptyset(&set_);
+    sigaddset(&set_, SIGINT);
+    sigaddset(&set_, SIGTERM);
+    sigaddset(&set_, SIGHUP);
+    ::pthread_sigmask(SIG_BLOCK, &set_, &old_);
+  }
+  ~StopSignals() { ::pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+  int Wait() const {
+    int sig = 0;
+    while (::sigwait(&set_, &sig) != 0) {
+    }
+    return sig;
+  }
+
+ private:
+  sigset_t set_{};
+  sigset_t old_{};
+};
+
+Result<int> AwsServe(const Context& ctx, const Invocation& inv) {
+  const std::string_view command = inv.command->name;
+  JITBROKER_RETURN_IF_ERROR(RefuseJson(ctx, command));
+  auto body = BuildAwsGrantBody(inv.args, command, AwsIssuerDefault(ctx), std::nullopt);
+  if (!body) {
+    return std::unexpected(UsageErr(body.error()));
+  }
+  int port = 0;
+  if (auto p = inv.args.Get("port")) {
+    const std::optional<int64_t> v = ParseInt64(*p, 0, 65535);
+    if (!v) {
+      return std::unexpected(UsageErr("flag --port needs a port number in [0, 65535]"));
+    }
+    port = static_cast<int>(*v);
+  }
+  const std::optional<std::string> token_file = inv.args.Get("token-file");
+  JITBROKER_ASSIGN_OR_RETURN(std::string account, AwsAccountOf(Field(*body, "resource")));
+
+  // The first grant before listening: a request that cannot be granted
+  // fails here, with the decision, instead of in every SDK call.
+  SystemClock clock;
+  FetchedCredential first;
+  {
+    JITBROKER_ASSIGN_OR_RETURN(GrantAnswer answer, AskForGrant(ctx, *body));
+    if (answer.kind != GrantAnswer::Kind::kIssued) {
+      return ReportNoCredential(ctx, command, answer);
+    }
+    Result<AwsCredential> credential = AwsCredentialFromGrant(answer.grant);
+    first.grant_id = Field(answer.grant, "grant_id");
+    WipeJsonStrings(answer.grant);
+    if (!credential) {
+      return std::unexpected(credential.error());
+    }
+    first.credential = std::move(*credential);
+  }
+
+  // 256 random bits; hex keeps it a plain header value.
+  SecretValue token(crypto::HexEncode(crypto::RandomBytes(32)));
+  StopSignals signals;
+  CredentialEndpointOptions options;
+  options.token = token.Clone();
+  options.account_id = account;
+  options.clock = &clock;
+  options.fetch = [&ctx, grant = *body] { return FetchForEndpoint(ctx, grant); };
+  options.log = ctx.err;
+  CredentialEndpoint endpoint(std::move(options));
+  endpoint.Prime(std::move(*first.credential), clock.Now());
+  JITBROKER_ASSIGN_OR_RETURN(
+      std::unique_ptr<http::Transport> listener,
+      http::Transport::Create(CredentialEndpoint::ListenerOptions(port), &endpoint));
+  JITBROKER_ASSIGN_OR_RETURN(int bound, listener->Bind());
+  if (token_file) {  // once the port is ours: a failed bind leaves no file behind
+    JITBROKER_RETURN_IF_ERROR(WriteTokenFile(*token_file, token));
+  }
+
+  *ctx.out << "export AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:" << bound
+           << kCredentialsPath << "\n";
+  if (token_file) {
+    *ctx.out << "export AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=" << ShellQuote(*token_file) << "\n";
+    *ctx.err << "jitctl " << command
+             << ": note: some SDKs (Debian 12's botocore among them) ignore "
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE; give them "
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN=$(cat FILE)\n";
+  } else {
+    *ctx.out << "export AWS_CONTAINER_AUTHORIZATION_TOKEN=" << token.Reveal() << "\n";
+  }
+  *ctx.out << std::flush;
+  *ctx.err << "jitctl " << command << ": serving grant " << first.grant_id
+           << " on 127.0.0.1:" << bound << " until SIGINT or SIGTERM\n"
+           << std::flush;
+
+  std::thread server([&listener] { listener->Serve(); });
+  const int sig = signals.Wait();
+  listener->Stop(std::chrono::milliseconds(2000));
+  server.join();
+  if (token_file) {
+    ::unlink(token_file->c_str());
+  }
+  *ctx.err << "jitctl " << command << ": stopped (signal " << sig << ")\n";
+  return ToInt(ExitCode::kOk);
+}
+
+// The child of `exec`, for the signal handler that passes SIGTERM and SIGHUP
+// on (a handler can reach nothing else).
+std::atomic<pid_t> exec_child_pid{0};
+
+extern "C" void ForwardToChild(int sig) {
+  const pid_t child = exec_child_pid.load();
+  if (child > 0) {
+    ::kill(child, sig);
+  }
+}
+
+// Restores the signal dispositions `exec` changed, on every path.
+class ExecSignals {
+ public:
+  ExecSignals() {
+    struct sigaction ignore{};
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    struct sigaction forward{};
+    forward.sa_handler = &ForwardToChild;
+    sigemptyset(&forward.sa_mask);
+    forward.sa_flags = SA_RESTART;
+    // As system(3): a terminal's SIGINT and SIGQUIT reach the child's
+    // process group directly; the parent outlives them to revoke.
+    ::sigaction(SIGINT, &ignore, &old_int_);
+    ::sigaction(SIGQUIT, &ignore, &old_quit_);
+    ::sigaction(SIGTERM, &forward, &old_term_);
+    ::sigaction(SIGHUP, &forward, &old_hup_);
+  }
+  ~ExecSignals() {
+    ::sigaction(SIGINT, &old_int_, nullptr);
+    ::sigaction(SIGQUIT, &old_quit_, nullptr);
+    ::sigaction(SIGTERM, &old_term_, nullptr);
+    ::sigaction(SIGHUP, &old_hup_, nullptr);
+    exec_child_pid.store(0);
+  }
+  ExecSignals(const ExecSignals&) = delete;
+  ExecSignals& operator=(const ExecSignals&) = delete;
+
+ private:
+  struct sigaction old_int_{}, old_quit_{}, old_term_{}, old_hup_{};
+};
+
+// Runs argv with envp (both prepared before fork: the child only calls
+// async-signal-safe functions). The exit status as a shell reports it:
+// the command's, 128+N when signal N killed it, 127 when it was not found,
+// 126 when it could not be run.
+int RunChild(const Context& ctx, const std::vector<std::string>& argv,
+             std::vector<std::string>& envp) {
+  std::vector<char*> args;
+  for (const std::string& a : argv) {
+    args.push_back(const_cast<char*>(a.c_str()));
+  }
+  args.push_back(nullptr);
+  std::vector<char*> env;
+  for (std::string& e : envp) {
+    env.push_back(e.data());
+  }
+  env.push_back(nullptr);
+  int report[2];
+  if (::pipe2(report, O_CLOEXEC) != 0) {
+    *ctx.err << "jitctl exec: cannot create a pipe: " << std::strerror(errno) << "\n";
+    return ToInt(ExitCode::kError);
+  }
+  ExecSignals signals;
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    const int saved = errno;
+    ::close(report[0]);
+    ::close(report[1]);
+    *ctx.err << "jitctl exec: cannot fork: " << std::strerror(saved) << "\n";
+    return ToInt(ExitCode::kError);
+  }
+  if (pid == 0) {
+    // jitctl ignores SIGPIPE; the command gets the defaults back.
+    struct sigaction dfl{};
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    for (int sig : {SIGPIPE, SIGINT, SIGQUIT, SIGTERM, SIGHUP}) {
+      ::sigaction(sig, &dfl, nullptr);
+    }
+    ::close(report[0]);
+    ::execvpe(args[0], args.data(), env.data());
+    const int err = errno;
+    ssize_t ignored = ::write(report[1], &err, sizeof(err));
+    (void)ignored;
+    ::_exit(err == ENOENT ? 127 : 126);
+  }
+  exec_child_pid.store(pid);
+  ::close(report[1]);
+  int exec_errno = 0;
+  ssize_t n = 0;
+  do {
+    n = ::read(report[0], &exec_errno, sizeof(exec_errno));
+  } while (n < 0 && errno == EINTR);
+  ::close(report[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (n == static_cast<ssize_t>(sizeof(exec_errno))) {
+    *ctx.err << "jitctl exec: " << SanitizeForTerminal(argv[0]) << ": "
+             << (exec_errno == ENOENT ? "command not found" : std::strerror(exec_errno)) << "\n";
+    return exec_errno == ENOENT ? 127 : 126;
+  }
+  if (WIFEXITED(status)) {
+    return WEXITSTATUS(status);
+  }
+  if (WIFSIGNALED(status)) {
+    return 128 + WTERMSIG(status);
+  }
+  return ToInt(ExitCode::kError);
+}
+
+// DELETE /v1/grants/{id} once the command is done; a failure is a warning
+// (the grant still ends at its expiry).
+void RevokeAfterExec(const Context& ctx, const std::string& grant_id) {
+  Result<SecretValue> token = SessionToken(ctx);
+  Result<net::HttpResponse> resp =
+      token ? Send(ctx, Call{.method = "DELETE",
+                             .path = "/v1/grants/" + PathSegment(grant_id),
+                             .bearer = std::move(*token)})
+            : Result<net::HttpResponse>(std::unexpected(token.error()));
+  if (!resp || !IsSuccess(resp->status)) {
+    *ctx.err << "jitctl exec: warning: could not revoke grant " << SanitizeForTerminal(grant_id)
+             << " (" << (resp ? "HTTP " + std::to_string(resp->status) : resp.error().message)
+             << "); it ends at its expiry\n";
+  }
+}
+
+Result<int> Exec(const Context& ctx, const Invocation& inv) {
+  JITBROKER_RETURN_IF_ERROR(RefuseJson(ctx, inv.command->name));
+  const ParsedArgs& a = inv.args;
+  if (!a.double_dash_at) {
+    return std::unexpected(
+        UsageErr("exec runs the command after --: jitctl exec FLAGS -- COMMAND [ARGS...]"));
+  }
+  if (*a.double_dash_at > 0) {
+    return std::unexpected(UsageErr("unexpected argument '" + a.args.front() + "' before --"));
+  }
+  if (a.args.empty()) {
+    return std::unexpected(UsageErr("exec needs a command after --"));
+  }
+  auto body = BuildGrantRequestBody(a);
+  if (!body) {
+    return std::unexpected(UsageErr(body.error()));
+  }
+  JITBROKER_ASSIGN_OR_RETURN(GrantAnswer answer, AskForGrant(ctx, *body));
+  if (answer.kind != GrantAnswer::Kind::kIssued) {
+    return ReportNoCredential(ctx, "exec", answer);
+  }
+  const std::string grant_id = RawString(answer.grant, "grant_id").value_or("");
+  Result<ExecEnvironment> env = ExecEnvironmentFor(Member(answer.grant, "credential"));
+  WipeJsonStrings(answer.grant);
+  if (!env) {
+    // Minted but unusable here: do not leave it live.
+    if (!grant_id.empty()) {
+      RevokeAfterExec(ctx, grant_id);
+    }
+    return std::unexpected(env.error());
+  }
+  std::vector<std::string> parent;
+  for (char** e = ::environ; e != nullptr && *e != nullptr; ++e) {
+    parent.emplace_back(*e);
+  }
+  std::vector<std::string> envp = MergeEnvironment(parent, *env);
+  env->set.clear();
+  for (std::string& e : parent) {  // copies of the session token, among others
+    SecureWipe(e.data(), e.size());
+  }
+  std::flush(*ctx.out);
+  std::flush(*ctx.err);
+  const int rc = RunChild(ctx, a.args, envp);
+  for (std::string& e : envp) {
+    SecureWipe(e.data(), e.size());
+  }
+  if (!grant_id.empty()) {
+    RevokeAfterExec(ctx, grant_id);
+  }
+  return rc;
+}
+
 using Handler = Result<int> (*)(const Context&, const Invocation&);
 
 Result<int> Dispatch(const Context& ctx, const Invocation& inv) {
@@ -1326,6 +1812,9 @@ Result<int> Dispatch(const Context& ctx, const Invocation& inv) {
       {"jwks", &Jwks},
       {"ci exchange", &CiExchange},
       {"git-credential", &GitCredential},
+      {"aws credential-process", &AwsCredentialProcess},
+      {"aws serve", &AwsServe},
+      {"exec", &Exec},
   };
   for (const auto& [name, handler] : kHandlers) {
     if (name == inv.command->name) {
