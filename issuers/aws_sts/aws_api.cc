@@ -41,9 +41,9 @@ bool IsExpiredToken(std::string_view code) {
 
 bool IsAuthFailure(std::string_view code) {
   return code == "InvalidClientTokenId" || code == "SignatureDoesNotMatch" ||
-         code == "IncompleteSignature" || IsExpiredToken(code) ||
-         code == "UnrecognizedClientException" || code == "MissingAuthenticationToken" ||
-         code == "RequestExpired";
+         code == "IncompleteSignature" || IsExpiredToken(code) || code == "InvalidIdentityToken" ||
+         code == "IDPRejectedClaim" || code == "UnrecognizedClientException" ||
+         code == "MissingAuthenticationToken" || code == "RequestExpired";
 }
 
 std::string Detail(const AwsErrorInfo& e, int status) {
@@ -119,8 +119,9 @@ void AwsQueryApi::CollectMetrics(IssuerMetricFamily& calls, IssuerMetricFamily& 
   derivations.samples.emplace_back(labels, static_cast<double>(keys_.derivations()));
 }
 
-Result<XmlElement> AwsQueryApi::Call(
-    std::string_view action, const std::vector<std::pair<std::string, std::string>>& params) {
+Result<XmlElement> AwsQueryApi::Call(std::string_view action,
+                                     const std::vector<std::pair<std::string, std::string>>& params,
+                                     Signing signing) {
   if (host_.empty()) {
     return std::unexpected(
         Internal("the " + options_.label + " endpoint is not a URL", options_.endpoint));
@@ -148,40 +149,48 @@ Result<XmlElement> AwsQueryApi::Call(
   };
   bool skew_retried = false;
   bool refreshed = false;
+  std::string expired_key_id;  // the base key AWS called expired
   for (int attempt = 1;; ++attempt) {
     const bool last = attempt >= options_.max_attempts;
-    JITBROKER_ASSIGN_OR_RETURN(AwsCredentials creds, credentials_(refreshed));
-    const TimePoint now = clock_->Now() + std::chrono::seconds(offset_.load());
-    const std::string amz_date = AmzDate(now);
-    SigV4Request sreq;
-    sreq.method = "POST";
-    sreq.path = "/";
-    sreq.headers = {{"Content-Type", "application/x-www-form-urlencoded; charset=utf-8"},
-                    {"Host", host_},
-                    {"X-Amz-Date", amz_date}};
-    if (!creds.session_token.empty()) {
-      sreq.headers.emplace_back("X-Amz-Security-Token", std::string(creds.session_token.Reveal()));
-    }
-    sreq.body = body;
-    JITBROKER_ASSIGN_OR_RETURN(
-        Signature sig, Sign(sreq, creds, amz_date, options_.region, options_.service, &keys_));
-
+    std::string used_key_id;
     HttpRequest req;
     req.method = "POST";
     req.url = options_.endpoint + "/";
-    req.headers = std::move(sreq.headers);
+    req.headers = {{"Content-Type", "application/x-www-form-urlencoded; charset=utf-8"},
+                   {"Host", host_}};
+    if (signing == Signing::kSigned) {
+      JITBROKER_ASSIGN_OR_RETURN(AwsCredentials creds, credentials_(expired_key_id));
+      used_key_id = creds.access_key_id;
+      const TimePoint now = clock_->Now() + std::chrono::seconds(offset_.load());
+      const std::string amz_date = AmzDate(now);
+      SigV4Request sreq;
+      sreq.method = "POST";
+      sreq.path = "/";
+      sreq.headers = std::move(req.headers);
+      sreq.headers.emplace_back("X-Amz-Date", amz_date);
+      if (!creds.session_token.empty()) {
+        sreq.headers.emplace_back("X-Amz-Security-Token",
+                                  std::string(creds.session_token.Reveal()));
+      }
+      sreq.body = body;
+      JITBROKER_ASSIGN_OR_RETURN(
+          Signature sig, Sign(sreq, creds, amz_date, options_.region, options_.service, &keys_));
+      req.headers = std::move(sreq.headers);
+      const std::string_view prefix = "AWS4-HMAC-SHA256 ";
+      req.authorization_scheme = std::string(prefix.substr(0, prefix.size() - 1));
+      req.bearer = SecretValue(sig.authorization.substr(prefix.size()));
+    }
     req.headers.emplace_back("User-Agent", options_.user_agent);
     req.headers.emplace_back("Accept", "application/xml");
-    const std::string_view prefix = "AWS4-HMAC-SHA256 ";
-    req.authorization_scheme = std::string(prefix.substr(0, prefix.size() - 1));
-    req.bearer = SecretValue(sig.authorization.substr(prefix.size()));
     req.body = body;
     const auto left =
         std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
     req.timeout = std::min(options_.timeout, std::max(left, milliseconds(1)));
     req.connect_timeout = std::min(options_.connect_timeout, req.timeout);
     auto sent = http_->Send(req);
-    // The security token travelled in a header: wipe our copy.
+    // The security token travelled in a header (a web identity token in the
+    // body): wipe our copies.
+    SecureWipe(req.body.data(), req.body.size());
     for (auto& [name, value] : req.headers) {
       if (HttpHeaders::EqualsIgnoreCase(name, "X-Amz-Security-Token")) {
         SecureWipe(value.data(), value.size());
@@ -231,8 +240,9 @@ Result<XmlElement> AwsQueryApi::Call(
       }
     }
     // Temporary base credentials expired: fetch fresh ones, retry once.
-    if (!refreshed && IsExpiredToken(info.code)) {
+    if (!refreshed && IsExpiredToken(info.code) && signing == Signing::kSigned) {
       refreshed = true;
+      expired_key_id = used_key_id;
       Count(action, "retry_expired_token");
       continue;
     }
@@ -298,33 +308,17 @@ Result<XmlElement> AwsQueryApi::Call(
   }
 }
 
-Result<AssumedRole> AssumeRole(AwsQueryApi& api, const AssumeRoleInput& in) {
-  std::vector<std::pair<std::string, std::string>> p = {
-      {"RoleArn", in.role_arn},
-      {"RoleSessionName", in.role_session_name},
-      {"DurationSeconds", std::to_string(in.duration_seconds)},
-      {"SourceIdentity", in.source_identity},
+namespace {
+
+// The credentials of an AssumeRole or AssumeRoleWithWebIdentity answer; the
+// secrets in `doc` are wiped.
+Result<AssumedRole> ReadAssumedRole(XmlElement& doc, const std::string& action) {
+  auto bad = [&](const std::string& what) {
+    return std::unexpected(
+        Unavailable("aws_bad_response", "AWS STS's " + action + " answer " + what));
   };
-  if (!in.policy.empty()) {
-    p.emplace_back("Policy", in.policy);
-  }
-  for (size_t i = 0; i < in.tags.size(); ++i) {
-    const std::string n = std::to_string(i + 1);
-    p.emplace_back("Tags.member." + n + ".Key", in.tags[i].first);
-    p.emplace_back("Tags.member." + n + ".Value", in.tags[i].second);
-  }
-  for (size_t i = 0; i < in.transitive_tag_keys.size(); ++i) {
-    p.emplace_back("TransitiveTagKeys.member." + std::to_string(i + 1), in.transitive_tag_keys[i]);
-  }
-  if (!in.external_id.empty()) {
-    p.emplace_back("ExternalId", in.external_id);
-  }
-  JITBROKER_ASSIGN_OR_RETURN(XmlElement doc, api.Call("AssumeRole", p));
-  auto bad = [](const std::string& what) {
-    return std::unexpected(Unavailable("aws_bad_response", "AWS STS's AssumeRole answer " + what));
-  };
-  if (doc.name != "AssumeRoleResponse") {
-    return bad("is not an AssumeRoleResponse");
+  if (doc.name != action + "Response") {
+    return bad("is not an " + action + "Response");
   }
   auto child = [](XmlElement* e, std::string_view name) -> XmlElement* {
     if (e != nullptr) {
@@ -336,7 +330,7 @@ Result<AssumedRole> AssumeRole(AwsQueryApi& api, const AssumeRoleInput& in) {
     }
     return nullptr;
   };
-  XmlElement* result = child(&doc, "AssumeRoleResult");
+  XmlElement* result = child(&doc, action + "Result");
   XmlElement* creds = child(result, "Credentials");
   if (creds == nullptr) {
     return bad("has no Credentials");
@@ -374,6 +368,50 @@ Result<AssumedRole> AssumeRole(AwsQueryApi& api, const AssumeRoleInput& in) {
     }
   }
   return out;
+}
+
+}  // namespace
+
+Result<AssumedRole> AssumeRole(AwsQueryApi& api, const AssumeRoleInput& in) {
+  std::vector<std::pair<std::string, std::string>> p = {
+      {"RoleArn", in.role_arn},
+      {"RoleSessionName", in.role_session_name},
+      {"DurationSeconds", std::to_string(in.duration_seconds)},
+      {"SourceIdentity", in.source_identity},
+  };
+  if (!in.policy.empty()) {
+    p.emplace_back("Policy", in.policy);
+  }
+  for (size_t i = 0; i < in.tags.size(); ++i) {
+    const std::string n = std::to_string(i + 1);
+    p.emplace_back("Tags.member." + n + ".Key", in.tags[i].first);
+    p.emplace_back("Tags.member." + n + ".Value", in.tags[i].second);
+  }
+  for (size_t i = 0; i < in.transitive_tag_keys.size(); ++i) {
+    p.emplace_back("TransitiveTagKeys.member." + std::to_string(i + 1), in.transitive_tag_keys[i]);
+  }
+  if (!in.external_id.empty()) {
+    p.emplace_back("ExternalId", in.external_id);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(XmlElement doc, api.Call("AssumeRole", p));
+  return ReadAssumedRole(doc, "AssumeRole");
+}
+
+Result<AssumedRole> AssumeRoleWithWebIdentity(AwsQueryApi& api, const std::string& role_arn,
+                                              const std::string& role_session_name,
+                                              const SecretValue& web_identity_token,
+                                              int64_t duration_seconds) {
+  std::vector<std::pair<std::string, std::string>> p = {
+      {"RoleArn", role_arn},
+      {"RoleSessionName", role_session_name},
+      {"DurationSeconds", std::to_string(duration_seconds)},
+      {"WebIdentityToken", std::string(web_identity_token.Reveal())}};
+  auto doc = api.Call("AssumeRoleWithWebIdentity", p, AwsQueryApi::Signing::kUnsigned);
+  SecureWipe(p.back().second.data(), p.back().second.size());
+  if (!doc) {
+    return std::unexpected(doc.error());
+  }
+  return ReadAssumedRole(*doc, "AssumeRoleWithWebIdentity");
 }
 
 Result<std::optional<std::string>> GetRolePolicy(AwsQueryApi& api, const std::string& role_name,

@@ -99,20 +99,24 @@ struct AssumedRole {
   std::string source_identity;
 };
 
-// Where the broker's own credentials come from. Called for every request;
-// `refresh` is true after AWS answered ExpiredToken (a source with
-// temporary credentials fetches new ones; a static one returns the same).
-using CredentialSource = std::function<Result<AwsCredentials>(bool refresh)>;
+// Where the broker's own credentials come from. Called for every request
+// with "", or, after AWS answered ExpiredToken, with the access key id it
+// refused: a source with temporary credentials then fetches new ones unless
+// it already has (a static one returns the same).
+using CredentialSource = std::function<Result<AwsCredentials>(std::string_view expired_key_id)>;
 
 class AwsQueryApi {
  public:
   AwsQueryApi(QueryOptions options, HttpClient* http, const Clock* clock,
               CredentialSource credentials, std::string issuer_name);
 
-  // One signed query-protocol call: `params` after Action and Version; the
-  // answer's root element.
+  enum class Signing { kSigned, kUnsigned };
+  // One query-protocol call: `params` after Action and Version; the answer's
+  // root element. Signed with the credential source's credentials, or not
+  // signed at all (AssumeRoleWithWebIdentity: the token is the proof).
   [[nodiscard]] Result<XmlElement> Call(
-      std::string_view action, const std::vector<std::pair<std::string, std::string>>& params);
+      std::string_view action, const std::vector<std::pair<std::string, std::string>>& params,
+      Signing signing = Signing::kSigned);
 
   uint64_t signing_key_derivations() const { return keys_.derivations(); }
   int64_t clock_offset_seconds() const { return offset_.load(); }
@@ -137,6 +141,15 @@ class AwsQueryApi {
 
 // STS AssumeRole (api: an STS client).
 [[nodiscard]] Result<AssumedRole> AssumeRole(AwsQueryApi& api, const AssumeRoleInput& in);
+
+// STS AssumeRoleWithWebIdentity, unsigned (api: an STS client): the
+// broker's own temporary identity from an OIDC token (a Kubernetes projected
+// service-account token, say).
+[[nodiscard]] Result<AssumedRole> AssumeRoleWithWebIdentity(AwsQueryApi& api,
+                                                            const std::string& role_arn,
+                                                            const std::string& role_session_name,
+                                                            const SecretValue& web_identity_token,
+                                                            int64_t duration_seconds);
 
 // IAM GetRolePolicy (api: an IAM client): the document of the role's inline
 // policy `policy_name` (URL-decoded JSON text), or nullopt when the role has

@@ -8,6 +8,7 @@
 #include "broker/net/url.h"
 #include "issuers/aws_sts/aws_api.h"
 #include "issuers/aws_sts/aws_scope.h"
+#include "issuers/aws_sts/base_identity.h"
 #include "issuers/aws_sts/revocation_writer.h"
 
 namespace jitbroker::issuers::aws_sts {
@@ -30,6 +31,7 @@ struct Options {
   std::string access_key_id;
   SecretValue secret_access_key;
   SecretValue session_token;
+  std::optional<WebIdentitySource> web_identity;  // instead of the keys
   int64_t max_ttl_seconds = 3600;
   int64_t default_ttl_seconds = 900;
   int64_t max_session_seconds = 3600;
@@ -51,6 +53,21 @@ std::string TagValue(std::string_view v) {
     out.push_back(ok ? c : '_');
   }
   return out;
+}
+
+// arn:PARTITION:iam::ACCOUNT:role/[PATH/]NAME
+bool IsRoleArn(std::string_view arn) {
+  for (std::string_view p : {"arn:aws:iam::", "arn:aws-cn:iam::", "arn:aws-us-gov:iam::"}) {
+    if (arn.starts_with(p)) {
+      const std::string_view rest = arn.substr(p.size());
+      return rest.size() > 18 && rest.size() <= 2048 &&
+             std::all_of(rest.begin(), rest.begin() + 12,
+                         [](char c) { return c >= '0' && c <= '9'; }) &&
+             rest.substr(12).starts_with(":role/") && !rest.ends_with('/') &&
+             std::all_of(rest.begin(), rest.end(), [](char c) { return c > 0x20 && c < 0x7f; });
+    }
+  }
+  return false;
 }
 
 std::string PartitionOf(std::string_view region) {
@@ -153,13 +170,17 @@ class AwsStsIssuer final : public IssuerWithSpec<AwsSpec> {
         external_id_(o.external_id),
         deny_policy_(o.deny_policy),
         deny_propagation_seconds_(o.deny_propagation_seconds),
-        access_key_id_(o.access_key_id),
-        secret_(std::move(o.secret_access_key)),
-        session_token_(std::move(o.session_token)),
         sts_(
-            o.sts, http, clock, [this](bool) { return BaseCredentials(); }, o.name),
+            o.sts, http, clock, [this](std::string_view expired) { return base_->Get(expired); },
+            o.name),
         iam_(
-            o.iam, http, clock, [this](bool) { return BaseCredentials(); }, o.name),
+            o.iam, http, clock, [this](std::string_view expired) { return base_->Get(expired); },
+            o.name),
+        base_(o.web_identity
+                  ? std::make_unique<BaseIdentity>(std::move(*o.web_identity), &sts_, clock)
+                  : std::make_unique<BaseIdentity>(std::move(o.access_key_id),
+                                                   std::move(o.secret_access_key),
+                                                   std::move(o.session_token))),
         writer_(&iam_, o.max_policy_chars, o.name) {}
 
   Result<MintResult> Mint(const MintRequest& m) override {
@@ -253,28 +274,23 @@ class AwsStsIssuer final : public IssuerWithSpec<AwsSpec> {
     iam_.CollectMetrics(calls, derivations);
     out.push_back(std::move(calls));
     out.push_back(std::move(derivations));
+    out.push_back(IssuerMetricFamily{
+        "jitbroker_aws_web_identity_exchanges_total",
+        "counter",
+        "AssumeRoleWithWebIdentity exchanges for the broker's own identity",
+        {{"issuer=\"" + spec().Describe().name + "\"", static_cast<double>(base_->exchanges())}}});
     writer_.CollectMetrics(out);
   }
 
  private:
-  Result<AwsCredentials> BaseCredentials() const {
-    AwsCredentials c;
-    c.access_key_id = access_key_id_;
-    c.secret_access_key = secret_.Clone();
-    c.session_token = session_token_.Clone();
-    return c;
-  }
-
   const std::string region_;
   const int64_t max_session_seconds_;
   const std::string external_id_;
   const bool deny_policy_;
   const int64_t deny_propagation_seconds_;
-  const std::string access_key_id_;
-  const SecretValue secret_;
-  const SecretValue session_token_;
   AwsQueryApi sts_;
   AwsQueryApi iam_;
+  std::unique_ptr<BaseIdentity> base_;  // signs sts_ and iam_; uses sts_ for web identity
   RevocationWriter writer_;
 };
 
@@ -303,30 +319,56 @@ Result<Options> ParseOptions(IssuerContext& ctx) {
     return std::unexpected(s.Err("credentials",
                                  "is required: the broker's own access_key_id and "
                                  "secret_access_key (and session_token), each env:NAME or "
-                                 "file:PATH"));
+                                 "file:PATH, or web_identity_token_file and role_arn"));
   }
-  JITBROKER_ASSIGN_OR_RETURN(auto akid, creds->OptSecretRef("access_key_id"));
-  JITBROKER_ASSIGN_OR_RETURN(auto secret, creds->OptSecretRef("secret_access_key"));
-  JITBROKER_ASSIGN_OR_RETURN(auto token, creds->OptSecretRef("session_token"));
-  JITBROKER_RETURN_IF_ERROR(creds->CheckNoUnknownKeys());
-  if (!akid || !secret) {
-    return std::unexpected(
-        creds->Err(!akid ? "access_key_id" : "secret_access_key", "is required (env: or file:)"));
-  }
-  o.access_key_id = std::string(akid->Reveal());
-  const bool akid_ok = o.access_key_id.size() >= 16 && o.access_key_id.size() <= 128 &&
-                       std::all_of(o.access_key_id.begin(), o.access_key_id.end(), [](char c) {
-                         return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-                       });
-  if (!akid_ok) {
-    return std::unexpected(creds->Err("access_key_id", "is not an AWS access key id (AKIA…)"));
-  }
-  if (secret->empty() || secret->size() > 256) {
-    return std::unexpected(creds->Err("secret_access_key", "is empty or too long"));
-  }
-  o.secret_access_key = std::move(*secret);
-  if (token) {
-    o.session_token = std::move(*token);
+  JITBROKER_ASSIGN_OR_RETURN(auto token_file, creds->OptString("web_identity_token_file"));
+  JITBROKER_ASSIGN_OR_RETURN(auto role_arn, creds->OptString("role_arn"));
+  if (token_file || role_arn) {
+    // The broker's identity from a web identity token (docs/aws.md).
+    for (const char* key : {"access_key_id", "secret_access_key", "session_token"}) {
+      JITBROKER_ASSIGN_OR_RETURN(auto present, creds->OptString(key));
+      if (present) {
+        return std::unexpected(creds->Err(
+            key, "cannot be combined with web_identity_token_file and role_arn: one identity"));
+      }
+    }
+    JITBROKER_RETURN_IF_ERROR(creds->CheckNoUnknownKeys());
+    if (!token_file || !role_arn) {
+      return std::unexpected(creds->Err(!token_file ? "web_identity_token_file" : "role_arn",
+                                        "is required with a web identity (both keys)"));
+    }
+    if (!IsRoleArn(*role_arn)) {
+      return std::unexpected(
+          creds->Err("role_arn", "must be arn:PARTITION:iam::ACCOUNT:role/NAME"));
+    }
+    if (auto t = BaseIdentity::ReadTokenFile(*token_file); !t) {
+      return std::unexpected(creds->Err("web_identity_token_file", t.error().message));
+    }
+    o.web_identity = WebIdentitySource{*token_file, *role_arn, "jitbroker-" + o.name, 3600};
+  } else {
+    JITBROKER_ASSIGN_OR_RETURN(auto akid, creds->OptSecretRef("access_key_id"));
+    JITBROKER_ASSIGN_OR_RETURN(auto secret, creds->OptSecretRef("secret_access_key"));
+    JITBROKER_ASSIGN_OR_RETURN(auto token, creds->OptSecretRef("session_token"));
+    JITBROKER_RETURN_IF_ERROR(creds->CheckNoUnknownKeys());
+    if (!akid || !secret) {
+      return std::unexpected(
+          creds->Err(!akid ? "access_key_id" : "secret_access_key", "is required (env: or file:)"));
+    }
+    o.access_key_id = std::string(akid->Reveal());
+    const bool akid_ok = o.access_key_id.size() >= 16 && o.access_key_id.size() <= 128 &&
+                         std::all_of(o.access_key_id.begin(), o.access_key_id.end(), [](char c) {
+                           return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+                         });
+    if (!akid_ok) {
+      return std::unexpected(creds->Err("access_key_id", "is not an AWS access key id (AKIA…)"));
+    }
+    if (secret->empty() || secret->size() > 256) {
+      return std::unexpected(creds->Err("secret_access_key", "is empty or too long"));
+    }
+    o.secret_access_key = std::move(*secret);
+    if (token) {
+      o.session_token = std::move(*token);
+    }
   }
 
   JITBROKER_ASSIGN_OR_RETURN(auto accounts, s.StringList("accounts"));

@@ -26,9 +26,9 @@
 //
 // Config (issuers.NAME), see docs/configuration.md: type: aws_sts; region;
 // partition; credentials {access_key_id, secret_access_key, session_token}
-// (each env:/file:); accounts; endpoint; allow_http; max_ttl_seconds;
-// default_ttl_seconds; max_session_seconds; external_id; revoke; timeout_ms;
-// connect_timeout_ms; call_deadline_ms; max_attempts; iam_endpoint;
+// (each env:/file:) or {web_identity_token_file, role_arn} (base_identity.h); accounts; endpoint;
+// allow_http; max_ttl_seconds; default_ttl_seconds; max_session_seconds; external_id; revoke;
+// timeout_ms; connect_timeout_ms; call_deadline_ms; max_attempts; iam_endpoint;
 // deny_propagation_seconds; max_policy_chars.
 //
 // CI exchanges (IssuerSpec::NarrowScope): requested RFC 8693 scope tokens

@@ -80,6 +80,14 @@ struct FakeSts::Impl {
     int remaining = 0;
     std::string action;  // empty = every action
   };
+  // Base identities obtained with AssumeRoleWithWebIdentity: access key id
+  // -> the role they act as and when they expire.
+  struct WebSession {
+    std::string role_arn;
+    int64_t expires_at = 0;
+  };
+  std::map<std::string, WebSession> web_sessions;
+  size_t web_exchanges = 0;
   // IAM: role name -> policy name -> document (the role's inline policies).
   std::map<std::string, std::map<std::string, std::string>> role_policies;
   std::vector<Injection> injections;
@@ -183,6 +191,11 @@ struct FakeSts::Impl {
         secret = it->second;
         if (auto t = options.session_tokens.find(akid); t != options.session_tokens.end()) {
           token = t->second;
+        }
+        if (auto b = web_sessions.find(akid);
+            b != web_sessions.end() && b->second.expires_at <= ToUnixSeconds(Now())) {
+          Error(res, 403, "ExpiredToken", "The security token included in the request is expired");
+          return "";
         }
       } else if (temporary_ok && temp != secrets.end()) {
         secret = temp->second.first;
@@ -329,6 +342,9 @@ struct FakeSts::Impl {
     if (hit) {
       return Error(res, hit->status, hit->code, "injected " + hit->code);
     }
+    if (p["Action"] == "AssumeRoleWithWebIdentity") {
+      return HandleWebIdentity(res, p);
+    }
     const std::string service = ServiceOf(req);
     if (service == "iam") {
       return HandleIam(req, res, p);
@@ -408,9 +424,7 @@ struct FakeSts::Impl {
     {
       std::lock_guard lock(mu);
       auto it = roles.find(out.role_arn);
-      if (it != roles.end() &&
-          std::find(it->second.trusted_keys.begin(), it->second.trusted_keys.end(), akid) !=
-              it->second.trusted_keys.end()) {
+      if (it != roles.end() && TrustsLocked(it->second.trusted_keys, akid)) {
         role = it->second;
       }
     }
@@ -532,8 +546,7 @@ struct FakeSts::Impl {
     for (const auto& [arn, role] : roles) {
       if (arn.substr(arn.rfind('/') + 1) == role_name) {
         known = true;
-        trusted =
-            std::find(role.iam_keys.begin(), role.iam_keys.end(), akid) != role.iam_keys.end();
+        trusted = TrustsLocked(role.iam_keys, akid);
       }
     }
     if (!known) {
@@ -736,6 +749,62 @@ struct FakeSts::Impl {
                         "</RequestId></ResponseMetadata></" + name + "Response>",
                     "text/xml");
   }
+
+  // Whether `trusted` (access key ids or role ARNs) names `akid` or the role
+  // a web-identity base session acts as. Caller holds mu.
+  bool TrustsLocked(const std::vector<std::string>& trusted, const std::string& akid) const {
+    auto has = [&](const std::string& x) {
+      return std::find(trusted.begin(), trusted.end(), x) != trusted.end();
+    };
+    auto web = web_sessions.find(akid);
+    return has(akid) || (web != web_sessions.end() && has(web->second.role_arn));
+  }
+
+  // AssumeRoleWithWebIdentity, unsigned as STS takes it: the token must be
+  // one configured for the role. The credentials become a base identity.
+  void HandleWebIdentity(httplib::Response& res, std::map<std::string, std::string>& p) {
+    if (p["Version"] != "2011-06-15") {
+      return Error(res, 400, "InvalidParameterValue", "Version must be 2011-06-15");
+    }
+    const std::string& role_arn = p["RoleArn"];
+    const std::string& token = p["WebIdentityToken"];
+    if (!ValidName(p["RoleSessionName"]) || token.size() < 4 || token.size() > 20000) {
+      return Error(res, 400, "ValidationError", "RoleSessionName or WebIdentityToken is invalid");
+    }
+    int64_t duration = 3600;
+    if (p.contains("DurationSeconds")) {
+      duration = std::strtoll(p["DurationSeconds"].c_str(), nullptr, 10);
+    }
+    std::lock_guard lock(mu);
+    auto it = options.web_identity_tokens.find(token);
+    if (it == options.web_identity_tokens.end()) {
+      return Error(res, 400, "InvalidIdentityToken", "Couldn't retrieve verification key");
+    }
+    if (it->second != role_arn) {
+      return Error(res, 403, "AccessDenied",
+                   "Not authorized to perform sts:AssumeRoleWithWebIdentity");
+    }
+    const std::string akid = "ASIA" + Alnum(16);
+    const std::string secret = crypto::Base64Encode(crypto::RandomBytes(30));
+    const std::string session = "IQoJb3JpZ2lu" + crypto::Base64Encode(crypto::RandomBytes(200));
+    const TimePoint now = Now();
+    options.keys[akid] = secret;
+    options.session_tokens[akid] = session;
+    web_sessions[akid] = WebSession{role_arn, ToUnixSeconds(now) + duration};
+    ++web_exchanges;
+    res.status = 200;
+    res.set_content(
+        "<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">"
+        "<AssumeRoleWithWebIdentityResult><Credentials><AccessKeyId>" +
+            akid + "</AccessKeyId><SecretAccessKey>" + Xml(secret) +
+            "</SecretAccessKey><SessionToken>" + Xml(session) + "</SessionToken><Expiration>" +
+            FormatRfc3339(FromUnixSeconds(ToUnixSeconds(now) + duration)) +
+            "</Expiration></Credentials><AssumedRoleUser><Arn>" + Xml(role_arn) +
+            "</Arn><AssumedRoleId>AROA" + Alnum(17) +
+            "</AssumedRoleId></AssumedRoleUser></AssumeRoleWithWebIdentityResult>"
+            "</AssumeRoleWithWebIdentityResponse>",
+        "text/xml");
+  }
 };
 
 FakeSts::~FakeSts() { Stop(); }
@@ -833,6 +902,23 @@ void FakeSts::SetRolePolicy(const std::string& role_name, const std::string& pol
                             const std::string& document) {
   std::lock_guard lock(impl_->mu);
   impl_->role_policies[role_name][policy_name] = document;
+}
+
+void FakeSts::ExpireBaseSessions() {
+  std::lock_guard lock(impl_->mu);
+  for (auto& [akid, session] : impl_->web_sessions) {
+    session.expires_at = 0;
+  }
+}
+
+void FakeSts::AllowWebIdentity(const std::string& token, const std::string& role_arn) {
+  std::lock_guard lock(impl_->mu);
+  impl_->options.web_identity_tokens[token] = role_arn;
+}
+
+size_t FakeSts::WebIdentityExchanges() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->web_exchanges;
 }
 
 size_t FakeSts::PolicyWrites() const {

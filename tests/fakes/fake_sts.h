@@ -2,7 +2,10 @@
 // (docs/aws.md, "STS" and "Revocation"), at one URL, told apart by the
 // service a request is signed for:
 //
-//   - sts: AssumeRole, below;
+//   - sts: AssumeRole, below; AssumeRoleWithWebIdentity, unsigned, for a
+//     token configured in `web_identity_tokens` (else 400
+//     InvalidIdentityToken): its credentials sign later calls as a base
+//     identity until they expire (ExpireBaseSessions: 403 ExpiredToken);
 //   - iam: GetRolePolicy and PutRolePolicy on the roles' inline policies,
 //     signed for us-east-1 by a key the role lists in `iam_keys` (else 403
 //     AccessDenied; an unknown role or policy is 404 NoSuchEntity), the
@@ -69,16 +72,22 @@ struct FakeStsOptions {
   // IAM's limit on all of a role's inline policies together (characters
   // without whitespace); over it PutRolePolicy answers LimitExceeded.
   size_t role_policy_limit = 10240;
+  // AssumeRoleWithWebIdentity: token -> the role ARN it may assume. The
+  // credentials it returns are base identities; roles trust them by listing
+  // that role ARN in trusted_keys / iam_keys.
+  std::map<std::string, std::string> web_identity_tokens;
   // Keep what was issued and signed (Verify, SecretActive, SignedRequests,
   // calls with issued credentials). Benchmarks turn it off: memory stays flat.
   bool keep_issued = true;
 };
 
 struct FakeRole {
-  std::string arn;                        // arn:aws:iam::ACCOUNT:role/NAME
-  int64_t max_session_seconds = 3600;     // the role's MaxSessionDuration
-  std::vector<std::string> trusted_keys;  // access key ids allowed to assume it
-  std::string external_id;                // required when not empty
+  std::string arn;                     // arn:aws:iam::ACCOUNT:role/NAME
+  int64_t max_session_seconds = 3600;  // the role's MaxSessionDuration
+  // Access key ids (or, for web-identity base sessions, role ARNs) allowed
+  // to assume it.
+  std::vector<std::string> trusted_keys;
+  std::string external_id;  // required when not empty
   // Access key ids IAM lets read and write the role's inline policies.
   std::vector<std::string> iam_keys;
 };
@@ -127,7 +136,12 @@ class FakeSts {
   void SetRolePolicy(const std::string& role_name, const std::string& policy_name,
                      const std::string& document);
   size_t PolicyWrites() const;  // successful PutRolePolicy calls
-  size_t DeniedCalls() const;   // calls with issued credentials refused by a deny
+  // Web identity: expire every base session it handed out (their next use
+  // answers ExpiredToken), and count the exchanges.
+  void ExpireBaseSessions();
+  void AllowWebIdentity(const std::string& token, const std::string& role_arn);
+  size_t WebIdentityExchanges() const;
+  size_t DeniedCalls() const;  // calls with issued credentials refused by a deny
   std::vector<Issued> IssuedCredentials() const;
   size_t Requests() const;
   // A request whose signature the fake verified, as received: for an

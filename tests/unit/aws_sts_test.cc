@@ -302,8 +302,8 @@ TEST_CASE("AWS STS: configuration is checked completely, secrets never echoed") 
            creds + "}",
        "endpoint"},
       {"an unknown revoke mode",
-       "{type: aws_sts, region: us-east-1, accounts: ['123456789012'], revoke: sometimes" +
-           creds + "}",
+       "{type: aws_sts, region: us-east-1, accounts: ['123456789012'], revoke: sometimes" + creds +
+           "}",
        "deny_policy or expiry_only"},
       {"deny_policy's settings with expiry_only",
        "{type: aws_sts, region: us-east-1, accounts: ['123456789012'], revoke: expiry_only, "
@@ -326,6 +326,78 @@ TEST_CASE("AWS STS: configuration is checked completely, secrets never echoed") 
     CHECK(r.error().message.find(b.says) != std::string::npos);
     CHECK(r.error().message.find("hunter2") == std::string::npos);
     CHECK(r.error().message.find(kSecret) == std::string::npos);
+  }
+}
+
+TEST_CASE("AWS STS: a web identity token as the broker's own identity, refreshed on ExpiredToken") {
+  Env env;
+  constexpr const char* kBrokerRole = "arn:aws:iam::111122223333:role/jitbroker";
+  env.fake->AllowWebIdentity("oidc-token-one", kBrokerRole);
+  env.fake->AllowWebIdentity("oidc-token-two", kBrokerRole);
+  env.fake->AddRole(
+      {"arn:aws:iam::123456789012:role/web-deploy", 3600, {kBrokerRole}, "", {kBrokerRole}});
+  std::ofstream(env.dir.File("token")) << "oidc-token-one\n";
+  const std::string yaml =
+      "{type: aws_sts, region: us-east-1, endpoint: " + env.fake->url() +
+      ", iam_endpoint: " + env.fake->url() +
+      ", allow_http: true, accounts: ['123456789012'], credentials: {web_identity_token_file: " +
+      env.dir.File("token") + ", role_arn: '" + kBrokerRole + "'}}";
+  auto built = env.BuildRaw(yaml);
+  REQUIRE_MESSAGE(built.has_value(), (built ? "" : built.error().ToString()));
+  Issuer& issuer = **built;
+  auto req = Req(ReadScope(), "aws://123456789012/role/web-deploy");
+
+  auto first = issuer.Mint(Mint(req));
+  REQUIRE_MESSAGE(first.has_value(), (first ? "" : first.error().ToString()));
+  REQUIRE(issuer.Mint(Mint(req)).has_value());
+  CHECK(env.fake->WebIdentityExchanges() == 1);  // kept, not exchanged per mint
+
+  // The base session expires early (AWS answers ExpiredToken): the token
+  // file is read again (it has rotated) and the mint succeeds.
+  std::ofstream(env.dir.File("token")) << "oidc-token-two";
+  env.fake->ExpireBaseSessions();
+  auto again = issuer.Mint(Mint(req));
+  REQUIRE_MESSAGE(again.has_value(), (again ? "" : again.error().ToString()));
+  CHECK(env.fake->WebIdentityExchanges() == 2);
+  // Revocation signs IAM calls with it too.
+  auto revoked = issuer.Revoke(RevokeRequest{
+      "grt_AbCdEf0123456789", again->revocation_handle.Clone(), again->expires_at, Mint(req).now});
+  REQUIRE_MESSAGE(revoked.has_value(), (revoked ? "" : revoked.error().ToString()));
+
+  // A token STS does not accept: the broker's own identity fails, clearly.
+  std::ofstream(env.dir.File("token")) << "not-a-token-sts-knows";
+  env.fake->ExpireBaseSessions();
+  auto refused = issuer.Mint(Mint(req));
+  REQUIRE_FALSE(refused.has_value());
+  CHECK(refused.error().Reason() == "aws_auth_failed");
+  CHECK(refused.error().message.find("not-a-token") == std::string::npos);
+  CHECK(env.fake->Violations().empty());
+
+  // Configuration: one identity, both keys, a readable file.
+  struct Bad {
+    std::string creds;
+    std::string says;
+  };
+  const Bad bad[] = {
+      {"{web_identity_token_file: " + env.dir.File("token") + "}", "role_arn"},
+      {"{web_identity_token_file: " + env.dir.File("missing") + ", role_arn: '" + kBrokerRole +
+           "'}",
+       "cannot be read"},
+      {"{web_identity_token_file: " + env.dir.File("token") +
+           ", role_arn: 'arn:aws:iam::1:role/x'}",
+       "role_arn"},
+      {"{web_identity_token_file: " + env.dir.File("token") + ", role_arn: '" + kBrokerRole +
+           "', access_key_id: file:" + env.dir.File("akid") + "}",
+       "cannot be combined"},
+  };
+  for (const Bad& b : bad) {
+    CAPTURE(b.creds);
+    auto r = env.BuildRaw(
+        "{type: aws_sts, region: us-east-1, accounts: ['123456789012'], "
+        "credentials: " +
+        b.creds + "}");
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().message.find(b.says) != std::string::npos);
   }
 }
 
