@@ -160,5 +160,28 @@ TEST_CASE("Config check: the checkers refuse what start refuses, and start creat
   }
 }
 
+TEST_CASE("Config check: the shipped conf/aws.yaml passes once its credentials are set") {
+  // tests/integration/config_check_test.cc -> the repository root.
+  const fs::path root =
+      fs::absolute(fs::path(__FILE__)).lexically_normal().parent_path().parent_path().parent_path();
+  const std::string file = (root / "conf" / "aws.yaml").string();
+  const std::string check = std::string(JITCTL_BINARY) + " config check " + file;
+  auto [rc, out] = RunCommand(
+      "env JITBROKER_AWS_ACCESS_KEY_ID=AKIAEXAMPLE000000001 "
+      "JITBROKER_AWS_SECRET_ACCESS_KEY=example/secret/key " +
+      check);
+  CAPTURE(out);
+  CHECK(rc == 0);
+  CHECK(out.find("ok: policy version aws.1") != std::string::npos);
+  // Without them: refused, naming what is missing.
+  auto [rc2, out2] = RunCommand(
+      "env -u JITBROKER_AWS_ACCESS_KEY_ID -u "
+      "JITBROKER_AWS_SECRET_ACCESS_KEY " +
+      check);
+  CAPTURE(out2);
+  CHECK(rc2 == 1);
+  CHECK(out2.find("JITBROKER_AWS_ACCESS_KEY_ID") != std::string::npos);
+}
+
 }  // namespace
 }  // namespace jitbroker::testing

@@ -170,11 +170,12 @@ struct AwsWorld {
     o.keys = {{kAkid, kSecret}};
     sts = FakeSts::Start(o);
     REQUIRE(sts != nullptr);
-    sts->AddRole({kRole, 3600, {kAkid}, ""});
+    sts->AddRole({kRole, 3600, {kAkid}, "", {kAkid}});
     dir.Write("akid", kAkid);
     dir.Write("secret", kSecret);
     BrokerOptions bo;
     bo.extra_issuers = "  aws: {type: aws_sts, region: us-east-1, endpoint: '" + sts->url() +
+                       "', iam_endpoint: '" + sts->url() +
                        "', allow_http: true, accounts: ['123456789012'], credentials: "
                        "{access_key_id: file:" +
                        dir.File("akid") + ", secret_access_key: file:" + dir.File("secret") +

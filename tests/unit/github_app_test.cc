@@ -50,7 +50,7 @@ const crypto::SigningKey& AppKey() {
   return *key;
 }
 
-std::string TempDir() {
+std::string GitHubTestDir() {
   char tmpl[] = "/tmp/github-app-test-XXXXXX";
   REQUIRE(::mkdtemp(tmpl) != nullptr);
   return tmpl;
@@ -59,7 +59,7 @@ std::string TempDir() {
 // A fake GitHub with one installation (42) on acme/{payment-service, docs},
 // the App's key in a temp file and a pooled curl client.
 struct Env {
-  std::string dir = TempDir();
+  std::string dir = GitHubTestDir();
   std::unique_ptr<FakeGitHub> fake;
   std::unique_ptr<net::HttpClient> http = net::MakeCurlHttpClient({});
   SystemClock clock;
