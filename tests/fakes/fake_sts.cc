@@ -112,8 +112,8 @@ struct FakeSts::Impl {
   std::atomic<int64_t> skew_s{0};
   std::atomic<size_t> requests{0};
   aws::SigningKeyCache signing_keys;  // as AWS keeps derived keys
-  size_t policy_writes = 0;  // under mu
-  size_t calls = 0;          // calls with issued credentials (under mu)
+  size_t policy_writes = 0;           // under mu
+  size_t calls = 0;                   // calls with issued credentials (under mu)
   size_t denied_calls = 0;
 
   TimePoint Now() const {

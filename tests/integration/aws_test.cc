@@ -8,9 +8,12 @@
 #include <thread>
 
 #include <doctest/doctest.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
 
 #include "tests/fakes/fake_sts.h"
 #include "tests/support/broker_process.h"
+#include "tests/support/oidc_issuer.h"
 
 namespace jitbroker::testing {
 namespace {
@@ -24,7 +27,7 @@ struct AwsWorld {
   std::unique_ptr<FakeSts> fake;  // declared before the broker: stops after it
   std::unique_ptr<BrokerProcess> broker;
 
-  explicit AwsWorld(const std::string& sessions = "") {
+  explicit AwsWorld(const std::string& sessions = "", const std::string& trust = "") {
     char tmpl[] = "/tmp/jitbroker-aws-XXXXXX";
     REQUIRE(::mkdtemp(tmpl) != nullptr);
     dir = tmpl;
@@ -40,6 +43,7 @@ struct AwsWorld {
     if (!sessions.empty()) {
       o.sessions = sessions;
     }
+    o.trust = trust;
     o.extra_issuers = "  aws: {type: aws_sts, region: us-east-1, endpoint: '" + fake->url() +
                       "', iam_endpoint: '" + fake->url() +
                       "', allow_http: true, accounts: ['123456789012'], max_attempts: 1, "
@@ -164,6 +168,124 @@ TEST_CASE("AWS: a revocation IAM refuses is queued, survives a restart, and land
   auto [rc, out] = w.Aws(CredentialEnv(cred), "sns list-topics");
   INFO(out);
   CHECK(rc != 0);
+}
+
+TEST_CASE(
+    "AWS: the AWS CLI through jitctl aws credential-process; a revoked session gets nothing") {
+  AwsWorld w;
+  auto [sid, token] = w.Session();
+  std::ofstream(w.dir + "/aws-config")
+      << "[default]\ncredential_process = " << JITCTL_BINARY
+      << " aws credential-process --resource aws://123456789012/role/ci-deploy"
+         " --action sns:ListTopics --arn-resource *\n";
+  const std::string agent = "JITBROKER_URL=" + w.broker->url() + " JITBROKER_SESSION_ID=" + sid +
+                            " JITBROKER_SESSION_TOKEN=" + token;
+  auto [rc, out] = w.Aws(agent + " AWS_CONFIG_FILE=" + w.dir + "/aws-config", "sns list-topics");
+  INFO(out);
+  CHECK(rc == 0);
+  CHECK(out.find("\"Topics\"") != std::string::npos);
+
+  // A credential the helper printed earlier, kept by the agent.
+  auto [prc, printed] =
+      RunCommand("env " + agent + " " + JITCTL_BINARY +
+                 " aws credential-process --resource aws://123456789012/role/ci-deploy"
+                 " --action sns:ListTopics --arn-resource '*'");
+  REQUIRE(prc == 0);
+  const nlohmann::json kept = nlohmann::json::parse(printed);
+  const std::string kept_env =
+      "AWS_CONFIG_FILE=/dev/null AWS_ACCESS_KEY_ID='" + kept["AccessKeyId"].get<std::string>() +
+      "' AWS_SECRET_ACCESS_KEY='" + kept["SecretAccessKey"].get<std::string>() +
+      "' AWS_SESSION_TOKEN='" + kept["SessionToken"].get<std::string>() + "'";
+
+  auto end = w.broker->Post("/v1/sessions/" + sid + "/revoke", w.broker->admin_key,
+                            {{"reason", "agent went off task"}});
+  INFO(end.body);
+  REQUIRE(end.status == 200);
+  for (const auto& r : end.json["revocations"]) {
+    CHECK(r["outcome"] == "deny_installed");
+  }
+
+  // The helper gets no new grant; the kept credential is denied upstream.
+  auto [rc2, out2] = w.Aws(agent + " AWS_CONFIG_FILE=" + w.dir + "/aws-config", "sns list-topics");
+  INFO(out2);
+  CHECK(rc2 != 0);
+  CHECK(out2.find("session") != std::string::npos);
+  auto [rc3, out3] = w.Aws(kept_env, "sns list-topics");
+  INFO(out3);
+  CHECK(rc3 != 0);
+  CHECK(out3.find("explicit deny") != std::string::npos);
+}
+
+TEST_CASE("AWS: actions that imply a denied tier are refused before any AWS call") {
+  AwsWorld w;
+  auto [sid, token] = w.Session();
+  const size_t before = w.fake->Requests();
+  auto g = w.broker->Post("/v1/sessions/" + sid + "/grants", token,
+                          {{"tool", "aws.s3"},
+                           {"operation", "write"},
+                           {"resource", "aws://123456789012/role/ci-deploy"},
+                           {"issuer", "aws"},
+                           {"scope",
+                            {{"actions", {"s3:GetObject", "s3:DeleteObject"}},
+                             {"resources", {"arn:aws:s3:::acme-artifacts/*"}}}}});
+  INFO(g.body);
+  CHECK(g.status == 403);
+  CHECK(g.json["decision"]["tier"] == "destructive");
+  CHECK(w.fake->Requests() == before);
+  auto other = w.broker->Post("/v1/sessions/" + sid + "/grants", token,
+                              {{"tool", "aws.s3"},
+                               {"operation", "read"},
+                               {"resource", "aws://999999999999/role/ci-deploy"},
+                               {"issuer", "aws"},
+                               {"scope", {{"actions", {"s3:GetObject"}}, {"resources", {"*"}}}}});
+  INFO(other.body);
+  CHECK(other.status == 403);
+  CHECK(w.fake->Requests() == before);
+}
+
+TEST_CASE("AWS: a CI job trades its OIDC token for AWS credentials narrowed to what it asks") {
+  auto idp = FakeOidcIssuer::Start();
+  REQUIRE(idp != nullptr);
+  const std::string kid = idp->AddKey(crypto::JwsAlg::kRS256, "ci-rsa-1");
+  AwsWorld w("",
+             "\n  - name: artifacts\n    issuer: " + idp->issuer() +
+                 "\n    allow_http: true\n    provider: github_actions\n    audience: "
+                 "jitbroker.aws.test\n    claims: {repository_owner_id: \"123\", repository_id: "
+                 "\"456\", ref: refs/heads/main}\n    grant: {issuer: aws, tool: aws.sns, "
+                 "operation: read, resource: \"aws://123456789012/role/ci-deploy\", "
+                 "ttl_seconds: 900, scope: {actions: [\"sns:ListTopics\", "
+                 "\"sns:ListSubscriptions\"], resources: [\"*\"]}}\n");
+  const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  const std::string token = idp->Sign(idp->GitHubClaims("jitbroker.aws.test", now), kid);
+  httplib::Client c("127.0.0.1", w.broker->port());
+  auto r = c.Post("/v1/token",
+                  "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange"
+                  "&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aid_token"
+                  "&audience=artifacts&scope=sns%3AListTopics&subject_token=" +
+                      token,
+                  "application/x-www-form-urlencoded");
+  REQUIRE(r);
+  INFO(r->body);
+  REQUIRE(r->status == 200);
+  const nlohmann::json body = nlohmann::json::parse(r->body);
+  CHECK(body["token_type"] == "N_A");
+  CHECK(body["scope"] == "sns:ListTopics");
+  const nlohmann::json& cred = body["credential"];
+  CHECK(cred["type"] == "aws_credentials");
+  CHECK(body["access_token"] == cred["session_token"]);
+  const auto issued = w.fake->IssuedCredentials();
+  REQUIRE(issued.size() == 1);
+  CHECK(issued[0].policy.find("sns:ListSubscriptions") == std::string::npos);  // narrowed
+
+  auto [rc, out] = w.Aws(CredentialEnv(cred), "sns list-topics");
+  INFO(out);
+  CHECK(rc == 0);
+  auto [rc2, out2] = w.Aws(CredentialEnv(cred), "sns list-subscriptions");
+  INFO(out2);
+  CHECK(rc2 != 0);
+  CHECK(out2.find("no session policy allows") != std::string::npos);
 }
 
 }  // namespace

@@ -329,6 +329,19 @@ TEST_CASE("AWS STS: configuration is checked completely, secrets never echoed") 
   }
 }
 
+TEST_CASE("AWS STS: a slow STS is cut off by the per-attempt timeout and the call deadline") {
+  Env env;
+  auto issuer = env.Build("timeout_ms: 300, call_deadline_ms: 900, max_attempts: 3");
+  env.fake->SetLatency(std::chrono::milliseconds(1500));
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = issuer->Mint(Mint(Req(ReadScope())));
+  const auto took = std::chrono::steady_clock::now() - t0;
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().Reason() == "aws_unavailable");
+  CHECK(r.error().retryable);
+  CHECK(took < std::chrono::milliseconds(1400));  // not the fake's 1.5 s, not 3 attempts
+}
+
 TEST_CASE("AWS STS: a web identity token as the broker's own identity, refreshed on ExpiredToken") {
   Env env;
   constexpr const char* kBrokerRole = "arn:aws:iam::111122223333:role/jitbroker";
