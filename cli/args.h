@@ -69,6 +69,22 @@ inline const std::vector<FlagSpec>& GlobalFlags() {
   return kFlags;
 }
 
+// The grant flags of `aws credential-process` and `aws serve`, then `extra`.
+inline std::vector<FlagSpec> AwsGrantFlags(std::string_view ttl_help, std::vector<FlagSpec> extra) {
+  std::vector<FlagSpec> flags = {
+      {"resource", "R", false, true, "the role: aws://ACCOUNT/role/[PATH/]NAME"},
+      {"action", "A", true, true, "an IAM action the credential may use (repeatable)"},
+      {"arn-resource", "ARN", true, true, "an ARN (or *) the actions apply to (repeatable)"},
+      {"issuer", "I", false, false, "aws_sts issuer (default $JITBROKER_AWS_ISSUER or aws)"},
+      {"ttl", "SECONDS", false, false, ttl_help},
+      {"tool", "T", false, false, "tool name (default aws.SERVICE of the actions, or aws)"},
+      {"operation", "O", false, false,
+       "operation (default read when every action only reads, else write)"},
+      {"justification", "TEXT", false, false, "why the credential is needed"}};
+  flags.insert(flags.end(), extra.begin(), extra.end());
+  return flags;
+}
+
 inline const std::vector<CommandSpec>& Commands() {
   static const std::vector<CommandSpec> kCommands = {
       {"sessions open",
@@ -246,38 +262,21 @@ inline const std::vector<CommandSpec>& Commands() {
       {"aws credential-process",
        "--resource aws://ACCOUNT/role/NAME --action A... --arn-resource ARN... [--issuer I] "
        "[--ttl SECONDS] [--tool T] [--operation O] [--justification TEXT]",
-       "AWS SDK credential_process: a grant's AWS credential as the SDKs' JSON (session token)",
+       "AWS SDK credential_process: a grant's AWS credential as the SDKs' JSON (session token)", 0,
        0,
-       0,
-       {{"resource", "R", false, true, "the role: aws://ACCOUNT/role/[PATH/]NAME"},
-        {"action", "A", true, true, "an IAM action the credential may use (repeatable)"},
-        {"arn-resource", "ARN", true, true, "an ARN (or *) the actions apply to (repeatable)"},
-        {"issuer", "I", false, false, "aws_sts issuer (default $JITBROKER_AWS_ISSUER or aws)"},
-        {"ttl", "SECONDS", false, false,
-         "credential lifetime (default 3600; under 15 min the SDKs re-run this on every call)"},
-        {"tool", "T", false, false, "tool name (default aws.SERVICE of the actions, or aws)"},
-        {"operation", "O", false, false,
-         "operation (default read when every action only reads, else write)"},
-        {"justification", "TEXT", false, false, "why the credential is needed"}}},
+       AwsGrantFlags(
+           "credential lifetime (default 3600; under 15 min the SDKs re-run this on every call)",
+           {})},
       {"aws serve",
        "--resource aws://ACCOUNT/role/NAME --action A... --arn-resource ARN... [--issuer I] "
        "[--ttl SECONDS] [--tool T] [--operation O] [--justification TEXT] [--port P] "
        "[--token-file F]",
-       "serve AWS SDKs the container credentials endpoint on 127.0.0.1 (session token)",
-       0,
-       0,
-       {{"resource", "R", false, true, "the role: aws://ACCOUNT/role/[PATH/]NAME"},
-        {"action", "A", true, true, "an IAM action the credential may use (repeatable)"},
-        {"arn-resource", "ARN", true, true, "an ARN (or *) the actions apply to (repeatable)"},
-        {"issuer", "I", false, false, "aws_sts issuer (default $JITBROKER_AWS_ISSUER or aws)"},
-        {"ttl", "SECONDS", false, false, "credential lifetime (default: the broker's)"},
-        {"tool", "T", false, false, "tool name (default aws.SERVICE of the actions, or aws)"},
-        {"operation", "O", false, false,
-         "operation (default read when every action only reads, else write)"},
-        {"justification", "TEXT", false, false, "why the credential is needed"},
-        {"port", "P", false, false, "port on 127.0.0.1 (default 0: any free port, printed)"},
-        {"token-file", "F", false, false,
-         "write the Authorization token to F (mode 0600) instead of printing it"}}},
+       "serve AWS SDKs the container credentials endpoint on 127.0.0.1 (session token)", 0, 0,
+       AwsGrantFlags(
+           "credential lifetime (default: the broker's)",
+           {{"port", "P", false, false, "port on 127.0.0.1 (default 0: any free port, printed)"},
+            {"token-file", "F", false, false,
+             "write the Authorization token to F (mode 0600) instead of printing it"}})},
       {"exec",
        "--tool T --operation O --resource R --issuer I [--scope-json JSON] [--param K=V...] "
        "[--ttl SECONDS] [--justification TEXT] -- COMMAND [ARGS...]",

@@ -345,12 +345,13 @@ TEST_CASE("jitctl aws serve: Debian's botocore gets STS's keys; a wrong token ge
       "c = botocore.session.get_session().get_credentials().get_frozen_credentials()\n"
       "print(c.access_key)\nprint(c.secret_key)\nprint(c.token)\n";
   std::ofstream(w.dir.File("fetch.py")) << script;
-  auto [rc, out] =
-      RunCommand("env -i PATH=/usr/bin:/bin HOME=" + w.dir.path().string() +
-                 " AWS_CONFIG_FILE=/nonexistent AWS_SHARED_CREDENTIALS_FILE=/nonexistent "
-                 "AWS_EC2_METADATA_DISABLED=true AWS_CONTAINER_CREDENTIALS_FULL_URI=" +
-                 uri + " AWS_CONTAINER_AUTHORIZATION_TOKEN=" + auth + " /usr/bin/python3 " +
-                 w.dir.File("fetch.py"));
+  const std::string fetch =
+      "env -i PATH=/usr/bin:/bin HOME=" + w.dir.path().string() +
+      " AWS_CONFIG_FILE=/nonexistent AWS_SHARED_CREDENTIALS_FILE=/nonexistent "
+      "AWS_EC2_METADATA_DISABLED=true AWS_CONTAINER_CREDENTIALS_FULL_URI=" +
+      uri + " AWS_CONTAINER_AUTHORIZATION_TOKEN=" + auth + " /usr/bin/python3 " +
+      w.dir.File("fetch.py");
+  auto [rc, out] = RunCommand(fetch);
   REQUIRE_MESSAGE(rc == 0, out);
   std::istringstream lines(out);
   std::string akid, secret, session_token;
@@ -361,12 +362,7 @@ TEST_CASE("jitctl aws serve: Debian's botocore gets STS's keys; a wrong token ge
   CHECK(issued.has_value());
 
   // A second fetch is served from the cache: one grant, one AssumeRole.
-  auto [rc2, out2] =
-      RunCommand("env -i PATH=/usr/bin:/bin HOME=" + w.dir.path().string() +
-                 " AWS_CONFIG_FILE=/nonexistent AWS_SHARED_CREDENTIALS_FILE=/nonexistent "
-                 "AWS_EC2_METADATA_DISABLED=true AWS_CONTAINER_CREDENTIALS_FULL_URI=" +
-                 uri + " AWS_CONTAINER_AUTHORIZATION_TOKEN=" + auth + " /usr/bin/python3 " +
-                 w.dir.File("fetch.py"));
+  auto [rc2, out2] = RunCommand(fetch);
   CHECK_MESSAGE(rc2 == 0, out2);
   CHECK(out2 == out);
   CHECK(w.sts->IssuedCredentials().size() == 1);
