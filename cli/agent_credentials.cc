@@ -236,30 +236,32 @@ std::string DefaultAwsOperation(const std::vector<std::string>& actions) {
   return reads ? "read" : "write";
 }
 
-SecretValue CredentialProcessJson(const AwsCredential& c, std::string_view account_id) {
+namespace {
+
+// The SDKs' credential object: credential_process's (Version 1, the session
+// token as SessionToken) or the container endpoint's (Token).
+SecretValue SdkCredentialJson(const AwsCredential& c, std::string_view account_id,
+                              bool credential_process) {
   const std::string expiration = FormatRfc3339(c.expires_at);
   std::vector<std::pair<std::string_view, std::string_view>> members = {
       {"AccessKeyId", c.access_key_id},
       {"SecretAccessKey", c.secret_access_key.Reveal()},
-      {"SessionToken", c.session_token.Reveal()},
+      {credential_process ? "SessionToken" : "Token", c.session_token.Reveal()},
       {"Expiration", expiration}};
   if (!account_id.empty()) {
     members.emplace_back("AccountId", account_id);
   }
-  return JsonObject(/*version=*/true, members);
+  return JsonObject(/*version=*/credential_process, members);
+}
+
+}  // namespace
+
+SecretValue CredentialProcessJson(const AwsCredential& c, std::string_view account_id) {
+  return SdkCredentialJson(c, account_id, /*credential_process=*/true);
 }
 
 SecretValue ContainerCredentialsJson(const AwsCredential& c, std::string_view account_id) {
-  const std::string expiration = FormatRfc3339(c.expires_at);
-  std::vector<std::pair<std::string_view, std::string_view>> members = {
-      {"AccessKeyId", c.access_key_id},
-      {"SecretAccessKey", c.secret_access_key.Reveal()},
-      {"Token", c.session_token.Reveal()},
-      {"Expiration", expiration}};
-  if (!account_id.empty()) {
-    members.emplace_back("AccountId", account_id);
-  }
-  return JsonObject(/*version=*/false, members);
+  return SdkCredentialJson(c, account_id, /*credential_process=*/false);
 }
 
 std::string ContainerErrorJson(std::string_view code, std::string_view message) {

@@ -69,6 +69,21 @@ inline const std::vector<FlagSpec>& GlobalFlags() {
   return kFlags;
 }
 
+// The grant flags of `grant request` and `exec`, then `extra`.
+inline std::vector<FlagSpec> GrantFlags(std::string_view tool_help, std::vector<FlagSpec> extra) {
+  std::vector<FlagSpec> flags = {
+      {"tool", "T", false, true, tool_help},
+      {"operation", "O", false, true, "operation, e.g. read"},
+      {"resource", "R", false, true, "resource URI"},
+      {"issuer", "I", false, true, "issuer name"},
+      {"scope-json", "JSON", false, false, "issuer-specific scope as a JSON object"},
+      {"param", "K=V", true, false, "request parameter (repeatable)"},
+      {"ttl", "SECONDS", false, false, "credential lifetime"},
+      {"justification", "TEXT", false, false, "why the credential is needed"}};
+  flags.insert(flags.end(), extra.begin(), extra.end());
+  return flags;
+}
+
 // The grant flags of `aws credential-process` and `aws serve`, then `extra`.
 inline std::vector<FlagSpec> AwsGrantFlags(std::string_view ttl_help, std::vector<FlagSpec> extra) {
   std::vector<FlagSpec> flags = {
@@ -134,18 +149,9 @@ inline const std::vector<CommandSpec>& Commands() {
       {"grant request",
        "--tool T --operation O --resource R --issuer I [--scope-json JSON] [--param K=V...] "
        "[--ttl SECONDS] [--justification TEXT] [--token-only]",
-       "request a credential in the current session (session token)",
-       0,
-       0,
-       {{"tool", "T", false, true, "tool name, e.g. git.push"},
-        {"operation", "O", false, true, "operation, e.g. read"},
-        {"resource", "R", false, true, "resource URI"},
-        {"issuer", "I", false, true, "issuer name"},
-        {"scope-json", "JSON", false, false, "issuer-specific scope as a JSON object"},
-        {"param", "K=V", true, false, "request parameter (repeatable)"},
-        {"ttl", "SECONDS", false, false, "credential lifetime"},
-        {"justification", "TEXT", false, false, "why the credential is needed"},
-        {"token-only", "", false, false, "print only the credential token"}}},
+       "request a credential in the current session (session token)", 0, 0,
+       GrantFlags("tool name, e.g. git.push",
+                  {{"token-only", "", false, false, "print only the credential token"}})},
       {"grant show",
        "ID [--wait SECONDS] [--token-only]",
        "show a grant; --wait long-polls a pending one (session token or API key)",
@@ -283,15 +289,7 @@ inline const std::vector<CommandSpec>& Commands() {
        "run COMMAND with a grant's credential in its environment, revoke it when COMMAND "
        "exits (session token)",
        0,  // the command is checked by `exec` itself, to say "after --"
-       1 << 20,
-       {{"tool", "T", false, true, "tool name, e.g. aws.s3"},
-        {"operation", "O", false, true, "operation, e.g. read"},
-        {"resource", "R", false, true, "resource URI"},
-        {"issuer", "I", false, true, "issuer name"},
-        {"scope-json", "JSON", false, false, "issuer-specific scope as a JSON object"},
-        {"param", "K=V", true, false, "request parameter (repeatable)"},
-        {"ttl", "SECONDS", false, false, "credential lifetime"},
-        {"justification", "TEXT", false, false, "why the credential is needed"}}},
+       1 << 20, GrantFlags("tool name, e.g. aws.s3", {})},
       {"version", "", "print the jitctl version", 0, 0, {}},
   };
   return kCommands;
