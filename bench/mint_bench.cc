@@ -141,8 +141,7 @@ double Percentile(std::vector<double>& v, double p) {
 
 // The issuer under test and its fake upstream.
 struct Upstream {
-  std::shared_ptr<void> fake;  // keeps the fake alive
-  std::function<void()> stop;
+  std::function<void()> stop;  // stops the fake; holds it alive until then
   std::unique_ptr<Issuer> issuer;
   GrantRequest request;
   std::string fake_name;
@@ -210,7 +209,6 @@ Result<Upstream> GitHubApp(const Flags& f, const std::string& dir, int server_th
   u.costly_name = "RSA signatures";
   u.note = [fake] { return "; App JWTs GitHub saw: " + std::to_string(fake->DistinctJwts()); };
   u.stop = [fake] { fake->Stop(); };
-  u.fake = fake;
   return u;
 }
 
@@ -251,7 +249,6 @@ Result<Upstream> AwsSts(const Flags& f, const std::string& dir, int server_threa
   u.costly_metric = "jitbroker_aws_sigv4_key_derivations_total";
   u.costly_name = "SigV4 keys";
   u.stop = [fake] { fake->Stop(); };
-  u.fake = fake;
   return u;
 }
 

@@ -148,8 +148,7 @@ Result<XmlElement> AwsQueryApi::Call(std::string_view action,
     return true;
   };
   bool skew_retried = false;
-  bool refreshed = false;
-  std::string expired_key_id;  // the base key AWS called expired
+  std::string expired_key_id;  // the base key AWS called expired (refreshed once)
   for (int attempt = 1;; ++attempt) {
     const bool last = attempt >= options_.max_attempts;
     std::string used_key_id;
@@ -240,8 +239,7 @@ Result<XmlElement> AwsQueryApi::Call(std::string_view action,
       }
     }
     // Temporary base credentials expired: fetch fresh ones, retry once.
-    if (!refreshed && IsExpiredToken(info.code) && signing == Signing::kSigned) {
-      refreshed = true;
+    if (expired_key_id.empty() && IsExpiredToken(info.code) && signing == Signing::kSigned) {
       expired_key_id = used_key_id;
       Count(action, "retry_expired_token");
       continue;
