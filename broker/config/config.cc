@@ -789,15 +789,22 @@ Status LoadStore(Section& top, const fs::path& base, const std::string& data_dir
   }
   JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> postgres, s->OptSection("postgres"));
   if (postgres) {
-    // Checked as the PostgreSQL store will read it, then refused: this build
-    // has no such store. The dsn (it may hold a password) is not resolved.
     JITBROKER_RETURN_IF_ERROR(Expect(*postgres, {"dsn", "pool_size"}));
+    PostgresStoreConfig pg;
     JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> pool, postgres->OptInt("pool_size", 1, 1000));
-    (void)pool;
-    if (!postgres->Has("dsn")) {
+    if (pool) {
+      pg.pool_size = static_cast<int>(*pool);
+    }
+    // By env:/file: reference only: a DSN may hold a password.
+    JITBROKER_ASSIGN_OR_RETURN(pg.dsn, postgres->OptSecretRef("dsn"));
+    if (!pg.dsn) {
       return std::unexpected(postgres->Err("dsn", "is required"));
     }
-    return std::unexpected(s->Err("postgres", "postgres store is not available in this build"));
+    if (pg.dsn->empty()) {
+      return std::unexpected(postgres->Err("dsn", "is empty"));
+    }
+    store.backend = std::move(pg);
+    return OkStatus();
   }
   JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> sqlite, s->OptSection("sqlite"));
   if (sqlite) {

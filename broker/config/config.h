@@ -107,9 +107,8 @@ struct SqliteStoreConfig {
   std::string path;  // absolute; default: <data_dir>/state.db
 };
 
-// Reserved for the PostgreSQL store of several replicas. This build has no
-// such store: LoadConfig checks the section's keys (dsn present, pool_size
-// in range) and then refuses it; store::Open refuses one built in code.
+// The PostgreSQL store that several broker replicas share
+// (broker/store/postgres_store.h).
 struct PostgresStoreConfig {
   std::optional<SecretValue> dsn;  // libpq connection string, from env:/file:
   int pool_size = 16;              // connections per broker process, 1..1000

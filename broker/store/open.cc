@@ -9,6 +9,7 @@
 #include <system_error>
 
 #include "broker/config/config.h"
+#include "broker/store/postgres_store.h"
 #include "broker/store/sqlite_store.h"
 #include "jitbroker/error.h"
 
@@ -44,8 +45,14 @@ Result<std::unique_ptr<Store>> Open(const config::StoreConfig& config) {
   if (const config::SqliteStoreConfig* sqlite = config.sqlite()) {
     return OpenSqlite(*sqlite);
   }
-  return std::unexpected(InvalidArgument(
-      "invalid_config", "store.postgres: postgres store is not available in this build"));
+  const config::PostgresStoreConfig* pg = config.postgres();
+  if (pg == nullptr || !pg->dsn || pg->dsn->empty()) {
+    return std::unexpected(InvalidArgument("invalid_config", "store.postgres.dsn is required"));
+  }
+  PostgresOptions options;
+  options.dsn = pg->dsn->Clone();
+  options.pool_size = pg->pool_size;
+  return OpenPostgresStore(std::move(options));
 }
 
 }  // namespace jitbroker::store

@@ -25,8 +25,9 @@ namespace jitbroker::store {
 
 // Opens (creating and migrating where the store does that) the configured
 // store. SQLite: the database file and its parent directory are created
-// owner-only if absent. Errors: kInvalidArgument "invalid_config" for a
-// store this build does not have (postgres); the store's own open errors
+// owner-only if absent. PostgreSQL: connects and migrates (the database
+// must exist). Errors: kInvalidArgument "invalid_config" for a config built
+// in code without its required keys; the store's own open errors
 // (kUnavailable "store_unavailable", kFailedPrecondition
 // "store_schema_too_new", …) otherwise.
 [[nodiscard]] Result<std::unique_ptr<Store>> Open(const config::StoreConfig& config);

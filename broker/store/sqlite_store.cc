@@ -42,6 +42,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "broker/store/record_codec.h"
 #include "jitbroker/audit.h"
 #include "jitbroker/clock.h"
 #include "jitbroker/error.h"
@@ -195,16 +196,6 @@ Error OtherChain(std::string_view chain_id) {
                                                         std::string(kDefaultAuditChain) + "\"");
   e.detail = "audit record of chain " + std::string(chain_id);
   return e;
-}
-
-Error CorruptRow(std::string_view table, std::string_view what) {
-  return Internal("a stored record could not be read",
-                  std::string(table) + " row: " + std::string(what));
-}
-
-// Canonical JSON text; never throws on invalid UTF-8.
-std::string DumpJson(const Json& j) {
-  return j.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
 struct SplitTime {
@@ -422,13 +413,7 @@ Result<SessionRecord> ReadSession(sqlite3_stmt* s) {
   rec.ended_at = r.OptTime();
   rec.end_reason = r.Text();
   rec.last_progress = r.Text();
-  Json data = Json::parse(r.Text(), nullptr, /*allow_exceptions=*/false);
-  if (!data.is_object()) {
-    return std::unexpected(CorruptRow("sessions", "data is not a JSON object"));
-  }
-  rec.scope = data.contains("scope") ? data["scope"] : Json::object();
-  JITBROKER_RETURN_IF_ERROR(SessionExtraFromStore(
-      data.contains("extra") ? std::move(data["extra"]) : Json::object(), rec));
+  JITBROKER_RETURN_IF_ERROR(SessionDataFromText(r.Text(), rec));
   return rec;
 }
 
@@ -463,21 +448,7 @@ Result<GrantRecord> ReadGrant(sqlite3_stmt* s) {
   rec.expires_at = r.OptTime();
   rec.revoked_at = r.OptTime();
   rec.revoke_outcome = r.Text();
-  Json data = Json::parse(r.Text(), nullptr, /*allow_exceptions=*/false);
-  if (!data.is_object()) {
-    return std::unexpected(CorruptRow("grants", "data is not a JSON object"));
-  }
-  rec.parameters = data.contains("parameters") ? data["parameters"] : Json::object();
-  rec.scope = data.contains("scope") ? data["scope"] : Json::object();
-  rec.decision = data.contains("decision") ? data["decision"] : Json::object();
-  JITBROKER_RETURN_IF_ERROR(
-      GrantExtraFromStore(data.contains("extra") ? std::move(data["extra"]) : Json::object(), rec));
-  if (auto it = data.find("sealed_request"); it != data.end()) {
-    if (!it->is_string()) {
-      return std::unexpected(CorruptRow("grants", "sealed_request is not a string"));
-    }
-    rec.sealed_request = it->get<std::string>();
-  }
+  JITBROKER_RETURN_IF_ERROR(GrantDataFromText(r.Text(), rec));
   return rec;
 }
 
@@ -1323,12 +1294,7 @@ class SqliteStore final : public Store {
       for (const WriteBatch& batch : batches) {
         JITBROKER_RETURN_IF_ERROR(CheckPreconditions(batch.preconditions));
         for (const SessionRecord& rec : batch.sessions) {
-          // DumpJson({"scope":…,"extra":…}) without copying the members.
-          std::string text = "{\"extra\":";
-          text += DumpJson(SessionExtraForStore(rec));
-          text += ",\"scope\":";
-          text += DumpJson(rec.scope);
-          text += '}';
+          const std::string text = SessionDataText(rec);
           StmtUse use(upsert_session_.get());
           Binder b(use.get());
           BindSession(b, rec, text);
@@ -1337,21 +1303,7 @@ class SqliteStore final : public Store {
           }
         }
         for (const GrantRecord& rec : batch.grants) {
-          // DumpJson({"parameters","scope","decision","extra"}) without
-          // copying the members; keys in dump()'s (sorted) order.
-          std::string text = "{\"decision\":";
-          text += DumpJson(rec.decision);
-          text += ",\"extra\":";
-          text += DumpJson(GrantExtraForStore(rec));
-          text += ",\"parameters\":";
-          text += DumpJson(rec.parameters);
-          text += ",\"scope\":";
-          text += DumpJson(rec.scope);
-          if (!rec.sealed_request.empty()) {
-            text += ",\"sealed_request\":";
-            text += DumpJson(rec.sealed_request);
-          }
-          text += '}';
+          const std::string text = GrantDataText(rec);
           StmtUse use(upsert_grant_.get());
           Binder b(use.get());
           BindGrant(b, rec, text);
