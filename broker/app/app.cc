@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <ostream>
 #include <set>
 #include <thread>
@@ -161,6 +162,19 @@ struct App::Impl {
   Metrics metrics;
   SecretValue seal_key;
   std::shared_ptr<const crypto::SigningKey> audit_key;  // signs audit checkpoints
+  // Tells the service that another replica changed sessions or grants
+  // (Store::WatchChanges). Declared before the store, whose watch thread
+  // calls it until the store is destroyed; Stop() detaches the service.
+  struct ChangeRelay {
+    std::mutex mu;
+    service::BrokerService* target = nullptr;  // guarded by mu
+    void Fire() {
+      std::lock_guard lock(mu);
+      if (target != nullptr) {
+        target->OnStoreChanged();
+      }
+    }
+  } change_relay;
   std::unique_ptr<Store> store;
   // Upstream calls of the issuers (GitHub, …): one client, pooled connections.
   // Declared before the service so that it outlives the issuers.
@@ -314,6 +328,9 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
     jo.checkpoint.every_records = impl.cfg.audit.checkpoint_every_records;
     jo.checkpoint.every_seconds = impl.cfg.audit.checkpoint_every_seconds;
     jo.checkpoint.clock = &impl.clock;
+    if (const config::PostgresStoreConfig* pg = impl.cfg.store.postgres()) {
+      jo.chain_id = pg->replica_id;  // one chain per replica (docs/architecture.md)
+    }
     JITBROKER_ASSIGN_OR_RETURN(
         impl.journal, audit::Journal::Create(impl.store.get(), impl.cfg.audit.file, std::move(jo)));
   }
@@ -340,6 +357,10 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
   so_opts.sessions = impl.cfg.sessions;
   so_opts.seal_key = impl.seal_key.Clone();
   so_opts.audit_jwks = {{"keys", {impl.audit_key->PublicJwk()}}};
+  if (const config::PostgresStoreConfig* pg = impl.cfg.store.postgres()) {
+    so_opts.audit_chain = pg->replica_id;
+    so_opts.shared_store = true;
+  }
   JITBROKER_ASSIGN_OR_RETURN(
       so_opts.anomaly_rules,
       lifecycle::ParseAnomalyRules(impl.cfg.anomaly ? &*impl.cfg.anomaly : nullptr));
@@ -374,6 +395,12 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
       impl.store.get(), impl.journal.get(), &impl.clock, &impl.metrics, std::move(built),
       impl.cfg.policy, std::move(so_opts));
   JITBROKER_RETURN_IF_ERROR(impl.service->SetTrust(std::move(trust)));
+  {
+    std::lock_guard lock(impl.change_relay.mu);
+    impl.change_relay.target = impl.service.get();
+  }
+  Impl::ChangeRelay* relay = &impl.change_relay;
+  impl.store->WatchChanges([relay] { relay->Fire(); });
   JITBROKER_RETURN_IF_ERROR(impl.service->Reconcile());
   service::BrokerService* svc = impl.service.get();
   impl.sweeper = std::make_unique<lifecycle::Sweeper>(
@@ -456,6 +483,10 @@ void App::Stop() {
     return;
   }
   impl_->stopped = true;
+  {
+    std::lock_guard lock(impl_->change_relay.mu);
+    impl_->change_relay.target = nullptr;
+  }
   if (impl_->service) {
     impl_->service->EndLongPolls();  // the drain below need not wait for them
   }

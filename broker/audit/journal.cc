@@ -786,6 +786,8 @@ Result<std::unique_ptr<Journal>> Journal::Create(Store* store, std::string jsonl
   }
   FsyncParentDir(impl.path);
 
+  // Two replicas writing one chain in a shared store would fork it.
+  JITBROKER_RETURN_IF_ERROR(store->ClaimAuditChain(impl.chain_id));
   JITBROKER_ASSIGN_OR_RETURN(impl.head, store->AuditHead(impl.chain_id));
   JITBROKER_RETURN_IF_ERROR(impl.Reconcile());
   impl.checkpoint = std::move(options.checkpoint);

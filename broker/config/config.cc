@@ -1,5 +1,7 @@
 // Config loading and validation (docs/configuration.md). Everything is checked at load:
 // a Config or Policy that comes out of here is complete and consistent.
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <cctype>
@@ -769,6 +771,19 @@ Status LoadServer(Section& top, const fs::path& base, ServerConfig& server) {
   return OkStatus();
 }
 
+// A replica's id names its audit chain: short, and safe in logs and URLs.
+bool ValidReplicaId(std::string_view id) {
+  if (id.empty() || id.size() > 64) {
+    return false;
+  }
+  for (const char c : id) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') {
+      return false;
+    }
+  }
+  return true;
+}
+
 Status LoadStore(Section& top, const fs::path& base, const std::string& data_dir,
                  StoreConfig& store) {
   SqliteStoreConfig sqlite_config;
@@ -789,8 +804,23 @@ Status LoadStore(Section& top, const fs::path& base, const std::string& data_dir
   }
   JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> postgres, s->OptSection("postgres"));
   if (postgres) {
-    JITBROKER_RETURN_IF_ERROR(Expect(*postgres, {"dsn", "pool_size"}));
+    JITBROKER_RETURN_IF_ERROR(Expect(*postgres, {"dsn", "pool_size", "replica_id"}));
     PostgresStoreConfig pg;
+    JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> replica,
+                               postgres->OptString("replica_id"));
+    if (replica) {
+      pg.replica_id = *replica;
+    } else {
+      std::array<char, 256> host{};
+      if (::gethostname(host.data(), host.size() - 1) == 0) {
+        pg.replica_id = host.data();
+      }
+    }
+    if (!ValidReplicaId(pg.replica_id)) {
+      return std::unexpected(postgres->Err(
+          "replica_id", replica ? "must be 1-64 of a-z A-Z 0-9 . _ -"
+                                : "is required: the host name is not 1-64 of a-z A-Z 0-9 . _ -"));
+    }
     JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> pool, postgres->OptInt("pool_size", 1, 1000));
     if (pool) {
       pg.pool_size = static_cast<int>(*pool);
@@ -1205,6 +1235,20 @@ Result<Config> LoadConfigText(std::string_view text, const std::string& file_nam
           top.Err("seal_key", "must be standard base64 of exactly 32 random bytes"));
     }
     config.seal_key = SecretValue(std::move(*decoded));
+  }
+  if (config.store.postgres() != nullptr) {
+    // Replicas open each other's sealed handles and approved requests, and
+    // one verifier checks every replica's audit checkpoints: a key generated
+    // per replica would break both.
+    if (!config.seal_key) {
+      return std::unexpected(top.Err(
+          "seal_key", "is required with store.postgres: every replica must use the same key"));
+    }
+    if (!config.audit.signing_key) {
+      return std::unexpected(top.Err("audit.signing_key",
+                                     "is required with store.postgres: every replica must sign "
+                                     "its audit checkpoints with the same key"));
+    }
   }
 
   JITBROKER_RETURN_IF_ERROR(LoadSessions(top, config.sessions));

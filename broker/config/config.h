@@ -112,6 +112,9 @@ struct SqliteStoreConfig {
 struct PostgresStoreConfig {
   std::optional<SecretValue> dsn;  // libpq connection string, from env:/file:
   int pool_size = 16;              // connections per broker process, 1..1000
+  // This replica's stable name, unique among the replicas that run at once:
+  // the id of the audit chain it writes. Default: the host name.
+  std::string replica_id;
 };
 
 struct StoreConfig {

@@ -658,6 +658,7 @@ void HttpServer::Impl::Install() {
         [this](const Request& req, auto& ctx, auto&) -> Result<Reply> {
           JITBROKER_ASSIGN_OR_RETURN(Query q, Query::Parse(req));
           AuditFilter f;
+          f.chain_id = q.Or("chain");  // empty: this replica's own chain
           f.session_id = q.Or("session_id");
           f.principal_id = q.Or("principal");
           JITBROKER_ASSIGN_OR_RETURN(f.after_seq, q.Int("after_seq", 0, 0, INT64_MAX));

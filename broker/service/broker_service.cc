@@ -402,6 +402,9 @@ Result<std::vector<AuditRecord>> BrokerService::ListAudit(const CallContext& ctx
   if (ctx.caller.IsSession() || !ctx.caller.is_admin) {
     return std::unexpected(PermissionDenied("forbidden", "reading the audit trail needs an admin"));
   }
+  if (filter.chain_id.empty()) {
+    filter.chain_id = options_.audit_chain;
+  }
   return store_->ListAudit(filter);
 }
 
@@ -411,6 +414,7 @@ Result<AuditVerification> BrokerService::VerifyAudit(const CallContext& ctx) {
         PermissionDenied("forbidden", "verifying the audit trail needs an admin"));
   }
   AuditFilter f;
+  f.chain_id = options_.audit_chain;
   f.limit = 5000;
   int64_t count = 0;
   std::string prev_hash;

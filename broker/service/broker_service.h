@@ -83,6 +83,12 @@ struct ServiceOptions {
   oidc::KeySource* oidc_keys = nullptr;
   // The public JWKS of the audit checkpoint key (AuditKeys()).
   nlohmann::json audit_jwks = nlohmann::json::object();
+  // The audit chain this process writes (its replica id with a shared
+  // store): the one ListAudit reads when the filter names none, and the one
+  // VerifyAudit checks.
+  std::string audit_chain = std::string(kDefaultAuditChain);
+  // Other broker processes write the same store (PostgreSQL replicas).
+  bool shared_store = false;
 };
 
 // GET /v1/approvals: which approvals, and which page of them. Every field is
@@ -154,8 +160,13 @@ class BrokerService {
   // One lifecycle pass: ends expired and stalled sessions, expires grants and
   // approvals, retries queued revocations. Called by the sweeper thread.
   [[nodiscard]] Result<SweepStats> Sweep();
-  // At start: grants caught mid-mint by a crash are resolved, never forgotten.
+  // At start: grants caught mid-mint by a crash are resolved, never forgotten
+  // (with a shared store, only those older than kMintGrace; the sweeper
+  // resolves the rest).
   [[nodiscard]] Status Reconcile();
+  // Longer than any mint takes (issuer timeouts are seconds): a grant in
+  // `minting` for longer was interrupted.
+  static constexpr Seconds kMintGrace{300};
   [[nodiscard]] Result<Introspection> Introspect(const CallContext& ctx, std::string_view token);
   [[nodiscard]] Result<std::vector<AuditRecord>> ListAudit(const CallContext& ctx,
                                                            AuditFilter filter);
@@ -191,6 +202,9 @@ class BrokerService {
   // Prometheus text format and appended to `out`.
   void AppendIssuerMetrics(std::string& out) const;
   [[nodiscard]] Status Ready();
+  // Another broker replica changed sessions or grants in the shared store
+  // (Store::WatchChanges): long polls look at their grant again.
+  void OnStoreChanged() { NotifyGrantChanged(); }
 
  private:
   using SessionLock = std::shared_mutex;
@@ -314,6 +328,9 @@ class BrokerService {
   [[nodiscard]] Status RevokeForAnomaly(const CallContext& ctx, const std::string& session_id,
                                         const lifecycle::AnomalyTrigger& trigger);
   void NotifyGrantChanged();
+  // Revokes (expiry_only, audited) the grants in `minting` whose mint began
+  // before `began_before` (nullopt: all of them).
+  [[nodiscard]] Status ReconcileMinting(std::optional<TimePoint> began_before);
   // Expires one pending/approved grant whose approval window has passed
   // (takes the session lock; a no-op if it is no longer due).
   [[nodiscard]] Status ExpireApproval(const std::string& grant_id, const std::string& request_id);

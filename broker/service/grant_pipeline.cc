@@ -256,6 +256,9 @@ Result<GrantView> BrokerService::MintAndCommit(const CallContext& ctx, GrantReco
     // Write-ahead: the intent is durable before the upstream can create a
     // credential, so a crash in between is reconciled at restart.
     g.state = GrantState::kMinting;
+    // When the mint began: with replicas, only a mint older than any
+    // upstream call can take is reconciled (lifecycle_ops.cc, Reconcile).
+    g.extra["minting_since"] = ToUnixSeconds(now);
     WriteBatch intent;
     intent.audit_events = std::move(pre_events);
     pre_events.clear();

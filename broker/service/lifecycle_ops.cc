@@ -255,6 +255,10 @@ Result<SweepStats> BrokerService::Sweep() {
     stats.revocations_done += done && *done ? 1 : 0;
   }
 
+  // Mints interrupted long ago, by this process or a replica that died (a
+  // live mint never takes kMintGrace).
+  JITBROKER_RETURN_IF_ERROR(ReconcileMinting(now - kMintGrace));
+
   // CI token replay reservations that can no longer matter: their tokens
   // fail the time checks now (token_exchange.cc).
   JITBROKER_ASSIGN_OR_RETURN(stats.replay_keys_pruned,
@@ -263,11 +267,27 @@ Result<SweepStats> BrokerService::Sweep() {
 }
 
 Status BrokerService::Reconcile() {
+  // Alone on its store, nothing else is minting at start: every `minting`
+  // grant was interrupted. With replicas, another may be minting right now.
+  return ReconcileMinting(
+      options_.shared_store ? std::optional<TimePoint>(clock_->Now() - kMintGrace) : std::nullopt);
+}
+
+Status BrokerService::ReconcileMinting(std::optional<TimePoint> began_before) {
   // A grant left in "minting" was interrupted between its write-ahead record
   // and the commit of its credential: the upstream may have issued one that
   // nobody received and that we hold no handle for. It lives at most its TTL.
-  JITBROKER_ASSIGN_OR_RETURN(auto stuck,
+  JITBROKER_ASSIGN_OR_RETURN(auto listed,
                              store_->ListGrantsByState(GrantState::kMinting, std::nullopt, "", 0));
+  std::vector<GrantRecord> stuck;
+  for (auto& g : listed) {
+    const auto since = g.extra.find("minting_since");
+    const bool dated = since != g.extra.end() && since->is_number_integer();
+    // Undated rows were written before the field existed: long ago.
+    if (!began_before || !dated || FromUnixSeconds(since->get<int64_t>()) <= *began_before) {
+      stuck.push_back(std::move(g));
+    }
+  }
   if (stuck.empty()) {
     return OkStatus();
   }
@@ -279,7 +299,7 @@ Status BrokerService::Reconcile() {
     g.revoked_at = now;
     g.revoke_outcome = "expiry_only";
     g.extra["reconciled"] = {
-        {"reason", "interrupted mid-mint by a restart"},
+        {"reason", "interrupted mid-mint (a restart, or a replica that stopped)"},
         {"residual_seconds", std::max<int64_t>(0, ToUnixSeconds(worst) - ToUnixSeconds(now))}};
     batch.audit_events.push_back(
         audit::GrantEvent("credential.reconciled", g, now, "expiry_only", "startup"));

@@ -2,7 +2,9 @@
 #include "broker/store/pg.h"
 
 #include <libpq-fe.h>
+#include <poll.h>
 
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cstdint>
@@ -117,10 +119,18 @@ PgResult<std::unique_ptr<Connection>> Connection::Open(const SecretValue& dsn,
                                                        const ConnectOptions& options) {
   // Defaults first, then the DSN (expand_dbname): what the DSN says wins.
   const std::string timeout = std::to_string(options.connect_timeout_seconds);
+  const std::string idle = std::to_string(options.keepalives_idle_seconds);
   std::string dsn_text(dsn.Reveal());
-  const char* keys[] = {"connect_timeout", "application_name", "dbname", nullptr};
-  const char* values[] = {timeout.c_str(), options.application_name.c_str(), dsn_text.c_str(),
-                          nullptr};
+  const char* keys[] = {"connect_timeout",
+                        "application_name",
+                        "keepalives_idle",
+                        "keepalives_interval",
+                        "keepalives_count",
+                        "dbname",
+                        nullptr};
+  const char* values[] = {
+      timeout.c_str(), options.application_name.c_str(), idle.c_str(), "10", "3", dsn_text.c_str(),
+      nullptr};
   PGconn* c = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
   SecureWipe(dsn_text.data(), dsn_text.size());
   if (c == nullptr) {
@@ -211,6 +221,34 @@ PgResult<Result> Connection::Query(const std::string& sql, const Params& params)
   return r;
 }
 
+WaitResult WaitForNotifications(Connection& c, const std::stop_token& stop,
+                                std::chrono::milliseconds tick,
+                                const std::function<void(std::string_view)>& on_payload) {
+  PGconn* conn = c.raw();
+  while (!stop.stop_requested()) {
+    if (PQstatus(conn) != CONNECTION_OK) {
+      return WaitResult::kBroken;
+    }
+    pollfd fd{PQsocket(conn), POLLIN, 0};
+    const int ready = ::poll(&fd, 1, static_cast<int>(tick.count()));
+    if (ready < 0 && errno != EINTR) {
+      return WaitResult::kBroken;
+    }
+    if (ready <= 0) {
+      continue;
+    }
+    if (PQconsumeInput(conn) == 0) {
+      return WaitResult::kBroken;
+    }
+    while (PGnotify* n = PQnotifies(conn)) {
+      const std::string payload = n->extra == nullptr ? std::string() : std::string(n->extra);
+      PQfreemem(n);
+      on_payload(payload);
+    }
+  }
+  return WaitResult::kStopped;
+}
+
 // --- Transaction ----------------------------------------------------------
 
 PgResult<Transaction> Transaction::Begin(Connection& c) {
@@ -259,9 +297,10 @@ PgResult<Pool::Lease> Pool::Acquire() {
     ++stats_.waits;
     const auto start = std::chrono::steady_clock::now();
     const bool got = cv_.wait_for(lock, wait_, available);
-    stats_.wait_micros += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
-                                                    std::chrono::steady_clock::now() - start)
-                                                    .count());
+    stats_.wait_micros +=
+        static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                  std::chrono::steady_clock::now() - start)
+                                  .count());
     if (!got) {
       return std::unexpected(PgError{"", "no database connection was free in time", false});
     }

@@ -24,10 +24,12 @@
 #include <condition_variable>
 #include <cstdint>
 #include <expected>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -101,6 +103,9 @@ class Result {
 // Connection parameters the broker sets unless the DSN says otherwise.
 struct ConnectOptions {
   int connect_timeout_seconds = 5;
+  // TCP keepalives, so a connection to a server that vanished (a network
+  // partition) breaks within about a minute instead of hanging.
+  int keepalives_idle_seconds = 30;
   std::string application_name = "jitbroker";
 };
 
@@ -133,6 +138,16 @@ class Connection {
   std::map<std::string, std::string, std::less<>> prepared_;  // SQL -> statement name
 };
 
+enum class WaitResult { kStopped, kBroken };
+
+// Reads NOTIFY messages on `c` (which must have run LISTEN), calling
+// `on_payload` with each one's payload, until `stop` is requested
+// (kStopped) or the connection breaks (kBroken). Waits on the socket at most
+// `tick` at a time, so a stop request is seen within `tick`.
+WaitResult WaitForNotifications(Connection& c, const std::stop_token& stop,
+                                std::chrono::milliseconds tick,
+                                const std::function<void(std::string_view)>& on_payload);
+
 // BEGIN now; ROLLBACK at destruction unless Commit() succeeded.
 class Transaction {
  public:
@@ -151,11 +166,11 @@ class Transaction {
 
 struct PoolStats {
   uint64_t acquires = 0;
-  uint64_t waits = 0;         // acquires that found no free connection
-  uint64_t wait_micros = 0;   // total time those waited
-  uint64_t connects = 0;      // connections opened (first time and after a break)
+  uint64_t waits = 0;        // acquires that found no free connection
+  uint64_t wait_micros = 0;  // total time those waited
+  uint64_t connects = 0;     // connections opened (first time and after a break)
   uint64_t connect_failures = 0;
-  uint64_t discarded = 0;     // connections closed because they broke
+  uint64_t discarded = 0;  // connections closed because they broke
 };
 
 class Pool {

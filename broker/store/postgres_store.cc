@@ -9,15 +9,22 @@
 //   - rows hold the same `data` JSON as SQLite's (broker/store/record_codec.h).
 #include "broker/store/postgres_store.h"
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
+#include <set>
 #include <span>
+#include <stop_token>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -281,7 +288,8 @@ std::string UpsertSql(std::string_view table, std::string_view columns, std::str
     names.emplace_back(name);
     pos = comma + 1;
   }
-  std::string sql = "INSERT INTO " + std::string(table) + " (" + std::string(columns) + ") VALUES (";
+  std::string sql =
+      "INSERT INTO " + std::string(table) + " (" + std::string(columns) + ") VALUES (";
   for (size_t i = 0; i < names.size(); ++i) {
     sql += (i == 0 ? "$" : ", $") + std::to_string(i + 1);
   }
@@ -527,6 +535,17 @@ Status Migrate(pg::Connection& c, int target) {
   return st;
 }
 
+// Random, per store handle: tells this process's notifications from others'.
+std::string NewInstanceId() {
+  std::random_device rd;
+  std::string out;
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (int i = 0; i < 16; ++i) {
+    out += kHex[rd() % 16];
+  }
+  return out;
+}
+
 bool Retryable(const pg::PgError& e) {
   return e.sqlstate == pg::kDeadlockDetected || e.sqlstate == pg::kSerializationFailure;
 }
@@ -557,12 +576,16 @@ class PostgresStore final : public Store {
     std::lock_guard lock(writer_mu_);
     for (int attempt = 1;; ++attempt) {
       if (writer_ == nullptr || !writer_->ok()) {
+        const bool reconnect = writer_ != nullptr;
         writer_.reset();
         auto c = pg::Connection::Open(pool_.dsn(), pool_.connect_options());
         if (!c) {
           return std::unexpected(StoreError("connect", c.error()));
         }
         writer_ = std::move(*c);
+        if (reconnect) {
+          JITBROKER_RETURN_IF_ERROR(VerifyClaims());
+        }
       }
       std::optional<pg::PgError> retry;
       Status st = ApplyOnce(batches, audit, retry);
@@ -574,10 +597,27 @@ class PostgresStore final : public Store {
     }
   }
 
+  // A session advisory lock per chain, held on a connection of its own for
+  // as long as this store lives (released by the server when that
+  // connection ends, so a replica that died frees its chain).
+  Status ClaimAuditChain(std::string_view chain_id) override {
+    std::lock_guard lock(claim_mu_);
+    if (claimed_.contains(std::string(chain_id))) {
+      return OkStatus();
+    }
+    if (claim_conn_ == nullptr || !claim_conn_->ok()) {
+      JITBROKER_RETURN_IF_ERROR(ReclaimLocked());
+    }
+    JITBROKER_RETURN_IF_ERROR(TryLockChainLocked(chain_id));
+    claimed_.insert(std::string(chain_id));
+    return OkStatus();
+  }
+
   Result<std::optional<ChainHead>> AuditHead(std::string_view chain_id) override {
     Sql q;
-    q.Raw("SELECT seq, hash FROM audit WHERE chain_id = ").Text(chain_id).Raw(
-        " ORDER BY seq DESC LIMIT 1");
+    q.Raw("SELECT seq, hash FROM audit WHERE chain_id = ")
+        .Text(chain_id)
+        .Raw(" ORDER BY seq DESC LIMIT 1");
     JITBROKER_ASSIGN_OR_RETURN(pg::Result r, Read("audit head", q));
     if (r.rows() == 0) {
       return std::optional<ChainHead>();
@@ -713,8 +753,7 @@ class PostgresStore final : public Store {
   Result<PendingApprovalCounts> CountPendingApprovals(std::string_view session_id,
                                                       std::string_view principal_id,
                                                       TimePoint now) override {
-    constexpr const char* kOpen =
-        "state = 'pending' AND (expires_at IS NULL OR expires_at > $3)";
+    constexpr const char* kOpen = "state = 'pending' AND (expires_at IS NULL OR expires_at > $3)";
     Sql q;
     q.params.Text(session_id).Text(principal_id).Int(Ns(now));
     q.Raw(std::string("SELECT (SELECT count(*) FROM grants WHERE session_id = $1 AND ") + kOpen +
@@ -796,6 +835,23 @@ class PostgresStore final : public Store {
     return static_cast<size_t>(r.affected());
   }
 
+  // A thread with a connection of its own that LISTENs; see Watch().
+  void WatchChanges(std::function<void()> on_change) override {
+    std::lock_guard lock(watch_mu_);
+    if (watcher_.joinable() || !on_change) {
+      return;
+    }
+    on_change_ = std::move(on_change);
+    watcher_ = std::jthread([this](std::stop_token stop) { Watch(stop); });
+  }
+
+  ~PostgresStore() override {
+    if (watcher_.joinable()) {
+      watcher_.request_stop();
+      watcher_.join();
+    }
+  }
+
   Status Ping() override {
     Sql q;
     q.Raw("SELECT 1");
@@ -808,6 +864,89 @@ class PostgresStore final : public Store {
   explicit PostgresStore(PostgresOptions options)
       : schema_target_(options.schema_version_for_testing),
         pool_(std::move(options.dsn), options.pool_size, options.pool_wait) {}
+
+  // The watch loop: LISTEN on a dedicated connection, wait on its socket
+  // (at most kWatchTick, to see a stop request), and call on_change_ for
+  // each notification from another process. A broken connection is opened
+  // again (after kWatchRetry); once it listens again, on_change_ runs once,
+  // since what was announced meanwhile is lost.
+  void Watch(const std::stop_token& stop) {
+    bool first = true;
+    while (!stop.stop_requested()) {
+      auto c = pg::Connection::Open(pool_.dsn(), pool_.connect_options());
+      if (c && (*c)->Exec("LISTEN " + std::string(kChangesChannel))) {
+        if (!first) {
+          on_change_();  // resync: anything may have changed while away
+        }
+        first = false;
+        watching_.store(true);
+        const pg::WaitResult end =
+            pg::WaitForNotifications(**c, stop, kWatchTick, [this](std::string_view payload) {
+              if (payload != instance_id_) {
+                on_change_();
+              }
+            });
+        watching_.store(false);
+        if (end == pg::WaitResult::kStopped) {
+          return;
+        }
+        first = false;
+      }
+      std::unique_lock lock(watch_mu_);
+      std::condition_variable_any cv;
+      cv.wait_for(lock, stop, kWatchRetry, [] { return false; });
+    }
+  }
+
+  // With claim_mu_ held: takes chain `chain_id`'s lock on claim_conn_.
+  Status TryLockChainLocked(std::string_view chain_id) {
+    pg::Params key;
+    key.Text("jitbroker-audit-chain:" + std::string(chain_id));
+    auto r = claim_conn_->Query("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key);
+    if (!r) {
+      return std::unexpected(StoreError("claim audit chain", r.error()));
+    }
+    if (r->rows() != 1 || r->Text(0, 0) != "t") {
+      Error e = FailedPrecondition("audit_chain_taken",
+                                   "audit chain \"" + std::string(chain_id) +
+                                       "\" is written by another broker replica; give each "
+                                       "replica its own store.postgres.replica_id");
+      e.detail = "advisory lock held by another session";
+      return std::unexpected(std::move(e));
+    }
+    return OkStatus();
+  }
+
+  // With claim_mu_ held: a new claim connection, and every chain claimed
+  // before taken again on it (the old connection's locks died with it). A
+  // chain another replica took meanwhile is an error: this replica must not
+  // write it any more.
+  Status ReclaimLocked() {
+    claim_conn_.reset();
+    auto c = pg::Connection::Open(pool_.dsn(), pool_.connect_options());
+    if (!c) {
+      return std::unexpected(StoreError("connect", c.error()));
+    }
+    claim_conn_ = std::move(*c);
+    for (const std::string& chain : claimed_) {
+      JITBROKER_RETURN_IF_ERROR(TryLockChainLocked(chain));
+    }
+    return OkStatus();
+  }
+
+  // Whether the chain locks still hold: the claim connection answers, or is
+  // replaced and the locks taken again. Called when the writer had to
+  // reconnect (the server restarted, or the network broke).
+  Status VerifyClaims() {
+    std::lock_guard lock(claim_mu_);
+    if (claimed_.empty()) {
+      return OkStatus();
+    }
+    if (claim_conn_ != nullptr && claim_conn_->ok() && claim_conn_->Exec("SELECT 1")) {
+      return OkStatus();
+    }
+    return ReclaimLocked();
+  }
 
   // One statement on a pooled connection (autocommit).
   Result<pg::Result> Read(std::string_view what, const Sql& q) {
@@ -930,6 +1069,19 @@ class PostgresStore final : public Store {
             }
           }
         }
+        // Other replicas' long polls look again once this commits (the
+        // notification is delivered only on commit, and not to this
+        // process: the payload is its own id).
+        bool changed = false;
+        for (const WriteBatch& batch : batches) {
+          changed = changed || !batch.sessions.empty() || !batch.grants.empty();
+        }
+        if (changed) {
+          pg::Params p;
+          p.Text(instance_id_);
+          JITBROKER_RETURN_IF_ERROR(
+              exec("notify", "SELECT pg_notify('" + std::string(kChangesChannel) + "', $1)", p));
+        }
         std::string dumped;
         for (const AuditRecord& rec : audit) {
           // ChainRecord's text is the canonical body; dump only without it.
@@ -980,6 +1132,21 @@ class PostgresStore final : public Store {
 
   std::mutex writer_mu_;
   std::unique_ptr<pg::Connection> writer_;  // guarded by writer_mu_; opened at first Apply
+
+  // Announces this process's commits of sessions and grants to the others
+  // (payload: instance_id_, so the sender can ignore its own).
+  static constexpr std::string_view kChangesChannel = "jitbroker_changes";
+  static constexpr std::chrono::milliseconds kWatchTick{250};
+  static constexpr std::chrono::milliseconds kWatchRetry{1000};
+  const std::string instance_id_ = NewInstanceId();
+  std::mutex watch_mu_;
+  std::function<void()> on_change_;  // set once, before watcher_ starts
+  std::atomic<bool> watching_{false};
+  std::jthread watcher_;  // last member but the claims: stopped first by ~PostgresStore
+
+  std::mutex claim_mu_;
+  std::unique_ptr<pg::Connection> claim_conn_;  // guarded by claim_mu_; holds the chain locks
+  std::set<std::string> claimed_;               // guarded by claim_mu_
 };
 
 Result<std::unique_ptr<Store>> OpenPostgresStore(PostgresOptions options) {

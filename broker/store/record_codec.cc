@@ -14,7 +14,9 @@ namespace jitbroker::store {
 
 using Json = nlohmann::json;
 
-std::string DumpJson(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
+std::string DumpJson(const Json& j) {
+  return j.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
 
 Error CorruptRow(std::string_view table, std::string_view what) {
   return Internal("a stored record could not be read",

@@ -730,6 +730,15 @@ class SqliteStore final : public Store {
     return st;
   }
 
+  // One broker process per file (the audit file's lock keeps a second
+  // journal out of a data directory): only the one chain is checked.
+  Status ClaimAuditChain(std::string_view chain_id) override {
+    if (chain_id != kDefaultAuditChain) {
+      return std::unexpected(OtherChain(chain_id));
+    }
+    return OkStatus();
+  }
+
   Result<std::optional<ChainHead>> AuditHead(std::string_view chain_id) override {
     if (chain_id != kDefaultAuditChain) {
       return std::optional<ChainHead>();  // a chain this store never holds
@@ -1081,6 +1090,9 @@ class SqliteStore final : public Store {
     }
     return static_cast<size_t>(sqlite3_changes(w));
   }
+
+  // One broker process per file: no other writer to hear from.
+  void WatchChanges(std::function<void()>) override {}
 
   Status Ping() override {
     ReaderLease r(*this);

@@ -29,6 +29,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -327,6 +328,14 @@ class Store {
   [[nodiscard]] virtual Status Apply(std::span<const WriteBatch> batches,
                                      std::span<const AuditRecord> audit) = 0;
 
+  // Makes this handle the only writer of audit chain `chain_id` for as long
+  // as it lives: another handle on the same database (another broker
+  // replica) that claims the chain is refused. The Journal claims its chain
+  // before it reads the chain's head. Errors: kFailedPrecondition
+  // "audit_chain_taken" (another process writes it); "audit_chain_unsupported"
+  // (a one-chain store asked for another chain); kUnavailable.
+  [[nodiscard]] virtual Status ClaimAuditChain(std::string_view chain_id) = 0;
+
   // The last record's seq and hash of chain `chain_id`, or nullopt while that
   // chain is empty.
   [[nodiscard]] virtual Result<std::optional<ChainHead>> AuditHead(std::string_view chain_id) = 0;
@@ -371,6 +380,15 @@ class Store {
   [[nodiscard]] virtual Result<size_t> PruneReplayReservations(TimePoint now, size_t limit) = 0;
   // Health probe: a cheap read that proves the store answers.
   [[nodiscard]] virtual Status Ping() = 0;
+  // Registers `on_change`, called from a thread of the store's soon after
+  // another process sharing the database (another broker replica) commits a
+  // change to sessions or grants, and after the store's watch of such
+  // changes was interrupted and is back (changes may have been missed). It
+  // says only "look again": callers re-read what they wait on. A store that
+  // no other process writes never calls it. Call at most once, before
+  // traffic; `on_change` must return quickly and must outlive the store's
+  // watch (until the store is destroyed).
+  virtual void WatchChanges(std::function<void()> on_change) = 0;
 };
 
 }  // namespace jitbroker

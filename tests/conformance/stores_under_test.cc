@@ -53,7 +53,8 @@ std::vector<StoreUnderTest> StoresUnderTest() {
   // Only with a server (JITBROKER_TEST_PG_DSN, set by CTest's `pg` fixture).
   if (!testing::TestPgServerDsn().empty()) {
     stores.push_back({"postgres", []() -> std::unique_ptr<StoreDatabase> {
-                        return std::make_unique<PostgresDatabase>(testing::PgTestDatabase::Create());
+                        return std::make_unique<PostgresDatabase>(
+                            testing::PgTestDatabase::Create());
                       }});
   }
   return stores;

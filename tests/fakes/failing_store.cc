@@ -1,6 +1,8 @@
 #include "tests/fakes/failing_store.h"
 
+#include <functional>
 #include <string>
+#include <utility>
 
 #include "jitbroker/error.h"
 
@@ -74,6 +76,14 @@ Status FailingStore::Apply(std::span<const WriteBatch> batches,
     hook();
   }
   return inner_->Apply(batches, audit);
+}
+
+void FailingStore::WatchChanges(std::function<void()> on_change) {
+  inner_->WatchChanges(std::move(on_change));
+}
+
+Status FailingStore::ClaimAuditChain(std::string_view chain_id) {
+  return inner_->ClaimAuditChain(chain_id);
 }
 
 Result<std::optional<ChainHead>> FailingStore::AuditHead(std::string_view chain_id) {

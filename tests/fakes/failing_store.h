@@ -54,6 +54,8 @@ class FailingStore final : public Store {
   uint64_t FailedApplies() const;
 
   Status Apply(std::span<const WriteBatch> batches, std::span<const AuditRecord> audit) override;
+  Status ClaimAuditChain(std::string_view chain_id) override;
+  void WatchChanges(std::function<void()> on_change) override;
   Result<std::optional<ChainHead>> AuditHead(std::string_view chain_id) override;
   Result<std::optional<SessionRecord>> GetSession(std::string_view id) override;
   Result<std::vector<SessionRecord>> ListSessions(const SessionFilter& f) override;

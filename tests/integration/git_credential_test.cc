@@ -13,7 +13,7 @@
 namespace jitbroker::testing {
 namespace {
 
-std::string TempDir() {
+std::string NewScratchDir() {
   char tmpl[] = "/tmp/jitbroker-git.XXXXXX";
   const char* dir = ::mkdtemp(tmpl);
   REQUIRE(dir != nullptr);
@@ -41,7 +41,7 @@ void MakeWorkTree(const std::string& home, const std::string& dir, const std::st
 }
 
 TEST_CASE("git: the test git server pushes only with credentials it accepts") {
-  const std::string dir = TempDir();
+  const std::string dir = NewScratchDir();
   auto server = GitHttpServer::Start(dir + "/srv", [](const GitAuthRequest& a) {
     return a.username == "x-access-token" && a.password == "right" && a.owner_repo == "acme/app";
   });

@@ -99,10 +99,10 @@ void BrokerProcess::WriteConfig(const BrokerOptions& o) {
       (o.trust.empty() ? std::string() : "trust: " + o.trust + "\n") +
       "issuers:\n"
       "  internal: {type: jwt, algorithm: " +
-      o.jwt_algorithm +
-      ", audiences: [\"mcp.internal\", \"api.internal\"], max_ttl_seconds: 900,"
+      o.jwt_algorithm + ", audiences: [\"mcp.internal\", \"api.internal\"], max_ttl_seconds: 900," +
+      (o.jwt_signing_key.empty() ? std::string() : " signing_key: \"" + o.jwt_signing_key + "\",") +
       " scope_tiers: {read: read, write: write, \"mcp:*\": read, deploy: write}}\n" +
-      o.extra_issuers;
+      o.extra_issuers + o.top_extra;
   for (const auto& [id, login] : o.github_logins) {
     const std::string anchor = "{id: " + id + ",";
     if (auto pos = yaml.find(anchor); pos != std::string::npos) {
@@ -118,11 +118,19 @@ std::unique_ptr<BrokerProcess> BrokerProcess::Start(BrokerOptions options) {
   REQUIRE(::mkdtemp(tmpl) != nullptr);
   p->dir_ = tmpl;
   std::filesystem::create_directories(p->dir_ + "/keys");
-  p->engineer_key = RandomKey("jbk_");
-  p->other_engineer_key = RandomKey("jbk_");
-  p->maintainer_key = RandomKey("jbk_");
-  p->admin_key = RandomKey("jbk_");
-  p->maintainer2_key = RandomKey("jbk_");
+  if (const BrokerProcess* first = options.same_keys_as) {
+    p->engineer_key = first->engineer_key;
+    p->other_engineer_key = first->other_engineer_key;
+    p->maintainer_key = first->maintainer_key;
+    p->admin_key = first->admin_key;
+    p->maintainer2_key = first->maintainer2_key;
+  } else {
+    p->engineer_key = RandomKey("jbk_");
+    p->other_engineer_key = RandomKey("jbk_");
+    p->maintainer_key = RandomKey("jbk_");
+    p->admin_key = RandomKey("jbk_");
+    p->maintainer2_key = RandomKey("jbk_");
+  }
   WriteFile(p->dir_ + "/keys/maint2.key", p->maintainer2_key + "\n");
   WriteFile(p->dir_ + "/keys/eng.key", p->engineer_key + "\n");
   WriteFile(p->dir_ + "/keys/eng2.key", p->other_engineer_key + "\n");

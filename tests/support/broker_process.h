@@ -30,7 +30,12 @@ struct BrokerOptions {
   std::map<std::string, std::string> github_logins;  // principal id -> github_login
   int max_body_bytes = 65536;
   int threads = 16;
-  std::string server_extra;  // YAML appended inside `server: {…}`, e.g. ", io_threads: 1"
+  std::string server_extra;     // YAML appended inside `server: {…}`, e.g. ", io_threads: 1"
+  std::string top_extra;        // YAML lines appended at the top level (store:, seal_key:, audit:)
+  std::string jwt_signing_key;  // `signing_key` of the `internal` jwt issuer (a file: reference)
+  // Another replica of the same deployment: this one gets its API keys (so
+  // the same principals authenticate on both). Not owned; may be null.
+  const class BrokerProcess* same_keys_as = nullptr;
 };
 
 struct HttpResult {

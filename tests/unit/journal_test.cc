@@ -141,6 +141,8 @@ class MemoryAuditStore final : public Store {
     records_.insert(records_.end(), audit.begin(), audit.end());
     return OkStatus();
   }
+  Status ClaimAuditChain(std::string_view) override { return OkStatus(); }
+  void WatchChanges(std::function<void()>) override {}
   Result<std::optional<ChainHead>> AuditHead(std::string_view) override {
     std::lock_guard lock(mu_);
     if (records_.empty()) {

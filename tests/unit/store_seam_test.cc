@@ -94,18 +94,26 @@ TEST_CASE("store::Open: builds the configured SQLite store, creating its directo
   CHECK((st.st_mode & 0777) == 0700);
 }
 
-TEST_CASE("store::Open: refuses what this build has no store for, or a path it cannot use") {
-  SUBCASE("postgres") {
+TEST_CASE("store::Open: a store it cannot open is a precise error that names no secret") {
+  SUBCASE("a postgres server that is not there") {
+    TempDir dir;
     config::StoreConfig c;
     config::PostgresStoreConfig pg;
-    pg.dsn = SecretValue(std::string("host=/tmp user=jb password=hunter2"));
+    pg.dsn = SecretValue("host=" + dir.path().string() + " user=jb password=hunter2");
     c.backend = std::move(pg);
     auto store = store::Open(c);
     REQUIRE_FALSE(store.has_value());
-    CHECK(store.error().code == ErrorCode::kInvalidArgument);
-    CHECK(store.error().Reason() == "invalid_config");
-    CHECK(store.error().message.find("postgres store is not available") != std::string::npos);
+    CHECK(store.error().code == ErrorCode::kUnavailable);
+    CHECK(store.error().Reason() == "store_unavailable");
+    CHECK(store.error().detail.find("connect") != std::string::npos);
     CHECK(store.error().ToString().find("hunter2") == std::string::npos);
+  }
+  SUBCASE("a postgres config built without its dsn") {
+    config::StoreConfig c;
+    c.backend = config::PostgresStoreConfig{};
+    auto store = store::Open(c);
+    REQUIRE_FALSE(store.has_value());
+    CHECK(store.error().Reason() == "invalid_config");
   }
   SUBCASE("an empty sqlite path") {
     config::StoreConfig c;
@@ -142,14 +150,45 @@ TEST_CASE("Config: the store section is a choice of one backend") {
   CHECK(sqlite->store.sqlite()->path == dir.path().lexically_normal().string() + "/db/x.db");
   CHECK(sqlite->store.group_commit_max_batch == 8);
 
-  // postgres is refused whatever else the file says, before its dsn is read.
-  ::setenv("JITBROKER_TEST_PG_DSN", "host=/tmp password=hunter2", 1);
-  auto pg = load("store:\n  postgres: {dsn: env:JITBROKER_TEST_PG_DSN, pool_size: 16}\n");
-  ::unsetenv("JITBROKER_TEST_PG_DSN");
-  REQUIRE_FALSE(pg.has_value());
-  CHECK(pg.error().message.find("store.postgres: postgres store is not available in this build") !=
+  // postgres: the dsn by reference, the replica's id, and the keys every
+  // replica must share.
+  ::setenv("JB_STORE_TEST_DSN", "host=/tmp password=hunter2", 1);
+  ::setenv("JB_STORE_TEST_SEAL", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", 1);
+  ::setenv("JB_STORE_TEST_AUDIT_KEY", "-----BEGIN PRIVATE KEY-----", 1);
+  const std::string keys =
+      "seal_key: env:JB_STORE_TEST_SEAL\naudit: {signing_key: env:JB_STORE_TEST_AUDIT_KEY}\n";
+  auto pg = load(
+      "store:\n  postgres: {dsn: env:JB_STORE_TEST_DSN, pool_size: 8, replica_id: r-1}\n" + keys);
+  REQUIRE_MESSAGE(pg.has_value(), (pg ? "" : pg.error().ToString()));
+  REQUIRE(pg->store.postgres() != nullptr);
+  CHECK(pg->store.postgres()->dsn->Reveal() == "host=/tmp password=hunter2");
+  CHECK(pg->store.postgres()->pool_size == 8);
+  CHECK(pg->store.postgres()->replica_id == "r-1");
+  auto by_host = load("store:\n  postgres: {dsn: env:JB_STORE_TEST_DSN}\n" + keys);
+  REQUIRE(by_host.has_value());
+  CHECK_FALSE(by_host->store.postgres()->replica_id.empty());  // the host name
+  CHECK(by_host->store.postgres()->pool_size == 16);
+
+  auto no_seal = load("store:\n  postgres: {dsn: env:JB_STORE_TEST_DSN}\n");
+  REQUIRE_FALSE(no_seal.has_value());
+  CHECK(no_seal.error().message.find("seal_key: is required with store.postgres") !=
         std::string::npos);
-  CHECK(pg.error().ToString().find("hunter2") == std::string::npos);
+  auto no_audit_key =
+      load("store:\n  postgres: {dsn: env:JB_STORE_TEST_DSN}\nseal_key: env:JB_STORE_TEST_SEAL\n");
+  REQUIRE_FALSE(no_audit_key.has_value());
+  CHECK(no_audit_key.error().message.find("audit.signing_key: is required") != std::string::npos);
+  auto bad_id =
+      load("store:\n  postgres: {dsn: env:JB_STORE_TEST_DSN, replica_id: \"a/b\"}\n" + keys);
+  REQUIRE_FALSE(bad_id.has_value());
+  CHECK(bad_id.error().message.find("store.postgres.replica_id") != std::string::npos);
+  auto inline_dsn = load("store:\n  postgres: {dsn: \"host=/tmp password=hunter2\"}\n" + keys);
+  REQUIRE_FALSE(inline_dsn.has_value());
+  for (const auto* r : {&no_seal, &no_audit_key, &bad_id, &inline_dsn}) {
+    CHECK(r->error().ToString().find("hunter2") == std::string::npos);
+  }
+  ::unsetenv("JB_STORE_TEST_DSN");
+  ::unsetenv("JB_STORE_TEST_SEAL");
+  ::unsetenv("JB_STORE_TEST_AUDIT_KEY");
 }
 
 // --- Audit index fields ------------------------------------------------------------

@@ -1,0 +1,231 @@
+// Issue #13: two broker daemons on one PostgreSQL database, as two replicas
+// behind a load balancer. Each check drives both processes over HTTP: what
+// one replica changes, the other honours at once; state changes that only
+// one replica may make (collecting an approval) happen once; each replica
+// writes and verifies its own audit chain, and a second replica that claims
+// a chain already written is refused at start.
+//
+// Needs the test PostgreSQL server (CTest's `pg` fixture); without
+// JITBROKER_TEST_PG_DSN the cases say so and pass without running.
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <iterator>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+
+#include "broker/crypto/crypto.h"
+#include "tests/support/broker_process.h"
+#include "tests/support/pg_test_db.h"
+#include "tests/support/temp_dir.h"
+
+namespace jitbroker::testing {
+namespace replicas_test {
+
+const nlohmann::json kMaintScope = {{"resources", {"jwt://api.internal"}},
+                                    {"max_tier", "merge_deploy"}};
+const nlohmann::json kMerge = {{"tool", "github.merge_pull_request"}, {"operation", "merge"},
+                               {"resource", "jwt://api.internal"},    {"issuer", "internal"},
+                               {"parameters", {{"pull", 7}}},         {"ttl_seconds", 120}};
+const nlohmann::json kRead = {{"tool", "mcp.search"},
+                              {"operation", "read"},
+                              {"resource", "jwt://api.internal"},
+                              {"issuer", "internal"},
+                              {"scope", {{"audience", "api.internal"}}}};
+
+// The secrets every replica of one deployment shares, in files, and the
+// database they share.
+struct Deployment {
+  std::unique_ptr<PgTestDatabase> db = PgTestDatabase::Create();
+  TempDir dir{"jitbroker-replicas"};
+
+  Deployment() {
+    if (db == nullptr) {
+      return;
+    }
+    dir.Write("dsn", db->dsn());
+    dir.Write("seal.b64", crypto::Base64Encode(crypto::RandomBytes(32)) + "\n");
+    REQUIRE(RunCommand("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out " +
+                       dir.File("audit.pem") + " 2>&1")
+                .first == 0);
+    REQUIRE(RunCommand("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out " +
+                       dir.File("jwt.pem") + " 2>&1")
+                .first == 0);
+  }
+
+  BrokerOptions Replica(const std::string& id, const BrokerProcess* first) {
+    BrokerOptions o;
+    o.top_extra = "store: {postgres: {dsn: \"file:" + dir.File("dsn") +
+                  "\", pool_size: 4, replica_id: " + id +
+                  "}}\n"
+                  "seal_key: \"file:" +
+                  dir.File("seal.b64") +
+                  "\"\n"
+                  "audit: {signing_key: \"file:" +
+                  dir.File("audit.pem") + "\"}\n";
+    o.jwt_signing_key = "file:" + dir.File("jwt.pem");
+    o.same_keys_as = first;
+    return o;
+  }
+};
+
+nlohmann::json Decide(const std::string& digest) {
+  return {{"decision", "approve"}, {"request_digest", digest}};
+}
+
+TEST_CASE("Replicas (#13): what one replica changes, the other honours at once") {
+  Deployment d;
+  if (d.db == nullptr) {
+    MESSAGE("JITBROKER_TEST_PG_DSN is not set: run under CTest for the PostgreSQL tests");
+    return;
+  }
+  auto a = BrokerProcess::Start(d.Replica("replica-a", nullptr));
+  auto b = BrokerProcess::Start(d.Replica("replica-b", a.get()));
+
+  // A session opened on A works on B, and a credential minted on B
+  // introspects on A (one shared issuer key).
+  auto [sid, token] = a->OpenSession(a->maintainer_key, kMaintScope);
+  auto g = b->Post("/v1/sessions/" + sid + "/grants", token, kRead);
+  INFO(g.body);
+  REQUIRE(g.status == 201);
+  const std::string jwt = g.json["credential"]["token"];
+  auto intro = a->Request("POST", "/v1/introspect", a->admin_key, "token=" + jwt,
+                          "application/x-www-form-urlencoded");
+  REQUIRE(intro.status == 200);
+  CHECK(intro.json["active"] == true);
+
+  // An admin revokes the session on A: B refuses it in its very next answer.
+  auto revoked = a->Post("/v1/sessions/" + sid + "/revoke", a->admin_key, {{"reason", "test"}});
+  INFO(revoked.body);
+  REQUIRE(revoked.status == 200);
+  auto refused = b->Post("/v1/sessions/" + sid + "/grants", token, kRead);
+  CHECK(refused.status == 409);
+  CHECK(refused.json["code"] == "session_revoked");
+  intro = b->Request("POST", "/v1/introspect", b->admin_key, "token=" + jwt,
+                     "application/x-www-form-urlencoded");
+  CHECK(intro.json == nlohmann::json{{"active", false}});
+}
+
+TEST_CASE("Replicas (#13): an approval is collected once, whichever replicas the agent asks") {
+  Deployment d;
+  if (d.db == nullptr) {
+    MESSAGE("JITBROKER_TEST_PG_DSN is not set: run under CTest for the PostgreSQL tests");
+    return;
+  }
+  auto a = BrokerProcess::Start(d.Replica("replica-a", nullptr));
+  auto b = BrokerProcess::Start(d.Replica("replica-b", a.get()));
+  constexpr int kRounds = 4;
+  for (int round = 0; round < kRounds; ++round) {
+    auto [sid, token] = a->OpenSession(a->maintainer_key, kMaintScope);
+    auto r = a->Post("/v1/sessions/" + sid + "/grants", token, kMerge);
+    INFO(r.body);
+    REQUIRE(r.status == 202);
+    const std::string grant_id = r.json["grant_id"];
+    // Decided on B.
+    auto ok = b->Post("/v1/approvals/" + std::string(r.json["approval"]["id"]), b->maintainer2_key,
+                      Decide(r.json["approval"]["request_digest"]));
+    INFO(ok.body);
+    REQUIRE(ok.status == 200);
+    // The agent collects on both replicas at once, twice on each.
+    std::vector<std::future<HttpResult>> collects;
+    for (int i = 0; i < 4; ++i) {
+      BrokerProcess* replica = i % 2 == 0 ? a.get() : b.get();
+      collects.push_back(std::async(std::launch::async, [replica, &grant_id, &token] {
+        return replica->Request("GET", "/v1/grants/" + grant_id, token);
+      }));
+    }
+    int credentials = 0;
+    for (auto& f : collects) {
+      HttpResult got = f.get();
+      INFO(got.body);
+      CHECK((got.status == 200 || got.status == 409));
+      if (got.status == 200 && got.json.contains("credential")) {
+        ++credentials;
+      }
+    }
+    CHECK(credentials == 1);
+    auto final_state = b->Request("GET", "/v1/grants/" + grant_id, token);
+    CHECK(final_state.json["state"] == "active");
+  }
+  // Each replica's own chain verifies.
+  for (BrokerProcess* replica : {a.get(), b.get()}) {
+    auto v = replica->Get("/v1/audit/verify", replica->admin_key);
+    INFO(v.body);
+    REQUIRE(v.status == 200);
+    CHECK(v.json["ok"] == true);
+    CHECK(v.json["records"].get<int64_t>() > 0);
+  }
+  // The records are in the chain of the replica that wrote them.
+  auto chain_a = a->Get("/v1/audit?chain=replica-a", a->admin_key);
+  auto chain_b = a->Get("/v1/audit?chain=replica-b", a->admin_key);
+  REQUIRE(chain_a.status == 200);
+  REQUIRE(chain_b.status == 200);
+  std::vector<std::string> events_b;
+  for (const auto& rec : chain_b.json["records"]) {
+    events_b.push_back(rec["event"]);
+  }
+  CHECK(std::count(events_b.begin(), events_b.end(), "approval.decided") == kRounds);
+}
+
+TEST_CASE(
+    "Replicas (#13): an agent long-polling on one replica is woken by an approval on the other") {
+  Deployment d;
+  if (d.db == nullptr) {
+    MESSAGE("JITBROKER_TEST_PG_DSN is not set: run under CTest for the PostgreSQL tests");
+    return;
+  }
+  auto a = BrokerProcess::Start(d.Replica("replica-a", nullptr));
+  auto b = BrokerProcess::Start(d.Replica("replica-b", a.get()));
+  auto [sid, token] = a->OpenSession(a->maintainer_key, kMaintScope);
+  auto r = a->Post("/v1/sessions/" + sid + "/grants", token, kMerge);
+  INFO(r.body);
+  REQUIRE(r.status == 202);
+  const std::string grant_id = r.json["grant_id"];
+  const auto start = std::chrono::steady_clock::now();
+  auto waiter = std::async(std::launch::async, [&] {
+    return b->Request("GET", "/v1/grants/" + grant_id + "?wait=30", token);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto ok = a->Post("/v1/approvals/" + std::string(r.json["approval"]["id"]), a->maintainer2_key,
+                    Decide(r.json["approval"]["request_digest"]));
+  REQUIRE(ok.status == 200);
+  HttpResult got = waiter.get();
+  const auto waited = std::chrono::steady_clock::now() - start;
+  INFO(got.body);
+  REQUIRE(got.status == 200);
+  CHECK(got.json["state"] == "active");
+  CHECK(got.json.contains("credential"));
+  // Woken by the notification, long before the 30 s poll would end.
+  CHECK(waited < std::chrono::seconds(10));
+}
+
+TEST_CASE("Replicas (#13): two replicas with one replica_id: the second is refused at start") {
+  Deployment d;
+  if (d.db == nullptr) {
+    MESSAGE("JITBROKER_TEST_PG_DSN is not set: run under CTest for the PostgreSQL tests");
+    return;
+  }
+  auto a = BrokerProcess::Start(d.Replica("replica-a", nullptr));
+  // A second daemon in its own directory, same replica id.
+  TempDir other("jitbroker-replica-dup");
+  std::filesystem::copy(a->dir() + "/keys", other.File("keys"));
+  std::ifstream in(a->config_path());
+  other.Write("broker.yaml", std::string(std::istreambuf_iterator<char>(in), {}));
+  auto [status, out] = RunCommand("timeout 30 " + std::string(JITBROKER_BINARY) + " --config " +
+                                  other.File("broker.yaml") + " 2>&1");
+  INFO(out);
+  CHECK(status != 0);
+  CHECK(out.find("audit chain \"replica-a\" is written by another broker replica") !=
+        std::string::npos);
+  // The first replica is unharmed.
+  CHECK(a->Get("/readyz").status == 200);
+}
+
+}  // namespace replicas_test
+}  // namespace jitbroker::testing
