@@ -117,7 +117,7 @@ long ProcStatusKb(const char* field) {
 }
 
 double Metric(const Issuer& issuer, const std::string& name) {
-  std::vector<IssuerMetricFamily> families;
+  std::vector<MetricFamily> families;
   issuer.CollectMetrics(families);
   double total = 0;
   for (const auto& f : families) {

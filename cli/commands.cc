@@ -1129,11 +1129,29 @@ Result<int> AuditVerifyRemote(const Context& ctx, const Invocation& inv) {
   }
   if (ctx.json) {
     PrintRaw(ctx, resp.body);
-  } else if (ok.get<bool>()) {
-    *ctx.out << "ok: " << Field(j, "records") << " records\n";
   } else {
-    *ctx.out << "BROKEN at seq " << Field(j, "first_bad_seq") << ": " << Field(j, "problem")
-             << "\n";
+    // One line per chain when there are several (one per broker replica).
+    const json& chains = Member(j, "chains");
+    const bool several = chains.is_array() && chains.size() > 1;
+    if (ok.get<bool>()) {
+      *ctx.out << "ok: " << Field(j, "records") << " records";
+      if (several) {
+        *ctx.out << " in chain " << Field(j, "chain") << "; " << chains.size() << " chains, "
+                 << Field(j, "cross_references") << " cross-chain references";
+      }
+      *ctx.out << "\n";
+    } else {
+      *ctx.out << "BROKEN" << (several ? " in chain " + Field(j, "chain") : std::string())
+               << " at seq " << Field(j, "first_bad_seq") << ": " << Field(j, "problem") << "\n";
+    }
+    if (several) {
+      for (const json& c : chains) {
+        *ctx.out << "  " << Field(c, "chain") << ": "
+                 << (Member(c, "ok").is_boolean() && Member(c, "ok").get<bool>() ? "ok, "
+                                                                                 : "BROKEN, ")
+                 << Field(c, "records") << " records\n";
+      }
+    }
   }
   return ToInt(ok.get<bool>() ? ExitCode::kOk : ExitCode::kError);
 }

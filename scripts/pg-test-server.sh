@@ -6,12 +6,14 @@
 #
 #   scripts/pg-test-server.sh start DIR [--durable]   # prints nothing; DSN: host=DIR user=jitbroker dbname=postgres
 #   scripts/pg-test-server.sh stop DIR                # stops it and removes DIR
+#   scripts/pg-test-server.sh kill DIR                # stops it at once (-m immediate), keeps DIR
+#   scripts/pg-test-server.sh resume DIR              # starts a killed server again on DIR
 #
 # PostgreSQL refuses to run as root: as root, the server runs as the
 # `postgres` user (runuser), which owns DIR. fsync is off unless --durable
 # (functional tests do not need it; benchmarks and fault tests keep it on).
 set -euo pipefail
-cmd=${1:?start|stop}
+cmd=${1:?start|stop|kill|resume}
 dir=${2:?directory}
 bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 if [ -z "$bin" ] || [ ! -x "$bin/pg_ctl" ]; then
@@ -34,8 +36,21 @@ case "$cmd" in
     [ "$(id -u)" -eq 0 ] && chown postgres: "$dir"
     as_owner "$bin/initdb" -D "$dir/data" -A trust -U jitbroker -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 ||
       { cat "$dir/initdb.log" >&2; exit 1; }
-    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-      -o "-k $dir -c listen_addresses='' -c fsync=$fsync -c max_connections=300" start >/dev/null ||
+    # In the server's own config, so that `resume` starts it the same way.
+    cat >>"$dir/data/postgresql.conf" <<CONF
+unix_socket_directories = '$dir'
+listen_addresses = ''
+fsync = $fsync
+max_connections = 300
+CONF
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null ||
+      { cat "$dir/server.log" >&2; exit 1; }
+    ;;
+  kill)
+    as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null
+    ;;
+  resume)
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null ||
       { cat "$dir/server.log" >&2; exit 1; }
     ;;
   stop)
@@ -45,7 +60,7 @@ case "$cmd" in
     rm -rf "$dir"
     ;;
   *)
-    echo "usage: $0 start|stop DIR" >&2
+    echo "usage: $0 start|stop|kill|resume DIR" >&2
     exit 2
     ;;
 esac

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -158,7 +159,10 @@ Result<std::shared_ptr<const crypto::SigningKey>> LoadOrGenerateAuditKey(
 struct App::Impl {
   std::string config_path;
   config::Config cfg;
-  SystemClock clock;
+  // The system clock; with a shared store, moved onto the database server's
+  // (SyncClockToStore).
+  OffsetClock clock;
+  std::chrono::steady_clock::time_point clock_synced_at;
   Metrics metrics;
   SecretValue seal_key;
   std::shared_ptr<const crypto::SigningKey> audit_key;  // signs audit checkpoints
@@ -199,6 +203,34 @@ struct App::Impl {
 };
 
 namespace {
+
+constexpr auto kClockSyncInterval = std::chrono::seconds(30);
+
+// With a store several replicas share, every replica's clock follows the
+// database server's (Store::ServerTime): deadlines are then measured on one
+// clock whatever each host's drift. A sample that took long says little
+// about the offset and is dropped; a large offset is logged (the hosts'
+// time service needs fixing, though the replicas agree meanwhile).
+void SyncClockToStore(Store& store, OffsetClock& clock) {
+  const auto t0 = std::chrono::system_clock::now();
+  Result<std::optional<TimePoint>> server = store.ServerTime();
+  const auto t1 = std::chrono::system_clock::now();
+  if (!server || !*server || t1 - t0 > std::chrono::milliseconds(50)) {
+    return;
+  }
+  const auto offset =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(**server - (t0 + (t1 - t0) / 2));
+  const auto before = clock.Offset();
+  clock.SetOffset(offset);
+  const auto off_ms = std::chrono::duration_cast<std::chrono::milliseconds>(offset).count();
+  const auto before_ms = std::chrono::duration_cast<std::chrono::milliseconds>(before).count();
+  if (std::abs(off_ms) >= 1000 && std::abs(off_ms - before_ms) >= 500) {
+    log::Get("app")->warn(
+        "event=clock_offset offset_ms={} note=\"this host's clock differs from the database "
+        "server's; the broker follows the database's\"",
+        off_ms);
+  }
+}
 
 // The `trust:` section, parsed and compiled (docs/configuration.md "trust").
 Result<std::shared_ptr<const oidc::TrustSet>> LoadTrust(config::Config& cfg) {
@@ -319,6 +351,8 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
   JITBROKER_ASSIGN_OR_RETURN(impl.seal_key, LoadOrGenerateSealKey(impl.cfg));
 
   JITBROKER_ASSIGN_OR_RETURN(impl.store, store::Open(impl.cfg.store));
+  SyncClockToStore(*impl.store, impl.clock);  // before anything is timestamped
+  impl.clock_synced_at = std::chrono::steady_clock::now();
   std::filesystem::create_directories(std::filesystem::path(impl.cfg.audit.file).parent_path(), ec);
   JITBROKER_ASSIGN_OR_RETURN(impl.audit_key, LoadOrGenerateAuditKey(impl.cfg));
   {
@@ -403,8 +437,13 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
   impl.store->WatchChanges([relay] { relay->Fire(); });
   JITBROKER_RETURN_IF_ERROR(impl.service->Reconcile());
   service::BrokerService* svc = impl.service.get();
+  Impl* state = &impl;
   impl.sweeper = std::make_unique<lifecycle::Sweeper>(
-      std::chrono::milliseconds(impl.cfg.sessions.sweep_interval_ms), [svc] {
+      std::chrono::milliseconds(impl.cfg.sessions.sweep_interval_ms), [svc, state] {
+        if (std::chrono::steady_clock::now() - state->clock_synced_at >= kClockSyncInterval) {
+          SyncClockToStore(*state->store, state->clock);
+          state->clock_synced_at = std::chrono::steady_clock::now();
+        }
         auto stats = svc->Sweep();
         if (!stats) {
           log::Get("lifecycle")->error("event=sweep_failed error=\"{}\"", stats.error().ToString());

@@ -41,7 +41,8 @@ std::string_view LastLine(std::string_view text) {
 
 Result<Json> MakeCheckpointEvent(const crypto::SigningKey& key,
                                  const std::optional<ChainHead>& head, TimePoint now,
-                                 std::string_view reason, int64_t records_since) {
+                                 std::string_view reason, int64_t records_since,
+                                 const std::vector<AuditChainHead>& other_chains) {
   const int64_t seq = head ? head->seq + 1 : 1;
   const std::string prev_hash = head ? head->hash : std::string();
   const std::string timestamp = FormatRfc3339(now);
@@ -62,7 +63,35 @@ Result<Json> MakeCheckpointEvent(const crypto::SigningKey& key,
                   {"kid", key.kid()},
                   {"jws", std::move(jws)}}},
                 {"outcome", "signed"}};
+  if (!other_chains.empty()) {
+    Json others = Json::array();
+    for (const AuditChainHead& c : other_chains) {
+      others.push_back({{"chain", c.chain_id}, {"seq", c.head.seq}, {"hash", c.head.hash}});
+    }
+    event["checkpoint"]["other_chains"] = std::move(others);
+  }
   return event;
+}
+
+std::vector<AuditChainHead> CheckpointOtherChains(const Json& body) {
+  std::vector<AuditChainHead> out;
+  const Json* cp = Member(body, "checkpoint");
+  const Json* others = cp != nullptr ? Member(*cp, "other_chains") : nullptr;
+  if (others == nullptr || !others->is_array()) {
+    return out;
+  }
+  for (const Json& o : *others) {
+    const Json* chain = Member(o, "chain");
+    const Json* seq = Member(o, "seq");
+    const Json* hash = Member(o, "hash");
+    if (chain == nullptr || !chain->is_string() || seq == nullptr || !seq->is_number_integer() ||
+        hash == nullptr || !hash->is_string()) {
+      continue;
+    }
+    out.push_back(AuditChainHead{chain->get<std::string>(),
+                                 ChainHead{seq->get<int64_t>(), hash->get<std::string>()}});
+  }
+  return out;
 }
 
 bool IsCheckpoint(const Json& body) {

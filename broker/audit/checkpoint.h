@@ -33,11 +33,13 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "broker/crypto/jose.h"
 #include "jitbroker/audit.h"
 #include "jitbroker/clock.h"
 #include "jitbroker/result.h"
+#include "jitbroker/store.h"
 
 namespace jitbroker::audit {
 
@@ -46,11 +48,19 @@ inline constexpr std::string_view kCheckpointType = "jitbroker.audit.checkpoint"
 
 // The unchained body of a checkpoint record that will follow `head`
 // (nullopt: the first record of the chain). `records_since` counts the
-// records since the previous checkpoint.
-[[nodiscard]] Result<nlohmann::json> MakeCheckpointEvent(const crypto::SigningKey& key,
-                                                         const std::optional<ChainHead>& head,
-                                                         TimePoint now, std::string_view reason,
-                                                         int64_t records_since);
+// records since the previous checkpoint. `other_chains`: with a store that
+// several replicas share, the heads of the other replicas' chains as the
+// store showed them just before; written as checkpoint.other_chains
+// [{chain, seq, hash}] (absent when empty), so that a verifier of all
+// chains can check how they interleave (BrokerService::VerifyAudit).
+[[nodiscard]] Result<nlohmann::json> MakeCheckpointEvent(
+    const crypto::SigningKey& key, const std::optional<ChainHead>& head, TimePoint now,
+    std::string_view reason, int64_t records_since,
+    const std::vector<AuditChainHead>& other_chains = {});
+
+// The other chains a checkpoint body names (checkpoint.other_chains); empty
+// when it names none or the member is not as MakeCheckpointEvent writes it.
+std::vector<AuditChainHead> CheckpointOtherChains(const nlohmann::json& body);
 
 // True for a record body whose event is audit.checkpoint.
 bool IsCheckpoint(const nlohmann::json& body);

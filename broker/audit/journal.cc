@@ -542,9 +542,22 @@ struct Journal::Impl {
     if (reason.empty()) {
       return reason;
     }
+    // Where the other replicas' chains stood: lets a verifier of every chain
+    // check how they interleave. Not worth failing the group for.
+    std::vector<AuditChainHead> others;
+    if (Result<std::vector<AuditChainHead>> chains = store->ListAuditChains(); chains) {
+      for (AuditChainHead& c : *chains) {
+        if (c.chain_id != chain_id) {
+          others.push_back(std::move(c));
+        }
+      }
+    } else {
+      log::Get("audit")->warn("event=checkpoint_other_chains_unread error=\"{}\"",
+                              chains.error().ToString());
+    }
     JITBROKER_ASSIGN_OR_RETURN(
         nlohmann::json event,
-        MakeCheckpointEvent(*checkpoint.key, h, checkpoint.clock->Now(), reason, pending));
+        MakeCheckpointEvent(*checkpoint.key, h, checkpoint.clock->Now(), reason, pending, others));
     AuditRecord rec = ChainRecord(h, std::move(event));
     rec.chain_id = chain_id;
     h = ChainHead{rec.seq, rec.hash};

@@ -458,7 +458,7 @@ void HttpServer::Impl::Install() {
       }
     }
     std::string text = metrics->Render();
-    service->AppendIssuerMetrics(text);
+    service->AppendComponentMetrics(text);
     res.status = 200;
     res.content_type = "text/plain; version=0.0.4";
     res.body = std::move(text);

@@ -411,15 +411,48 @@ nlohmann::json AuditRecordsJson(const std::vector<AuditRecord>& records) {
   return nlohmann::json{{"records", std::move(list)}};
 }
 
-nlohmann::json AuditVerificationJson(const service::AuditVerification& v) {
-  if (!v.ok) {
-    return nlohmann::json{{"ok", false},
-                          {"records", v.records},
-                          {"first_bad_seq", v.first_bad_seq.value_or(0)},
-                          {"problem", v.problem}};
+namespace {
+
+nlohmann::json ChainCheckJson(const service::ChainCheck& c) {
+  if (!c.ok) {
+    return nlohmann::json{{"chain", c.chain},
+                          {"ok", false},
+                          {"records", c.records},
+                          {"first_bad_seq", c.first_bad_seq.value_or(0)},
+                          {"problem", c.problem}};
   }
-  return nlohmann::json{
-      {"ok", true}, {"records", v.records}, {"head", v.head}, {"head_seq", v.head_seq}};
+  return nlohmann::json{{"chain", c.chain},
+                        {"ok", true},
+                        {"records", c.records},
+                        {"head", c.head},
+                        {"head_seq", c.head_seq}};
+}
+
+}  // namespace
+
+// The top-level fields describe the first broken chain, or when all hold the
+// answering replica's own; `chains` lists every chain.
+nlohmann::json AuditVerificationJson(const service::AuditVerification& v) {
+  const service::ChainCheck* shown = nullptr;
+  for (const service::ChainCheck& c : v.chains) {
+    if (!c.ok && shown == nullptr) {
+      shown = &c;
+    }
+  }
+  for (const service::ChainCheck& c : v.chains) {
+    if (shown == nullptr && c.chain == v.own) {
+      shown = &c;
+    }
+  }
+  nlohmann::json out = shown != nullptr ? ChainCheckJson(*shown) : nlohmann::json::object();
+  out["ok"] = v.ok;
+  nlohmann::json chains = nlohmann::json::array();
+  for (const service::ChainCheck& c : v.chains) {
+    chains.push_back(ChainCheckJson(c));
+  }
+  out["chains"] = std::move(chains);
+  out["cross_references"] = v.cross_references;
+  return out;
 }
 
 nlohmann::json ExchangeJson(const service::ExchangeResult& x) {

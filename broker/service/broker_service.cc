@@ -4,9 +4,11 @@
 #include <atomic>
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <set>
 #include <thread>
 
+#include "broker/audit/checkpoint.h"
 #include "broker/audit/events.h"
 #include "broker/common/log.h"
 #include "broker/common/time_util.h"
@@ -408,50 +410,108 @@ Result<std::vector<AuditRecord>> BrokerService::ListAudit(const CallContext& ctx
   return store_->ListAudit(filter);
 }
 
+namespace {
+
+// A checkpoint's reference to where another chain stood (checkpoint.
+// other_chains), to be checked once every chain is read.
+struct CrossReference {
+  size_t from;  // index of the referring chain in AuditVerification::chains
+  int64_t from_seq;
+  AuditChainHead to;
+};
+
+}  // namespace
+
 Result<AuditVerification> BrokerService::VerifyAudit(const CallContext& ctx) {
   if (ctx.caller.IsSession() || !ctx.caller.is_admin) {
     return std::unexpected(
         PermissionDenied("forbidden", "verifying the audit trail needs an admin"));
   }
-  AuditFilter f;
-  f.chain_id = options_.audit_chain;
-  f.limit = 5000;
-  int64_t count = 0;
-  std::string prev_hash;
-  int64_t prev_seq = 0;
-  for (;;) {
-    JITBROKER_ASSIGN_OR_RETURN(auto page, store_->ListAudit(f));
-    for (const auto& r : page) {
-      std::string problem;
-      if (r.seq != prev_seq + 1) {
-        problem = "seq gap";
-      } else if (r.prev_hash != prev_hash) {
-        problem = "prev_hash mismatch";
-      } else if (ComputeRecordHash(r.body) != r.hash || r.body.value("hash", "") != r.hash) {
-        problem = "hash mismatch";
-      }
-      if (!problem.empty()) {
-        AuditVerification bad;
-        bad.ok = false;
-        bad.records = count;
-        bad.first_bad_seq = r.seq;
-        bad.problem = std::move(problem);
-        return bad;
-      }
-      prev_hash = r.hash;
-      prev_seq = r.seq;
-      ++count;
-    }
-    if (page.size() < f.limit) {
-      break;
-    }
-    f.after_seq = prev_seq;
+  JITBROKER_ASSIGN_OR_RETURN(std::vector<AuditChainHead> heads, store_->ListAuditChains());
+  AuditVerification out;
+  out.own = options_.audit_chain;
+  std::set<std::string> names{out.own};
+  for (const AuditChainHead& h : heads) {
+    names.insert(h.chain_id);
   }
-  AuditVerification ok;
-  ok.records = count;
-  ok.head = std::move(prev_hash);
-  ok.head_seq = prev_seq;
-  return ok;
+  std::vector<CrossReference> refs;
+  for (const std::string& name : names) {
+    ChainCheck c;
+    c.chain = name;
+    AuditFilter f;
+    f.chain_id = name;
+    f.limit = 5000;
+    std::string prev_hash;
+    int64_t prev_seq = 0;
+    for (bool more = true; more && c.ok;) {
+      JITBROKER_ASSIGN_OR_RETURN(auto page, store_->ListAudit(f));
+      for (const auto& r : page) {
+        if (r.seq != prev_seq + 1) {
+          c.problem = "seq gap";
+        } else if (r.prev_hash != prev_hash) {
+          c.problem = "prev_hash mismatch";
+        } else if (ComputeRecordHash(r.body) != r.hash || r.body.value("hash", "") != r.hash) {
+          c.problem = "hash mismatch";
+        }
+        if (!c.problem.empty()) {
+          c.ok = false;
+          c.first_bad_seq = r.seq;
+          break;
+        }
+        if (audit::IsCheckpoint(r.body)) {
+          for (AuditChainHead& to : audit::CheckpointOtherChains(r.body)) {
+            refs.push_back(CrossReference{out.chains.size(), r.seq, std::move(to)});
+          }
+        }
+        prev_hash = r.hash;
+        prev_seq = r.seq;
+        ++c.records;
+      }
+      more = page.size() == f.limit;
+      f.after_seq = prev_seq;
+    }
+    if (c.ok) {
+      c.head = std::move(prev_hash);
+      c.head_seq = prev_seq;
+    }
+    out.chains.push_back(std::move(c));
+  }
+  // Each reference names a record the other chain holds, and a chain's
+  // references to another never go back: the chains interleave as one
+  // history.
+  std::map<std::pair<size_t, std::string>, int64_t> last_seen;
+  for (const CrossReference& ref : refs) {
+    ChainCheck& from = out.chains[ref.from];
+    if (!from.ok) {
+      continue;
+    }
+    std::string problem;
+    int64_t& seen = last_seen[{ref.from, ref.to.chain_id}];
+    if (ref.to.head.seq < seen) {
+      problem = "other_chains goes back on chain " + ref.to.chain_id;
+    } else {
+      seen = ref.to.head.seq;
+      AuditFilter f;
+      f.chain_id = ref.to.chain_id;
+      f.after_seq = ref.to.head.seq - 1;
+      f.limit = 1;
+      JITBROKER_ASSIGN_OR_RETURN(auto at, store_->ListAudit(f));
+      if (at.empty() || at.front().seq != ref.to.head.seq || at.front().hash != ref.to.head.hash) {
+        problem = "other_chains names a record chain " + ref.to.chain_id + " does not hold (seq " +
+                  std::to_string(ref.to.head.seq) + ")";
+      }
+    }
+    ++out.cross_references;
+    if (!problem.empty()) {
+      from.ok = false;
+      from.first_bad_seq = ref.from_seq;
+      from.problem = std::move(problem);
+    }
+  }
+  for (const ChainCheck& c : out.chains) {
+    out.ok = out.ok && c.ok;
+  }
+  return out;
 }
 
 Result<nlohmann::json> BrokerService::AuditKeys(const CallContext& ctx) const {
@@ -471,11 +531,12 @@ nlohmann::json BrokerService::Jwks() const {
   return nlohmann::json{{"keys", keys}};
 }
 
-void BrokerService::AppendIssuerMetrics(std::string& out) const {
-  std::vector<IssuerMetricFamily> families;
+void BrokerService::AppendComponentMetrics(std::string& out) const {
+  std::vector<MetricFamily> families;
   for (const auto& [name, issuer] : issuers_) {
     issuer->CollectMetrics(families);
   }
+  store_->CollectMetrics(families);
   // Several issuers may export the same family: one HELP/TYPE block each.
   std::vector<size_t> order;
   std::map<std::string, std::vector<size_t>, std::less<>> by_name;
@@ -487,7 +548,7 @@ void BrokerService::AppendIssuerMetrics(std::string& out) const {
     it->second.push_back(i);
   }
   for (size_t first : order) {
-    const IssuerMetricFamily& f = families[first];
+    const MetricFamily& f = families[first];
     out += "# HELP " + f.name + " " + f.help + "\n";
     out += "# TYPE " + f.name + " " + f.type + "\n";
     for (size_t i : by_name[f.name]) {

@@ -198,9 +198,9 @@ class BrokerService {
   // the client could ask (the answer, a public metric), or a forger learns
   // which issuers and keys are trusted.
   static bool IsUnverifiedRejection(const Error& e);
-  // The issuers' own metric families (IssuerMetricFamily), rendered in the
-  // Prometheus text format and appended to `out`.
-  void AppendIssuerMetrics(std::string& out) const;
+  // The issuers' and the store's own metric families (MetricFamily),
+  // rendered in the Prometheus text format and appended to `out`.
+  void AppendComponentMetrics(std::string& out) const;
   [[nodiscard]] Status Ready();
   // Another broker replica changed sessions or grants in the shared store
   // (Store::WatchChanges): long polls look at their grant again.
@@ -328,6 +328,12 @@ class BrokerService {
   [[nodiscard]] Status RevokeForAnomaly(const CallContext& ctx, const std::string& session_id,
                                         const lifecycle::AnomalyTrigger& trigger);
   void NotifyGrantChanged();
+  // Whether this process does the sweep work named `key`: with a shared
+  // store, the one replica holding its lease (Store::TryLease, kWorkLease)
+  // ends a due session or retries a queued revocation, so the upstream is
+  // not called once per replica; alone on its store, always.
+  [[nodiscard]] Result<bool> ClaimWork(const std::string& key);
+  static constexpr Seconds kWorkLease{60};
   // Revokes (expiry_only, audited) the grants in `minting` whose mint began
   // before `began_before` (nullopt: all of them).
   [[nodiscard]] Status ReconcileMinting(std::optional<TimePoint> began_before);

@@ -163,6 +163,10 @@ Result<SweepStats> BrokerService::Sweep() {
   // Sessions past their TTL or stall deadline (index range scans).
   JITBROKER_ASSIGN_OR_RETURN(auto due, store_->ListSessionsDue(now, kSweepPage));
   for (const auto& candidate : due) {
+    JITBROKER_ASSIGN_OR_RETURN(const bool mine, ClaimWork("session-end:" + candidate.id));
+    if (!mine) {
+      continue;  // another replica is ending it
+    }
     std::unique_lock lock(LockFor(candidate.id));
     JITBROKER_ASSIGN_OR_RETURN(auto s, store_->GetSession(candidate.id));
     if (!s || s->state != SessionState::kActive) {
@@ -208,6 +212,10 @@ Result<SweepStats> BrokerService::Sweep() {
     }
   }
   for (const auto& [session_id, ids] : revoke_at_expiry) {
+    JITBROKER_ASSIGN_OR_RETURN(const bool mine, ClaimWork("revoke-at-expiry:" + session_id));
+    if (!mine) {
+      continue;
+    }
     std::unique_lock lock(LockFor(session_id));
     std::vector<GrantRecord> live;
     for (const auto& id : ids) {
@@ -245,6 +253,10 @@ Result<SweepStats> BrokerService::Sweep() {
   // Upstream revocations that failed earlier.
   JITBROKER_ASSIGN_OR_RETURN(auto retries, store_->ListRevocationsDue(now, kSweepPage));
   for (const auto& task : retries) {
+    JITBROKER_ASSIGN_OR_RETURN(const bool mine, ClaimWork("revocation:" + task.grant_id));
+    if (!mine) {
+      continue;  // another replica is retrying it
+    }
     ++stats.revocations_retried;
     Result<bool> done = RetryRevocation(task, now);
     if (!done && !IsStateConflict(done.error())) {
@@ -264,6 +276,13 @@ Result<SweepStats> BrokerService::Sweep() {
   JITBROKER_ASSIGN_OR_RETURN(stats.replay_keys_pruned,
                              store_->PruneReplayReservations(clock_->Now(), kSweepPage));
   return stats;
+}
+
+Result<bool> BrokerService::ClaimWork(const std::string& key) {
+  if (!options_.shared_store) {
+    return true;  // no other process to share the work with
+  }
+  return store_->TryLease(key, kWorkLease);
 }
 
 Status BrokerService::Reconcile() {

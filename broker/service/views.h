@@ -170,13 +170,26 @@ struct Introspection {
 };
 
 // GET /v1/audit/verify: the stored chain checked record by record.
-struct AuditVerification {
+// One audit chain, verified.
+struct ChainCheck {
+  std::string chain;
   bool ok = true;
   int64_t records = 0;  // checked before the first bad one
   std::optional<int64_t> first_bad_seq;
-  std::string problem;  // "seq gap", "prev_hash mismatch", "hash mismatch"
-  std::string head;     // the last record's hash (when ok)
+  // "seq gap", "prev_hash mismatch", "hash mismatch", or a checkpoint's
+  // reference to another chain that does not hold ("other_chains …").
+  std::string problem;
+  std::string head;  // the last record's hash (when ok)
   int64_t head_seq = 0;
+};
+
+// GET /v1/audit/verify: every chain of the store (one per replica that
+// wrote), and the checkpoints' references between them.
+struct AuditVerification {
+  bool ok = true;                  // every chain and every reference holds
+  std::string own;                 // the answering replica's chain
+  std::vector<ChainCheck> chains;  // by chain id; always includes `own`
+  int64_t cross_references = 0;    // checkpoint references to other chains checked
 };
 
 // RFC 8693 token exchange for a CI job: the grant minted for it.

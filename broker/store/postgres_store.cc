@@ -18,7 +18,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <random>
 #include <set>
 #include <span>
 #include <stop_token>
@@ -140,6 +139,25 @@ CREATE TABLE oidc_replay (
   expires_at bigint NOT NULL
 );
 CREATE INDEX oidc_replay_expires ON oidc_replay (expires_at);
+)sql"},
+    // Work leases between replicas (Store::TryLease), on the database's clock.
+    {2, R"sql(
+CREATE TABLE leases (
+  lease_key text PRIMARY KEY,
+  owner     text NOT NULL,
+  until     timestamptz NOT NULL
+);
+)sql"},
+    // Each chain's head, moved in the transaction that appends to it, so the
+    // chains are listed without scanning the records.
+    {3, R"sql(
+CREATE TABLE audit_chains (
+  chain_id text PRIMARY KEY,
+  seq      bigint NOT NULL,
+  hash     text NOT NULL
+);
+INSERT INTO audit_chains (chain_id, seq, hash)
+  SELECT DISTINCT ON (chain_id) chain_id, seq, hash FROM audit ORDER BY chain_id, seq DESC;
 )sql"},
 };
 
@@ -535,17 +553,6 @@ Status Migrate(pg::Connection& c, int target) {
   return st;
 }
 
-// Random, per store handle: tells this process's notifications from others'.
-std::string NewInstanceId() {
-  std::random_device rd;
-  std::string out;
-  static constexpr char kHex[] = "0123456789abcdef";
-  for (int i = 0; i < 16; ++i) {
-    out += kHex[rd() % 16];
-  }
-  return out;
-}
-
 bool Retryable(const pg::PgError& e) {
   return e.sqlstate == pg::kDeadlockDetected || e.sqlstate == pg::kSerializationFailure;
 }
@@ -588,10 +595,14 @@ class PostgresStore final : public Store {
         }
       }
       std::optional<pg::PgError> retry;
+      const auto start = std::chrono::steady_clock::now();
       Status st = ApplyOnce(batches, audit, retry);
+      // A refused precondition or replay key is an answer, not a failure.
+      applies_.Done(start, st || st.error().code != ErrorCode::kUnavailable);
       if (st || !retry || attempt >= kApplyAttempts) {
         return st;
       }
+      apply_retries_.fetch_add(1, std::memory_order_relaxed);
       // Another replica's transaction deadlocked with this one, which the
       // server rolled back: nothing of it was written; run it again.
     }
@@ -611,6 +622,25 @@ class PostgresStore final : public Store {
     JITBROKER_RETURN_IF_ERROR(TryLockChainLocked(chain_id));
     claimed_.insert(std::string(chain_id));
     return OkStatus();
+  }
+
+  Result<std::vector<AuditChainHead>> ListAuditChains() override {
+    Sql q;
+    q.Raw("SELECT chain_id, seq, hash FROM audit_chains ORDER BY chain_id");
+    JITBROKER_ASSIGN_OR_RETURN(pg::Result r, Read("audit chains", q));
+    std::vector<AuditChainHead> out;
+    for (int i = 0; i < r.rows(); ++i) {
+      Row row(r, i);
+      AuditChainHead c;
+      c.chain_id = row.Text();
+      c.head.seq = row.Int();
+      c.head.hash = row.Text();
+      if (row.bad()) {
+        return std::unexpected(CorruptRow("audit_chains", "seq is not an integer"));
+      }
+      out.push_back(std::move(c));
+    }
+    return out;
   }
 
   Result<std::optional<ChainHead>> AuditHead(std::string_view chain_id) override {
@@ -835,6 +865,80 @@ class PostgresStore final : public Store {
     return static_cast<size_t>(r.affected());
   }
 
+  void CollectMetrics(std::vector<MetricFamily>& out) const override {
+    const pg::PoolStats pool = pool_.Stats();
+    const auto counter = [&](std::string name, std::string help,
+                             std::vector<std::pair<std::string, double>> samples) {
+      out.push_back(MetricFamily{std::move(name), "counter", std::move(help), std::move(samples)});
+    };
+    const auto d = [](uint64_t v) { return static_cast<double>(v); };
+    counter("jitbroker_store_pool_acquires_total", "Database connections taken from the pool.",
+            {{"", d(pool.acquires)}});
+    counter("jitbroker_store_pool_waits_total",
+            "Pool acquisitions that found every connection in use and waited.",
+            {{"", d(pool.waits)}});
+    counter("jitbroker_store_pool_wait_seconds_total", "Time spent waiting for a connection.",
+            {{"", d(pool.wait_micros) / 1e6}});
+    counter("jitbroker_store_connects_total", "Database connections opened by the pool.",
+            {{"outcome=\"ok\"", d(pool.connects - pool.connect_failures)},
+             {"outcome=\"failed\"", d(pool.connect_failures)}});
+    counter("jitbroker_store_queries_total",
+            "Store operations: reads (one statement) and applies (one transaction).",
+            {{"kind=\"read\",outcome=\"ok\"", d(reads_.ok.load())},
+             {"kind=\"read\",outcome=\"error\"", d(reads_.failed.load())},
+             {"kind=\"apply\",outcome=\"ok\"", d(applies_.ok.load())},
+             {"kind=\"apply\",outcome=\"error\"", d(applies_.failed.load())}});
+    counter("jitbroker_store_query_seconds_total",
+            "Time spent in store operations (with the count above: the mean latency).",
+            {{"kind=\"read\"", d(reads_.nanos.load()) / 1e9},
+             {"kind=\"apply\"", d(applies_.nanos.load()) / 1e9}});
+    counter("jitbroker_store_apply_retries_total",
+            "Transactions run again after a deadlock or serialization failure with a replica.",
+            {{"", d(apply_retries_.load())}});
+    counter("jitbroker_store_notifications_total",
+            "Change notifications received from other replicas.", {{"", d(notifications_.load())}});
+    counter("jitbroker_store_resyncs_total",
+            "Times the change listener reconnected and woke every long poll to look again.",
+            {{"", d(resyncs_.load())}});
+    out.push_back(MetricFamily{"jitbroker_store_listening",
+                               "gauge",
+                               "1 while the change listener is connected.",
+                               {{"", watching_.load() ? 1.0 : 0.0}}});
+  }
+
+  Result<std::optional<TimePoint>> ServerTime() override {
+    Sql q;
+    q.Raw("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint");
+    JITBROKER_ASSIGN_OR_RETURN(pg::Result r, Read("server time", q));
+    std::optional<int64_t> micros = r.rows() == 1 ? r.Int(0, 0) : std::nullopt;
+    if (!micros) {
+      return std::unexpected(CorruptRow("clock_timestamp", "not an integer"));
+    }
+    return std::optional<TimePoint>(FromNs(*micros * 1000));
+  }
+
+  // The database's clock decides, so replicas' clocks do not matter.
+  Result<bool> TryLease(std::string_view key, Seconds duration) override {
+    if (lease_calls_.fetch_add(1) % kLeasePruneEvery == kLeasePruneEvery - 1) {
+      Sql prune;
+      prune.Raw("DELETE FROM leases WHERE until < clock_timestamp() - interval '1 hour'");
+      JITBROKER_RETURN_IF_ERROR(Read("prune leases", prune));
+    }
+    Sql q;
+    q.Raw("INSERT INTO leases (lease_key, owner, until) VALUES (")
+        .Text(key)
+        .Raw(", ")
+        .Text(instance_id_)
+        .Raw(", clock_timestamp() + ")
+        .Int(duration.count())
+        .Raw(
+            " * interval '1 second') ON CONFLICT (lease_key) DO UPDATE SET owner = "
+            "EXCLUDED.owner, until = EXCLUDED.until WHERE leases.owner = EXCLUDED.owner OR "
+            "leases.until <= clock_timestamp() RETURNING 1");
+    JITBROKER_ASSIGN_OR_RETURN(pg::Result r, Read("take lease", q));
+    return r.rows() == 1;
+  }
+
   // A thread with a connection of its own that LISTENs; see Watch().
   void WatchChanges(std::function<void()> on_change) override {
     std::lock_guard lock(watch_mu_);
@@ -876,6 +980,7 @@ class PostgresStore final : public Store {
       auto c = pg::Connection::Open(pool_.dsn(), pool_.connect_options());
       if (c && (*c)->Exec("LISTEN " + std::string(kChangesChannel))) {
         if (!first) {
+          resyncs_.fetch_add(1, std::memory_order_relaxed);
           on_change_();  // resync: anything may have changed while away
         }
         first = false;
@@ -883,6 +988,7 @@ class PostgresStore final : public Store {
         const pg::WaitResult end =
             pg::WaitForNotifications(**c, stop, kWatchTick, [this](std::string_view payload) {
               if (payload != instance_id_) {
+                notifications_.fetch_add(1, std::memory_order_relaxed);
                 on_change_();
               }
             });
@@ -950,11 +1056,14 @@ class PostgresStore final : public Store {
 
   // One statement on a pooled connection (autocommit).
   Result<pg::Result> Read(std::string_view what, const Sql& q) {
+    const auto start = std::chrono::steady_clock::now();
     auto lease = pool_.Acquire();
     if (!lease) {
+      reads_.Done(start, false);
       return std::unexpected(StoreError(what, lease.error()));
     }
     auto r = (*lease)->Query(q.text, q.params);
+    reads_.Done(start, r.has_value());
     if (!r) {
       return std::unexpected(StoreError(what, r.error()));
     }
@@ -1069,12 +1178,16 @@ class PostgresStore final : public Store {
             }
           }
         }
-        // Other replicas' long polls look again once this commits (the
-        // notification is delivered only on commit, and not to this
-        // process: the payload is its own id).
+        // A grant leaving `pending` (decided, expired, revoked) is what
+        // long polls wait for: other replicas' polls look again once this
+        // commits (a notification is delivered only on commit, and the
+        // payload, this handle's id, lets the sender ignore its own).
         bool changed = false;
         for (const WriteBatch& batch : batches) {
-          changed = changed || !batch.sessions.empty() || !batch.grants.empty();
+          for (const StatePrecondition& p : batch.preconditions) {
+            changed = changed || (p.record == StatePrecondition::Record::kGrant &&
+                                  p.state == StateName(GrantState::kPending));
+          }
         }
         if (changed) {
           pg::Params p;
@@ -1103,6 +1216,22 @@ class PostgresStore final : public Store {
               exec("insert audit",
                    "INSERT INTO audit (chain_id, seq, hash, prev_hash, session_id, principal_id, "
                    "ts, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                   p));
+        }
+        // Each chain's new head: the last of its records here.
+        for (size_t i = 0; i < audit.size(); ++i) {
+          const bool last_of_chain =
+              i + 1 == audit.size() || audit[i + 1].chain_id != audit[i].chain_id;
+          if (!last_of_chain) {
+            continue;
+          }
+          pg::Params p;
+          p.Text(audit[i].chain_id).Int(audit[i].seq).Text(audit[i].hash);
+          JITBROKER_RETURN_IF_ERROR(
+              exec("move chain head",
+                   "INSERT INTO audit_chains (chain_id, seq, hash) VALUES ($1, $2, $3) "
+                   "ON CONFLICT (chain_id) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash "
+                   "WHERE audit_chains.seq < EXCLUDED.seq",
                    p));
         }
       } catch (const std::exception& e) {
@@ -1138,11 +1267,33 @@ class PostgresStore final : public Store {
   static constexpr std::string_view kChangesChannel = "jitbroker_changes";
   static constexpr std::chrono::milliseconds kWatchTick{250};
   static constexpr std::chrono::milliseconds kWatchRetry{1000};
-  const std::string instance_id_ = NewInstanceId();
+  const std::string instance_id_ = NewHandleId();
   std::mutex watch_mu_;
   std::function<void()> on_change_;  // set once, before watcher_ starts
   std::atomic<bool> watching_{false};
   std::jthread watcher_;  // last member but the claims: stopped first by ~PostgresStore
+
+  std::atomic<uint64_t> lease_calls_{0};
+
+  // Counts and total time of one kind of store operation (metrics).
+  struct OpStats {
+    std::atomic<uint64_t> ok{0};
+    std::atomic<uint64_t> failed{0};
+    std::atomic<uint64_t> nanos{0};
+    void Done(std::chrono::steady_clock::time_point start, bool success) {
+      nanos.fetch_add(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                std::chrono::steady_clock::now() - start)
+                                                .count()),
+                      std::memory_order_relaxed);
+      (success ? ok : failed).fetch_add(1, std::memory_order_relaxed);
+    }
+  };
+  OpStats reads_;
+  OpStats applies_;
+  std::atomic<uint64_t> apply_retries_{0};
+  std::atomic<uint64_t> notifications_{0};
+  std::atomic<uint64_t> resyncs_{0};
+  static constexpr uint64_t kLeasePruneEvery = 256;
 
   std::mutex claim_mu_;
   std::unique_ptr<pg::Connection> claim_conn_;  // guarded by claim_mu_; holds the chain locks

@@ -1,6 +1,7 @@
 // The stores' shared row encoding (broker/store/record_codec.h).
 #include "broker/store/record_codec.h"
 
+#include <random>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -78,6 +79,16 @@ Status GrantDataFromText(std::string_view text, GrantRecord& g) {
     g.sealed_request = it->get<std::string>();
   }
   return OkStatus();
+}
+
+std::string NewHandleId() {
+  std::random_device rd;
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (int i = 0; i < 16; ++i) {
+    out += kHex[rd() % 16];
+  }
+  return out;
 }
 
 }  // namespace jitbroker::store

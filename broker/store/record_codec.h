@@ -1,6 +1,6 @@
-// How every store in broker/store/ writes the parts of a session or grant
-// that have no column of their own: one JSON text per row (`data`), built
-// and read here so that SQLite and PostgreSQL rows hold the same bytes.
+// What the stores in broker/store/ share. Mostly: how every store writes the parts of a session or
+// grant that have no column of their own: one JSON text per row (`data`), built and read here so
+// that SQLite and PostgreSQL rows hold the same bytes.
 //
 //   session data: {"extra":…,"scope":…}
 //   grant data:   {"decision":…,"extra":…,"parameters":…,"scope":…
@@ -36,5 +36,9 @@ std::string GrantDataText(const GrantRecord& g);
 // Fill the fields SessionDataText / GrantDataText wrote. Errors: CorruptRow.
 [[nodiscard]] Status SessionDataFromText(std::string_view text, SessionRecord& s);
 [[nodiscard]] Status GrantDataFromText(std::string_view text, GrantRecord& g);
+
+// A random name for one store handle (16 hex digits): the owner of its
+// leases (Store::TryLease), and the sender id of its change notifications.
+std::string NewHandleId();
 
 }  // namespace jitbroker::store

@@ -172,6 +172,14 @@ CREATE TABLE oidc_replay (
 );
 CREATE INDEX oidc_replay_expires ON oidc_replay(expires_at, expires_at_ns);
 )sql"},
+    // Work leases between processes (issue #13, Store::TryLease).
+    {5, R"sql(
+CREATE TABLE leases (
+  lease_key TEXT PRIMARY KEY NOT NULL,
+  owner     TEXT NOT NULL,
+  until_ns  INTEGER NOT NULL  -- unix nanoseconds on this host's clock
+);
+)sql"},
 };
 
 constexpr int kLatestVersion = kMigrations[std::size(kMigrations) - 1].version;
@@ -713,6 +721,8 @@ class SqliteStore final : public Store {
     session_state_.reset();
     grant_state_.reset();
     reserve_replay_.reset();
+    take_lease_.reset();
+    prune_leases_.reset();
     writer_.reset();
   }
 
@@ -737,6 +747,15 @@ class SqliteStore final : public Store {
       return std::unexpected(OtherChain(chain_id));
     }
     return OkStatus();
+  }
+
+  Result<std::vector<AuditChainHead>> ListAuditChains() override {
+    JITBROKER_ASSIGN_OR_RETURN(std::optional<ChainHead> head, AuditHead(kDefaultAuditChain));
+    std::vector<AuditChainHead> out;
+    if (head) {
+      out.push_back(AuditChainHead{std::string(kDefaultAuditChain), std::move(*head)});
+    }
+    return out;
   }
 
   Result<std::optional<ChainHead>> AuditHead(std::string_view chain_id) override {
@@ -1091,6 +1110,46 @@ class SqliteStore final : public Store {
     return static_cast<size_t>(sqlite3_changes(w));
   }
 
+  // The store's clock is this host's: the processes sharing a file share it.
+  Result<bool> TryLease(std::string_view key, Seconds duration) override {
+    const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+    const int64_t until =
+        now + std::chrono::duration_cast<std::chrono::nanoseconds>(duration).count();
+    std::lock_guard lock(writer_mu_);
+    sqlite3* w = writer_.get();
+    if (!take_lease_) {
+      // Prepared at first use, like reserve_replay_ (older schemas in tests).
+      JITBROKER_ASSIGN_OR_RETURN(
+          take_lease_,
+          Prepare(
+              w,
+              "INSERT INTO leases (lease_key, owner, until_ns) VALUES (?1, ?2, ?3) "
+              "ON CONFLICT(lease_key) DO UPDATE SET owner = excluded.owner, until_ns = "
+              "excluded.until_ns WHERE leases.owner = excluded.owner OR leases.until_ns <= ?4"));
+      JITBROKER_ASSIGN_OR_RETURN(prune_leases_,
+                                 Prepare(w, "DELETE FROM leases WHERE until_ns < ?1"));
+    }
+    if (++lease_calls_ % kLeasePruneEvery == 0) {
+      StmtUse use(prune_leases_.get());
+      Binder(use.get()).Int(now - kLeaseKeepNs);
+      if (sqlite3_step(use.get()) != SQLITE_DONE) {
+        return std::unexpected(StoreError("prune leases", w));
+      }
+    }
+    StmtUse use(take_lease_.get());
+    Binder b(use.get());
+    b.Text(key).Text(lease_owner_).Int(until).Int(now);
+    if (!b.ok() || sqlite3_step(use.get()) != SQLITE_DONE) {
+      return std::unexpected(StoreError("take lease", w));
+    }
+    return sqlite3_changes(w) == 1;
+  }
+
+  // A file on this host: its clock is this host's.
+  Result<std::optional<TimePoint>> ServerTime() override { return std::optional<TimePoint>(); }
+
   // One broker process per file: no other writer to hear from.
   void WatchChanges(std::function<void()>) override {}
 
@@ -1392,7 +1451,14 @@ class SqliteStore final : public Store {
   StmtPtr delete_revocation_;
   StmtPtr session_state_;
   StmtPtr grant_state_;
-  StmtPtr reserve_replay_;  // guarded by writer_mu_; prepared at first use
+  StmtPtr reserve_replay_;    // guarded by writer_mu_; prepared at first use
+  StmtPtr take_lease_;        // guarded by writer_mu_; prepared at first use
+  StmtPtr prune_leases_;      // guarded by writer_mu_; prepared at first use
+  uint64_t lease_calls_ = 0;  // guarded by writer_mu_
+  // Leases ended this long ago are deleted (every kLeasePruneEvery takes).
+  static constexpr int64_t kLeaseKeepNs = 3600LL * 1'000'000'000;
+  static constexpr uint64_t kLeasePruneEvery = 256;
+  const std::string lease_owner_ = NewHandleId();
 
   std::mutex readers_mu_;
   std::condition_variable readers_cv_;

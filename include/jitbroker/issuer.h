@@ -38,6 +38,7 @@
 #include "jitbroker/clock.h"
 #include "jitbroker/config_view.h"
 #include "jitbroker/http_client.h"
+#include "jitbroker/metric_family.h"
 #include "jitbroker/policy.h"
 #include "jitbroker/result.h"
 #include "jitbroker/secret.h"
@@ -108,15 +109,6 @@ struct DelegationCheck {
   std::string reason;                               // human-readable, for the decision when denied
   std::string matched_rule;                         // e.g. "issuers.github.delegated_rights"
   nlohmann::json audit = nlohmann::json::object();  // non-secret; goes into the grant's audit
-};
-
-// One Prometheus metric family an issuer exports (gauges and counters only).
-struct IssuerMetricFamily {
-  std::string name;  // e.g. "jitbroker_github_ratelimit_remaining"
-  std::string type;  // "gauge" | "counter"
-  std::string help;
-  // Label text without braces ("issuer=\"github\",resource=\"core\"") and value.
-  std::vector<std::pair<std::string, double>> samples;
 };
 
 struct RevokeRequest {
@@ -230,7 +222,7 @@ class Issuer : public IssuerSpec {
 
   // Appends this issuer's metric families (rate limits, upstream calls, …)
   // for GET /metrics. Must be cheap and thread-safe.
-  virtual void CollectMetrics(std::vector<IssuerMetricFamily>& /*out*/) const {}
+  virtual void CollectMetrics(std::vector<MetricFamily>& /*out*/) const {}
 };
 
 // For implementations: an Issuer whose IssuerSpec methods are those of a

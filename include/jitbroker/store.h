@@ -41,6 +41,7 @@
 #include "jitbroker/audit.h"
 #include "jitbroker/clock.h"
 #include "jitbroker/error.h"
+#include "jitbroker/metric_family.h"
 #include "jitbroker/result.h"
 #include "jitbroker/states.h"
 
@@ -310,6 +311,12 @@ struct PendingApprovalCounts {
   std::optional<TimePoint> principal_next_expiry;
 };
 
+// A chain and its last record (Store::ListAuditChains).
+struct AuditChainHead {
+  std::string chain_id;
+  ChainHead head;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -336,6 +343,9 @@ class Store {
   // (a one-chain store asked for another chain); kUnavailable.
   [[nodiscard]] virtual Status ClaimAuditChain(std::string_view chain_id) = 0;
 
+  // Every non-empty audit chain the store holds, with its head, by chain id
+  // (one per broker replica that ever wrote; one-chain stores: theirs).
+  [[nodiscard]] virtual Result<std::vector<AuditChainHead>> ListAuditChains() = 0;
   // The last record's seq and hash of chain `chain_id`, or nullopt while that
   // chain is empty.
   [[nodiscard]] virtual Result<std::optional<ChainHead>> AuditHead(std::string_view chain_id) = 0;
@@ -378,11 +388,29 @@ class Store {
   // Deletes at most `limit` reservations that expired at or before `now`
   // (durably, in its own transaction); returns how many. Called by the sweeper.
   [[nodiscard]] virtual Result<size_t> PruneReplayReservations(TimePoint now, size_t limit) = 0;
+  // Leases: one process at a time does a piece of work that every broker
+  // replica's sweeper finds (ending one due session, retrying one queued
+  // revocation), without a transaction held across the upstream calls the
+  // work makes. Takes the lease named `key` for this handle for `duration`
+  // if no other handle holds it or its holder's lease ran out; taking a
+  // lease this handle holds renews it. Time is the store's own clock (the
+  // database's, for a shared store), so replicas' clocks do not matter.
+  // Durable, in its own transaction; leases long expired are pruned by the
+  // store. Returns whether this handle holds the lease now.
+  [[nodiscard]] virtual Result<bool> TryLease(std::string_view key, Seconds duration) = 0;
+  // The time on the store's own clock, for a store that several hosts share
+  // (the database server's clock); nullopt for a store whose clock is this
+  // host's. The broker keeps its clock on it (OffsetClock).
+  [[nodiscard]] virtual Result<std::optional<TimePoint>> ServerTime() = 0;
+  // Appends the store's own metric families (connections, queries, change
+  // notifications) for GET /metrics. Must be cheap and thread-safe.
+  virtual void CollectMetrics(std::vector<MetricFamily>& /*out*/) const {}
   // Health probe: a cheap read that proves the store answers.
   [[nodiscard]] virtual Status Ping() = 0;
   // Registers `on_change`, called from a thread of the store's soon after
   // another process sharing the database (another broker replica) commits a
-  // change to sessions or grants, and after the store's watch of such
+  // change that moves a grant out of `pending` (what long polls wait for:
+  // a batch with a grant precondition on `pending`), and after the store's watch of such
   // changes was interrupted and is back (changes may have been missed). It
   // says only "look again": callers re-read what they wait on. A store that
   // no other process writes never calls it. Call at most once, before

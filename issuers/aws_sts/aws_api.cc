@@ -106,7 +106,7 @@ void AwsQueryApi::Count(std::string_view action, std::string_view outcome) {
   ++calls_[{std::string(action), std::string(outcome)}];
 }
 
-void AwsQueryApi::CollectMetrics(IssuerMetricFamily& calls, IssuerMetricFamily& derivations) const {
+void AwsQueryApi::CollectMetrics(MetricFamily& calls, MetricFamily& derivations) const {
   const std::string labels = "issuer=\"" + issuer_name_ + "\",service=\"" + options_.service + "\"";
   {
     std::lock_guard lock(metrics_mu_);

@@ -122,7 +122,7 @@ class AwsQueryApi {
   int64_t clock_offset_seconds() const { return offset_.load(); }
   // Adds this client's samples (labels issuer, service, action, outcome) to
   // `calls` and (issuer, service) to `derivations`.
-  void CollectMetrics(IssuerMetricFamily& calls, IssuerMetricFamily& derivations) const;
+  void CollectMetrics(MetricFamily& calls, MetricFamily& derivations) const;
 
  private:
   void Count(std::string_view action, std::string_view outcome);

@@ -263,18 +263,18 @@ class AwsStsIssuer final : public IssuerWithSpec<AwsSpec> {
     return out;
   }
 
-  void CollectMetrics(std::vector<IssuerMetricFamily>& out) const override {
-    IssuerMetricFamily calls{
+  void CollectMetrics(std::vector<MetricFamily>& out) const override {
+    MetricFamily calls{
         "jitbroker_aws_api_calls_total", "counter", "AWS calls by service, action and outcome", {}};
-    IssuerMetricFamily derivations{"jitbroker_aws_sigv4_key_derivations_total",
-                                   "counter",
-                                   "SigV4 signing keys derived (once per day, region, service)",
-                                   {}};
+    MetricFamily derivations{"jitbroker_aws_sigv4_key_derivations_total",
+                             "counter",
+                             "SigV4 signing keys derived (once per day, region, service)",
+                             {}};
     sts_.CollectMetrics(calls, derivations);
     iam_.CollectMetrics(calls, derivations);
     out.push_back(std::move(calls));
     out.push_back(std::move(derivations));
-    out.push_back(IssuerMetricFamily{
+    out.push_back(MetricFamily{
         "jitbroker_aws_web_identity_exchanges_total",
         "counter",
         "AssumeRoleWithWebIdentity exchanges for the broker's own identity",

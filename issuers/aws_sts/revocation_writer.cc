@@ -99,15 +99,15 @@ void RevocationWriter::Count(const std::string& outcome) {
   ++writes_[outcome];
 }
 
-void RevocationWriter::CollectMetrics(std::vector<IssuerMetricFamily>& out) const {
-  IssuerMetricFamily writes{"jitbroker_aws_revocation_writes_total",
-                            "counter",
-                            "Writes of roles' jitbroker-revocations deny policies, by outcome",
-                            {}};
-  IssuerMetricFamily entries{"jitbroker_aws_revocation_policy_entries",
-                             "gauge",
-                             "Revoked grants a role's deny policy held after its last write",
-                             {}};
+void RevocationWriter::CollectMetrics(std::vector<MetricFamily>& out) const {
+  MetricFamily writes{"jitbroker_aws_revocation_writes_total",
+                      "counter",
+                      "Writes of roles' jitbroker-revocations deny policies, by outcome",
+                      {}};
+  MetricFamily entries{"jitbroker_aws_revocation_policy_entries",
+                       "gauge",
+                       "Revoked grants a role's deny policy held after its last write",
+                       {}};
   std::lock_guard lock(metrics_mu_);
   for (const auto& [outcome, n] : writes_) {
     writes.samples.emplace_back("issuer=\"" + issuer_name_ + "\",outcome=\"" + outcome + "\"",

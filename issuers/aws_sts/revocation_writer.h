@@ -47,7 +47,7 @@ class RevocationWriter {
   // jitbroker_aws_revocation_writes_total{issuer,outcome}: written,
   // unchanged, policy_full, failed; and the entries the last write of each
   // role left (jitbroker_aws_revocation_policy_entries{issuer,role}).
-  void CollectMetrics(std::vector<IssuerMetricFamily>& out) const;
+  void CollectMetrics(std::vector<MetricFamily>& out) const;
 
  private:
   struct Batch {

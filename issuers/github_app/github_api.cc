@@ -560,34 +560,34 @@ Result<std::optional<CollaboratorPermission>> GitHubApi::GetCollaboratorPermissi
   return std::unexpected(Unexpected(call, r));
 }
 
-void GitHubApi::CollectMetrics(std::vector<IssuerMetricFamily>& out) const {
+void GitHubApi::CollectMetrics(std::vector<MetricFamily>& out) const {
   const std::string issuer = "issuer=\"" + issuer_name_ + "\"";
-  IssuerMetricFamily limit{"jitbroker_github_ratelimit_limit",
-                           "gauge",
-                           "GitHub x-ratelimit-limit of the last response, per resource",
-                           {}};
-  IssuerMetricFamily remaining{"jitbroker_github_ratelimit_remaining",
-                               "gauge",
-                               "GitHub x-ratelimit-remaining of the last response, per resource",
-                               {}};
-  IssuerMetricFamily used{"jitbroker_github_ratelimit_used",
-                          "gauge",
-                          "GitHub x-ratelimit-used of the last response, per resource",
-                          {}};
-  IssuerMetricFamily reset{"jitbroker_github_ratelimit_reset_timestamp_seconds",
-                           "gauge",
-                           "GitHub x-ratelimit-reset (Unix time) of the last response",
-                           {}};
-  IssuerMetricFamily requests{"jitbroker_github_requests_total",
-                              "counter",
-                              "GitHub API requests by endpoint and HTTP status (error = transport)",
-                              {}};
-  IssuerMetricFamily retries{
+  MetricFamily limit{"jitbroker_github_ratelimit_limit",
+                     "gauge",
+                     "GitHub x-ratelimit-limit of the last response, per resource",
+                     {}};
+  MetricFamily remaining{"jitbroker_github_ratelimit_remaining",
+                         "gauge",
+                         "GitHub x-ratelimit-remaining of the last response, per resource",
+                         {}};
+  MetricFamily used{"jitbroker_github_ratelimit_used",
+                    "gauge",
+                    "GitHub x-ratelimit-used of the last response, per resource",
+                    {}};
+  MetricFamily reset{"jitbroker_github_ratelimit_reset_timestamp_seconds",
+                     "gauge",
+                     "GitHub x-ratelimit-reset (Unix time) of the last response",
+                     {}};
+  MetricFamily requests{"jitbroker_github_requests_total",
+                        "counter",
+                        "GitHub API requests by endpoint and HTTP status (error = transport)",
+                        {}};
+  MetricFamily retries{
       "jitbroker_github_retries_total", "counter", "GitHub API retries by reason", {}};
-  IssuerMetricFamily sigs{"jitbroker_github_app_jwt_signatures_total",
-                          "counter",
-                          "RSA signatures made for GitHub App JWTs",
-                          {}};
+  MetricFamily sigs{"jitbroker_github_app_jwt_signatures_total",
+                    "counter",
+                    "RSA signatures made for GitHub App JWTs",
+                    {}};
   {
     std::lock_guard lock(metrics_mu_);
     for (const auto& [resource, rl] : rate_limits_) {

@@ -130,7 +130,7 @@ class GitHubApi {
       const SecretValue& token, std::string_view owner, std::string_view repo,
       std::string_view username);
 
-  void CollectMetrics(std::vector<IssuerMetricFamily>& out) const;
+  void CollectMetrics(std::vector<MetricFamily>& out) const;
 
   // Validation of path segments (owner, repository, username) so that
   // request paths can never be altered by what a grant names.

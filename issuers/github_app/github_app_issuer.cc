@@ -479,7 +479,7 @@ class GitHubAppIssuer final : public IssuerWithSpec<GitHubSpec> {
     return out;
   }
 
-  void CollectMetrics(std::vector<IssuerMetricFamily>& out) const override {
+  void CollectMetrics(std::vector<MetricFamily>& out) const override {
     api_.CollectMetrics(out);
     const std::string issuer = "issuer=\"" + opts_.name + "\"";
     out.push_back({"jitbroker_github_tokens_minted_total",
@@ -507,10 +507,10 @@ class GitHubAppIssuer final : public IssuerWithSpec<GitHubSpec> {
                    "gauge",
                    "Installation ids cached",
                    {{issuer, static_cast<double>(installations_.size())}}});
-    IssuerMetricFamily checks{"jitbroker_github_delegation_checks_total",
-                              "counter",
-                              "Delegated-rights checks by result",
-                              {}};
+    MetricFamily checks{"jitbroker_github_delegation_checks_total",
+                        "counter",
+                        "Delegated-rights checks by result",
+                        {}};
     {
       std::lock_guard lock(delegation_mu_);
       for (const auto& [result, n] : delegation_counts_) {

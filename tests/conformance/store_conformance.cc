@@ -689,6 +689,18 @@ TEST_CASE("Store conformance: audit chains are kept apart") {
     REQUIRE(ApplyWithAudit(*store, b));
     const std::optional<ChainHead> main_head = Head(*store);
     REQUIRE(main_head.has_value());
+    const auto chains = [&] {
+      auto listed = store->ListAuditChains();
+      REQUIRE_MESSAGE(listed.has_value(), (listed ? "" : listed.error().ToString()));
+      return std::move(*listed);
+    };
+    {
+      const std::vector<AuditChainHead> one = chains();
+      REQUIRE(one.size() == 1);
+      CHECK(one[0].chain_id == kDefaultAuditChain);
+      CHECK(one[0].head.seq == main_head->seq);
+      CHECK(one[0].head.hash == main_head->hash);
+    }
 
     // A record of another chain starts that chain at seq 1. A store holds it
     // beside the default chain, or (one-chain stores) refuses it whole; it
@@ -713,11 +725,18 @@ TEST_CASE("Store conformance: audit chains are kept apart") {
       REQUIRE(listed->size() == 1);
       CHECK(listed->front().chain_id == "replica-2");
       CHECK(GetSession(*store, "ses_other_chain").has_value());
+      const std::vector<AuditChainHead> both = chains();
+      REQUIRE(both.size() == 2);
+      CHECK(both[0].chain_id == kDefaultAuditChain);  // by chain id
+      CHECK(both[1].chain_id == "replica-2");
+      CHECK(both[1].head.seq == 1);
+      CHECK(both[1].head.hash == other.hash);
     } else {
       CHECK(st.error().code == ErrorCode::kFailedPrecondition);
       CHECK(st.error().Reason() == "audit_chain_unsupported");
       CHECK_FALSE(Head(*store, "replica-2").has_value());
       CHECK_FALSE(GetSession(*store, "ses_other_chain").has_value());
+      CHECK(chains().size() == 1);
     }
     const std::optional<ChainHead> after = Head(*store);
     REQUIRE(after.has_value());
@@ -1023,6 +1042,58 @@ TEST_CASE("Store conformance: replay reservations are unique until they expire, 
 }
 
 // --- Durability and concurrency -------------------------------------------------
+
+TEST_CASE("Store conformance: a lease is one handle's until it runs out") {
+  ForEachStore([](StoreDatabase& db) {
+    // Two handles on one database, as two broker processes would hold.
+    auto a = OpenStore(db);
+    auto b = OpenStore(db);
+    const auto take = [](Store& s, const std::string& key) {
+      auto got = s.TryLease(key, Seconds(1));
+      REQUIRE_MESSAGE(got.has_value(), (got ? "" : got.error().ToString()));
+      return *got;
+    };
+    CHECK(take(*a, "session-end:ses_1"));
+    CHECK_FALSE(take(*b, "session-end:ses_1"));  // held by a
+    CHECK(take(*a, "session-end:ses_1"));        // a renews its own
+    CHECK(take(*b, "revocation:grt_1"));         // another key is free
+    CHECK_FALSE(take(*a, "revocation:grt_1"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+    CHECK(take(*b, "session-end:ses_1"));  // a's lease ran out
+    CHECK_FALSE(take(*a, "session-end:ses_1"));
+    // Concurrent takers of one fresh key: exactly one wins.
+    std::atomic<int> wins{0};
+    {
+      std::vector<std::jthread> takers;
+      for (int i = 0; i < 8; ++i) {
+        Store* s = i % 2 == 0 ? a.get() : b.get();
+        takers.emplace_back([&wins, s] {
+          auto got = s->TryLease("race", Seconds(30));
+          if (got && *got) {
+            wins.fetch_add(1);
+          }
+        });
+      }
+    }
+    // A handle renews what it holds, so several takers of the winning handle
+    // succeed; what matters is that one handle holds it and the other not.
+    CHECK(wins.load() >= 1);
+    CHECK(take(*a, "race") != take(*b, "race"));
+  });
+}
+
+TEST_CASE("Store conformance: ServerTime is the shared server's clock, or none") {
+  ForEachStore([](StoreDatabase& db) {
+    auto store = OpenStore(db);
+    auto t = store->ServerTime();
+    REQUIRE_MESSAGE(t.has_value(), (t ? "" : t.error().ToString()));
+    if (t->has_value()) {
+      // The test's server runs on this host: the clocks agree closely.
+      const auto diff = **t - std::chrono::system_clock::now();
+      CHECK(std::chrono::abs(diff) < std::chrono::seconds(5));
+    }
+  });
+}
 
 TEST_CASE("Store conformance: what was committed survives a reopen") {
   ForEachStore([](StoreDatabase& db) {

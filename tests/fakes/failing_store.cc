@@ -78,8 +78,25 @@ Status FailingStore::Apply(std::span<const WriteBatch> batches,
   return inner_->Apply(batches, audit);
 }
 
+Result<bool> FailingStore::TryLease(std::string_view key, Seconds duration) {
+  {
+    std::lock_guard lock(mu_);
+    if (fail_all_applies_) {
+      return std::unexpected(Injected("TryLease"));
+    }
+  }
+  return inner_->TryLease(key, duration);
+}
+
 void FailingStore::WatchChanges(std::function<void()> on_change) {
   inner_->WatchChanges(std::move(on_change));
+}
+
+Result<std::vector<AuditChainHead>> FailingStore::ListAuditChains() {
+  if (ReadsFail()) {
+    return std::unexpected(Injected("ListAuditChains"));
+  }
+  return inner_->ListAuditChains();
 }
 
 Status FailingStore::ClaimAuditChain(std::string_view chain_id) {

@@ -14,7 +14,8 @@
 //                                        // inner store: another process writing between
 //                                        // the journal's checks and its transaction
 //
-// PruneReplayReservations (a write outside Apply) fails while all applies fail.
+// PruneReplayReservations and TryLease (writes outside Apply) fail while all
+// applies fail.
 //
 // Apply() calls are counted from construction, 1-based (ApplyCalls()).
 // Thread-safety: all methods are thread-safe. The inner store must outlive
@@ -55,7 +56,13 @@ class FailingStore final : public Store {
 
   Status Apply(std::span<const WriteBatch> batches, std::span<const AuditRecord> audit) override;
   Status ClaimAuditChain(std::string_view chain_id) override;
+  Result<std::vector<AuditChainHead>> ListAuditChains() override;
   void WatchChanges(std::function<void()> on_change) override;
+  void CollectMetrics(std::vector<MetricFamily>& out) const override {
+    inner_->CollectMetrics(out);
+  }
+  Result<bool> TryLease(std::string_view key, Seconds duration) override;
+  Result<std::optional<TimePoint>> ServerTime() override { return inner_->ServerTime(); }
   Result<std::optional<ChainHead>> AuditHead(std::string_view chain_id) override;
   Result<std::optional<SessionRecord>> GetSession(std::string_view id) override;
   Result<std::vector<SessionRecord>> ListSessions(const SessionFilter& f) override;

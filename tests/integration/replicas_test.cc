@@ -21,6 +21,8 @@
 #include <nlohmann/json.hpp>
 
 #include "broker/crypto/crypto.h"
+#include "broker/store/pg.h"
+#include "jitbroker/secret.h"
 #include "tests/support/broker_process.h"
 #include "tests/support/pg_test_db.h"
 #include "tests/support/temp_dir.h"
@@ -68,7 +70,7 @@ struct Deployment {
                   dir.File("seal.b64") +
                   "\"\n"
                   "audit: {signing_key: \"file:" +
-                  dir.File("audit.pem") + "\"}\n";
+                  dir.File("audit.pem") + "\", checkpoint: {every_records: 4}}\n";
     o.jwt_signing_key = "file:" + dir.File("jwt.pem");
     o.same_keys_as = first;
     return o;
@@ -100,6 +102,18 @@ TEST_CASE("Replicas (#13): what one replica changes, the other honours at once")
   REQUIRE(intro.status == 200);
   CHECK(intro.json["active"] == true);
 
+  // Both replicas lose their change listeners (the server ends those
+  // connections). No replica holds session state of its own, so nothing
+  // can go stale: the revocation below still holds at once.
+  {
+    auto c = store::pg::Connection::Open(SecretValue(d.db->dsn()));
+    REQUIRE(c.has_value());
+    auto killed =
+        (*c)->Exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '" +
+                   d.db->name() + "' AND query LIKE 'LISTEN%'");
+    REQUIRE(killed.has_value());
+    CHECK(killed->rows() == 2);
+  }
   // An admin revokes the session on A: B refuses it in its very next answer.
   auto revoked = a->Post("/v1/sessions/" + sid + "/revoke", a->admin_key, {{"reason", "test"}});
   INFO(revoked.body);
@@ -110,6 +124,15 @@ TEST_CASE("Replicas (#13): what one replica changes, the other honours at once")
   intro = b->Request("POST", "/v1/introspect", b->admin_key, "token=" + jwt,
                      "application/x-www-form-urlencoded");
   CHECK(intro.json == nlohmann::json{{"active", false}});
+  // The listener comes back by itself and wakes its long polls once.
+  bool resynced = false;
+  for (int i = 0; i < 50 && !resynced; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const std::string m = b->Get("/metrics").body;
+    resynced = m.find("jitbroker_store_resyncs_total 1") != std::string::npos &&
+               m.find("jitbroker_store_listening 1") != std::string::npos;
+  }
+  CHECK(resynced);
 }
 
 TEST_CASE("Replicas (#13): an approval is collected once, whichever replicas the agent asks") {
@@ -203,6 +226,54 @@ TEST_CASE(
   CHECK(got.json.contains("credential"));
   // Woken by the notification, long before the 30 s poll would end.
   CHECK(waited < std::chrono::seconds(10));
+}
+
+TEST_CASE("Replicas (#13): the replicas' chains are one history; a chain cut short is caught") {
+  Deployment d;
+  if (d.db == nullptr) {
+    MESSAGE("JITBROKER_TEST_PG_DSN is not set: run under CTest for the PostgreSQL tests");
+    return;
+  }
+  auto a = BrokerProcess::Start(d.Replica("replica-a", nullptr));
+  auto b = BrokerProcess::Start(d.Replica("replica-b", a.get()));
+  // Work on both, alternating, so each one's checkpoints (every 4 records)
+  // see the other's chain move.
+  for (int i = 0; i < 6; ++i) {
+    BrokerProcess* replica = i % 2 == 0 ? a.get() : b.get();
+    auto [sid, token] = replica->OpenSession(replica->maintainer_key, kMaintScope);
+    REQUIRE(replica->Post("/v1/sessions/" + sid + "/grants", token, kRead).status == 201);
+  }
+  auto v = a->Get("/v1/audit/verify", a->admin_key);
+  INFO(v.body);
+  REQUIRE(v.status == 200);
+  CHECK(v.json["ok"] == true);
+  CHECK(v.json["chain"] == "replica-a");
+  REQUIRE(v.json["chains"].size() == 2);
+  CHECK(v.json["chains"][1]["chain"] == "replica-b");
+  CHECK(v.json["cross_references"].get<int64_t>() > 0);
+  // jitctl prints one line per chain.
+  auto [status, out] =
+      RunCommand("JITBROKER_URL=" + a->url() + " JITBROKER_API_KEY=" + a->admin_key + " " +
+                 JITCTL_BINARY + " audit verify 2>&1");
+  INFO(out);
+  CHECK(status == 0);
+  CHECK(out.find("2 chains") != std::string::npos);
+  CHECK(out.find("replica-b: ok") != std::string::npos);
+
+  // Someone with database access cuts replica b's chain short. Its own
+  // records still chain; replica a's checkpoints, which saw it longer, do
+  // not agree.
+  const int64_t b_head = v.json["chains"][1]["head_seq"];
+  b.reset();
+  auto c = store::pg::Connection::Open(SecretValue(d.db->dsn()));
+  REQUIRE(c.has_value());
+  REQUIRE((*c)->Exec("DELETE FROM audit WHERE chain_id = 'replica-b' AND seq > 2"));
+  auto cut = a->Get("/v1/audit/verify", a->admin_key);
+  INFO(cut.body);
+  CHECK(cut.json["ok"] == false);
+  CHECK(cut.json["chain"] == "replica-a");
+  CHECK(cut.json["problem"].get<std::string>().find("replica-b") != std::string::npos);
+  CHECK(b_head > 2);
 }
 
 TEST_CASE("Replicas (#13): two replicas with one replica_id: the second is refused at start") {

@@ -201,7 +201,7 @@ TEST_CASE("AWS deny_policy: a full policy is never truncated; IAM's failures are
     REQUIRE_FALSE(r.has_value());
     CHECK(r.error().Reason() == "aws_revocation_policy_full");
     CHECK(env.fake->RolePolicy("ci-deploy", std::string(kDenyPolicyName)) == seeded);
-    std::vector<IssuerMetricFamily> metrics;
+    std::vector<MetricFamily> metrics;
     issuer->CollectMetrics(metrics);
     bool counted = false;
     for (const auto& f : metrics) {

@@ -155,7 +155,7 @@ MintRequest Mint(GrantRequest req, int64_t ttl = 300) {
 
 double MetricValue(const Issuer& issuer, const std::string& name,
                    const std::string& label_part = "") {
-  std::vector<IssuerMetricFamily> families;
+  std::vector<MetricFamily> families;
   issuer.CollectMetrics(families);
   double total = 0;
   bool found = false;

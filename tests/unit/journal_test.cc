@@ -142,7 +142,12 @@ class MemoryAuditStore final : public Store {
     return OkStatus();
   }
   Status ClaimAuditChain(std::string_view) override { return OkStatus(); }
+  Result<std::vector<AuditChainHead>> ListAuditChains() override {
+    return std::vector<AuditChainHead>();
+  }
   void WatchChanges(std::function<void()>) override {}
+  Result<bool> TryLease(std::string_view, Seconds) override { return true; }
+  Result<std::optional<TimePoint>> ServerTime() override { return std::optional<TimePoint>(); }
   Result<std::optional<ChainHead>> AuditHead(std::string_view) override {
     std::lock_guard lock(mu_);
     if (records_.empty()) {
