@@ -78,17 +78,19 @@ config() {
   echo "$dir/bench.yaml"
 }
 
-# start CONFIG: starts a broker; prints its port; its pid is added to PIDS.
+# start CONFIG: starts a broker (its pid added to PIDS and BROKER_PIDS) and
+# sets PORT to its port. Not in a subshell: the pid lists must persist.
 BROKER_PIDS=()
+PORT=""
 start() {
-  local out="${1%.yaml}.out" i port
+  local out="${1%.yaml}.out" i
   "$BIN/jitbroker" --config "$1" >"$out" 2>"${1%.yaml}.err" &
   local pid=$!
   PIDS+=("$pid")
   BROKER_PIDS+=("$pid")
   for i in $(seq 1 200); do
-    port=$(sed -n 's/.*listening on port \([0-9][0-9]*\).*/\1/p' "$out" | head -n 1)
-    [[ -n "$port" ]] && { echo "$port"; return 0; }
+    PORT=$(sed -n 's/.*listening on port \([0-9][0-9]*\).*/\1/p' "$out" | head -n 1)
+    [[ -n "$PORT" ]] && return 0
     kill -0 "$pid" 2>/dev/null || die "jitbroker did not start: $(tail -n 5 "${1%.yaml}.err")"
     sleep 0.1
   done
@@ -121,8 +123,25 @@ HZ=$(getconf CLK_TCK)
 
 printf '%s' '{"tool":"mcp.search","operation":"read","resource":"jwt://mcp.internal","issuer":"internal","ttl_seconds":300}' >"$TMP/grant.json"
 
+# The brokers' store applies so far, summed over PORT...: "seconds count
+# batches-sum batches-count" (jitbroker_store_query_seconds_total and
+# _queries_total for kind="apply"; SQLite has neither: zeros) and the group
+# commit's batches (jitbroker_audit_commit_batches).
+apply_stats() {
+  local port
+  for port in "$@"; do
+    curl -sS --max-time 5 "http://127.0.0.1:$port/metrics" || true
+  done | awk '
+    /^jitbroker_store_query_seconds_total\{kind="apply"\}/ {s += $NF}
+    /^jitbroker_store_queries_total\{kind="apply",outcome="ok"\}/ {c += $NF}
+    /^jitbroker_audit_commit_batches_sum / {bs += $NF}
+    /^jitbroker_audit_commit_batches_count / {bc += $NF}
+    END {printf "%s %s %s %s\n", s + 0, c + 0, bs + 0, bc + 0}'
+}
+
 # phase LABEL PORT...: closed loop against every port (connections split),
-# prints "grants_per_s broker_cpu_ms_per_grant machine_cpu_ms_per_grant p99_ms".
+# prints "grants_per_s broker_cpu_ms_per_grant machine_cpu_ms_per_grant p99_ms
+# apply_ms batches_per_commit".
 phase() {
   local label=$1
   shift
@@ -137,34 +156,42 @@ phase() {
     i=$((i + 1))
   done
   sleep "$WARMUP"
-  local b0 m0 b1 m1
+  local b0 m0 b1 m1 a0 a1
   b0=$(ticks "${BROKER_PIDS[@]}")
   m0=$(busy)
+  a0=$(apply_stats "$@")
   sleep "$DURATION"
   b1=$(ticks "${BROKER_PIDS[@]}")
   m1=$(busy)
+  a1=$(apply_stats "$@")
   for g in "${gens[@]}"; do wait "$g" || die "loadgen failed: $(cat "$TMP/$label"-*.txt)"; done
   cat "$TMP/$label"-*.txt | grep '^RESULT' >&2
   local rps p99
   rps=$(cat "$TMP/$label"-*.txt | sed -n 's/^RESULT.* rps=\([^ ]*\).*/\1/p' | awk '{s += $1} END {printf "%.0f", s}')
   p99=$(cat "$TMP/$label"-*.txt | sed -n 's/^RESULT.* p99_ms=\([^ ]*\).*/\1/p' | sort -g | tail -n 1)
   awk -v r="$rps" -v b=$((b1 - b0)) -v m=$((m1 - m0)) -v hz="$HZ" -v d="$DURATION" -v p="$p99" \
-    'BEGIN {g = r * d; printf "%s %.3f %.3f %s\n", r, 1000 * b / hz / g, 1000 * m / hz / g, p}'
+    -v a0="$a0" -v a1="$a1" \
+    'BEGIN {g = r * d; split(a0, x, " "); split(a1, y, " ");
+      am = (y[2] > x[2]) ? sprintf("%.2f", 1000 * (y[1] - x[1]) / (y[2] - x[2])) : "n/a";
+      bp = (y[4] > x[4]) ? sprintf("%.1f", (y[3] - x[3]) / (y[4] - x[4])) : "n/a";
+      printf "%s %.3f %.3f %s %s %s\n", r, 1000 * b / hz / g, 1000 * m / hz / g, p, am, bp}'
 }
 
 echo "bench: (s) SQLite, one broker" >&2
-PORT_S=$(start "$(config sqlite sqlite)")
-S=$(phase s "$PORT_S")
+start "$(config sqlite sqlite)"
+S=$(phase s "$PORT")
 stop_brokers
 
 echo "bench: (p1) PostgreSQL, one replica" >&2
-PORT_A=$(start "$(config replica-a postgres)")
-P1=$(phase p1 "$PORT_A")
+start "$(config replica-a postgres)"
+P1=$(phase p1 "$PORT")
 stop_brokers
 
 echo "bench: (p2) PostgreSQL, two replicas" >&2
-PORT_A=$(start "$TMP/replica-a/bench.yaml")
-PORT_B=$(start "$(config replica-b postgres)")
+start "$TMP/replica-a/bench.yaml"
+PORT_A=$PORT
+start "$(config replica-b postgres)"
+PORT_B=$PORT
 P2=$(phase p2 "$PORT_A" "$PORT_B")
 
 echo "bench: (r) revocation propagation, $REVOKES sessions" >&2
@@ -226,19 +253,24 @@ echo "bench: (c) audit chain: one global chain against one chain per replica" >&
   die "audit_chain_bench failed: $(cat "$TMP/chain.txt")"
 cat "$TMP/chain.txt" >&2
 
-read -r S_RPS S_BCPU S_MCPU S_P99 <<<"$S"
-read -r P1_RPS P1_BCPU P1_MCPU P1_P99 <<<"$P1"
-read -r P2_RPS P2_BCPU P2_MCPU P2_P99 <<<"$P2"
+read -r S_RPS S_BCPU S_MCPU S_P99 S_AM S_BP <<<"$S"
+read -r P1_RPS P1_BCPU P1_MCPU P1_P99 P1_AM P1_BP <<<"$P1"
+read -r P2_RPS P2_BCPU P2_MCPU P2_P99 P2_AM P2_BP <<<"$P2"
 read -r R_P50 R_P99 R_MAX R_REV99 <<<"$R"
 mkdir -p "$RESULTS_DIR"
 {
   echo "jitbroker replicas benchmark ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, PostgreSQL $(psql --version | awk '{print $3}'), fsync on)"
   echo "$CONNS connections in all, ${WARMUP}s warm-up + ${DURATION}s per phase"
   echo
-  printf '%-34s %10s %14s %14s %9s\n' "phase" "grants/s" "broker ms/grt" "machine ms/grt" "p99 ms"
-  printf '%-34s %10s %14s %14s %9s\n' "(s)  SQLite, one broker" "$S_RPS" "$S_BCPU" "$S_MCPU" "$S_P99"
-  printf '%-34s %10s %14s %14s %9s\n' "(p1) PostgreSQL, one replica" "$P1_RPS" "$P1_BCPU" "$P1_MCPU" "$P1_P99"
-  printf '%-34s %10s %14s %14s %9s\n' "(p2) PostgreSQL, two replicas" "$P2_RPS" "$P2_BCPU" "$P2_MCPU" "$P2_P99"
+  printf '%-32s %9s %14s %15s %8s %9s %9s\n' "phase" "grants/s" "broker ms/grt" "machine ms/grt" \
+    "p99 ms" "apply ms" "batch/tx"
+  printf '%-32s %9s %14s %15s %8s %9s %9s\n' "(s)  SQLite, one broker" "$S_RPS" "$S_BCPU" "$S_MCPU" \
+    "$S_P99" "$S_AM" "$S_BP"
+  printf '%-32s %9s %14s %15s %8s %9s %9s\n' "(p1) PostgreSQL, one replica" "$P1_RPS" "$P1_BCPU" \
+    "$P1_MCPU" "$P1_P99" "$P1_AM" "$P1_BP"
+  printf '%-32s %9s %14s %15s %8s %9s %9s\n' "(p2) PostgreSQL, two replicas" "$P2_RPS" "$P2_BCPU" \
+    "$P2_MCPU" "$P2_P99" "$P2_AM" "$P2_BP"
+  echo "(apply ms: mean time of one store transaction; batch/tx: grants per group commit)"
   echo
   echo "(c) audit chain, transactions of 8 records, each writer a replica's journal:"
   printf '    %-10s %8s %10s %12s\n' "mode" "writers" "tx/s" "records/s"
