@@ -326,27 +326,7 @@ std::string UpsertSql(std::string_view table, std::string_view columns, std::str
 
 Result<SessionRecord> ReadSession(const pg::Result& res, int i) {
   Row r(res, i);
-  SessionRecord rec;
-  rec.id = r.Text();
-  rec.token_sha256 = r.Text();
-  rec.principal_id = r.Text();
-  rec.agent_id = r.Text();
-  rec.task_id = r.Text();
-  rec.task_description = r.Text();
-  const std::string state = r.Text();
-  if (auto parsed = ParseSessionState(state)) {
-    rec.state = *parsed;
-  } else {
-    return std::unexpected(CorruptRow("sessions", "unknown state '" + state + "'"));
-  }
-  rec.created_at = r.Time();
-  rec.expires_at = r.Time();
-  rec.heartbeat_seconds = r.Int();
-  rec.heartbeat_deadline = r.Time();
-  rec.ended_at = r.OptTime();
-  rec.end_reason = r.Text();
-  rec.last_progress = r.Text();
-  JITBROKER_RETURN_IF_ERROR(SessionDataFromText(r.Text(), rec));
+  JITBROKER_ASSIGN_OR_RETURN(SessionRecord rec, ReadSessionRow(r));
   if (r.bad()) {
     return std::unexpected(CorruptRow("sessions", "a number column is not an integer"));
   }
@@ -355,36 +335,7 @@ Result<SessionRecord> ReadSession(const pg::Result& res, int i) {
 
 Result<GrantRecord> ReadGrant(const pg::Result& res, int i) {
   Row r(res, i);
-  GrantRecord rec;
-  rec.id = r.Text();
-  rec.session_id = r.Text();
-  rec.principal_id = r.Text();
-  rec.agent_id = r.Text();
-  rec.task_id = r.Text();
-  rec.tool = r.Text();
-  rec.operation = r.Text();
-  rec.resource = r.Text();
-  rec.issuer = r.Text();
-  rec.requested_ttl_seconds = r.OptInt();
-  rec.ttl_seconds = r.Int();
-  rec.tier = r.Text();
-  const std::string state = r.Text();
-  if (auto parsed = ParseGrantState(state); parsed && *parsed != GrantState::kAllowed) {
-    rec.state = *parsed;
-  } else {
-    return std::unexpected(CorruptRow("grants", "unknown state '" + state + "'"));
-  }
-  rec.revocability = r.Text();
-  rec.credential_type = r.Text();
-  rec.credential_sha256 = r.Text();
-  rec.request_digest = r.Text();
-  rec.approval_id = r.Text();
-  rec.sealed_handle = r.Text();
-  rec.created_at = r.Time();
-  rec.expires_at = r.OptTime();
-  rec.revoked_at = r.OptTime();
-  rec.revoke_outcome = r.Text();
-  JITBROKER_RETURN_IF_ERROR(GrantDataFromText(r.Text(), rec));
+  JITBROKER_ASSIGN_OR_RETURN(GrantRecord rec, ReadGrantRow(r));
   if (r.bad()) {
     return std::unexpected(CorruptRow("grants", "a number column is not an integer"));
   }
@@ -439,57 +390,38 @@ Result<std::vector<T>> Collect(const pg::Result& res, ReadFn read) {
   return out;
 }
 
-pg::Params SessionParams(const SessionRecord& rec) {
-  pg::Params p;
-  p.Text(rec.id)
-      .Text(rec.token_sha256)
-      .Text(rec.principal_id)
-      .Text(rec.agent_id)
-      .Text(rec.task_id)
-      .Text(rec.task_description)
-      .Text(StateName(rec.state))
-      .Int(Ns(rec.created_at))
-      .Int(Ns(rec.expires_at))
-      .Int(rec.heartbeat_seconds)
-      .Int(Ns(rec.heartbeat_deadline))
-      .OptInt(rec.ended_at ? std::optional<int64_t>(Ns(*rec.ended_at)) : std::nullopt)
-      .Text(rec.end_reason)
-      .Text(rec.last_progress)
-      .Text(SessionDataText(rec));
-  return p;
-}
+// pg::Params with times as unix nanoseconds: the Binder of
+// BindSessionRow / BindGrantRow (record_codec.h).
+struct RowParams {
+  pg::Params params;
+  RowParams& Text(std::string_view v) {
+    params.Text(v);
+    return *this;
+  }
+  RowParams& Int(int64_t v) {
+    params.Int(v);
+    return *this;
+  }
+  RowParams& OptInt(const std::optional<int64_t>& v) {
+    params.OptInt(v);
+    return *this;
+  }
+  RowParams& Time(TimePoint t) { return Int(Ns(t)); }
+  RowParams& OptTime(const std::optional<TimePoint>& t) {
+    return OptInt(t ? std::optional<int64_t>(Ns(*t)) : std::nullopt);
+  }
+};
 
-std::optional<int64_t> OptNs(const std::optional<TimePoint>& t) {
-  return t ? std::optional<int64_t>(Ns(*t)) : std::nullopt;
+pg::Params SessionParams(const SessionRecord& rec) {
+  RowParams p;
+  BindSessionRow(p, rec, SessionDataText(rec));
+  return std::move(p.params);
 }
 
 pg::Params GrantParams(const GrantRecord& rec) {
-  pg::Params p;
-  p.Text(rec.id)
-      .Text(rec.session_id)
-      .Text(rec.principal_id)
-      .Text(rec.agent_id)
-      .Text(rec.task_id)
-      .Text(rec.tool)
-      .Text(rec.operation)
-      .Text(rec.resource)
-      .Text(rec.issuer)
-      .OptInt(rec.requested_ttl_seconds)
-      .Int(rec.ttl_seconds)
-      .Text(rec.tier)
-      .Text(StateName(rec.state))
-      .Text(rec.revocability)
-      .Text(rec.credential_type)
-      .Text(rec.credential_sha256)
-      .Text(rec.request_digest)
-      .Text(rec.approval_id)
-      .Text(rec.sealed_handle)
-      .Int(Ns(rec.created_at))
-      .OptInt(OptNs(rec.expires_at))
-      .OptInt(OptNs(rec.revoked_at))
-      .Text(rec.revoke_outcome)
-      .Text(GrantDataText(rec));
-  return p;
+  RowParams p;
+  BindGrantRow(p, rec, GrantDataText(rec));
+  return std::move(p.params);
 }
 
 Status CheckVersion(int64_t current) {

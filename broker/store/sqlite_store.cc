@@ -401,63 +401,12 @@ std::string UpsertSql(std::string_view table, std::string_view columns) {
 
 Result<SessionRecord> ReadSession(sqlite3_stmt* s) {
   Row r(s);
-  SessionRecord rec;
-  rec.id = r.Text();
-  rec.token_sha256 = r.Text();
-  rec.principal_id = r.Text();
-  rec.agent_id = r.Text();
-  rec.task_id = r.Text();
-  rec.task_description = r.Text();
-  const std::string state = r.Text();
-  if (auto parsed = ParseSessionState(state)) {
-    rec.state = *parsed;
-  } else {
-    return std::unexpected(CorruptRow("sessions", "unknown state '" + state + "'"));
-  }
-  rec.created_at = r.Time();
-  rec.expires_at = r.Time();
-  rec.heartbeat_seconds = r.Int();
-  rec.heartbeat_deadline = r.Time();
-  rec.ended_at = r.OptTime();
-  rec.end_reason = r.Text();
-  rec.last_progress = r.Text();
-  JITBROKER_RETURN_IF_ERROR(SessionDataFromText(r.Text(), rec));
-  return rec;
+  return ReadSessionRow(r);
 }
 
 Result<GrantRecord> ReadGrant(sqlite3_stmt* s) {
   Row r(s);
-  GrantRecord rec;
-  rec.id = r.Text();
-  rec.session_id = r.Text();
-  rec.principal_id = r.Text();
-  rec.agent_id = r.Text();
-  rec.task_id = r.Text();
-  rec.tool = r.Text();
-  rec.operation = r.Text();
-  rec.resource = r.Text();
-  rec.issuer = r.Text();
-  rec.requested_ttl_seconds = r.OptInt();
-  rec.ttl_seconds = r.Int();
-  rec.tier = r.Text();
-  const std::string state = r.Text();
-  if (auto parsed = ParseGrantState(state); parsed && *parsed != GrantState::kAllowed) {
-    rec.state = *parsed;
-  } else {
-    return std::unexpected(CorruptRow("grants", "unknown state '" + state + "'"));
-  }
-  rec.revocability = r.Text();
-  rec.credential_type = r.Text();
-  rec.credential_sha256 = r.Text();
-  rec.request_digest = r.Text();
-  rec.approval_id = r.Text();
-  rec.sealed_handle = r.Text();
-  rec.created_at = r.Time();
-  rec.expires_at = r.OptTime();
-  rec.revoked_at = r.OptTime();
-  rec.revoke_outcome = r.Text();
-  JITBROKER_RETURN_IF_ERROR(GrantDataFromText(r.Text(), rec));
-  return rec;
+  return ReadGrantRow(r);
 }
 
 Result<AuditRecord> ReadAudit(sqlite3_stmt* s) {
@@ -476,51 +425,6 @@ Result<AuditRecord> ReadAudit(sqlite3_stmt* s) {
     return std::unexpected(CorruptRow("audit", "body is not a JSON object"));
   }
   return rec;
-}
-
-void BindSession(Binder& b, const SessionRecord& rec, const std::string& data) {
-  b.Text(rec.id)
-      .Text(rec.token_sha256)
-      .Text(rec.principal_id)
-      .Text(rec.agent_id)
-      .Text(rec.task_id)
-      .Text(rec.task_description)
-      .StaticText(StateName(rec.state))
-      .Time(rec.created_at)
-      .Time(rec.expires_at)
-      .Int(rec.heartbeat_seconds)
-      .Time(rec.heartbeat_deadline)
-      .OptTime(rec.ended_at)
-      .Text(rec.end_reason)
-      .Text(rec.last_progress)
-      .Text(data);
-}
-
-void BindGrant(Binder& b, const GrantRecord& rec, const std::string& data) {
-  b.Text(rec.id)
-      .Text(rec.session_id)
-      .Text(rec.principal_id)
-      .Text(rec.agent_id)
-      .Text(rec.task_id)
-      .Text(rec.tool)
-      .Text(rec.operation)
-      .Text(rec.resource)
-      .Text(rec.issuer)
-      .OptInt(rec.requested_ttl_seconds)
-      .Int(rec.ttl_seconds)
-      .Text(rec.tier)
-      .StaticText(StateName(rec.state))
-      .Text(rec.revocability)
-      .Text(rec.credential_type)
-      .Text(rec.credential_sha256)
-      .Text(rec.request_digest)
-      .Text(rec.approval_id)
-      .Text(rec.sealed_handle)
-      .Time(rec.created_at)
-      .OptTime(rec.expires_at)
-      .OptTime(rec.revoked_at)
-      .Text(rec.revoke_outcome)
-      .Text(data);
 }
 
 // ---------------------------------------------------------------------------
@@ -1368,7 +1272,7 @@ class SqliteStore final : public Store {
           const std::string text = SessionDataText(rec);
           StmtUse use(upsert_session_.get());
           Binder b(use.get());
-          BindSession(b, rec, text);
+          BindSessionRow(b, rec, text);
           if (!b.ok() || sqlite3_step(use.get()) != SQLITE_DONE) {
             return std::unexpected(StoreError("upsert session", w));
           }
@@ -1377,7 +1281,7 @@ class SqliteStore final : public Store {
           const std::string text = GrantDataText(rec);
           StmtUse use(upsert_grant_.get());
           Binder b(use.get());
-          BindGrant(b, rec, text);
+          BindGrantRow(b, rec, text);
           if (!b.ok() || sqlite3_step(use.get()) != SQLITE_DONE) {
             return std::unexpected(StoreError("upsert grant", w));
           }

@@ -61,6 +61,25 @@ struct Deployment {
                 .first == 0);
   }
 
+  // Without the test server: says so, and the case passes without running.
+  bool Skipped() const {
+    if (db == nullptr) {
+      MESSAGE("JITBROKER_TEST_PG_DSN is not set: run under CTest for the PostgreSQL tests");
+    }
+    return db == nullptr;
+  }
+
+  // Replicas "replica-a" and "replica-b", started in that order.
+  struct Pair {
+    std::unique_ptr<BrokerProcess> a, b;
+  };
+  Pair StartTwo() {
+    Pair p;
+    p.a = BrokerProcess::Start(Replica("replica-a", nullptr));
+    p.b = BrokerProcess::Start(Replica("replica-b", p.a.get()));
+    return p;
+  }
+
   BrokerOptions Replica(const std::string& id, const BrokerProcess* first) {
     BrokerOptions o;
     o.top_extra = "store: {postgres: {dsn: \"file:" + dir.File("dsn") +
@@ -83,12 +102,10 @@ nlohmann::json Decide(const std::string& digest) {
 
 TEST_CASE("Replicas (#13): what one replica changes, the other honours at once") {
   Deployment d;
-  if (d.db == nullptr) {
-    MESSAGE("JITBROKER_TEST_PG_DSN is not set: run under CTest for the PostgreSQL tests");
+  if (d.Skipped()) {
     return;
   }
-  auto a = BrokerProcess::Start(d.Replica("replica-a", nullptr));
-  auto b = BrokerProcess::Start(d.Replica("replica-b", a.get()));
+  auto [a, b] = d.StartTwo();
 
   // A session opened on A works on B, and a credential minted on B
   // introspects on A (one shared issuer key).
@@ -137,12 +154,10 @@ TEST_CASE("Replicas (#13): what one replica changes, the other honours at once")
 
 TEST_CASE("Replicas (#13): an approval is collected once, whichever replicas the agent asks") {
   Deployment d;
-  if (d.db == nullptr) {
-    MESSAGE("JITBROKER_TEST_PG_DSN is not set: run under CTest for the PostgreSQL tests");
+  if (d.Skipped()) {
     return;
   }
-  auto a = BrokerProcess::Start(d.Replica("replica-a", nullptr));
-  auto b = BrokerProcess::Start(d.Replica("replica-b", a.get()));
+  auto [a, b] = d.StartTwo();
   constexpr int kRounds = 4;
   for (int round = 0; round < kRounds; ++round) {
     auto [sid, token] = a->OpenSession(a->maintainer_key, kMaintScope);
@@ -199,12 +214,10 @@ TEST_CASE("Replicas (#13): an approval is collected once, whichever replicas the
 TEST_CASE(
     "Replicas (#13): an agent long-polling on one replica is woken by an approval on the other") {
   Deployment d;
-  if (d.db == nullptr) {
-    MESSAGE("JITBROKER_TEST_PG_DSN is not set: run under CTest for the PostgreSQL tests");
+  if (d.Skipped()) {
     return;
   }
-  auto a = BrokerProcess::Start(d.Replica("replica-a", nullptr));
-  auto b = BrokerProcess::Start(d.Replica("replica-b", a.get()));
+  auto [a, b] = d.StartTwo();
   auto [sid, token] = a->OpenSession(a->maintainer_key, kMaintScope);
   auto r = a->Post("/v1/sessions/" + sid + "/grants", token, kMerge);
   INFO(r.body);
@@ -230,12 +243,10 @@ TEST_CASE(
 
 TEST_CASE("Replicas (#13): the replicas' chains are one history; a chain cut short is caught") {
   Deployment d;
-  if (d.db == nullptr) {
-    MESSAGE("JITBROKER_TEST_PG_DSN is not set: run under CTest for the PostgreSQL tests");
+  if (d.Skipped()) {
     return;
   }
-  auto a = BrokerProcess::Start(d.Replica("replica-a", nullptr));
-  auto b = BrokerProcess::Start(d.Replica("replica-b", a.get()));
+  auto [a, b] = d.StartTwo();
   // Work on both, alternating, so each one's checkpoints (every 4 records)
   // see the other's chain move.
   for (int i = 0; i < 6; ++i) {
@@ -278,8 +289,7 @@ TEST_CASE("Replicas (#13): the replicas' chains are one history; a chain cut sho
 
 TEST_CASE("Replicas (#13): two replicas with one replica_id: the second is refused at start") {
   Deployment d;
-  if (d.db == nullptr) {
-    MESSAGE("JITBROKER_TEST_PG_DSN is not set: run under CTest for the PostgreSQL tests");
+  if (d.Skipped()) {
     return;
   }
   auto a = BrokerProcess::Start(d.Replica("replica-a", nullptr));
