@@ -13,6 +13,8 @@
 #include <fstream>
 #include <future>
 #include <iterator>
+#include <map>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -24,6 +26,7 @@
 #include "broker/store/pg.h"
 #include "jitbroker/secret.h"
 #include "tests/support/broker_process.h"
+#include "tests/support/oidc_issuer.h"
 #include "tests/support/pg_test_db.h"
 #include "tests/support/temp_dir.h"
 
@@ -80,8 +83,16 @@ struct Deployment {
     return p;
   }
 
+  // Options every replica of the deployment gets (BrokerOptions' fields).
+  std::string sessions;
+  std::string trust;
+
   BrokerOptions Replica(const std::string& id, const BrokerProcess* first) {
     BrokerOptions o;
+    if (!sessions.empty()) {
+      o.sessions = sessions;
+    }
+    o.trust = trust;
     o.top_extra = "store: {postgres: {dsn: \"file:" + dir.File("dsn") +
                   "\", pool_size: 4, replica_id: " + id +
                   "}}\n"
@@ -285,6 +296,118 @@ TEST_CASE("Replicas (#13): the replicas' chains are one history; a chain cut sho
   CHECK(cut.json["chain"] == "replica-a");
   CHECK(cut.json["problem"].get<std::string>().find("replica-b") != std::string::npos);
   CHECK(b_head > 2);
+}
+
+// The sum of a counter over both replicas' /metrics (every label set).
+double CounterSum(BrokerProcess& a, BrokerProcess& b, const std::string& name) {
+  double sum = 0;
+  for (BrokerProcess* r : {&a, &b}) {
+    std::istringstream in(r->Get("/metrics").body);
+    for (std::string line; std::getline(in, line);) {
+      if (line.starts_with(name + "{") || line.starts_with(name + " ")) {
+        sum += std::stod(line.substr(line.rfind(' ') + 1));
+      }
+    }
+  }
+  return sum;
+}
+
+TEST_CASE(
+    "Replicas (#13): both replicas sweep, and each stalled session is ended and revoked once") {
+  Deployment d;
+  if (d.Skipped()) {
+    return;
+  }
+  d.sessions =
+      "{max_ttl_seconds: 28800, default_ttl_seconds: 3600, heartbeat_seconds: 60, "
+      "stall_after_missed: 1, sweep_interval_ms: 50}";
+  auto [a, b] = d.StartTwo();
+  constexpr int kSessions = 12;
+  std::vector<std::string> ids;
+  for (int i = 0; i < kSessions; ++i) {
+    BrokerProcess* replica = i % 2 == 0 ? a.get() : b.get();
+    // Stalled after one missed heartbeat of a second, its grant still live.
+    auto [sid, token] = replica->OpenSession(replica->maintainer_key, kMaintScope, 3600,
+                                             /*heartbeat_seconds=*/1);
+    REQUIRE(replica->Post("/v1/sessions/" + sid + "/grants", token, kRead).status == 201);
+    ids.push_back(sid);
+  }
+  // Both sweepers find every session due at the same moments.
+  bool all_ended = false;
+  for (int i = 0; i < 100 && !all_ended; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    all_ended = true;
+    for (const std::string& sid : ids) {
+      all_ended =
+          all_ended && a->Get("/v1/sessions/" + sid, a->admin_key).json["state"] == "stalled";
+    }
+  }
+  REQUIRE(all_ended);
+  // Each grant was revoked once, by one replica (the one holding the
+  // session's lease): the two replicas' revocation counts add up to the
+  // grants, and each session has one session.stalled record in all chains.
+  CHECK(CounterSum(*a, *b, "jitbroker_credentials_revoked_total") == kSessions);
+  std::map<std::string, int> stalled;
+  for (const char* chain : {"replica-a", "replica-b"}) {
+    auto recs = a->Get(std::string("/v1/audit?limit=10000&chain=") + chain, a->admin_key);
+    REQUIRE(recs.status == 200);
+    for (const auto& r : recs.json["records"]) {
+      if (r["event"] == "session.stalled") {
+        ++stalled[r["agent"]["session_id"]];
+      }
+    }
+  }
+  CHECK(stalled.size() == kSessions);
+  for (const auto& [sid, n] : stalled) {
+    INFO(sid);
+    CHECK(n == 1);
+  }
+}
+
+TEST_CASE("Replicas (#13): a CI token exchanged on one replica is refused on the other") {
+  Deployment d;
+  if (d.Skipped()) {
+    return;
+  }
+  auto idp = FakeOidcIssuer::Start();
+  REQUIRE(idp != nullptr);
+  const std::string kid = idp->AddKey(crypto::JwsAlg::kRS256, "ci-1");
+  const std::string audience = "jitbroker.replicas.test";
+  d.trust = "\n  - name: deploy\n    issuer: " + idp->issuer() +
+            "\n    allow_http: true\n    provider: github_actions\n    audience: " + audience +
+            "\n    claims: {repository_id: \"456\"}\n"
+            "    grant: {issuer: internal, resource: \"jwt://api.internal\", ttl_seconds: 60}\n";
+  auto [a, b] = d.StartTwo();
+  const auto exchange = [&](BrokerProcess& r, const std::string& token) {
+    return r.Request("POST", "/v1/token", "",
+                     "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange"
+                     "&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aid_token"
+                     "&audience=deploy&subject_token=" +
+                         token,
+                     "application/x-www-form-urlencoded");
+  };
+  const auto now = [] {
+    return std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  };
+  const std::string token = idp->Sign(idp->GitHubClaims(audience, now()), kid);
+  auto first = exchange(*a, token);
+  INFO(first.body);
+  REQUIRE(first.status == 200);
+  auto replayed = exchange(*b, token);
+  CHECK(replayed.status == 400);
+  CHECK(replayed.json["error"] == "invalid_grant");
+  // The same fresh token sent to both at once: one exchange, one refusal.
+  for (int i = 0; i < 5; ++i) {
+    const std::string fresh = idp->Sign(idp->GitHubClaims(audience, now()), kid);
+    auto on_a = std::async(std::launch::async, [&] { return exchange(*a, fresh); });
+    auto on_b = std::async(std::launch::async, [&] { return exchange(*b, fresh); });
+    const int sa = on_a.get().status;
+    const int sb = on_b.get().status;
+    INFO("a " << sa << ", b " << sb);
+    CHECK(((sa == 200 && sb == 400) || (sa == 400 && sb == 200)));
+  }
 }
 
 TEST_CASE("Replicas (#13): two replicas with one replica_id: the second is refused at start") {
