@@ -928,7 +928,6 @@ class PostgresStore final : public Store {
         if (end == pg::WaitResult::kStopped) {
           return;
         }
-        first = false;
       }
       std::unique_lock lock(watch_mu_);
       std::condition_variable_any cv;

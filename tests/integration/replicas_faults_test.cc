@@ -20,9 +20,9 @@
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
-#include "broker/crypto/crypto.h"
 #include "tests/support/broker_process.h"
 #include "tests/support/pg_test_db.h"
+#include "tests/support/replica_keys.h"
 #include "tests/support/temp_dir.h"
 
 namespace jitbroker::testing {
@@ -35,35 +35,15 @@ const nlohmann::json kRead = {{"tool", "mcp.search"},
                               {"issuer", "internal"},
                               {"scope", {{"audience", "api.internal"}}}};
 
-// The files a replica set shares: DSN, seal key, audit and jwt keys.
-struct SharedKeys {
-  TempDir dir{"jitbroker-faults"};
-
-  explicit SharedKeys(const std::string& dsn) {
-    dir.Write("dsn", dsn);
-    dir.Write("seal.b64", crypto::Base64Encode(crypto::RandomBytes(32)) + "\n");
-    for (const char* k : {"audit.pem", "jwt.pem"}) {
-      REQUIRE(RunCommand("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out " +
-                         dir.File(k) + " 2>&1")
-                  .first == 0);
-    }
-  }
-
-  BrokerOptions Replica(const std::string& id, const BrokerProcess* first) const {
-    BrokerOptions o;
-    o.top_extra = "store: {postgres: {dsn: \"file:" + dir.File("dsn") +
-                  "\", pool_size: 8, replica_id: " + id +
-                  "}}\nseal_key: \"file:" + dir.File("seal.b64") +
-                  "\"\naudit: {signing_key: \"file:" + dir.File("audit.pem") +
-                  "\"}\n"
-                  // The load is the point: no rate limit refuses it.
-                  "limits:\n  grants_per_session: {rate_per_second: 100000, burst: 100000}\n"
-                  "  grants_per_principal: {rate_per_second: 100000, burst: 100000}\n";
-    o.jwt_signing_key = "file:" + dir.File("jwt.pem");
-    o.same_keys_as = first;
-    return o;
-  }
-};
+// The load is the point: no rate limit refuses it.
+ReplicaOptions Unlimited() {
+  ReplicaOptions o;
+  o.pool_size = 8;
+  o.top_extra =
+      "limits:\n  grants_per_session: {rate_per_second: 100000, burst: 100000}\n"
+      "  grants_per_principal: {rate_per_second: 100000, burst: 100000}\n";
+  return o;
+}
 
 // Agents requesting grants in a loop until stopped; every answer kept.
 struct Load {
@@ -142,8 +122,8 @@ TEST_CASE(
     std::string cmd;
     ~StopServer() { (void)RunCommand(cmd); }
   } stop_server{"bash " + script + " stop " + pg_dir + " 2>&1"};
-  SharedKeys keys("host=" + pg_dir + " user=jitbroker dbname=postgres");
-  auto a = BrokerProcess::Start(keys.Replica("replica-a", nullptr));
+  ReplicaKeys keys("host=" + pg_dir + " user=jitbroker dbname=postgres");
+  auto a = BrokerProcess::Start(keys.Replica("replica-a", nullptr, Unlimited()));
 
   Load load(*a, 6);
   std::this_thread::sleep_for(std::chrono::milliseconds(800));
@@ -199,9 +179,9 @@ TEST_CASE("Replica faults (#13): kill -9 of one replica under load loses nothing
     MESSAGE("JITBROKER_TEST_PG_DSN is not set: run under CTest for the PostgreSQL tests");
     return;
   }
-  SharedKeys keys(db->dsn());
-  auto a = BrokerProcess::Start(keys.Replica("replica-a", nullptr));
-  auto b = BrokerProcess::Start(keys.Replica("replica-b", a.get()));
+  ReplicaKeys keys(db->dsn());
+  auto a = BrokerProcess::Start(keys.Replica("replica-a", nullptr, Unlimited()));
+  auto b = BrokerProcess::Start(keys.Replica("replica-b", a.get(), Unlimited()));
 
   std::vector<Load::Answer> answers;
   std::vector<std::string> sessions;

@@ -28,6 +28,7 @@
 #include "tests/support/broker_process.h"
 #include "tests/support/oidc_issuer.h"
 #include "tests/support/pg_test_db.h"
+#include "tests/support/replica_keys.h"
 #include "tests/support/temp_dir.h"
 
 namespace jitbroker::testing {
@@ -44,25 +45,11 @@ const nlohmann::json kRead = {{"tool", "mcp.search"},
                               {"issuer", "internal"},
                               {"scope", {{"audience", "api.internal"}}}};
 
-// The secrets every replica of one deployment shares, in files, and the
-// database they share.
+// The database every replica shares, and the files (ReplicaKeys).
 struct Deployment {
   std::unique_ptr<PgTestDatabase> db = PgTestDatabase::Create();
-  TempDir dir{"jitbroker-replicas"};
-
-  Deployment() {
-    if (db == nullptr) {
-      return;
-    }
-    dir.Write("dsn", db->dsn());
-    dir.Write("seal.b64", crypto::Base64Encode(crypto::RandomBytes(32)) + "\n");
-    REQUIRE(RunCommand("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out " +
-                       dir.File("audit.pem") + " 2>&1")
-                .first == 0);
-    REQUIRE(RunCommand("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out " +
-                       dir.File("jwt.pem") + " 2>&1")
-                .first == 0);
-  }
+  std::unique_ptr<ReplicaKeys> keys =
+      db == nullptr ? nullptr : std::make_unique<ReplicaKeys>(db->dsn());
 
   // Without the test server: says so, and the case passes without running.
   bool Skipped() const {
@@ -88,21 +75,13 @@ struct Deployment {
   std::string trust;
 
   BrokerOptions Replica(const std::string& id, const BrokerProcess* first) {
-    BrokerOptions o;
+    ReplicaOptions ro;
+    ro.audit_extra = ", checkpoint: {every_records: 4}";
+    BrokerOptions o = keys->Replica(id, first, ro);
     if (!sessions.empty()) {
       o.sessions = sessions;
     }
     o.trust = trust;
-    o.top_extra = "store: {postgres: {dsn: \"file:" + dir.File("dsn") +
-                  "\", pool_size: 4, replica_id: " + id +
-                  "}}\n"
-                  "seal_key: \"file:" +
-                  dir.File("seal.b64") +
-                  "\"\n"
-                  "audit: {signing_key: \"file:" +
-                  dir.File("audit.pem") + "\", checkpoint: {every_records: 4}}\n";
-    o.jwt_signing_key = "file:" + dir.File("jwt.pem");
-    o.same_keys_as = first;
     return o;
   }
 };
