@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -34,6 +35,8 @@
 #include "jitbroker/clock.h"
 #include "jitbroker/result.h"
 #include "jitbroker/secret.h"
+
+extern char** environ;  // NOLINT: POSIX
 
 namespace jitbroker::cli {
 
@@ -1255,6 +1258,16 @@ Result<int> GitCredential(const Context& ctx, const Invocation& inv) {
   if (action != "get") {
     return ToInt(ExitCode::kOk);
   }
+  if (IsBrokerRemote(attrs, ctx.base_url)) {
+    // git through the broker (docs/proxy.md): the session is the credential;
+    // no GitHub token is asked for, so none reaches this machine.
+    JITBROKER_ASSIGN_OR_RETURN(std::string sid, SessionId(ctx));
+    JITBROKER_ASSIGN_OR_RETURN(SecretValue token, SessionToken(ctx));
+    JITBROKER_ASSIGN_OR_RETURN(std::string answer, FormatSessionCredential(sid, token.Reveal()));
+    *ctx.out << answer << std::flush;
+    SecureWipe(answer.data(), answer.size());
+    return ToInt(ExitCode::kOk);
+  }
   std::vector<std::string> hosts = inv.args.All("host");
   if (hosts.empty()) {
     hosts.emplace_back("github.com");
@@ -1324,6 +1337,48 @@ Result<int> GitCredential(const Context& ctx, const Invocation& inv) {
   std::string answer = FormatGitCredential(tok, expiry);
   *ctx.out << answer << std::flush;
   SecureWipe(answer.data(), answer.size());
+  return ToInt(ExitCode::kOk);
+}
+
+// `git-remote OWNER/REPO`: the proxy URL of a repository; with --set, made
+// the URL of a git remote of the repository in the current directory.
+Result<int> GitRemote(const Context& ctx, const Invocation& inv) {
+  JITBROKER_ASSIGN_OR_RETURN(
+      std::string url,
+      GitProxyUrl(ctx.base_url, inv.args.Get("host").value_or("github.com"), inv.args.args[0]));
+  const std::optional<std::string> remote = inv.args.Get("set");
+  if (!remote) {
+    *ctx.out << url << "\n";
+    return ToInt(ExitCode::kOk);
+  }
+  if (remote->empty() || remote->front() == '-' ||
+      remote->find_first_of(" \t\r\n") != std::string::npos) {
+    return std::unexpected(UsageErr("flag --set needs a remote name"));
+  }
+  auto run = [](std::vector<std::string> argv) -> int {
+    std::vector<char*> args;
+    for (std::string& a : argv) {
+      args.push_back(a.data());
+    }
+    args.push_back(nullptr);
+    pid_t pid = -1;
+    if (posix_spawnp(&pid, "git", nullptr, nullptr, args.data(), environ) != 0) {
+      return -1;
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  int rc = run({"git", "remote", "set-url", *remote, url});
+  if (rc != 0) {
+    rc = run({"git", "remote", "add", *remote, url});
+  }
+  if (rc != 0) {
+    return std::unexpected(Unavailable(
+        "git_failed", "git could not set remote " + *remote + " (is this a git repository?)"));
+  }
+  *ctx.err << "remote " << *remote << " -> " << url << "\n";
   return ToInt(ExitCode::kOk);
 }
 
@@ -1830,6 +1885,7 @@ Result<int> Dispatch(const Context& ctx, const Invocation& inv) {
       {"jwks", &Jwks},
       {"ci exchange", &CiExchange},
       {"git-credential", &GitCredential},
+      {"git-remote", &GitRemote},
       {"aws credential-process", &AwsCredentialProcess},
       {"aws serve", &AwsServe},
       {"exec", &Exec},

@@ -130,6 +130,65 @@ Result<std::optional<GitRepoTarget>> ResolveGitTarget(
   return std::optional<GitRepoTarget>(std::move(t));
 }
 
+bool IsBrokerRemote(const std::map<std::string, std::string>& attrs, std::string_view broker_url) {
+  auto get = [&](const char* key) -> std::string {
+    auto it = attrs.find(key);
+    return it == attrs.end() ? std::string() : it->second;
+  };
+  Result<net::Url> broker = net::ParseUrl(broker_url, net::UrlPolicy::BrokerUrl());
+  if (!broker) {
+    return false;
+  }
+  const std::string protocol = get("protocol");
+  const std::string host = get("host");
+  // git names the remote PROTOCOL://HOST[:PORT], the port as written.
+  return protocol == broker->scheme && EqualsIgnoreCase(host, broker->Authority());
+}
+
+Result<std::string> FormatSessionCredential(std::string_view session_id,
+                                            std::string_view session_token) {
+  auto bad = [](std::string_view v) {
+    return v.empty() || v.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos;
+  };
+  if (bad(session_id) || bad(session_token)) {
+    return std::unexpected(
+        InvalidArgument("invalid_session", "the session id or token cannot be passed to git"));
+  }
+  std::string out = "username=";
+  out += session_id;
+  out += "\npassword=";
+  out += session_token;
+  out += '\n';
+  return out;
+}
+
+Result<std::string> GitProxyUrl(std::string_view broker_url, std::string_view host,
+                                std::string_view owner_repo) {
+  std::string_view path = owner_repo;
+  if (path.ends_with(".git")) {
+    path.remove_suffix(4);
+  }
+  const size_t slash = path.find('/');
+  if (slash == std::string_view::npos || !IsNameSegment(path.substr(0, slash)) ||
+      !IsNameSegment(path.substr(slash + 1))) {
+    return std::unexpected(
+        InvalidArgument("invalid_repository", "the repository must be OWNER/REPO"));
+  }
+  const bool host_ok =
+      !host.empty() && host.size() <= 255 && std::all_of(host.begin(), host.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '.' || c == '-' ||
+               c == ':' || c == '[' || c == ']';
+      });
+  if (!host_ok) {
+    return std::unexpected(InvalidArgument("invalid_host", "the git host must be HOST[:PORT]"));
+  }
+  std::string url(broker_url);
+  while (url.ends_with('/')) {
+    url.pop_back();
+  }
+  return url + "/git/" + std::string(host) + "/" + std::string(path) + ".git";
+}
+
 std::string FormatGitCredential(std::string_view token, std::optional<int64_t> expiry_unix) {
   std::string out = "username=x-access-token\npassword=";
   out += token;

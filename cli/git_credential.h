@@ -45,6 +45,22 @@ struct GitRepoTarget {
 [[nodiscard]] Result<std::optional<GitRepoTarget>> ResolveGitTarget(
     const std::map<std::string, std::string>& attrs, const std::vector<std::string>& hosts);
 
+// Whether git asks for the broker itself: its protocol and host are those of
+// `broker_url` (JITBROKER_URL), i.e. a remote through the proxy
+// (docs/proxy.md), which takes the session as its credentials.
+bool IsBrokerRemote(const std::map<std::string, std::string>& attrs, std::string_view broker_url);
+
+// The answer to `get` for the broker: username = the session id, password =
+// the session token. Errors: either holds a line break or NUL.
+[[nodiscard]] Result<std::string> FormatSessionCredential(std::string_view session_id,
+                                                          std::string_view session_token);
+
+// The proxy URL of OWNER/REPO on git host `host`: BROKER/git/HOST/OWNER/REPO.git.
+// Errors: kInvalidArgument "invalid_repository" unless OWNER/REPO (GitHub's
+// alphabet), "invalid_host" unless HOST[:PORT].
+[[nodiscard]] Result<std::string> GitProxyUrl(std::string_view broker_url, std::string_view host,
+                                              std::string_view owner_repo);
+
 // The answer to `get`: username=x-access-token, password, and
 // password_expiry_utc (unix seconds) when known.
 std::string FormatGitCredential(std::string_view token, std::optional<int64_t> expiry_unix);

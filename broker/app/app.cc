@@ -187,6 +187,7 @@ struct App::Impl {
   // CI OIDC exchange: the trust issuers' discovery/JWKS client and key cache
   // (declared before the service, which uses them).
   std::unique_ptr<net::HttpClient> oidc_http;
+  std::unique_ptr<net::HttpClient> proxy_http;  // git and GitHub traffic in proxy mode
   std::unique_ptr<oidc::JwksCache> jwks;
   std::unique_ptr<lifecycle::ApprovalNotifier> notifier;
   std::unique_ptr<service::BrokerService> service;
@@ -450,9 +451,19 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
         }
       });
   App* self = app.get();
-  JITBROKER_ASSIGN_OR_RETURN(
-      impl.server, http::HttpServer::Create(impl.cfg.server, impl.service.get(), &impl.metrics,
-                                            [self] { return self->ReloadPolicy(); }));
+  http::ProxyOptions proxy;
+  proxy.config = impl.cfg.proxy;
+  if (impl.cfg.proxy.enabled) {
+    net::CurlHttpClientOptions ho;
+    ho.user_agent = "jitbroker/0.1";
+    ho.max_idle_handles = static_cast<size_t>(std::max(8, impl.cfg.server.threads));
+    impl.proxy_http = net::MakeCurlHttpClient(std::move(ho));
+    proxy.http = impl.proxy_http.get();
+  }
+  JITBROKER_ASSIGN_OR_RETURN(impl.server,
+                             http::HttpServer::Create(
+                                 impl.cfg.server, impl.service.get(), &impl.metrics,
+                                 [self] { return self->ReloadPolicy(); }, std::move(proxy)));
   return app;
 }
 

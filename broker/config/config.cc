@@ -1102,6 +1102,49 @@ Status LoadLimits(Section& top, LimitsConfig& limits) {
   return OkStatus();
 }
 
+Status LoadProxy(Section& top, ProxyConfig& proxy) {
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> s, top.OptSection("proxy"));
+  if (!s) {
+    return OkStatus();
+  }
+  JITBROKER_RETURN_IF_ERROR(
+      Expect(*s, {"enabled", "max_push_bytes", "max_transfer_seconds", "idle_timeout_seconds",
+                  "max_concurrent_transfers", "max_refs_per_push", "protected_branches",
+                  "default_branch_protected", "read_token_ttl_seconds"}));
+  JITBROKER_ASSIGN_OR_RETURN(auto enabled, s->OptBool("enabled"));
+  proxy.enabled = enabled.value_or(proxy.enabled);
+  JITBROKER_ASSIGN_OR_RETURN(auto push, s->OptInt("max_push_bytes", 1024, int64_t{1} << 40));
+  proxy.max_push_bytes = push.value_or(proxy.max_push_bytes);
+  JITBROKER_ASSIGN_OR_RETURN(auto transfer, s->OptInt("max_transfer_seconds", 1, 86400));
+  proxy.max_transfer_seconds = transfer.value_or(proxy.max_transfer_seconds);
+  JITBROKER_ASSIGN_OR_RETURN(auto idle, s->OptInt("idle_timeout_seconds", 1, 3600));
+  proxy.idle_timeout_seconds = idle.value_or(proxy.idle_timeout_seconds);
+  JITBROKER_ASSIGN_OR_RETURN(auto concurrent, s->OptInt("max_concurrent_transfers", 1, 10000));
+  if (concurrent) {
+    proxy.max_concurrent_transfers = static_cast<int>(*concurrent);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(auto refs, s->OptInt("max_refs_per_push", 1, 10000));
+  proxy.max_refs_per_push = refs.value_or(proxy.max_refs_per_push);
+  JITBROKER_ASSIGN_OR_RETURN(auto ttl, s->OptInt("read_token_ttl_seconds", 60, 3600));
+  proxy.read_token_ttl_seconds = ttl.value_or(proxy.read_token_ttl_seconds);
+  JITBROKER_ASSIGN_OR_RETURN(auto dflt, s->OptBool("default_branch_protected"));
+  proxy.default_branch_protected = dflt.value_or(proxy.default_branch_protected);
+  if (s->Has("protected_branches")) {
+    JITBROKER_ASSIGN_OR_RETURN(std::vector<std::string> branches,
+                               s->StringList("protected_branches"));
+    for (const std::string& b : branches) {
+      if (b.empty() || b.size() > 256 || !IsPrintable(b) || b.starts_with("refs/")) {
+        return std::unexpected(
+            s->Err("protected_branches",
+                   "each entry must be a branch name or glob without refs/heads/ "
+                   "(\"main\", \"release/*\")"));
+      }
+    }
+    proxy.protected_branches = std::move(branches);
+  }
+  return OkStatus();
+}
+
 Result<std::optional<Section>> SequenceSection(Section& top, std::string_view key) {
   top.MarkKnown(key);
   if (!top.Has(key)) {
@@ -1202,7 +1245,7 @@ Result<Config> LoadConfigText(std::string_view text, const std::string& file_nam
   Section top(root, file, "");
   JITBROKER_RETURN_IF_ERROR(
       Expect(top, {"data_dir", "server", "store", "audit", "seal_key", "policy", "sessions", "log",
-                   "issuers", "anomaly", "trust", "approvals", "limits"}));
+                   "issuers", "anomaly", "trust", "approvals", "limits", "proxy"}));
   Config config;
   const fs::path base = BaseDir(file_name);
   {
@@ -1256,6 +1299,7 @@ Result<Config> LoadConfigText(std::string_view text, const std::string& file_nam
   JITBROKER_RETURN_IF_ERROR(LoadIssuers(top, config.issuers));
   JITBROKER_RETURN_IF_ERROR(LoadApprovals(top, config.approvals));
   JITBROKER_RETURN_IF_ERROR(LoadLimits(top, config.limits));
+  JITBROKER_RETURN_IF_ERROR(LoadProxy(top, config.proxy));
 
   JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> policy_section, top.OptSection("policy"));
   if (!policy_section) {

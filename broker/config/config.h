@@ -189,6 +189,24 @@ struct LimitsConfig {
   int64_t max_tracked_keys = 100000;
 };
 
+// `proxy:` (docs/proxy.md): git smart HTTP and the GitHub REST API through
+// the broker, for every issuer that declares proxy upstreams. Nothing here
+// reloads.
+struct ProxyConfig {
+  bool enabled = true;
+  int64_t max_push_bytes = int64_t{2} << 30;  // one push request's body, decoded
+  int64_t max_transfer_seconds = 3600;        // one request and its answer, whole
+  int64_t idle_timeout_seconds = 60;          // no byte either way for this long: abort
+  int max_concurrent_transfers = -1;          // -1 = server.threads / 2 (at least 1)
+  int64_t max_refs_per_push = 100;
+  // Branches whose updates are `push_protected` (tier merge_deploy by
+  // default), besides the upstream's default branch: globs over the short
+  // name ("main", "release/*").
+  std::vector<std::string> protected_branches = {"main", "master"};
+  bool default_branch_protected = true;
+  int64_t read_token_ttl_seconds = 600;  // the broker's cached read tokens (git.fetch)
+};
+
 struct IssuerConfig {
   std::string name;
   std::string type;
@@ -220,6 +238,7 @@ struct Config {
   std::vector<IssuerConfig> issuers;
   ApprovalsConfig approvals;  // defaults when `approvals:` is absent
   LimitsConfig limits;        // defaults when `limits:` is absent
+  ProxyConfig proxy;          // defaults when `proxy:` is absent
   // Accepted now and validated by later features: anomaly rules, trust policies.
   std::optional<Section> anomaly;
   std::optional<Section> trust;

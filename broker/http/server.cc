@@ -11,6 +11,7 @@
 
 #include "broker/common/json_util.h"
 #include "broker/common/log.h"
+#include "broker/http/git_proxy.h"
 #include "broker/http/transport.h"
 #include "broker/http/wire.h"
 #include "broker/net/url.h"
@@ -192,6 +193,7 @@ struct HttpServer::Impl final : RequestHandler {
   Metrics* metrics = nullptr;
   ReloadFn reload;
   std::unique_ptr<Transport> transport;
+  std::unique_ptr<GitProxy> git_proxy;  // /git/…; null when off
   std::shared_ptr<spdlog::logger> error_log = log::Get("http");
   std::shared_ptr<spdlog::logger> access_log = log::Access();  // nullptr: off
   std::atomic<int> long_polls{0};
@@ -277,6 +279,9 @@ struct HttpServer::Impl final : RequestHandler {
   }
 
   Result<RoutePlan> Plan(Request& head) override {
+    if (git_proxy && GitProxy::Owns(head.path())) {
+      return git_proxy->Plan(head);
+    }
     std::vector<std::string_view> segs;
     if (SplitPath(head.path(), segs)) {
       bool path_known = false;
@@ -314,6 +319,13 @@ struct HttpServer::Impl final : RequestHandler {
       return WriteProblem(res, NotFound("no_route", "no such endpoint"), req.request_id);
     }
     routes[static_cast<size_t>(req.route_id)].handle(req, res);
+  }
+
+  void HandleStream(Request& req, BodyStream& body, Response& res) override {
+    if (!git_proxy) {
+      return WriteProblem(res, NotFound("no_route", "no such endpoint"), req.request_id);
+    }
+    git_proxy->Handle(req, body, res);
   }
 
   void RenderError(const Request& req, const Error& e, Response& res) override {
@@ -400,7 +412,8 @@ HttpServer::~HttpServer() { Stop(); }
 
 Result<std::unique_ptr<HttpServer>> HttpServer::Create(const config::ServerConfig& cfg,
                                                        service::BrokerService* service,
-                                                       Metrics* metrics, ReloadFn reload) {
+                                                       Metrics* metrics, ReloadFn reload,
+                                                       ProxyOptions proxy) {
   std::unique_ptr<HttpServer> s(new HttpServer());
   s->impl_ = std::make_unique<Impl>();
   Impl& impl = *s->impl_;
@@ -428,6 +441,14 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Create(const config::ServerConfi
   opts.idle_timeout = std::chrono::milliseconds(cfg.idle_timeout_ms);
   opts.write_timeout = std::chrono::milliseconds(cfg.write_timeout_ms);
   JITBROKER_ASSIGN_OR_RETURN(impl.transport, Transport::Create(std::move(opts), &impl));
+  if (proxy.config.enabled && proxy.http != nullptr) {
+    Impl* self = &impl;
+    impl.git_proxy =
+        std::make_unique<GitProxy>(service, proxy.http, std::move(proxy.config), cfg.threads,
+                                   [self](const Request& req, const Error& e, Response& res) {
+                                     self->RenderError(req, e, res);
+                                   });
+  }
   impl.Install();
   return s;
 }

@@ -16,19 +16,27 @@
 #include "broker/common/metrics.h"
 #include "broker/config/config.h"
 #include "broker/service/broker_service.h"
+#include "jitbroker/http_client.h"
 
 namespace jitbroker::http {
 
 // Reloads policy; returns the new policy version.
 using ReloadFn = std::function<Result<std::string>()>;
 
+// Proxy mode (broker/http/git_proxy.h): its settings and the client that
+// carries its upstream traffic (null: no proxy routes).
+struct ProxyOptions {
+  config::ProxyConfig config;
+  HttpClient* http = nullptr;
+};
+
 class HttpServer {
  public:
   ~HttpServer();
   [[nodiscard]] static Result<std::unique_ptr<HttpServer>> Create(const config::ServerConfig& cfg,
                                                                   service::BrokerService* service,
-                                                                  Metrics* metrics,
-                                                                  ReloadFn reload);
+                                                                  Metrics* metrics, ReloadFn reload,
+                                                                  ProxyOptions proxy = {});
   // Binds the listening socket; returns the port (useful with port 0).
   [[nodiscard]] Result<int> Bind();
   // Serves until Stop(); blocks.

@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <future>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -95,6 +96,14 @@ void Response::SetHeader(std::string name, std::string value) {
     }
   }
   headers.emplace_back(std::move(name), std::move(value));
+}
+
+void RequestHandler::HandleStream(Request& request, BodyStream& /*body*/, Response& response) {
+  Error e;
+  e.code = ErrorCode::kNotFound;
+  e.reason = "no_route";
+  e.message = "no such endpoint";
+  RenderError(request, e, response);
 }
 
 bool IsSafeClientRequestId(std::string_view id) {
@@ -428,7 +437,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     route_ = *plan;
     if (has_body) {
       std::string_view ce = head.Header("Content-Encoding");
-      if (!ce.empty() && !IEquals(ce, "identity")) {
+      if (!ce.empty() && !IEquals(ce, "identity") && !route_.allow_content_encoding) {
         return Fail(std::move(head),
                     TransportError(ErrorCode::kUnsupportedMediaType, "unsupported_content_encoding",
                                    "request bodies must not be content-encoded"),
@@ -445,6 +454,9 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       }
     }
     parser_->body_limit(route_.max_body_bytes);
+    if (route_.streaming) {
+      return DispatchStream(std::move(head));
+    }
     head_ = std::move(head);
     if (has_body && IEquals(head_.Header("Expect"), "100-continue")) {
       // Tell the client to send the body now (curl otherwise waits a second).
@@ -542,6 +554,274 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     }
   }
 
+  // ---- Streaming routes (RoutePlan::streaming) ---------------------------
+  //
+  // The handler runs on a worker thread; each of its reads and writes is
+  // posted to this connection's strand as one asynchronous operation, and the
+  // worker waits for its completion. Only one operation is ever pending, and
+  // the strand is the only thread touching the parser and serializer while
+  // it runs, so the session needs no lock.
+
+  class Bridge final : public BodyStream {
+   public:
+    explicit Bridge(Session* s) : s_(s) {}
+    Result<size_t> Read(char* buf, size_t max) override { return s_->StreamRead(buf, max); }
+    Status WriteHead(const Response& head) override { return s_->StreamWriteHead(head); }
+    Status Write(std::string_view data) override { return s_->StreamWrite(data); }
+    void Abort() override { s_->stream_failed_ = true; }
+    bool body_done() const override { return s_->stream_body_done_; }
+    bool head_written() const override { return s_->stream_head_written_; }
+
+   private:
+    Session* s_;
+  };
+
+  void DispatchStream(Request head) {
+    ++served_;
+    Lowest().expires_never();
+    sparser_.emplace(std::move(*parser_));
+    parser_.reset();
+    sparser_->body_limit(route_.max_body_bytes);
+    stream_body_done_ = sparser_->is_done();
+    stream_head_written_ = false;
+    stream_failed_ = false;
+    stream_in_ = 0;
+    expect_continue_ = !stream_body_done_ && IEquals(head.Header("Expect"), "100-continue");
+    stream_deadline_ = started_ + route_.stream_total;
+    head_request_id_ = head.request_id;
+    impl_->in_flight.fetch_add(1);
+    auto shared_req = std::make_shared<Request>(std::move(head));
+    auto res = std::make_shared<Response>();
+    auto work = std::make_shared<net::executor_work_guard<net::io_context::executor_type>>(
+        impl_->ioc.get_executor());
+    auto task = [self = this->shared_from_this(), shared_req, res, work] {
+      Bridge bridge(self.get());
+      try {
+        self->impl_->handler->HandleStream(*shared_req, bridge, *res);
+      } catch (const std::exception& e) {
+        self->impl_->log->error("event=unhandled_exception request_id={} what={}",
+                                shared_req->request_id, log::Quoted(e.what()));
+        *res = Response{};
+        self->impl_->handler->RenderError(*shared_req, Internal("internal error"), *res);
+        self->stream_failed_ = true;
+      }
+      net::post(self->stream_.get_executor(), [self, shared_req, res] {
+        self->EndStream(std::move(*shared_req), res);
+        self->impl_->RequestDone();
+      });
+      work->reset();
+    };
+    if (!impl_->workers->TryPost(std::move(task))) {
+      impl_->RequestDone();
+      impl_->handler->Shed();
+      sparser_.reset();
+      Overloaded(*shared_req, *res);
+      res->close = true;
+      Write(std::move(*shared_req), std::move(res), false);
+    }
+  }
+
+  // On the strand, after the handler returned.
+  void EndStream(Request req, const std::shared_ptr<Response>& res) {
+    res->bytes_in = stream_in_;
+    if (!stream_head_written_) {
+      sparser_.reset();
+      const bool keep = stream_body_done_ && !stream_failed_;
+      return Write(std::move(req), res, keep);
+    }
+    res->bytes_out = stream_out_;
+    if (stream_failed_) {
+      impl_->handler->Finished(req, *res, SteadyClock::now() - started_);
+      sparser_.reset();
+      sser_.reset();
+      sres_.reset();
+      return Abort();
+    }
+    // The last chunk.
+    auto& body = sres_->body();
+    body.data = nullptr;
+    body.size = 0;
+    body.more = false;
+    Lowest().expires_after(route_.stream_idle);
+    const bool keep = sres_->keep_alive();
+    auto done = std::make_shared<Request>(std::move(req));
+    bhttp::async_write(
+        stream_, *sser_,
+        [self = this->shared_from_this(), res, done, keep](beast::error_code ec, size_t) {
+          self->impl_->handler->Finished(*done, *res, SteadyClock::now() - self->started_);
+          self->sser_.reset();
+          self->sres_.reset();
+          self->sparser_.reset();
+          if (ec || !keep) {
+            return self->Close();
+          }
+          self->WaitForRequest();
+        });
+  }
+
+  using OpResult = std::pair<beast::error_code, size_t>;
+  using OpDone = std::function<void(beast::error_code, size_t)>;
+
+  // Runs `start` on the strand (it begins one asynchronous operation and
+  // hands `done` to it) and waits for the operation to complete.
+  OpResult OnStrand(const std::function<void(OpDone)>& start) {
+    auto promise = std::make_shared<std::promise<OpResult>>();
+    auto future = promise->get_future();
+    net::post(stream_.get_executor(), [&start, promise] {
+      start([promise](beast::error_code ec, size_t n) { promise->set_value({ec, n}); });
+    });
+    return future.get();
+  }
+
+  // The deadline of the next operation: the route's idle bound, within its
+  // total bound. Zero when the total bound has passed.
+  std::chrono::milliseconds NextDeadline() const {
+    const auto now = SteadyClock::now();
+    if (now >= stream_deadline_) {
+      return std::chrono::milliseconds(0);
+    }
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(stream_deadline_ - now);
+    return std::min(left, route_.stream_idle);
+  }
+
+  Error StreamError(beast::error_code ec, const char* what) {
+    stream_failed_ = true;
+    if (ec == bhttp::error::body_limit) {
+      return TooLarge();
+    }
+    if (ec == beast::error::timeout) {
+      return TransportError(ErrorCode::kInvalidArgument, "request_timeout",
+                            std::string("the client was too slow ") + what);
+    }
+    if (ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message ||
+        ec == net::error::eof || ec == net::error::connection_reset ||
+        ec == net::error::broken_pipe || ec == net::error::operation_aborted) {
+      return TransportError(ErrorCode::kUnavailable, "client_gone",
+                            std::string("the client went away ") + what);
+    }
+    return TransportError(ErrorCode::kInvalidArgument, "bad_request",
+                          std::string("the request body could not be read: ") + ec.message());
+  }
+
+  Status CheckStreamOpen(const char* what) {
+    if (stream_failed_) {
+      return std::unexpected(TransportError(ErrorCode::kUnavailable, "client_gone",
+                                            std::string("the exchange has failed ") + what));
+    }
+    if (impl_->stopping.load()) {
+      stream_failed_ = true;
+      return std::unexpected(
+          TransportError(ErrorCode::kUnavailable, "shutting_down", "the broker is shutting down"));
+    }
+    if (NextDeadline().count() <= 0) {
+      stream_failed_ = true;
+      return std::unexpected(TransportError(ErrorCode::kInvalidArgument, "request_timeout",
+                                            "the transfer took longer than allowed"));
+    }
+    return OkStatus();
+  }
+
+  Result<size_t> StreamRead(char* buf, size_t max) {
+    if (stream_body_done_ || max == 0) {
+      return 0;
+    }
+    for (;;) {
+      JITBROKER_RETURN_IF_ERROR(CheckStreamOpen("while sending the body"));
+      if (expect_continue_) {
+        expect_continue_ = false;
+        static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+        auto [ec, n] = OnStrand([this](OpDone done) {
+          Lowest().expires_after(NextDeadline());
+          net::async_write(stream_, net::buffer(kContinue), std::move(done));
+        });
+        if (ec) {
+          return std::unexpected(StreamError(ec, "before sending the body"));
+        }
+      }
+      auto [ec, got] = OnStrand([this, buf, max](OpDone done) {
+        auto& body = sparser_->get().body();
+        body.data = buf;
+        body.size = max;
+        Lowest().expires_after(NextDeadline());
+        bhttp::async_read_some(stream_, buffer_, *sparser_,
+                               [this, max, done = std::move(done)](beast::error_code e, size_t) {
+                                 done(e, max - sparser_->get().body().size);
+                               });
+      });
+      if (ec == bhttp::error::need_buffer) {
+        ec = {};
+      }
+      if (ec) {
+        return std::unexpected(StreamError(ec, "while sending the body"));
+      }
+      stream_in_ += got;
+      stream_body_done_ = sparser_->is_done();
+      if (got > 0 || stream_body_done_) {
+        return got;
+      }
+    }
+  }
+
+  Status StreamWriteHead(const Response& head) {
+    if (stream_head_written_) {
+      return std::unexpected(Internal("the answer's head was already written"));
+    }
+    JITBROKER_RETURN_IF_ERROR(CheckStreamOpen("before the answer"));
+    auto [ec, n] = OnStrand([this, &head](OpDone done) {
+      sres_.emplace();
+      sres_->version(11);
+      sres_->result(static_cast<unsigned>(head.status));
+      sres_->set("X-Request-Id", head_request_id_);
+      if (!head.content_type.empty()) {
+        sres_->set(bhttp::field::content_type, head.content_type);
+      }
+      for (const auto& [k, v] : head.headers) {
+        sres_->set(k, v);
+      }
+      sres_->chunked(true);
+      sres_->keep_alive(keep_alive_ && stream_body_done_ && !impl_->stopping.load() &&
+                        served_ < impl_->opts.max_requests_per_connection);
+      sres_->body().data = nullptr;
+      sres_->body().size = 0;
+      sres_->body().more = true;
+      sser_.emplace(*sres_);
+      Lowest().expires_after(NextDeadline());
+      bhttp::async_write_header(stream_, *sser_, std::move(done));
+    });
+    if (ec) {
+      return std::unexpected(StreamError(ec, "while the answer was sent"));
+    }
+    stream_head_written_ = true;
+    stream_out_ = 0;
+    return OkStatus();
+  }
+
+  Status StreamWrite(std::string_view data) {
+    if (!stream_head_written_) {
+      return std::unexpected(Internal("the answer's head must be written first"));
+    }
+    if (data.empty()) {
+      return OkStatus();
+    }
+    JITBROKER_RETURN_IF_ERROR(CheckStreamOpen("while the answer was sent"));
+    auto [ec, n] = OnStrand([this, data](OpDone done) {
+      auto& body = sres_->body();
+      body.data = const_cast<char*>(data.data());
+      body.size = data.size();
+      body.more = true;
+      Lowest().expires_after(NextDeadline());
+      bhttp::async_write(stream_, *sser_, std::move(done));
+    });
+    if (ec == bhttp::error::need_buffer) {
+      ec = {};
+    }
+    if (ec) {
+      return std::unexpected(StreamError(ec, "while the answer was sent"));
+    }
+    stream_out_ += data.size();
+    return OkStatus();
+  }
+
   void Overloaded(const Request& req, Response& res) {
     Error e = TransportError(ErrorCode::kUnavailable, "overloaded",
                              "the broker is saturated; retry shortly");
@@ -636,6 +916,18 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  // A streaming request (DispatchStream): its parser, answer and serializer.
+  std::optional<bhttp::request_parser<bhttp::buffer_body>> sparser_;
+  std::optional<bhttp::response<bhttp::buffer_body>> sres_;
+  std::optional<bhttp::response_serializer<bhttp::buffer_body>> sser_;
+  SteadyClock::time_point stream_deadline_;
+  std::string head_request_id_;
+  std::atomic<bool> stream_body_done_{false};
+  std::atomic<bool> stream_head_written_{false};
+  std::atomic<bool> stream_failed_{false};
+  bool expect_continue_ = false;
+  size_t stream_in_ = 0;
+  size_t stream_out_ = 0;
   Request head_;
   RoutePlan route_;
   bool keep_alive_ = false;

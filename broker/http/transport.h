@@ -100,6 +100,42 @@ struct RoutePlan {
   size_t max_body_bytes = 0;    // decoded body limit of this route
   bool inline_handler = false;  // cheap and non-blocking: run on the I/O thread
   bool allow_chunked = false;   // streaming routes only
+  // A streaming route (RequestHandler::HandleStream): the body is left unread
+  // for the handler, which reads it and may write its answer piecewise
+  // through a BodyStream, in bounded memory whatever the sizes.
+  bool streaming = false;
+  bool allow_content_encoding = false;  // streaming routes: the body passes on still encoded
+  std::chrono::milliseconds stream_idle{30000};    // longest wait for one read or write
+  std::chrono::milliseconds stream_total{600000};  // the whole request and answer
+};
+
+// The body and answer of a streaming request, for the worker thread that runs
+// RequestHandler::HandleStream. Each call blocks that thread while the
+// connection's I/O thread does the work, bounded by the route's stream_idle
+// (per call) and stream_total (from the request head). An error ends the
+// exchange: the transport closes the connection once the handler returns.
+class BodyStream {
+ public:
+  virtual ~BodyStream() = default;
+  // Reads up to `max` bytes of the body (de-chunked, still content-encoded if
+  // it was); 0 once it has ended. "Expect: 100-continue" is answered by the
+  // first Read, so a handler that refuses without reading never invites the
+  // body. Errors: kPayloadTooLarge "payload_too_large" (over max_body_bytes),
+  // kInvalidArgument "request_timeout" or "bad_request", kUnavailable
+  // "client_gone" (the client closed or reset) or "shutting_down".
+  [[nodiscard]] virtual Result<size_t> Read(char* buf, size_t max) = 0;
+  // Sends the status line and fields of `head` (status, content_type,
+  // headers; its body is ignored); a chunked body follows. At most once.
+  [[nodiscard]] virtual Status WriteHead(const Response& head) = 0;
+  // Sends body bytes (after WriteHead). Errors: as Read.
+  [[nodiscard]] virtual Status Write(std::string_view data) = 0;
+  // Ends the exchange as failed: an answer already begun is cut off (the
+  // connection is reset, so the client sees a truncated body, never a
+  // complete-looking one); otherwise `response` is sent and the connection
+  // closed.
+  virtual void Abort() = 0;
+  virtual bool body_done() const = 0;     // the whole body has been read
+  virtual bool head_written() const = 0;  // WriteHead succeeded
 };
 
 class RequestHandler {
@@ -110,6 +146,11 @@ class RequestHandler {
   // not been read, the connection is closed.
   [[nodiscard]] virtual Result<RoutePlan> Plan(Request& head) = 0;
   virtual void Handle(Request& request, Response& response) = 0;
+  // A streaming route (RoutePlan::streaming). When it returns without having
+  // written a head through `body`, `response` is answered as usual (the
+  // connection then stays open only if the body was read to its end); when
+  // it has, the transport ends the chunked body. Default: 404.
+  virtual void HandleStream(Request& request, BodyStream& body, Response& response);
   // Renders an error the transport itself answers (framing, limits, load).
   virtual void RenderError(const Request& request, const Error& error, Response& response) = 0;
   // Once per answered request, after it is written (or failed to be).

@@ -266,6 +266,12 @@ nlohmann::json GrantJson(const service::GrantView& v) {
   if (!g.revocability.empty()) {
     j["revocability"] = g.revocability;
   }
+  if (g.parameters.is_object() && !g.parameters.empty()) {
+    j["parameters"] = g.parameters;  // the redacted copy, as audited
+  }
+  if (auto held = g.extra.find("held_by"); held != g.extra.end()) {
+    j["held_by"] = *held;  // "proxy": the credential is the broker's (docs/proxy.md)
+  }
   if (g.expires_at) {
     j["expires_at"] = FormatRfc3339(*g.expires_at);
   }

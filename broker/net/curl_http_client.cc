@@ -7,9 +7,11 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -136,7 +138,45 @@ struct TransferState {
   HttpResponse response;
   size_t max_body = 0;
   bool too_large = false;
+  // Streamed exchanges (HttpClient::Stream).
+  HttpStreamCallbacks* stream = nullptr;
+  bool head_sent = false;
+  std::optional<Error> callback_error;  // a callback's own failure
 };
+
+size_t OnStreamBody(char* data, size_t size, size_t count, void* user) {
+  auto* state = static_cast<TransferState*>(user);
+  const size_t n = size * count;
+  HttpStreamCallbacks& cb = *state->stream;
+  if (!state->head_sent) {
+    state->head_sent = true;
+    if (cb.on_head) {
+      Status st = cb.on_head(state->response.status, state->response.headers);
+      if (!st) {
+        state->callback_error = st.error();
+        return 0;
+      }
+    }
+  }
+  if (n > 0 && cb.on_body) {
+    Status st = cb.on_body(std::string_view(data, n));
+    if (!st) {
+      state->callback_error = st.error();
+      return 0;
+    }
+  }
+  return n;
+}
+
+size_t OnStreamRead(char* buf, size_t size, size_t count, void* user) {
+  auto* state = static_cast<TransferState*>(user);
+  Result<size_t> got = state->stream->read_body(buf, size * count);
+  if (!got) {
+    state->callback_error = got.error();
+    return CURL_READFUNC_ABORT;
+  }
+  return *got;
+}
 
 size_t OnBody(char* data, size_t size, size_t count, void* user) {
   auto* state = static_cast<TransferState*>(user);
@@ -157,6 +197,12 @@ size_t OnHeader(char* data, size_t size, size_t count, void* user) {
     // A new response begins (after 100 Continue or an interim response):
     // keep only the final response's fields.
     state->response.headers.Clear();
+    const size_t sp = line.find(' ');
+    int status = 0;
+    if (sp != std::string_view::npos && line.size() >= sp + 4) {
+      std::from_chars(line.data() + sp + 1, line.data() + sp + 4, status);
+    }
+    state->response.status = status;
     return n;
   }
   std::string_view trimmed = Trim(line);
@@ -228,6 +274,29 @@ class CurlHttpClient final : public HttpClient {
   }
 
   Result<HttpResponse> Send(const HttpRequest& request) override {
+    TransferState state;
+    state.max_body = options_.max_response_bytes;
+    JITBROKER_ASSIGN_OR_RETURN(int status, Exchange(request, state, nullptr));
+    state.response.status = status;
+    return std::move(state.response);
+  }
+
+  Result<int> Stream(const HttpRequest& request, HttpStreamCallbacks& callbacks) override {
+    TransferState state;
+    state.stream = &callbacks;
+    JITBROKER_ASSIGN_OR_RETURN(int status, Exchange(request, state, &callbacks));
+    if (!state.head_sent && callbacks.on_head) {
+      // An answer without a body.
+      JITBROKER_RETURN_IF_ERROR(callbacks.on_head(status, state.response.headers));
+    }
+    return status;
+  }
+
+ private:
+  // One exchange, buffered into `state` (stream == nullptr) or streamed
+  // through `stream`'s callbacks. Returns the final status.
+  Result<int> Exchange(const HttpRequest& request, TransferState& state,
+                       HttpStreamCallbacks* stream) {
     const std::string host = internal::HostForMessage(request.url);
     if (!StartsWithIgnoreCase(request.url, "http://") &&
         !StartsWithIgnoreCase(request.url, "https://")) {
@@ -293,12 +362,14 @@ class CurlHttpClient final : public HttpClient {
     if (!has_content_type) {
       ok = ok && headers.Append("Content-Type:");
     }
+    const bool streamed_body = stream != nullptr && static_cast<bool>(stream->read_body);
+    if (streamed_body && !stream->body_length) {
+      ok = ok && headers.Append("Transfer-Encoding: chunked");
+    }
     if (!ok) {
       return std::unexpected(Internal("HTTP client out of memory"));
     }
 
-    TransferState state;
-    state.max_body = options_.max_response_bytes;
     char error_buffer[CURL_ERROR_SIZE];
     error_buffer[0] = '\0';
 
@@ -331,26 +402,45 @@ class CurlHttpClient final : public HttpClient {
       set(curl_easy_setopt(h, CURLOPT_USERAGENT, options_.user_agent.c_str()));
     }
     set(curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers.get()));
-    set(curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &OnBody));
+    set(curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, stream != nullptr ? &OnStreamBody : &OnBody));
     set(curl_easy_setopt(h, CURLOPT_WRITEDATA, &state));
     set(curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, &OnHeader));
     set(curl_easy_setopt(h, CURLOPT_HEADERDATA, &state));
+    if (stream != nullptr && stream->idle_timeout.count() > 0) {
+      // Less than a byte a second for this long, either way: give up.
+      set(curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L));
+      set(curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME,
+                           std::max(1L, static_cast<long>(stream->idle_timeout.count() / 1000))));
+    }
 
     const std::string& method = request.method;
-    const bool send_body =
-        method == "POST" || method == "PUT" || method == "PATCH" || !request.body.empty();
-    if (method == "GET" && request.body.empty()) {
-      set(curl_easy_setopt(h, CURLOPT_HTTPGET, 1L));
-    } else if (method == "HEAD") {
-      set(curl_easy_setopt(h, CURLOPT_NOBODY, 1L));
-    } else {
-      if (send_body) {
+    if (streamed_body) {
+      set(curl_easy_setopt(h, CURLOPT_POST, 1L));
+      set(curl_easy_setopt(h, CURLOPT_READFUNCTION, &OnStreamRead));
+      set(curl_easy_setopt(h, CURLOPT_READDATA, &state));
+      if (stream->body_length) {
         set(curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
-                             static_cast<curl_off_t>(request.body.size())));
-        set(curl_easy_setopt(h, CURLOPT_POSTFIELDS, request.body.data()));
+                             static_cast<curl_off_t>(*stream->body_length)));
       }
       if (method != "POST") {
         set(curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method.c_str()));
+      }
+    } else {
+      const bool send_body =
+          method == "POST" || method == "PUT" || method == "PATCH" || !request.body.empty();
+      if (method == "GET" && request.body.empty()) {
+        set(curl_easy_setopt(h, CURLOPT_HTTPGET, 1L));
+      } else if (method == "HEAD") {
+        set(curl_easy_setopt(h, CURLOPT_NOBODY, 1L));
+      } else {
+        if (send_body) {
+          set(curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
+                               static_cast<curl_off_t>(request.body.size())));
+          set(curl_easy_setopt(h, CURLOPT_POSTFIELDS, request.body.data()));
+        }
+        if (method != "POST") {
+          set(curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method.c_str()));
+        }
       }
     }
     if (rc != CURLE_OK) {
@@ -359,6 +449,11 @@ class CurlHttpClient final : public HttpClient {
 
     rc = curl_easy_perform(h);
     if (rc != CURLE_OK) {
+      if (state.callback_error) {
+        // A callback of the caller's failed (its client went away, say):
+        // that, not the transfer, is what went wrong.
+        return std::unexpected(std::move(*state.callback_error));
+      }
       std::string detail =
           error_buffer[0] != '\0' ? std::string(error_buffer) : std::string(curl_easy_strerror(rc));
       if (state.too_large) {
@@ -380,11 +475,8 @@ class CurlHttpClient final : public HttpClient {
       return std::unexpected(
           Unavailable("upstream_unavailable", "cannot reach " + host, "no HTTP status"));
     }
-    state.response.status = static_cast<int>(status);
-    return std::move(state.response);
+    return static_cast<int>(status);
   }
-
- private:
   // An easy handle borrowed from the pool for one Send(); returned reset (its
   // options, which point at this call's buffers, are cleared; its
   // connections stay open) or cleaned up when the pool is full.

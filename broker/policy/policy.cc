@@ -574,8 +574,12 @@ Tier ClassifyTier(const GrantRequest& req, const std::vector<std::string>& scope
     if (op == "read" || op == "list" || op == "get" || op == "describe") {
       tier = Tier::kRead;
       best_rule = "operation:" + op;
-    } else if (op == "merge" || op == "deploy") {
+    } else if (op == "merge" || op == "deploy" || op == "push_protected") {
       tier = Tier::kMergeDeploy;
+      best_rule = "operation:" + op;
+    } else if (op == "delete_ref" || op == "rewrite_tag" || op == "force_push") {
+      // The proxy's git.push operations that lose history (docs/proxy.md).
+      tier = Tier::kDestructive;
       best_rule = "operation:" + op;
     } else {
       tier = policy.default_tier;

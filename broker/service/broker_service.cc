@@ -80,6 +80,16 @@ std::vector<RevocationOutcome> BrokerService::RevokeGrants(std::vector<GrantReco
   return outcomes;
 }
 
+std::vector<BrokerService::ProxyRoute> BrokerService::ProxyRoutes() const {
+  std::vector<ProxyRoute> out;
+  for (const auto& [name, issuer] : issuers_) {
+    for (const auto& up : issuer->Describe().proxy_upstreams) {
+      out.push_back(ProxyRoute{name, up});
+    }
+  }
+  return out;
+}
+
 Issuer* BrokerService::FindIssuer(std::string_view name) const {
   auto it = issuers_.find(name);
   return it == issuers_.end() ? nullptr : it->second.get();

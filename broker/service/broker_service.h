@@ -51,6 +51,10 @@ struct CallContext {
   std::string request_id;         // always the server's own (req_…)
   std::string client_request_id;  // the client's X-Request-Id if valid, else empty; audited apart
   authn::Caller caller;
+  // The broker's proxy asks on the session's behalf (docs/proxy.md): the
+  // grants it makes are held by the broker (extra.held_by "proxy"), their
+  // credentials never reach the agent, and only the proxy collects them.
+  bool via_proxy = false;
 };
 
 // What one lifecycle pass did (for logs, metrics and tests).
@@ -138,6 +142,21 @@ class BrokerService {
                                               EndSessionInput in, bool revoke);
   [[nodiscard]] Result<GrantResponse> RequestGrant(const CallContext& ctx,
                                                    const std::string& session_id, GrantRequest req);
+  // A grant the proxy asks for on the session's behalf (ctx.via_proxy): as
+  // RequestGrant, except that a proxy grant of this session for exactly this
+  // request (same request digest) that is approved is collected, and one
+  // still pending is answered as it is, instead of asking again — so an
+  // agent that repeats a push after its approval gets that approval's grant.
+  [[nodiscard]] Result<GrantResponse> RequestProxyGrant(const CallContext& ctx,
+                                                        const std::string& session_id,
+                                                        GrantRequest req);
+  // The proxy upstreams the configured issuers declare
+  // (IssuerDescription::proxy_upstreams), each with its issuer's name.
+  struct ProxyRoute {
+    std::string issuer;
+    IssuerDescription::ProxyUpstream upstream;
+  };
+  std::vector<ProxyRoute> ProxyRoutes() const;
   // At shutdown: every long poll (GetGrant with wait) answers now with the
   // grant as it is, and later ones do not wait, so the listener drains at
   // once instead of after the longest poll (docs/architecture.md).

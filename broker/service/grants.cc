@@ -19,6 +19,7 @@
 
 namespace jitbroker::service {
 
+using internal::HeldByProxy;
 using internal::SessionEnded;
 
 Status BrokerService::CheckGrantRate(const SessionRecord& s) {
@@ -61,6 +62,12 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
     return std::unexpected(
         InvalidArgument("unknown_issuer", "issuer \"" + req.issuer + "\" is not configured"));
   }
+  if (issuer->Describe().proxy_only && !ctx.via_proxy) {
+    return std::unexpected(PermissionDenied(
+        "proxy_only", "issuer \"" + req.issuer +
+                          "\" hands its credentials only to the broker's proxy: use git and the "
+                          "GitHub API through the broker (docs/proxy.md)"));
+  }
 
   std::shared_lock lock(LockFor(session_id));
   JITBROKER_ASSIGN_OR_RETURN(SessionRecord s,
@@ -96,6 +103,9 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
   const Decision& d = decided.decision;
   const TimePoint now = clock_->Now();
   GrantRecord g = NewGrantRecord(grant_id, s, req, *issuer, decided, now);
+  if (ctx.via_proxy) {
+    g.extra["held_by"] = "proxy";
+  }
   std::optional<lifecycle::AnomalyTrigger>& trigger = decided.anomaly;
   std::optional<PendingRefusal>& pending_refusal = decided.pending_refusal;
 
@@ -253,7 +263,10 @@ Result<GrantView> BrokerService::GetGrant(const CallContext& ctx, const std::str
   }
   // An approved grant is minted when its agent collects it: the TTL starts
   // now, and the credential is returned exactly once.
-  if (g->state == GrantState::kApproved && ctx.caller.IsSession()) {
+  // A proxy grant is collected by the proxy only (its credential must never
+  // reach the agent), and the proxy collects nothing else.
+  if (g->state == GrantState::kApproved && ctx.caller.IsSession() &&
+      HeldByProxy(*g) == ctx.via_proxy) {
     std::unique_lock exclusive(LockFor(g->session_id));
     JITBROKER_ASSIGN_OR_RETURN(auto fresh, store_->GetGrant(id));
     JITBROKER_ASSIGN_OR_RETURN(auto session, store_->GetSession(g->session_id));
@@ -272,6 +285,44 @@ Result<GrantView> BrokerService::GetGrant(const CallContext& ctx, const std::str
     }
   }
   return GrantView{std::move(*g), clock_->Now(), std::nullopt};
+}
+
+Result<GrantResponse> BrokerService::RequestProxyGrant(const CallContext& ctx,
+                                                       const std::string& session_id,
+                                                       GrantRequest req) {
+  if (!ctx.via_proxy) {
+    return std::unexpected(Internal("a proxy grant asked for outside the proxy"));
+  }
+  JITBROKER_RETURN_IF_ERROR(CheckCaller(ctx, BodyCall::kRequestGrant));
+  {
+    std::shared_lock lock(LockFor(session_id));
+    JITBROKER_ASSIGN_OR_RETURN(SessionRecord s,
+                               LoadAuthorized(ctx, session_id, Access{.session_token = true}));
+    (void)s;
+  }
+  const std::string digest = RequestDigest(session_id, req);
+  JITBROKER_ASSIGN_OR_RETURN(std::vector<GrantRecord> grants, store_->ListGrants(session_id));
+  const TimePoint now = clock_->Now();
+  for (auto it = grants.rbegin(); it != grants.rend(); ++it) {
+    if (!HeldByProxy(*it) || it->request_digest != digest) {
+      continue;
+    }
+    if (it->state == GrantState::kPending && it->expires_at && *it->expires_at > now) {
+      return GrantResponse{GrantOutcome::kPending, GrantView{*it, now, std::nullopt}};
+    }
+    if (it->state == GrantState::kApproved) {
+      JITBROKER_ASSIGN_OR_RETURN(GrantView v, GetGrant(ctx, it->id));
+      GrantOutcome outcome = GrantOutcome::kPending;
+      if (v.credential) {
+        outcome = GrantOutcome::kIssued;
+      } else if (v.grant.state == GrantState::kDenied || v.grant.state == GrantState::kFailed ||
+                 v.grant.state == GrantState::kExpired) {
+        outcome = GrantOutcome::kDenied;
+      }
+      return GrantResponse{outcome, std::move(v)};
+    }
+  }
+  return RequestGrant(ctx, session_id, std::move(req));
 }
 
 Result<GrantRevocation> BrokerService::RevokeGrant(const CallContext& ctx, const std::string& id) {

@@ -28,4 +28,11 @@ inline Error SessionEnded(const SessionRecord& s) {
                             "session " + s.id + " is " + state + "; it accepts no further calls");
 }
 
+// A grant the broker's proxy holds (CallContext::via_proxy): its credential
+// is the proxy's alone.
+inline bool HeldByProxy(const GrantRecord& g) {
+  auto it = g.extra.find("held_by");
+  return it != g.extra.end() && it->is_string() && it->get_ref<const std::string&>() == "proxy";
+}
+
 }  // namespace jitbroker::service::internal

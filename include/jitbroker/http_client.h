@@ -23,6 +23,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -97,11 +98,34 @@ struct HttpResponse {
   std::string body;
 };
 
+// A streamed exchange (HttpClient::Stream): the request body is pulled from
+// `read_body` and the answer pushed to `on_head` and `on_body` as it
+// arrives, so neither is ever held whole. A callback's Error aborts the
+// exchange, and Stream returns that Error as it is (so the caller can tell
+// its own client's failure from the upstream's).
+struct HttpStreamCallbacks {
+  // Fills up to `max` bytes of the request body; 0 = its end. Empty: no body
+  // (HttpRequest::body is then sent as Send would).
+  std::function<Result<size_t>(char* buf, size_t max)> read_body;
+  std::optional<int64_t> body_length;  // with read_body: its length; nullopt = chunked
+  // The final answer's status and fields, once, before its first body byte.
+  std::function<Status(int status, const HttpHeaders& headers)> on_head;
+  std::function<Status(std::string_view data)> on_body;
+  // Less than a byte a second for this long, either way: the exchange fails
+  // (kUnavailable "upstream_timeout"). HttpRequest::timeout bounds the whole.
+  std::chrono::milliseconds idle_timeout{30000};
+};
+
 class HttpClient {
  public:
   virtual ~HttpClient() = default;
   // Performs one exchange. See the file comment for the error contract.
   [[nodiscard]] virtual Result<HttpResponse> Send(const HttpRequest& request) = 0;
+  // Performs one exchange streamed through `callbacks`; returns the final
+  // status. Errors: as Send, and a callback's own. Default: unsupported
+  // (kUnimplemented "streaming_unsupported").
+  [[nodiscard]] virtual Result<int> Stream(const HttpRequest& request,
+                                           HttpStreamCallbacks& callbacks);
 };
 
 }  // namespace jitbroker

@@ -65,6 +65,17 @@ struct IssuerDescription {
   // A principal's identity under a key no configured issuer uses is a
   // configuration error (a typo would silently skip a rights check).
   std::string identity_key;
+  // Upstreams the broker's proxy forwards agents' requests to with this
+  // issuer's credentials, which the agent then never holds (docs/proxy.md).
+  struct ProxyUpstream {
+    std::string kind;      // "git" (smart HTTP) or "github_api" (REST)
+    std::string host;      // how proxy URLs name it: /git/HOST/…, "github.com", "127.0.0.1:3000"
+    std::string base_url;  // where the requests go, without a trailing '/'
+  };
+  std::vector<ProxyUpstream> proxy_upstreams;
+  // This issuer's credentials reach only the proxy: an agent's own grant
+  // request for one is refused (kPermissionDenied "proxy_only").
+  bool proxy_only = false;
 };
 
 struct MintRequest {

@@ -68,6 +68,9 @@ struct Options {
   std::string app_label;   // for audit: "Iv23…" or "app_id:123"
   std::unique_ptr<crypto::SigningKey> key;
   ApiOptions api;
+  // Where git smart HTTP is served ("https://github.com"), for the proxy.
+  std::string git_url;
+  bool proxy_only = false;
   std::optional<int64_t> installation_id;
   std::optional<std::string> installation_owner;  // lower-case login
   std::map<std::string, int64_t> repository_ids;  // lower-case "owner/repo" -> id
@@ -155,6 +158,14 @@ class GitHubSpec final : public IssuerSpec {
     desc_.max_ttl_seconds = o.max_ttl_seconds;
     desc_.default_ttl_seconds = std::min(o.default_ttl_seconds, o.max_ttl_seconds);
     desc_.identity_key = o.identity_key;
+    desc_.proxy_only = o.proxy_only;
+    desc_.proxy_upstreams = {{"git", UrlAuthority(o.git_url), o.git_url},
+                             {"github_api", UrlAuthority(o.api.base_url), o.api.base_url}};
+  }
+
+  static std::string UrlAuthority(const std::string& url) {
+    auto parsed = net::ParseUrl(url, net::UrlPolicy::GitHubBaseUrl(true));
+    return parsed ? parsed->Authority() : std::string();
   }
 
   const IssuerDescription& Describe() const override { return desc_; }
@@ -983,6 +994,33 @@ Result<Options> ParseOptions(IssuerContext& ctx) {
     o.api.base_url.pop_back();
   }
   JITBROKER_RETURN_IF_ERROR(CheckBaseUrl(s, o.api.base_url, allow_http.value_or(false)));
+  // git is served at the web host: github.com for api.github.com, the same
+  // host for GitHub Enterprise Server's https://HOST/api/v3.
+  JITBROKER_ASSIGN_OR_RETURN(auto git_url, s.OptString("git_url"));
+  if (git_url) {
+    o.git_url = *git_url;
+    while (o.git_url.ends_with('/')) {
+      o.git_url.pop_back();
+    }
+    Result<net::Url> parsed =
+        net::ParseUrl(o.git_url, net::UrlPolicy::GitHubBaseUrl(allow_http.value_or(false)));
+    if (!parsed) {
+      return std::unexpected(
+          s.Err("git_url",
+                "must be an https:// URL such as https://github.com (http:// only with "
+                "allow_http: true and a loopback host), without user:password@, query or "
+                "fragment; this one " +
+                    parsed.error().message));
+    }
+  } else if (o.api.base_url == "https://api.github.com") {
+    o.git_url = "https://github.com";
+  } else if (o.api.base_url.ends_with("/api/v3")) {
+    o.git_url = o.api.base_url.substr(0, o.api.base_url.size() - 7);
+  } else {
+    o.git_url = o.api.base_url;
+  }
+  JITBROKER_ASSIGN_OR_RETURN(auto proxy_only, s.OptBool("proxy_only"));
+  o.proxy_only = proxy_only.value_or(false);
 
   JITBROKER_ASSIGN_OR_RETURN(auto api_version, s.OptString("api_version"));
   if (api_version) {

@@ -1,0 +1,768 @@
+#include "broker/http/git_proxy.h"
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "broker/authn/authn.h"
+#include "broker/common/log.h"
+#include "broker/common/text.h"
+#include "broker/crypto/crypto.h"
+#include "broker/proxy/git_protocol.h"
+
+namespace jitbroker::http {
+
+namespace git = proxy::git;
+
+namespace {
+
+constexpr size_t kChunk = 64 * 1024;
+// The command section of one push (inflated), and what may be read of the
+// body to find it: far above what max_refs_per_push commands take.
+constexpr size_t kMaxCommandBytes = 1 << 20;
+// Cached read tokens and default branches at most (oldest dropped first).
+constexpr size_t kMaxCacheEntries = 10000;
+// A cached read token is used only while it has at least this long to live.
+constexpr Seconds kTokenMargin{60};
+constexpr Seconds kDefaultBranchTtl{300};
+constexpr std::chrono::seconds kConnectTimeout{10};
+
+enum class Action { kAdvertiseUpload, kUploadPack, kAdvertiseReceive, kReceivePack };
+
+struct Target {
+  std::string host;
+  std::string owner;  // lower case
+  std::string repo;   // lower case, without ".git"
+  Action action = Action::kAdvertiseUpload;
+  std::string issuer;
+  std::string base_url;
+
+  std::string resource() const { return "github://" + owner + "/" + repo; }
+  std::string repo_url() const { return base_url + "/" + owner + "/" + repo + ".git"; }
+  std::string key() const { return issuer + "\n" + owner + "/" + repo; }
+};
+
+// GitHub's owner and repository alphabet; "." and ".." are not names.
+bool IsNameSegment(std::string_view s) {
+  if (s.empty() || s.size() > 100 || s == "." || s == "..") {
+    return false;
+  }
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.';
+  });
+}
+
+bool IEquals(std::string_view a, std::string_view b) { return HttpHeaders::EqualsIgnoreCase(a, b); }
+
+std::string MediaTypeOf(std::string_view v) {
+  std::string_view m = v.substr(0, v.find(';'));
+  while (!m.empty() && (m.back() == ' ' || m.back() == '\t')) {
+    m.remove_suffix(1);
+  }
+  return text::AsciiLower(m);
+}
+
+// Glob over a branch name: '*' matches any run of characters but '/'.
+bool BranchGlob(std::string_view pattern, std::string_view name) {
+  if (pattern.empty()) {
+    return name.empty();
+  }
+  if (pattern.front() == '*') {
+    for (size_t i = 0; i <= name.size(); ++i) {
+      if (BranchGlob(pattern.substr(1), name.substr(i))) {
+        return true;
+      }
+      if (i < name.size() && name[i] == '/') {
+        break;
+      }
+    }
+    return false;
+  }
+  return !name.empty() && pattern.front() == name.front() &&
+         BranchGlob(pattern.substr(1), name.substr(1));
+}
+
+Error Problem(ErrorCode code, std::string reason, std::string message) {
+  Error e;
+  e.code = code;
+  e.reason = std::move(reason);
+  e.message = std::move(message);
+  return e;
+}
+
+}  // namespace
+
+struct GitProxy::Impl {
+  service::BrokerService* service;
+  HttpClient* http;
+  config::ProxyConfig cfg;
+  int max_transfers;
+  RenderErrorFn render_error;
+  std::vector<service::BrokerService::ProxyRoute> routes;  // kind "git"
+  std::shared_ptr<spdlog::logger> log = log::Get("proxy");
+  std::atomic<int> active{0};
+
+  struct CachedToken {
+    std::string grant_id;
+    std::shared_ptr<const SecretValue> token;
+    TimePoint expires_at;
+  };
+  struct CachedBranch {
+    std::optional<std::string> head_target;
+    std::chrono::steady_clock::time_point fetched_at;
+  };
+  std::mutex mu;
+  std::map<std::string, CachedToken> tokens;     // session \n issuer \n owner/repo; guarded by mu
+  std::map<std::string, CachedBranch> branches;  // issuer \n owner/repo; guarded by mu
+
+  // ---- requests
+
+  std::optional<Target> ParseTarget(const Request& req) const {
+    std::string_view path = req.path();
+    if (!path.starts_with("/git/")) {
+      return std::nullopt;
+    }
+    std::vector<std::string_view> segs;
+    std::string_view rest = path.substr(5);
+    while (!rest.empty()) {
+      const size_t slash = rest.find('/');
+      segs.push_back(rest.substr(0, slash));
+      if (slash == std::string_view::npos) {
+        break;
+      }
+      rest.remove_prefix(slash + 1);
+      if (rest.empty()) {
+        segs.emplace_back();
+      }
+    }
+    if (segs.size() < 4) {
+      return std::nullopt;
+    }
+    Target t;
+    std::string_view repo = segs[2];
+    if (!repo.ends_with(".git")) {
+      return std::nullopt;
+    }
+    repo.remove_suffix(4);
+    if (!IsNameSegment(segs[1]) || !IsNameSegment(repo)) {
+      return std::nullopt;
+    }
+    if (segs.size() == 5 && segs[3] == "info" && segs[4] == "refs") {
+      const std::string_view q = req.query();
+      if (q == "service=git-upload-pack") {
+        t.action = Action::kAdvertiseUpload;
+      } else if (q == "service=git-receive-pack") {
+        t.action = Action::kAdvertiseReceive;
+      } else {
+        return std::nullopt;  // the dumb protocol is not served
+      }
+    } else if (segs.size() == 4 && segs[3] == "git-upload-pack" && !req.has_query()) {
+      t.action = Action::kUploadPack;
+    } else if (segs.size() == 4 && segs[3] == "git-receive-pack" && !req.has_query()) {
+      t.action = Action::kReceivePack;
+    } else {
+      return std::nullopt;
+    }
+    for (const auto& r : routes) {
+      if (IEquals(r.upstream.host, segs[0])) {
+        t.host = r.upstream.host;
+        t.issuer = r.issuer;
+        t.base_url = r.upstream.base_url;
+        break;
+      }
+    }
+    if (t.issuer.empty()) {
+      return std::nullopt;
+    }
+    t.owner = text::AsciiLower(segs[1]);
+    t.repo = text::AsciiLower(repo);
+    return t;
+  }
+
+  // Errors for git: text/plain, which git prints as "remote: …" lines
+  // (other clients get the problem document).
+  void Fail(const Request& req, const Error& e, Response& res) const {
+    render_error(req, e, res);
+    if (req.Header("User-Agent").starts_with("git/")) {
+      res.content_type = "text/plain; charset=utf-8";
+      res.body = "jitbroker: " + e.message + " [" + std::string(e.Reason()) + "]\n";
+    }
+    if (e.code == ErrorCode::kUnauthenticated) {
+      res.SetHeader("WWW-Authenticate", "Basic realm=\"jitbroker\", charset=\"UTF-8\"");
+    }
+    if (e.code == ErrorCode::kInternal || e.code == ErrorCode::kUnavailable) {
+      log->warn("event=proxy_failed request_id={} error={}", req.request_id,
+                log::Quoted(e.ToString()));
+    }
+  }
+
+  // The session behind HTTP Basic (user = session id, password = session
+  // token) or a Bearer session token. The token itself is verified against
+  // the store by the service calls that follow.
+  Result<authn::Caller> Authenticate(const Request& req) const {
+    const std::string_view authz = req.Header("Authorization");
+    if (authz.empty()) {
+      return std::unexpected(Problem(ErrorCode::kUnauthenticated, "missing_credentials",
+                                     "git must authenticate with the session: set "
+                                     "credential.helper to \"jitctl git-credential\""));
+    }
+    if (authz.size() > 6 && IEquals(authz.substr(0, 6), "Basic ")) {
+      Result<std::string> decoded = crypto::Base64Decode(authz.substr(6));
+      if (!decoded) {
+        return std::unexpected(Problem(ErrorCode::kUnauthenticated, "malformed_authorization",
+                                       "the Basic credentials are not base64"));
+      }
+      SecretValue pair(std::move(*decoded));
+      const std::string_view v = pair.Reveal();
+      const size_t colon = v.find(':');
+      if (colon == std::string_view::npos) {
+        return std::unexpected(Problem(ErrorCode::kUnauthenticated, "malformed_authorization",
+                                       "the Basic credentials are not user:password"));
+      }
+      const std::string user(v.substr(0, colon));
+      JITBROKER_ASSIGN_OR_RETURN(
+          authn::Caller c,
+          authn::Identify(SecretValue(std::string(v.substr(colon + 1))), service->policy()));
+      if (!c.IsSession() || c.session_id != user) {
+        return std::unexpected(Problem(ErrorCode::kUnauthenticated, "invalid_credentials",
+                                       "the user name must be the session id and the password "
+                                       "its session token"));
+      }
+      return c;
+    }
+    JITBROKER_ASSIGN_OR_RETURN(authn::Caller c, service->Authenticate(authz));
+    if (!c.IsSession()) {
+      return std::unexpected(Problem(ErrorCode::kPermissionDenied, "session_token_required",
+                                     "git goes through the broker with a session, not an API key"));
+    }
+    return c;
+  }
+
+  // ---- tokens
+
+  // An installation token for reading target's repository, held by the
+  // broker: a `git.fetch` grant's, reused while that grant is active.
+  Result<std::shared_ptr<const SecretValue>> ReadToken(const service::CallContext& ctx,
+                                                       const Target& t) {
+    const std::string key = ctx.caller.session_id + "\n" + t.key();
+    std::optional<CachedToken> cached;
+    {
+      std::lock_guard lock(mu);
+      auto it = tokens.find(key);
+      if (it != tokens.end()) {
+        cached = it->second;
+      }
+    }
+    if (cached) {
+      // Still this session's, still active (a revoked session or grant, or
+      // a wrong session token, ends the reuse here).
+      auto view = service->GetGrant(ctx, cached->grant_id);
+      if (!view) {
+        return std::unexpected(view.error());
+      }
+      if (view->grant.state == GrantState::kActive &&
+          cached->expires_at > view->now + kTokenMargin &&
+          (!view->grant.expires_at || *view->grant.expires_at > view->now + kTokenMargin)) {
+        return cached->token;
+      }
+    }
+    GrantRequest gr;
+    gr.tool = "git.fetch";
+    gr.operation = "read";
+    gr.resource = t.resource();
+    gr.issuer = t.issuer;
+    gr.scope = {{"permissions", {{"contents", "read"}}}};
+    gr.ttl_seconds = cfg.read_token_ttl_seconds;
+    gr.justification = "git fetch through the broker";
+    JITBROKER_ASSIGN_OR_RETURN(service::GrantResponse out,
+                               service->RequestProxyGrant(ctx, ctx.caller.session_id, gr));
+    if (out.outcome == service::GrantOutcome::kDenied) {
+      return std::unexpected(Problem(
+          ErrorCode::kPermissionDenied, "grant_denied",
+          "reading " + t.owner + "/" + t.repo + " was denied (grant " + out.grant.grant.id +
+              "): " + out.grant.grant.decision.value("reason", std::string("denied by policy"))));
+    }
+    if (out.outcome == service::GrantOutcome::kPending || !out.grant.credential) {
+      return std::unexpected(Problem(ErrorCode::kPermissionDenied, "approval_required",
+                                     "reading " + t.owner + "/" + t.repo +
+                                         " waits for an approval (" + out.grant.grant.approval_id +
+                                         "); fetch again once it is approved"));
+    }
+    auto token = std::make_shared<const SecretValue>(TokenOf(*out.grant.credential));
+    CachedToken entry{out.grant.grant.id, token, out.grant.credential->expires_at};
+    {
+      std::lock_guard lock(mu);
+      if (tokens.size() >= kMaxCacheEntries) {
+        tokens.erase(tokens.begin());
+      }
+      tokens[key] = std::move(entry);
+    }
+    return token;
+  }
+
+  static SecretValue TokenOf(const service::IssuedCredential& c) {
+    for (const auto& [name, value] : c.secrets) {
+      if (name == "token") {
+        return value.Clone();
+      }
+    }
+    return SecretValue();
+  }
+
+  // "Authorization: Basic base64(x-access-token:TOKEN)", as git hosts take
+  // installation tokens.
+  static void SetUpstreamAuth(HttpRequest& up, const SecretValue& token) {
+    std::string pair = "x-access-token:";
+    pair.append(token.Reveal());
+    up.authorization_scheme = "Basic";
+    up.bearer = SecretValue(crypto::Base64Encode(pair));
+    SecureWipe(pair.data(), pair.size());
+  }
+
+  // ---- forwarding
+
+  // Forwards req to `url` with `token`, streaming its body (after `prefix`,
+  // bytes of it already read) and the upstream's answer.
+  void Forward(const Request& req, const Target& t, const std::string& url,
+               const SecretValue& token, std::string_view prefix, BodyStream& body, Response& res) {
+    HttpRequest up;
+    up.method = req.method;
+    up.url = url;
+    SetUpstreamAuth(up, token);
+    up.timeout = std::chrono::seconds(cfg.max_transfer_seconds);
+    up.connect_timeout = kConnectTimeout;
+    for (std::string_view name :
+         {"Content-Type", "Content-Encoding", "Accept", "Accept-Encoding", "Git-Protocol"}) {
+      std::string_view v = req.Header(name);
+      if (!v.empty()) {
+        up.headers.emplace_back(std::string(name), std::string(v));
+      }
+    }
+    if (std::string_view ua = req.Header("User-Agent"); ua.starts_with("git/")) {
+      up.headers.emplace_back("User-Agent", std::string(ua) + " jitbroker");
+    }
+    HttpStreamCallbacks cb;
+    cb.idle_timeout = std::chrono::seconds(cfg.idle_timeout_seconds);
+    size_t prefix_pos = 0;
+    if (req.method == "POST") {
+      cb.read_body = [&](char* buf, size_t max) -> Result<size_t> {
+        if (prefix_pos < prefix.size()) {
+          const size_t n = std::min(max, prefix.size() - prefix_pos);
+          std::copy_n(prefix.data() + prefix_pos, n, buf);
+          prefix_pos += n;
+          return n;
+        }
+        return body.Read(buf, max);
+      };
+      if (std::string_view cl = req.Header("Content-Length"); !cl.empty()) {
+        int64_t n = 0;
+        auto [p, ec] = std::from_chars(cl.data(), cl.data() + cl.size(), n);
+        if (ec == std::errc() && p == cl.data() + cl.size()) {
+          cb.body_length = n;
+        }
+      }
+    }
+    bool refused = false;
+    int upstream_status = 0;
+    cb.on_head = [&](int status, const HttpHeaders& h) -> Status {
+      upstream_status = status;
+      if (status == 401 || status == 407) {
+        refused = true;  // never let git ask its user for GitHub credentials
+        return OkStatus();
+      }
+      Response head;
+      head.status = status;
+      head.content_type = std::string(h.Get("Content-Type").value_or(""));
+      for (std::string_view name : {"Cache-Control", "Expires", "Pragma", "Content-Encoding"}) {
+        if (auto v = h.Get(name)) {
+          head.headers.emplace_back(std::string(name), std::string(*v));
+        }
+      }
+      return body.WriteHead(head);
+    };
+    cb.on_body = [&](std::string_view data) -> Status {
+      return refused ? OkStatus() : body.Write(data);
+    };
+    Result<int> st = http->Stream(up, cb);
+    if (!st) {
+      if (body.head_written()) {
+        log->warn("event=proxy_cut_off request_id={} repo={} error={}", req.request_id,
+                  log::Quoted(t.owner + "/" + t.repo), log::Quoted(st.error().ToString()));
+        body.Abort();
+        return;
+      }
+      body.Abort();
+      return Fail(req, st.error(), res);
+    }
+    if (refused) {
+      return Fail(req,
+                  Problem(ErrorCode::kUnavailable, "upstream_refused",
+                          "the upstream refused the broker's token for " + t.owner + "/" + t.repo +
+                              " (HTTP " + std::to_string(upstream_status) + ")"),
+                  res);
+    }
+  }
+
+  // The upstream's upload-pack ref advertisement (protocol v0), read with
+  // the broker's read token.
+  Result<git::Advertisement> UpstreamAdvertisement(const service::CallContext& ctx,
+                                                   const Target& t) {
+    JITBROKER_ASSIGN_OR_RETURN(auto token, ReadToken(ctx, t));
+    HttpRequest up;
+    up.method = "GET";
+    up.url = t.repo_url() + "/info/refs?service=git-upload-pack";
+    SetUpstreamAuth(up, *token);
+    up.headers.emplace_back("Accept", "*/*");
+    up.timeout = std::chrono::seconds(std::min<int64_t>(cfg.max_transfer_seconds, 120));
+    up.connect_timeout = kConnectTimeout;
+    JITBROKER_ASSIGN_OR_RETURN(HttpResponse r, http->Send(up));
+    if (r.status == 404) {
+      return std::unexpected(NotFound("repository_not_found",
+                                      "the upstream has no repository " + t.owner + "/" + t.repo));
+    }
+    if (r.status != 200) {
+      return std::unexpected(Problem(ErrorCode::kUnavailable, "upstream_error",
+                                     "the upstream answered HTTP " + std::to_string(r.status) +
+                                         " for the refs of " + t.owner + "/" + t.repo));
+    }
+    JITBROKER_ASSIGN_OR_RETURN(git::Advertisement adv, git::ParseUploadPackAdvertisement(r.body));
+    std::lock_guard lock(mu);
+    if (branches.size() >= kMaxCacheEntries) {
+      branches.erase(branches.begin());
+    }
+    branches[t.key()] = CachedBranch{adv.head_target, std::chrono::steady_clock::now()};
+    return adv;
+  }
+
+  // Where the upstream's HEAD points ("refs/heads/main"), if it says.
+  Result<std::optional<std::string>> DefaultBranch(const service::CallContext& ctx,
+                                                   const Target& t) {
+    {
+      std::lock_guard lock(mu);
+      auto it = branches.find(t.key());
+      if (it != branches.end() &&
+          std::chrono::steady_clock::now() - it->second.fetched_at < kDefaultBranchTtl) {
+        return it->second.head_target;
+      }
+    }
+    JITBROKER_ASSIGN_OR_RETURN(git::Advertisement adv, UpstreamAdvertisement(ctx, t));
+    return adv.head_target;
+  }
+
+  // ---- actions
+
+  void AdvertiseReceive(const Request& req, const service::CallContext& ctx, const Target& t,
+                        Response& res) {
+    auto adv = UpstreamAdvertisement(ctx, t);
+    if (!adv) {
+      return Fail(req, adv.error(), res);
+    }
+    res.status = 200;
+    res.content_type = "application/x-git-receive-pack-advertisement";
+    res.SetHeader("Cache-Control", "no-cache, max-age=0, must-revalidate");
+    res.body = git::ReceivePackAdvertisement(*adv);
+  }
+
+  struct RefDecision {
+    const git::RefUpdate* update = nullptr;
+    std::string grant_id;
+    std::optional<SecretValue> token;  // allowed and minted
+    std::string reason;                // why not, for git's "ng" line
+    std::string approval_id;
+  };
+
+  // The grant request of one ref update (docs/proxy.md, "How a push is
+  // decided"). Deterministic: repeating the same update after an approval
+  // gives the same request digest.
+  GrantRequest PushRequest(const Target& t, const git::RefUpdate& u,
+                           const std::optional<std::string>& head_target) const {
+    GrantRequest gr;
+    gr.tool = "git.push";
+    gr.resource = t.resource();
+    gr.issuer = t.issuer;
+    gr.scope = {{"permissions", {{"contents", "write"}}}};
+    gr.ttl_seconds = std::min<int64_t>(cfg.max_transfer_seconds, 3600);
+    gr.justification = "git push through the broker";
+    nlohmann::json p = {{"ref", u.ref},
+                        {"old", u.old_id},
+                        {"new", u.new_id},
+                        {"create", u.create()},
+                        {"delete", u.remove()}};
+    bool is_protected = false;
+    bool tag = false;
+    if (u.ref.starts_with("refs/heads/")) {
+      const std::string branch = u.ref.substr(11);
+      p["branch"] = branch;
+      is_protected = std::any_of(cfg.protected_branches.begin(), cfg.protected_branches.end(),
+                                 [&](const std::string& g) { return BranchGlob(g, branch); });
+      if (cfg.default_branch_protected && head_target && *head_target == u.ref) {
+        is_protected = true;
+        p["default_branch"] = true;
+      }
+    } else if (u.ref.starts_with("refs/tags/")) {
+      p["tag"] = u.ref.substr(10);
+      tag = true;
+    }
+    if (u.remove()) {
+      gr.operation = "delete_ref";
+    } else if (tag && !u.create()) {
+      gr.operation = "rewrite_tag";
+    } else if (is_protected) {
+      gr.operation = "push_protected";
+    } else {
+      gr.operation = "push";
+    }
+    gr.parameters = std::move(p);
+    return gr;
+  }
+
+  void ReceivePack(const Request& req, const service::CallContext& ctx, const Target& t,
+                   BodyStream& body, Response& res) {
+    if (MediaTypeOf(req.Header("Content-Type")) != "application/x-git-receive-pack-request") {
+      return Fail(req,
+                  Problem(ErrorCode::kUnsupportedMediaType, "unsupported_media_type",
+                          "a push must be application/x-git-receive-pack-request"),
+                  res);
+    }
+    const std::string_view encoding = req.Header("Content-Encoding");
+    const bool gzip = IEquals(encoding, "gzip") || IEquals(encoding, "x-gzip");
+    if (!gzip && !encoding.empty() && !IEquals(encoding, "identity")) {
+      return Fail(req,
+                  Problem(ErrorCode::kUnsupportedMediaType, "unsupported_content_encoding",
+                          "a push body may be gzip-encoded or not encoded"),
+                  res);
+    }
+    // 1. The commands, before the pack.
+    std::string raw;
+    std::string plain;
+    std::optional<git::GzipInflater> inflater;
+    if (gzip) {
+      inflater.emplace(kMaxCommandBytes);
+    }
+    std::optional<git::PushCommands> cmds;
+    std::vector<char> buf(kChunk);
+    while (!cmds) {
+      auto n = body.Read(buf.data(), buf.size());
+      if (!n) {
+        return Fail(req, n.error(), res);
+      }
+      if (*n == 0) {
+        return Fail(req,
+                    Problem(ErrorCode::kInvalidArgument, "invalid_git_request",
+                            "the push ended before its commands did"),
+                    res);
+      }
+      std::string_view got(buf.data(), *n);
+      raw.append(got);
+      if (inflater) {
+        if (Status st = inflater->Inflate(got, plain); !st) {
+          return Fail(req, st.error(), res);
+        }
+      } else {
+        plain.append(got);
+      }
+      auto parsed = git::ParsePushCommands(plain, static_cast<size_t>(cfg.max_refs_per_push));
+      if (!parsed) {
+        return Fail(req, parsed.error(), res);
+      }
+      cmds = std::move(*parsed);
+      if (!cmds && (raw.size() > kMaxCommandBytes || plain.size() > kMaxCommandBytes)) {
+        return Fail(req,
+                    Problem(ErrorCode::kPayloadTooLarge, "payload_too_large",
+                            "the push commands are longer than " +
+                                std::to_string(kMaxCommandBytes) + " bytes"),
+                    res);
+      }
+    }
+    if (!cmds->HasCapability("report-status")) {
+      return Fail(req,
+                  Problem(ErrorCode::kInvalidArgument, "invalid_git_request",
+                          "the push must ask for report-status"),
+                  res);
+    }
+    // 2. Each ref, decided.
+    std::optional<std::string> head_target;
+    if (cfg.default_branch_protected) {
+      auto head = DefaultBranch(ctx, t);
+      if (!head) {
+        return Fail(req, head.error(), res);
+      }
+      head_target = std::move(*head);
+    }
+    std::vector<RefDecision> decisions;
+    bool all_allowed = true;
+    for (const git::RefUpdate& u : cmds->updates) {
+      RefDecision d;
+      d.update = &u;
+      auto out =
+          service->RequestProxyGrant(ctx, ctx.caller.session_id, PushRequest(t, u, head_target));
+      if (!out) {
+        d.reason = "jitbroker: " + out.error().message;
+      } else {
+        d.grant_id = out->grant.grant.id;
+        if (out->outcome == service::GrantOutcome::kIssued && out->grant.credential) {
+          d.token = TokenOf(*out->grant.credential);
+        } else if (out->outcome == service::GrantOutcome::kPending) {
+          d.approval_id = out->grant.grant.approval_id;
+          d.reason = "jitbroker: needs approval " + d.approval_id + "; push again once approved";
+        } else {
+          d.reason = "jitbroker: denied: " +
+                     out->grant.grant.decision.value("reason", std::string("denied by policy"));
+        }
+      }
+      all_allowed = all_allowed && d.token.has_value();
+      decisions.push_back(std::move(d));
+    }
+    // 3. Forward all or nothing.
+    if (all_allowed) {
+      Forward(req, t, t.repo_url() + "/git-receive-pack", *decisions.front().token, raw, body, res);
+    } else {
+      std::map<std::string, std::string> reasons;
+      std::vector<std::string> message;
+      for (const RefDecision& d : decisions) {
+        if (!d.reason.empty()) {
+          reasons[d.update->ref] = d.reason;
+        }
+        if (!d.approval_id.empty()) {
+          message.push_back("jitbroker: " + d.update->ref + " needs approval " + d.approval_id +
+                            " (grant " + d.grant_id + "); an approver runs: jitctl approvals " +
+                            "approve " + d.approval_id + " ; then push again");
+        }
+      }
+      // The rest of the body (the pack) is read and dropped: git reads the
+      // answer only once it has sent everything.
+      for (;;) {
+        auto n = body.Read(buf.data(), buf.size());
+        if (!n || *n == 0) {
+          break;
+        }
+      }
+      res.status = 200;
+      res.content_type = "application/x-git-receive-pack-result";
+      res.SetHeader("Cache-Control", "no-cache, max-age=0, must-revalidate");
+      res.body = git::RefusalReport(
+          *cmds, reasons, "jitbroker: not pushed: another ref of this push was refused", message);
+    }
+    // 4. The push's write tokens end with it.
+    for (const RefDecision& d : decisions) {
+      if (d.token) {
+        auto revoked = service->RevokeGrant(ctx, d.grant_id);
+        if (!revoked) {
+          log->warn("event=proxy_revoke_failed request_id={} grant_id={} error={}", req.request_id,
+                    d.grant_id, log::Quoted(revoked.error().ToString()));
+        }
+      }
+    }
+  }
+
+  void Serve(Request& req, BodyStream& body, Response& res) {
+    std::optional<Target> t = ParseTarget(req);
+    if (!t) {
+      return Fail(req, NotFound("no_route", "no such endpoint"), res);
+    }
+    auto caller = Authenticate(req);
+    if (!caller) {
+      return Fail(req, caller.error(), res);
+    }
+    service::CallContext ctx;
+    ctx.request_id = req.request_id;
+    ctx.client_request_id = req.client_request_id;
+    ctx.caller = std::move(*caller);
+    ctx.via_proxy = true;
+    if (active.fetch_add(1) >= max_transfers) {
+      active.fetch_sub(1);
+      Error e = Problem(ErrorCode::kUnavailable, "proxy_busy",
+                        "the broker is carrying as many git transfers as it may; retry shortly");
+      e.retryable = true;
+      e.retry_after = std::chrono::seconds(2);
+      return Fail(req, e, res);
+    }
+    struct Release {
+      std::atomic<int>* n;
+      ~Release() { n->fetch_sub(1); }
+    } release{&active};
+    switch (t->action) {
+      case Action::kAdvertiseUpload:
+      case Action::kUploadPack: {
+        auto token = ReadToken(ctx, *t);
+        if (!token) {
+          return Fail(req, token.error(), res);
+        }
+        const std::string url = t->repo_url() + (t->action == Action::kUploadPack
+                                                     ? "/git-upload-pack"
+                                                     : "/info/refs?service=git-upload-pack");
+        return Forward(req, *t, url, **token, {}, body, res);
+      }
+      case Action::kAdvertiseReceive:
+        return AdvertiseReceive(req, ctx, *t, res);
+      case Action::kReceivePack:
+        return ReceivePack(req, ctx, *t, body, res);
+    }
+  }
+};
+
+GitProxy::GitProxy(service::BrokerService* service, HttpClient* http, config::ProxyConfig config,
+                   int server_threads, RenderErrorFn render_error)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->service = service;
+  impl_->http = http;
+  impl_->max_transfers = config.max_concurrent_transfers > 0 ? config.max_concurrent_transfers
+                                                             : std::max(1, server_threads / 2);
+  impl_->cfg = std::move(config);
+  impl_->render_error = std::move(render_error);
+  for (auto& r : service->ProxyRoutes()) {
+    if (r.upstream.kind == "git" && !r.upstream.host.empty()) {
+      impl_->routes.push_back(std::move(r));
+    }
+  }
+}
+
+GitProxy::~GitProxy() = default;
+
+bool GitProxy::Owns(std::string_view path) { return path.starts_with("/git/"); }
+
+Result<RoutePlan> GitProxy::Plan(Request& head) const {
+  std::optional<Target> t = impl_->ParseTarget(head);
+  if (!t || !impl_->cfg.enabled || impl_->http == nullptr) {
+    return std::unexpected(NotFound("no_route", "no such endpoint"));
+  }
+  const bool get = t->action == Action::kAdvertiseUpload || t->action == Action::kAdvertiseReceive;
+  if (head.method != (get ? "GET" : "POST")) {
+    Error e;
+    e.code = ErrorCode::kMethodNotAllowed;
+    e.reason = "method_not_allowed";
+    e.message = std::string("this endpoint serves only ") + (get ? "GET" : "POST");
+    return std::unexpected(e);
+  }
+  switch (t->action) {
+    case Action::kAdvertiseUpload:
+    case Action::kAdvertiseReceive:
+      head.route = "/git/{host}/{owner}/{repo}.git/info/refs";
+      break;
+    case Action::kUploadPack:
+      head.route = "/git/{host}/{owner}/{repo}.git/git-upload-pack";
+      break;
+    case Action::kReceivePack:
+      head.route = "/git/{host}/{owner}/{repo}.git/git-receive-pack";
+      break;
+  }
+  RoutePlan plan;
+  plan.streaming = true;
+  plan.allow_chunked = true;
+  plan.allow_content_encoding = true;
+  plan.max_body_bytes = get ? 0 : static_cast<size_t>(impl_->cfg.max_push_bytes);
+  plan.stream_idle = std::chrono::seconds(impl_->cfg.idle_timeout_seconds);
+  plan.stream_total = std::chrono::seconds(impl_->cfg.max_transfer_seconds);
+  return plan;
+}
+
+void GitProxy::Handle(Request& req, BodyStream& body, Response& res) {
+  impl_->Serve(req, body, res);
+}
+
+}  // namespace jitbroker::http

@@ -1,0 +1,277 @@
+// git through the broker (docs/proxy.md), end to end with Debian's `git`:
+// the agent's remote is the broker's /git/ URL, `jitctl git-credential`
+// answers with the session, and the broker decides each pushed ref and
+// forwards to a smart-HTTP git server (tests/support/git_http_server.h)
+// that accepts only installation tokens the fake GitHub minted for that
+// repository, with contents:write for a push — as github.com does.
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include <doctest/doctest.h>
+
+#include "broker/crypto/crypto.h"
+#include "broker/crypto/jose.h"
+#include "tests/fakes/fake_github.h"
+#include "tests/support/broker_process.h"
+#include "tests/support/git_http_server.h"
+
+namespace jitbroker::testing {
+namespace {
+
+constexpr const char* kProxyClientId = "Iv23liGitProxy";
+
+struct ProxyWorld {
+  std::string dir;
+  std::unique_ptr<FakeGitHub> fake;
+  std::unique_ptr<GitHttpServer> git;
+  std::unique_ptr<BrokerProcess> broker;
+  std::string remote;  // the broker's URL of acme/payment-service
+  std::string sid;
+  std::string token;
+
+  ProxyWorld() {
+    char tmpl[] = "/tmp/jitbroker-gp-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    dir = tmpl;
+    auto key = crypto::SigningKey::Generate(crypto::JwsAlg::kRS256);
+    REQUIRE(key.has_value());
+    std::ofstream(dir + "/app.pem") << (*key)->ToPem()->Reveal();
+    FakeGitHubOptions fo;
+    fo.app_public_jwk = (*key)->PublicJwk();
+    fo.client_id = kProxyClientId;
+    fake = FakeGitHub::Start(fo);
+    REQUIRE(fake != nullptr);
+    FakeInstallation inst;
+    inst.id = 42;
+    inst.account = "acme";
+    inst.repositories = {{"payment-service", 1001}};
+    inst.permissions = {{"contents", "write"}, {"metadata", "read"}};
+    fake->AddInstallation(inst);
+    fake->SetCollaborator("acme/payment-service", "maint-user", "write", "maintain");
+    FakeGitHub* f = fake.get();
+    git = GitHttpServer::Start(dir + "/srv", [f](const GitAuthRequest& a) {
+      if (a.username != "x-access-token" || !f->TokenActive(a.password)) {
+        return false;
+      }
+      auto info = f->Token(a.password);
+      const bool reaches = a.owner_repo == "acme/payment-service" &&
+                           std::find(info->repositories.begin(), info->repositories.end(),
+                                     "payment-service") != info->repositories.end();
+      const std::string contents = info->permissions.value("contents", "");
+      return reaches && (a.push ? contents == "write" : !contents.empty());
+    });
+    git->CreateRepo("acme/payment-service");
+    // The upstream starts with one commit on main (written directly).
+    const std::string seed = dir + "/seed";
+    Sh("git init -q -b main '" + seed + "' && echo v1 > '" + seed + "/README' && " + Git() +
+       " -C '" + seed + "' add README && " + Git() + " -C '" + seed + "' commit -q -m v1 && " +
+       Git() + " -C '" + seed + "' push -q '" + dir + "/srv/acme/payment-service.git' main");
+
+    BrokerOptions o;
+    o.github_logins = {{"maint_1", "maint-user"}};
+    o.extra_issuers = "  github: {type: github_app, client_id: " + std::string(kProxyClientId) +
+                      ", private_key: file:" + dir + "/app.pem, base_url: '" + fake->url() +
+                      "', git_url: 'http://" + git->host() +
+                      "', allow_http: true, max_attempts: 1}\n";
+    broker = BrokerProcess::Start(o);
+    remote = broker->url() + "/git/" + git->host() + "/acme/payment-service.git";
+  }
+  ~ProxyWorld() {
+    broker.reset();
+    git->Stop();
+    fake.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+
+  static std::string Git() { return "git -c user.name=agent -c user.email=agent@example.invalid"; }
+  static std::string Sh(const std::string& cmd) {
+    auto [rc, out] = RunCommand(cmd);
+    REQUIRE_MESSAGE(rc == 0, cmd << "\n" << out);
+    return out;
+  }
+
+  void OpenSession(const nlohmann::json& branches) {
+    nlohmann::json scope = {{"resources", {"github://acme/payment-service"}},
+                            {"max_tier", "merge_deploy"},
+                            {"issuers", {"github"}}};
+    if (!branches.is_null()) {
+      scope["branches"] = branches;
+    }
+    std::tie(sid, token) = broker->OpenSession(broker->maintainer_key, scope);
+  }
+
+  // The agent's environment: the session and the broker, no GitHub token.
+  std::string AgentEnv() const {
+    return "env -i PATH=\"$PATH\" HOME='" + dir + "/home' JITBROKER_URL='" + broker->url() +
+           "' JITBROKER_SESSION_ID='" + sid + "' JITBROKER_SESSION_TOKEN='" + token +
+           "' GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0 GIT_ASKPASS=/bin/false ";
+  }
+  // git as the agent runs it, with jitctl as its credential helper.
+  std::pair<int, std::string> AgentGit(const std::string& args) const {
+    return RunCommand(AgentEnv() + Git() + " -c credential.helper= -c 'credential.helper=!" +
+                      std::string(JITCTL_BINARY) + " git-credential' " + args + " 2>&1");
+  }
+  std::string Upstream(const std::string& args) const {
+    return Sh("git --git-dir '" + dir + "/srv/acme/payment-service.git' " + args + " 2>&1");
+  }
+  std::string Work() const { return dir + "/work"; }
+  void Commit(const std::string& message) const {
+    Sh(Git() + " -C '" + Work() + "' commit -q --allow-empty -m '" + message + "'");
+  }
+  nlohmann::json Grants() const {
+    auto s = broker->Get("/v1/sessions/" + sid, token);
+    REQUIRE(s.status == 200);
+    return s.json["grants"];
+  }
+};
+
+TEST_CASE("git proxy: a branch-scoped session clones, pushes fix/… and is refused main") {
+  ProxyWorld w;
+  w.OpenSession({"fix/*"});
+  std::filesystem::create_directories(w.dir + "/home");
+
+  auto [rc, out] = w.AgentGit("clone -q '" + w.remote + "' '" + w.Work() + "'");
+  REQUIRE_MESSAGE(rc == 0, out);
+  CHECK(std::filesystem::exists(w.Work() + "/README"));
+
+  // The README tour's push: allowed, and it reaches the upstream.
+  ProxyWorld::Sh(ProxyWorld::Git() + " -C '" + w.Work() + "' checkout -q -b fix/checkout-timeout");
+  w.Commit("fix the timeout");
+  auto [rc2, out2] = w.AgentGit("-C '" + w.Work() + "' push -q origin fix/checkout-timeout");
+  CHECK_MESSAGE(rc2 == 0, out2);
+  CHECK(w.Upstream("log --oneline fix/checkout-timeout").find("fix the timeout") !=
+        std::string::npos);
+
+  // main is outside the task's branches: git's own rejection line, and
+  // nothing reaches the upstream.
+  const std::string main_before = w.Upstream("rev-parse main");
+  ProxyWorld::Sh(ProxyWorld::Git() + " -C '" + w.Work() + "' checkout -q main");
+  w.Commit("straight to main");
+  auto [rc3, out3] = w.AgentGit("-C '" + w.Work() + "' push origin main");
+  CHECK(rc3 != 0);
+  CHECK_MESSAGE(
+      out3.find("! [remote rejected] main -> main (jitbroker: denied:") != std::string::npos, out3);
+  CHECK_MESSAGE(out3.find("not in the task scope's branches") != std::string::npos, out3);
+  CHECK(w.Upstream("rev-parse main") == main_before);
+
+  // Deleting a branch is destructive: denied by default.
+  auto [rc4, out4] = w.AgentGit("-C '" + w.Work() + "' push origin :fix/checkout-timeout");
+  CHECK(rc4 != 0);
+  CHECK_MESSAGE(
+      out4.find("[remote rejected] fix/checkout-timeout (jitbroker: denied:") != std::string::npos,
+      out4);
+  CHECK(w.Upstream("branch --list fix/checkout-timeout").find("fix/checkout-timeout") !=
+        std::string::npos);
+
+  // Every ref update is a grant of its own, with its ids; the push's write
+  // tokens are revoked once the push is over.
+  int pushes = 0;
+  for (const auto& g : w.Grants()) {
+    if (g["tool"] != "git.push") {
+      continue;
+    }
+    ++pushes;
+    CHECK(g["parameters"].contains("old"));
+    CHECK(g["parameters"].contains("new"));
+    CHECK(g["state"] != "active");
+  }
+  CHECK(pushes == 3);
+
+  // No GitHub token anywhere on the agent's side: not in what the helper
+  // answers, not in git's config, not in the environment.
+  auto [rc5, cred] =
+      RunCommand("printf 'protocol=http\\nhost=127.0.0.1:" + std::to_string(w.broker->port()) +
+                 "\\npath=git/x/acme/payment-service.git\\n\\n' | " + w.AgentEnv() + JITCTL_BINARY +
+                 " git-credential get");
+  CHECK(rc5 == 0);
+  CHECK(cred.find("username=" + w.sid) != std::string::npos);
+  CHECK(cred.find("ghs_") == std::string::npos);
+  CHECK(ProxyWorld::Sh("cat '" + w.Work() + "/.git/config'").find("ghs_") == std::string::npos);
+  CHECK(ProxyWorld::Sh(w.AgentEnv() + "env").find("ghs_") == std::string::npos);
+  CHECK(w.fake->Violations().empty());
+}
+
+TEST_CASE("git proxy: a push to the default branch waits for an approval bound to that update") {
+  ProxyWorld w;
+  w.OpenSession(nullptr);
+  std::filesystem::create_directories(w.dir + "/home");
+  auto [rc, out] = w.AgentGit("clone -q '" + w.remote + "' '" + w.Work() + "'");
+  REQUIRE_MESSAGE(rc == 0, out);
+  w.Commit("release");
+  const std::string main_before = w.Upstream("rev-parse main");
+
+  auto [rc1, out1] = w.AgentGit("-C '" + w.Work() + "' push origin main");
+  CHECK(rc1 != 0);
+  CHECK_MESSAGE(out1.find("[remote rejected] main -> main (jitbroker: needs approval apr_") !=
+                    std::string::npos,
+                out1);
+  CHECK(w.Upstream("rev-parse main") == main_before);
+
+  // The grant waits; the agent itself cannot collect it, approved or not.
+  std::string grant_id;
+  std::string approval_id;
+  std::string digest;
+  for (const auto& g : w.Grants()) {
+    if (g["tool"] == "git.push" && g["state"] == "pending") {
+      grant_id = g["grant_id"];
+      CHECK(g["operation"] == "push_protected");
+      CHECK(g["tier"] == "merge_deploy");
+    }
+  }
+  REQUIRE(!grant_id.empty());
+  auto pending = w.broker->Get("/v1/approvals?state=pending", w.broker->maintainer2_key);
+  REQUIRE(pending.status == 200);
+  for (const auto& a : pending.json["approvals"]) {
+    if (a["grant_id"] == grant_id) {
+      approval_id = a["approval_id"];
+      digest = a["request_digest"];
+    }
+  }
+  REQUIRE(!approval_id.empty());
+  auto decided = w.broker->Post("/v1/approvals/" + approval_id, w.broker->maintainer2_key,
+                                {{"decision", "approve"}, {"request_digest", digest}});
+  REQUIRE_MESSAGE(decided.status == 200, decided.body);
+  auto mine = w.broker->Get("/v1/grants/" + grant_id, w.token);
+  CHECK(mine.json["state"] == "approved");
+  CHECK(!mine.json.contains("credential"));
+
+  // The same update again: the approval's grant carries it.
+  auto [rc2, out2] = w.AgentGit("-C '" + w.Work() + "' push origin main");
+  CHECK_MESSAGE(rc2 == 0, out2);
+  CHECK(w.Upstream("log --oneline -1 main").find("release") != std::string::npos);
+  CHECK(w.broker->Get("/v1/grants/" + grant_id, w.token).json["state"] == "revoked");
+
+  // Another update of main needs its own approval.
+  w.Commit("release 2");
+  auto [rc3, out3] = w.AgentGit("-C '" + w.Work() + "' push origin main");
+  CHECK(rc3 != 0);
+  CHECK_MESSAGE(out3.find("needs approval apr_") != std::string::npos, out3);
+  CHECK_MESSAGE(out3.find(approval_id) == std::string::npos, out3);
+}
+
+TEST_CASE("git proxy: requests without the session, or for hosts not configured, are refused") {
+  ProxyWorld w;
+  w.OpenSession(nullptr);
+  auto anon = w.broker->Get("/git/" + w.git->host() +
+                            "/acme/payment-service.git/info/refs?service=git-upload-pack");
+  CHECK(anon.status == 401);
+  auto unknown = w.broker->Get(
+      "/git/evil.example/acme/payment-service.git/info/refs?service=git-upload-pack", w.token);
+  CHECK(unknown.status == 404);
+  auto dumb = w.broker->Get("/git/" + w.git->host() + "/acme/payment-service.git/HEAD", w.token);
+  CHECK(dumb.status == 404);
+  // A push body that is not git's is refused before anything is decided.
+  auto bad = w.broker->Request(
+      "POST", "/git/" + w.git->host() + "/acme/payment-service.git/git-receive-pack", w.token,
+      "00ffnot a command", "application/x-git-receive-pack-request");
+  CHECK(bad.status == 400);
+  CHECK(bad.json.value("code", "") == "invalid_git_request");
+  CHECK(w.Grants().empty());
+}
+
+}  // namespace
+}  // namespace jitbroker::testing
