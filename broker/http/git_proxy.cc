@@ -579,6 +579,22 @@ struct GitProxy::Impl {
                     res);
       }
     }
+    if (cmds->updates.empty()) {
+      // git's probe before a large push (it checks that it may post): like
+      // receive-pack given no commands, nothing happens and nothing is said.
+      char extra = 0;
+      auto more = body.Read(&extra, 1);
+      if (plain.size() != cmds->length || !more || *more != 0) {
+        return Fail(req,
+                    Problem(ErrorCode::kInvalidArgument, "invalid_git_request",
+                            "a push without commands must carry nothing else"),
+                    res);
+      }
+      res.status = 200;
+      res.content_type = "application/x-git-receive-pack-result";
+      res.SetHeader("Cache-Control", "no-cache, max-age=0, must-revalidate");
+      return;
+    }
     if (!cmds->HasCapability("report-status")) {
       return Fail(req,
                   Problem(ErrorCode::kInvalidArgument, "invalid_git_request",

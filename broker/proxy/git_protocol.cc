@@ -138,9 +138,6 @@ Result<std::optional<PushCommands>> ParsePushCommands(std::string_view data, siz
     }
     if (*len == 0) {
       pos += 4;
-      if (cmds.updates.empty()) {
-        return std::unexpected(BadRequest("the push names no ref to update"));
-      }
       cmds.length = pos;
       return std::optional<PushCommands>(std::move(cmds));
     }

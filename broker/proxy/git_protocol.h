@@ -55,9 +55,10 @@ struct PushCommands {
 // Parses the command section at the start of a receive-pack request body
 // (already inflated): optional "shallow <id>" lines, then "old new ref"
 // lines, the first with "\0capabilities", then a flush-pkt. nullopt: more
-// bytes are needed. Refused: a push certificate (signed pushes), more than
-// `max_updates` commands, a malformed line, an invalid ref name, a ref named
-// twice, or no commands at all.
+// bytes are needed. No commands at all (a lone flush-pkt) is git's probe
+// before a large push (remote-curl's probe_rpc): it updates nothing. Refused:
+// a push certificate (signed pushes), more than `max_updates` commands, a
+// malformed line, an invalid ref name, or a ref named twice.
 [[nodiscard]] Result<std::optional<PushCommands>> ParsePushCommands(std::string_view data,
                                                                     size_t max_updates);
 

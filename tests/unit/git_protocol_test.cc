@@ -83,7 +83,6 @@ TEST_CASE("git protocol: malformed or unsupported pushes are refused") {
     auto r = ParsePushCommands(body, max);
     return !r.has_value() && r.error().Reason() == "invalid_git_request";
   };
-  CHECK(refused("0000"));                                             // no commands
   CHECK(refused("zzzz"));                                             // not a length
   CHECK(refused(PktLine("push-cert" + Nul() + "report-status\n")));   // signed push
   CHECK(refused(PktLine(kA + " " + kB + "\n") + "0000"));             // no ref
@@ -95,6 +94,12 @@ TEST_CASE("git protocol: malformed or unsupported pushes are refused") {
   CHECK(refused(PktLine(kA + " " + kB + " refs/heads/a\n") +
                     PktLine(kA + " " + kB + " refs/heads/b\n") + "0000",
                 1));  // more than allowed
+  // git's probe before a large push: no commands, nothing to decide.
+  auto probe = ParsePushCommands("0000", 10);
+  REQUIRE(probe.has_value());
+  REQUIRE(probe->has_value());
+  CHECK((*probe)->updates.empty());
+  CHECK((*probe)->length == 4);
   // A shallow line may come first.
   auto ok = ParsePushCommands(
       PktLine("shallow " + kA + "\n") +

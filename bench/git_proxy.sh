@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# git through the broker (issue #14): clone and push of a repository of
+# BENCH_GIT_MB MB (default 100) through the broker's git proxy against the
+# same operations done directly to the same git server, in one run
+# (bench/git_proxy_bench.cc). Targets: ratio >= 0.8 for clone and for push,
+# broker RSS growth <= 64 MB during a transfer. The table goes to
+# bench/results/git-proxy-latest.txt. See bench/README.md.
+#
+# Environment: BUILD_DIR (default build-bench), BENCH_GIT_MB (100),
+# BENCH_GIT_RUNS (3; the best of the runs is reported), BENCH_STRICT=1 (exit
+# 1 when a target is missed), BENCH_REBUILD=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+BUILD_DIR=${BUILD_DIR:-build-bench}
+BIN="$ROOT/$BUILD_DIR"
+TARGETS=(jitbroker jitctl git_proxy_bench)
+needs_build() {
+  [[ "${BENCH_REBUILD:-0}" == 1 ]] && return 0
+  local b
+  for b in "${TARGETS[@]}"; do
+    [[ -x "$BIN/$b" ]] || return 0
+  done
+  [[ -n "$(find broker issuers include bench cli CMakeLists.txt -newer "$BIN/jitbroker" \
+            \( -name '*.cc' -o -name '*.h' -o -name CMakeLists.txt \) -print -quit)" ]]
+}
+if needs_build; then
+  echo "bench/git_proxy: building into $BUILD_DIR" >&2
+  cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build "$BUILD_DIR" -j"$(nproc)" --target "${TARGETS[@]}" >&2
+fi
+STRICT=()
+[[ "${BENCH_STRICT:-0}" == 1 ]] && STRICT=(--strict)
+mkdir -p bench/results
+OUT="bench/results/git-proxy-latest.txt"
+{
+  echo "# bench/git_proxy.sh, $(date -u +%FT%TZ), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "# git $(git --version | cut -d' ' -f3); upstream: git http-backend behind cpp-httplib (tests/support)"
+  "$BIN/git_proxy_bench" --jitbroker "$BIN/jitbroker" --jitctl "$BIN/jitctl" \
+    --size-mb "${BENCH_GIT_MB:-100}" --runs "${BENCH_GIT_RUNS:-3}" "${STRICT[@]}" 2>/dev/null
+} | tee "$OUT.tmp"
+rc=${PIPESTATUS[0]}
+mv "$OUT.tmp" "$OUT"
+exit "$rc"
