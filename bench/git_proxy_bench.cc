@@ -226,15 +226,17 @@ int main(int argc, char** argv) {
   }
 
   // The broker.
-  const std::string api_key = "jbk_bench_" + crypto::Sha256Hex(crypto::RandomBytes(16)).substr(0, 32);
+  const std::string api_key =
+      "jbk_bench_" + crypto::Sha256Hex(crypto::RandomBytes(16)).substr(0, 32);
   std::ofstream(dir + "/broker.yaml")
       << "data_dir: " << dir << "/data\n"
       << "server: {listen: \"127.0.0.1:0\", threads: 16}\n"
       << "log: {level: warn}\n"
       << "policy:\n  version: bench.1\n  principals:\n"
-      << "    - {id: dev, roles: [dev], api_keys_sha256: [\""
-      << crypto::Sha256Hex(api_key) << "\"]}\n"
-      << "  roles:\n    dev: {resources: [\"github://bench/*\"], max_tier: write, issuers: [github]}\n"
+      << "    - {id: dev, roles: [dev], api_keys_sha256: [\"" << crypto::Sha256Hex(api_key)
+      << "\"]}\n"
+      << "  roles:\n    dev: {resources: [\"github://bench/*\"], max_tier: write, issuers: "
+         "[github]}\n"
       << "issuers:\n  github: {type: github_app, client_id: Iv23liBench, private_key: file:" << dir
       << "/app.pem, base_url: '" << fake->url() << "', git_url: 'http://" << git->host()
       << "', allow_http: true}\n"
@@ -314,7 +316,9 @@ int main(int argc, char** argv) {
                           "' JITBROKER_SESSION_TOKEN='" + token + "' HOME='" + dir +
                           "' GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0 ";
   auto with_token = [&](const std::string& tok) {
-    return env + g + "-c credential.helper= -c 'credential.helper=!f() { echo username=x-access-token; echo password=" +
+    return env + g +
+           "-c credential.helper= -c 'credential.helper=!f() { echo username=x-access-token; echo "
+           "password=" +
            tok + "; }; f' ";
   };
   const std::string via_broker =
@@ -334,17 +338,17 @@ int main(int argc, char** argv) {
                         "/clone-direct-" + n + "'",
                     broker);
     const double cpu0 = CpuSeconds(broker);
-    auto cp = Timed(via_broker + "clone -q '" + proxied + "src.git' '" + dir + "/clone-proxy-" + n +
-                        "'",
-                    broker);
+    auto cp =
+        Timed(via_broker + "clone -q '" + proxied + "src.git' '" + dir + "/clone-proxy-" + n + "'",
+              broker);
     const std::string write_tok = direct_token("push-direct-" + n, "write");
     auto pd = Timed(with_token(write_tok) + "-C '" + work + "' push -q '" + upstream +
                         "push-direct-" + n + ".git' main",
                     broker);
     const double cpu1 = CpuSeconds(broker);
-    auto pp = Timed(via_broker + "-C '" + work + "' push -q '" + proxied + "push-proxy-" + n +
-                        ".git' main",
-                    broker);
+    auto pp = Timed(
+        via_broker + "-C '" + work + "' push -q '" + proxied + "push-proxy-" + n + ".git' main",
+        broker);
     const double cpu2 = CpuSeconds(broker);
     cpu_clone = std::min(cpu_clone, cpu1 - cpu0);  // includes the direct push's token grant
     cpu_push = std::min(cpu_push, cpu2 - cpu1);
@@ -391,8 +395,8 @@ int main(int argc, char** argv) {
   std::cout << "RESULT bench=git_proxy size_mb=" << size_mb << " runs=" << runs
             << " clone_ratio=" << clone_ratio << " push_ratio=" << push_ratio
             << " rss_growth_mb=" << growth_mb << " cpu_clone_s=" << cpu_clone
-            << " cpu_push_s=" << cpu_push << " target_ratio=0.8 target_rss_mb=64 ok="
-            << (ok ? "yes" : "no") << "\n";
+            << " cpu_push_s=" << cpu_push
+            << " target_ratio=0.8 target_rss_mb=64 ok=" << (ok ? "yes" : "no") << "\n";
   std::filesystem::remove_all(dir);
   return strict && !ok ? 1 : 0;
 }

@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include <doctest/doctest.h>
+#include <httplib.h>
 
 #include "broker/crypto/crypto.h"
 #include "broker/crypto/jose.h"
@@ -146,6 +147,16 @@ TEST_CASE("git proxy: a branch-scoped session clones, pushes fix/… and is refu
   CHECK(w.Upstream("log --oneline fix/checkout-timeout").find("fix the timeout") !=
         std::string::npos);
 
+  // A push larger than git's post buffer: git probes first (a bare
+  // flush-pkt), then streams the pack chunked.
+  ProxyWorld::Sh("head -c 3000000 /dev/urandom > '" + w.Work() + "/blob.bin' && " +
+                 ProxyWorld::Git() + " -C '" + w.Work() + "' add blob.bin && " + ProxyWorld::Git() +
+                 " -C '" + w.Work() + "' commit -q -m blob");
+  auto [rc2b, out2b] = w.AgentGit("-C '" + w.Work() + "' push -q origin fix/checkout-timeout");
+  CHECK_MESSAGE(rc2b == 0, out2b);
+  CHECK(w.Upstream("rev-parse fix/checkout-timeout") ==
+        ProxyWorld::Sh(ProxyWorld::Git() + " -C '" + w.Work() + "' rev-parse HEAD"));
+
   // main is outside the task's branches: git's own rejection line, and
   // nothing reaches the upstream.
   const std::string main_before = w.Upstream("rev-parse main");
@@ -179,7 +190,7 @@ TEST_CASE("git proxy: a branch-scoped session clones, pushes fix/… and is refu
     CHECK(g["parameters"].contains("new"));
     CHECK(g["state"] != "active");
   }
-  CHECK(pushes == 3);
+  CHECK(pushes == 4);
 
   // No GitHub token anywhere on the agent's side: not in what the helper
   // answers, not in git's config, not in the environment.
@@ -270,6 +281,43 @@ TEST_CASE("git proxy: requests without the session, or for hosts not configured,
       "00ffnot a command", "application/x-git-receive-pack-request");
   CHECK(bad.status == 400);
   CHECK(bad.json.value("code", "") == "invalid_git_request");
+
+  // Basic credentials must pair the session id with its own token.
+  httplib::Client c("127.0.0.1", w.broker->port());
+  const std::string refs =
+      "/git/" + w.git->host() + "/acme/payment-service.git/info/refs?service=git-upload-pack";
+  auto wrong_user =
+      c.Get(refs, {{"Authorization", "Basic " + crypto::Base64Encode("ses_other:" + w.token)}});
+  REQUIRE(wrong_user);
+  CHECK(wrong_user->status == 401);
+  CHECK(wrong_user->get_header_value("WWW-Authenticate").starts_with("Basic"));
+
+  // A gzip body that inflates past the command limit is cut off (413), and
+  // so is a push naming more refs than allowed (400), before any decision.
+  const std::string push_path =
+      "/git/" + w.git->host() + "/acme/payment-service.git/git-receive-pack";
+  {
+    httplib::Headers h = {{"Authorization", "Bearer " + w.token}, {"Content-Encoding", "gzip"}};
+    auto gz = RunCommand("head -c 4194304 /dev/zero | tr '\\0' 0 | gzip -c | base64 -w0");
+    REQUIRE(gz.first == 0);
+    auto raw = crypto::Base64Decode(gz.second);
+    REQUIRE(raw.has_value());
+    auto r = c.Post(push_path, h, *raw, "application/x-git-receive-pack-request");
+    REQUIRE(r);
+    CHECK(r->status == 413);
+  }
+  std::string many;
+  for (int i = 0; i < 101; ++i) {
+    const std::string line = std::string(40, 'a') + " " + std::string(40, 'b') + " refs/heads/r" +
+                             std::to_string(i) + "\n";
+    char len[5];
+    std::snprintf(len, sizeof(len), "%04x", static_cast<unsigned>(line.size() + 4));
+    many += len + line;
+  }
+  many += "0000";
+  auto too_many =
+      w.broker->Request("POST", push_path, w.token, many, "application/x-git-receive-pack-request");
+  CHECK(too_many.status == 400);
   CHECK(w.Grants().empty());
 }
 
