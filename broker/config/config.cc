@@ -1107,10 +1107,52 @@ Status LoadProxy(Section& top, ProxyConfig& proxy) {
   if (!s) {
     return OkStatus();
   }
-  JITBROKER_RETURN_IF_ERROR(
-      Expect(*s, {"enabled", "max_push_bytes", "max_transfer_seconds", "idle_timeout_seconds",
-                  "max_concurrent_transfers", "max_refs_per_push", "protected_branches",
-                  "default_branch_protected", "read_token_ttl_seconds"}));
+  JITBROKER_RETURN_IF_ERROR(Expect(
+      *s,
+      {"enabled", "max_push_bytes", "max_transfer_seconds", "idle_timeout_seconds",
+       "max_concurrent_transfers", "max_refs_per_push", "protected_branches",
+       "default_branch_protected", "read_token_ttl_seconds", "max_api_body_bytes", "api_routes"}));
+  JITBROKER_ASSIGN_OR_RETURN(auto api_body, s->OptInt("max_api_body_bytes", 1024, 64 << 20));
+  proxy.max_api_body_bytes = api_body.value_or(proxy.max_api_body_bytes);
+  JITBROKER_ASSIGN_OR_RETURN(std::vector<Section> routes, s->SectionList("api_routes"));
+  for (Section& r : routes) {
+    JITBROKER_RETURN_IF_ERROR(Expect(r, {"method", "path", "tool", "operation", "permissions"}));
+    ProxyConfig::ApiRoute route;
+    JITBROKER_ASSIGN_OR_RETURN(route.method, r.String("method"));
+    JITBROKER_ASSIGN_OR_RETURN(route.path, r.String("path"));
+    JITBROKER_ASSIGN_OR_RETURN(route.tool, r.String("tool"));
+    JITBROKER_ASSIGN_OR_RETURN(route.operation, r.String("operation"));
+    static const std::set<std::string> kMethods = {"*", "GET", "POST", "PUT", "PATCH", "DELETE"};
+    if (!kMethods.contains(route.method)) {
+      return std::unexpected(r.Err("method", "must be GET, POST, PUT, PATCH, DELETE or *"));
+    }
+    if (route.path.empty() || route.path.starts_with('/') || route.path.size() > 512 ||
+        !IsPrintable(route.path)) {
+      return std::unexpected(
+          r.Err("path",
+                "must be a path under /repos/{owner}/{repo}, without the "
+                "leading slash (\"pulls/{number}/merge\", \"**\" for the rest)"));
+    }
+    if (route.tool.empty() || route.tool.size() > 128 || !IsPrintable(route.tool) ||
+        route.operation.empty() || route.operation.size() > 64 || !IsPrintable(route.operation)) {
+      return std::unexpected(
+          r.Err("tool", "tool and operation must be 1-128 printable characters"));
+    }
+    if (r.Has("permissions")) {
+      JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> perms, r.OptSection("permissions"));
+      if (perms) {
+        JITBROKER_ASSIGN_OR_RETURN(std::vector<std::string> keys, perms->Keys());
+        for (const std::string& k : keys) {
+          JITBROKER_ASSIGN_OR_RETURN(std::string level, perms->String(k));
+          if (level != "read" && level != "write" && level != "admin") {
+            return std::unexpected(perms->Err(k, "must be read, write or admin"));
+          }
+          route.permissions[k] = level;
+        }
+      }
+    }
+    proxy.api_routes.push_back(std::move(route));
+  }
   JITBROKER_ASSIGN_OR_RETURN(auto enabled, s->OptBool("enabled"));
   proxy.enabled = enabled.value_or(proxy.enabled);
   JITBROKER_ASSIGN_OR_RETURN(auto push, s->OptInt("max_push_bytes", 1024, int64_t{1} << 40));

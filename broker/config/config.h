@@ -205,6 +205,20 @@ struct ProxyConfig {
   std::vector<std::string> protected_branches = {"main", "master"};
   bool default_branch_protected = true;
   int64_t read_token_ttl_seconds = 600;  // the broker's cached read tokens (git.fetch)
+  // The GitHub REST API through the broker (/github/HOST/…).
+  int64_t max_api_body_bytes = 1 << 20;  // a REST request body (hashed into its decision)
+  // Routes a config adds before the built-in table (docs/proxy.md, "The
+  // GitHub REST API"): method ("*" = any), a path pattern under
+  // /repos/{owner}/{repo} ("pulls/{number}/merge", "**" = the rest), and
+  // what the call is (tool, operation) and needs (installation permissions).
+  struct ApiRoute {
+    std::string method;
+    std::string path;
+    std::string tool;
+    std::string operation;
+    std::map<std::string, std::string> permissions;
+  };
+  std::vector<ApiRoute> api_routes;
 };
 
 struct IssuerConfig {

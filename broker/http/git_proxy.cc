@@ -12,11 +12,13 @@
 #include "broker/common/log.h"
 #include "broker/common/text.h"
 #include "broker/crypto/crypto.h"
+#include "broker/http/proxy_support.h"
 #include "broker/proxy/git_protocol.h"
 
 namespace jitbroker::http {
 
 namespace git = proxy::git;
+using proxy_support::Problem;
 
 namespace {
 
@@ -24,10 +26,8 @@ constexpr size_t kChunk = 64 * 1024;
 // The command section of one push (inflated), and what may be read of the
 // body to find it: far above what max_refs_per_push commands take.
 constexpr size_t kMaxCommandBytes = 1 << 20;
-// Cached read tokens and default branches at most (oldest dropped first).
+// Default branches remembered at most (oldest dropped first), and for how long.
 constexpr size_t kMaxCacheEntries = 10000;
-// A cached read token is used only while it has at least this long to live.
-constexpr Seconds kTokenMargin{60};
 constexpr Seconds kDefaultBranchTtl{300};
 constexpr std::chrono::seconds kConnectTimeout{10};
 
@@ -67,57 +67,23 @@ std::string MediaTypeOf(std::string_view v) {
   return text::AsciiLower(m);
 }
 
-// Glob over a branch name: '*' matches any run of characters but '/'.
-bool BranchGlob(std::string_view pattern, std::string_view name) {
-  if (pattern.empty()) {
-    return name.empty();
-  }
-  if (pattern.front() == '*') {
-    for (size_t i = 0; i <= name.size(); ++i) {
-      if (BranchGlob(pattern.substr(1), name.substr(i))) {
-        return true;
-      }
-      if (i < name.size() && name[i] == '/') {
-        break;
-      }
-    }
-    return false;
-  }
-  return !name.empty() && pattern.front() == name.front() &&
-         BranchGlob(pattern.substr(1), name.substr(1));
-}
-
-Error Problem(ErrorCode code, std::string reason, std::string message) {
-  Error e;
-  e.code = code;
-  e.reason = std::move(reason);
-  e.message = std::move(message);
-  return e;
-}
-
 }  // namespace
 
 struct GitProxy::Impl {
   service::BrokerService* service;
   HttpClient* http;
   config::ProxyConfig cfg;
-  int max_transfers;
+  std::shared_ptr<proxy_support::TransferSlots> slots;
+  std::shared_ptr<proxy_support::HeldTokens> held;
   RenderErrorFn render_error;
   std::vector<service::BrokerService::ProxyRoute> routes;  // kind "git"
   std::shared_ptr<spdlog::logger> log = log::Get("proxy");
-  std::atomic<int> active{0};
 
-  struct CachedToken {
-    std::string grant_id;
-    std::shared_ptr<const SecretValue> token;
-    TimePoint expires_at;
-  };
   struct CachedBranch {
     std::optional<std::string> head_target;
     std::chrono::steady_clock::time_point fetched_at;
   };
   std::mutex mu;
-  std::map<std::string, CachedToken> tokens;     // session \n issuer \n owner/repo; guarded by mu
   std::map<std::string, CachedBranch> branches;  // issuer \n owner/repo; guarded by mu
 
   // ---- requests
@@ -201,76 +167,12 @@ struct GitProxy::Impl {
     }
   }
 
-  // The session behind HTTP Basic (user = session id, password = session
-  // token) or a Bearer session token. The token itself is verified against
-  // the store by the service calls that follow.
-  Result<authn::Caller> Authenticate(const Request& req) const {
-    const std::string_view authz = req.Header("Authorization");
-    if (authz.empty()) {
-      return std::unexpected(Problem(ErrorCode::kUnauthenticated, "missing_credentials",
-                                     "git must authenticate with the session: set "
-                                     "credential.helper to \"jitctl git-credential\""));
-    }
-    if (authz.size() > 6 && IEquals(authz.substr(0, 6), "Basic ")) {
-      Result<std::string> decoded = crypto::Base64Decode(authz.substr(6));
-      if (!decoded) {
-        return std::unexpected(Problem(ErrorCode::kUnauthenticated, "malformed_authorization",
-                                       "the Basic credentials are not base64"));
-      }
-      SecretValue pair(std::move(*decoded));
-      const std::string_view v = pair.Reveal();
-      const size_t colon = v.find(':');
-      if (colon == std::string_view::npos) {
-        return std::unexpected(Problem(ErrorCode::kUnauthenticated, "malformed_authorization",
-                                       "the Basic credentials are not user:password"));
-      }
-      const std::string user(v.substr(0, colon));
-      JITBROKER_ASSIGN_OR_RETURN(
-          authn::Caller c,
-          authn::Identify(SecretValue(std::string(v.substr(colon + 1))), service->policy()));
-      if (!c.IsSession() || c.session_id != user) {
-        return std::unexpected(Problem(ErrorCode::kUnauthenticated, "invalid_credentials",
-                                       "the user name must be the session id and the password "
-                                       "its session token"));
-      }
-      return c;
-    }
-    JITBROKER_ASSIGN_OR_RETURN(authn::Caller c, service->Authenticate(authz));
-    if (!c.IsSession()) {
-      return std::unexpected(Problem(ErrorCode::kPermissionDenied, "session_token_required",
-                                     "git goes through the broker with a session, not an API key"));
-    }
-    return c;
-  }
-
   // ---- tokens
 
   // An installation token for reading target's repository, held by the
-  // broker: a `git.fetch` grant's, reused while that grant is active.
+  // broker: a `git.fetch` grant's (proxy_support::HeldTokens).
   Result<std::shared_ptr<const SecretValue>> ReadToken(const service::CallContext& ctx,
                                                        const Target& t) {
-    const std::string key = ctx.caller.session_id + "\n" + t.key();
-    std::optional<CachedToken> cached;
-    {
-      std::lock_guard lock(mu);
-      auto it = tokens.find(key);
-      if (it != tokens.end()) {
-        cached = it->second;
-      }
-    }
-    if (cached) {
-      // Still this session's, still active (a revoked session or grant, or
-      // a wrong session token, ends the reuse here).
-      auto view = service->GetGrant(ctx, cached->grant_id);
-      if (!view) {
-        return std::unexpected(view.error());
-      }
-      if (view->grant.state == GrantState::kActive &&
-          cached->expires_at > view->now + kTokenMargin &&
-          (!view->grant.expires_at || *view->grant.expires_at > view->now + kTokenMargin)) {
-        return cached->token;
-      }
-    }
     GrantRequest gr;
     gr.tool = "git.fetch";
     gr.operation = "read";
@@ -279,49 +181,17 @@ struct GitProxy::Impl {
     gr.scope = {{"permissions", {{"contents", "read"}}}};
     gr.ttl_seconds = cfg.read_token_ttl_seconds;
     gr.justification = "git fetch through the broker";
-    JITBROKER_ASSIGN_OR_RETURN(service::GrantResponse out,
-                               service->RequestProxyGrant(ctx, ctx.caller.session_id, gr));
-    if (out.outcome == service::GrantOutcome::kDenied) {
-      return std::unexpected(Problem(
-          ErrorCode::kPermissionDenied, "grant_denied",
-          "reading " + t.owner + "/" + t.repo + " was denied (grant " + out.grant.grant.id +
-              "): " + out.grant.grant.decision.value("reason", std::string("denied by policy"))));
-    }
-    if (out.outcome == service::GrantOutcome::kPending || !out.grant.credential) {
-      return std::unexpected(Problem(ErrorCode::kPermissionDenied, "approval_required",
-                                     "reading " + t.owner + "/" + t.repo +
-                                         " waits for an approval (" + out.grant.grant.approval_id +
-                                         "); fetch again once it is approved"));
-    }
-    auto token = std::make_shared<const SecretValue>(TokenOf(*out.grant.credential));
-    CachedToken entry{out.grant.grant.id, token, out.grant.credential->expires_at};
-    {
-      std::lock_guard lock(mu);
-      if (tokens.size() >= kMaxCacheEntries) {
-        tokens.erase(tokens.begin());
-      }
-      tokens[key] = std::move(entry);
-    }
-    return token;
-  }
-
-  static SecretValue TokenOf(const service::IssuedCredential& c) {
-    for (const auto& [name, value] : c.secrets) {
-      if (name == "token") {
-        return value.Clone();
-      }
-    }
-    return SecretValue();
+    return held->Get(ctx, gr, "reading " + t.owner + "/" + t.repo);
   }
 
   // "Authorization: Basic base64(x-access-token:TOKEN)", as git hosts take
   // installation tokens.
-  static void SetUpstreamAuth(HttpRequest& up, const SecretValue& token) {
+  static SecretValue GitAuth(const SecretValue& token) {
     std::string pair = "x-access-token:";
     pair.append(token.Reveal());
-    up.authorization_scheme = "Basic";
-    up.bearer = SecretValue(crypto::Base64Encode(pair));
+    SecretValue out(crypto::Base64Encode(pair));
     SecureWipe(pair.data(), pair.size());
+    return out;
   }
 
   // ---- forwarding
@@ -330,81 +200,19 @@ struct GitProxy::Impl {
   // bytes of it already read) and the upstream's answer.
   void Forward(const Request& req, const Target& t, const std::string& url,
                const SecretValue& token, std::string_view prefix, BodyStream& body, Response& res) {
-    HttpRequest up;
-    up.method = req.method;
-    up.url = url;
-    SetUpstreamAuth(up, token);
-    up.timeout = std::chrono::seconds(cfg.max_transfer_seconds);
-    up.connect_timeout = kConnectTimeout;
-    for (std::string_view name :
-         {"Content-Type", "Content-Encoding", "Accept", "Accept-Encoding", "Git-Protocol"}) {
-      std::string_view v = req.Header(name);
-      if (!v.empty()) {
-        up.headers.emplace_back(std::string(name), std::string(v));
-      }
-    }
-    if (std::string_view ua = req.Header("User-Agent"); ua.starts_with("git/")) {
-      up.headers.emplace_back("User-Agent", std::string(ua) + " jitbroker");
-    }
-    HttpStreamCallbacks cb;
-    cb.idle_timeout = std::chrono::seconds(cfg.idle_timeout_seconds);
-    size_t prefix_pos = 0;
-    if (req.method == "POST") {
-      cb.read_body = [&](char* buf, size_t max) -> Result<size_t> {
-        if (prefix_pos < prefix.size()) {
-          const size_t n = std::min(max, prefix.size() - prefix_pos);
-          std::copy_n(prefix.data() + prefix_pos, n, buf);
-          prefix_pos += n;
-          return n;
-        }
-        return body.Read(buf, max);
-      };
-      if (std::string_view cl = req.Header("Content-Length"); !cl.empty()) {
-        int64_t n = 0;
-        auto [p, ec] = std::from_chars(cl.data(), cl.data() + cl.size(), n);
-        if (ec == std::errc() && p == cl.data() + cl.size()) {
-          cb.body_length = n;
-        }
-      }
-    }
-    bool refused = false;
-    int upstream_status = 0;
-    cb.on_head = [&](int status, const HttpHeaders& h) -> Status {
-      upstream_status = status;
-      if (status == 401 || status == 407) {
-        refused = true;  // never let git ask its user for GitHub credentials
-        return OkStatus();
-      }
-      Response head;
-      head.status = status;
-      head.content_type = std::string(h.Get("Content-Type").value_or(""));
-      for (std::string_view name : {"Cache-Control", "Expires", "Pragma", "Content-Encoding"}) {
-        if (auto v = h.Get(name)) {
-          head.headers.emplace_back(std::string(name), std::string(*v));
-        }
-      }
-      return body.WriteHead(head);
-    };
-    cb.on_body = [&](std::string_view data) -> Status {
-      return refused ? OkStatus() : body.Write(data);
-    };
-    Result<int> st = http->Stream(up, cb);
-    if (!st) {
-      if (body.head_written()) {
-        log->warn("event=proxy_cut_off request_id={} repo={} error={}", req.request_id,
-                  log::Quoted(t.owner + "/" + t.repo), log::Quoted(st.error().ToString()));
-        body.Abort();
-        return;
-      }
-      body.Abort();
-      return Fail(req, st.error(), res);
-    }
-    if (refused) {
-      return Fail(req,
-                  Problem(ErrorCode::kUnavailable, "upstream_refused",
-                          "the upstream refused the broker's token for " + t.owner + "/" + t.repo +
-                              " (HTTP " + std::to_string(upstream_status) + ")"),
-                  res);
+    proxy_support::ForwardSpec spec;
+    spec.url = url;
+    spec.auth_scheme = "Basic";
+    spec.auth = GitAuth(token);
+    spec.request_headers = {"Content-Type", "Content-Encoding", "Accept", "Accept-Encoding",
+                            "Git-Protocol"};
+    spec.response_headers = {"Cache-Control", "Expires", "Pragma", "Content-Encoding"};
+    spec.body_prefix = prefix;
+    spec.timeout = std::chrono::seconds(cfg.max_transfer_seconds);
+    spec.idle = std::chrono::seconds(cfg.idle_timeout_seconds);
+    spec.what = t.owner + "/" + t.repo;
+    if (Status st = proxy_support::Forward(*http, req, spec, body, *log); !st) {
+      Fail(req, st.error(), res);
     }
   }
 
@@ -416,7 +224,8 @@ struct GitProxy::Impl {
     HttpRequest up;
     up.method = "GET";
     up.url = t.repo_url() + "/info/refs?service=git-upload-pack";
-    SetUpstreamAuth(up, *token);
+    up.authorization_scheme = "Basic";
+    up.bearer = GitAuth(*token);
     up.headers.emplace_back("Accept", "*/*");
     up.timeout = std::chrono::seconds(std::min<int64_t>(cfg.max_transfer_seconds, 120));
     up.connect_timeout = kConnectTimeout;
@@ -498,8 +307,7 @@ struct GitProxy::Impl {
     if (u.ref.starts_with("refs/heads/")) {
       const std::string branch = u.ref.substr(11);
       p["branch"] = branch;
-      is_protected = std::any_of(cfg.protected_branches.begin(), cfg.protected_branches.end(),
-                                 [&](const std::string& g) { return BranchGlob(g, branch); });
+      is_protected = proxy_support::IsProtectedBranch(cfg, branch);
       if (cfg.default_branch_protected && head_target && *head_target == u.ref) {
         is_protected = true;
         p["default_branch"] = true;
@@ -622,7 +430,7 @@ struct GitProxy::Impl {
       } else {
         d.grant_id = out->grant.grant.id;
         if (out->outcome == service::GrantOutcome::kIssued && out->grant.credential) {
-          d.token = TokenOf(*out->grant.credential);
+          d.token = proxy_support::TokenOf(*out->grant.credential);
         } else if (out->outcome == service::GrantOutcome::kPending) {
           d.approval_id = out->grant.grant.approval_id;
           d.reason = "jitbroker: needs approval " + d.approval_id + "; push again once approved";
@@ -681,7 +489,8 @@ struct GitProxy::Impl {
     if (!t) {
       return Fail(req, NotFound("no_route", "no such endpoint"), res);
     }
-    auto caller = Authenticate(req);
+    auto caller = proxy_support::AuthenticateSession(
+        *service, req, "set credential.helper to \"jitctl git-credential\"");
     if (!caller) {
       return Fail(req, caller.error(), res);
     }
@@ -690,18 +499,13 @@ struct GitProxy::Impl {
     ctx.client_request_id = req.client_request_id;
     ctx.caller = std::move(*caller);
     ctx.via_proxy = true;
-    if (active.fetch_add(1) >= max_transfers) {
-      active.fetch_sub(1);
-      Error e = Problem(ErrorCode::kUnavailable, "proxy_busy",
-                        "the broker is carrying as many git transfers as it may; retry shortly");
-      e.retryable = true;
-      e.retry_after = std::chrono::seconds(2);
-      return Fail(req, e, res);
+    if (!slots->TryTake()) {
+      return Fail(req, proxy_support::TransferSlots::Busy(), res);
     }
     struct Release {
-      std::atomic<int>* n;
-      ~Release() { n->fetch_sub(1); }
-    } release{&active};
+      proxy_support::TransferSlots* s;
+      ~Release() { s->Release(); }
+    } release{slots.get()};
     switch (t->action) {
       case Action::kAdvertiseUpload:
       case Action::kUploadPack: {
@@ -723,12 +527,13 @@ struct GitProxy::Impl {
 };
 
 GitProxy::GitProxy(service::BrokerService* service, HttpClient* http, config::ProxyConfig config,
-                   int server_threads, RenderErrorFn render_error)
+                   std::shared_ptr<proxy_support::TransferSlots> slots,
+                   std::shared_ptr<proxy_support::HeldTokens> held, RenderErrorFn render_error)
     : impl_(std::make_unique<Impl>()) {
   impl_->service = service;
   impl_->http = http;
-  impl_->max_transfers = config.max_concurrent_transfers > 0 ? config.max_concurrent_transfers
-                                                             : std::max(1, server_threads / 2);
+  impl_->slots = std::move(slots);
+  impl_->held = std::move(held);
   impl_->cfg = std::move(config);
   impl_->render_error = std::move(render_error);
   for (auto& r : service->ProxyRoutes()) {

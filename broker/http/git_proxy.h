@@ -25,6 +25,7 @@
 #include <string>
 
 #include "broker/config/config.h"
+#include "broker/http/proxy_support.h"
 #include "broker/http/transport.h"
 #include "broker/service/broker_service.h"
 #include "jitbroker/http_client.h"
@@ -36,7 +37,8 @@ class GitProxy {
   using RenderErrorFn = std::function<void(const Request&, const Error&, Response&)>;
 
   GitProxy(service::BrokerService* service, HttpClient* http, config::ProxyConfig config,
-           int server_threads, RenderErrorFn render_error);
+           std::shared_ptr<proxy_support::TransferSlots> slots,
+           std::shared_ptr<proxy_support::HeldTokens> held, RenderErrorFn render_error);
   ~GitProxy();
 
   // Whether `path` is under /git/.

@@ -12,6 +12,7 @@
 #include "broker/common/json_util.h"
 #include "broker/common/log.h"
 #include "broker/http/git_proxy.h"
+#include "broker/http/github_api_proxy.h"
 #include "broker/http/transport.h"
 #include "broker/http/wire.h"
 #include "broker/net/url.h"
@@ -193,7 +194,8 @@ struct HttpServer::Impl final : RequestHandler {
   Metrics* metrics = nullptr;
   ReloadFn reload;
   std::unique_ptr<Transport> transport;
-  std::unique_ptr<GitProxy> git_proxy;  // /git/…; null when off
+  std::unique_ptr<GitProxy> git_proxy;        // /git/…; null when off
+  std::unique_ptr<GitHubApiProxy> api_proxy;  // /github/…; null when off
   std::shared_ptr<spdlog::logger> error_log = log::Get("http");
   std::shared_ptr<spdlog::logger> access_log = log::Access();  // nullptr: off
   std::atomic<int> long_polls{0};
@@ -282,6 +284,9 @@ struct HttpServer::Impl final : RequestHandler {
     if (git_proxy && GitProxy::Owns(head.path())) {
       return git_proxy->Plan(head);
     }
+    if (api_proxy && GitHubApiProxy::Owns(head.path())) {
+      return api_proxy->Plan(head);
+    }
     std::vector<std::string_view> segs;
     if (SplitPath(head.path(), segs)) {
       bool path_known = false;
@@ -322,10 +327,13 @@ struct HttpServer::Impl final : RequestHandler {
   }
 
   void HandleStream(Request& req, BodyStream& body, Response& res) override {
-    if (!git_proxy) {
-      return WriteProblem(res, NotFound("no_route", "no such endpoint"), req.request_id);
+    if (git_proxy && GitProxy::Owns(req.path())) {
+      return git_proxy->Handle(req, body, res);
     }
-    git_proxy->Handle(req, body, res);
+    if (api_proxy && GitHubApiProxy::Owns(req.path())) {
+      return api_proxy->Handle(req, body, res);
+    }
+    WriteProblem(res, NotFound("no_route", "no such endpoint"), req.request_id);
   }
 
   void RenderError(const Request& req, const Error& e, Response& res) override {
@@ -442,12 +450,20 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Create(const config::ServerConfi
   opts.write_timeout = std::chrono::milliseconds(cfg.write_timeout_ms);
   JITBROKER_ASSIGN_OR_RETURN(impl.transport, Transport::Create(std::move(opts), &impl));
   if (proxy.config.enabled && proxy.http != nullptr) {
+    // One bound on transfers and one set of held tokens for both proxies.
+    const int max_transfers = proxy.config.max_concurrent_transfers > 0
+                                  ? proxy.config.max_concurrent_transfers
+                                  : std::max(1, cfg.threads / 2);
+    auto slots = std::make_shared<proxy_support::TransferSlots>(max_transfers);
+    auto held = std::make_shared<proxy_support::HeldTokens>(service);
     Impl* self = &impl;
+    auto render = [self](const Request& req, const Error& e, Response& res) {
+      self->RenderError(req, e, res);
+    };
     impl.git_proxy =
-        std::make_unique<GitProxy>(service, proxy.http, std::move(proxy.config), cfg.threads,
-                                   [self](const Request& req, const Error& e, Response& res) {
-                                     self->RenderError(req, e, res);
-                                   });
+        std::make_unique<GitProxy>(service, proxy.http, proxy.config, slots, held, render);
+    impl.api_proxy = std::make_unique<GitHubApiProxy>(service, proxy.http, std::move(proxy.config),
+                                                      slots, held, render, !cfg.tls_cert.empty());
   }
   impl.Install();
   return s;

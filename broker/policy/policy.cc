@@ -577,8 +577,9 @@ Tier ClassifyTier(const GrantRequest& req, const std::vector<std::string>& scope
     } else if (op == "merge" || op == "deploy" || op == "push_protected") {
       tier = Tier::kMergeDeploy;
       best_rule = "operation:" + op;
-    } else if (op == "delete_ref" || op == "rewrite_tag" || op == "force_push") {
-      // The proxy's git.push operations that lose history (docs/proxy.md).
+    } else if (op == "delete_ref" || op == "rewrite_tag" || op == "force_push" ||
+               op == "delete_repository") {
+      // What the proxy classifies as losing history or data (docs/proxy.md).
       tier = Tier::kDestructive;
       best_rule = "operation:" + op;
     } else {

@@ -140,6 +140,7 @@ uint64_t GetBe64(std::string_view in) {
 
 struct FakeGitHub::Impl {
   FakeGitHubOptions options;
+  std::atomic<int> port{0};  // set once serving
   httplib::Server server;
   std::thread thread;
   std::unique_ptr<crypto::VerifyKey> app_key;
@@ -149,9 +150,15 @@ struct FakeGitHub::Impl {
   std::map<int64_t, FakeInstallation> installations;
   std::map<std::string, int64_t> repo_installation;  // lower "owner/repo" -> installation
   std::map<std::string, std::pair<std::string, std::string>> collaborators;  // lower key
-  std::map<std::string, TokenInfo> tokens;                                   // sha256 hex -> info
-  std::set<std::string> revoked;                                             // sha256 hex
-  std::map<std::string, nlohmann::json> verified_jwts;                       // sha256 hex -> claims
+  struct Pull {
+    std::string title;
+    bool merged = false;
+    std::vector<std::string> comments;
+  };
+  std::map<std::string, std::map<int, Pull>> pulls;     // lower "owner/repo" -> number -> pull
+  std::map<std::string, TokenInfo> tokens;              // sha256 hex -> info
+  std::set<std::string> revoked;                        // sha256 hex
+  std::map<std::string, nlohmann::json> verified_jwts;  // sha256 hex -> claims
   struct Injection {
     Route route;
     int status;
@@ -707,6 +714,134 @@ struct FakeGitHub::Impl {
             {{"permission", perm.first}, {"role_name", role}, {"user", {{"login", login}}}});
   }
 
+  // The token of a REST call on matches[1]/matches[2], if it is active,
+  // reaches the repository and holds every permission of `need` at `level`
+  // or above (any one of `any_of` when given); else answers and nullopt.
+  std::optional<TokenInfo> RepoToken(const httplib::Request& req, httplib::Response& res,
+                                     const std::vector<std::string>& need, const std::string& level,
+                                     bool any_of = false) {
+    const std::string token = Bearer(req);
+    auto info = token.empty() ? std::nullopt : ActiveToken(token);
+    if (!info || Warming(*info)) {
+      Error(res, 401, "Bad credentials");
+      return std::nullopt;
+    }
+    const std::string repo = std::string(req.matches[1]) + "/" + std::string(req.matches[2]);
+    if (!TokenReaches(*info, repo)) {
+      Error(res, 404, "Not Found");
+      return std::nullopt;
+    }
+    auto has = [&](const std::string& p) {
+      const std::string v = info->permissions.value(p, "");
+      return level == "read" ? (v == "read" || v == "write" || v == "admin")
+                             : (v == "write" || v == "admin");
+    };
+    const bool ok = any_of ? std::any_of(need.begin(), need.end(), has)
+                           : std::all_of(need.begin(), need.end(), has);
+    if (!ok) {
+      Error(res, 403, "Resource not accessible by integration");
+      return std::nullopt;
+    }
+    return info;
+  }
+
+  void HandleListPulls(const httplib::Request& req, httplib::Response& res) {
+    if (!RepoToken(req, res, {"pull_requests"}, "read")) {
+      return;
+    }
+    const std::string repo = Lower(std::string(req.matches[1]) + "/" + std::string(req.matches[2]));
+    int per_page = 30;
+    int page = 1;
+    try {
+      if (req.has_param("per_page")) {
+        per_page = std::clamp(std::stoi(req.get_param_value("per_page")), 1, 100);
+      }
+      if (req.has_param("page")) {
+        page = std::max(1, std::stoi(req.get_param_value("page")));
+      }
+    } catch (...) {
+      return Error(res, 422, "Validation Failed");
+    }
+    nlohmann::json out = nlohmann::json::array();
+    int64_t repo_id = 0;
+    size_t total = 0;
+    {
+      std::lock_guard lock(mu);
+      auto inst = repo_installation.find(repo);
+      if (inst != repo_installation.end()) {
+        const FakeInstallation& fi = installations[inst->second];
+        auto id = fi.repositories.find(repo.substr(repo.find('/') + 1));
+        repo_id = id == fi.repositories.end() ? 0 : id->second;
+      }
+      const auto& list = pulls[repo];
+      total = list.size();
+      size_t i = 0;
+      for (const auto& [n, pr] : list) {
+        if (i >= static_cast<size_t>((page - 1) * per_page) &&
+            i < static_cast<size_t>(page * per_page)) {
+          out.push_back(
+              {{"number", n}, {"title", pr.title}, {"state", pr.merged ? "closed" : "open"}});
+        }
+        ++i;
+      }
+    }
+    const int last = std::max(1, static_cast<int>((total + static_cast<size_t>(per_page) - 1) /
+                                                  static_cast<size_t>(per_page)));
+    const std::string base = "http://127.0.0.1:" + std::to_string(port) + "/repositories/" +
+                             std::to_string(repo_id) +
+                             "/pulls?per_page=" + std::to_string(per_page) + "&page=";
+    std::string link;
+    if (page < last) {
+      link = "<" + base + std::to_string(page + 1) + ">; rel=\"next\", <" + base +
+             std::to_string(last) + ">; rel=\"last\"";
+    }
+    Respond(res, 200, out);
+    if (!link.empty()) {
+      res.set_header("Link", link);
+    }
+  }
+
+  void HandleComment(const httplib::Request& req, httplib::Response& res) {
+    if (!RepoToken(req, res, {"issues", "pull_requests"}, "write", true)) {
+      return;
+    }
+    nlohmann::json body = nlohmann::json::parse(req.body, nullptr, false);
+    if (!body.is_object() || !body.contains("body") || !body["body"].is_string()) {
+      return Error(res, 422, "Validation Failed");
+    }
+    const std::string repo = Lower(std::string(req.matches[1]) + "/" + std::string(req.matches[2]));
+    const int n = std::stoi(req.matches[3]);
+    std::lock_guard lock(mu);
+    auto it = pulls[repo].find(n);
+    if (it == pulls[repo].end()) {
+      return Error(res, 404, "Not Found");
+    }
+    it->second.comments.push_back(body["body"]);
+    Respond(res, 201,
+            {{"id", static_cast<int64_t>(it->second.comments.size())}, {"body", body["body"]}});
+  }
+
+  void HandleMerge(const httplib::Request& req, httplib::Response& res) {
+    if (!RepoToken(req, res, {"contents", "pull_requests"}, "write")) {
+      return;
+    }
+    const std::string repo = Lower(std::string(req.matches[1]) + "/" + std::string(req.matches[2]));
+    const int n = std::stoi(req.matches[3]);
+    std::lock_guard lock(mu);
+    auto it = pulls[repo].find(n);
+    if (it == pulls[repo].end()) {
+      return Error(res, 404, "Not Found");
+    }
+    if (it->second.merged) {
+      return Error(res, 405, "Pull Request is not mergeable");
+    }
+    it->second.merged = true;
+    Respond(res, 200,
+            {{"merged", true},
+             {"sha", std::string(40, 'c')},
+             {"message", "Pull Request successfully merged"}});
+  }
+
   void HandleRepo(const httplib::Request& req, httplib::Response& res) {
     const std::string token = Bearer(req);
     auto info = token.empty() ? std::nullopt : ActiveToken(token);
@@ -810,8 +945,20 @@ std::unique_ptr<FakeGitHub> FakeGitHub::Start(FakeGitHubOptions options) {
   svr.Get(
       R"(/repos/([^/]+)/([^/]+))",
       [&impl](const httplib::Request& req, httplib::Response& res) { impl.HandleRepo(req, res); });
+  svr.Get(R"(/repos/([^/]+)/([^/]+)/pulls)",
+          [&impl](const httplib::Request& req, httplib::Response& res) {
+            impl.HandleListPulls(req, res);
+          });
+  svr.Post(R"(/repos/([^/]+)/([^/]+)/issues/([0-9]+)/comments)",
+           [&impl](const httplib::Request& req, httplib::Response& res) {
+             impl.HandleComment(req, res);
+           });
+  svr.Put(
+      R"(/repos/([^/]+)/([^/]+)/pulls/([0-9]+)/merge)",
+      [&impl](const httplib::Request& req, httplib::Response& res) { impl.HandleMerge(req, res); });
 
   f->port_ = ServeOnLoopback(svr, impl.thread);
+  impl.port = f->port_;
   return f->port_ > 0 ? std::move(f) : nullptr;
 }
 
@@ -823,6 +970,35 @@ void FakeGitHub::Stop() {
 }
 
 std::string FakeGitHub::url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+
+void FakeGitHub::AddPullRequest(const std::string& owner_repo, int number,
+                                const std::string& title) {
+  std::lock_guard lock(impl_->mu);
+  impl_->pulls[Lower(owner_repo)][number].title = title;
+}
+
+std::vector<int> FakeGitHub::Merged(const std::string& owner_repo) const {
+  std::lock_guard lock(impl_->mu);
+  std::vector<int> out;
+  auto it = impl_->pulls.find(Lower(owner_repo));
+  if (it != impl_->pulls.end()) {
+    for (const auto& [n, pr] : it->second) {
+      if (pr.merged) {
+        out.push_back(n);
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> FakeGitHub::Comments(const std::string& owner_repo, int number) const {
+  std::lock_guard lock(impl_->mu);
+  auto it = impl_->pulls.find(Lower(owner_repo));
+  if (it == impl_->pulls.end() || !it->second.contains(number)) {
+    return {};
+  }
+  return it->second.at(number).comments;
+}
 
 void FakeGitHub::AddInstallation(FakeInstallation installation) {
   std::lock_guard lock(impl_->mu);

@@ -139,6 +139,17 @@ class FakeGitHub {
   // long after minting. Zero (default): at once usable.
   void SetTokenWarmup(std::chrono::seconds warmup);
 
+  // Pull requests, for the REST calls the broker's proxy forwards
+  // (docs/proxy.md): GET /repos/{o}/{r}/pulls (paginated: per_page, page,
+  // and a Link header of /repositories/{id}/pulls URLs as GitHub sends),
+  // POST /repos/{o}/{r}/issues/{n}/comments (JSON {"body": string}; an
+  // installation token with issues or pull_requests write), PUT
+  // /repos/{o}/{r}/pulls/{n}/merge (contents and pull_requests write; 405
+  // once merged). Tokens must reach the repository.
+  void AddPullRequest(const std::string& owner_repo, int number, const std::string& title);
+  std::vector<int> Merged(const std::string& owner_repo) const;
+  std::vector<std::string> Comments(const std::string& owner_repo, int number) const;
+
   // Inspection.
   std::optional<TokenInfo> Token(const std::string& token) const;
   // Valid (MAC), unexpired and not revoked.

@@ -49,7 +49,10 @@ struct ProxyWorld {
     inst.id = 42;
     inst.account = "acme";
     inst.repositories = {{"payment-service", 1001}};
-    inst.permissions = {{"contents", "write"}, {"metadata", "read"}};
+    inst.permissions = {{"contents", "write"},
+                        {"metadata", "read"},
+                        {"pull_requests", "write"},
+                        {"issues", "write"}};
     fake->AddInstallation(inst);
     fake->SetCollaborator("acme/payment-service", "maint-user", "write", "maintain");
     FakeGitHub* f = fake.get();
@@ -319,6 +322,153 @@ TEST_CASE("git proxy: requests without the session, or for hosts not configured,
       w.broker->Request("POST", push_path, w.token, many, "application/x-git-receive-pack-request");
   CHECK(too_many.status == 400);
   CHECK(w.Grants().empty());
+}
+
+// A GitHub client of the agent's: the broker's /github/ URL as its API
+// root, the session token as its token.
+struct ApiClient {
+  httplib::Client c;
+  std::string base;
+  std::string token;
+  ApiClient(const ProxyWorld& w)
+      : c("127.0.0.1", w.broker->port()),
+        base("/github/" + w.fake->url().substr(7)),
+        token(w.token) {
+    c.set_read_timeout(30);
+  }
+  httplib::Headers Headers() const {
+    return {{"Authorization", "Bearer " + token},
+            {"Accept", "application/vnd.github+json"},
+            {"X-GitHub-Api-Version", "2022-11-28"},
+            {"User-Agent", "agent-octokit/1.0"}};
+  }
+  httplib::Result Call(const std::string& method, const std::string& path,
+                       const std::string& body = "") {
+    const std::string url = base + path;
+    if (method == "GET") {
+      return c.Get(url, Headers());
+    }
+    if (method == "PUT") {
+      return c.Put(url, Headers(), body, "application/json");
+    }
+    return c.Post(url, Headers(), body, "application/json");
+  }
+};
+
+TEST_CASE("GitHub API proxy: a comment goes through, a merge waits for an approval of that call") {
+  ProxyWorld w;
+  w.OpenSession(nullptr);
+  for (int n : {1, 2, 3, 842, 843}) {
+    w.fake->AddPullRequest("acme/payment-service", n, "PR " + std::to_string(n));
+  }
+  ApiClient api(w);
+  const std::string repo = "/repos/acme/payment-service";
+
+  auto comment = api.Call("POST", repo + "/issues/842/comments", R"({"body":"LGTM"})");
+  REQUIRE(comment);
+  CHECK_MESSAGE(comment->status == 201, comment->body);
+  CHECK(w.fake->Comments("acme/payment-service", 842) == std::vector<std::string>{"LGTM"});
+
+  // The merge of PR 842 waits; nothing reaches GitHub.
+  auto merge = api.Call("PUT", repo + "/pulls/842/merge", "{}");
+  REQUIRE(merge);
+  CHECK(merge->status == 403);
+  auto problem = nlohmann::json::parse(merge->body);
+  CHECK(problem["code"] == "approval_required");
+  const std::string approval_id = problem["approval"]["id"];
+  const std::string digest = problem["approval"]["request_digest"];
+  CHECK(w.fake->Merged("acme/payment-service").empty());
+  auto decided = w.broker->Post("/v1/approvals/" + approval_id, w.broker->maintainer2_key,
+                                {{"decision", "approve"}, {"request_digest", digest}});
+  REQUIRE_MESSAGE(decided.status == 200, decided.body);
+
+  // The approval covers that call: PR 843 needs its own, …
+  auto other = api.Call("PUT", repo + "/pulls/843/merge", "{}");
+  REQUIRE(other);
+  CHECK(other->status == 403);
+  CHECK(nlohmann::json::parse(other->body)["approval"]["id"] != approval_id);
+  // … and so does the same call with another body.
+  auto other_body = api.Call("PUT", repo + "/pulls/842/merge", R"({"merge_method":"squash"})");
+  REQUIRE(other_body);
+  CHECK(other_body->status == 403);
+  CHECK(nlohmann::json::parse(other_body->body)["approval"]["id"] != approval_id);
+  CHECK(w.fake->Merged("acme/payment-service").empty());
+
+  // The approved call, repeated, is forwarded once.
+  auto merged = api.Call("PUT", repo + "/pulls/842/merge", "{}");
+  REQUIRE(merged);
+  CHECK_MESSAGE(merged->status == 200, merged->body);
+  CHECK(w.fake->Merged("acme/payment-service") == std::vector<int>{842});
+  auto again = api.Call("PUT", repo + "/pulls/842/merge", "{}");
+  REQUIRE(again);
+  CHECK(again->status == 403);
+  CHECK(nlohmann::json::parse(again->body)["code"] == "approval_required");
+
+  // Every write was a grant of its own, its token revoked after the call.
+  int writes = 0;
+  for (const auto& g : w.Grants()) {
+    if (g["tool"] == "github.create_comment" || g["tool"] == "github.merge_pull_request") {
+      ++writes;
+      CHECK(g["held_by"] == "proxy");
+      CHECK(g["parameters"].contains("body_sha256"));
+      CHECK(g["state"] != "active");
+    }
+  }
+  CHECK(writes == 5);
+  CHECK(w.fake->Violations().empty());
+}
+
+TEST_CASE("GitHub API proxy: reads page through the broker, upstream errors pass through") {
+  ProxyWorld w;
+  w.OpenSession(nullptr);
+  for (int n = 1; n <= 5; ++n) {
+    w.fake->AddPullRequest("acme/payment-service", n, "PR " + std::to_string(n));
+  }
+  ApiClient api(w);
+  auto page1 = api.Call("GET", "/repos/acme/payment-service/pulls?per_page=2");
+  REQUIRE(page1);
+  REQUIRE(page1->status == 200);
+  CHECK(nlohmann::json::parse(page1->body).size() == 2);
+  const std::string link = page1->get_header_value("Link");
+  const std::string next_prefix = "<http://127.0.0.1:" + std::to_string(w.broker->port()) +
+                                  api.base + "/repos/acme/payment-service/pulls?";
+  CHECK_MESSAGE(link.starts_with(next_prefix), link);
+  CHECK(link.find(w.fake->url()) == std::string::npos);
+  // Following "next" as a client does reaches page 2 through the broker.
+  const std::string next_url = link.substr(1, link.find('>') - 1);
+  const std::string origin = "http://127.0.0.1:" + std::to_string(w.broker->port());
+  auto page2 = api.c.Get(next_url.substr(origin.size()), api.Headers());
+  REQUIRE(page2);
+  CHECK(page2->status == 200);
+  CHECK(nlohmann::json::parse(page2->body).size() == 2);
+  auto page3 =
+      api.c.Get(api.base + "/repos/acme/payment-service/pulls?per_page=2&page=3", api.Headers());
+  REQUIRE(page3);
+  CHECK(page3->status == 200);
+  CHECK(nlohmann::json::parse(page3->body).size() == 1);
+  CHECK(page3->get_header_value("X-RateLimit-Limit") != "");
+
+  // GitHub's own refusal reaches the client as GitHub sent it.
+  auto bad = api.Call("GET", "/repos/acme/payment-service/pulls?per_page=x");
+  REQUIRE(bad);
+  CHECK(bad->status == 422);
+  CHECK(nlohmann::json::parse(bad->body)["message"] == "Validation Failed");
+
+  // Calls that cannot be narrowed to a repository, or without the session.
+  auto user = api.Call("GET", "/user");
+  REQUIRE(user);
+  CHECK(user->status == 403);
+  CHECK(nlohmann::json::parse(user->body)["code"] == "unsupported_api_path");
+  api.token = "jbs_forged";
+  auto anon = api.Call("GET", "/repos/acme/payment-service/pulls");
+  REQUIRE(anon);
+  CHECK(anon->status == 401);
+  // Reads share one read grant per repository and permission.
+  int reads = 0;
+  for (const auto& g : w.Grants()) {
+    reads += g["tool"] == "github.read" ? 1 : 0;
+  }
+  CHECK(reads == 1);
 }
 
 }  // namespace
