@@ -77,6 +77,7 @@ struct GitProxy::Impl {
   std::shared_ptr<proxy_support::HeldTokens> held;
   RenderErrorFn render_error;
   std::vector<service::BrokerService::ProxyRoute> routes;  // kind "git"
+  std::map<std::string, std::string> api_bases;            // issuer -> its REST API root
   std::shared_ptr<spdlog::logger> log = log::Get("proxy");
 
   struct CachedBranch {
@@ -198,7 +199,8 @@ struct GitProxy::Impl {
 
   // Forwards req to `url` with `token`, streaming its body (after `prefix`,
   // bytes of it already read) and the upstream's answer.
-  void Forward(const Request& req, const Target& t, const std::string& url,
+  // True when the upstream answered (whatever its status).
+  bool Forward(const Request& req, const Target& t, const std::string& url,
                const SecretValue& token, std::string_view prefix, BodyStream& body, Response& res) {
     proxy_support::ForwardSpec spec;
     spec.url = url;
@@ -213,6 +215,78 @@ struct GitProxy::Impl {
     spec.what = t.owner + "/" + t.repo;
     if (Status st = proxy_support::Forward(*http, req, spec, body, *log); !st) {
       Fail(req, st.error(), res);
+      return false;
+    }
+    return true;
+  }
+
+  // After a forwarded push: each branch or tag update that moved an existing
+  // ref is checked upstream (docs/proxy.md, "Force pushes"): if the ref now
+  // holds the pushed id and that id does not descend from the old one, the
+  // push rewrote history, which is reported (audit, and the force_push
+  // anomaly rule). Checked with the GitHub API of the same issuer and the
+  // broker's read token; a check that cannot be made is logged.
+  void CheckFastForward(const Request& req, const service::CallContext& ctx, const Target& t,
+                        const std::vector<std::pair<const git::RefUpdate*, std::string>>& updates) {
+    auto api = api_bases.find(t.issuer);
+    if (api == api_bases.end()) {
+      return;
+    }
+    auto call = [&](const std::string& path) -> Result<nlohmann::json> {
+      JITBROKER_ASSIGN_OR_RETURN(auto token, ReadToken(ctx, t));
+      HttpRequest up;
+      up.method = "GET";
+      up.url = api->second + "/repos/" + t.owner + "/" + t.repo + path;
+      up.bearer = token->Clone();
+      up.headers = {{"Accept", "application/vnd.github+json"},
+                    {"X-GitHub-Api-Version", "2022-11-28"},
+                    {"User-Agent", "jitbroker-proxy"}};
+      up.timeout = std::chrono::seconds(30);
+      up.connect_timeout = kConnectTimeout;
+      JITBROKER_ASSIGN_OR_RETURN(HttpResponse r, http->Send(up));
+      if (r.status != 200) {
+        return std::unexpected(Problem(ErrorCode::kUnavailable, "upstream_error",
+                                       "HTTP " + std::to_string(r.status) + " for " + path));
+      }
+      nlohmann::json j = nlohmann::json::parse(r.body, nullptr, false);
+      if (!j.is_object()) {
+        return std::unexpected(
+            Problem(ErrorCode::kUnavailable, "upstream_error", "not a JSON object: " + path));
+      }
+      return j;
+    };
+    for (const auto& [u, grant_id] : updates) {
+      if (u->create() || u->remove()) {
+        continue;
+      }
+      auto ref = call("/git/ref/" + u->ref.substr(5));
+      if (!ref) {
+        log->warn("event=ff_check_failed request_id={} ref={} error={}", req.request_id,
+                  log::Quoted(u->ref), log::Quoted(ref.error().ToString()));
+        continue;
+      }
+      const nlohmann::json& object = (*ref)["object"];
+      if (!object.is_object() || object.value("sha", std::string()) != u->new_id) {
+        continue;  // not updated (refused upstream, or moved again since)
+      }
+      auto cmp = call("/compare/" + u->old_id + "..." + u->new_id);
+      if (!cmp) {
+        log->warn("event=ff_check_failed request_id={} ref={} error={}", req.request_id,
+                  log::Quoted(u->ref), log::Quoted(cmp.error().ToString()));
+        continue;
+      }
+      const std::string status = cmp->value("status", std::string());
+      if (status == "ahead" || status == "identical") {
+        continue;
+      }
+      nlohmann::json evidence = {{"grant_id", grant_id}, {"repository", t.owner + "/" + t.repo},
+                                 {"ref", u->ref},        {"old", u->old_id},
+                                 {"new", u->new_id},     {"comparison", status}};
+      if (Status st = service->ReportForcePush(ctx, ctx.caller.session_id, std::move(evidence));
+          !st) {
+        log->error("event=force_push_report_failed request_id={} error={}", req.request_id,
+                   log::Quoted(st.error().ToString()));
+      }
     }
   }
 
@@ -444,7 +518,14 @@ struct GitProxy::Impl {
     }
     // 3. Forward all or nothing.
     if (all_allowed) {
-      Forward(req, t, t.repo_url() + "/git-receive-pack", *decisions.front().token, raw, body, res);
+      if (Forward(req, t, t.repo_url() + "/git-receive-pack", *decisions.front().token, raw, body,
+                  res)) {
+        std::vector<std::pair<const git::RefUpdate*, std::string>> updates;
+        for (const RefDecision& d : decisions) {
+          updates.emplace_back(d.update, d.grant_id);
+        }
+        CheckFastForward(req, ctx, t, updates);
+      }
     } else {
       std::map<std::string, std::string> reasons;
       std::vector<std::string> message;
@@ -476,7 +557,7 @@ struct GitProxy::Impl {
     for (const RefDecision& d : decisions) {
       if (d.token) {
         auto revoked = service->RevokeGrant(ctx, d.grant_id);
-        if (!revoked) {
+        if (!revoked && revoked.error().Reason() != "grant_not_live") {
           log->warn("event=proxy_revoke_failed request_id={} grant_id={} error={}", req.request_id,
                     d.grant_id, log::Quoted(revoked.error().ToString()));
         }
@@ -516,7 +597,8 @@ struct GitProxy::Impl {
         const std::string url = t->repo_url() + (t->action == Action::kUploadPack
                                                      ? "/git-upload-pack"
                                                      : "/info/refs?service=git-upload-pack");
-        return Forward(req, *t, url, **token, {}, body, res);
+        Forward(req, *t, url, **token, {}, body, res);
+        return;
       }
       case Action::kAdvertiseReceive:
         return AdvertiseReceive(req, ctx, *t, res);
@@ -537,6 +619,9 @@ GitProxy::GitProxy(service::BrokerService* service, HttpClient* http, config::Pr
   impl_->cfg = std::move(config);
   impl_->render_error = std::move(render_error);
   for (auto& r : service->ProxyRoutes()) {
+    if (r.upstream.kind == "github_api") {
+      impl_->api_bases[r.issuer] = r.upstream.base_url;
+    }
     if (r.upstream.kind == "git" && !r.upstream.host.empty()) {
       impl_->routes.push_back(std::move(r));
     }

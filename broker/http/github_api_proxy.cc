@@ -444,7 +444,7 @@ struct GitHubApiProxy::Impl {
     // A write's token is the call's alone.
     if (!write_grant.empty()) {
       auto revoked = service->RevokeGrant(ctx, write_grant);
-      if (!revoked) {
+      if (!revoked && revoked.error().Reason() != "grant_not_live") {
         log->warn("event=proxy_revoke_failed request_id={} grant_id={} error={}", req.request_id,
                   write_grant, log::Quoted(revoked.error().ToString()));
       }

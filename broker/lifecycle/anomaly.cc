@@ -45,7 +45,8 @@ struct KindRow {
 constexpr KindRow kKinds[] = {{Kind::kDeniedBurst, "denied_burst"},
                               {Kind::kOutOfScope, "out_of_scope"},
                               {Kind::kTierChain, "tier_chain"},
-                              {Kind::kRate, "rate"}};
+                              {Kind::kRate, "rate"},
+                              {Kind::kForcePush, "force_push"}};
 
 std::optional<Kind> ParseKind(std::string_view name) {
   for (const KindRow& row : kKinds) {
@@ -70,6 +71,8 @@ bool KindUsesKey(Kind kind, std::string_view key) {
       return key == "sequence" || key == "window_seconds";
     case Kind::kRate:
       return key == "max_per_minute";
+    case Kind::kForcePush:
+      return false;
   }
   return false;
 }
@@ -202,6 +205,8 @@ Result<AnomalyRule> ParseEntry(config::Section& s, size_t index) {
                                  RequiredInt(s, "max_per_minute", 1, kMaxAnomalyPerMinute));
       break;
     }
+    case Kind::kForcePush:
+      break;  // no threshold: the proxy's report triggers it
   }
   return rule;
 }
@@ -239,6 +244,8 @@ bool Relevant(const AnomalyRule& r, const DecisionObservation& o) {
       return std::find(r.sequence.begin(), r.sequence.end(), o.tier) != r.sequence.end();
     case Kind::kRate:
       return true;
+    case Kind::kForcePush:
+      return false;  // reported by the proxy (BrokerService::ReportForcePush)
   }
   return false;
 }
@@ -469,6 +476,8 @@ nlohmann::json Evidence(const AnomalyRule& r, const std::string& session_id,
     }
     case Kind::kRate:
       ev["max_per_minute"] = r.max_per_minute;
+      break;
+    case Kind::kForcePush:
       break;
   }
   nlohmann::json list = nlohmann::json::array();

@@ -13,7 +13,10 @@
 //                 necessarily adjacent; any result: asking is the signal), the
 //                 first to the last within `window_seconds`;
 //   rate          more than `max_per_minute` grant requests (any result) within
-//                 any sliding 60 s.
+//                 any sliding 60 s;
+//   force_push    a ref update the git proxy forwarded turned out to rewrite
+//                 history (docs/proxy.md, "Force pushes"): reported by the
+//                 proxy, not observed in decisions; triggers at once.
 // "Within a window of W seconds" means the observations involved span less
 // than W: newest.at - oldest.at < W. Times come only from the observations (no
 // clock reads), so the detector is deterministic. Observations may arrive
@@ -53,7 +56,7 @@
 namespace jitbroker::lifecycle {
 
 struct AnomalyRule {
-  enum class Kind { kDeniedBurst, kOutOfScope, kTierChain, kRate };
+  enum class Kind { kDeniedBurst, kOutOfScope, kTierChain, kRate, kForcePush };
   Kind kind = Kind::kDeniedBurst;
   // "anomaly[2]:denied_burst" (index + kind) unless the entry sets `name:`.
   std::string name;
@@ -69,7 +72,7 @@ struct AnomalyRule {
   std::string action = "revoke_session";  // only value supported
 };
 
-// "denied_burst", "out_of_scope", "tier_chain", "rate".
+// "denied_burst", "out_of_scope", "tier_chain", "rate", "force_push".
 std::string_view AnomalyKindName(AnomalyRule::Kind kind);
 
 // Bounds enforced by the parser.

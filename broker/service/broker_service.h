@@ -150,6 +150,13 @@ class BrokerService {
   [[nodiscard]] Result<GrantResponse> RequestProxyGrant(const CallContext& ctx,
                                                         const std::string& session_id,
                                                         GrantRequest req);
+  // The git proxy found that a ref update it forwarded in session
+  // `session_id` rewrote history (docs/proxy.md, "Force pushes"): audited as
+  // `git.force_push_detected` with `evidence` ({grant_id, repository, ref,
+  // old, new, comparison}); a `force_push` anomaly rule, when configured,
+  // then revokes the session.
+  [[nodiscard]] Status ReportForcePush(const CallContext& ctx, const std::string& session_id,
+                                       nlohmann::json evidence);
   // The proxy upstreams the configured issuers declare
   // (IssuerDescription::proxy_upstreams), each with its issuer's name.
   struct ProxyRoute {

@@ -325,6 +325,38 @@ Result<GrantResponse> BrokerService::RequestProxyGrant(const CallContext& ctx,
   return RequestGrant(ctx, session_id, std::move(req));
 }
 
+Status BrokerService::ReportForcePush(const CallContext& ctx, const std::string& session_id,
+                                      nlohmann::json evidence) {
+  {
+    std::shared_lock lock(LockFor(session_id));
+    JITBROKER_ASSIGN_OR_RETURN(auto s, store_->GetSession(session_id));
+    if (!s) {
+      return std::unexpected(NotFound("session_not_found", "no session " + session_id));
+    }
+    nlohmann::json ev = audit::SessionEvent("git.force_push_detected", *s, clock_->Now(),
+                                            "detected", ctx.request_id);
+    ev["evidence"] = evidence;
+    WriteBatch batch;
+    batch.audit_events.push_back(std::move(ev));
+    JITBROKER_RETURN_IF_ERROR(Commit(ctx, std::move(batch)));
+  }
+  log::Get("proxy")->warn("event=force_push_detected session_id={} request_id={}", session_id,
+                          ctx.request_id);
+  for (const lifecycle::AnomalyRule& rule : options_.anomaly_rules) {
+    if (rule.kind == lifecycle::AnomalyRule::Kind::kForcePush) {
+      lifecycle::AnomalyTrigger trigger;
+      trigger.rule = rule.name;
+      trigger.kind = "force_push";
+      trigger.evidence = evidence;
+      trigger.evidence["rule"] = rule.name;
+      trigger.evidence["kind"] = "force_push";
+      trigger.evidence["session_id"] = session_id;
+      return RevokeForAnomaly(ctx, session_id, trigger);
+    }
+  }
+  return OkStatus();
+}
+
 Result<GrantRevocation> BrokerService::RevokeGrant(const CallContext& ctx, const std::string& id) {
   JITBROKER_ASSIGN_OR_RETURN(GrantRecord found, LoadAuthorizedGrant(ctx, id));
   std::unique_lock lock(LockFor(found.session_id));

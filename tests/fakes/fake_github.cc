@@ -1,11 +1,14 @@
 #include "tests/fakes/fake_github.h"
 
 #include <signal.h>
+#include <sys/wait.h>
 #include <time.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <random>
+#include <regex>
 
 #include <httplib.h>
 
@@ -842,6 +845,67 @@ struct FakeGitHub::Impl {
              {"message", "Pull Request successfully merged"}});
   }
 
+  // `git --git-dir ROOT/o/r.git ARGS`: exit status and stdout.
+  std::pair<int, std::string> RunGit(const httplib::Request& req, const std::string& args) {
+    static const std::regex kName(R"([A-Za-z0-9._-]+)");
+    if (!std::regex_match(std::string(req.matches[1]), kName) ||
+        !std::regex_match(std::string(req.matches[2]), kName)) {
+      return {-1, ""};
+    }
+    const std::string dir = options.git_root + "/" + Lower(std::string(req.matches[1])) + "/" +
+                            Lower(std::string(req.matches[2])) + ".git";
+    const std::string cmd = "git --git-dir '" + dir + "' " + args + " 2>/dev/null";
+    std::string out;
+    FILE* p = ::popen(cmd.c_str(), "r");
+    if (p == nullptr) {
+      return {-1, out};
+    }
+    char buf[256];
+    size_t n = 0;
+    while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) {
+      out.append(buf, n);
+    }
+    const int rc = ::pclose(p);
+    return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out};
+  }
+
+  void HandleGitRef(const httplib::Request& req, httplib::Response& res) {
+    if (!RepoToken(req, res, {"contents"}, "read")) {
+      return;
+    }
+    const std::string ref = "refs/" + std::string(req.matches[3]);
+    static const std::regex kRef(R"([A-Za-z0-9/_.\-]+)");
+    if (options.git_root.empty() || !std::regex_match(ref, kRef)) {
+      return Error(res, 404, "Not Found");
+    }
+    auto [rc, out] = RunGit(req, "rev-parse --verify -q '" + ref + "'");
+    if (rc != 0 || out.size() < 40) {
+      return Error(res, 404, "Not Found");
+    }
+    Respond(res, 200, {{"ref", ref}, {"object", {{"sha", out.substr(0, 40)}, {"type", "commit"}}}});
+  }
+
+  void HandleCompare(const httplib::Request& req, httplib::Response& res) {
+    if (!RepoToken(req, res, {"contents"}, "read")) {
+      return;
+    }
+    const std::string base = req.matches[3];
+    const std::string head = req.matches[4];
+    if (options.git_root.empty() || RunGit(req, "cat-file -e " + base + "^{commit}").first != 0 ||
+        RunGit(req, "cat-file -e " + head + "^{commit}").first != 0) {
+      return Error(res, 404, "Not Found");
+    }
+    std::string status = "diverged";
+    if (base == head) {
+      status = "identical";
+    } else if (RunGit(req, "merge-base --is-ancestor " + base + " " + head).first == 0) {
+      status = "ahead";
+    } else if (RunGit(req, "merge-base --is-ancestor " + head + " " + base).first == 0) {
+      status = "behind";
+    }
+    Respond(res, 200, {{"status", status}});
+  }
+
   void HandleRepo(const httplib::Request& req, httplib::Response& res) {
     const std::string token = Bearer(req);
     auto info = token.empty() ? std::nullopt : ActiveToken(token);
@@ -945,6 +1009,14 @@ std::unique_ptr<FakeGitHub> FakeGitHub::Start(FakeGitHubOptions options) {
   svr.Get(
       R"(/repos/([^/]+)/([^/]+))",
       [&impl](const httplib::Request& req, httplib::Response& res) { impl.HandleRepo(req, res); });
+  svr.Get(R"(/repos/([^/]+)/([^/]+)/git/ref/(.+))",
+          [&impl](const httplib::Request& req, httplib::Response& res) {
+            impl.HandleGitRef(req, res);
+          });
+  svr.Get(R"(/repos/([^/]+)/([^/]+)/compare/([0-9a-f]{40})\.\.\.([0-9a-f]{40}))",
+          [&impl](const httplib::Request& req, httplib::Response& res) {
+            impl.HandleCompare(req, res);
+          });
   svr.Get(R"(/repos/([^/]+)/([^/]+)/pulls)",
           [&impl](const httplib::Request& req, httplib::Response& res) {
             impl.HandleListPulls(req, res);

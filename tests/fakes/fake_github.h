@@ -71,6 +71,10 @@ struct FakeGitHubOptions {
   // permissions). Off, tokens are still verified (they are MACed), but
   // repository checks on them are skipped: for benchmarks, bounded memory.
   bool keep_issued = true;
+  // Bare repositories OWNER/REPO.git (tests/support/git_http_server.h):
+  // when set, GET /repos/{o}/{r}/git/ref/{ref} and GET
+  // /repos/{o}/{r}/compare/{base}...{head} answer from them (contents read).
+  std::string git_root;
 };
 
 struct FakeInstallation {

@@ -33,7 +33,7 @@ struct ProxyWorld {
   std::string sid;
   std::string token;
 
-  ProxyWorld() {
+  explicit ProxyWorld(const std::string& anomaly = "") {
     char tmpl[] = "/tmp/jitbroker-gp-XXXXXX";
     REQUIRE(::mkdtemp(tmpl) != nullptr);
     dir = tmpl;
@@ -43,6 +43,7 @@ struct ProxyWorld {
     FakeGitHubOptions fo;
     fo.app_public_jwk = (*key)->PublicJwk();
     fo.client_id = kProxyClientId;
+    fo.git_root = dir + "/srv";
     fake = FakeGitHub::Start(fo);
     REQUIRE(fake != nullptr);
     FakeInstallation inst;
@@ -75,6 +76,7 @@ struct ProxyWorld {
        Git() + " -C '" + seed + "' push -q '" + dir + "/srv/acme/payment-service.git' main");
 
     BrokerOptions o;
+    o.anomaly = anomaly;
     o.github_logins = {{"maint_1", "maint-user"}};
     o.extra_issuers = "  github: {type: github_app, client_id: " + std::string(kProxyClientId) +
                       ", private_key: file:" + dir + "/app.pem, base_url: '" + fake->url() +
@@ -265,6 +267,43 @@ TEST_CASE("git proxy: a push to the default branch waits for an approval bound t
   CHECK(rc3 != 0);
   CHECK_MESSAGE(out3.find("needs approval apr_") != std::string::npos, out3);
   CHECK_MESSAGE(out3.find(approval_id) == std::string::npos, out3);
+}
+
+TEST_CASE("git proxy: a forced update is found right after the push and revokes the session") {
+  ProxyWorld w("[{rule: force_push, action: revoke_session}]");
+  w.OpenSession({"fix/*"});
+  std::filesystem::create_directories(w.dir + "/home");
+  auto [rc, out] = w.AgentGit("clone -q '" + w.remote + "' '" + w.Work() + "'");
+  REQUIRE_MESSAGE(rc == 0, out);
+  ProxyWorld::Sh(ProxyWorld::Git() + " -C '" + w.Work() + "' checkout -q -b fix/a");
+  w.Commit("one");
+  auto [rc1, out1] = w.AgentGit("-C '" + w.Work() + "' push -q origin fix/a");
+  REQUIRE_MESSAGE(rc1 == 0, out1);
+  w.Commit("two");  // a fast-forward: nothing to report
+  auto [rc2, out2] = w.AgentGit("-C '" + w.Work() + "' push -q origin fix/a");
+  REQUIRE_MESSAGE(rc2 == 0, out2);
+  CHECK(w.broker->Get("/v1/sessions/" + w.sid, w.token).json["state"] == "active");
+
+  // Rewrite the branch and force it: it lands (the broker cannot tell from
+  // the commands), is found by comparing upstream, and ends the session.
+  ProxyWorld::Sh(ProxyWorld::Git() + " -C '" + w.Work() +
+                 "' commit -q --amend --allow-empty -m rewritten");
+  auto [rc3, out3] = w.AgentGit("-C '" + w.Work() + "' push -q --force origin fix/a");
+  CHECK_MESSAGE(rc3 == 0, out3);
+  auto s = w.broker->Get("/v1/sessions/" + w.sid, w.broker->maintainer_key);
+  CHECK(s.json["state"] == "revoked");
+  std::ifstream audit(w.broker->audit_path());
+  std::string line;
+  bool detected = false;
+  while (std::getline(audit, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object() && j.value("event", "") == "git.force_push_detected") {
+      detected = true;
+      CHECK(j["evidence"]["ref"] == "refs/heads/fix/a");
+      CHECK(j["evidence"]["comparison"] == "diverged");
+    }
+  }
+  CHECK(detected);
 }
 
 TEST_CASE("git proxy: requests without the session, or for hosts not configured, are refused") {
