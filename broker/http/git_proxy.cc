@@ -46,17 +46,6 @@ struct Target {
   std::string key() const { return issuer + "\n" + owner + "/" + repo; }
 };
 
-// GitHub's owner and repository alphabet; "." and ".." are not names.
-bool IsNameSegment(std::string_view s) {
-  if (s.empty() || s.size() > 100 || s == "." || s == "..") {
-    return false;
-  }
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-           c == '_' || c == '.';
-  });
-}
-
 bool IEquals(std::string_view a, std::string_view b) { return HttpHeaders::EqualsIgnoreCase(a, b); }
 
 std::string MediaTypeOf(std::string_view v) {
@@ -116,7 +105,7 @@ struct GitProxy::Impl {
       return std::nullopt;
     }
     repo.remove_suffix(4);
-    if (!IsNameSegment(segs[1]) || !IsNameSegment(repo)) {
+    if (!proxy_support::IsRepoNameSegment(segs[1]) || !proxy_support::IsRepoNameSegment(repo)) {
       return std::nullopt;
     }
     if (segs.size() == 5 && segs[3] == "info" && segs[4] == "refs") {
@@ -570,23 +559,12 @@ struct GitProxy::Impl {
     if (!t) {
       return Fail(req, NotFound("no_route", "no such endpoint"), res);
     }
-    auto caller = proxy_support::AuthenticateSession(
-        *service, req, "set credential.helper to \"jitctl git-credential\"");
-    if (!caller) {
-      return Fail(req, caller.error(), res);
+    auto admitted = proxy_support::Admit(
+        *service, req, "set credential.helper to \"jitctl git-credential\"", *slots);
+    if (!admitted) {
+      return Fail(req, admitted.error(), res);
     }
-    service::CallContext ctx;
-    ctx.request_id = req.request_id;
-    ctx.client_request_id = req.client_request_id;
-    ctx.caller = std::move(*caller);
-    ctx.via_proxy = true;
-    if (!slots->TryTake()) {
-      return Fail(req, proxy_support::TransferSlots::Busy(), res);
-    }
-    struct Release {
-      proxy_support::TransferSlots* s;
-      ~Release() { s->Release(); }
-    } release{slots.get()};
+    const service::CallContext& ctx = admitted->ctx;
     switch (t->action) {
       case Action::kAdvertiseUpload:
       case Action::kUploadPack: {

@@ -113,16 +113,6 @@ nlohmann::json ReadPermissions(std::string_view sub) {
   return {{"metadata", "read"}};
 }
 
-bool IsNameSegment(std::string_view s) {
-  if (s.empty() || s.size() > 100 || s == "." || s == "..") {
-    return false;
-  }
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-           c == '_' || c == '.';
-  });
-}
-
 // A Host header worth building URLs from: host[:port] characters only.
 bool IsHostHeader(std::string_view h) {
   return !h.empty() && h.size() <= 255 && std::all_of(h.begin(), h.end(), [](char c) {
@@ -258,8 +248,8 @@ struct GitHubApiProxy::Impl {
     }
     const std::string_view api_path = path.substr(slash);  // "/repos/…"
     const std::vector<std::string_view> segs = Segments(api_path.substr(1));
-    if (segs.size() < 3 || segs[0] != "repos" || !IsNameSegment(segs[1]) ||
-        !IsNameSegment(segs[2])) {
+    if (segs.size() < 3 || segs[0] != "repos" || !proxy_support::IsRepoNameSegment(segs[1]) ||
+        !proxy_support::IsRepoNameSegment(segs[2])) {
       return Fail(req,
                   Problem(ErrorCode::kPermissionDenied, "unsupported_api_path",
                           "only /repos/{owner}/{repo}/… calls go through the broker: they are "
@@ -282,23 +272,13 @@ struct GitHubApiProxy::Impl {
       sub.remove_prefix(1);
     }
 
-    auto caller = proxy_support::AuthenticateSession(
-        *service, req, "send the session token as the GitHub token (Authorization: Bearer jbs_…)");
-    if (!caller) {
-      return Fail(req, caller.error(), res);
+    auto admitted = proxy_support::Admit(
+        *service, req, "send the session token as the GitHub token (Authorization: Bearer jbs_…)",
+        *slots);
+    if (!admitted) {
+      return Fail(req, admitted.error(), res);
     }
-    service::CallContext ctx;
-    ctx.request_id = req.request_id;
-    ctx.client_request_id = req.client_request_id;
-    ctx.caller = std::move(*caller);
-    ctx.via_proxy = true;
-    if (!slots->TryTake()) {
-      return Fail(req, proxy_support::TransferSlots::Busy(), res);
-    }
-    struct Release {
-      proxy_support::TransferSlots* s;
-      ~Release() { s->Release(); }
-    } release{slots.get()};
+    const service::CallContext& ctx = admitted->ctx;
 
     // The body, whole (bounded by the route's limit): its hash is part of
     // what is decided.

@@ -38,6 +38,16 @@ bool BranchGlob(std::string_view pattern, std::string_view name) {
 
 }  // namespace
 
+bool IsRepoNameSegment(std::string_view s) {
+  if (s.empty() || s.size() > 100 || s == "." || s == "..") {
+    return false;
+  }
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.';
+  });
+}
+
 bool IsProtectedBranch(const config::ProxyConfig& config, std::string_view branch) {
   return std::any_of(config.protected_branches.begin(), config.protected_branches.end(),
                      [&](const std::string& g) { return BranchGlob(g, branch); });
@@ -97,6 +107,20 @@ Result<authn::Caller> AuthenticateSession(const service::BrokerService& service,
                                    "the proxy is used with a session, not an API key"));
   }
   return std::move(*c);
+}
+
+Result<Admitted> Admit(const service::BrokerService& service, const Request& req,
+                       std::string_view how, TransferSlots& slots) {
+  JITBROKER_ASSIGN_OR_RETURN(authn::Caller caller, AuthenticateSession(service, req, how));
+  if (!slots.TryTake()) {
+    return std::unexpected(TransferSlots::Busy());
+  }
+  service::CallContext ctx;
+  ctx.request_id = req.request_id;
+  ctx.client_request_id = req.client_request_id;
+  ctx.caller = std::move(caller);
+  ctx.via_proxy = true;
+  return Admitted{std::move(ctx), SlotHold(&slots)};
 }
 
 SecretValue TokenOf(const service::IssuedCredential& c) {

@@ -37,6 +37,10 @@ Error Problem(ErrorCode code, std::string reason, std::string message);
 [[nodiscard]] Result<authn::Caller> AuthenticateSession(const service::BrokerService& service,
                                                         const Request& req, std::string_view how);
 
+// GitHub's owner and repository alphabet (letters, digits, '-', '_', '.';
+// at most 100; "." and ".." are not names).
+bool IsRepoNameSegment(std::string_view s);
+
 // Whether `branch` (a short name, "main") matches proxy.protected_branches
 // ('*' matching any run of characters but '/').
 bool IsProtectedBranch(const config::ProxyConfig& config, std::string_view branch);
@@ -92,6 +96,34 @@ class TransferSlots {
   const int max_;
   std::atomic<int> n_{0};
 };
+
+// A slot of TransferSlots, given back when destroyed.
+class SlotHold {
+ public:
+  explicit SlotHold(TransferSlots* slots) : slots_(slots) {}
+  SlotHold(SlotHold&& other) noexcept : slots_(other.slots_) { other.slots_ = nullptr; }
+  SlotHold(const SlotHold&) = delete;
+  SlotHold& operator=(const SlotHold&) = delete;
+  SlotHold& operator=(SlotHold&&) = delete;
+  ~SlotHold() {
+    if (slots_ != nullptr) {
+      slots_->Release();
+    }
+  }
+
+ private:
+  TransferSlots* slots_;
+};
+
+// A proxy request let in: the session's call context (via_proxy) and the
+// transfer slot it holds while it runs.
+struct Admitted {
+  service::CallContext ctx;
+  SlotHold slot;
+};
+// AuthenticateSession, then a transfer slot (TransferSlots::Busy when none).
+[[nodiscard]] Result<Admitted> Admit(const service::BrokerService& service, const Request& req,
+                                     std::string_view how, TransferSlots& slots);
 
 struct ForwardSpec {
   std::string url;
