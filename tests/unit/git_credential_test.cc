@@ -128,6 +128,27 @@ TEST_CASE("git-credential: the answer is git's format") {
   CHECK(FormatGitCredential("t", std::nullopt) == "username=x-access-token\npassword=t\n");
 }
 
+TEST_CASE("git-credential: the broker's own host is answered with the session") {
+  const std::map<std::string, std::string> broker = {{"protocol", "https"},
+                                                     {"host", "jitbroker.internal:8443"},
+                                                     {"path", "git/github.com/a/b.git"}};
+  CHECK(IsBrokerRemote(broker, "https://jitbroker.internal:8443"));
+  CHECK(IsBrokerRemote(broker, "https://JITBROKER.internal:8443/"));
+  CHECK_FALSE(IsBrokerRemote(broker, "http://jitbroker.internal:8443"));  // another protocol
+  CHECK_FALSE(IsBrokerRemote(broker, "https://jitbroker.internal"));      // another port
+  CHECK_FALSE(IsBrokerRemote({{"protocol", "https"}, {"host", "github.com"}},
+                             "https://jitbroker.internal:8443"));
+  CHECK(FormatSessionCredential("ses_a", "jbs_a_b") == "username=ses_a\npassword=jbs_a_b\n");
+  CHECK_FALSE(FormatSessionCredential("ses_a", "jbs\nprotocol=x").has_value());
+  CHECK(GitProxyUrl("https://b.example:8443/", "github.com", "acme/app") ==
+        "https://b.example:8443/git/github.com/acme/app.git");
+  CHECK(GitProxyUrl("http://127.0.0.1:1", "127.0.0.1:2", "acme/app.git") ==
+        "http://127.0.0.1:1/git/127.0.0.1:2/acme/app.git");
+  CHECK_FALSE(GitProxyUrl("https://b", "github.com", "acme").has_value());
+  CHECK_FALSE(GitProxyUrl("https://b", "github.com", "acme/../x").has_value());
+  CHECK_FALSE(GitProxyUrl("https://b", "evil.example/x", "acme/app").has_value());
+}
+
 TEST_CASE("git-credential: git's invocation parses (action after the flags)") {
   auto inv =
       ParseCommandLine({"git-credential", "--host", "127.0.0.1:1", "--access", "read", "get"});

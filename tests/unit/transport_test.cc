@@ -34,6 +34,15 @@ class TestHandler final : public RequestHandler {
       p.allow_chunked = true;
     } else if ((head.path() == "/block" || head.path() == "/fast") && head.method == "GET") {
       p.max_body_bytes = 0;
+    } else if ((head.path() == "/pipe" || head.path() == "/refuse" || head.path() == "/collect") &&
+               head.method == "POST") {
+      // Streaming (BodyStream): 4 KiB at most, 400 ms idle, 2 s in all.
+      p.streaming = true;
+      p.allow_chunked = true;
+      p.allow_content_encoding = true;
+      p.max_body_bytes = 4096;
+      p.stream_idle = 400ms;
+      p.stream_total = 2000ms;
     } else if (head.path() == "/inline" && head.method == "GET") {
       p.inline_handler = true;
     } else {
@@ -56,6 +65,62 @@ class TestHandler final : public RequestHandler {
                    : "ok";
     last_request_id = req.request_id;
     last_client_request_id = req.client_request_id;
+  }
+  // /pipe echoes the body back in pieces as it reads it; /collect reads it
+  // all, then answers it in two pieces; /refuse answers 403 without reading.
+  void HandleStream(Request& req, BodyStream& body, Response& res) override {
+    if (req.path() == "/refuse") {
+      res.status = 403;
+      res.content_type = "text/plain";
+      res.body = "refused";
+      return;
+    }
+    if (req.path() == "/collect") {
+      std::string all;
+      char piece[512];
+      for (;;) {
+        auto n = body.Read(piece, sizeof(piece));
+        REQUIRE(n.has_value());
+        if (*n == 0) {
+          break;
+        }
+        all.append(piece, *n);
+      }
+      Response head;
+      head.status = 200;
+      head.content_type = "text/plain";
+      REQUIRE(body.WriteHead(head).has_value());
+      REQUIRE(body.Write("got:").has_value());
+      REQUIRE(body.Write(all).has_value());
+      return;
+    }
+    std::string first;
+    char buf[512];
+    for (;;) {
+      auto n = body.Read(buf, sizeof(buf));
+      if (!n) {
+        {
+          std::lock_guard lock(mu);
+          stream_error = std::string(n.error().Reason());
+        }
+        cv.notify_all();
+        return RenderError(req, n.error(), res);
+      }
+      if (*n == 0) {
+        break;
+      }
+      if (!body.head_written()) {
+        Response head;
+        head.status = 200;
+        head.content_type = "text/plain";
+        REQUIRE(body.WriteHead(head).has_value());
+      }
+      REQUIRE(body.Write(std::string_view(buf, *n)).has_value());
+    }
+    if (!body.head_written()) {
+      res.status = 200;
+      res.body = "empty";
+    }
   }
   void RenderError(const Request&, const Error& e, Response& res) override {
     res.status = InfoFor(e.code).http_status;
@@ -87,6 +152,14 @@ class TestHandler final : public RequestHandler {
   std::atomic<int> finished{0};
   std::atomic<int> shed{0};
   std::string last_request_id, last_client_request_id;
+  std::string stream_error;  // what the last streaming read failed with; guarded by mu
+  // The last streaming read's error, waiting up to a second for one (the
+  // client may see the connection close before the handler sees the error).
+  std::string StreamError() {
+    std::unique_lock lock(mu);
+    cv.wait_for(lock, 1s, [&] { return !stream_error.empty(); });
+    return stream_error;
+  }
 };
 
 class Listener {
@@ -365,6 +438,92 @@ TEST_CASE("Transport: Expect 100-continue is answered before the body is read") 
   }
   CHECK(StatusOf(r) == 200);
   CHECK(r.find("len=3") != std::string::npos);
+}
+
+TEST_CASE("Transport: a streaming route reads and answers piecewise") {
+  Listener l(SmallOptions());
+  SUBCASE("an answer begun before the body ended closes the connection after it") {
+    Conn c(l.port);
+    REQUIRE(
+        c.Send("POST /pipe HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"));
+    std::string r;
+    while (!c.closed()) {
+      const std::string more = c.ReadResponse(2000ms);
+      if (more.empty()) {
+        break;
+      }
+      r += more;
+    }
+    CHECK(StatusOf(r) == 200);
+    CHECK(r.find("Transfer-Encoding: chunked") != std::string::npos);
+    CHECK(r.find("hello") != std::string::npos);
+    CHECK(r.find(" world") != std::string::npos);
+    CHECK(r.find("\r\n0\r\n\r\n") != std::string::npos);  // the body was ended properly
+  }
+  SUBCASE("an answer after the whole body keeps the connection") {
+    Conn c(l.port);
+    REQUIRE(
+        c.Send("POST /collect HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               "5\r\nhello\r\n0\r\n\r\n"));
+    REQUIRE(
+        c.Send("POST /collect HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+               "Connection: close\r\n\r\nabc"));
+    std::string r;
+    while (!c.closed() && r.find("got:abc") == std::string::npos) {
+      const std::string more = c.ReadResponse(2000ms);
+      if (more.empty()) {
+        break;
+      }
+      r += more;
+    }
+    CHECK(r.find("hello") != std::string::npos);
+    CHECK_MESSAGE(r.find("abc") != std::string::npos, r);  // the second request, same connection
+  }
+}
+
+TEST_CASE("Transport: a streaming body is bounded in size and in time") {
+  Listener l(SmallOptions());
+  SUBCASE("over max_body_bytes: the handler's read fails, 413") {
+    Conn c(l.port);
+    REQUIRE(c.Send("POST /pipe HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"));
+    const std::string chunk = "400\r\n" + std::string(1024, 'a') + "\r\n";
+    bool open = true;
+    for (int i = 0; i < 6 && open; ++i) {
+      open = c.Send(chunk);
+    }
+    CHECK(c.ClosedWithin(3000ms));
+    CHECK(l.handler.StreamError() == "payload_too_large");
+  }
+  SUBCASE("a client that stops sending is cut after the idle bound") {
+    Conn c(l.port);
+    REQUIRE(c.Send("POST /pipe HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc"));
+    const auto t0 = std::chrono::steady_clock::now();
+    CHECK(c.ClosedWithin(3000ms));
+    CHECK(std::chrono::steady_clock::now() - t0 < 2000ms);
+    CHECK(l.handler.StreamError() == "request_timeout");
+  }
+  SUBCASE("a client that dribbles is cut at the transfer's total bound") {
+    Conn c(l.port);
+    REQUIRE(c.Send("POST /pipe HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\n"));
+    const auto t0 = std::chrono::steady_clock::now();
+    bool open = true;
+    while (open && std::chrono::steady_clock::now() - t0 < 4000ms) {
+      open = c.Send("a");
+      std::this_thread::sleep_for(100ms);
+    }
+    CHECK(std::chrono::steady_clock::now() - t0 < 3500ms);
+  }
+  SUBCASE("Expect: 100-continue is not answered when the handler refuses unread") {
+    Conn c(l.port);
+    REQUIRE(
+        c.Send("POST /refuse HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+               "Content-Length: 1000\r\n\r\n"));
+    const std::string r = c.ReadResponse(2000ms);
+    CHECK(StatusOf(r) == 403);
+    CHECK(r.find("100 Continue") == std::string::npos);
+    CHECK(c.ClosedWithin(2000ms));  // the unread body cannot frame a next request
+  }
 }
 
 TEST_CASE("Transport: unknown routes") {
