@@ -101,6 +101,12 @@ Error FailedPrecondition(std::string r, std::string m) {
 Error ResourceExhausted(std::string r, std::string m) {
   return Make(ErrorCode::kResourceExhausted, std::move(r), std::move(m));
 }
+Error PayloadTooLarge(std::string r, std::string m) {
+  return Make(ErrorCode::kPayloadTooLarge, std::move(r), std::move(m));
+}
+Error UnsupportedMediaType(std::string r, std::string m) {
+  return Make(ErrorCode::kUnsupportedMediaType, std::move(r), std::move(m));
+}
 Error Unavailable(std::string r, std::string m, std::string d) {
   return Make(ErrorCode::kUnavailable, std::move(r), std::move(m), std::move(d));
 }

@@ -18,18 +18,17 @@
 namespace jitbroker::http {
 
 namespace git = proxy::git;
-using proxy_support::Problem;
+using proxy_support::kChunk;
+using proxy_support::kConnectTimeout;
 
 namespace {
 
-constexpr size_t kChunk = 64 * 1024;
 // The command section of one push (inflated), and what may be read of the
 // body to find it: far above what max_refs_per_push commands take.
 constexpr size_t kMaxCommandBytes = 1 << 20;
 // Default branches remembered at most (oldest dropped first), and for how long.
 constexpr size_t kMaxCacheEntries = 10000;
 constexpr Seconds kDefaultBranchTtl{300};
-constexpr std::chrono::seconds kConnectTimeout{10};
 
 enum class Action { kAdvertiseUpload, kUploadPack, kAdvertiseReceive, kReceivePack };
 
@@ -47,14 +46,6 @@ struct Target {
 };
 
 bool IEquals(std::string_view a, std::string_view b) { return HttpHeaders::EqualsIgnoreCase(a, b); }
-
-std::string MediaTypeOf(std::string_view v) {
-  std::string_view m = v.substr(0, v.find(';'));
-  while (!m.empty() && (m.back() == ' ' || m.back() == '\t')) {
-    m.remove_suffix(1);
-  }
-  return text::AsciiLower(m);
-}
 
 }  // namespace
 
@@ -143,17 +134,11 @@ struct GitProxy::Impl {
   // Errors for git: text/plain, which git prints as "remote: …" lines
   // (other clients get the problem document).
   void Fail(const Request& req, const Error& e, Response& res) const {
-    render_error(req, e, res);
+    proxy_support::RenderFailure(render_error, *log, req, e, res,
+                                 "Basic realm=\"jitbroker\", charset=\"UTF-8\"");
     if (req.Header("User-Agent").starts_with("git/")) {
       res.content_type = "text/plain; charset=utf-8";
       res.body = "jitbroker: " + e.message + " [" + std::string(e.Reason()) + "]\n";
-    }
-    if (e.code == ErrorCode::kUnauthenticated) {
-      res.SetHeader("WWW-Authenticate", "Basic realm=\"jitbroker\", charset=\"UTF-8\"");
-    }
-    if (e.code == ErrorCode::kInternal || e.code == ErrorCode::kUnavailable) {
-      log->warn("event=proxy_failed request_id={} error={}", req.request_id,
-                log::Quoted(e.ToString()));
     }
   }
 
@@ -202,7 +187,7 @@ struct GitProxy::Impl {
     spec.timeout = std::chrono::seconds(cfg.max_transfer_seconds);
     spec.idle = std::chrono::seconds(cfg.idle_timeout_seconds);
     spec.what = t.owner + "/" + t.repo;
-    if (Status st = proxy_support::Forward(*http, req, spec, body, *log); !st) {
+    if (Status st = proxy_support::Forward(*http, req, std::move(spec), body, *log); !st) {
       Fail(req, st.error(), res);
       return false;
     }
@@ -234,13 +219,12 @@ struct GitProxy::Impl {
       up.connect_timeout = kConnectTimeout;
       JITBROKER_ASSIGN_OR_RETURN(HttpResponse r, http->Send(up));
       if (r.status != 200) {
-        return std::unexpected(Problem(ErrorCode::kUnavailable, "upstream_error",
-                                       "HTTP " + std::to_string(r.status) + " for " + path));
+        return std::unexpected(
+            Unavailable("upstream_error", "HTTP " + std::to_string(r.status) + " for " + path));
       }
       nlohmann::json j = nlohmann::json::parse(r.body, nullptr, false);
       if (!j.is_object()) {
-        return std::unexpected(
-            Problem(ErrorCode::kUnavailable, "upstream_error", "not a JSON object: " + path));
+        return std::unexpected(Unavailable("upstream_error", "not a JSON object: " + path));
       }
       return j;
     };
@@ -298,9 +282,9 @@ struct GitProxy::Impl {
                                       "the upstream has no repository " + t.owner + "/" + t.repo));
     }
     if (r.status != 200) {
-      return std::unexpected(Problem(ErrorCode::kUnavailable, "upstream_error",
-                                     "the upstream answered HTTP " + std::to_string(r.status) +
-                                         " for the refs of " + t.owner + "/" + t.repo));
+      return std::unexpected(
+          Unavailable("upstream_error", "the upstream answered HTTP " + std::to_string(r.status) +
+                                            " for the refs of " + t.owner + "/" + t.repo));
     }
     JITBROKER_ASSIGN_OR_RETURN(git::Advertisement adv, git::ParseUploadPackAdvertisement(r.body));
     std::lock_guard lock(mu);
@@ -394,18 +378,18 @@ struct GitProxy::Impl {
 
   void ReceivePack(const Request& req, const service::CallContext& ctx, const Target& t,
                    BodyStream& body, Response& res) {
-    if (MediaTypeOf(req.Header("Content-Type")) != "application/x-git-receive-pack-request") {
+    if (req.MediaType() != "application/x-git-receive-pack-request") {
       return Fail(req,
-                  Problem(ErrorCode::kUnsupportedMediaType, "unsupported_media_type",
-                          "a push must be application/x-git-receive-pack-request"),
+                  UnsupportedMediaType("unsupported_media_type",
+                                       "a push must be application/x-git-receive-pack-request"),
                   res);
     }
     const std::string_view encoding = req.Header("Content-Encoding");
     const bool gzip = IEquals(encoding, "gzip") || IEquals(encoding, "x-gzip");
     if (!gzip && !encoding.empty() && !IEquals(encoding, "identity")) {
       return Fail(req,
-                  Problem(ErrorCode::kUnsupportedMediaType, "unsupported_content_encoding",
-                          "a push body may be gzip-encoded or not encoded"),
+                  UnsupportedMediaType("unsupported_content_encoding",
+                                       "a push body may be gzip-encoded or not encoded"),
                   res);
     }
     // 1. The commands, before the pack.
@@ -423,10 +407,9 @@ struct GitProxy::Impl {
         return Fail(req, n.error(), res);
       }
       if (*n == 0) {
-        return Fail(req,
-                    Problem(ErrorCode::kInvalidArgument, "invalid_git_request",
-                            "the push ended before its commands did"),
-                    res);
+        return Fail(
+            req, InvalidArgument("invalid_git_request", "the push ended before its commands did"),
+            res);
       }
       std::string_view got(buf.data(), *n);
       raw.append(got);
@@ -443,11 +426,11 @@ struct GitProxy::Impl {
       }
       cmds = std::move(*parsed);
       if (!cmds && (raw.size() > kMaxCommandBytes || plain.size() > kMaxCommandBytes)) {
-        return Fail(req,
-                    Problem(ErrorCode::kPayloadTooLarge, "payload_too_large",
-                            "the push commands are longer than " +
-                                std::to_string(kMaxCommandBytes) + " bytes"),
-                    res);
+        return Fail(
+            req,
+            PayloadTooLarge("payload_too_large", "the push commands are longer than " +
+                                                     std::to_string(kMaxCommandBytes) + " bytes"),
+            res);
       }
     }
     if (cmds->updates.empty()) {
@@ -457,8 +440,8 @@ struct GitProxy::Impl {
       auto more = body.Read(&extra, 1);
       if (plain.size() != cmds->length || !more || *more != 0) {
         return Fail(req,
-                    Problem(ErrorCode::kInvalidArgument, "invalid_git_request",
-                            "a push without commands must carry nothing else"),
+                    InvalidArgument("invalid_git_request",
+                                    "a push without commands must carry nothing else"),
                     res);
       }
       res.status = 200;
@@ -467,10 +450,8 @@ struct GitProxy::Impl {
       return;
     }
     if (!cmds->HasCapability("report-status")) {
-      return Fail(req,
-                  Problem(ErrorCode::kInvalidArgument, "invalid_git_request",
-                          "the push must ask for report-status"),
-                  res);
+      return Fail(
+          req, InvalidArgument("invalid_git_request", "the push must ask for report-status"), res);
     }
     // 2. Each ref, decided.
     std::optional<std::string> head_target;
@@ -545,11 +526,7 @@ struct GitProxy::Impl {
     // 4. The push's write tokens end with it.
     for (const RefDecision& d : decisions) {
       if (d.token) {
-        auto revoked = service->RevokeGrant(ctx, d.grant_id);
-        if (!revoked && revoked.error().Reason() != "grant_not_live") {
-          log->warn("event=proxy_revoke_failed request_id={} grant_id={} error={}", req.request_id,
-                    d.grant_id, log::Quoted(revoked.error().ToString()));
-        }
+        proxy_support::EndUse(*service, ctx, d.grant_id, *log);
       }
     }
   }

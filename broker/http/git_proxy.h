@@ -34,7 +34,7 @@ namespace jitbroker::http {
 
 class GitProxy {
  public:
-  using RenderErrorFn = std::function<void(const Request&, const Error&, Response&)>;
+  using RenderErrorFn = proxy_support::RenderErrorFn;
 
   GitProxy(service::BrokerService* service, HttpClient* http, config::ProxyConfig config,
            std::shared_ptr<proxy_support::TransferSlots> slots,

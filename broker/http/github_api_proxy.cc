@@ -10,9 +10,8 @@ namespace jitbroker::http {
 
 namespace {
 
-using proxy_support::Problem;
+using proxy_support::kChunk;
 
-constexpr size_t kChunk = 64 * 1024;
 constexpr int64_t kWriteTtlSeconds = 300;
 
 // The built-in table (docs/proxy.md, "The GitHub REST API"): paths under
@@ -227,14 +226,7 @@ struct GitHubApiProxy::Impl {
   }
 
   void Fail(const Request& req, const Error& e, Response& res) const {
-    render_error(req, e, res);
-    if (e.code == ErrorCode::kUnauthenticated) {
-      res.SetHeader("WWW-Authenticate", "Bearer realm=\"jitbroker\"");
-    }
-    if (e.code == ErrorCode::kInternal || e.code == ErrorCode::kUnavailable) {
-      log->warn("event=proxy_failed request_id={} error={}", req.request_id,
-                log::Quoted(e.ToString()));
-    }
+    proxy_support::RenderFailure(render_error, *log, req, e, res, "Bearer realm=\"jitbroker\"");
   }
 
   void Serve(Request& req, BodyStream& body, Response& res) {
@@ -250,17 +242,18 @@ struct GitHubApiProxy::Impl {
     const std::vector<std::string_view> segs = Segments(api_path.substr(1));
     if (segs.size() < 3 || segs[0] != "repos" || !proxy_support::IsRepoNameSegment(segs[1]) ||
         !proxy_support::IsRepoNameSegment(segs[2])) {
-      return Fail(req,
-                  Problem(ErrorCode::kPermissionDenied, "unsupported_api_path",
-                          "only /repos/{owner}/{repo}/… calls go through the broker: they are "
-                          "the ones a token can be narrowed to"),
-                  res);
+      return Fail(
+          req,
+          PermissionDenied("unsupported_api_path",
+                           "only /repos/{owner}/{repo}/… calls go through the broker: they are "
+                           "the ones a token can be narrowed to"),
+          res);
     }
     for (std::string_view s : segs) {
       if (s.empty() || s == "." || s == ".." || s.find('%') != std::string_view::npos) {
         return Fail(req,
-                    Problem(ErrorCode::kInvalidArgument, "invalid_api_path",
-                            "the path has an empty, dot or percent-encoded segment"),
+                    InvalidArgument("invalid_api_path",
+                                    "the path has an empty, dot or percent-encoded segment"),
                     res);
       }
     }
@@ -418,16 +411,12 @@ struct GitHubApiProxy::Impl {
     spec.timeout = std::chrono::seconds(std::min<int64_t>(cfg.max_transfer_seconds, 600));
     spec.idle = std::chrono::seconds(cfg.idle_timeout_seconds);
     spec.what = owner + "/" + repo;
-    if (Status st = proxy_support::Forward(*http, req, spec, body, *log); !st) {
+    if (Status st = proxy_support::Forward(*http, req, std::move(spec), body, *log); !st) {
       Fail(req, st.error(), res);
     }
     // A write's token is the call's alone.
     if (!write_grant.empty()) {
-      auto revoked = service->RevokeGrant(ctx, write_grant);
-      if (!revoked && revoked.error().Reason() != "grant_not_live") {
-        log->warn("event=proxy_revoke_failed request_id={} grant_id={} error={}", req.request_id,
-                  write_grant, log::Quoted(revoked.error().ToString()));
-      }
+      proxy_support::EndUse(*service, ctx, write_grant, *log);
     }
   }
 };

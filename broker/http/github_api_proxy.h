@@ -29,7 +29,7 @@ namespace jitbroker::http {
 
 class GitHubApiProxy {
  public:
-  using RenderErrorFn = std::function<void(const Request&, const Error&, Response&)>;
+  using RenderErrorFn = proxy_support::RenderErrorFn;
 
   GitHubApiProxy(service::BrokerService* service, HttpClient* http, config::ProxyConfig config,
                  std::shared_ptr<proxy_support::TransferSlots> slots,

@@ -13,7 +13,6 @@ namespace {
 constexpr size_t kMaxHeldTokens = 10000;
 // A held token is used only while it has at least this long to live.
 constexpr Seconds kTokenMargin{60};
-constexpr std::chrono::seconds kConnectTimeout{10};
 
 bool IEquals(std::string_view a, std::string_view b) { return HttpHeaders::EqualsIgnoreCase(a, b); }
 
@@ -53,43 +52,56 @@ bool IsProtectedBranch(const config::ProxyConfig& config, std::string_view branc
                      [&](const std::string& g) { return BranchGlob(g, branch); });
 }
 
-Error Problem(ErrorCode code, std::string reason, std::string message) {
-  Error e;
-  e.code = code;
-  e.reason = std::move(reason);
-  e.message = std::move(message);
-  return e;
+void RenderFailure(const RenderErrorFn& render, spdlog::logger& log, const Request& req,
+                   const Error& e, Response& res, std::string_view challenge) {
+  render(req, e, res);
+  if (e.code == ErrorCode::kUnauthenticated) {
+    res.SetHeader("WWW-Authenticate", std::string(challenge));
+  }
+  if (e.code == ErrorCode::kInternal || e.code == ErrorCode::kUnavailable) {
+    log.warn("event=proxy_failed request_id={} error={}", req.request_id,
+             log::Quoted(e.ToString()));
+  }
+}
+
+void EndUse(service::BrokerService& service, const service::CallContext& ctx,
+            const std::string& grant_id, spdlog::logger& log) {
+  auto revoked = service.RevokeGrant(ctx, grant_id);
+  if (!revoked && revoked.error().Reason() != "grant_not_live") {
+    log.warn("event=proxy_revoke_failed request_id={} grant_id={} error={}", ctx.request_id,
+             grant_id, log::Quoted(revoked.error().ToString()));
+  }
 }
 
 Result<authn::Caller> AuthenticateSession(const service::BrokerService& service, const Request& req,
                                           std::string_view how) {
   const std::string_view authz = req.Header("Authorization");
   if (authz.empty()) {
-    return std::unexpected(
-        Problem(ErrorCode::kUnauthenticated, "missing_credentials",
-                std::string("authenticate with the session: ") + std::string(how)));
+    return std::unexpected(Unauthenticated(
+        "missing_credentials", std::string("authenticate with the session: ") + std::string(how)));
   }
   if (authz.size() > 6 && IEquals(authz.substr(0, 6), "Basic ")) {
     Result<std::string> decoded = crypto::Base64Decode(authz.substr(6));
     if (!decoded) {
-      return std::unexpected(Problem(ErrorCode::kUnauthenticated, "malformed_authorization",
-                                     "the Basic credentials are not base64"));
+      return std::unexpected(
+          Unauthenticated("malformed_authorization", "the Basic credentials are not base64"));
     }
     SecretValue pair(std::move(*decoded));
     const std::string_view v = pair.Reveal();
     const size_t colon = v.find(':');
     if (colon == std::string_view::npos) {
-      return std::unexpected(Problem(ErrorCode::kUnauthenticated, "malformed_authorization",
-                                     "the Basic credentials are not user:password"));
+      return std::unexpected(Unauthenticated("malformed_authorization",
+                                             "the Basic credentials are not user:password"));
     }
     const std::string user(v.substr(0, colon));
     JITBROKER_ASSIGN_OR_RETURN(
         authn::Caller c,
         authn::Identify(SecretValue(std::string(v.substr(colon + 1))), service.policy()));
     if (!c.IsSession() || c.session_id != user) {
-      return std::unexpected(Problem(ErrorCode::kUnauthenticated, "invalid_credentials",
-                                     "the user name must be the session id and the password "
-                                     "its session token"));
+      return std::unexpected(
+          Unauthenticated("invalid_credentials",
+                          "the user name must be the session id and the password "
+                          "its session token"));
     }
     return c;
   }
@@ -103,8 +115,8 @@ Result<authn::Caller> AuthenticateSession(const service::BrokerService& service,
     return std::unexpected(c.error());
   }
   if (!c->IsSession()) {
-    return std::unexpected(Problem(ErrorCode::kPermissionDenied, "session_token_required",
-                                   "the proxy is used with a session, not an API key"));
+    return std::unexpected(PermissionDenied("session_token_required",
+                                            "the proxy is used with a session, not an API key"));
   }
   return std::move(*c);
 }
@@ -135,14 +147,14 @@ SecretValue TokenOf(const service::IssuedCredential& c) {
 Error NotIssued(const service::GrantResponse& out, const std::string& what) {
   const GrantRecord& g = out.grant.grant;
   if (out.outcome == service::GrantOutcome::kPending) {
-    Error e = Problem(ErrorCode::kPermissionDenied, "approval_required",
-                      what + " waits for approval " + g.approval_id + " (grant " + g.id +
-                          "); repeat the same request once it is approved");
+    Error e = PermissionDenied("approval_required",
+                               what + " waits for approval " + g.approval_id + " (grant " + g.id +
+                                   "); repeat the same request once it is approved");
     return e;
   }
-  return Problem(ErrorCode::kPermissionDenied, "grant_denied",
-                 what + " was denied (grant " + g.id +
-                     "): " + g.decision.value("reason", std::string("denied by policy")));
+  return PermissionDenied("grant_denied",
+                          what + " was denied (grant " + g.id +
+                              "): " + g.decision.value("reason", std::string("denied by policy")));
 }
 
 Result<std::shared_ptr<const SecretValue>> HeldTokens::Get(const service::CallContext& ctx,
@@ -181,20 +193,20 @@ Result<std::shared_ptr<const SecretValue>> HeldTokens::Get(const service::CallCo
 }
 
 Error TransferSlots::Busy() {
-  Error e = Problem(ErrorCode::kUnavailable, "proxy_busy",
-                    "the broker is carrying as many proxied transfers as it may; retry shortly");
+  Error e = Unavailable(
+      "proxy_busy", "the broker is carrying as many proxied transfers as it may; retry shortly");
   e.retryable = true;
   e.retry_after = std::chrono::seconds(2);
   return e;
 }
 
-Status Forward(HttpClient& http, const Request& req, const ForwardSpec& spec, BodyStream& body,
+Status Forward(HttpClient& http, const Request& req, ForwardSpec spec, BodyStream& body,
                spdlog::logger& log) {
   HttpRequest up;
   up.method = req.method;
   up.url = spec.url;
   up.authorization_scheme = spec.auth_scheme;
-  up.bearer = spec.auth.Clone();
+  up.bearer = std::move(spec.auth);
   up.timeout = spec.timeout;
   up.connect_timeout = kConnectTimeout;
   for (const std::string& name : spec.request_headers) {
@@ -263,9 +275,9 @@ Status Forward(HttpClient& http, const Request& req, const ForwardSpec& spec, Bo
     return std::unexpected(st.error());
   }
   if (refused) {
-    return std::unexpected(Problem(ErrorCode::kUnavailable, "upstream_refused",
-                                   "the upstream refused the broker's token for " + spec.what +
-                                       " (HTTP " + std::to_string(upstream_status) + ")"));
+    return std::unexpected(
+        Unavailable("upstream_refused", "the upstream refused the broker's token for " + spec.what +
+                                            " (HTTP " + std::to_string(upstream_status) + ")"));
   }
   return OkStatus();
 }

@@ -26,7 +26,24 @@
 
 namespace jitbroker::http::proxy_support {
 
-Error Problem(ErrorCode code, std::string reason, std::string message);
+// The piece a proxy reads or writes at once, and how long an upstream
+// connection may take to open.
+inline constexpr size_t kChunk = 64 * 1024;
+inline constexpr std::chrono::seconds kConnectTimeout{10};
+
+// How the server renders an error (problem+json), for the proxies.
+using RenderErrorFn = std::function<void(const Request&, const Error&, Response&)>;
+
+// A proxy's failure answer: the problem document of `e`, `challenge` as
+// WWW-Authenticate when it is 401, and a log line when the broker or an
+// upstream failed (kInternal, kUnavailable).
+void RenderFailure(const RenderErrorFn& render, spdlog::logger& log, const Request& req,
+                   const Error& e, Response& res, std::string_view challenge);
+
+// Revokes a proxy grant whose one use is over (a push's, a REST write's);
+// one the session's end already revoked is fine, any other failure logged.
+void EndUse(service::BrokerService& service, const service::CallContext& ctx,
+            const std::string& grant_id, spdlog::logger& log);
 
 // The agent's session: HTTP Basic (user = session id, password = session
 // token; git's way), or "Bearer jbs_…" / "token jbs_…" (GitHub clients').
@@ -147,7 +164,7 @@ struct ForwardSpec {
 // off (BodyStream::Abort) and is only logged. An upstream 401/407 is never
 // passed on (a client would ask its user for GitHub credentials): it is
 // kUnavailable "upstream_refused".
-[[nodiscard]] Status Forward(HttpClient& http, const Request& req, const ForwardSpec& spec,
+[[nodiscard]] Status Forward(HttpClient& http, const Request& req, ForwardSpec spec,
                              BodyStream& body, spdlog::logger& log);
 
 }  // namespace jitbroker::http::proxy_support

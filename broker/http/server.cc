@@ -69,23 +69,7 @@ void WriteProblem(Response& res, const Error& e, std::string_view request_id) {
 }
 
 Error MediaType(std::string message) {
-  Error e;
-  e.code = ErrorCode::kUnsupportedMediaType;
-  e.reason = "unsupported_media_type";
-  e.message = std::move(message);
-  return e;
-}
-
-// The media type of a Content-Type value, lower-cased, without parameters.
-std::string MediaTypeOf(std::string_view content_type) {
-  std::string_view m = content_type.substr(0, content_type.find(';'));
-  while (!m.empty() && (m.back() == ' ' || m.back() == '\t')) {
-    m.remove_suffix(1);
-  }
-  std::string out(m);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; });
-  return out;
+  return UnsupportedMediaType("unsupported_media_type", std::move(message));
 }
 
 // A URL query, decoded once. A parameter given twice is ambiguous: refused.
@@ -406,7 +390,7 @@ struct HttpServer::Impl final : RequestHandler {
     if (req.body.empty()) {
       return nlohmann::json::object();
     }
-    if (MediaTypeOf(req.Header("Content-Type")) != "application/json") {
+    if (req.MediaType() != "application/json") {
       return std::unexpected(MediaType("request bodies must be application/json"));
     }
     return json::ParseStrict(req.body);
@@ -656,7 +640,7 @@ void HttpServer::Impl::Install() {
         return std::unexpected(InvalidArgument(
             "token_in_query", "introspection parameters belong in the form body, not the URL"));
       }
-      if (MediaTypeOf(req.Header("Content-Type")) != "application/x-www-form-urlencoded") {
+      if (req.MediaType() != "application/x-www-form-urlencoded") {
         return std::unexpected(MediaType("introspection takes application/x-www-form-urlencoded"));
       }
       auto form = net::ParseForm(req.body);
@@ -741,7 +725,7 @@ void HttpServer::Impl::InstallTokenEndpoint() {
     ctx.request_id = req.request_id;
     ctx.client_request_id = req.client_request_id;
     auto answer = [&]() -> Result<nlohmann::json> {
-      if (MediaTypeOf(req.Header("Content-Type")) != "application/x-www-form-urlencoded") {
+      if (req.MediaType() != "application/x-www-form-urlencoded") {
         return std::unexpected(InvalidArgument(
             "invalid_request", "the token endpoint takes application/x-www-form-urlencoded"));
       }

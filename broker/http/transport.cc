@@ -9,6 +9,7 @@
 // holds no thread.
 #include "broker/http/transport.h"
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -79,6 +80,18 @@ std::string_view Request::Header(std::string_view name) const {
 }
 
 bool Request::HasHeader(std::string_view name) const { return HeaderCount(name) > 0; }
+
+std::string Request::MediaType() const {
+  std::string_view m = Header("Content-Type");
+  m = m.substr(0, m.find(';'));
+  while (!m.empty() && (m.back() == ' ' || m.back() == '\t')) {
+    m.remove_suffix(1);
+  }
+  std::string out(m);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; });
+  return out;
+}
 
 size_t Request::HeaderCount(std::string_view name) const {
   size_t n = 0;

@@ -81,6 +81,8 @@ struct Request {
   bool HasHeader(std::string_view name) const;
   // How many fields are named `name` (case-insensitive).
   size_t HeaderCount(std::string_view name) const;
+  // The media type of Content-Type, lower-cased, without parameters.
+  std::string MediaType() const;
 };
 
 struct Response {

@@ -276,7 +276,7 @@ class CurlHttpClient final : public HttpClient {
   Result<HttpResponse> Send(const HttpRequest& request) override {
     TransferState state;
     state.max_body = options_.max_response_bytes;
-    JITBROKER_ASSIGN_OR_RETURN(int status, Exchange(request, state, nullptr));
+    JITBROKER_ASSIGN_OR_RETURN(int status, Exchange(request, state));
     state.response.status = status;
     return std::move(state.response);
   }
@@ -284,7 +284,7 @@ class CurlHttpClient final : public HttpClient {
   Result<int> Stream(const HttpRequest& request, HttpStreamCallbacks& callbacks) override {
     TransferState state;
     state.stream = &callbacks;
-    JITBROKER_ASSIGN_OR_RETURN(int status, Exchange(request, state, &callbacks));
+    JITBROKER_ASSIGN_OR_RETURN(int status, Exchange(request, state));
     if (!state.head_sent && callbacks.on_head) {
       // An answer without a body.
       JITBROKER_RETURN_IF_ERROR(callbacks.on_head(status, state.response.headers));
@@ -293,10 +293,10 @@ class CurlHttpClient final : public HttpClient {
   }
 
  private:
-  // One exchange, buffered into `state` (stream == nullptr) or streamed
-  // through `stream`'s callbacks. Returns the final status.
-  Result<int> Exchange(const HttpRequest& request, TransferState& state,
-                       HttpStreamCallbacks* stream) {
+  // One exchange, buffered into `state`, or streamed through
+  // state.stream's callbacks when it has them. Returns the final status.
+  Result<int> Exchange(const HttpRequest& request, TransferState& state) {
+    HttpStreamCallbacks* stream = state.stream;
     const std::string host = internal::HostForMessage(request.url);
     if (!StartsWithIgnoreCase(request.url, "http://") &&
         !StartsWithIgnoreCase(request.url, "https://")) {

@@ -365,11 +365,8 @@ Status GzipInflater::Inflate(std::string_view in, std::string& out) {
     }
     const size_t n = sizeof(buf) - z.avail_out;
     if (produced_ + n > max_output_) {
-      Error e;
-      e.code = ErrorCode::kPayloadTooLarge;
-      e.reason = "payload_too_large";
-      e.message = "the inflated body is larger than allowed";
-      return std::unexpected(std::move(e));
+      return std::unexpected(
+          PayloadTooLarge("payload_too_large", "the inflated body is larger than allowed"));
     }
     produced_ += n;
     out.append(buf, n);

@@ -77,6 +77,8 @@ Error NotFound(std::string reason, std::string message);
 Error AlreadyExists(std::string reason, std::string message);
 Error FailedPrecondition(std::string reason, std::string message);
 Error ResourceExhausted(std::string reason, std::string message);
+Error PayloadTooLarge(std::string reason, std::string message);
+Error UnsupportedMediaType(std::string reason, std::string message);
 Error Unavailable(std::string reason, std::string message, std::string detail = {});
 Error Internal(std::string message, std::string detail = {});
 

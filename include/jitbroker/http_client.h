@@ -122,8 +122,9 @@ class HttpClient {
   // Performs one exchange. See the file comment for the error contract.
   [[nodiscard]] virtual Result<HttpResponse> Send(const HttpRequest& request) = 0;
   // Performs one exchange streamed through `callbacks`; returns the final
-  // status. Errors: as Send, and a callback's own. Default: unsupported
-  // (kUnimplemented "streaming_unsupported").
+  // status. Errors: as Send, and a callback's own. Default: the exchange
+  // carried whole through Send (the body read to its end first, the answer
+  // handed over in one piece), for clients that do not stream.
   [[nodiscard]] virtual Result<int> Stream(const HttpRequest& request,
                                            HttpStreamCallbacks& callbacks);
 };
