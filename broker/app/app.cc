@@ -363,6 +363,9 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
     jo.checkpoint.every_records = impl.cfg.audit.checkpoint_every_records;
     jo.checkpoint.every_seconds = impl.cfg.audit.checkpoint_every_seconds;
     jo.checkpoint.clock = &impl.clock;
+    jo.file_sync =
+        impl.cfg.audit.file_sync_per_commit ? audit::FileSync::kCommit : audit::FileSync::kInterval;
+    jo.file_sync_interval = std::chrono::milliseconds(impl.cfg.audit.file_sync_interval_ms);
     if (const config::PostgresStoreConfig* pg = impl.cfg.store.postgres()) {
       jo.chain_id = pg->replica_id;  // one chain per replica (docs/architecture.md)
     }

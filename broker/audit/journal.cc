@@ -5,16 +5,25 @@
 // enqueue {batch, promise} and block on the future. The committer takes what
 // is queued (at most max_group), chains the audit events from the current
 // head, calls Store::Apply once, appends every record line with one write()
-// and one fdatasync(), and only then fulfils the promises.
+// (and, with FileSync::kCommit, one fdatasync()), and only then fulfils the
+// promises. With FileSync::kInterval a second thread, the syncer,
+// fdatasync()s the file every file_sync_interval when records were written
+// since its last sync, and once more at Stop().
 //
-// Failure handling (fail closed):
+// Failure handling (fail closed on the store, which is the durable record):
 //   - Apply fails: the whole group fails; the head is re-read from the store
 //     and the file re-reconciled before the next group, in case the store
 //     committed despite reporting an error.
-//   - the file write fails after Apply succeeded: the group fails with
-//     kUnavailable and the file is marked dirty; the next group first
-//     reconciles it (cut the torn tail, append what the store has) and is
-//     refused if that is impossible.
+//   - the file write fails after Apply succeeded: the file is marked dirty
+//     and later repaired from the store (Reconcile: cut the torn tail, append
+//     what the store has). FileSync::kCommit: the group fails with
+//     kUnavailable, and the next group is refused if the repair is
+//     impossible. FileSync::kInterval: the group succeeds (its records are
+//     durable in the store), and the committer tries the repair after later
+//     groups, at most once per file_sync_interval, and at Stop().
+//   - the syncer's fdatasync fails: counted and logged; as the kernel may
+//     have dropped the unwritten pages, the committer checks the file against
+//     the store before its next write.
 //   - Apply refuses the group for a precondition or replay key that the
 //     committer's check had passed (another process got there first; the
 //     store wrote nothing): the group is unchained, checked again — now the
@@ -29,6 +38,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -174,6 +184,13 @@ Result<off_t> FindLastNewline(int fd, off_t end, std::string_view path) {
   return static_cast<off_t>(-1);
 }
 
+// Raises `a` to `v` (never lowers it): two threads record progress.
+void RaiseTo(std::atomic<uint64_t>& a, uint64_t v) {
+  uint64_t cur = a.load();
+  while (cur < v && !a.compare_exchange_weak(cur, v)) {
+  }
+}
+
 void FsyncParentDir(const std::string& path) {
   const size_t slash = path.rfind('/');
   const std::string dir =
@@ -206,8 +223,27 @@ struct Journal::Impl {
   CommitObserver observer;                     // guarded by mu
 
   // Committer-only state.
-  bool file_dirty = false;  // the file may lag or have a torn tail
+  bool file_dirty = false;  // the file may lag or have a torn tail (SetDirty)
   bool head_stale = false;  // re-read the head from the store before chaining
+  // FileSync::kInterval: when the committer may next try to repair a dirty
+  // file, and whether the last write or repair failed (logged once a streak).
+  std::chrono::steady_clock::time_point next_repair{};
+  bool file_failing = false;
+
+  // The file's durability (see the top of this file).
+  FileSync file_sync = FileSync::kInterval;
+  std::chrono::milliseconds file_sync_interval{200};
+  std::atomic<uint64_t> file_written{0};  // records written to the file since Create
+  std::atomic<uint64_t> file_synced{0};   // of those, covered by an fdatasync
+  std::atomic<uint64_t> file_syncs{0};
+  std::atomic<uint64_t> file_errors{0};
+  std::atomic<bool> file_behind{false};  // file_dirty, for the metrics
+  std::atomic<bool> sync_failed{false};  // set by the syncer, taken by the committer
+  bool sync_failing = false;             // syncer-only: the last fdatasync failed
+  std::mutex sync_mu;
+  std::condition_variable sync_cv;
+  bool sync_stop = false;  // guarded by sync_mu
+  std::jthread syncer;     // FileSync::kInterval only; joined before fd is closed
 
   // Checkpoints (committer-only after Create).
   CheckpointOptions checkpoint;
@@ -221,6 +257,7 @@ struct Journal::Impl {
     if (committer.joinable()) {
       committer.join();
     }
+    StopSyncer();
     if (fd >= 0) {
       ::close(fd);
     }
@@ -230,6 +267,8 @@ struct Journal::Impl {
   // last complete line against the store's record of that seq, append every
   // later record, fdatasync.
   Status Reconcile() {
+    // Whatever happens below, the syncer's failure is accounted for.
+    sync_failed = false;
     struct stat st{};
     if (::fstat(fd, &st) != 0) {
       return std::unexpected(FileError(path, "stat", errno));
@@ -312,9 +351,71 @@ struct Journal::Impl {
       if (::fdatasync(fd) != 0) {
         return std::unexpected(FileError(path, "fdatasync", errno));
       }
+      file_written += static_cast<uint64_t>(after - file_seq);
+      RaiseTo(file_synced, file_written.load());
+      ++file_syncs;
     }
-    file_dirty = false;
+    SetDirty(false);
     return OkStatus();
+  }
+
+  void SetDirty(bool dirty) {
+    file_dirty = dirty;
+    file_behind = dirty;
+  }
+
+  // The syncer (FileSync::kInterval): an fdatasync every file_sync_interval
+  // when records were written since the last one, and a last one when told
+  // to stop.
+  void RunSyncer() {
+    std::unique_lock lock(sync_mu);
+    while (true) {
+      sync_cv.wait_for(lock, file_sync_interval, [&] { return sync_stop; });
+      const bool stop = sync_stop;
+      lock.unlock();
+      SyncFile();
+      lock.lock();
+      if (stop) {
+        return;
+      }
+    }
+  }
+
+  void SyncFile() {
+    const uint64_t written = file_written.load();
+    if (written == file_synced.load()) {
+      return;
+    }
+    if (::fdatasync(fd) == 0) {
+      RaiseTo(file_synced, written);
+      ++file_syncs;
+      if (sync_failing) {
+        sync_failing = false;
+        log::Get("audit")->info("event=audit_file_sync_recovered path={}", path);
+      }
+      return;
+    }
+    const int err = errno;
+    ++file_errors;
+    sync_failed = true;
+    if (!sync_failing) {
+      sync_failing = true;
+      log::Get("audit")->error(
+          "event=audit_file_sync_failed path={} error=\"{}\" (the store holds the records; the "
+          "file is checked against it before the next write)",
+          path, Errno(err));
+    }
+  }
+
+  void StopSyncer() {
+    {
+      std::lock_guard lock(sync_mu);
+      sync_stop = true;
+    }
+    sync_cv.notify_all();
+    if (syncer.joinable()) {
+      syncer.join();
+    }
   }
 
   void Run() {
@@ -348,7 +449,7 @@ struct Journal::Impl {
         result = CommitGroup(group);
       } catch (...) {
         // Unknown progress: trust nothing cached before the next group.
-        file_dirty = true;
+        SetDirty(true);
         head_stale = true;
         result = std::unexpected(Unavailable("audit_unavailable", "the audit log is unavailable",
                                              "committer: " + CurrentExceptionText()));
@@ -611,7 +712,7 @@ struct Journal::Impl {
     try {
       st = CommitGroup(group);
     } catch (...) {
-      file_dirty = true;
+      SetDirty(true);
       head_stale = true;
       st = std::unexpected(Unavailable("audit_unavailable", "the audit log is unavailable",
                                        "checkpoint: " + CurrentExceptionText()));
@@ -637,9 +738,10 @@ struct Journal::Impl {
       head = std::move(*h);
       head_stale = false;
     }
-    if (file_dirty) {
+    if (file_dirty && file_sync == FileSync::kCommit) {
       Status st = Reconcile();
       if (!st) {
+        ++file_errors;
         log::Get("audit")->error("audit file reconcile failed path={} error={}", path,
                                  st.error().ToString());
         return std::unexpected(AsUnavailable(std::move(st).error()));
@@ -701,7 +803,7 @@ struct Journal::Impl {
       // The store may have committed despite the error; trust only what it
       // reports next time.
       head_stale = true;
-      file_dirty = true;
+      SetDirty(true);
       log::Get("audit")->warn("store apply failed batches={} error={}", batches.size(),
                               applied.error().ToString());
       return std::unexpected(AsUnavailable(std::move(applied).error()));
@@ -729,7 +831,10 @@ struct Journal::Impl {
     if (records.empty()) {
       return OkStatus();
     }
+    return file_sync == FileSync::kCommit ? WriteSynced(records) : WriteDerived(records);
+  }
 
+  static std::string Lines(const std::vector<AuditRecord>& records) {
     size_t text_size = 0;
     for (const AuditRecord& rec : records) {
       text_size += rec.text.size() + 1;
@@ -739,17 +844,73 @@ struct Journal::Impl {
     for (const AuditRecord& rec : records) {
       AppendLine(text, rec);
     }
-    Status written = WriteAll(fd, text, path);
+    return text;
+  }
+
+  // FileSync::kCommit: the group's records are in the file and synced before
+  // its callers wake, or the group fails.
+  Status WriteSynced(const std::vector<AuditRecord>& records) {
+    Status written = WriteAll(fd, Lines(records), path);
     if (written && ::fdatasync(fd) != 0) {
       written = std::unexpected(FileError(path, "fdatasync", errno));
     }
     if (!written) {
-      file_dirty = true;
+      ++file_errors;
+      SetDirty(true);
       log::Get("audit")->error("audit file write failed path={} error={}", path,
                                written.error().ToString());
       return std::unexpected(AsUnavailable(std::move(written).error()));
     }
+    file_written += records.size();
+    RaiseTo(file_synced, file_written.load());
+    ++file_syncs;
     return OkStatus();
+  }
+
+  // FileSync::kInterval: the records are durable in the store; the file
+  // follows, in order, and the syncer makes it durable. A file that fell
+  // behind is repaired from the store (which now holds this group too) at
+  // most once per file_sync_interval; a failure never fails the group.
+  Status WriteDerived(const std::vector<AuditRecord>& records) {
+    if (sync_failed.exchange(false)) {
+      SetDirty(true);
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (file_dirty) {
+      if (now < next_repair) {
+        return OkStatus();
+      }
+      Status repaired = Reconcile();
+      if (repaired) {
+        if (file_failing) {
+          file_failing = false;
+          log::Get("audit")->info("event=audit_file_repaired path={}", path);
+        }
+        return OkStatus();
+      }
+      FileFailed(repaired.error(), now);
+      return OkStatus();
+    }
+    Status written = WriteAll(fd, Lines(records), path);
+    if (!written) {
+      SetDirty(true);
+      FileFailed(written.error(), now);
+      return OkStatus();
+    }
+    file_written += records.size();
+    return OkStatus();
+  }
+
+  void FileFailed(const Error& e, std::chrono::steady_clock::time_point now) {
+    ++file_errors;
+    next_repair = now + file_sync_interval;
+    if (!file_failing) {
+      file_failing = true;
+      log::Get("audit")->error(
+          "event=audit_file_behind path={} error={} (the store holds the records; the file is "
+          "repaired from it when it can be written)",
+          path, e.ToString());
+    }
   }
 };
 
@@ -782,6 +943,8 @@ Result<std::unique_ptr<Journal>> Journal::Create(Store* store, std::string jsonl
   impl.chain_id = std::move(options.chain_id);
   impl.path = std::move(jsonl_path);
   impl.max_group = std::max<size_t>(max_group, 1);
+  impl.file_sync = options.file_sync;
+  impl.file_sync_interval = std::max(options.file_sync_interval, std::chrono::milliseconds(1));
 
   impl.fd = ::open(impl.path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
   if (impl.fd < 0) {
@@ -810,6 +973,9 @@ Result<std::unique_ptr<Journal>> Journal::Create(Store* store, std::string jsonl
 
   Impl* raw = journal->impl_.get();
   impl.committer = std::jthread([raw] { raw->Run(); });
+  if (impl.file_sync == FileSync::kInterval) {
+    impl.syncer = std::jthread([raw] { raw->RunSyncer(); });
+  }
   if (impl.checkpoint.key) {
     // The last run stopped without its shutdown checkpoint: anchor its tail.
     JITBROKER_RETURN_IF_ERROR(journal->Checkpoint("startup"));
@@ -877,7 +1043,33 @@ void Journal::SetObserver(CommitObserver observer) {
 
 JournalStats Journal::Stats() const {
   std::lock_guard lock(impl_->mu);
-  return impl_->stats;
+  JournalStats s = impl_->stats;
+  s.file_syncs = impl_->file_syncs.load();
+  s.file_errors = impl_->file_errors.load();
+  return s;
+}
+
+void Journal::CollectMetrics(std::vector<MetricFamily>& out) const {
+  const Impl& i = *impl_;
+  const auto value = [](uint64_t v) { return static_cast<double>(v); };
+  out.push_back({"jitbroker_audit_file_syncs_total",
+                 "counter",
+                 "fdatasync calls that made the JSONL audit file durable.",
+                 {{"", value(i.file_syncs.load())}}});
+  out.push_back({"jitbroker_audit_file_errors_total",
+                 "counter",
+                 "Failures to write, sync or repair the JSONL audit file.",
+                 {{"", value(i.file_errors.load())}}});
+  const uint64_t written = i.file_written.load();
+  const uint64_t synced = i.file_synced.load();
+  out.push_back({"jitbroker_audit_file_unsynced_records",
+                 "gauge",
+                 "Records written to the JSONL audit file and not yet synced.",
+                 {{"", value(written > synced ? written - synced : 0)}}});
+  out.push_back({"jitbroker_audit_file_behind",
+                 "gauge",
+                 "1 while the JSONL audit file lacks records the store holds.",
+                 {{"", i.file_behind.load() ? 1.0 : 0.0}}});
 }
 
 std::optional<ChainHead> Journal::Head() const {
@@ -912,6 +1104,15 @@ void Journal::Stop() {
   if (impl_->committer.joinable()) {
     impl_->committer.join();
   }
+  // The committer is gone: its state is ours. A file that fell behind gets a
+  // last repair, then the syncer makes the tail durable.
+  if (impl_->file_dirty && !already) {
+    if (Status st = impl_->Reconcile(); !st) {
+      log::Get("audit")->error("event=audit_file_behind path={} error={} at shutdown", impl_->path,
+                               st.error().ToString());
+    }
+  }
+  impl_->StopSyncer();
 }
 
 }  // namespace jitbroker::audit

@@ -1,12 +1,22 @@
 // Journal: the one durable write path. Request threads call Commit(batch);
 // a single committer thread collects every batch queued meanwhile (group
 // commit), chains their audit events in order, applies them to the Store in
-// one transaction, appends the chained records to the JSONL file and
-// fdatasync()s it, and only then wakes the callers. So N concurrent requests
-// cost one store commit and one file sync, and no response is sent before its
-// audit records are durable in both places (docs/concepts.md "Principles", item 5: fail
-// closed — if either write fails, Commit returns kUnavailable and the caller
-// must not release a credential).
+// one transaction, appends the chained records to the JSONL file, and only
+// then wakes the callers. So N concurrent requests cost one store commit, and
+// no response is sent before its audit records are durable in the store
+// (docs/concepts.md "Principles", item 5: fail closed — if the store commit
+// fails, Commit returns kUnavailable and the caller must not release a
+// credential).
+//
+// The JSONL file is a derived copy of the store's chain (docs/architecture.md,
+// "The audit file"). With FileSync::kInterval (the default) it is written in
+// order after each commit and fdatasync()ed by a background thread every
+// `file_sync_interval` and at Stop(): a crash of the host loses at most the
+// unsynced tail, which the next Start() restores from the store, and a file
+// that cannot be written does not stop the broker (it is repaired from the
+// store when it can be; metrics and logs say so). With FileSync::kCommit the
+// file is also fdatasync()ed before the callers wake, and a failed write
+// fails the group, as for the store.
 //
 // A batch that reserves a CI token's replay key (WriteBatch::
 // replay_reservations) the store already holds, or that an earlier batch of
@@ -47,10 +57,12 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "broker/crypto/jose.h"
 #include "jitbroker/audit.h"
 #include "jitbroker/clock.h"
+#include "jitbroker/metric_family.h"
 #include "jitbroker/store.h"
 
 namespace jitbroker::audit {
@@ -59,6 +71,10 @@ struct JournalStats {
   uint64_t commits = 0;  // store transactions
   uint64_t batches = 0;  // WriteBatches committed
   uint64_t records = 0;  // audit records written
+  // The JSONL file: fdatasync()s that succeeded, and failures to write,
+  // sync or repair it.
+  uint64_t file_syncs = 0;
+  uint64_t file_errors = 0;
 };
 
 // Observer for metrics: called by the committer after each group commit with
@@ -76,8 +92,16 @@ struct CheckpointOptions {
   std::chrono::milliseconds poll{1000};
 };
 
+// When the JSONL file is made durable (see the top of this file).
+enum class FileSync {
+  kInterval,  // in the background, every file_sync_interval and at Stop()
+  kCommit,    // before each group's callers wake; a failed write fails the group
+};
+
 struct JournalOptions {
   size_t max_group = 256;
+  FileSync file_sync = FileSync::kInterval;
+  std::chrono::milliseconds file_sync_interval{200};
   CheckpointOptions checkpoint;
   // The audit chain this journal writes (AuditRecord::chain_id). One writer
   // per chain: the JSONL file is locked, and the store keeps seq per chain.
@@ -101,6 +125,9 @@ class Journal {
 
   void SetObserver(CommitObserver observer);
   JournalStats Stats() const;
+  // jitbroker_audit_file_*: syncs, failures, records written but not yet
+  // synced, and whether the file lacks records the store has.
+  void CollectMetrics(std::vector<MetricFamily>& out) const;
   std::optional<ChainHead> Head() const;
   // Batches queued and not yet taken by the committer (tests).
   size_t QueuedForTesting() const;

@@ -866,6 +866,16 @@ Status LoadAudit(Section& top, const fs::path& base, const std::string& data_dir
     audit.file = Resolve(base, *file);
   }
   JITBROKER_ASSIGN_OR_RETURN(audit.signing_key, s->OptSecretRef("signing_key"));
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> sync, s->OptString("file_sync"));
+  if (sync) {
+    if (*sync != "interval" && *sync != "commit") {
+      return std::unexpected(s->Err("file_sync", "must be one of interval, commit"));
+    }
+    audit.file_sync_per_commit = *sync == "commit";
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> interval,
+                             s->OptInt("file_sync_interval_ms", 10, 60000));
+  audit.file_sync_interval_ms = interval.value_or(audit.file_sync_interval_ms);
   JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> cp, s->OptSection("checkpoint"));
   if (cp) {
     JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> records,

@@ -136,6 +136,12 @@ struct AuditConfig {
   // record (1..86400, default 60). Restart to change.
   int64_t checkpoint_every_records = 1000;
   int64_t checkpoint_every_seconds = 60;
+  // When the JSONL file (a copy of the store's chain) is fdatasync'd:
+  // "interval" (in the background every file_sync_interval_ms, 10..60000,
+  // default 200) or "commit" (before each answer, like the store). Restart
+  // to change.
+  bool file_sync_per_commit = false;
+  int64_t file_sync_interval_ms = 200;
 };
 
 struct SessionsConfig {

@@ -547,6 +547,9 @@ void BrokerService::AppendComponentMetrics(std::string& out) const {
     issuer->CollectMetrics(families);
   }
   store_->CollectMetrics(families);
+  if (journal_ != nullptr) {
+    journal_->CollectMetrics(families);
+  }
   // Several issuers may export the same family: one HELP/TYPE block each.
   std::vector<size_t> order;
   std::map<std::string, std::vector<size_t>, std::less<>> by_name;

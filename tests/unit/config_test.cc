@@ -343,6 +343,26 @@ TEST_CASE("Config: audit signing key and checkpoint intervals") {
   CHECK(c->audit.signing_key->Reveal().starts_with("-----BEGIN PRIVATE KEY-----"));
   CHECK(c->audit.checkpoint_every_records == 10);
   CHECK(c->audit.checkpoint_every_seconds == 5);
+  CHECK_FALSE(c->audit.file_sync_per_commit);  // the default: synced in the background
+  CHECK(c->audit.file_sync_interval_ms == 200);
+}
+
+TEST_CASE("Config: audit.file_sync is interval or commit") {
+  TempDir dir;
+  Result<Config> c = LoadConfigText(
+      "audit: {file_sync: commit, file_sync_interval_ms: 50}\npolicy: {version: v}\n",
+      dir.File("a.yaml"));
+  REQUIRE_MESSAGE(c.has_value(), (c.has_value() ? "" : c.error().ToString()));
+  CHECK(c->audit.file_sync_per_commit);
+  CHECK(c->audit.file_sync_interval_ms == 50);
+  for (const char* bad : {"audit: {file_sync: always}\n", "audit: {file_sync_interval_ms: 5}\n",
+                          "audit: {file_sync_interval_ms: 60001}\n"}) {
+    CAPTURE(bad);
+    Result<Config> r =
+        LoadConfigText(std::string(bad) + "policy: {version: v}\n", dir.File("b.yaml"));
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().message.find("audit.file_sync") != std::string::npos);
+  }
 }
 
 TEST_CASE("Config: issuer sections are handed over with only `type` known") {
