@@ -2,6 +2,7 @@
 // own HTTP listener (broker/http/transport.h), and its floor.
 //
 //   ceiling_server PORT [THREADS [FLOOR_JOURNAL]] [--stack broker|httplib] [--io-threads N]
+//                  [--file-sync interval|commit] [--file-sync-interval-ms N]
 //
 // Serves GET/POST /ping with a small JSON body on 127.0.0.1:PORT (0 picks a
 // free port) on the same listener code and settings as the daemon
@@ -14,26 +15,43 @@
 //
 // With FLOOR_JOURNAL (a file path) it also serves the *floor*: the work every
 // request of the broker must do by its specification, and nothing else, on
-// the same HTTP stack:
+// the same HTTP stack, under the broker's durability rule (issue #15): an
+// answer that releases a credential follows its audit record made durable in
+// ONE place, the store; the JSONL file is a derived copy, written in order
+// after each store commit and made durable in the background:
 //   POST /floor/grant     one ES256 signature over a JWT-sized input, then one
-//                         ~1 KiB audit line made durable before the answer in
-//                         a SQLite store (FLOOR_JOURNAL.db, WAL, FULL) and in
-//                         FLOOR_JOURNAL (fdatasync), group-committed by one
-//                         writer thread as the broker's journal does, but
-//                         with no index, no grant row, no chain and no JSON;
+//                         ~1 KiB audit line committed durably to a SQLite
+//                         store (FLOOR_JOURNAL.db, WAL, synchronous=FULL) and
+//                         then written to the JSONL file FLOOR_JOURNAL,
+//                         group-committed by one writer thread as the broker's
+//                         journal does, but with no index, no grant row, no
+//                         chain and no JSON;
 //   POST /floor/exchange  one RS256 (RSA-2048) verification first, as for a
 //                         CI subject token, then the same as /floor/grant.
+// --file-sync follows the broker's `audit.file_sync`:
+//   interval (default)    the file is fdatasync'd by a background thread every
+//                         --file-sync-interval-ms (200, the broker's
+//                         `audit.file_sync_interval_ms` default) when something
+//                         was written, and at shutdown: never on a request's
+//                         critical path;
+//   commit                the file is also fdatasync'd after each group's
+//                         write, before its answers (the rule before issue #15).
 // No broker can beat its floor; bench/run.sh prints floor/ceiling next to the
-// broker's ratio so a target can be judged against what is attainable here.
+// broker's ratio and judges the broker's targets against the floor measured
+// in the same run, in the same file-sync mode.
 //
-// Prints "ceiling listening on port N" once ready; stops on SIGINT/SIGTERM.
+// Prints "ceiling listening on port N" once ready; stops on SIGINT/SIGTERM
+// (the floor then syncs the file one last time and reports its commit and
+// sync counts on stderr).
 #include <signal.h>
 
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
@@ -67,29 +85,65 @@ bool ParseInt(const char* text, int min, int max, int& out) {
   return true;
 }
 
-// The durable part of the floor: what docs/concepts.md and the issue make every grant
-// write before its answer — its audit record in the SQLite store (WAL,
-// synchronous=FULL) and in the JSONL file (fdatasync) — group-committed by
-// one writer thread (one transaction and one file sync for whatever queued
-// meanwhile), as the broker's journal does. Minimal on purpose: one table
-// with no secondary index, no grant row, no hash chain.
+// How the floor's JSONL file is made durable (bench/run.sh passes the
+// broker's own `audit.file_sync`).
+enum class FileSync { kInterval, kCommit };
+
+// The durable part of the floor, under the rule of docs/concepts.md and issue
+// #15: before its answer, every grant's audit record is durable in the SQLite
+// store (WAL, synchronous=FULL); it is then written, in commit order, to the
+// JSONL file, a derived copy. One writer thread group-commits whatever queued
+// meanwhile (one transaction, then one write of the group's lines), as the
+// broker's journal does, and wakes the group's callers after the write.
+//   FileSync::kInterval  a syncer thread fdatasync()s the file every
+//                        `interval` when something was written since the last
+//                        sync, and once more at shutdown; a failed file write
+//                        is counted, not fatal (the store has the record).
+//   FileSync::kCommit    the writer also fdatasync()s the file before waking
+//                        the group; a failed write or sync fails the group.
+// Minimal on purpose: one table with no secondary index, no grant row, no hash
+// chain.
 class FloorJournal {
  public:
   // Takes ownership of both; `db` must be open in WAL mode.
-  FloorJournal(int fd, sqlite3* db) : fd_(fd), db_(db), writer_([this] { Run(); }) {}
+  FloorJournal(int fd, sqlite3* db, FileSync mode, std::chrono::milliseconds interval)
+      : fd_(fd), db_(db), mode_(mode), interval_(interval) {
+    if (mode_ == FileSync::kInterval) {
+      syncer_ = std::thread([this] { SyncLoop(); });
+    }
+    writer_ = std::thread([this] { Run(); });
+  }
   ~FloorJournal() {
     {
       std::lock_guard lock(mu_);
       stopping_ = true;
     }
     queued_cv_.notify_one();
-    writer_.join();
+    writer_.join();  // drains the queue first
+    if (syncer_.joinable()) {
+      {
+        std::lock_guard lock(sync_mu_);
+        sync_stopping_ = true;
+      }
+      sync_cv_.notify_one();
+      syncer_.join();  // syncs whatever was written since its last pass
+    }
+    std::fprintf(stderr,
+                 "floor: file sync %s: %llu store commits, %llu file syncs, %llu file errors\n",
+                 mode_ == FileSync::kCommit ? "commit" : "interval",
+                 static_cast<unsigned long long>(commits_),
+                 static_cast<unsigned long long>(file_syncs_.load()),
+                 static_cast<unsigned long long>(file_errors_.load()));
     sqlite3_finalize(insert_);
     sqlite3_close(db_);
     ::close(fd_);
   }
+  FloorJournal(const FloorJournal&) = delete;
+  FloorJournal& operator=(const FloorJournal&) = delete;
+
   // Opens (creating) PATH for the JSONL lines and PATH.db for the store.
-  static std::unique_ptr<FloorJournal> Open(const std::string& path) {
+  static std::unique_ptr<FloorJournal> Open(const std::string& path, FileSync mode,
+                                            std::chrono::milliseconds interval) {
     const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0) {
       return nullptr;
@@ -106,14 +160,16 @@ class FloorJournal {
       ::close(fd);
       return nullptr;
     }
-    return std::make_unique<FloorJournal>(fd, db);
+    return std::make_unique<FloorJournal>(fd, db, mode, interval);
   }
+  // Returns once the line is durable in the store and written to the file
+  // (and synced there too with FileSync::kCommit); false if that failed.
   bool Append(std::string_view line) {
     std::unique_lock lock(mu_);
     queue_.emplace_back(line);
     const uint64_t mine = ++appended_;
     queued_cv_.notify_one();
-    durable_cv_.wait(lock, [&] { return durable_ >= mine || failed_; });
+    done_cv_.wait(lock, [&] { return done_ >= mine || failed_; });
     return !failed_;
   }
 
@@ -136,12 +192,27 @@ class FloorJournal {
            ok;
   }
 
+  // Writes the group's lines in order (page cache only, unless kCommit).
   bool WriteFile(const std::vector<std::string>& lines) {
-    std::string out;
+    out_.clear();
     for (const std::string& line : lines) {
-      out += line;
+      out_ += line;
     }
-    return bench::WriteAll(fd_, out) && ::fdatasync(fd_) == 0;
+    if (!bench::WriteAll(fd_, out_)) {
+      ++file_errors_;
+      return false;
+    }
+    if (mode_ == FileSync::kCommit) {
+      if (::fdatasync(fd_) != 0) {
+        ++file_errors_;
+        return false;
+      }
+      ++file_syncs_;
+    } else {
+      std::lock_guard lock(sync_mu_);
+      ++written_;
+    }
+    return true;
   }
 
   void Run() {
@@ -158,25 +229,70 @@ class FloorJournal {
         lines.swap(queue_);
         upto = appended_;
       }
-      const bool ok = Store(lines) && WriteFile(lines);
+      // The store is the durable record: nothing is answered before it commits.
+      bool ok = Store(lines);
+      if (ok) {
+        ++commits_;
+        const bool written = WriteFile(lines);
+        // With per-commit sync the file is a second durable place; otherwise a
+        // lost line is the derived copy's problem, not the answer's.
+        ok = written || mode_ == FileSync::kInterval;
+      }
       {
         std::lock_guard lock(mu_);
-        durable_ = upto;
+        done_ = upto;
         failed_ = failed_ || !ok;
       }
-      durable_cv_.notify_all();
+      done_cv_.notify_all();
+    }
+  }
+
+  // FileSync::kInterval: every interval_, fdatasync() when the file was
+  // written since the last sync; once more when stopping.
+  void SyncLoop() {
+    std::unique_lock lock(sync_mu_);
+    uint64_t synced = 0;
+    while (true) {
+      const bool stop = sync_cv_.wait_for(lock, interval_, [&] { return sync_stopping_; });
+      if (written_ != synced) {
+        const uint64_t upto = written_;
+        lock.unlock();
+        const bool ok = ::fdatasync(fd_) == 0;
+        lock.lock();
+        if (ok) {
+          synced = upto;
+          ++file_syncs_;
+        } else {
+          ++file_errors_;
+        }
+      }
+      if (stop) {
+        return;
+      }
     }
   }
 
   int fd_;
   sqlite3* db_;
+  const FileSync mode_;
+  const std::chrono::milliseconds interval_;
   sqlite3_stmt* insert_ = nullptr;  // writer thread only
-  std::mutex mu_;
-  std::condition_variable queued_cv_, durable_cv_;
+  std::string out_;                 // writer thread only
+  uint64_t commits_ = 0;            // writer thread only (read after it joined)
+  std::atomic<uint64_t> file_syncs_{0}, file_errors_{0};
+
+  std::mutex mu_;  // the queue and the callers' wake-ups
+  std::condition_variable queued_cv_, done_cv_;
   std::vector<std::string> queue_;
-  uint64_t appended_ = 0, durable_ = 0;
+  uint64_t appended_ = 0, done_ = 0;
   bool failed_ = false, stopping_ = false;
-  std::thread writer_;  // last: started once the rest is initialised
+
+  std::mutex sync_mu_;  // the writer's progress, seen by the syncer
+  std::condition_variable sync_cv_;
+  uint64_t written_ = 0;  // groups written to the file
+  bool sync_stopping_ = false;
+
+  std::thread syncer_, writer_;  // started in the constructor body, once the rest is initialised
 };
 
 // One endpoint's answer, whatever the stack that serves it.
@@ -226,27 +342,35 @@ int main(int argc, char** argv) {
   int port = 0;
   int threads = 64;
   int io_threads = 2;
+  int file_sync_interval_ms = 200;
   std::string stack = "broker";
+  std::string file_sync = "interval";
   std::vector<const char*> positional;
+  bool bad = false;
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
     if (a == "--stack" && i + 1 < argc) {
       stack = argv[++i];
+    } else if (a == "--file-sync" && i + 1 < argc) {
+      file_sync = argv[++i];
     } else if (a == "--io-threads" && i + 1 < argc) {
-      if (!ParseInt(argv[++i], 1, 64, io_threads)) {
-        positional.clear();
-        break;
-      }
+      bad = bad || !ParseInt(argv[++i], 1, 64, io_threads);
+    } else if (a == "--file-sync-interval-ms" && i + 1 < argc) {
+      bad = bad || !ParseInt(argv[++i], 1, 3600 * 1000, file_sync_interval_ms);
+    } else if (a.starts_with("--")) {
+      bad = true;  // an unknown flag, or one without its value
     } else {
       positional.push_back(argv[i]);
     }
   }
-  if (positional.empty() || positional.size() > 3 || !ParseInt(positional[0], 0, 65535, port) ||
+  if (bad || positional.empty() || positional.size() > 3 ||
+      !ParseInt(positional[0], 0, 65535, port) ||
       (positional.size() >= 2 && !ParseInt(positional[1], 1, 1024, threads)) ||
-      (stack != "broker" && stack != "httplib")) {
+      (stack != "broker" && stack != "httplib") ||
+      (file_sync != "interval" && file_sync != "commit")) {
     std::fprintf(stderr,
                  "usage: ceiling_server PORT [THREADS [FLOOR_JOURNAL]] [--stack broker|httplib] "
-                 "[--io-threads N]\n");
+                 "[--io-threads N] [--file-sync interval|commit] [--file-sync-interval-ms N]\n");
     return 2;
   }
 
@@ -281,7 +405,9 @@ int main(int argc, char** argv) {
                    std::strerror(errno));
       return 1;
     };
-    journal = FloorJournal::Open(positional[2]);
+    journal = FloorJournal::Open(positional[2],
+                                 file_sync == "commit" ? FileSync::kCommit : FileSync::kInterval,
+                                 std::chrono::milliseconds(file_sync_interval_ms));
     auto es = SigningKey::Generate(JwsAlg::kES256);
     auto rs = SigningKey::Generate(JwsAlg::kRS256);
     if (!journal || !es || !rs) {
