@@ -633,14 +633,17 @@ class SqliteStore final : public Store {
   Status Apply(std::span<const WriteBatch> batches, std::span<const AuditRecord> audit) override {
     std::lock_guard lock(writer_mu_);
     sqlite3* w = writer_.get();
-    JITBROKER_RETURN_IF_ERROR(StepDone(begin_.get(), "begin"));
-    Status st = ApplyInTransaction(batches, audit);
+    Status st = StepDone(begin_.get(), "begin");
+    if (st) {
+      st = ApplyInTransaction(batches, audit);
+    }
     if (st) {
       st = StepDone(commit_.get(), "commit");
     }
     if (!st && sqlite3_get_autocommit(w) == 0) {
       (void)StepDone(rollback_.get(), "rollback");
     }
+    ForgetSessions(batches, /*all=*/!st);
     return st;
   }
 
@@ -684,7 +687,30 @@ class SqliteStore final : public Store {
     return std::optional<ChainHead>(std::move(head));
   }
 
+  void CollectMetrics(std::vector<MetricFamily>& out) const override {
+    std::lock_guard lock(sessions_.mu);
+    out.push_back({"jitbroker_store_session_cache_hits_total",
+                   "counter",
+                   "Session reads served from the store's cache.",
+                   {{"", static_cast<double>(sessions_.hits)}}});
+    out.push_back({"jitbroker_store_session_cache_misses_total",
+                   "counter",
+                   "Session reads that went to the database.",
+                   {{"", static_cast<double>(sessions_.misses)}}});
+  }
+
+  // Served from the session cache when it holds the row (see SessionCache).
   Result<std::optional<SessionRecord>> GetSession(std::string_view id) override {
+    uint64_t generation = 0;
+    {
+      std::lock_guard lock(sessions_.mu);
+      if (auto it = sessions_.rows.find(id); it != sessions_.rows.end()) {
+        ++sessions_.hits;
+        return std::optional<SessionRecord>(it->second);
+      }
+      ++sessions_.misses;
+      generation = sessions_.generation;
+    }
     ReaderLease r(*this);
     JITBROKER_ASSIGN_OR_RETURN(sqlite3_stmt * s, r->Stmt(std::string("SELECT ") + kSessionColumns +
                                                          " FROM sessions WHERE id = ?"));
@@ -694,6 +720,16 @@ class SqliteStore final : public Store {
                                Collect<SessionRecord>(r->db.get(), s, ReadSession));
     if (rows.empty()) {
       return std::optional<SessionRecord>();
+    }
+    {
+      // Only a row no Apply can have changed since it was read is kept.
+      std::lock_guard lock(sessions_.mu);
+      if (sessions_.generation == generation) {
+        if (sessions_.rows.size() >= SessionCache::kMaxRows) {
+          sessions_.rows.erase(sessions_.rows.begin());
+        }
+        sessions_.rows.insert_or_assign(rows.front().id, rows.front());
+      }
     }
     return std::optional<SessionRecord>(std::move(rows.front()));
   }
@@ -1342,6 +1378,43 @@ class SqliteStore final : public Store {
     }
     return OkStatus();
   }
+
+  // Drops the cached rows of the sessions `batches` wrote (all rows when
+  // `all`: after a failed Apply nothing cached is trusted) and makes reads
+  // that began before this call leave the cache alone. Called by Apply after
+  // its commit or rollback.
+  void ForgetSessions(std::span<const WriteBatch> batches, bool all) {
+    std::lock_guard lock(sessions_.mu);
+    bool wrote = all;
+    for (const WriteBatch& b : batches) {
+      for (const SessionRecord& rec : b.sessions) {
+        sessions_.rows.erase(rec.id);
+        wrote = true;
+      }
+    }
+    if (all) {
+      sessions_.rows.clear();
+    }
+    if (wrote) {
+      ++sessions_.generation;
+    }
+  }
+
+  // GetSession's cache: the grant path reads its session on every request.
+  // Exact because this process is the file's only writer (the audit file's
+  // lock keeps a second broker out of the data directory) and every write of
+  // a session goes through Apply, which drops the rows it writes. Rows are
+  // only ever rows read from the file; a read that an Apply overtook is not
+  // kept (generation). Bounded: a full cache drops an arbitrary row.
+  struct SessionCache {
+    static constexpr size_t kMaxRows = 4096;
+    std::mutex mu;
+    uint64_t generation = 0;                                 // guarded by mu
+    std::map<std::string, SessionRecord, std::less<>> rows;  // guarded by mu
+    uint64_t hits = 0;                                       // guarded by mu
+    uint64_t misses = 0;                                     // guarded by mu
+  };
+  mutable SessionCache sessions_;
 
   std::mutex writer_mu_;
   DbPtr writer_;

@@ -7,10 +7,12 @@
 
 #include <sys/stat.h>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <span>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -68,6 +70,97 @@ TEST_CASE("SqliteStore: reopen keeps data, migrations are idempotent, file is 06
   struct stat st{};
   REQUIRE(::stat(path.c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0600);
+}
+
+// The metric `name` of the store's CollectMetrics, or -1.
+double StoreMetric(const Store& store, const std::string& name) {
+  std::vector<MetricFamily> families;
+  store.CollectMetrics(families);
+  for (const MetricFamily& f : families) {
+    if (f.name == name && !f.samples.empty()) {
+      return f.samples.front().second;
+    }
+  }
+  return -1;
+}
+
+TEST_CASE("SqliteStore: the session cache serves reads and never a row older than a commit") {
+  TempDir dir;
+  auto store = Open(dir.File("broker.db"), 4);
+  SessionRecord s = FullSession("ses_cached");
+  s.state = SessionState::kActive;
+  s.heartbeat_deadline = At(1000);
+  WriteBatch first;
+  first.PutSession(s, std::nullopt);
+  REQUIRE(ApplyOne(*store, first));
+
+  SUBCASE("hits after the first read; a write is seen at once") {
+    for (int i = 0; i < 3; ++i) {
+      auto got = store->GetSession("ses_cached");
+      REQUIRE(got.has_value());
+      REQUIRE(got->has_value());
+      CHECK((*got)->heartbeat_deadline == At(1000));
+    }
+    CHECK(StoreMetric(*store, "jitbroker_store_session_cache_misses_total") == 1);
+    CHECK(StoreMetric(*store, "jitbroker_store_session_cache_hits_total") == 2);
+    s.state = SessionState::kCompleted;
+    s.ended_at = At(1001);
+    WriteBatch end;
+    end.PutSession(s, SessionState::kActive);
+    REQUIRE(ApplyOne(*store, end));
+    auto got = store->GetSession("ses_cached");
+    REQUIRE(got.has_value());
+    REQUIRE(got->has_value());
+    CHECK((*got)->state == SessionState::kCompleted);
+    // A refused Apply (its precondition does not hold) changes nothing.
+    WriteBatch refused;
+    SessionRecord revived = s;
+    revived.state = SessionState::kActive;
+    refused.PutSession(revived, SessionState::kActive);
+    CHECK_FALSE(store->Apply(std::span<const WriteBatch>(&refused, 1), {}));
+    got = store->GetSession("ses_cached");
+    REQUIRE(got.has_value());
+    REQUIRE(got->has_value());
+    CHECK((*got)->state == SessionState::kCompleted);
+    // Unknown ids are not cached.
+    auto none = store->GetSession("ses_none");
+    REQUIRE(none.has_value());
+    CHECK_FALSE(none->has_value());
+  }
+  SUBCASE("readers racing a writer see every commit made before their read") {
+    std::atomic<int64_t> committed{1000};
+    std::atomic<bool> done{false};
+    std::atomic<int> stale{0};
+    std::atomic<int> failed{0};
+    std::vector<std::thread> readers;
+    for (int t = 0; t < 4; ++t) {
+      readers.emplace_back([&] {
+        while (!done) {
+          const int64_t before = committed.load();
+          auto got = store->GetSession("ses_cached");
+          if (!got || !got->has_value()) {
+            ++failed;
+          } else if ((*got)->heartbeat_deadline < At(before)) {
+            ++stale;
+          }
+        }
+      });
+    }
+    for (int64_t i = 1001; i <= 1400; ++i) {
+      s.heartbeat_deadline = At(i);
+      WriteBatch beat;
+      beat.PutSession(s, SessionState::kActive);
+      REQUIRE(store->Apply(std::span<const WriteBatch>(&beat, 1), {}));
+      committed = i;
+    }
+    done = true;
+    for (auto& r : readers) {
+      r.join();
+    }
+    CHECK(failed == 0);
+    CHECK(stale == 0);
+    CHECK(StoreMetric(*store, "jitbroker_store_session_cache_hits_total") > 0);
+  }
 }
 
 TEST_CASE("SqliteStore: open errors") {
