@@ -212,7 +212,8 @@ inline const std::vector<CommandSpec>& Commands() {
         {"limit", "N", false, false, "maximum number of records"}}},
       {"audit verify",
        "[--file F [--public-key PEM | --jwks F] [--require-checkpoint-within N] "
-       "[--require-shutdown-checkpoint] [--expect-head HASH] [--expect-seq N]]",
+       "[--require-shutdown-checkpoint] [--expect-head HASH] [--expect-seq N] "
+       "[--max-line-bytes N]]",
        "verify the audit hash chain (server, or a local JSONL file offline)",
        0,
        0,
@@ -228,7 +229,9 @@ inline const std::vector<CommandSpec>& Commands() {
         {"expect-head", "HASH", false, false,
          "fail unless the chain ends with this hash (GET /v1/audit/verify \"head\")"},
         {"expect-seq", "N", false, false,
-         "fail unless the chain ends at this seq (GET /v1/audit/verify \"head_seq\")"}}},
+         "fail unless the chain ends at this seq (GET /v1/audit/verify \"head_seq\")"},
+        {"max-line-bytes", "N", false, false,
+         "longest record line accepted (default 1048576); the file is streamed"}}},
       {"config check", "FILE", "validate a broker config file offline", 1, 1, {}},
       {"ci exchange",
        "--audience NAME [--scope S] [--token-file F | --token-env VAR | --oidc-audience AUD] "

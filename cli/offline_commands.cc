@@ -52,8 +52,9 @@ void PrintJson(std::ostream& out, const nlohmann::json& j) {
 std::string ParseAuditVerifyFileOptions(const ParsedArgs& args, AuditVerifyFileOptions* out) {
   *out = AuditVerifyFileOptions();
   const bool has_file = args.Has("file");
-  for (std::string_view flag : {"public-key", "jwks", "require-checkpoint-within",
-                                "require-shutdown-checkpoint", "expect-head", "expect-seq"}) {
+  for (std::string_view flag :
+       {"public-key", "jwks", "require-checkpoint-within", "require-shutdown-checkpoint",
+        "expect-head", "expect-seq", "max-line-bytes"}) {
     if (args.Has(flag) && !has_file) {
       return "--" + std::string(flag) + " needs --file";
     }
@@ -74,6 +75,14 @@ std::string ParseAuditVerifyFileOptions(const ParsedArgs& args, AuditVerifyFileO
     }
   }
   out->require_shutdown = args.Switch("require-shutdown-checkpoint");
+  if (std::optional<std::string> n = args.Get("max-line-bytes")) {
+    const std::optional<int64_t> bytes = ParseInt64(*n, 1, kMaxLineBytesLimit);
+    if (!bytes) {
+      return "--max-line-bytes must be a whole number from 1 to " +
+             std::to_string(kMaxLineBytesLimit);
+    }
+    out->max_line_bytes = static_cast<size_t>(*bytes);
+  }
   if ((out->max_tail || out->require_shutdown) && !out->public_key_file && !out->jwks_file) {
     return "checkpoint requirements need the audit key: --public-key or --jwks";
   }
@@ -105,12 +114,7 @@ int RunAuditVerifyFile(const AuditVerifyFileOptions& options, bool json, std::os
                        std::ostream& err) {
   const std::string shown = SanitizeForTerminal(options.path);
   try {
-    std::string text;
     std::string problem;
-    if (!ReadWholeFile(options.path, &text, &problem)) {
-      err << "error: cannot read " << shown << ": " << problem << "\n";
-      return ToInt(ExitCode::kError);
-    }
     std::optional<audit::CheckpointKeys> keys;
     if (options.public_key_file || options.jwks_file) {
       const std::string& key_path =
@@ -144,7 +148,16 @@ int RunAuditVerifyFile(const AuditVerifyFileOptions& options, bool json, std::os
     ao.expect_seq = options.expect_seq;
     ao.max_tail = options.max_tail;
     ao.require_shutdown = options.require_shutdown;
-    const audit::AnchorReport r = audit::VerifyAnchoredChain(text, ao);
+    ao.max_line_bytes = options.max_line_bytes;
+    // Streamed: memory is one read chunk and one line, whatever the size of
+    // the file.
+    const Result<audit::AnchorReport> verified = audit::VerifyAnchoredChainFile(options.path, ao);
+    if (!verified) {
+      err << "error: cannot read " << shown << ": " << SanitizeForTerminal(verified.error().message)
+          << "\n";
+      return ToInt(ExitCode::kError);
+    }
+    const audit::AnchorReport& r = *verified;
     const ChainVerification& v = r.chain;
     if (json) {
       nlohmann::json j = {{"ok", r.ok}, {"records", v.records}, {"head", r.head_hash}};

@@ -5,12 +5,14 @@
 // Thread-safety: single-threaded (one command per process).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <ostream>
 #include <string>
 
 #include "cli/args.h"
+#include "jitbroker/audit.h"
 
 namespace jitbroker::cli {
 
@@ -24,7 +26,13 @@ struct AuditVerifyFileOptions {
   std::optional<int64_t> expect_seq;
   std::optional<int64_t> max_tail;  // --require-checkpoint-within
   bool require_shutdown = false;    // --require-shutdown-checkpoint
+  // --max-line-bytes: a longer line fails verification (the memory bound of
+  // the streaming reader).
+  size_t max_line_bytes = kMaxAuditLineBytes;
 };
+
+// The largest --max-line-bytes (1 GiB).
+inline constexpr int64_t kMaxLineBytesLimit = int64_t{1} << 30;
 
 // Reads the options of `audit verify` from parsed flags. Returns a usage
 // error message ("" when fine): anchoring flags without --file, checkpoint
@@ -32,7 +40,8 @@ struct AuditVerifyFileOptions {
 // hashes.
 std::string ParseAuditVerifyFileOptions(const ParsedArgs& args, AuditVerifyFileOptions* out);
 
-// Verifies a local audit JSONL file. Prints "ok: N records" (plus the head
+// Verifies a local audit JSONL file, streamed (memory: a read chunk and one
+// line, whatever the file's size). Prints "ok: N records" (plus the head
 // and, with a key, the checkpoints seen) (exit 0) or "BROKEN at seq S (line
 // L): problem" / "INCOMPLETE: problem" (exit 1); --json prints
 // {"ok","records","head","checkpoints","last_checkpoint_seq",

@@ -22,6 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "broker/audit/canonical_record.h"
 #include "broker/common/time_util.h"
 #include "broker/crypto/crypto.h"
 
@@ -35,16 +36,6 @@ using Json = nlohmann::json;
 // valid UTF-8 the output equals plain dump().
 std::string SafeDump(const Json& j) {
   return j.dump(-1, ' ', false, Json::error_handler_t::replace);
-}
-
-ChainVerification Bad(int64_t records, int64_t seq, int64_t line, std::string problem) {
-  ChainVerification v;
-  v.ok = false;
-  v.records = records;
-  v.first_bad_seq = seq;
-  v.first_bad_line = line;
-  v.problem = std::move(problem);
-  return v;
 }
 
 // Appends the JSON string literal of an object key, as dump() writes it.
@@ -215,54 +206,149 @@ AuditRecord ChainRecord(const std::optional<ChainHead>& head, Json event) {
   return ChainPrepared(head, PrepareAuditEvent(std::move(event)));
 }
 
-ChainVerification VerifyChainText(std::string_view jsonl) {
-  int64_t records = 0;
-  int64_t line_no = 0;
-  int64_t expected_seq = 1;
-  std::string prev_hash;  // "" before the first record
-  size_t pos = 0;
-  while (pos < jsonl.size()) {
-    ++line_no;
-    const size_t nl = jsonl.find('\n', pos);
-    const std::string_view line =
-        nl == std::string_view::npos ? jsonl.substr(pos) : jsonl.substr(pos, nl - pos);
-    pos = nl == std::string_view::npos ? jsonl.size() : nl + 1;
-    if (line.empty() && pos >= jsonl.size()) {
-      break;  // a blank final line is not a record
-    }
+ChainVerifier::ChainVerifier(size_t max_line_bytes, RecordObserver on_record)
+    : max_line_bytes_(max_line_bytes), on_record_(std::move(on_record)) {}
 
-    Json body = Json::parse(line, nullptr, /*allow_exceptions=*/false);
-    const bool shaped = body.is_object() && body.contains("seq") &&
-                        body["seq"].is_number_integer() && body.contains("prev_hash") &&
-                        body["prev_hash"].is_string() && body.contains("hash") &&
-                        body["hash"].is_string();
-    if (!shaped) {
-      return Bad(records, expected_seq, line_no, "unparsable line");
+void ChainVerifier::Feed(std::string_view bytes) {
+  while (!bytes.empty() && !Broken()) {
+    const size_t nl = bytes.find('\n');
+    if (nl == std::string_view::npos) {
+      // The start of a line that ends in a later piece.
+      if (bytes.size() > max_line_bytes_ - partial_.size()) {
+        LineTooLong();
+        return;
+      }
+      partial_.append(bytes);
+      return;
     }
-    const int64_t seq = body["seq"].get<int64_t>();
-    if (seq != expected_seq) {
-      return Bad(records, seq, line_no, "seq gap");
+    if (partial_.empty()) {
+      Line(bytes.substr(0, nl));
+    } else if (nl > max_line_bytes_ - partial_.size()) {
+      LineTooLong();
+      return;
+    } else {
+      partial_.append(bytes.substr(0, nl));
+      Line(partial_);
+      partial_.clear();
     }
-    if (body["prev_hash"].get_ref<const std::string&>() != prev_hash) {
-      return Bad(records, seq, line_no, "prev_hash mismatch");
-    }
-    const std::string& hash = body["hash"].get_ref<const std::string&>();
-    if (ComputeRecordHash(body) != hash) {
-      return Bad(records, seq, line_no, "hash mismatch");
-    }
-    // The line must be exactly what the journal wrote: duplicate keys,
-    // re-ordered keys or added whitespace would let a reader see something
-    // other than what was hashed.
-    if (SafeDump(body) != line) {
-      return Bad(records, seq, line_no, "non-canonical line");
-    }
-    ++records;
-    ++expected_seq;
-    prev_hash = hash;
+    bytes.remove_prefix(nl + 1);
   }
-  ChainVerification ok;
-  ok.records = records;
-  return ok;
+}
+
+ChainVerification ChainVerifier::Finish() {
+  if (!partial_.empty() && !Broken()) {
+    Line(partial_);  // the last line, without '\n'
+  }
+  partial_.clear();
+  return result_;  // an empty last line (blank_line_) is not a record
+}
+
+void ChainVerifier::Fail(int64_t seq, std::string problem) {
+  result_.ok = false;
+  result_.first_bad_seq = seq;
+  result_.first_bad_line = line_no_;
+  result_.problem = std::move(problem);
+}
+
+void ChainVerifier::LineTooLong() {
+  if (blank_line_ != 0) {
+    line_no_ = blank_line_;
+    Fail(result_.records + 1, "unparsable line");
+    return;
+  }
+  ++line_no_;
+  Fail(result_.records + 1, "line longer than " + std::to_string(max_line_bytes_) + " bytes");
+}
+
+void ChainVerifier::Line(std::string_view line) {
+  if (blank_line_ != 0) {
+    // An empty line with more after it.
+    line_no_ = blank_line_;
+    Fail(result_.records + 1, "unparsable line");
+    return;
+  }
+  ++line_no_;
+  if (line.size() > max_line_bytes_) {
+    Fail(result_.records + 1, "line longer than " + std::to_string(max_line_bytes_) + " bytes");
+    return;
+  }
+  if (line.empty()) {
+    blank_line_ = line_no_;  // fine if it is the last line
+    return;
+  }
+  if (reference_only_ || !FastLine(line)) {
+    ReferenceLine(line);
+  }
+}
+
+bool ChainVerifier::FastLine(std::string_view line) {
+  audit::CanonicalRecord rec;
+  if (!audit::RecogniseCanonicalRecord(line, rec) || rec.seq != result_.records + 1 ||
+      rec.prev_hash != prev_hash_) {
+    return false;
+  }
+  // The line is the canonical dump of the record, so without its "hash"
+  // member it is the canonical dump of the record without "hash": the text
+  // ComputeRecordHash hashes.
+  scratch_.assign(line.substr(0, rec.cut_begin));
+  scratch_.append(line.substr(rec.cut_end));
+  if (crypto::Sha256Hex(scratch_) != rec.hash) {
+    return false;
+  }
+  ++result_.records;
+  if (on_record_) {
+    on_record_(VerifiedRecord{rec.seq, line_no_, line, rec.hash, rec.event});
+  }
+  prev_hash_.assign(rec.hash);
+  return true;
+}
+
+void ChainVerifier::ReferenceLine(std::string_view line) {
+  const int64_t expected_seq = result_.records + 1;
+  Json body = Json::parse(line, nullptr, /*allow_exceptions=*/false);
+  const bool shaped = body.is_object() && body.contains("seq") && body["seq"].is_number_integer() &&
+                      body.contains("prev_hash") && body["prev_hash"].is_string() &&
+                      body.contains("hash") && body["hash"].is_string();
+  if (!shaped) {
+    Fail(expected_seq, "unparsable line");
+    return;
+  }
+  const int64_t seq = body["seq"].get<int64_t>();
+  if (seq != expected_seq) {
+    Fail(seq, "seq gap");
+    return;
+  }
+  if (body["prev_hash"].get_ref<const std::string&>() != prev_hash_) {
+    Fail(seq, "prev_hash mismatch");
+    return;
+  }
+  const std::string& hash = body["hash"].get_ref<const std::string&>();
+  if (ComputeRecordHash(body) != hash) {
+    Fail(seq, "hash mismatch");
+    return;
+  }
+  // The line must be exactly what the journal wrote: duplicate keys,
+  // re-ordered keys or added whitespace would let a reader see something
+  // other than what was hashed.
+  if (SafeDump(body) != line) {
+    Fail(seq, "non-canonical line");
+    return;
+  }
+  ++result_.records;
+  if (on_record_) {
+    const auto event = body.find("event");
+    const std::string_view event_name = event != body.end() && event->is_string()
+                                            ? std::string_view(event->get_ref<const std::string&>())
+                                            : std::string_view();
+    on_record_(VerifiedRecord{seq, line_no_, line, hash, event_name});
+  }
+  prev_hash_ = hash;
+}
+
+ChainVerification VerifyChainText(std::string_view jsonl) {
+  ChainVerifier verifier;
+  verifier.Feed(jsonl);
+  return verifier.Finish();
 }
 
 }  // namespace jitbroker

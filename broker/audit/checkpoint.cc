@@ -1,7 +1,13 @@
 // Signed audit checkpoints (broker/audit/checkpoint.h).
 #include "broker/audit/checkpoint.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <string>
+#include <system_error>
 #include <utility>
 
 #include "broker/common/time_util.h"
@@ -26,15 +32,6 @@ const Json* Member(const Json& j, std::string_view key) {
 std::string StringAt(const Json& j, std::string_view key) {
   const Json* m = Member(j, key);
   return m != nullptr && m->is_string() ? m->get<std::string>() : std::string();
-}
-
-// The last non-empty line of `text` and its start offset.
-std::string_view LastLine(std::string_view text) {
-  while (!text.empty() && text.back() == '\n') {
-    text.remove_suffix(1);
-  }
-  const size_t nl = text.rfind('\n');
-  return nl == std::string_view::npos ? text : text.substr(nl + 1);
 }
 
 }  // namespace
@@ -170,9 +167,30 @@ std::string CheckCheckpoint(const Json& body, const CheckpointKeys& keys) {
   return matches ? std::string() : "checkpoint does not match its record";
 }
 
-AnchorReport VerifyAnchoredChain(std::string_view jsonl, const AnchorOptions& options) {
+AnchoredChainVerifier::AnchoredChainVerifier(const AnchorOptions& options)
+    : options_(options),
+      chain_(options.max_line_bytes, [this](const VerifiedRecord& r) { OnRecord(r); }) {}
+
+void AnchoredChainVerifier::OnRecord(const VerifiedRecord& record) {
+  if (options_.keys == nullptr || checkpoint_failure_ || record.event != kCheckpointEvent) {
+    return;
+  }
+  const Json body = Json::parse(record.text, nullptr, /*allow_exceptions=*/false);
+  if (std::string problem = CheckCheckpoint(body, *options_.keys); !problem.empty()) {
+    checkpoint_failure_ = checkpoints_;
+    checkpoint_failure_->bad_seq = record.seq;
+    checkpoint_failure_->problem = std::move(problem);
+    return;
+  }
+  ++checkpoints_.checkpoints;
+  checkpoints_.last_checkpoint_seq = record.seq;
+  checkpoints_.last_checkpoint_reason = StringAt(body["checkpoint"], "reason");
+  checkpoints_.last_checkpoint_timestamp = StringAt(body, "timestamp");
+}
+
+AnchorReport AnchoredChainVerifier::Finish() {
   AnchorReport r;
-  r.chain = VerifyChainText(jsonl);
+  r.chain = chain_.Finish();
   auto fail = [&](int64_t seq, std::string problem) {
     r.ok = false;
     r.bad_seq = seq;
@@ -182,60 +200,87 @@ AnchorReport VerifyAnchoredChain(std::string_view jsonl, const AnchorOptions& op
   if (!r.chain.ok) {
     return fail(r.chain.first_bad_seq, r.chain.problem);
   }
-  if (options.keys == nullptr && (options.max_tail || options.require_shutdown)) {
+  if (options_.keys == nullptr && (options_.max_tail || options_.require_shutdown)) {
     return fail(0, "checking checkpoints needs the audit public key");
   }
   const int64_t records = r.chain.records;
-  if (records > 0) {
-    const Json last = Json::parse(LastLine(jsonl), nullptr, /*allow_exceptions=*/false);
-    r.head_hash = StringAt(last, "hash");
-  }
+  r.head_hash = chain_.LastHash();
 
-  if (options.keys != nullptr) {
-    // Only lines that can be checkpoints are parsed again.
-    size_t pos = 0;
-    while (pos < jsonl.size()) {
-      const size_t nl = jsonl.find('\n', pos);
-      const std::string_view line =
-          nl == std::string_view::npos ? jsonl.substr(pos) : jsonl.substr(pos, nl - pos);
-      pos = nl == std::string_view::npos ? jsonl.size() : nl + 1;
-      if (line.find(kCheckpointEvent) == std::string_view::npos) {
-        continue;
-      }
-      const Json body = Json::parse(line, nullptr, /*allow_exceptions=*/false);
-      if (!IsCheckpoint(body)) {
-        continue;
-      }
-      const int64_t seq = body["seq"].get<int64_t>();
-      if (std::string problem = CheckCheckpoint(body, *options.keys); !problem.empty()) {
-        return fail(seq, std::move(problem));
-      }
-      ++r.checkpoints;
-      r.last_checkpoint_seq = seq;
-      r.last_checkpoint_reason = StringAt(body["checkpoint"], "reason");
-      r.last_checkpoint_timestamp = StringAt(body, "timestamp");
+  if (options_.keys != nullptr) {
+    const AnchorReport& cp = checkpoint_failure_ ? *checkpoint_failure_ : checkpoints_;
+    r.checkpoints = cp.checkpoints;
+    r.last_checkpoint_seq = cp.last_checkpoint_seq;
+    r.last_checkpoint_reason = cp.last_checkpoint_reason;
+    r.last_checkpoint_timestamp = cp.last_checkpoint_timestamp;
+    if (checkpoint_failure_) {
+      return fail(cp.bad_seq, cp.problem);
     }
     r.tail_records = records - r.last_checkpoint_seq;
   }
 
-  if (options.expect_seq && *options.expect_seq != records) {
+  if (options_.expect_seq && *options_.expect_seq != records) {
     return fail(0, "the chain ends at seq " + std::to_string(records) + ", expected " +
-                       std::to_string(*options.expect_seq) + " (records missing or added)");
+                       std::to_string(*options_.expect_seq) + " (records missing or added)");
   }
-  if (options.expect_head && *options.expect_head != r.head_hash) {
+  if (options_.expect_head && *options_.expect_head != r.head_hash) {
     return fail(0, "the chain does not end with the expected head (records missing or added)");
   }
-  if (options.max_tail && r.tail_records > *options.max_tail) {
+  if (options_.max_tail && r.tail_records > *options_.max_tail) {
     return fail(r.last_checkpoint_seq + 1,
                 std::to_string(r.tail_records) + " records follow the last checkpoint, more than " +
-                    std::to_string(*options.max_tail) + " (the file may have been cut)");
+                    std::to_string(*options_.max_tail) + " (the file may have been cut)");
   }
-  if (options.require_shutdown && (r.tail_records != 0 || r.last_checkpoint_reason != "shutdown")) {
+  if (options_.require_shutdown &&
+      (r.tail_records != 0 || r.last_checkpoint_reason != "shutdown")) {
     return fail(0, records == 0 ? std::string("the file holds no records")
                                 : "the file does not end with a shutdown checkpoint (the file may "
                                   "have been cut, or the broker did not stop cleanly)");
   }
   return r;
+}
+
+AnchorReport VerifyAnchoredChain(std::string_view jsonl, const AnchorOptions& options) {
+  AnchoredChainVerifier verifier(options);
+  verifier.Feed(jsonl);
+  return verifier.Finish();
+}
+
+Result<AnchorReport> VerifyAnchoredChainFile(const std::string& path, const AnchorOptions& options,
+                                             size_t chunk_bytes) {
+  const auto system_error = [&](int err) {
+    std::string reason = std::error_code(err, std::generic_category()).message();
+    if (err == ENOENT) {
+      return NotFound("not_found", std::move(reason));
+    }
+    if (err == EACCES || err == EPERM) {
+      return PermissionDenied("permission_denied", std::move(reason));
+    }
+    return Unavailable("read_failed", std::move(reason));
+  };
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return std::unexpected(system_error(errno));
+  }
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  AnchoredChainVerifier verifier(options);
+  std::string buffer(std::max<size_t>(chunk_bytes, 1), '\0');
+  while (!verifier.Broken()) {
+    const ssize_t n = ::read(fd, buffer.data(), buffer.size());
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0) {
+      return std::unexpected(system_error(errno));
+    }
+    if (n == 0) {
+      break;
+    }
+    verifier.Feed(std::string_view(buffer.data(), static_cast<size_t>(n)));
+  }
+  return verifier.Finish();
 }
 
 }  // namespace jitbroker::audit

@@ -23,9 +23,11 @@
 // checkpoint) looks complete. Pinning the head (--expect-head / --expect-seq,
 // the value GET /v1/audit/verify returns) closes that gap.
 //
-// Thread-safety: pure functions; the keys are immutable.
+// Thread-safety: pure functions, and AnchoredChainVerifier (one thread at a
+// time); the keys are immutable.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -88,6 +90,9 @@ struct AnchorOptions {
   std::optional<int64_t> expect_seq;       // ... and at this seq
   std::optional<int64_t> max_tail;         // at most this many records after the last checkpoint
   bool require_shutdown = false;           // the last record is a shutdown checkpoint
+  // A longer line fails the chain ("line longer than N bytes"): what a
+  // streaming reader holds at most (ChainVerifier).
+  size_t max_line_bytes = kMaxAuditLineBytes;
 };
 
 struct AnchorReport {
@@ -103,8 +108,53 @@ struct AnchorReport {
   std::string problem;       // empty when ok
 };
 
-// Verifies a JSONL audit file: the chain (VerifyChainText), then, with keys,
-// every checkpoint, then the options. Pure.
+// Verifies a JSONL audit file: the chain (ChainVerifier), with keys every
+// checkpoint, then the options. The report is as if the chain were checked
+// first: a broken chain is reported with nothing else (head_hash "",
+// checkpoints 0, ...), and a bad checkpoint only when the chain holds.
+//
+// Streaming, in one pass: Feed() the file's bytes in pieces of any size,
+// stop early once Broken(), then Finish(). Each checkpoint is checked when
+// its line is read; memory is one line and the checkpoint state.
+// `options` (and the keys it points to) must outlive the verifier.
+//
+// Thread-safety: one thread at a time.
+class AnchoredChainVerifier {
+ public:
+  explicit AnchoredChainVerifier(const AnchorOptions& options);
+  AnchoredChainVerifier(const AnchoredChainVerifier&) = delete;
+  AnchoredChainVerifier& operator=(const AnchoredChainVerifier&) = delete;
+
+  void Feed(std::string_view bytes) { chain_.Feed(bytes); }
+  // The chain is broken: the verdict is known, later bytes change nothing.
+  bool Broken() const { return chain_.Broken(); }
+  AnchorReport Finish();
+
+  // See ChainVerifier::UseReferencePathOnlyForTesting.
+  void UseReferencePathOnlyForTesting() { chain_.UseReferencePathOnlyForTesting(); }
+
+ private:
+  void OnRecord(const VerifiedRecord& record);
+
+  const AnchorOptions& options_;
+  ChainVerifier chain_;
+  AnchorReport checkpoints_;                        // the checkpoint fields as they stand
+  std::optional<AnchorReport> checkpoint_failure_;  // the report at the first bad checkpoint
+};
+
+// AnchoredChainVerifier over `jsonl`. Pure.
 AnchorReport VerifyAnchoredChain(std::string_view jsonl, const AnchorOptions& options);
+
+// How much of a file VerifyAnchoredChainFile reads at a time.
+inline constexpr size_t kAuditReadChunkBytes = size_t{4} << 20;
+
+// AnchoredChainVerifier over the file at `path`, read `chunk_bytes` at a time
+// (memory: one chunk plus one line of at most options.max_line_bytes);
+// reading stops at the first broken line. Errors: the file cannot be opened
+// or read (kNotFound, kPermissionDenied, kUnavailable; the message is the
+// system's reason).
+[[nodiscard]] Result<AnchorReport> VerifyAnchoredChainFile(
+    const std::string& path, const AnchorOptions& options,
+    size_t chunk_bytes = kAuditReadChunkBytes);
 
 }  // namespace jitbroker::audit

@@ -16,10 +16,14 @@
 // time). They are read from the event once, by PrepareAuditEvent, so a Store
 // never parses bodies (docs/architecture.md, "The store seam").
 //
-// Thread-safety: value types and pure functions only.
+// Thread-safety: value types and pure functions only, but for ChainVerifier
+// (one thread at a time).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -103,10 +107,96 @@ struct ChainVerification {
   int64_t records = 0;
   int64_t first_bad_seq = 0;   // 0 when ok
   int64_t first_bad_line = 0;  // 1-based line for files, 0 otherwise
-  std::string problem;  // "hash mismatch", "prev_hash mismatch", "seq gap", "unparsable line"
+  // "unparsable line", "seq gap", "prev_hash mismatch", "hash mismatch",
+  // "non-canonical line" (checked in this order), or "line longer than N
+  // bytes" (ChainVerifier's max_line_bytes).
+  std::string problem;
 };
 
-// Verifies JSONL text (one record per line).
+// Verifies JSONL text (one record per line): the first line is seq 1 with
+// prev_hash ""; every line is a record whose seq follows the one before,
+// whose prev_hash is the hash before it and whose hash is ComputeRecordHash
+// of it, and is byte-identical to its canonical JSON (no duplicate or
+// re-ordered keys, no added whitespace, no CR). An empty last line (the text
+// is "\n" or ends "\n\n") is not a record; an empty line before it fails. The verdict names the
+// first line that fails; nothing after it is looked at.
 ChainVerification VerifyChainText(std::string_view jsonl);
+
+// The default bound on the length of one line (without its '\n') for
+// readers that stream a file through a ChainVerifier: such a reader holds at
+// most one line beyond its read buffer. Records the broker writes are about
+// 1 KiB; only a request body near a raised server.max_body_bytes makes one
+// longer than this, and readers let the operator raise the bound.
+inline constexpr size_t kMaxAuditLineBytes = size_t{1} << 20;
+
+// A record a ChainVerifier accepted, as its observer sees it. The views are
+// valid during the call only.
+struct VerifiedRecord {
+  int64_t seq = 0;
+  int64_t line = 0;       // 1-based
+  std::string_view text;  // the line (canonical JSON of the record)
+  std::string_view hash;
+  std::string_view event;  // top-level "event" when it is a string, else ""
+};
+
+// The chain verifier, for text that arrives in pieces (a file read in
+// chunks), in one pass with bounded memory: Feed() the bytes in order, in
+// pieces of any size (a line may span pieces), then Finish(). The verdict
+// does not depend on how the text was cut: VerifyChainText(t) is
+// ChainVerifier() fed t. A line longer than `max_line_bytes` fails "line
+// longer than N bytes" (at its seq and line, after the lines before it)
+// without being buffered whole.
+//
+// Lines that are canonical records (all of them, in a sound file) are
+// checked without building a JSON document: the line's text is recognised
+// as exactly what nlohmann::json::dump() writes, and the record hash is
+// taken over the line with its top-level "hash" member cut out, which is
+// that dump without "hash". A line the recogniser does not vouch for (any
+// failure, and rare shapes such as escaped keys or floats) is judged by the
+// reference path: parse, re-dump and compare, as VerifyChainText always
+// did. Both give the same verdict (tests/unit/audit_verify_stream_test.cc).
+//
+// Thread-safety: one thread at a time.
+class ChainVerifier {
+ public:
+  // Called once per accepted record, in order.
+  using RecordObserver = std::function<void(const VerifiedRecord&)>;
+
+  explicit ChainVerifier(size_t max_line_bytes = std::numeric_limits<size_t>::max(),
+                         RecordObserver on_record = nullptr);
+  ChainVerifier(const ChainVerifier&) = delete;
+  ChainVerifier& operator=(const ChainVerifier&) = delete;
+
+  // The next bytes of the text. Ignored once Broken().
+  void Feed(std::string_view bytes);
+  // True once a line failed: no later byte changes the verdict, so a reader
+  // may stop.
+  bool Broken() const { return !result_.ok; }
+  // Ends the text (a last line without '\n' is a line) and returns the
+  // verdict. Feed() must not be called after it.
+  ChainVerification Finish();
+  // The hash of the last accepted record ("" before the first).
+  const std::string& LastHash() const { return prev_hash_; }
+
+  // Judges every line by the reference path only (differential tests).
+  void UseReferencePathOnlyForTesting() { reference_only_ = true; }
+
+ private:
+  void Line(std::string_view line);
+  void LineTooLong();
+  bool FastLine(std::string_view line);
+  void ReferenceLine(std::string_view line);
+  void Fail(int64_t seq, std::string problem);
+
+  size_t max_line_bytes_;
+  RecordObserver on_record_;
+  bool reference_only_ = false;
+  ChainVerification result_;
+  int64_t line_no_ = 0;
+  int64_t blank_line_ = 0;  // an empty line not yet known to be the last one
+  std::string prev_hash_;   // "" before the first record
+  std::string partial_;     // the start of a line that spans Feed() calls
+  std::string scratch_;     // the line without its "hash" member
+};
 
 }  // namespace jitbroker
