@@ -10,6 +10,12 @@
 //                                                        max_pending_per_session, …; fixed names)
 //   jitbroker_token_exchanges_total{result,reason}      ("ok" or the RFC 6749 error, and the
 //                                                        broker's stable reason code)
+//   jitbroker_sweep_duration_seconds                    (histogram, per sweeper pass
+//                                                        (BrokerService::Sweep), failed ones too;
+//                                                        _count is the number of passes)
+//   jitbroker_sweep_handled_total{kind}                 (what the passes handled: sessions_ended,
+//                                                        grants_expired, approvals_expired,
+//                                                        revocations_retried, replay_keys_pruned)
 //
 // Thread-safety: all methods are thread-safe.
 #pragma once
@@ -17,6 +23,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -60,6 +67,12 @@ class Metrics {
   // `reason` is the refusal's stable code (Error::reason); anything that is
   // not a short [a-z0-9_] code is counted as "other" (bounded cardinality).
   void CountTokenExchange(const std::string& result, std::string_view reason);
+  // One sweeper pass: how long it took and how many items of each kind it
+  // handled (fixed names from the code: the label set stays bounded).
+  // Recorded together, so a scrape sees a pass whole: its duration and
+  // what it did, or neither.
+  void ObserveSweep(double seconds,
+                    std::initializer_list<std::pair<std::string_view, uint64_t>> handled);
   std::string Render() const;
 
  private:
@@ -70,8 +83,10 @@ class Metrics {
   std::map<std::string, uint64_t> revocations_;
   std::map<std::string, uint64_t, std::less<>> rate_limited_;
   std::map<std::pair<std::string, std::string>, uint64_t> token_exchanges_;  // (result, reason)
+  std::map<std::string, uint64_t, std::less<>> sweep_handled_;               // guarded by mu_
   Histogram audit_latency_;
   Histogram audit_batches_;
+  Histogram sweep_latency_;  // observed under mu_ (ObserveSweep)
   std::atomic<uint64_t> sessions_opened_{0};
   std::atomic<uint64_t> shed_{0};
 };

@@ -185,6 +185,8 @@ class BrokerService {
   [[nodiscard]] Result<BulkRevocation> BulkRevoke(const CallContext& ctx, BulkRevokeInput in);
   // One lifecycle pass: ends expired and stalled sessions, expires grants and
   // approvals, retries queued revocations. Called by the sweeper thread.
+  // Observed in the metrics (jitbroker_sweep_duration_seconds,
+  // jitbroker_sweep_handled_total), failed passes included.
   [[nodiscard]] Result<SweepStats> Sweep();
   // At start: grants caught mid-mint by a crash are resolved, never forgotten
   // (with a shared store, only those older than kMintGrace; the sweeper
@@ -360,6 +362,8 @@ class BrokerService {
   // not called once per replica; alone on its store, always.
   [[nodiscard]] Result<bool> ClaimWork(const std::string& key);
   static constexpr Seconds kWorkLease{60};
+  // Sweep's work; `stats` counts what was handled, also when it fails.
+  [[nodiscard]] Status SweepPass(SweepStats& stats);
   // Revokes (expiry_only, audited) the grants in `minting` whose mint began
   // before `began_before` (nullopt: all of them).
   [[nodiscard]] Status ReconcileMinting(std::optional<TimePoint> began_before);

@@ -2,6 +2,7 @@
 // deadlines, retries of queued upstream revocations, reconciliation after a
 // crash and admin bulk revocation.
 #include <algorithm>
+#include <chrono>
 #include <iterator>
 #include <map>
 #include <random>
@@ -155,7 +156,24 @@ Result<bool> BrokerService::RetryRevocation(const RevocationTask& task, TimePoin
 
 Result<SweepStats> BrokerService::Sweep() {
   std::lock_guard sweep_lock(sweep_mu_);
+  const auto start = std::chrono::steady_clock::now();
   SweepStats stats;
+  Status st = SweepPass(stats);
+  // A failed pass is observed too, with what it handled before it failed.
+  metrics_->ObserveSweep(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+      {{"sessions_ended", stats.sessions_ended},
+       {"grants_expired", stats.grants_expired},
+       {"approvals_expired", stats.approvals_expired},
+       {"revocations_retried", stats.revocations_retried},
+       {"replay_keys_pruned", stats.replay_keys_pruned}});
+  if (!st) {
+    return std::unexpected(std::move(st).error());
+  }
+  return stats;
+}
+
+Status BrokerService::SweepPass(SweepStats& stats) {
   CallContext ctx;
   ctx.request_id = "sweeper";
   TimePoint now = clock_->Now();
@@ -203,12 +221,12 @@ Result<SweepStats> BrokerService::Sweep() {
       batch.audit_events.push_back(
           audit::GrantEvent("credential.expired", g, now, "expired", "sweeper"));
       batch.PutGrant(g, GrantState::kActive);
-      ++stats.grants_expired;
     }
     if (!batch.grants.empty()) {
+      const size_t expiring = batch.grants.size();
       JITBROKER_ASSIGN_OR_RETURN(const size_t lost,
                                  CommitEachOnConflict(*journal_, std::move(batch)));
-      stats.grants_expired -= lost;
+      stats.grants_expired += expiring - lost;
     }
   }
   for (const auto& [session_id, ids] : revoke_at_expiry) {
@@ -275,7 +293,7 @@ Result<SweepStats> BrokerService::Sweep() {
   // fail the time checks now (token_exchange.cc).
   JITBROKER_ASSIGN_OR_RETURN(stats.replay_keys_pruned,
                              store_->PruneReplayReservations(clock_->Now(), kSweepPage));
-  return stats;
+  return OkStatus();
 }
 
 Result<bool> BrokerService::ClaimWork(const std::string& key) {

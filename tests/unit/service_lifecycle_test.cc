@@ -6,8 +6,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <string>
 
 #include "broker/audit/journal.h"
+#include "broker/common/metrics.h"
 #include "broker/config/config.h"
 #include "broker/crypto/crypto.h"
 #include "broker/http/wire.h"
@@ -142,6 +144,7 @@ class Fixture {
   FailingStore& failing() { return *broker_->failing; }
   FakeIssuer& upstream() { return *upstream_; }
   FakeClock& clock() { return clock_; }
+  Metrics& metrics() { return broker_->metrics; }
   const std::string& dir() const { return dir_; }
 
  private:
@@ -318,6 +321,31 @@ TEST_CASE("Service: the sweeper ends expired sessions and expires credentials by
   auto again = f.svc().Sweep();
   CHECK(again->sessions_ended == 0);
   CHECK(again->grants_expired == 0);
+}
+
+TEST_CASE("Service: every sweeper pass is observed in the metrics, a failed one too") {
+  Fixture f;
+  f.Start();
+  auto [sid, token] = f.SessionWithGrants(2);
+  f.clock().Advance(std::chrono::seconds(901));
+  REQUIRE(f.svc().Sweep().has_value());  // ends the session, revokes its 2 grants
+  REQUIRE(f.svc().Sweep().has_value());  // nothing due
+  std::string text = f.metrics().Render();
+  CHECK(text.find("# TYPE jitbroker_sweep_duration_seconds histogram\n") != std::string::npos);
+  CHECK(text.find("jitbroker_sweep_duration_seconds_count 2\n") != std::string::npos);
+  CHECK(text.find("jitbroker_sweep_duration_seconds_bucket{le=\"+Inf\"} 2\n") != std::string::npos);
+  CHECK(text.find("jitbroker_sweep_handled_total{kind=\"sessions_ended\"} 1\n") !=
+        std::string::npos);
+  CHECK(text.find("jitbroker_sweep_handled_total{kind=\"grants_expired\"} 0\n") !=
+        std::string::npos);
+
+  f.failing().SetFailReads(true);
+  CHECK_FALSE(f.svc().Sweep().has_value());
+  f.failing().SetFailReads(false);
+  text = f.metrics().Render();
+  CHECK(text.find("jitbroker_sweep_duration_seconds_count 3\n") != std::string::npos);
+  CHECK(text.find("jitbroker_sweep_handled_total{kind=\"sessions_ended\"} 1\n") !=
+        std::string::npos);
 }
 
 }  // namespace
