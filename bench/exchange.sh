@@ -43,47 +43,18 @@ RESULTS_DIR="$ROOT/bench/results"
 AUDIENCE=jitbroker.bench.example
 POLICY=bench-ci
 
-die() { echo "bench/exchange: $*" >&2; exit 1; }
+BENCH_NAME=bench/exchange
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 [[ "$FILE_SYNC" == interval || "$FILE_SYNC" == commit ]] ||
   die "BENCH_FILE_SYNC must be interval or commit, not '$FILE_SYNC'"
 
-TARGETS=(jitbroker ceiling_server loadgen exchange_bench)
-needs_build() {
-  [[ "${BENCH_REBUILD:-0}" == 1 ]] && return 0
-  local b
-  for b in "${TARGETS[@]}"; do
-    [[ -x "$BIN/$b" ]] || return 0
-  done
-  [[ -n "$(find broker issuers include bench CMakeLists.txt -newer "$BIN/exchange_bench" \
-            \( -name '*.cc' -o -name '*.h' -o -name CMakeLists.txt \) -print -quit)" ]]
-}
-if needs_build; then
-  echo "bench/exchange: building ${TARGETS[*]} into $BUILD_DIR" >&2
-  # Configure first: the bench/*.cc glob picks up new benchmark sources then.
-  cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}" >/dev/null
-  cmake --build "$BUILD_DIR" -j"$(nproc)" --target "${TARGETS[@]}" >&2 || die "build failed"
-fi
-for b in "${TARGETS[@]}"; do
-  [[ -x "$BIN/$b" ]] || die "$BIN/$b is missing"
-done
+bench_build jitbroker ceiling_server loadgen exchange_bench
 
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+bench_note_load
 umask 077
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/jitbroker-exchange.XXXXXX")
 PIDS=()
-stop_pid() {
-  local pid=$1
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-}
 cleanup() {
   local p
   for p in "${PIDS[@]}"; do
@@ -113,22 +84,6 @@ commit_stats() {
   { curl -sS --max-time 5 "http://127.0.0.1:$1/metrics" || true; } |
     awk '/^jitbroker_audit_commit_batches_sum[ {]/ {s=$NF} /^jitbroker_audit_commit_batches_count[ {]/ {c=$NF}
          END {printf "%s %s\n", (s==""?0:s), (c==""?0:c)}'
-}
-# Sets audit.file_sync (and its interval) in the broker config $1 (as run.sh).
-set_file_sync() {
-  local conf=$1
-  awk -v mode="$FILE_SYNC" -v ms="$FILE_SYNC_INTERVAL_MS" '
-    function keys() {
-      print "audit:"
-      print "  file_sync: " mode "  # set by bench/exchange.sh (BENCH_FILE_SYNC)"
-      if (mode == "interval") print "  file_sync_interval_ms: " ms
-    }
-    /^audit:[[:space:]]*(\{[[:space:]]*\})?[[:space:]]*(#.*)?$/ && !done { keys(); done = 1; next }
-    /^audit:/ { bad = 1 }
-    { print }
-    END { if (!done) { print ""; keys() } if (bad) exit 3 }' "$conf" >"$conf.new" ||
-    die "cannot set audit.file_sync in $conf: its audit section is not 'audit: {}' or 'audit:'"
-  mv "$conf.new" "$conf"
 }
 LOADGEN=("$BIN/loadgen" -c "$CONNS" -t 1)
 

@@ -14,21 +14,10 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 BUILD_DIR=${BUILD_DIR:-build-bench}
 BIN="$ROOT/$BUILD_DIR"
-TARGETS=(jitbroker jitctl git_proxy_bench)
-needs_build() {
-  [[ "${BENCH_REBUILD:-0}" == 1 ]] && return 0
-  local b
-  for b in "${TARGETS[@]}"; do
-    [[ -x "$BIN/$b" ]] || return 0
-  done
-  [[ -n "$(find broker issuers include bench cli CMakeLists.txt -newer "$BIN/jitbroker" \
-            \( -name '*.cc' -o -name '*.h' -o -name CMakeLists.txt \) -print -quit)" ]]
-}
-if needs_build; then
-  echo "bench/git_proxy: building into $BUILD_DIR" >&2
-  cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-  cmake --build "$BUILD_DIR" -j"$(nproc)" --target "${TARGETS[@]}" >&2
-fi
+BENCH_NAME=bench/git_proxy
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+bench_build jitbroker jitctl git_proxy_bench
 STRICT=()
 [[ "${BENCH_STRICT:-0}" == 1 ]] && STRICT=(--strict)
 mkdir -p bench/results

@@ -83,7 +83,9 @@ SWEEP_FACTOR=2      # loaded sweeper pass <= max(2 x empty, empty + 1 ms)
 SWEEP_SLACK_MS=1
 REVOKE_TARGET_S=3
 
-die() { echo "bench: $*" >&2; exit 1; }
+BENCH_NAME=bench/live_state
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 is_uint() { [[ "$1" =~ ^[0-9]+$ ]]; }
 for v in LIVE RECORDS DURATION WARMUP CONNS THREADS DUE DUE_IN DUE_WAVES REVOKE_SESSIONS \
   REVOKE_GRANTS; do
@@ -97,32 +99,12 @@ done
   die "BENCH_REVOKE_GRANTS must be >= BENCH_REVOKE_SESSIONS >= 1"
 
 # --- build (only when a binary is missing or older than the sources) ---------
-TARGETS=(jitbroker loadgen seed_store)
-needs_build() {
-  [[ "${BENCH_REBUILD:-0}" == 1 ]] && return 0
-  local b
-  for b in "${TARGETS[@]}"; do
-    [[ -x "$BIN/$b" ]] || return 0
-  done
-  [[ -n "$(find broker issuers include bench CMakeLists.txt -newer "$BIN/jitbroker" \
-            \( -name '*.cc' -o -name '*.h' -o -name CMakeLists.txt \) -print -quit)" ]]
-}
-if needs_build; then
-  echo "bench: building ${TARGETS[*]} into $BUILD_DIR" >&2
-  BUILD_DIR="$BUILD_DIR" BUILD_TARGETS="${TARGETS[*]}" bash scripts/build.sh >&2 ||
-    die "build failed"
-fi
-for b in "${TARGETS[@]}"; do
-  [[ -x "$BIN/$b" ]] || die "$BIN/$b is missing"
-done
+bench_build jitbroker loadgen seed_store
 for tool in curl awk od; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
 done
 
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-if awk -v l="${LOAD_START%% *}" -v n="$(nproc)" 'BEGIN {exit !(l > 0.25 * n)}'; then
-  echo "bench: warning: load average is $LOAD_START before the run; results will be noisy" >&2
-fi
+bench_note_load
 
 # --- scratch space and cleanup --------------------------------------------------
 umask 077
@@ -130,19 +112,6 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/jitbroker-live.XXXXXX")
 chmod 700 "$TMP"
 BROKER_PID=""
 
-stop_pid() {
-  local pid=$1
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 100); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-}
 cleanup() {
   [[ -n "$BROKER_PID" ]] && stop_pid "$BROKER_PID"
   rm -rf "$TMP"

@@ -56,7 +56,9 @@ CURVE=${BENCH_CURVE:-1}
 CURVE_DURATION=${BENCH_CURVE_DURATION:-5}
 RESULTS_DIR="$ROOT/bench/results"
 
-die() { echo "bench: $*" >&2; exit 1; }
+BENCH_NAME=bench
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 [[ "$FILE_SYNC" == interval || "$FILE_SYNC" == commit ]] ||
   die "BENCH_FILE_SYNC must be interval or commit, not '$FILE_SYNC'"
 if [[ "$CURVE" == 1 ]]; then
@@ -71,34 +73,10 @@ else
 fi
 
 # --- build (only when a binary is missing or older than the sources) --------
-needs_build() {
-  [[ "${BENCH_REBUILD:-0}" == 1 ]] && return 0
-  local b
-  for b in jitbroker ceiling_server loadgen mint_bench; do
-    [[ -x "$BIN/$b" ]] || return 0
-  done
-  [[ -n "$(find broker issuers include bench CMakeLists.txt -newer "$BIN/jitbroker" \
-            \( -name '*.cc' -o -name '*.h' -o -name CMakeLists.txt \) -print -quit)" ]]
-}
-if needs_build; then
-  echo "bench: building into $BUILD_DIR" >&2
-  if ! BUILD_DIR="$BUILD_DIR" bash scripts/build.sh >&2; then
-    # The full build includes the test suites; the benchmark needs only these.
-    echo "bench: full build failed; building the benchmark targets only" >&2
-    cmake --build "$BUILD_DIR" -j"$(nproc)" --target jitbroker ceiling_server loadgen \
-      mint_bench >&2 ||
-      die "build failed"
-  fi
-fi
-for b in jitbroker ceiling_server loadgen mint_bench; do
-  [[ -x "$BIN/$b" ]] || die "$BIN/$b is missing"
-done
+bench_build jitbroker ceiling_server loadgen mint_bench
 
 # Other work on the box skews everything; record it with the results.
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-if awk -v l="${LOAD_START%% *}" -v n="$(nproc)" 'BEGIN {exit !(l > 0.25 * n)}'; then
-  echo "bench: warning: load average is $LOAD_START before the run; results will be noisy" >&2
-fi
+bench_note_load
 
 # --- scratch space and cleanup ------------------------------------------------
 umask 077
@@ -106,19 +84,6 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/jitbroker-bench.XXXXXX")
 CEILING_PID=""
 BROKER_PID=""
 
-stop_pid() {
-  local pid=$1
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-}
 cleanup() {
   [[ -n "$CEILING_PID" ]] && stop_pid "$CEILING_PID"
   [[ -n "$BROKER_PID" ]] && stop_pid "$BROKER_PID"
@@ -164,23 +129,6 @@ json_field() {  # NAME < JSON (top-level string field)
   fi
 }
 
-# Sets audit.file_sync (and its interval) in the broker config $1, a copy of
-# bench/bench.yaml whose audit section is `audit: {}`, `audit:` or absent.
-set_file_sync() {
-  local conf=$1
-  awk -v mode="$FILE_SYNC" -v ms="$FILE_SYNC_INTERVAL_MS" '
-    function keys() {
-      print "audit:"
-      print "  file_sync: " mode "  # set by bench/run.sh (BENCH_FILE_SYNC)"
-      if (mode == "interval") print "  file_sync_interval_ms: " ms
-    }
-    /^audit:[[:space:]]*(\{[[:space:]]*\})?[[:space:]]*(#.*)?$/ && !done { keys(); done = 1; next }
-    /^audit:/ { bad = 1 }
-    { print }
-    END { if (!done) { print ""; keys() } if (bad) exit 3 }' "$conf" >"$conf.new" ||
-    die "cannot set audit.file_sync in $conf: its audit section is not 'audit: {}' or 'audit:'"
-  mv "$conf.new" "$conf"
-}
 
 LOADGEN=("$BIN/loadgen" -c "$CONNS" -t 1)
 
