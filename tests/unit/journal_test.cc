@@ -590,6 +590,23 @@ int RunInChild(const std::function<int()>& body) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+// In a child (RunInChild; RLIMIT_FSIZE is process-wide): lets the file at
+// `path` grow by only `room` more bytes. Returns the limit to restore.
+std::optional<rlimit> LimitFileGrowth(const std::string& path, off_t room) {
+  struct stat st{};
+  if (::stat(path.c_str(), &st) != 0) {
+    return std::nullopt;
+  }
+  rlimit old{};
+  ::getrlimit(RLIMIT_FSIZE, &old);
+  rlimit small = old;
+  small.rlim_cur = static_cast<rlim_t>(st.st_size + room);
+  if (::setrlimit(RLIMIT_FSIZE, &small) != 0) {
+    return std::nullopt;
+  }
+  return old;
+}
+
 TEST_CASE(
     "Journal: file_sync commit: a failed file write fails closed and the next group repairs the "
     "file") {
@@ -611,15 +628,8 @@ TEST_CASE(
         return 11;
       }
     }
-    struct stat st{};
-    if (::stat(path.c_str(), &st) != 0) {
-      return 12;
-    }
-    rlimit old{};
-    ::getrlimit(RLIMIT_FSIZE, &old);
-    rlimit small = old;
-    small.rlim_cur = static_cast<rlim_t>(st.st_size) + 40;  // room for a torn line only
-    if (::setrlimit(RLIMIT_FSIZE, &small) != 0) {
+    const std::optional<rlimit> old = LimitFileGrowth(path, 40);  // room for a torn line only
+    if (!old) {
       return 13;
     }
     const Status failed = journal.Commit(Batch("ses_fail"));
@@ -636,7 +646,7 @@ TEST_CASE(
     if (journal.Head()->seq != 8) {
       return 17;
     }
-    if (::setrlimit(RLIMIT_FSIZE, &old) != 0) {
+    if (::setrlimit(RLIMIT_FSIZE, &*old) != 0) {
       return 18;
     }
     if (!journal.Commit(Batch("ses_ok"))) {
@@ -672,15 +682,8 @@ TEST_CASE("Journal: file_sync interval: a file that cannot be written does not f
         return 11;
       }
     }
-    struct stat st{};
-    if (::stat(path.c_str(), &st) != 0) {
-      return 12;
-    }
-    rlimit old{};
-    ::getrlimit(RLIMIT_FSIZE, &old);
-    rlimit small = old;
-    small.rlim_cur = static_cast<rlim_t>(st.st_size) + 40;  // room for a torn line only
-    if (::setrlimit(RLIMIT_FSIZE, &small) != 0) {
+    const std::optional<rlimit> old = LimitFileGrowth(path, 40);  // room for a torn line only
+    if (!old) {
       return 13;
     }
     // The store is the durable record: the answers go out; the file falls
@@ -703,7 +706,7 @@ TEST_CASE("Journal: file_sync interval: a file that cannot be written does not f
     if (!behind) {
       return 16;
     }
-    if (::setrlimit(RLIMIT_FSIZE, &old) != 0) {
+    if (::setrlimit(RLIMIT_FSIZE, &*old) != 0) {
       return 17;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(30));
