@@ -394,7 +394,9 @@ nlohmann::json BulkRevocationJson(const service::BulkRevocation& b) {
   return nlohmann::json{{"selector", SelectorJson(b.selector)},
                         {"reason", b.reason},
                         {"sessions_revoked", b.sessions_revoked},
-                        {"revocations", RevocationJson(b.revocations)}};
+                        {"revocations", RevocationJson(b.revocations)},
+                        {"revocations_total", b.revocations_total},
+                        {"revocations_truncated", b.revocations_total > b.revocations.size()}};
 }
 
 nlohmann::json IntrospectionJson(const service::Introspection& i) {

@@ -93,6 +93,10 @@ struct ServiceOptions {
   std::string audit_chain = std::string(kDefaultAuditChain);
   // Other broker processes write the same store (PostgreSQL replicas).
   bool shared_store = false;
+  // Admin bulk revoke (BulkRevoke): sessions read from the store at a time,
+  // and revocation outcomes listed in its answer (the rest are counted).
+  size_t bulk_page = 500;
+  size_t bulk_listed_revocations = 1000;
 };
 
 // GET /v1/approvals: which approvals, and which page of them. Every field is

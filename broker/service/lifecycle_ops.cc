@@ -390,6 +390,17 @@ Result<BulkRevocation> BrokerService::BulkRevoke(const CallContext& ctx, BulkRev
   BulkRevocation out;
   out.selector = sel;
   out.reason = reason;
+  // The answer lists the first outcomes and counts them all: bounded however
+  // many credentials the selector holds.
+  const auto record = [&](std::vector<RevocationOutcome>& done) {
+    out.revocations_total += done.size();
+    for (RevocationOutcome& o : done) {
+      if (out.revocations.size() >= options_.bulk_listed_revocations) {
+        break;
+      }
+      out.revocations.push_back(std::move(o));
+    }
+  };
   const std::string why = "bulk revoke by " + c.principal_id + ": " + reason;
   if (sel.kind == Kind::kIssuer) {
     // Only this issuer's credentials; the sessions go on.
@@ -425,39 +436,54 @@ Result<BulkRevocation> BrokerService::BulkRevoke(const CallContext& ctx, BulkRev
           }
           return std::unexpected(std::move(committed).error());
         }
-        std::move(done.begin(), done.end(), std::back_inserter(out.revocations));
+        record(done);
         break;
       }
     }
   } else {
+    // A page of the selected active sessions at a time, oldest first: each
+    // page's sessions leave `active` as they are ended, so the next listing
+    // starts where this one stopped. Sessions opened after this revoke began
+    // (after its admin.bulk_revoke record) are not its to end.
     SessionFilter f;
     f.state = SessionState::kActive;
-    f.limit = 0;
+    f.limit = std::max<size_t>(options_.bulk_page, 1);
     if (sel.kind == Kind::kPrincipal) {
       f.principal_id = sel.value;
     }
     if (sel.kind == Kind::kAgent) {
       f.agent_id = sel.value;
     }
-    JITBROKER_ASSIGN_OR_RETURN(auto sessions, store_->ListSessions(f));
-    for (const auto& candidate : sessions) {
-      std::unique_lock lock(LockFor(candidate.id));
-      for (int attempt = 1;; ++attempt) {
-        JITBROKER_ASSIGN_OR_RETURN(auto s, store_->GetSession(candidate.id));
-        if (!s || s->state != SessionState::kActive) {
-          break;  // ended meanwhile, here or by another process
+    std::string last_first;  // the previous page's first session
+    for (bool more = true; more;) {
+      JITBROKER_ASSIGN_OR_RETURN(auto sessions, store_->ListSessions(f));
+      more = sessions.size() == f.limit;
+      if (sessions.empty() || sessions.front().id == last_first) {
+        break;  // done; or a listing that does not move on (never loop on it)
+      }
+      last_first = sessions.front().id;
+      for (const auto& candidate : sessions) {
+        if (candidate.created_at > now) {
+          more = false;
+          break;
         }
-        auto ended = EndLocked(ctx, *s, SessionState::kRevoked, why, "session.revoked");
-        if (!ended) {
-          if (IsStateConflict(ended.error()) && attempt < kBulkAttempts) {
-            continue;  // another process moved it or one of its grants: read again
+        std::unique_lock lock(LockFor(candidate.id));
+        for (int attempt = 1;; ++attempt) {
+          JITBROKER_ASSIGN_OR_RETURN(auto s, store_->GetSession(candidate.id));
+          if (!s || s->state != SessionState::kActive) {
+            break;  // ended meanwhile, here or by another process
           }
-          return std::unexpected(std::move(ended).error());
+          auto ended = EndLocked(ctx, *s, SessionState::kRevoked, why, "session.revoked");
+          if (!ended) {
+            if (IsStateConflict(ended.error()) && attempt < kBulkAttempts) {
+              continue;  // another process moved it or one of its grants: read again
+            }
+            return std::unexpected(std::move(ended).error());
+          }
+          ++out.sessions_revoked;
+          record(ended->revocations);
+          break;
         }
-        ++out.sessions_revoked;
-        std::move(ended->revocations.begin(), ended->revocations.end(),
-                  std::back_inserter(out.revocations));
-        break;
       }
     }
   }

@@ -158,7 +158,11 @@ struct BulkRevocation {
   BulkSelector selector;
   std::string reason;
   size_t sessions_revoked = 0;
+  // The first ServiceOptions::bulk_listed_revocations outcomes (the answer
+  // stays bounded however many credentials the selector held), and how many
+  // there were in all.
   std::vector<RevocationOutcome> revocations;
+  size_t revocations_total = 0;
 };
 
 // RFC 7662 introspection of a token the broker issued.

@@ -96,6 +96,8 @@ class Fixture {
     service::ServiceOptions opts;
     opts.sessions = sessions_;
     opts.seal_key = SecretValue(seal_key_);
+    opts.bulk_page = bulk_page;
+    opts.bulk_listed_revocations = bulk_listed;
     broker_->service = std::make_unique<service::BrokerService>(
         broker_->failing.get(), broker_->journal.get(), &clock_, &broker_->metrics,
         std::move(issuers), policy_, std::move(opts));
@@ -147,6 +149,10 @@ class Fixture {
   Metrics& metrics() { return broker_->metrics; }
   const std::string& dir() const { return dir_; }
 
+  // ServiceOptions for the next Start().
+  size_t bulk_page = 500;
+  size_t bulk_listed = 1000;
+
  private:
   std::string dir_;
   std::shared_ptr<const Policy> policy_;
@@ -156,6 +162,32 @@ class Fixture {
   std::unique_ptr<FakeIssuer> upstream_;
   std::unique_ptr<Broker> broker_;
 };
+
+TEST_CASE("Service: a bulk revoke pages through the sessions and bounds its answer") {
+  Fixture f;
+  f.bulk_page = 2;    // sessions read at a time
+  f.bulk_listed = 3;  // outcomes listed in the answer
+  f.Start();
+  std::vector<std::string> sids;
+  for (int i = 0; i < 5; ++i) {
+    sids.push_back(f.SessionWithGrants(1).first);
+  }
+  auto out = f.api().BulkRevoke(f.Root(), {{"principal", "alice"}, {"reason", "incident"}});
+  REQUIRE_MESSAGE(out.has_value(), (out ? "" : out.error().ToString()));
+  CHECK((*out)["sessions_revoked"] == 5);
+  CHECK((*out)["revocations"].size() == 3);
+  CHECK((*out)["revocations_total"] == 5);
+  CHECK((*out)["revocations_truncated"] == true);
+  for (const std::string& sid : sids) {
+    CHECK(f.store().GetSession(sid).value()->state == SessionState::kRevoked);
+  }
+  CHECK(f.upstream().RevokedGrantIds().size() == 5);
+  // Nothing left to revoke: an empty answer, not an error.
+  auto again = f.api().BulkRevoke(f.Root(), {{"principal", "alice"}, {"reason", "again"}});
+  REQUIRE(again.has_value());
+  CHECK((*again)["sessions_revoked"] == 0);
+  CHECK((*again)["revocations_truncated"] == false);
+}
 
 TEST_CASE("Service: revocation fans out concurrently and handles are sealed at rest") {
   Fixture f;
