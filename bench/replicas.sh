@@ -11,6 +11,9 @@
 #        each, one session each
 #   (c)  the audit chain's cost: one global chain (every transaction locks
 #        one head row) against one chain per replica (bench/audit_chain_bench.cc)
+#   p1 and p2 are followed by their latency-vs-load curve: open loop at 10,
+#        25, 50, 75 and 90 % of the phase's closed-loop peak, with CPU per
+#        grant at each point (BENCH_CURVE=0 skips it)
 #   (r)  revocation propagation: a session revoked on replica A (by its owner),
 #        an agent asking replica B in a tight loop; the time from sending the
 #        revoke to B's first refusal, over BENCH_REVOKES (200) sessions
@@ -177,6 +180,52 @@ phase() {
       printf "%s %.3f %.3f %s %s %s\n", r, 1000 * b / hz / g, 1000 * m / hz / g, p, am, bp}'
 }
 
+# curve LABEL PEAK PORT...: open loop at 10/25/50/75/90 % of PEAK grants/s
+# (the rate split over the ports), BENCH_CURVE_DURATION (5) measured seconds
+# after 1 s of warm-up per point; appends "label pct offered rps p50 p99
+# broker_ms_per_grant errors" lines to $TMP/curve.txt. p50 and p99 are the
+# worst over the replicas' load generators.
+CURVE_DURATION=${BENCH_CURVE_DURATION:-5}
+curve() {
+  local label=$1 peak=$2
+  shift 2
+  local n=$# i port sid pct rate per b0 b1 g
+  local -a sids=()
+  i=0
+  for port in "$@"; do
+    sids+=("$(session "$port" "$label-curve-$i")")
+    i=$((i + 1))
+  done
+  for pct in 10 25 50 75 90; do
+    rate=$(awk -v p="$peak" -v f="$pct" 'BEGIN {printf "%d", p * f / 100}')
+    per=$(awk -v r="$rate" -v n="$n" 'BEGIN {printf "%.1f", r / n}')
+    echo "bench: ($label) open loop at $pct % of $peak/s: $rate/s for ${CURVE_DURATION}s" >&2
+    local -a gens=()
+    i=0
+    for port in "$@"; do
+      "$BIN/loadgen" -c "$((CONNS / n))" -t 1 -l "$label-open-$pct-$i" -w 1 -d "$CURVE_DURATION" \
+        -r "$per" --drain 5 -m POST --header-file "$TMP/$label-curve-$i.headers" \
+        --body-file "$TMP/grant.json" --url "http://127.0.0.1:$port/v1/sessions/${sids[$i]}/grants" \
+        >"$TMP/$label-open-$pct-$i.txt" &
+      gens+=($!)
+      i=$((i + 1))
+    done
+    sleep 1
+    b0=$(ticks "${BROKER_PIDS[@]}")
+    sleep "$CURVE_DURATION"
+    b1=$(ticks "${BROKER_PIDS[@]}")
+    for g in "${gens[@]}"; do wait "$g" || die "loadgen failed: $(cat "$TMP/$label-open-$pct"-*.txt)"; done
+    cat "$TMP/$label-open-$pct"-*.txt | grep '^RESULT' >&2
+    cat "$TMP/$label-open-$pct"-*.txt | grep '^RESULT' | awk -v l="$label" -v p="$pct" -v r="$rate" \
+      -v b=$((b1 - b0)) -v hz="$HZ" -v d="$CURVE_DURATION" '
+      {for (i = 1; i <= NF; i++) {split($i, kv, "="); v[kv[1]] = kv[2]}
+       rps += v["rps"]; if (v["p50_ms"] > p50) p50 = v["p50_ms"]; if (v["p99_ms"] > p99) p99 = v["p99_ms"]
+       err += v["non2xx"] + v["errors"]}
+      END {printf "%s %s %s %.0f %.3f %.3f %.3f %d\n", l, p, r, rps, p50, p99,
+             (rps > 0 ? 1000 * b / hz / (rps * d) : 0), err}' >>"$TMP/curve.txt"
+  done
+}
+
 echo "bench: (s) SQLite, one broker" >&2
 start "$(config sqlite sqlite)"
 S=$(phase s "$PORT")
@@ -185,6 +234,7 @@ stop_brokers
 echo "bench: (p1) PostgreSQL, one replica" >&2
 start "$(config replica-a postgres)"
 P1=$(phase p1 "$PORT")
+[[ "${BENCH_CURVE:-1}" == 0 ]] || curve p1 "$(awk '{print $1}' <<<"$P1")" "$PORT"
 stop_brokers
 
 echo "bench: (p2) PostgreSQL, two replicas" >&2
@@ -193,6 +243,7 @@ PORT_A=$PORT
 start "$(config replica-b postgres)"
 PORT_B=$PORT
 P2=$(phase p2 "$PORT_A" "$PORT_B")
+[[ "${BENCH_CURVE:-1}" == 0 ]] || curve p2 "$(awk '{print $1}' <<<"$P2")" "$PORT_A" "$PORT_B"
 
 echo "bench: (r) revocation propagation, $REVOKES sessions" >&2
 R=$(python3 - "$PORT_A" "$PORT_B" "$TMP/engineer.key" "$REVOKES" <<'PY'
@@ -277,5 +328,15 @@ mkdir -p "$RESULTS_DIR"
   sed -n 's/^RESULT mode=\([^ ]*\) writers=\([^ ]*\) records_per_tx=[^ ]* tx_per_s=\([^ ]*\) records_per_s=\([^ ]*\)/\1 \2 \3 \4/p' \
     "$TMP/chain.txt" | while read -r m w t r; do printf '    %-10s %8s %10s %12s\n' "$m" "$w" "$t" "$r"; done
   echo
+  if [[ -s "$TMP/curve.txt" ]]; then
+    echo "latency vs load on PostgreSQL, open loop, $CONNS connections in all, 1s warm-up + ${CURVE_DURATION}s per point"
+    echo "(% of that phase's closed-loop peak above; p50/p99: the worst replica's; broker ms/grt: CPU of the brokers)"
+    printf '    %-6s %6s %9s %9s %8s %8s %14s %7s\n' "phase" "load" "offered/s" "grants/s" "p50 ms" \
+      "p99 ms" "broker ms/grt" "errors"
+    while read -r l p r a p50 p99 c e; do
+      printf '    %-6s %5s%% %9s %9s %8s %8s %14s %7s\n' "($l)" "$p" "$r" "$a" "$p50" "$p99" "$c" "$e"
+    done <"$TMP/curve.txt"
+    echo
+  fi
   echo "(r) revocation on A -> refusal on B, $REVOKES sessions: p50 ${R_P50} ms, p99 ${R_P99} ms, max ${R_MAX} ms (target p99 <= 1000 ms); the revoke's own answer p99 ${R_REV99} ms"
 } | tee "$RESULTS_DIR/replicas-latest.txt"
