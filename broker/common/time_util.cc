@@ -98,12 +98,21 @@ Result<int64_t> ParseRfc3339Seconds(std::string_view s) {
   return days * 86400 + hour * 3600 + minute * 60 + second - offset;
 }
 
-Result<TimePoint> ParseRfc3339(std::string_view text) {
-  JITBROKER_ASSIGN_OR_RETURN(const int64_t seconds, ParseRfc3339Seconds(text));
-  // TimePoint counts nanoseconds in 64 bits: about ±292 years around 1970.
+namespace {
+
+// TimePoint counts nanoseconds in 64 bits: about ±292 years around 1970.
+// Unix seconds outside this overflow FromUnixSeconds.
+bool FitsTimePoint(int64_t seconds) {
   constexpr int64_t kLimit =
       std::chrono::duration_cast<std::chrono::seconds>(TimePoint::duration::max()).count() - 1;
-  if (seconds > kLimit || seconds < -kLimit) {
+  return seconds <= kLimit && seconds >= -kLimit;
+}
+
+}  // namespace
+
+Result<TimePoint> ParseRfc3339(std::string_view text) {
+  JITBROKER_ASSIGN_OR_RETURN(const int64_t seconds, ParseRfc3339Seconds(text));
+  if (!FitsTimePoint(seconds)) {
     return std::unexpected(Invalid("is outside the years 1678-2261"));
   }
   return FromUnixSeconds(seconds);
@@ -118,7 +127,9 @@ std::optional<TimePoint> ParseHttpDate(std::string_view text) {
     return std::nullopt;
   }
   const time_t t = ::timegm(&tm);
-  if (t == static_cast<time_t>(-1)) {
+  // An upstream's "Date: Sun, 06 Nov 9591 …" (found by fuzz/time_fuzz.cc)
+  // would overflow the conversion below.
+  if (t == static_cast<time_t>(-1) || !FitsTimePoint(static_cast<int64_t>(t))) {
     return std::nullopt;
   }
   return FromUnixSeconds(static_cast<int64_t>(t));

@@ -582,12 +582,11 @@ Status LoadPrincipals(Section& policy_section, Policy& policy, PolicyNotes* note
       std::error_code ec;
       bool exists = fs::exists(p.api_key_file, ec);
       if (exists) {
-        std::ifstream in(p.api_key_file, std::ios::binary);
-        if (!in) {
-          return std::unexpected(ps.Err("api_key_file", "cannot read " + p.api_key_file));
+        auto read = ReadFileBounded(p.api_key_file, kMaxSecretFileBytes);
+        if (!read) {
+          return std::unexpected(ps.Err("api_key_file", "cannot read " + read.error().message));
         }
-        SecretValue raw(
-            std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()));
+        SecretValue raw(std::move(*read));
         SecretValue key(TrimWhitespace(raw.Reveal()));
         if (key.empty()) {
           return std::unexpected(ps.Err("api_key_file", p.api_key_file + " is empty"));
@@ -1370,17 +1369,12 @@ Result<Config> LoadConfigText(std::string_view text, const std::string& file_nam
 }
 
 Result<Config> LoadConfigFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return std::unexpected(
-        InvalidArgument("invalid_config", path + ": cannot read the configuration file"));
+  auto text = ReadFileBounded(path, kMaxConfigFileBytes);
+  if (!text) {
+    return std::unexpected(InvalidArgument(
+        "invalid_config", "cannot read the configuration file " + text.error().message));
   }
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) {
-    return std::unexpected(
-        InvalidArgument("invalid_config", path + ": cannot read the configuration file"));
-  }
-  return LoadConfigText(text, path);
+  return LoadConfigText(*text, path);
 }
 
 }  // namespace jitbroker::config

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <optional>
@@ -263,6 +264,20 @@ struct Config {
   std::optional<Section> anomaly;
   std::optional<Section> trust;
 };
+
+// The largest configuration file, and the largest file a `file:` reference
+// or `api_key_file` may name (keys and tokens are a few KiB).
+inline constexpr size_t kMaxConfigFileBytes = 4 * 1024 * 1024;
+inline constexpr size_t kMaxSecretFileBytes = 1024 * 1024;
+
+// The contents of `path`, at most `max_bytes`, read with one bounded loop: a
+// path naming something endless or huge (/dev/zero, a log file) is an error,
+// not an unbounded read. Errors: kInvalidArgument "unreadable" (cannot open
+// or read; "<path>: <OS reason>") or "too_large" ("<path>: larger than N
+// bytes"); what was read is wiped before an error returns, since the file may
+// be a secret. The caller wipes a secret result.
+[[nodiscard]] Result<std::string> ReadFileBounded(const std::filesystem::path& path,
+                                                  size_t max_bytes);
 
 // Loads and validates the whole file. Relative paths (data_dir, store, audit,
 // file: refs) resolve against the config file's directory.

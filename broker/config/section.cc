@@ -14,11 +14,55 @@
 #include <system_error>
 #include <vector>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include <yaml-cpp/yaml.h>
 
 #include "broker/config/config.h"
 
 namespace jitbroker::config {
+
+Result<std::string> ReadFileBounded(const std::filesystem::path& path, size_t max_bytes) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    return std::unexpected(
+        InvalidArgument("unreadable", path.string() + ": " + std::strerror(errno)));
+  }
+  std::string out;
+  char buf[16384];
+  Status status;
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      status = std::unexpected(
+          InvalidArgument("unreadable", path.string() + ": " + std::strerror(errno)));
+      break;
+    }
+    if (n == 0) {
+      break;
+    }
+    if (out.size() + static_cast<size_t>(n) > max_bytes) {
+      status = std::unexpected(InvalidArgument(
+          "too_large", path.string() + ": larger than " + std::to_string(max_bytes) + " bytes"));
+      break;
+    }
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  SecureWipe(buf, sizeof buf);
+  if (!status) {
+    SecureWipe(out.data(), out.size());
+    return std::unexpected(status.error());
+  }
+  return out;
+}
 
 namespace {
 
@@ -393,15 +437,11 @@ Result<std::optional<SecretValue>> Section::OptSecretRef(std::string_view key) {
       p = base / p;
     }
     p = p.lexically_normal();
-    std::ifstream in(p, std::ios::binary);
-    if (!in) {
-      return std::unexpected(Err(key, "cannot read secret file " + p.string()));
+    auto read = ReadFileBounded(p, kMaxSecretFileBytes);
+    if (!read) {
+      return std::unexpected(Err(key, "cannot read secret file " + read.error().message));
     }
-    std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (in.bad()) {
-      SecureWipe(content.data(), content.size());
-      return std::unexpected(Err(key, "cannot read secret file " + p.string()));
-    }
+    std::string content = std::move(*read);
     if (!content.empty() && content.back() == '\n') {
       content.pop_back();
       if (!content.empty() && content.back() == '\r') {

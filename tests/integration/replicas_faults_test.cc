@@ -61,9 +61,9 @@ struct Load {
 
   Load(BrokerProcess& b, int n) {
     for (int i = 0; i < n; ++i) {
-      auto [sid, token] = b.OpenSession(b.maintainer_key, kScope);
-      sessions.push_back(sid);
-      agents.emplace_back([this, &b, sid = sid, token = token] {
+      auto opened = b.OpenSession(b.maintainer_key, kScope);
+      sessions.push_back(opened.first);
+      agents.emplace_back([this, &b, sid = opened.first, token = opened.second] {
         while (!stop.load()) {
           HttpResult r = b.Post("/v1/sessions/" + sid + "/grants", token, kRead);
           Answer a;

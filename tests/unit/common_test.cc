@@ -81,6 +81,16 @@ TEST_CASE("Json: JsonReader enforces types, ranges and known fields") {
   CHECK(fin.error().message.find("body.extra") != std::string::npos);
 }
 
+TEST_CASE("Time: an HTTP date beyond the years a TimePoint holds is refused, not overflowed") {
+  // Found by fuzz/time_fuzz.cc: an upstream's Date header of year 9591 made
+  // FromUnixSeconds overflow (undefined behaviour) in the clock-skew check.
+  CHECK_FALSE(ParseHttpDate("Sun, 06 Nov 9591 08:49:37 GMT").has_value());
+  CHECK_FALSE(ParseHttpDate("Mon, 01 Jan 1600 00:00:00 GMT").has_value());
+  auto late = ParseHttpDate("Fri, 31 Dec 2260 23:59:59 GMT");
+  REQUIRE(late.has_value());
+  CHECK(ToUnixSeconds(*late) == 9183110399);
+}
+
 TEST_CASE("Time: RFC 3339 round trip") {
   const TimePoint t = FromUnixSeconds(1795000000);
   const std::string s = FormatRfc3339(t);

@@ -480,6 +480,14 @@ TEST_CASE("Config: LoadConfigFile reports an unreadable file") {
   CHECK(c.error().message.find("/nonexistent/jitbroker.yaml") != std::string::npos);
 }
 
+TEST_CASE("Config: LoadConfigFile refuses an endless file after a bounded read") {
+  Result<Config> c = LoadConfigFile("/dev/zero");
+  REQUIRE_FALSE(c.has_value());
+  CHECK(c.error().Reason() == "invalid_config");
+  CHECK(c.error().message ==
+        "cannot read the configuration file /dev/zero: larger than 4194304 bytes");
+}
+
 struct BadConfig {
   const char* name;
   const char* yaml;
@@ -560,6 +568,15 @@ TEST_CASE("Config: invalid files name file, line and key") {
        "t.yaml:2: seal_key: cannot read secret file"},
       {"file: reference empty", "policy: {version: v}\nseal_key: file:empty.key\n",
        "t.yaml:2: seal_key: secret file"},
+      // An endless file is refused after a bounded read, not read until
+      // memory runs out (found by fuzz/config_fuzz.cc's review).
+      {"file: reference endless", "policy: {version: v}\nseal_key: file:/dev/zero\n",
+       "t.yaml:2: seal_key: cannot read secret file /dev/zero: larger than 1048576 bytes"},
+      {"api_key_file endless",
+       "policy:\n  version: v\n  roles: {r: {}}\n  principals:\n"
+       "    - {id: a, roles: [r], api_key_file: /dev/zero}\n",
+       "t.yaml:5: policy.principals[0].api_key_file: cannot read /dev/zero: larger than 1048576 "
+       "bytes"},
       {"seal_key of the wrong length", "seal_key: file:short.key\npolicy: {version: v}\n",
        "t.yaml:1: seal_key: must be standard base64 of exactly 32 random bytes"},
       {"bad api key digest",
