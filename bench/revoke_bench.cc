@@ -255,8 +255,8 @@ class Bench {
       : service_(service), issuer_(issuer), flags_(flags) {}
 
   [[nodiscard]] Status Authenticate(const SecretValue& owner_key, const SecretValue& admin_key) {
-    JITBROKER_ASSIGN_OR_RETURN(owner_.caller, service_->Authenticate(Bearer(owner_key)));
-    JITBROKER_ASSIGN_OR_RETURN(admin_.caller, service_->Authenticate(Bearer(admin_key)));
+    JITBROKER_ASSIGN_OR_RETURN(owner_.caller, service_->Authenticate(Bearer(owner_key), ""));
+    JITBROKER_ASSIGN_OR_RETURN(admin_.caller, service_->Authenticate(Bearer(admin_key), ""));
     owner_.request_id = "req_bench_owner";
     admin_.request_id = "req_bench_admin";
     if (!admin_.caller.is_admin) {
@@ -285,7 +285,7 @@ class Bench {
     }
     service::CallContext agent;
     agent.request_id = "req_bench_agent";
-    JITBROKER_ASSIGN_OR_RETURN(agent.caller, service_->Authenticate(Bearer(session_token)));
+    JITBROKER_ASSIGN_OR_RETURN(agent.caller, service_->Authenticate(Bearer(session_token), ""));
 
     std::set<std::string> grant_ids;
     for (int i = 0; i < flags_.grants; ++i) {

@@ -114,6 +114,23 @@ KeyedRateLimiter::Outcome KeyedRateLimiter::Acquire(std::string_view key) {
   return Outcome{.allowed = false, .retry_after = SecondsUntil(now, b.updated + wait)};
 }
 
+KeyedRateLimiter::Outcome KeyedRateLimiter::Peek(std::string_view key) const {
+  const TimePoint now = clock_->Now();
+  std::lock_guard lock(mu_);
+  auto it = buckets_.find(std::string(key));
+  if (it == buckets_.end()) {
+    return Outcome{.allowed = true};
+  }
+  Bucket b = it->second;
+  Refill(b, now);
+  if (b.tokens >= 1 - kSlack) {
+    return Outcome{.allowed = true};
+  }
+  const auto wait = std::chrono::duration_cast<TimePoint::duration>(
+      FloatSeconds((1 - b.tokens) / options_.limit.rate_per_second));
+  return Outcome{.allowed = false, .retry_after = SecondsUntil(now, b.updated + wait)};
+}
+
 void KeyedRateLimiter::Forget(std::string_view key) {
   std::lock_guard lock(mu_);
   buckets_.erase(std::string(key));

@@ -64,6 +64,11 @@ class KeyedRateLimiter {
 
   // Takes one token from `key`'s bucket (creating a full one for a new key).
   Outcome Acquire(std::string_view key);
+  // What Acquire would answer now, taking nothing and tracking no new key (a
+  // key without a bucket has a full one). For limits charged only after the
+  // fact, e.g. failed authentications: refuse while the bucket is empty,
+  // take a token when one more fails.
+  Outcome Peek(std::string_view key) const;
   // Drops `key`'s bucket (e.g. its session ended); a later Acquire starts full.
   void Forget(std::string_view key);
 

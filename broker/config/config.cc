@@ -1100,9 +1100,15 @@ Status LoadLimits(Section& top, LimitsConfig& limits) {
     return OkStatus();
   }
   JITBROKER_RETURN_IF_ERROR(
-      Expect(*s, {"grants_per_session", "grants_per_principal", "max_tracked_keys"}));
+      Expect(*s, {"grants_per_session", "grants_per_principal", "token_per_address",
+                  "introspect_per_address", "auth_failures_per_address", "max_tracked_keys"}));
   JITBROKER_RETURN_IF_ERROR(LoadRateLimit(*s, "grants_per_session", limits.grants_per_session));
   JITBROKER_RETURN_IF_ERROR(LoadRateLimit(*s, "grants_per_principal", limits.grants_per_principal));
+  JITBROKER_RETURN_IF_ERROR(LoadRateLimit(*s, "token_per_address", limits.token_per_address));
+  JITBROKER_RETURN_IF_ERROR(
+      LoadRateLimit(*s, "introspect_per_address", limits.introspect_per_address));
+  JITBROKER_RETURN_IF_ERROR(
+      LoadRateLimit(*s, "auth_failures_per_address", limits.auth_failures_per_address));
   JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> keys,
                              s->OptInt("max_tracked_keys", 100, 10000000));
   if (keys) {

@@ -190,6 +190,13 @@ struct ApprovalsConfig {
 struct LimitsConfig {
   RateLimit grants_per_session{.rate_per_second = 5, .burst = 50};
   RateLimit grants_per_principal{.rate_per_second = 20, .burst = 200};
+  // Per source address (the TCP peer; behind a proxy or NAT every client it
+  // fronts shares one bucket): RFC 8693 exchanges, introspections, and
+  // failed authentications on any route (an address out of these is refused
+  // before its credentials are checked, whether they are right or not).
+  RateLimit token_per_address{.rate_per_second = 20, .burst = 200};
+  RateLimit introspect_per_address{.rate_per_second = 200, .burst = 2000};
+  RateLimit auth_failures_per_address{.rate_per_second = 0.2, .burst = 20};
   // Buckets tracked per limiter at most (sessions / principals seen
   // recently); full buckets are dropped to make room, else the request is
   // refused. 100..10000000.

@@ -94,9 +94,11 @@ Result<authn::Caller> AuthenticateSession(const service::BrokerService& service,
                                              "the Basic credentials are not user:password"));
     }
     const std::string user(v.substr(0, colon));
-    JITBROKER_ASSIGN_OR_RETURN(
-        authn::Caller c,
-        authn::Identify(SecretValue(std::string(v.substr(colon + 1))), service.policy()));
+    // Through Authenticate, so that failures count against the address
+    // (limits.auth_failures_per_address) as on every other route.
+    const SecretValue as_bearer("Bearer " + std::string(v.substr(colon + 1)));
+    JITBROKER_ASSIGN_OR_RETURN(authn::Caller c,
+                               service.Authenticate(as_bearer.Reveal(), req.remote_addr));
     if (!c.IsSession() || c.session_id != user) {
       return std::unexpected(
           Unauthenticated("invalid_credentials",
@@ -109,7 +111,7 @@ Result<authn::Caller> AuthenticateSession(const service::BrokerService& service,
   if (authz.size() > 6 && IEquals(authz.substr(0, 6), "token ")) {
     bearer = "Bearer " + std::string(authz.substr(6));  // GitHub clients' spelling
   }
-  auto c = service.Authenticate(bearer);
+  auto c = service.Authenticate(bearer, req.remote_addr);
   SecureWipe(bearer.data(), bearer.size());
   if (!c) {
     return std::unexpected(c.error());
@@ -132,6 +134,7 @@ Result<Admitted> Admit(const service::BrokerService& service, const Request& req
   ctx.client_request_id = req.client_request_id;
   ctx.caller = std::move(caller);
   ctx.via_proxy = true;
+  ctx.source_address = req.remote_addr;
   return Admitted{std::move(ctx), SlotHold(&slots)};
 }
 

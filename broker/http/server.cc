@@ -356,9 +356,10 @@ struct HttpServer::Impl final : RequestHandler {
           service::CallContext ctx;
           ctx.request_id = req.request_id;
           ctx.client_request_id = req.client_request_id;
+          ctx.source_address = req.remote_addr;
           auto fail = [&](const Error& e) { WriteProblem(res, e, req.request_id); };
           if (auth == Auth::kRequired) {
-            auto caller = service->Authenticate(req.Header("Authorization"));
+            auto caller = service->Authenticate(req.Header("Authorization"), req.remote_addr);
             if (!caller) {
               return fail(caller.error());
             }
@@ -469,7 +470,7 @@ void HttpServer::Impl::Install() {
 
   AddRoute("GET", "/metrics", kNoBody, false, [this](Request& req, Response& res) {
     if (!cfg.metrics_public) {
-      auto caller = service->Authenticate(req.Header("Authorization"));
+      auto caller = service->Authenticate(req.Header("Authorization"), req.remote_addr);
       if (!caller) {
         return WriteProblem(res, caller.error(), req.request_id);
       }
@@ -634,8 +635,10 @@ void HttpServer::Impl::Install() {
     service::CallContext ctx;
     ctx.request_id = req.request_id;
     ctx.client_request_id = req.client_request_id;
+    ctx.source_address = req.remote_addr;
     auto answer = [&]() -> Result<nlohmann::json> {
-      JITBROKER_ASSIGN_OR_RETURN(ctx.caller, service->Authenticate(req.Header("Authorization")));
+      JITBROKER_ASSIGN_OR_RETURN(
+          ctx.caller, service->Authenticate(req.Header("Authorization"), req.remote_addr));
       if (req.has_query()) {
         return std::unexpected(InvalidArgument(
             "token_in_query", "introspection parameters belong in the form body, not the URL"));
@@ -724,7 +727,9 @@ void HttpServer::Impl::InstallTokenEndpoint() {
     service::CallContext ctx;
     ctx.request_id = req.request_id;
     ctx.client_request_id = req.client_request_id;
+    ctx.source_address = req.remote_addr;
     auto answer = [&]() -> Result<nlohmann::json> {
+      JITBROKER_RETURN_IF_ERROR(service->AdmitTokenRequest(ctx));
       if (req.MediaType() != "application/x-www-form-urlencoded") {
         return std::unexpected(InvalidArgument(
             "invalid_request", "the token endpoint takes application/x-www-form-urlencoded"));

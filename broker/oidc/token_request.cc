@@ -177,6 +177,9 @@ OAuthError ToOAuthError(const Error& e) {
   if (out.error == "server_error") {
     out.status = 500;
     out.description = "internal error";  // details are in the broker's log
+  } else if (e.code == ErrorCode::kResourceExhausted && reason == "rate_limited") {
+    out.status = 429;  // with Retry-After; RFC 6749 has no code of its own for it
+    out.code = "rate_limited";
   } else if (out.error == "temporarily_unavailable") {
     out.status = 503;
   } else {
@@ -186,7 +189,11 @@ OAuthError ToOAuthError(const Error& e) {
 }
 
 nlohmann::json OAuthErrorBody(const OAuthError& e) {
-  return nlohmann::json{{"error", e.error}, {"error_description", e.description}};
+  nlohmann::json body{{"error", e.error}, {"error_description", e.description}};
+  if (!e.code.empty()) {
+    body["code"] = e.code;
+  }
+  return body;
 }
 
 }  // namespace jitbroker::oidc

@@ -64,6 +64,7 @@ struct OAuthError {
   int status = 400;
   std::string error;        // RFC 6749 §5.2 code
   std::string description;  // client-safe
+  std::string code;         // the broker's stable code where RFC 6749 has none ("rate_limited")
 };
 
 // The stable mapping of the file comment.

@@ -51,6 +51,11 @@ BrokerService::BrokerService(Store* store, audit::Journal* journal, const Clock*
   };
   session_rate_ = make_limiter(options_.limits.grants_per_session, "grants_per_session");
   principal_rate_ = make_limiter(options_.limits.grants_per_principal, "grants_per_principal");
+  token_address_rate_ = make_limiter(options_.limits.token_per_address, "token_per_address");
+  introspect_address_rate_ =
+      make_limiter(options_.limits.introspect_per_address, "introspect_per_address");
+  auth_failure_rate_ =
+      make_limiter(options_.limits.auth_failures_per_address, "auth_failures_per_address");
 }
 
 std::shared_ptr<const Policy> BrokerService::policy() const {
@@ -95,9 +100,59 @@ Issuer* BrokerService::FindIssuer(std::string_view name) const {
   return it == issuers_.end() ? nullptr : it->second.get();
 }
 
-Result<authn::Caller> BrokerService::Authenticate(std::string_view authorization) const {
-  JITBROKER_ASSIGN_OR_RETURN(SecretValue bearer, authn::ParseBearer(authorization));
-  return authn::Identify(std::move(bearer), policy());
+Result<authn::Caller> BrokerService::Authenticate(std::string_view authorization,
+                                                  std::string_view source_address) const {
+  if (!source_address.empty()) {
+    if (auth_failure_rate_ == nullptr) {
+      return std::unexpected(Internal("no rate limiter", "auth_failures_per_address"));
+    }
+    const KeyedRateLimiter::Outcome out = auth_failure_rate_->Peek(source_address);
+    if (!out.allowed) {
+      return std::unexpected(AddressLimited(out, "auth_failures_per_address",
+                                            "failed authentications from this address"));
+    }
+  }
+  auto caller = [&]() -> Result<authn::Caller> {
+    JITBROKER_ASSIGN_OR_RETURN(SecretValue bearer, authn::ParseBearer(authorization));
+    return authn::Identify(std::move(bearer), policy());
+  }();
+  if (!caller && !source_address.empty()) {
+    (void)auth_failure_rate_->Acquire(source_address);
+  }
+  return caller;
+}
+
+Error BrokerService::AddressLimited(const KeyedRateLimiter::Outcome& out, const char* limit,
+                                    const char* what) const {
+  metrics_->CountRateLimited(limit);
+  if (out.untracked) {
+    log::Get("service")->warn("event=rate_limiter_full limit={}", limit);
+  }
+  Error e = ResourceExhausted("rate_limited", std::string("too many ") + what + " (limits." +
+                                                  limit + "); retry after " +
+                                                  std::to_string(out.retry_after.count()) + " s");
+  e.retry_after = out.retry_after;
+  return e;
+}
+
+Status BrokerService::AdmitTokenRequest(const CallContext& ctx) const {
+  return CheckAddressRate(token_address_rate_.get(), ctx, "token_per_address",
+                          "token exchanges from this address");
+}
+
+Status BrokerService::CheckAddressRate(KeyedRateLimiter* limiter, const CallContext& ctx,
+                                       const char* limit, const char* what) const {
+  if (ctx.source_address.empty()) {
+    return OkStatus();
+  }
+  if (limiter == nullptr) {
+    return std::unexpected(Internal("no rate limiter", limit));  // fail closed
+  }
+  const KeyedRateLimiter::Outcome out = limiter->Acquire(ctx.source_address);
+  if (out.allowed) {
+    return OkStatus();
+  }
+  return std::unexpected(AddressLimited(out, limit, what));
 }
 
 // ---------------------------------------------------------------------------
@@ -374,6 +429,9 @@ Result<SessionEnd> BrokerService::EndSession(const CallContext& ctx, const std::
 // Grants
 
 Result<Introspection> BrokerService::Introspect(const CallContext& ctx, std::string_view token) {
+  JITBROKER_RETURN_IF_ERROR(CheckAddressRate(introspect_address_rate_.get(), ctx,
+                                             "introspect_per_address",
+                                             "introspection requests from this address"));
   const authn::Caller& c = ctx.caller;
   if (c.IsSession() || !(c.is_admin || c.is_resource_server)) {
     return std::unexpected(PermissionDenied(

@@ -55,6 +55,9 @@ struct CallContext {
   // grants it makes are held by the broker (extra.held_by "proxy"), their
   // credentials never reach the agent, and only the proxy collects them.
   bool via_proxy = false;
+  // The client's address (the TCP peer), the key of the per-address limits;
+  // empty for calls that did not come over the network (tests, the sweeper).
+  std::string source_address;
 };
 
 // What one lifecycle pass did (for logs, metrics and tests).
@@ -123,8 +126,14 @@ class BrokerService {
   std::shared_ptr<const Policy> policy() const;
   void SwapPolicy(std::shared_ptr<const Policy> policy);
 
-  // Identifies the caller from the Authorization header value.
-  [[nodiscard]] Result<authn::Caller> Authenticate(std::string_view authorization) const;
+  // Identifies the caller from the Authorization header value, for a
+  // request from `source_address` (the TCP peer; "" = not from the network).
+  // An address whose failed authentications exhausted
+  // limits.auth_failures_per_address is refused with kResourceExhausted
+  // "rate_limited" before the credential is looked at, so the answer says
+  // nothing about it; each failure takes one token.
+  [[nodiscard]] Result<authn::Caller> Authenticate(std::string_view authorization,
+                                                   std::string_view source_address) const;
 
   // The calls that take a request body and admit only one kind of caller.
   enum class BodyCall { kOpenSession, kRequestGrant, kDecideApproval, kBulkRevoke };
@@ -209,6 +218,11 @@ class BrokerService {
   [[nodiscard]] Result<nlohmann::json> AuditKeys(const CallContext& ctx) const;
   nlohmann::json Jwks() const;
 
+  // Takes one token of limits.token_per_address for ctx.source_address. The
+  // token endpoint calls it first, before the form is even parsed, so an
+  // address over its limit learns nothing about its request. Errors:
+  // kResourceExhausted "rate_limited" with retry_after.
+  [[nodiscard]] Status AdmitTokenRequest(const CallContext& ctx) const;
   // CI OIDC token exchange (POST /v1/token, docs/api.md "Token exchange"; token_exchange.cc).
   // SetTrust checks `trust` against the configured issuers and the current
   // policy (each grant's scope valid for its issuer, its tier within the
@@ -279,6 +293,13 @@ class BrokerService {
   // Refuses a grant request over the per-session or per-principal rate
   // (kResourceExhausted "rate_limited", retry_after set).
   [[nodiscard]] Status CheckGrantRate(const SessionRecord& s);
+  // Takes one token of `limiter` for ctx.source_address (none when empty);
+  // refused: kResourceExhausted "rate_limited" naming limits.`limit`.
+  [[nodiscard]] Status CheckAddressRate(KeyedRateLimiter* limiter, const CallContext& ctx,
+                                        const char* limit, const char* what) const;
+  // The refusal of a per-address limit (counted in the metrics).
+  Error AddressLimited(const KeyedRateLimiter::Outcome& out, const char* limit,
+                       const char* what) const;
   // With PendingLockFor(s.principal_id) held: the refusal when `s` (or its
   // principal) already holds as many open pending approvals as allowed.
   struct PendingRefusal {
@@ -396,6 +417,9 @@ class BrokerService {
   // Grant-request rate limits (limits:), keyed by session id and principal id.
   std::unique_ptr<KeyedRateLimiter> session_rate_;
   std::unique_ptr<KeyedRateLimiter> principal_rate_;
+  std::unique_ptr<KeyedRateLimiter> token_address_rate_;
+  std::unique_ptr<KeyedRateLimiter> introspect_address_rate_;
+  std::unique_ptr<KeyedRateLimiter> auth_failure_rate_;
   // Held from counting a session's pending approvals to committing a new one,
   // so concurrent requests cannot overshoot the bounds. Striped by principal:
   // both bounds (per session, per principal) only count one principal's

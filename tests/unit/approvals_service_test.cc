@@ -185,7 +185,7 @@ class World {
   }
 
   CallContext As(const std::string& bearer) {
-    auto c = service_->Authenticate("Bearer " + bearer);
+    auto c = service_->Authenticate("Bearer " + bearer, "");
     REQUIRE_MESSAGE(c.has_value(), (c ? "" : c.error().ToString()));
     CallContext ctx;
     ctx.request_id = "req_apr";

@@ -135,7 +135,7 @@ class Fixture {
   }
 
   service::CallContext As(const std::string& bearer) {
-    auto c = service_->Authenticate("Bearer " + bearer);
+    auto c = service_->Authenticate("Bearer " + bearer, "");
     REQUIRE_MESSAGE(c.has_value(), (c ? "" : c.error().ToString()));
     service::CallContext ctx;
     ctx.request_id = "req_test";

@@ -54,6 +54,24 @@ TEST_CASE("RateLimiter: a burst passes, then refusals name the wait until the ne
   CHECK_FALSE(l->Acquire("ses_a").allowed);
 }
 
+TEST_CASE("RateLimiter: Peek answers as Acquire would, taking nothing and tracking nothing") {
+  FakeClock clock;
+  auto l = Make(clock, /*rate=*/0.5, /*burst=*/2);
+  CHECK(l->Peek("addr").allowed);  // an unknown key has a full bucket
+  CHECK(l->TrackedKeys() == 0);
+  CHECK(l->Acquire("addr").allowed);
+  CHECK(l->Peek("addr").allowed);
+  CHECK(l->Peek("addr").allowed);  // peeking takes nothing
+  CHECK(l->Acquire("addr").allowed);
+  KeyedRateLimiter::Outcome out = l->Peek("addr");
+  CHECK_FALSE(out.allowed);
+  CHECK(out.retry_after == Seconds(2));
+  clock.Advance(milliseconds(2000));
+  CHECK(l->Peek("addr").allowed);
+  CHECK(l->Acquire("addr").allowed);
+  CHECK_FALSE(l->Peek("addr").allowed);
+}
+
 TEST_CASE("RateLimiter: keys have their own buckets; Forget starts a key afresh") {
   FakeClock clock;
   auto l = Make(clock, 1, 1);

@@ -175,7 +175,7 @@ class Fixture {
     return api().ExchangeToken(ctx, req);
   }
   service::CallContext Root() {
-    auto c = service_->Authenticate("Bearer jbk_root_key_for_tests_0123456789");
+    auto c = service_->Authenticate("Bearer jbk_root_key_for_tests_0123456789", "");
     REQUIRE(c.has_value());
     service::CallContext ctx;
     ctx.request_id = "req_root";
