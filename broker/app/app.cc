@@ -522,6 +522,16 @@ Result<std::string> App::ReloadPolicy() {
     log::Get("app")->error("event=reload_failed error=\"{}\"", trust.error().ToString());
     return std::unexpected(trust.error());
   }
+  // The TLS pair is re-read from the paths the listener started with (an
+  // operator's certificate renewal); a pair that does not load fails the
+  // reload before anything is swapped.
+  if (!impl.cfg.server.tls_cert.empty() && impl.server) {
+    if (Status st = impl.server->ReloadTls(); !st) {
+      log::Get("app")->error("event=reload_failed error=\"{}\"", st.error().ToString());
+      return std::unexpected(st.error());
+    }
+    log::Get("app")->info("event=tls_reloaded cert={}", log::Quoted(impl.cfg.server.tls_cert));
+  }
   impl.service->SwapPolicy(cfg->policy);
   if (Status st = impl.service->SetTrust(std::move(*trust)); !st) {
     log::Get("app")->error("event=reload_failed error=\"{}\"", st.error().ToString());

@@ -45,6 +45,9 @@ class HttpServer {
   // during or after Serve(), from any thread, more than once.
   void Stop();
   bool IsRunning() const;
+  // Re-reads server.tls's certificate and key (Transport::ReloadTls): new
+  // connections get them, open ones keep theirs; on an error nothing changes.
+  [[nodiscard]] Status ReloadTls();
 
  private:
   HttpServer() = default;

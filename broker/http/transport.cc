@@ -19,6 +19,8 @@
 #include <thread>
 #include <unordered_map>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
@@ -235,7 +237,10 @@ struct Transport::Impl {
 
   std::unique_ptr<WorkerPool> workers;
   std::vector<std::thread> io_threads;
-  std::optional<ssl::context> tls;
+  // The TLS context new connections get (null: plain HTTP); replaced by
+  // ReloadTls. Each TLS session holds the one it was accepted with.
+  std::shared_ptr<ssl::context> tls;  // guarded by tls_mu
+  std::mutex tls_mu;
   // Declared last, destroyed first: destroying the io_context destroys the
   // sessions its pending handlers hold, and they release their counts above.
   net::io_context ioc;
@@ -280,9 +285,10 @@ template <class Stream>
 class Session : public std::enable_shared_from_this<Session<Stream>> {
  public:
   template <class... Args>
-  Session(Transport::Impl* impl, std::string remote, Args&&... args)
+  Session(Transport::Impl* impl, std::string remote, std::shared_ptr<void> keep, Args&&... args)
       : impl_(impl),
         remote_(std::move(remote)),
+        keep_(std::move(keep)),
         stream_(std::forward<Args>(args)...),
         buffer_(impl_->opts.max_header_bytes + 16 * 1024) {}
 
@@ -926,6 +932,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 
   Transport::Impl* impl_;  // outlives every session (it owns the io_context)
   std::string remote_;
+  // What the stream needs to outlive it (the TLS context it was made with).
+  std::shared_ptr<void> keep_;
   Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
@@ -977,13 +985,19 @@ void Transport::Impl::Accept() {
                                    "shortly");
     refusal.retryable = true;
     refusal.retry_after = std::chrono::seconds(1);
-    if (tls) {
+    std::shared_ptr<ssl::context> ctx;
+    {
+      std::lock_guard lock(tls_mu);
+      ctx = tls;
+    }
+    if (ctx) {
+      ssl::context& c = *ctx;
       auto s = std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(
-          this, std::move(addr), std::move(socket), *tls);
+          this, std::move(addr), std::move(ctx), std::move(socket), c);
       admitted ? s->Start() : s->RefuseAndClose(refusal);
     } else {
-      auto s =
-          std::make_shared<Session<beast::tcp_stream>>(this, std::move(addr), std::move(socket));
+      auto s = std::make_shared<Session<beast::tcp_stream>>(this, std::move(addr), nullptr,
+                                                            std::move(socket));
       admitted ? s->Start() : s->RefuseAndClose(refusal);
     }
     if (!stopping.load()) {
@@ -1014,6 +1028,51 @@ Transport::~Transport() {
   }
 }
 
+namespace {
+
+// TLS 1.2 suites: forward secrecy and AEAD only (Mozilla's "intermediate"
+// list); TLS 1.3 keeps OpenSSL's default suites, all of which qualify.
+constexpr const char* kTls12Ciphers =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+// A server context from the certificate chain and key at `opts`' paths:
+// TLS 1.2 at least, the suites above, no compression, no renegotiation.
+Result<std::shared_ptr<ssl::context>> MakeTlsContext(const TransportOptions& opts) {
+  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
+  beast::error_code ec;
+  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
+                       ssl::context::single_dh_use,
+                   ec);
+  SSL_CTX* native = ctx->native_handle();
+  if (!ec && (SSL_CTX_set_min_proto_version(native, TLS1_2_VERSION) != 1 ||
+              SSL_CTX_set_cipher_list(native, kTls12Ciphers) != 1)) {
+    return std::unexpected(Error{ErrorCode::kInternal, "tls_setup",
+                                 "server.tls: cannot set the protocol versions or cipher suites",
+                                 ""});
+  }
+  SSL_CTX_set_options(
+      native, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+  if (!ec) {
+    ctx->use_certificate_chain_file(opts.tls_cert, ec);
+  }
+  if (!ec) {
+    ctx->use_private_key_file(opts.tls_key, ssl::context::pem, ec);
+  }
+  if (!ec && SSL_CTX_check_private_key(native) != 1) {
+    ec = beast::error_code(static_cast<int>(ERR_get_error()), net::error::get_ssl_category());
+  }
+  if (ec) {
+    return std::unexpected(Error{ErrorCode::kInvalidArgument, "invalid_config",
+                                 "server.tls: cannot load the certificate or key", ec.message()});
+  }
+  return ctx;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Transport>> Transport::Create(TransportOptions options,
                                                      RequestHandler* handler) {
   std::unique_ptr<Transport> t(new Transport());
@@ -1022,24 +1081,21 @@ Result<std::unique_ptr<Transport>> Transport::Create(TransportOptions options,
   impl.opts = std::move(options);
   impl.handler = handler;
   if (!impl.opts.tls_cert.empty()) {
-    impl.tls.emplace(ssl::context::tls_server);
-    beast::error_code ec;
-    impl.tls->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
-                              ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
-                              ssl::context::no_tlsv1_1 | ssl::context::single_dh_use,
-                          ec);
-    if (!ec) {
-      impl.tls->use_certificate_chain_file(impl.opts.tls_cert, ec);
-    }
-    if (!ec) {
-      impl.tls->use_private_key_file(impl.opts.tls_key, ssl::context::pem, ec);
-    }
-    if (ec) {
-      return std::unexpected(Error{ErrorCode::kInvalidArgument, "invalid_config",
-                                   "server.tls: cannot load the certificate or key", ec.message()});
-    }
+    JITBROKER_ASSIGN_OR_RETURN(impl.tls, MakeTlsContext(impl.opts));
   }
   return t;
+}
+
+Status Transport::ReloadTls() {
+  Impl& impl = *impl_;
+  if (impl.opts.tls_cert.empty()) {
+    return std::unexpected(
+        FailedPrecondition("tls_not_enabled", "the listener serves plain HTTP (no server.tls)"));
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::shared_ptr<ssl::context> fresh, MakeTlsContext(impl.opts));
+  std::lock_guard lock(impl.tls_mu);
+  impl.tls = std::move(fresh);
+  return OkStatus();
 }
 
 Result<int> Transport::Bind() {

@@ -172,6 +172,13 @@ class Transport {
   [[nodiscard]] Result<int> Bind();
   // Serves until Stop(); blocks the calling thread.
   void Serve();
+  // Reads the TLS certificate chain and key again from their paths (an
+  // operator's renewal): connections accepted from now on use the new pair,
+  // connections already open keep theirs. On an error (unreadable files, a
+  // key that does not match) the current pair stays. Errors:
+  // kInvalidArgument "invalid_config"; kFailedPrecondition "tls_not_enabled"
+  // when the listener is plain HTTP. Thread-safe.
+  [[nodiscard]] Status ReloadTls();
   // Stops accepting, lets requests being handled finish (up to `drain`),
   // closes every connection and returns once the threads have ended. Safe
   // to call from another thread than Serve() and more than once.

@@ -2,6 +2,7 @@
 // and 7), reproduced against the real daemon. Each of these passed on the
 // cpp-httplib listener the broker had before (see docs/architecture.md,
 // "The HTTP listener", for the figures before and after).
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -311,6 +312,96 @@ TEST_CASE("Broker: serves TLS (checked by curl), and refuses plain HTTP on the T
   auto [arc, again] =
       RunCommand("curl -sS --max-time 5 --cacert " + dir + "/cert.pem " + url + "/healthz 2>&1");
   CHECK(arc == 0);
+  b->Stop();
+  RunCommand("rm -rf " + dir);
+}
+
+}  // namespace
+}  // namespace jitbroker::testing::http_hardening_test
+
+namespace jitbroker::testing::http_hardening_test {
+namespace {
+
+// Issue #16: a renewed certificate is picked up by SIGHUP (or POST
+// /v1/admin/reload) without a restart and without dropping the connections
+// already open; a broken pair is refused and the current one kept; the
+// listener offers only TLS 1.2+ with forward-secret AEAD suites.
+TEST_CASE("Broker: TLS certificate reloaded on SIGHUP, open connections kept") {
+  char tmpl[] = "/tmp/jitbroker-tls-reload-XXXXXX";
+  REQUIRE(::mkdtemp(tmpl) != nullptr);
+  const std::string dir = tmpl;
+  for (const char* name : {"a", "b"}) {
+    auto [rc, out] = RunCommand(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 "
+        "-subj /CN=" +
+        std::string(name) + " -addext subjectAltName=IP:127.0.0.1 -keyout " + dir + "/" + name +
+        "-key.pem -out " + dir + "/" + name + "-cert.pem 2>&1");
+    REQUIRE_MESSAGE(rc == 0, out);
+  }
+  REQUIRE(RunCommand("cp " + dir + "/a-cert.pem " + dir + "/cert.pem && cp " + dir + "/a-key.pem " +
+                     dir + "/key.pem")
+              .first == 0);
+  BrokerOptions o;
+  o.server_extra = ", tls: {cert: " + dir + "/cert.pem, key: " + dir + "/key.pem}";
+  auto b = BrokerProcess::Start(o);
+  const std::string url = "https://127.0.0.1:" + std::to_string(b->port());
+  auto trusts = [&](const char* which) {
+    return RunCommand("curl -sS --max-time 5 --cacert " + dir + "/" + which + "-cert.pem " + url +
+                      "/healthz 2>&1")
+               .first == 0;
+  };
+  CHECK(trusts("a"));
+  CHECK_FALSE(trusts("b"));
+
+  // A connection opened before the renewal.
+  httplib::SSLClient kept("127.0.0.1", b->port());
+  kept.enable_server_certificate_verification(false);
+  kept.set_keep_alive(true);
+  auto first = kept.Get("/healthz");
+  REQUIRE(first);
+  CHECK(first->status == 200);
+  REQUIRE(kept.is_socket_open());
+
+  // A broken pair (B's certificate with A's key) is refused; A stays.
+  REQUIRE(RunCommand("cp " + dir + "/b-cert.pem " + dir + "/cert.pem").first == 0);
+  httplib::SSLClient admin("127.0.0.1", b->port());
+  admin.enable_server_certificate_verification(false);
+  auto refused = admin.Post("/v1/admin/reload", {{"Authorization", "Bearer " + b->admin_key}}, "{}",
+                            "application/json");
+  REQUIRE(refused);
+  CHECK(refused->status == 400);
+  CHECK(refused->body.find("invalid_config") != std::string::npos);
+  CHECK(trusts("a"));
+
+  // The renewed pair, by SIGHUP as systemd's ExecReload sends it.
+  REQUIRE(RunCommand("cp " + dir + "/b-key.pem " + dir + "/key.pem").first == 0);
+  b->Signal(SIGHUP);
+  bool switched = false;
+  for (int i = 0; i < 100 && !switched; ++i) {
+    switched = trusts("b");
+    if (!switched) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  CHECK(switched);
+  CHECK_FALSE(trusts("a"));
+  // The connection from before is still open and still served.
+  CHECK(kept.is_socket_open());
+  auto again = kept.Get("/healthz");
+  REQUIRE(again);
+  CHECK(again->status == 200);
+
+  // Protocol floor and suites: TLS 1.1 refused, a TLS 1.2 CBC suite refused,
+  // a TLS 1.2 AEAD suite accepted.
+  const std::string cacert = " --cacert " + dir + "/b-cert.pem ";
+  CHECK(RunCommand("curl -sS --max-time 5" + cacert + "--tls-max 1.1 " + url + "/healthz 2>&1")
+            .first != 0);
+  CHECK(RunCommand("curl -sS --max-time 5" + cacert +
+                   "--tls-max 1.2 --ciphers ECDHE-ECDSA-AES128-SHA " + url + "/healthz 2>&1")
+            .first != 0);
+  CHECK(RunCommand("curl -sS --max-time 5" + cacert +
+                   "--tls-max 1.2 --ciphers ECDHE-ECDSA-AES128-GCM-SHA256 " + url + "/healthz 2>&1")
+            .first == 0);
   b->Stop();
   RunCommand("rm -rf " + dir);
 }
