@@ -707,10 +707,14 @@ void HttpServer::Impl::Install() {
         });
 
   Route("POST", "/v1/admin/reload", Auth::kRequired, BodyKind::kJson,
-        [this](auto&, auto& ctx, auto&) -> Result<Reply> {
+        [this](auto&, auto& ctx, auto& body) -> Result<Reply> {
           if (ctx.caller.IsSession() || !ctx.caller.is_admin) {
             return std::unexpected(PermissionDenied("forbidden", "reloading needs an admin"));
           }
+          // No body, or an empty object: a field a client believes does
+          // something (`{"force": true}`) is refused, as on every route.
+          JITBROKER_ASSIGN_OR_RETURN(auto r, json::JsonReader::Open(*body, ""));
+          JITBROKER_RETURN_IF_ERROR(r.Finish());
           JITBROKER_ASSIGN_OR_RETURN(std::string version, reload());
           return Reply{200, {{"policy_version", version}}};
         });
@@ -775,5 +779,7 @@ void HttpServer::Stop() {
 }
 
 bool HttpServer::IsRunning() const { return impl_->transport->IsRunning(); }
+
+Status HttpServer::ReloadTls() { return impl_->transport->ReloadTls(); }
 
 }  // namespace jitbroker::http
