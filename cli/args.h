@@ -303,6 +303,12 @@ inline const std::vector<CommandSpec>& Commands() {
        0,  // the command is checked by `exec` itself, to say "after --"
        1 << 20, GrantFlags("tool name, e.g. aws.s3", {})},
       {"version", "", "print the jitctl version", 0, 0, {}},
+      {"completion",
+       "bash|zsh",
+       "print a shell completion script (bash: source <(jitctl completion bash))",
+       1,
+       1,
+       {}},
   };
   return kCommands;
 }

@@ -70,6 +70,9 @@ int Run(int argc, char** argv) {
     }
     return ToInt(ExitCode::kOk);
   }
+  if (name == "completion") {
+    return RunCompletion(inv.args.args[0], std::cout, std::cerr);
+  }
   if (name == "config check") {
     return RunConfigCheck(inv.args.args[0], json, std::cout, std::cerr);
   }

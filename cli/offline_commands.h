@@ -58,4 +58,10 @@ int RunAuditVerifyFile(const std::string& path, bool json, std::ostream& out, st
 // message (exit 1); --json adds "warnings".
 int RunConfigCheck(const std::string& path, bool json, std::ostream& out, std::ostream& err);
 
+// `jitctl completion bash|zsh`: a completion script made from the command
+// table (cli/args.h), so it names exactly the commands and flags jitctl
+// accepts. zsh gets the bash function through zsh's bashcompinit. Exit 2 for
+// another shell.
+int RunCompletion(const std::string& shell, std::ostream& out, std::ostream& err);
+
 }  // namespace jitbroker::cli

@@ -41,4 +41,7 @@ if(BUILD_TESTING)
   add_test(NAME packaging_install
     COMMAND bash ${PROJECT_SOURCE_DIR}/tests/packaging/install_test.sh ${CMAKE_BINARY_DIR} ${CMAKE_COMMAND})
   set_tests_properties(packaging_install PROPERTIES LABELS packaging)
+  add_test(NAME packaging_completion
+    COMMAND bash ${PROJECT_SOURCE_DIR}/tests/packaging/completion_test.sh $<TARGET_FILE:jitctl>)
+  set_tests_properties(packaging_completion PROPERTIES LABELS packaging)
 endif()
