@@ -406,6 +406,9 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
   so_opts.max_pending_per_session = impl.cfg.approvals.max_pending_per_session;
   so_opts.max_pending_per_principal = impl.cfg.approvals.max_pending_per_principal;
   so_opts.limits = impl.cfg.limits;
+  if (so_opts.limits.max_calls_per_issuer <= 0) {
+    so_opts.limits.max_calls_per_issuer = std::max(1, impl.cfg.server.threads / 2);
+  }
   std::shared_ptr<const oidc::TrustSet> trust = std::move(validated.trust);
   {
     // Discovery and JWKS documents are small; the cap keeps a hostile or

@@ -1099,9 +1099,10 @@ Status LoadLimits(Section& top, LimitsConfig& limits) {
   if (!s) {
     return OkStatus();
   }
-  JITBROKER_RETURN_IF_ERROR(
-      Expect(*s, {"grants_per_session", "grants_per_principal", "token_per_address",
-                  "introspect_per_address", "auth_failures_per_address", "max_tracked_keys"}));
+  JITBROKER_RETURN_IF_ERROR(Expect(
+      *s,
+      {"grants_per_session", "grants_per_principal", "token_per_address", "introspect_per_address",
+       "auth_failures_per_address", "max_calls_per_issuer", "max_tracked_keys"}));
   JITBROKER_RETURN_IF_ERROR(LoadRateLimit(*s, "grants_per_session", limits.grants_per_session));
   JITBROKER_RETURN_IF_ERROR(LoadRateLimit(*s, "grants_per_principal", limits.grants_per_principal));
   JITBROKER_RETURN_IF_ERROR(LoadRateLimit(*s, "token_per_address", limits.token_per_address));
@@ -1109,6 +1110,11 @@ Status LoadLimits(Section& top, LimitsConfig& limits) {
       LoadRateLimit(*s, "introspect_per_address", limits.introspect_per_address));
   JITBROKER_RETURN_IF_ERROR(
       LoadRateLimit(*s, "auth_failures_per_address", limits.auth_failures_per_address));
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> per_issuer,
+                             s->OptInt("max_calls_per_issuer", 1, 4096));
+  if (per_issuer) {
+    limits.max_calls_per_issuer = *per_issuer;
+  }
   JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> keys,
                              s->OptInt("max_tracked_keys", 100, 10000000));
   if (keys) {

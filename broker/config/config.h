@@ -197,6 +197,11 @@ struct LimitsConfig {
   RateLimit token_per_address{.rate_per_second = 20, .burst = 200};
   RateLimit introspect_per_address{.rate_per_second = 200, .burst = 2000};
   RateLimit auth_failures_per_address{.rate_per_second = 0.2, .burst = 20};
+  // Calls in flight to one issuer's upstream at most (mints), so that an
+  // upstream that hangs holds at most this many handler threads and the
+  // other issuers keep the rest (a bulkhead per issuer). 0 = half of
+  // server.threads, at least 1.
+  int64_t max_calls_per_issuer = 0;
   // Buckets tracked per limiter at most (sessions / principals seen
   // recently); full buckets are dropped to make room, else the request is
   // refused. 100..10000000.

@@ -31,6 +31,7 @@ BrokerService::BrokerService(Store* store, audit::Journal* journal, const Clock*
       policy_(std::move(policy)),
       options_(std::move(options)) {
   for (auto& [name, issuer] : issuers) {
+    issuer_calls_.emplace(name, std::make_unique<std::atomic<int64_t>>(0));
     issuers_.emplace(name, std::move(issuer));
   }
   anomaly_ = std::make_unique<lifecycle::AnomalyDetector>(options_.anomaly_rules);

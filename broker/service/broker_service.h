@@ -405,6 +405,9 @@ class BrokerService {
   const Clock* clock_;
   Metrics* metrics_;
   std::map<std::string, std::unique_ptr<Issuer>, std::less<>> issuers_;
+  // Mints in flight per issuer (limits.max_calls_per_issuer; the bulkhead
+  // of grant_pipeline.cc). Same keys as issuers_, fixed at construction.
+  std::map<std::string, std::unique_ptr<std::atomic<int64_t>>, std::less<>> issuer_calls_;
   mutable std::mutex policy_mu_;
   std::shared_ptr<const Policy> policy_;
   ServiceOptions options_;

@@ -283,7 +283,34 @@ Result<GrantView> BrokerService::MintAndCommit(const CallContext& ctx, GrantReco
                  g.ttl_seconds,
                  now,
                  std::move(identities)};
-  auto minted = issuer->Mint(mr);
+  // The bulkhead: at most limits.max_calls_per_issuer mints in flight to
+  // one issuer, so an upstream that hangs holds only its share of the
+  // handler threads and the other issuers keep theirs. A mint refused here
+  // is recorded as a failed one (503 issuer_busy, retryable). 0 (options
+  // built by hand) = no bound; the app always sets one.
+  const int64_t max_calls = options_.limits.max_calls_per_issuer;
+  std::atomic<int64_t>* calls = nullptr;
+  if (auto it = issuer_calls_.find(g.issuer); it != issuer_calls_.end() && max_calls > 0) {
+    calls = it->second.get();
+  }
+  Result<MintResult> minted = [&]() -> Result<MintResult> {
+    if (calls != nullptr && calls->fetch_add(1) >= max_calls) {
+      calls->fetch_sub(1);
+      metrics_->CountRateLimited("max_calls_per_issuer");
+      Error e = Unavailable("issuer_busy", "issuer " + g.issuer + " already has " +
+                                               std::to_string(max_calls) +
+                                               " calls in flight (limits.max_calls_per_issuer); "
+                                               "retry shortly");
+      e.retryable = true;
+      e.retry_after = std::chrono::seconds(1);
+      return std::unexpected(std::move(e));
+    }
+    Result<MintResult> out = issuer->Mint(mr);
+    if (calls != nullptr) {
+      calls->fetch_sub(1);
+    }
+    return out;
+  }();
   if (!minted) {
     g.state = GrantState::kFailed;
     g.extra["mint_error"] = std::string(minted.error().Reason());

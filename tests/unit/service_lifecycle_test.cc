@@ -6,7 +6,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "broker/audit/journal.h"
 #include "broker/common/metrics.h"
@@ -74,6 +77,9 @@ class Fixture {
     FakeIssuerOptions fo;
     fo.name = "fake";
     upstream_ = std::make_unique<FakeIssuer>(fo);
+    fo.name = "fake2";
+    fo.type = "fake2";
+    second_ = std::make_unique<FakeIssuer>(fo);
   }
   ~Fixture() {
     broker_.reset();
@@ -93,7 +99,9 @@ class Fixture {
     broker_->journal = std::move(*j);
     std::map<std::string, std::unique_ptr<Issuer>> issuers;
     issuers.emplace("fake", std::make_unique<SharedIssuer>(upstream_.get()));
+    issuers.emplace("fake2", std::make_unique<SharedIssuer>(second_.get()));
     service::ServiceOptions opts;
+    opts.limits.max_calls_per_issuer = max_calls_per_issuer;
     opts.sessions = sessions_;
     opts.seal_key = SecretValue(seal_key_);
     opts.bulk_page = bulk_page;
@@ -145,6 +153,7 @@ class Fixture {
   Store& store() { return *broker_->store; }
   FailingStore& failing() { return *broker_->failing; }
   FakeIssuer& upstream() { return *upstream_; }
+  FakeIssuer& second() { return *second_; }
   FakeClock& clock() { return clock_; }
   Metrics& metrics() { return broker_->metrics; }
   const std::string& dir() const { return dir_; }
@@ -152,6 +161,7 @@ class Fixture {
   // ServiceOptions for the next Start().
   size_t bulk_page = 500;
   size_t bulk_listed = 1000;
+  int64_t max_calls_per_issuer = 0;
 
  private:
   std::string dir_;
@@ -160,8 +170,66 @@ class Fixture {
   std::string seal_key_;
   FakeClock clock_;
   std::unique_ptr<FakeIssuer> upstream_;
+  std::unique_ptr<FakeIssuer> second_;
   std::unique_ptr<Broker> broker_;
 };
+
+TEST_CASE("Service: an issuer that hangs holds only its bulkhead; other issuers are served") {
+  // Issue #16: limits.max_calls_per_issuer. Two mints hang on `fake`'s
+  // upstream; a third to `fake` is refused at once (503 issuer_busy,
+  // retryable, recorded as a failed mint), while `fake2` mints as usual.
+  Fixture f;
+  f.max_calls_per_issuer = 2;
+  f.Start();
+  auto [sid, token] = f.SessionWithGrants(0);
+  auto body = [](const std::string& issuer, int i) {
+    return nlohmann::json{{"tool", "svc.read"},
+                          {"operation", "read"},
+                          {"resource", "fake://svc/b" + std::to_string(i)},
+                          {"issuer", issuer}};
+  };
+  f.upstream().SetMintLatency(std::chrono::milliseconds(1500));
+  std::vector<std::future<bool>> hung;
+  for (int i = 0; i < 2; ++i) {
+    hung.push_back(std::async(std::launch::async, [&f, &sid, &token, &body, i] {
+      auto g = f.api().RequestGrant(f.As(token), sid, body("fake", i));
+      return g.has_value() && g->outcome == service::GrantOutcome::kIssued;
+    }));
+  }
+  // Until both hung mints are inside the upstream.
+  for (int i = 0; i < 200 && f.upstream().MintCalls() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  REQUIRE(f.upstream().MintCalls() == 2);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto busy = f.api().RequestGrant(f.As(token), sid, body("fake", 2));
+  REQUIRE_FALSE(busy.has_value());
+  CHECK(busy.error().code == ErrorCode::kUnavailable);
+  CHECK(busy.error().Reason() == "issuer_busy");
+  CHECK(busy.error().retryable);
+  CHECK(busy.error().retry_after == std::chrono::seconds(1));
+  auto other = f.api().RequestGrant(f.As(token), sid, body("fake2", 3));
+  REQUIRE_MESSAGE(other.has_value(), (other ? "" : other.error().ToString()));
+  CHECK(other->outcome == service::GrantOutcome::kIssued);
+  // Neither waited for the hung upstream.
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(1000));
+  CHECK(f.upstream().MintCalls() == 2);  // the refused one never reached it
+  for (auto& h : hung) {
+    CHECK(h.get());
+  }
+  // The refusal is a failed grant in the store, like any failed mint.
+  auto grants = f.store().ListGrants(sid);
+  REQUIRE(grants.has_value());
+  int failed = 0;
+  for (const auto& g : *grants) {
+    failed += g.state == GrantState::kFailed ? 1 : 0;
+  }
+  CHECK(failed == 1);
+  // Once the hung calls return, the issuer takes mints again.
+  f.upstream().SetMintLatency(std::chrono::milliseconds(0));
+  auto after = f.api().RequestGrant(f.As(token), sid, body("fake", 4));
+  REQUIRE_MESSAGE(after.has_value(), (after ? "" : after.error().ToString()));
+}
 
 TEST_CASE("Service: a bulk revoke pages through the sessions and bounds its answer") {
   Fixture f;
