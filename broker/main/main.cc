@@ -74,6 +74,11 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // A file-size limit (RLIMIT_FSIZE, e.g. systemd's LimitFSIZE=) then fails
+  // the write with EFBIG, as a full disk fails it with ENOSPC: the store
+  // refuses the commit and grants fail closed (503), instead of the kernel
+  // killing the daemon mid-write.
+  signal(SIGXFSZ, SIG_IGN);
 
   // Before any thread: upstream calls and webhooks use libcurl.
   if (auto st = jitbroker::net::CurlGlobalInit(); !st) {
