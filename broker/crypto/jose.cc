@@ -748,6 +748,12 @@ Result<std::unique_ptr<VerifyKey>> VerifyKey::FromPem(JwsAlg alg, std::string_vi
   return std::unique_ptr<VerifyKey>(new VerifyKey(alg, std::move(impl)));
 }
 
+Result<nlohmann::json> VerifyKey::PublicJwk() const {
+  JITBROKER_ASSIGN_OR_RETURN(SigningMaterial material,
+                             DeriveSigningMaterial(impl_->pkey.get(), alg_));
+  return std::move(material.public_jwk);
+}
+
 bool VerifyKey::Verify(std::string_view signing_input, std::string_view signature) const {
   switch (alg_) {
     case JwsAlg::kES256: {

@@ -75,6 +75,9 @@ class VerifyKey {
   [[nodiscard]] static Result<std::unique_ptr<VerifyKey>> FromPem(JwsAlg alg, std::string_view pem);
 
   JwsAlg alg() const { return alg_; }
+  // The public JWK with its RFC 7638 thumbprint as `kid`, `alg` and `use`,
+  // as SigningKey::PublicJwk gives for the private half.
+  [[nodiscard]] Result<nlohmann::json> PublicJwk() const;
   // Verifies a raw JWS signature (ES256: 64-byte R||S; anything else fails).
   bool Verify(std::string_view signing_input, std::string_view signature) const;
 

@@ -312,10 +312,14 @@ class JwtSpec final : public IssuerSpec {
 
 class JwtIssuer final : public IssuerWithSpec<JwtSpec> {
  public:
-  JwtIssuer(JwtSpec spec, std::unique_ptr<crypto::SigningKey> key, std::string iss)
+  JwtIssuer(JwtSpec spec, std::unique_ptr<crypto::SigningKey> key,
+            std::unique_ptr<crypto::VerifyKey> previous, nlohmann::json previous_jwk,
+            std::string iss)
       : IssuerWithSpec(std::move(spec)),
         key_(std::move(key)),
         verify_key_(key_->Public()),
+        previous_(std::move(previous)),
+        previous_jwk_(std::move(previous_jwk)),
         iss_(std::move(iss)) {}
 
   Result<MintResult> Mint(const MintRequest& mr) override {
@@ -362,10 +366,22 @@ class JwtIssuer final : public IssuerWithSpec<JwtSpec> {
     return RevokeOutcome{RevokeOutcomeKind::kRevoked, 0};
   }
 
-  std::vector<nlohmann::json> PublicJwks() const override { return {key_->PublicJwk()}; }
+  // The signing key's JWK, then the retired key's (previous_key) while it
+  // is configured: resource servers that cached the JWKS before a rotation
+  // still find the key of every token signed before it.
+  std::vector<nlohmann::json> PublicJwks() const override {
+    std::vector<nlohmann::json> out{key_->PublicJwk()};
+    if (previous_) {
+      out.push_back(previous_jwk_);
+    }
+    return out;
+  }
 
   std::optional<nlohmann::json> VerifyOwnToken(std::string_view token) const override {
     auto payload = crypto::VerifyJws(token, *verify_key_);
+    if (!payload && previous_) {
+      payload = crypto::VerifyJws(token, *previous_);
+    }
     if (!payload) {
       return std::nullopt;
     }
@@ -379,6 +395,8 @@ class JwtIssuer final : public IssuerWithSpec<JwtSpec> {
  private:
   std::unique_ptr<crypto::SigningKey> key_;
   std::unique_ptr<crypto::VerifyKey> verify_key_;
+  std::unique_ptr<crypto::VerifyKey> previous_;  // null: no retired key
+  nlohmann::json previous_jwk_;
   std::string iss_;
 };
 
@@ -422,6 +440,10 @@ struct JwtOptions {
   std::optional<JwtSpec> spec;
   crypto::JwsAlg alg = crypto::JwsAlg::kES256;
   std::unique_ptr<crypto::SigningKey> key;
+  // previous_key: the public half of the key this one replaced, published
+  // and accepted for introspection until the operator removes it.
+  std::unique_ptr<crypto::VerifyKey> previous;
+  nlohmann::json previous_jwk;
   std::string iss;
   std::string generated_key_path;  // where the key lives when none is configured
 };
@@ -448,6 +470,7 @@ Result<JwtOptions> ParseOptions(IssuerContext& ctx) {
   JITBROKER_ASSIGN_OR_RETURN(auto max_ttl, s.OptInt("max_ttl_seconds", 1, 86400));
   JITBROKER_ASSIGN_OR_RETURN(auto default_ttl, s.OptInt("default_ttl_seconds", 1, 86400));
   JITBROKER_ASSIGN_OR_RETURN(auto key_ref, s.OptSecretRef("signing_key"));
+  JITBROKER_ASSIGN_OR_RETURN(auto previous_ref, s.OptSecretRef("previous_key"));
   JITBROKER_ASSIGN_OR_RETURN(auto scope_tiers, LoadScopeTiers(s));
   JITBROKER_RETURN_IF_ERROR(s.CheckNoUnknownKeys());
 
@@ -467,6 +490,17 @@ Result<JwtOptions> ParseOptions(IssuerContext& ctx) {
                 "is not a " + std::string(crypto::JwsAlgName(o.alg)) + " private key in PEM"));
     }
     o.key = std::move(*loaded);
+  }
+  if (previous_ref) {
+    auto previous = crypto::VerifyKey::FromPem(o.alg, previous_ref->Reveal());
+    auto jwk = previous ? (*previous)->PublicJwk() : Result<nlohmann::json>(nlohmann::json());
+    if (!previous || !jwk) {
+      return std::unexpected(
+          s.Err("previous_key",
+                "is not a " + std::string(crypto::JwsAlgName(o.alg)) + " public key in PEM"));
+    }
+    o.previous = std::move(*previous);
+    o.previous_jwk = std::move(*jwk);
   }
   o.generated_key_path = ctx.data_dir + "/keys/issuer-" + ctx.name + ".pem";
   o.iss = iss.value_or("jitbroker");
@@ -495,8 +529,13 @@ Result<std::unique_ptr<Issuer>> CreateJwtIssuer(IssuerContext& ctx) {
   if (!o.key) {
     JITBROKER_ASSIGN_OR_RETURN(o.key, LoadOrGenerateKey(o.alg, o.generated_key_path, ctx.name));
   }
+  if (o.previous && o.previous_jwk.value("kid", "") == o.key->kid()) {
+    return std::unexpected(ctx.config->Err(
+        "previous_key", "is the signing key itself; name the key that signing_key replaced"));
+  }
   return std::unique_ptr<Issuer>(
-      std::make_unique<JwtIssuer>(std::move(*o.spec), std::move(o.key), std::move(o.iss)));
+      std::make_unique<JwtIssuer>(std::move(*o.spec), std::move(o.key), std::move(o.previous),
+                                  std::move(o.previous_jwk), std::move(o.iss)));
 }
 
 IssuerFactory Factory() { return IssuerFactory{&ValidateJwtIssuer, &CreateJwtIssuer}; }

@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -95,6 +96,67 @@ TEST_CASE("JwtIssuer: mints a token with the documented claims that verifies wit
     CHECK_FALSE((*other)->VerifyOwnToken(token).has_value());
     std::filesystem::remove_all(dir);
   }
+}
+
+TEST_CASE("JwtIssuer: key rotation publishes and accepts the retired key while configured") {
+  // Issue #16 (docs/operations.md, "Rotating a jwt issuer's key"): the new
+  // key signs; previous_key keeps the old one in the JWKS and accepted for
+  // introspection until the tokens it signed have expired.
+  const std::string old_dir = TempDir();
+  auto old_issuer = Build("{type: jwt, audiences: [mcp.internal]}", old_dir);
+  REQUIRE(old_issuer.has_value());
+  testing::FakeClock clock;
+  auto minted = (*old_issuer)->Mint(Request(clock.Now()));
+  REQUIRE(minted.has_value());
+  const std::string old_token(minted->secrets[0].second.Reveal());
+  const nlohmann::json old_jwk = (*old_issuer)->PublicJwks()[0];
+  const std::string old_pub = old_dir + "/old.pub.pem";
+  REQUIRE(std::system(
+              ("openssl pkey -in " + old_dir + "/keys/issuer-internal.pem -pubout -out " + old_pub)
+                  .c_str()) == 0);
+
+  const std::string new_dir = TempDir();
+  auto rotated =
+      Build("{type: jwt, audiences: [mcp.internal], previous_key: file:" + old_pub + "}", new_dir);
+  REQUIRE_MESSAGE(rotated.has_value(), (rotated ? "" : rotated.error().ToString()));
+  auto jwks = (*rotated)->PublicJwks();
+  REQUIRE(jwks.size() == 2);
+  CHECK(jwks[1] == old_jwk);  // the same kid, alg and members as when it signed
+  CHECK(jwks[0]["kid"] != old_jwk["kid"]);
+  CHECK((*rotated)->VerifyOwnToken(old_token).has_value());
+  auto fresh = (*rotated)->Mint(Request(clock.Now()));
+  REQUIRE(fresh.has_value());
+  const std::string new_token(fresh->secrets[0].second.Reveal());
+  CHECK(fresh->audit_fields["kid"] == jwks[0]["kid"]);
+  CHECK((*rotated)->VerifyOwnToken(new_token).has_value());
+
+  // Once previous_key is removed, the old key is gone from both.
+  auto done = Build("{type: jwt, audiences: [mcp.internal]}", new_dir);
+  REQUIRE(done.has_value());
+  CHECK((*done)->PublicJwks().size() == 1);
+  CHECK_FALSE((*done)->VerifyOwnToken(old_token).has_value());
+  CHECK((*done)->VerifyOwnToken(new_token).has_value());
+
+  // A private key, a key of another algorithm, or the signing key itself is
+  // refused, naming previous_key.
+  const std::string ed_pub = new_dir + "/ed.pub.pem";
+  REQUIRE(
+      std::system(
+          ("openssl genpkey -algorithm ED25519 2>/dev/null | openssl pkey -pubout -out " + ed_pub)
+              .c_str()) == 0);
+  const std::string self_pub = new_dir + "/self.pub.pem";
+  REQUIRE(std::system(
+              ("openssl pkey -in " + new_dir + "/keys/issuer-internal.pem -pubout -out " + self_pub)
+                  .c_str()) == 0);
+  for (const std::string& bad : {old_dir + "/keys/issuer-internal.pem", ed_pub, self_pub}) {
+    CAPTURE(bad);
+    auto r =
+        Build("{type: jwt, audiences: [mcp.internal], previous_key: file:" + bad + "}", new_dir);
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().message.find("previous_key") != std::string::npos);
+  }
+  std::filesystem::remove_all(old_dir);
+  std::filesystem::remove_all(new_dir);
 }
 
 TEST_CASE("JwtIssuer: issuer-specific scope is validated") {
