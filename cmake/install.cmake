@@ -44,4 +44,12 @@ if(BUILD_TESTING)
   add_test(NAME packaging_completion
     COMMAND bash ${PROJECT_SOURCE_DIR}/tests/packaging/completion_test.sh $<TARGET_FILE:jitctl>)
   set_tests_properties(packaging_completion PROPERTIES LABELS packaging)
+  if(NOT JITBROKER_SANITIZE)
+    # The image's runtime libraries are checked against the shipped build's
+    # binaries, not the sanitizer build's.
+    add_test(NAME packaging_containerfile
+      COMMAND bash ${PROJECT_SOURCE_DIR}/tests/packaging/containerfile_test.sh
+        $<TARGET_FILE:jitbroker> $<TARGET_FILE:jitctl>)
+    set_tests_properties(packaging_containerfile PROPERTIES LABELS packaging)
+  endif()
 endif()
