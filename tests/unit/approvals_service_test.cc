@@ -17,6 +17,7 @@
 #include <functional>
 #include <set>
 #include <string>
+#include <future>
 #include <thread>
 #include <vector>
 
@@ -299,6 +300,45 @@ bool Lists(const json& list, const std::string& approval_id) {
 
 // ===========================================================================
 // Finding 4: pending approvals are bounded, rate-limited and paged in SQL.
+
+TEST_CASE("Approvals: a long-poll lasts its monotonic time whatever the wall clock does") {
+  // Issue #16, clock jumps: waits are measured on the steady clock, so a
+  // wall clock stepped back an hour does not stretch a long-poll, and one
+  // stepped forward past the approval's expiry ends it early (fail closed:
+  // the request has lapsed), never the other way round.
+  World w;
+  auto s = w.Open(kAliceKey);
+  json pending = w.RequestPending(s, Req("secrets.read"));
+  const std::string id = pending["grant_id"];
+  auto wait = [&] {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = w.api().GetGrant(w.As(s.token), id, /*wait_seconds=*/1);
+    return std::make_pair(std::move(r), std::chrono::steady_clock::now() - t0);
+  };
+  auto back = std::async(std::launch::async, wait);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  w.clock().Advance(-std::chrono::hours(1));
+  auto [r1, took1] = back.get();
+  REQUIRE(r1.has_value());
+  CHECK((*r1)["state"] == "pending");
+  CHECK(took1 >= std::chrono::milliseconds(900));
+  CHECK(took1 < std::chrono::seconds(3));
+  w.clock().Advance(std::chrono::hours(1));
+
+  auto forward = std::async(std::launch::async, [&] {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = w.api().GetGrant(w.As(s.token), id, /*wait_seconds=*/30);
+    return std::make_pair(std::move(r), std::chrono::steady_clock::now() - t0);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  w.clock().Advance(std::chrono::hours(2));  // past the approval's expiry
+  w.svc().OnStoreChanged();                  // as any grant change would wake it
+  auto [r2, took2] = forward.get();
+  CHECK(took2 < std::chrono::seconds(5));
+  if (r2.has_value()) {
+    CHECK((*r2)["state"] != "pending");
+  }
+}
 
 TEST_CASE("Approvals (#10 F4): one agent's flood is cut at the pending bound and the rate limit") {
   World w;
