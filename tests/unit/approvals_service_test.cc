@@ -15,9 +15,9 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <set>
 #include <string>
-#include <future>
 #include <thread>
 #include <vector>
 
