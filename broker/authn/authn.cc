@@ -12,6 +12,9 @@ constexpr size_t kMaxBearer = 8192;
 bool IsIdChar(char c) {
   return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
+// The caller for principal `p` (null: kUnauthenticated "invalid_credentials").
+Result<Caller> PrincipalCaller(const Principal* p, std::shared_ptr<const Policy> policy);
+
 }  // namespace
 
 Result<SecretValue> ParseBearer(std::string_view header) {
@@ -61,9 +64,22 @@ Result<Caller> Identify(SecretValue bearer, std::shared_ptr<const Policy> policy
   }
   const std::string digest = crypto::Sha256Hex(v);
   const Principal* p = policy->FindPrincipalByKeySha256(digest);
+  return PrincipalCaller(p, std::move(policy));
+}
+
+Result<Caller> IdentifyByCertificate(std::string_view cert_sha256_hex,
+                                     std::shared_ptr<const Policy> policy) {
+  const Principal* p = policy->FindPrincipalByCertSha256(cert_sha256_hex);
+  return PrincipalCaller(p, std::move(policy));
+}
+
+namespace {
+
+Result<Caller> PrincipalCaller(const Principal* p, std::shared_ptr<const Policy> policy) {
   if (p == nullptr) {
     return std::unexpected(Unauthenticated("invalid_credentials", "invalid credentials"));
   }
+  Caller caller;
   caller.kind = Caller::Kind::kPrincipal;
   caller.principal = p;
   caller.principal_id = p->id;
@@ -73,6 +89,8 @@ Result<Caller> Identify(SecretValue bearer, std::shared_ptr<const Policy> policy
   caller.policy = std::move(policy);
   return caller;
 }
+
+}  // namespace
 
 NewSessionToken MintSessionToken() {
   NewSessionToken out;

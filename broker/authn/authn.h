@@ -42,6 +42,11 @@ struct Caller {
 // call VerifySessionToken with the stored digest) or an API key (verified
 // here). Errors: kUnauthenticated "invalid_credentials".
 [[nodiscard]] Result<Caller> Identify(SecretValue bearer, std::shared_ptr<const Policy> policy);
+// The principal a verified TLS client certificate stands for (the SHA-256
+// of its DER, lower-case hex). Errors: kUnauthenticated "invalid_credentials"
+// when no principal lists it.
+[[nodiscard]] Result<Caller> IdentifyByCertificate(std::string_view cert_sha256_hex,
+                                                   std::shared_ptr<const Policy> policy);
 
 struct NewSessionToken {
   std::string session_id;    // ses_…

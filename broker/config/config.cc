@@ -539,11 +539,13 @@ Status LoadPrincipals(Section& policy_section, Policy& policy, PolicyNotes* note
   JITBROKER_ASSIGN_OR_RETURN(std::vector<Section> list, policy_section.SectionList("principals"));
   const fs::path base = BaseDir(policy_section.file());
   std::map<std::string, std::string> digest_owner;  // digest -> principal id
+  std::map<std::string, std::string> cert_owner;    // certificate digest -> principal id
   size_t github_logins = 0;
   std::string first_github_login;
   for (Section& ps : list) {
-    JITBROKER_RETURN_IF_ERROR(Expect(ps, {"id", "email", "roles", "identities", "github_login",
-                                          "api_keys_sha256", "api_key_file"}));
+    JITBROKER_RETURN_IF_ERROR(
+        Expect(ps, {"id", "email", "roles", "identities", "github_login", "api_keys_sha256",
+                    "api_key_file", "client_certs_sha256"}));
     Principal p;
     JITBROKER_ASSIGN_OR_RETURN(p.id, ps.String("id"));
     if (!IsPrincipalId(p.id)) {
@@ -605,6 +607,21 @@ Status LoadPrincipals(Section& policy_section, Policy& policy, PolicyNotes* note
       }
     }
     p.api_keys_sha256 = std::move(digests);
+    JITBROKER_ASSIGN_OR_RETURN(p.client_certs_sha256, ps.StringList("client_certs_sha256"));
+    for (size_t i = 0; i < p.client_certs_sha256.size(); ++i) {
+      const std::string& d = p.client_certs_sha256[i];
+      if (!IsLowerHex64(d)) {
+        return std::unexpected(ps.Err("client_certs_sha256",
+                                      "entry " + std::to_string(i) +
+                                          " must be a SHA-256 digest of the certificate's DER: 64 "
+                                          "lower-case hex characters"));
+      }
+      auto [it, inserted] = cert_owner.emplace(d, p.id);
+      if (!inserted) {
+        return std::unexpected(ps.Err("client_certs_sha256",
+                                      "certificate already used by principal " + Q(it->second)));
+      }
+    }
     policy.principals.push_back(std::move(p));
   }
   if (github_logins > 0 && notes != nullptr) {
@@ -760,11 +777,17 @@ Status LoadServer(Section& top, const fs::path& base, ServerConfig& server) {
   }
   JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> tls, s->OptSection("tls"));
   if (tls) {
-    JITBROKER_RETURN_IF_ERROR(Expect(*tls, {"cert", "key"}));
+    JITBROKER_RETURN_IF_ERROR(Expect(*tls, {"cert", "key", "client_ca"}));
     JITBROKER_ASSIGN_OR_RETURN(server.tls_cert, TlsPath(*tls, "cert", base));
     JITBROKER_ASSIGN_OR_RETURN(server.tls_key, TlsPath(*tls, "key", base));
+    JITBROKER_ASSIGN_OR_RETURN(server.tls_client_ca, TlsPath(*tls, "client_ca", base));
     if (server.tls_cert.empty() != server.tls_key.empty()) {
       return std::unexpected(tls->Err("", "cert and key must be given together"));
+    }
+    if (!server.tls_client_ca.empty() && server.tls_cert.empty()) {
+      return std::unexpected(tls->Err("client_ca",
+                                      "needs cert and key: client certificates "
+                                      "are asked for in the TLS handshake"));
     }
   }
   return OkStatus();

@@ -99,6 +99,9 @@ struct ServerConfig {
   bool metrics_public = true;          // false: /metrics needs an admin key
   std::string tls_cert;                // resolved PEM paths; empty = plain HTTP
   std::string tls_key;
+  // server.tls.client_ca: PEM CA bundle; set = clients may present a
+  // certificate it issued (principals' client_certs_sha256). Empty: none asked.
+  std::string tls_client_ca;
 };
 
 // `store:` (docs/configuration.md): which Store the broker keeps its state

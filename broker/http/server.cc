@@ -359,7 +359,8 @@ struct HttpServer::Impl final : RequestHandler {
           ctx.source_address = req.remote_addr;
           auto fail = [&](const Error& e) { WriteProblem(res, e, req.request_id); };
           if (auth == Auth::kRequired) {
-            auto caller = service->Authenticate(req.Header("Authorization"), req.remote_addr);
+            auto caller = service->Authenticate(req.Header("Authorization"), req.remote_addr,
+                                                req.client_cert_sha256);
             if (!caller) {
               return fail(caller.error());
             }
@@ -422,6 +423,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Create(const config::ServerConfi
   opts.port = cfg.port;
   opts.tls_cert = cfg.tls_cert;
   opts.tls_key = cfg.tls_key;
+  opts.tls_client_ca = cfg.tls_client_ca;
   opts.io_threads = cfg.io_threads;
   opts.worker_threads = cfg.threads;
   opts.max_queued_requests = static_cast<size_t>(cfg.max_queued_requests);
@@ -470,7 +472,8 @@ void HttpServer::Impl::Install() {
 
   AddRoute("GET", "/metrics", kNoBody, false, [this](Request& req, Response& res) {
     if (!cfg.metrics_public) {
-      auto caller = service->Authenticate(req.Header("Authorization"), req.remote_addr);
+      auto caller = service->Authenticate(req.Header("Authorization"), req.remote_addr,
+                                          req.client_cert_sha256);
       if (!caller) {
         return WriteProblem(res, caller.error(), req.request_id);
       }
@@ -637,8 +640,9 @@ void HttpServer::Impl::Install() {
     ctx.client_request_id = req.client_request_id;
     ctx.source_address = req.remote_addr;
     auto answer = [&]() -> Result<nlohmann::json> {
-      JITBROKER_ASSIGN_OR_RETURN(
-          ctx.caller, service->Authenticate(req.Header("Authorization"), req.remote_addr));
+      JITBROKER_ASSIGN_OR_RETURN(ctx.caller,
+                                 service->Authenticate(req.Header("Authorization"), req.remote_addr,
+                                                       req.client_cert_sha256));
       if (req.has_query()) {
         return std::unexpected(InvalidArgument(
             "token_in_query", "introspection parameters belong in the form body, not the URL"));

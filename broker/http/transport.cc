@@ -302,10 +302,30 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                                 if (ec) {
                                   return self->Abort();
                                 }
+                                self->NoteClientCertificate();
                                 self->WaitForRequest();
                               });
     } else {
       WaitForRequest();
+    }
+  }
+
+  // After the handshake: the fingerprint of a client certificate the CA
+  // verified (OpenSSL has already failed the handshake for one it did not).
+  void NoteClientCertificate() {
+    if constexpr (kTls) {
+      SSL* ssl = stream_.native_handle();
+      X509* cert = SSL_get0_peer_certificate(ssl);
+      if (cert == nullptr || SSL_get_verify_result(ssl) != X509_V_OK) {
+        return;
+      }
+      unsigned char* der = nullptr;
+      const int len = i2d_X509(cert, &der);
+      if (len > 0) {
+        client_cert_sha256_ = crypto::Sha256Hex(
+            std::string_view(reinterpret_cast<const char*>(der), static_cast<size_t>(len)));
+      }
+      OPENSSL_free(der);
     }
   }
 
@@ -375,6 +395,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   void OnHead(beast::error_code ec) {
     Request head;
     head.remote_addr = remote_;
+    head.client_cert_sha256 = client_cert_sha256_;
     head.request_id = crypto::NewPublicId("req_", 12);
     if (ec) {
       if (ec == bhttp::error::body_limit) {
@@ -932,6 +953,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 
   Transport::Impl* impl_;  // outlives every session (it owns the io_context)
   std::string remote_;
+  std::string client_cert_sha256_;  // NoteClientCertificate; empty: none
   // What the stream needs to outlive it (the TLS context it was made with).
   std::shared_ptr<void> keep_;
   Stream stream_;
@@ -1060,6 +1082,24 @@ Result<std::shared_ptr<ssl::context>> MakeTlsContext(const TransportOptions& opt
   }
   if (!ec) {
     ctx->use_private_key_file(opts.tls_key, ssl::context::pem, ec);
+  }
+  if (!ec && !opts.tls_client_ca.empty()) {
+    // Asked for, not required: agents authenticate with session tokens.
+    // Presented, it must chain to the CA (the handshake fails otherwise).
+    STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(opts.tls_client_ca.c_str());
+    static constexpr unsigned char kSessionContext[] = "jitbroker";
+    if (names == nullptr ||
+        SSL_CTX_load_verify_locations(native, opts.tls_client_ca.c_str(), nullptr) != 1 ||
+        SSL_CTX_set_session_id_context(native, kSessionContext, sizeof kSessionContext - 1) != 1) {
+      if (names != nullptr) {
+        sk_X509_NAME_pop_free(names, X509_NAME_free);
+      }
+      return std::unexpected(Error{ErrorCode::kInvalidArgument, "invalid_config",
+                                   "server.tls.client_ca: cannot load the CA certificates", ""});
+    }
+    SSL_CTX_set_client_CA_list(native, names);
+    SSL_CTX_set_verify(native, SSL_VERIFY_PEER, nullptr);
+    SSL_CTX_set_verify_depth(native, 4);
   }
   if (!ec && SSL_CTX_check_private_key(native) != 1) {
     ec = beast::error_code(static_cast<int>(ERR_get_error()), net::error::get_ssl_category());

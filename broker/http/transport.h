@@ -45,6 +45,10 @@ struct TransportOptions {
   int port = 0;          // 0 = pick a free port
   std::string tls_cert;  // PEM paths; both empty = plain HTTP
   std::string tls_key;
+  // PEM CA bundle: when set, the handshake asks for a client certificate
+  // (optional) and verifies one that is presented against it; a presented
+  // certificate that does not verify fails the handshake.
+  std::string tls_client_ca;
   int io_threads = 2;                   // sockets, TLS and parsing
   int worker_threads = 8;               // handlers
   size_t max_queued_requests = 256;     // complete requests waiting for a worker
@@ -70,6 +74,9 @@ struct Request {
   Headers headers;   // in order, names as sent
   std::string body;  // decoded (de-chunked) bytes
   std::string remote_addr;
+  // SHA-256 (lower-case hex) of the DER of the TLS client certificate the
+  // connection presented and tls_client_ca verified; empty if none.
+  std::string client_cert_sha256;
   std::string request_id;                // always the server's own (req_…)
   std::string client_request_id;         // a valid client X-Request-Id, else empty
   std::vector<std::string> path_params;  // filled by the router

@@ -322,6 +322,19 @@ const Principal* Policy::FindPrincipalByKeySha256(std::string_view key_sha256_he
   return found;
 }
 
+const Principal* Policy::FindPrincipalByCertSha256(std::string_view cert_sha256_hex) const {
+  const Principal* found = nullptr;
+  for (const Principal& p : principals) {
+    for (const std::string& digest : p.client_certs_sha256) {
+      bool eq = crypto::ConstantTimeEquals(digest, cert_sha256_hex);
+      if (eq && found == nullptr) {
+        found = &p;
+      }
+    }
+  }
+  return found;
+}
+
 bool Policy::HasRole(const Principal& p, std::string_view role) const {
   for (const std::string& r : p.roles) {
     if (r == role) {

@@ -102,7 +102,8 @@ Issuer* BrokerService::FindIssuer(std::string_view name) const {
 }
 
 Result<authn::Caller> BrokerService::Authenticate(std::string_view authorization,
-                                                  std::string_view source_address) const {
+                                                  std::string_view source_address,
+                                                  std::string_view client_cert_sha256) const {
   if (!source_address.empty()) {
     if (auth_failure_rate_ == nullptr) {
       return std::unexpected(Internal("no rate limiter", "auth_failures_per_address"));
@@ -114,6 +115,9 @@ Result<authn::Caller> BrokerService::Authenticate(std::string_view authorization
     }
   }
   auto caller = [&]() -> Result<authn::Caller> {
+    if (authorization.empty() && !client_cert_sha256.empty()) {
+      return authn::IdentifyByCertificate(client_cert_sha256, policy());
+    }
     JITBROKER_ASSIGN_OR_RETURN(SecretValue bearer, authn::ParseBearer(authorization));
     return authn::Identify(std::move(bearer), policy());
   }();

@@ -131,9 +131,13 @@ class BrokerService {
   // An address whose failed authentications exhausted
   // limits.auth_failures_per_address is refused with kResourceExhausted
   // "rate_limited" before the credential is looked at, so the answer says
-  // nothing about it; each failure takes one token.
+  // nothing about it; each failure takes one token. Without an
+  // Authorization header, a verified TLS client certificate
+  // (`client_cert_sha256`, server.tls.client_ca) identifies the principal
+  // that lists it; a header, when sent, decides alone.
   [[nodiscard]] Result<authn::Caller> Authenticate(std::string_view authorization,
-                                                   std::string_view source_address) const;
+                                                   std::string_view source_address,
+                                                   std::string_view client_cert_sha256 = {}) const;
 
   // The calls that take a request body and admit only one kind of caller.
   enum class BodyCall { kOpenSession, kRequestGrant, kDecideApproval, kBulkRevoke };

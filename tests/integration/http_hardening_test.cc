@@ -408,3 +408,83 @@ TEST_CASE("Broker: TLS certificate reloaded on SIGHUP, open connections kept") {
 
 }  // namespace
 }  // namespace jitbroker::testing::http_hardening_test
+
+namespace jitbroker::testing::http_hardening_test {
+namespace {
+
+// Issue #16: optional client certificates for resource servers and admins
+// (server.tls.client_ca, a principal's client_certs_sha256). Checked with
+// curl as the client.
+TEST_CASE("Broker: a TLS client certificate authenticates the principal that lists it") {
+  char tmpl[] = "/tmp/jitbroker-mtls-XXXXXX";
+  REQUIRE(::mkdtemp(tmpl) != nullptr);
+  const std::string dir = tmpl;
+  const std::string ec = "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes ";
+  for (const std::string& cmd : {
+           ec + "-x509 -days 1 -subj /CN=test-ca -keyout " + dir + "/ca.key -out " + dir +
+               "/ca.pem",
+           ec + "-x509 -days 1 -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 -keyout " +
+               dir + "/server.key -out " + dir + "/server.pem",
+           ec + "-subj /CN=resource-server -keyout " + dir + "/client.key -out " + dir +
+               "/client.csr",
+           "openssl x509 -req -days 1 -in " + dir + "/client.csr -CA " + dir + "/ca.pem -CAkey " +
+               dir + "/ca.key -CAcreateserial -out " + dir + "/client.pem",
+           ec + "-subj /CN=unlisted -keyout " + dir + "/other.key -out " + dir + "/other.csr",
+           "openssl x509 -req -days 1 -in " + dir + "/other.csr -CA " + dir + "/ca.pem -CAkey " +
+               dir + "/ca.key -CAcreateserial -out " + dir + "/other.pem",
+           ec + "-x509 -days 1 -subj /CN=rogue -keyout " + dir + "/rogue.key -out " + dir +
+               "/rogue.pem",
+       }) {
+    auto [rc, out] = RunCommand(cmd + " 2>&1");
+    REQUIRE_MESSAGE(rc == 0, out);
+  }
+  auto [frc, fingerprint] = RunCommand("openssl x509 -in " + dir +
+                                       "/client.pem -outform der | sha256sum | cut -d' ' -f1");
+  REQUIRE(frc == 0);
+  fingerprint = fingerprint.substr(0, 64);
+
+  BrokerOptions o;
+  o.server_extra = ", tls: {cert: " + dir + "/server.pem, key: " + dir +
+                   "/server.key, client_ca: " + dir + "/ca.pem}";
+  auto b = BrokerProcess::Start(o);
+  {  // The admin (also a resource server) lists the certificate.
+    std::ifstream in(b->config_path());
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string from = "api_key_file: keys/admin.key}";
+    const size_t at = text.find(from);
+    REQUIRE(at != std::string::npos);
+    text.replace(at, from.size(),
+                 "api_key_file: keys/admin.key, client_certs_sha256: [" + fingerprint + "]}");
+    std::ofstream(b->config_path(), std::ios::trunc) << text;
+  }
+  b->Restart();
+  const std::string url = "https://127.0.0.1:" + std::to_string(b->port());
+  auto status = [&](const std::string& cert, const std::string& extra, const std::string& path) {
+    std::string cmd = "curl -sS -o /dev/null -w '%{http_code}' --max-time 5 --cacert " + dir +
+                      "/server.pem " + extra;
+    if (!cert.empty()) {
+      cmd += " --cert " + dir + "/" + cert + ".pem --key " + dir + "/" + cert + ".key";
+    }
+    auto [rc, out] = RunCommand(cmd + " " + url + path + " 2>/dev/null");
+    return rc == 0 ? out : "failed";
+  };
+  // The listed certificate stands for its principal, without an API key.
+  CHECK(status("client", "", "/v1/sessions") == "200");
+  CHECK(status("client", "-X POST -H 'Content-Type: application/x-www-form-urlencoded' -d token=x",
+               "/v1/introspect") == "200");
+  // No certificate and no key; a certificate of the CA nobody lists.
+  CHECK(status("", "", "/v1/sessions") == "401");
+  CHECK(status("other", "", "/v1/sessions") == "401");
+  // A certificate of another CA fails the handshake.
+  CHECK(status("rogue", "", "/v1/sessions") == "failed");
+  // A header, when sent, decides alone: a wrong key is refused even with
+  // the listed certificate; clients without certificates use keys as before.
+  CHECK(status("client", "-H 'Authorization: Bearer jbk_0000000000000000000000000000000000000000'",
+               "/v1/sessions") == "401");
+  CHECK(status("", "-H 'Authorization: Bearer " + b->admin_key + "'", "/v1/sessions") == "200");
+  b->Stop();
+  RunCommand("rm -rf " + dir);
+}
+
+}  // namespace
+}  // namespace jitbroker::testing::http_hardening_test
