@@ -167,10 +167,10 @@ struct Principal {
   // github_app issuer checks the human's own rights under identities.github.
   std::map<std::string, std::string> identities;
   std::vector<std::string> api_keys_sha256;  // lower-case hex
+  std::string api_key_file;                  // absolute; key generated at first start if absent
   // SHA-256 of the DER of each TLS client certificate (issued by
   // server.tls.client_ca) that authenticates this principal; lower-case hex.
   std::vector<std::string> client_certs_sha256;
-  std::string api_key_file;  // absolute; key generated at first start if absent
 };
 
 struct Policy {

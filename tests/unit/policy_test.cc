@@ -82,11 +82,11 @@ Policy TestPolicy() {
   p.roles["admin"] = Role{"admin", {"*"}, Tier::kDestructive, {}, std::nullopt};
 
   p.principals.push_back(
-      Principal{"eng", "eng@example.com", {"engineer"}, {{"github", "eng"}}, {}, {}});
-  p.principals.push_back(Principal{"maint", "m@example.com", {"maintainer"}, {}, {}, {}});
-  p.principals.push_back(Principal{"viewer", "", {"viewer"}, {}, {}, {}});
-  p.principals.push_back(Principal{"multi", "", {"viewer", "engineer"}, {}, {}, {}});
-  p.principals.push_back(Principal{"adm", "", {"admin"}, {}, {}, {}});
+      Principal{"eng", "eng@example.com", {"engineer"}, {{"github", "eng"}}, {}, {}, {}});
+  p.principals.push_back(Principal{"maint", "m@example.com", {"maintainer"}, {}, {}, {}, {}});
+  p.principals.push_back(Principal{"viewer", "", {"viewer"}, {}, {}, {}, {}});
+  p.principals.push_back(Principal{"multi", "", {"viewer", "engineer"}, {}, {}, {}, {}});
+  p.principals.push_back(Principal{"adm", "", {"admin"}, {}, {}, {}, {}});
   return p;
 }
 
@@ -705,8 +705,8 @@ Policy ScopedPolicy() {
   p.roles["deployer"] = Role{
       "deployer", {"jwt://deploy.internal"}, Tier::kPr, {}, std::vector<std::string>{"deploy"}};
   p.roles["approver"] = Role{"approver", {}, Tier::kRead, {}, std::nullopt};
-  p.principals.push_back(Principal{"eng_appr", "", {"engineer", "approver"}, {}, {}, {}});
-  p.principals.push_back(Principal{"eng_dep", "", {"engineer", "deployer"}, {}, {}, {}});
+  p.principals.push_back(Principal{"eng_appr", "", {"engineer", "approver"}, {}, {}, {}, {}});
+  p.principals.push_back(Principal{"eng_dep", "", {"engineer", "deployer"}, {}, {}, {}, {}});
   return p;
 }
 
