@@ -307,13 +307,18 @@ const Principal* Policy::FindPrincipal(std::string_view id) const {
   return nullptr;
 }
 
-const Principal* Policy::FindPrincipalByKeySha256(std::string_view key_sha256_hex) const {
-  // Every digest is compared, match or not, so timing does not reveal which
-  // principal (or how many) were tried before the hit.
+namespace {
+
+// The principal whose `digests` list holds `hex`. Every digest is compared,
+// match or not, so timing does not reveal which principal (or how many)
+// were tried before the hit.
+const Principal* FindByDigest(const std::vector<Principal>& principals,
+                              const std::vector<std::string> Principal::* digests,
+                              std::string_view hex) {
   const Principal* found = nullptr;
   for (const Principal& p : principals) {
-    for (const std::string& digest : p.api_keys_sha256) {
-      bool eq = crypto::ConstantTimeEquals(digest, key_sha256_hex);
+    for (const std::string& digest : p.*digests) {
+      bool eq = crypto::ConstantTimeEquals(digest, hex);
       if (eq && found == nullptr) {
         found = &p;
       }
@@ -322,17 +327,14 @@ const Principal* Policy::FindPrincipalByKeySha256(std::string_view key_sha256_he
   return found;
 }
 
+}  // namespace
+
+const Principal* Policy::FindPrincipalByKeySha256(std::string_view key_sha256_hex) const {
+  return FindByDigest(principals, &Principal::api_keys_sha256, key_sha256_hex);
+}
+
 const Principal* Policy::FindPrincipalByCertSha256(std::string_view cert_sha256_hex) const {
-  const Principal* found = nullptr;
-  for (const Principal& p : principals) {
-    for (const std::string& digest : p.client_certs_sha256) {
-      bool eq = crypto::ConstantTimeEquals(digest, cert_sha256_hex);
-      if (eq && found == nullptr) {
-        found = &p;
-      }
-    }
-  }
-  return found;
+  return FindByDigest(principals, &Principal::client_certs_sha256, cert_sha256_hex);
 }
 
 bool Policy::HasRole(const Principal& p, std::string_view role) const {
