@@ -7,7 +7,7 @@ JITBROKER_PACKAGES=(g++ cmake make pkg-config libcpp-httplib-dev libboost1.81-de
   curl git jq python3 python3-botocore python3-jsonschema python3-yaml awscli clang-tidy-19 clang-format-19 clang-19 libclang-rt-19-dev)
 missing=()
 for p in "${JITBROKER_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" == "install ok installed" ]] || missing+=("$p")
 done
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}" >&2

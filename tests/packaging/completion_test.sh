@@ -23,12 +23,17 @@ complete_line() {
   printf '%s\n' "${COMPREPLY[@]}"
 }
 
-# expect "WANT" WORD...: WANT is among the completions.
+# expect "WANT" WORD...: WANT is among the completions. The completions are
+# captured before grep reads them: `complete_line | grep -q` under pipefail
+# fails at random when grep exits on its first match and printf then gets
+# SIGPIPE.
 expect() {
   local want=$1
   shift
-  if ! complete_line "$@" | grep -qxF -- "$want"; then
-    echo "FAIL: completing 'jitctl $*' does not offer '$want'; it offers: $(complete_line "$@" | tr '\n' ' ')" >&2
+  local got
+  got=$(complete_line "$@")
+  if ! grep -qxF -- "$want" <<<"$got"; then
+    echo "FAIL: completing 'jitctl $*' does not offer '$want'; it offers: $(tr '\n' ' ' <<<"$got")" >&2
     fail=1
   fi
 }
@@ -36,7 +41,9 @@ expect() {
 refuse() {
   local unwanted=$1
   shift
-  if complete_line "$@" | grep -qxF -- "$unwanted"; then
+  local got
+  got=$(complete_line "$@")
+  if grep -qxF -- "$unwanted" <<<"$got"; then
     echo "FAIL: completing 'jitctl $*' offers '$unwanted'" >&2
     fail=1
   fi

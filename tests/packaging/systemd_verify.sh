@@ -63,7 +63,10 @@ done <"$unit" >"$tmp/unit/jitbroker.service"
 [ "$execstart" -eq 1 ] || fail "expected one ExecStart=$installed_bin line, found $execstart"
 
 recursive=()
-if systemd-analyze --help 2>/dev/null | grep -q -- '--recursive-errors'; then
+analyze_help=$(systemd-analyze --help 2>/dev/null || true)
+# Captured, not piped: under pipefail `... | grep -q` fails when grep exits
+# before the writer is done (SIGPIPE).
+if grep -q -- '--recursive-errors' <<<"$analyze_help"; then
   # The exit status reflects only our unit, not the host's units.
   recursive=(--recursive-errors=no)
 fi
@@ -93,12 +96,12 @@ echo "ok: systemd-analyze verify accepts contrib/systemd/jitbroker.service witho
 sed 's/^ProtectSystem=/ProtectSytem=/' "$tmp/unit/jitbroker.service" >"$tmp/broken/jitbroker.service"
 grep -q '^ProtectSytem=' "$tmp/broken/jitbroker.service" || fail "the unit has no ProtectSystem= line"
 verify "$tmp/broken/jitbroker.service"
-printf '%s\n' "$ours" | grep -q "ProtectSytem" ||
+grep -q "ProtectSytem" <<<"$ours" ||
   fail "systemd-analyze verify did not report a misspelt key (output: $ours); the check above proves nothing"
 echo "ok: a misspelt key in a copy is reported: $ours"
 
 # Exposure score (systemd-analyze security; offline review needs systemd 250).
-if systemd-analyze --help 2>/dev/null | grep -q -- '--offline'; then
+if grep -q -- '--offline' <<<"$analyze_help"; then
   rc=0
   out=$(cd "$tmp" && systemd-analyze security --offline=yes --threshold=20 "$tmp/unit/jitbroker.service" 2>&1) || rc=$?
   score=$(printf '%s\n' "$out" | grep 'Overall exposure level' || true)
