@@ -12,9 +12,6 @@ constexpr size_t kMaxBearer = 8192;
 bool IsIdChar(char c) {
   return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
-// The caller for principal `p` (null: kUnauthenticated "invalid_credentials").
-Result<Caller> PrincipalCaller(const Principal* p, std::shared_ptr<const Policy> policy);
-
 }  // namespace
 
 Result<SecretValue> ParseBearer(std::string_view header) {
@@ -73,8 +70,6 @@ Result<Caller> IdentifyByCertificate(std::string_view cert_sha256_hex,
   return PrincipalCaller(p, std::move(policy));
 }
 
-namespace {
-
 Result<Caller> PrincipalCaller(const Principal* p, std::shared_ptr<const Policy> policy) {
   if (p == nullptr) {
     return std::unexpected(Unauthenticated("invalid_credentials", "invalid credentials"));
@@ -89,8 +84,6 @@ Result<Caller> PrincipalCaller(const Principal* p, std::shared_ptr<const Policy>
   caller.policy = std::move(policy);
   return caller;
 }
-
-}  // namespace
 
 NewSessionToken MintSessionToken() {
   NewSessionToken out;

@@ -48,6 +48,12 @@ struct Caller {
 [[nodiscard]] Result<Caller> IdentifyByCertificate(std::string_view cert_sha256_hex,
                                                    std::shared_ptr<const Policy> policy);
 
+// The caller for principal `p` of `policy`, once something else proved who
+// it is (an API key, a certificate, a single sign-on, a signed chat
+// callback). Null: kUnauthenticated "invalid_credentials".
+[[nodiscard]] Result<Caller> PrincipalCaller(const Principal* p,
+                                             std::shared_ptr<const Policy> policy);
+
 struct NewSessionToken {
   std::string session_id;    // ses_…
   SecretValue token;         // jbs_…
