@@ -41,27 +41,8 @@ inline bool IsKnownTier(std::string_view tier) {
 // ---------------------------------------------------------------------------
 // Encoding
 
-// Percent-encodes everything but RFC 3986 unreserved characters. In form mode
-// (application/x-www-form-urlencoded) a space becomes '+'.
-inline std::string PercentEncode(std::string_view s, bool form = false) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  out.reserve(s.size());
-  for (char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-        c == '.' || c == '_' || c == '~') {
-      out.push_back(c);
-    } else if (form && c == ' ') {
-      out.push_back('+');
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[u >> 4]);
-      out.push_back(kHex[u & 0x0f]);
-    }
-  }
-  return out;
-}
+// Percent-encoding is net::PercentEncode (broker/net/url.h).
+using net::PercentEncode;
 
 // One path segment (IDs from the command line cannot add segments or a query).
 inline std::string PathSegment(std::string_view s) { return PercentEncode(s); }

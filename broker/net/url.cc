@@ -514,4 +514,24 @@ Result<std::vector<std::pair<std::string, std::string>>> ParseForm(std::string_v
   return out;
 }
 
+std::string PercentEncode(std::string_view s, bool form) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+        c == '.' || c == '_' || c == '~') {
+      out.push_back(c);
+    } else if (form && c == ' ') {
+      out.push_back('+');
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[u >> 4]);
+      out.push_back(kHex[u & 0x0f]);
+    }
+  }
+  return out;
+}
+
 }  // namespace jitbroker::net

@@ -131,6 +131,10 @@ std::vector<std::string> LenientHttpHosts(std::string_view text);
 // bad %-escape or a NUL byte.
 [[nodiscard]] Result<std::string> PercentDecode(std::string_view s, bool plus_is_space);
 
+// Percent-encodes everything but RFC 3986 unreserved characters. In form
+// mode (application/x-www-form-urlencoded) a space becomes '+'.
+std::string PercentEncode(std::string_view s, bool form = false);
+
 // Splits application/x-www-form-urlencoded data (a form body or a URL query)
 // into name/value pairs in order ('+' is a space, %XX decoded; empty pairs
 // skipped). Errors: kInvalidArgument "invalid_request" for a bad %-escape or
