@@ -1146,6 +1146,116 @@ Status LoadLimits(Section& top, LimitsConfig& limits) {
   return OkStatus();
 }
 
+// ---------------------------------------------------------------------------
+// humans
+
+Status LoadHumans(Section& top, std::optional<HumansConfig>& out) {
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> s, top.OptSection("humans"));
+  if (!s) {
+    return OkStatus();
+  }
+  JITBROKER_RETURN_IF_ERROR(
+      Expect(*s, {"issuer", "allow_http", "client_id", "client_secret", "token_endpoint_auth",
+                  "redirect_url", "claim", "scopes", "algorithms", "session_ttl_seconds",
+                  "max_token_age_seconds", "leeway_seconds", "max_console_sessions"}));
+  HumansConfig h;
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<bool> allow_http, s->OptBool("allow_http"));
+  h.allow_http = allow_http.value_or(false);
+  JITBROKER_ASSIGN_OR_RETURN(h.issuer, s->String("issuer"));
+  if (Result<net::Url> u = net::ParseUrl(h.issuer, net::UrlPolicy::OidcEndpoint(h.allow_http));
+      !u) {
+    return std::unexpected(s->Err(
+        "issuer", u.error().Reason() == "url_http_refused"
+                      ? "must use https (plain http is allowed only with allow_http: true for a "
+                        "loopback test provider)"
+                      : u.error().message));
+  }
+  JITBROKER_ASSIGN_OR_RETURN(h.client_id, s->String("client_id"));
+  if (h.client_id.empty() || h.client_id.size() > 255 ||
+      !std::all_of(h.client_id.begin(), h.client_id.end(), [](char c) {
+        auto u = static_cast<unsigned char>(c);
+        return u > 0x20 && u < 0x7f;
+      })) {
+    return std::unexpected(s->Err("client_id", "must be 1 to 255 visible ASCII characters"));
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<SecretValue> secret, s->OptSecretRef("client_secret"));
+  if (!secret || secret->Reveal().empty()) {
+    return std::unexpected(
+        s->Err("client_secret", "is required (a file: or env: reference to the client secret)"));
+  }
+  h.client_secret = std::move(*secret);
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> auth, s->OptString("token_endpoint_auth"));
+  if (auth) {
+    if (*auth != "client_secret_basic" && *auth != "client_secret_post") {
+      return std::unexpected(
+          s->Err("token_endpoint_auth", "must be client_secret_basic or client_secret_post"));
+    }
+    h.token_endpoint_auth = *auth;
+  }
+  JITBROKER_ASSIGN_OR_RETURN(h.redirect_url, s->String("redirect_url"));
+  {
+    net::UrlPolicy rp;
+    rp.http = net::HttpRule::kLoopbackOnly;
+    rp.allow_dot_segments = false;
+    Result<net::Url> u = net::ParseUrl(h.redirect_url, rp);
+    if (!u || !u->path.ends_with("/ui/callback")) {
+      return std::unexpected(
+          s->Err("redirect_url",
+                 "must be the broker's /ui/callback as browsers reach it: an https:// URL (http:// "
+                 "only for a loopback host) whose path ends in /ui/callback, without query or "
+                 "fragment"));
+    }
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> claim, s->OptString("claim"));
+  if (claim) {
+    if (*claim != "email" && *claim != "sub") {
+      return std::unexpected(s->Err("claim", "must be email or sub"));
+    }
+    h.claim = *claim;
+  }
+  if (s->Has("scopes")) {
+    JITBROKER_ASSIGN_OR_RETURN(h.scopes, s->StringList("scopes"));
+    if (std::find(h.scopes.begin(), h.scopes.end(), "openid") == h.scopes.end()) {
+      return std::unexpected(s->Err("scopes", "must include openid"));
+    }
+    for (const std::string& scope : h.scopes) {
+      if (scope.empty() || scope.size() > 128 ||
+          !std::all_of(scope.begin(), scope.end(), [](char c) {
+            auto u = static_cast<unsigned char>(c);
+            return u > 0x20 && u < 0x7f && c != '"' && c != '\\';
+          })) {
+        return std::unexpected(s->Err("scopes", "each scope is 1 to 128 visible characters"));
+      }
+    }
+  }
+  if (s->Has("algorithms")) {
+    JITBROKER_ASSIGN_OR_RETURN(h.algorithms, s->StringList("algorithms"));
+    static constexpr std::string_view kAllowed[] = {"RS256", "RS384", "RS512", "PS256", "PS384",
+                                                    "PS512", "ES256", "ES384", "EdDSA"};
+    if (h.algorithms.empty()) {
+      return std::unexpected(s->Err("algorithms", "must name at least one algorithm"));
+    }
+    for (const std::string& alg : h.algorithms) {
+      if (std::find(std::begin(kAllowed), std::end(kAllowed), alg) == std::end(kAllowed)) {
+        return std::unexpected(
+            s->Err("algorithms", "unsupported algorithm \"" + alg.substr(0, 32) +
+                                     "\" (asymmetric JOSE algorithms only: RS256, RS384, RS512, "
+                                     "PS256, PS384, PS512, ES256, ES384, EdDSA)"));
+      }
+    }
+  }
+  JITBROKER_ASSIGN_OR_RETURN(auto ttl, s->OptInt("session_ttl_seconds", 60, 43200));
+  h.session_ttl_seconds = ttl.value_or(h.session_ttl_seconds);
+  JITBROKER_ASSIGN_OR_RETURN(auto age, s->OptInt("max_token_age_seconds", 60, 86400));
+  h.max_token_age_seconds = age.value_or(h.max_token_age_seconds);
+  JITBROKER_ASSIGN_OR_RETURN(auto leeway, s->OptInt("leeway_seconds", 0, 300));
+  h.leeway_seconds = leeway.value_or(h.leeway_seconds);
+  JITBROKER_ASSIGN_OR_RETURN(auto max_sessions, s->OptInt("max_console_sessions", 1, 1000000));
+  h.max_console_sessions = max_sessions.value_or(h.max_console_sessions);
+  out = std::move(h);
+  return OkStatus();
+}
+
 Status LoadProxy(Section& top, ProxyConfig& proxy) {
   JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> s, top.OptSection("proxy"));
   if (!s) {
@@ -1331,7 +1441,7 @@ Result<Config> LoadConfigText(std::string_view text, const std::string& file_nam
   Section top(root, file, "");
   JITBROKER_RETURN_IF_ERROR(
       Expect(top, {"data_dir", "server", "store", "audit", "seal_key", "policy", "sessions", "log",
-                   "issuers", "anomaly", "trust", "approvals", "limits", "proxy"}));
+                   "issuers", "anomaly", "trust", "approvals", "limits", "proxy", "humans"}));
   Config config;
   const fs::path base = BaseDir(file_name);
   {
@@ -1386,6 +1496,7 @@ Result<Config> LoadConfigText(std::string_view text, const std::string& file_nam
   JITBROKER_RETURN_IF_ERROR(LoadApprovals(top, config.approvals));
   JITBROKER_RETURN_IF_ERROR(LoadLimits(top, config.limits));
   JITBROKER_RETURN_IF_ERROR(LoadProxy(top, config.proxy));
+  JITBROKER_RETURN_IF_ERROR(LoadHumans(top, config.humans));
 
   JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> policy_section, top.OptSection("policy"));
   if (!policy_section) {

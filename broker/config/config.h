@@ -243,6 +243,34 @@ struct ProxyConfig {
   std::vector<ApiRoute> api_routes;
 };
 
+// `humans:` (docs/configuration.md "humans"): single sign-on of principals
+// with the company identity provider, by the OpenID Connect authorization
+// code flow with PKCE, for the web console (/ui/) and `jitctl login`; the ID
+// tokens it issues also authenticate principals on the API. Absent: no
+// single sign-on. Nothing here reloads: a change needs a restart (the
+// principals it maps to come from the policy, which does reload).
+struct HumansConfig {
+  std::string issuer;       // exact `iss`; discovery at {issuer}/.well-known/openid-configuration
+  bool allow_http = false;  // an http:// issuer on a loopback host (tests, dev)
+  std::string client_id;    // the broker's client at the provider; the ID token's audience
+  SecretValue client_secret;
+  // How the broker authenticates to the token endpoint: "client_secret_basic"
+  // (HTTP Basic, the OIDC default) or "client_secret_post" (in the form).
+  std::string token_endpoint_auth = "client_secret_basic";
+  // Where the provider sends the browser back: the broker's own /ui/callback
+  // as the browser reaches it (https, or http for a loopback host).
+  std::string redirect_url;
+  // Which ID token claim names the principal: "email" (policy.principals[].email,
+  // never an address the provider marks unverified) or "sub" (principals[].id).
+  std::string claim = "email";
+  std::vector<std::string> scopes = {"openid", "email"};
+  std::vector<std::string> algorithms = {"RS256", "ES256"};
+  int64_t session_ttl_seconds = 3600;    // a console sign-in lasts this long; 60..43200
+  int64_t max_token_age_seconds = 3600;  // an ID token as an API bearer; 60..86400
+  int64_t leeway_seconds = 30;           // clock skew on exp/iat; 0..300
+  int64_t max_console_sessions = 10000;  // signed-in browsers kept; 1..1000000
+};
+
 struct IssuerConfig {
   std::string name;
   std::string type;
@@ -272,9 +300,10 @@ struct Config {
   SessionsConfig sessions;
   LogConfig log;
   std::vector<IssuerConfig> issuers;
-  ApprovalsConfig approvals;  // defaults when `approvals:` is absent
-  LimitsConfig limits;        // defaults when `limits:` is absent
-  ProxyConfig proxy;          // defaults when `proxy:` is absent
+  ApprovalsConfig approvals;           // defaults when `approvals:` is absent
+  LimitsConfig limits;                 // defaults when `limits:` is absent
+  ProxyConfig proxy;                   // defaults when `proxy:` is absent
+  std::optional<HumansConfig> humans;  // absent = no single sign-on
   // Accepted now and validated by later features: anomaly rules, trust policies.
   std::optional<Section> anomaly;
   std::optional<Section> trust;

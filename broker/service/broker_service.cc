@@ -119,7 +119,19 @@ Result<authn::Caller> BrokerService::Authenticate(std::string_view authorization
       return authn::IdentifyByCertificate(client_cert_sha256, policy());
     }
     JITBROKER_ASSIGN_OR_RETURN(SecretValue bearer, authn::ParseBearer(authorization));
-    return authn::Identify(std::move(bearer), policy());
+    std::shared_ptr<const Policy> current = policy();
+    if (options_.human_login == nullptr || !oidc::HumanLogin::LooksLikeJwt(bearer.Reveal())) {
+      return authn::Identify(std::move(bearer), current);
+    }
+    Result<authn::Caller> by_key =
+        authn::Identify(SecretValue(std::string(bearer.Reveal())), current);
+    if (by_key) {
+      return by_key;
+    }
+    // A principal's ID token from the single sign-on provider (humans:).
+    JITBROKER_ASSIGN_OR_RETURN(oidc::HumanIdentity human,
+                               options_.human_login->Verify(bearer.Reveal(), *current));
+    return authn::PrincipalCaller(current->FindPrincipal(human.principal_id), current);
   }();
   if (!caller && !source_address.empty()) {
     (void)auth_failure_rate_->Acquire(source_address);

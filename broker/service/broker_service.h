@@ -35,6 +35,7 @@
 #include "broker/config/config.h"
 #include "broker/lifecycle/anomaly.h"
 #include "broker/lifecycle/notifier.h"
+#include "broker/oidc/human_login.h"
 #include "broker/oidc/token_request.h"
 #include "broker/oidc/token_verifier.h"
 #include "broker/oidc/trust_policy.h"
@@ -88,6 +89,9 @@ struct ServiceOptions {
   // issuer keys come from (a JwksCache in the app; not owned). The policies
   // themselves are installed with SetTrust().
   oidc::KeySource* oidc_keys = nullptr;
+  // Single sign-on (humans:): a principal's ID token from the provider is a
+  // bearer credential on the API too. Null: API keys only. Not owned.
+  oidc::HumanLogin* human_login = nullptr;
   // The public JWKS of the audit checkpoint key (AuditKeys()).
   nlohmann::json audit_jwks = nlohmann::json::object();
   // The audit chain this process writes (its replica id with a shared
