@@ -22,11 +22,13 @@
 #include "broker/config/config.h"
 #include "broker/crypto/crypto.h"
 #include "broker/crypto/jose.h"
+#include "broker/http/console.h"
 #include "broker/http/server.h"
 #include "broker/lifecycle/anomaly.h"
 #include "broker/lifecycle/notifier.h"
 #include "broker/lifecycle/sweeper.h"
 #include "broker/net/http_client.h"
+#include "broker/oidc/human_login.h"
 #include "broker/oidc/jwks_cache.h"
 #include "broker/oidc/trust_policy.h"
 #include "broker/service/broker_service.h"
@@ -189,9 +191,11 @@ struct App::Impl {
   std::unique_ptr<net::HttpClient> oidc_http;
   std::unique_ptr<net::HttpClient> proxy_http;  // git and GitHub traffic in proxy mode
   std::unique_ptr<oidc::JwksCache> jwks;
+  std::unique_ptr<oidc::HumanLogin> human_login;  // humans: (single sign-on); null when absent
   std::unique_ptr<lifecycle::ApprovalNotifier> notifier;
   std::unique_ptr<service::BrokerService> service;
   std::unique_ptr<lifecycle::Sweeper> sweeper;
+  std::unique_ptr<http::Console> console;  // /ui/, with human_login
   std::unique_ptr<http::HttpServer> server;
   std::thread serve_thread;
   std::atomic<bool> serve_done{false};
@@ -418,6 +422,13 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
     impl.oidc_http = net::MakeCurlHttpClient(std::move(ho));
     impl.jwks = std::make_unique<oidc::JwksCache>(impl.oidc_http.get(), &impl.clock);
     so_opts.oidc_keys = impl.jwks.get();
+    if (impl.cfg.humans) {
+      oidc::HumanLogin::Options lo;
+      lo.config = std::move(*impl.cfg.humans);  // the one copy of the client secret
+      impl.human_login = std::make_unique<oidc::HumanLogin>(std::move(lo), impl.oidc_http.get(),
+                                                            impl.jwks.get(), &impl.clock);
+      so_opts.human_login = impl.human_login.get();
+    }
   }
   if (const auto& hook = impl.cfg.approvals.webhook) {
     lifecycle::WebhookOptions wo;
@@ -466,10 +477,18 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
     impl.proxy_http = net::MakeCurlHttpClient(std::move(ho));
     proxy.http = impl.proxy_http.get();
   }
-  JITBROKER_ASSIGN_OR_RETURN(impl.server,
-                             http::HttpServer::Create(
-                                 impl.cfg.server, impl.service.get(), &impl.metrics,
-                                 [self] { return self->ReloadPolicy(); }, std::move(proxy)));
+  if (impl.human_login) {
+    http::ConsoleOptions co;
+    co.clock = &impl.clock;
+    co.session_ttl_seconds = impl.human_login->config().session_ttl_seconds;
+    co.max_sessions = static_cast<size_t>(impl.human_login->config().max_console_sessions);
+    JITBROKER_ASSIGN_OR_RETURN(
+        impl.console, http::Console::Create(impl.service.get(), impl.human_login.get(), co));
+  }
+  JITBROKER_ASSIGN_OR_RETURN(impl.server, http::HttpServer::Create(
+                                              impl.cfg.server, impl.service.get(), &impl.metrics,
+                                              [self] { return self->ReloadPolicy(); },
+                                              std::move(proxy), impl.console.get()));
   return app;
 }
 

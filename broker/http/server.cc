@@ -11,6 +11,7 @@
 
 #include "broker/common/json_util.h"
 #include "broker/common/log.h"
+#include "broker/http/console.h"
 #include "broker/http/git_proxy.h"
 #include "broker/http/github_api_proxy.h"
 #include "broker/http/transport.h"
@@ -178,6 +179,7 @@ struct HttpServer::Impl final : RequestHandler {
   Metrics* metrics = nullptr;
   ReloadFn reload;
   std::unique_ptr<Transport> transport;
+  Console* console = nullptr;                 // /ui/…; null when humans: is absent
   std::unique_ptr<GitProxy> git_proxy;        // /git/…; null when off
   std::unique_ptr<GitHubApiProxy> api_proxy;  // /github/…; null when off
   std::shared_ptr<spdlog::logger> error_log = log::Get("http");
@@ -265,6 +267,9 @@ struct HttpServer::Impl final : RequestHandler {
   }
 
   Result<RoutePlan> Plan(Request& head) override {
+    if (console != nullptr && Console::Owns(head.path())) {
+      return console->Plan(head);
+    }
     if (git_proxy && GitProxy::Owns(head.path())) {
       return git_proxy->Plan(head);
     }
@@ -304,6 +309,9 @@ struct HttpServer::Impl final : RequestHandler {
   }
 
   void Handle(Request& req, Response& res) override {
+    if (console != nullptr && Console::Owns(req.path())) {
+      return console->Handle(req, res);
+    }
     if (req.route_id < 0 || static_cast<size_t>(req.route_id) >= routes.size()) {
       return WriteProblem(res, NotFound("no_route", "no such endpoint"), req.request_id);
     }
@@ -407,7 +415,7 @@ HttpServer::~HttpServer() { Stop(); }
 Result<std::unique_ptr<HttpServer>> HttpServer::Create(const config::ServerConfig& cfg,
                                                        service::BrokerService* service,
                                                        Metrics* metrics, ReloadFn reload,
-                                                       ProxyOptions proxy) {
+                                                       ProxyOptions proxy, Console* console) {
   std::unique_ptr<HttpServer> s(new HttpServer());
   s->impl_ = std::make_unique<Impl>();
   Impl& impl = *s->impl_;
@@ -416,6 +424,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Create(const config::ServerConfi
   impl.api.emplace(service);
   impl.metrics = metrics;
   impl.reload = std::move(reload);
+  impl.console = console;
   impl.max_long_polls = cfg.max_long_polls >= 0 ? cfg.max_long_polls : cfg.threads / 2;
 
   TransportOptions opts;

@@ -23,6 +23,8 @@ namespace jitbroker::http {
 // Reloads policy; returns the new policy version.
 using ReloadFn = std::function<Result<std::string>()>;
 
+class Console;
+
 // Proxy mode (broker/http/git_proxy.h): its settings and the client that
 // carries its upstream traffic (null: no proxy routes).
 struct ProxyOptions {
@@ -33,10 +35,13 @@ struct ProxyOptions {
 class HttpServer {
  public:
   ~HttpServer();
+  // `console` (broker/http/console.h; null: no /ui/) is not owned and must
+  // outlive the server.
   [[nodiscard]] static Result<std::unique_ptr<HttpServer>> Create(const config::ServerConfig& cfg,
                                                                   service::BrokerService* service,
                                                                   Metrics* metrics, ReloadFn reload,
-                                                                  ProxyOptions proxy = {});
+                                                                  ProxyOptions proxy = {},
+                                                                  Console* console = nullptr);
   // Binds the listening socket; returns the port (useful with port 0).
   [[nodiscard]] Result<int> Bind();
   // Serves until Stop(); blocks.

@@ -71,9 +71,9 @@ void BrokerProcess::WriteConfig(const BrokerOptions& o) {
 )" + o.extra_tools;
   std::string yaml =
       "data_dir: data\n"
-      "server: {listen: \"127.0.0.1:0\", threads: " +
-      std::to_string(o.threads) + ", max_body_bytes: " + std::to_string(o.max_body_bytes) +
-      o.server_extra +
+      "server: {listen: \"127.0.0.1:" +
+      std::to_string(o.port) + "\", threads: " + std::to_string(o.threads) +
+      ", max_body_bytes: " + std::to_string(o.max_body_bytes) + o.server_extra +
       "}\n"
       "log: {level: warn, access_log: access.log}\n"
       "policy:\n"

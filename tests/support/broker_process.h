@@ -30,6 +30,7 @@ struct BrokerOptions {
   std::map<std::string, std::string> github_logins;  // principal id -> github_login
   int max_body_bytes = 65536;
   int threads = 16;
+  int port = 0;                 // 0: the kernel picks (tests read it from the daemon's output)
   std::string server_extra;     // YAML appended inside `server: {…}`, e.g. ", io_threads: 1"
   std::string top_extra;        // YAML lines appended at the top level (store:, seal_key:, audit:)
   std::string jwt_signing_key;  // `signing_key` of the `internal` jwt issuer (a file: reference)

@@ -3,7 +3,11 @@
 // 127.0.0.1.
 #pragma once
 
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <thread>
@@ -32,6 +36,29 @@ inline void StopServing(httplib::Server& server, std::thread& thread) {
   if (thread.joinable()) {
     thread.join();
   }
+}
+
+// A port that was free on 127.0.0.1 a moment ago (the kernel's pick), for a
+// daemon whose own URL must be known before it starts (an OAuth redirect
+// URL in its configuration). Another process could take it in between;
+// tests on one machine rarely collide, and the daemon fails loudly if so.
+inline int PickFreeLoopbackPort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) {
+    return 0;
+  }
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  ::close(fd);
+  return port;
 }
 
 }  // namespace jitbroker::testing

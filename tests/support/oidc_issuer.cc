@@ -21,26 +21,34 @@ std::unique_ptr<FakeOidcIssuer> FakeOidcIssuer::Start() {
         res.status = 500;
         res.set_content("{}", "application/json");
       });
-  f->server_.Get(
-      "/.well-known/openid-configuration", [self](const httplib::Request&, httplib::Response& res) {
-        ++self->discovery_hits_;
-        std::string iss;
-        {
-          std::lock_guard lock(self->mu_);
-          iss = self->discovery_issuer_.empty() ? self->issuer_ : self->discovery_issuer_;
-        }
-        nlohmann::json doc = {
-            {"issuer", iss},
-            {"jwks_uri", self->issuer_ + "/.well-known/jwks"},
-            {"subject_types_supported", {"public", "pairwise"}},
-            {"response_types_supported", {"id_token"}},
-            {"claims_supported",
-             {"sub", "aud", "exp", "iat", "iss", "jti", "nbf", "ref", "repository", "repository_id",
-              "repository_owner", "repository_owner_id", "run_id", "run_attempt", "event_name"}},
-            {"id_token_signing_alg_values_supported", {"RS256"}},
-            {"scopes_supported", {"openid"}}};
-        res.set_content(doc.dump(), "application/json");
-      });
+  f->server_.Get("/.well-known/openid-configuration", [self](const httplib::Request&,
+                                                             httplib::Response& res) {
+    ++self->discovery_hits_;
+    std::string iss;
+    {
+      std::lock_guard lock(self->mu_);
+      iss = self->discovery_issuer_.empty() ? self->issuer_ : self->discovery_issuer_;
+    }
+    nlohmann::json doc = {
+        {"issuer", iss},
+        {"jwks_uri", self->issuer_ + "/.well-known/jwks"},
+        {"subject_types_supported", {"public", "pairwise"}},
+        {"response_types_supported", {"id_token"}},
+        {"claims_supported",
+         {"sub", "aud", "exp", "iat", "iss", "jti", "nbf", "ref", "repository", "repository_id",
+          "repository_owner", "repository_owner_id", "run_id", "run_attempt", "event_name"}},
+        {"id_token_signing_alg_values_supported", {"RS256"}},
+        {"scopes_supported", {"openid"}}};
+    if (self->login_enabled()) {
+      doc["authorization_endpoint"] = self->issuer_ + "/authorize";
+      doc["token_endpoint"] = self->issuer_ + "/token";
+      doc["response_types_supported"] = {"code", "id_token"};
+      doc["code_challenge_methods_supported"] = {"S256"};
+      doc["token_endpoint_auth_methods_supported"] = {"client_secret_basic", "client_secret_post"};
+      doc["scopes_supported"] = {"openid", "email", "profile"};
+    }
+    res.set_content(doc.dump(), "application/json");
+  });
   f->server_.Get("/.well-known/jwks", [self](const httplib::Request&, httplib::Response& res) {
     ++self->jwks_hits_;
     std::chrono::milliseconds delay{0};
@@ -76,6 +84,7 @@ std::unique_ptr<FakeOidcIssuer> FakeOidcIssuer::Start() {
     const std::string token = self->Sign(self->GitHubClaims(audience, now), kid);
     res.set_content(nlohmann::json{{"count", 1}, {"value", token}}.dump(), "application/json");
   });
+  f->InstallLoginRoutes();
   f->port_ = ServeOnLoopback(f->server_, f->thread_);
   if (f->port_ <= 0) {
     return nullptr;

@@ -68,6 +68,34 @@ class FakeOidcIssuer {
   std::string ActionsTokenRequestUrl() const { return issuer_ + "/_apis/idtoken?api-version=2.0"; }
   std::string last_actions_audience() const;
 
+  // The authorization code flow with PKCE for human sign-in (OIDC Core §3.1,
+  // RFC 7636), as a company identity provider serves it (oidc_provider.cc):
+  // GET /authorize checks the request (response_type=code, the registered
+  // client and exact redirect_uri, scope with openid, state, nonce, an S256
+  // code_challenge) and shows a sign-in form; POST /authorize with the
+  // user's `login` redirects to redirect_uri with a one-time code (60 s);
+  // POST /token authenticates the client (HTTP Basic or client_secret_post),
+  // checks the code, redirect_uri and code_verifier and answers an ID token
+  // signed with `kid` (iss, sub, aud, exp, iat, nonce, email,
+  // email_verified). Errors are RFC 6749 JSON ({"error": …}) or, before a
+  // redirect_uri is trusted, a 400 page.
+  struct LoginClient {
+    std::string client_id;
+    std::string client_secret;
+    std::string redirect_uri;
+  };
+  void EnableLogin(LoginClient client, const std::string& kid);
+  // A user who can sign in as `login`; `claims` are added to the ID token
+  // (sub defaults to the login).
+  void AddUser(const std::string& login, nlohmann::json claims);
+  int token_requests() const { return token_requests_.load(); }
+  // The Authorization header and body of the last token request (tests
+  // check how the client authenticated).
+  std::string last_token_authorization() const;
+  std::string last_token_body() const;
+  // Knob: the next ID tokens carry this nonce instead of the request's.
+  void SetNonceOverride(std::optional<std::string> nonce);
+
   // Test knobs.
   void SetDiscoveryIssuer(const std::string& iss);        // "" = the real one
   void SetJwksOverride(std::optional<std::string> body);  // raw JWKS body
@@ -100,6 +128,26 @@ class FakeOidcIssuer {
   std::string actions_request_token_;         // guarded by mu_; "" = endpoint off
   std::string actions_kid_;                   // guarded by mu_
   std::string last_actions_audience_;         // guarded by mu_
+  struct IssuedCode {
+    std::string redirect_uri;
+    std::string challenge;
+    std::string nonce;
+    std::string login;
+    std::chrono::steady_clock::time_point expires;
+  };
+  void InstallLoginRoutes();
+  bool login_enabled() const {
+    std::lock_guard lock(mu_);
+    return login_client_.has_value();
+  }
+  std::optional<LoginClient> login_client_;      // guarded by mu_
+  std::string login_kid_;                        // guarded by mu_
+  std::map<std::string, nlohmann::json> users_;  // guarded by mu_
+  std::map<std::string, IssuedCode> codes_;      // guarded by mu_
+  std::string last_token_authorization_;         // guarded by mu_
+  std::string last_token_body_;                  // guarded by mu_
+  std::optional<std::string> nonce_override_;    // guarded by mu_
+  std::atomic<int> token_requests_{0};
   std::atomic<int> discovery_hits_{0};
   std::atomic<int> jwks_hits_{0};
 };
