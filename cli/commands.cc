@@ -32,6 +32,7 @@
 #include "cli/ci_commands.h"
 #include "cli/format.h"
 #include "cli/git_credential.h"
+#include "cli/login_store.h"
 #include "jitbroker/clock.h"
 #include "jitbroker/result.h"
 #include "jitbroker/secret.h"
@@ -86,16 +87,37 @@ SecretValue ToSecret(std::string* s) {
   return secret;
 }
 
-Result<SecretValue> ApiKey(const Context& ctx, std::string_view command) {
+// A principal's credential: $JITBROKER_API_KEY, else the ID token `jitctl
+// login` kept for this broker (cli/login_store.h), while it is valid;
+// nullopt when there is neither.
+Result<std::optional<SecretValue>> PrincipalCredentialIfAny(const Context& ctx) {
   std::optional<std::string> key = ctx.getenv("JITBROKER_API_KEY");
   if (key) {
     TrimTrailingSpace(&*key);
   }
-  if (!key || key->empty()) {
-    return std::unexpected(UsageErr("JITBROKER_API_KEY is not set ('" + std::string(command) +
-                                    "' needs a principal or admin API key)"));
+  if (key && !key->empty()) {
+    return std::optional<SecretValue>(ToSecret(&*key));
   }
-  return ToSecret(&*key);
+  if (!LoginStorePath(ctx.getenv)) {
+    return std::optional<SecretValue>();  // no HOME: nothing was stored
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<StoredLogin> stored,
+                             ReadLogin(ctx.getenv, ctx.base_url, SystemClock().Now()));
+  if (!stored) {
+    return std::optional<SecretValue>();
+  }
+  return std::optional<SecretValue>(std::move(stored->token));
+}
+
+Result<SecretValue> ApiKey(const Context& ctx, std::string_view command) {
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<SecretValue> key, PrincipalCredentialIfAny(ctx));
+  if (!key) {
+    return std::unexpected(UsageErr(
+        "JITBROKER_API_KEY is not set and 'jitctl login' has no "
+        "valid sign-in for " +
+        ctx.base_url + " ('" + std::string(command) + "' needs a principal or admin credential)"));
+  }
+  return std::move(*key);
 }
 
 Result<SecretValue> ReadTokenFile(const Context& ctx, const std::string& path) {
@@ -182,36 +204,32 @@ Result<std::string> SessionId(const Context& ctx) {
   return std::move(*id);
 }
 
-// Session token when one is configured, else the API key.
+// Session token when one is configured, else the principal's credential.
 Result<SecretValue> TokenOrApiKey(const Context& ctx, std::string_view command) {
   JITBROKER_ASSIGN_OR_RETURN(std::optional<SecretValue> token, SessionTokenIfAny(ctx));
   if (token) {
     return std::move(*token);
   }
-  std::optional<std::string> key = ctx.getenv("JITBROKER_API_KEY");
-  if (key) {
-    TrimTrailingSpace(&*key);
-  }
-  if (!key || key->empty()) {
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<SecretValue> key, PrincipalCredentialIfAny(ctx));
+  if (!key) {
     return std::unexpected(UsageErr("'" + std::string(command) +
-                                    "' needs JITBROKER_SESSION_TOKEN or JITBROKER_API_KEY"));
+                                    "' needs JITBROKER_SESSION_TOKEN, JITBROKER_API_KEY or a "
+                                    "'jitctl login'"));
   }
-  return ToSecret(&*key);
+  return std::move(*key);
 }
 
-// API key when one is configured, else the session token.
+// The principal's credential when there is one, else the session token.
 Result<SecretValue> ApiKeyOrToken(const Context& ctx, std::string_view command) {
-  std::optional<std::string> key = ctx.getenv("JITBROKER_API_KEY");
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<SecretValue> key, PrincipalCredentialIfAny(ctx));
   if (key) {
-    TrimTrailingSpace(&*key);
-  }
-  if (key && !key->empty()) {
-    return ToSecret(&*key);
+    return std::move(*key);
   }
   JITBROKER_ASSIGN_OR_RETURN(std::optional<SecretValue> token, SessionTokenIfAny(ctx));
   if (!token) {
     return std::unexpected(UsageErr("'" + std::string(command) +
-                                    "' needs JITBROKER_API_KEY or JITBROKER_SESSION_TOKEN"));
+                                    "' needs JITBROKER_API_KEY, a 'jitctl login' or "
+                                    "JITBROKER_SESSION_TOKEN"));
   }
   return std::move(*token);
 }
@@ -1859,6 +1877,97 @@ Result<int> Exec(const Context& ctx, const Invocation& inv) {
   return rc;
 }
 
+// `jitctl login` (docs/jitctl.md): the device authorization grant (RFC
+// 8628) against the broker's /v1/login endpoints. The person types the code
+// shown here at /ui/device in a browser signed in by single sign-on; the ID
+// token of that sign-in comes back and is kept for this broker
+// (cli/login_store.h) until it expires.
+Result<int> Login(const Context& ctx, const Invocation& /*inv*/) {
+  JITBROKER_ASSIGN_OR_RETURN(std::string store, LoginStorePath(ctx.getenv));
+  JITBROKER_ASSIGN_OR_RETURN(net::HttpResponse started,
+                             Send(ctx, Call{.method = "POST",
+                                            .path = "/v1/login/device",
+                                            .body = std::string("client_id=jitctl"),
+                                            .content_type = "application/x-www-form-urlencoded"}));
+  if (started.status == 404) {
+    return std::unexpected(
+        Internal("this broker has no single sign-on (no humans: section); "
+                 "use an API key (JITBROKER_API_KEY)"));
+  }
+  if (!IsSuccess(started.status)) {
+    return PrintFailure(ctx, started);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(json start, ParseResponse(started));
+  std::string device_code = Field(start, "device_code");
+  const std::string user_code = Field(start, "user_code");
+  const json& interval_json = Member(start, "interval");
+  const json& expires_json = Member(start, "expires_in");
+  int64_t interval = interval_json.is_number_integer() ? interval_json.get<int64_t>() : 5;
+  const int64_t expires_in = expires_json.is_number_integer() ? expires_json.get<int64_t>() : 600;
+  interval = std::clamp<int64_t>(interval, 1, 60);
+  if (device_code.empty() || user_code.empty()) {
+    return std::unexpected(Internal("the broker's answer has no device_code or user_code"));
+  }
+  *ctx.err << "To sign in, open " << SanitizeForTerminal(Field(start, "verification_uri"))
+           << "\nand enter the code: " << SanitizeForTerminal(user_code) << "\n(it expires in "
+           << expires_in / 60 << " minutes; waiting…)\n";
+  std::flush(*ctx.err);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(expires_in);
+  const std::string body =
+      "grant_type=" + PercentEncode("urn:ietf:params:oauth:grant-type:device_code", true) +
+      "&device_code=" + PercentEncode(device_code, true);
+  SecureWipe(device_code.data(), device_code.size());
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::seconds(interval));
+    std::string form = body;
+    JITBROKER_ASSIGN_OR_RETURN(
+        net::HttpResponse polled,
+        Send(ctx, Call{.method = "POST",
+                       .path = "/v1/login/token",
+                       .body = std::move(form),
+                       .content_type = "application/x-www-form-urlencoded"}));
+    JITBROKER_ASSIGN_OR_RETURN(json answer, ParseResponse(polled));
+    SecureWipe(polled.body.data(), polled.body.size());
+    if (IsSuccess(polled.status)) {
+      std::string token = Field(answer, "access_token");
+      Result<TimePoint> expires = ParseRfc3339(Field(answer, "expires_at"));
+      if (token.empty() || !expires) {
+        return std::unexpected(Internal("the broker's answer has no access_token or expires_at"));
+      }
+      StoredLogin login{ToSecret(&token), Field(answer, "principal"), *expires};
+      if (auto& t = answer["access_token"]; t.is_string()) {
+        SecureWipe(t.get_ref<std::string&>().data(), t.get_ref<std::string&>().size());
+      }
+      JITBROKER_RETURN_IF_ERROR(WriteLogin(ctx.getenv, ctx.base_url, &login, SystemClock().Now()));
+      *ctx.out << "signed in to " << ctx.base_url << " as " << SanitizeForTerminal(login.principal)
+               << " until " << FormatRfc3339(login.expires_at) << " (kept in " << store << ")\n";
+      return ToInt(ExitCode::kOk);
+    }
+    const std::string error = Field(answer, "error");
+    if (error == "authorization_pending") {
+      continue;
+    }
+    if (error == "slow_down") {
+      interval += 5;
+      continue;
+    }
+    if (error == "access_denied") {
+      *ctx.err << "the sign-in was refused in the browser\n";
+      return ToInt(ExitCode::kDenied);
+    }
+    return PrintFailure(ctx, polled);
+  }
+  return std::unexpected(
+      Internal("the code expired before it was entered; run 'jitctl login' "
+               "again"));
+}
+
+Result<int> Logout(const Context& ctx, const Invocation& /*inv*/) {
+  JITBROKER_RETURN_IF_ERROR(WriteLogin(ctx.getenv, ctx.base_url, nullptr, SystemClock().Now()));
+  *ctx.out << "signed out of " << ctx.base_url << " (this terminal)\n";
+  return ToInt(ExitCode::kOk);
+}
+
 using Handler = Result<int> (*)(const Context&, const Invocation&);
 
 Result<int> Dispatch(const Context& ctx, const Invocation& inv) {
@@ -1883,6 +1992,8 @@ Result<int> Dispatch(const Context& ctx, const Invocation& inv) {
       {"introspect", &Introspect},
       {"admin reload", &AdminReload},
       {"jwks", &Jwks},
+      {"login", &Login},
+      {"logout", &Logout},
       {"ci exchange", &CiExchange},
       {"git-credential", &GitCredential},
       {"git-remote", &GitRemote},

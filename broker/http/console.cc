@@ -18,6 +18,7 @@
 #include "broker/common/time_util.h"
 #include "broker/crypto/crypto.h"
 #include "broker/http/console_assets.h"
+#include "broker/http/device_login.h"
 #include "broker/http/wire.h"
 #include "broker/net/url.h"
 #include "jitbroker/error.h"
@@ -217,6 +218,10 @@ struct ConsoleSession {
   std::string display;  // the email, else the principal id
   std::string csrf;
   TimePoint expires_at;
+  // The ID token of the sign-in, for `jitctl login` (handed over only when
+  // the person approves a device code in this session).
+  std::shared_ptr<const SecretValue> id_token;
+  TimePoint id_token_expires_at;
 };
 
 class ConsoleSessions {
@@ -225,11 +230,13 @@ class ConsoleSessions {
       : clock_(clock), ttl_(ttl), max_(max) {}
 
   // A new session; returns the cookie value.
-  std::string Open(std::string principal_id, std::string display) {
+  std::string Open(const oidc::HumanIdentity& id) {
     std::string cookie = crypto::Base64UrlEncode(crypto::RandomBytes(32));
     ConsoleSession s;
-    s.principal_id = std::move(principal_id);
-    s.display = std::move(display);
+    s.principal_id = id.principal_id;
+    s.display = id.email.empty() ? id.principal_id : id.email;
+    s.id_token = std::make_shared<const SecretValue>(std::string(id.id_token.Reveal()));
+    s.id_token_expires_at = id.expires_at;
     s.csrf = crypto::Base64UrlEncode(crypto::RandomBytes(32));
     s.expires_at = clock_->Now() + ttl_;
     std::string key = crypto::Sha256Hex(cookie);
@@ -306,6 +313,9 @@ struct Console::Impl {
   ConsoleOptions options;
   std::unique_ptr<ConsoleSessions> sessions;
   std::unique_ptr<KeyedRateLimiter> login_limiter;
+  std::unique_ptr<DeviceLogins> devices;
+  // Wrong user codes a signed-in person may type (per principal).
+  std::unique_ptr<KeyedRateLimiter> code_attempts;
   std::string origin;  // scheme://authority of humans.redirect_url
   std::shared_ptr<spdlog::logger> log = log::Get("console");
 
@@ -454,6 +464,12 @@ struct Console::Impl {
       res.SetHeader("Cache-Control", "no-cache");
       return;
     }
+    if (path == "/v1/login/device") {
+      return DeviceStart(req, res);
+    }
+    if (path == "/v1/login/token") {
+      return DevicePoll(req, res);
+    }
     if (path == "/ui/login") {
       return Login(req, res);
     }
@@ -543,6 +559,9 @@ struct Console::Impl {
     if (segs[0] == "audit" && segs.size() == 1 && get) {
       return Audit(req, res, *who);
     }
+    if (segs[0] == "device" && segs.size() == 1) {
+      return get ? DevicePage(res, *who) : DeviceAnswer(res, *who, form);
+    }
     NotFound(res, &*who);
   }
 
@@ -601,8 +620,7 @@ struct Console::Impl {
       return ErrorPage(res, done.error(), nullptr);
     }
     const oidc::HumanIdentity& id = done->identity;
-    std::string cookie =
-        sessions->Open(id.principal_id, id.email.empty() ? id.principal_id : id.email);
+    std::string cookie = sessions->Open(id);
     log->info("event=console_sign_in principal={} remote={}", id.principal_id,
               log::Quoted(req.remote_addr, 64));
     // A page, not a redirect: the navigation here came from the provider's
@@ -975,6 +993,158 @@ struct Console::Impl {
                        "<p><a href=\"/ui/sessions\">Back to live sessions</a></p>"));
   }
 
+  // ---- jitctl login (RFC 8628) ----------------------------------------------
+
+  static void OAuthJson(Response& res, int status, const json& body) {
+    res.status = status;
+    res.content_type = "application/json";
+    res.body = body.dump();
+    res.SetHeader("Cache-Control", "no-store");
+  }
+
+  static void OAuthFail(Response& res, int status, std::string_view error,
+                        std::string_view description) {
+    OAuthJson(res, status, json{{"error", error}, {"error_description", description}});
+  }
+
+  // POST /v1/login/device: a device code for jitctl and a user code for the person.
+  void DeviceStart(const Request& req, Response& res) {
+    KeyedRateLimiter::Outcome admitted = login_limiter->Acquire(req.remote_addr);
+    if (!admitted.allowed) {
+      res.SetHeader("Retry-After", std::to_string(admitted.retry_after.count()));
+      return OAuthFail(res, 429, "slow_down", "too many sign-ins from this address");
+    }
+    DeviceLogins::Started started = devices->Start(req.remote_addr);
+    log->info("event=device_login_started remote={} user_code={}", log::Quoted(req.remote_addr, 64),
+              started.user_code);
+    OAuthJson(res, 200,
+              json{{"device_code", started.device_code.Reveal()},
+                   {"user_code", started.user_code},
+                   {"verification_uri", origin + "/ui/device"},
+                   {"expires_in", started.expires_in.count()},
+                   {"interval", started.interval.count()}});
+  }
+
+  // POST /v1/login/token (RFC 8628 §3.4): form grant_type and device_code.
+  void DevicePoll(const Request& req, Response& res) {
+    KeyedRateLimiter::Outcome admitted = login_limiter->Acquire(req.remote_addr);
+    if (!admitted.allowed) {
+      res.SetHeader("Retry-After", std::to_string(admitted.retry_after.count()));
+      return OAuthFail(res, 400, "slow_down", "too many requests from this address");
+    }
+    Result<Form> form = ParseFormBody(req);
+    if (!form) {
+      return OAuthFail(res, 400, "invalid_request", form.error().message);
+    }
+    if (Field(*form, "grant_type") != "urn:ietf:params:oauth:grant-type:device_code") {
+      return OAuthFail(res, 400, "unsupported_grant_type",
+                       "grant_type must be urn:ietf:params:oauth:grant-type:device_code");
+    }
+    Result<DeviceLogins::Collected> got = devices->Poll(Field(*form, "device_code"));
+    if (!got) {
+      return OAuthFail(res, 400, got.error().Reason(), got.error().message);
+    }
+    const int64_t expires_in = std::max<int64_t>(
+        0, std::chrono::duration_cast<std::chrono::seconds>(got->expires_at - options.clock->Now())
+               .count());
+    log->info("event=device_login_collected principal={} remote={}", got->principal_id,
+              log::Quoted(req.remote_addr, 64));
+    OAuthJson(res, 200,
+              json{{"access_token", got->token.Reveal()},
+                   {"token_type", "Bearer"},
+                   {"expires_in", expires_in},
+                   {"expires_at", FormatRfc3339(got->expires_at)},
+                   {"principal", got->principal_id}});
+  }
+
+  static std::string CodeForm(const Signed& who, std::string_view note) {
+    return std::string(note) + "<form class=\"search\" method=\"post\" action=\"/ui/device\">" +
+           CsrfField(who) +
+           "<label for=\"user-code\">Code shown by jitctl</label><input id=\"user-code\" "
+           "name=\"user_code\" required maxlength=\"16\" autocomplete=\"off\" "
+           "autocapitalize=\"characters\"><button type=\"submit\">Continue</button></form>";
+  }
+
+  void DevicePage(Response& res, const Signed& who) {
+    WriteHtml(res, 200,
+              Page("Sign in jitctl", &who, "",
+                   CodeForm(who,
+                            "<p>Type the code <code>jitctl login</code> shows in your "
+                            "terminal. Only do this for a terminal you started yourself: "
+                            "it will act as you.</p>")));
+  }
+
+  void DeviceAnswer(Response& res, const Signed& who, const Form& form) {
+    const std::string code = Field(form, "user_code");
+    const std::string decision = Field(form, "decision");
+    Result<DeviceLogins::Request> pending = devices->Find(code);
+    if (!pending) {
+      KeyedRateLimiter::Outcome attempt = code_attempts->Acquire(who.session.principal_id);
+      if (!attempt.allowed) {
+        Error e = ResourceExhausted("rate_limited", "too many wrong codes; wait a minute");
+        e.retryable = true;
+        e.retry_after = attempt.retry_after;
+        return ErrorPage(res, e, &who);
+      }
+      return WriteHtml(res, 404,
+                       Page("Sign in jitctl", &who, "",
+                            CodeForm(who,
+                                     "<p class=\"error\" role=\"alert\" "
+                                     "id=\"device-error\">No jitctl sign-in waits for "
+                                     "that code. Check it and try again.</p>")));
+    }
+    if (decision.empty()) {
+      const std::string c = Esc(pending->user_code);
+      return WriteHtml(
+          res, 200,
+          Page("Sign in jitctl", &who, "",
+               "<p id=\"device-request\">A <code>jitctl login</code> from " +
+                   Esc(pending->requested_from) + " at " + FormatRfc3339(pending->requested_at) +
+                   " with code <strong>" + c + "</strong> asks to act as <strong>" +
+                   Esc(who.session.principal_id) +
+                   "</strong> until your sign-in expires. Approve only if you started it.</p>"
+                   "<form class=\"decide\" method=\"post\" action=\"/ui/device\">" +
+                   CsrfField(who) + "<input type=\"hidden\" name=\"user_code\" value=\"" + c +
+                   "\"><div class=\"buttons\"><button type=\"submit\" name=\"decision\" "
+                   "value=\"approve\" class=\"approve\">Approve</button><button "
+                   "type=\"submit\" name=\"decision\" value=\"deny\" "
+                   "class=\"deny\">Deny</button></div></form>"));
+    }
+    if (decision == "deny") {
+      if (Status ok = devices->Deny(code); !ok) {
+        return ErrorPage(res, ok.error(), &who);
+      }
+      return WriteHtml(res, 200,
+                       Page("Sign in jitctl", &who, "",
+                            "<p role=\"status\" id=\"notice\">Refused: that terminal is not "
+                            "signed in.</p>"));
+    }
+    if (decision != "approve") {
+      return ErrorPage(res, InvalidArgument("invalid_form", "decision must be approve or deny"),
+                       &who);
+    }
+    // The terminal gets this sign-in's ID token: it must still be good for a while.
+    const TimePoint now = options.clock->Now();
+    if (!who.session.id_token || who.session.id_token_expires_at - now < Seconds(300)) {
+      return ErrorPage(res,
+                       Unauthenticated("sign_in_again",
+                                       "your sign-in is too old to hand to jitctl; sign out, "
+                                       "sign in again and enter the code once more"),
+                       &who);
+    }
+    if (Status ok = devices->Approve(code, who.session.principal_id, *who.session.id_token,
+                                     who.session.id_token_expires_at);
+        !ok) {
+      return ErrorPage(res, ok.error(), &who);
+    }
+    log->info("event=device_login_approved principal={} user_code={}", who.session.principal_id,
+              pending->user_code);
+    WriteHtml(res, 200,
+              Page("Sign in jitctl", &who, "",
+                   "<p role=\"status\" id=\"notice\">Approved: jitctl is signed in as " +
+                       Esc(who.session.principal_id) + ". You can close this page.</p>"));
+  }
+
   // ---- audit -----------------------------------------------------------------
 
   void Audit(const Request& req, Response& res, const Signed& who) {
@@ -1074,6 +1244,12 @@ Result<std::unique_ptr<Console>> Console::Create(service::BrokerService* service
       impl.login_limiter,
       KeyedRateLimiter::Create(KeyedRateLimiter::Options{.limit = options.logins_per_address},
                                options.clock));
+  impl.devices = std::make_unique<DeviceLogins>(options.clock, DeviceLogins::Options{});
+  JITBROKER_ASSIGN_OR_RETURN(
+      impl.code_attempts,
+      KeyedRateLimiter::Create(
+          KeyedRateLimiter::Options{.limit = {.rate_per_second = 10.0 / 60, .burst = 10}},
+          options.clock));
   Result<net::Url> redirect =
       net::ParseUrl(login->config().redirect_url, net::UrlPolicy{.http = net::HttpRule::kAnyHost});
   if (!redirect) {
@@ -1085,9 +1261,25 @@ Result<std::unique_ptr<Console>> Console::Create(service::BrokerService* service
 
 Console::~Console() = default;
 
-bool Console::Owns(std::string_view path) { return path == "/ui" || path.starts_with("/ui/"); }
+bool Console::Owns(std::string_view path) {
+  return path == "/ui" || path.starts_with("/ui/") || path == "/v1/login/device" ||
+         path == "/v1/login/token";
+}
 
 Result<RoutePlan> Console::Plan(Request& head) {
+  if (head.path().starts_with("/v1/login/")) {
+    head.route = std::string(head.path());
+    if (head.method != "POST") {
+      Error e;
+      e.code = ErrorCode::kMethodNotAllowed;
+      e.reason = "method_not_allowed";
+      e.message = "this endpoint serves POST";
+      return std::unexpected(e);
+    }
+    RoutePlan plan;
+    plan.max_body_bytes = 4096;
+    return plan;
+  }
   head.route = "/ui/";
   if (head.method != "GET" && head.method != "POST") {
     Error e;

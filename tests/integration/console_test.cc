@@ -4,11 +4,14 @@
 // real one does. The HTTP-level cases here drive the flow by hand; the
 // browser cases run headless Chromium (tests/console/browser_test.py, with
 // Debian's chromium, chromium-driver and python3-selenium).
+#include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <regex>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include <doctest/doctest.h>
@@ -556,6 +559,171 @@ TEST_CASE("Console in a real browser: approve, deny and revoke through the pages
   std::string magic(8, '\0');
   png.read(magic.data(), 8);
   CHECK(magic == std::string("\x89PNG\r\n\x1a\n", 8));
+}
+
+}  // namespace
+}  // namespace jitbroker::testing
+
+namespace jitbroker::testing {
+namespace {
+
+// Runs `jitctl login` in the background with its own HOME, and returns the
+// user code it shows once it has printed it.
+struct BackgroundLogin {
+  std::string home;
+  std::string err_file;
+  std::thread thread;
+  int rc = -1;
+  std::string out;
+
+  BackgroundLogin(const std::string& dir, const std::string& url) {
+    home = dir + "/home";
+    std::filesystem::create_directories(home);
+    err_file = dir + "/login.err";
+    thread = std::thread([this, url] {
+      // In a subshell: RunCommand sends the command's own stderr to its output.
+      auto [code, text] =
+          RunCommand("(env -u JITBROKER_API_KEY -u XDG_CONFIG_HOME HOME=" + home +
+                     " " JITCTL_BINARY " --url " + url + " login 2>" + err_file + ")");
+      rc = code;
+      out = text;
+    });
+  }
+  std::string WaitForUserCode() {
+    std::regex re("enter the code: ([A-Z]{4}-[A-Z]{4})");
+    for (int i = 0; i < 200; ++i) {
+      std::ifstream f(err_file);
+      std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      std::smatch m;
+      if (std::regex_search(text, m, re)) {
+        return m[1];
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    std::ifstream f(err_file);
+    std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    Join();
+    FAIL("jitctl login printed no code: " << text << out);
+    return "";
+  }
+  void Join() {
+    if (thread.joinable()) {
+      thread.join();
+    }
+  }
+  ~BackgroundLogin() { Join(); }
+};
+
+std::string FormPost(httplib::Client& c, const std::string& path, const std::string& cookie,
+                     const std::string& body, int* status = nullptr) {
+  auto r = c.Post(path, WithCookie(cookie), body, "application/x-www-form-urlencoded");
+  REQUIRE(r);
+  if (status != nullptr) {
+    *status = r->status;
+  }
+  return r->body;
+}
+
+TEST_CASE("jitctl login: a code approved in the browser signs the terminal in as that person") {
+  ConsoleRig rig = ConsoleRig::Start();
+  httplib::Client broker(rig.broker->url());
+  ConsoleLogin eng = SignIn(rig, "eng_1");
+  REQUIRE(eng.status == 200);
+  auto page = broker.Get("/ui/device", WithCookie(eng.cookie));
+  REQUIRE(page);
+  const std::string csrf = CsrfOf(page->body);
+
+  // A wrong code changes nothing and says so.
+  int status = 0;
+  std::string wrong =
+      FormPost(broker, "/ui/device", eng.cookie, "user_code=BCDF-GHJK&csrf=" + csrf, &status);
+  CHECK(status == 404);
+  CHECK(wrong.find("device-error") != std::string::npos);
+
+  BackgroundLogin login(rig.broker->dir(), rig.broker->url());
+  const std::string code = login.WaitForUserCode();
+  // The person sees where the request came from before approving.
+  std::string confirm =
+      FormPost(broker, "/ui/device", eng.cookie, "user_code=" + code + "&csrf=" + csrf, &status);
+  CHECK(status == 200);
+  CHECK(confirm.find("127.0.0.1") != std::string::npos);
+  CHECK(confirm.find(code) != std::string::npos);
+  std::string approved = FormPost(broker, "/ui/device", eng.cookie,
+                                  "user_code=" + code + "&decision=approve&csrf=" + csrf, &status);
+  CHECK(status == 200);
+  CHECK(approved.find("Approved") != std::string::npos);
+  login.Join();
+  INFO(login.out);
+  REQUIRE(login.rc == 0);
+  CHECK(login.out.find("as eng_1") != std::string::npos);
+  const std::string store = login.home + "/.config/jitbroker/logins.json";
+  CHECK((std::filesystem::status(store).permissions() & std::filesystem::perms::all) ==
+        (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write));
+  CHECK((std::filesystem::status(login.home + "/.config/jitbroker").permissions() &
+         std::filesystem::perms::all) == std::filesystem::perms::owner_all);
+
+  // Later commands act as eng_1 with no API key; the code cannot be used again.
+  const std::string jitctl = "env -u JITBROKER_API_KEY -u XDG_CONFIG_HOME HOME=" + login.home +
+                             " " JITCTL_BINARY " --url " + rig.broker->url() + " ";
+  auto [rc, opened] = RunCommand(jitctl +
+                                 "sessions open --agent agent_cli --task task_cli --resource "
+                                 "jwt://mcp.internal --max-tier read --json 2>&1");
+  INFO(opened);
+  CHECK(rc == 0);
+  CHECK(opened.find("\"principal\":\"eng_1\"") != std::string::npos);
+  std::string again = FormPost(broker, "/ui/device", eng.cookie,
+                               "user_code=" + code + "&decision=approve&csrf=" + csrf, &status);
+  CHECK(status == 404);
+  auto [out_rc, out_text] = RunCommand(jitctl + "logout 2>&1");
+  CHECK(out_rc == 0);
+  auto [after_rc, after] = RunCommand(jitctl + "sessions list 2>&1");
+  CHECK(after_rc == 2);
+  CHECK(after.find("jitctl login") != std::string::npos);
+}
+
+TEST_CASE("jitctl login: a refused code, and the token endpoint's errors") {
+  ConsoleRig rig = ConsoleRig::Start();
+  httplib::Client broker(rig.broker->url());
+  ConsoleLogin eng = SignIn(rig, "eng_1");
+  auto page = broker.Get("/ui/device", WithCookie(eng.cookie));
+  REQUIRE(page);
+  const std::string csrf = CsrfOf(page->body);
+  BackgroundLogin login(rig.broker->dir(), rig.broker->url());
+  const std::string code = login.WaitForUserCode();
+  int status = 0;
+  FormPost(broker, "/ui/device", eng.cookie, "user_code=" + code + "&decision=deny&csrf=" + csrf,
+           &status);
+  CHECK(status == 200);
+  login.Join();
+  CHECK(login.rc == 4);
+  CHECK_FALSE(std::filesystem::exists(login.home + "/.config/jitbroker/logins.json"));
+
+  auto bogus = broker.Post("/v1/login/token",
+                           "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Adevice_code"
+                           "&device_code=made-up",
+                           "application/x-www-form-urlencoded");
+  REQUIRE(bogus);
+  CHECK(bogus->status == 400);
+  CHECK(json::parse(bogus->body)["error"] == "expired_token");
+  auto grant = broker.Post("/v1/login/token", "grant_type=password&device_code=x",
+                           "application/x-www-form-urlencoded");
+  REQUIRE(grant);
+  CHECK(json::parse(grant->body)["error"] == "unsupported_grant_type");
+  auto get = broker.Get("/v1/login/device");
+  REQUIRE(get);
+  CHECK(get->status == 405);
+  // Polling faster than the interval is told to slow down.
+  auto start = broker.Post("/v1/login/device", "", "application/x-www-form-urlencoded");
+  REQUIRE(start);
+  const std::string device = json::parse(start->body)["device_code"];
+  const std::string poll =
+      "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Adevice_code"
+      "&device_code=" +
+      device;
+  auto first = broker.Post("/v1/login/token", poll, "application/x-www-form-urlencoded");
+  CHECK(json::parse(first->body)["error"] == "authorization_pending");
+  auto second = broker.Post("/v1/login/token", poll, "application/x-www-form-urlencoded");
+  CHECK(json::parse(second->body)["error"] == "slow_down");
 }
 
 }  // namespace
