@@ -2,6 +2,7 @@
 // denies the request that would cross it with 403 budget_exceeded, audited;
 // a role's session_budget bounds a larger request; the budget_exceeded
 // anomaly rule revokes the session; a bad budget creates nothing.
+#include <future>
 #include <string>
 #include <vector>
 
@@ -172,6 +173,31 @@ TEST_CASE("Budgets: each limit denies the request that would cross it, audited")
     CHECK(budget["limits"] == nlohmann::json::object());
     CHECK(budget["used"]["grants"] == 1);
   }
+}
+
+TEST_CASE("Budgets: concurrent requests of one session never overshoot a limit") {
+  auto b = BrokerProcess::Start();
+  constexpr int kLimit = 4;
+  constexpr int kRequests = 12;
+  BudgetSession s =
+      OpenBudgeted(*b, b->engineer_key, {{"max_grants", kLimit}, {"max_live_credentials", 50}});
+  std::vector<std::future<HttpResult>> asks;
+  for (int i = 0; i < kRequests; ++i) {
+    asks.push_back(std::async(std::launch::async, [&] { return BudgetAsk(*b, s, BudgetRead()); }));
+  }
+  int issued = 0;
+  for (auto& f : asks) {
+    HttpResult r = f.get();
+    INFO(r.body);
+    if (r.status == 201) {
+      ++issued;
+    } else {
+      // Over the budget (or, at worst, the per-session rate limit): never minted.
+      CHECK((r.status == 429 || r.json["code"] == "budget_exceeded"));
+    }
+  }
+  CHECK(issued == kLimit);
+  CHECK(BudgetOf(*b, s)["used"]["grants"] == kLimit);
 }
 
 TEST_CASE("Budgets: a role's session_budget bounds a larger request, in list entries too") {
