@@ -192,7 +192,8 @@ Result<BrokerService::Decided> BrokerService::DecideGrant(const std::string& gra
     const BudgetRequest br{.resource = req.resource,
                            .tier = d.tier,
                            .ttl_seconds = d.ttl_seconds,
-                           .mints = d.result == DecisionResult::kAllow,
+                           // Collecting mints whatever the tier asks: the approval is given.
+                           .mints = d.result == DecisionResult::kAllow || opts.approved != nullptr,
                            .collecting = opts.approved != nullptr};
     if (std::optional<BudgetRefusal> refusal =
             CheckBudget(*budget, CountBudgetUse(grants, now), br)) {

@@ -165,6 +165,33 @@ TEST_CASE("Budgets: each limit denies the request that would cross it, audited")
     CheckBudgetDenied(BudgetAsk(*b, s, BudgetRead("api.internal")), "max_grants");
   }
 
+  SUBCASE("an approved grant is collected only while max_live_credentials leaves room") {
+    const nlohmann::json scope = {{"resources", {"jwt://api.internal"}},
+                                  {"max_tier", "merge_deploy"}};
+    BudgetSession s = OpenBudgeted(*b, b->maintainer_key, {{"max_live_credentials", 1}}, scope);
+    const nlohmann::json merge = {{"tool", "github.merge_pull_request"},
+                                  {"operation", "merge"},
+                                  {"resource", "jwt://api.internal"},
+                                  {"issuer", "internal"},
+                                  {"ttl_seconds", 120}};
+    HttpResult pending = BudgetAsk(*b, s, merge);
+    REQUIRE(pending.status == 202);  // pending adds no live credential yet
+    HttpResult live = BudgetAsk(*b, s, BudgetRead("api.internal"));
+    REQUIRE(live.status == 201);
+    HttpResult ok = b->Post(
+        "/v1/approvals/" + pending.json["approval"]["id"].get<std::string>(), b->maintainer2_key,
+        {{"decision", "approve"}, {"request_digest", pending.json["approval"]["request_digest"]}});
+    REQUIRE(ok.status == 200);
+    const std::string gid = pending.json["grant_id"];
+    HttpResult got = b->Get("/v1/grants/" + gid, s.token);
+    INFO(got.body);
+    REQUIRE(got.status == 200);
+    CHECK(got.json["state"] == "denied");
+    CHECK(got.json["decision"]["code"] == "budget_exceeded");
+    CHECK(got.json["decision"]["stage"] == "collection");
+    CHECK_FALSE(got.json.contains("credential"));
+  }
+
   SUBCASE("a session without a budget shows its use and no limits") {
     BudgetSession s = OpenBudgeted(*b, b->engineer_key, nullptr);
     CHECK_FALSE(s.opened.contains("budget"));
