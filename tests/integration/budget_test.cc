@@ -253,6 +253,35 @@ TEST_CASE("Budgets: a role's session_budget bounds a larger request, in list ent
   CHECK_FALSE(maint.opened.contains("budget"));
 }
 
+TEST_CASE("Budgets: jitctl sessions open --max-… sets the budget, sessions show prints its use") {
+  auto b = BrokerProcess::Start();
+  const std::string env =
+      "env JITBROKER_URL=" + b->url() + " JITBROKER_API_KEY=" + b->engineer_key + " ";
+  auto [rc, out] = RunCommand(env + JITCTL_BINARY +
+                              " sessions open --json --agent agent_cli --task task_cli "
+                              "--resource jwt://mcp.internal --max-tier read --max-grants 2 "
+                              "--max-grants-per-tier read=1 --max-credential-seconds 900 2>&1");
+  INFO(out);
+  REQUIRE(rc == 0);
+  const nlohmann::json opened = nlohmann::json::parse(out);
+  CHECK(opened["budget"]["limits"] == nlohmann::json{{"max_grants", 2},
+                                                     {"max_grants_per_tier", {{"read", 1}}},
+                                                     {"max_credential_seconds", 900}});
+  BudgetSession s{opened["session_id"], opened["session_token"], opened};
+  REQUIRE(BudgetAsk(*b, s, BudgetRead("mcp.internal", 300)).status == 201);
+  auto [rc2, shown] = RunCommand(env + JITCTL_BINARY + " sessions show " + s.id + " 2>&1");
+  INFO(shown);
+  CHECK(rc2 == 0);
+  CHECK(shown.find("budget:\n  grants: 1 of 2\n") != std::string::npos);
+  CHECK(shown.find("  grants.read: 1 of 1\n") != std::string::npos);
+  CHECK(shown.find("  credential_seconds: 300 of 900\n") != std::string::npos);
+  auto [rc3, bad] = RunCommand(env + JITCTL_BINARY +
+                               " sessions open --agent a --task t --resource jwt://mcp.internal "
+                               "--max-grants-per-tier admin=1 2>&1");
+  CHECK(rc3 != 0);
+  CHECK(bad.find("--max-grants-per-tier") != std::string::npos);
+}
+
 TEST_CASE("Budgets: the budget_exceeded anomaly rule revokes the session") {
   BrokerOptions o;
   o.anomaly = "[{rule: budget_exceeded, count: 2, window_seconds: 60}]";
