@@ -109,6 +109,11 @@ TEST_CASE("Budgets: each limit denies the request that would cross it, audited")
       }
     }
     CHECK(budget_denials == 1);
+    for (const auto& rec : audit.json["records"]) {
+      if (rec["event"] == "session.opened") {
+        CHECK(rec["session"]["budget"] == nlohmann::json{{"max_grants", 2}});
+      }
+    }
   }
 
   SUBCASE("max_resources counts distinct resources") {
