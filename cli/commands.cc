@@ -627,6 +627,10 @@ Result<int> SessionsShow(const Context& ctx, const Invocation& inv) {
     *ctx.out << "scope_usage:\n";
     PrintObject(ctx, usage, "  ");
   }
+  const json& budget = Member(s, "budget");
+  if (budget.is_object()) {
+    *ctx.out << "budget:\n" << FormatBudget(budget);
+  }
   return ToInt(ExitCode::kOk);
 }
 

@@ -8,6 +8,7 @@
 // Thread-safety: pure functions over values.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <expected>
 #include <optional>
@@ -229,6 +230,81 @@ inline std::expected<nlohmann::json, std::string> JsonObjectFlag(const ParsedArg
   return std::move(*parsed);
 }
 
+// The `budget` of POST /v1/sessions from the --max-… flags of `sessions
+// open` (an empty object when none is given). The broker checks the bounds.
+inline std::expected<nlohmann::json, std::string> BuildSessionBudget(const ParsedArgs& args) {
+  constexpr int64_t kMax = int64_t{100} * 365 * 86400;
+  nlohmann::json budget = nlohmann::json::object();
+  for (std::string_view flag :
+       {"max-grants", "max-resources", "max-live-credentials", "max-credential-seconds"}) {
+    const std::optional<std::string> text = args.Get(flag);
+    if (!text) {
+      continue;
+    }
+    const std::optional<int64_t> v = ParseInt64(*text, 1, kMax);
+    if (!v) {
+      return std::unexpected("flag --" + std::string(flag) + " needs a positive integer");
+    }
+    std::string key(flag);
+    std::replace(key.begin(), key.end(), '-', '_');
+    budget[key] = *v;
+  }
+  for (const std::string& item : args.All("max-grants-per-tier")) {
+    const size_t eq = item.find('=');
+    const std::string tier = item.substr(0, eq);
+    const std::optional<int64_t> v =
+        eq == std::string::npos ? std::nullopt : ParseInt64(item.substr(eq + 1), 1, kMax);
+    if (!IsKnownTier(tier) || !v) {
+      return std::unexpected(
+          "flag --max-grants-per-tier needs TIER=N (TIER one of read, write, pr, merge_deploy, "
+          "secret, destructive; N a positive integer)");
+    }
+    budget["max_grants_per_tier"][tier] = *v;
+  }
+  return budget;
+}
+
+// `sessions show`: one line per budget limit, "used of limit" (or "used,
+// no limit"), from a session's `budget` {limits, used}.
+inline std::string FormatBudget(const nlohmann::json& budget) {
+  if (!budget.is_object()) {
+    return "";
+  }
+  const nlohmann::json empty = nlohmann::json::object();
+  const nlohmann::json& limits =
+      budget.contains("limits") && budget["limits"].is_object() ? budget["limits"] : empty;
+  const nlohmann::json& used =
+      budget.contains("used") && budget["used"].is_object() ? budget["used"] : empty;
+  auto number = [](const nlohmann::json& j, std::string_view key) -> std::string {
+    auto it = j.find(std::string(key));
+    return it != j.end() && it->is_number_integer() ? std::to_string(it->get<int64_t>())
+                                                    : std::string();
+  };
+  auto line = [](std::string_view name, const std::string& u, const std::string& limit) {
+    return "  " + std::string(name) + ": " + (u.empty() ? "0" : u) +
+           (limit.empty() ? " (no limit)" : " of " + limit) + "\n";
+  };
+  std::string out;
+  out += line("grants", number(used, "grants"), number(limits, "max_grants"));
+  out += line("resources", number(used, "resources"), number(limits, "max_resources"));
+  const nlohmann::json& used_tiers =
+      used.contains("grants_per_tier") ? used["grants_per_tier"] : empty;
+  const nlohmann::json& tier_limits =
+      limits.contains("max_grants_per_tier") ? limits["max_grants_per_tier"] : empty;
+  for (std::string_view tier : kTiers) {
+    const std::string u = used_tiers.is_object() ? number(used_tiers, tier) : "";
+    const std::string l = tier_limits.is_object() ? number(tier_limits, tier) : "";
+    if (!u.empty() || !l.empty()) {
+      out += line("grants." + std::string(tier), u, l);
+    }
+  }
+  out += line("live_credentials", number(used, "live_credentials"),
+              number(limits, "max_live_credentials"));
+  out += line("credential_seconds", number(used, "credential_seconds"),
+              number(limits, "max_credential_seconds"));
+  return out;
+}
+
 // POST /v1/sessions body from `sessions open` flags.
 inline std::expected<nlohmann::json, std::string> BuildSessionOpenBody(const ParsedArgs& args) {
   nlohmann::json body = nlohmann::json::object();
@@ -289,6 +365,13 @@ inline std::expected<nlohmann::json, std::string> BuildSessionOpenBody(const Par
       return std::unexpected(hb.error());
     }
     body["heartbeat_seconds"] = *hb;
+  }
+  auto budget = BuildSessionBudget(args);
+  if (!budget) {
+    return std::unexpected(budget.error());
+  }
+  if (!budget->empty()) {
+    body["budget"] = std::move(*budget);
   }
   return body;
 }

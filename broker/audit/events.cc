@@ -34,6 +34,9 @@ nlohmann::json SessionEvent(std::string_view event, const SessionRecord& s, Time
   if (!s.end_reason.empty()) {
     j["session"]["end_reason"] = s.end_reason;
   }
+  if (!s.budget.empty()) {
+    j["session"]["budget"] = s.budget;
+  }
   j["outcome"] = outcome;
   return j;
 }

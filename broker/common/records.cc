@@ -90,6 +90,9 @@ Json SessionExtraForStore(const SessionRecord& s) {
   if (!s.ci.empty()) {
     out["ci"] = s.ci;
   }
+  if (!s.budget.empty()) {
+    out["budget"] = s.budget;
+  }
   return out;
 }
 
@@ -99,6 +102,9 @@ Status SessionExtraFromStore(Json stored, SessionRecord& s) {
   }
   if (!Take(stored, "ci", s.ci)) {
     return std::unexpected(Corrupt("session", "ci"));
+  }
+  if (!Take(stored, "budget", s.budget)) {
+    return std::unexpected(Corrupt("session", "budget"));
   }
   s.extra = std::move(stored);
   return {};

@@ -226,6 +226,33 @@ std::array<TierPolicy, kTierCount> DefaultTiers() {
   return t;
 }
 
+// roles.NAME.session_budget (docs/configuration.md): the keys and bounds of
+// a session's `budget` (SessionBudget::FromJson), errors with file and line.
+Result<SessionBudget> LoadSessionBudget(Section& bs) {
+  JITBROKER_RETURN_IF_ERROR(Expect(bs, {"max_grants", "max_resources", "max_grants_per_tier",
+                                        "max_live_credentials", "max_credential_seconds"}));
+  SessionBudget b;
+  JITBROKER_ASSIGN_OR_RETURN(b.max_grants, bs.OptInt("max_grants", 1, kMaxBudgetCount));
+  JITBROKER_ASSIGN_OR_RETURN(b.max_resources, bs.OptInt("max_resources", 1, kMaxBudgetCount));
+  JITBROKER_ASSIGN_OR_RETURN(b.max_live_credentials,
+                             bs.OptInt("max_live_credentials", 1, kMaxBudgetCount));
+  JITBROKER_ASSIGN_OR_RETURN(b.max_credential_seconds,
+                             bs.OptInt("max_credential_seconds", 1, kMaxBudgetSeconds));
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> tiers, bs.OptSection("max_grants_per_tier"));
+  if (tiers) {
+    JITBROKER_ASSIGN_OR_RETURN(std::vector<std::string> names, tiers->Keys());
+    for (const std::string& n : names) {
+      JITBROKER_ASSIGN_OR_RETURN(Tier tier, TierValue(*tiers, n, n));
+      JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> count,
+                                 tiers->OptInt(n, 1, kMaxBudgetCount));
+      if (count) {
+        b.max_grants_per_tier[tier] = *count;
+      }
+    }
+  }
+  return b;
+}
+
 Status LoadRoles(Section& policy_section, Policy& policy) {
   JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> roles, policy_section.OptSection("roles"));
   if (!roles || !roles->node().IsMap()) {
@@ -245,7 +272,8 @@ Status LoadRoles(Section& policy_section, Policy& policy) {
       return std::unexpected(roles->Err(name, "must be a mapping"));
     }
     Section rs = Child(*roles, it->second, name);
-    JITBROKER_RETURN_IF_ERROR(Expect(rs, {"resources", "max_tier", "issuers", "scopes"}));
+    JITBROKER_RETURN_IF_ERROR(
+        Expect(rs, {"resources", "max_tier", "issuers", "scopes", "session_budget"}));
     Role role;
     role.name = name;
     JITBROKER_ASSIGN_OR_RETURN(role.resources, rs.StringList("resources"));
@@ -278,6 +306,10 @@ Status LoadRoles(Section& policy_section, Policy& policy) {
         }
       }
       role.scopes = std::move(scopes);
+    }
+    JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> budget, rs.OptSection("session_budget"));
+    if (budget) {
+      JITBROKER_ASSIGN_OR_RETURN(role.session_budget, LoadSessionBudget(*budget));
     }
     policy.roles.emplace(name, std::move(role));
   }

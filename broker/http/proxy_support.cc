@@ -155,7 +155,10 @@ Error NotIssued(const service::GrantResponse& out, const std::string& what) {
                                    "); repeat the same request once it is approved");
     return e;
   }
-  return PermissionDenied("grant_denied",
+  // A crossed session budget keeps its own stable code here too (docs/api.md,
+  // "Session budgets").
+  const bool budget = g.decision.value("code", std::string()) == "budget_exceeded";
+  return PermissionDenied(budget ? "budget_exceeded" : "grant_denied",
                           what + " was denied (grant " + g.id +
                               "): " + g.decision.value("reason", std::string("denied by policy")));
 }

@@ -66,7 +66,8 @@ bool IsProtectedBranch(const config::ProxyConfig& config, std::string_view branc
 SecretValue TokenOf(const service::IssuedCredential& c);
 
 // The answer to a proxy grant that did not issue a credential: 403
-// "grant_denied" with the decision's reason, or "approval_required" naming
+// "grant_denied" (or "budget_exceeded" when the session's budget refused
+// it) with the decision's reason, or "approval_required" naming
 // the approval to ask for. `what` says what was asked ("reading acme/app").
 Error NotIssued(const service::GrantResponse& out, const std::string& what);
 

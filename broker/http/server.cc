@@ -561,8 +561,12 @@ void HttpServer::Impl::Install() {
           JITBROKER_ASSIGN_OR_RETURN(auto out, api->RequestGrant(ctx, req.path_params[0], *body));
           if (out.outcome == service::GrantOutcome::kDenied) {
             const auto& d = out.body["decision"];
+            // A crossed session budget has its own stable code (docs/api.md,
+            // "Session budgets"); every other denial is grant_denied.
+            const bool budget = d.value("code", std::string()) == "budget_exceeded";
             nlohmann::json p =
-                ProblemBody(403, "Grant denied", "grant_denied",
+                ProblemBody(403, budget ? "Session budget exceeded" : "Grant denied",
+                            budget ? "budget_exceeded" : "grant_denied",
                             d.value("reason", std::string("denied by policy")), req.request_id);
             p["decision"] = d;
             p["grant_id"] = out.body["grant_id"];

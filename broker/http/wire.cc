@@ -22,7 +22,14 @@ Result<service::OpenSessionInput> ParseOpenSession(const nlohmann::json& body) {
   service::OpenSessionInput in;
   JITBROKER_ASSIGN_OR_RETURN(in.ttl_seconds, r.OptInt("ttl_seconds", 1, kMaxTtlSeconds));
   JITBROKER_ASSIGN_OR_RETURN(in.heartbeat_seconds, r.OptInt("heartbeat_seconds", 1, 86400));
+  if (auto it = body.find("budget"); it != body.end() && !it->is_object()) {
+    return std::unexpected(InvalidArgument("invalid_budget", "budget must be an object"));
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<nlohmann::json> budget, r.OptObject("budget"));
   JITBROKER_RETURN_IF_ERROR(r.Finish());
+  if (budget) {
+    JITBROKER_ASSIGN_OR_RETURN(in.budget, SessionBudget::FromJson(*budget));
+  }
 
   JITBROKER_ASSIGN_OR_RETURN(auto ar, json::JsonReader::Open(agent, "agent"));
   JITBROKER_ASSIGN_OR_RETURN(in.agent_id, ar.String("id", 256));
@@ -167,6 +174,9 @@ nlohmann::json SessionJson(const SessionRecord& s) {
   if (!s.ci.empty()) {
     j["ci"] = s.ci;  // the CI run of an implicit session (token exchange)
   }
+  if (!s.budget.empty()) {
+    j["budget"] = {{"limits", s.budget}};  // the use: in the session's detail
+  }
   return j;
 }
 
@@ -203,6 +213,7 @@ nlohmann::json SessionDetailJson(const service::SessionDetail& d) {
     }
   }
   out["grants"] = std::move(glist);
+  out["budget"] = {{"limits", d.session.budget}, {"used", d.budget_used.ToJson()}};
   out["scope_usage"] = {
       {"granted", d.session.scope},
       {"used", {{"resources", used_resources}, {"tiers", used_tiers}, {"issuers", used_issuers}}}};

@@ -29,7 +29,8 @@ namespace {
 
 using Kind = AnomalyRule::Kind;
 
-constexpr std::string_view kKindList = "denied_burst, out_of_scope, tier_chain, rate";
+constexpr std::string_view kKindList =
+    "denied_burst, out_of_scope, tier_chain, rate, budget_exceeded";
 constexpr std::string_view kRevokeSession = "revoke_session";
 constexpr size_t kMaxNameLength = 128;
 // The rate rule's sliding window.
@@ -42,11 +43,10 @@ struct KindRow {
   Kind kind;
   std::string_view name;
 };
-constexpr KindRow kKinds[] = {{Kind::kDeniedBurst, "denied_burst"},
-                              {Kind::kOutOfScope, "out_of_scope"},
-                              {Kind::kTierChain, "tier_chain"},
-                              {Kind::kRate, "rate"},
-                              {Kind::kForcePush, "force_push"}};
+constexpr KindRow kKinds[] = {
+    {Kind::kDeniedBurst, "denied_burst"}, {Kind::kOutOfScope, "out_of_scope"},
+    {Kind::kTierChain, "tier_chain"},     {Kind::kRate, "rate"},
+    {Kind::kForcePush, "force_push"},     {Kind::kBudgetExceeded, "budget_exceeded"}};
 
 std::optional<Kind> ParseKind(std::string_view name) {
   for (const KindRow& row : kKinds) {
@@ -66,6 +66,7 @@ bool KindUsesKey(Kind kind, std::string_view key) {
   switch (kind) {
     case Kind::kDeniedBurst:
     case Kind::kOutOfScope:
+    case Kind::kBudgetExceeded:
       return key == "count" || key == "window_seconds";
     case Kind::kTierChain:
       return key == "sequence" || key == "window_seconds";
@@ -167,7 +168,8 @@ Result<AnomalyRule> ParseEntry(config::Section& s, size_t index) {
 
   switch (rule.kind) {
     case Kind::kDeniedBurst:
-    case Kind::kOutOfScope: {
+    case Kind::kOutOfScope:
+    case Kind::kBudgetExceeded: {
       JITBROKER_ASSIGN_OR_RETURN(rule.count, RequiredInt(s, "count", 1, kMaxAnomalyCount));
       if (rule.kind == Kind::kDeniedBurst && !rule.window) {
         return std::unexpected(s.Err("window_seconds", "is required"));
@@ -240,6 +242,10 @@ bool Relevant(const AnomalyRule& r, const DecisionObservation& o) {
       // max_tier, its branches and environments, its scope items.
       return o.code == "out_of_scope" || o.code == "branch_not_in_scope" ||
              o.code == "environment_not_in_scope" || o.code == "scope_not_in_task";
+    case Kind::kBudgetExceeded:
+      // A request that would cross the session's budget (docs/concepts.md,
+      // "Session budgets").
+      return o.code == "budget_exceeded";
     case Kind::kTierChain:
       return std::find(r.sequence.begin(), r.sequence.end(), o.tier) != r.sequence.end();
     case Kind::kRate:
@@ -464,6 +470,7 @@ nlohmann::json Evidence(const AnomalyRule& r, const std::string& session_id,
   switch (r.kind) {
     case Kind::kDeniedBurst:
     case Kind::kOutOfScope:
+    case Kind::kBudgetExceeded:
       ev["count"] = EffectiveCount(r);
       break;
     case Kind::kTierChain: {

@@ -14,6 +14,9 @@
 //                 first to the last within `window_seconds`;
 //   rate          more than `max_per_minute` grant requests (any result) within
 //                 any sliding 60 s;
+//   budget_exceeded  `count` requests denied for crossing the session's
+//                 budget (code budget_exceeded), within `window_seconds` when
+//                 set, else over the whole session;
 //   force_push    a ref update the git proxy forwarded turned out to rewrite
 //                 history (docs/proxy.md, "Force pushes"): reported by the
 //                 proxy, not observed in decisions; triggers at once.
@@ -56,14 +59,14 @@
 namespace jitbroker::lifecycle {
 
 struct AnomalyRule {
-  enum class Kind { kDeniedBurst, kOutOfScope, kTierChain, kRate, kForcePush };
+  enum class Kind { kDeniedBurst, kOutOfScope, kTierChain, kRate, kForcePush, kBudgetExceeded };
   Kind kind = Kind::kDeniedBurst;
   // "anomaly[2]:denied_burst" (index + kind) unless the entry sets `name:`.
   std::string name;
-  // denied_burst, out_of_scope: trigger when count is reached.
+  // denied_burst, out_of_scope, budget_exceeded: trigger when count is reached.
   int64_t count = 0;
-  // denied_burst (required), tier_chain (required), out_of_scope (optional:
-  // absent = whole session).
+  // denied_burst (required), tier_chain (required), out_of_scope and
+  // budget_exceeded (optional: absent = whole session).
   std::optional<Seconds> window;
   // tier_chain: tiers requested in this order (not necessarily adjacent) within window.
   std::vector<Tier> sequence;
@@ -72,7 +75,8 @@ struct AnomalyRule {
   std::string action = "revoke_session";  // only value supported
 };
 
-// "denied_burst", "out_of_scope", "tier_chain", "rate", "force_push".
+// "denied_burst", "out_of_scope", "tier_chain", "rate", "force_push",
+// "budget_exceeded".
 std::string_view AnomalyKindName(AnomalyRule::Kind kind);
 
 // Bounds enforced by the parser.
@@ -83,7 +87,7 @@ inline constexpr size_t kMaxAnomalySequence = 16;            // sequence length
 inline constexpr size_t kMaxAnomalyRules = 64;               // entries in `anomaly:`
 
 // Parses the `anomaly:` sequence (absent → empty). Entries: {rule:
-// denied_burst|out_of_scope|tier_chain|rate, count, window_seconds, sequence,
+// denied_burst|out_of_scope|tier_chain|rate|budget_exceeded, count, window_seconds, sequence,
 // max_per_minute, action, name}; unknown keys, keys the rule does not use,
 // missing required fields, wrong types, unknown tiers, sequence shorter than 2,
 // count < 1, duplicate rule names → kInvalidArgument "invalid_config" errors

@@ -453,6 +453,128 @@ Result<TaskScope> TaskScope::FromJson(const nlohmann::json& j) {
 }
 
 // ---------------------------------------------------------------------------
+// Session budgets
+
+namespace {
+
+constexpr const char* kBudgetScalarKeys[] = {"max_grants", "max_resources", "max_live_credentials",
+                                             "max_credential_seconds"};
+
+std::optional<int64_t>& BudgetField(SessionBudget& b, std::string_view key) {
+  if (key == "max_grants") {
+    return b.max_grants;
+  }
+  if (key == "max_resources") {
+    return b.max_resources;
+  }
+  if (key == "max_live_credentials") {
+    return b.max_live_credentials;
+  }
+  return b.max_credential_seconds;
+}
+
+Result<int64_t> BudgetInt(const nlohmann::json& v, const std::string& path, int64_t max) {
+  // A JSON number that is a whole number in range; 3.0 and "3" are not.
+  if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(max)) ||
+      v.get<int64_t>() < 1 || v.get<int64_t>() > max) {
+    return std::unexpected(InvalidArgument(
+        "invalid_budget", path + " must be an integer from 1 to " + std::to_string(max)));
+  }
+  return v.get<int64_t>();
+}
+
+std::string ShownKey(const std::string& k) { return k.size() > 64 ? k.substr(0, 64) + "…" : k; }
+
+void TakeMin(std::optional<int64_t>& out, const std::optional<int64_t>& other) {
+  if (other && (!out || *other < *out)) {
+    out = other;
+  }
+}
+
+}  // namespace
+
+nlohmann::json SessionBudget::ToJson() const {
+  nlohmann::json j = nlohmann::json::object();
+  SessionBudget copy = *this;
+  for (const char* key : kBudgetScalarKeys) {
+    if (const std::optional<int64_t>& v = BudgetField(copy, key); v) {
+      j[key] = *v;
+    }
+  }
+  if (!max_grants_per_tier.empty()) {
+    nlohmann::json tiers = nlohmann::json::object();
+    for (const auto& [tier, n] : max_grants_per_tier) {
+      tiers[std::string(TierName(tier))] = n;
+    }
+    j["max_grants_per_tier"] = std::move(tiers);
+  }
+  return j;
+}
+
+Result<SessionBudget> SessionBudget::FromJson(const nlohmann::json& j, std::string_view where) {
+  const std::string base(where);
+  if (!j.is_object()) {
+    return std::unexpected(InvalidArgument("invalid_budget", base + " must be an object"));
+  }
+  SessionBudget b;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& k = it.key();
+    const std::string path = base + "." + ShownKey(k);
+    if (k == "max_grants_per_tier") {
+      if (!it->is_object()) {
+        return std::unexpected(InvalidArgument(
+            "invalid_budget", path + " must be an object of tier names to integers"));
+      }
+      for (auto t = it->begin(); t != it->end(); ++t) {
+        std::optional<Tier> tier = ParseTier(t.key());
+        if (!tier) {
+          return std::unexpected(InvalidArgument(
+              "invalid_budget", path + " names unknown tier \"" + ShownKey(t.key()) +
+                                    "\" (one of read, write, pr, merge_deploy, secret, "
+                                    "destructive)"));
+        }
+        JITBROKER_ASSIGN_OR_RETURN(int64_t n, BudgetInt(*t, path + "." + t.key(), kMaxBudgetCount));
+        b.max_grants_per_tier[*tier] = n;
+      }
+      continue;
+    }
+    if (std::find(std::begin(kBudgetScalarKeys), std::end(kBudgetScalarKeys), k) ==
+        std::end(kBudgetScalarKeys)) {
+      return std::unexpected(InvalidArgument("invalid_budget", "unknown field \"" + path + "\""));
+    }
+    const int64_t max = k == "max_credential_seconds" ? kMaxBudgetSeconds : kMaxBudgetCount;
+    JITBROKER_ASSIGN_OR_RETURN(BudgetField(b, k), BudgetInt(*it, path, max));
+  }
+  return b;
+}
+
+SessionBudget SessionBudget::Tightest(const SessionBudget& a, const SessionBudget& b) {
+  SessionBudget out = a;
+  TakeMin(out.max_grants, b.max_grants);
+  TakeMin(out.max_resources, b.max_resources);
+  TakeMin(out.max_live_credentials, b.max_live_credentials);
+  TakeMin(out.max_credential_seconds, b.max_credential_seconds);
+  for (const auto& [tier, n] : b.max_grants_per_tier) {
+    auto [it, inserted] = out.max_grants_per_tier.emplace(tier, n);
+    if (!inserted && n < it->second) {
+      it->second = n;
+    }
+  }
+  return out;
+}
+
+SessionBudget EffectiveBudget(const SessionBudget& requested, const Principal& p,
+                              const Policy& policy) {
+  SessionBudget out = requested;
+  for (const std::string& name : p.roles) {
+    if (auto it = policy.roles.find(name); it != policy.roles.end()) {
+      out = SessionBudget::Tightest(out, it->second.session_budget);
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
 // Classification
 
 namespace {

@@ -77,6 +77,10 @@ std::mutex& BrokerService::PendingLockFor(std::string_view principal_id) {
   return pending_locks_[std::hash<std::string_view>{}(principal_id) % pending_locks_.size()];
 }
 
+std::mutex& BrokerService::BudgetLockFor(std::string_view session_id) {
+  return budget_locks_[std::hash<std::string_view>{}(session_id) % budget_locks_.size()];
+}
+
 std::vector<RevocationOutcome> BrokerService::RevokeGrants(std::vector<GrantRecord>& grants,
                                                            TimePoint now,
                                                            const std::string& request_id,
@@ -292,6 +296,7 @@ Result<OpenedSession> BrokerService::OpenSession(const CallContext& ctx, OpenSes
   // redacted (broker/audit/redact.h).
   s.task_description = audit::RedactText(in.description.value_or(""));
   s.scope = scope.ToJson();
+  s.budget = EffectiveBudget(in.budget, *c.principal, *policy).ToJson();
   s.state = SessionState::kActive;
   s.created_at = now;
   s.expires_at = now + Seconds(ttl_s);
@@ -337,7 +342,9 @@ Result<SessionDetail> BrokerService::GetSession(const CallContext& ctx, const st
       SessionRecord s,
       LoadAuthorized(ctx, id, Access{.session_token = true, .owner = true, .admin = true}));
   JITBROKER_ASSIGN_OR_RETURN(auto grants, store_->ListGrants(id));
-  return SessionDetail{std::move(s), std::move(grants), clock_->Now()};
+  const TimePoint now = clock_->Now();
+  BudgetUse used = CountBudgetUse(grants, now);
+  return SessionDetail{std::move(s), std::move(grants), now, std::move(used)};
 }
 
 Result<SessionRecord> BrokerService::Heartbeat(const CallContext& ctx, const std::string& id,

@@ -264,6 +264,7 @@ class BrokerService {
   using SessionLock = std::shared_mutex;
   SessionLock& LockFor(std::string_view session_id);
   std::mutex& PendingLockFor(std::string_view principal_id);
+  std::mutex& BudgetLockFor(std::string_view session_id);
 
   // Loads the session and checks the caller may act on it.
   struct Access {
@@ -342,11 +343,16 @@ class BrokerService {
     std::optional<DelegationCheck> delegation;         // when it was checked
     std::optional<PendingRefusal> pending_refusal;     // the pending bound refused it
     std::optional<lifecycle::AnomalyTrigger> anomaly;  // a rule triggered on it
-    std::unique_lock<std::mutex> pending_lock;         // held until a pending grant commits
+    // A budgeted session's budget lock: held until the grant that passed the
+    // budget is committed (pending, or minted and recorded); released at
+    // once for a denial.
+    std::unique_lock<std::mutex> budget_lock;
+    std::unique_lock<std::mutex> pending_lock;  // held until a pending grant commits
   };
   // Stages 1-4 for grant `grant_id` of session `s`: (1) the pure Evaluate()
   // with the issuer's facts, and when collecting, the approval's currency;
-  // (2) delegated rights; (3) the pending bound; (4) the anomaly rules. Each
+  // (2) delegated rights; (2b) the session budget (budget.h); (3) the
+  // pending bound; (4) the anomaly rules. Each
   // refusal is a denial in the Decision; an Error means the request could not
   // be decided (an issuer or the store is unavailable).
   [[nodiscard]] Result<Decided> DecideGrant(const std::string& grant_id, const SessionRecord& s,
@@ -436,6 +442,9 @@ class BrokerService {
   // both bounds (per session, per principal) only count one principal's
   // grants, so requests of different principals never wait for each other.
   std::array<std::mutex, 64> pending_locks_;
+  // Session budgets: held from counting a budgeted session's grants until
+  // the grant that passed is committed (BudgetLockFor).
+  std::array<std::mutex, 256> budget_locks_;
   std::array<SessionLock, 64> session_locks_;
   // Long-poll waiters on grant state changes.
   std::mutex wait_mu_;

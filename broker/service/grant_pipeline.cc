@@ -16,6 +16,7 @@
 #include "broker/common/log.h"
 #include "broker/common/time_util.h"
 #include "broker/crypto/crypto.h"
+#include "broker/service/budget.h"
 #include "broker/service/internal.h"
 #include "broker/service/request_digest.h"
 
@@ -176,6 +177,30 @@ Result<BrokerService::Decided> BrokerService::DecideGrant(const std::string& gra
       out.delegation = std::move(check);
     }
   }
+  // 2b. The session budget (docs/concepts.md "Session budgets"), counted from
+  // the stored grants under the session's budget lock, which stays held until
+  // this grant is committed: concurrent requests of this process cannot
+  // overshoot (replicas can, by the requests in flight at once).
+  if (!s.budget.empty() && d.result != DecisionResult::kDeny) {
+    Result<SessionBudget> budget = SessionBudget::FromJson(s.budget, "session.budget");
+    if (!budget) {
+      return std::unexpected(
+          Internal("stored session budget is unreadable", budget.error().ToString()));
+    }
+    out.budget_lock = std::unique_lock(BudgetLockFor(s.id));
+    JITBROKER_ASSIGN_OR_RETURN(std::vector<GrantRecord> grants, store_->ListGrants(s.id));
+    const BudgetRequest br{.resource = req.resource,
+                           .tier = d.tier,
+                           .ttl_seconds = d.ttl_seconds,
+                           // Collecting mints whatever the tier asks: the approval is given.
+                           .mints = d.result == DecisionResult::kAllow || opts.approved != nullptr,
+                           .collecting = opts.approved != nullptr};
+    if (std::optional<BudgetRefusal> refusal =
+            CheckBudget(*budget, CountBudgetUse(grants, now), br)) {
+      metrics_->CountRateLimited("session_budget");
+      deny("budget_exceeded", refusal->reason, "session.budget." + refusal->limit);
+    }
+  }
   // 3. Bounded pending approvals: past the bound the request is a denial
   // (recorded, audited, seen by the anomaly rules). The principal's pending
   // lock stays held until the pending grant is committed.
@@ -204,6 +229,9 @@ Result<BrokerService::Decided> BrokerService::DecideGrant(const std::string& gra
            out.anomaly->rule);
     }
     metrics_->CountGrant(std::string(TierName(d.tier)), std::string(DecisionResultName(d.result)));
+  }
+  if (d.result == DecisionResult::kDeny && out.budget_lock.owns_lock()) {
+    out.budget_lock.unlock();  // a denial consumes no budget
   }
   return out;
 }

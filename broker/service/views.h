@@ -19,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "broker/service/budget.h"
 #include "broker/service/revoker.h"
 #include "jitbroker/clock.h"
 #include "jitbroker/policy.h"
@@ -42,6 +43,9 @@ struct OpenSessionInput {
   TaskScope scope;
   std::optional<int64_t> ttl_seconds;        // absent: sessions.default_ttl_seconds
   std::optional<int64_t> heartbeat_seconds;  // absent: sessions.heartbeat_seconds
+  // The budget asked for; the session gets the tighter of it and its
+  // principal's roles' session_budget (EffectiveBudget).
+  SessionBudget budget;
 };
 
 // POST /v1/sessions/{id}/heartbeat.
@@ -87,7 +91,8 @@ struct OpenedSession {
 struct SessionDetail {
   SessionRecord session;
   std::vector<GrantRecord> grants;
-  TimePoint now;  // grants past their expiry show as expired
+  TimePoint now;          // grants past their expiry show as expired
+  BudgetUse budget_used;  // what the grants consumed of the session's budget
 };
 
 // A completed or revoked session and what became of each live grant.

@@ -134,6 +134,35 @@ struct ToolRule {
   Tier tier = Tier::kWrite;
 };
 
+// Session budgets (docs/concepts.md "Session budgets"): bounds on what one
+// session may consume however well its grants stay inside its scope. Every
+// limit is optional (absent = unbounded). A grant that was allowed or went
+// pending counts; a denied request consumes nothing.
+struct SessionBudget {
+  std::optional<int64_t> max_grants;
+  std::optional<int64_t> max_resources;  // distinct grant `resource` values
+  std::map<Tier, int64_t> max_grants_per_tier;
+  std::optional<int64_t> max_live_credentials;    // active, unexpired credentials at once
+  std::optional<int64_t> max_credential_seconds;  // sum of the granted TTLs
+
+  bool empty() const {
+    return !max_grants && !max_resources && max_grants_per_tier.empty() && !max_live_credentials &&
+           !max_credential_seconds;
+  }
+  // {max_grants, …, max_grants_per_tier: {tier: N}}: only the limits set.
+  nlohmann::json ToJson() const;
+  // Strict: an object of the keys above with integers in [1, kMaxBudgetCount]
+  // (max_credential_seconds: [1, kMaxBudgetSeconds]) and tier names as the
+  // keys of max_grants_per_tier. Errors: kInvalidArgument "invalid_budget"
+  // naming the key under `where` ("budget", "roles.dev.session_budget").
+  [[nodiscard]] static Result<SessionBudget> FromJson(const nlohmann::json& j,
+                                                      std::string_view where = "budget");
+  // The tighter of the two budgets, limit by limit.
+  static SessionBudget Tightest(const SessionBudget& a, const SessionBudget& b);
+};
+inline constexpr int64_t kMaxBudgetCount = 1000000;
+inline constexpr int64_t kMaxBudgetSeconds = int64_t{100} * 365 * 86400;
+
 struct Role {
   std::string name;
   std::vector<std::string> resources;  // patterns; see ResourceCovers
@@ -142,6 +171,9 @@ struct Role {
   // Scope-item patterns (see ScopePatternMatches) this role allows on its
   // resources; absent = any scope item.
   std::optional<std::vector<std::string>> scopes;
+  // roles.NAME.session_budget: bounds every session a principal with this
+  // role opens (empty = bounds nothing).
+  SessionBudget session_budget;
 };
 
 // The key of an upstream identity in Principal::identities: [a-z][a-z0-9_-]*,
@@ -189,6 +221,12 @@ struct Policy {
   const Principal* FindPrincipalByCertSha256(std::string_view cert_sha256_hex) const;
   bool HasRole(const Principal& p, std::string_view role) const;
 };
+
+// The budget a session of principal `p` gets: for each limit, the smallest of
+// `requested` and the session_budget of each of p's roles (a role without
+// one bounds nothing).
+SessionBudget EffectiveBudget(const SessionBudget& requested, const Principal& p,
+                              const Policy& policy);
 
 // What a task may touch (docs/concepts.md "Concepts"). Empty lists mean "nothing" for resources
 // and "any" for branches, environments and issuers.
@@ -253,7 +291,8 @@ struct Decision {
                              // "scope_not_in_task",
                              // "branch_not_in_scope", "environment_not_in_scope",
                              // "unknown_principal", "session_expired"; set by the
-                             // service: "anomaly_detected", "delegated_rights_exceeded"
+                             // service: "anomaly_detected", "delegated_rights_exceeded",
+                             // "budget_exceeded"
   std::string reason;        // human-readable
   std::string matched_rule;  // e.g. "tools[0]", "tiers.destructive", "task.scope.resources"
   std::string policy_version;

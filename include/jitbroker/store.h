@@ -73,6 +73,9 @@ struct SessionRecord {
   nlohmann::json ci = nlohmann::json::object();
   // Fields no code reads, and fields of newer versions: kept as they are.
   nlohmann::json extra = nlohmann::json::object();
+  // The session's effective budget (SessionBudget::ToJson(), policy.h); empty
+  // = unbounded. Fixed when the session opens.
+  nlohmann::json budget = nlohmann::json::object();
 };
 
 // A human's decision on a grant's approval.

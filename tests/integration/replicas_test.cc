@@ -142,6 +142,31 @@ TEST_CASE("Replicas (#13): what one replica changes, the other honours at once")
   CHECK(resynced);
 }
 
+TEST_CASE("Replicas: a session budget is stored in PostgreSQL and counted by every replica") {
+  Deployment d;
+  if (d.Skipped()) {
+    return;
+  }
+  auto [a, b] = d.StartTwo();
+  nlohmann::json body = {{"agent", {{"id", "agent_budget"}}},
+                         {"task", {{"id", "task_budget"}, {"scope", kMaintScope}}},
+                         {"budget", {{"max_grants", 2}, {"max_credential_seconds", 100000}}}};
+  HttpResult opened = a->Post("/v1/sessions", a->maintainer_key, body);
+  INFO(opened.body);
+  REQUIRE(opened.status == 201);
+  const std::string sid = opened.json["session_id"];
+  const std::string token = opened.json["session_token"];
+  CHECK(a->Post("/v1/sessions/" + sid + "/grants", token, kRead).status == 201);
+  CHECK(b->Post("/v1/sessions/" + sid + "/grants", token, kRead).status == 201);
+  HttpResult over = a->Post("/v1/sessions/" + sid + "/grants", token, kRead);
+  CHECK(over.status == 403);
+  CHECK(over.json["code"] == "budget_exceeded");
+  HttpResult shown = b->Get("/v1/sessions/" + sid, b->maintainer_key);
+  REQUIRE(shown.status == 200);
+  CHECK(shown.json["budget"]["limits"]["max_grants"] == 2);
+  CHECK(shown.json["budget"]["used"]["grants"] == 2);
+}
+
 TEST_CASE("Replicas (#13): an approval is collected once, whichever replicas the agent asks") {
   Deployment d;
   if (d.Skipped()) {

@@ -937,6 +937,19 @@ def scenario(c, keys, idp, config_path):
     c.call("POST", grants, token=tok1, body=dict(read, justification="x\u200by"), expect=400)
     c.call("POST", "/v1/sessions/ses_doesnotexist/grants", token=tok1, body=read, expect=(403, 404))
 
+    # A session budget (api.md, "Session budgets"): the answer that crosses it,
+    # the session's use, and a malformed budget.
+    st, s3, _ = c.call("POST", "/v1/sessions", token=E, expect=201, body={
+        "agent": {"id": "agent_c"}, "task": {"id": "task_3", "scope": scope},
+        "budget": {"max_grants": 1, "max_grants_per_tier": {"read": 1},
+                   "max_credential_seconds": 600}})
+    budgeted = f"/v1/sessions/{s3['session_id']}/grants"
+    c.call("POST", budgeted, token=s3["session_token"], body=read, expect=201)
+    c.call("POST", budgeted, token=s3["session_token"], body=read, expect=403)
+    c.call("GET", f"/v1/sessions/{s3['session_id']}", token=E, expect=200)
+    c.call("POST", "/v1/sessions", token=E, expect=400, body={
+        "agent": {"id": "a"}, "task": {"id": "t", "scope": scope}, "budget": {"max_grants": 0}})
+
     gid1, pid1, pid2 = g1["grant_id"], p1["grant_id"], p2["grant_id"]
     c.call("GET", f"/v1/grants/{gid1}", token=tok1, expect=200)
     c.call("GET", f"/v1/grants/{gid1}", token=E, expect=200)

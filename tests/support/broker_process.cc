@@ -109,6 +109,12 @@ void BrokerProcess::WriteConfig(const BrokerOptions& o) {
       yaml.insert(pos + 1, "identities: {github: " + login + "}, ");
     }
   }
+  for (const auto& [role, keys] : o.role_extra) {
+    const std::string anchor = "    " + role + ": {";
+    if (auto pos = yaml.find(anchor); pos != std::string::npos) {
+      yaml.insert(pos + anchor.size(), keys + ", ");
+    }
+  }
   WriteFile(config_path(), yaml);
 }
 

@@ -37,6 +37,9 @@ struct BrokerOptions {
   // Another replica of the same deployment: this one gets its API keys (so
   // the same principals authenticate on both). Not owned; may be null.
   const class BrokerProcess* same_keys_as = nullptr;
+  // Keys added to a role's mapping, by role name, e.g. {"engineer",
+  // "session_budget: {max_grants: 1}"}.
+  std::map<std::string, std::string> role_extra;
 };
 
 struct HttpResult {

@@ -39,6 +39,7 @@ SessionRecord FullSession(const std::string& id) {
   s.last_progress = "ran tests";
   s.ci = nlohmann::json{{"repository", "acme/api"}, {"run_id", "42"}};
   s.extra = nlohmann::json{{"client", "jitctl/0.1"}, {"n", 3}};
+  s.budget = nlohmann::json{{"max_grants", 10}, {"max_grants_per_tier", {{"write", 2}}}};
   return s;
 }
 
@@ -107,6 +108,7 @@ void CheckSessionEq(const SessionRecord& a, const SessionRecord& b) {
   CHECK(a.last_progress == b.last_progress);
   CHECK(a.ci == b.ci);
   CHECK(a.extra == b.extra);
+  CHECK(a.budget == b.budget);
 }
 
 void CheckGrantEq(const GrantRecord& a, const GrantRecord& b) {

@@ -147,7 +147,7 @@ TEST_CASE("Anomaly: bad rules are rejected naming file:line:key") {
        "test.yaml:1: anomaly[0].rule: is required"},
       {"unknown rule", "- {rule: bursty, count: 5}",
        "test.yaml:1: anomaly[0].rule: unknown rule \"bursty\" (one of denied_burst, out_of_scope, "
-       "tier_chain, rate)"},
+       "tier_chain, rate, budget_exceeded)"},
       {"rule not a string", "- {rule: [rate], max_per_minute: 5}",
        "test.yaml:1: anomaly[0].rule: must be a string"},
       {"denied_burst without count", "- {rule: denied_burst, window_seconds: 60}",

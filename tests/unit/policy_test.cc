@@ -71,15 +71,14 @@ Policy TestPolicy() {
   p.tools.push_back(Rule("tools[9]", "re:github\\.admin", {}, {}, {}, Tier::kDestructive));
   p.tools.push_back(Rule("tools[10]", {}, "approve", {}, {}, Tier::kPr));
 
-  p.roles["engineer"] = Role{"engineer",
-                             {"github://acme/*", "jwt://mcp.internal"},
-                             Tier::kPr,
-                             {"github", "internal"},
-                             std::nullopt};
+  p.roles["engineer"] = Role{"engineer",   {"github://acme/*", "jwt://mcp.internal"},
+                             Tier::kPr,    {"github", "internal"},
+                             std::nullopt, {}};
   p.roles["maintainer"] =
-      Role{"maintainer", {"github://acme/*"}, Tier::kMergeDeploy, {}, std::nullopt};
-  p.roles["viewer"] = Role{"viewer", {"github://acme/docs"}, Tier::kRead, {"github"}, std::nullopt};
-  p.roles["admin"] = Role{"admin", {"*"}, Tier::kDestructive, {}, std::nullopt};
+      Role{"maintainer", {"github://acme/*"}, Tier::kMergeDeploy, {}, std::nullopt, {}};
+  p.roles["viewer"] =
+      Role{"viewer", {"github://acme/docs"}, Tier::kRead, {"github"}, std::nullopt, {}};
+  p.roles["admin"] = Role{"admin", {"*"}, Tier::kDestructive, {}, std::nullopt, {}};
 
   p.principals.push_back(
       Principal{"eng", "eng@example.com", {"engineer"}, {{"github", "eng"}}, {}, {}, {}});
@@ -702,9 +701,9 @@ Policy ScopedPolicy() {
   Policy p = TestPolicy();
   p.roles["engineer"].resources.push_back("jwt://api.internal");
   p.roles["engineer"].scopes = std::vector<std::string>{"read", "mcp:*"};
-  p.roles["deployer"] = Role{
-      "deployer", {"jwt://deploy.internal"}, Tier::kPr, {}, std::vector<std::string>{"deploy"}};
-  p.roles["approver"] = Role{"approver", {}, Tier::kRead, {}, std::nullopt};
+  p.roles["deployer"] = Role{"deployer", {"jwt://deploy.internal"},          Tier::kPr,
+                             {},         std::vector<std::string>{"deploy"}, {}};
+  p.roles["approver"] = Role{"approver", {}, Tier::kRead, {}, std::nullopt, {}};
   p.principals.push_back(Principal{"eng_appr", "", {"engineer", "approver"}, {}, {}, {}, {}});
   p.principals.push_back(Principal{"eng_dep", "", {"engineer", "deployer"}, {}, {}, {}, {}});
   return p;
