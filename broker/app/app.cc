@@ -25,6 +25,7 @@
 #include "broker/http/server.h"
 #include "broker/lifecycle/anomaly.h"
 #include "broker/lifecycle/notifier.h"
+#include "broker/lifecycle/slack.h"
 #include "broker/lifecycle/sweeper.h"
 #include "broker/net/http_client.h"
 #include "broker/oidc/jwks_cache.h"
@@ -190,6 +191,7 @@ struct App::Impl {
   std::unique_ptr<net::HttpClient> proxy_http;  // git and GitHub traffic in proxy mode
   std::unique_ptr<oidc::JwksCache> jwks;
   std::unique_ptr<lifecycle::ApprovalNotifier> notifier;
+  std::unique_ptr<lifecycle::SlackNotifier> slack;  // approvals.slack
   std::unique_ptr<service::BrokerService> service;
   std::unique_ptr<lifecycle::Sweeper> sweeper;
   std::unique_ptr<http::HttpServer> server;
@@ -432,6 +434,11 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
         std::make_unique<lifecycle::ApprovalNotifier>(std::move(wo), net::MakeCurlHttpClient({}));
     so_opts.notifier = impl.notifier.get();
   }
+  if (const auto& slack = impl.cfg.approvals.slack) {
+    impl.slack = std::make_unique<lifecycle::SlackNotifier>(*slack, net::MakeCurlHttpClient({}),
+                                                            net::MakeCurlHttpClient({}));
+    so_opts.slack = impl.slack.get();
+  }
   impl.service = std::make_unique<service::BrokerService>(
       impl.store.get(), impl.journal.get(), &impl.clock, &impl.metrics, std::move(built),
       impl.cfg.policy, std::move(so_opts));
@@ -466,10 +473,10 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
     impl.proxy_http = net::MakeCurlHttpClient(std::move(ho));
     proxy.http = impl.proxy_http.get();
   }
-  JITBROKER_ASSIGN_OR_RETURN(impl.server,
-                             http::HttpServer::Create(
-                                 impl.cfg.server, impl.service.get(), &impl.metrics,
-                                 [self] { return self->ReloadPolicy(); }, std::move(proxy)));
+  JITBROKER_ASSIGN_OR_RETURN(impl.server, http::HttpServer::Create(
+                                              impl.cfg.server, impl.service.get(), &impl.metrics,
+                                              [self] { return self->ReloadPolicy(); },
+                                              std::move(proxy), impl.slack.get()));
   return app;
 }
 
@@ -573,6 +580,9 @@ void App::Stop() {
   }
   if (impl_->notifier) {
     impl_->notifier->Stop();
+  }
+  if (impl_->slack) {
+    impl_->slack->Stop();
   }
   if (impl_->journal) {
     impl_->journal->Stop();  // writes the shutdown checkpoint

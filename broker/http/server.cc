@@ -13,6 +13,7 @@
 #include "broker/common/log.h"
 #include "broker/http/git_proxy.h"
 #include "broker/http/github_api_proxy.h"
+#include "broker/http/slack_interactions.h"
 #include "broker/http/transport.h"
 #include "broker/http/wire.h"
 #include "broker/net/url.h"
@@ -180,6 +181,7 @@ struct HttpServer::Impl final : RequestHandler {
   std::unique_ptr<Transport> transport;
   std::unique_ptr<GitProxy> git_proxy;        // /git/…; null when off
   std::unique_ptr<GitHubApiProxy> api_proxy;  // /github/…; null when off
+  std::unique_ptr<SlackInteractions> slack;   // /v1/slack/interactions; null when off
   std::shared_ptr<spdlog::logger> error_log = log::Get("http");
   std::shared_ptr<spdlog::logger> access_log = log::Access();  // nullptr: off
   std::atomic<int> long_polls{0};
@@ -407,7 +409,8 @@ HttpServer::~HttpServer() { Stop(); }
 Result<std::unique_ptr<HttpServer>> HttpServer::Create(const config::ServerConfig& cfg,
                                                        service::BrokerService* service,
                                                        Metrics* metrics, ReloadFn reload,
-                                                       ProxyOptions proxy) {
+                                                       ProxyOptions proxy,
+                                                       lifecycle::SlackNotifier* slack) {
   std::unique_ptr<HttpServer> s(new HttpServer());
   s->impl_ = std::make_unique<Impl>();
   Impl& impl = *s->impl_;
@@ -451,6 +454,9 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Create(const config::ServerConfi
         std::make_unique<GitProxy>(service, proxy.http, proxy.config, slots, held, render);
     impl.api_proxy = std::make_unique<GitHubApiProxy>(service, proxy.http, std::move(proxy.config),
                                                       slots, held, render, !cfg.tls_cert.empty());
+  }
+  if (slack != nullptr && slack->interactive()) {
+    impl.slack = std::make_unique<SlackInteractions>(service, slack);
   }
   impl.Install();
   return s;
@@ -681,6 +687,11 @@ void HttpServer::Impl::Install() {
   });
 
   InstallTokenEndpoint();
+
+  if (slack) {
+    AddRoute("POST", "/v1/slack/interactions", SlackInteractions::kMaxBodyBytes, false,
+             [this](Request& req, Response& res) { slack->Handle(req, res); });
+  }
 
   Route("GET", "/v1/audit", Auth::kRequired, BodyKind::kNone,
         [this](const Request& req, auto& ctx, auto&) -> Result<Reply> {

@@ -15,6 +15,7 @@
 
 #include "broker/common/metrics.h"
 #include "broker/config/config.h"
+#include "broker/lifecycle/slack.h"
 #include "broker/service/broker_service.h"
 #include "jitbroker/http_client.h"
 
@@ -30,13 +31,14 @@ struct ProxyOptions {
   HttpClient* http = nullptr;
 };
 
+// `slack` (approvals.slack, not owned, may be null): in interactive mode the
+// server also serves its callbacks (POST /v1/slack/interactions).
 class HttpServer {
  public:
   ~HttpServer();
-  [[nodiscard]] static Result<std::unique_ptr<HttpServer>> Create(const config::ServerConfig& cfg,
-                                                                  service::BrokerService* service,
-                                                                  Metrics* metrics, ReloadFn reload,
-                                                                  ProxyOptions proxy = {});
+  [[nodiscard]] static Result<std::unique_ptr<HttpServer>> Create(
+      const config::ServerConfig& cfg, service::BrokerService* service, Metrics* metrics,
+      ReloadFn reload, ProxyOptions proxy = {}, lifecycle::SlackNotifier* slack = nullptr);
   // Binds the listening socket; returns the port (useful with port 0).
   [[nodiscard]] Result<int> Bind();
   // Serves until Stop(); blocks.
