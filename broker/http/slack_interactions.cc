@@ -44,8 +44,9 @@ void WriteProblem(Response& res, const Error& e, std::string_view request_id) {
   }
 }
 
-// What the clicker alone sees (Slack shows a 200 answer of this shape to
-// them; the channel's message is unchanged).
+// What the clicker alone sees: the answer (documented in docs/api.md; Slack
+// itself ignores the body of a block_actions answer) and, when the payload
+// named one, through its response_url.
 void WriteEphemeral(Response& res, const std::string& text) {
   WriteJsonBody(res, 200,
                 json{{"response_type", "ephemeral"},
@@ -80,6 +81,7 @@ struct Click {
   std::string channel;
   std::string ts;
   json blocks;  // the message's blocks as Slack holds them
+  std::string response_url;
 };
 
 Result<std::optional<Click>> ParseClick(const json& payload) {
@@ -120,6 +122,7 @@ Result<std::optional<Click>> ParseClick(const json& payload) {
     c.ts = Str(Obj(payload, "message"), "ts");
   }
   c.blocks = Obj(Obj(payload, "message"), "blocks");
+  c.response_url = Str(payload, "response_url");
   if (!lifecycle::IsSlackId(c.user_id) || c.approval_id.empty() || c.digest.empty()) {
     return std::unexpected(bad);
   }
@@ -194,28 +197,33 @@ void SlackInteractions::Handle(Request& req, Response& res) {
   }
   Click& c = **click;
   ctx.via_user = c.user_id;
+  auto tell = [&](const std::string& text) {
+    if (!c.response_url.empty()) {
+      (void)slack_->Reply(c.response_url, text, c.approval_id);
+    }
+    WriteEphemeral(res, text);
+  };
   if (c.channel != slack_->channel()) {
-    return WriteEphemeral(res,
-                          "This message is not from the approvals channel; nothing was decided.");
+    return tell("This message is not from the approvals channel; nothing was decided.");
   }
 
   std::shared_ptr<const Policy> policy = service_->policy();
   Result<std::optional<std::string>> principal = slack_->PrincipalFor(c.user_id, *policy);
   if (!principal) {
-    return WriteEphemeral(res,
-                          "Slack could not be asked who you are; nothing was decided. Try "
-                          "again, or decide in the API.");
+    return tell(
+        "Slack could not be asked who you are; nothing was decided. Try "
+        "again, or decide in the API.");
   }
   if (!*principal) {
     Logger()->info("event=slack_user_unmapped request_id={} user={} approval_id={}", req.request_id,
                    c.user_id, log::Quoted(c.approval_id, 64));
-    return WriteEphemeral(res,
-                          "Your Slack account is not mapped to a jitbroker principal; "
-                          "nothing was decided.");
+    return tell(
+        "Your Slack account is not mapped to a jitbroker principal; "
+        "nothing was decided.");
   }
   auto caller = authn::PrincipalCaller(policy->FindPrincipal(**principal), policy);
   if (!caller) {
-    return WriteEphemeral(res, "Your principal is not in the policy; nothing was decided.");
+    return tell("Your principal is not in the policy; nothing was decided.");
   }
   ctx.caller = std::move(*caller);
 
@@ -247,7 +255,7 @@ void SlackInteractions::Handle(Request& req, Response& res) {
             c.blocks, ":hourglass: *No longer pending*: " + lifecycle::SlackEscape(e.message)),
         "No longer pending", c.approval_id);
   }
-  WriteEphemeral(res, "Not decided (" + std::string(e.Reason()) + "): " + e.message);
+  tell("Not decided (" + std::string(e.Reason()) + "): " + e.message);
 }
 
 }  // namespace jitbroker::http

@@ -130,11 +130,12 @@ void ApprovalNotifier::Enqueue(nlohmann::json message) {
 }
 
 void ApprovalNotifier::EnqueueCall(std::string url, const nlohmann::json& body,
-                                   std::string approval_id) {
+                                   std::string approval_id, bool bearer) {
   try {
     Item item;
     item.approval_id = approval_id;
     item.url = std::move(url);
+    item.bearer = bearer;
     // `replace` never throws on invalid UTF-8 (the records are validated
     // upstream; this is only a last line of defence).
     item.body = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -314,7 +315,7 @@ ApprovalNotifier::Outcome ApprovalNotifier::Attempt(const Item& item, int attemp
                    {"X-Jitbroker-Event", std::string(kEvent)},
                    {"X-Jitbroker-Delivery", item.delivery_id}};
   }
-  if (!bearer_.empty()) {
+  if (!bearer_.empty() && item.bearer) {
     req.bearer = bearer_.Clone();
   }
   req.body = item.body;
@@ -339,7 +340,7 @@ ApprovalNotifier::Outcome ApprovalNotifier::Attempt(const Item& item, int attemp
     return Outcome::kPermanent;
   }
   const int status = resp->status;
-  if (slack && status >= 200 && status < 300) {
+  if (slack && item.bearer && status >= 200 && status < 300) {
     return SlackOutcome(item, attempt, *resp);
   }
   if (status >= 200 && status < 300) {

@@ -32,6 +32,8 @@
 // the bot token as bearer, and a 2xx answer counts as delivered only when its
 // JSON says {"ok": true}: Slack reports failures as 200 {"ok": false, "error":
 // …}; "ratelimited" is retried like a 429, any other error is permanent.
+// A call queued with `bearer` false (a Slack response_url, which is its own
+// credential) carries no Authorization header, and any 2xx is delivered.
 //
 // Thread-safety: Enqueue(), EnqueueCall(), Stats() and Stop() may be called from any thread.
 // Stop() returns promptly from a backoff wait; an HTTP exchange in flight is
@@ -102,7 +104,8 @@ class ApprovalNotifier {
   // Queues `body` for a POST to `url` (an absolute URL, e.g. a Slack Web API
   // method) instead of the configured one; `approval_id` is for logs only.
   // Otherwise as Enqueue.
-  void EnqueueCall(std::string url, const nlohmann::json& body, std::string approval_id);
+  void EnqueueCall(std::string url, const nlohmann::json& body, std::string approval_id,
+                   bool bearer = true);
   // Stops the delivery thread and drops what is still queued. Idempotent.
   void Stop();
   NotifierStats Stats() const;
@@ -113,6 +116,7 @@ class ApprovalNotifier {
     std::string approval_id;  // for logs
     std::string delivery_id;  // X-Jitbroker-Delivery
     std::string url;          // empty: options_.url
+    bool bearer = true;       // send the configured credential; false: any 2xx is delivered
   };
   void Push(Item item);
   enum class Outcome { kDelivered, kRetry, kPermanent };

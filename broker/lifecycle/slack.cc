@@ -12,6 +12,7 @@
 #include "broker/common/log.h"
 #include "broker/common/text.h"
 #include "broker/crypto/crypto.h"
+#include "broker/net/url.h"
 
 namespace jitbroker::lifecycle {
 
@@ -251,6 +252,11 @@ WebhookOptions QueueOptions(const config::ApprovalSlackConfig& c) {
   return o;
 }
 
+std::string HostOf(const std::string& url) {
+  Result<net::Url> parsed = net::ParseUrl(url, net::UrlPolicy::WebhookUrl());
+  return parsed ? parsed->host : std::string();
+}
+
 config::ApprovalSlackConfig Clone(const config::ApprovalSlackConfig& c) {
   config::ApprovalSlackConfig out;
   out.api_url = c.api_url;
@@ -276,6 +282,7 @@ SlackNotifier::SlackNotifier(const config::ApprovalSlackConfig& config,
                              std::unique_ptr<net::HttpClient> lookup_client)
     : config_(Clone(config)),
       signing_secret_(config_.signing_secret ? config_.signing_secret->Clone() : SecretValue()),
+      api_host_(HostOf(config_.api_url)),
       lookup_(std::move(lookup_client)),
       queue_(QueueOptions(config_), std::move(queue_client)) {}
 
@@ -289,6 +296,21 @@ void SlackNotifier::UpdateMessage(const std::string& channel, const std::string&
                                   const std::string& text, const std::string& approval_id) {
   json body = {{"channel", channel}, {"ts", ts}, {"text", text}, {"blocks", std::move(blocks)}};
   queue_.EnqueueCall(config_.api_url + "/chat.update", body, approval_id);
+}
+
+bool SlackNotifier::Reply(const std::string& response_url, const std::string& text,
+                          const std::string& approval_id) {
+  Result<net::Url> url = net::ParseUrl(response_url, net::UrlPolicy::WebhookUrl());
+  if (!url || url->host.empty() || (url->host != "hooks.slack.com" && url->host != api_host_) ||
+      (url->host == "hooks.slack.com" && url->scheme != "https")) {
+    return false;
+  }
+  json body = {{"response_type", "ephemeral"},
+               {"replace_original", false},
+               {"text", Truncated(SlackEscape(text), kMaxSectionText)}};
+  // The response_url is its own credential: the bot token is not sent to it.
+  queue_.EnqueueCall(response_url, body, approval_id, /*bearer=*/false);
+  return true;
 }
 
 Result<std::optional<std::string>> SlackNotifier::PrincipalFor(std::string_view user_id,

@@ -93,6 +93,14 @@ class SlackNotifier {
   // Queues a chat.update of message `ts` in `channel`. Never blocks.
   void UpdateMessage(const std::string& channel, const std::string& ts, nlohmann::json blocks,
                      const std::string& text, const std::string& approval_id);
+  // Queues `text` for the clicker alone (an ephemeral message) through the
+  // interaction's `response_url`, when that URL is one Slack gives out:
+  // https://hooks.slack.com/…, or on the host of api_url (a test double or
+  // a relay). Returns false (nothing queued) for any other URL. Slack ignores
+  // the body of a callback's answer, so this is how a clicker learns why
+  // nothing was decided.
+  bool Reply(const std::string& response_url, const std::string& text,
+             const std::string& approval_id);
   // The principal the Slack user `user_id` stands for under `policy`: the
   // configured mapping, else (match_email) the principal whose email is the
   // Slack user's (users.info; case-insensitive). nullopt: unmapped. Errors:
@@ -111,6 +119,7 @@ class SlackNotifier {
  private:
   const config::ApprovalSlackConfig config_;
   SecretValue signing_secret_;
+  std::string api_host_;  // lower case, from api_url
   std::unique_ptr<net::HttpClient> lookup_;
   ApprovalNotifier queue_;
 };

@@ -264,6 +264,25 @@ std::unique_ptr<FakeSlack> FakeSlack::Start(FakeSlackOptions options) {
   svr.Post("/api/chat.update", [&impl](const httplib::Request& req, httplib::Response& res) {
     impl.HandleChat(req, res, true);
   });
+  // The callbacks' response_url: no bot token (the URL is the credential),
+  // a JSON message; Slack answers "ok".
+  svr.Post(R"(/actions/.*)", [&impl](const httplib::Request& req, httplib::Response& res) {
+    std::lock_guard lock(impl.mu);
+    SlackCall call;
+    call.method = "response_url";
+    if (req.has_header("Authorization")) {
+      impl.violations.push_back("response_url: an Authorization header was sent");
+    }
+    if (req.get_header_value("Content-Type").rfind("application/json", 0) != 0) {
+      impl.violations.push_back("response_url: not application/json");
+    }
+    call.body = json::parse(req.body, nullptr, false);
+    if (!call.body.is_object() || !call.body.contains("text")) {
+      impl.violations.push_back("response_url: no text");
+    }
+    impl.calls.push_back(std::move(call));
+    res.set_content("ok", "text/plain");
+  });
   svr.Get("/api/users.info", [&impl](const httplib::Request& req, httplib::Response& res) {
     impl.HandleUsersInfo(req, res);
   });

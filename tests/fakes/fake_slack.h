@@ -15,6 +15,8 @@
 //     actions block's elements are buttons with `action_id`, `text`
 //     {type: plain_text, text <= 75}, `value` <= 2000 and style primary or
 //     danger;
+//   - POST to a callback's response_url (/actions/…) takes an ephemeral JSON
+//     message without Authorization and answers "ok";
 //   - GET users.info?user=U… answers the configured email (users:read.email)
 //     or user_not_found.
 //

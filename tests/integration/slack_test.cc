@@ -284,6 +284,18 @@ TEST_CASE("Slack: the API's rules apply to clicks (unmapped user, four-eyes, app
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   CHECK(env->slack->Calls("chat.update").empty());
   CHECK(env->slack->Calls("users.info").empty());
+  // Slack ignores a callback's answer body: the clicker is told through the
+  // interaction's response_url.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (env->slack->Calls("response_url").size() < 4 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const auto replies = env->slack->Calls("response_url");
+  REQUIRE(replies.size() == 4);
+  CHECK(replies[2].body["response_type"] == "ephemeral");
+  CHECK(replies[2].body["text"].get<std::string>().find("four_eyes") != std::string::npos);
+  CHECK(env->slack->Violations().empty());
   auto msg = env->slack->WaitForMessage(p.approval_id);
   REQUIRE(msg);
   CHECK(SlkHasActions(*msg));

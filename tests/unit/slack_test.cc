@@ -182,6 +182,33 @@ TEST_CASE("Slack notifier: ok:false is a failure, ratelimited is retried") {
   CHECK(fake->Violations().empty());
 }
 
+TEST_CASE("Slack notifier: replies go only to a response_url Slack could have given") {
+  auto fake =
+      testing::FakeSlack::Start({.bot_token = "xoxb-unit", .signing_secret = "s", .emails = {}});
+  REQUIRE(fake);
+  config::ApprovalSlackConfig c;
+  c.api_url = fake->api_url();
+  c.bot_token = SecretValue("xoxb-unit");
+  c.channel = "C0APPROVE";
+  SlackNotifier n(c, net::MakeCurlHttpClient({}), net::MakeCurlHttpClient({}));
+  CHECK_FALSE(n.Reply("https://evil.example.com/actions/T1/1/x", "no", "apr_1"));
+  CHECK_FALSE(n.Reply("http://hooks.slack.com/actions/T1/1/x", "no", "apr_1"));
+  CHECK_FALSE(n.Reply("https://hooks.slack.com.evil.example/actions/x", "no", "apr_1"));
+  CHECK_FALSE(n.Reply("not a url", "no", "apr_1"));
+  REQUIRE(n.Reply(fake->api_url().substr(0, fake->api_url().size() - 4) + "/actions/T1/1/x",
+                  "four_eyes: <b>", "apr_1"));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (fake->Calls("response_url").empty() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const auto calls = fake->Calls("response_url");
+  REQUIRE(calls.size() == 1);
+  CHECK(calls[0].body["text"] == "four_eyes: &lt;b&gt;");
+  CHECK(fake->Violations().empty());  // no bot token sent to it
+  n.Stop();
+  CHECK(n.Stats().delivered == 1);
+}
+
 TEST_CASE("Config approvals.slack: a full section, and errors with file, line and key") {
   ::setenv("JITBROKER_SLACK_TEST_TOKEN", "xoxb-1-secret", 1);
   ::setenv("JITBROKER_SLACK_TEST_SIGNING", "signing-secret-1", 1);
