@@ -281,18 +281,31 @@ TEST_CASE("Slack: the API's rules apply to clicks (unmapped user, four-eyes, app
   refused("U0MATCH", "not mapped");      // would match by email, but match_email is off
   refused("U0MAINT1", "four_eyes");      // maint_1 delegated this session
   refused("U0ENG1", "not_an_approver");  // engineers do not approve this tier
+  {
+    // A signed click on a different request than the one shown.
+    SlackMessage forged = *m;
+    for (auto& blk : forged.blocks) {
+      if (blk["type"] == "actions") {
+        for (auto& e : blk["elements"]) e["value"] = p.approval_id + ":" + std::string(64, '0');
+      }
+    }
+    auto r = SlkPost(b, env->slack->Click(forged, "U0MAINT2", "jitbroker_approve"));
+    CHECK(r.status == 200);
+    CHECK(r.json["text"].get<std::string>().find("digest_mismatch") != std::string::npos);
+    CHECK(SlkState(b, p) == "pending");
+  }
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   CHECK(env->slack->Calls("chat.update").empty());
   CHECK(env->slack->Calls("users.info").empty());
   // Slack ignores a callback's answer body: the clicker is told through the
   // interaction's response_url.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (env->slack->Calls("response_url").size() < 4 &&
+  while (env->slack->Calls("response_url").size() < 5 &&
          std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   const auto replies = env->slack->Calls("response_url");
-  REQUIRE(replies.size() == 4);
+  REQUIRE(replies.size() == 5);
   CHECK(replies[2].body["response_type"] == "ephemeral");
   CHECK(replies[2].body["text"].get<std::string>().find("four_eyes") != std::string::npos);
   CHECK(env->slack->Violations().empty());
