@@ -56,9 +56,9 @@ struct SlkPending {
   std::string sid, token, grant_id, approval_id, digest;
 };
 
-SlkPending SlkRequestMerge(BrokerProcess& b) {
+SlkPending SlkRequestMerge(BrokerProcess& b, const nlohmann::json& request = kSlkMerge) {
   auto [sid, token] = b.OpenSession(b.maintainer_key, kSlkScope);
-  auto r = b.Post("/v1/sessions/" + sid + "/grants", token, kSlkMerge);
+  auto r = b.Post("/v1/sessions/" + sid + "/grants", token, request);
   INFO(r.body);
   REQUIRE(r.status == 202);
   return {sid, token, r.json["grant_id"], r.json["approval"]["id"],
@@ -99,7 +99,9 @@ bool SlkHasActions(const SlackMessage& m) {
 
 TEST_CASE("Slack: a pending approval posts a message of the right shape, without secrets") {
   auto env = SlkStart();
-  SlkPending p = SlkRequestMerge(*env->b);
+  nlohmann::json request = kSlkMerge;
+  request["parameters"]["deploy_token"] = "ghp_SLACKLEAKxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+  SlkPending p = SlkRequestMerge(*env->b, request);
   auto m = env->slack->WaitForMessage(p.approval_id);
   REQUIRE(m);
   CHECK(m->channel == kSlkChannel);
@@ -124,6 +126,8 @@ TEST_CASE("Slack: a pending approval posts a message of the right shape, without
   CHECK(sent.find(p.token) == std::string::npos);
   CHECK(sent.find(env->bot_token) == std::string::npos);
   CHECK(sent.find(env->signing_secret) == std::string::npos);
+  CHECK(sent.find("SLACKLEAK") == std::string::npos);  // parameters are redacted
+  CHECK(sent.find("deploy_token") != std::string::npos);
   CHECK(env->slack->Violations().empty());
   // Nor does the broker's output hold the Slack secrets.
   env->b->Stop();
