@@ -26,6 +26,7 @@
 #include "broker/http/server.h"
 #include "broker/lifecycle/anomaly.h"
 #include "broker/lifecycle/notifier.h"
+#include "broker/lifecycle/slack.h"
 #include "broker/lifecycle/sweeper.h"
 #include "broker/net/http_client.h"
 #include "broker/oidc/human_login.h"
@@ -193,6 +194,7 @@ struct App::Impl {
   std::unique_ptr<oidc::JwksCache> jwks;
   std::unique_ptr<oidc::HumanLogin> human_login;  // humans: (single sign-on); null when absent
   std::unique_ptr<lifecycle::ApprovalNotifier> notifier;
+  std::unique_ptr<lifecycle::SlackNotifier> slack;  // approvals.slack
   std::unique_ptr<service::BrokerService> service;
   std::unique_ptr<lifecycle::Sweeper> sweeper;
   std::unique_ptr<http::Console> console;  // /ui/, with human_login
@@ -443,6 +445,11 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
         std::make_unique<lifecycle::ApprovalNotifier>(std::move(wo), net::MakeCurlHttpClient({}));
     so_opts.notifier = impl.notifier.get();
   }
+  if (const auto& slack = impl.cfg.approvals.slack) {
+    impl.slack = std::make_unique<lifecycle::SlackNotifier>(*slack, net::MakeCurlHttpClient({}),
+                                                            net::MakeCurlHttpClient({}));
+    so_opts.slack = impl.slack.get();
+  }
   impl.service = std::make_unique<service::BrokerService>(
       impl.store.get(), impl.journal.get(), &impl.clock, &impl.metrics, std::move(built),
       impl.cfg.policy, std::move(so_opts));
@@ -485,10 +492,12 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
     JITBROKER_ASSIGN_OR_RETURN(
         impl.console, http::Console::Create(impl.service.get(), impl.human_login.get(), co));
   }
-  JITBROKER_ASSIGN_OR_RETURN(impl.server, http::HttpServer::Create(
-                                              impl.cfg.server, impl.service.get(), &impl.metrics,
-                                              [self] { return self->ReloadPolicy(); },
-                                              std::move(proxy), impl.console.get()));
+  JITBROKER_ASSIGN_OR_RETURN(
+      impl.server,
+      http::HttpServer::Create(
+          impl.cfg.server, impl.service.get(), &impl.metrics,
+          [self] { return self->ReloadPolicy(); }, std::move(proxy),
+          http::PeopleOptions{.console = impl.console.get(), .slack = impl.slack.get()}));
   return app;
 }
 
@@ -592,6 +601,9 @@ void App::Stop() {
   }
   if (impl_->notifier) {
     impl_->notifier->Stop();
+  }
+  if (impl_->slack) {
+    impl_->slack->Stop();
   }
   if (impl_->journal) {
     impl_->journal->Stop();  // writes the shutdown checkpoint

@@ -82,6 +82,12 @@ Json ApprovalDecisionJson(const ApprovalDecision& d) {
   if (d.break_glass) {
     a["break_glass"] = true;
   }
+  if (!d.via.empty()) {
+    a["via"] = d.via;
+  }
+  if (!d.via_user.empty()) {
+    a["via_user"] = d.via_user;
+  }
   return a;
 }
 
@@ -171,7 +177,8 @@ Status GrantExtraFromStore(Json stored, GrantRecord& g) {
     std::optional<TimePoint> decided_at;
     if (!a.is_object() || !Take(a, "decision", d.decision) || !Take(a, "approver", d.approver) ||
         !TakeTime(a, "decided_at", decided_at) || !decided_at || !Take(a, "comment", d.comment) ||
-        !Take(a, "break_glass", d.break_glass)) {
+        !Take(a, "break_glass", d.break_glass) || !Take(a, "via", d.via) ||
+        !Take(a, "via_user", d.via_user)) {
       return bad("approval");
     }
     d.decided_at = *decided_at;

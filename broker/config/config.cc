@@ -1074,13 +1074,135 @@ bool IsBearerHeaderValue(std::string_view v) {
   });
 }
 
+// Slack ids (users U…/W…, channels C…/G…/D…): upper-case letters and digits.
+bool IsSlackId(std::string_view id) {
+  return !id.empty() && id.size() <= 32 && std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+  });
+}
+
+// approvals.slack (docs/configuration.md "approvals.slack"). The principals
+// `users` names are checked against the policy by CheckSlackUsers, once it
+// is loaded.
+Status LoadSlack(Section& approvals_section, ApprovalsConfig& approvals) {
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> s, approvals_section.OptSection("slack"));
+  if (!s) {
+    return OkStatus();
+  }
+  JITBROKER_RETURN_IF_ERROR(
+      Expect(*s, {"api_url", "bot_token", "channel", "signing_secret", "mode", "users",
+                  "match_email", "console_url", "timeout_seconds", "max_attempts", "max_queue"}));
+  ApprovalSlackConfig slack;
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> api_url, s->OptString("api_url"));
+  if (api_url) {
+    while (api_url->ends_with('/')) {
+      api_url->pop_back();
+    }
+    Result<net::Url> parsed = net::ParseUrl(*api_url, net::UrlPolicy::WebhookUrl());
+    if (!parsed || parsed->query) {
+      return std::unexpected(
+          s->Err("api_url",
+                 "must be an https:// URL (http:// only for a loopback host: 127.0.0.0/8, [::1], "
+                 "localhost) with a host, no user:password@, no ?query and no #fragment"));
+    }
+    slack.api_url = std::move(*api_url);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<SecretValue> token, s->OptSecretRef("bot_token"));
+  if (!token) {
+    return std::unexpected(s->Err("bot_token", "is required (a file: or env: reference)"));
+  }
+  const std::string_view tv = token->Reveal();
+  if (tv.empty() || !std::all_of(tv.begin(), tv.end(), [](char c) {
+        auto u = static_cast<unsigned char>(c);
+        return u > 0x20 && u < 0x7f;
+      })) {
+    return std::unexpected(s->Err("bot_token", "the referenced value must be visible ASCII"));
+  }
+  slack.bot_token = std::move(*token);
+  JITBROKER_ASSIGN_OR_RETURN(slack.channel, s->String("channel"));
+  if (!IsSlackId(slack.channel)) {
+    return std::unexpected(
+        s->Err("channel", "must be a channel id (upper-case letters and digits, e.g. C0123ABCD)"));
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> mode, s->OptString("mode"));
+  if (mode) {
+    if (*mode != "interactive" && *mode != "notify_only") {
+      return std::unexpected(s->Err("mode", "must be interactive or notify_only"));
+    }
+    slack.interactive = *mode == "interactive";
+  }
+  JITBROKER_ASSIGN_OR_RETURN(slack.signing_secret, s->OptSecretRef("signing_secret"));
+  if (slack.interactive && (!slack.signing_secret || slack.signing_secret->empty())) {
+    return std::unexpected(
+        s->Err("signing_secret",
+               "is required in interactive mode (a file: or env: reference to the Slack app's "
+               "signing secret)"));
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> users, s->OptSection("users"));
+  if (users) {
+    if (!users->node().IsMap()) {
+      return std::unexpected(s->Err("users", "must be a mapping of Slack user id to principal id"));
+    }
+    JITBROKER_ASSIGN_OR_RETURN(std::vector<std::string> ids, users->Keys());
+    for (const std::string& id : ids) {
+      if (!IsSlackId(id)) {
+        return std::unexpected(
+            users->Err(id, "is not a Slack user id (upper-case letters and digits)"));
+      }
+      JITBROKER_ASSIGN_OR_RETURN(std::string principal, users->String(id));
+      slack.users.emplace(id, std::move(principal));
+    }
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<bool> match_email, s->OptBool("match_email"));
+  slack.match_email = match_email.value_or(false);
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<std::string> console, s->OptString("console_url"));
+  if (console) {
+    while (console->ends_with('/')) {
+      console->pop_back();
+    }
+    Result<net::Url> parsed = net::ParseUrl(*console, net::UrlPolicy::WebhookUrl());
+    if (!parsed || parsed->query) {
+      return std::unexpected(
+          s->Err("console_url",
+                 "must be an https:// URL (http:// only for a loopback host) with no ?query and no "
+                 "#fragment"));
+    }
+    slack.console_url = std::move(*console);
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> timeout, s->OptInt("timeout_seconds", 1, 60));
+  slack.timeout_seconds = timeout.value_or(slack.timeout_seconds);
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> attempts, s->OptInt("max_attempts", 1, 100));
+  slack.max_attempts = attempts.value_or(slack.max_attempts);
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> queue, s->OptInt("max_queue", 1, 100000));
+  slack.max_queue = queue.value_or(slack.max_queue);
+  approvals.slack = std::move(slack);
+  return OkStatus();
+}
+
+// Every principal approvals.slack.users names exists in the policy.
+Status CheckSlackUsers(Section& top, const ApprovalsConfig& approvals, const Policy& policy) {
+  if (!approvals.slack || approvals.slack->users.empty()) {
+    return OkStatus();
+  }
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> a, top.OptSection("approvals"));
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> s, a->OptSection("slack"));
+  JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> users, s->OptSection("users"));
+  for (const auto& [id, principal] : approvals.slack->users) {
+    if (policy.FindPrincipal(principal) == nullptr) {
+      return std::unexpected(users->Err(
+          id, "names principal " + principal + ", which policy.principals does not define"));
+    }
+  }
+  return OkStatus();
+}
+
 Status LoadApprovals(Section& top, ApprovalsConfig& approvals) {
   JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> s, top.OptSection("approvals"));
   if (!s) {
     return OkStatus();
   }
   JITBROKER_RETURN_IF_ERROR(Expect(*s, {"default_ttl_seconds", "max_pending_per_session",
-                                        "max_pending_per_principal", "webhook"}));
+                                        "max_pending_per_principal", "webhook", "slack"}));
   JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> ttl,
                              s->OptInt("default_ttl_seconds", 10, 86400));
   if (ttl) {
@@ -1096,6 +1218,7 @@ Status LoadApprovals(Section& top, ApprovalsConfig& approvals) {
   if (per_principal) {
     approvals.max_pending_per_principal = *per_principal;
   }
+  JITBROKER_RETURN_IF_ERROR(LoadSlack(*s, approvals));
   JITBROKER_ASSIGN_OR_RETURN(std::optional<Section> w, s->OptSection("webhook"));
   if (!w) {
     return OkStatus();
@@ -1539,6 +1662,7 @@ Result<Config> LoadConfigText(std::string_view text, const std::string& file_nam
   }
   JITBROKER_ASSIGN_OR_RETURN(config.policy, LoadPolicy(*policy_section, &config.policy_notes));
   JITBROKER_RETURN_IF_ERROR(CheckRoleIssuers(*policy_section, *config.policy, config.issuers));
+  JITBROKER_RETURN_IF_ERROR(CheckSlackUsers(top, config.approvals, *config.policy));
 
   JITBROKER_ASSIGN_OR_RETURN(config.anomaly, SequenceSection(top, "anomaly"));
   JITBROKER_ASSIGN_OR_RETURN(config.trust, SequenceSection(top, "trust"));

@@ -174,6 +174,32 @@ struct ApprovalWebhookConfig {
   int64_t max_queue = 1000;  // undelivered messages kept; 1..100000
 };
 
+// `approvals.slack:` (docs/configuration.md "approvals.slack"): a message per
+// pending approval in a Slack channel, and, in interactive mode, Approve and
+// Deny buttons whose callbacks (POST /v1/slack/interactions) are verified
+// with Slack's request signature. Nothing here reloads.
+struct ApprovalSlackConfig {
+  // The Web API base URL: https://, or http:// only for a loopback host.
+  // Default https://slack.com/api (no trailing slash).
+  std::string api_url = "https://slack.com/api";
+  SecretValue bot_token;  // xoxb-…; sent as "Authorization: Bearer …". Required.
+  std::string channel;    // channel id (C…). Required.
+  // Verifies the interaction callbacks; required unless notify_only.
+  std::optional<SecretValue> signing_secret;
+  bool interactive = true;  // mode: interactive (default) | notify_only
+  // Slack user id -> principal id (each must exist in policy.principals).
+  std::map<std::string, std::string> users;
+  // When a clicker is not in `users`: look up their email (users.info) and
+  // match it to a principal's `email`. Default false.
+  bool match_email = false;
+  // Base URL of the web console; when set the message links to
+  // <console_url>/ui/approvals/<approval id>. Empty = no link.
+  std::string console_url;
+  int64_t timeout_seconds = 5;  // per Web API call; 1..60
+  int64_t max_attempts = 8;     // per message, including the first; 1..100
+  int64_t max_queue = 1000;     // undelivered messages kept; 1..100000
+};
+
 struct ApprovalsConfig {
   // How long a pending approval lives unless its tier sets
   // approval_ttl_seconds; 10..86400.
@@ -184,6 +210,7 @@ struct ApprovalsConfig {
   int64_t max_pending_per_session = 10;
   int64_t max_pending_per_principal = 50;
   std::optional<ApprovalWebhookConfig> webhook;  // absent = no notification
+  std::optional<ApprovalSlackConfig> slack;      // absent = no Slack messages
 };
 
 // `limits:` (docs/configuration.md "limits"): token-bucket rate limits on grant requests, per

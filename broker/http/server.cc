@@ -14,6 +14,7 @@
 #include "broker/http/console.h"
 #include "broker/http/git_proxy.h"
 #include "broker/http/github_api_proxy.h"
+#include "broker/http/slack_interactions.h"
 #include "broker/http/transport.h"
 #include "broker/http/wire.h"
 #include "broker/net/url.h"
@@ -182,6 +183,7 @@ struct HttpServer::Impl final : RequestHandler {
   Console* console = nullptr;                 // /ui/…; null when humans: is absent
   std::unique_ptr<GitProxy> git_proxy;        // /git/…; null when off
   std::unique_ptr<GitHubApiProxy> api_proxy;  // /github/…; null when off
+  std::unique_ptr<SlackInteractions> slack;   // /v1/slack/interactions; null when off
   std::shared_ptr<spdlog::logger> error_log = log::Get("http");
   std::shared_ptr<spdlog::logger> access_log = log::Access();  // nullptr: off
   std::atomic<int> long_polls{0};
@@ -415,7 +417,7 @@ HttpServer::~HttpServer() { Stop(); }
 Result<std::unique_ptr<HttpServer>> HttpServer::Create(const config::ServerConfig& cfg,
                                                        service::BrokerService* service,
                                                        Metrics* metrics, ReloadFn reload,
-                                                       ProxyOptions proxy, Console* console) {
+                                                       ProxyOptions proxy, PeopleOptions people) {
   std::unique_ptr<HttpServer> s(new HttpServer());
   s->impl_ = std::make_unique<Impl>();
   Impl& impl = *s->impl_;
@@ -424,7 +426,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Create(const config::ServerConfi
   impl.api.emplace(service);
   impl.metrics = metrics;
   impl.reload = std::move(reload);
-  impl.console = console;
+  impl.console = people.console;
   impl.max_long_polls = cfg.max_long_polls >= 0 ? cfg.max_long_polls : cfg.threads / 2;
 
   TransportOptions opts;
@@ -460,6 +462,9 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Create(const config::ServerConfi
         std::make_unique<GitProxy>(service, proxy.http, proxy.config, slots, held, render);
     impl.api_proxy = std::make_unique<GitHubApiProxy>(service, proxy.http, std::move(proxy.config),
                                                       slots, held, render, !cfg.tls_cert.empty());
+  }
+  if (people.slack != nullptr && people.slack->interactive()) {
+    impl.slack = std::make_unique<SlackInteractions>(service, people.slack);
   }
   impl.Install();
   return s;
@@ -694,6 +699,11 @@ void HttpServer::Impl::Install() {
   });
 
   InstallTokenEndpoint();
+
+  if (slack) {
+    AddRoute("POST", "/v1/slack/interactions", SlackInteractions::kMaxBodyBytes, false,
+             [this](Request& req, Response& res) { slack->Handle(req, res); });
+  }
 
   Route("GET", "/v1/audit", Auth::kRequired, BodyKind::kNone,
         [this](const Request& req, auto& ctx, auto&) -> Result<Reply> {

@@ -15,6 +15,7 @@
 
 #include "broker/common/metrics.h"
 #include "broker/config/config.h"
+#include "broker/lifecycle/slack.h"
 #include "broker/service/broker_service.h"
 #include "jitbroker/http_client.h"
 
@@ -24,6 +25,15 @@ namespace jitbroker::http {
 using ReloadFn = std::function<Result<std::string>()>;
 
 class Console;
+
+// What people use besides the API, each null when not configured; not
+// owned, and each must outlive the server.
+struct PeopleOptions {
+  Console* console = nullptr;  // /ui/ and /v1/login/ (broker/http/console.h)
+  // approvals.slack: in interactive mode the server also serves its
+  // callbacks (POST /v1/slack/interactions).
+  lifecycle::SlackNotifier* slack = nullptr;
+};
 
 // Proxy mode (broker/http/git_proxy.h): its settings and the client that
 // carries its upstream traffic (null: no proxy routes).
@@ -35,13 +45,11 @@ struct ProxyOptions {
 class HttpServer {
  public:
   ~HttpServer();
-  // `console` (broker/http/console.h; null: no /ui/) is not owned and must
-  // outlive the server.
   [[nodiscard]] static Result<std::unique_ptr<HttpServer>> Create(const config::ServerConfig& cfg,
                                                                   service::BrokerService* service,
                                                                   Metrics* metrics, ReloadFn reload,
                                                                   ProxyOptions proxy = {},
-                                                                  Console* console = nullptr);
+                                                                  PeopleOptions people = {});
   // Binds the listening socket; returns the port (useful with port 0).
   [[nodiscard]] Result<int> Bind();
   // Serves until Stop(); blocks.

@@ -125,16 +125,37 @@ ApprovalNotifier::ApprovalNotifier(WebhookOptions options, std::unique_ptr<net::
 ApprovalNotifier::~ApprovalNotifier() { Stop(); }
 
 void ApprovalNotifier::Enqueue(nlohmann::json message) {
-  std::string approval_id;
+  std::string approval_id = StringField(message, "approval_id");
+  EnqueueCall(std::string(), message, std::move(approval_id));
+}
+
+void ApprovalNotifier::EnqueueCall(std::string url, const nlohmann::json& body,
+                                   std::string approval_id, bool bearer) {
   try {
     Item item;
-    item.approval_id = StringField(message, "approval_id");
-    approval_id = item.approval_id;
+    item.approval_id = approval_id;
+    item.url = std::move(url);
+    item.bearer = bearer;
     // `replace` never throws on invalid UTF-8 (the records are validated
     // upstream; this is only a last line of defence).
-    item.body = message.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    item.body = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     item.delivery_id = crypto::NewPublicId("dlv_", 16);
+    Push(std::move(item));
+  } catch (...) {
+    // Only allocation can fail here; never let it reach the request path.
+    uint64_t dropped_total = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      dropped_total = ++stats_.dropped;
+    }
+    Logger()->error("approval webhook cannot queue a message approval_id={} dropped_total={}",
+                    LoggedId(approval_id), dropped_total);
+  }
+}
 
+void ApprovalNotifier::Push(Item item) {
+  const std::string approval_id = item.approval_id;
+  {
     std::string dropped_id;
     uint64_t dropped_total = 0;
     bool overflowed = false;
@@ -165,15 +186,6 @@ void ApprovalNotifier::Enqueue(nlohmann::json message) {
       Logger()->warn("approval webhook queue full, dropped oldest approval_id={} dropped_total={}",
                      LoggedId(dropped_id), dropped_total);
     }
-  } catch (...) {
-    // Only allocation can fail here; never let it reach the request path.
-    uint64_t dropped_total = 0;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      dropped_total = ++stats_.dropped;
-    }
-    Logger()->error("approval webhook cannot queue a message approval_id={} dropped_total={}",
-                    LoggedId(approval_id), dropped_total);
   }
 }
 
@@ -289,14 +301,21 @@ ApprovalNotifier::Outcome ApprovalNotifier::Attempt(const Item& item, int attemp
                     LoggedId(item.approval_id), item.delivery_id, host_);
     return Outcome::kPermanent;
   }
+  const bool slack = options_.dialect == Dialect::kSlackApi;
   net::HttpRequest req;
   req.method = "POST";
-  req.url = options_.url;
-  req.headers = {{"Content-Type", "application/json"},
-                 {"User-Agent", "jitbroker/0.1"},
-                 {"X-Jitbroker-Event", std::string(kEvent)},
-                 {"X-Jitbroker-Delivery", item.delivery_id}};
-  if (!bearer_.empty()) {
+  req.url = item.url.empty() ? options_.url : item.url;
+  if (slack) {
+    // Slack wants the charset with JSON bodies (else a warning in every answer).
+    req.headers = {{"Content-Type", "application/json; charset=utf-8"},
+                   {"User-Agent", "jitbroker/0.1"}};
+  } else {
+    req.headers = {{"Content-Type", "application/json"},
+                   {"User-Agent", "jitbroker/0.1"},
+                   {"X-Jitbroker-Event", std::string(kEvent)},
+                   {"X-Jitbroker-Delivery", item.delivery_id}};
+  }
+  if (!bearer_.empty() && item.bearer) {
     req.bearer = bearer_.Clone();
   }
   req.body = item.body;
@@ -321,6 +340,9 @@ ApprovalNotifier::Outcome ApprovalNotifier::Attempt(const Item& item, int attemp
     return Outcome::kPermanent;
   }
   const int status = resp->status;
+  if (slack && item.bearer && status >= 200 && status < 300) {
+    return SlackOutcome(item, attempt, *resp);
+  }
   if (status >= 200 && status < 300) {
     Logger()->info(
         "approval webhook delivered approval_id={} delivery={} host={} attempt={} "
@@ -342,6 +364,28 @@ ApprovalNotifier::Outcome ApprovalNotifier::Attempt(const Item& item, int attemp
       "approval webhook refused the message, dropped approval_id={} delivery={} host={} "
       "status={}",
       LoggedId(item.approval_id), item.delivery_id, host_, status);
+  return Outcome::kPermanent;
+}
+
+// Slack answers 200 whatever happened; {"ok": true} is the only success.
+ApprovalNotifier::Outcome ApprovalNotifier::SlackOutcome(const Item& item, int attempt,
+                                                         const net::HttpResponse& resp) {
+  nlohmann::json answer = nlohmann::json::parse(resp.body, nullptr, /*allow_exceptions=*/false);
+  const nlohmann::json* ok = Field(answer, "ok");
+  if (ok != nullptr && ok->is_boolean() && ok->get<bool>()) {
+    Logger()->info("slack call delivered approval_id={} delivery={} host={} attempt={}",
+                   LoggedId(item.approval_id), item.delivery_id, host_, attempt);
+    return Outcome::kDelivered;
+  }
+  // Slack's error names are short identifiers; bound them anyway.
+  const std::string error = LoggedId(StringField(answer, "error"));
+  if (error == "ratelimited") {
+    Logger()->warn("slack call rate limited approval_id={} delivery={} host={} attempt={}",
+                   LoggedId(item.approval_id), item.delivery_id, host_, attempt);
+    return Outcome::kRetry;
+  }
+  Logger()->error("slack call refused, dropped approval_id={} delivery={} host={} error={}",
+                  LoggedId(item.approval_id), item.delivery_id, host_, log::Quoted(error, 64));
   return Outcome::kPermanent;
 }
 

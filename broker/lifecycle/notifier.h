@@ -26,7 +26,16 @@
 // which may hold a token, nor message bodies). PendingApprovalMessage() copies
 // only whitelisted, non-secret fields.
 //
-// Thread-safety: Enqueue(), Stats() and Stop() may be called from any thread.
+// Dialects: the same queue and retry machinery also carries Slack Web API
+// calls (broker/lifecycle/slack.h). With Dialect::kSlackApi each message names
+// its own method URL (EnqueueCall), carries only Content-Type, User-Agent and
+// the bot token as bearer, and a 2xx answer counts as delivered only when its
+// JSON says {"ok": true}: Slack reports failures as 200 {"ok": false, "error":
+// …}; "ratelimited" is retried like a 429, any other error is permanent.
+// A call queued with `bearer` false (a Slack response_url, which is its own
+// credential) carries no Authorization header, and any 2xx is delivered.
+//
+// Thread-safety: Enqueue(), EnqueueCall(), Stats() and Stop() may be called from any thread.
 // Stop() returns promptly from a backoff wait; an HTTP exchange in flight is
 // bounded by `timeout`. The destructor calls Stop().
 #pragma once
@@ -53,7 +62,11 @@
 
 namespace jitbroker::lifecycle {
 
+// What the receiving end speaks (see the file comment).
+enum class Dialect { kWebhook, kSlackApi };
+
 struct WebhookOptions {
+  Dialect dialect = Dialect::kWebhook;
   // Absolute http(s) URL. Validated at config load (https, or http for a
   // loopback host); not re-validated here.
   std::string url;
@@ -88,6 +101,11 @@ class ApprovalNotifier {
   // Never blocks on the network and never throws. After Stop() the message is
   // dropped and counted.
   void Enqueue(nlohmann::json message);
+  // Queues `body` for a POST to `url` (an absolute URL, e.g. a Slack Web API
+  // method) instead of the configured one; `approval_id` is for logs only.
+  // Otherwise as Enqueue.
+  void EnqueueCall(std::string url, const nlohmann::json& body, std::string approval_id,
+                   bool bearer = true);
   // Stops the delivery thread and drops what is still queued. Idempotent.
   void Stop();
   NotifierStats Stats() const;
@@ -97,7 +115,10 @@ class ApprovalNotifier {
     std::string body;         // serialised JSON
     std::string approval_id;  // for logs
     std::string delivery_id;  // X-Jitbroker-Delivery
+    std::string url;          // empty: options_.url
+    bool bearer = true;       // send the configured credential; false: any 2xx is delivered
   };
+  void Push(Item item);
   enum class Outcome { kDelivered, kRetry, kPermanent };
 
   void Run(std::stop_token stop);
@@ -106,6 +127,7 @@ class ApprovalNotifier {
   Outcome Attempt(const Item& item, int attempt,
                   std::optional<std::chrono::milliseconds>* retry_after);
   std::chrono::milliseconds Backoff(int attempt);  // before attempt `attempt + 1`
+  Outcome SlackOutcome(const Item& item, int attempt, const net::HttpResponse& resp);
 
   const WebhookOptions options_;
   const std::unique_ptr<net::HttpClient> client_;

@@ -316,7 +316,9 @@ Result<ApprovalView> BrokerService::DecideApproval(const CallContext& ctx, const
                            .decided_at = std::chrono::floor<std::chrono::seconds>(now),
                            .comment = comment.value_or(""),
                            // in the approval.decided and credential.minted records
-                           .break_glass = break_glass && decision == "approve"};
+                           .break_glass = break_glass && decision == "approve",
+                           .via = ctx.via,
+                           .via_user = ctx.via_user};
   g.approval = decided;
   if (decision == "approve") {
     g.state = GrantState::kApproved;

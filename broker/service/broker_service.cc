@@ -143,6 +143,27 @@ Result<authn::Caller> BrokerService::Authenticate(std::string_view authorization
   return caller;
 }
 
+Status BrokerService::AdmitAuthAttempt(std::string_view source_address) const {
+  if (source_address.empty()) {
+    return OkStatus();
+  }
+  if (auth_failure_rate_ == nullptr) {
+    return std::unexpected(Internal("no rate limiter", "auth_failures_per_address"));
+  }
+  const KeyedRateLimiter::Outcome out = auth_failure_rate_->Peek(source_address);
+  if (!out.allowed) {
+    return std::unexpected(AddressLimited(out, "auth_failures_per_address",
+                                          "failed authentications from this address"));
+  }
+  return OkStatus();
+}
+
+void BrokerService::CountAuthFailure(std::string_view source_address) const {
+  if (!source_address.empty() && auth_failure_rate_ != nullptr) {
+    (void)auth_failure_rate_->Acquire(source_address);
+  }
+}
+
 Error BrokerService::AddressLimited(const KeyedRateLimiter::Outcome& out, const char* limit,
                                     const char* what) const {
   metrics_->CountRateLimited(limit);

@@ -35,6 +35,7 @@
 #include "broker/config/config.h"
 #include "broker/lifecycle/anomaly.h"
 #include "broker/lifecycle/notifier.h"
+#include "broker/lifecycle/slack.h"
 #include "broker/oidc/human_login.h"
 #include "broker/oidc/token_request.h"
 #include "broker/oidc/token_verifier.h"
@@ -59,6 +60,10 @@ struct CallContext {
   // The client's address (the TCP peer), the key of the per-address limits;
   // empty for calls that did not come over the network (tests, the sweeper).
   std::string source_address;
+  // A decision made in chat (a verified Slack callback): recorded with the
+  // approval as `via` and `via_user` (the Slack user id). Empty = the API.
+  std::string via;
+  std::string via_user;
 };
 
 // What one lifecycle pass did (for logs, metrics and tests).
@@ -85,6 +90,7 @@ struct ServiceOptions {
   int revoke_concurrency = 32;  // parallel upstream revocations per fan-out
   std::vector<lifecycle::AnomalyRule> anomaly_rules;
   lifecycle::ApprovalNotifier* notifier = nullptr;  // optional; not owned
+  lifecycle::SlackNotifier* slack = nullptr;        // optional; not owned
   // CI OIDC token exchange (token_exchange.cc): where the trust policies'
   // issuer keys come from (a JwksCache in the app; not owned). The policies
   // themselves are installed with SetTrust().
@@ -142,6 +148,12 @@ class BrokerService {
   [[nodiscard]] Result<authn::Caller> Authenticate(std::string_view authorization,
                                                    std::string_view source_address,
                                                    std::string_view client_cert_sha256 = {}) const;
+  // For callers that prove themselves otherwise (a signed Slack callback):
+  // whether `source_address` may still try (kResourceExhausted "rate_limited"
+  // once limits.auth_failures_per_address is spent), and counting a failure.
+  [[nodiscard]] Status AdmitAuthAttempt(std::string_view source_address) const;
+  void CountAuthFailure(std::string_view source_address) const;
+  const Clock* clock() const { return clock_; }
 
   // The calls that take a request body and admit only one kind of caller.
   enum class BodyCall { kOpenSession, kRequestGrant, kDecideApproval, kBulkRevoke };

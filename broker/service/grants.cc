@@ -154,6 +154,9 @@ Result<GrantResponse> BrokerService::RequestGrant(const CallContext& ctx,
     if (options_.notifier != nullptr) {
       options_.notifier->Enqueue(lifecycle::PendingApprovalMessage(g, s));
     }
+    if (options_.slack != nullptr) {
+      options_.slack->ApprovalPending(g, s);
+    }
     resp.outcome = GrantOutcome::kPending;
     resp.grant = GrantView{std::move(g), now, std::nullopt};
     return resp;

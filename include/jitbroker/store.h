@@ -85,9 +85,13 @@ struct ApprovalDecision {
   TimePoint decided_at;
   std::string comment;       // empty = none
   bool break_glass = false;  // the delegating principal approved their own agent's request
+  // Where the decision was made when not through the API: "slack" (a signed
+  // chat callback), with the clicking Slack user's id. Empty = the API.
+  std::string via;
+  std::string via_user;
 };
-// {decision, approver, decided_at, comment?, break_glass?}: as stored, audited
-// and shown.
+// {decision, approver, decided_at, comment?, break_glass?, via?, via_user?}:
+// as stored, audited and shown.
 nlohmann::json ApprovalDecisionJson(const ApprovalDecision& d);
 
 struct GrantRecord {

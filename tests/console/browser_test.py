@@ -19,7 +19,8 @@ import os
 import sys
 
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, TimeoutException
+from selenium.common.exceptions import (NoSuchElementException, TimeoutException,
+                                        WebDriverException)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -54,6 +55,18 @@ def wait(driver, condition, seconds=10):
     except TimeoutException:
         print("timed out on %s; the page:\n%s" % (driver.current_url, driver.page_source[:4000]))
         raise
+
+
+def submit(driver, action):
+    """Runs `action` (a click or a key press that submits a form) and waits
+    until the browser has left the current page, so what is looked up next
+    is on the answer, not on the page that is being replaced."""
+    driver.execute_script("window.jbOldPage = true;")
+    action()
+    # While the page changes, the driver may answer with transient errors.
+    WebDriverWait(driver, 10, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script(
+            "return window.jbOldPage === undefined && document.readyState === 'complete';"))
 
 
 def sign_in(driver, broker, user, page="/ui/approvals"):
@@ -108,14 +121,14 @@ def main():
         box.send_keys(Keys.TAB)
         active = driver.switch_to.active_element
         check.that(active.text == "Approve", "Tab from the comment reaches Approve")
-        active.send_keys(Keys.ENTER)
+        submit(driver, lambda: active.send_keys(Keys.ENTER))
         notice = wait(driver, EC.presence_of_element_located((By.ID, "notice")))
         check.that("approved" in notice.text, "the page confirms the approval: " + notice.text)
         check.that(len(driver.find_elements(By.ID, plan["approve"])) == 0,
                    "the decided approval left the list")
         card = driver.find_element(By.ID, plan["deny"])
         card.find_element(By.TAG_NAME, "textarea").send_keys("not this one")
-        card.find_element(By.CSS_SELECTOR, "button.deny").click()
+        submit(driver, card.find_element(By.CSS_SELECTOR, "button.deny").click)
         notice = wait(driver, EC.presence_of_element_located((By.ID, "notice")))
         check.that("denied" in notice.text, "the page confirms the denial: " + notice.text)
         check.that(driver.find_elements(By.ID, "empty") != [], "nothing is pending any more")
@@ -146,7 +159,7 @@ def main():
             check.that(expected in text, "the live session shows " + expected)
         driver.save_screenshot(os.path.join(shots, "sessions.png"))
         row = driver.find_element(By.ID, plan["grant"])
-        row.find_element(By.TAG_NAME, "button").click()
+        submit(driver, row.find_element(By.TAG_NAME, "button").click)
         notice = wait(driver, EC.presence_of_element_located((By.ID, "notice")))
         check.that("revoked" in notice.text, "the grant is revoked: " + notice.text)
         outcome = driver.find_element(By.CSS_SELECTOR, "td.outcome").text
@@ -155,7 +168,7 @@ def main():
         driver.get(broker + "/ui/sessions/" + plan["session"])
         form = driver.find_element(By.CSS_SELECTOR, "form.revoke")
         form.find_element(By.NAME, "reason").send_keys("stopped from the console")
-        form.find_element(By.TAG_NAME, "button").click()
+        submit(driver, form.find_element(By.TAG_NAME, "button").click)
         notice = wait(driver, EC.presence_of_element_located((By.ID, "notice")))
         check.that("revoked" in notice.text, "the session is revoked: " + notice.text)
         driver.get(broker + "/ui/audit?session=" + plan["session"])
@@ -166,7 +179,7 @@ def main():
         driver.save_screenshot(os.path.join(shots, "audit.png"))
 
         # --- sign out ------------------------------------------------------------
-        driver.find_element(By.CSS_SELECTOR, "form.whoami button").click()
+        submit(driver, driver.find_element(By.CSS_SELECTOR, "form.whoami button").click)
         wait(driver, EC.url_contains("/ui/signed-out"))
         driver.get(broker + "/ui/sessions")
         wait(driver, EC.presence_of_element_located((By.ID, "login")))

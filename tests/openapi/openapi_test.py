@@ -28,6 +28,7 @@ Only the standard library, jsonschema (4.10 or later) and PyYAML are used.
 import base64
 import collections
 import hashlib
+import hmac
 import http.server
 import json
 import math
@@ -643,6 +644,18 @@ class OidcIssuer:
 AUDIENCE = "jitbroker.openapi-test"
 
 
+SLACK_SIGNING_SECRET = "openapi-slack-signing-secret"
+
+
+def slack_signed(payload, secret=SLACK_SIGNING_SECRET, skew=0):
+    """A form body and Slack's signature headers for it (docs/api.md)."""
+    body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+    ts = str(int(time.time()) + skew)
+    sig = "v0=" + hmac.new(secret.encode(), b"v0:" + ts.encode() + b":" + body,
+                           hashlib.sha256).hexdigest()
+    return body, {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": sig}
+
+
 def write_config(tmp, issuer_url, policy_version="openapi.1"):
     cfg = f"""\
 data_dir: data
@@ -663,7 +676,11 @@ policy:
     resource_server: {{resources: [], max_tier: read}}
     admin: {{resources: ["*"], max_tier: destructive}}
 sessions: {{max_ttl_seconds: 7200, default_ttl_seconds: 3600, heartbeat_seconds: 60, stall_after_missed: 3}}
-approvals: {{max_pending_per_session: 2}}
+approvals:
+  max_pending_per_session: 2
+  # Nothing listens on port 9: posts fail and are retried in the background;
+  # the callback route is what this test exercises.
+  slack: {{api_url: "http://127.0.0.1:9/api", bot_token: "file:slack-bot-token", channel: C0OPENAPI, signing_secret: "file:slack-signing-secret", users: {{U0ADMIN: admin_1}}}}
 limits:
   grants_per_session: {{rate_per_second: 0.001, burst: 12}}
   token_per_address: {{rate_per_second: 0.001, burst: 10}}
@@ -683,6 +700,10 @@ trust:
     path = os.path.join(tmp, "broker.yaml")
     with open(path, "w", encoding="utf-8") as f:
         f.write(cfg)
+    with open(os.path.join(tmp, "slack-bot-token"), "w", encoding="utf-8") as f:
+        f.write("xoxb-openapi-test\n")
+    with open(os.path.join(tmp, "slack-signing-secret"), "w", encoding="utf-8") as f:
+        f.write(SLACK_SIGNING_SECRET + "\n")
     return path
 
 
@@ -1147,6 +1168,28 @@ def scenario(c, keys, idp, config_path):
     c.call("POST", "/git/github.com/acme/app.git/git-receive-pack", raw=b"0000",
            content_type="application/x-git-receive-pack-request", expect=404)
     c.call("GET", "/github/api.github.com/repos/acme/app/pulls/1", token=tok2, expect=404)
+
+    # ---- Slack callbacks (approvals.slack): signed, else 401 before parsing
+    F = "application/x-www-form-urlencoded"
+    click = {"type": "block_actions", "user": {"id": "U0ADMIN"},
+             "container": {"type": "message", "channel_id": "C0OPENAPI", "message_ts": "1.2"},
+             "message": {"ts": "1.2", "blocks": []},
+             "actions": [{"action_id": "jitbroker_approve", "value": "apr_none:" + "0" * 64}]}
+    raw, sh = slack_signed(click)
+    c.call("POST", "/v1/slack/interactions", raw=raw, content_type=F, headers=sh, expect=200)
+    raw, sh = slack_signed({"type": "view_submission"})
+    c.call("POST", "/v1/slack/interactions", raw=raw, content_type=F, headers=sh, expect=200)
+    raw, sh = slack_signed([1])
+    c.call("POST", "/v1/slack/interactions", raw=raw, content_type=F, headers=sh, expect=400)
+    c.call("POST", "/v1/slack/interactions", raw=raw, content_type="text/plain", headers=sh,
+           expect=415)
+    c.call("POST", "/v1/slack/interactions", raw=raw, content_type=F, expect=401)
+    raw, sh = slack_signed(click, secret="not-the-secret")
+    c.call("POST", "/v1/slack/interactions", raw=raw, content_type=F, headers=sh, expect=401)
+    raw, sh = slack_signed(click, skew=-600)
+    c.call("POST", "/v1/slack/interactions", raw=raw, content_type=F, headers=sh, expect=401)
+    c.call("POST", "/v1/slack/interactions", raw=b"payload=" + b"x" * 70000, content_type=F,
+           expect=413)
 
     # ---- failed authentications exhaust the address's bucket: 429 for all
     for _ in range(15):

@@ -81,7 +81,9 @@ GrantRecord FullGrant(const std::string& id, const std::string& session_id, Time
                                 .approver = "bob",
                                 .decided_at = whole + std::chrono::seconds(60),
                                 .comment = "ok ✓",
-                                .break_glass = true};
+                                .break_glass = true,
+                                .via = "slack",
+                                .via_user = "U0123ABC"};
   g.approval_expired = true;
   g.delegation = nlohmann::json{{"github_login", "octocat"}, {"permission", "write"}};
   g.credential_audit = nlohmann::json{{"installation_id", 7}};
