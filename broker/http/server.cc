@@ -464,7 +464,11 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Create(const config::ServerConfi
                                                       slots, held, render, !cfg.tls_cert.empty());
   }
   if (people.slack != nullptr && people.slack->interactive()) {
-    impl.slack = std::make_unique<SlackInteractions>(service, people.slack);
+    Impl* self = &impl;
+    impl.slack = std::make_unique<SlackInteractions>(
+        service, people.slack, [self](const Request& req, const Error& e, Response& res) {
+          self->RenderError(req, e, res);
+        });
   }
   impl.Install();
   return s;

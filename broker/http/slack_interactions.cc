@@ -28,22 +28,6 @@ void WriteJsonBody(Response& res, int status, const json& body, const char* cont
   res.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-void WriteProblem(Response& res, const Error& e, std::string_view request_id) {
-  const ErrorCodeInfo& info = InfoFor(e.code);
-  const std::string code(e.Reason());
-  WriteJsonBody(res, info.http_status,
-                json{{"type", "https://jitbroker.dev/problems/" + code},
-                     {"title", info.title},
-                     {"status", info.http_status},
-                     {"detail", e.message},
-                     {"code", code},
-                     {"request_id", request_id}},
-                "application/problem+json");
-  if (e.retryable && e.retry_after.count() > 0) {
-    res.SetHeader("Retry-After", std::to_string(e.retry_after.count()));
-  }
-}
-
 // What the clicker alone sees: the answer (documented in docs/api.md; Slack
 // itself ignores the body of a block_actions answer) and, when the payload
 // named one, through its response_url.
@@ -145,7 +129,7 @@ void SlackInteractions::Handle(Request& req, Response& res) {
   ctx.source_address = req.remote_addr;
   ctx.via = "slack";
   if (Status admitted = service_->AdmitAuthAttempt(req.remote_addr); !admitted) {
-    return WriteProblem(res, admitted.error(), req.request_id);
+    return render_(req, admitted.error(), res);
   }
   // The signature covers the raw body: nothing in it is read before.
   Status verified = lifecycle::VerifySlackSignature(
@@ -155,42 +139,37 @@ void SlackInteractions::Handle(Request& req, Response& res) {
     service_->CountAuthFailure(req.remote_addr);
     Logger()->info("event=slack_callback_rejected request_id={} reason={} remote={}",
                    req.request_id, verified.error().Reason(), log::Quoted(req.remote_addr, 64));
-    return WriteProblem(res, verified.error(), req.request_id);
+    return render_(req, verified.error(), res);
   }
   if (req.MediaType() != "application/x-www-form-urlencoded") {
-    return WriteProblem(
-        res,
-        UnsupportedMediaType("unsupported_media_type",
-                             "Slack interactions are application/x-www-form-urlencoded"),
-        req.request_id);
+    return render_(req,
+                   UnsupportedMediaType("unsupported_media_type",
+                                        "Slack interactions are application/x-www-form-urlencoded"),
+                   res);
   }
   auto form = net::ParseForm(req.body);
   if (!form) {
-    return WriteProblem(res, InvalidArgument("invalid_request", form.error().message),
-                        req.request_id);
+    return render_(req, InvalidArgument("invalid_request", form.error().message), res);
   }
   std::optional<std::string> payload_text;
   for (auto& [k, v] : *form) {
     if (k == "payload") {
       if (payload_text) {
-        return WriteProblem(res, InvalidArgument("invalid_request", "payload is given twice"),
-                            req.request_id);
+        return render_(req, InvalidArgument("invalid_request", "payload is given twice"), res);
       }
       payload_text = std::move(v);
     }
   }
   if (!payload_text) {
-    return WriteProblem(res, InvalidArgument("invalid_request", "payload is required"),
-                        req.request_id);
+    return render_(req, InvalidArgument("invalid_request", "payload is required"), res);
   }
   auto payload = jitbroker::json::ParseStrict(*payload_text);
   if (!payload) {
-    return WriteProblem(res, InvalidArgument("invalid_request", payload.error().message),
-                        req.request_id);
+    return render_(req, InvalidArgument("invalid_request", payload.error().message), res);
   }
   auto click = ParseClick(*payload);
   if (!click) {
-    return WriteProblem(res, click.error(), req.request_id);
+    return render_(req, click.error(), res);
   }
   if (!*click) {
     return WriteJsonBody(res, 200, json::object(), "application/json");  // nothing to do

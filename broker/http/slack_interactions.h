@@ -20,6 +20,7 @@
 // notifier are thread-safe and outlive this object.
 #pragma once
 
+#include "broker/http/proxy_support.h"
 #include "broker/http/transport.h"
 #include "broker/lifecycle/slack.h"
 #include "broker/service/broker_service.h"
@@ -31,14 +32,17 @@ class SlackInteractions {
   // Callbacks are form bodies `payload=<json>`; Slack's are a few KiB.
   static constexpr size_t kMaxBodyBytes = 64 * 1024;
 
-  SlackInteractions(service::BrokerService* service, lifecycle::SlackNotifier* slack)
-      : service_(service), slack_(slack) {}
+  // `render` writes an error as the server does (problem+json).
+  SlackInteractions(service::BrokerService* service, lifecycle::SlackNotifier* slack,
+                    proxy_support::RenderErrorFn render)
+      : service_(service), slack_(slack), render_(std::move(render)) {}
 
   void Handle(Request& req, Response& res);
 
  private:
   service::BrokerService* service_;
   lifecycle::SlackNotifier* slack_;
+  proxy_support::RenderErrorFn render_;
 };
 
 }  // namespace jitbroker::http
