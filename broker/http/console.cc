@@ -428,6 +428,7 @@ struct Console::Impl {
     out.ctx.request_id = req.request_id;
     out.ctx.client_request_id = req.client_request_id;
     out.ctx.source_address = req.remote_addr;
+    out.ctx.via = "console";  // audited with decisions (approval.via)
     out.ctx.caller = std::move(*caller);
     return out;
   }

@@ -130,12 +130,14 @@ void ApprovalNotifier::Enqueue(nlohmann::json message) {
 }
 
 void ApprovalNotifier::EnqueueCall(std::string url, const nlohmann::json& body,
-                                   std::string approval_id, bool bearer) {
+                                   std::string approval_id, bool bearer,
+                                   std::function<void(const nlohmann::json&)> on_delivered) {
   try {
     Item item;
     item.approval_id = approval_id;
     item.url = std::move(url);
     item.bearer = bearer;
+    item.on_delivered = std::move(on_delivered);
     // `replace` never throws on invalid UTF-8 (the records are validated
     // upstream; this is only a last line of defence).
     item.body = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -375,6 +377,9 @@ ApprovalNotifier::Outcome ApprovalNotifier::SlackOutcome(const Item& item, int a
   if (ok != nullptr && ok->is_boolean() && ok->get<bool>()) {
     Logger()->info("slack call delivered approval_id={} delivery={} host={} attempt={}",
                    LoggedId(item.approval_id), item.delivery_id, host_, attempt);
+    if (item.on_delivered) {
+      item.on_delivered(answer);
+    }
     return Outcome::kDelivered;
   }
   // Slack's error names are short identifiers; bound them anyway.

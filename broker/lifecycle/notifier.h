@@ -45,6 +45,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -104,8 +105,11 @@ class ApprovalNotifier {
   // Queues `body` for a POST to `url` (an absolute URL, e.g. a Slack Web API
   // method) instead of the configured one; `approval_id` is for logs only.
   // Otherwise as Enqueue.
+  // `on_delivered` (optional) runs on the delivery thread with Slack's
+  // answer once the call succeeded (Dialect::kSlackApi only).
   void EnqueueCall(std::string url, const nlohmann::json& body, std::string approval_id,
-                   bool bearer = true);
+                   bool bearer = true,
+                   std::function<void(const nlohmann::json& answer)> on_delivered = nullptr);
   // Stops the delivery thread and drops what is still queued. Idempotent.
   void Stop();
   NotifierStats Stats() const;
@@ -117,6 +121,7 @@ class ApprovalNotifier {
     std::string delivery_id;  // X-Jitbroker-Delivery
     std::string url;          // empty: options_.url
     bool bearer = true;       // send the configured credential; false: any 2xx is delivered
+    std::function<void(const nlohmann::json& answer)> on_delivered;  // Slack calls only
   };
   void Push(Item item);
   enum class Outcome { kDelivered, kRetry, kPermanent };

@@ -289,7 +289,57 @@ SlackNotifier::SlackNotifier(const config::ApprovalSlackConfig& config,
 void SlackNotifier::ApprovalPending(const GrantRecord& grant, const SessionRecord& session) {
   json body = SlackPendingMessage(PendingApprovalMessage(grant, session), config_.channel,
                                   config_.interactive, config_.console_url);
-  queue_.EnqueueCall(config_.api_url + "/chat.postMessage", body, grant.approval_id);
+  json blocks = body.value("blocks", json::array());
+  queue_.EnqueueCall(
+      config_.api_url + "/chat.postMessage", body, grant.approval_id, /*bearer=*/true,
+      [this, id = grant.approval_id, blocks = std::move(blocks)](const json& answer) {
+        const json* channel = answer.is_object() ? &answer["channel"] : nullptr;
+        const json* ts = answer.is_object() ? &answer["ts"] : nullptr;
+        if (channel == nullptr || ts == nullptr || !channel->is_string() || !ts->is_string()) {
+          return;
+        }
+        std::lock_guard lock(posted_mu_);
+        if (posted_.size() >= kMaxPosted && !posted_order_.empty()) {
+          posted_.erase(posted_order_.front());
+          posted_order_.pop_front();
+        }
+        if (posted_.emplace(id, Posted{channel->get<std::string>(), ts->get<std::string>(), blocks})
+                .second) {
+          posted_order_.push_back(id);
+        }
+      });
+}
+
+void SlackNotifier::ApprovalClosed(const GrantRecord& grant) {
+  Posted posted;
+  {
+    std::lock_guard lock(posted_mu_);
+    auto it = posted_.find(grant.approval_id);
+    if (it == posted_.end()) {
+      return;
+    }
+    posted = std::move(it->second);
+    posted_.erase(it);  // its slot in posted_order_ ages out
+  }
+  if (grant.approval && grant.approval->via == "slack") {
+    return;  // the callback updated the message with the clicker's outcome
+  }
+  std::string outcome;
+  if (grant.approval) {
+    const bool approved = grant.approval->decision == "approved";
+    outcome = std::string(approved ? ":white_check_mark: *Approved*" : ":no_entry: *Denied*") +
+              " by " + SlackEscape(grant.approval->approver) +
+              (grant.approval->via.empty() ? std::string()
+                                           : " in the " + SlackEscape(grant.approval->via)) +
+              (grant.approval->comment.empty() ? std::string()
+                                               : ": " + SlackEscape(grant.approval->comment));
+  } else if (grant.approval_expired) {
+    outcome = ":hourglass: *Expired*: no approver decided in time";
+  } else {
+    outcome = ":hourglass: *No longer pending*: the request was revoked or its session ended";
+  }
+  UpdateMessage(posted.channel, posted.ts, SlackDecidedBlocks(posted.blocks, outcome), outcome,
+                grant.approval_id);
 }
 
 void SlackNotifier::UpdateMessage(const std::string& channel, const std::string& ts, json blocks,

@@ -21,7 +21,10 @@
 #pragma once
 
 #include <chrono>
+#include <deque>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -90,6 +93,12 @@ class SlackNotifier {
 
   // Queues the chat.postMessage for a new pending approval. Never blocks.
   void ApprovalPending(const GrantRecord& grant, const SessionRecord& session);
+  // The approval of `grant` is no longer pending (`grant` as committed:
+  // decided through the API or the console, expired, or its session
+  // ended): queues the chat.update of its message that says so, when this
+  // process posted it. Decisions made in Slack are not announced here: the
+  // callback updates its message itself. Never blocks.
+  void ApprovalClosed(const GrantRecord& grant);
   // Queues a chat.update of message `ts` in `channel`. Never blocks.
   void UpdateMessage(const std::string& channel, const std::string& ts, nlohmann::json blocks,
                      const std::string& text, const std::string& approval_id);
@@ -121,6 +130,20 @@ class SlackNotifier {
   SecretValue signing_secret_;
   std::string api_host_;  // lower case, from api_url
   std::unique_ptr<net::HttpClient> lookup_;
+  // Messages this process posted, by approval id (channel, ts and blocks
+  // from Slack's answer), so a decision made elsewhere can update them.
+  // In memory and bounded (kMaxPosted; the oldest is forgotten): after a
+  // restart, older messages keep their buttons, and a click on them is
+  // answered with the approval's state.
+  struct Posted {
+    std::string channel;
+    std::string ts;
+    nlohmann::json blocks;
+  };
+  static constexpr size_t kMaxPosted = 10000;
+  std::mutex posted_mu_;
+  std::map<std::string, Posted> posted_;  // guarded by posted_mu_
+  std::deque<std::string> posted_order_;  // approval ids, oldest first; guarded by posted_mu_
   ApprovalNotifier queue_;
 };
 

@@ -415,7 +415,33 @@ Status BrokerService::Commit(const CallContext& ctx, WriteBatch batch) {
       event["client_request_id"] = ctx.client_request_id;
     }
   }
-  return journal_->Commit(std::move(batch));
+  return CommitAndAnnounce(std::move(batch));
+}
+
+Status BrokerService::CommitAndAnnounce(WriteBatch batch) {
+  // The approvals this batch takes out of pending (decided, expired, or
+  // revoked with their session): their chat message says so once it is
+  // durable.
+  std::vector<GrantRecord> closed;
+  if (options_.slack != nullptr) {
+    const std::string pending(StateName(GrantState::kPending));
+    for (const GrantRecord& g : batch.grants) {
+      if (g.approval_id.empty() || g.state == GrantState::kPending) {
+        continue;
+      }
+      for (const StatePrecondition& p : batch.preconditions) {
+        if (p.record == StatePrecondition::Record::kGrant && p.id == g.id && p.state == pending) {
+          closed.push_back(g);
+          break;
+        }
+      }
+    }
+  }
+  JITBROKER_RETURN_IF_ERROR(journal_->Commit(std::move(batch)));
+  for (const GrantRecord& g : closed) {
+    options_.slack->ApprovalClosed(g);
+  }
+  return OkStatus();
 }
 
 Result<SessionEnd> BrokerService::EndLocked(const CallContext& ctx, SessionRecord s,

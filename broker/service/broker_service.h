@@ -60,8 +60,9 @@ struct CallContext {
   // The client's address (the TCP peer), the key of the per-address limits;
   // empty for calls that did not come over the network (tests, the sweeper).
   std::string source_address;
-  // A decision made in chat (a verified Slack callback): recorded with the
-  // approval as `via` and `via_user` (the Slack user id). Empty = the API.
+  // Where a decision was made, recorded with the approval as `via`: "slack"
+  // (a verified Slack callback; `via_user` is the Slack user id),
+  // "console" (the web console), empty for the API.
   std::string via;
   std::string via_user;
 };
@@ -277,6 +278,9 @@ class BrokerService {
   SessionLock& LockFor(std::string_view session_id);
   std::mutex& PendingLockFor(std::string_view principal_id);
   std::mutex& BudgetLockFor(std::string_view session_id);
+  // Commits `batch` (Journal::Commit), then tells the chat notifier about
+  // the approvals it took out of pending (SlackNotifier::ApprovalClosed).
+  [[nodiscard]] Status CommitAndAnnounce(WriteBatch batch);
 
   // Loads the session and checks the caller may act on it.
   struct Access {

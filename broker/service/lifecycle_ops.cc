@@ -88,7 +88,7 @@ Status BrokerService::ExpireApproval(const std::string& grant_id, const std::str
   batch.audit_events.push_back(
       audit::GrantEvent("approval.expired", *g, now, "denied", request_id));
   batch.PutGrant(*g, stored_state);
-  if (Status st = journal_->Commit(std::move(batch)); !st) {
+  if (Status st = CommitAndAnnounce(std::move(batch)); !st) {
     // Decided, collected or expired by another process meanwhile: its
     // record stands.
     return IsStateConflict(st.error()) ? OkStatus() : st;

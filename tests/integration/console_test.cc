@@ -395,6 +395,7 @@ TEST_CASE("Console: forms need the session's CSRF token and the console's origin
   CHECK(a.json["state"] == "approved");
   CHECK(a.json["decided"]["approver"] == "maint_2");
   CHECK(a.json["decided"]["comment"] == "looks good");
+  CHECK(a.json["decided"]["via"] == "console");  // audited as made in the console
 }
 
 TEST_CASE("Console: the API rules hold (four eyes, own sessions only, admins' audit)") {

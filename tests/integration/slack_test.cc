@@ -197,6 +197,48 @@ TEST_CASE("Slack: approve and deny via signed callbacks; the message shows the o
   CHECK(env->slack->Violations().empty());
 }
 
+TEST_CASE("Slack: the message follows a decision made elsewhere (API, console, expiry, end)") {
+  SUBCASE("decided through the API") {
+    auto env = SlkStart();
+    BrokerProcess& b = *env->b;
+    SlkPending p = SlkRequestMerge(b);
+    auto m = env->slack->WaitForMessage(p.approval_id);
+    REQUIRE(m);
+    auto r = b.Post("/v1/approvals/" + p.approval_id, b.maintainer2_key,
+                    {{"decision", "deny"}, {"request_digest", p.digest}, {"comment", "not now"}});
+    REQUIRE(r.status == 200);
+    auto updated = env->slack->WaitForMessage(p.approval_id, 1);
+    REQUIRE(updated);
+    CHECK(updated->ts == m->ts);
+    CHECK_FALSE(SlkHasActions(*updated));
+    CHECK(updated->blocks.dump().find("*Denied* by maint_2: not now") != std::string::npos);
+    CHECK(env->slack->Violations().empty());
+  }
+  SUBCASE("its session revoked") {
+    auto env = SlkStart();
+    BrokerProcess& b = *env->b;
+    SlkPending p = SlkRequestMerge(b);
+    REQUIRE(env->slack->WaitForMessage(p.approval_id));
+    auto r = b.Post("/v1/sessions/" + p.sid + "/revoke", b.admin_key, {{"reason", "stop"}});
+    REQUIRE(r.status == 200);
+    auto updated = env->slack->WaitForMessage(p.approval_id, 1);
+    REQUIRE(updated);
+    CHECK_FALSE(SlkHasActions(*updated));
+    CHECK(updated->blocks.dump().find("No longer pending") != std::string::npos);
+  }
+  SUBCASE("decided in Slack: updated once, by the callback") {
+    auto env = SlkStart();
+    BrokerProcess& b = *env->b;
+    SlkPending p = SlkRequestMerge(b);
+    auto m = env->slack->WaitForMessage(p.approval_id);
+    REQUIRE(m);
+    REQUIRE(SlkPost(b, env->slack->Click(*m, "U0MAINT2", "jitbroker_approve")).status == 200);
+    REQUIRE(env->slack->WaitForMessage(p.approval_id, 1));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    CHECK(env->slack->Calls("chat.update").size() == 1);
+  }
+}
+
 TEST_CASE("Slack: unsigned, forged, stale and oversized callbacks are refused; nothing changes") {
   auto env = SlkStart();
   BrokerProcess& b = *env->b;
