@@ -849,6 +849,29 @@ struct Console::Impl {
                                    ? std::string()
                                    : "; last progress: " + Esc(Str(s, "last_progress"))));
     h += Row("Expires", Esc(Str(s, "expires_at")));
+    if (const json& budget = s.value("budget", json::object());
+        budget.is_object() && budget.contains("limits") && !budget["limits"].empty()) {
+      // "grants 3 of 10 · live_credentials 1 of 2 · …": each limit with its use.
+      const json& limits = budget["limits"];
+      const json& used = budget.value("used", json::object());
+      std::string line;
+      auto add = [&](const std::string& label, const json& use, const json& limit) {
+        line += (line.empty() ? "" : " · ") + Esc(label) + " " +
+                (use.is_number() ? Text(use) + " of " : std::string()) + Text(limit);
+      };
+      for (const auto& [name, limit] : limits.items()) {
+        const std::string key = name.starts_with("max_") ? name.substr(4) : name;
+        const json use = used.value(key, json());
+        if (limit.is_object()) {  // grants_per_tier: {tier: N}
+          for (const auto& [tier, n] : limit.items()) {
+            add(key + "." + tier, use.is_object() ? use.value(tier, json(0)) : json(), n);
+          }
+        } else {
+          add(key, use, limit);
+        }
+      }
+      h += Row("Budget", "<span class=\"budget\">" + line + "</span>");
+    }
     if (detail) {
       const json& usage = s.value("scope_usage", json::object());
       h +=

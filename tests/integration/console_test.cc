@@ -467,6 +467,26 @@ TEST_CASE("Console: the API rules hold (four eyes, own sessions only, admins' au
   CHECK(trail->body.find("session.revoked") != std::string::npos);
 }
 
+TEST_CASE("Console: live sessions show each budget limit with its use") {
+  ConsoleRig rig = ConsoleRig::Start();
+  json body = {{"agent", {{"id", "agent_budget"}}},
+               {"task", {{"id", "task_budget"}, {"scope", kConsoleEngScope}}},
+               {"budget", {{"max_grants", 5}, {"max_grants_per_tier", {{"read", 3}}}}}};
+  auto opened = rig.broker->Post("/v1/sessions", rig.broker->engineer_key, body);
+  REQUIRE(opened.status == 201);
+  const std::string sid = opened.json["session_id"];
+  auto grant = rig.broker->Post("/v1/sessions/" + sid + "/grants",
+                                opened.json["session_token"].get<std::string>(), kConsoleRead);
+  REQUIRE(grant.status == 201);
+  ConsoleLogin eng = SignIn(rig, "eng_1");
+  httplib::Client broker(rig.broker->url());
+  auto page = broker.Get("/ui/sessions/" + sid, WithCookie(eng.cookie));
+  REQUIRE(page);
+  INFO(page->body);
+  CHECK(page->body.find("grants 1 of 5") != std::string::npos);
+  CHECK(page->body.find("grants_per_tier.read 1 of 3") != std::string::npos);
+}
+
 TEST_CASE("API: a principal's ID token from the provider is a bearer credential") {
   ConsoleRig rig = ConsoleRig::Start();
   const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
