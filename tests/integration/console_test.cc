@@ -178,6 +178,16 @@ httplib::Headers WithCookie(const std::string& cookie) {
   return {{"Cookie", std::string(kSessionCookieName) + "=" + cookie}};
 }
 
+std::string FormPost(httplib::Client& c, const std::string& path, const std::string& cookie,
+                     const std::string& body, int* status = nullptr) {
+  auto r = c.Post(path, WithCookie(cookie), body, "application/x-www-form-urlencoded");
+  REQUIRE(r);
+  if (status != nullptr) {
+    *status = r->status;
+  }
+  return r->body;
+}
+
 std::string CsrfOf(const std::string& page) {
   std::smatch m;
   std::regex re(R"re(name="csrf" value="([^"]+)")re");
@@ -467,6 +477,44 @@ TEST_CASE("Console: the API rules hold (four eyes, own sessions only, admins' au
   CHECK(trail->body.find("session.revoked") != std::string::npos);
 }
 
+TEST_CASE("Console: an admin revokes everything of an agent, with the outcome per grant") {
+  ConsoleRig rig = ConsoleRig::Start();
+  auto [sid1, token1] = rig.broker->OpenSession(rig.broker->engineer_key, kConsoleEngScope);
+  auto [sid2, token2] = rig.broker->OpenSession(rig.broker->engineer_key, kConsoleEngScope);
+  auto g1 = rig.broker->Post("/v1/sessions/" + sid1 + "/grants", token1, kConsoleRead);
+  auto g2 = rig.broker->Post("/v1/sessions/" + sid2 + "/grants", token2, kConsoleRead);
+  REQUIRE(g1.status == 201);
+  REQUIRE(g2.status == 201);
+  httplib::Client broker(rig.broker->url());
+  // Only admins are offered (and allowed) the bulk forms.
+  ConsoleLogin eng = SignIn(rig, "eng_1");
+  auto own = broker.Get("/ui/sessions", WithCookie(eng.cookie));
+  REQUIRE(own);
+  CHECK(own->body.find("action=\"/ui/revoke\"") == std::string::npos);
+  int status = 0;
+  FormPost(broker, "/ui/revoke", eng.cookie,
+           "agent=agent_test&reason=all&csrf=" + CsrfOf(own->body), &status);
+  CHECK(status == 403);
+  CHECK(rig.broker->Get("/v1/sessions/" + sid1, rig.broker->admin_key).json["state"] == "active");
+
+  ConsoleLogin admin = SignIn(rig, "admin_1");
+  auto page = broker.Get("/ui/sessions", WithCookie(admin.cookie));
+  REQUIRE(page);
+  CHECK(page->body.find("Revoke everything of agent agent_test") != std::string::npos);
+  std::string out =
+      FormPost(broker, "/ui/revoke", admin.cookie,
+               "agent=agent_test&reason=runaway+loop&csrf=" + CsrfOf(page->body), &status);
+  CHECK(status == 200);
+  CHECK(out.find("2 session(s) revoked") != std::string::npos);
+  CHECK(out.find(g1.json["grant_id"].get<std::string>()) != std::string::npos);
+  CHECK(out.find(g2.json["grant_id"].get<std::string>()) != std::string::npos);
+  for (const std::string& sid : {sid1, sid2}) {
+    auto s = rig.broker->Get("/v1/sessions/" + sid, rig.broker->admin_key);
+    CHECK(s.json["state"] == "revoked");
+    CHECK(s.json["end_reason"].get<std::string>().find("runaway loop") != std::string::npos);
+  }
+}
+
 TEST_CASE("Console: live sessions show each budget limit with its use") {
   ConsoleRig rig = ConsoleRig::Start();
   json body = {{"agent", {{"id", "agent_budget"}}},
@@ -634,16 +682,6 @@ struct BackgroundLogin {
   }
   ~BackgroundLogin() { Join(); }
 };
-
-std::string FormPost(httplib::Client& c, const std::string& path, const std::string& cookie,
-                     const std::string& body, int* status = nullptr) {
-  auto r = c.Post(path, WithCookie(cookie), body, "application/x-www-form-urlencoded");
-  REQUIRE(r);
-  if (status != nullptr) {
-    *status = r->status;
-  }
-  return r->body;
-}
 
 TEST_CASE("jitctl login: a code approved in the browser signs the terminal in as that person") {
   ConsoleRig rig = ConsoleRig::Start();
