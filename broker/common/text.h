@@ -22,6 +22,9 @@ bool HasControlChar(std::string_view s);
 // The value of one hexadecimal digit (either case), or -1.
 int HexDigitValue(char c);
 
+// `s` as HTML text or attribute value: & < > " ' as character references.
+std::string HtmlEscape(std::string_view s);
+
 // A character FindInvisibleChar refuses, and where it is.
 struct InvisibleChar {
   size_t offset = 0;          // byte offset of its first byte in the input

@@ -15,6 +15,7 @@
 
 #include "broker/common/log.h"
 #include "broker/common/rate_limit.h"
+#include "broker/common/text.h"
 #include "broker/common/time_util.h"
 #include "broker/crypto/crypto.h"
 #include "broker/http/console_assets.h"
@@ -38,32 +39,7 @@ constexpr size_t kMaxListed = 100;  // sessions and approvals shown on one page
 // ---------------------------------------------------------------------------
 // HTML
 
-std::string Esc(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&#39;";
-        break;
-      default:
-        out.push_back(c);
-    }
-  }
-  return out;
-}
+std::string Esc(std::string_view s) { return text::HtmlEscape(s); }
 
 // A JSON value as the page shows it: strings as themselves, the rest as
 // compact JSON (escaped either way).

@@ -108,16 +108,7 @@ Issuer* BrokerService::FindIssuer(std::string_view name) const {
 Result<authn::Caller> BrokerService::Authenticate(std::string_view authorization,
                                                   std::string_view source_address,
                                                   std::string_view client_cert_sha256) const {
-  if (!source_address.empty()) {
-    if (auth_failure_rate_ == nullptr) {
-      return std::unexpected(Internal("no rate limiter", "auth_failures_per_address"));
-    }
-    const KeyedRateLimiter::Outcome out = auth_failure_rate_->Peek(source_address);
-    if (!out.allowed) {
-      return std::unexpected(AddressLimited(out, "auth_failures_per_address",
-                                            "failed authentications from this address"));
-    }
-  }
+  JITBROKER_RETURN_IF_ERROR(AdmitAuthAttempt(source_address));
   auto caller = [&]() -> Result<authn::Caller> {
     if (authorization.empty() && !client_cert_sha256.empty()) {
       return authn::IdentifyByCertificate(client_cert_sha256, policy());

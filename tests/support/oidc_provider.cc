@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "broker/common/text.h"
 #include "broker/crypto/crypto.h"
 #include "broker/net/url.h"
 #include "tests/support/oidc_issuer.h"
@@ -13,29 +14,6 @@
 namespace jitbroker::testing {
 
 namespace {
-
-std::string HtmlEscape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      default:
-        out.push_back(c);
-    }
-  }
-  return out;
-}
 
 void OAuthError(httplib::Response& res, int status, const std::string& error,
                 const std::string& description) {
@@ -47,9 +25,9 @@ void OAuthError(httplib::Response& res, int status, const std::string& error,
 
 void BadRequestPage(httplib::Response& res, const std::string& why) {
   res.status = 400;
-  res.set_content(
-      "<!DOCTYPE html><title>Sign-in error</title><p id=\"error\">" + HtmlEscape(why) + "</p>",
-      "text/html; charset=utf-8");
+  res.set_content("<!DOCTYPE html><title>Sign-in error</title><p id=\"error\">" +
+                      text::HtmlEscape(why) + "</p>",
+                  "text/html; charset=utf-8");
 }
 
 bool HasScope(const std::string& scope, const std::string& want) {
@@ -152,7 +130,7 @@ void FakeOidcIssuer::InstallLoginRoutes() {
     for (const char* key : {"response_type", "scope", "state", "nonce", "code_challenge",
                             "code_challenge_method", "client_id", "redirect_uri"}) {
       hidden += "<input type=\"hidden\" name=\"" + std::string(key) + "\" value=\"" +
-                HtmlEscape(req.get_param_value(key)) + "\">";
+                text::HtmlEscape(req.get_param_value(key)) + "\">";
     }
     res.set_content(
         "<!DOCTYPE html><html><head><title>Example IdP sign-in</title></head><body>"
