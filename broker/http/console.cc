@@ -336,6 +336,7 @@ struct Console::Impl {
       html += "<nav aria-label=\"Console\">";
       link("/ui/approvals", "approvals", "Approvals");
       link("/ui/sessions", "sessions", "Live sessions");
+      link("/ui/sessions/new", "new", "New session");
       if (who->ctx.caller.is_admin) {
         link("/ui/audit", "audit", "Audit");
       }
@@ -518,6 +519,9 @@ struct Console::Impl {
     if (segs[0] == "sessions") {
       if (segs.size() == 1 && get) {
         return Sessions(res, *who);
+      }
+      if (segs.size() == 2 && segs[1] == "new") {
+        return get ? NewSessionPage(res, *who) : OpenSession(res, *who, form);
       }
       if (segs.size() == 2 && IsIdSegment(segs[1]) && get) {
         return Session(res, *who, std::string(segs[1]));
@@ -1143,6 +1147,168 @@ struct Console::Impl {
               Page("Sign in jitctl", &who, "",
                    "<p role=\"status\" id=\"notice\">Approved: jitctl is signed in as " +
                        Esc(who.session.principal_id) + ". You can close this page.</p>"));
+  }
+
+  // ---- a new session (the principal hands a task to an agent) -----------------
+
+  static std::string Input(std::string_view name, std::string_view label,
+                           std::string_view attrs = {}) {
+    return "<label for=\"f-" + std::string(name) + "\">" + std::string(label) +
+           "</label><input id=\"f-" + std::string(name) + "\" name=\"" + std::string(name) + "\"" +
+           std::string(attrs) + ">";
+  }
+
+  static std::string Area(std::string_view name, std::string_view label) {
+    return "<label for=\"f-" + std::string(name) + "\">" + std::string(label) +
+           "</label><textarea id=\"f-" + std::string(name) + "\" name=\"" + std::string(name) +
+           "\" rows=\"3\" maxlength=\"8192\"></textarea>";
+  }
+
+  void NewSessionPage(Response& res, const Signed& who) {
+    std::string tiers;
+    for (int t = 0; t < kTierCount; ++t) {
+      const std::string name(TierName(static_cast<Tier>(t)));
+      tiers +=
+          "<option value=\"" + name + "\"" + (t == 0 ? " selected" : "") + ">" + name + "</option>";
+    }
+    constexpr std::string_view kNumber = " type=\"number\" min=\"1\"";
+    WriteHtml(
+        res, 200,
+        Page("New session", &who, "new",
+             "<p>Hand a task to an agent: the scope it may ask for credentials in, and "
+             "optionally a budget that bounds it however well it stays in scope. The agent "
+             "gets a session token, shown once.</p><form class=\"newsession\" method=\"post\" "
+             "action=\"/ui/sessions/new\">" +
+                 CsrfField(who) + "<fieldset><legend>Agent and task</legend>" +
+                 Input("agent", "Agent id", " required maxlength=\"256\"") +
+                 Input("task", "Task id", " required maxlength=\"256\"") +
+                 Input("description", "Description", " maxlength=\"1024\"") +
+                 "</fieldset><fieldset><legend>Scope</legend>" +
+                 Area("resources", "Resources (one per line)") +
+                 Area("branches", "Branches (one per line, optional)") +
+                 "<label for=\"f-max_tier\">Highest tier</label><select id=\"f-max_tier\" "
+                 "name=\"max_tier\">" +
+                 tiers + "</select>" + Input("issuers", "Issuers (space-separated, optional)") +
+                 Input("ttl_seconds", "Lifetime in seconds (optional)", kNumber) +
+                 "</fieldset><fieldset><legend>Budget (optional)</legend>" +
+                 Input("max_grants", "At most this many grants", kNumber) +
+                 Input("max_resources", "At most this many distinct resources", kNumber) +
+                 Input("max_live_credentials", "At most this many live credentials", kNumber) +
+                 Input("max_credential_seconds", "At most this many credential-seconds", kNumber) +
+                 Input("max_grants_per_tier", "Grants per tier (e.g. write=3 pr=1, optional)") +
+                 "</fieldset><button type=\"submit\" class=\"approve\">Open session</button>"
+                 "</form>"));
+  }
+
+  // Lines (or space-separated words) of a form field, empty ones dropped.
+  static std::vector<std::string> Words(const std::string& text) {
+    std::vector<std::string> out;
+    std::string cur;
+    for (char c : text) {
+      if (c == '\n' || c == '\r' || c == ' ' || c == '\t' || c == ',') {
+        if (!cur.empty()) {
+          out.push_back(std::move(cur));
+          cur.clear();
+        }
+      } else {
+        cur.push_back(c);
+      }
+    }
+    if (!cur.empty()) {
+      out.push_back(std::move(cur));
+    }
+    return out;
+  }
+
+  // A positive number field, or absent when empty.
+  static Result<std::optional<int64_t>> Number(const Form& form, std::string_view key) {
+    const std::string v = Field(form, key);
+    if (v.empty()) {
+      return std::optional<int64_t>();
+    }
+    int64_t n = 0;
+    auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (ec != std::errc() || p != v.data() + v.size() || n < 1) {
+      return std::unexpected(InvalidArgument(
+          "invalid_form", std::string(key) + " must be a whole number of at least 1"));
+    }
+    return std::optional<int64_t>(n);
+  }
+
+  // The form as the body of POST /v1/sessions: the API checks it.
+  static Result<json> NewSessionBody(const Form& form) {
+    json scope = {{"resources", Words(Field(form, "resources"))},
+                  {"max_tier", Field(form, "max_tier")}};
+    if (auto b = Words(Field(form, "branches")); !b.empty()) {
+      scope["branches"] = b;
+    }
+    if (auto i = Words(Field(form, "issuers")); !i.empty()) {
+      scope["issuers"] = i;
+    }
+    json task = {{"id", Field(form, "task")}, {"scope", std::move(scope)}};
+    if (!Field(form, "description").empty()) {
+      task["description"] = Field(form, "description");
+    }
+    json body = {{"agent", {{"id", Field(form, "agent")}}}, {"task", std::move(task)}};
+    JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> ttl, Number(form, "ttl_seconds"));
+    if (ttl) {
+      body["ttl_seconds"] = *ttl;
+    }
+    json budget = json::object();
+    for (const char* key :
+         {"max_grants", "max_resources", "max_live_credentials", "max_credential_seconds"}) {
+      JITBROKER_ASSIGN_OR_RETURN(std::optional<int64_t> n, Number(form, key));
+      if (n) {
+        budget[key] = *n;
+      }
+    }
+    json per_tier = json::object();
+    for (const std::string& item : Words(Field(form, "max_grants_per_tier"))) {
+      const size_t eq = item.find('=');
+      Form one;
+      if (eq != std::string::npos) {
+        one.emplace("n", item.substr(eq + 1));
+      }
+      Result<std::optional<int64_t>> n = Number(one, "n");
+      if (eq == std::string::npos || eq == 0 || !n || !*n) {
+        return std::unexpected(
+            InvalidArgument("invalid_form", "grants per tier are written TIER=N, e.g. write=3"));
+      }
+      per_tier[item.substr(0, eq)] = **n;
+    }
+    if (!per_tier.empty()) {
+      budget["max_grants_per_tier"] = std::move(per_tier);
+    }
+    if (!budget.empty()) {
+      body["budget"] = std::move(budget);
+    }
+    return body;
+  }
+
+  void OpenSession(Response& res, const Signed& who, const Form& form) {
+    Result<json> body = NewSessionBody(form);
+    if (!body) {
+      return ErrorPage(res, body.error(), &who);
+    }
+    Result<json> opened = api->OpenSession(who.ctx, *body);
+    if (!opened) {
+      return ErrorPage(res, opened.error(), &who);
+    }
+    const std::string id = Str(*opened, "session_id");
+    const std::string token = Str(*opened, "session_token");
+    log->info("event=console_session_opened principal={} session_id={}", who.session.principal_id,
+              id);
+    WriteHtml(res, 201,
+              Page("Session opened", &who, "new",
+                   "<p role=\"status\" id=\"notice\">Session <a id=\"session-id\" "
+                   "href=\"/ui/sessions/" +
+                       Esc(id) + "\">" + Esc(id) + "</a> is open until " +
+                       Esc(Str(*opened, "expires_at")) +
+                       ".</p><p>Give the agent these two values. The token is shown only "
+                       "now: the broker keeps only its digest.</p><pre id=\"session-env\">"
+                       "export JITBROKER_SESSION_ID=" +
+                       Esc(id) + "\nexport JITBROKER_SESSION_TOKEN=<span id=\"session-token\">" +
+                       Esc(token) + "</span></pre>"));
   }
 
   // ---- audit -----------------------------------------------------------------

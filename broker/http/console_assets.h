@@ -52,6 +52,11 @@ th, td { text-align: left; border-bottom: 1px solid var(--line); padding: 4px 8p
   vertical-align: top; }
 .state-active, .ok { color: var(--ok); }
 .state-revoked, .state-denied, .broken, .error { color: var(--bad); }
+form.newsession fieldset { display: grid; grid-template-columns: max-content 1fr; gap: 6px 12px;
+  max-width: 760px; border: 1px solid var(--line); border-radius: 8px; margin: 10px 0; }
+form.newsession legend { font-weight: 600; }
+select { font: inherit; padding: 4px 6px; }
+#session-env { padding: 8px; border: 1px solid var(--line); border-radius: 6px; }
 .notice, .live:not(:empty) { padding: 6px 10px; border: 1px solid var(--line); border-radius: 6px; }
 )css";
 

@@ -135,6 +135,26 @@ def main():
         check.that(csp_violations(driver) == [],
                    "no Content-Security-Policy violation: %s" % csp_violations(driver))
 
+        # --- a principal hands a task to an agent, with a budget ---------------
+        sign_in(driver, broker, "eng_1", "/ui/sessions/new")
+        driver.find_element(By.ID, "f-agent").send_keys("agent_browser")
+        driver.find_element(By.ID, "f-task").send_keys("task_browser")
+        driver.find_element(By.ID, "f-description").send_keys("opened from the console")
+        driver.find_element(By.ID, "f-resources").send_keys("jwt://mcp.internal")
+        driver.find_element(By.ID, "f-max_grants").send_keys("2")
+        driver.save_screenshot(os.path.join(shots, "new-session.png"))
+        submit(driver, driver.find_element(By.CSS_SELECTOR, "form.newsession button").click)
+        session_id = driver.find_element(By.ID, "session-id").text
+        token = driver.find_element(By.ID, "session-token").text
+        check.that(session_id.startswith("ses_") and token.startswith("jbs_"),
+                   "the new session's id and token are shown once")
+        with open(plan["new_session_out"], "w") as out:
+            json.dump({"session_id": session_id, "session_token": token}, out)
+        driver.get(broker + "/ui/sessions/" + session_id)
+        check.that("grants 0 of 2" in driver.find_element(By.TAG_NAME, "main").text,
+                   "the session shows its budget")
+        check.that(token not in driver.page_source, "the token is not shown again")
+
         # --- another principal: eng_2 sees none of eng_1's sessions ----------
         sign_in(driver, broker, "eng_2", "/ui/sessions")
         body = driver.find_element(By.TAG_NAME, "main").text

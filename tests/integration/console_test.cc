@@ -515,6 +515,45 @@ TEST_CASE("Console: an admin revokes everything of an agent, with the outcome pe
   }
 }
 
+TEST_CASE("Console: a new session's form is checked as the API checks it; nothing is opened") {
+  ConsoleRig rig = ConsoleRig::Start();
+  ConsoleLogin eng = SignIn(rig, "eng_1");
+  httplib::Client broker(rig.broker->url());
+  auto page = broker.Get("/ui/sessions/new", WithCookie(eng.cookie));
+  REQUIRE(page);
+  CHECK(page->status == 200);
+  const std::string csrf = CsrfOf(page->body);
+  const std::string base = "csrf=" + csrf + "&agent=agent_x&task=task_x&max_tier=read";
+  const std::string mcp = "&resources=jwt%3A%2F%2Fmcp.internal";
+  struct FormCase {
+    std::string extra;
+    int status;
+    std::string code;
+  };
+  for (const FormCase& c : std::vector<FormCase>{
+           {mcp + "&max_grants=two", 400, "invalid_form"},
+           {mcp + "&max_grants=0", 400, "invalid_form"},
+           {mcp + "&max_grants_per_tier=write", 400, "invalid_form"},
+           {mcp + "&max_grants_per_tier=nosuchtier%3D2", 400, "invalid_budget"},
+           {mcp + mcp, 400, "invalid_form"},                     // a field given twice
+           {"&resources=github%3A%2F%2Fother%2Frepo", 403, ""},  // outside eng_1's role
+       }) {
+    CAPTURE(c.extra);
+    int status = 0;
+    std::string out = FormPost(broker, "/ui/sessions/new", eng.cookie, base + c.extra, &status);
+    CHECK(status == c.status);
+    if (!c.code.empty()) {
+      CHECK(ErrorCodeOf(out) == c.code);
+    }
+  }
+  int status = 0;
+  FormPost(broker, "/ui/sessions/new", eng.cookie,
+           "agent=agent_x&task=task_x&resources=jwt%3A%2F%2Fmcp.internal&max_tier=read", &status);
+  CHECK(status == 403);  // no CSRF token
+  auto list = rig.broker->Get("/v1/sessions", rig.broker->admin_key);
+  CHECK(list.json["sessions"].empty());
+}
+
 TEST_CASE("Console: live sessions show each budget limit with its use") {
   ConsoleRig rig = ConsoleRig::Start();
   json body = {{"agent", {{"id", "agent_budget"}}},
@@ -592,7 +631,8 @@ TEST_CASE("Console in a real browser: approve, deny and revoke through the pages
                {"deny", deny.approval_id},
                {"session", sid},
                {"grant", grant_id},
-               {"other_session", other_sid}};
+               {"other_session", other_sid},
+               {"new_session_out", rig.broker->dir() + "/new-session.json"}};
   const std::string plan_file = rig.broker->dir() + "/browser-plan.json";
   std::ofstream(plan_file) << plan.dump();
   auto [rc, out] =
@@ -620,6 +660,22 @@ TEST_CASE("Console in a real browser: approve, deny and revoke through the pages
   CHECK(s.json["state"] == "revoked");
   CHECK(s.json["end_reason"].get<std::string>().find("stopped from the console") !=
         std::string::npos);
+  // The session eng_1 opened in the browser works for its agent, within its budget.
+  json opened;
+  std::ifstream(rig.broker->dir() + "/new-session.json") >> opened;
+  const std::string new_sid = opened["session_id"];
+  const std::string new_token = opened["session_token"];
+  auto new_s = rig.broker->Get("/v1/sessions/" + new_sid, rig.broker->admin_key);
+  CHECK(new_s.json["principal"] == "eng_1");
+  CHECK(new_s.json["agent"]["id"] == "agent_browser");
+  CHECK(new_s.json["task"]["description"] == "opened from the console");
+  for (int i = 0; i < 2; ++i) {
+    CHECK(rig.broker->Post("/v1/sessions/" + new_sid + "/grants", new_token, kConsoleRead).status ==
+          201);
+  }
+  auto third = rig.broker->Post("/v1/sessions/" + new_sid + "/grants", new_token, kConsoleRead);
+  CHECK(third.status == 403);
+  CHECK(third.json["code"] == "budget_exceeded");
   // eng_2 could neither see nor revoke eng_1's other session.
   CHECK(rig.broker->Get("/v1/sessions/" + other_sid, rig.broker->admin_key).json["state"] ==
         "active");
