@@ -489,6 +489,7 @@ Result<std::unique_ptr<App>> App::Create(const std::string& config_path, AppOpti
     co.clock = &impl.clock;
     co.session_ttl_seconds = impl.human_login->config().session_ttl_seconds;
     co.max_sessions = static_cast<size_t>(impl.human_login->config().max_console_sessions);
+    co.stall_after_missed = impl.cfg.sessions.stall_after_missed;
     JITBROKER_ASSIGN_OR_RETURN(
         impl.console, http::Console::Create(impl.service.get(), impl.human_login.get(), co));
   }

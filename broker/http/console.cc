@@ -823,11 +823,19 @@ struct Console::Impl {
                                                  : " — " + Esc(Str(task, "description"))));
     h += Row("Principal", Esc(Str(s, "principal")));
     h += Row("Age", Duration(age));
-    h += Row("Heartbeat", "every " + Text(s.value("heartbeat_seconds", json())) + " s; stalls in " +
-                              Duration(deadline) +
-                              (Str(s, "last_progress").empty()
-                                   ? std::string()
-                                   : "; last progress: " + Esc(Str(s, "last_progress"))));
+    const int64_t interval = s.value("heartbeat_seconds", int64_t{0});
+    const int64_t since_beat = interval * options.stall_after_missed - deadline;
+    // Never beaten: the deadline is still the one set at opening.
+    const Result<TimePoint> opened_at = ParseRfc3339(Str(s, "created_at"));
+    const Result<TimePoint> deadline_at = ParseRfc3339(Str(s, "heartbeat_deadline"));
+    const bool never = opened_at && deadline_at &&
+                       *deadline_at - *opened_at == Seconds(interval * options.stall_after_missed);
+    h += Row(
+        "Heartbeat",
+        "last " + (never ? std::string("none since opened") : Duration(since_beat) + " ago") +
+            "; every " + std::to_string(interval) + " s; stalls in " + Duration(deadline) +
+            (Str(s, "last_progress").empty() ? std::string()
+                                             : "; last progress: " + Esc(Str(s, "last_progress"))));
     h += Row("Expires", Esc(Str(s, "expires_at")));
     if (const json& budget = s.value("budget", json::object());
         budget.is_object() && budget.contains("limits") && !budget["limits"].empty()) {

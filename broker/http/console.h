@@ -38,6 +38,9 @@ struct ConsoleOptions {
   const Clock* clock = nullptr;
   int64_t session_ttl_seconds = 3600;
   size_t max_sessions = 10000;
+  // sessions.stall_after_missed: a session's heartbeat deadline is its last
+  // heartbeat (or its opening) plus this many intervals.
+  int64_t stall_after_missed = 3;
   // Sign-ins started per client address (GET /ui/login).
   RateLimit logins_per_address{.rate_per_second = 1, .burst = 20};
 };

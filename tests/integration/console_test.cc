@@ -572,6 +572,18 @@ TEST_CASE("Console: live sessions show each budget limit with its use") {
   INFO(page->body);
   CHECK(page->body.find("grants 1 of 5") != std::string::npos);
   CHECK(page->body.find("grants_per_tier.read 1 of 3") != std::string::npos);
+  CHECK(page->body.find("last none since opened") != std::string::npos);
+  // (Times are whole seconds: a heartbeat in the second the session opened
+  // looks like none.)
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  auto beat = rig.broker->Post("/v1/sessions/" + sid + "/heartbeat",
+                               opened.json["session_token"].get<std::string>(),
+                               {{"progress", "tests pass"}});
+  REQUIRE(beat.status == 200);
+  page = broker.Get("/ui/sessions/" + sid, WithCookie(eng.cookie));
+  REQUIRE(page);
+  CHECK(page->body.find("s ago; every 60 s") != std::string::npos);
+  CHECK(page->body.find("last progress: tests pass") != std::string::npos);
 }
 
 TEST_CASE("API: a principal's ID token from the provider is a bearer credential") {
