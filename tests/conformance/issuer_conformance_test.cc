@@ -458,13 +458,14 @@ IssuerConformanceCase GcpCase() {
   };
   const std::string sa = std::string("gcp://acme-prod/serviceAccounts/") + GcpFixture::kTarget;
   const json read_only = {"https://www.googleapis.com/auth/devstorage.read_only"};
-  c.valid = Request(sa,
-                    {{"scopes",
-                      {"https://www.googleapis.com/auth/devstorage.read_only",
-                       "https://www.googleapis.com/auth/cloud-platform"}},
-                     {"storage", {{{"bucket", "acme-artifacts"}, {"prefix", "builds/"},
-                                   {"role", "objectViewer"}}}}},
-                    "gcp");
+  c.valid =
+      Request(sa,
+              {{"scopes",
+                {"https://www.googleapis.com/auth/devstorage.read_only",
+                 "https://www.googleapis.com/auth/cloud-platform"}},
+               {"storage",
+                {{{"bucket", "acme-artifacts"}, {"prefix", "builds/"}, {"role", "objectViewer"}}}}},
+              "gcp");
   c.invalid = {
       {"no scopes", Request(sa, json::object(), "gcp")},
       {"a scope outside allowed_scopes",
@@ -472,19 +473,22 @@ IssuerConformanceCase GcpCase() {
       {"a project outside projects",
        Request("gcp://other-proj/serviceAccounts/x@other-proj.iam.gserviceaccount.com",
                {{"scopes", read_only}}, "gcp")},
-      {"not a service account", Request("gcp://acme-prod/buckets/x", {{"scopes", read_only}}, "gcp")},
-      {"a storage role that is not one", Request(sa,
-                                                {{"scopes", read_only},
-                                                 {"storage", {{{"bucket", "acme-artifacts"},
-                                                               {"role", "admin"}}}}},
-                                                "gcp")},
-      {"a prefix with a quote",
+      {"not a service account",
+       Request("gcp://acme-prod/buckets/x", {{"scopes", read_only}}, "gcp")},
+      {"a storage role that is not one",
        Request(sa,
                {{"scopes", read_only},
-                {"storage", {{{"bucket", "acme-artifacts"}, {"prefix", "a')||true||('"},
-                              {"role", "objectViewer"}}}}},
+                {"storage", {{{"bucket", "acme-artifacts"}, {"role", "admin"}}}}},
                "gcp")},
-      {"not a gcp:// resource", Request("aws://123456789012/role/x", {{"scopes", read_only}}, "gcp")},
+      {"a prefix with a quote", Request(sa,
+                                        {{"scopes", read_only},
+                                         {"storage",
+                                          {{{"bucket", "acme-artifacts"},
+                                            {"prefix", "a')||true||('"},
+                                            {"role", "objectViewer"}}}}},
+                                        "gcp")},
+      {"not a gcp:// resource",
+       Request("aws://123456789012/role/x", {{"scopes", read_only}}, "gcp")},
   };
   c.narrowing_tokens = {"https://www.googleapis.com/auth/devstorage.read_only",
                         "https://www.googleapis.com/auth/cloud-platform"};
@@ -492,8 +496,7 @@ IssuerConformanceCase GcpCase() {
   {
     static TempDir secrets("issuer-conformance-gcp-secrets");
     secrets.Write("not-a-key", kFileSecret);
-    const std::string scopes =
-        "allowed_scopes: ['https://www.googleapis.com/auth/cloud-platform']";
+    const std::string scopes = "allowed_scopes: ['https://www.googleapis.com/auth/cloud-platform']";
     c.bad_sections = {
         {"no identity", "{type: gcp, projects: [p1-x], " + scopes + "}", "issuers.gcp.identity"},
         {"no projects", "{type: gcp, identity: {metadata: {}}, " + scopes + "}",
@@ -501,8 +504,8 @@ IssuerConformanceCase GcpCase() {
         {"no allowed_scopes", "{type: gcp, identity: {metadata: {}}, projects: [p1-x]}",
          "issuers.gcp.allowed_scopes"},
         {"an inline key file",
-         std::string("{type: gcp, identity: {key_file: ") + kInlineSecret + "}, projects: [p1-x], " +
-             scopes + "}",
+         std::string("{type: gcp, identity: {key_file: ") + kInlineSecret +
+             "}, projects: [p1-x], " + scopes + "}",
          "issuers.gcp.identity.key_file"},
         {"a key file that is not one",
          "{type: gcp, identity: {key_file: 'file:" + secrets.File("not-a-key") +
@@ -512,8 +515,8 @@ IssuerConformanceCase GcpCase() {
          "{type: gcp, identity: {metadata: {}, key_file: 'file:" + secrets.File("not-a-key") +
              "'}, projects: [p1-x], " + scopes + "}",
          "issuers.gcp.identity"},
-        {"an unknown key", "{type: gcp, identity: {metadata: {}}, projects: [p1-x], " + scopes +
-                               ", region: x}",
+        {"an unknown key",
+         "{type: gcp, identity: {metadata: {}}, projects: [p1-x], " + scopes + ", region: x}",
          "issuers.gcp.region"},
         {"http without allow_http",
          "{type: gcp, identity: {metadata: {}}, projects: [p1-x], " + scopes +

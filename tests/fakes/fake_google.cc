@@ -145,7 +145,8 @@ struct FakeGoogle::Impl {
     if (it == issued.end() || it->second.expires_at <= NowSeconds()) {
       return std::nullopt;
     }
-    if (auto sa = accounts.find(it->second.principal); sa != accounts.end() && !sa->second.enabled) {
+    if (auto sa = accounts.find(it->second.principal);
+        sa != accounts.end() && !sa->second.enabled) {
       return std::nullopt;
     }
     return it->second;
@@ -203,7 +204,9 @@ struct FakeGoogle::Impl {
       sa = it->second;
     }
     if (!sa.token_creators.contains(caller->principal)) {
-      GoogleError(res, 403, "Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).");
+      GoogleError(res, 403,
+                  "Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may "
+                  "not exist).");
       return;
     }
     if (!sa.enabled) {
@@ -233,8 +236,8 @@ struct FakeGoogle::Impl {
     }
     bool ok = false;
     auto form = ParseFormBody(req.body, ok);
-    if (!ok || !req.get_header_value("Content-Type").starts_with(
-                   "application/x-www-form-urlencoded")) {
+    if (!ok ||
+        !req.get_header_value("Content-Type").starts_with("application/x-www-form-urlencoded")) {
       OAuthError(res, 400, "invalid_request", "The request body must be form-encoded.");
       return;
     }
@@ -272,8 +275,7 @@ struct FakeGoogle::Impl {
     }
     const json opts = json::parse(opt_text, nullptr, false);
     const json* rules = nullptr;
-    if (opts.is_object() && opts.contains("accessBoundary") &&
-        opts["accessBoundary"].is_object() &&
+    if (opts.is_object() && opts.contains("accessBoundary") && opts["accessBoundary"].is_object() &&
         opts["accessBoundary"].contains("accessBoundaryRules")) {
       rules = &opts["accessBoundary"]["accessBoundaryRules"];
     }
@@ -284,8 +286,9 @@ struct FakeGoogle::Impl {
     }
     for (const json& r : *rules) {
       const bool good =
-          r.is_object() && r.value("availableResource", "").starts_with(
-                               "//storage.googleapis.com/projects/_/buckets/") &&
+          r.is_object() &&
+          r.value("availableResource", "")
+              .starts_with("//storage.googleapis.com/projects/_/buckets/") &&
           r.contains("availablePermissions") && r["availablePermissions"].is_array() &&
           !r["availablePermissions"].empty() &&
           std::all_of(r["availablePermissions"].begin(), r["availablePermissions"].end(),
@@ -346,7 +349,8 @@ struct FakeGoogle::Impl {
 
   void FederatedExchange(std::map<std::string, std::string>& form, httplib::Response& res) {
     if (options.wif_audience.empty() || form["audience"] != options.wif_audience) {
-      OAuthError(res, 400, "invalid_target", "The target service indicated by the \"audience\" parameters is invalid.");
+      OAuthError(res, 400, "invalid_target",
+                 "The target service indicated by the \"audience\" parameters is invalid.");
       return;
     }
     if (form["scope"] != "https://www.googleapis.com/auth/cloud-platform") {
@@ -422,9 +426,9 @@ struct FakeGoogle::Impl {
     info.expires_at = NowSeconds() + 3599;
     info.kind = "key_file";
     const std::string token = NewToken(info);
-    res.set_content(json{{"access_token", token}, {"expires_in", 3599}, {"token_type", "Bearer"}}
-                        .dump(),
-                    "application/json; charset=UTF-8");
+    res.set_content(
+        json{{"access_token", token}, {"expires_in", 3599}, {"token_type", "Bearer"}}.dump(),
+        "application/json; charset=UTF-8");
   }
 
   void HandleMetadata(const httplib::Request& req, httplib::Response& res) {
@@ -441,9 +445,9 @@ struct FakeGoogle::Impl {
     info.expires_at = NowSeconds() + 3599;
     info.kind = "metadata";
     const std::string token = NewToken(info);
-    res.set_content(json{{"access_token", token}, {"expires_in", 3599}, {"token_type", "Bearer"}}
-                        .dump(),
-                    "application/json");
+    res.set_content(
+        json{{"access_token", token}, {"expires_in", 3599}, {"token_type", "Bearer"}}.dump(),
+        "application/json");
   }
 };
 

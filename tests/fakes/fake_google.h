@@ -76,9 +76,9 @@ class FakeGoogle {
     std::string service_account;  // for generateAccessToken tokens
     std::vector<std::string> scopes;
     int64_t lifetime_seconds = 0;
-    int64_t expires_at = 0;              // unix seconds
-    nlohmann::json boundary;             // the accessBoundary of a downscoped token
-    std::string kind;                    // generated, downscoped, federated, key_file, metadata
+    int64_t expires_at = 0;   // unix seconds
+    nlohmann::json boundary;  // the accessBoundary of a downscoped token
+    std::string kind;         // generated, downscoped, federated, key_file, metadata
   };
 
   ~FakeGoogle();
