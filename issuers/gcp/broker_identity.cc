@@ -24,7 +24,8 @@ Result<KeyFileSource> ParseKeyFile(const SecretValue& json_text) {
   if (!doc.is_object()) {
     return bad("not a JSON object");
   }
-  if (doc.value("type", "") != "service_account") {
+  if (const auto type = doc.find("type");
+      type == doc.end() || !type->is_string() || *type != "service_account") {
     return bad("\"type\" is not \"service_account\"");
   }
   KeyFileSource out;

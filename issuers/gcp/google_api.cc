@@ -58,14 +58,19 @@ std::string GoogleErrorText(std::string_view body) {
   if (err == doc.end()) {
     return "";
   }
+  // Read only what is a string: json::value throws on another type.
+  auto text = [](const nlohmann::json& obj, const char* key) {
+    const auto it = obj.find(key);
+    return it != obj.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
   if (err->is_object()) {
-    const std::string status = err->value("status", "");
-    const std::string message = err->value("message", "");
+    const std::string status = text(*err, "status");
+    const std::string message = text(*err, "message");
     return Printable(status.empty() ? "(no status)" : status, 64) +
            (message.empty() ? "" : ": " + Printable(message, 300));
   }
   if (err->is_string()) {
-    const std::string desc = doc.value("error_description", "");
+    const std::string desc = text(doc, "error_description");
     return Printable(err->get<std::string>(), 64) +
            (desc.empty() ? "" : ": " + Printable(desc, 300));
   }

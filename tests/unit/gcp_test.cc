@@ -19,8 +19,10 @@
 #include "broker/crypto/crypto.h"
 #include "broker/crypto/jose.h"
 #include "broker/net/http_client.h"
+#include "issuers/gcp/broker_identity.h"
 #include "issuers/gcp/gcp_issuer.h"
 #include "issuers/gcp/gcp_scope.h"
+#include "issuers/gcp/google_api.h"
 #include "tests/fakes/fake_google.h"
 #include "tests/support/temp_dir.h"
 
@@ -390,6 +392,31 @@ TEST_CASE("gcp: the broker's identity refused, and timeouts") {
     REQUIRE_FALSE(r.has_value());
     CHECK(r.error().reason == "gcp_unavailable");
     env.fake->SetLatency(std::chrono::milliseconds(0));
+  }
+}
+
+TEST_CASE("gcp: Google's error bodies and key files are read without trusting their types") {
+  CHECK(GoogleErrorText(R"({"error":{"code":403,"message":"no","status":"PERMISSION_DENIED"}})") ==
+        "PERMISSION_DENIED: no");
+  CHECK(GoogleErrorText(R"({"error":"invalid_grant","error_description":"bad JWT"})") ==
+        "invalid_grant: bad JWT");
+  CHECK(GoogleErrorText(R"({"error":{"status":5,"message":["x"]}})") == "(no status)");
+  CHECK(GoogleErrorText(R"({"error":"invalid_grant","error_description":{"a":1}})") ==
+        "invalid_grant");
+  CHECK(GoogleErrorText("<html>502</html>").empty());
+  CHECK(GoogleErrorText(std::string(R"({"error":{"status":"X","message":")") +
+                        std::string(1000, 'a') + "\n\"}}")
+            .size() < 400);
+
+  for (const char* text :
+       {"", "[]", R"({"type": 5})", R"({"type": "authorized_user"})",
+        R"({"type": "service_account", "client_email": "a@b", "private_key_id": "k"})",
+        R"({"type": "service_account", "client_email": "a@b", "private_key_id": "k",
+            "private_key": "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n"})"}) {
+    CAPTURE(text);
+    auto parsed = ParseKeyFile(SecretValue(std::string(text)));
+    REQUIRE_FALSE(parsed.has_value());
+    CHECK(parsed.error().message.find("not a key") == std::string::npos);
   }
 }
 
