@@ -19,6 +19,7 @@
 #include "broker/crypto/crypto.h"
 #include "broker/crypto/jose.h"
 #include "broker/net/http_client.h"
+#include "broker/net/url.h"
 #include "issuers/gcp/broker_identity.h"
 #include "issuers/gcp/gcp_issuer.h"
 #include "issuers/gcp/gcp_scope.h"
@@ -417,6 +418,57 @@ TEST_CASE("gcp: Google's error bodies and key files are read without trusting th
     auto parsed = ParseKeyFile(SecretValue(std::string(text)));
     REQUIRE_FALSE(parsed.has_value());
     CHECK(parsed.error().message.find("not a key") == std::string::npos);
+  }
+}
+
+TEST_CASE("gcp: a broker token Google no longer accepts is fetched again, once") {
+  GcpEnv env;
+  auto issuer = env.Build();
+  REQUIRE(issuer->Mint(env.Mint({{"scopes", {kGcpReadOnly}}})).has_value());
+  env.fake->InjectErrors(401, 1, ":generateAccessToken");
+  auto r = issuer->Mint(env.Mint({{"scopes", {kGcpReadOnly}}}));
+  REQUIRE_MESSAGE(r.has_value(), (r ? "" : r.error().ToString()));
+  size_t federated = 0;
+  for (const auto& i : env.fake->IssuedTokens()) {
+    federated += i.kind == "federated" ? 1 : 0;
+  }
+  CHECK(federated == 2);
+  env.fake->InjectErrors(401, -1, ":generateAccessToken");
+  auto refused = issuer->Mint(env.Mint({{"scopes", {kGcpReadOnly}}}));
+  REQUIRE_FALSE(refused.has_value());
+  CHECK(refused.error().reason == "gcp_auth_failed");
+}
+
+TEST_CASE(
+    "gcp: FakeGoogle models Google: a disabled account's tokens revive when re-enabled, "
+    "options may be encoded twice") {
+  GcpEnv env;
+  auto issuer = env.Build();
+  auto minted = issuer->Mint(env.Mint({{"scopes", {kGcpReadOnly}}}));
+  REQUIRE(minted.has_value());
+  const std::string token = GcpSecretOf(*minted);
+  env.fake->SetEnabled(kGcpTarget, false);
+  CHECK_FALSE(env.fake->TokenActive(token));
+  env.fake->SetEnabled(kGcpTarget, true);
+  CHECK(env.fake->TokenActive(token));
+
+  const std::string options =
+      AccessBoundaryOptions({StorageRule{"acme-artifacts", "", "objectViewer"}});
+  for (const std::string& encoded : {options, net::PercentEncode(options, true)}) {
+    HttpRequest req;
+    req.method = "POST";
+    req.url = env.fake->url() + "/v1/token";
+    req.headers = {{"Content-Type", "application/x-www-form-urlencoded"}};
+    req.body =
+        FormEncode({{"grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"},
+                    {"subject_token_type", "urn:ietf:params:oauth:token-type:access_token"},
+                    {"requested_token_type", "urn:ietf:params:oauth:token-type:access_token"},
+                    {"subject_token", token},
+                    {"options", encoded}});
+    auto res = env.http->Send(req);
+    REQUIRE(res.has_value());
+    CAPTURE(res->body);
+    CHECK(res->status == 200);
   }
 }
 
