@@ -1,4 +1,5 @@
 #include "issuers/aws_sts/aws_sts_issuer.h"
+#include "issuers/gcp/gcp_issuer.h"
 #include "issuers/github_app/github_app_issuer.h"
 #include "issuers/jwt/jwt_issuer.h"
 #include "issuers/registry.h"
@@ -9,6 +10,7 @@ Status RegisterBuiltinIssuers(IssuerRegistry& registry) {
   JITBROKER_RETURN_IF_ERROR(registry.Register("jwt", jwt::Factory()));
   JITBROKER_RETURN_IF_ERROR(registry.Register("github_app", github_app::Factory()));
   JITBROKER_RETURN_IF_ERROR(registry.Register("aws_sts", aws_sts::Factory()));
+  JITBROKER_RETURN_IF_ERROR(registry.Register("gcp", gcp::Factory()));
   return OkStatus();
 }
 

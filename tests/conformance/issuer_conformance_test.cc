@@ -19,6 +19,7 @@
 #include "tests/conformance/issuer_conformance.h"
 #include "tests/fakes/fake_clock.h"
 #include "tests/fakes/fake_github.h"
+#include "tests/fakes/fake_google.h"
 #include "tests/fakes/fake_issuer.h"
 #include "tests/fakes/fake_sts.h"
 #include "tests/support/temp_dir.h"
@@ -391,6 +392,153 @@ IssuerConformanceCase AwsStsCase() {
   return c;
 }
 
+// The broker federated into Google with a key of its own (workload identity):
+// no Google key anywhere.
+struct GcpFixture {
+  static constexpr const char* kAudience =
+      "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/jb/providers/"
+      "broker";
+  static constexpr const char* kBrokerSa = "jitbroker@acme-prod.iam.gserviceaccount.com";
+  static constexpr const char* kTarget = "deployer@acme-prod.iam.gserviceaccount.com";
+  TempDir dir{"issuer-conformance-gcp"};
+  SystemClock clock;  // FakeGoogle checks the JWT's iat/exp against the host's time
+  std::unique_ptr<FakeGoogle> fake;
+  std::unique_ptr<HttpClient> http;
+  std::string key_pem;
+  int builds = 0;
+
+  GcpFixture() {
+    auto key = crypto::SigningKey::Generate(crypto::JwsAlg::kES256);
+    REQUIRE(key.has_value());
+    key_pem = std::string((*key)->ToPem()->Reveal());
+    dir.Write("wif.pem", key_pem);
+    FakeGoogleOptions o;
+    o.threads = 32;
+    o.wif_audience = kAudience;
+    o.wif_issuer = "https://jitbroker.conformance";
+    o.wif_jwk = (*key)->PublicJwk();
+    fake = FakeGoogle::Start(o);
+    REQUIRE(fake != nullptr);
+    fake->AddServiceAccount({kBrokerSa, {fake->FederatedPrincipal("jitbroker-gcp")}, true});
+    fake->AddServiceAccount({kTarget, {kBrokerSa}, true});
+    fake->AddServiceAccount({"untrusting@acme-prod.iam.gserviceaccount.com", {}, true});
+    http = net::MakeCurlHttpClient({});
+  }
+  ~GcpFixture() {
+    http.reset();
+    fake.reset();
+  }
+  std::string Section() const {
+    return std::string("{type: gcp, identity: {workload_identity: {audience: '") + kAudience +
+           "', service_account: " + kBrokerSa +
+           ", issuer: 'https://jitbroker.conformance', private_key: 'file:" + dir.File("wif.pem") +
+           "'}}, projects: [acme-prod], allowed_scopes: "
+           "['https://www.googleapis.com/auth/devstorage.read_only', "
+           "'https://www.googleapis.com/auth/cloud-platform'], allow_http: true, endpoints: "
+           "{iamcredentials: '" +
+           fake->url() + "', sts: '" + fake->url() + "'}}";
+  }
+};
+
+IssuerConformanceCase GcpCase() {
+  IssuerConformanceCase c;
+  c.name = "gcp";
+  auto shared = std::make_shared<std::shared_ptr<GcpFixture>>();
+  c.make = [shared] {
+    if (!*shared) {
+      *shared = std::make_shared<GcpFixture>();
+    }
+    std::shared_ptr<GcpFixture> f = *shared;
+    IssuerUnderTest u;
+    u.fixture = f;
+    u.clock = &f->clock;
+    BuildThroughRegistry(u, "gcp", f->Section(), "gcp",
+                         f->dir.File("data-" + std::to_string(++f->builds)), f->http.get());
+    return u;
+  };
+  const std::string sa = std::string("gcp://acme-prod/serviceAccounts/") + GcpFixture::kTarget;
+  const json read_only = {"https://www.googleapis.com/auth/devstorage.read_only"};
+  c.valid =
+      Request(sa,
+              {{"scopes",
+                {"https://www.googleapis.com/auth/devstorage.read_only",
+                 "https://www.googleapis.com/auth/cloud-platform"}},
+               {"storage",
+                {{{"bucket", "acme-artifacts"}, {"prefix", "builds/"}, {"role", "objectViewer"}}}}},
+              "gcp");
+  c.invalid = {
+      {"no scopes", Request(sa, json::object(), "gcp")},
+      {"a scope outside allowed_scopes",
+       Request(sa, {{"scopes", {"https://www.googleapis.com/auth/compute"}}}, "gcp")},
+      {"a project outside projects",
+       Request("gcp://other-proj/serviceAccounts/x@other-proj.iam.gserviceaccount.com",
+               {{"scopes", read_only}}, "gcp")},
+      {"not a service account",
+       Request("gcp://acme-prod/buckets/x", {{"scopes", read_only}}, "gcp")},
+      {"a storage role that is not one",
+       Request(sa,
+               {{"scopes", read_only},
+                {"storage", {{{"bucket", "acme-artifacts"}, {"role", "admin"}}}}},
+               "gcp")},
+      {"a prefix with a quote", Request(sa,
+                                        {{"scopes", read_only},
+                                         {"storage",
+                                          {{{"bucket", "acme-artifacts"},
+                                            {"prefix", "a')||true||('"},
+                                            {"role", "objectViewer"}}}}},
+                                        "gcp")},
+      {"not a gcp:// resource",
+       Request("aws://123456789012/role/x", {{"scopes", read_only}}, "gcp")},
+  };
+  c.narrowing_tokens = {"https://www.googleapis.com/auth/devstorage.read_only",
+                        "https://www.googleapis.com/auth/cloud-platform"};
+  c.validate_section = ValidateWith("gcp", "gcp");
+  {
+    static TempDir secrets("issuer-conformance-gcp-secrets");
+    secrets.Write("not-a-key", kFileSecret);
+    const std::string scopes = "allowed_scopes: ['https://www.googleapis.com/auth/cloud-platform']";
+    c.bad_sections = {
+        {"no identity", "{type: gcp, projects: [p1-x], " + scopes + "}", "issuers.gcp.identity"},
+        {"no projects", "{type: gcp, identity: {metadata: {}}, " + scopes + "}",
+         "issuers.gcp.projects"},
+        {"no allowed_scopes", "{type: gcp, identity: {metadata: {}}, projects: [p1-x]}",
+         "issuers.gcp.allowed_scopes"},
+        {"an inline key file",
+         std::string("{type: gcp, identity: {key_file: ") + kInlineSecret +
+             "}, projects: [p1-x], " + scopes + "}",
+         "issuers.gcp.identity.key_file"},
+        {"a key file that is not one",
+         "{type: gcp, identity: {key_file: 'file:" + secrets.File("not-a-key") +
+             "'}, projects: [p1-x], " + scopes + "}",
+         "issuers.gcp.identity.key_file"},
+        {"two identities",
+         "{type: gcp, identity: {metadata: {}, key_file: 'file:" + secrets.File("not-a-key") +
+             "'}, projects: [p1-x], " + scopes + "}",
+         "issuers.gcp.identity"},
+        {"an unknown key",
+         "{type: gcp, identity: {metadata: {}}, projects: [p1-x], " + scopes + ", region: x}",
+         "issuers.gcp.region"},
+        {"http without allow_http",
+         "{type: gcp, identity: {metadata: {}}, projects: [p1-x], " + scopes +
+             ", endpoints: {sts: 'http://127.0.0.1:1'}}",
+         "issuers.gcp.endpoints.sts"},
+    };
+  }
+  c.mint_failures = {
+      {"a service account that does not trust the broker",
+       Request("gcp://acme-prod/serviceAccounts/untrusting@acme-prod.iam.gserviceaccount.com",
+               {{"scopes", read_only}}, "gcp")},
+      {"an unknown service account",
+       Request("gcp://acme-prod/serviceAccounts/nobody@acme-prod.iam.gserviceaccount.com",
+               {{"scopes", read_only}}, "gcp")},
+  };
+  c.secrets = {kInlineSecret, kFileSecret};
+  c.credential_active = [shared](const std::string&, std::string_view secret) {
+    return (*shared)->fake->TokenActive(std::string(secret));
+  };
+  return c;
+}
+
 IssuerConformanceCase FakeCase() {
   IssuerConformanceCase c;
   c.name = "fake";
@@ -422,6 +570,8 @@ TEST_CASE("IssuerConformance: github_app against the fake GitHub") {
 }
 
 TEST_CASE("IssuerConformance: aws_sts against the fake STS") { RunIssuerConformance(AwsStsCase()); }
+
+TEST_CASE("IssuerConformance: gcp against the fake Google") { RunIssuerConformance(GcpCase()); }
 
 TEST_CASE("IssuerConformance: the test fake issuer") { RunIssuerConformance(FakeCase()); }
 

@@ -76,9 +76,9 @@ TEST_CASE("Config check: the checkers refuse what start refuses, and start creat
   };
   const std::vector<Case> cases = {
       {"an issuer type this build does not have",
-       Config(std::string(kIssuers) + "  gcp: {type: gcp, project: acme}\n", kPrincipal,
+       Config(std::string(kIssuers) + "  vault: {type: vault, project: acme}\n", kPrincipal,
               good_trust),
-       "issuers.gcp.type: unknown issuer type \"gcp\""},
+       "issuers.vault.type: unknown issuer type \"vault\""},
       {"an aws_sts issuer without credentials",
        Config(std::string(kIssuers) + "  aws: {type: aws_sts, region: us-east-1}\n", kPrincipal,
               good_trust),

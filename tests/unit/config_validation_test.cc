@@ -91,8 +91,7 @@ std::string ErrorOf(const std::string& path) {
 
 TEST_CASE("IssuerRegistry: built-in types, and a type registered twice is an error") {
   const issuers::IssuerRegistry& builtin = issuers::BuiltinIssuers();
-  // Only types that exist: no gcp before it is built.
-  CHECK(builtin.Types() == std::vector<std::string>{"aws_sts", "github_app", "jwt"});
+  CHECK(builtin.Types() == std::vector<std::string>{"aws_sts", "gcp", "github_app", "jwt"});
 
   issuers::IssuerRegistry r;
   REQUIRE(issuers::RegisterBuiltinIssuers(r).has_value());
@@ -146,10 +145,10 @@ TEST_CASE("ValidateConfig: refuses bad issuer sections, identities and trust pol
       {.name = "an issuer type this build does not have",
        .issuers = Files::Issuers() + "  vault: {type: vault}\n",
        .expect = "broker.yaml:12: issuers.vault.type: unknown issuer type \"vault\" (this build "
-                 "has aws_sts, github_app, jwt)"},
-      {.name = "a type that does not exist yet",
+                 "has aws_sts, gcp, github_app, jwt)"},
+      {.name = "a gcp issuer without its broker identity",
        .issuers = Files::Issuers() + "  gcp: {type: gcp}\n",
-       .expect = "issuers.gcp.type: unknown issuer type \"gcp\""},
+       .expect = "issuers.gcp.identity: is required"},
       {.name = "an aws_sts issuer without its region",
        .issuers = Files::Issuers() + "  aws: {type: aws_sts}\n",
        .expect = "broker.yaml:12: issuers.aws.region: is required"},

@@ -1,0 +1,164 @@
+// End-to-end: the real daemon with a gcp issuer (workload identity
+// federation) pointed at FakeGoogle on loopback: a grant returns a gcp
+// credential the fake accepts, a storage boundary reaches STS, a task scope
+// bounds the buckets, Google's refusals come back as stable codes, and a
+// revocation is honest about being expiry-only (docs/gcp.md).
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+
+#include "broker/crypto/jose.h"
+#include "tests/fakes/fake_google.h"
+#include "tests/support/broker_process.h"
+
+namespace jitbroker::testing {
+namespace {
+
+constexpr const char* kGcpItAudience =
+    "//iam.googleapis.com/projects/42/locations/global/workloadIdentityPools/jb/providers/broker";
+constexpr const char* kGcpItBrokerSa = "jitbroker@acme-prod.iam.gserviceaccount.com";
+constexpr const char* kGcpItTarget = "reader@acme-prod.iam.gserviceaccount.com";
+constexpr const char* kGcpItReadOnly = "https://www.googleapis.com/auth/devstorage.read_only";
+constexpr const char* kGcpItCloudPlatform = "https://www.googleapis.com/auth/cloud-platform";
+
+struct GcpWorld {
+  std::string dir;
+  std::unique_ptr<FakeGoogle> fake;  // declared before the broker: stops after it
+  std::unique_ptr<BrokerProcess> broker;
+
+  GcpWorld() {
+    char tmpl[] = "/tmp/jitbroker-gcp-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    dir = tmpl;
+    auto key = crypto::SigningKey::Generate(crypto::JwsAlg::kES256);
+    REQUIRE(key.has_value());
+    std::ofstream(dir + "/wif.pem") << (*key)->ToPem()->Reveal();
+    std::filesystem::permissions(
+        dir + "/wif.pem", std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    FakeGoogleOptions fo;
+    fo.wif_audience = kGcpItAudience;
+    fo.wif_issuer = "https://jitbroker.integration";
+    fo.wif_jwk = (*key)->PublicJwk();
+    fake = FakeGoogle::Start(fo);
+    REQUIRE(fake != nullptr);
+    fake->AddServiceAccount({kGcpItBrokerSa, {fake->FederatedPrincipal("jitbroker-gcp")}, true});
+    fake->AddServiceAccount({kGcpItTarget, {kGcpItBrokerSa}, true});
+
+    BrokerOptions o;
+    o.extra_issuers = std::string("  gcp: {type: gcp, identity: {workload_identity: {audience: '") +
+                      kGcpItAudience + "', service_account: " + kGcpItBrokerSa +
+                      ", issuer: 'https://jitbroker.integration', private_key: 'file:" + dir +
+                      "/wif.pem'}}, projects: [acme-prod], allowed_scopes: ['" + kGcpItReadOnly +
+                      "', '" + kGcpItCloudPlatform +
+                      "'], max_attempts: 1, allow_http: true, endpoints: {iamcredentials: '" +
+                      fake->url() + "', sts: '" + fake->url() + "'}}\n";
+    broker = BrokerProcess::Start(o);
+  }
+  ~GcpWorld() {
+    broker.reset();
+    fake.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+
+  std::pair<std::string, std::string> Session(nlohmann::json extra = nlohmann::json::object()) {
+    nlohmann::json scope = {
+        {"resources", {"gcp://acme-prod/*"}}, {"max_tier", "write"}, {"issuers", {"gcp"}}};
+    scope.update(extra);
+    return broker->OpenSession(broker->admin_key, scope);
+  }
+
+  HttpResult Grant(const std::string& sid, const std::string& token, nlohmann::json scope,
+                   const std::string& sa = kGcpItTarget) {
+    return broker->Post("/v1/sessions/" + sid + "/grants", token,
+                        {{"tool", "gcloud.storage"},
+                         {"operation", "read"},
+                         {"resource", "gcp://acme-prod/serviceAccounts/" + sa},
+                         {"issuer", "gcp"},
+                         {"scope", std::move(scope)},
+                         {"ttl_seconds", 600}});
+  }
+};
+
+TEST_CASE("gcp: the daemon mints a Google token the upstream accepts; revocation is expiry-only") {
+  GcpWorld w;
+  auto [sid, token] = w.Session();
+  auto g = w.Grant(sid, token, {{"scopes", {kGcpItReadOnly}}});
+  INFO(g.body);
+  REQUIRE(g.status == 201);
+  CHECK(g.json["revocability"] == "expiry_only");
+  CHECK(g.json["tier"] == "read");
+  const nlohmann::json cred = g.json["credential"];
+  CHECK(cred["type"] == "gcp");
+  CHECK(cred["service_account"] == kGcpItTarget);
+  CHECK(cred["scopes"] == nlohmann::json{kGcpItReadOnly});
+  CHECK(cred["expires_at"].is_string());
+  const std::string access_token = cred["access_token"];
+  CHECK(w.fake->TokenActive(access_token));
+  auto issued = w.fake->Find(access_token);
+  REQUIRE(issued.has_value());
+  CHECK(issued->lifetime_seconds == 600);
+
+  auto del =
+      w.broker->Request("DELETE", "/v1/grants/" + g.json["grant_id"].get<std::string>(), token);
+  INFO(del.body);
+  REQUIRE(del.status == 200);
+  CHECK(del.json["outcome"] == "expiry_only");
+  CHECK(del.json["residual_seconds"].get<int64_t>() > 500);
+  CHECK(w.fake->Violations().empty());
+}
+
+TEST_CASE("gcp: a storage boundary through the daemon, bounded by the task scope") {
+  GcpWorld w;
+  auto [sid, token] =
+      w.Session({{"scopes", {kGcpItReadOnly, kGcpItCloudPlatform, "gcs:acme-artifacts:*"}}});
+  auto g = w.Grant(
+      sid, token,
+      {{"scopes", {kGcpItCloudPlatform}},
+       {"storage",
+        {{{"bucket", "acme-artifacts"}, {"prefix", "builds/"}, {"role", "objectViewer"}}}}});
+  INFO(g.body);
+  REQUIRE(g.status == 201);
+  CHECK(g.json["tier"] == "read");
+  auto issued = w.fake->Find(g.json["credential"]["access_token"]);
+  REQUIRE(issued.has_value());
+  CHECK(issued->kind == "downscoped");
+
+  // A bucket the task scope does not cover.
+  auto other = w.Grant(sid, token,
+                       {{"scopes", {kGcpItCloudPlatform}},
+                        {"storage", {{{"bucket", "acme-secrets"}, {"role", "objectViewer"}}}}});
+  INFO(other.body);
+  CHECK(other.status == 403);
+  // cloud-platform without a boundary is the secret tier: beyond this task.
+  auto broad = w.Grant(sid, token, {{"scopes", {kGcpItCloudPlatform}}});
+  INFO(broad.body);
+  CHECK(broad.status == 403);
+}
+
+TEST_CASE("gcp: refusals through the daemon keep stable codes") {
+  GcpWorld w;
+  auto [sid, token] = w.Session();
+  auto scope = w.Grant(sid, token, {{"scopes", {"https://www.googleapis.com/auth/compute"}}});
+  INFO(scope.body);
+  CHECK(scope.status == 403);
+  CHECK(scope.body.find("scope_not_allowed") != std::string::npos);
+
+  auto denied = w.Grant(sid, token, {{"scopes", {kGcpItReadOnly}}},
+                        "stranger@acme-prod.iam.gserviceaccount.com");
+  INFO(denied.body);
+  CHECK(denied.status >= 400);
+  CHECK(denied.body.find("gcp_not_found") != std::string::npos);
+
+  w.fake->InjectErrors(503, -1, ":generateAccessToken");
+  auto down = w.Grant(sid, token, {{"scopes", {kGcpItReadOnly}}});
+  INFO(down.body);
+  CHECK(down.status == 503);
+  CHECK(down.body.find("gcp_unavailable") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace jitbroker::testing
