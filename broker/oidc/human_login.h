@@ -96,9 +96,10 @@ class HumanLogin {
   // `error`; `binding` is the browser's cookie from Begin().
   [[nodiscard]] Result<CompletedLogin> Complete(std::string_view state, std::string_view code,
                                                 std::string_view error, std::string_view binding,
-                                                const Policy& policy);
+                                                const jitbroker::Policy& policy);
   // An ID token of the provider presented on its own (API bearer).
-  [[nodiscard]] Result<HumanIdentity> Verify(std::string_view id_token, const Policy& policy);
+  [[nodiscard]] Result<HumanIdentity> Verify(std::string_view id_token,
+                                             const jitbroker::Policy& policy);
   // Whether `bearer` has the shape of a compact JWS (three base64url parts):
   // the only bearers Authenticate hands to Verify().
   static bool LooksLikeJwt(std::string_view bearer);
@@ -124,7 +125,7 @@ class HumanLogin {
                                  const std::string& verifier);
   // Signature and standard claims; `nonce` is checked when non-null.
   Result<HumanIdentity> CheckIdToken(std::string_view id_token, const std::string* nonce,
-                                     const Policy& policy);
+                                     const jitbroker::Policy& policy);
   void PruneLocked(TimePoint now);
 
   const Options options_;
