@@ -97,6 +97,21 @@ constexpr std::array<std::string_view, 16> kAwsUnset = {
     "AWS_EC2_METADATA_SERVICE_ENDPOINT",
 };
 
+// Read by gcloud and Google's client libraries before or beside an access
+// token in the environment (docs/gcp.md, "How agents use it"): a child must
+// use only the grant's token, not a key file, another account or the
+// metadata server.
+constexpr std::array<std::string_view, 8> kGcpUnset = {
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "CLOUDSDK_AUTH_ACCESS_TOKEN_FILE",
+    "CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE",
+    "CLOUDSDK_AUTH_IMPERSONATE_SERVICE_ACCOUNT",
+    "CLOUDSDK_CORE_ACCOUNT",
+    "GCE_METADATA_HOST",
+    "GCE_METADATA_ROOT",
+    "GCE_METADATA_IP",
+};
+
 constexpr std::array<std::string_view, 2> kAlwaysUnset = {"JITBROKER_SESSION_TOKEN",
                                                           "JITBROKER_API_KEY"};
 
@@ -305,6 +320,16 @@ Result<ExecEnvironment> ExecEnvironmentFor(const nlohmann::json& credential) {
       env.set.emplace_back("AWS_REGION", SecretValue(aws->region));
       env.set.emplace_back("AWS_DEFAULT_REGION", SecretValue(aws->region));
     }
+  } else if (type == "gcp") {
+    std::optional<SecretValue> token = SecretMember(credential, "access_token");
+    if (!token) {
+      return std::unexpected(Unexpected("the gcp credential has no access_token"));
+    }
+    for (std::string_view name : kGcpUnset) {
+      env.unset.emplace_back(name);
+    }
+    env.set.emplace_back("CLOUDSDK_AUTH_ACCESS_TOKEN", token->Clone());
+    env.set.emplace_back("GOOGLE_OAUTH_ACCESS_TOKEN", std::move(*token));
   } else {
     std::optional<SecretValue> token = SecretMember(credential, "token");
     if (!token) {

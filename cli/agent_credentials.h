@@ -111,6 +111,11 @@ struct ExecEnvironment {
 //                             endpoint, web identity, shared credential
 //                             files, legacy key names) is unset;
 //   github_installation_token GH_TOKEN and GITHUB_TOKEN;
+//   gcp                       CLOUDSDK_AUTH_ACCESS_TOKEN (gcloud) and
+//                             GOOGLE_OAUTH_ACCESS_TOKEN (client libraries
+//                             and tools that read it); key files, another
+//                             account and the metadata server's variables
+//                             are unset;
 //   jwt, or any type with a string `token`: JITBROKER_TOKEN.
 // Always unset: JITBROKER_SESSION_TOKEN and JITBROKER_API_KEY, so the child
 // cannot ask the broker for more than it was given.

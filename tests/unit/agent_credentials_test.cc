@@ -312,6 +312,18 @@ TEST_CASE("exec: tokens go where their tools look for them") {
         std::vector<std::string>{"GH_TOKEN=ghp_standing", "TERM=xterm", "JITBROKER_TOKEN=eyJ.x.y"});
   auto other = Env({{"type", "gcp_access_token"}, {"token", "ya29.x"}});
   CHECK(other == std::vector<std::string>{"JITBROKER_TOKEN=ya29.x"});
+  // gcp: gcloud's and the client libraries' variables; nothing that would
+  // make them use a key file, another account or the metadata server.
+  auto gcp = Env({{"type", "gcp"},
+                  {"access_token", "ya29.grant"},
+                  {"expires_at", "x"},
+                  {"service_account", "ci@acme-prod.iam.gserviceaccount.com"},
+                  {"scopes", {"https://www.googleapis.com/auth/cloud-platform"}}},
+                 {"GOOGLE_APPLICATION_CREDENTIALS=/home/dev/key.json", "GCE_METADATA_HOST=x",
+                  "CLOUDSDK_CORE_ACCOUNT=dev@example.com", "TERM=xterm"});
+  CHECK(gcp == std::vector<std::string>{"TERM=xterm", "CLOUDSDK_AUTH_ACCESS_TOKEN=ya29.grant",
+                                        "GOOGLE_OAUTH_ACCESS_TOKEN=ya29.grant"});
+  CHECK_FALSE(ExecEnvironmentFor(json{{"type", "gcp"}, {"token", "ya29.x"}}));
   // An AWS credential without a region sets no region.
   json aws = AwsGrant()["credential"];
   aws.erase("region");
