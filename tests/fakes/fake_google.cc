@@ -477,6 +477,26 @@ std::unique_ptr<FakeGoogle> FakeGoogle::Start(FakeGoogleOptions options) {
           [&impl](const httplib::Request& req, httplib::Response& res) {
             impl.HandleMetadata(req, res);
           });
+  // A Google API a granted token is for (Cloud Storage's object list):
+  // 200 with a bearer token this fake issued that is still good, else 401
+  // as Google answers.
+  FakeGoogle* self = f.get();
+  svr.Get(R"(/storage/v1/b/([a-z0-9._-]+)/o)", [self](const httplib::Request& req,
+                                                      httplib::Response& res) {
+    const std::string auth = req.get_header_value("Authorization");
+    if (auth.rfind("Bearer ", 0) != 0 || !self->TokenActive(auth.substr(7))) {
+      res.status = 401;
+      res.set_content(
+          R"({"error":{"code":401,"message":"Invalid Credentials","status":"UNAUTHENTICATED"}})",
+          "application/json");
+      return;
+    }
+    res.set_content(nlohmann::json{{"kind", "storage#objects"},
+                                   {"bucket", req.matches[1].str()},
+                                   {"items", nlohmann::json::array()}}
+                        .dump(),
+                    "application/json");
+  });
   f->port_ = ServeOnLoopback(svr, impl.thread);
   impl.url = "http://127.0.0.1:" + std::to_string(f->port_);
   return f->port_ > 0 ? std::move(f) : nullptr;

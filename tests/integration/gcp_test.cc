@@ -111,6 +111,34 @@ TEST_CASE("gcp: the daemon mints a Google token the upstream accepts; revocation
   CHECK(w.fake->Violations().empty());
 }
 
+TEST_CASE("gcp: jitctl exec hands the token to a tool, which Google's API accepts") {
+  GcpWorld w;
+  auto [sid, token] = w.Session();
+  const std::string list_url = w.fake->url() + "/storage/v1/b/acme-artifacts/o";
+  // The parent's key file and metadata host must not reach the tool.
+  auto [rc, out] = RunCommand(
+      "env JITBROKER_URL=" + w.broker->url() + " JITBROKER_SESSION_ID=" + sid +
+      " JITBROKER_SESSION_TOKEN=" + token +
+      " GOOGLE_APPLICATION_CREDENTIALS=/nonexistent/key.json "
+      "GCE_METADATA_HOST=169.254.1.1 " JITCTL_BINARY
+      " exec --tool gcloud.storage --operation read --resource "
+      "gcp://acme-prod/serviceAccounts/" +
+      std::string(kGcpItTarget) + " --issuer gcp --scope-json '{\"scopes\": [\"" + kGcpItReadOnly +
+      "\"]}' -- sh -c 'echo adc=${GOOGLE_APPLICATION_CREDENTIALS:-unset} "
+      "meta=${GCE_METADATA_HOST:-unset}; curl -sS -f -H \"Authorization: Bearer "
+      "$CLOUDSDK_AUTH_ACCESS_TOKEN\" " +
+      list_url + "'");
+  INFO(out);
+  CHECK(rc == 0);
+  CHECK(out.find("adc=unset meta=unset") != std::string::npos);
+  CHECK(out.find("\"kind\":\"storage#objects\"") != std::string::npos);
+  // Without a granted token, the same call is refused: the fake checks.
+  auto [bad_rc, bad] =
+      RunCommand("curl -sS -f -H 'Authorization: Bearer ya29.made-up' " + list_url + " 2>&1");
+  CHECK(bad_rc != 0);
+  CHECK(w.fake->Violations().empty());
+}
+
 TEST_CASE("gcp: a storage boundary through the daemon, bounded by the task scope") {
   GcpWorld w;
   auto [sid, token] =
