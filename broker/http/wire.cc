@@ -478,7 +478,8 @@ nlohmann::json ExchangeJson(const service::ExchangeResult& x) {
   const GrantRecord& g = x.grant.grant;
   nlohmann::json credential =
       x.grant.credential ? CredentialJson(*x.grant.credential) : nlohmann::json::object();
-  // access_token is the bearer token where the credential is one; otherwise
+  // access_token is the bearer token where the credential is one (`token`,
+  // or an OAuth `access_token`); otherwise
   // (e.g. cloud credentials) the typed `credential` object carries it, and
   // access_token holds its session token where there is one (RFC 8693
   // §2.2.1: token_type N_A).
@@ -486,6 +487,9 @@ nlohmann::json ExchangeJson(const service::ExchangeResult& x) {
   std::string token_type = "N_A";
   if (auto it = credential.find("token"); it != credential.end() && it->is_string()) {
     access_token = it->get<std::string>();
+    token_type = "Bearer";
+  } else if (auto at = credential.find("access_token"); at != credential.end() && at->is_string()) {
+    access_token = at->get<std::string>();  // an OAuth access token (gcp)
     token_type = "Bearer";
   } else if (auto st = credential.find("session_token");
              st != credential.end() && st->is_string()) {

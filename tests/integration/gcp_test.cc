@@ -3,16 +3,19 @@
 // credential the fake accepts, a storage boundary reaches STS, a task scope
 // bounds the buckets, Google's refusals come back as stable codes, and a
 // revocation is honest about being expiry-only (docs/gcp.md).
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
 #include <doctest/doctest.h>
+#include <httplib.h>
 #include <nlohmann/json.hpp>
 
 #include "broker/crypto/jose.h"
 #include "tests/fakes/fake_google.h"
 #include "tests/support/broker_process.h"
+#include "tests/support/oidc_issuer.h"
 
 namespace jitbroker::testing {
 namespace {
@@ -29,7 +32,8 @@ struct GcpWorld {
   std::unique_ptr<FakeGoogle> fake;  // declared before the broker: stops after it
   std::unique_ptr<BrokerProcess> broker;
 
-  GcpWorld() {
+  // `trust`: the YAML sequence of `trust:` (empty: none).
+  explicit GcpWorld(const std::string& trust = "") {
     char tmpl[] = "/tmp/jitbroker-gcp-XXXXXX";
     REQUIRE(::mkdtemp(tmpl) != nullptr);
     dir = tmpl;
@@ -55,6 +59,7 @@ struct GcpWorld {
                       "', '" + kGcpItCloudPlatform +
                       "'], max_attempts: 1, allow_http: true, endpoints: {iamcredentials: '" +
                       fake->url() + "', sts: '" + fake->url() + "'}}\n";
+    o.trust = trust;
     broker = BrokerProcess::Start(o);
   }
   ~GcpWorld() {
@@ -136,6 +141,45 @@ TEST_CASE("gcp: jitctl exec hands the token to a tool, which Google's API accept
   auto [bad_rc, bad] =
       RunCommand("curl -sS -f -H 'Authorization: Bearer ya29.made-up' " + list_url + " 2>&1");
   CHECK(bad_rc != 0);
+  CHECK(w.fake->Violations().empty());
+}
+
+TEST_CASE("gcp: a CI job trades its OIDC token for a Google token (trust policy)") {
+  auto ci = FakeOidcIssuer::Start();
+  REQUIRE(ci != nullptr);
+  const std::string kid = ci->AddKey(crypto::JwsAlg::kRS256);
+  const std::string trust =
+      "\n  - name: artifacts-read\n    issuer: " + ci->issuer() +
+      "\n    allow_http: true\n    provider: github_actions\n"
+      "    audience: jitbroker.gcp.test\n"
+      "    claims: {repository_owner_id: \"123\", repository_id: \"456\", "
+      "ref: refs/heads/main}\n"
+      "    grant: {issuer: gcp, resource: \"gcp://acme-prod/serviceAccounts/" +
+      std::string(kGcpItTarget) + "\", scope: {scopes: [\"" + kGcpItReadOnly +
+      "\"]}, ttl_seconds: 300}\n";
+  GcpWorld w(trust);
+  const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  const std::string job_token = ci->Sign(ci->GitHubClaims("jitbroker.gcp.test", now), kid);
+  httplib::Client client(w.broker->url());
+  httplib::Params form = {{"grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"},
+                          {"subject_token", job_token},
+                          {"subject_token_type", "urn:ietf:params:oauth:token-type:id_token"},
+                          {"audience", "artifacts-read"}};
+  auto r = client.Post("/v1/token", form);
+  REQUIRE(r);
+  INFO(r->body);
+  REQUIRE(r->status == 200);
+  const nlohmann::json answer = nlohmann::json::parse(r->body);
+  const std::string access_token = answer["access_token"];
+  CHECK(answer["token_type"] == "Bearer");
+  CHECK(answer["credential"]["access_token"] == access_token);
+  CHECK(w.fake->TokenActive(access_token));
+  auto issued = w.fake->Find(access_token);
+  REQUIRE(issued.has_value());
+  CHECK(issued->service_account == kGcpItTarget);
+  CHECK(issued->lifetime_seconds == 300);
   CHECK(w.fake->Violations().empty());
 }
 
