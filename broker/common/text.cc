@@ -199,4 +199,17 @@ std::string HtmlEscape(std::string_view s) {
   return out;
 }
 
+std::string Printable(std::string_view s, size_t max) {
+  std::string out;
+  for (char c : s) {
+    if (out.size() >= max) {
+      out += "...";
+      break;
+    }
+    const auto u = static_cast<unsigned char>(c);
+    out.push_back(u >= 0x20 && u < 0x7f ? c : ' ');
+  }
+  return out;
+}
+
 }  // namespace jitbroker::text

@@ -22,6 +22,10 @@ bool HasControlChar(std::string_view s);
 // The value of one hexadecimal digit (either case), or -1.
 int HexDigitValue(char c);
 
+// An upstream's text for a message: printable ASCII only (anything else
+// becomes a space), at most `max` characters and "..." when cut.
+std::string Printable(std::string_view s, size_t max);
+
 // `s` as HTML text or attribute value: & < > " ' as character references.
 std::string HtmlEscape(std::string_view s);
 

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "broker/common/log.h"
+#include "broker/common/text.h"
 #include "broker/common/time_util.h"
 #include "broker/net/url.h"
 
@@ -16,19 +17,6 @@ namespace {
 using std::chrono::milliseconds;
 
 constexpr int64_t kSkewSeconds = 240;  // AWS refuses requests 5 minutes off
-
-std::string Printable(std::string_view s, size_t max) {
-  std::string out;
-  for (char c : s) {
-    if (out.size() >= max) {
-      out += "...";
-      break;
-    }
-    const auto u = static_cast<unsigned char>(c);
-    out.push_back(u >= 0x20 && u < 0x7f ? c : ' ');
-  }
-  return out;
-}
 
 bool IsThrottle(std::string_view code) {
   return code == "Throttling" || code == "ThrottlingException" || code == "RequestLimitExceeded" ||
@@ -80,8 +68,8 @@ AwsErrorInfo ParseAwsError(std::string_view body) {
   if (err == nullptr) {
     return out;
   }
-  out.code = Printable(err->Text("Code").value_or(""), 128);
-  out.message = Printable(err->Text("Message").value_or(""), 300);
+  out.code = text::Printable(err->Text("Code").value_or(""), 128);
+  out.message = text::Printable(err->Text("Message").value_or(""), 300);
   return out;
 }
 

@@ -4,6 +4,7 @@
 #include <random>
 #include <thread>
 
+#include "broker/common/text.h"
 #include "broker/common/time_util.h"
 #include "broker/net/url.h"
 
@@ -16,19 +17,6 @@ using std::chrono::milliseconds;
 constexpr std::string_view kTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange";
 constexpr std::string_view kAccessTokenType = "urn:ietf:params:oauth:token-type:access_token";
 constexpr std::string_view kJwtTokenType = "urn:ietf:params:oauth:token-type:jwt";
-
-std::string Printable(std::string_view s, size_t max) {
-  std::string out;
-  for (char c : s) {
-    if (out.size() >= max) {
-      out += "...";
-      break;
-    }
-    const auto u = static_cast<unsigned char>(c);
-    out.push_back(u >= 0x20 && u < 0x7f ? c : ' ');
-  }
-  return out;
-}
 
 bool Retryable(int status) {
   return status == 429 || status == 500 || status == 502 || status == 503 || status == 504;
@@ -66,13 +54,13 @@ std::string GoogleErrorText(std::string_view body) {
   if (err->is_object()) {
     const std::string status = text(*err, "status");
     const std::string message = text(*err, "message");
-    return Printable(status.empty() ? "(no status)" : status, 64) +
-           (message.empty() ? "" : ": " + Printable(message, 300));
+    return text::Printable(status.empty() ? "(no status)" : status, 64) +
+           (message.empty() ? "" : ": " + text::Printable(message, 300));
   }
   if (err->is_string()) {
     const std::string desc = text(doc, "error_description");
-    return Printable(err->get<std::string>(), 64) +
-           (desc.empty() ? "" : ": " + Printable(desc, 300));
+    return text::Printable(err->get<std::string>(), 64) +
+           (desc.empty() ? "" : ": " + text::Printable(desc, 300));
   }
   return "";
 }
