@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "broker/crypto/crypto.h"
+#include "broker/net/url.h"
 #include "tests/support/loopback.h"
 
 namespace jitbroker::testing {
@@ -16,22 +17,6 @@ namespace jitbroker::testing {
 namespace {
 
 using nlohmann::json;
-
-std::string UrlEncode(const std::string& s) {
-  static const char* kHex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-        c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
-  }
-  return out;
-}
 
 bool IsPlainText(const json& t, size_t max) {
   return t.is_object() && t.value("type", "") == "plain_text" && t.contains("text") &&
@@ -355,7 +340,7 @@ std::string FakeSlack::Sign(const std::string& secret, const std::string& timest
 
 SlackCallback FakeSlack::SignPayload(const json& payload, std::chrono::seconds skew) const {
   SlackCallback cb;
-  cb.body = "payload=" + UrlEncode(payload.dump());
+  cb.body = "payload=" + net::PercentEncode(payload.dump(), /*form=*/true);
   const auto now = std::chrono::duration_cast<std::chrono::seconds>(
                        std::chrono::system_clock::now().time_since_epoch()) +
                    skew;
