@@ -2,9 +2,8 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <random>
-#include <thread>
 
+#include "broker/common/backoff.h"
 #include "broker/common/log.h"
 #include "broker/common/text.h"
 #include "broker/common/time_util.h"
@@ -122,18 +121,7 @@ Result<XmlElement> AwsQueryApi::Call(std::string_view action,
   const auto start = std::chrono::steady_clock::now();
   const auto deadline = start + options_.call_deadline;
   auto wait = [&](int attempt) {
-    static thread_local std::mt19937_64 rng(std::random_device{}());  // seeded once per thread
-    const int64_t cap = options_.backoff_base.count() << std::min(attempt, 10);
-    const milliseconds d(std::uniform_int_distribution<int64_t>(0, std::max<int64_t>(cap, 1))(rng));
-    if (std::chrono::steady_clock::now() + d >= deadline) {
-      return false;
-    }
-    if (options_.sleep) {
-      options_.sleep(d);
-    } else {
-      std::this_thread::sleep_for(d);
-    }
-    return true;
+    return BackoffBefore(attempt, options_.backoff_base, deadline, options_.sleep);
   };
   bool skew_retried = false;
   std::string expired_key_id;  // the base key AWS called expired (refreshed once)

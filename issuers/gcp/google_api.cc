@@ -1,9 +1,8 @@
 #include "issuers/gcp/google_api.h"
 
 #include <algorithm>
-#include <random>
-#include <thread>
 
+#include "broker/common/backoff.h"
 #include "broker/common/text.h"
 #include "broker/common/time_util.h"
 #include "broker/net/url.h"
@@ -92,18 +91,7 @@ Result<nlohmann::json> GoogleApi::Call(std::string_view api, std::string_view la
   req.headers.emplace_back("Accept", "application/json");
   const auto deadline = std::chrono::steady_clock::now() + options_.call_deadline;
   auto wait = [&](int attempt) {
-    static thread_local std::mt19937_64 rng(std::random_device{}());
-    const int64_t cap = options_.backoff_base.count() << std::min(attempt, 10);
-    const milliseconds d(std::uniform_int_distribution<int64_t>(0, std::max<int64_t>(cap, 1))(rng));
-    if (std::chrono::steady_clock::now() + d >= deadline) {
-      return false;
-    }
-    if (options_.sleep) {
-      options_.sleep(d);
-    } else {
-      std::this_thread::sleep_for(d);
-    }
-    return true;
+    return BackoffBefore(attempt, options_.backoff_base, deadline, options_.sleep);
   };
   for (int attempt = 1;; ++attempt) {
     const bool last = attempt >= options_.max_attempts;
