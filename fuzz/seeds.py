@@ -29,7 +29,8 @@ def jws(header, payload, sig=b"\x01" * 64):
 
 def write(name, items):
     d = CORPUS / name
-    d.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(d, ignore_errors=True)  # the corpus is exactly what this script writes
+    d.mkdir(parents=True)
     for item in items:
         data = item if isinstance(item, bytes) else item.encode()
         (d / hashlib.sha1(data).hexdigest()[:16]).write_bytes(data)
@@ -83,6 +84,7 @@ write("json", [
     '{}', '[]', 'null', '0', '-0.0', '1e400', '"\\ud800"', '"\\u0000"',
     '{"a":"x","b":3,"c":true,"d":["p","q"],"e":{}}',
     '{"a":1,"a":2}', '{"x":{"y":{"a":1,"a":1}}}', '[[[[[[[[[[]]]]]]]]]]',
+    '[[[[[[[[[]]]]]]]]]', '[[[[[[[[1]]]]]]]]',
     '\xef\xbb\xbf{}', '{"a":"\xc3\x28"}', '{"a":1,}', '{"a":1}/* c */', '18446744073709551616',
 ])
 
@@ -204,8 +206,8 @@ adv = (pkt("# service=git-upload-pack\n") + b"0000" +
        pkt(f"{A} HEAD\x00multi_ack side-band-64k symref=HEAD:refs/heads/main object-format=sha1\n") +
        pkt(f"{A} refs/heads/main\n") + pkt(f"{A} refs/tags/v1^{{}}\n") + b"0000")
 git.append(adv + b"\x01")
-git.append(gzip.compress(cmds) + b"\x02")
-git.append(gzip.compress(b"\x00" * 1000000)[:2000] + b"\x02")
+git.append(gzip.compress(cmds, mtime=0) + b"\x02")
+git.append(gzip.compress(b"\x00" * 1000000, mtime=0)[:2000] + b"\x02")
 write("git", git)
 
 if __name__ == "__main__":

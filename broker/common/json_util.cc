@@ -78,7 +78,12 @@ Result<nlohmann::json> ParseStrict(std::string_view text, const ParseOptions& op
   std::vector<std::set<std::string, std::less<>>> keys;
   auto callback = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
     using E = nlohmann::json::parse_event_t;
-    if (depth > options.max_depth) {
+    // `depth` counts the containers around the event; a container that
+    // starts here is one level more, so an empty innermost `[]` or `{}`
+    // counts as deep as one holding a value.
+    const bool opens = event == nlohmann::json::parse_event_t::object_start ||
+                       event == nlohmann::json::parse_event_t::array_start;
+    if (depth + (opens ? 1 : 0) > options.max_depth) {
       throw StopParse{InvalidArgument(
           "too_deep",
           what + " nests deeper than " + std::to_string(options.max_depth) + " levels")};

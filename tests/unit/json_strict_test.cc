@@ -106,6 +106,15 @@ TEST_CASE("Json: ParseStrict budgets and wording") {
   CHECK(json::ParseStrict(R"({"a":{"b":1}})", shallow).has_value());
   CHECK(json::ParseStrict("[[[1]]]", shallow).error().Reason() == "too_deep");
   CHECK(json::ParseStrict(R"({"a":{"b":{"c":1}}})", shallow).error().Reason() == "too_deep");
+  // An empty innermost container is a level too (found by fuzz/json_fuzz.cc:
+  // "[[[[[[[[[]]]]]]]]]" passed a bound of 8).
+  CHECK(json::ParseStrict("[[]]", shallow).has_value());
+  CHECK(json::ParseStrict("[[[]]]", shallow).error().Reason() == "too_deep");
+  CHECK(json::ParseStrict(R"({"a":{"b":{}}})", shallow).error().Reason() == "too_deep");
+  CHECK(json::ParseStrict(std::string(9, '[') + std::string(9, ']'),
+                          json::ParseOptions{.max_depth = 8})
+            .error()
+            .Reason() == "too_deep");
 
   // Request bodies keep their wording.
   auto body = json::ParseStrict("{");
