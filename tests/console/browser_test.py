@@ -50,8 +50,12 @@ class Check:
 
 
 def wait(driver, condition, seconds=10):
+    """Waits for `condition`. While a page is being replaced (a sign-in's
+    redirects, the approvals page's reload), the driver may answer with
+    transient errors ("aborted by navigation"): those are retried too."""
     try:
-        return WebDriverWait(driver, seconds).until(condition)
+        return WebDriverWait(driver, seconds, ignored_exceptions=(WebDriverException,)).until(
+            condition)
     except TimeoutException:
         print("timed out on %s; the page:\n%s" % (driver.current_url, driver.page_source[:4000]))
         raise
