@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <initializer_list>
 #include <optional>
 #include <string>
 
 #include "broker/common/time_util.h"
 #include "issuers/aws_sts/aws_scope.h"
+#include "issuers/gcp/gcp_scope.h"
 
 namespace jitbroker::cli {
 
@@ -115,21 +117,59 @@ constexpr std::array<std::string_view, 8> kGcpUnset = {
 constexpr std::array<std::string_view, 2> kAlwaysUnset = {"JITBROKER_SESSION_TOKEN",
                                                           "JITBROKER_API_KEY"};
 
+// An error unless `c` is a credential of `type` (`what`: which issuers
+// mint it, for the hint). The type shown is only ever a plain identifier.
+Status CheckType(const nlohmann::json& c, std::string_view type, std::string_view what) {
+  auto it = c.find("type");
+  if (it != c.end() && it->is_string() && *it == type) {
+    return {};
+  }
+  std::string shown = it != c.end() && it->is_string() ? it->get<std::string>() : "none";
+  if (shown.size() > 64 || !std::all_of(shown.begin(), shown.end(), [](char ch) {
+        return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_';
+      })) {
+    shown = "?";
+  }
+  return std::unexpected(Unexpected("the credential is of type " + shown + ", not " +
+                                    std::string(type) + ": is --issuer " + std::string(what) +
+                                    "?"));
+}
+
+// When a credential ends: the earliest of `grant_expires_at` (the grant's
+// own expires_at, when known) and the credential's members `fields`, each
+// an RFC 3339 time when present.
+Result<TimePoint> EarliestExpiry(const nlohmann::json& c, const nlohmann::json* grant_expires_at,
+                                 std::initializer_list<const char*> fields) {
+  std::vector<std::pair<const nlohmann::json*, std::string>> values = {
+      {grant_expires_at, "grant's expires_at"}};
+  for (const char* key : fields) {
+    auto it = c.find(key);
+    values.emplace_back(it == c.end() ? nullptr : &*it, std::string("credential's ") + key);
+  }
+  std::optional<TimePoint> expiry;
+  for (const auto& [value, name] : values) {
+    if (value == nullptr || value->is_null()) {
+      continue;
+    }
+    Result<TimePoint> t = value->is_string()
+                              ? ParseRfc3339(value->get_ref<const std::string&>())
+                              : Result<TimePoint>(std::unexpected(Internal("not a string")));
+    if (!t) {
+      return std::unexpected(Unexpected("the " + name + " is not an RFC 3339 time"));
+    }
+    expiry = expiry ? std::min(*expiry, *t) : *t;
+  }
+  if (!expiry) {
+    return std::unexpected(Unexpected("the credential has no expiry"));
+  }
+  return *expiry;
+}
+
 // The credential `c` (an aws_credentials object); `grant_expires_at`, the
 // grant's own expires_at, when known.
 Result<AwsCredential> AwsFromCredential(const nlohmann::json& c,
                                         const nlohmann::json* grant_expires_at) {
-  auto type = c.find("type");
-  if (type == c.end() || !type->is_string() || *type != "aws_credentials") {
-    std::string shown = type != c.end() && type->is_string() ? type->get<std::string>() : "none";
-    if (shown.size() > 64 || !std::all_of(shown.begin(), shown.end(), [](char ch) {
-          return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_';
-        })) {
-      shown = "?";
-    }
-    return std::unexpected(Unexpected("the credential is of type " + shown +
-                                      ", not aws_credentials: is --issuer an aws_sts issuer?"));
-  }
+  JITBROKER_RETURN_IF_ERROR(CheckType(c, "aws_credentials", "an aws_sts issuer"));
   AwsCredential out;
   std::optional<SecretValue> akid = SecretMember(c, "access_key_id");
   std::optional<SecretValue> secret = SecretMember(c, "secret_access_key");
@@ -142,34 +182,41 @@ Result<AwsCredential> AwsFromCredential(const nlohmann::json& c,
   out.access_key_id = std::string(akid->Reveal());
   out.secret_access_key = std::move(*secret);
   out.session_token = std::move(*token);
-  const auto find = [&c](const char* key) {
-    auto it = c.find(key);
-    return it == c.end() ? nullptr : &*it;
-  };
-  std::optional<TimePoint> expiry;
-  for (const auto& [value, name] :
-       {std::pair<const nlohmann::json*, const char*>{grant_expires_at, "grant's expires_at"},
-        {find("expires_at"), "credential's expires_at"},
-        {find("expiration"), "credential's expiration"}}) {
-    if (value == nullptr || value->is_null()) {
-      continue;
-    }
-    Result<TimePoint> t = value->is_string()
-                              ? ParseRfc3339(value->get_ref<const std::string&>())
-                              : Result<TimePoint>(std::unexpected(Internal("not a string")));
-    if (!t) {
-      return std::unexpected(Unexpected(std::string("the ") + name + " is not an RFC 3339 time"));
-    }
-    expiry = expiry ? std::min(*expiry, *t) : *t;
-  }
-  if (!expiry) {
-    return std::unexpected(Unexpected("the credential has no expiry"));
-  }
-  out.expires_at = *expiry;
+  JITBROKER_ASSIGN_OR_RETURN(out.expires_at,
+                             EarliestExpiry(c, grant_expires_at, {"expires_at", "expiration"}));
   if (auto r = c.find("region"); r != c.end() && r->is_string()) {
     out.region = r->get<std::string>();
   }
   return out;
+}
+
+// The credential member of a grant answer, and the grant's expires_at.
+Result<std::pair<const nlohmann::json*, const nlohmann::json*>> CredentialOf(
+    const nlohmann::json& grant) {
+  if (!grant.is_object()) {
+    return std::unexpected(Unexpected("the broker's answer is not a grant"));
+  }
+  auto cit = grant.find("credential");
+  if (cit == grant.end() || !cit->is_object()) {
+    return std::unexpected(Unexpected("the broker's answer carries no credential"));
+  }
+  auto exp = grant.find("expires_at");
+  return std::pair{&*cit, exp == grant.end() ? nullptr : &*exp};
+}
+
+// The --ttl flag into body["ttl_seconds"], else `default_ttl` when set.
+std::optional<std::string> TtlInto(const ParsedArgs& args, std::optional<int64_t> default_ttl,
+                                   nlohmann::json& body) {
+  if (args.Has("ttl")) {
+    const std::optional<int64_t> ttl = ParseInt64(args.Get("ttl").value_or(""), 1, 43200);
+    if (!ttl) {
+      return "flag --ttl needs a number of seconds in [1, 43200]";
+    }
+    body["ttl_seconds"] = *ttl;
+  } else if (default_ttl) {
+    body["ttl_seconds"] = *default_ttl;
+  }
+  return std::nullopt;
 }
 
 }  // namespace
@@ -181,15 +228,33 @@ Result<std::string> AwsAccountOf(std::string_view resource) {
 }
 
 Result<AwsCredential> AwsCredentialFromGrant(const nlohmann::json& grant) {
-  if (!grant.is_object()) {
-    return std::unexpected(Unexpected("the broker's answer is not a grant"));
+  JITBROKER_ASSIGN_OR_RETURN(auto parts, CredentialOf(grant));
+  return AwsFromCredential(*parts.first, parts.second);
+}
+
+Result<GcpCredential> GcpCredentialFromGrant(const nlohmann::json& grant) {
+  JITBROKER_ASSIGN_OR_RETURN(auto parts, CredentialOf(grant));
+  const nlohmann::json& c = *parts.first;
+  JITBROKER_RETURN_IF_ERROR(CheckType(c, "gcp", "a gcp issuer"));
+  std::optional<SecretValue> token = SecretMember(c, "access_token");
+  if (!token) {
+    return std::unexpected(Unexpected("the gcp credential has no access_token"));
   }
-  auto cit = grant.find("credential");
-  if (cit == grant.end() || !cit->is_object()) {
-    return std::unexpected(Unexpected("the broker's answer carries no credential"));
+  GcpCredential out;
+  out.access_token = std::move(*token);
+  JITBROKER_ASSIGN_OR_RETURN(out.expires_at, EarliestExpiry(c, parts.second, {"expires_at"}));
+  out.service_account = c.value("service_account", std::string());
+  if (auto it = c.find("scopes"); it != c.end() && it->is_array()) {
+    for (const auto& v : *it) {
+      if (v.is_string()) {
+        out.scopes.push_back(v.get<std::string>());
+      }
+    }
   }
-  auto exp = grant.find("expires_at");
-  return AwsFromCredential(*cit, exp == grant.end() ? nullptr : &*exp);
+  if (out.service_account.empty() || out.scopes.empty()) {
+    return std::unexpected(Unexpected("the gcp credential names no service account or scopes"));
+  }
+  return out;
 }
 
 std::expected<nlohmann::json, std::string> BuildAwsGrantBody(const ParsedArgs& args,
@@ -211,14 +276,64 @@ std::expected<nlohmann::json, std::string> BuildAwsGrantBody(const ParsedArgs& a
   body["resource"] = resource;
   body["issuer"] = args.Get("issuer").value_or(std::string(default_issuer));
   body["scope"] = std::move(scope);
-  if (args.Has("ttl")) {
-    const std::optional<int64_t> ttl = ParseInt64(args.Get("ttl").value_or(""), 1, 43200);
-    if (!ttl) {
-      return std::unexpected("flag --ttl needs a number of seconds in [1, 43200]");
+  if (auto bad = TtlInto(args, default_ttl, body)) {
+    return std::unexpected(*bad);
+  }
+  body["justification"] =
+      args.Get("justification").value_or("jitctl " + std::string(command) + " for " + resource);
+  return body;
+}
+
+std::expected<nlohmann::json, std::string> BuildGcpGrantBody(const ParsedArgs& args,
+                                                             std::string_view command,
+                                                             std::string_view default_issuer) {
+  const std::string resource = args.Get("resource").value_or("");
+  if (Result<issuers::gcp::GcpResource> r = issuers::gcp::ParseGcpResource(resource); !r) {
+    return std::unexpected("flag --resource: " + r.error().message);
+  }
+  nlohmann::json scopes = nlohmann::json::array();
+  for (const std::string& s : args.All("scope")) {
+    if (s.empty()) {
+      return std::unexpected("flag --scope needs an OAuth scope, e.g. cloud-platform");
     }
-    body["ttl_seconds"] = *ttl;
-  } else if (default_ttl) {
-    body["ttl_seconds"] = *default_ttl;
+    scopes.push_back(s.find("://") == std::string::npos ? std::string(kGoogleScopePrefix) + s : s);
+  }
+  nlohmann::json storage = nlohmann::json::array();
+  for (const std::string& rule : args.All("storage")) {
+    // BUCKET[/PREFIX]=ROLE
+    const size_t eq = rule.rfind('=');
+    if (eq == std::string::npos) {
+      return std::unexpected(
+          "flag --storage needs BUCKET[/PREFIX]=ROLE, e.g. "
+          "acme-artifacts/builds/=objectViewer");
+    }
+    const std::string where = rule.substr(0, eq);
+    const size_t slash = where.find('/');
+    nlohmann::json r = {{"bucket", where.substr(0, slash)}, {"role", rule.substr(eq + 1)}};
+    if (slash != std::string::npos) {
+      r["prefix"] = where.substr(slash + 1);
+    }
+    storage.push_back(std::move(r));
+  }
+  nlohmann::json scope = {{"scopes", std::move(scopes)}};
+  if (!storage.empty()) {
+    scope["storage"] = std::move(storage);
+  }
+  Result<issuers::gcp::GcpScope> parsed = issuers::gcp::ParseGcpScope(scope);
+  if (!parsed) {
+    return std::unexpected("flags --scope/--storage: " + parsed.error().message);
+  }
+  nlohmann::json body = nlohmann::json::object();
+  body["tool"] = args.Get("tool").value_or("gcp");
+  body["operation"] =
+      args.Get("operation")
+          .value_or(issuers::gcp::GcpScopeTier(*parsed, Tier::kWrite) == Tier::kRead ? "read"
+                                                                                     : "write");
+  body["resource"] = resource;
+  body["issuer"] = args.Get("issuer").value_or(std::string(default_issuer));
+  body["scope"] = std::move(scope);
+  if (auto bad = TtlInto(args, std::nullopt, body)) {
+    return std::unexpected(*bad);
   }
   body["justification"] =
       args.Get("justification").value_or("jitctl " + std::string(command) + " for " + resource);
@@ -277,6 +392,20 @@ SecretValue CredentialProcessJson(const AwsCredential& c, std::string_view accou
 
 SecretValue ContainerCredentialsJson(const AwsCredential& c, std::string_view account_id) {
   return SdkCredentialJson(c, account_id, /*credential_process=*/false);
+}
+
+SecretValue MetadataTokenJson(const GcpCredential& c, TimePoint now) {
+  const int64_t left = std::max<int64_t>(
+      0, std::chrono::duration_cast<std::chrono::seconds>(c.expires_at - now).count());
+  const std::string expires_in = std::to_string(left);
+  // {"access_token":"…","expires_in":N,"token_type":"Bearer"}: expires_in
+  // is a number, so the members are written here rather than by JsonObject.
+  std::string out;
+  out.reserve(c.access_token.size() * 6 + 96);
+  out.append("{\"access_token\":");
+  AppendJsonString(&out, c.access_token.Reveal());
+  out.append(",\"expires_in\":").append(expires_in).append(",\"token_type\":\"Bearer\"}");
+  return SecretValue(std::move(out));
 }
 
 std::string ContainerErrorJson(std::string_view code, std::string_view message) {

@@ -43,6 +43,15 @@ struct AwsCredential {
   std::string region;  // the issuer's region; may be empty
 };
 
+// The Google access token of an allowed grant on a gcp issuer.
+struct GcpCredential {
+  SecretValue access_token;
+  // The earliest of the grant's and the credential's `expires_at`.
+  TimePoint expires_at{};
+  std::string service_account;
+  std::vector<std::string> scopes;
+};
+
 // The 12-digit account of aws://ACCOUNT/role/[PATH/]NAME (the aws_sts
 // issuer's own parser). Errors: kInvalidArgument "invalid_resource".
 [[nodiscard]] Result<std::string> AwsAccountOf(std::string_view resource);
@@ -74,6 +83,31 @@ std::string DefaultAwsOperation(const std::vector<std::string>& actions);
 // Errors (kInternal "unexpected_credential"): no credential, a type other
 // than aws_credentials, a missing or empty key, or no parseable expiry.
 [[nodiscard]] Result<AwsCredential> AwsCredentialFromGrant(const nlohmann::json& grant);
+
+// What `--scope NAME` stands for when NAME has no "://": Google's OAuth
+// scope https://www.googleapis.com/auth/NAME ("cloud-platform",
+// "devstorage.read_only").
+inline constexpr std::string_view kGoogleScopePrefix = "https://www.googleapis.com/auth/";
+
+// The grant request of `gcp serve`: tool (--tool, default "gcp"), operation
+// (--operation, default read when the scope implies read, else write),
+// resource gcp://PROJECT/serviceAccounts/EMAIL, issuer (--issuer, default
+// `default_issuer`), scope {"scopes": --scope..., "storage": --storage
+// BUCKET[/PREFIX]=ROLE...} checked with the gcp issuer's own parser (shape
+// only: the broker knows allowed_scopes and projects), ttl_seconds and
+// justification. Usage problems are returned as the hint text.
+std::expected<nlohmann::json, std::string> BuildGcpGrantBody(const ParsedArgs& args,
+                                                             std::string_view command,
+                                                             std::string_view default_issuer);
+
+// The credential of a grant answer on a gcp issuer. Errors (kInternal
+// "unexpected_credential"): another type, no access_token, no service
+// account or scopes, no parseable expiry.
+[[nodiscard]] Result<GcpCredential> GcpCredentialFromGrant(const nlohmann::json& grant);
+
+// The metadata server's token answer: {"access_token","expires_in",
+// "token_type":"Bearer"}, expires_in the whole seconds left at `now`.
+SecretValue MetadataTokenJson(const GcpCredential& c, TimePoint now);
 
 // credential_process output (one line, no newline): {"Version":1,
 // "AccessKeyId","SecretAccessKey","SessionToken","Expiration","AccountId"};

@@ -318,6 +318,30 @@ inline const std::vector<CommandSpec>& Commands() {
            {{"port", "P", false, false, "port on 127.0.0.1 (default 0: any free port, printed)"},
             {"token-file", "F", false, false,
              "write the Authorization token to F (mode 0600) instead of printing it"}})},
+      {"gcp serve",
+       "--resource gcp://PROJECT/serviceAccounts/EMAIL --scope S... [--storage "
+       "BUCKET[/PREFIX]=ROLE...] [--issuer I] [--ttl SECONDS] [--tool T] [--operation O] "
+       "[--justification TEXT] [--port P] [--project-number N]",
+       "serve Google's client libraries and gcloud a metadata server on 127.0.0.1 (session "
+       "token)",
+       0,
+       0,
+       {{"resource", "R", false, true, "the service account: gcp://PROJECT/serviceAccounts/EMAIL"},
+        {"scope", "S", true, true,
+         "an OAuth scope (repeatable; a name without :// means "
+         "https://www.googleapis.com/auth/NAME)"},
+        {"storage", "BUCKET[/PREFIX]=ROLE", true, false,
+         "narrow the token to Cloud Storage objects (repeatable; ROLE objectViewer, "
+         "objectCreator or objectAdmin)"},
+        {"issuer", "I", false, false, "gcp issuer (default $JITBROKER_GCP_ISSUER or gcp)"},
+        {"ttl", "SECONDS", false, false, "token lifetime (default: the broker's)"},
+        {"tool", "T", false, false, "tool name (default gcp)"},
+        {"operation", "O", false, false,
+         "operation (default read when the scopes and storage roles only read, else write)"},
+        {"justification", "TEXT", false, false, "why the credential is needed"},
+        {"port", "P", false, false, "port on 127.0.0.1 (default 0: any free port, printed)"},
+        {"project-number", "N", false, false,
+         "the project's number, served as numeric-project-id (gcloud needs it)"}}},
       {"exec",
        "--tool T --operation O --resource R --issuer I [--scope-json JSON] [--param K=V...] "
        "[--ttl SECONDS] [--justification TEXT] -- COMMAND [ARGS...]",

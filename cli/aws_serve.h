@@ -12,18 +12,14 @@
 // 403, a broker that cannot give one 502, each with {"code","message"}, and
 // the cached credential is dropped (fail closed).
 //
-// The credential is cached and a new grant requested only when fewer than
-// RefreshMargin() seconds of it are left (agent_credentials.h), one request
-// at a time: the SDKs poll the endpoint often, the broker sees one grant per
-// credential lifetime.
+// The credential is cached (credential_cache.h): the SDKs poll the endpoint
+// often, the broker sees one grant per credential lifetime.
 //
-// Bounds: the broker's own HTTP listener (broker/http/transport.h) on
-// 127.0.0.1 only, one I/O thread, two workers, a short queue, small heads,
-// no bodies, short timeouts.
+// Bounds: LoopbackEndpointOptions (credential_cache.h).
 //
 // Thread-safety: CredentialEndpoint's methods are called from the listener's
-// threads; the cache and the fetch are serialised by one mutex, and so are
-// the lines written to `log`.
+// threads; the cache serialises the fetches, a mutex the lines written to
+// `log`.
 #pragma once
 
 #include <functional>
@@ -34,6 +30,7 @@
 
 #include "broker/http/transport.h"
 #include "cli/agent_credentials.h"
+#include "cli/credential_cache.h"
 #include "jitbroker/clock.h"
 #include "jitbroker/secret.h"
 
@@ -41,21 +38,12 @@ namespace jitbroker::cli {
 
 inline constexpr std::string_view kCredentialsPath = "/creds";
 
-// What a fetch of a new credential gave.
-struct FetchedCredential {
-  std::optional<AwsCredential> credential;  // set on success
-  std::string grant_id;                     // for the log line
-  int status = 0;                           // on failure: the endpoint's answer
-  std::string code;                         // on failure: {"code"}
-  std::string message;                      // on failure: {"message"}, no secret
-};
-
 struct CredentialEndpointOptions {
   SecretValue token;       // the Authorization value clients must send
   std::string account_id;  // AccountId in every answer
   const Clock* clock = nullptr;
-  std::function<FetchedCredential()> fetch;  // asks the broker for a new grant
-  std::ostream* log = nullptr;               // one line per grant or refusal
+  std::function<FetchedCredential<AwsCredential>()> fetch;  // asks the broker for a new grant
+  std::ostream* log = nullptr;                              // one line per grant or refusal
 };
 
 class CredentialEndpoint final : public http::RequestHandler {
@@ -73,17 +61,12 @@ class CredentialEndpoint final : public http::RequestHandler {
   void Finished(const http::Request&, const http::Response&,
                 std::chrono::steady_clock::duration) override {}
 
-  // The listener's settings for this endpoint: 127.0.0.1:`port`.
-  static http::TransportOptions ListenerOptions(int port);
-
  private:
   void Log(const std::string& line);
 
   CredentialEndpointOptions options_;
-  std::mutex log_mu_;  // one line at a time (taken inside mu_, never around it)
-  std::mutex mu_;
-  std::optional<AwsCredential> cached_;  // guarded by mu_
-  TimePoint obtained_{};                 // guarded by mu_
+  std::mutex log_mu_;  // one line at a time (taken inside the cache's, never around it)
+  CredentialCache<AwsCredential> cache_;
 };
 
 }  // namespace jitbroker::cli

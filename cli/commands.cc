@@ -31,8 +31,10 @@
 #include "cli/aws_serve.h"
 #include "cli/ci_commands.h"
 #include "cli/format.h"
+#include "cli/gcp_serve.h"
 #include "cli/git_credential.h"
 #include "cli/login_store.h"
+#include "issuers/gcp/gcp_scope.h"
 #include "jitbroker/clock.h"
 #include "jitbroker/result.h"
 #include "jitbroker/secret.h"
@@ -1542,10 +1544,13 @@ Status WriteTokenFile(const std::string& path, const SecretValue& token) {
   return {};
 }
 
-// One new credential for the endpoint, or why there is none ({"code",
-// "message"}: the broker's decision or problem, never a secret).
-FetchedCredential FetchForEndpoint(const Context& ctx, const json& body) {
-  FetchedCredential out;
+// One new credential for an endpoint, or why there is none ({"code",
+// "message"}: the broker's decision or problem, never a secret). `parse`
+// reads the credential of an issued grant (AwsCredentialFromGrant, …).
+template <class C>
+FetchedCredential<C> FetchForEndpoint(const Context& ctx, const json& body,
+                                      Result<C> (*parse)(const json&)) {
+  FetchedCredential<C> out;
   out.status = 502;
   Result<GrantAnswer> answer = AskForGrant(ctx, body);
   if (!answer) {
@@ -1555,7 +1560,7 @@ FetchedCredential FetchForEndpoint(const Context& ctx, const json& body) {
   }
   switch (answer->kind) {
     case GrantAnswer::Kind::kIssued: {
-      Result<AwsCredential> credential = AwsCredentialFromGrant(answer->grant);
+      Result<C> credential = parse(answer->grant);
       out.grant_id = Field(answer->grant, "grant_id");
       WipeJsonStrings(answer->grant);
       if (!credential) {
@@ -1592,6 +1597,41 @@ FetchedCredential FetchForEndpoint(const Context& ctx, const json& body) {
   return out;
 }
 
+// The first grant of a serve command, before it listens: a request that
+// cannot be granted fails here, with the decision, instead of in every SDK
+// call. The credential, or the exit code (reported on stderr).
+template <class C>
+Result<std::variant<FetchedCredential<C>, int>> FirstCredential(const Context& ctx,
+                                                                std::string_view command,
+                                                                const json& body,
+                                                                Result<C> (*parse)(const json&)) {
+  JITBROKER_ASSIGN_OR_RETURN(GrantAnswer answer, AskForGrant(ctx, body));
+  if (answer.kind != GrantAnswer::Kind::kIssued) {
+    return ReportNoCredential(ctx, command, answer);
+  }
+  FetchedCredential<C> first;
+  Result<C> credential = parse(answer.grant);
+  first.grant_id = Field(answer.grant, "grant_id");
+  WipeJsonStrings(answer.grant);
+  if (!credential) {
+    return std::unexpected(credential.error());
+  }
+  first.credential = std::move(*credential);
+  return first;
+}
+
+// --port of a serve command: 0 (any free port) when absent.
+Result<int> ServePort(const Invocation& inv) {
+  if (auto p = inv.args.Get("port")) {
+    const std::optional<int64_t> v = ParseInt64(*p, 0, 65535);
+    if (!v) {
+      return std::unexpected(UsageErr("flag --port needs a port number in [0, 65535]"));
+    }
+    return static_cast<int>(*v);
+  }
+  return 0;
+}
+
 // Blocks until SIGINT, SIGTERM or SIGHUP (blocked in every thread: the
 // listener's threads start after the mask is set and inherit it).
 class StopSignals {
@@ -1618,6 +1658,15 @@ class StopSignals {
   sigset_t old_{};
 };
 
+// Serves on `listener` until a stop signal; the signal.
+int ServeUntilSignal(http::Transport& listener, const StopSignals& signals) {
+  std::thread server([&listener] { listener.Serve(); });
+  const int sig = signals.Wait();
+  listener.Stop(std::chrono::milliseconds(2000));
+  server.join();
+  return sig;
+}
+
 Result<int> AwsServe(const Context& ctx, const Invocation& inv) {
   const std::string_view command = inv.command->name;
   JITBROKER_RETURN_IF_ERROR(RefuseJson(ctx, command));
@@ -1625,34 +1674,17 @@ Result<int> AwsServe(const Context& ctx, const Invocation& inv) {
   if (!body) {
     return std::unexpected(UsageErr(body.error()));
   }
-  int port = 0;
-  if (auto p = inv.args.Get("port")) {
-    const std::optional<int64_t> v = ParseInt64(*p, 0, 65535);
-    if (!v) {
-      return std::unexpected(UsageErr("flag --port needs a port number in [0, 65535]"));
-    }
-    port = static_cast<int>(*v);
-  }
+  JITBROKER_ASSIGN_OR_RETURN(const int port, ServePort(inv));
   const std::optional<std::string> token_file = inv.args.Get("token-file");
   JITBROKER_ASSIGN_OR_RETURN(std::string account, AwsAccountOf(Field(*body, "resource")));
 
-  // The first grant before listening: a request that cannot be granted
-  // fails here, with the decision, instead of in every SDK call.
   SystemClock clock;
-  FetchedCredential first;
-  {
-    JITBROKER_ASSIGN_OR_RETURN(GrantAnswer answer, AskForGrant(ctx, *body));
-    if (answer.kind != GrantAnswer::Kind::kIssued) {
-      return ReportNoCredential(ctx, command, answer);
-    }
-    Result<AwsCredential> credential = AwsCredentialFromGrant(answer.grant);
-    first.grant_id = Field(answer.grant, "grant_id");
-    WipeJsonStrings(answer.grant);
-    if (!credential) {
-      return std::unexpected(credential.error());
-    }
-    first.credential = std::move(*credential);
+  JITBROKER_ASSIGN_OR_RETURN(
+      auto got, FirstCredential<AwsCredential>(ctx, command, *body, &AwsCredentialFromGrant));
+  if (const int* code = std::get_if<int>(&got)) {
+    return *code;
   }
+  auto& first = std::get<FetchedCredential<AwsCredential>>(got);
 
   // 256 random bits; hex keeps it a plain header value.
   SecretValue token(crypto::HexEncode(crypto::RandomBytes(32)));
@@ -1661,13 +1693,14 @@ Result<int> AwsServe(const Context& ctx, const Invocation& inv) {
   options.token = token.Clone();
   options.account_id = account;
   options.clock = &clock;
-  options.fetch = [&ctx, grant = *body] { return FetchForEndpoint(ctx, grant); };
+  options.fetch = [&ctx, grant = *body] {
+    return FetchForEndpoint<AwsCredential>(ctx, grant, &AwsCredentialFromGrant);
+  };
   options.log = ctx.err;
   CredentialEndpoint endpoint(std::move(options));
   endpoint.Prime(std::move(*first.credential), clock.Now());
-  JITBROKER_ASSIGN_OR_RETURN(
-      std::unique_ptr<http::Transport> listener,
-      http::Transport::Create(CredentialEndpoint::ListenerOptions(port), &endpoint));
+  JITBROKER_ASSIGN_OR_RETURN(std::unique_ptr<http::Transport> listener,
+                             http::Transport::Create(LoopbackEndpointOptions(port), &endpoint));
   JITBROKER_ASSIGN_OR_RETURN(int bound, listener->Bind());
   if (token_file) {  // once the port is ours: a failed bind leaves no file behind
     JITBROKER_RETURN_IF_ERROR(WriteTokenFile(*token_file, token));
@@ -1689,13 +1722,73 @@ Result<int> AwsServe(const Context& ctx, const Invocation& inv) {
            << " on 127.0.0.1:" << bound << " until SIGINT or SIGTERM\n"
            << std::flush;
 
-  std::thread server([&listener] { listener->Serve(); });
-  const int sig = signals.Wait();
-  listener->Stop(std::chrono::milliseconds(2000));
-  server.join();
+  const int sig = ServeUntilSignal(*listener, signals);
   if (token_file) {
     ::unlink(token_file->c_str());
   }
+  *ctx.err << "jitctl " << command << ": stopped (signal " << sig << ")\n";
+  return ToInt(ExitCode::kOk);
+}
+
+std::string GcpIssuerDefault(const Context& ctx) {
+  return ctx.getenv("JITBROKER_GCP_ISSUER").value_or(std::string("gcp"));
+}
+
+Result<int> GcpServe(const Context& ctx, const Invocation& inv) {
+  const std::string_view command = inv.command->name;
+  JITBROKER_RETURN_IF_ERROR(RefuseJson(ctx, command));
+  auto body = BuildGcpGrantBody(inv.args, command, GcpIssuerDefault(ctx));
+  if (!body) {
+    return std::unexpected(UsageErr(body.error()));
+  }
+  JITBROKER_ASSIGN_OR_RETURN(const int port, ServePort(inv));
+  JITBROKER_ASSIGN_OR_RETURN(issuers::gcp::GcpResource resource,
+                             issuers::gcp::ParseGcpResource(Field(*body, "resource")));
+  const std::string project_number = inv.args.Get("project-number").value_or("");
+  if (!project_number.empty() &&
+      (project_number.size() > 20 || !std::all_of(project_number.begin(), project_number.end(),
+                                                  [](char c) { return c >= '0' && c <= '9'; }))) {
+    return std::unexpected(UsageErr("flag --project-number needs the project's number (digits)"));
+  }
+
+  SystemClock clock;
+  JITBROKER_ASSIGN_OR_RETURN(
+      auto got, FirstCredential<GcpCredential>(ctx, command, *body, &GcpCredentialFromGrant));
+  if (const int* code = std::get_if<int>(&got)) {
+    return *code;
+  }
+  auto& first = std::get<FetchedCredential<GcpCredential>>(got);
+
+  StopSignals signals;
+  MetadataEndpointOptions options;
+  options.project = resource.project;
+  options.project_number = project_number;
+  options.service_account = first.credential->service_account;
+  options.scopes = first.credential->scopes;
+  options.clock = &clock;
+  options.fetch = [&ctx, grant = *body] {
+    return FetchForEndpoint<GcpCredential>(ctx, grant, &GcpCredentialFromGrant);
+  };
+  options.log = ctx.err;
+  MetadataEndpoint endpoint(std::move(options));
+  endpoint.Prime(std::move(*first.credential), clock.Now());
+  JITBROKER_ASSIGN_OR_RETURN(std::unique_ptr<http::Transport> listener,
+                             http::Transport::Create(LoopbackEndpointOptions(port), &endpoint));
+  JITBROKER_ASSIGN_OR_RETURN(int bound, listener->Bind());
+
+  // GCE_METADATA_HOST: Go, Java, Node and newer Python libraries;
+  // GCE_METADATA_ROOT: gcloud and older Python; GCE_METADATA_IP: the
+  // Python libraries' ping.
+  const std::string where = "127.0.0.1:" + std::to_string(bound);
+  *ctx.out << "export GCE_METADATA_HOST=" << where << "\n"
+           << "export GCE_METADATA_ROOT=" << where << "\n"
+           << "export GCE_METADATA_IP=" << where << "\n"
+           << std::flush;
+  *ctx.err << "jitctl " << command << ": serving grant " << first.grant_id << " ("
+           << SanitizeForTerminal(resource.service_account) << ") on " << where
+           << " until SIGINT or SIGTERM; any process that can reach it can ask for the token\n"
+           << std::flush;
+  const int sig = ServeUntilSignal(*listener, signals);
   *ctx.err << "jitctl " << command << ": stopped (signal " << sig << ")\n";
   return ToInt(ExitCode::kOk);
 }
@@ -2003,6 +2096,7 @@ Result<int> Dispatch(const Context& ctx, const Invocation& inv) {
       {"git-remote", &GitRemote},
       {"aws credential-process", &AwsCredentialProcess},
       {"aws serve", &AwsServe},
+      {"gcp serve", &GcpServe},
       {"exec", &Exec},
   };
   for (const auto& [name, handler] : kHandlers) {

@@ -72,8 +72,7 @@ bool IsReadOnlyScope(std::string_view s) {
          s == "profile" || s.ends_with("/auth/userinfo.email");
 }
 
-Result<GcpResource> ParseGcpResource(std::string_view resource,
-                                     const std::set<std::string>& projects) {
+Result<GcpResource> ParseGcpResource(std::string_view resource) {
   constexpr std::string_view kPrefix = "gcp://";
   constexpr std::string_view kMiddle = "/serviceAccounts/";
   auto bad = [&] {
@@ -92,6 +91,12 @@ Result<GcpResource> ParseGcpResource(std::string_view resource,
   if (!IsProjectId(out.project) || !IsServiceAccountEmail(out.service_account)) {
     return bad();
   }
+  return out;
+}
+
+Result<GcpResource> ParseGcpResource(std::string_view resource,
+                                     const std::set<std::string>& projects) {
+  JITBROKER_ASSIGN_OR_RETURN(GcpResource out, ParseGcpResource(resource));
   if (!projects.contains(out.project)) {
     return std::unexpected(PermissionDenied(
         "project_not_allowed", "project " + out.project + " is not among the issuer's projects"));
@@ -99,8 +104,11 @@ Result<GcpResource> ParseGcpResource(std::string_view resource,
   return out;
 }
 
-Result<GcpScope> ParseGcpScope(const nlohmann::json& scope,
-                               const std::set<std::string>& allowed_scopes) {
+namespace {
+
+// `allowed_scopes` null: the shape only.
+Result<GcpScope> ParseScope(const nlohmann::json& scope,
+                            const std::set<std::string>* allowed_scopes) {
   if (!scope.is_object()) {
     return std::unexpected(BadScope("a gcp scope is an object {\"scopes\": [...]}"));
   }
@@ -121,7 +129,7 @@ Result<GcpScope> ParseGcpScope(const nlohmann::json& scope,
       return std::unexpected(BadScope("each of \"scopes\" must be an OAuth scope URL"));
     }
     const std::string& v = s.get_ref<const std::string&>();
-    if (!allowed_scopes.contains(v)) {
+    if (allowed_scopes != nullptr && !allowed_scopes->contains(v)) {
       return std::unexpected(PermissionDenied(
           "scope_not_allowed", "OAuth scope " + v + " is not among the issuer's allowed_scopes"));
     }
@@ -172,6 +180,15 @@ Result<GcpScope> ParseGcpScope(const nlohmann::json& scope,
   }
   return out;
 }
+
+}  // namespace
+
+Result<GcpScope> ParseGcpScope(const nlohmann::json& scope,
+                               const std::set<std::string>& allowed_scopes) {
+  return ParseScope(scope, &allowed_scopes);
+}
+
+Result<GcpScope> ParseGcpScope(const nlohmann::json& scope) { return ParseScope(scope, nullptr); }
 
 Tier GcpScopeTier(const GcpScope& scope, Tier unbounded_tier) {
   if (!scope.storage.empty()) {

@@ -47,12 +47,16 @@ struct GcpScope {
 };
 
 // gcp://PROJECT/serviceAccounts/EMAIL; the project must be in `projects`.
+// Without `projects`, the shape only (what jitctl checks before asking).
 [[nodiscard]] Result<GcpResource> ParseGcpResource(std::string_view resource,
                                                    const std::set<std::string>& projects);
+[[nodiscard]] Result<GcpResource> ParseGcpResource(std::string_view resource);
 
-// The scope object; every OAuth scope must be in `allowed_scopes`.
+// The scope object; every OAuth scope must be in `allowed_scopes`. Without
+// `allowed_scopes`, the shape only.
 [[nodiscard]] Result<GcpScope> ParseGcpScope(const nlohmann::json& scope,
                                              const std::set<std::string>& allowed_scopes);
+[[nodiscard]] Result<GcpScope> ParseGcpScope(const nlohmann::json& scope);
 
 // The tier the token's powers imply: read-only scopes → read; a boundary of
 // objectViewer rules → read, with objectCreator/objectAdmin → write; any

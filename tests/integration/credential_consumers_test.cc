@@ -22,6 +22,7 @@
 #include "tests/fakes/fake_sts.h"
 #include "tests/integration/jwt_interop.h"
 #include "tests/support/broker_process.h"
+#include "tests/support/child_process.h"
 #include "tests/support/temp_dir.h"
 
 namespace jitbroker::testing {
@@ -271,61 +272,6 @@ TEST_CASE(
 
 // (RunCommand adds 2>&1 at the end: a redirect of stdout alone goes inside
 // a subshell.)
-
-// A child process whose stdout the test reads line by line.
-struct Child {
-  pid_t pid = -1;
-  FILE* out = nullptr;
-
-  static Child Start(const std::string& command) {
-    int fds[2];
-    REQUIRE(::pipe(fds) == 0);
-    Child c;
-    c.pid = ::fork();
-    REQUIRE(c.pid >= 0);
-    if (c.pid == 0) {
-      ::dup2(fds[1], STDOUT_FILENO);
-      ::close(fds[0]);
-      ::close(fds[1]);
-      ::execl("/bin/sh", "sh", "-c", ("exec " + command).c_str(), static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    ::close(fds[1]);
-    c.out = ::fdopen(fds[0], "r");
-    return c;
-  }
-  std::string Line() {
-    char buf[1024];
-    if (std::fgets(buf, sizeof(buf), out) == nullptr) {
-      return {};
-    }
-    std::string s(buf);
-    if (!s.empty() && s.back() == '\n') {
-      s.pop_back();
-    }
-    return s;
-  }
-  int Stop(int sig = SIGTERM) {
-    ::kill(pid, sig);
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    std::fclose(out);
-    pid = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-  ~Child() {
-    if (pid > 0) {
-      Stop(SIGKILL);
-    }
-  }
-};
-
-// "export NAME=VALUE" -> VALUE
-std::string ExportValue(const std::string& line, const std::string& name) {
-  const std::string prefix = "export " + name + "=";
-  REQUIRE_MESSAGE(line.starts_with(prefix), line);
-  return line.substr(prefix.size());
-}
 
 TEST_CASE("jitctl aws serve: Debian's botocore gets STS's keys; a wrong token gets 401") {
   AwsWorld w;

@@ -3,6 +3,7 @@
 // credential the fake accepts, a storage boundary reaches STS, a task scope
 // bounds the buckets, Google's refusals come back as stable codes, and a
 // revocation is honest about being expiry-only (docs/gcp.md).
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +16,7 @@
 #include "broker/crypto/jose.h"
 #include "tests/fakes/fake_google.h"
 #include "tests/support/broker_process.h"
+#include "tests/support/child_process.h"
 #include "tests/support/oidc_issuer.h"
 
 namespace jitbroker::testing {
@@ -230,6 +232,129 @@ TEST_CASE("gcp: refusals through the daemon keep stable codes") {
   INFO(down.body);
   CHECK(down.status == 503);
   CHECK(down.body.find("gcp_unavailable") != std::string::npos);
+}
+
+TEST_CASE("gcp: jitctl gcp serve stands in for the metadata server; Debian's google-auth uses it") {
+  GcpWorld w;
+  auto [sid, token] = w.Session();
+  const std::string agent = "env -u JITBROKER_API_KEY JITBROKER_URL=" + w.broker->url() +
+                            " JITBROKER_SESSION_ID=" + sid + " JITBROKER_SESSION_TOKEN=" + token +
+                            " " JITCTL_BINARY
+                            " gcp serve --resource gcp://acme-prod/serviceAccounts/" +
+                            std::string(kGcpItTarget);
+  const std::string log = w.dir + "/serve.log";
+  auto read_log = [&log] {
+    std::ifstream in(log);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  Child serve = Child::Start(agent + " --scope devstorage.read_only --ttl 600 --project-number " +
+                             "123456789012 2>" + log);
+  const std::string host = ExportValue(serve.Line(), "GCE_METADATA_HOST");
+  CHECK(ExportValue(serve.Line(), "GCE_METADATA_ROOT") == host);
+  CHECK(ExportValue(serve.Line(), "GCE_METADATA_IP") == host);
+  INFO("serve log: " << read_log());
+  REQUIRE(host.starts_with("127.0.0.1:"));
+  const int port = std::stoi(host.substr(std::string("127.0.0.1:").size()));
+
+  // Debian's python3-google-auth, with nothing else to find (no key file, no
+  // gcloud configuration): Application Default Credentials find a "GCE"
+  // metadata server, the token refreshes there, and Google's API (the fake,
+  // which checks the token) accepts it.
+  const std::string list_url = w.fake->url() + "/storage/v1/b/acme-artifacts/o";
+  const std::string client =
+      "env -i PATH=/usr/bin:/bin HOME=" + w.dir + " GCE_METADATA_HOST=" + host +
+      " GCE_METADATA_ROOT=" + host + " GCE_METADATA_IP=" + host + " /usr/bin/python3 " +
+      JITBROKER_SOURCE_DIR + "/tests/support/gcp_metadata_client.py " + list_url;
+  auto [rc, out] = RunCommand(client);
+  REQUIRE_MESSAGE(rc == 0, out);
+  CHECK(out.find("project acme-prod\n") != std::string::npos);
+  CHECK(out.find("account " + std::string(kGcpItTarget) + "\n") != std::string::npos);
+  CHECK(out.find("scopes " + std::string(kGcpItReadOnly) + "\n") != std::string::npos);
+  CHECK(out.find("status 200\n") != std::string::npos);
+  const size_t at = out.find("token-seconds ");
+  REQUIRE(at != std::string::npos);
+  const int seconds = std::stoi(out.substr(at + 14));
+  CHECK(seconds > 500);
+  CHECK(seconds <= 600);
+  // A second client is served from the cache: one grant, one Google token.
+  auto [rc2, out2] = RunCommand(client);
+  CHECK_MESSAGE(rc2 == 0, out2);
+  const auto issued = w.fake->IssuedTokens();
+  CHECK(std::count_if(issued.begin(), issued.end(), [](const FakeGoogle::Issued& i) {
+          return i.service_account == kGcpItTarget;
+        }) == 1);
+
+  // gcloud too, where it is installed (Google's own apt repository, not
+  // Debian's): it finds the "GCE" account and prints the grant's token.
+  if (std::filesystem::exists("/usr/bin/gcloud")) {
+    auto [g_rc, g_out] =
+        RunCommand("env -i PATH=/usr/bin:/bin HOME=" + w.dir + " CLOUDSDK_CONFIG=" + w.dir +
+                   "/gcloud GCE_METADATA_ROOT=" + host + " GCE_METADATA_IP=" + host +
+                   " gcloud auth print-access-token --quiet");
+    INFO(g_out);
+    CHECK(g_rc == 0);
+    CHECK(w.fake->TokenActive(g_out.substr(0, g_out.find('\n'))));
+  } else {
+    MESSAGE("gcloud is not installed: only python3-google-auth checked jitctl gcp serve");
+  }
+
+  // What Google's server refuses, this one refuses, and never with the token.
+  httplib::Client c("127.0.0.1", port);
+  const std::string path = "/computeMetadata/v1/instance/service-accounts/default/token";
+  const httplib::Headers flavor = {{"Metadata-Flavor", "Google"}};
+  auto good = c.Get(path, flavor);
+  REQUIRE(good);
+  CHECK(good->status == 200);
+  CHECK(good->get_header_value("Metadata-Flavor") == "Google");
+  const std::string access_token = nlohmann::json::parse(good->body)["access_token"];
+  CHECK(w.fake->TokenActive(access_token));
+  struct Refusal {
+    httplib::Result result;
+    int status;
+    const char* code;
+  };
+  Refusal refusals[] = {
+      {c.Get(path), 403, "missing_metadata_flavor"},
+      {c.Get(path, {{"Metadata-Flavor", "google"}}), 403, "missing_metadata_flavor"},
+      {c.Get(path, {{"Metadata-Flavor", "Google"}, {"X-Forwarded-For", "10.0.0.1"}}), 403,
+       "forwarded_request"},
+      {c.Get(path, {{"Metadata-Flavor", "Google"}, {"Host", "attacker.example"}}), 403,
+       "host_not_allowed"},
+      {c.Post(path, flavor, "", "text/plain"), 405, "method_not_allowed"},
+      {c.Get(path + "?scopes=" + std::string(kGcpItCloudPlatform), flavor), 400,
+       "scope_not_granted"},
+      {c.Get(path + "?wait_for_change=true", flavor), 400, "not_supported"},
+      {c.Get("/computeMetadata/v1/instance/service-accounts/default/identity?audience=x", flavor),
+       404, "not_supported"},
+      {c.Get("/computeMetadata/v1/instance/service-accounts/other@acme-prod.iam."
+             "gserviceaccount.com/token",
+             flavor),
+       404, "not_found"},
+      {c.Get("/computeMetadata/v1/instance/attributes/", flavor), 404, "not_found"},
+  };
+  for (const Refusal& r : refusals) {
+    REQUIRE(r.result);
+    INFO(r.result->body);
+    CHECK(r.result->status == r.status);
+    CHECK(r.result->body.find(std::string("\"code\":\"") + r.code + "\"") != std::string::npos);
+    CHECK(r.result->body.find(access_token) == std::string::npos);
+  }
+  auto narrower = c.Get(path + "?scopes=" + std::string(kGcpItReadOnly), flavor);
+  REQUIRE(narrower);
+  CHECK(narrower->status == 200);
+
+  CHECK(serve.Stop(SIGTERM) == 0);
+  CHECK(read_log().find(access_token) == std::string::npos);
+  CHECK(w.fake->Violations().empty());
+
+  // A first grant the broker denies (cloud-platform unbounded is beyond a
+  // task capped at write) exits 4 before listening; a malformed resource is
+  // a usage error.
+  auto [denied_rc, denied] = RunCommand(agent + " --scope cloud-platform");
+  CHECK_MESSAGE(denied_rc == 4, denied);
+  CHECK(denied.find("export") == std::string::npos);
+  auto [usage_rc, usage] = RunCommand(agent + "x --scope cloud-platform --storage nobucket");
+  CHECK_MESSAGE(usage_rc == 2, usage);
 }
 
 }  // namespace

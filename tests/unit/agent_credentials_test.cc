@@ -18,6 +18,7 @@
 #include "cli/agent_credentials.h"
 #include "cli/args.h"
 #include "cli/aws_serve.h"
+#include "cli/gcp_serve.h"
 #include "tests/fakes/fake_clock.h"
 
 namespace jitbroker::cli {
@@ -388,7 +389,7 @@ struct Endpoint {
     o.clock = &clock;
     o.log = &log;
     o.fetch = [this, lifetime] {
-      FetchedCredential f;
+      FetchedCredential<AwsCredential> f;
       if (deny) {
         f.status = 403;
         f.code = "out_of_scope";
@@ -407,7 +408,7 @@ struct Endpoint {
       return f;
     };
     handler = std::make_unique<CredentialEndpoint>(std::move(o));
-    auto t = http::Transport::Create(CredentialEndpoint::ListenerOptions(0), handler.get());
+    auto t = http::Transport::Create(LoopbackEndpointOptions(0), handler.get());
     REQUIRE(t.has_value());
     listener = std::move(*t);
     auto p = listener->Bind();
@@ -502,6 +503,218 @@ TEST_CASE("aws serve: a short credential is replaced at half its life") {
   CHECK(json::parse(e.Get("/creds")->body)["AccessKeyId"] == "ASIA1");
   e.clock.Advance(std::chrono::seconds(1));
   CHECK(json::parse(e.Get("/creds")->body)["AccessKeyId"] == "ASIA2");
+}
+
+// ---------------------------------------------------------------------------
+// gcp serve
+
+constexpr const char* kGcpSa = "reader@acme-prod.iam.gserviceaccount.com";
+constexpr const char* kGcpReadScope = "https://www.googleapis.com/auth/devstorage.read_only";
+constexpr const char* kGcpBroadScope = "https://www.googleapis.com/auth/cloud-platform";
+
+TEST_CASE("gcp serve: the grant request from flags, checked by the gcp issuer's parser") {
+  const std::string resource = std::string("gcp://acme-prod/serviceAccounts/") + kGcpSa;
+  auto body = BuildGcpGrantBody(
+      FlagArgs({"--resource", resource, "--scope", "devstorage.read_only", "--ttl", "600"}),
+      "gcp serve", "gcp");
+  REQUIRE(body.has_value());
+  CHECK(*body == json{{"tool", "gcp"},
+                      {"operation", "read"},
+                      {"resource", resource},
+                      {"issuer", "gcp"},
+                      {"scope", {{"scopes", {kGcpReadScope}}}},
+                      {"ttl_seconds", 600},
+                      {"justification", "jitctl gcp serve for " + resource}});
+  // cloud-platform writes unless a boundary of viewers narrows it.
+  auto broad = BuildGcpGrantBody(FlagArgs({"--resource", resource, "--scope", kGcpBroadScope}),
+                                 "gcp serve", "gcp-prod");
+  REQUIRE(broad.has_value());
+  CHECK((*broad)["operation"] == "write");
+  CHECK((*broad)["issuer"] == "gcp-prod");
+  CHECK_FALSE(broad->contains("ttl_seconds"));
+  auto bounded = BuildGcpGrantBody(
+      FlagArgs({"--resource", resource, "--scope", "cloud-platform", "--storage",
+                "acme-artifacts/builds/=objectViewer", "--storage", "acme-logs=objectViewer"}),
+      "gcp serve", "gcp");
+  REQUIRE(bounded.has_value());
+  CHECK((*bounded)["operation"] == "read");
+  CHECK((*bounded)["scope"] ==
+        json{{"scopes", {kGcpBroadScope}},
+             {"storage",
+              {{{"bucket", "acme-artifacts"}, {"prefix", "builds/"}, {"role", "objectViewer"}},
+               {{"bucket", "acme-logs"}, {"role", "objectViewer"}}}}});
+
+  for (const std::vector<std::string>& bad : std::vector<std::vector<std::string>>{
+           {"--resource", "gcp://acme-prod/" + std::string(kGcpSa), "--scope", "cloud-platform"},
+           {"--resource", "aws://123456789012/role/x", "--scope", "cloud-platform"},
+           {"--resource", resource, "--scope", ""},
+           {"--resource", resource, "--scope", "cloud-platform", "--storage", "acme-artifacts"},
+           {"--resource", resource, "--scope", "cloud-platform", "--storage", "acme=owner"},
+           {"--resource", resource, "--scope", "cloud-platform", "--storage", "UPPER=objectViewer"},
+           {"--resource", resource, "--scope", "bigquery", "--storage", "acme=objectViewer"},
+           {"--resource", resource, "--scope", "cloud-platform", "--ttl", "0"},
+       }) {
+    CAPTURE(bad);
+    CHECK_FALSE(BuildGcpGrantBody(FlagArgs(bad), "gcp serve", "gcp").has_value());
+  }
+}
+
+TEST_CASE("gcp serve: the credential of a grant, ending at the earlier expiry") {
+  json grant = {{"grant_id", "grt_1"},
+                {"expires_at", "2027-01-15T10:05:00Z"},
+                {"credential",
+                 {{"type", "gcp"},
+                  {"access_token", "ya29.secret"},
+                  {"expires_at", "2027-01-15T10:10:00Z"},
+                  {"service_account", kGcpSa},
+                  {"scopes", {kGcpReadScope}}}}};
+  auto c = GcpCredentialFromGrant(grant);
+  REQUIRE(c.has_value());
+  CHECK(c->access_token.Reveal() == "ya29.secret");
+  CHECK(c->expires_at == *ParseRfc3339("2027-01-15T10:05:00Z"));
+  CHECK(c->service_account == kGcpSa);
+  CHECK(c->scopes == std::vector<std::string>{kGcpReadScope});
+
+  SecretValue answer = MetadataTokenJson(*c, *ParseRfc3339("2027-01-15T10:00:01Z"));
+  CHECK(json::parse(answer.Reveal()) ==
+        json{{"access_token", "ya29.secret"}, {"expires_in", 299}, {"token_type", "Bearer"}});
+  CHECK(json::parse(
+            MetadataTokenJson(*c, *ParseRfc3339("2027-01-15T11:00:00Z")).Reveal())["expires_in"] ==
+        0);
+
+  json aws = grant;
+  aws["credential"]["type"] = "aws_credentials";
+  auto wrong = GcpCredentialFromGrant(aws);
+  REQUIRE_FALSE(wrong.has_value());
+  CHECK(wrong.error().reason == "unexpected_credential");
+  CHECK(wrong.error().message.find("not gcp") != std::string::npos);
+  for (const char* key : {"access_token", "service_account", "scopes"}) {
+    json missing = grant;
+    missing["credential"].erase(key);
+    CAPTURE(key);
+    CHECK_FALSE(GcpCredentialFromGrant(missing).has_value());
+  }
+  json bad_time = grant;
+  bad_time["credential"]["expires_at"] = "soon";
+  CHECK_FALSE(GcpCredentialFromGrant(bad_time).has_value());
+}
+
+struct Metadata {
+  testing::FakeClock clock{FromUnixSeconds(1800000000)};
+  std::atomic<int> fetches{0};
+  std::atomic<bool> deny{false};
+  std::ostringstream log;
+  std::unique_ptr<MetadataEndpoint> handler;
+  std::unique_ptr<http::Transport> listener;
+  std::thread thread;
+  int port = 0;
+
+  Metadata() {
+    MetadataEndpointOptions o;
+    o.project = "acme-prod";
+    o.service_account = kGcpSa;
+    o.scopes = {kGcpReadScope};
+    o.clock = &clock;
+    o.log = &log;
+    o.fetch = [this] {
+      FetchedCredential<GcpCredential> f;
+      if (deny) {
+        f.status = 403;
+        f.code = "out_of_scope";
+        f.message = "denied: not in the task scope";
+        return f;
+      }
+      const int n = ++fetches;
+      GcpCredential c;
+      c.access_token = SecretValue("ya29.token" + std::to_string(n));
+      c.expires_at = clock.Now() + std::chrono::seconds(600);
+      c.service_account = kGcpSa;
+      c.scopes = {kGcpReadScope};
+      f.credential = std::move(c);
+      f.grant_id = "grt_" + std::to_string(n);
+      f.status = 200;
+      return f;
+    };
+    handler = std::make_unique<MetadataEndpoint>(std::move(o));
+    auto t = http::Transport::Create(LoopbackEndpointOptions(0), handler.get());
+    REQUIRE(t.has_value());
+    listener = std::move(*t);
+    auto p = listener->Bind();
+    REQUIRE(p.has_value());
+    port = *p;
+    thread = std::thread([this] { listener->Serve(); });
+  }
+  ~Metadata() {
+    listener->Stop(std::chrono::milliseconds(1000));
+    thread.join();
+  }
+
+  httplib::Result Get(const std::string& path) {
+    httplib::Client client("127.0.0.1", port);
+    return client.Get(path.c_str(), httplib::Headers{{"Metadata-Flavor", "Google"}});
+  }
+  json Token() {
+    auto r = Get("/computeMetadata/v1/instance/service-accounts/default/token");
+    REQUIRE(r);
+    INFO(r->body);
+    REQUIRE(r->status == 200);
+    return json::parse(r->body);
+  }
+};
+
+TEST_CASE("gcp serve: the metadata paths the libraries read, and the token from the cache") {
+  Metadata m;
+  const std::string sa = std::string("/computeMetadata/v1/instance/service-accounts/");
+  struct Case {
+    std::string path;
+    std::string body;
+    std::string type;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"/", "computeMetadata/\n", "application/text"},
+           {"/computeMetadata/v1/project/project-id", "acme-prod", "application/text"},
+           {sa, "default/\n" + std::string(kGcpSa) + "/\n", "application/text"},
+           {sa + "default/email", kGcpSa, "application/text"},
+           {sa + kGcpSa + "/email", kGcpSa, "application/text"},
+           {sa + "default/scopes", std::string(kGcpReadScope) + "\n", "application/text"},
+           {sa + "default/?recursive=true",
+            json{{"aliases", {"default"}}, {"email", kGcpSa}, {"scopes", {kGcpReadScope}}}.dump(),
+            "application/json"},
+       }) {
+    CAPTURE(c.path);
+    auto r = m.Get(c.path);
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    CHECK(r->body == c.body);
+    CHECK(r->get_header_value("Content-Type") == c.type);
+    CHECK(r->get_header_value("Metadata-Flavor") == "Google");
+  }
+  CHECK(m.fetches == 0);  // the first token was never primed here: fetched on demand
+
+  CHECK(m.Token() ==
+        json{{"access_token", "ya29.token1"}, {"expires_in", 600}, {"token_type", "Bearer"}});
+  m.clock.Advance(std::chrono::seconds(539));
+  CHECK(m.Token()["expires_in"] == 61);
+  CHECK(m.fetches == 1);
+  m.clock.Advance(std::chrono::seconds(1));
+  CHECK(m.Token()["access_token"] == "ya29.token2");
+
+  SUBCASE("a denied refresh answers the decision, drops the token, and recovers") {
+    m.deny = true;
+    m.clock.Advance(std::chrono::seconds(600));
+    auto d = m.Get(sa + "default/token");
+    REQUIRE(d);
+    CHECK(d->status == 403);
+    CHECK(json::parse(d->body) ==
+          json{{"code", "out_of_scope"}, {"message", "denied: not in the task scope"}});
+    CHECK(d->body.find("ya29") == std::string::npos);
+    m.deny = false;
+    CHECK(m.Token()["access_token"] == "ya29.token3");
+  }
+  SUBCASE("nothing in the log is a token") {
+    CHECK(m.log.str().find("grt_2") != std::string::npos);
+    CHECK(m.log.str().find("ya29") == std::string::npos);
+  }
 }
 
 }  // namespace agent_credentials_test
