@@ -463,6 +463,8 @@ std::unique_ptr<FakeGoogle> FakeGoogle::Start(FakeGoogleOptions options) {
   const int threads = std::max(1, impl.options.threads);
   svr.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   svr.set_tcp_nodelay(true);
+  svr.set_keep_alive_max_count(1000000);  // cpp-httplib closes after 5 by default
+  svr.set_keep_alive_timeout(2);
   svr.set_payload_max_length(1 << 20);
   svr.Post(R"(/v1/projects/.*)", [&impl](const httplib::Request& req, httplib::Response& res) {
     impl.HandleGenerate(req, res);
