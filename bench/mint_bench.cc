@@ -2,7 +2,10 @@
 // when every upstream round trip takes --latency-ms?
 //
 //   --issuer github_app: GitHub installation tokens against FakeGitHub;
-//   --issuer aws_sts:    AWS credentials (AssumeRole) against FakeSts.
+//   --issuer aws_sts:    AWS credentials (AssumeRole) against FakeSts;
+//   --issuer gcp:        Google access tokens (generateAccessToken, the
+//                        broker's identity by workload identity federation)
+//                        against FakeGoogle.
 //
 // In process, no broker HTTP: it builds the real issuer (config parsed from
 // YAML as the daemon does, the pooled libcurl client) against the fake
@@ -12,13 +15,15 @@
 // opens the connections and fills the issuer's caches) it measures for
 // --duration-s.
 //
-// Target (issues "GitHub App issuer" and "AWS STS issuer"): mints/s >= 0.9 x
-// concurrency / latency (200 / 50 ms -> 3,600/s) with bounded memory; the
-// report gives the peak and final RSS, the RSS growth over the measured
-// window, and the issuer's costly operations per 1,000 mints: RSA signatures
-// of App JWTs (cached, so a handful per run) or SigV4 signing-key
-// derivations (one per day, region and service). The fakes are told not to
-// keep issued credentials, so their memory stays bounded too.
+// Target (issues "GitHub App issuer", "AWS STS issuer" and "GCP issuer"):
+// mints/s >= 0.9 x concurrency / latency (200 / 50 ms -> 3,600/s) with
+// bounded memory; the report gives the peak and final RSS, the RSS growth
+// over the measured window, and the issuer's costly operations per 1,000
+// mints: RSA signatures of App JWTs (cached, so a handful per run), SigV4
+// signing-key derivations (one per day, region and service) or refreshes of
+// the broker's own Google token (a signed JWT traded at STS, then
+// impersonation; cached for ~55 of its 60 minutes). The fakes are told not
+// to keep issued credentials, so their memory stays bounded too.
 //
 // Output: a summary and one line
 //   RESULT bench=mint issuer=… mints_per_s=… target=… p50_ms=… p99_ms=… …
@@ -50,9 +55,11 @@
 #include "broker/crypto/jose.h"
 #include "broker/net/http_client.h"
 #include "issuers/aws_sts/aws_sts_issuer.h"
+#include "issuers/gcp/gcp_issuer.h"
 #include "issuers/github_app/github_app_issuer.h"
 #include "jitbroker/issuer.h"
 #include "tests/fakes/fake_github.h"
+#include "tests/fakes/fake_google.h"
 #include "tests/fakes/fake_sts.h"
 
 namespace jitbroker::bench {
@@ -84,7 +91,8 @@ bool ParseFlags(int argc, char** argv, Flags& f) {
       f.strict = true;
     } else if (a == "--issuer" && i + 1 < argc &&
                (std::string_view(argv[i + 1]) == "github_app" ||
-                std::string_view(argv[i + 1]) == "aws_sts")) {
+                std::string_view(argv[i + 1]) == "aws_sts" ||
+                std::string_view(argv[i + 1]) == "gcp")) {
       f.issuer = argv[++i];
     } else if (a == "--concurrency" && value(v) && v >= 1 && v <= 2000) {
       f.concurrency = static_cast<int>(v);
@@ -252,6 +260,70 @@ Result<Upstream> AwsSts(const Flags& f, const std::string& dir, int server_threa
   return u;
 }
 
+Result<Upstream> Gcp(const Flags& f, const std::string& dir, int server_threads, const Clock& clock,
+                     HttpClient* http) {
+  constexpr const char* kAudience =
+      "//iam.googleapis.com/projects/42/locations/global/workloadIdentityPools/bench/providers/"
+      "broker";
+  constexpr const char* kWifIssuer = "https://jitbroker.bench";
+  constexpr const char* kBrokerSa = "jitbroker@acme-prod.iam.gserviceaccount.com";
+  constexpr const char* kTargetSa = "reader@acme-prod.iam.gserviceaccount.com";
+  constexpr const char* kReadOnly = "https://www.googleapis.com/auth/devstorage.read_only";
+  // The broker's workload identity key, generated for this run (never
+  // committed); the pool's provider holds its public JWK.
+  auto key = crypto::SigningKey::Generate(crypto::JwsAlg::kES256);
+  if (!key) {
+    return std::unexpected(Internal("key generation failed"));
+  }
+  {
+    auto pem = (*key)->ToPem();
+    std::ofstream out(dir + "/wif.pem");
+    out << pem->Reveal();
+  }
+  ::chmod((dir + "/wif.pem").c_str(), 0600);
+
+  testing::FakeGoogleOptions fo;
+  fo.wif_audience = kAudience;
+  fo.wif_issuer = kWifIssuer;
+  fo.wif_jwk = (*key)->PublicJwk();
+  fo.threads = server_threads;
+  fo.keep_issued = false;
+  std::shared_ptr<testing::FakeGoogle> fake = testing::FakeGoogle::Start(fo);
+  if (!fake) {
+    return std::unexpected(Internal("cannot start the fake Google"));
+  }
+  // The federated broker impersonates its service account, which holds
+  // Token Creator on the one it mints for (docs/gcp.md, "The broker's
+  // identity"); the subject is the issuer's default, jitbroker-NAME.
+  fake->AddServiceAccount({kBrokerSa, {fake->FederatedPrincipal("jitbroker-gcp")}, true});
+  fake->AddServiceAccount({kTargetSa, {kBrokerSa}, true});
+  fake->SetLatency(std::chrono::milliseconds(f.latency_ms));
+
+  Upstream u;
+  JITBROKER_ASSIGN_OR_RETURN(
+      u.issuer, BuildIssuer("gcp",
+                            std::string("{type: gcp, identity: {workload_identity: {audience: '") +
+                                kAudience + "', service_account: " + kBrokerSa + ", issuer: '" +
+                                kWifIssuer + "', private_key: 'file:" + dir +
+                                "/wif.pem'}}, projects: [acme-prod], allowed_scopes: ['" +
+                                kReadOnly + "'], allow_http: true, endpoints: {iamcredentials: '" +
+                                fake->url() + "', sts: '" + fake->url() + "'}}",
+                            dir, clock, http, &issuers::gcp::CreateGcpIssuer));
+  // OAuth scopes only, no storage boundary: one generateAccessToken per
+  // mint (a boundary adds an STS exchange, a second round trip).
+  u.request.tool = "gcloud.storage";
+  u.request.operation = "read";
+  u.request.resource = std::string("gcp://acme-prod/serviceAccounts/") + kTargetSa;
+  u.request.issuer = "gcp";
+  u.request.scope = {{"scopes", {kReadOnly}}};
+  u.fake_name = "FakeGoogle";
+  u.costly_metric = "jitbroker_gcp_identity_refreshes_total";
+  u.costly_name = "identity tokens";
+  u.note = [fake] { return "; requests Google saw: " + std::to_string(fake->Requests()); };
+  u.stop = [fake] { fake->Stop(); };
+  return u;
+}
+
 int Run(const Flags& f) {
   ::signal(SIGPIPE, SIG_IGN);
   log::InitLogging("error");
@@ -279,6 +351,7 @@ int Run(const Flags& f) {
   SystemClock clock;
   const int server_threads = f.server_threads > 0 ? f.server_threads : f.concurrency + 64;
   auto upstream = f.issuer == "aws_sts" ? AwsSts(f, dir, server_threads, clock, http.get())
+                  : f.issuer == "gcp"   ? Gcp(f, dir, server_threads, clock, http.get())
                                         : GitHubApp(f, dir, server_threads, clock, http.get());
   if (!upstream) {
     std::fprintf(stderr, "mint_bench: %s\n", upstream.error().ToString().c_str());
@@ -424,7 +497,7 @@ int main(int argc, char** argv) {
   jitbroker::bench::Flags flags;
   if (!jitbroker::bench::ParseFlags(argc, argv, flags)) {
     std::fprintf(stderr,
-                 "usage: mint_bench [--issuer github_app|aws_sts (github_app)]\n"
+                 "usage: mint_bench [--issuer github_app|aws_sts|gcp (github_app)]\n"
                  "                  [--concurrency N (200)] [--latency-ms N (50)]\n"
                  "                  [--duration-s X (10)] [--warmup-s X (2)]\n"
                  "                  [--server-threads N (concurrency+64)] [--strict]\n");

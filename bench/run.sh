@@ -12,8 +12,9 @@
 # the floor open loop at the same rates (the latency-vs-load curve; the 50 %
 # point is the half-rate latency target), and
 #   (c) GitHub installation-token mints by the github_app issuer against the
-#       fake GitHub, and (c') AWS AssumeRole mints by the aws_sts issuer
-#       against the fake STS, with injected latency (bench/mint_bench.cc),
+#       fake GitHub, (c') AWS AssumeRole mints by the aws_sts issuer against
+#       the fake STS, and (c'') Google access-token mints by the gcp issuer
+#       against the fake Google, with injected latency (bench/mint_bench.cc),
 #   (d) CI token exchanges (bench/exchange.sh),
 # and prints each figure against its target: b/floor >= 0.75, d/floor >= 0.7,
 # the broker's half-rate p99 <= 2 x the floor's at the same rate, the mint
@@ -32,8 +33,8 @@
 #   BENCH_CURVE=0    skip the latency-vs-load curve (only its 50 % point runs)
 #   BENCH_CURVE_DURATION  measured seconds per curve point (default 5), but
 #                    the 50 % point, which runs BENCH_DURATION
-#   BENCH_GH_CONCURRENCY  (c), (c') concurrent minting threads (default 200)
-#   BENCH_GH_LATENCY_MS   (c), (c') injected upstream latency per request (default 50)
+#   BENCH_GH_CONCURRENCY  (c), (c'), (c'') concurrent minting threads (default 200)
+#   BENCH_GH_LATENCY_MS   (c), (c'), (c'') injected upstream latency per request (default 50)
 #   BENCH_EXCHANGE=0      skip (d), CI OIDC token exchanges (bench/exchange.sh;
 #                         BENCH_EXCHANGE_TOKENS, BENCH_EXCHANGE_RUNS there)
 #   BENCH_STRICT=1   exit 1 when a target is missed
@@ -278,7 +279,8 @@ stop_floor floor-open
 HALFR=$(grep '^RESULT ' "$TMP/open-broker-50.txt")
 HALFF=$(grep '^RESULT ' "$TMP/open-floor-50.txt")
 
-# --- (c) github_app mints against the fake GitHub, (c') aws_sts against the fake STS
+# --- (c) github_app mints against the fake GitHub, (c') aws_sts against the fake STS,
+# (c'') gcp against the fake Google
 GH_CONC=${BENCH_GH_CONCURRENCY:-200}
 GH_LAT=${BENCH_GH_LATENCY_MS:-50}
 mint_bench() {  # issuer output-file
@@ -292,6 +294,8 @@ mint_bench github_app "$TMP/github.txt"
 GH=$(grep '^RESULT ' "$TMP/github.txt")
 mint_bench aws_sts "$TMP/aws.txt"
 AWS=$(grep '^RESULT ' "$TMP/aws.txt")
+mint_bench gcp "$TMP/gcp.txt"
+GCP=$(grep '^RESULT ' "$TMP/gcp.txt")
 
 # --- (d) CI OIDC token exchanges (bench/exchange.sh, same ceiling and floor) --------
 EX=""
@@ -330,6 +334,7 @@ QUIET=$(awk -v b="$H_P99" 'BEGIN {print (b + 0 <= 10) ? "within" : "over"}')
 GH_RATE=$(field mints_per_s <<<"$GH"); GH_TARGET=$(field target <<<"$GH")
 GH_OK=$([[ "$(field met <<<"$GH")" == 1 ]] && echo PASS || echo FAIL)
 AWS_OK=$([[ "$(field met <<<"$AWS")" == 1 ]] && echo PASS || echo FAIL)
+GCP_OK=$([[ "$(field met <<<"$GCP")" == 1 ]] && echo PASS || echo FAIL)
 EX_OK=PASS  # no exchange phase, no exchange target
 if [[ -n "$EX" ]]; then
   EX_OK=$([[ "$(field met <<<"$EX")" == 1 ]] && echo PASS || echo FAIL)
@@ -402,6 +407,12 @@ mkdir -p "$RESULTS_DIR"
     "$(field p50_ms <<<"$AWS")" "$(field p99_ms <<<"$AWS")" "$(field costly_per_1000_mints <<<"$AWS")"
   printf '    RSS                            %s KiB start, %s KiB end, %s KiB peak (in-process fake included)\n' \
     "$(field rss_start_kb <<<"$AWS")" "$(field rss_end_kb <<<"$AWS")" "$(field rss_peak_kb <<<"$AWS")"
+  printf "(c'') gcp mints/s                  %s   (%s threads, %s ms latency; target >= %s: %s)\n" \
+    "$(field mints_per_s <<<"$GCP")" "$GH_CONC" "$GH_LAT" "$(field target <<<"$GCP")" "$GCP_OK"
+  printf '    mint p50 / p99                 %s / %s ms; identity token refreshes per 1,000 mints %s\n' \
+    "$(field p50_ms <<<"$GCP")" "$(field p99_ms <<<"$GCP")" "$(field costly_per_1000_mints <<<"$GCP")"
+  printf '    RSS                            %s KiB start, %s KiB end, %s KiB peak (in-process fake included)\n' \
+    "$(field rss_start_kb <<<"$GCP")" "$(field rss_end_kb <<<"$GCP")" "$(field rss_peak_kb <<<"$GCP")"
   echo
   if [[ -n "$EX" ]]; then
     printf '(d) token exchanges/s              %s   p50 %s ms, p99 %s ms; ratio d/floor %s (target >= %s: %s)\n' \
@@ -469,6 +480,6 @@ fi
 cat "$TMP/table.txt"
 
 if [[ "${BENCH_STRICT:-0}" == 1 && ( "$RATIO_OK" != PASS || "$HALF_OK" != PASS || "$GH_OK" != PASS ||
-      "$AWS_OK" != PASS || "$EX_OK" != PASS ) ]]; then
+      "$AWS_OK" != PASS || "$GCP_OK" != PASS || "$EX_OK" != PASS ) ]]; then
   exit 1
 fi

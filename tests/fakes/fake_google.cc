@@ -112,8 +112,22 @@ struct FakeGoogle::Impl {
     info.token = "ya29.fake-" + std::to_string(serial.fetch_add(1)) + "-" +
                  crypto::Sha256Hex(std::to_string(rng())).substr(0, 32);
     std::lock_guard lock(mu);
-    issued[info.token] = info;
+    if (options.keep_issued || MintsMore(info)) {
+      issued[info.token] = info;
+    }
     return info.token;
+  }
+
+  // Whether a token can get more tokens from this fake: an identity token,
+  // or one of an account that holds Token Creator on another. Needs mu.
+  bool MintsMore(const Issued& info) const {
+    if (info.kind == "downscoped") {
+      return false;
+    }
+    return info.kind != "generated" ||
+           std::any_of(accounts.begin(), accounts.end(), [&](const auto& a) {
+             return a.second.token_creators.contains(info.principal);
+           });
   }
 
   bool Injected(const httplib::Request& req, httplib::Response& res) {
@@ -463,6 +477,8 @@ std::unique_ptr<FakeGoogle> FakeGoogle::Start(FakeGoogleOptions options) {
   const int threads = std::max(1, impl.options.threads);
   svr.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   svr.set_tcp_nodelay(true);
+  svr.set_keep_alive_max_count(1000000);  // cpp-httplib closes after 5 by default
+  svr.set_keep_alive_timeout(2);
   svr.set_payload_max_length(1 << 20);
   svr.Post(R"(/v1/projects/.*)", [&impl](const httplib::Request& req, httplib::Response& res) {
     impl.HandleGenerate(req, res);

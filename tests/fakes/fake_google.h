@@ -26,9 +26,10 @@
 //     default/token with `Metadata-Flavor: Google` (else 403).
 //
 // Fault injection: the next N requests whose path contains a string answer a
-// status with Google's error JSON; latency. Every issued token is kept:
-// TokenActive says whether a token would still be accepted (unexpired, its
-// service account enabled: re-enabling revives it, as at Google).
+// status with Google's error JSON; latency. Every issued token is kept
+// (unless keep_issued is off): TokenActive says whether a token would still
+// be accepted (unexpired, its service account enabled: re-enabling revives
+// it, as at Google).
 //
 // Thread-safety: all methods are thread-safe; the server runs on its own
 // threads until Stop() or destruction.
@@ -66,6 +67,12 @@ struct FakeGoogleOptions {
   std::map<std::string, std::pair<std::string, nlohmann::json>> key_files;
   // The metadata server's service account (empty = no metadata server).
   std::string metadata_account;
+  // Keep every issued token (Find, IssuedTokens, TokenActive, the storage
+  // API, downscoping). Off, only tokens that can mint more are kept: the
+  // identity tokens (federated, key file, metadata) and generateAccessToken
+  // tokens of an account with Token Creator on another; the rest are neither
+  // kept nor accepted afterwards. Benchmarks turn it off: memory stays flat.
+  bool keep_issued = true;
 };
 
 class FakeGoogle {
