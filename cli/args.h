@@ -271,7 +271,15 @@ inline const std::vector<CommandSpec>& Commands() {
        1,
        {}},
       {"admin reload", "", "reload the broker policy (API key)", 0, 0, {}},
-      {"jwks", "", "print the broker's public JWT keys", 0, 0, {}},
+      {"jwks",
+       "[--from-pem FILE]",
+       "print the broker's public JWT keys; with --from-pem, the JWKS of a private key file "
+       "(offline)",
+       0,
+       0,
+       {{"from-pem", "FILE", false, false,
+         "a PEM RSA or P-256 private key: print its public JWKS (e.g. for Google's workload "
+         "identity provider)"}}},
       {"login",
        "",
        "sign in as yourself through the broker's single sign-on (a code to enter in the "

@@ -73,6 +73,9 @@ int Run(int argc, char** argv) {
   if (name == "completion") {
     return RunCompletion(inv.args.args[0], std::cout, std::cerr);
   }
+  if (name == "jwks" && inv.args.Has("from-pem")) {
+    return RunJwksFromPem(*inv.args.Get("from-pem"), std::cout, std::cerr);  // always JSON
+  }
   if (name == "config check") {
     return RunConfigCheck(inv.args.args[0], json, std::cout, std::cerr);
   }

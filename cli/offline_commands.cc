@@ -20,6 +20,7 @@
 #include "broker/config/config.h"
 #include "cli/args.h"
 #include "cli/format.h"
+#include "issuers/gcp/broker_identity.h"
 #include "jitbroker/audit.h"
 
 namespace jitbroker::cli {
@@ -206,6 +207,34 @@ int RunAuditVerifyFile(const AuditVerifyFileOptions& options, bool json, std::os
     err << "error: internal error while verifying " << shown << "\n";
     return ToInt(ExitCode::kError);
   }
+}
+
+int RunJwksFromPem(const std::string& path, std::ostream& out, std::ostream& err) {
+  constexpr size_t kMaxPemBytes = 64 * 1024;  // an RSA-8192 PEM is under 7 KiB
+  errno = 0;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    err << "cannot read " << SanitizeForTerminal(path) << ": "
+        << (errno != 0 ? std::strerror(errno) : "cannot open") << "\n";
+    return ToInt(ExitCode::kError);
+  }
+  std::string text(kMaxPemBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  SecretValue pem(text);
+  SecureWipe(text.data(), text.size());
+  if (in.bad() || pem.size() > kMaxPemBytes) {
+    err << SanitizeForTerminal(path) << " is not a private key file (unreadable, or over "
+        << kMaxPemBytes << " bytes)\n";
+    return ToInt(ExitCode::kError);
+  }
+  Result<std::unique_ptr<crypto::SigningKey>> key = issuers::gcp::LoadIdentityKey(pem);
+  if (!key) {
+    err << SanitizeForTerminal(path) << " " << key.error().message << "\n";
+    return ToInt(ExitCode::kError);
+  }
+  PrintJson(out, {{"keys", {(*key)->PublicJwk()}}});
+  return ToInt(ExitCode::kOk);
 }
 
 int RunConfigCheck(const std::string& path, bool json, std::ostream& out, std::ostream& err) {

@@ -58,6 +58,13 @@ int RunAuditVerifyFile(const std::string& path, bool json, std::ostream& out, st
 // message (exit 1); --json adds "warnings".
 int RunConfigCheck(const std::string& path, bool json, std::ostream& out, std::ostream& err);
 
+// `jitctl jwks --from-pem FILE`: the public JWKS {"keys":[JWK]} of a PEM
+// private key (RSA or P-256, loaded as the gcp issuer's workload identity
+// loads it), with the `kid` the broker puts in the JWTs it signs with it —
+// the file Google's workload identity provider holds (docs/gcp.md). Only the
+// public half is printed. Exit 1 for an unreadable file or another key.
+int RunJwksFromPem(const std::string& path, std::ostream& out, std::ostream& err);
+
 // `jitctl completion bash|zsh`: a completion script made from the command
 // table (cli/args.h), so it names exactly the commands and flags jitctl
 // accepts. zsh gets the bash function through zsh's bashcompinit. Exit 2 for

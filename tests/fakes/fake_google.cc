@@ -372,6 +372,16 @@ struct FakeGoogle::Impl {
       return;
     }
     std::string why;
+    // Google picks the provider's key by the JWT's kid.
+    if (const auto want = options.wif_jwk.find("kid"); want != options.wif_jwk.end()) {
+      auto header =
+          crypto::Base64UrlDecode(form["subject_token"].substr(0, form["subject_token"].find('.')));
+      const json h = header ? json::parse(*header, nullptr, false) : json();
+      if (!h.is_object() || !h.contains("kid") || h["kid"] != *want) {
+        OAuthError(res, 400, "invalid_grant", "Invalid JWT: kid not among the provider's keys");
+        return;
+      }
+    }
     auto claims = VerifyJwt(form["subject_token"], options.wif_jwk, why);
     if (!claims) {
       OAuthError(res, 400, "invalid_grant", "Invalid JWT: " + why);

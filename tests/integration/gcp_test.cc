@@ -18,6 +18,7 @@
 #include "tests/support/broker_process.h"
 #include "tests/support/child_process.h"
 #include "tests/support/oidc_issuer.h"
+#include "tests/support/temp_dir.h"
 
 namespace jitbroker::testing {
 namespace {
@@ -44,10 +45,19 @@ struct GcpWorld {
     std::ofstream(dir + "/wif.pem") << (*key)->ToPem()->Reveal();
     std::filesystem::permissions(
         dir + "/wif.pem", std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    // The provider holds the JWKS `jitctl jwks --from-pem` prints, as in
+    // docs/gcp.md's set-up; the fake checks the kid and the signature by it.
+    auto [jwks_rc, jwks] =
+        RunCommand("(" JITCTL_BINARY " jwks --from-pem " + dir + "/wif.pem 2>/dev/null)");
+    REQUIRE_MESSAGE(jwks_rc == 0, jwks);
+    const nlohmann::json provider_keys = nlohmann::json::parse(jwks)["keys"];
+    REQUIRE(provider_keys.size() == 1);
+    CHECK(provider_keys[0] == (*key)->PublicJwk());
+    CHECK_FALSE(provider_keys[0].contains("d"));  // the public half only
     FakeGoogleOptions fo;
     fo.wif_audience = kGcpItAudience;
     fo.wif_issuer = "https://jitbroker.integration";
-    fo.wif_jwk = (*key)->PublicJwk();
+    fo.wif_jwk = provider_keys[0];
     fake = FakeGoogle::Start(fo);
     REQUIRE(fake != nullptr);
     fake->AddServiceAccount({kGcpItBrokerSa, {fake->FederatedPrincipal("jitbroker-gcp")}, true});
@@ -355,6 +365,33 @@ TEST_CASE("gcp: jitctl gcp serve stands in for the metadata server; Debian's goo
   CHECK(denied.find("export") == std::string::npos);
   auto [usage_rc, usage] = RunCommand(agent + "x --scope cloud-platform --storage nobucket");
   CHECK_MESSAGE(usage_rc == 2, usage);
+}
+
+TEST_CASE("gcp: jitctl jwks --from-pem prints the public JWKS of RSA and P-256 keys only") {
+  TempDir dir("jitbroker-jwks");
+  auto rsa = crypto::SigningKey::Generate(crypto::JwsAlg::kRS256);
+  REQUIRE(rsa.has_value());
+  std::ofstream(dir.File("rsa.pem")) << (*rsa)->ToPem()->Reveal();
+  auto [rc, out] =
+      RunCommand("(" JITCTL_BINARY " jwks --from-pem " + dir.File("rsa.pem") + " 2>/dev/null)");
+  REQUIRE_MESSAGE(rc == 0, out);
+  const nlohmann::json keys = nlohmann::json::parse(out)["keys"];
+  CHECK(keys == nlohmann::json::array({(*rsa)->PublicJwk()}));
+  for (const char* secret : {"d", "p", "q", "dp", "dq", "qi"}) {
+    CHECK_FALSE(keys[0].contains(secret));
+  }
+
+  auto ed = crypto::SigningKey::Generate(crypto::JwsAlg::kEd25519);
+  REQUIRE(ed.has_value());
+  std::ofstream(dir.File("ed.pem")) << (*ed)->ToPem()->Reveal();
+  std::ofstream(dir.File("big.pem")) << std::string(100000, 'A');
+  for (const std::string& bad :
+       {dir.File("ed.pem"), dir.File("big.pem"), dir.File("none.pem"), std::string("/dev/zero")}) {
+    CAPTURE(bad);
+    auto [bad_rc, bad_out] = RunCommand(JITCTL_BINARY " jwks --from-pem " + bad);
+    CHECK(bad_rc == 1);
+    CHECK(bad_out.find("keys") == std::string::npos);
+  }
 }
 
 }  // namespace
