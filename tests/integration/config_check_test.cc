@@ -3,6 +3,7 @@
 // trust policies) are refused by all three with the same message, and the
 // refused daemon creates nothing (docs/configuration.md, "Checking a file").
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <string>
 #include <vector>
@@ -181,6 +182,26 @@ TEST_CASE("Config check: the shipped conf/aws.yaml passes once its credentials a
   CAPTURE(out2);
   CHECK(rc2 == 1);
   CHECK(out2.find("JITBROKER_AWS_ACCESS_KEY_ID") != std::string::npos);
+}
+
+TEST_CASE("Config check: the shipped conf/gcp.yaml passes once its federation key is set") {
+  const fs::path root =
+      fs::absolute(fs::path(__FILE__)).lexically_normal().parent_path().parent_path().parent_path();
+  const std::string check =
+      std::string(JITCTL_BINARY) + " config check " + (root / "conf" / "gcp.yaml").string();
+  auto key = crypto::SigningKey::Generate(crypto::JwsAlg::kES256);
+  REQUIRE(key.has_value());
+  TempDir dir("jitbroker-gcp-conf");
+  std::ofstream(dir.File("federation.pem")) << (*key)->ToPem()->Reveal();
+  auto [rc, out] = RunCommand("env JITBROKER_GCP_FEDERATION_KEY=\"$(cat " +
+                              dir.File("federation.pem") + ")\" " + check);
+  CAPTURE(out);
+  CHECK(rc == 0);
+  CHECK(out.find("ok: policy version gcp.1") != std::string::npos);
+  auto [rc2, out2] = RunCommand("env -u JITBROKER_GCP_FEDERATION_KEY " + check);
+  CAPTURE(out2);
+  CHECK(rc2 == 1);
+  CHECK(out2.find("JITBROKER_GCP_FEDERATION_KEY") != std::string::npos);
 }
 
 }  // namespace
