@@ -12,10 +12,10 @@
 // 403, a broker that cannot give one 502, each with {"code","message"}, and
 // the cached credential is dropped (fail closed).
 //
-// The credential is cached (credential_cache.h): the SDKs poll the endpoint
+// The credential is cached (loopback_endpoint.h): the SDKs poll the endpoint
 // often, the broker sees one grant per credential lifetime.
 //
-// Bounds: LoopbackEndpointOptions (credential_cache.h).
+// Bounds: LoopbackEndpointOptions (loopback_endpoint.h).
 //
 // Thread-safety: CredentialEndpoint's methods are called from the listener's
 // threads; the cache serialises the fetches, a mutex the lines written to
@@ -30,7 +30,7 @@
 
 #include "broker/http/transport.h"
 #include "cli/agent_credentials.h"
-#include "cli/credential_cache.h"
+#include "cli/loopback_endpoint.h"
 #include "jitbroker/clock.h"
 #include "jitbroker/secret.h"
 
@@ -46,27 +46,16 @@ struct CredentialEndpointOptions {
   std::ostream* log = nullptr;                              // one line per grant or refusal
 };
 
-class CredentialEndpoint final : public http::RequestHandler {
+class CredentialEndpoint final : public LoopbackEndpoint<AwsCredential> {
  public:
   explicit CredentialEndpoint(CredentialEndpointOptions options);
 
-  // Seeds the cache with a credential already fetched (the one `aws serve`
-  // asks for before it starts listening).
-  void Prime(AwsCredential credential, TimePoint obtained);
-
   Result<http::RoutePlan> Plan(http::Request& head) override;
   void Handle(http::Request& request, http::Response& response) override;
-  void RenderError(const http::Request& request, const Error& error,
-                   http::Response& response) override;
-  void Finished(const http::Request&, const http::Response&,
-                std::chrono::steady_clock::duration) override {}
 
  private:
-  void Log(const std::string& line);
-
-  CredentialEndpointOptions options_;
-  std::mutex log_mu_;  // one line at a time (taken inside the cache's, never around it)
-  CredentialCache<AwsCredential> cache_;
+  const SecretValue token_;
+  const std::string account_id_;
 };
 
 }  // namespace jitbroker::cli

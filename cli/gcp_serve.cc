@@ -16,12 +16,6 @@ namespace {
 
 constexpr std::string_view kAccounts = "instance/service-accounts/";
 
-void Answer(http::Response& response, int status, std::string_view code, std::string_view message) {
-  response.status = status;
-  response.content_type = "application/json";
-  response.body = ContainerErrorJson(code, message);
-}
-
 // Google answers plain values as application/text.
 void Text(http::Response& response, std::string body) {
   response.status = 200;
@@ -65,31 +59,17 @@ std::vector<std::string> SplitScopes(std::string_view list) {
 }  // namespace
 
 MetadataEndpoint::MetadataEndpoint(MetadataEndpointOptions options)
-    : options_(std::move(options)),
-      cache_({.name = "jitctl gcp serve",
-              .clock = options_.clock,
-              .fetch = options_.fetch,
-              .log = [this](const std::string& line) { Log(line); }}) {}
-
-void MetadataEndpoint::Prime(GcpCredential credential, TimePoint obtained) {
-  cache_.Prime(std::move(credential), obtained);
-}
+    : LoopbackEndpoint("jitctl gcp serve", options.clock, std::move(options.fetch), options.log),
+      project_(std::move(options.project)),
+      project_number_(std::move(options.project_number)),
+      service_account_(std::move(options.service_account)),
+      scopes_(std::move(options.scopes)) {}
 
 Result<http::RoutePlan> MetadataEndpoint::Plan(http::Request& head) {
   const std::string_view path = head.path();
-  if (path != "/" && path != "/computeMetadata/" && !path.starts_with(kMetadataRoot)) {
-    return std::unexpected(
-        NotFound("not_found", "the metadata server is under " + std::string(kMetadataRoot)));
-  }
-  if (head.method != "GET") {
-    Error e = InvalidArgument("method_not_allowed", "only GET is served");
-    e.code = ErrorCode::kFailedPrecondition;
-    return std::unexpected(std::move(e));
-  }
-  head.route = "metadata";
-  http::RoutePlan plan;
-  plan.max_body_bytes = 0;
-  return plan;
+  return PlanGet(head,
+                 path == "/" || path == "/computeMetadata/" || path.starts_with(kMetadataRoot),
+                 "the metadata server is under " + std::string(kMetadataRoot), "metadata");
 }
 
 void MetadataEndpoint::Handle(http::Request& request, http::Response& response) {
@@ -100,24 +80,24 @@ void MetadataEndpoint::Handle(http::Request& request, http::Response& response) 
   if (request.HeaderCount("Metadata-Flavor") != 1 ||
       request.Header("Metadata-Flavor") != "Google") {
     Log("jitctl gcp serve: refused a request without Metadata-Flavor: Google");
-    Answer(response, 403, "missing_metadata_flavor",
-           "the metadata server needs the header Metadata-Flavor: Google");
+    AnswerError(response, 403, "missing_metadata_flavor",
+                "the metadata server needs the header Metadata-Flavor: Google");
     return;
   }
   if (request.HasHeader("X-Forwarded-For")) {
     Log("jitctl gcp serve: refused a forwarded request");
-    Answer(response, 403, "forwarded_request", "forwarded requests are refused");
+    AnswerError(response, 403, "forwarded_request", "forwarded requests are refused");
     return;
   }
   if (request.HeaderCount("Host") != 1 || !HostAllowed(request.Header("Host"))) {
     Log("jitctl gcp serve: refused a request for another host");
-    Answer(response, 403, "host_not_allowed",
-           "the Host must be 127.0.0.1, localhost or metadata.google.internal");
+    AnswerError(response, 403, "host_not_allowed",
+                "the Host must be 127.0.0.1, localhost or metadata.google.internal");
     return;
   }
   Result<std::vector<std::pair<std::string, std::string>>> query = net::ParseForm(request.query());
   if (!query) {
-    Answer(response, 400, "invalid_request", query.error().message);
+    AnswerError(response, 400, "invalid_request", query.error().message);
     return;
   }
   auto param = [&query](std::string_view name) -> std::optional<std::string> {
@@ -129,7 +109,7 @@ void MetadataEndpoint::Handle(http::Request& request, http::Response& response) 
     return std::nullopt;
   };
   if (auto wait = param("wait_for_change"); wait && *wait != "false") {
-    Answer(response, 400, "not_supported", "wait_for_change is not served");
+    AnswerError(response, 400, "not_supported", "wait_for_change is not served");
     return;
   }
 
@@ -144,41 +124,39 @@ void MetadataEndpoint::Handle(http::Request& request, http::Response& response) 
     return;
   }
   if (rest == "project/project-id") {
-    Text(response, options_.project);
+    Text(response, project_);
     return;
   }
   if (rest == "project/numeric-project-id") {
-    if (options_.project_number.empty()) {
-      Answer(response, 404, "not_found", "start jitctl gcp serve with --project-number");
+    if (project_number_.empty()) {
+      AnswerError(response, 404, "not_found", "start jitctl gcp serve with --project-number");
     } else {
-      Text(response, options_.project_number);
+      Text(response, project_number_);
     }
     return;
   }
   if (rest == kAccounts) {
-    Text(response, "default/\n" + options_.service_account + "/\n");
+    Text(response, "default/\n" + service_account_ + "/\n");
     return;
   }
   if (!rest.starts_with(kAccounts)) {
-    Answer(response, 404, "not_found",
-           "only instance/service-accounts/ and project/project-id are served");
+    AnswerError(response, 404, "not_found",
+                "only instance/service-accounts/ and project/project-id are served");
     return;
   }
   const std::string_view account_path = rest.substr(kAccounts.size());
   const size_t slash = account_path.find('/');
   const std::string_view account = account_path.substr(0, slash);
-  if (slash == std::string_view::npos ||
-      (account != "default" && account != options_.service_account)) {
-    Answer(response, 404, "not_found",
-           "the service accounts here are default and " + options_.service_account);
+  if (slash == std::string_view::npos || (account != "default" && account != service_account_)) {
+    AnswerError(response, 404, "not_found",
+                "the service accounts here are default and " + service_account_);
     return;
   }
   const std::string_view leaf = account_path.substr(slash + 1);
   if (leaf.empty()) {
     if (param("recursive") == "true") {
-      const nlohmann::json info = {{"aliases", {"default"}},
-                                   {"email", options_.service_account},
-                                   {"scopes", options_.scopes}};
+      const nlohmann::json info = {
+          {"aliases", {"default"}}, {"email", service_account_}, {"scopes", scopes_}};
       response.status = 200;
       response.content_type = "application/json";
       response.body = info.dump();
@@ -186,22 +164,22 @@ void MetadataEndpoint::Handle(http::Request& request, http::Response& response) 
       Text(response, "aliases\nemail\nscopes\ntoken\n");
     }
   } else if (leaf == "email") {
-    Text(response, options_.service_account);
+    Text(response, service_account_);
   } else if (leaf == "aliases") {
     Text(response, "default\n");
   } else if (leaf == "scopes") {
     std::string lines;
-    for (const std::string& s : options_.scopes) {
+    for (const std::string& s : scopes_) {
       lines.append(s).append("\n");
     }
     Text(response, std::move(lines));
   } else if (leaf == "token") {
     Token(*query, response);
   } else if (leaf == "identity") {
-    Answer(response, 404, "not_supported",
-           "identity tokens are not served here; ask the broker's jwt issuer");
+    AnswerError(response, 404, "not_supported",
+                "identity tokens are not served here; ask the broker's jwt issuer");
   } else {
-    Answer(response, 404, "not_found", "no such service account entry");
+    AnswerError(response, 404, "not_found", "no such service account entry");
   }
 }
 
@@ -214,42 +192,22 @@ void MetadataEndpoint::Token(const std::vector<std::pair<std::string, std::strin
     // A library that asks for scopes gets the grant's token only when it
     // asks for no more than the grant has.
     for (const std::string& s : SplitScopes(v)) {
-      if (std::find(options_.scopes.begin(), options_.scopes.end(), s) == options_.scopes.end()) {
-        Answer(response, 400, "scope_not_granted",
-               "the grant served here does not have the scope " + s.substr(0, 256));
+      if (std::find(scopes_.begin(), scopes_.end(), s) == scopes_.end()) {
+        AnswerError(response, 400, "scope_not_granted",
+                    "the grant served here does not have the scope " + s.substr(0, 256));
         return;
       }
     }
   }
-  auto failed = cache_.With([&](const GcpCredential& credential, TimePoint now) {
-    SecretValue body = MetadataTokenJson(credential, now);
-    response.status = 200;
-    response.content_type = "application/json";
-    response.body = std::string(body.Reveal());
+  AnswerCredential(response, [](const GcpCredential& credential, TimePoint now) {
+    return MetadataTokenJson(credential, now);
   });
-  if (failed) {
-    Answer(response, failed->status == 0 ? 502 : failed->status,
-           failed->code.empty() ? "broker_error" : failed->code, failed->message);
-  }
 }
 
-void MetadataEndpoint::RenderError(const http::Request& /*request*/, const Error& error,
+void MetadataEndpoint::RenderError(const http::Request& request, const Error& error,
                                    http::Response& response) {
   response.SetHeader("Metadata-Flavor", "Google");
-  int status = InfoFor(error.code).http_status;
-  if (error.Reason() == "method_not_allowed") {
-    status = 405;
-    response.SetHeader("Allow", "GET");
-  }
-  Answer(response, status, error.Reason(), error.message);
-}
-
-void MetadataEndpoint::Log(const std::string& line) {
-  if (options_.log == nullptr) {
-    return;
-  }
-  std::lock_guard lock(log_mu_);
-  *options_.log << line << "\n" << std::flush;
+  LoopbackEndpoint::RenderError(request, error, response);
 }
 
 }  // namespace jitbroker::cli

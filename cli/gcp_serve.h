@@ -44,14 +44,13 @@
 #pragma once
 
 #include <functional>
-#include <mutex>
 #include <ostream>
 #include <string>
 #include <vector>
 
 #include "broker/http/transport.h"
 #include "cli/agent_credentials.h"
-#include "cli/credential_cache.h"
+#include "cli/loopback_endpoint.h"
 #include "jitbroker/clock.h"
 
 namespace jitbroker::cli {
@@ -68,28 +67,23 @@ struct MetadataEndpointOptions {
   std::ostream* log = nullptr;                              // one line per grant or refusal
 };
 
-class MetadataEndpoint final : public http::RequestHandler {
+class MetadataEndpoint final : public LoopbackEndpoint<GcpCredential> {
  public:
   explicit MetadataEndpoint(MetadataEndpointOptions options);
-
-  // Seeds the cache with the token `gcp serve` asks for before it listens.
-  void Prime(GcpCredential credential, TimePoint obtained);
 
   Result<http::RoutePlan> Plan(http::Request& head) override;
   void Handle(http::Request& request, http::Response& response) override;
   void RenderError(const http::Request& request, const Error& error,
                    http::Response& response) override;
-  void Finished(const http::Request&, const http::Response&,
-                std::chrono::steady_clock::duration) override {}
 
  private:
-  void Log(const std::string& line);
   void Token(const std::vector<std::pair<std::string, std::string>>& query,
              http::Response& response);
 
-  MetadataEndpointOptions options_;
-  std::mutex log_mu_;  // one line at a time (taken inside the cache's, never around it)
-  CredentialCache<GcpCredential> cache_;
+  const std::string project_;
+  const std::string project_number_;
+  const std::string service_account_;
+  const std::vector<std::string> scopes_;
 };
 
 }  // namespace jitbroker::cli

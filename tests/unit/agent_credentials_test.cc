@@ -3,6 +3,7 @@
 // (cli/aws_serve.h) on a real loopback listener with a fake clock and a
 // fake broker.
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -372,24 +373,33 @@ TEST_CASE("WipeJsonStrings zeroes every string in place") {
 // ---------------------------------------------------------------------------
 // The endpoint on a real loopback listener.
 
-struct Endpoint {
+// A loopback endpoint under test: a fake clock, a fetch that counts (or
+// refuses, as the broker would), the log, and a real listener.
+template <class C, class H>
+struct Served {
   testing::FakeClock clock{FromUnixSeconds(1800000000)};
   std::atomic<int> fetches{0};
   std::atomic<bool> deny{false};
   std::ostringstream log;
-  std::unique_ptr<CredentialEndpoint> handler;
+  std::unique_ptr<H> handler;
   std::unique_ptr<http::Transport> listener;
   std::thread thread;
   int port = 0;
 
-  explicit Endpoint(std::chrono::seconds lifetime) {
-    CredentialEndpointOptions o;
-    o.token = SecretValue("the-token");
-    o.account_id = "123456789012";
-    o.clock = &clock;
-    o.log = &log;
-    o.fetch = [this, lifetime] {
-      FetchedCredential<AwsCredential> f;
+  Served() = default;
+  Served(const Served&) = delete;
+  Served& operator=(const Served&) = delete;
+  ~Served() {
+    if (listener) {
+      listener->Stop(std::chrono::milliseconds(1000));
+      thread.join();
+    }
+  }
+
+  // The endpoint's fetch: make(n) is the n-th credential, from grant grt_n.
+  std::function<FetchedCredential<C>()> Fetch(std::function<C(int)> make) {
+    return [this, make = std::move(make)] {
+      FetchedCredential<C> f;
       if (deny) {
         f.status = 403;
         f.code = "out_of_scope";
@@ -397,17 +407,15 @@ struct Endpoint {
         return f;
       }
       const int n = ++fetches;
-      AwsCredential c;
-      c.access_key_id = "ASIA" + std::to_string(n);
-      c.secret_access_key = SecretValue("secret" + std::to_string(n));
-      c.session_token = SecretValue("token" + std::to_string(n));
-      c.expires_at = clock.Now() + lifetime;
-      f.credential = std::move(c);
+      f.credential = make(n);
       f.grant_id = "grt_" + std::to_string(n);
       f.status = 200;
       return f;
     };
-    handler = std::make_unique<CredentialEndpoint>(std::move(o));
+  }
+
+  void Listen(std::unique_ptr<H> h) {
+    handler = std::move(h);
     auto t = http::Transport::Create(LoopbackEndpointOptions(0), handler.get());
     REQUIRE(t.has_value());
     listener = std::move(*t);
@@ -416,9 +424,24 @@ struct Endpoint {
     port = *p;
     thread = std::thread([this] { listener->Serve(); });
   }
-  ~Endpoint() {
-    listener->Stop(std::chrono::milliseconds(1000));
-    thread.join();
+};
+
+struct Endpoint : Served<AwsCredential, CredentialEndpoint> {
+  explicit Endpoint(std::chrono::seconds lifetime) {
+    CredentialEndpointOptions o;
+    o.token = SecretValue("the-token");
+    o.account_id = "123456789012";
+    o.clock = &clock;
+    o.log = &log;
+    o.fetch = Fetch([this, lifetime](int n) {
+      AwsCredential c;
+      c.access_key_id = "ASIA" + std::to_string(n);
+      c.secret_access_key = SecretValue("secret" + std::to_string(n));
+      c.session_token = SecretValue("token" + std::to_string(n));
+      c.expires_at = clock.Now() + lifetime;
+      return c;
+    });
+    Listen(std::make_unique<CredentialEndpoint>(std::move(o)));
   }
 
   httplib::Result Get(const std::string& path, const char* authorization = "the-token") {
@@ -599,16 +622,7 @@ TEST_CASE("gcp serve: the credential of a grant, ending at the earlier expiry") 
   CHECK_FALSE(GcpCredentialFromGrant(bad_time).has_value());
 }
 
-struct Metadata {
-  testing::FakeClock clock{FromUnixSeconds(1800000000)};
-  std::atomic<int> fetches{0};
-  std::atomic<bool> deny{false};
-  std::ostringstream log;
-  std::unique_ptr<MetadataEndpoint> handler;
-  std::unique_ptr<http::Transport> listener;
-  std::thread thread;
-  int port = 0;
-
+struct Metadata : Served<GcpCredential, MetadataEndpoint> {
   Metadata() {
     MetadataEndpointOptions o;
     o.project = "acme-prod";
@@ -616,37 +630,15 @@ struct Metadata {
     o.scopes = {kGcpReadScope};
     o.clock = &clock;
     o.log = &log;
-    o.fetch = [this] {
-      FetchedCredential<GcpCredential> f;
-      if (deny) {
-        f.status = 403;
-        f.code = "out_of_scope";
-        f.message = "denied: not in the task scope";
-        return f;
-      }
-      const int n = ++fetches;
+    o.fetch = Fetch([this](int n) {
       GcpCredential c;
       c.access_token = SecretValue("ya29.token" + std::to_string(n));
       c.expires_at = clock.Now() + std::chrono::seconds(600);
       c.service_account = kGcpSa;
       c.scopes = {kGcpReadScope};
-      f.credential = std::move(c);
-      f.grant_id = "grt_" + std::to_string(n);
-      f.status = 200;
-      return f;
-    };
-    handler = std::make_unique<MetadataEndpoint>(std::move(o));
-    auto t = http::Transport::Create(LoopbackEndpointOptions(0), handler.get());
-    REQUIRE(t.has_value());
-    listener = std::move(*t);
-    auto p = listener->Bind();
-    REQUIRE(p.has_value());
-    port = *p;
-    thread = std::thread([this] { listener->Serve(); });
-  }
-  ~Metadata() {
-    listener->Stop(std::chrono::milliseconds(1000));
-    thread.join();
+      return c;
+    });
+    Listen(std::make_unique<MetadataEndpoint>(std::move(o)));
   }
 
   httplib::Result Get(const std::string& path) {

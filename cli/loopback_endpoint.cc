@@ -1,6 +1,13 @@
-#include "cli/credential_cache.h"
+#include "cli/loopback_endpoint.h"
 
 namespace jitbroker::cli {
+
+void AnswerError(http::Response& response, int status, std::string_view code,
+                 std::string_view message) {
+  response.status = status;
+  response.content_type = "application/json";
+  response.body = ContainerErrorJson(code, message);
+}
 
 http::TransportOptions LoopbackEndpointOptions(int port) {
   http::TransportOptions o;
