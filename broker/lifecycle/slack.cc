@@ -289,41 +289,50 @@ SlackNotifier::SlackNotifier(const config::ApprovalSlackConfig& config,
 void SlackNotifier::ApprovalPending(const GrantRecord& grant, const SessionRecord& session) {
   json body = SlackPendingMessage(PendingApprovalMessage(grant, session), config_.channel,
                                   config_.interactive, config_.console_url);
-  json blocks = body.value("blocks", json::array());
+  {
+    // Known from now on, so a decision that comes before Slack's answer
+    // is kept for it (the message is then updated as soon as it exists).
+    std::lock_guard lock(posted_mu_);
+    if (posted_.size() >= kMaxPosted && !posted_order_.empty()) {
+      posted_.erase(posted_order_.front());
+      posted_order_.pop_front();
+    }
+    if (posted_.emplace(grant.approval_id, Posted{{}, {}, body.value("blocks", json::array()), {}})
+            .second) {
+      posted_order_.push_back(grant.approval_id);
+    }
+  }
   queue_.EnqueueCall(
       config_.api_url + "/chat.postMessage", body, grant.approval_id, /*bearer=*/true,
-      [this, id = grant.approval_id, blocks = std::move(blocks)](const json& answer) {
+      [this, id = grant.approval_id](const json& answer) {
         const json* channel = answer.is_object() ? &answer["channel"] : nullptr;
         const json* ts = answer.is_object() ? &answer["ts"] : nullptr;
         if (channel == nullptr || ts == nullptr || !channel->is_string() || !ts->is_string()) {
           return;
         }
-        std::lock_guard lock(posted_mu_);
-        if (posted_.size() >= kMaxPosted && !posted_order_.empty()) {
-          posted_.erase(posted_order_.front());
-          posted_order_.pop_front();
+        Posted closed;
+        {
+          std::lock_guard lock(posted_mu_);
+          auto it = posted_.find(id);
+          if (it == posted_.end()) {
+            return;  // forgotten (kMaxPosted)
+          }
+          it->second.channel = channel->get<std::string>();
+          it->second.ts = ts->get<std::string>();
+          if (!it->second.closed_outcome) {
+            return;
+          }
+          closed = std::move(it->second);
+          posted_.erase(it);  // its slot in posted_order_ ages out
         }
-        if (posted_.emplace(id, Posted{channel->get<std::string>(), ts->get<std::string>(), blocks})
-                .second) {
-          posted_order_.push_back(id);
-        }
+        UpdateMessage(closed.channel, closed.ts,
+                      SlackDecidedBlocks(closed.blocks, *closed.closed_outcome),
+                      *closed.closed_outcome, id);
       });
 }
 
 void SlackNotifier::ApprovalClosed(const GrantRecord& grant) {
-  Posted posted;
-  {
-    std::lock_guard lock(posted_mu_);
-    auto it = posted_.find(grant.approval_id);
-    if (it == posted_.end()) {
-      return;
-    }
-    posted = std::move(it->second);
-    posted_.erase(it);  // its slot in posted_order_ ages out
-  }
-  if (grant.approval && grant.approval->via == "slack") {
-    return;  // the callback updated the message with the clicker's outcome
-  }
+  const bool via_slack = grant.approval && grant.approval->via == "slack";
   std::string outcome;
   if (grant.approval) {
     const bool approved = grant.approval->decision == "approved";
@@ -337,6 +346,24 @@ void SlackNotifier::ApprovalClosed(const GrantRecord& grant) {
     outcome = ":hourglass: *Expired*: no approver decided in time";
   } else {
     outcome = ":hourglass: *No longer pending*: the request was revoked or its session ended";
+  }
+  Posted posted;
+  {
+    std::lock_guard lock(posted_mu_);
+    auto it = posted_.find(grant.approval_id);
+    if (it == posted_.end()) {
+      return;
+    }
+    if (!via_slack && it->second.ts.empty()) {
+      // Slack has not answered the post yet: its answer applies this.
+      it->second.closed_outcome = std::move(outcome);
+      return;
+    }
+    posted = std::move(it->second);
+    posted_.erase(it);  // its slot in posted_order_ ages out
+  }
+  if (via_slack) {
+    return;  // the callback updated the message with the clicker's outcome
   }
   UpdateMessage(posted.channel, posted.ts, SlackDecidedBlocks(posted.blocks, outcome), outcome,
                 grant.approval_id);

@@ -130,15 +130,18 @@ class SlackNotifier {
   SecretValue signing_secret_;
   std::string api_host_;  // lower case, from api_url
   std::unique_ptr<net::HttpClient> lookup_;
-  // Messages this process posted, by approval id (channel, ts and blocks
-  // from Slack's answer), so a decision made elsewhere can update them.
-  // In memory and bounded (kMaxPosted; the oldest is forgotten): after a
-  // restart, older messages keep their buttons, and a click on them is
-  // answered with the approval's state.
+  // Messages this process posts, by approval id (the blocks sent; channel
+  // and ts from Slack's answer), so a decision made elsewhere can update
+  // them. A decision made before Slack answered the post waits in
+  // `closed_outcome` and is applied by the answer. In memory and bounded
+  // (kMaxPosted; the oldest is forgotten): after a restart, older messages
+  // keep their buttons, and a click on them is answered with the
+  // approval's state.
   struct Posted {
-    std::string channel;
-    std::string ts;
+    std::string channel;  // empty until Slack answers the post
+    std::string ts;       // empty until Slack answers the post
     nlohmann::json blocks;
+    std::optional<std::string> closed_outcome;
   };
   static constexpr size_t kMaxPosted = 10000;
   std::mutex posted_mu_;

@@ -3,6 +3,7 @@
 
 #include <httplib.h>
 
+#include <atomic>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -121,6 +122,7 @@ struct FakeSlack::Impl {
   std::vector<SlackMessage> messages;
   std::string fail_error;
   int fail_count = 0;
+  std::atomic<int64_t> post_delay_ms{0};
   int64_t next_ts = 1700000000;
 
   void Answer(httplib::Response& res, SlackCall call, const std::string& error,
@@ -245,6 +247,9 @@ std::unique_ptr<FakeSlack> FakeSlack::Start(FakeSlackOptions options) {
                                std::exception_ptr) { res.status = 500; });
   svr.Post("/api/chat.postMessage", [&impl](const httplib::Request& req, httplib::Response& res) {
     impl.HandleChat(req, res, false);
+    if (const int64_t ms = impl.post_delay_ms.load(); ms > 0) {  // recorded, not yet answered
+      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    }
   });
   svr.Post("/api/chat.update", [&impl](const httplib::Request& req, httplib::Response& res) {
     impl.HandleChat(req, res, true);
@@ -325,6 +330,10 @@ std::optional<SlackMessage> FakeSlack::WaitForMessage(const std::string& approva
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+}
+
+void FakeSlack::DelayPostAnswers(std::chrono::milliseconds delay) {
+  impl_->post_delay_ms = delay.count();
 }
 
 void FakeSlack::FailNext(const std::string& error, int count) {

@@ -87,6 +87,9 @@ class FakeSlack {
       std::chrono::milliseconds timeout = std::chrono::milliseconds(5000)) const;
   // The next `count` chat.* calls answer {"ok": false, "error": error}.
   void FailNext(const std::string& error, int count = 1);
+  // chat.postMessage records the message at once but answers `delay`
+  // later: the broker learns the message's ts after the test can see it.
+  void DelayPostAnswers(std::chrono::milliseconds delay);
 
   // Slack's signature of `body` at `timestamp` with `secret`.
   static std::string Sign(const std::string& secret, const std::string& timestamp,

@@ -214,6 +214,23 @@ TEST_CASE("Slack: the message follows a decision made elsewhere (API, console, e
     CHECK(updated->blocks.dump().find("*Denied* by maint_2: not now") != std::string::npos);
     CHECK(env->slack->Violations().empty());
   }
+  SUBCASE("decided before Slack answered the post: the answer applies the decision") {
+    auto env = SlkStart();
+    BrokerProcess& b = *env->b;
+    env->slack->DelayPostAnswers(std::chrono::milliseconds(1500));
+    SlkPending p = SlkRequestMerge(b);
+    auto m = env->slack->WaitForMessage(p.approval_id);  // posted, its ts not yet known
+    REQUIRE(m);
+    auto r = b.Post("/v1/approvals/" + p.approval_id, b.maintainer2_key,
+                    {{"decision", "approve"}, {"request_digest", p.digest}});
+    REQUIRE(r.status == 200);
+    auto updated = env->slack->WaitForMessage(p.approval_id, 1);
+    REQUIRE(updated);
+    CHECK(updated->ts == m->ts);
+    CHECK_FALSE(SlkHasActions(*updated));
+    CHECK(updated->blocks.dump().find("*Approved* by maint_2") != std::string::npos);
+    CHECK(env->slack->Violations().empty());
+  }
   SUBCASE("its session revoked") {
     auto env = SlkStart();
     BrokerProcess& b = *env->b;
