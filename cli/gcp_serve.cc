@@ -1,13 +1,13 @@
 #include "cli/gcp_serve.h"
 
 #include <algorithm>
-#include <cctype>
 #include <optional>
 #include <string>
 #include <utility>
 
 #include <nlohmann/json.hpp>
 
+#include "broker/common/text.h"
 #include "broker/net/url.h"
 
 namespace jitbroker::cli {
@@ -31,10 +31,7 @@ std::string HostName(std::string_view host) {
   } else if (const size_t colon = name.rfind(':'); colon != std::string_view::npos) {
     name = name.substr(0, colon);
   }
-  std::string out(name);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
+  return text::AsciiLower(name);
 }
 
 bool HostAllowed(std::string_view host) {
